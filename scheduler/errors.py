@@ -1,0 +1,42 @@
+"""Errors the scheduler raises, each carrying one sentence an operator can act on.
+
+    TicklerError
+     ├── InvalidSchedule (ValueError)    bad cron, zone, interval, prompt, instant, policy
+     ├── ScheduleNotFound (LookupError)  no such schedule in this chat
+     ├── RunNotFound (LookupError)       no such run in this chat
+     └── InvalidState (RuntimeError)     the request does not fit the current state
+                                         (resume a schedule that is not paused, retry a
+                                         run that is not dead, ...)
+
+`str(error)` is the user-facing sentence; handlers show it as is.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidSchedule",
+    "InvalidState",
+    "RunNotFound",
+    "ScheduleNotFound",
+    "TicklerError",
+]
+
+
+class TicklerError(Exception):
+    """Base of every error whose message is meant for the operator."""
+
+
+class InvalidSchedule(TicklerError, ValueError):
+    """The schedule definition (or part of it) is not acceptable."""
+
+
+class ScheduleNotFound(TicklerError, LookupError):
+    """No schedule with that id exists in the caller's chat."""
+
+
+class RunNotFound(TicklerError, LookupError):
+    """No run with that id exists in the caller's chat."""
+
+
+class InvalidState(TicklerError, RuntimeError):
+    """The operation is valid in general but not for the object's current state."""
