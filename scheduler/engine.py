@@ -1,0 +1,436 @@
+"""The scheduling engine: a durable loop over the store, driven by an injected clock.
+
+Each iteration reads the clock once and then:
+1. heartbeats, and reaps runs left `running` by instances that died;
+2. claims due fires (planning them by the missed-run policy) in one transaction each;
+3. acquires ready runs up to the free dispatch slots and starts them;
+then sleeps until the earliest due instant, a wake-up (schedules changed, a slot
+freed), or a short cap, whichever is first. Idle, it uses no CPU.
+
+Guarantees and where they live: exactly-once claiming is the store's transaction
+plus UNIQUE(schedule_id, scheduled_for); retries are rows (status `failed` with
+`next_attempt_at`), so a restart remembers them; shutdown puts unfinished attempts
+back to `pending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from scheduler.clock import Clock
+from scheduler.dispatch import DispatchError, Dispatcher, DispatchRequest, Operator
+from scheduler.ids import new_id
+from scheduler.models import ActionKind, Run, RunStatus, RunTrigger, Schedule, TimeoutPolicy
+from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
+from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
+from scheduler.templates import load_template, prompt_variables, render
+
+__all__ = ["Engine", "EngineConfig", "Notifier", "ReminderSender"]
+
+log = logging.getLogger("tickler.engine")
+
+#: Engines alive in this process; two in one process share a pid, so the pid alone
+#: cannot tell a dead predecessor from a live sibling.
+_LOCAL_INSTANCES: set[str] = set()
+
+_OUTPUT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_concurrency: int = 64
+    claim_batch: int = 500
+    misfire_grace: timedelta = DEFAULT_MISFIRE_GRACE
+    #: The longest the loop sleeps, so a change made by another process (or a clock
+    #: jump) is noticed within this time even without a wake-up.
+    max_sleep: timedelta = timedelta(seconds=30)
+    #: Real seconds that in-flight runs get to finish after a stop is requested.
+    shutdown_grace: float = 20.0
+    #: Dead runs in a row that trip a schedule's circuit breaker.
+    trip_after: int = 3
+    heartbeat_every: timedelta = timedelta(seconds=15)
+    #: An instance silent this long is presumed dead and its runs are reaped.
+    stale_after: timedelta = timedelta(seconds=90)
+
+
+class Notifier(Protocol):
+    """What the engine tells the operator's side (the bot) about."""
+
+    async def run_finished(self, finished: FinishedAttempt) -> None: ...
+
+    async def schedule_tripped(self, finished: FinishedAttempt) -> None: ...
+
+    async def fires_missed(self, plan: FirePlan) -> None: ...
+
+
+class ReminderSender(Protocol):
+    async def send_reminder(self, chat_id: int, text: str) -> None: ...
+
+
+class _LogNotifier:
+    async def run_finished(self, finished: FinishedAttempt) -> None:
+        run = finished.run
+        log.info("run %s of %s: %s", run.id, run.schedule_id, run.status.value)
+
+    async def schedule_tripped(self, finished: FinishedAttempt) -> None:
+        log.warning("schedule %s tripped its circuit breaker", finished.schedule.id)
+
+    async def fires_missed(self, plan: FirePlan) -> None:
+        log.warning("schedule %s: %d fires missed", plan.schedule_id, plan.missed)
+
+
+@dataclass
+class _InFlight:
+    acquired: AcquiredRun
+    task: asyncio.Task[None]
+    attempt: asyncio.Task[AttemptOutcome] | None = None
+    released: bool = field(default=False)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        *,
+        config: EngineConfig | None = None,
+        notifier: Notifier | None = None,
+        reminders: ReminderSender | None = None,
+        instance_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.dispatcher = dispatcher
+        self.config = config or EngineConfig()
+        self.notifier: Notifier = notifier or _LogNotifier()
+        self.reminders = reminders
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self.instance_id = instance_id or f"{self._host}:{self._pid}:{new_id()}"
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._started = False
+        self._inflight: dict[str, _InFlight] = {}
+        self._next_heartbeat: datetime | None = None
+        self.last_tick_at: datetime | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+    def wake(self) -> None:
+        """Re-plan now: a schedule was added, changed or run by hand."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop claiming; `run_forever` then drains in-flight work and returns."""
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def startup(self) -> None:
+        """Register this instance and reconcile what a dead predecessor left behind.
+        Missed fires need no step here: the first claim plans them by policy."""
+        if self._started:
+            return
+        now = self.clock.now()
+        _LOCAL_INSTANCES.add(self.instance_id)
+        await self.store.register_instance(
+            EngineInstance(self.instance_id, self._host, self._pid, now, now, None)
+        )
+        self._started = True
+        await self._reap(now)
+        self._next_heartbeat = now + self.config.heartbeat_every
+
+    async def run_forever(self) -> None:
+        """The long-running loop, until `request_stop()`; then a graceful shutdown."""
+        await self.startup()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                now = self.clock.now()
+                more = await self._tick(now)
+                if self._stopping:
+                    break
+                if more:
+                    continue
+                await self.clock.sleep_until(await self._next_wake(now), self._wake)
+        finally:
+            await self.shutdown()
+
+    async def run_until_idle(self) -> None:
+        """Burst mode for tests and one-shot jobs: work until nothing is due at the
+        clock's current instant and nothing is in flight."""
+        await self.startup()
+        while True:
+            more = await self._tick(self.clock.now())
+            if self._inflight:
+                await asyncio.wait(
+                    [f.task for f in self._inflight.values()],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                continue
+            if not more:
+                return
+
+    async def shutdown(self) -> None:
+        """Let in-flight attempts finish within the grace period; put the rest back."""
+        self._stopping = True
+        tasks = [f.task for f in self._inflight.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.shutdown_grace)
+        for flight in list(self._inflight.values()):
+            if flight.attempt is not None and not flight.attempt.done():
+                flight.attempt.cancel()
+        remaining = [f.task for f in self._inflight.values()]
+        if remaining:
+            await asyncio.wait(remaining)
+        if self._started:
+            await self.store.mark_instance_stopped(self.instance_id, self.clock.now())
+            _LOCAL_INSTANCES.discard(self.instance_id)
+            self._started = False
+
+    # --- one iteration -------------------------------------------------------------------
+    async def _tick(self, now: datetime) -> bool:
+        """Do everything due at `now`; True if there may be more to do right away."""
+        self.last_tick_at = now
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            await self.store.heartbeat(self.instance_id, now)
+            await self._reap(now)
+            self._next_heartbeat = now + self.config.heartbeat_every
+        more = False
+        plans = await self.store.claim_due_fires(now, self.config.claim_batch, self._plan)
+        for plan in plans:
+            if plan.missed:
+                await self._notify(self.notifier.fires_missed(plan))
+        if len(plans) >= self.config.claim_batch:
+            more = True
+        free = self.config.max_concurrency - len(self._inflight)
+        if free > 0 and not self._stopping:
+            acquired = await self.store.acquire_ready_runs(now, free, self.instance_id)
+            for item in acquired:
+                self._start(item)
+            if len(acquired) == free:
+                more = True
+        return more
+
+    def _plan(self, schedule: Schedule, now: datetime) -> FirePlan:
+        return plan_due_fires(schedule, now, self.config.misfire_grace)
+
+    async def _next_wake(self, now: datetime) -> datetime:
+        deadline = now + self.config.max_sleep
+        if self._next_heartbeat is not None:
+            deadline = min(deadline, self._next_heartbeat)
+        due = await self.store.next_due_at()
+        # Something already due that we could not take waits for a slot or for the
+        # run it queues behind; both wake us, so only a future instant sets a deadline.
+        if due is not None and due > now:
+            deadline = min(deadline, due)
+        return deadline
+
+    # --- reaping -------------------------------------------------------------------
+    async def _reap(self, now: datetime) -> None:
+        owners = await self.store.running_owners()
+        owners.discard(self.instance_id)
+        if not owners:
+            return
+        known = {i.id: i for i in await self.store.list_instances()}
+        dead = [o for o in owners if o not in known or self._is_dead(known[o], now)]
+        if not dead:
+            return
+        finished = await self.store.reap_orphans(
+            dead, now, self._orphan_outcome, trip_after=self.config.trip_after
+        )
+        for item in finished:
+            log.warning("run %s was orphaned by %s: %s", item.run.id, dead, item.run.status)
+            await self._after_finish(item)
+        if finished:
+            self._wake.set()
+
+    def _is_dead(self, inst: EngineInstance, now: datetime) -> bool:
+        if inst.stopped_at is not None:
+            return True
+        if now - inst.heartbeat_at > self.config.stale_after:
+            return True
+        if inst.host != self._host:
+            return False
+        if inst.pid == self._pid:
+            return inst.id not in _LOCAL_INSTANCES
+        return not _pid_alive(inst.pid)
+
+    def _orphan_outcome(self, run: Run, schedule: Schedule) -> AttemptOutcome:
+        error = "orphaned: the process running this attempt stopped before it finished"
+        # The dead process may have delivered the request: same rule as a timeout.
+        return self._failure_outcome(run, schedule, error, uncertain=True, now=self.clock.now())
+
+    # --- running one attempt --------------------------------------------------------
+    def _start(self, acquired: AcquiredRun) -> None:
+        flight = _InFlight(acquired, task=None)  # type: ignore[arg-type]
+        flight.task = asyncio.create_task(self._execute(flight), name=f"run-{acquired.run.id}")
+        self._inflight[acquired.run.id] = flight
+
+    async def _execute(self, flight: _InFlight) -> None:
+        acquired = flight.acquired
+        try:
+            flight.attempt = asyncio.create_task(self._attempt(acquired))
+            try:
+                outcome = await flight.attempt
+            except asyncio.CancelledError:
+                # Cancelled by shutdown after the grace period: not a failure.
+                await self.store.release_runs(
+                    self.instance_id, [acquired.run.id], self.clock.now()
+                )
+                return
+            finished = await self.store.finish_attempt(
+                acquired.run.id, self.instance_id, outcome, trip_after=self.config.trip_after
+            )
+            if finished is not None:
+                await self._after_finish(finished)
+        except Exception:
+            log.exception("recording run %s failed", acquired.run.id)
+        finally:
+            self._inflight.pop(acquired.run.id, None)
+            self._wake.set()
+
+    async def _attempt(self, acquired: AcquiredRun) -> AttemptOutcome:
+        run, schedule = acquired.run, acquired.schedule
+        timeout = schedule.policies.timeout_seconds
+        started = time.monotonic()
+        output: str | None = None
+        usage: dict[str, int] | None = None
+        try:
+            # The outer timeout is a safety net around the dispatcher's own.
+            async with asyncio.timeout(timeout + 1.0):
+                output, usage = await self._perform(run, schedule, timeout)
+        except DispatchError as exc:
+            return self._failure_outcome(
+                run, schedule, str(exc), uncertain=exc.uncertain, now=self.clock.now()
+            )
+        except TimeoutError:
+            return self._failure_outcome(
+                run,
+                schedule,
+                f"timed out after {timeout:g} s",
+                uncertain=True,
+                now=self.clock.now(),
+            )
+        except Exception as exc:
+            log.exception("run %s failed unexpectedly", run.id)
+            return self._failure_outcome(
+                run, schedule, f"internal error: {exc}", uncertain=False, now=self.clock.now()
+            )
+        return AttemptOutcome(
+            status=RunStatus.SUCCEEDED,
+            finished_at=self.clock.now(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            output=None if output is None else output[:_OUTPUT_LIMIT],
+            token_usage=usage,
+        )
+
+    async def _perform(
+        self, run: Run, schedule: Schedule, timeout: float
+    ) -> tuple[str | None, dict[str, int] | None]:
+        action = schedule.action
+        text = load_template(action.template) if action.template else action.text
+        last_output = None
+        if "{last_output}" in text:
+            previous = await self.store.list_runs(
+                schedule.chat_id,
+                schedule_id=schedule.id,
+                statuses=[RunStatus.SUCCEEDED],
+                limit=1,
+            )
+            last_output = previous[0].output if previous else None
+        prompt = render(
+            text,
+            prompt_variables(
+                fire=run.scheduled_for,
+                timezone=schedule.timezone,
+                schedule_name=schedule.name,
+                last_output=last_output,
+            ),
+        )
+        if action.kind is ActionKind.REMINDER:
+            if self.reminders is None:
+                raise DispatchError("No chat is connected to deliver reminders.", uncertain=False)
+            await self.reminders.send_reminder(schedule.chat_id, prompt)
+            return None, None
+        result = await self.dispatcher.dispatch(
+            DispatchRequest(
+                schedule_id=schedule.id,
+                run_id=run.id,
+                scheduled_for=run.scheduled_for,
+                chat_id=schedule.chat_id,
+                operator=Operator(id=schedule.owner.id, first_name=schedule.owner.first_name),
+                schedule_name=schedule.name,
+                prompt=prompt,
+                timezone=schedule.timezone,
+            ),
+            timeout=timeout,
+        )
+        return result.output, result.token_usage
+
+    def _failure_outcome(
+        self, run: Run, schedule: Schedule, error: str, *, uncertain: bool, now: datetime
+    ) -> AttemptOutcome:
+        policies = schedule.policies
+        if uncertain and policies.timeout_policy is TimeoutPolicy.ASK:
+            return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
+        if run.attempt >= policies.retry.max_attempts:
+            return AttemptOutcome(RunStatus.DEAD, finished_at=now, error=error)
+        delay = retry_delay(policies.retry, run.attempt, self._rng)
+        return AttemptOutcome(
+            RunStatus.FAILED, finished_at=now, error=error, next_attempt_at=now + delay
+        )
+
+    async def _after_finish(self, finished: FinishedAttempt) -> None:
+        await self._notify(self.notifier.run_finished(finished))
+        if finished.tripped_now:
+            await self._notify(self.notifier.schedule_tripped(finished))
+
+    @staticmethod
+    async def _notify(call: Awaitable[None]) -> None:
+        # A failing notifier (Telegram down) must never break the ledger.
+        try:
+            await call
+        except Exception:
+            log.exception("notifier failed")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
+    """A run outside the schedule's own fires (run now, backfill); its instant is its key."""
+    return Run(
+        id=new_id(),
+        schedule_id=schedule.id,
+        chat_id=schedule.chat_id,
+        scheduled_for=now,
+        trigger=trigger,
+        status=RunStatus.PENDING,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )

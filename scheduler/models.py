@@ -1,0 +1,196 @@
+"""The domain: schedules, runs and the policies that govern them.
+
+Models are frozen; a change is a `model_copy(update=...)` handed back to the store.
+Every datetime inside is timezone-aware UTC; local time exists only at the edges.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.triggers import Trigger
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "CreatedBy",
+    "MissedRunPolicy",
+    "OverlapPolicy",
+    "Owner",
+    "Policies",
+    "RetryPolicy",
+    "RiskTier",
+    "Run",
+    "RunStatus",
+    "RunTrigger",
+    "Schedule",
+    "TimeoutPolicy",
+]
+
+
+class MissedRunPolicy(StrEnum):
+    """What to do with fire instants that passed while the engine was not running."""
+
+    SKIP = "skip"  # record each missed fire as skipped
+    CATCH_UP_ONCE = "catch_up_once"  # run the latest missed fire once, skip the rest
+    CATCH_UP_ALL = "catch_up_all"  # run every missed fire in order, up to a cap
+
+
+class OverlapPolicy(StrEnum):
+    """What a fire does while the schedule's previous run is still running."""
+
+    SKIP = "skip"  # record the new fire as skipped
+    QUEUE = "queue"  # run it after the current one finishes
+    ALLOW = "allow"  # run both at once
+
+
+class TimeoutPolicy(StrEnum):
+    """What to do when an attempt timed out after the agent may have received it."""
+
+    RETRY = "retry"  # retry with the same idempotency key; the agent deduplicates
+    ASK = "ask"  # mark the run unknown and let the operator decide
+
+
+class RiskTier(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class CreatedBy(StrEnum):
+    OPERATOR = "operator"
+    AGENT = "agent"
+    CONFIG = "config"
+
+
+class ActionKind(StrEnum):
+    AGENT = "agent"  # render a prompt and dispatch it to the agent endpoint
+    REMINDER = "reminder"  # send the text to the chat, no agent involved
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an attempt failed; another one is planned at next_attempt_at
+    DEAD = "dead"  # retries exhausted: the dead-letter list
+    SKIPPED = "skipped"
+    AWAITING_APPROVAL = "awaiting_approval"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # timed out after delivery; the operator decides
+
+
+#: Statuses from which the engine may start an attempt.
+READY_STATUSES = (RunStatus.PENDING, RunStatus.FAILED)
+#: Statuses that will never change again without an operator's action.
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.DEAD,
+    RunStatus.SKIPPED,
+    RunStatus.CANCELLED,
+)
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCH_UP = "catch_up"
+    BACKFILL = "backfill"
+    RETRY = "retry"
+
+
+_frozen = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryPolicy(BaseModel):
+    model_config = _frozen
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    cap_seconds: float = Field(default=900.0, gt=0, le=86400)
+
+
+class Policies(BaseModel):
+    model_config = _frozen
+
+    missed_run: MissedRunPolicy = MissedRunPolicy.CATCH_UP_ONCE
+    catch_up_cap: int = Field(default=10, ge=1, le=1000)
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    retry: RetryPolicy = RetryPolicy()
+    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    timeout_policy: TimeoutPolicy = TimeoutPolicy.RETRY
+    risk_tier: RiskTier = RiskTier.LOW
+    requires_run_approval: bool = False
+
+
+class Action(BaseModel):
+    """What a fire does. `text` is the prompt template (agent) or the message (reminder);
+    `template` names a file in `prompts/` used instead of `text` when set."""
+
+    model_config = _frozen
+
+    kind: ActionKind = ActionKind.AGENT
+    text: str = ""
+    template: str | None = None
+
+
+class Owner(BaseModel):
+    """The operator on whose behalf a schedule fires (the synthetic update's `from`)."""
+
+    model_config = _frozen
+
+    id: int
+    first_name: str = "Operator"
+
+
+class Schedule(BaseModel):
+    model_config = _frozen
+
+    id: str
+    chat_id: int
+    name: str
+    description: str = ""
+    trigger: Trigger
+    action: Action
+    policies: Policies = Policies()
+    owner: Owner
+    enabled: bool = True
+    paused_by: int | None = None
+    pause_reason: str | None = None
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    consecutive_failures: int = 0
+    tripped: bool = False
+    created_by: CreatedBy = CreatedBy.OPERATOR
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = None
+
+    @property
+    def timezone(self) -> str:
+        return getattr(self.trigger, "timezone", "UTC")
+
+
+class Run(BaseModel):
+    model_config = _frozen
+
+    id: str
+    schedule_id: str
+    chat_id: int
+    scheduled_for: datetime
+    trigger: RunTrigger
+    status: RunStatus
+    attempt: int = 0
+    next_attempt_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    output: str | None = None
+    error: str | None = None
+    token_usage: dict[str, int] | None = None
+    owner: str | None = None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,391 @@
+"""The service layer: what the bot's handlers and the HTTP API call.
+
+Each function validates its input, scopes everything by chat, and raises a
+`TicklerError` whose message is the one sentence the operator sees. Nothing here
+speaks Telegram or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from scheduler.clock import Clock
+from scheduler.engine import manual_run
+from scheduler.errors import InvalidSchedule, InvalidState, RunNotFound, ScheduleNotFound
+from scheduler.ids import new_id
+from scheduler.models import (
+    Action,
+    ActionKind,
+    CreatedBy,
+    Owner,
+    Policies,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
+from scheduler.store import Store
+from scheduler.templates import check_template, load_template
+from scheduler.triggers import (
+    IntervalTrigger,
+    Trigger,
+    cron_trigger,
+    interval_trigger,
+    once_trigger,
+)
+
+__all__ = ["Limits", "ScheduleService", "TriggerSpec"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-chat limits; a request beyond them is refused with the limit named."""
+
+    max_schedules_per_chat: int = 100
+    min_interval_seconds: int = 60
+    max_prompt_chars: int = 4000
+    max_name_chars: int = 80
+
+
+class TriggerSpec(BaseModel):
+    """A trigger as an operator or the agent writes it, before validation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["cron", "interval", "once"]
+    cron: str | None = None
+    timezone: str | None = None
+    every_seconds: int | None = None
+    start_at: datetime | None = None
+    at: datetime | None = None
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        default_timezone: str = "UTC",
+        limits: Limits | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.default_timezone = default_timezone
+        self.limits = limits or Limits()
+        # The engine's wake(): a new or changed schedule is planned at once.
+        self._on_change = on_change or (lambda: None)
+
+    # --- validation ------------------------------------------------------------------
+    def build_trigger(self, spec: TriggerSpec) -> Trigger:
+        now = self.clock.now()
+        if spec.kind == "cron":
+            if not spec.cron:
+                raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
+            return cron_trigger(spec.cron, spec.timezone or self.default_timezone)
+        if spec.kind == "interval":
+            if spec.every_seconds is None:
+                raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
+            if 0 < spec.every_seconds < self.limits.min_interval_seconds:
+                raise InvalidSchedule(
+                    f"The interval must be at least {_duration(self.limits.min_interval_seconds)}."
+                )
+            return interval_trigger(spec.every_seconds, spec.start_at or now)
+        if spec.at is None:
+            raise InvalidSchedule("A one-time schedule needs the instant it fires.")
+        return once_trigger(spec.at, now)
+
+    def _check_name(self, name: str) -> str:
+        name = " ".join(name.split())
+        if not name:
+            raise InvalidSchedule("Give the schedule a name.")
+        if len(name) > self.limits.max_name_chars:
+            raise InvalidSchedule(
+                f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}."
+            )
+        return name
+
+    def _check_action(self, action: Action) -> Action:
+        if action.template:
+            text = load_template(action.template)
+        else:
+            text = action.text
+            if not text.strip():
+                what = "prompt" if action.kind is ActionKind.AGENT else "reminder text"
+                raise InvalidSchedule(f"The {what} is empty; write what should be sent.")
+        if len(text) > self.limits.max_prompt_chars:
+            raise InvalidSchedule(
+                f"The prompt is {len(text)} characters; the limit is "
+                f"{self.limits.max_prompt_chars}."
+            )
+        check_template(text)
+        return action
+
+    # --- schedules -------------------------------------------------------------------
+    async def create_schedule(
+        self,
+        chat_id: int,
+        owner: Owner,
+        *,
+        name: str,
+        trigger: TriggerSpec,
+        action: Action,
+        policies: Policies | None = None,
+        description: str = "",
+        created_by: CreatedBy = CreatedBy.OPERATOR,
+        schedule_id: str | None = None,
+    ) -> Schedule:
+        name = self._check_name(name)
+        built = self.build_trigger(trigger)
+        action = self._check_action(action)
+        if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
+            raise InvalidSchedule(
+                f"This chat already has {self.limits.max_schedules_per_chat} schedules, the "
+                "limit; archive one with /delete first."
+            )
+        now = self.clock.now()
+        next_run = _first_fire(built, now)
+        if next_run is None:
+            raise InvalidSchedule("That schedule would never fire.")
+        schedule = Schedule(
+            id=schedule_id or new_id(),
+            chat_id=chat_id,
+            name=name,
+            description=description,
+            trigger=built,
+            action=action,
+            policies=policies or Policies(),
+            owner=owner,
+            next_run_at=next_run,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.add_schedule(schedule)
+        self._on_change()
+        return schedule
+
+    async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule:
+        schedule = await self.store.get_schedule(chat_id, schedule_id)
+        if schedule is None or schedule.archived_at is not None:
+            raise ScheduleNotFound(
+                f"There is no schedule '{schedule_id}' here; /schedules lists them."
+            )
+        return schedule
+
+    async def list_schedules(self, chat_id: int) -> list[Schedule]:
+        return await self.store.list_schedules(chat_id)
+
+    async def update_schedule(
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        trigger: TriggerSpec | None = None,
+        action: Action | None = None,
+        policies: Policies | None = None,
+    ) -> Schedule:
+        current = await self.get_schedule(chat_id, schedule_id)
+        changes: dict[str, object] = {"updated_at": self.clock.now()}
+        if name is not None:
+            changes["name"] = self._check_name(name)
+        if description is not None:
+            changes["description"] = description
+        if action is not None:
+            changes["action"] = self._check_action(action)
+        if policies is not None:
+            changes["policies"] = policies
+        if trigger is not None:
+            built = self.build_trigger(trigger)
+            next_run = _first_fire(built, self.clock.now())
+            if next_run is None:
+                raise InvalidSchedule("That schedule would never fire.")
+            changes["trigger"] = built
+            changes["next_run_at"] = next_run
+        updated = current.model_copy(update=changes)
+        await self.store.update_schedule(updated)
+        self._on_change()
+        return updated
+
+    async def pause(
+        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None = None
+    ) -> Schedule:
+        current = await self.get_schedule(chat_id, schedule_id)
+        if not current.enabled:
+            raise InvalidState(f"'{current.name}' is already paused; /resume starts it again.")
+        paused = await self.store.pause_schedule(
+            chat_id, schedule_id, by=by, reason=reason, now=self.clock.now()
+        )
+        assert paused is not None
+        self._on_change()
+        return paused
+
+    async def resume(self, chat_id: int, schedule_id: str) -> Schedule:
+        """Enable again from now on: windows that passed while paused are not fired."""
+        current = await self.get_schedule(chat_id, schedule_id)
+        if current.enabled and not current.tripped:
+            raise InvalidState(f"'{current.name}' is not paused.")
+        now = self.clock.now()
+        resumed = current.model_copy(
+            update={
+                "enabled": True,
+                "tripped": False,
+                "consecutive_failures": 0,
+                "paused_by": None,
+                "pause_reason": None,
+                "next_run_at": current.trigger.next_after(now),
+                "updated_at": now,
+            }
+        )
+        await self.store.update_schedule(resumed)
+        self._on_change()
+        return resumed
+
+    async def archive(self, chat_id: int, schedule_id: str) -> Schedule:
+        await self.get_schedule(chat_id, schedule_id)
+        archived = await self.store.archive_schedule(chat_id, schedule_id, now=self.clock.now())
+        assert archived is not None
+        self._on_change()
+        return archived
+
+    # --- runs ----------------------------------------------------------------------------
+    async def run_now(self, chat_id: int, schedule_id: str) -> Run:
+        schedule = await self.get_schedule(chat_id, schedule_id)
+        run = manual_run(schedule, self.clock.now())
+        if not await self.store.add_run(run):
+            raise InvalidState("A run for this very instant exists already; try again.")
+        self._on_change()
+        return run
+
+    async def history(
+        self, chat_id: int, schedule_id: str | None = None, *, limit: int = 20, offset: int = 0
+    ) -> list[Run]:
+        if schedule_id is not None:
+            await self.get_schedule(chat_id, schedule_id)
+        return await self.store.list_runs(
+            chat_id, schedule_id=schedule_id, limit=limit, offset=offset
+        )
+
+    async def dead_letters(self, chat_id: int, *, limit: int = 20, offset: int = 0) -> list[Run]:
+        return await self.store.list_runs(
+            chat_id, statuses=[RunStatus.DEAD, RunStatus.UNKNOWN], limit=limit, offset=offset
+        )
+
+    async def get_run(self, chat_id: int, run_id: str) -> Run:
+        run = await self.store.get_run(chat_id, run_id)
+        if run is None:
+            raise RunNotFound(f"There is no run '{run_id}' here; /history lists them.")
+        return run
+
+    async def retry(self, chat_id: int, run_id: str) -> Run:
+        """Send a dead (or uncertain) run again, with the same idempotency key."""
+        run = await self.get_run(chat_id, run_id)
+        now = self.clock.now()
+        updated = await self.store.transition_run(
+            chat_id,
+            run_id,
+            expected=[RunStatus.DEAD, RunStatus.UNKNOWN],
+            changes={
+                "status": RunStatus.PENDING,
+                "trigger": RunTrigger.RETRY,
+                "attempt": 0,
+                "next_attempt_at": now,
+                "finished_at": None,
+            },
+            now=now,
+        )
+        if updated is None:
+            raise InvalidState(f"That run is {run.status.value}; only dead runs can be retried.")
+        self._on_change()
+        return updated
+
+    async def mark_done(self, chat_id: int, run_id: str) -> Run:
+        """The operator confirms an uncertain run did its work."""
+        return await self._settle(
+            chat_id, run_id, [RunStatus.UNKNOWN], RunStatus.SUCCEEDED, "marked done by operator"
+        )
+
+    async def drop(self, chat_id: int, run_id: str) -> Run:
+        return await self._settle(
+            chat_id,
+            run_id,
+            [RunStatus.UNKNOWN, RunStatus.DEAD, RunStatus.AWAITING_APPROVAL],
+            RunStatus.CANCELLED,
+            "dropped by operator",
+        )
+
+    async def approve_run(self, chat_id: int, run_id: str) -> Run:
+        run = await self.get_run(chat_id, run_id)
+        now = self.clock.now()
+        updated = await self.store.transition_run(
+            chat_id,
+            run_id,
+            expected=[RunStatus.AWAITING_APPROVAL],
+            changes={"status": RunStatus.PENDING, "next_attempt_at": now},
+            now=now,
+        )
+        if updated is None:
+            raise InvalidState(f"That run is already {run.status.value}.")
+        self._on_change()
+        return updated
+
+    async def skip_run(self, chat_id: int, run_id: str) -> Run:
+        return await self._settle(
+            chat_id,
+            run_id,
+            [RunStatus.AWAITING_APPROVAL],
+            RunStatus.SKIPPED,
+            "skipped: approval rejected",
+        )
+
+    async def _settle(
+        self,
+        chat_id: int,
+        run_id: str,
+        expected: list[RunStatus],
+        status: RunStatus,
+        note: str,
+    ) -> Run:
+        run = await self.get_run(chat_id, run_id)
+        now = self.clock.now()
+        updated = await self.store.transition_run(
+            chat_id,
+            run_id,
+            expected=expected,
+            changes={"status": status, "finished_at": now, "error": note},
+            now=now,
+        )
+        if updated is None:
+            raise InvalidState(f"That run is already {run.status.value}.")
+        return updated
+
+
+def _first_fire(trigger: Trigger, now: datetime) -> datetime | None:
+    if isinstance(trigger, IntervalTrigger) and trigger.start_at >= now:
+        return trigger.start_at
+    return trigger.next_after(now)
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{seconds} seconds"
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One sentence from a pydantic error, for input that failed model validation."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "input"
+    return f"Invalid {where}: {first['msg']}."

@@ -1,0 +1,172 @@
+"""The store contract the engine and the service are written against.
+
+Worded in domain operations, not SQL, so a second implementation (PostgreSQL) can
+pass the same contract tests. Every method that reads or changes operator data takes
+the `chat_id` that owns it: one chat never sees another's schedules or runs.
+
+Engine-side operations are atomic: each runs in one transaction, so a fire is
+claimed once together with advancing `next_run_at`, and a run is acquired once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from scheduler.models import Run, RunStatus, Schedule
+from scheduler.planning import FirePlan
+
+__all__ = [
+    "AcquiredRun",
+    "AttemptOutcome",
+    "EngineInstance",
+    "FinishedAttempt",
+    "Planner",
+    "Store",
+]
+
+Planner = Callable[[Schedule, datetime], FirePlan]
+
+
+@dataclass(frozen=True)
+class AcquiredRun:
+    run: Run
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one attempt ended, as the engine decided it."""
+
+    status: RunStatus  # SUCCEEDED, FAILED (retry at next_attempt_at), DEAD or UNKNOWN
+    finished_at: datetime
+    duration_ms: int | None = None
+    output: str | None = None
+    error: str | None = None
+    token_usage: dict[str, int] | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    run: Run
+    schedule: Schedule
+    #: True when this outcome tripped the schedule's circuit breaker just now.
+    tripped_now: bool
+
+
+@dataclass(frozen=True)
+class EngineInstance:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+class Store(Protocol):
+    # --- schedules -----------------------------------------------------------------
+    async def add_schedule(self, schedule: Schedule) -> None:
+        """Insert a new schedule."""
+
+    async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule | None:
+        """The schedule with that id in that chat, or None."""
+
+    async def list_schedules(
+        self, chat_id: int, *, include_archived: bool = False
+    ) -> list[Schedule]:
+        """The chat's schedules, oldest first."""
+
+    async def count_active_schedules(self, chat_id: int) -> int:
+        """How many non-archived schedules the chat has (for per-chat limits)."""
+
+    async def update_schedule(self, schedule: Schedule) -> None:
+        """Replace a schedule's definition and state (matched by chat and id)."""
+
+    async def pause_schedule(
+        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+    ) -> Schedule | None:
+        """Disable the schedule; runs not yet started are skipped (pending, awaiting
+        approval) or cancelled (waiting for a retry), with the reason. History stays."""
+
+    async def archive_schedule(
+        self, chat_id: int, schedule_id: str, *, now: datetime
+    ) -> Schedule | None:
+        """Archive (never delete): disabled, hidden from lists, history kept."""
+
+    # --- the engine ------------------------------------------------------------------
+    async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
+        """For up to `limit` enabled schedules due at `now`: apply `plan`, insert its
+        runs and advance `next_run_at`, all in one transaction. A fire instant is
+        inserted at most once (UNIQUE(schedule_id, scheduled_for))."""
+
+    async def acquire_ready_runs(
+        self, now: datetime, limit: int, owner: str
+    ) -> list[AcquiredRun]:
+        """Move up to `limit` ready runs (pending, or failed and due for a retry) to
+        running under `owner`, honouring each schedule's overlap policy: a fresh
+        fire whose previous run is still running is skipped (`skip`) or left
+        waiting (`queue`); one schedule's runs start in `scheduled_for` order."""
+
+    async def finish_attempt(
+        self, run_id: str, owner: str, outcome: AttemptOutcome, *, trip_after: int
+    ) -> FinishedAttempt | None:
+        """Record an attempt's outcome and update the schedule's failure count and
+        circuit breaker in the same transaction. None if `owner` no longer holds
+        the run (it was reaped meanwhile), so a late finish cannot overwrite."""
+
+    async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
+        """Put runs interrupted by shutdown back to pending; the attempt is not counted."""
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest instant at which anything (a fire, a retry) becomes due."""
+
+    async def register_instance(self, instance: EngineInstance) -> None: ...
+
+    async def heartbeat(self, instance_id: str, now: datetime) -> None: ...
+
+    async def mark_instance_stopped(self, instance_id: str, now: datetime) -> None: ...
+
+    async def list_instances(self) -> list[EngineInstance]: ...
+
+    async def reap_orphans(
+        self,
+        dead_owners: Collection[str],
+        now: datetime,
+        decide: Callable[[Run, Schedule], AttemptOutcome],
+        *,
+        trip_after: int,
+    ) -> list[FinishedAttempt]:
+        """Runs left `running` by dead instances get the outcome `decide` gives them."""
+
+    # --- runs, for operators ------------------------------------------------------------
+    async def add_run(self, run: Run) -> bool:
+        """Insert a run (a manual one); False if that fire instant already exists."""
+
+    async def get_run(self, chat_id: int, run_id: str) -> Run | None: ...
+
+    async def list_runs(
+        self,
+        chat_id: int,
+        *,
+        schedule_id: str | None = None,
+        statuses: Collection[RunStatus] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Newest first."""
+
+    async def transition_run(
+        self,
+        chat_id: int,
+        run_id: str,
+        *,
+        expected: Collection[RunStatus],
+        changes: dict[str, Any],
+        now: datetime,
+    ) -> Run | None:
+        """Apply `changes` only if the run is still in one of `expected`; None otherwise.
+        This is how a button pressed twice is applied once."""

@@ -1,0 +1,107 @@
+"""Prompt templates: loading from `prompts/` and safe rendering.
+
+Templates come from operators and from the agent, so rendering allows plain named
+placeholders only: no attribute access, no indexing, no format specs that could
+expand to huge strings. Anything else is refused when the schedule is saved.
+"""
+
+from __future__ import annotations
+
+import string
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from scheduler.errors import InvalidSchedule
+
+__all__ = [
+    "PLACEHOLDERS",
+    "available_templates",
+    "check_template",
+    "load_template",
+    "prompt_variables",
+    "render",
+]
+
+PLACEHOLDERS = (
+    "date",
+    "iso_date",
+    "weekday",
+    "time",
+    "timezone",
+    "schedule_name",
+    "last_output",
+)
+_HELP = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+
+
+def available_templates() -> list[str]:
+    folder = resources.files("prompts")
+    return sorted(e.name[:-4] for e in folder.iterdir() if e.name.endswith(".txt"))
+
+
+@cache
+def load_template(name: str) -> str:
+    if name not in available_templates():
+        raise InvalidSchedule(
+            f"There is no prompt template '{name}'; available: "
+            f"{', '.join(available_templates())}."
+        )
+    return (resources.files("prompts") / f"{name}.txt").read_text(encoding="utf-8").strip()
+
+
+class _SafeFormatter(string.Formatter):
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        if field_name not in PLACEHOLDERS:
+            raise InvalidSchedule(
+                f"Unknown placeholder {{{field_name}}} in the prompt: use {_HELP}, "
+                "and write {{ and }} for literal braces."
+            )
+        return kwargs[field_name], field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec:
+            raise InvalidSchedule("Placeholders in a prompt take no format, like {date}.")
+        return str(value)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion:
+            raise InvalidSchedule("Placeholders in a prompt take no conversion, like {date}.")
+        return value
+
+
+_formatter = _SafeFormatter()
+
+
+def render(template: str, variables: dict[str, str]) -> str:
+    try:
+        return _formatter.vformat(template, (), variables)
+    except InvalidSchedule:
+        raise
+    except (ValueError, IndexError) as exc:
+        raise InvalidSchedule(
+            f"The prompt is not a valid template ({exc}); write {{{{ and }}}} for literal "
+            "braces."
+        ) from None
+
+
+def prompt_variables(
+    *, fire: datetime, timezone: str, schedule_name: str, last_output: str | None
+) -> dict[str, str]:
+    local = fire.astimezone(ZoneInfo(timezone))
+    return {
+        "date": f"{local.day} {local:%B}",
+        "iso_date": local.date().isoformat(),
+        "weekday": f"{local:%A}",
+        "time": f"{local:%H:%M}",
+        "timezone": timezone,
+        "schedule_name": schedule_name,
+        "last_output": last_output or "(no earlier output)",
+    }
+
+
+def check_template(template: str) -> None:
+    """Raise InvalidSchedule if `template` would not render."""
+    render(template, dict.fromkeys(PLACEHOLDERS, "x"))

@@ -1,0 +1,85 @@
+"""Opening the SQLite file: pragmas, forward-only migrations, schema version check."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+
+__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "migrate", "open_database"]
+
+#: Seconds a writer waits for another writer (a second engine, a backup) before failing.
+BUSY_TIMEOUT_MS = 15_000
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer Tickler; running old code on it could corrupt it."""
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("storage") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(number for number, _ in _migrations())
+
+
+async def open_database(path: str | Path) -> aiosqlite.Connection:
+    """Open (creating if needed) and migrate the database at `path`."""
+    db = await aiosqlite.connect(str(path), isolation_level=None)
+    db.row_factory = aiosqlite.Row
+    try:
+        # WAL lets readers proceed while the engine writes; NORMAL sync is durable
+        # across process crashes (the case we design for) and much faster than FULL.
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply the migrations newer than the file's `user_version`, each atomically."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"The database schema is version {current} but this Tickler knows only up to "
+            f"{SCHEMA_VERSION}; upgrade Tickler or use a backup."
+        )
+    for number, sql in _migrations():
+        if number <= current:
+            continue
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the write lock: a second process may have migrated meanwhile.
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            if row and int(row[0]) >= number:
+                await db.execute("ROLLBACK")
+                continue
+            for statement in _split(sql):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+def _split(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split on statement ends instead.
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,247 @@
+"""SQL for the run ledger: one row per (schedule, fire instant)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from scheduler.models import READY_STATUSES, Run, RunStatus
+from storage.codec import RUN_COLUMNS, from_db_time, run_from_row, run_params, to_db_time
+
+_PLACEHOLDERS = ", ".join(":" + c.strip() for c in RUN_COLUMNS.split(","))
+_READY = "('pending', 'failed')"
+assert {s.value for s in READY_STATUSES} == {"pending", "failed"}
+
+#: Columns an operator action may change through `transition`.
+_MUTABLE = {
+    "status",
+    "trigger",
+    "attempt",
+    "next_attempt_at",
+    "finished_at",
+    "error",
+    "output",
+    "owner",
+    "started_at",
+}
+
+
+async def insert_many(db: aiosqlite.Connection, runs: Iterable[Run]) -> int:
+    """Insert runs; a fire instant already present is left alone (idempotent claim)."""
+    before = db.total_changes
+    await db.executemany(
+        f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+        [run_params(r) for r in runs],
+    )
+    return db.total_changes - before
+
+
+async def get(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Run | None:
+    async with db.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND chat_id = ?", (run_id, chat_id)
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else run_from_row(row)
+
+
+async def get_by_id(db: aiosqlite.Connection, run_id: str) -> Run | None:
+    async with db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else run_from_row(row)
+
+
+async def list_for_chat(
+    db: aiosqlite.Connection,
+    chat_id: int,
+    *,
+    schedule_id: str | None,
+    statuses: Collection[RunStatus] | None,
+    limit: int,
+    offset: int,
+) -> list[Run]:
+    where = ["chat_id = ?"]
+    params: list[Any] = [chat_id]
+    if schedule_id is not None:
+        where.append("schedule_id = ?")
+        params.append(schedule_id)
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(s.value for s in statuses)
+    params += [limit, offset]
+    async with db.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
+        "ORDER BY scheduled_for DESC, id DESC LIMIT ? OFFSET ?",
+        params,
+    ) as cur:
+        rows = await cur.fetchall()
+    return [run_from_row(r) for r in rows]
+
+
+async def ready(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
+    async with db.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {_READY} AND next_attempt_at <= ? "
+        "ORDER BY next_attempt_at, scheduled_for LIMIT ?",
+        (to_db_time(now), limit),
+    ) as cur:
+        rows = await cur.fetchall()
+    return [run_from_row(r) for r in rows]
+
+
+async def running_counts(db: aiosqlite.Connection, schedule_ids: list[str]) -> dict[str, int]:
+    if not schedule_ids:
+        return {}
+    marks = ",".join("?" * len(schedule_ids))
+    async with db.execute(
+        f"SELECT schedule_id, COUNT(*) FROM runs WHERE status = 'running' "
+        f"AND schedule_id IN ({marks}) GROUP BY schedule_id",
+        schedule_ids,
+    ) as cur:
+        rows = await cur.fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def mark_running(
+    db: aiosqlite.Connection, run_ids: list[str], owner: str, now: datetime
+) -> None:
+    when = to_db_time(now)
+    await db.executemany(
+        "UPDATE runs SET status = 'running', owner = ?, started_at = ?, attempt = attempt + 1, "
+        f"error = NULL, updated_at = ? WHERE id = ? AND status IN {_READY}",
+        [(owner, when, when, rid) for rid in run_ids],
+    )
+
+
+async def mark_skipped(
+    db: aiosqlite.Connection, run_ids: list[str], reason: str, now: datetime
+) -> None:
+    when = to_db_time(now)
+    await db.executemany(
+        "UPDATE runs SET status = 'skipped', error = ?, finished_at = ?, updated_at = ?, "
+        "next_attempt_at = NULL WHERE id = ?",
+        [(reason, when, when, rid) for rid in run_ids],
+    )
+
+
+async def finish(
+    db: aiosqlite.Connection,
+    run_id: str,
+    owner: str,
+    *,
+    status: RunStatus,
+    finished_at: datetime,
+    duration_ms: int | None,
+    output: str | None,
+    error: str | None,
+    token_usage_json: str | None,
+    next_attempt_at: datetime | None,
+) -> bool:
+    when = to_db_time(finished_at)
+    cur = await db.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, "
+        "output = COALESCE(?, output), error = ?, token_usage_json = COALESCE(?, "
+        "token_usage_json), next_attempt_at = ?, owner = NULL, updated_at = ? "
+        "WHERE id = ? AND owner = ? AND status = 'running'",
+        (
+            status.value,
+            when,
+            duration_ms,
+            output,
+            error,
+            token_usage_json,
+            None if next_attempt_at is None else to_db_time(next_attempt_at),
+            when,
+            run_id,
+            owner,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+async def release(
+    db: aiosqlite.Connection, owner: str, run_ids: Collection[str], now: datetime
+) -> int:
+    when = to_db_time(now)
+    before = db.total_changes
+    # The interrupted attempt does not count: it did not fail, we stopped it.
+    await db.executemany(
+        "UPDATE runs SET status = 'pending', owner = NULL, started_at = NULL, "
+        "attempt = MAX(attempt - 1, 0), next_attempt_at = ?, updated_at = ? "
+        "WHERE id = ? AND owner = ? AND status = 'running'",
+        [(when, when, rid, owner) for rid in run_ids],
+    )
+    return db.total_changes - before
+
+
+async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -> list[Run]:
+    if not owners:
+        return []
+    marks = ",".join("?" * len(owners))
+    async with db.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner IN ({marks})",
+        list(owners),
+    ) as cur:
+        rows = await cur.fetchall()
+    return [run_from_row(r) for r in rows]
+
+
+async def running_owners(db: aiosqlite.Connection) -> set[str]:
+    async with db.execute(
+        "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
+    ) as cur:
+        rows = await cur.fetchall()
+    return {r[0] for r in rows}
+
+
+async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
+    async with db.execute(
+        f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}"
+    ) as cur:
+        row = await cur.fetchone()
+    return from_db_time(row[0]) if row else None
+
+
+async def settle_open(
+    db: aiosqlite.Connection, schedule_id: str, reason: str, now: datetime
+) -> None:
+    """Close a schedule's not-started runs: fresh ones skipped, planned retries cancelled."""
+    when = to_db_time(now)
+    await db.execute(
+        "UPDATE runs SET status = CASE status WHEN 'failed' THEN 'cancelled' ELSE 'skipped' END, "
+        "error = ?, next_attempt_at = NULL, finished_at = ?, updated_at = ? "
+        "WHERE schedule_id = ? AND status IN ('pending', 'failed', 'awaiting_approval')",
+        (reason, when, when, schedule_id),
+    )
+
+
+async def transition(
+    db: aiosqlite.Connection,
+    chat_id: int,
+    run_id: str,
+    *,
+    expected: Collection[RunStatus],
+    changes: dict[str, Any],
+    now: datetime,
+) -> bool:
+    unknown = set(changes) - _MUTABLE
+    if unknown:
+        raise ValueError(f"run columns not changeable: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if isinstance(value, datetime):
+            value = to_db_time(value)
+        elif isinstance(value, RunStatus) or hasattr(value, "value"):
+            value = value.value
+        values[key] = value
+    values["updated_at"] = to_db_time(now)
+    sets = ", ".join(f"{k} = :{k}" for k in values)
+    marks = ", ".join(f":s{i}" for i in range(len(expected)))
+    params = {**values, "id": run_id, "chat_id": chat_id}
+    params.update({f"s{i}": s.value for i, s in enumerate(expected)})
+    cur = await db.execute(
+        f"UPDATE runs SET {sets} WHERE id = :id AND chat_id = :chat_id AND status IN ({marks})",
+        params,
+    )
+    return cur.rowcount == 1

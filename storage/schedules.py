@@ -1,0 +1,148 @@
+"""SQL for the schedule aggregate. Functions take an open connection (inside the caller's
+transaction where one is needed); every operator-facing query is scoped by chat_id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import aiosqlite
+
+from scheduler.models import Schedule
+from storage.codec import (
+    SCHEDULE_COLUMNS,
+    from_db_time,
+    schedule_from_row,
+    schedule_params,
+    to_db_time,
+)
+
+_PLACEHOLDERS = ", ".join(":" + c.strip() for c in SCHEDULE_COLUMNS.split(","))
+_ASSIGNMENTS = ", ".join(
+    f"{c.strip()} = :{c.strip()}"
+    for c in SCHEDULE_COLUMNS.split(",")
+    if c.strip() not in ("id", "chat_id", "created_at")
+)
+
+
+async def insert(db: aiosqlite.Connection, schedule: Schedule) -> None:
+    await db.execute(
+        f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+        schedule_params(schedule),
+    )
+
+
+async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
+    await db.execute(
+        f"UPDATE schedules SET {_ASSIGNMENTS} WHERE id = :id AND chat_id = :chat_id",
+        schedule_params(schedule),
+    )
+
+
+async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Schedule | None:
+    async with db.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ? AND chat_id = ?",
+        (schedule_id, chat_id),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else schedule_from_row(row)
+
+
+async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedule]:
+    """Engine-internal lookup by id (the run rows already carry the chat scope)."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    async with db.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id IN ({marks})", ids
+    ) as cur:
+        rows = await cur.fetchall()
+    return {row["id"]: schedule_from_row(row) for row in rows}
+
+
+async def list_for_chat(
+    db: aiosqlite.Connection, chat_id: int, *, include_archived: bool
+) -> list[Schedule]:
+    archived = "" if include_archived else "AND archived_at IS NULL"
+    async with db.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id = ? {archived} "
+        "ORDER BY created_at, id",
+        (chat_id,),
+    ) as cur:
+        rows = await cur.fetchall()
+    return [schedule_from_row(row) for row in rows]
+
+
+async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
+    async with db.execute(
+        "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def due(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Schedule]:
+    async with db.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
+        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL "
+        "AND next_run_at IS NOT NULL AND next_run_at <= ? "
+        "ORDER BY next_run_at LIMIT ?",
+        (to_db_time(now), limit),
+    ) as cur:
+        rows = await cur.fetchall()
+    return [schedule_from_row(row) for row in rows]
+
+
+async def set_next_run(
+    db: aiosqlite.Connection, updates: list[tuple[datetime | None, datetime, str]]
+) -> None:
+    """(next_run_at, now, schedule_id) triples."""
+    await db.executemany(
+        "UPDATE schedules SET next_run_at = ?, updated_at = ? WHERE id = ?",
+        [(None if n is None else to_db_time(n), to_db_time(now), i) for n, now, i in updates],
+    )
+
+
+async def earliest_next_run(db: aiosqlite.Connection) -> datetime | None:
+    async with db.execute(
+        "SELECT MIN(next_run_at) FROM schedules "
+        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL"
+    ) as cur:
+        row = await cur.fetchone()
+    return from_db_time(row[0]) if row else None
+
+
+async def record_outcome(
+    db: aiosqlite.Connection,
+    schedule_id: str,
+    *,
+    succeeded: bool,
+    dead: bool,
+    finished_at: datetime,
+    trip_after: int,
+) -> tuple[bool, bool]:
+    """Update the failure streak and breaker; returns (was_tripped, is_tripped)."""
+    async with db.execute(
+        "SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    was = bool(row[0]) if row else False
+    when = to_db_time(finished_at)
+    if succeeded:
+        await db.execute(
+            "UPDATE schedules SET consecutive_failures = 0, last_run_at = ?, updated_at = ? "
+            "WHERE id = ?",
+            (when, when, schedule_id),
+        )
+    elif dead:
+        await db.execute(
+            "UPDATE schedules SET consecutive_failures = consecutive_failures + 1, "
+            "last_run_at = ?, updated_at = ?, "
+            "tripped = CASE WHEN consecutive_failures + 1 >= ? THEN 1 ELSE tripped END "
+            "WHERE id = ?",
+            (when, when, trip_after, schedule_id),
+        )
+    async with db.execute(
+        "SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return was, bool(row[0]) if row else False

@@ -1,0 +1,352 @@
+"""The SQLite implementation of `scheduler.store.Store`.
+
+One aiosqlite connection per store. Writes run as `BEGIN IMMEDIATE` transactions, which
+take SQLite's write lock up front: two engines on the same file serialise their claims
+instead of both reading the same due rows. An asyncio lock keeps this process's own
+coroutines from interleaving statements inside one another's transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from scheduler.ids import new_id
+from scheduler.models import OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
+from scheduler.planning import FirePlan
+from scheduler.store import (
+    AcquiredRun,
+    AttemptOutcome,
+    EngineInstance,
+    FinishedAttempt,
+    Planner,
+)
+from storage import instances, runs, schedules
+from storage.database import open_database
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        return cls(await open_database(path))
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
+
+    # --- schedules ---------------------------------------------------------------------
+    async def add_schedule(self, schedule: Schedule) -> None:
+        async with self._write() as db:
+            await schedules.insert(db, schedule)
+
+    async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule | None:
+        async with self._read() as db:
+            return await schedules.get(db, chat_id, schedule_id)
+
+    async def list_schedules(
+        self, chat_id: int, *, include_archived: bool = False
+    ) -> list[Schedule]:
+        async with self._read() as db:
+            return await schedules.list_for_chat(db, chat_id, include_archived=include_archived)
+
+    async def count_active_schedules(self, chat_id: int) -> int:
+        async with self._read() as db:
+            return await schedules.count_active(db, chat_id)
+
+    async def update_schedule(self, schedule: Schedule) -> None:
+        async with self._write() as db:
+            await schedules.replace(db, schedule)
+
+    async def pause_schedule(
+        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+    ) -> Schedule | None:
+        async with self._write() as db:
+            current = await schedules.get(db, chat_id, schedule_id)
+            if current is None:
+                return None
+            paused = current.model_copy(
+                update={"enabled": False, "paused_by": by, "pause_reason": reason, "updated_at": now}
+            )
+            await schedules.replace(db, paused)
+            await runs.settle_open(db, schedule_id, f"paused: {reason or 'by the operator'}", now)
+            return paused
+
+    async def archive_schedule(
+        self, chat_id: int, schedule_id: str, *, now: datetime
+    ) -> Schedule | None:
+        async with self._write() as db:
+            current = await schedules.get(db, chat_id, schedule_id)
+            if current is None:
+                return None
+            archived = current.model_copy(
+                update={"enabled": False, "archived_at": now, "updated_at": now}
+            )
+            await schedules.replace(db, archived)
+            await runs.settle_open(db, schedule_id, "archived", now)
+            return archived
+
+    # --- the engine ------------------------------------------------------------------
+    async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
+        async with self._write() as db:
+            due = await schedules.due(db, now, limit)
+            plans: list[FirePlan] = []
+            new_runs: list[Run] = []
+            advances: list[tuple[datetime | None, datetime, str]] = []
+            for schedule in due:
+                p = plan(schedule, now)
+                plans.append(p)
+                new_runs.extend(_runs_for(schedule, p, now))
+                advances.append((p.next_run_at, now, schedule.id))
+            await runs.insert_many(db, new_runs)
+            await schedules.set_next_run(db, advances)
+        return plans
+
+    async def acquire_ready_runs(
+        self, now: datetime, limit: int, owner: str
+    ) -> list[AcquiredRun]:
+        if limit <= 0:
+            return []
+        async with self._write() as db:
+            # Read past the first `limit` rows: some may have to wait for their schedule.
+            candidates = await runs.ready(db, now, limit * 4)
+            ids = sorted({r.schedule_id for r in candidates})
+            by_id = await schedules.get_many(db, ids)
+            running = await runs.running_counts(db, ids)
+            started: Counter[str] = Counter()
+            take: list[AcquiredRun] = []
+            overlapped: list[str] = []
+            inactive: list[str] = []
+            for run in candidates:
+                if len(take) >= limit:
+                    break
+                schedule = by_id[run.schedule_id]
+                if not schedule.enabled or schedule.tripped or schedule.archived_at:
+                    inactive.append(run.id)
+                    continue
+                policy = schedule.policies.overlap
+                busy = running.get(schedule.id, 0) + started[schedule.id]
+                if policy is OverlapPolicy.ALLOW or busy == 0:
+                    started[schedule.id] += 1
+                    take.append(
+                        AcquiredRun(
+                            run.model_copy(
+                                update={
+                                    "status": RunStatus.RUNNING,
+                                    "owner": owner,
+                                    "started_at": now,
+                                    "attempt": run.attempt + 1,
+                                    "error": None,
+                                }
+                            ),
+                            schedule,
+                        )
+                    )
+                elif (
+                    policy is OverlapPolicy.SKIP
+                    and running.get(schedule.id, 0) > 0
+                    and run.trigger is RunTrigger.SCHEDULE
+                    and run.attempt == 0
+                ):
+                    overlapped.append(run.id)
+                # Otherwise it waits: queued behind the running one, or a catch-up
+                # that must follow the earlier fire of the same schedule.
+            await runs.mark_running(db, [a.run.id for a in take], owner, now)
+            await runs.mark_skipped(
+                db, overlapped, "overlap: the previous run was still running", now
+            )
+            await runs.mark_skipped(db, inactive, "schedule is paused or archived", now)
+        return take
+
+    async def finish_attempt(
+        self, run_id: str, owner: str, outcome: AttemptOutcome, *, trip_after: int
+    ) -> FinishedAttempt | None:
+        async with self._write() as db:
+            return await _apply_outcome(db, run_id, owner, outcome, trip_after)
+
+    async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
+        async with self._write() as db:
+            return await runs.release(db, owner, run_ids, now)
+
+    async def next_due_at(self) -> datetime | None:
+        async with self._read() as db:
+            candidates = [
+                await schedules.earliest_next_run(db),
+                await runs.earliest_ready(db),
+            ]
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
+
+    async def register_instance(self, instance: EngineInstance) -> None:
+        async with self._write() as db:
+            await instances.upsert(db, instance)
+
+    async def heartbeat(self, instance_id: str, now: datetime) -> None:
+        async with self._write() as db:
+            await instances.heartbeat(db, instance_id, now)
+
+    async def mark_instance_stopped(self, instance_id: str, now: datetime) -> None:
+        async with self._write() as db:
+            await instances.stop(db, instance_id, now)
+
+    async def list_instances(self) -> list[EngineInstance]:
+        async with self._read() as db:
+            return await instances.list_all(db)
+
+    async def running_owners(self) -> set[str]:
+        async with self._read() as db:
+            return await runs.running_owners(db)
+
+    async def reap_orphans(
+        self,
+        dead_owners: Collection[str],
+        now: datetime,
+        decide: Callable[[Run, Schedule], AttemptOutcome],
+        *,
+        trip_after: int,
+    ) -> list[FinishedAttempt]:
+        if not dead_owners:
+            return []
+        async with self._write() as db:
+            orphans = await runs.running_of_owners(db, dead_owners)
+            by_id = await schedules.get_many(db, sorted({r.schedule_id for r in orphans}))
+            done: list[FinishedAttempt] = []
+            for run in orphans:
+                assert run.owner is not None
+                outcome = decide(run, by_id[run.schedule_id])
+                finished = await _apply_outcome(db, run.id, run.owner, outcome, trip_after)
+                if finished is not None:
+                    done.append(finished)
+            return done
+
+    # --- runs, for operators ------------------------------------------------------------
+    async def add_run(self, run: Run) -> bool:
+        async with self._write() as db:
+            return await runs.insert_many(db, [run]) == 1
+
+    async def get_run(self, chat_id: int, run_id: str) -> Run | None:
+        async with self._read() as db:
+            return await runs.get(db, chat_id, run_id)
+
+    async def list_runs(
+        self,
+        chat_id: int,
+        *,
+        schedule_id: str | None = None,
+        statuses: Collection[RunStatus] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Run]:
+        async with self._read() as db:
+            return await runs.list_for_chat(
+                db, chat_id, schedule_id=schedule_id, statuses=statuses, limit=limit, offset=offset
+            )
+
+    async def transition_run(
+        self,
+        chat_id: int,
+        run_id: str,
+        *,
+        expected: Collection[RunStatus],
+        changes: dict[str, Any],
+        now: datetime,
+    ) -> Run | None:
+        async with self._write() as db:
+            if not await runs.transition(
+                db, chat_id, run_id, expected=expected, changes=changes, now=now
+            ):
+                return None
+            return await runs.get(db, chat_id, run_id)
+
+
+def _runs_for(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run]:
+    out = []
+    for fire in plan.fires:
+        skipped = fire.status is RunStatus.SKIPPED
+        out.append(
+            Run(
+                id=new_id(),
+                schedule_id=schedule.id,
+                chat_id=schedule.chat_id,
+                scheduled_for=fire.scheduled_for,
+                trigger=fire.trigger,
+                status=fire.status,
+                next_attempt_at=fire.scheduled_for if fire.status is RunStatus.PENDING else None,
+                finished_at=now if skipped else None,
+                error=fire.reason,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return out
+
+
+async def _apply_outcome(
+    db: aiosqlite.Connection, run_id: str, owner: str, outcome: AttemptOutcome, trip_after: int
+) -> FinishedAttempt | None:
+    usage = None if outcome.token_usage is None else json.dumps(outcome.token_usage)
+    if not await runs.finish(
+        db,
+        run_id,
+        owner,
+        status=outcome.status,
+        finished_at=outcome.finished_at,
+        duration_ms=outcome.duration_ms,
+        output=outcome.output,
+        error=outcome.error,
+        token_usage_json=usage,
+        next_attempt_at=outcome.next_attempt_at,
+    ):
+        return None
+    run = await runs.get_by_id(db, run_id)
+    assert run is not None
+    was, is_now = await schedules.record_outcome(
+        db,
+        run.schedule_id,
+        succeeded=outcome.status is RunStatus.SUCCEEDED,
+        dead=outcome.status is RunStatus.DEAD,
+        finished_at=outcome.finished_at,
+        trip_after=trip_after,
+    )
+    tripped_now = is_now and not was
+    if tripped_now:
+        await runs.settle_open(
+            db, run.schedule_id, "circuit breaker tripped", outcome.finished_at
+        )
+    schedule = (await schedules.get_many(db, [run.schedule_id]))[run.schedule_id]
+    return FinishedAttempt(run, schedule, tripped_now)
