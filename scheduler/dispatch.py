@@ -1,0 +1,446 @@
+"""Deliver a due run to the agent over HTTP, as a synthetic update.
+
+The engine hands a `DispatchRequest` to a `Dispatcher` and gets back a `DispatchResult`
+or a `DispatchError`. The error says, through `uncertain`, whether the agent may have
+received the request: that decides between a blind retry and asking the operator
+(SPEC "Run": a timeout after the request reached the agent leaves the outcome uncertain).
+
+Two wire formats (SPEC "Agent endpoint"):
+
+- `telegram`: a Telegram `Update` JSON posted to the agent's webhook, as Telegram itself
+  would deliver it, so an agent behind a Telegram router needs no change.
+- `openai`: a chat-completions request; the answer becomes the run's output.
+
+Both carry `Idempotency-Key: {schedule_id}:{scheduled_for}` and, in `telegram` mode, a
+deterministic `update_id` derived from it, so an agent can drop a retried delivery.
+
+By default the HTTP client is httpx with the aiohttp transport (package httpx-aiohttp):
+the httpx API, aiohttp's connection handling. On loopback at 64 concurrent POSTs it is
+many times faster than httpx's own transport (see bench/dispatch_transport.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Protocol, Self
+
+import aiohttp
+import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+
+__all__ = [
+    "AgentMode",
+    "DispatchError",
+    "DispatchRequest",
+    "DispatchResult",
+    "Dispatcher",
+    "HttpAgentDispatcher",
+    "Operator",
+    "format_instant",
+    "synthetic_update_id",
+]
+
+AgentMode = Literal["telegram", "openai"]
+
+#: SPEC: a run stores the first 4000 characters of the agent's answer.
+OUTPUT_LIMIT: Final = 4000
+
+USER_AGENT: Final = "tickler/0.1"
+
+# Connecting is quick or hopeless; a long run timeout (minutes, for a slow agent) should
+# not also mean waiting minutes for a host that does not answer SYN.
+_CONNECT_TIMEOUT_CAP: Final = 10.0
+
+# The outer asyncio deadline is only a safety net for what httpx's per-phase timeouts
+# cannot see (a body trickling in byte by byte resets the read timeout on every chunk).
+# It fires a little after the per-call timeout so that, when httpx's own connect or read
+# timeout applies, that one wins: it knows whether the request was sent, the net does not.
+_SAFETY_NET_GRACE: Final = 0.25
+
+
+class Operator(BaseModel):
+    """The person who owns the schedule; appears as `from` of the synthetic message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    first_name: str = "Operator"
+    username: str | None = None
+
+
+class DispatchRequest(BaseModel):
+    """One attempt's worth of work for the agent: which run, for whom, what to say."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule_id: str
+    run_id: str
+    scheduled_for: AwareDatetime
+    chat_id: int
+    operator: Operator
+    schedule_name: str
+    prompt: str
+    timezone: str
+
+    @field_validator("scheduled_for")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        # The key must not depend on which offset the caller happened to use.
+        return value.astimezone(UTC)
+
+    @property
+    def idempotency_key(self) -> str:
+        """`{schedule_id}:{scheduled_for}` as in SPEC, e.g. `01JD...:2026-11-24T07:00:00Z`.
+
+        Fire instants of cron and interval triggers are whole seconds. Manual runs use
+        the moment the operator pressed the button, so microseconds are kept when present:
+        two quick "run now" presses must not share a key.
+        """
+        return f"{self.schedule_id}:{format_instant(self.scheduled_for)}"
+
+
+class DispatchResult(BaseModel):
+    """A delivery the agent accepted (2xx)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status_code: int
+    #: The agent's answer (first 4000 characters); None in `telegram` mode, where the
+    #: agent answers in the chat itself, or when an `openai` answer had no text.
+    output: str | None = None
+    #: `prompt_tokens`, `completion_tokens`, `total_tokens` when the agent reported them.
+    token_usage: dict[str, int] | None = None
+
+
+class DispatchError(Exception):
+    """The delivery failed; `str(error)` is one plain sentence, free of secrets and URLs.
+
+    `uncertain` is True when the request may have reached the agent (a read timeout or a
+    dropped connection after sending), so the agent may have acted on it. It is False
+    when the request certainly did not get through (refused, DNS, connect timeout) and
+    also when the agent answered: with an error status, or with a 2xx whose body is not
+    a valid chat completion. In that last case the agent did receive the request, but
+    the outcome is known (a bad answer), not unknown, so it is an ordinary failure.
+
+    `status_code` is the HTTP status the agent answered with, when it answered at all.
+    """
+
+    def __init__(self, message: str, *, uncertain: bool, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.uncertain = uncertain
+        self.status_code = status_code
+
+
+class Dispatcher(Protocol):
+    """What the engine needs from the agent side; tests can pass any fake."""
+
+    # The timeout is a parameter, not the caller's asyncio.timeout(): a dispatcher maps
+    # it onto the HTTP phases, which is how it can tell "never sent" from "maybe acted".
+    async def dispatch(
+        self,
+        request: DispatchRequest,
+        *,
+        timeout: float,  # noqa: ASYNC109
+    ) -> DispatchResult:
+        """Deliver one attempt within `timeout` seconds, or raise `DispatchError`."""
+        ...
+
+
+def format_instant(instant: datetime) -> str:
+    """`2026-11-24T07:00:00Z`, or `2026-11-24T07:00:00.123456Z` with microseconds."""
+    utc = instant.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def synthetic_update_id(idempotency_key: str) -> int:
+    """A deterministic 31-bit id for the synthetic update and message, never 0.
+
+    The first four bytes of SHA-256, masked to 31 bits so it fits a signed 32-bit
+    integer as Telegram ids do. A retried delivery carries the same id, so an agent
+    that deduplicates Telegram updates by `update_id` drops the repeat.
+    """
+    digest = hashlib.sha256(idempotency_key.encode()).digest()
+    # Zero reads as "no id" to some code; one key in 2**31 gets 1 instead.
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class _ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class _Message(BaseModel):
+    # None when the agent answers only with tool calls (handled in a later issue).
+    content: str | list[_ContentPart] | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message
+
+
+class _ChatCompletion(BaseModel):
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
+class HttpAgentDispatcher:
+    """Posts synthetic updates (or chat-completions requests) to the agent's URL.
+
+    Pass `client` to choose the transport (tests use `httpx.MockTransport`); the
+    dispatcher then leaves closing it to the caller. Otherwise it builds an httpx client
+    on the aiohttp transport with `max_connections` connections and closes it in
+    `aclose()` (or on leaving `async with`).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        mode: AgentMode = "telegram",
+        secret: str | None = None,
+        token: str | None = None,
+        model: str = "gpt-4o-mini",
+        client: httpx.AsyncClient | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        # Fail at start-up, not at the first fire hours later.
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("The agent URL must be an absolute http:// or https:// URL.")
+        # Parsed once: httpx would otherwise parse the string again on every request.
+        self._url = parsed
+        self._mode: AgentMode = mode
+        self._secret = secret
+        self._token = token
+        self._model = model
+        self._owns_client = client is None
+        if client is None:
+            # HttpxAiohttpClient (unlike AsyncClient(transport=AiohttpTransport(...)))
+            # also routes proxied requests through aiohttp, so one transport handles all.
+            client = HttpxAiohttpClient(
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                ),
+                follow_redirects=False,
+            )
+        self._client = client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this dispatcher created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def dispatch(
+        self,
+        request: DispatchRequest,
+        *,
+        timeout: float,  # noqa: ASYNC109 - see Dispatcher.dispatch
+    ) -> DispatchResult:
+        """Deliver one attempt; the whole attempt is bounded by about `timeout` seconds.
+
+        No retries here: the engine records every attempt and schedules the next one.
+        """
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        headers = self._headers(request)
+        body = (
+            self._telegram_body(request) if self._mode == "telegram" else self._openai_body(request)
+        )
+        # httpx's per-phase timeouts tell a connect failure (never sent) from a read
+        # timeout (sent, maybe acted on); the outer deadline bounds the total.
+        phases = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
+        try:
+            async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
+                response = await self._client.post(
+                    self._url,
+                    content=json.dumps(body, ensure_ascii=False).encode(),
+                    headers=headers,
+                    timeout=phases,
+                )
+        except httpx.InvalidURL as exc:
+            raise DispatchError("The agent URL is not valid.", uncertain=False) from exc
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            raise _transport_error(exc, timeout) from exc
+        except TimeoutError as exc:
+            raise DispatchError(
+                f"The agent did not finish answering within {timeout:g} s; "
+                "it may have received the request.",
+                uncertain=True,
+            ) from exc
+        if not response.is_success:
+            raise DispatchError(
+                f"The agent answered HTTP {response.status_code}.",
+                uncertain=False,
+                status_code=response.status_code,
+            )
+        if self._mode == "telegram":
+            # The agent answers the chat itself; a 2xx is all that matters.
+            return DispatchResult(status_code=response.status_code)
+        return _parse_completion(response)
+
+    def _headers(self, request: DispatchRequest) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "Idempotency-Key": request.idempotency_key,
+            "X-Tickler-Schedule-Id": request.schedule_id,
+            "X-Tickler-Run-Id": request.run_id,
+        }
+        if self._mode == "telegram" and self._secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = self._secret
+        if self._mode == "openai" and self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    @staticmethod
+    def _telegram_body(request: DispatchRequest) -> dict[str, Any]:
+        # Same shape Telegram delivers (SPEC "Agent endpoint"); message_id reuses the
+        # update id so a retried delivery is the same message, too.
+        update_id = synthetic_update_id(request.idempotency_key)
+        sender: dict[str, Any] = {
+            "id": request.operator.id,
+            "is_bot": False,
+            "first_name": request.operator.first_name,
+        }
+        if request.operator.username is not None:
+            sender["username"] = request.operator.username
+        return {
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id,
+                # The fire instant, not "now", so a retry is byte-for-byte the same update.
+                "date": int(request.scheduled_for.timestamp()),
+                "chat": {
+                    "id": request.chat_id,
+                    "type": "private" if request.chat_id > 0 else "group",
+                },
+                "from": sender,
+                "text": request.prompt,
+            },
+        }
+
+    def _openai_body(self, request: DispatchRequest) -> dict[str, Any]:
+        system = (
+            f"This is a scheduled run of the schedule '{request.schedule_name}' (Tickler), "
+            f"due at {format_instant(request.scheduled_for)} "
+            f"(the schedule's time zone is {request.timezone}). "
+            "No one is waiting at the keyboard: do the task and reply with the result, "
+            "which will be posted to the operator's chat."
+        )
+        return {
+            "model": self._model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request.prompt},
+            ],
+        }
+
+
+def _parse_completion(response: httpx.Response) -> DispatchResult:
+    try:
+        completion = _ChatCompletion.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise DispatchError(
+            "The agent's answer is not a valid chat completion.",
+            uncertain=False,
+            status_code=response.status_code,
+        ) from exc
+    if not completion.choices:
+        raise DispatchError(
+            "The agent's answer has no choices.",
+            uncertain=False,
+            status_code=response.status_code,
+        )
+    content = completion.choices[0].message.content
+    if isinstance(content, list):
+        # Some OpenAI-compatible servers answer with content parts; keep the text ones.
+        content = "".join(part.text or "" for part in content if part.type == "text")
+    output = content[:OUTPUT_LIMIT] if content is not None else None
+    usage = None
+    if completion.usage is not None:
+        usage = {k: v for k, v in completion.usage.model_dump().items() if v is not None} or None
+    return DispatchResult(status_code=response.status_code, output=output, token_usage=usage)
+
+
+def _transport_error(exc: httpx.HTTPError | aiohttp.ClientError, timeout: float) -> DispatchError:
+    """One sentence for the operator, and whether the request may have been delivered.
+
+    Only errors raised before the request could leave this process count as certain
+    failures; anything after (a timeout waiting for the answer, a reset, a half answer)
+    may have reached the agent, so it is uncertain.
+    """
+    original = _original_error(exc)
+    if isinstance(
+        original,
+        httpx.UnsupportedProtocol | aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError,
+    ):
+        return DispatchError("The agent URL is not valid.", uncertain=False)
+    if isinstance(
+        original,
+        httpx.ConnectTimeout | httpx.PoolTimeout | aiohttp.ConnectionTimeoutError,
+    ):
+        # aiohttp's connect timeout also covers the wait for a free pooled connection.
+        return DispatchError("Connecting to the agent timed out.", uncertain=False)
+    if isinstance(
+        original,
+        httpx.ConnectError
+        | httpx.ProxyError
+        | aiohttp.ClientConnectorError  # refused, DNS, TLS handshake, proxy connect
+        | aiohttp.ClientHttpProxyError,  # the proxy refused to open a tunnel
+    ):
+        return DispatchError("Could not connect to the agent.", uncertain=False)
+    if isinstance(original, httpx.DecodingError):
+        # The body arrived but its Content-Encoding was broken: the agent answered.
+        return DispatchError("The agent's answer could not be decoded.", uncertain=False)
+    if isinstance(original, httpx.TimeoutException | aiohttp.ServerTimeoutError):
+        return DispatchError(
+            f"The agent did not answer within {timeout:g} s; it may have received the request.",
+            uncertain=True,
+        )
+    return DispatchError(
+        "The connection to the agent broke after the request was sent; "
+        "it may have received the request.",
+        uncertain=True,
+    )
+
+
+def _original_error(exc: BaseException) -> BaseException:
+    """The aiohttp error behind an httpx one, when there is one.
+
+    httpx-aiohttp translates aiohttp errors to httpx classes with a coarse table: every
+    `aiohttp.ClientConnectionError` becomes `httpx.ConnectTimeout`, a refused connection
+    as well as a server that dropped the connection after the request was sent (which
+    must count as maybe delivered). The original aiohttp error, kept as `__cause__`,
+    says what really happened.
+    """
+    return exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc

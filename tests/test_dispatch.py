@@ -1,0 +1,429 @@
+"""The agent dispatcher, mostly over real loopback HTTP against the agent stub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import aiohttp
+import httpx
+import pytest
+import telegram
+from pydantic import ValidationError
+
+from scheduler.dispatch import (
+    DispatchError,
+    DispatchRequest,
+    HttpAgentDispatcher,
+    Operator,
+    synthetic_update_id,
+)
+from tests.agent_stub import AgentStub, Reply, refused_url
+
+FIRE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+
+
+def make_request(**changes: object) -> DispatchRequest:
+    fields: dict[str, object] = {
+        "schedule_id": "01JDSCHEDULE",
+        "run_id": "01JERUN",
+        "scheduled_for": FIRE,
+        "chat_id": 123456789,
+        "operator": Operator(id=123456789, first_name="Ada"),
+        "schedule_name": "Daily brief",
+        "prompt": "Prepare my daily brief for Tuesday 24 November (Europe/Berlin).",
+        "timezone": "Europe/Berlin",
+    }
+    fields.update(changes)
+    return DispatchRequest.model_validate(fields)
+
+
+@pytest.fixture
+async def telegram_dispatcher(agent_stub: AgentStub) -> AsyncIterator[HttpAgentDispatcher]:
+    async with HttpAgentDispatcher(url=agent_stub.url, secret="s3cret") as dispatcher:
+        yield dispatcher
+
+
+@pytest.fixture
+async def openai_dispatcher(agent_stub: AgentStub) -> AsyncIterator[HttpAgentDispatcher]:
+    async with HttpAgentDispatcher(
+        url=agent_stub.openai_url, mode="openai", token="tok-123", model="agent-1"
+    ) as dispatcher:
+        yield dispatcher
+
+
+class TestIdempotencyKey:
+    def test_whole_seconds_with_z(self) -> None:
+        assert make_request().idempotency_key == "01JDSCHEDULE:2026-11-24T07:00:00Z"
+
+    def test_microseconds_kept_for_manual_runs(self) -> None:
+        request = make_request(scheduled_for=FIRE.replace(microsecond=123456))
+        assert request.idempotency_key == "01JDSCHEDULE:2026-11-24T07:00:00.123456Z"
+
+    def test_offset_normalised_to_utc(self) -> None:
+        berlin_winter = timezone(timedelta(hours=1))
+        request = make_request(scheduled_for=datetime(2026, 11, 24, 8, 0, tzinfo=berlin_winter))
+        assert request.scheduled_for == FIRE
+        assert request.idempotency_key == "01JDSCHEDULE:2026-11-24T07:00:00Z"
+
+    def test_naive_instant_rejected(self) -> None:
+        with pytest.raises(ValidationError):
+            make_request(scheduled_for=datetime(2026, 11, 24, 7, 0))
+
+    def test_update_id_is_deterministic_31_bit(self) -> None:
+        key = make_request().idempotency_key
+        assert synthetic_update_id(key) == synthetic_update_id(key)
+        assert 0 < synthetic_update_id(key) < 2**31
+        assert synthetic_update_id(key) != synthetic_update_id(key + "x")
+
+
+class TestTelegramMode:
+    async def test_payload_is_a_telegram_update(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        request = make_request()
+        result = await telegram_dispatcher.dispatch(request, timeout=2)
+
+        assert result.status_code == 200
+        assert result.output is None
+        (seen,) = agent_stub.requests
+        h = synthetic_update_id(request.idempotency_key)
+        assert seen.method == "POST"
+        assert seen.path == "/webhook"
+        assert seen.json == {
+            "update_id": h,
+            "message": {
+                "message_id": h,
+                "date": 1795503600,
+                "chat": {"id": 123456789, "type": "private"},
+                "from": {"id": 123456789, "is_bot": False, "first_name": "Ada"},
+                "text": "Prepare my daily brief for Tuesday 24 November (Europe/Berlin).",
+            },
+        }
+        # An agent that reads Telegram webhooks with PTB parses it as a real update.
+        update = telegram.Update.de_json(seen.json, bot=None)
+        assert update.effective_user is not None
+        assert update.effective_user.first_name == "Ada"
+        assert update.message is not None
+        assert update.message.text == request.prompt
+
+    async def test_headers(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        await telegram_dispatcher.dispatch(make_request(), timeout=2)
+        headers = agent_stub.requests[0].headers
+        assert headers["x-telegram-bot-api-secret-token"] == "s3cret"
+        assert headers["idempotency-key"] == "01JDSCHEDULE:2026-11-24T07:00:00Z"
+        assert headers["x-tickler-schedule-id"] == "01JDSCHEDULE"
+        assert headers["x-tickler-run-id"] == "01JERUN"
+        assert headers["content-type"] == "application/json"
+        assert headers["user-agent"] == "tickler/0.1"
+        assert "authorization" not in headers
+
+    async def test_no_secret_header_without_secret(self, agent_stub: AgentStub) -> None:
+        async with HttpAgentDispatcher(url=agent_stub.url) as dispatcher:
+            await dispatcher.dispatch(make_request(), timeout=2)
+        assert "x-telegram-bot-api-secret-token" not in agent_stub.requests[0].headers
+
+    async def test_group_chat_and_username(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        request = make_request(chat_id=-1001234567890, operator=Operator(id=42, username="ada"))
+        await telegram_dispatcher.dispatch(request, timeout=2)
+        message = agent_stub.requests[0].json["message"]
+        assert message["chat"] == {"id": -1001234567890, "type": "group"}
+        assert message["from"] == {
+            "id": 42,
+            "is_bot": False,
+            "first_name": "Operator",
+            "username": "ada",
+        }
+
+    async def test_retry_carries_the_same_ids_a_new_fire_does_not(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        first = make_request()
+        retry = make_request(run_id="01JERUN2")  # the same fire, attempted again
+        next_day = make_request(scheduled_for=FIRE + timedelta(days=1))
+        for request in (first, retry, next_day):
+            await telegram_dispatcher.dispatch(request, timeout=2)
+
+        a, b, c = agent_stub.requests
+        assert a.body == b.body  # byte for byte the same update
+        assert a.headers["idempotency-key"] == b.headers["idempotency-key"]
+        assert a.json["update_id"] != c.json["update_id"]
+        assert agent_stub.count_by_key() == {
+            "01JDSCHEDULE:2026-11-24T07:00:00Z": 2,
+            "01JDSCHEDULE:2026-11-25T07:00:00Z": 1,
+        }
+
+    async def test_any_2xx_is_success(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.respond_with(204)
+        result = await telegram_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.status_code == 204
+
+
+class TestOpenAIMode:
+    async def test_output_usage_and_bearer(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.openai_answer(
+            "Here is your brief.",
+            usage={"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
+        )
+        result = await openai_dispatcher.dispatch(make_request(), timeout=2)
+
+        assert result.status_code == 200
+        assert result.output == "Here is your brief."
+        assert result.token_usage == {
+            "prompt_tokens": 120,
+            "completion_tokens": 30,
+            "total_tokens": 150,
+        }
+        (seen,) = agent_stub.requests
+        assert seen.path == "/v1/chat/completions"
+        assert seen.headers["authorization"] == "Bearer tok-123"
+        assert seen.headers["idempotency-key"] == "01JDSCHEDULE:2026-11-24T07:00:00Z"
+        assert seen.headers["x-tickler-run-id"] == "01JERUN"
+        assert "x-telegram-bot-api-secret-token" not in seen.headers
+        assert seen.json["model"] == "agent-1"
+        system, user = seen.json["messages"]
+        assert system["role"] == "system"
+        assert "scheduled run of the schedule 'Daily brief' (Tickler)" in system["content"]
+        assert user == {"role": "user", "content": make_request().prompt}
+
+    async def test_output_is_capped_at_4000_characters(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.openai_answer("é" * 5000)
+        result = await openai_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.output == "é" * 4000
+        assert result.token_usage is None
+
+    async def test_tool_call_without_content_does_not_crash(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "list_schedules", "arguments": "{}"},
+        }
+        agent_stub.openai_answer(None, tool_calls=[call])
+        result = await openai_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.output is None
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param("not json", id="not-json"),
+            pytest.param(json.dumps({"choices": []}), id="no-choices"),
+            pytest.param(json.dumps({"choices": [{"text": "legacy"}]}), id="no-message"),
+            pytest.param(json.dumps({"error": "boom"}), id="error-object"),
+        ],
+    )
+    async def test_malformed_answer_is_a_known_failure(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher, body: str
+    ) -> None:
+        agent_stub.respond_with(Reply(text=body))
+        with pytest.raises(DispatchError) as caught:
+            await openai_dispatcher.dispatch(make_request(), timeout=2)
+        assert caught.value.uncertain is False
+        assert caught.value.status_code == 200
+
+
+class TestFailures:
+    async def test_http_500_is_not_uncertain(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.respond_with(500)
+        with pytest.raises(DispatchError) as caught:
+            await telegram_dispatcher.dispatch(make_request(), timeout=2)
+        assert str(caught.value) == "The agent answered HTTP 500."
+        assert caught.value.status_code == 500
+        assert caught.value.uncertain is False
+
+    async def test_scripted_answers_then_default(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.script([503, 500])
+        statuses = []
+        for _ in range(3):
+            try:
+                statuses.append(
+                    (await telegram_dispatcher.dispatch(make_request(), timeout=2)).status_code
+                )
+            except DispatchError as error:
+                statuses.append(error.status_code or 0)
+        assert statuses == [503, 500, 200]
+
+    async def test_refused_connection_is_not_uncertain(self) -> None:
+        async with HttpAgentDispatcher(url=refused_url(), secret="s3cret") as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert caught.value.uncertain is False
+        assert caught.value.status_code is None
+        assert str(caught.value) == "Could not connect to the agent."
+
+    async def test_hang_is_uncertain_and_bounded(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.hang()
+        started = time.monotonic()
+        with pytest.raises(DispatchError) as caught:
+            await telegram_dispatcher.dispatch(make_request(), timeout=0.3)
+        elapsed = time.monotonic() - started
+        assert caught.value.uncertain is True
+        assert caught.value.status_code is None
+        assert "may have received" in str(caught.value)
+        assert len(agent_stub.requests) == 1  # it did arrive
+        assert 0.25 < elapsed < 1.0
+
+    async def test_connection_dropped_after_sending_is_uncertain(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.drop()
+        with pytest.raises(DispatchError) as caught:
+            await telegram_dispatcher.dispatch(make_request(), timeout=2)
+        assert caught.value.uncertain is True
+        assert len(agent_stub.requests) == 1
+
+    async def test_slow_answer_within_timeout_succeeds(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.delay(0.1)
+        result = await telegram_dispatcher.dispatch(make_request(), timeout=1)
+        assert result.status_code == 200
+
+    async def test_messages_carry_no_secrets(self, agent_stub: AgentStub) -> None:
+        url = agent_stub.base_url + "/hook/url-secret"
+        agent_stub.respond_with(500)
+        async with HttpAgentDispatcher(url=url, secret="s3cret", token="tok") as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert "secret" not in str(caught.value)
+        assert "tok" not in str(caught.value)
+
+    @pytest.mark.parametrize("url", ["ftp://agent/", "/webhook", "http:///webhook", ""])
+    def test_bad_url_rejected_at_construction(self, url: str) -> None:
+        with pytest.raises(ValueError, match="agent URL"):
+            HttpAgentDispatcher(url=url)
+
+    async def test_non_positive_timeout_is_a_programming_error(
+        self, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        with pytest.raises(ValueError):
+            await telegram_dispatcher.dispatch(make_request(), timeout=0)
+
+
+async def test_64_concurrent_dispatches_all_arrive(
+    agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+) -> None:
+    agent_stub.delay(0.05)  # hold answers so the requests really overlap
+    requests = [make_request(scheduled_for=FIRE + timedelta(minutes=i)) for i in range(64)]
+    results = await asyncio.gather(*(telegram_dispatcher.dispatch(r, timeout=5) for r in requests))
+    assert all(result.status_code == 200 for result in results)
+    await agent_stub.wait_for_requests(64)
+    counts = agent_stub.count_by_key()
+    assert len(counts) == 64
+    assert set(counts.values()) == {1}
+
+
+class TestWithMockTransport:
+    """Error classification without a server, including aiohttp errors as httpx-aiohttp
+    wraps them (its table maps every aiohttp connection error to ConnectTimeout)."""
+
+    @staticmethod
+    def dispatcher_raising(exc: Exception) -> HttpAgentDispatcher:
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise exc
+
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        return HttpAgentDispatcher(url="http://agent.test/webhook", client=client)
+
+    @staticmethod
+    def wrapped(httpx_exc: type[httpx.HTTPError], cause: Exception) -> Exception:
+        exc = httpx_exc(str(cause))
+        exc.__cause__ = cause
+        return exc
+
+    @pytest.mark.parametrize(
+        ("exc", "uncertain"),
+        [
+            pytest.param(httpx.ConnectError("refused"), False, id="connect-error"),
+            pytest.param(httpx.ConnectTimeout("slow syn"), False, id="connect-timeout"),
+            pytest.param(httpx.PoolTimeout("pool"), False, id="pool-timeout"),
+            pytest.param(httpx.UnsupportedProtocol("ftp"), False, id="bad-scheme"),
+            pytest.param(httpx.ReadTimeout("read"), True, id="read-timeout"),
+            pytest.param(httpx.WriteTimeout("write"), True, id="write-timeout"),
+            pytest.param(httpx.ReadError("reset"), True, id="read-error"),
+            pytest.param(httpx.RemoteProtocolError("eof"), True, id="disconnected"),
+            pytest.param(
+                wrapped(
+                    httpx.ConnectTimeout,
+                    aiohttp.ClientConnectorError(
+                        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
+                        ConnectionRefusedError(111, "refused"),
+                    ),
+                ),
+                False,
+                id="aiohttp-refused",
+            ),
+            pytest.param(
+                wrapped(httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError()),
+                False,
+                id="aiohttp-connect-timeout",
+            ),
+            pytest.param(
+                wrapped(httpx.ReadTimeout, aiohttp.SocketTimeoutError()),
+                True,
+                id="aiohttp-read-timeout",
+            ),
+            pytest.param(
+                wrapped(httpx.ConnectTimeout, aiohttp.ServerDisconnectedError()),
+                True,
+                id="aiohttp-disconnected-after-send",
+            ),
+            pytest.param(
+                wrapped(httpx.ConnectTimeout, aiohttp.ClientOSError(104, "reset")),
+                True,
+                id="aiohttp-reset-after-send",
+            ),
+            pytest.param(
+                wrapped(httpx.UnsupportedProtocol, aiohttp.NonHttpUrlClientError("ftp://x")),
+                False,
+                id="aiohttp-bad-scheme",
+            ),
+            pytest.param(aiohttp.ClientResponseError(None, ()), True, id="aiohttp-unmapped"),  # type: ignore[arg-type]
+        ],
+    )
+    async def test_classification(self, exc: Exception, uncertain: bool) -> None:
+        async with self.dispatcher_raising(exc) as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=1)
+        assert caught.value.uncertain is uncertain
+        assert caught.value.__cause__ is exc
+
+    async def test_safety_net_counts_as_uncertain(self) -> None:
+        async def never(request: httpx.Request) -> httpx.Response:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        client = httpx.AsyncClient(transport=httpx.MockTransport(never))
+        async with client, HttpAgentDispatcher(url="http://agent.test/", client=client) as d:
+            started = time.monotonic()
+            with pytest.raises(DispatchError) as caught:
+                await d.dispatch(make_request(), timeout=0.1)
+        assert caught.value.uncertain is True
+        assert time.monotonic() - started < 0.6
+
+    async def test_injected_client_is_left_open(self) -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+        async with HttpAgentDispatcher(url="http://agent.test/", client=client) as d:
+            await d.dispatch(make_request(), timeout=1)
+        assert not client.is_closed
+        await client.aclose()
