@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from scheduler.clock import Clock
-from scheduler.dispatch import DispatchError, Dispatcher, DispatchRequest, Operator
+from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
 from scheduler.ids import new_id
 from scheduler.models import ActionKind, Run, RunStatus, RunTrigger, Schedule, TimeoutPolicy
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
@@ -125,6 +125,9 @@ class Engine:
         self._inflight: dict[str, _InFlight] = {}
         self._next_heartbeat: datetime | None = None
         self.last_tick_at: datetime | None = None
+        #: Loop iterations so far; /healthz and tests read it to see the loop is alive
+        #: and not polling.
+        self.ticks = 0
 
     # --- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
@@ -206,6 +209,7 @@ class Engine:
     async def _tick(self, now: datetime) -> bool:
         """Do everything due at `now`; True if there may be more to do right away."""
         self.last_tick_at = now
+        self.ticks += 1
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             await self.store.heartbeat(self.instance_id, now)
             await self._reap(now)
@@ -289,9 +293,7 @@ class Engine:
                 outcome = await flight.attempt
             except asyncio.CancelledError:
                 # Cancelled by shutdown after the grace period: not a failure.
-                await self.store.release_runs(
-                    self.instance_id, [acquired.run.id], self.clock.now()
-                )
+                await self.store.release_runs(self.instance_id, [acquired.run.id], self.clock.now())
                 return
             finished = await self.store.finish_attempt(
                 acquired.run.id, self.instance_id, outcome, trip_after=self.config.trip_after

@@ -16,6 +16,7 @@ from scheduler.triggers import Trigger
 __all__ = [
     "Action",
     "ActionKind",
+    "Attempt",
     "CreatedBy",
     "MissedRunPolicy",
     "OverlapPolicy",
@@ -172,6 +173,19 @@ class Schedule(BaseModel):
     @property
     def timezone(self) -> str:
         return getattr(self.trigger, "timezone", "UTC")
+
+
+class Attempt(BaseModel):
+    """One finished attempt of a run, kept for the operator's history."""
+
+    model_config = _frozen
+
+    attempt: int
+    owner: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: RunStatus
+    error: str | None = None
 
 
 class Run(BaseModel):

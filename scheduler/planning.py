@@ -7,7 +7,7 @@ the store applies the returned plan inside the claiming transaction.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,6 +30,8 @@ DEFAULT_MISFIRE_GRACE = timedelta(minutes=5)
 #: plan only counts them, and the operator sees "N missed while offline". Keeps a
 #: minutely schedule that was down for a month from writing 43,200 rows at start-up.
 MAX_RECORDED_MISSES = 1000
+_JUMP_AFTER = 100_000
+_RECENT = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,27 @@ def plan_due_fires(
     if first is None or first > now:
         return FirePlan(schedule.id, next_run_at=first)
 
-    instants: list[datetime] = []
-    truncated = False
+    window: deque[datetime] = deque(maxlen=MAX_RECORDED_MISSES + 1)
+    seen = 0
+    jumped = False
     cursor: datetime | None = first
     while cursor is not None and cursor <= now:
-        instants.append(cursor)
-        if len(instants) > MAX_RECORDED_MISSES:
-            # Keep the newest ones; the oldest are only counted.
-            instants.pop(0)
-            truncated = True
+        window.append(cursor)
+        seen += 1
+        if seen == _JUMP_AFTER and now - cursor > _RECENT:
+            # Years of a minutely schedule: stop walking; the recent day is enough
+            # to record, and the count of the rest is estimated below.
+            cursor = schedule.trigger.next_after(now - _RECENT)
+            jumped = True
+            continue
         cursor = schedule.trigger.next_after(cursor)
     next_run_at = cursor
-    # A miss count beyond the recorded window is an estimate from the window's spacing;
-    # counting exactly could take minutes for a minutely schedule down for years.
-    dropped = 0
-    if truncated:
-        dropped = _estimate_dropped(first, instants, schedule.trigger.next_after)
+    instants = list(window)
+    truncated = seen > len(instants)
+    if jumped:
+        dropped = _estimate_dropped(first, instants)
+    else:
+        dropped = seen - len(instants)
 
     current: datetime | None = None
     if now - instants[-1] <= grace:
@@ -148,9 +155,7 @@ def plan_due_fires(
     )
 
 
-def _estimate_dropped(
-    first: datetime, window: list[datetime], next_after: Callable[[datetime], datetime | None]
-) -> int:
+def _estimate_dropped(first: datetime, window: list[datetime]) -> int:
     if len(window) < 2:
         return 0
     spacing = (window[-1] - window[0]) / (len(window) - 1)
@@ -159,9 +164,7 @@ def _estimate_dropped(
     return max(0, int((window[0] - first) / spacing))
 
 
-def retry_delay(
-    policy: RetryPolicy, attempt: int, rng: random.Random | None = None
-) -> timedelta:
+def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> timedelta:
     """Exponential backoff with "equal jitter": half fixed, half random, so retries of
     many runs that failed together spread out but never come back sooner than half
     the nominal delay. `attempt` is the number of the attempt that just failed (1-based).

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from scheduler.models import Run, RunStatus, Schedule
+from scheduler.models import Attempt, Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
 
 __all__ = [
@@ -103,9 +103,7 @@ class Store(Protocol):
         runs and advance `next_run_at`, all in one transaction. A fire instant is
         inserted at most once (UNIQUE(schedule_id, scheduled_for))."""
 
-    async def acquire_ready_runs(
-        self, now: datetime, limit: int, owner: str
-    ) -> list[AcquiredRun]:
+    async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
         """Move up to `limit` ready runs (pending, or failed and due for a retry) to
         running under `owner`, honouring each schedule's overlap policy: a fresh
         fire whose previous run is still running is skipped (`skip`) or left
@@ -131,6 +129,9 @@ class Store(Protocol):
     async def mark_instance_stopped(self, instance_id: str, now: datetime) -> None: ...
 
     async def list_instances(self) -> list[EngineInstance]: ...
+
+    async def running_owners(self) -> set[str]:
+        """Instance ids that hold at least one running run."""
 
     async def reap_orphans(
         self,
@@ -158,6 +159,9 @@ class Store(Protocol):
         offset: int = 0,
     ) -> list[Run]:
         """Newest first."""
+
+    async def list_attempts(self, chat_id: int, run_id: str) -> list[Attempt]:
+        """A run's finished attempts, oldest first."""
 
     async def transition_run(
         self,

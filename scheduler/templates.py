@@ -46,8 +46,7 @@ def available_templates() -> list[str]:
 def load_template(name: str) -> str:
     if name not in available_templates():
         raise InvalidSchedule(
-            f"There is no prompt template '{name}'; available: "
-            f"{', '.join(available_templates())}."
+            f"There is no prompt template '{name}'; available: {', '.join(available_templates())}."
         )
     return (resources.files("prompts") / f"{name}.txt").read_text(encoding="utf-8").strip()
 
@@ -82,8 +81,7 @@ def render(template: str, variables: dict[str, str]) -> str:
         raise
     except (ValueError, IndexError) as exc:
         raise InvalidSchedule(
-            f"The prompt is not a valid template ({exc}); write {{{{ and }}}} for literal "
-            "braces."
+            f"The prompt is not a valid template ({exc}); write {{{{ and }}}} for literal braces."
         ) from None
 
 

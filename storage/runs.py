@@ -8,7 +8,7 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.models import READY_STATUSES, Run, RunStatus
+from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus
 from storage.codec import RUN_COLUMNS, from_db_time, run_from_row, run_params, to_db_time
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in RUN_COLUMNS.split(","))
@@ -160,6 +160,45 @@ async def finish(
     return cur.rowcount == 1
 
 
+async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None:
+    assert run.finished_at is not None
+    await db.execute(
+        "INSERT OR REPLACE INTO run_attempts "
+        "(run_id, attempt, owner, started_at, finished_at, status, error) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.id,
+            run.attempt,
+            owner,
+            None if run.started_at is None else to_db_time(run.started_at),
+            to_db_time(run.finished_at),
+            run.status.value,
+            run.error,
+        ),
+    )
+
+
+async def attempts(db: aiosqlite.Connection, chat_id: int, run_id: str) -> list[Attempt]:
+    async with db.execute(
+        "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error "
+        "FROM run_attempts a JOIN runs r ON r.id = a.run_id "
+        "WHERE a.run_id = ? AND r.chat_id = ? ORDER BY a.attempt",
+        (run_id, chat_id),
+    ) as cur:
+        rows = await cur.fetchall()
+    return [
+        Attempt(
+            attempt=r[0],
+            owner=r[1],
+            started_at=from_db_time(r[2]),
+            finished_at=from_db_time(r[3]),
+            status=RunStatus(r[4]),
+            error=r[5],
+        )
+        for r in rows
+    ]
+
+
 async def release(
     db: aiosqlite.Connection, owner: str, run_ids: Collection[str], now: datetime
 ) -> int:
@@ -196,9 +235,7 @@ async def running_owners(db: aiosqlite.Connection) -> set[str]:
 
 
 async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
-    async with db.execute(
-        f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}"
-    ) as cur:
+    async with db.execute(f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}") as cur:
         row = await cur.fetchone()
     return from_db_time(row[0]) if row else None
 

@@ -121,9 +121,7 @@ async def record_outcome(
     trip_after: int,
 ) -> tuple[bool, bool]:
     """Update the failure streak and breaker; returns (was_tripped, is_tripped)."""
-    async with db.execute(
-        "SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)
-    ) as cur:
+    async with db.execute("SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)) as cur:
         row = await cur.fetchone()
     was = bool(row[0]) if row else False
     when = to_db_time(finished_at)
@@ -141,8 +139,6 @@ async def record_outcome(
             "WHERE id = ?",
             (when, when, trip_after, schedule_id),
         )
-    async with db.execute(
-        "SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)
-    ) as cur:
+    async with db.execute("SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)) as cur:
         row = await cur.fetchone()
     return was, bool(row[0]) if row else False

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from scheduler.ids import new_id
-from scheduler.models import OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
 from scheduler.planning import FirePlan
 from scheduler.store import (
     AcquiredRun,
@@ -101,7 +101,12 @@ class SqliteStore:
             if current is None:
                 return None
             paused = current.model_copy(
-                update={"enabled": False, "paused_by": by, "pause_reason": reason, "updated_at": now}
+                update={
+                    "enabled": False,
+                    "paused_by": by,
+                    "pause_reason": reason,
+                    "updated_at": now,
+                }
             )
             await schedules.replace(db, paused)
             await runs.settle_open(db, schedule_id, f"paused: {reason or 'by the operator'}", now)
@@ -137,9 +142,7 @@ class SqliteStore:
             await schedules.set_next_run(db, advances)
         return plans
 
-    async def acquire_ready_runs(
-        self, now: datetime, limit: int, owner: str
-    ) -> list[AcquiredRun]:
+    async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
         if limit <= 0:
             return []
         async with self._write() as db:
@@ -277,6 +280,10 @@ class SqliteStore:
                 db, chat_id, schedule_id=schedule_id, statuses=statuses, limit=limit, offset=offset
             )
 
+    async def list_attempts(self, chat_id: int, run_id: str) -> list[Attempt]:
+        async with self._read() as db:
+            return await runs.attempts(db, chat_id, run_id)
+
     async def transition_run(
         self,
         chat_id: int,
@@ -335,6 +342,7 @@ async def _apply_outcome(
         return None
     run = await runs.get_by_id(db, run_id)
     assert run is not None
+    await runs.record_attempt(db, run, owner)
     was, is_now = await schedules.record_outcome(
         db,
         run.schedule_id,
@@ -345,8 +353,6 @@ async def _apply_outcome(
     )
     tripped_now = is_now and not was
     if tripped_now:
-        await runs.settle_open(
-            db, run.schedule_id, "circuit breaker tripped", outcome.finished_at
-        )
+        await runs.settle_open(db, run.schedule_id, "circuit breaker tripped", outcome.finished_at)
     schedule = (await schedules.get_many(db, [run.schedule_id]))[run.schedule_id]
     return FinishedAttempt(run, schedule, tripped_now)

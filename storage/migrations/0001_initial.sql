@@ -64,3 +64,16 @@ CREATE TABLE engine_instances (
     heartbeat_at TEXT NOT NULL,
     stopped_at   TEXT
 );
+
+-- One row per finished attempt: the audit trail behind a run's current status
+-- ("attempt 1 orphaned, attempt 2 succeeded").
+CREATE TABLE run_attempts (
+    run_id      TEXT NOT NULL REFERENCES runs (id),
+    attempt     INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    started_at  TEXT,
+    finished_at TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (run_id, attempt)
+);

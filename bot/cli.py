@@ -1,0 +1,120 @@
+"""The `tickler` console script.
+
+    tickler next "EXPR" [--tz ZONE] [--after ISO8601] [--count N]
+
+Each subcommand is a `_register_<name>(subparsers)` function that adds its parser
+and sets `handler`; `main` reads the clock once and dispatches. Errors the operator
+can fix exit with status 2 and exactly one sentence on stderr, nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from itertools import islice
+from typing import NoReturn
+
+from scheduler.cron import CronExpression, load_zone
+from scheduler.errors import TicklerError
+from scheduler.timeutil import format_utc, parse_utc
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+MAX_COUNT = 1000
+
+Handler = Callable[[argparse.Namespace, datetime], int]
+
+
+class UsageError(Exception):
+    """A command line the operator has to fix; `str()` is the one sentence to show."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage plus a message on error; we want one sentence, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        for prefix, lead in _ARGPARSE_MESSAGES:
+            if message.startswith(prefix):
+                message = lead + message[len(prefix) :]
+                break
+        message = message.rstrip(".")
+        raise UsageError(f"{message[:1].upper()}{message[1:]} (see '{self.prog} --help').")
+
+
+# argparse's wording, rephrased so the one line reads as a sentence.
+_ARGPARSE_MESSAGES = (
+    ("the following arguments are required: ", "missing "),
+    ("unrecognized arguments: ", "unknown argument "),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tickler", description="Tickler: schedules for an AI agent.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_next(subparsers)
+    return parser
+
+
+def _register_next(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "next",
+        help="print the next fire instants of a cron expression",
+        description="Print the next fire instants of a cron expression, one ISO-8601 UTC "
+        "instant per line, using cronie's daylight-saving rules.",
+    )
+    parser.add_argument(
+        "expr", metavar="EXPR", help='five-field cron expression, e.g. "0 9 * * 1-5"'
+    )
+    parser.add_argument("--tz", default="UTC", help="IANA time zone (default: UTC)")
+    parser.add_argument(
+        "--after",
+        help="ISO-8601 instant with Z or an offset to start from (default: now)",
+    )
+    parser.add_argument(
+        "--count", default="5", help=f"how many fire instants to print, 1-{MAX_COUNT} (default: 5)"
+    )
+    parser.set_defaults(handler=_run_next)
+
+
+def _run_next(args: argparse.Namespace, now: datetime) -> int:
+    cron = CronExpression.parse(args.expr)
+    zone = load_zone(args.tz)
+    after = now if args.after is None else parse_utc(args.after)
+    count = _count(args.count)
+    fires = [format_utc(fire) for fire in islice(cron.iter_after(after, zone), count)]
+    sys.stdout.write("".join(f"{line}\n" for line in fires))
+    return EXIT_OK
+
+
+def _count(text: str) -> int:
+    cleaned = text.strip()
+    if not cleaned.isascii() or not cleaned.isdigit() or not 1 <= int(cleaned) <= MAX_COUNT:
+        raise UsageError(f"--count must be a whole number from 1 to {MAX_COUNT}, not '{text}'.")
+    return int(cleaned)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            raise UsageError(
+                "Missing command: use 'tickler next EXPR --tz ZONE', or 'tickler --help'."
+            )
+        return handler(args, datetime.now(UTC))
+    except (UsageError, TicklerError) as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as stop:
+        # --help and --version end through SystemExit; report their status instead.
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

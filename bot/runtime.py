@@ -1,0 +1,55 @@
+"""Process wiring: open the store, build the dispatcher and engine from settings, run
+until SIGTERM/SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from bot.settings import Settings
+from scheduler.clock import SystemClock
+from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.engine import Engine, EngineConfig
+from storage.sqlite_store import SqliteStore
+
+__all__ = ["run_engine"]
+
+log = logging.getLogger("tickler")
+
+
+def build_dispatcher(settings: Settings) -> HttpAgentDispatcher:
+    return HttpAgentDispatcher(
+        url=settings.agent_url,
+        mode=settings.agent_mode,
+        secret=settings.agent_secret.get_secret_value() if settings.agent_secret else None,
+        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        model=settings.agent_model,
+        max_connections=settings.max_concurrency,
+    )
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        max_concurrency=settings.max_concurrency,
+        shutdown_grace=settings.shutdown_grace_seconds,
+        trip_after=settings.trip_after,
+    )
+
+
+async def run_engine(settings: Settings) -> None:
+    """The headless engine: fires schedules until a stop signal, then drains."""
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteStore.open(settings.database_path)
+    dispatcher = build_dispatcher(settings)
+    engine = Engine(store, SystemClock(), dispatcher, config=engine_config(settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, engine.request_stop)
+    log.info("engine %s started on %s", engine.instance_id, settings.database_path)
+    try:
+        await engine.run_forever()
+    finally:
+        await dispatcher.aclose()
+        await store.close()
+        log.info("engine %s stopped", engine.instance_id)

@@ -1,0 +1,249 @@
+"""The three ways a schedule fires: cron, interval, once.
+
+Each trigger is a frozen pydantic model and a pure function of the instant it
+is asked about: `next_after(instant)` returns the first fire strictly after it,
+or None when the trigger will never fire again. No trigger reads a clock.
+
+Pydantic wraps a validator's error in a ValidationError, whose text is not one
+sentence. Code that turns user input into a trigger therefore goes through
+`make_trigger` (or `cron_trigger`, `interval_trigger`, `once_trigger`), which
+raise `InvalidSchedule` with a sentence an operator can act on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from cron_descriptor import ExpressionDescriptor, Options
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from scheduler.cron import CronExpression, load_zone
+from scheduler.errors import InvalidSchedule
+from scheduler.timeutil import format_utc, to_utc
+
+__all__ = [
+    "MAX_INTERVAL_SECONDS",
+    "MIN_INTERVAL_SECONDS",
+    "CronTrigger",
+    "IntervalTrigger",
+    "OnceTrigger",
+    "Trigger",
+    "cron_trigger",
+    "interval_trigger",
+    "make_trigger",
+    "once_trigger",
+]
+
+MIN_INTERVAL_SECONDS = 60
+# Past a year an interval is almost certainly a typo, and n * interval would soon
+# run past datetime's range.
+MAX_INTERVAL_SECONDS = 366 * 86400
+
+
+def _aware_utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidSchedule(
+            f"The {what} {value.isoformat()} has no UTC offset: add Z or an offset, "
+            "as in 2026-03-08T07:00:00Z."
+        )
+    return value.astimezone(UTC)
+
+
+class _TriggerModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CronTrigger(_TriggerModel):
+    """A five-field cron expression evaluated in an IANA zone, with cronie's DST rules."""
+
+    kind: Literal["cron"] = "cron"
+    expr: str
+    timezone: str
+
+    @field_validator("expr")
+    @classmethod
+    def _valid_expr(cls, value: str) -> str:
+        return CronExpression.parse(value).expr
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return load_zone(value).key
+
+    @property
+    def cron(self) -> CronExpression:
+        return CronExpression.parse(self.expr)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return load_zone(self.timezone)
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        try:
+            return self.cron.next_after(instant, self.zone)
+        except InvalidSchedule:
+            return None
+
+    def describe(self) -> str:
+        return f"{_describe_cron(self.expr)} ({self.timezone})"
+
+
+class IntervalTrigger(_TriggerModel):
+    """Every `every_seconds`, anchored at `start_at`: the n-th fire is start + n * interval."""
+
+    kind: Literal["interval"] = "interval"
+    every_seconds: int
+    start_at: datetime
+
+    @field_validator("every_seconds")
+    @classmethod
+    def _valid_interval(cls, value: int) -> int:
+        if value < MIN_INTERVAL_SECONDS:
+            raise InvalidSchedule("The interval must be at least 1 minute.")
+        if value > MAX_INTERVAL_SECONDS:
+            raise InvalidSchedule("The interval must be at most 366 days.")
+        return value
+
+    @field_validator("start_at")
+    @classmethod
+    def _valid_start(cls, value: datetime) -> datetime:
+        return _aware_utc(value, "start time")
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        moment = to_utc(instant)
+        if moment < self.start_at:
+            return self.start_at
+        # Anchored, never last-fire + interval: a late run must not shift the grid.
+        step = timedelta(seconds=self.every_seconds)
+        count = (moment - self.start_at) // step + 1
+        try:
+            return self.start_at + count * step
+        except OverflowError:
+            return None
+
+    def describe(self) -> str:
+        return f"every {_describe_seconds(self.every_seconds)} from {format_utc(self.start_at)}"
+
+
+class OnceTrigger(_TriggerModel):
+    """One instant: a reminder, a follow-up, "in 3 days"."""
+
+    kind: Literal["once"] = "once"
+    at: datetime
+
+    @field_validator("at")
+    @classmethod
+    def _valid_at(cls, value: datetime) -> datetime:
+        return _aware_utc(value, "time")
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return self.at if self.at > to_utc(instant) else None
+
+    def describe(self) -> str:
+        return f"once at {format_utc(self.at)}"
+
+
+Trigger = Annotated[CronTrigger | IntervalTrigger | OnceTrigger, Field(discriminator="kind")]
+
+_ADAPTER: TypeAdapter[CronTrigger | IntervalTrigger | OnceTrigger] = TypeAdapter(Trigger)
+_KINDS: dict[str, type[_TriggerModel]] = {
+    "cron": CronTrigger,
+    "interval": IntervalTrigger,
+    "once": OnceTrigger,
+}
+
+
+def make_trigger(data: dict[str, object], *, now: datetime | None = None) -> Trigger:
+    """Build a trigger from plain data; raise InvalidSchedule with one sentence.
+
+    With `now`, a `once` trigger whose instant is not after `now` is refused.
+    """
+    try:
+        trigger = _ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise InvalidSchedule(_sentence(error, data)) from None
+    if now is not None and isinstance(trigger, OnceTrigger) and trigger.at <= to_utc(now):
+        raise InvalidSchedule(
+            f"That time is in the past: {format_utc(trigger.at)} is not after now "
+            f"({format_utc(now)}); pick a later time."
+        )
+    return trigger
+
+
+def cron_trigger(expr: str, timezone: str = "UTC") -> CronTrigger:
+    """A validated CronTrigger; raise InvalidSchedule with one sentence."""
+    trigger = make_trigger({"kind": "cron", "expr": expr, "timezone": timezone})
+    assert isinstance(trigger, CronTrigger)
+    return trigger
+
+
+def interval_trigger(every_seconds: int, start_at: datetime) -> IntervalTrigger:
+    """A validated IntervalTrigger; raise InvalidSchedule with one sentence."""
+    trigger = make_trigger(
+        {"kind": "interval", "every_seconds": every_seconds, "start_at": start_at}
+    )
+    assert isinstance(trigger, IntervalTrigger)
+    return trigger
+
+
+def once_trigger(at: datetime, now: datetime | None = None) -> OnceTrigger:
+    """A validated OnceTrigger, refused if `at` is not after `now` (when given)."""
+    trigger = make_trigger({"kind": "once", "at": at}, now=now)
+    assert isinstance(trigger, OnceTrigger)
+    return trigger
+
+
+def _sentence(error: ValidationError, data: dict[str, object]) -> str:
+    """One operator-facing sentence for the first problem pydantic found."""
+    details: dict[str, Any] = dict(error.errors()[0])
+    cause = details.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidSchedule):
+        return str(cause)
+    kind = data.get("kind")
+    if details["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        shown = "" if kind is None else f" '{kind}'"
+        return f"Unknown trigger kind{shown}: use cron, interval or once."
+    location = [str(part) for part in details["loc"]]
+    name = location[-1] if location else "trigger"
+    model = _KINDS.get(str(kind))
+    if details["type"] == "missing":
+        return f"The {kind} trigger needs '{name}'."
+    if details["type"] == "extra_forbidden" and model is not None:
+        fields = ", ".join(sorted(model.model_fields))
+        return f"Unknown field '{name}' in the {kind} trigger: it takes {fields}."
+    message = str(details["msg"]).rstrip(".")
+    return f"The '{name}' of the {kind} trigger is invalid: {message[:1].lower()}{message[1:]}."
+
+
+_DESCRIBE_OPTIONS = Options(locale_code="en_US", use_24hour_time_format=False)
+
+
+@lru_cache(maxsize=4096)
+def _describe_cron(expr: str) -> str:
+    cron = CronExpression.parse(expr)
+    try:
+        text = str(ExpressionDescriptor(" ".join(cron.fields), _DESCRIBE_OPTIONS).get_description())
+    except Exception:
+        # The description is a courtesy; the expression itself is always valid here.
+        return f"cron '{cron.expr}'"
+    day_of_month, day_of_week = cron.fields[2], cron.fields[4]
+    if (
+        day_of_month != "*"
+        and day_of_week != "*"
+        and (day_of_month.startswith("*") or day_of_week.startswith("*"))
+    ):
+        # cron_descriptor always ORs the two day fields; cronie ANDs them when one
+        # starts with `*` (`0 0 */2 * 1` is odd days that are Mondays).
+        text = text.replace(", or on ", ", and only on ")
+    return text
+
+
+def _describe_seconds(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds} seconds"

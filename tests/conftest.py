@@ -1,0 +1,52 @@
+"""Shared fixtures: a real SQLite file per test, a fake clock, the agent stub on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.service import ScheduleService
+from storage.sqlite_store import SqliteStore
+
+if TYPE_CHECKING:
+    from tests.agent_stub import AgentStub
+
+pytest_plugins = ["tests.agent_stub"]
+
+#: Monday 23 November 2026, 08:00 UTC = 09:00 in Berlin.
+START = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "tickler.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await SqliteStore.open(db_path)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def service(store: SqliteStore, clock: FakeClock) -> ScheduleService:
+    return ScheduleService(store, clock, default_timezone="Europe/Berlin")
+
+
+@pytest.fixture
+async def dispatcher(agent_stub: AgentStub) -> AsyncIterator[HttpAgentDispatcher]:
+    d = HttpAgentDispatcher(url=agent_stub.url, secret="stub-secret")
+    yield d
+    await d.aclose()

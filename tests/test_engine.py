@@ -1,0 +1,405 @@
+"""The engine over a real SQLite file and a real agent stub on 127.0.0.1, with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.engine import Engine, EngineConfig
+from scheduler.models import (
+    Action,
+    MissedRunPolicy,
+    OverlapPolicy,
+    Owner,
+    Policies,
+    RetryPolicy,
+    RunStatus,
+    RunTrigger,
+    TimeoutPolicy,
+)
+from scheduler.service import ScheduleService, TriggerSpec
+from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub, refused_url
+
+CHAT = 4242
+ADA = Owner(id=4242, first_name="Ada")
+DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def keys(stub: AgentStub) -> list[str]:
+    return [r.headers["idempotency-key"] for r in stub.requests]
+
+
+def make_engine(
+    store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher, **config: object
+) -> Engine:
+    return Engine(
+        store,
+        clock,
+        dispatcher,
+        config=EngineConfig(**config),  # type: ignore[arg-type]
+        rng=random.Random(7),
+    )
+
+
+async def create_daily(
+    service: ScheduleService, policies: Policies | None = None, name: str = "Daily brief"
+) -> str:
+    schedule = await service.create_schedule(
+        CHAT,
+        ADA,
+        name=name,
+        trigger=DAILY_9,
+        action=Action(template="daily_brief"),
+        policies=policies,
+    )
+    return schedule.id
+
+
+async def test_a_daily_schedule_fires_once_at_its_time_with_the_synthetic_update(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    sid = await create_daily(service)
+    engine = make_engine(store, clock, dispatcher)
+
+    await engine.run_until_idle()  # 08:00 Berlin: not yet
+    assert agent_stub.requests == []
+
+    await clock.set(utc("2026-11-23T08:00:00Z"))  # 09:00 Berlin
+    await engine.run_until_idle()
+    await engine.run_until_idle()  # a second pass at the same instant adds nothing
+    assert keys(agent_stub) == [f"{sid}:2026-11-23T08:00:00Z"]
+    update = agent_stub.requests[0].json
+    assert update["message"]["text"].startswith("Prepare my daily brief for Monday 23 November")
+    assert update["message"]["from"]["id"] == ADA.id
+    assert agent_stub.requests[0].headers["x-telegram-bot-api-secret-token"] == "stub-secret"
+
+    [run] = await service.history(CHAT, sid)
+    assert (run.status, run.trigger, run.attempt) == (RunStatus.SUCCEEDED, RunTrigger.SCHEDULE, 1)
+    schedule = await service.get_schedule(CHAT, sid)
+    assert schedule.next_run_at == utc("2026-11-24T08:00:00Z")
+    await engine.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_runs", "expected_skipped"),
+    [
+        (MissedRunPolicy.SKIP, [], 3),
+        (MissedRunPolicy.CATCH_UP_ONCE, ["2026-11-25T08:00:00Z"], 2),
+        (
+            MissedRunPolicy.CATCH_UP_ALL,
+            ["2026-11-23T08:00:00Z", "2026-11-24T08:00:00Z", "2026-11-25T08:00:00Z"],
+            0,
+        ),
+    ],
+)
+async def test_three_days_offline_follow_the_missed_run_policy(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    policy: MissedRunPolicy,
+    expected_runs: list[str],
+    expected_skipped: int,
+) -> None:
+    sid = await create_daily(service, Policies(missed_run=policy))
+    # The engine is not running for three days; it starts on the fourth morning
+    # before that day's fire (09:00 Berlin = 08:00 UTC).
+    await clock.set(utc("2026-11-26T07:30:00Z"))
+    engine = make_engine(store, clock, dispatcher)
+    await engine.run_until_idle()
+
+    assert keys(agent_stub) == [f"{sid}:{t}" for t in expected_runs]
+    runs = sorted(await service.history(CHAT, sid), key=lambda r: r.scheduled_for)
+    assert [r.scheduled_for for r in runs] == [
+        utc("2026-11-23T08:00:00Z"),
+        utc("2026-11-24T08:00:00Z"),
+        utc("2026-11-25T08:00:00Z"),
+    ]
+    skipped = [r for r in runs if r.status is RunStatus.SKIPPED]
+    assert len(skipped) == expected_skipped
+    assert all(r.error and r.error.startswith("missed") for r in skipped)
+    ran = [r for r in runs if r.status is RunStatus.SUCCEEDED]
+    assert [r.trigger for r in ran] == [RunTrigger.CATCH_UP] * len(expected_runs)
+    # Nothing more fires until the next real window.
+    assert (await service.get_schedule(CHAT, sid)).next_run_at == utc("2026-11-26T08:00:00Z")
+    await engine.shutdown()
+
+
+async def test_catch_up_all_is_capped_and_says_so(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    sid = await create_daily(
+        service, Policies(missed_run=MissedRunPolicy.CATCH_UP_ALL, catch_up_cap=2)
+    )
+    await clock.advance(timedelta(days=5, minutes=30))
+    engine = make_engine(store, clock, dispatcher)
+    await engine.run_until_idle()
+    runs = await service.history(CHAT, sid)
+    assert len(agent_stub.requests) == 2
+    assert sum(r.status is RunStatus.SKIPPED for r in runs) == 3
+    assert all("cap of 2" in (r.error or "") for r in runs if r.status is RunStatus.SKIPPED)
+    await engine.shutdown()
+
+
+async def test_agent_500_retries_with_backoff_then_dead_and_trips_after_three(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    agent_stub.respond_with(500)
+    sid = await create_daily(service)
+    engine = make_engine(store, clock, dispatcher)
+
+    for day in range(3):
+        fire = utc("2026-11-23T08:00:00Z") + timedelta(days=day)
+        await clock.set(fire)
+        await engine.run_until_idle()
+        [run] = [r for r in await service.history(CHAT, sid) if r.scheduled_for == fire]
+        assert run.status is RunStatus.FAILED and run.attempt == 1
+        # Exponential backoff with jitter: 30 s nominal, at least half of it.
+        assert timedelta(seconds=15) <= run.next_attempt_at - fire <= timedelta(seconds=30)  # type: ignore[operator]
+        await clock.set(run.next_attempt_at)  # type: ignore[arg-type]
+        await engine.run_until_idle()
+        run = await service.get_run(CHAT, run.id)
+        assert run.status is RunStatus.FAILED and run.attempt == 2
+        assert run.next_attempt_at is not None
+        assert timedelta(seconds=30) <= run.next_attempt_at - clock.now() <= timedelta(seconds=60)
+        await clock.set(run.next_attempt_at)
+        await engine.run_until_idle()
+        run = await service.get_run(CHAT, run.id)
+        assert run.status is RunStatus.DEAD and run.attempt == 3
+        assert run.error == "The agent answered HTTP 500."
+        attempts = await store.list_attempts(CHAT, run.id)
+        assert [a.status for a in attempts] == [RunStatus.FAILED, RunStatus.FAILED, RunStatus.DEAD]
+
+    schedule = await service.get_schedule(CHAT, sid)
+    assert schedule.tripped and schedule.consecutive_failures == 3
+    assert len(agent_stub.requests) == 9
+    assert len(agent_stub.count_by_key()) == 3  # three fires, each retried under its own key
+
+    # Tripped: the next days do not fire at all, even once the agent is healthy.
+    agent_stub.respond_with(200)
+    await clock.advance(timedelta(days=2))
+    await engine.run_until_idle()
+    assert len(agent_stub.requests) == 9
+    assert [r.id for r in await service.dead_letters(CHAT)][:3]
+
+    # Resume fires only future windows.
+    resumed = await service.resume(CHAT, sid)
+    assert not resumed.tripped and resumed.next_run_at is not None
+    assert resumed.next_run_at > clock.now()
+    await clock.set(resumed.next_run_at)
+    await engine.run_until_idle()
+    assert len(agent_stub.requests) == 10
+    assert (await service.get_schedule(CHAT, sid)).consecutive_failures == 0
+    await engine.shutdown()
+
+
+async def test_a_success_resets_the_failure_streak(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    once = Policies(retry=RetryPolicy(max_attempts=1))
+    sid = await create_daily(service, once)
+    engine = make_engine(store, clock, dispatcher)
+    for day, status in enumerate([500, 500, 200, 500, 500]):
+        agent_stub.respond_with(status)
+        await clock.set(utc("2026-11-23T08:00:00Z") + timedelta(days=day))
+        await engine.run_until_idle()
+    schedule = await service.get_schedule(CHAT, sid)
+    assert not schedule.tripped
+    assert schedule.consecutive_failures == 2
+    await engine.shutdown()
+
+
+async def test_refused_connections_retry_then_dead(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    sid = await create_daily(service)
+    async with HttpAgentDispatcher(url=refused_url()) as refusing:
+        engine = make_engine(store, clock, refusing)
+        await clock.set(utc("2026-11-23T08:00:00Z"))
+        for _ in range(3):
+            await engine.run_until_idle()
+            [run] = await service.history(CHAT, sid)
+            if run.next_attempt_at is not None and run.status is RunStatus.FAILED:
+                await clock.set(run.next_attempt_at)
+        [run] = await service.history(CHAT, sid)
+        assert run.status is RunStatus.DEAD and run.attempt == 3
+        assert "connect" in (run.error or "").lower() or "refused" in (run.error or "").lower()
+        await engine.shutdown()
+
+
+async def test_timeouts_retry_with_the_same_key_or_ask_the_operator(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    agent_stub.hang()
+    retrying = await create_daily(
+        service, Policies(timeout_seconds=0.3, retry=RetryPolicy(max_attempts=2)), name="retry"
+    )
+    asking = await create_daily(
+        service, Policies(timeout_seconds=0.3, timeout_policy=TimeoutPolicy.ASK), name="ask"
+    )
+    engine = make_engine(store, clock, dispatcher)
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await engine.run_until_idle()
+    [asked] = await service.history(CHAT, asking)
+    assert asked.status is RunStatus.UNKNOWN  # the agent may have acted: never doubled blindly
+    [retried] = await service.history(CHAT, retrying)
+    assert retried.status is RunStatus.FAILED
+    await clock.set(retried.next_attempt_at)  # type: ignore[arg-type]
+    await engine.run_until_idle()
+    retried = await service.get_run(CHAT, retried.id)
+    assert retried.status is RunStatus.DEAD
+    assert "did not answer within 0.3 s" in (retried.error or "")
+    counts = agent_stub.count_by_key()
+    assert counts[f"{retrying}:2026-11-23T08:00:00Z"] == 2
+    assert counts[f"{asking}:2026-11-23T08:00:00Z"] == 1
+
+    # The operator retries the uncertain one: same key again, and it succeeds.
+    agent_stub.respond_with(200)
+    await service.retry(CHAT, asked.id)
+    await engine.run_until_idle()
+    assert (await service.get_run(CHAT, asked.id)).status is RunStatus.SUCCEEDED
+    assert agent_stub.count_by_key()[f"{asking}:2026-11-23T08:00:00Z"] == 2
+    await engine.shutdown()
+
+
+async def test_overlap_skip_records_the_fire_and_queue_runs_it_after(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    every_minute = TriggerSpec(kind="interval", every_seconds=60, start_at=clock.now())
+    release = asyncio.Event()
+
+    async def slow(_: object) -> int:
+        await release.wait()
+        return 200
+
+    agent_stub.respond_with(slow)
+    skip = await service.create_schedule(
+        CHAT, ADA, name="skip", trigger=every_minute, action=Action(text="tick")
+    )
+    queue = await service.create_schedule(
+        CHAT,
+        ADA,
+        name="queue",
+        trigger=every_minute,
+        action=Action(text="tock"),
+        policies=Policies(overlap=OverlapPolicy.QUEUE),
+    )
+    engine = make_engine(store, clock, dispatcher)
+    loop = asyncio.create_task(engine.run_forever())
+    await agent_stub.wait_for_requests(2)
+    await clock.advance(timedelta(minutes=1))  # both fire again while the first runs
+    for _ in range(50):
+        if any(r.status is RunStatus.SKIPPED for r in await service.history(CHAT, skip.id)):
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    await agent_stub.wait_for_requests(3)
+    engine.request_stop()
+    await loop
+
+    skip_runs = sorted(await service.history(CHAT, skip.id), key=lambda r: r.scheduled_for)
+    assert [r.status for r in skip_runs] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
+    assert "overlap" in (skip_runs[1].error or "")
+    queue_runs = sorted(await service.history(CHAT, queue.id), key=lambda r: r.scheduled_for)
+    assert [r.status for r in queue_runs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert queue_runs[1].started_at >= queue_runs[0].finished_at  # type: ignore[operator]
+
+
+async def test_graceful_stop_finishes_in_time_or_puts_work_back(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    agent_stub.hang()
+    sid = await create_daily(service)
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    engine = make_engine(store, clock, dispatcher, shutdown_grace=0.2)
+    loop = asyncio.create_task(engine.run_forever())
+    await agent_stub.wait_for_requests(1)
+    engine.request_stop()
+    await loop
+    [run] = await service.history(CHAT, sid)
+    assert run.status is RunStatus.PENDING and run.attempt == 0
+
+    agent_stub.respond_with(200)
+    second = make_engine(store, clock, dispatcher)
+    await second.run_until_idle()
+    [run] = await service.history(CHAT, sid)
+    assert run.status is RunStatus.SUCCEEDED
+    assert agent_stub.count_by_key() == {f"{sid}:2026-11-23T08:00:00Z": 2}
+    await second.shutdown()
+
+
+async def test_idle_engine_sleeps_until_the_next_fire(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    await create_daily(service)
+    engine = make_engine(store, clock, dispatcher, heartbeat_every=timedelta(hours=1))
+    loop = asyncio.create_task(engine.run_forever())
+    await asyncio.sleep(0.3)
+    idle_ticks = engine.ticks
+    assert idle_ticks <= 2  # no polling while nothing is due
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await agent_stub.wait_for_requests(1)
+    engine.request_stop()
+    await loop
+
+
+async def test_a_new_schedule_wakes_the_sleeping_loop(
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    engine = make_engine(store, clock, dispatcher)
+    service = ScheduleService(store, clock, on_change=engine.wake)
+    loop = asyncio.create_task(engine.run_forever())
+    await asyncio.sleep(0.05)
+    schedule = await service.create_schedule(
+        CHAT, ADA, name="now", trigger=DAILY_9, action=Action(text="hi")
+    )
+    await service.run_now(CHAT, schedule.id)
+    await agent_stub.wait_for_requests(1, timeout=2)
+    engine.request_stop()
+    await loop

@@ -1,0 +1,176 @@
+"""The engine as a separate process (`python -m bot`) on a real SQLite file, killed with
+SIGKILL or stopped with SIGTERM in the middle of work, then started again: the run
+ledger loses nothing and doubles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.clock import SystemClock
+from scheduler.models import Action, Owner, RunStatus
+from scheduler.service import ScheduleService, TriggerSpec
+from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT = 77
+
+
+class BotProcess:
+    def __init__(self, db_path: Path, agent_url: str, grace: float) -> None:
+        self.env = {
+            **os.environ,
+            "DATABASE_PATH": str(db_path),
+            "AGENT_URL": agent_url,
+            "AGENT_SECRET": "proc-secret",
+            "SHUTDOWN_GRACE_SECONDS": str(grace),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        async with asyncio.timeout(30):
+            return await self.proc.wait()
+
+    async def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def bot_process(db_path: Path, agent_stub: AgentStub) -> AsyncIterator[list[BotProcess]]:
+    started: list[BotProcess] = []
+    yield started
+    for p in started:
+        await p.ensure_stopped()
+
+
+async def seed(db_path: Path, count: int) -> list[str]:
+    async with await SqliteStore.open(db_path) as store:
+        service = ScheduleService(store, SystemClock())
+        ids = []
+        for i in range(count):
+            schedule = await service.create_schedule(
+                CHAT,
+                Owner(id=CHAT, first_name="Ada"),
+                name=f"job {i}",
+                # Due right away: the first fire of an interval is its start instant.
+                trigger=TriggerSpec(kind="interval", every_seconds=86400),
+                action=Action(text="Do the thing."),
+            )
+            ids.append(schedule.id)
+        return ids
+
+
+def ledger(db_path: Path) -> list[tuple[str, str, int]]:
+    with sqlite3.connect(db_path) as db:
+        return list(
+            db.execute("SELECT schedule_id, status, attempt FROM runs ORDER BY schedule_id")
+        )
+
+
+async def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+def start(
+    bot_process: list[BotProcess], db_path: Path, stub: AgentStub, grace: float
+) -> BotProcess:
+    p = BotProcess(db_path, stub.url, grace)
+    bot_process.append(p)
+    return p
+
+
+@pytest.mark.timeout(120)
+async def test_killed_mid_dispatch_the_next_start_retries_with_the_same_key(
+    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+) -> None:
+    [sid] = await seed(db_path, 1)
+    agent_stub.hang()
+    first = start(bot_process, db_path, agent_stub, grace=20)
+    await first.start()
+    await agent_stub.wait_for_requests(1, timeout=30)
+    assert await first.signal(signal.SIGKILL) == -signal.SIGKILL
+    assert ledger(db_path) == [(sid, "running", 1)]
+
+    agent_stub.respond_with(200)
+    second = start(bot_process, db_path, agent_stub, grace=20)
+    await second.start()
+    await wait_for(lambda: ledger(db_path) == [(sid, "succeeded", 2)])
+    assert await second.signal(signal.SIGTERM) == 0
+
+    keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith(f"{sid}:")
+    ids = [r.json["update_id"] for r in agent_stub.requests]
+    assert ids[0] == ids[1]  # the synthetic update is the same delivery, so it dedups
+    async with await SqliteStore.open(db_path) as store:
+        [run] = await store.list_runs(CHAT)
+        attempts = await store.list_attempts(CHAT, run.id)
+    assert [a.status for a in attempts] == [RunStatus.FAILED, RunStatus.SUCCEEDED]
+    assert "orphaned" in (attempts[0].error or "")
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
+    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+) -> None:
+    ids = await seed(db_path, 5)
+    agent_stub.delay(1.0)
+    proc = start(bot_process, db_path, agent_stub, grace=10)
+    await proc.start()
+    await agent_stub.wait_for_requests(5, timeout=30)
+    assert await proc.signal(signal.SIGTERM) == 0
+    assert ledger(db_path) == [(sid, "succeeded", 1) for sid in sorted(ids)]
+
+    again = start(bot_process, db_path, agent_stub, grace=10)
+    await again.start()
+    await asyncio.sleep(1.5)  # a fresh process has its chance to double anything
+    assert await again.signal(signal.SIGTERM) == 0
+    assert len(agent_stub.requests) == 5
+    assert set(agent_stub.count_by_key().values()) == {1}
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_past_the_grace_period_puts_runs_back_for_the_next_start(
+    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+) -> None:
+    ids = await seed(db_path, 5)
+    agent_stub.hang()
+    proc = start(bot_process, db_path, agent_stub, grace=0.5)
+    await proc.start()
+    await agent_stub.wait_for_requests(5, timeout=30)
+    assert await proc.signal(signal.SIGTERM) == 0
+    assert ledger(db_path) == [(sid, "pending", 0) for sid in sorted(ids)]
+
+    agent_stub.respond_with(200)
+    again = start(bot_process, db_path, agent_stub, grace=10)
+    await again.start()
+    await wait_for(lambda: ledger(db_path) == [(sid, "succeeded", 1) for sid in sorted(ids)])
+    assert await again.signal(signal.SIGTERM) == 0
+    # Each fire was delivered twice under one key (the first delivery was cut off),
+    # and the ledger holds exactly one run per fire.
+    assert sorted(agent_stub.count_by_key().values()) == [2] * 5

@@ -1,0 +1,140 @@
+"""The service layer: bad input is refused with one clear sentence and changes nothing;
+operator actions on runs apply once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.errors import InvalidSchedule, InvalidState, ScheduleNotFound
+from scheduler.models import Action, Owner, RunStatus, RunTrigger
+from scheduler.service import Limits, ScheduleService, TriggerSpec
+from storage.sqlite_store import SqliteStore
+
+CHAT = 5
+ADA = Owner(id=5, first_name="Ada")
+
+
+def cron(expr: str, tz: str | None = "Europe/Berlin") -> TriggerSpec:
+    return TriggerSpec(kind="cron", cron=expr, timezone=tz)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "action", "fragment"),
+    [
+        (cron("0 9 * *"), Action(text="hi"), "five fields"),
+        (cron("61 9 * * *"), Action(text="hi"), "minute"),
+        (cron("0 9 L * *"), Action(text="hi"), "five fields"),
+        (cron("0 9 31 2 *"), Action(text="hi"), "never"),
+        (cron("0 9 * * *", "Europe/Berlinn"), Action(text="hi"), "Did you mean Europe/Berlin?"),
+        (TriggerSpec(kind="interval", every_seconds=0), Action(text="hi"), "interval"),
+        (TriggerSpec(kind="interval", every_seconds=30), Action(text="hi"), "at least 1 minute"),
+        (cron("0 9 * * *"), Action(text="x" * 4001), "limit is 4000"),
+        (cron("0 9 * * *"), Action(text="   "), "empty"),
+        (cron("0 9 * * *"), Action(text="Brief for {dat}"), "Unknown placeholder {dat}"),
+        (cron("0 9 * * *"), Action(text="{date.__class__}"), "Unknown placeholder"),
+        (cron("0 9 * * *"), Action(template="nope"), "no prompt template 'nope'"),
+    ],
+)
+async def test_bad_input_is_refused_with_one_sentence_and_changes_nothing(
+    service: ScheduleService,
+    store: SqliteStore,
+    trigger: TriggerSpec,
+    action: Action,
+    fragment: str,
+) -> None:
+    with pytest.raises(InvalidSchedule) as caught:
+        await service.create_schedule(CHAT, ADA, name="x", trigger=trigger, action=action)
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message and message.endswith((".", "?"))
+    assert await store.list_schedules(CHAT, include_archived=True) == []
+
+
+async def test_a_once_in_the_past_is_refused(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    with pytest.raises(InvalidSchedule, match="past"):
+        await service.create_schedule(
+            CHAT,
+            ADA,
+            name="late",
+            trigger=TriggerSpec(kind="once", at=clock.now() - timedelta(minutes=1)),
+            action=Action(text="hi"),
+        )
+    assert await store.count_active_schedules(CHAT) == 0
+
+
+async def test_per_chat_limit_is_enforced_with_the_limit_named(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    service = ScheduleService(store, clock, limits=Limits(max_schedules_per_chat=1))
+    await service.create_schedule(
+        CHAT, ADA, name="a", trigger=cron("0 9 * * *"), action=Action(text="a")
+    )
+    with pytest.raises(InvalidSchedule, match="already has 1 schedules"):
+        await service.create_schedule(
+            CHAT, ADA, name="b", trigger=cron("0 9 * * *"), action=Action(text="b")
+        )
+
+
+async def test_an_update_with_bad_input_leaves_the_schedule_as_it_was(
+    service: ScheduleService,
+) -> None:
+    s = await service.create_schedule(
+        CHAT, ADA, name="a", trigger=cron("0 9 * * *"), action=Action(text="a")
+    )
+    with pytest.raises(InvalidSchedule):
+        await service.update_schedule(CHAT, s.id, name="b", trigger=cron("0 25 * * *"))
+    assert await service.get_schedule(CHAT, s.id) == s
+
+
+async def test_one_chat_never_sees_another_chats_schedules(service: ScheduleService) -> None:
+    s = await service.create_schedule(
+        CHAT, ADA, name="a", trigger=cron("0 9 * * *"), action=Action(text="a")
+    )
+    with pytest.raises(ScheduleNotFound):
+        await service.get_schedule(CHAT + 1, s.id)
+    with pytest.raises(ScheduleNotFound):
+        await service.pause(CHAT + 1, s.id, by=1)
+    assert await service.list_schedules(CHAT + 1) == []
+
+
+async def test_pause_keeps_history_and_resume_fires_only_future_windows(
+    service: ScheduleService, clock: FakeClock
+) -> None:
+    s = await service.create_schedule(
+        CHAT, ADA, name="a", trigger=cron("0 9 * * *"), action=Action(text="a")
+    )
+    run = await service.run_now(CHAT, s.id)
+    paused = await service.pause(CHAT, s.id, by=ADA.id, reason="holiday")
+    assert not paused.enabled and paused.pause_reason == "holiday"
+    [skipped] = await service.history(CHAT, s.id)
+    assert skipped.id == run.id and skipped.status is RunStatus.SKIPPED
+    with pytest.raises(InvalidState, match="already paused"):
+        await service.pause(CHAT, s.id, by=ADA.id)
+    await clock.advance(timedelta(days=3))
+    resumed = await service.resume(CHAT, s.id)
+    assert resumed.next_run_at is not None and resumed.next_run_at > clock.now()
+    assert len(await service.history(CHAT, s.id)) == 1
+
+
+async def test_run_now_retry_and_decisions_apply_once(
+    service: ScheduleService, store: SqliteStore
+) -> None:
+    s = await service.create_schedule(
+        CHAT, ADA, name="a", trigger=cron("0 9 * * *"), action=Action(text="a")
+    )
+    run = await service.run_now(CHAT, s.id)
+    assert run.trigger is RunTrigger.MANUAL and run.status is RunStatus.PENDING
+    with pytest.raises(InvalidState, match="only dead runs"):
+        await service.retry(CHAT, run.id)
+    with pytest.raises(InvalidState):
+        await service.mark_done(CHAT, run.id)
+    archived = await service.archive(CHAT, s.id)
+    assert archived.archived_at is not None
+    assert await service.list_schedules(CHAT) == []
+    with pytest.raises(ScheduleNotFound):
+        await service.get_schedule(CHAT, s.id)
