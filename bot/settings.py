@@ -77,7 +77,7 @@ def load_settings(
     """Settings from `environ` (the process environment by default) and `env_file`."""
     try:
         if environ is None:
-            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file)
         return Settings.model_validate({k.lower(): v for k, v in environ.items()})
     except ValidationError as exc:
         first = exc.errors()[0]

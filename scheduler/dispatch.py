@@ -145,7 +145,7 @@ class Dispatcher(Protocol):
         self,
         request: DispatchRequest,
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> DispatchResult:
         """Deliver one attempt within `timeout` seconds, or raise `DispatchError`."""
         ...
@@ -263,7 +263,7 @@ class HttpAgentDispatcher:
         self,
         request: DispatchRequest,
         *,
-        timeout: float,  # noqa: ASYNC109 - see Dispatcher.dispatch
+        timeout: float,
     ) -> DispatchResult:
         """Deliver one attempt; the whole attempt is bounded by about `timeout` seconds.
 

@@ -222,7 +222,10 @@ class Engine:
         if len(plans) >= self.config.claim_batch:
             more = True
         free = self.config.max_concurrency - len(self._inflight)
-        if free > 0 and not self._stopping:
+        # Refill in batches: one acquiring transaction per freed slot would cost more
+        # than the dispatches themselves at high volume.
+        batch = max(1, self.config.max_concurrency // 8)
+        if not self._stopping and (free >= batch or (free > 0 and not self._inflight)):
             acquired = await self.store.acquire_ready_runs(now, free, self.instance_id)
             for item in acquired:
                 self._start(item)
@@ -276,8 +279,11 @@ class Engine:
 
     def _orphan_outcome(self, run: Run, schedule: Schedule) -> AttemptOutcome:
         error = "orphaned: the process running this attempt stopped before it finished"
-        # The dead process may have delivered the request: same rule as a timeout.
-        return self._failure_outcome(run, schedule, error, uncertain=True, now=self.clock.now())
+        # The dead process may have delivered the request: same rule as a timeout. The
+        # agent did not fail, so the retry goes out at once rather than after a backoff.
+        return self._failure_outcome(
+            run, schedule, error, uncertain=True, now=self.clock.now(), backoff=False
+        )
 
     # --- running one attempt --------------------------------------------------------
     def _start(self, acquired: AcquiredRun) -> None:
@@ -296,7 +302,7 @@ class Engine:
                 await self.store.release_runs(self.instance_id, [acquired.run.id], self.clock.now())
                 return
             finished = await self.store.finish_attempt(
-                acquired.run.id, self.instance_id, outcome, trip_after=self.config.trip_after
+                acquired, self.instance_id, outcome, trip_after=self.config.trip_after
             )
             if finished is not None:
                 await self._after_finish(finished)
@@ -385,14 +391,21 @@ class Engine:
         return result.output, result.token_usage
 
     def _failure_outcome(
-        self, run: Run, schedule: Schedule, error: str, *, uncertain: bool, now: datetime
+        self,
+        run: Run,
+        schedule: Schedule,
+        error: str,
+        *,
+        uncertain: bool,
+        now: datetime,
+        backoff: bool = True,
     ) -> AttemptOutcome:
         policies = schedule.policies
         if uncertain and policies.timeout_policy is TimeoutPolicy.ASK:
             return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
         if run.attempt >= policies.retry.max_attempts:
             return AttemptOutcome(RunStatus.DEAD, finished_at=now, error=error)
-        delay = retry_delay(policies.retry, run.attempt, self._rng)
+        delay = retry_delay(policies.retry, run.attempt, self._rng) if backoff else timedelta(0)
         return AttemptOutcome(
             RunStatus.FAILED, finished_at=now, error=error, next_attempt_at=now + delay
         )

@@ -94,10 +94,7 @@ def plan_due_fires(
     next_run_at = cursor
     instants = list(window)
     truncated = seen > len(instants)
-    if jumped:
-        dropped = _estimate_dropped(first, instants)
-    else:
-        dropped = seen - len(instants)
+    dropped = _estimate_dropped(first, instants) if jumped else seen - len(instants)
 
     current: datetime | None = None
     if now - instants[-1] <= grace:

@@ -83,8 +83,7 @@ class ScheduleService:
         self._on_change = on_change or (lambda: None)
 
     # --- validation ------------------------------------------------------------------
-    def build_trigger(self, spec: TriggerSpec) -> Trigger:
-        now = self.clock.now()
+    def build_trigger(self, spec: TriggerSpec, now: datetime) -> Trigger:
         if spec.kind == "cron":
             if not spec.cron:
                 raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
@@ -141,15 +140,15 @@ class ScheduleService:
         created_by: CreatedBy = CreatedBy.OPERATOR,
         schedule_id: str | None = None,
     ) -> Schedule:
+        now = self.clock.now()
         name = self._check_name(name)
-        built = self.build_trigger(trigger)
+        built = self.build_trigger(trigger, now)
         action = self._check_action(action)
         if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
             raise InvalidSchedule(
                 f"This chat already has {self.limits.max_schedules_per_chat} schedules, the "
                 "limit; archive one with /delete first."
             )
-        now = self.clock.now()
         next_run = _first_fire(built, now)
         if next_run is None:
             raise InvalidSchedule("That schedule would never fire.")
@@ -194,7 +193,8 @@ class ScheduleService:
         policies: Policies | None = None,
     ) -> Schedule:
         current = await self.get_schedule(chat_id, schedule_id)
-        changes: dict[str, object] = {"updated_at": self.clock.now()}
+        now = self.clock.now()
+        changes: dict[str, object] = {"updated_at": now}
         if name is not None:
             changes["name"] = self._check_name(name)
         if description is not None:
@@ -204,8 +204,8 @@ class ScheduleService:
         if policies is not None:
             changes["policies"] = policies
         if trigger is not None:
-            built = self.build_trigger(trigger)
-            next_run = _first_fire(built, self.clock.now())
+            built = self.build_trigger(trigger, now)
+            next_run = _first_fire(built, now)
             if next_run is None:
                 raise InvalidSchedule("That schedule would never fire.")
             changes["trigger"] = built

@@ -110,7 +110,7 @@ class Store(Protocol):
         waiting (`queue`); one schedule's runs start in `scheduled_for` order."""
 
     async def finish_attempt(
-        self, run_id: str, owner: str, outcome: AttemptOutcome, *, trip_after: int
+        self, acquired: AcquiredRun, owner: str, outcome: AttemptOutcome, *, trip_after: int
     ) -> FinishedAttempt | None:
         """Record an attempt's outcome and update the schedule's failure count and
         circuit breaker in the same transaction. None if `owner` no longer holds

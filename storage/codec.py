@@ -29,7 +29,8 @@ def opt_time(instant: datetime | None) -> str | None:
 def from_db_time(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat is ~50x faster than strptime and reads the trailing Z (3.11+).
+    return datetime.fromisoformat(text)
 
 
 def req_time(text: str) -> datetime:

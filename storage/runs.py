@@ -137,13 +137,13 @@ async def finish(
     error: str | None,
     token_usage_json: str | None,
     next_attempt_at: datetime | None,
-) -> bool:
+) -> Run | None:
     when = to_db_time(finished_at)
-    cur = await db.execute(
+    async with db.execute(
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, "
         "output = COALESCE(?, output), error = ?, token_usage_json = COALESCE(?, "
         "token_usage_json), next_attempt_at = ?, owner = NULL, updated_at = ? "
-        "WHERE id = ? AND owner = ? AND status = 'running'",
+        f"WHERE id = ? AND owner = ? AND status = 'running' RETURNING {RUN_COLUMNS}",
         (
             status.value,
             when,
@@ -156,8 +156,9 @@ async def finish(
             run_id,
             owner,
         ),
-    )
-    return cur.rowcount == 1
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else run_from_row(row)
 
 
 async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None:

@@ -119,26 +119,26 @@ async def record_outcome(
     dead: bool,
     finished_at: datetime,
     trip_after: int,
-) -> tuple[bool, bool]:
-    """Update the failure streak and breaker; returns (was_tripped, is_tripped)."""
-    async with db.execute("SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)) as cur:
-        row = await cur.fetchone()
-    was = bool(row[0]) if row else False
+) -> tuple[int, bool] | None:
+    """Update the failure streak and the breaker; returns (consecutive_failures,
+    tripped) after the update, or None when the outcome changes neither."""
     when = to_db_time(finished_at)
     if succeeded:
-        await db.execute(
+        sql = (
             "UPDATE schedules SET consecutive_failures = 0, last_run_at = ?, updated_at = ? "
-            "WHERE id = ?",
-            (when, when, schedule_id),
+            "WHERE id = ? RETURNING consecutive_failures, tripped"
         )
+        params: tuple[object, ...] = (when, when, schedule_id)
     elif dead:
-        await db.execute(
+        sql = (
             "UPDATE schedules SET consecutive_failures = consecutive_failures + 1, "
             "last_run_at = ?, updated_at = ?, "
             "tripped = CASE WHEN consecutive_failures + 1 >= ? THEN 1 ELSE tripped END "
-            "WHERE id = ?",
-            (when, when, trip_after, schedule_id),
+            "WHERE id = ? RETURNING consecutive_failures, tripped"
         )
-    async with db.execute("SELECT tripped FROM schedules WHERE id = ?", (schedule_id,)) as cur:
+        params = (when, when, trip_after, schedule_id)
+    else:
+        return None
+    async with db.execute(sql, params) as cur:
         row = await cur.fetchone()
-    return was, bool(row[0]) if row else False
+    return None if row is None else (int(row[0]), bool(row[1]))

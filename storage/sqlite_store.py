@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +69,17 @@ class SqliteStore:
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             yield self._db
+
+    async def _anything_due(
+        self,
+        earliest: Callable[[aiosqlite.Connection], Awaitable[datetime | None]],
+        now: datetime,
+    ) -> bool:
+        # A plain read first: most ticks find nothing, and taking the write lock for
+        # nothing would make a second engine (or a backup) wait.
+        async with self._read() as db:
+            first = await earliest(db)
+        return first is not None and first <= now
 
     # --- schedules ---------------------------------------------------------------------
     async def add_schedule(self, schedule: Schedule) -> None:
@@ -128,6 +139,8 @@ class SqliteStore:
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
+        if not await self._anything_due(schedules.earliest_next_run, now):
+            return []
         async with self._write() as db:
             due = await schedules.due(db, now, limit)
             plans: list[FirePlan] = []
@@ -143,7 +156,7 @@ class SqliteStore:
         return plans
 
     async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
-        if limit <= 0:
+        if limit <= 0 or not await self._anything_due(runs.earliest_ready, now):
             return []
         async with self._write() as db:
             # Read past the first `limit` rows: some may have to wait for their schedule.
@@ -197,10 +210,10 @@ class SqliteStore:
         return take
 
     async def finish_attempt(
-        self, run_id: str, owner: str, outcome: AttemptOutcome, *, trip_after: int
+        self, acquired: AcquiredRun, owner: str, outcome: AttemptOutcome, *, trip_after: int
     ) -> FinishedAttempt | None:
         async with self._write() as db:
-            return await _apply_outcome(db, run_id, owner, outcome, trip_after)
+            return await _apply_outcome(db, acquired, owner, outcome, trip_after)
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         async with self._write() as db:
@@ -252,7 +265,9 @@ class SqliteStore:
             for run in orphans:
                 assert run.owner is not None
                 outcome = decide(run, by_id[run.schedule_id])
-                finished = await _apply_outcome(db, run.id, run.owner, outcome, trip_after)
+                finished = await _apply_outcome(
+                    db, AcquiredRun(run, by_id[run.schedule_id]), run.owner, outcome, trip_after
+                )
                 if finished is not None:
                     done.append(finished)
             return done
@@ -324,12 +339,16 @@ def _runs_for(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run]:
 
 
 async def _apply_outcome(
-    db: aiosqlite.Connection, run_id: str, owner: str, outcome: AttemptOutcome, trip_after: int
+    db: aiosqlite.Connection,
+    acquired: AcquiredRun,
+    owner: str,
+    outcome: AttemptOutcome,
+    trip_after: int,
 ) -> FinishedAttempt | None:
     usage = None if outcome.token_usage is None else json.dumps(outcome.token_usage)
-    if not await runs.finish(
+    run = await runs.finish(
         db,
-        run_id,
+        acquired.run.id,
         owner,
         status=outcome.status,
         finished_at=outcome.finished_at,
@@ -338,12 +357,12 @@ async def _apply_outcome(
         error=outcome.error,
         token_usage_json=usage,
         next_attempt_at=outcome.next_attempt_at,
-    ):
+    )
+    if run is None:
         return None
-    run = await runs.get_by_id(db, run_id)
-    assert run is not None
     await runs.record_attempt(db, run, owner)
-    was, is_now = await schedules.record_outcome(
+    schedule = acquired.schedule
+    streak = await schedules.record_outcome(
         db,
         run.schedule_id,
         succeeded=outcome.status is RunStatus.SUCCEEDED,
@@ -351,8 +370,14 @@ async def _apply_outcome(
         finished_at=outcome.finished_at,
         trip_after=trip_after,
     )
-    tripped_now = is_now and not was
+    tripped_now = False
+    if streak is not None:
+        failures, tripped = streak
+        # Only the outcome that crosses the threshold trips; later ones find it tripped.
+        tripped_now = tripped and outcome.status is RunStatus.DEAD and failures == trip_after
+        schedule = schedule.model_copy(
+            update={"consecutive_failures": failures, "tripped": tripped}
+        )
     if tripped_now:
         await runs.settle_open(db, run.schedule_id, "circuit breaker tripped", outcome.finished_at)
-    schedule = (await schedules.get_many(db, [run.schedule_id]))[run.schedule_id]
     return FinishedAttempt(run, schedule, tripped_now)

@@ -204,7 +204,7 @@ class AgentStub:
         """How many deliveries each Idempotency-Key got (a double fire shows as 2)."""
         return Counter(r.headers.get("idempotency-key", "") for r in self.requests)
 
-    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:  # noqa: ASYNC109
+    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Wait until at least `n` requests arrived; return the first `n`."""
         try:
             async with asyncio.timeout(timeout):

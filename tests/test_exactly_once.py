@@ -4,6 +4,7 @@ loopback HTTP by one engine and by two engines sharing the SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,15 +37,27 @@ async def seed(store: SqliteStore, clock: FakeClock) -> None:
         )
 
 
+@pytest.fixture(scope="module")
+def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One database with the 10,000 schedules, copied for each test."""
+    path = tmp_path_factory.mktemp("seed") / "seed.db"
+
+    async def build() -> None:
+        async with await SqliteStore.open(path) as store:
+            await seed(store, FakeClock(DUE - timedelta(hours=1)))
+
+    asyncio.run(build())
+    return path
+
+
 @pytest.mark.parametrize("engines", [1, 2])
 @pytest.mark.timeout(300)
 async def test_ten_thousand_due_in_one_second_are_each_dispatched_once(
-    db_path: Path, agent_stub: AgentStub, engines: int
+    seeded_db: Path, db_path: Path, agent_stub: AgentStub, engines: int
 ) -> None:
-    clock = FakeClock(DUE - timedelta(hours=1))
+    shutil.copyfile(seeded_db, db_path)
+    clock = FakeClock(DUE)
     stores = [await SqliteStore.open(db_path) for _ in range(engines)]
-    await seed(stores[0], clock)
-    await clock.set(DUE)
 
     dispatchers = [HttpAgentDispatcher(url=agent_stub.url) for _ in range(engines)]
     workers = [

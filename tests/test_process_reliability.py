@@ -44,7 +44,7 @@ class BotProcess:
             cwd=ROOT,
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=None,
         )
 
     async def signal(self, sig: int) -> int:
