@@ -45,6 +45,7 @@ class PlannedFire:
 @dataclass(frozen=True)
 class FirePlan:
     schedule_id: str
+    chat_id: int
     fires: list[PlannedFire] = field(default_factory=list)
     next_run_at: datetime | None = None
     #: Fires that passed beyond the grace period (run as catch-up or skipped).
@@ -75,7 +76,7 @@ def plan_due_fires(
     """
     first = schedule.next_run_at
     if first is None or first > now:
-        return FirePlan(schedule.id, next_run_at=first)
+        return FirePlan(schedule.id, schedule.chat_id, next_run_at=first)
 
     window: deque[datetime] = deque(maxlen=MAX_RECORDED_MISSES + 1)
     seen = 0
@@ -145,6 +146,7 @@ def plan_due_fires(
         fires.append(PlannedFire(current, RunTrigger.SCHEDULE, pending))
     return FirePlan(
         schedule.id,
+        schedule.chat_id,
         fires=fires,
         next_run_at=next_run_at,
         missed=len(missed) + dropped,

@@ -68,6 +68,9 @@ class EngineInstance:
 
 
 class Store(Protocol):
+    async def close(self) -> None:
+        """Release the connection; the store is unusable afterwards."""
+
     # --- schedules -----------------------------------------------------------------
     async def add_schedule(self, schedule: Schedule) -> None:
         """Insert a new schedule."""

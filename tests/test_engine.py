@@ -22,7 +22,9 @@ from scheduler.models import (
     RunTrigger,
     TimeoutPolicy,
 )
+from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub, refused_url
 
@@ -213,6 +215,81 @@ async def test_agent_500_retries_with_backoff_then_dead_and_trips_after_three(
     await engine.run_until_idle()
     assert len(agent_stub.requests) == 10
     assert (await service.get_schedule(CHAT, sid)).consecutive_failures == 0
+    await engine.shutdown()
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.finished: list[FinishedAttempt] = []
+        self.tripped: list[FinishedAttempt] = []
+        self.missed: list[FirePlan] = []
+
+    async def run_finished(self, finished: FinishedAttempt) -> None:
+        self.finished.append(finished)
+
+    async def schedule_tripped(self, finished: FinishedAttempt) -> None:
+        self.tripped.append(finished)
+
+    async def fires_missed(self, plan: FirePlan) -> None:
+        self.missed.append(plan)
+
+
+async def test_the_operator_hears_of_a_trip_once_and_of_missed_fires(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    agent_stub.respond_with(500)
+    sid = await create_daily(
+        service, Policies(retry=RetryPolicy(max_attempts=1), missed_run=MissedRunPolicy.SKIP)
+    )
+    notifier = RecordingNotifier()
+    engine = Engine(store, clock, dispatcher, notifier=notifier)
+    for day in range(4):
+        await clock.set(utc("2026-11-23T08:00:00Z") + timedelta(days=day))
+        await engine.run_until_idle()
+    assert [f.run.status for f in notifier.finished] == [RunStatus.DEAD] * 3
+    [trip] = notifier.tripped
+    assert trip.schedule.id == sid and trip.schedule.tripped
+    assert trip.schedule.consecutive_failures == 3
+
+    # Resumed, then offline for three days: one summary of three missed fires.
+    await service.resume(CHAT, sid)
+    await clock.advance(timedelta(days=3, hours=1))
+    agent_stub.respond_with(200)
+    await engine.run_until_idle()
+    [summary] = notifier.missed
+    assert (summary.schedule_id, summary.chat_id, summary.missed) == (sid, CHAT, 3)
+    await engine.shutdown()
+
+
+async def test_dispatch_concurrency_is_bounded(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    current = peak = 0
+
+    async def track(_: object) -> int:
+        nonlocal current, peak
+        current += 1
+        peak = max(peak, current)
+        await asyncio.sleep(0.02)
+        current -= 1
+        return 200
+
+    agent_stub.respond_with(track)
+    for i in range(20):
+        await create_daily(service, name=f"s{i}")
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    engine = make_engine(store, clock, dispatcher, max_concurrency=4)
+    await engine.run_until_idle()
+    assert len(agent_stub.requests) == 20
+    assert peak == 4
     await engine.shutdown()
 
 

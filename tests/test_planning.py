@@ -1,0 +1,94 @@
+"""Pure planning decisions: which fires a due schedule produces, and retry delays."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.models import (
+    Action,
+    MissedRunPolicy,
+    Owner,
+    Policies,
+    RetryPolicy,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
+from scheduler.planning import MAX_RECORDED_MISSES, plan_due_fires, retry_delay
+from scheduler.triggers import Trigger, cron_trigger, interval_trigger
+
+T0 = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+
+
+def schedule(trigger: Trigger, **policies: object) -> Schedule:
+    return Schedule(
+        id="S",
+        chat_id=1,
+        name="s",
+        trigger=trigger,
+        action=Action(text="x"),
+        policies=Policies(**policies),
+        owner=Owner(id=1),
+        next_run_at=T0,
+        created_at=T0 - timedelta(days=30),
+        updated_at=T0,
+    )
+
+
+DAILY = cron_trigger("0 7 * * *", "UTC")
+
+
+@pytest.mark.parametrize("policy", list(MissedRunPolicy))
+def test_a_slightly_late_fire_is_on_time_whatever_the_policy(policy: MissedRunPolicy) -> None:
+    plan = plan_due_fires(schedule(DAILY, missed_run=policy), T0 + timedelta(minutes=4))
+    assert [(f.scheduled_for, f.trigger, f.status) for f in plan.fires] == [
+        (T0, RunTrigger.SCHEDULE, RunStatus.PENDING)
+    ]
+    assert plan.missed == 0 and plan.next_run_at == T0 + timedelta(days=1)
+
+
+def test_a_fire_late_beyond_the_grace_is_missed() -> None:
+    plan = plan_due_fires(
+        schedule(DAILY, missed_run=MissedRunPolicy.SKIP), T0 + timedelta(minutes=6)
+    )
+    assert [f.status for f in plan.fires] == [RunStatus.SKIPPED] and plan.missed == 1
+
+
+def test_catch_up_once_with_a_current_fire_skips_every_missed_one() -> None:
+    plan = plan_due_fires(schedule(DAILY), T0 + timedelta(days=2, minutes=1))
+    assert [(f.trigger, f.status) for f in plan.fires] == [
+        (RunTrigger.SCHEDULE, RunStatus.SKIPPED),
+        (RunTrigger.SCHEDULE, RunStatus.SKIPPED),
+        (RunTrigger.SCHEDULE, RunStatus.PENDING),
+    ]
+    assert plan.fires[0].reason == "missed: caught up once by the run for 2026-11-26T07:00:00Z"
+
+
+def test_runs_that_need_approval_wait_for_it() -> None:
+    plan = plan_due_fires(schedule(DAILY, requires_run_approval=True), T0)
+    assert [f.status for f in plan.fires] == [RunStatus.AWAITING_APPROVAL]
+
+
+def test_a_minutely_schedule_down_for_a_year_is_summarised_not_walked_forever() -> None:
+    every_minute = interval_trigger(60, T0)
+    now = T0 + timedelta(days=365, seconds=30)
+    plan = plan_due_fires(schedule(every_minute, missed_run=MissedRunPolicy.SKIP), now)
+    assert len(plan.fires) == MAX_RECORDED_MISSES + 1  # the newest misses + the current
+    assert plan.missed_truncated
+    expected = 365 * 24 * 60  # the current fire (30 s ago) is on time
+    assert abs(plan.missed - expected) <= expected // 100
+    assert plan.next_run_at == T0 + timedelta(days=365, minutes=1)
+    assert plan.fires[-1].status is RunStatus.PENDING  # the on-time one still runs
+
+
+@pytest.mark.parametrize("attempt", range(1, 9))
+def test_retry_delay_is_exponential_with_jitter_and_capped(attempt: int) -> None:
+    policy = RetryPolicy()
+    nominal = min(900.0, 30.0 * 2 ** (attempt - 1))
+    rng = random.Random(attempt)
+    delays = [retry_delay(policy, attempt, rng).total_seconds() for _ in range(200)]
+    assert all(nominal / 2 <= d <= nominal for d in delays)
+    assert len(set(delays)) > 100  # jittered, so retries of many runs spread out

@@ -1,0 +1,228 @@
+"""The store contract (scheduler/store.py), run against every store implementation.
+
+Today that is SQLite on a real file; a second store (PostgreSQL) joins by adding a
+factory to STORES and must pass the same tests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler.ids import new_id
+from scheduler.models import (
+    Action,
+    OverlapPolicy,
+    Owner,
+    Policies,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
+from scheduler.planning import plan_due_fires
+from scheduler.store import AttemptOutcome, EngineInstance, Store
+from scheduler.triggers import cron_trigger
+from storage.database import SchemaTooNew
+from storage.sqlite_store import SqliteStore
+
+NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+STORES: dict[str, Callable[[Path], Awaitable[SqliteStore]]] = {
+    "sqlite": lambda tmp: SqliteStore.open(tmp / "contract.db"),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await STORES[request.param](tmp_path)
+    yield s
+    await s.close()
+
+
+def schedule(chat_id: int = 1, *, overlap: OverlapPolicy = OverlapPolicy.SKIP) -> Schedule:
+    return Schedule(
+        id=new_id(),
+        chat_id=chat_id,
+        name="brief",
+        trigger=cron_trigger("0 7 * * *", "UTC"),
+        action=Action(text="hi"),
+        policies=Policies(overlap=overlap),
+        owner=Owner(id=chat_id),
+        next_run_at=NOW,
+        created_at=NOW - timedelta(days=1),
+        updated_at=NOW - timedelta(days=1),
+    )
+
+
+async def test_a_fire_is_claimed_once_and_next_run_advances(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    first = await store.claim_due_fires(NOW, 10, plan_due_fires)
+    again = await store.claim_due_fires(NOW, 10, plan_due_fires)
+    assert [len(p.fires) for p in first] == [1] and again == []
+    reloaded = await store.get_schedule(1, s.id)
+    assert reloaded is not None and reloaded.next_run_at == NOW + timedelta(days=1)
+    [run] = await store.list_runs(1)
+    assert (run.scheduled_for, run.status, run.trigger) == (
+        NOW,
+        RunStatus.PENDING,
+        RunTrigger.SCHEDULE,
+    )
+
+
+async def test_claims_are_bounded_by_the_limit(store: Store) -> None:
+    for _ in range(5):
+        await store.add_schedule(schedule())
+    assert len(await store.claim_due_fires(NOW, 3, plan_due_fires)) == 3
+    assert len(await store.claim_due_fires(NOW, 3, plan_due_fires)) == 2
+    assert await store.next_due_at() == NOW  # the runs, ready to start
+
+
+async def test_a_run_is_acquired_once_and_only_its_owner_finishes_it(store: Store) -> None:
+    await store.add_schedule(schedule())
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [mine] = await store.acquire_ready_runs(NOW, 10, "A")
+    assert await store.acquire_ready_runs(NOW, 10, "B") == []
+    assert mine.run.status is RunStatus.RUNNING and mine.run.attempt == 1
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW + timedelta(seconds=2))
+    assert await store.finish_attempt(mine, "B", done, trip_after=3) is None
+    finished = await store.finish_attempt(mine, "A", done, trip_after=3)
+    assert finished is not None and finished.run.status is RunStatus.SUCCEEDED
+    assert await store.finish_attempt(mine, "A", done, trip_after=3) is None
+    [attempt] = await store.list_attempts(1, mine.run.id)
+    assert (attempt.attempt, attempt.owner, attempt.status) == (1, "A", RunStatus.SUCCEEDED)
+
+
+async def test_overlap_skip_skips_a_fresh_fire_while_one_runs(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [running] = await store.acquire_ready_runs(NOW, 10, "A")
+    later = NOW + timedelta(days=1)
+    await store.claim_due_fires(later, 10, plan_due_fires)
+    assert await store.acquire_ready_runs(later, 10, "A") == []
+    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    assert runs[later].status is RunStatus.SKIPPED and "overlap" in (runs[later].error or "")
+    assert runs[NOW].id == running.run.id
+
+
+async def test_overlap_queue_waits_for_the_running_one(store: Store) -> None:
+    s = schedule(overlap=OverlapPolicy.QUEUE)
+    await store.add_schedule(s)
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [first] = await store.acquire_ready_runs(NOW, 10, "A")
+    later = NOW + timedelta(days=1)
+    await store.claim_due_fires(later, 10, plan_due_fires)
+    assert await store.acquire_ready_runs(later, 10, "A") == []
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=later)
+    await store.finish_attempt(first, "A", done, trip_after=3)
+    [second] = await store.acquire_ready_runs(later, 10, "A")
+    assert second.run.scheduled_for == later
+
+
+async def test_released_runs_go_back_to_pending_without_counting_the_attempt(
+    store: Store,
+) -> None:
+    await store.add_schedule(schedule())
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [mine] = await store.acquire_ready_runs(NOW, 10, "A")
+    assert await store.release_runs("B", [mine.run.id], NOW) == 0
+    assert await store.release_runs("A", [mine.run.id], NOW) == 1
+    [run] = await store.list_runs(1)
+    assert (run.status, run.attempt, run.owner) == (RunStatus.PENDING, 0, None)
+
+
+async def test_orphans_of_dead_owners_are_reaped_by_the_decision_given(store: Store) -> None:
+    await store.add_schedule(schedule())
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    await store.acquire_ready_runs(NOW, 10, "dead-one")
+    await store.register_instance(EngineInstance("dead-one", "h", 1, NOW, NOW, None))
+    assert await store.running_owners() == {"dead-one"}
+
+    def decide(run: Run, s: Schedule) -> AttemptOutcome:
+        return AttemptOutcome(
+            RunStatus.FAILED, finished_at=NOW, error="orphaned", next_attempt_at=NOW
+        )
+
+    assert await store.reap_orphans(["someone-else"], NOW, decide, trip_after=3) == []
+    [reaped] = await store.reap_orphans(["dead-one"], NOW, decide, trip_after=3)
+    assert reaped.run.status is RunStatus.FAILED and reaped.run.error == "orphaned"
+    [again] = await store.acquire_ready_runs(NOW, 10, "alive")
+    assert again.run.attempt == 2
+
+
+async def test_three_dead_runs_trip_the_breaker_once(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    tripped = []
+    for day in range(4):
+        now = NOW + timedelta(days=day)
+        await store.claim_due_fires(now, 10, plan_due_fires)
+        for acquired in await store.acquire_ready_runs(now, 10, "A"):
+            dead = AttemptOutcome(RunStatus.DEAD, finished_at=now, error="boom")
+            result = await store.finish_attempt(acquired, "A", dead, trip_after=3)
+            assert result is not None
+            tripped.append(result.tripped_now)
+    assert tripped == [False, False, True]  # tripped: the fourth day never fired
+    reloaded = await store.get_schedule(1, s.id)
+    assert reloaded is not None and reloaded.tripped and reloaded.consecutive_failures == 3
+
+
+async def test_every_read_is_scoped_by_chat(store: Store) -> None:
+    s = schedule(chat_id=1)
+    await store.add_schedule(s)
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [run] = await store.list_runs(1)
+    assert await store.get_schedule(2, s.id) is None
+    assert await store.list_schedules(2) == []
+    assert await store.list_runs(2) == []
+    assert await store.get_run(2, run.id) is None
+    assert await store.list_attempts(2, run.id) == []
+    assert (
+        await store.transition_run(
+            2,
+            run.id,
+            expected=[RunStatus.PENDING],
+            changes={"status": RunStatus.CANCELLED},
+            now=NOW,
+        )
+        is None
+    )
+    assert await store.pause_schedule(2, s.id, by=None, reason=None, now=NOW) is None
+
+
+async def test_a_transition_applies_once(store: Store) -> None:
+    await store.add_schedule(schedule())
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [run] = await store.list_runs(1)
+    change = {"status": RunStatus.CANCELLED}
+    first = await store.transition_run(
+        1, run.id, expected=[RunStatus.PENDING], changes=change, now=NOW
+    )
+    second = await store.transition_run(
+        1, run.id, expected=[RunStatus.PENDING], changes=change, now=NOW
+    )
+    assert first is not None and first.status is RunStatus.CANCELLED and second is None
+
+
+async def test_a_manual_run_for_an_existing_instant_is_refused(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [existing] = await store.list_runs(1)
+    duplicate = existing.model_copy(update={"id": new_id(), "trigger": RunTrigger.MANUAL})
+    assert await store.add_run(duplicate) is False
+    assert len(await store.list_runs(1)) == 1
+
+
+async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    await (await SqliteStore.open(path)).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version = 999")
+    with pytest.raises(SchemaTooNew, match="version 999"):
+        await SqliteStore.open(path)
