@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from scheduler.cron import load_zone
+
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
@@ -65,8 +67,6 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from scheduler.cron import load_zone
-
         load_zone(value)
         return value
 
@@ -84,6 +84,9 @@ def load_settings(
         name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
         if first["type"] == "missing":
             raise ConfigError(f"Configuration error: {name} is required but not set.") from None
-        raise ConfigError(f"Configuration error: {name} {first['msg']}.") from None
+        detail = str(first["msg"]).removeprefix("Value error, ")
+        if not detail.endswith((".", "?", "!")):
+            detail += "."
+        raise ConfigError(f"Configuration error: {name}: {detail}") from None
     except ValueError as exc:
         raise ConfigError(f"Configuration error: {exc}") from None

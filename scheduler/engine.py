@@ -22,14 +22,14 @@ import random
 import socket
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
 from scheduler.ids import new_id
-from scheduler.models import ActionKind, Run, RunStatus, RunTrigger, Schedule, TimeoutPolicy
+from scheduler.models import ActionKind, Run, RunStatus, Schedule, TimeoutPolicy
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
 from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
 from scheduler.templates import load_template, prompt_variables, render
@@ -91,9 +91,8 @@ class _LogNotifier:
 @dataclass
 class _InFlight:
     acquired: AcquiredRun
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
     attempt: asyncio.Task[AttemptOutcome] | None = None
-    released: bool = field(default=False)
 
 
 class Engine:
@@ -180,10 +179,7 @@ class Engine:
         while True:
             more = await self._tick(self.clock.now())
             if self._inflight:
-                await asyncio.wait(
-                    [f.task for f in self._inflight.values()],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait(self._tasks(), return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not more:
                 return
@@ -191,19 +187,22 @@ class Engine:
     async def shutdown(self) -> None:
         """Let in-flight attempts finish within the grace period; put the rest back."""
         self._stopping = True
-        tasks = [f.task for f in self._inflight.values()]
+        tasks = self._tasks()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.shutdown_grace)
         for flight in list(self._inflight.values()):
             if flight.attempt is not None and not flight.attempt.done():
                 flight.attempt.cancel()
-        remaining = [f.task for f in self._inflight.values()]
+        remaining = self._tasks()
         if remaining:
             await asyncio.wait(remaining)
         if self._started:
             await self.store.mark_instance_stopped(self.instance_id, self.clock.now())
             _LOCAL_INSTANCES.discard(self.instance_id)
             self._started = False
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [f.task for f in self._inflight.values() if f.task is not None]
 
     # --- one iteration -------------------------------------------------------------------
     async def _tick(self, now: datetime) -> bool:
@@ -287,7 +286,7 @@ class Engine:
 
     # --- running one attempt --------------------------------------------------------
     def _start(self, acquired: AcquiredRun) -> None:
-        flight = _InFlight(acquired, task=None)  # type: ignore[arg-type]
+        flight = _InFlight(acquired)
         flight.task = asyncio.create_task(self._execute(flight), name=f"run-{acquired.run.id}")
         self._inflight[acquired.run.id] = flight
 
@@ -434,18 +433,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
-    """A run outside the schedule's own fires (run now, backfill); its instant is its key."""
-    return Run(
-        id=new_id(),
-        schedule_id=schedule.id,
-        chat_id=schedule.chat_id,
-        scheduled_for=now,
-        trigger=trigger,
-        status=RunStatus.PENDING,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )

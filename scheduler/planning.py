@@ -11,13 +11,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from scheduler.models import MissedRunPolicy, RetryPolicy, RunStatus, RunTrigger, Schedule
+from scheduler.ids import new_id
+from scheduler.models import MissedRunPolicy, RetryPolicy, Run, RunStatus, RunTrigger, Schedule
+from scheduler.timeutil import format_utc
 
 __all__ = [
     "DEFAULT_MISFIRE_GRACE",
     "MAX_RECORDED_MISSES",
     "FirePlan",
     "PlannedFire",
+    "manual_run",
     "plan_due_fires",
     "retry_delay",
 ]
@@ -56,10 +59,6 @@ class FirePlan:
     @property
     def to_run(self) -> list[PlannedFire]:
         return [f for f in self.fires if f.status is not RunStatus.SKIPPED]
-
-
-def _fmt(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def plan_due_fires(
@@ -120,7 +119,7 @@ def plan_due_fires(
             if t == run_one:
                 fires.append(PlannedFire(t, RunTrigger.CATCH_UP, pending))
             else:
-                later = _fmt(run_one or current or t)
+                later = format_utc(run_one or current or t)
                 fires.append(
                     PlannedFire(
                         t,
@@ -171,3 +170,18 @@ def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = N
     nominal = min(policy.cap_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
     r = (rng or random).random()
     return timedelta(seconds=nominal / 2 + r * nominal / 2)
+
+
+def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
+    """A run outside the schedule's own fires (run now, backfill); its instant is its key."""
+    return Run(
+        id=new_id(),
+        schedule_id=schedule.id,
+        chat_id=schedule.chat_id,
+        scheduled_for=now,
+        trigger=trigger,
+        status=RunStatus.PENDING,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from scheduler.clock import Clock
-from scheduler.engine import manual_run
 from scheduler.errors import InvalidSchedule, InvalidState, RunNotFound, ScheduleNotFound
 from scheduler.ids import new_id
 from scheduler.models import (
@@ -29,6 +28,7 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
+from scheduler.planning import manual_run
 from scheduler.store import Store
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
@@ -382,10 +382,3 @@ def _duration(seconds: int) -> str:
         minutes = seconds // 60
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
     return f"{seconds} seconds"
-
-
-def validation_message(exc: ValidationError) -> str:
-    """One sentence from a pydantic error, for input that failed model validation."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "input"
-    return f"Invalid {where}: {first['msg']}."
