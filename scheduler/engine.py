@@ -95,6 +95,51 @@ class _InFlight:
     attempt: asyncio.Task[AttemptOutcome] | None = None
 
 
+class _GroupCommit:
+    """Records finished attempts in shared transactions.
+
+    Outcomes that arrive while a write is in progress are committed together in the
+    next one, so at high volume one transaction serves many runs instead of each
+    run paying for its own. Each caller still learns its own result.
+    """
+
+    def __init__(self, store: Store, owner: str, trip_after: int) -> None:
+        self._store = store
+        self._owner = owner
+        self._trip_after = trip_after
+        self._queue: list[
+            tuple[AcquiredRun, AttemptOutcome, asyncio.Future[FinishedAttempt | None]]
+        ] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def finish(
+        self, acquired: AcquiredRun, outcome: AttemptOutcome
+    ) -> FinishedAttempt | None:
+        done: asyncio.Future[FinishedAttempt | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((acquired, outcome, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._store.finish_attempts(
+                    [(a, o) for a, o, _ in batch], self._owner, trip_after=self._trip_after
+                )
+            except BaseException as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
+
+
 class Engine:
     def __init__(
         self,
@@ -123,6 +168,8 @@ class Engine:
         self._started = False
         self._inflight: dict[str, _InFlight] = {}
         self._next_heartbeat: datetime | None = None
+        self._refill_batch = max(1, self.config.max_concurrency // 8)
+        self._recorder = _GroupCommit(store, self.instance_id, self.config.trip_after)
         self.last_tick_at: datetime | None = None
         #: Loop iterations so far; /healthz and tests read it to see the loop is alive
         #: and not polling.
@@ -178,11 +225,16 @@ class Engine:
         await self.startup()
         while True:
             more = await self._tick(self.clock.now())
-            if self._inflight:
-                await asyncio.wait(self._tasks(), return_when=asyncio.FIRST_COMPLETED)
-                continue
-            if not more:
+            if not self._inflight:
+                if more:
+                    continue
                 return
+            # Saturated: wait until a refill batch is free. Otherwise nothing was
+            # startable, so wait for any run to end (it may free a queued one or plan
+            # a retry).
+            await asyncio.wait(self._tasks(), return_when=asyncio.FIRST_COMPLETED)
+            while more and self._inflight and not self._has_room():
+                await asyncio.wait(self._tasks(), return_when=asyncio.FIRST_COMPLETED)
 
     async def shutdown(self) -> None:
         """Let in-flight attempts finish within the grace period; put the rest back."""
@@ -200,6 +252,12 @@ class Engine:
             await self.store.mark_instance_stopped(self.instance_id, self.clock.now())
             _LOCAL_INSTANCES.discard(self.instance_id)
             self._started = False
+
+    def _has_room(self) -> bool:
+        # Refill in batches: one acquiring transaction per freed slot would cost more
+        # than the dispatches themselves at high volume.
+        free = self.config.max_concurrency - len(self._inflight)
+        return free >= self._refill_batch or (free > 0 and not self._inflight)
 
     def _tasks(self) -> list[asyncio.Task[None]]:
         return [f.task for f in self._inflight.values() if f.task is not None]
@@ -221,10 +279,7 @@ class Engine:
         if len(plans) >= self.config.claim_batch:
             more = True
         free = self.config.max_concurrency - len(self._inflight)
-        # Refill in batches: one acquiring transaction per freed slot would cost more
-        # than the dispatches themselves at high volume.
-        batch = max(1, self.config.max_concurrency // 8)
-        if not self._stopping and (free >= batch or (free > 0 and not self._inflight)):
+        if not self._stopping and self._has_room():
             acquired = await self.store.acquire_ready_runs(now, free, self.instance_id)
             for item in acquired:
                 self._start(item)
@@ -292,6 +347,7 @@ class Engine:
 
     async def _execute(self, flight: _InFlight) -> None:
         acquired = flight.acquired
+        retry_planned = False
         try:
             flight.attempt = asyncio.create_task(self._attempt(acquired))
             try:
@@ -300,16 +356,18 @@ class Engine:
                 # Cancelled by shutdown after the grace period: not a failure.
                 await self.store.release_runs(self.instance_id, [acquired.run.id], self.clock.now())
                 return
-            finished = await self.store.finish_attempt(
-                acquired, self.instance_id, outcome, trip_after=self.config.trip_after
-            )
+            retry_planned = outcome.status is RunStatus.FAILED
+            finished = await self._recorder.finish(acquired, outcome)
             if finished is not None:
                 await self._after_finish(finished)
         except Exception:
             log.exception("recording run %s failed", acquired.run.id)
         finally:
             self._inflight.pop(acquired.run.id, None)
-            self._wake.set()
+            # Wake the loop when it can start a batch, or to plan a new retry instant;
+            # a wake per finished run would cost a loop iteration each.
+            if retry_planned or self._has_room():
+                self._wake.set()
 
     async def _attempt(self, acquired: AcquiredRun) -> AttemptOutcome:
         run, schedule = acquired.run, acquired.schedule

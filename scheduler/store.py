@@ -10,7 +10,7 @@ claimed once together with advancing `next_run_at`, and a run is acquired once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -118,6 +118,16 @@ class Store(Protocol):
         """Record an attempt's outcome and update the schedule's failure count and
         circuit breaker in the same transaction. None if `owner` no longer holds
         the run (it was reaped meanwhile), so a late finish cannot overwrite."""
+
+    async def finish_attempts(
+        self,
+        items: Sequence[tuple[AcquiredRun, AttemptOutcome]],
+        owner: str,
+        *,
+        trip_after: int,
+    ) -> list[FinishedAttempt | None]:
+        """`finish_attempt` for many runs in one transaction (group commit); results
+        in the order given."""
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         """Put runs interrupted by shutdown back to pending; the attempt is not counted."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "migrate", "open_database"]
+__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "fetch_all", "fetch_one", "migrate", "open_database"]
 
 #: Seconds a writer waits for another writer (a second engine, a backup) before failing.
 BUSY_TIMEOUT_MS = 15_000
@@ -83,3 +84,14 @@ def _split(script: str) -> list[str]:
     # executescript() would COMMIT our transaction; split on statement ends instead.
     lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
+    """Run a query and read every row in one trip to the database thread (execute +
+    fetch + close would be three)."""
+    return list(await db.execute_fetchall(sql, params))
+
+
+async def fetch_one(db: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+    rows = await fetch_all(db, sql, params)
+    return rows[0] if rows else None

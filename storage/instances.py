@@ -8,6 +8,7 @@ import aiosqlite
 
 from scheduler.store import EngineInstance
 from storage.codec import instance_from_row, opt_time, to_db_time
+from storage.database import fetch_all
 
 
 async def upsert(db: aiosqlite.Connection, inst: EngineInstance) -> None:
@@ -41,8 +42,7 @@ async def stop(db: aiosqlite.Connection, instance_id: str, now: datetime) -> Non
 
 
 async def list_all(db: aiosqlite.Connection) -> list[EngineInstance]:
-    async with db.execute(
-        "SELECT id, host, pid, started_at, heartbeat_at, stopped_at FROM engine_instances"
-    ) as cur:
-        rows = await cur.fetchall()
+    rows = await fetch_all(
+        db, "SELECT id, host, pid, started_at, heartbeat_at, stopped_at FROM engine_instances"
+    )
     return [instance_from_row(r) for r in rows]

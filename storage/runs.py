@@ -10,6 +10,7 @@ import aiosqlite
 
 from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus
 from storage.codec import RUN_COLUMNS, from_db_time, run_from_row, run_params, to_db_time
+from storage.database import fetch_all, fetch_one
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in RUN_COLUMNS.split(","))
 _READY = "('pending', 'failed')"
@@ -40,16 +41,14 @@ async def insert_many(db: aiosqlite.Connection, runs: Iterable[Run]) -> int:
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Run | None:
-    async with db.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND chat_id = ?", (run_id, chat_id)
-    ) as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(
+        db, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND chat_id = ?", (run_id, chat_id)
+    )
     return None if row is None else run_from_row(row)
 
 
 async def get_by_id(db: aiosqlite.Connection, run_id: str) -> Run | None:
-    async with db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)) as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(db, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
     return None if row is None else run_from_row(row)
 
 
@@ -71,22 +70,22 @@ async def list_for_chat(
         where.append(f"status IN ({','.join('?' * len(statuses))})")
         params.extend(s.value for s in statuses)
     params += [limit, offset]
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
         "ORDER BY scheduled_for DESC, id DESC LIMIT ? OFFSET ?",
         params,
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [run_from_row(r) for r in rows]
 
 
 async def ready(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {_READY} AND next_attempt_at <= ? "
         "ORDER BY next_attempt_at, scheduled_for LIMIT ?",
         (to_db_time(now), limit),
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [run_from_row(r) for r in rows]
 
 
@@ -94,18 +93,20 @@ async def running_counts(db: aiosqlite.Connection, schedule_ids: list[str]) -> d
     if not schedule_ids:
         return {}
     marks = ",".join("?" * len(schedule_ids))
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT schedule_id, COUNT(*) FROM runs WHERE status = 'running' "
         f"AND schedule_id IN ({marks}) GROUP BY schedule_id",
         schedule_ids,
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return {r[0]: int(r[1]) for r in rows}
 
 
 async def mark_running(
     db: aiosqlite.Connection, run_ids: list[str], owner: str, now: datetime
 ) -> None:
+    if not run_ids:
+        return
     when = to_db_time(now)
     await db.executemany(
         "UPDATE runs SET status = 'running', owner = ?, started_at = ?, attempt = attempt + 1, "
@@ -117,6 +118,8 @@ async def mark_running(
 async def mark_skipped(
     db: aiosqlite.Connection, run_ids: list[str], reason: str, now: datetime
 ) -> None:
+    if not run_ids:
+        return
     when = to_db_time(now)
     await db.executemany(
         "UPDATE runs SET status = 'skipped', error = ?, finished_at = ?, updated_at = ?, "
@@ -139,7 +142,8 @@ async def finish(
     next_attempt_at: datetime | None,
 ) -> Run | None:
     when = to_db_time(finished_at)
-    async with db.execute(
+    row = await fetch_one(
+        db,
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, "
         "output = COALESCE(?, output), error = ?, token_usage_json = COALESCE(?, "
         "token_usage_json), next_attempt_at = ?, owner = NULL, updated_at = ? "
@@ -156,8 +160,7 @@ async def finish(
             run_id,
             owner,
         ),
-    ) as cur:
-        row = await cur.fetchone()
+    )
     return None if row is None else run_from_row(row)
 
 
@@ -180,13 +183,13 @@ async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None
 
 
 async def attempts(db: aiosqlite.Connection, chat_id: int, run_id: str) -> list[Attempt]:
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error "
         "FROM run_attempts a JOIN runs r ON r.id = a.run_id "
         "WHERE a.run_id = ? AND r.chat_id = ? ORDER BY a.attempt",
         (run_id, chat_id),
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [
         Attempt(
             attempt=r[0],
@@ -219,25 +222,23 @@ async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -
     if not owners:
         return []
     marks = ",".join("?" * len(owners))
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner IN ({marks})",
         list(owners),
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [run_from_row(r) for r in rows]
 
 
 async def running_owners(db: aiosqlite.Connection) -> set[str]:
-    async with db.execute(
-        "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
-    ) as cur:
-        rows = await cur.fetchall()
+    rows = await fetch_all(
+        db, "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
+    )
     return {r[0] for r in rows}
 
 
 async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
-    async with db.execute(f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}") as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(db, f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}")
     return from_db_time(row[0]) if row else None
 
 

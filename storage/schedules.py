@@ -15,6 +15,7 @@ from storage.codec import (
     schedule_params,
     to_db_time,
 )
+from storage.database import fetch_all, fetch_one
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in SCHEDULE_COLUMNS.split(","))
 _ASSIGNMENTS = ", ".join(
@@ -39,11 +40,11 @@ async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Schedule | None:
-    async with db.execute(
+    row = await fetch_one(
+        db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ? AND chat_id = ?",
         (schedule_id, chat_id),
-    ) as cur:
-        row = await cur.fetchone()
+    )
     return None if row is None else schedule_from_row(row)
 
 
@@ -52,10 +53,9 @@ async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedu
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    async with db.execute(
-        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id IN ({marks})", ids
-    ) as cur:
-        rows = await cur.fetchall()
+    rows = await fetch_all(
+        db, f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id IN ({marks})", ids
+    )
     return {row["id"]: schedule_from_row(row) for row in rows}
 
 
@@ -63,32 +63,31 @@ async def list_for_chat(
     db: aiosqlite.Connection, chat_id: int, *, include_archived: bool
 ) -> list[Schedule]:
     archived = "" if include_archived else "AND archived_at IS NULL"
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id = ? {archived} "
         "ORDER BY created_at, id",
         (chat_id,),
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [schedule_from_row(row) for row in rows]
 
 
 async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
-    async with db.execute(
-        "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)
-    ) as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(
+        db, "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)
+    )
     return int(row[0]) if row else 0
 
 
 async def due(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Schedule]:
-    async with db.execute(
+    rows = await fetch_all(
+        db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
         "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL "
         "AND next_run_at IS NOT NULL AND next_run_at <= ? "
         "ORDER BY next_run_at LIMIT ?",
         (to_db_time(now), limit),
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [schedule_from_row(row) for row in rows]
 
 
@@ -103,11 +102,11 @@ async def set_next_run(
 
 
 async def earliest_next_run(db: aiosqlite.Connection) -> datetime | None:
-    async with db.execute(
+    row = await fetch_one(
+        db,
         "SELECT MIN(next_run_at) FROM schedules "
-        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL"
-    ) as cur:
-        row = await cur.fetchone()
+        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL",
+    )
     return from_db_time(row[0]) if row else None
 
 
@@ -139,6 +138,5 @@ async def record_outcome(
         params = (when, when, trip_after, schedule_id)
     else:
         return None
-    async with db.execute(sql, params) as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(db, sql, params)
     return None if row is None else (int(row[0]), bool(row[1]))

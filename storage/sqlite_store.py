@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -212,8 +212,23 @@ class SqliteStore:
     async def finish_attempt(
         self, acquired: AcquiredRun, owner: str, outcome: AttemptOutcome, *, trip_after: int
     ) -> FinishedAttempt | None:
+        [result] = await self.finish_attempts([(acquired, outcome)], owner, trip_after=trip_after)
+        return result
+
+    async def finish_attempts(
+        self,
+        items: Sequence[tuple[AcquiredRun, AttemptOutcome]],
+        owner: str,
+        *,
+        trip_after: int,
+    ) -> list[FinishedAttempt | None]:
+        if not items:
+            return []
         async with self._write() as db:
-            return await _apply_outcome(db, acquired, owner, outcome, trip_after)
+            return [
+                await _apply_outcome(db, acquired, owner, outcome, trip_after)
+                for acquired, outcome in items
+            ]
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         async with self._write() as db:
