@@ -480,3 +480,41 @@ async def test_a_new_schedule_wakes_the_sleeping_loop(
     await agent_stub.wait_for_requests(1, timeout=2)
     engine.request_stop()
     await loop
+
+
+async def test_openai_mode_stores_the_answer_and_feeds_it_to_the_next_prompt(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    agent_stub: AgentStub,
+) -> None:
+    weekly = await service.create_schedule(
+        CHAT,
+        ADA,
+        name="Weekly review",
+        trigger=TriggerSpec(kind="cron", cron="0 17 * * fri", timezone="Europe/Berlin"),
+        action=Action(template="weekly_review"),
+    )
+    usage = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+    agent_stub.openai_answer("Shipped the engine; the bot slipped.", usage=usage)
+    async with HttpAgentDispatcher(
+        url=agent_stub.openai_url, mode="openai", token="agent-token"
+    ) as openai:
+        engine = make_engine(store, clock, openai)
+        await clock.set(utc("2026-11-27T16:00:00Z"))  # Friday 17:00 Berlin
+        await engine.run_until_idle()
+        await clock.set(utc("2026-12-04T16:00:00Z"))
+        await engine.run_until_idle()
+        await engine.shutdown()
+
+    first, second = (r.json for r in agent_stub.requests)
+    assert first["messages"][-1]["content"].startswith(
+        "Run my weekly review for the week ending Friday 27 November (Europe/Berlin)"
+    )
+    assert "(no earlier output)" in first["messages"][-1]["content"]
+    assert "Shipped the engine; the bot slipped." in second["messages"][-1]["content"]
+    assert "Weekly review" in first["messages"][0]["content"]
+    assert agent_stub.requests[0].headers["authorization"] == "Bearer agent-token"
+    latest, _ = await service.history(CHAT, weekly.id)
+    assert latest.output == "Shipped the engine; the bot slipped."
+    assert latest.token_usage == usage
