@@ -43,6 +43,8 @@ log = logging.getLogger("tickler.engine")
 _LOCAL_INSTANCES: set[str] = set()
 
 _OUTPUT_LIMIT = 4000
+#: Seconds a stopping engine waits for outcomes to be written after cancelling attempts.
+_RECORD_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -122,22 +124,40 @@ class _GroupCommit:
         return await done
 
     async def _drain(self) -> None:
+        failures = 0
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                results = await self._store.finish_attempts(
-                    [(a, o) for a, o, _ in batch], self._owner, trip_after=self._trip_after
-                )
-            except BaseException as exc:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+                await self._write(batch)
+            except Exception:
+                # One bad item must not hold back the rest: write each alone, and keep
+                # what still fails for another try. The outcome stays in memory until
+                # it is committed; if the process dies first, the run is reaped.
+                log.exception("recording %d outcomes failed; retrying one by one", len(batch))
+                retry = []
+                for item in batch:
+                    try:
+                        await self._write([item])
+                    except Exception:
+                        log.exception("recording run %s failed", item[0].run.id)
+                        retry.append(item)
+                if retry:
+                    failures += 1
+                    self._queue = retry + self._queue
+                    await asyncio.sleep(min(30.0, 0.1 * 2**failures))
                 continue
-            for (_, _, done), result in zip(batch, results, strict=True):
-                if not done.done():
-                    done.set_result(result)
+            failures = 0
+
+    async def _write(
+        self,
+        batch: list[tuple[AcquiredRun, AttemptOutcome, asyncio.Future[FinishedAttempt | None]]],
+    ) -> None:
+        results = await self._store.finish_attempts(
+            [(a, o) for a, o, _ in batch], self._owner, trip_after=self._trip_after
+        )
+        for (_, _, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
 
 
 class Engine:
@@ -206,18 +226,41 @@ class Engine:
     async def run_forever(self) -> None:
         """The long-running loop, until `request_stop()`; then a graceful shutdown."""
         await self.startup()
+        heartbeat = asyncio.create_task(self._heartbeat_forever(), name="engine-heartbeat")
+        failures = 0
         try:
             while not self._stopping:
                 self._wake.clear()
                 now = self.clock.now()
-                more = await self._tick(now)
+                try:
+                    more = await self._tick(now)
+                    deadline = now if more else await self._next_wake(now)
+                    failures = 0
+                except Exception:
+                    # A locked database or a full disk must not end the loop: log,
+                    # back off, try again. Only a stop request ends it.
+                    failures += 1
+                    log.exception("engine iteration failed (%d in a row)", failures)
+                    backoff = min(self.config.max_sleep.total_seconds(), 2.0**failures)
+                    deadline = now + timedelta(seconds=backoff)
                 if self._stopping:
                     break
-                if more:
-                    continue
-                await self.clock.sleep_until(await self._next_wake(now), self._wake)
+                if deadline > now:
+                    await self.clock.sleep_until(deadline, self._wake)
         finally:
+            heartbeat.cancel()
             await self.shutdown()
+
+    async def _heartbeat_forever(self) -> None:
+        """Prove liveness on a schedule of its own, so a busy loop iteration (a long
+        transaction, a slow notifier) does not make this engine look dead."""
+        never = asyncio.Event()
+        while not self._stopping:
+            await self.clock.sleep_until(self.clock.now() + self.config.heartbeat_every, never)
+            try:
+                await self.store.heartbeat(self.instance_id, self.clock.now())
+            except Exception:
+                log.exception("heartbeat failed")
 
     async def run_until_idle(self) -> None:
         """Burst mode for tests and one-shot jobs: work until nothing is due at the
@@ -247,7 +290,14 @@ class Engine:
                 flight.attempt.cancel()
         remaining = self._tasks()
         if remaining:
-            await asyncio.wait(remaining)
+            _, stuck = await asyncio.wait(remaining, timeout=_RECORD_GRACE)
+            # Still waiting to record (the database is unwritable): give up on them.
+            # Their rows stay `running` under this instance, marked stopped below, so
+            # the next start reaps and retries them.
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck)
         if self._started:
             await self.store.mark_instance_stopped(self.instance_id, self.clock.now())
             _LOCAL_INSTANCES.discard(self.instance_id)
@@ -304,15 +354,26 @@ class Engine:
     # --- reaping -------------------------------------------------------------------
     async def _reap(self, now: datetime) -> None:
         owners = await self.store.running_owners()
-        owners.discard(self.instance_id)
         if not owners:
             return
         known = {i.id: i for i in await self.store.list_instances()}
-        dead = [o for o in owners if o not in known or self._is_dead(known[o], now)]
+        dead = [
+            o
+            for o in owners
+            if o != self.instance_id and (o not in known or self._is_dead(known[o], now))
+        ]
+        # Our own runs that no task holds any more (an outcome that could not be
+        # recorded) are orphans too; those still in flight are kept.
+        if self.instance_id in owners:
+            dead.append(self.instance_id)
         if not dead:
             return
         finished = await self.store.reap_orphans(
-            dead, now, self._orphan_outcome, trip_after=self.config.trip_after
+            dead,
+            now,
+            self._orphan_outcome,
+            trip_after=self.config.trip_after,
+            keep=set(self._inflight),
         )
         for item in finished:
             log.warning("run %s was orphaned by %s: %s", item.run.id, dead, item.run.status)
@@ -323,13 +384,17 @@ class Engine:
     def _is_dead(self, inst: EngineInstance, now: datetime) -> bool:
         if inst.stopped_at is not None:
             return True
-        if now - inst.heartbeat_at > self.config.stale_after:
+        silent = now - inst.heartbeat_at
+        if inst.host == self._host:
+            # On this host the process table is the truth; a stale heartbeat alone
+            # (a stalled loop) must not get a live engine's runs dispatched twice.
+            if inst.pid == self._pid:
+                return inst.id not in _LOCAL_INSTANCES
+            if _pid_alive(inst.pid):
+                # ...unless silent for so long that the pid was surely reused.
+                return silent > self.config.stale_after * 10
             return True
-        if inst.host != self._host:
-            return False
-        if inst.pid == self._pid:
-            return inst.id not in _LOCAL_INSTANCES
-        return not _pid_alive(inst.pid)
+        return silent > self.config.stale_after
 
     def _orphan_outcome(self, run: Run, schedule: Schedule) -> AttemptOutcome:
         error = "orphaned: the process running this attempt stopped before it finished"

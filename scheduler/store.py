@@ -153,8 +153,10 @@ class Store(Protocol):
         decide: Callable[[Run, Schedule], AttemptOutcome],
         *,
         trip_after: int,
+        keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
-        """Runs left `running` by dead instances get the outcome `decide` gives them."""
+        """Runs left `running` by dead instances get the outcome `decide` gives them;
+        runs whose ids are in `keep` are left alone."""
 
     # --- runs, for operators ------------------------------------------------------------
     async def add_run(self, run: Run) -> bool:

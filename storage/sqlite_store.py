@@ -9,7 +9,9 @@ coroutines from interleaving statements inside one another's transactions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -57,13 +59,21 @@ class SqliteStore:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
+                await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                # aiosqlite runs statements in order on its own thread, even when the
+                # awaiting task was cancelled: a cancelled BEGIN may still open the
+                # transaction after we gave up on it. A ROLLBACK queued behind it always
+                # closes it, so a later writer never inherits an open transaction.
+                await asyncio.shield(self._rollback())
                 raise
-            await self._db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"
+            await self._db.execute("ROLLBACK")
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -270,11 +280,12 @@ class SqliteStore:
         decide: Callable[[Run, Schedule], AttemptOutcome],
         *,
         trip_after: int,
+        keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
         if not dead_owners:
             return []
         async with self._write() as db:
-            orphans = await runs.running_of_owners(db, dead_owners)
+            orphans = [r for r in await runs.running_of_owners(db, dead_owners) if r.id not in keep]
             by_id = await schedules.get_many(db, sorted({r.schedule_id for r in orphans}))
             done: list[FinishedAttempt] = []
             for run in orphans:
