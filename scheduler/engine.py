@@ -344,9 +344,14 @@ class Engine:
         deadline = now + self.config.max_sleep
         if self._next_heartbeat is not None:
             deadline = min(deadline, self._next_heartbeat)
+        fire = await self.store.next_fire_at()
+        if fire is not None and fire <= now:
+            # A fire that the claim left behind (another engine or an edit changed the
+            # schedule under it): look again at once.
+            return now
         due = await self.store.next_due_at()
-        # Something already due that we could not take waits for a slot or for the
-        # run it queues behind; both wake us, so only a future instant sets a deadline.
+        # A run already due that we could not take waits for a slot or for the run
+        # it queues behind; both wake us, so only a future instant sets a deadline.
         if due is not None and due > now:
             deadline = min(deadline, due)
         return deadline

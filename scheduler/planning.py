@@ -14,15 +14,18 @@ from datetime import datetime, timedelta
 from scheduler.ids import new_id
 from scheduler.models import MissedRunPolicy, RetryPolicy, Run, RunStatus, RunTrigger, Schedule
 from scheduler.timeutil import format_utc
+from scheduler.triggers import Trigger
 
 __all__ = [
     "DEFAULT_MISFIRE_GRACE",
     "MAX_RECORDED_MISSES",
     "FirePlan",
+    "FireWindow",
     "PlannedFire",
     "manual_run",
     "plan_due_fires",
     "retry_delay",
+    "walk_fires",
 ]
 
 #: A fire this late is still "on time": the loop may wake a little after the instant
@@ -33,8 +36,11 @@ DEFAULT_MISFIRE_GRACE = timedelta(minutes=5)
 #: plan only counts them, and the operator sees "N missed while offline". Keeps a
 #: minutely schedule that was down for a month from writing 43,200 rows at start-up.
 MAX_RECORDED_MISSES = 1000
-_JUMP_AFTER = 100_000
-_RECENT = timedelta(days=1)
+_EPSILON = timedelta(microseconds=1)
+#: How much of a long outage is walked to measure a trigger's density: whole weeks,
+#: or this many fires for a dense trigger, whichever comes first.
+_SAMPLE_SPAN = timedelta(days=28)
+_SAMPLE_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,62 @@ class FirePlan:
     next_run_at: datetime | None = None
     #: Fires that passed beyond the grace period (run as catch-up or skipped).
     missed: int = 0
-    #: True when there were more missed fires than MAX_RECORDED_MISSES.
+    #: True when more fires were missed than were recorded one row each.
     missed_truncated: bool = False
+    first_missed: datetime | None = None
+    last_missed: datetime | None = None
 
     @property
     def to_run(self) -> list[PlannedFire]:
         return [f for f in self.fires if f.status is not RunStatus.SKIPPED]
+
+
+@dataclass(frozen=True)
+class FireWindow:
+    """The fire instants of a trigger within [first, until]."""
+
+    #: The newest instants, oldest first, at most the `keep` asked for.
+    instants: list[datetime]
+    #: How many instants the span holds in all.
+    total: int
+    #: False when `total` was estimated because the span was too long to walk.
+    exact: bool
+    #: The first instant after `until`, or None if the trigger is exhausted.
+    next_after: datetime | None
+
+
+def walk_fires(trigger: Trigger, first: datetime, until: datetime, keep: int) -> FireWindow:
+    """Enumerate the instants from `first` (itself a fire instant) up to `until`.
+
+    A span with more instants than can be walked quickly (a minutely schedule that
+    was down for months) is not walked whole: its start is walked over whole weeks
+    (so weekday patterns average out), the middle is counted from that density, and
+    only the newest part is walked, so planning stays bounded whatever the outage.
+    """
+    walk_limit = 2 * keep + 16
+    head: list[datetime] = []
+    cursor: datetime | None = first
+    while cursor is not None and cursor <= until:
+        sampled = cursor - first >= _SAMPLE_SPAN or len(head) >= _SAMPLE_LIMIT
+        if len(head) >= walk_limit and sampled:
+            break
+        head.append(cursor)
+        cursor = trigger.next_after(cursor)
+    if cursor is None or cursor > until:
+        return FireWindow(head[-keep:], len(head), True, cursor)
+
+    density = len(head) / (cursor - first).total_seconds()  # fires per second
+    tail_from = max(cursor, until - timedelta(seconds=keep / density))
+    middle = round(density * (tail_from - cursor).total_seconds())
+    tail: deque[datetime] = deque(maxlen=keep)
+    walked_tail = 0
+    cursor = trigger.next_after(tail_from - _EPSILON)
+    while cursor is not None and cursor <= until:
+        tail.append(cursor)
+        walked_tail += 1
+        cursor = trigger.next_after(cursor)
+    instants = (head + list(tail))[-keep:]
+    return FireWindow(instants, len(head) + middle + walked_tail, False, cursor)
 
 
 def plan_due_fires(
@@ -68,38 +124,20 @@ def plan_due_fires(
 ) -> FirePlan:
     """Turn the fire instants in [next_run_at, now] into planned runs.
 
-    The latest instant within `grace` of `now` is the current fire and runs as
-    scheduled. Older instants were missed (engine down or stalled) and follow the
-    schedule's missed-run policy. Every instant ends in the plan, run or skipped
-    with a reason, so nothing is skipped silently.
+    Instants within `grace` of `now` are on time and run as scheduled. Older ones
+    were missed (engine down or stalled) and follow the schedule's missed-run
+    policy. Every instant ends in the plan, run or skipped with a reason, or (past
+    MAX_RECORDED_MISSES) counted in `missed` for the operator's summary, so nothing
+    is skipped silently.
     """
     first = schedule.next_run_at
     if first is None or first > now:
         return FirePlan(schedule.id, schedule.chat_id, next_run_at=first)
 
-    window: deque[datetime] = deque(maxlen=MAX_RECORDED_MISSES + 1)
-    seen = 0
-    jumped = False
-    cursor: datetime | None = first
-    while cursor is not None and cursor <= now:
-        window.append(cursor)
-        seen += 1
-        if seen == _JUMP_AFTER and now - cursor > _RECENT:
-            # Years of a minutely schedule: stop walking; the recent day is enough
-            # to record, and the count of the rest is estimated below.
-            cursor = schedule.trigger.next_after(now - _RECENT)
-            jumped = True
-            continue
-        cursor = schedule.trigger.next_after(cursor)
-    next_run_at = cursor
-    instants = list(window)
-    truncated = seen > len(instants)
-    dropped = _estimate_dropped(first, instants) if jumped else seen - len(instants)
-
-    current: datetime | None = None
-    if now - instants[-1] <= grace:
-        current = instants.pop()
-    missed = instants
+    window = walk_fires(schedule.trigger, first, now, MAX_RECORDED_MISSES)
+    on_time = [t for t in window.instants if now - t <= grace]
+    missed = [t for t in window.instants if now - t > grace]
+    missed_total = window.total - len(on_time)
 
     pending = (
         RunStatus.AWAITING_APPROVAL
@@ -114,52 +152,45 @@ def plan_due_fires(
             for t in missed
         ]
     elif policy is MissedRunPolicy.CATCH_UP_ONCE:
-        run_one = missed[-1] if missed and current is None else None
+        # An on-time fire already catches up; otherwise the newest missed one runs.
+        run_one = missed[-1] if missed and not on_time else None
+        covering = format_utc(run_one or (on_time[0] if on_time else now))
         for t in missed:
             if t == run_one:
                 fires.append(PlannedFire(t, RunTrigger.CATCH_UP, pending))
             else:
-                later = format_utc(run_one or current or t)
                 fires.append(
                     PlannedFire(
                         t,
                         RunTrigger.SCHEDULE,
                         RunStatus.SKIPPED,
-                        f"missed: caught up once by the run for {later}",
+                        f"missed: caught up once by the run for {covering}",
                     )
                 )
     else:
         cap = schedule.policies.catch_up_cap
-        keep = missed[-cap:] if cap else []
-        for t in missed[: len(missed) - len(keep)]:
-            fires.append(
-                PlannedFire(
-                    t,
-                    RunTrigger.SCHEDULE,
-                    RunStatus.SKIPPED,
-                    f"missed: beyond the catch-up cap of {cap}",
-                )
+        kept = missed[-cap:]
+        fires += [
+            PlannedFire(
+                t,
+                RunTrigger.SCHEDULE,
+                RunStatus.SKIPPED,
+                f"missed: beyond the catch-up cap of {cap}",
             )
-        fires += [PlannedFire(t, RunTrigger.CATCH_UP, pending) for t in keep]
-    if current is not None:
-        fires.append(PlannedFire(current, RunTrigger.SCHEDULE, pending))
+            for t in missed[: len(missed) - len(kept)]
+        ]
+        fires += [PlannedFire(t, RunTrigger.CATCH_UP, pending) for t in kept]
+    fires += [PlannedFire(t, RunTrigger.SCHEDULE, pending) for t in on_time]
     return FirePlan(
         schedule.id,
         schedule.chat_id,
         fires=fires,
-        next_run_at=next_run_at,
-        missed=len(missed) + dropped,
-        missed_truncated=truncated,
+        next_run_at=window.next_after,
+        missed=missed_total,
+        missed_truncated=missed_total > len(missed),
+        first_missed=first if missed_total else None,
+        last_missed=missed[-1] if missed else None,
     )
-
-
-def _estimate_dropped(first: datetime, window: list[datetime]) -> int:
-    if len(window) < 2:
-        return 0
-    spacing = (window[-1] - window[0]) / (len(window) - 1)
-    if spacing <= timedelta(0):
-        return 0
-    return max(0, int((window[0] - first) / spacing))
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> timedelta:

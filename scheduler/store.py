@@ -102,9 +102,10 @@ class Store(Protocol):
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
-        """For up to `limit` enabled schedules due at `now`: apply `plan`, insert its
-        runs and advance `next_run_at`, all in one transaction. A fire instant is
-        inserted at most once (UNIQUE(schedule_id, scheduled_for))."""
+        """For up to `limit` enabled schedules due at `now`: apply `plan`, then insert
+        its runs and advance `next_run_at` in one transaction, only if `next_run_at` is
+        still what was planned from. A fire instant is inserted at most once
+        (UNIQUE(schedule_id, scheduled_for)). Returns the plans that were applied."""
 
     async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
         """Move up to `limit` ready runs (pending, or failed and due for a retry) to
@@ -131,6 +132,9 @@ class Store(Protocol):
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         """Put runs interrupted by shutdown back to pending; the attempt is not counted."""
+
+    async def next_fire_at(self) -> datetime | None:
+        """The earliest `next_run_at` of an active schedule."""
 
     async def next_due_at(self) -> datetime | None:
         """The earliest instant at which anything (a fire, a retry) becomes due."""

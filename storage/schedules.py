@@ -91,14 +91,29 @@ async def due(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Sched
     return [schedule_from_row(row) for row in rows]
 
 
-async def set_next_run(
-    db: aiosqlite.Connection, updates: list[tuple[datetime | None, datetime, str]]
-) -> None:
-    """(next_run_at, now, schedule_id) triples."""
-    await db.executemany(
-        "UPDATE schedules SET next_run_at = ?, updated_at = ? WHERE id = ?",
-        [(None if n is None else to_db_time(n), to_db_time(now), i) for n, now, i in updates],
+async def advance(
+    db: aiosqlite.Connection,
+    schedule_id: str,
+    expected: datetime | None,
+    to: datetime | None,
+    now: datetime,
+) -> bool:
+    """Move an active schedule's next_run_at from `expected` to `to`; False if it was
+    no longer at `expected` (claimed elsewhere, paused, edited)."""
+    if expected is None:
+        return False
+    cur = await db.execute(
+        "UPDATE schedules SET next_run_at = ?, updated_at = ? "
+        "WHERE id = ? AND next_run_at = ? AND enabled = 1 AND tripped = 0 "
+        "AND archived_at IS NULL",
+        (
+            None if to is None else to_db_time(to),
+            to_db_time(now),
+            schedule_id,
+            to_db_time(expected),
+        ),
     )
+    return cur.rowcount == 1
 
 
 async def earliest_next_run(db: aiosqlite.Connection) -> datetime | None:

@@ -151,19 +151,32 @@ class SqliteStore:
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
         if not await self._anything_due(schedules.earliest_next_run, now):
             return []
-        async with self._write() as db:
+        async with self._read() as db:
             due = await schedules.due(db, now, limit)
-            plans: list[FirePlan] = []
-            new_runs: list[Run] = []
-            advances: list[tuple[datetime | None, datetime, str]] = []
-            for schedule in due:
-                p = plan(schedule, now)
-                plans.append(p)
-                new_runs.extend(_runs_for(schedule, p, now))
-                advances.append((p.next_run_at, now, schedule.id))
+        # Plan outside the write lock: after a long outage planning takes a while,
+        # and neither other writers nor this loop's heartbeats should wait for it.
+        plans: list[tuple[Schedule, FirePlan]] = []
+        for i, schedule in enumerate(due, 1):
+            plans.append((schedule, plan(schedule, now)))
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        applied: list[FirePlan] = []
+        new_runs: list[Run] = []
+        async with self._write() as db:
+            for schedule, fire_plan in plans:
+                # Compare-and-set on next_run_at: if another engine claimed these fires,
+                # or the operator paused or edited the schedule meanwhile, drop the plan.
+                if await schedules.advance(
+                    db, schedule.id, schedule.next_run_at, fire_plan.next_run_at, now
+                ):
+                    applied.append(fire_plan)
+                    new_runs.extend(_runs_for(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
-            await schedules.set_next_run(db, advances)
-        return plans
+        return applied
+
+    async def next_fire_at(self) -> datetime | None:
+        async with self._read() as db:
+            return await schedules.earliest_next_run(db)
 
     async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
         if limit <= 0 or not await self._anything_due(runs.earliest_ready, now):

@@ -17,7 +17,7 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.planning import MAX_RECORDED_MISSES, plan_due_fires, retry_delay
+from scheduler.planning import MAX_RECORDED_MISSES, plan_due_fires, retry_delay, walk_fires
 from scheduler.triggers import Trigger, cron_trigger, interval_trigger
 
 T0 = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
@@ -76,12 +76,31 @@ def test_a_minutely_schedule_down_for_a_year_is_summarised_not_walked_forever() 
     every_minute = interval_trigger(60, T0)
     now = T0 + timedelta(days=365, seconds=30)
     plan = plan_due_fires(schedule(every_minute, missed_run=MissedRunPolicy.SKIP), now)
-    assert len(plan.fires) == MAX_RECORDED_MISSES + 1  # the newest misses + the current
+    assert len(plan.fires) == MAX_RECORDED_MISSES  # the newest, one row each
     assert plan.missed_truncated
-    expected = 365 * 24 * 60  # the current fire (30 s ago) is on time
+    # The five fires of the last five minutes are on time and still run.
+    on_time = [f for f in plan.fires if f.status is RunStatus.PENDING]
+    assert [f.scheduled_for for f in on_time] == [
+        T0 + timedelta(days=365) - timedelta(minutes=m) for m in range(4, -1, -1)
+    ]
+    expected = 365 * 24 * 60 + 1 - 5
     assert abs(plan.missed - expected) <= expected // 100
     assert plan.next_run_at == T0 + timedelta(days=365, minutes=1)
-    assert plan.fires[-1].status is RunStatus.PENDING  # the on-time one still runs
+
+
+def test_walking_a_long_outage_counts_a_cron_closely() -> None:
+    workdays = cron_trigger("*/10 9-17 * * 1-5", "Europe/Berlin")
+    first = workdays.next_after(T0)
+    assert first is not None
+    until = first + timedelta(days=400)
+    window = walk_fires(workdays, first, until, 100)
+    exact = 1
+    cursor = first
+    while (cursor := workdays.next_after(cursor)) is not None and cursor <= until:  # type: ignore[assignment]
+        exact += 1
+    assert not window.exact
+    assert abs(window.total - exact) <= exact // 20
+    assert len(window.instants) == 100 and window.instants[-1] <= until
 
 
 @pytest.mark.parametrize("attempt", range(1, 9))
