@@ -25,6 +25,8 @@ __all__ = [
     "manual_run",
     "plan_due_fires",
     "retry_delay",
+    "runs_for_plan",
+    "skipped_run",
     "walk_fires",
 ]
 
@@ -213,6 +215,45 @@ def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigg
         trigger=trigger,
         status=RunStatus.PENDING,
         next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run]:
+    """The ledger rows a plan writes."""
+    out = []
+    for fire in plan.fires:
+        if fire.status is RunStatus.SKIPPED:
+            out.append(skipped_run(schedule, fire.scheduled_for, fire.reason or "skipped", now))
+            continue
+        out.append(
+            Run(
+                id=new_id(),
+                schedule_id=schedule.id,
+                chat_id=schedule.chat_id,
+                scheduled_for=fire.scheduled_for,
+                trigger=fire.trigger,
+                status=fire.status,
+                next_attempt_at=fire.scheduled_for if fire.status is RunStatus.PENDING else None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return out
+
+
+def skipped_run(schedule: Schedule, instant: datetime, reason: str, now: datetime) -> Run:
+    """A fire instant recorded as not run, with the reason: never a silent skip."""
+    return Run(
+        id=new_id(),
+        schedule_id=schedule.id,
+        chat_id=schedule.chat_id,
+        scheduled_for=instant,
+        trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.SKIPPED,
+        finished_at=now,
+        error=reason,
         created_at=now,
         updated_at=now,
     )

@@ -28,8 +28,8 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.planning import manual_run
-from scheduler.store import Store
+from scheduler.planning import MAX_RECORDED_MISSES, manual_run, skipped_run, walk_fires
+from scheduler.store import ScheduleChange, Store
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
     IntervalTrigger,
@@ -39,7 +39,7 @@ from scheduler.triggers import (
     once_trigger,
 )
 
-__all__ = ["Limits", "ScheduleService", "TriggerSpec"]
+__all__ = ["Limits", "Resumed", "ScheduleService", "TriggerSpec"]
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,9 @@ class ScheduleService:
 
     async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule:
         schedule = await self.store.get_schedule(chat_id, schedule_id)
-        if schedule is None or schedule.archived_at is not None:
-            raise ScheduleNotFound(
-                f"There is no schedule '{schedule_id}' here; /schedules lists them."
-            )
+        if schedule is None:
+            raise _not_found(schedule_id)
+        _require_active(schedule, schedule_id)
         return schedule
 
     async def list_schedules(self, chat_id: int) -> list[Schedule]:
@@ -192,8 +191,8 @@ class ScheduleService:
         action: Action | None = None,
         policies: Policies | None = None,
     ) -> Schedule:
-        current = await self.get_schedule(chat_id, schedule_id)
         now = self.clock.now()
+        # Validate everything before touching the store, so bad input changes nothing.
         changes: dict[str, object] = {"updated_at": now}
         if name is not None:
             changes["name"] = self._check_name(name)
@@ -210,8 +209,12 @@ class ScheduleService:
                 raise InvalidSchedule("That schedule would never fire.")
             changes["trigger"] = built
             changes["next_run_at"] = next_run
-        updated = current.model_copy(update=changes)
-        await self.store.update_schedule(updated)
+
+        def change(current: Schedule) -> ScheduleChange:
+            _require_active(current, schedule_id)
+            return ScheduleChange(current.model_copy(update=changes))
+
+        updated = await self._modify(chat_id, schedule_id, change)
         self._on_change()
         return updated
 
@@ -228,26 +231,49 @@ class ScheduleService:
         self._on_change()
         return paused
 
-    async def resume(self, chat_id: int, schedule_id: str) -> Schedule:
-        """Enable again from now on: windows that passed while paused are not fired."""
-        current = await self.get_schedule(chat_id, schedule_id)
-        if current.enabled and not current.tripped:
-            raise InvalidState(f"'{current.name}' is not paused.")
+    async def resume(self, chat_id: int, schedule_id: str) -> Resumed:
+        """Enable again from now on. Windows that passed while it was paused (or
+        tripped) do not fire; they are recorded as skipped, so none vanishes."""
         now = self.clock.now()
-        resumed = current.model_copy(
-            update={
-                "enabled": True,
-                "tripped": False,
-                "consecutive_failures": 0,
-                "paused_by": None,
-                "pause_reason": None,
-                "next_run_at": current.trigger.next_after(now),
-                "updated_at": now,
-            }
-        )
-        await self.store.update_schedule(resumed)
+        passed = 0
+
+        def change(current: Schedule) -> ScheduleChange:
+            nonlocal passed
+            _require_active(current, schedule_id)
+            if current.enabled and not current.tripped:
+                raise InvalidState(f"'{current.name}' is not paused.")
+            reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
+            next_run = current.next_run_at
+            skipped: list[Run] = []
+            if next_run is not None and next_run <= now:
+                window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
+                passed = window.total
+                skipped = [skipped_run(current, t, reason, now) for t in window.instants]
+                next_run = window.next_after
+            resumed = current.model_copy(
+                update={
+                    "enabled": True,
+                    "tripped": False,
+                    "consecutive_failures": 0,
+                    "paused_by": None,
+                    "pause_reason": None,
+                    "next_run_at": next_run,
+                    "updated_at": now,
+                }
+            )
+            return ScheduleChange(resumed, skipped)
+
+        schedule = await self._modify(chat_id, schedule_id, change)
         self._on_change()
-        return resumed
+        return Resumed(schedule, passed)
+
+    async def _modify(
+        self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
+    ) -> Schedule:
+        updated = await self.store.modify_schedule(chat_id, schedule_id, change)
+        if updated is None:
+            raise _not_found(schedule_id)
+        return updated
 
     async def archive(self, chat_id: int, schedule_id: str) -> Schedule:
         await self.get_schedule(chat_id, schedule_id)
@@ -366,6 +392,22 @@ class ScheduleService:
         if updated is None:
             raise InvalidState(f"That run is already {run.status.value}.")
         return updated
+
+
+@dataclass(frozen=True)
+class Resumed:
+    schedule: Schedule
+    #: Fire instants that passed while paused, now recorded as skipped.
+    skipped_while_paused: int
+
+
+def _not_found(schedule_id: str) -> ScheduleNotFound:
+    return ScheduleNotFound(f"There is no schedule '{schedule_id}' here; /schedules lists them.")
+
+
+def _require_active(schedule: Schedule, schedule_id: str) -> None:
+    if schedule.archived_at is not None:
+        raise _not_found(schedule_id)
 
 
 def _first_fire(trigger: Trigger, now: datetime) -> datetime | None:

@@ -24,10 +24,17 @@ __all__ = [
     "EngineInstance",
     "FinishedAttempt",
     "Planner",
+    "ScheduleChange",
     "Store",
 ]
 
 Planner = Callable[[Schedule, datetime], FirePlan]
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    schedule: Schedule
+    new_runs: Sequence[Run] = ()
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,13 @@ class Store(Protocol):
     async def count_active_schedules(self, chat_id: int) -> int:
         """How many non-archived schedules the chat has (for per-chat limits)."""
 
-    async def update_schedule(self, schedule: Schedule) -> None:
-        """Replace a schedule's definition and state (matched by chat and id)."""
+    async def modify_schedule(
+        self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
+    ) -> Schedule | None:
+        """Read the schedule, apply `change` and write the result (and the runs it
+        adds) in one transaction, so a concurrent pause, trip or claim is never
+        overwritten by a stale copy. An exception from `change` changes nothing.
+        None if there is no such schedule in that chat."""
 
     async def pause_schedule(
         self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime

@@ -79,27 +79,36 @@ async def list_for_chat(
     return [run_from_row(r) for r in rows]
 
 
-async def ready(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
+async def startable(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
+    """Ready runs that are their schedule's earliest ready run, of schedules with
+    nothing running: the ones that can start whatever the overlap policy."""
     rows = await fetch_all(
         db,
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {_READY} AND next_attempt_at <= ? "
-        "ORDER BY next_attempt_at, scheduled_for LIMIT ?",
-        (to_db_time(now), limit),
+        f"SELECT {RUN_COLUMNS} FROM runs r "
+        f"WHERE r.status IN {_READY} AND r.next_attempt_at <= :now "
+        "AND NOT EXISTS (SELECT 1 FROM runs b "
+        "  WHERE b.schedule_id = r.schedule_id AND b.status = 'running') "
+        "AND NOT EXISTS (SELECT 1 FROM runs e "
+        f"  WHERE e.schedule_id = r.schedule_id AND e.status IN {_READY} "
+        "  AND e.next_attempt_at <= :now AND e.scheduled_for < r.scheduled_for) "
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :limit",
+        {"now": to_db_time(now), "limit": limit},
     )
     return [run_from_row(r) for r in rows]
 
 
-async def running_counts(db: aiosqlite.Connection, schedule_ids: list[str]) -> dict[str, int]:
-    if not schedule_ids:
-        return {}
-    marks = ",".join("?" * len(schedule_ids))
+async def behind_running(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
+    """Ready runs of schedules that have a run running (overlap policy decides)."""
     rows = await fetch_all(
         db,
-        f"SELECT schedule_id, COUNT(*) FROM runs WHERE status = 'running' "
-        f"AND schedule_id IN ({marks}) GROUP BY schedule_id",
-        schedule_ids,
+        f"SELECT {RUN_COLUMNS} FROM runs r "
+        f"WHERE r.status IN {_READY} AND r.next_attempt_at <= :now "
+        "AND EXISTS (SELECT 1 FROM runs b "
+        "  WHERE b.schedule_id = r.schedule_id AND b.status = 'running') "
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :limit",
+        {"now": to_db_time(now), "limit": limit},
     )
-    return {r[0]: int(r[1]) for r in rows}
+    return [run_from_row(r) for r in rows]
 
 
 async def mark_running(
@@ -167,7 +176,7 @@ async def finish(
 async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None:
     assert run.finished_at is not None
     await db.execute(
-        "INSERT OR REPLACE INTO run_attempts "
+        "INSERT INTO run_attempts "
         "(run_id, attempt, owner, started_at, finished_at, status, error) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
@@ -187,7 +196,7 @@ async def attempts(db: aiosqlite.Connection, chat_id: int, run_id: str) -> list[
         db,
         "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error "
         "FROM run_attempts a JOIN runs r ON r.id = a.run_id "
-        "WHERE a.run_id = ? AND r.chat_id = ? ORDER BY a.attempt",
+        "WHERE a.run_id = ? AND r.chat_id = ? ORDER BY a.seq",
         (run_id, chat_id),
     )
     return [

@@ -133,9 +133,10 @@ async def record_outcome(
     dead: bool,
     finished_at: datetime,
     trip_after: int,
-) -> tuple[int, bool] | None:
+) -> tuple[int, bool, bool] | None:
     """Update the failure streak and the breaker; returns (consecutive_failures,
-    tripped) after the update, or None when the outcome changes neither."""
+    tripped, tripped_just_now) after the update, or None when the outcome changes
+    neither."""
     when = to_db_time(finished_at)
     if succeeded:
         sql = (
@@ -143,7 +144,10 @@ async def record_outcome(
             "WHERE id = ? RETURNING consecutive_failures, tripped"
         )
         params: tuple[object, ...] = (when, when, schedule_id)
+        was_tripped = False
     elif dead:
+        before = await fetch_one(db, "SELECT tripped FROM schedules WHERE id = ?", (schedule_id,))
+        was_tripped = bool(before[0]) if before else False
         sql = (
             "UPDATE schedules SET consecutive_failures = consecutive_failures + 1, "
             "last_run_at = ?, updated_at = ?, "
@@ -154,4 +158,7 @@ async def record_outcome(
     else:
         return None
     row = await fetch_one(db, sql, params)
-    return None if row is None else (int(row[0]), bool(row[1]))
+    if row is None:
+        return None
+    failures, tripped = int(row[0]), bool(row[1])
+    return failures, tripped, tripped and dead and not was_tripped

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -21,15 +20,15 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.ids import new_id
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
-from scheduler.planning import FirePlan
+from scheduler.planning import FirePlan, runs_for_plan
 from scheduler.store import (
     AcquiredRun,
     AttemptOutcome,
     EngineInstance,
     FinishedAttempt,
     Planner,
+    ScheduleChange,
 )
 from storage import instances, runs, schedules
 from storage.database import open_database
@@ -110,9 +109,17 @@ class SqliteStore:
         async with self._read() as db:
             return await schedules.count_active(db, chat_id)
 
-    async def update_schedule(self, schedule: Schedule) -> None:
+    async def modify_schedule(
+        self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
+    ) -> Schedule | None:
         async with self._write() as db:
-            await schedules.replace(db, schedule)
+            current = await schedules.get(db, chat_id, schedule_id)
+            if current is None:
+                return None
+            result = change(current)
+            await schedules.replace(db, result.schedule)
+            await runs.insert_many(db, result.new_runs)
+            return result.schedule
 
     async def pause_schedule(
         self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
@@ -170,7 +177,7 @@ class SqliteStore:
                     db, schedule.id, schedule.next_run_at, fire_plan.next_run_at, now
                 ):
                     applied.append(fire_plan)
-                    new_runs.extend(_runs_for(schedule, fire_plan, now))
+                    new_runs.extend(runs_for_plan(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
         return applied
 
@@ -182,54 +189,33 @@ class SqliteStore:
         if limit <= 0 or not await self._anything_due(runs.earliest_ready, now):
             return []
         async with self._write() as db:
-            # Read past the first `limit` rows: some may have to wait for their schedule.
-            candidates = await runs.ready(db, now, limit * 4)
-            ids = sorted({r.schedule_id for r in candidates})
-            by_id = await schedules.get_many(db, ids)
-            running = await runs.running_counts(db, ids)
-            started: Counter[str] = Counter()
+            # Two reads, so one schedule's backlog cannot starve the others: each idle
+            # schedule's earliest ready run, and the ready runs of busy schedules.
+            free = await runs.startable(db, now, limit)
+            busy = await runs.behind_running(db, now, limit * 4)
+            by_id = await schedules.get_many(db, sorted({r.schedule_id for r in free + busy}))
             take: list[AcquiredRun] = []
-            overlapped: list[str] = []
-            inactive: list[str] = []
-            for run in candidates:
+            skipped: dict[str, list[str]] = {}
+            for run, idle in [(r, True) for r in free] + [(r, False) for r in busy]:
                 if len(take) >= limit:
                     break
                 schedule = by_id[run.schedule_id]
-                if not schedule.enabled or schedule.tripped or schedule.archived_at:
-                    inactive.append(run.id)
-                    continue
-                policy = schedule.policies.overlap
-                busy = running.get(schedule.id, 0) + started[schedule.id]
-                if policy is OverlapPolicy.ALLOW or busy == 0:
-                    started[schedule.id] += 1
-                    take.append(
-                        AcquiredRun(
-                            run.model_copy(
-                                update={
-                                    "status": RunStatus.RUNNING,
-                                    "owner": owner,
-                                    "started_at": now,
-                                    "attempt": run.attempt + 1,
-                                    "error": None,
-                                }
-                            ),
-                            schedule,
-                        )
-                    )
+                reason = _inactive_reason(schedule, run)
+                if reason is not None:
+                    skipped.setdefault(reason, []).append(run.id)
+                elif idle or schedule.policies.overlap is OverlapPolicy.ALLOW:
+                    take.append(AcquiredRun(_started(run, owner, now), schedule))
                 elif (
-                    policy is OverlapPolicy.SKIP
-                    and running.get(schedule.id, 0) > 0
+                    schedule.policies.overlap is OverlapPolicy.SKIP
                     and run.trigger is RunTrigger.SCHEDULE
                     and run.attempt == 0
                 ):
-                    overlapped.append(run.id)
+                    skipped.setdefault(OVERLAP_REASON, []).append(run.id)
                 # Otherwise it waits: queued behind the running one, or a catch-up
-                # that must follow the earlier fire of the same schedule.
+                # or retry that keeps its place.
             await runs.mark_running(db, [a.run.id for a in take], owner, now)
-            await runs.mark_skipped(
-                db, overlapped, "overlap: the previous run was still running", now
-            )
-            await runs.mark_skipped(db, inactive, "schedule is paused or archived", now)
+            for reason, ids in skipped.items():
+                await runs.mark_skipped(db, ids, reason, now)
         return take
 
     async def finish_attempt(
@@ -355,26 +341,32 @@ class SqliteStore:
             return await runs.get(db, chat_id, run_id)
 
 
-def _runs_for(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run]:
-    out = []
-    for fire in plan.fires:
-        skipped = fire.status is RunStatus.SKIPPED
-        out.append(
-            Run(
-                id=new_id(),
-                schedule_id=schedule.id,
-                chat_id=schedule.chat_id,
-                scheduled_for=fire.scheduled_for,
-                trigger=fire.trigger,
-                status=fire.status,
-                next_attempt_at=fire.scheduled_for if fire.status is RunStatus.PENDING else None,
-                finished_at=now if skipped else None,
-                error=fire.reason,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return out
+OVERLAP_REASON = "overlap: the previous run was still running"
+#: Fires the schedule itself made; an operator's run now or retry goes through a pause.
+_OWN_FIRES = (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP, RunTrigger.BACKFILL)
+
+
+def _inactive_reason(schedule: Schedule, run: Run) -> str | None:
+    if schedule.archived_at is not None:
+        return "schedule is archived"
+    if run.trigger in _OWN_FIRES:
+        if schedule.tripped:
+            return "circuit breaker tripped"
+        if not schedule.enabled:
+            return "schedule is paused"
+    return None
+
+
+def _started(run: Run, owner: str, now: datetime) -> Run:
+    return run.model_copy(
+        update={
+            "status": RunStatus.RUNNING,
+            "owner": owner,
+            "started_at": now,
+            "attempt": run.attempt + 1,
+            "error": None,
+        }
+    )
 
 
 async def _apply_outcome(
@@ -411,9 +403,7 @@ async def _apply_outcome(
     )
     tripped_now = False
     if streak is not None:
-        failures, tripped = streak
-        # Only the outcome that crosses the threshold trips; later ones find it tripped.
-        tripped_now = tripped and outcome.status is RunStatus.DEAD and failures == trip_after
+        failures, tripped, tripped_now = streak
         schedule = schedule.model_copy(
             update={"consecutive_failures": failures, "tripped": tripped}
         )

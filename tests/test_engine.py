@@ -207,8 +207,13 @@ async def test_agent_500_retries_with_backoff_then_dead_and_trips_after_three(
     assert len(agent_stub.requests) == 9
     assert [r.id for r in await service.dead_letters(CHAT)][:3]
 
-    # Resume fires only future windows.
-    resumed = await service.resume(CHAT, sid)
+    # Resume fires only future windows; the two that passed while tripped are on
+    # record as skipped.
+    result = await service.resume(CHAT, sid)
+    resumed = result.schedule
+    assert result.skipped_while_paused == 2
+    passed = [r for r in await service.history(CHAT, sid) if r.status is RunStatus.SKIPPED]
+    assert [r.error for r in passed] == ["circuit breaker tripped"] * 2
     assert not resumed.tripped and resumed.next_run_at is not None
     assert resumed.next_run_at > clock.now()
     await clock.set(resumed.next_run_at)

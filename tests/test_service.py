@@ -116,9 +116,14 @@ async def test_pause_keeps_history_and_resume_fires_only_future_windows(
     with pytest.raises(InvalidState, match="already paused"):
         await service.pause(CHAT, s.id, by=ADA.id)
     await clock.advance(timedelta(days=3))
-    resumed = await service.resume(CHAT, s.id)
+    result = await service.resume(CHAT, s.id)
+    resumed = result.schedule
     assert resumed.next_run_at is not None and resumed.next_run_at > clock.now()
-    assert len(await service.history(CHAT, s.id)) == 1
+    # The three windows that passed while paused are recorded, not fired.
+    assert result.skipped_while_paused == 3
+    history = await service.history(CHAT, s.id)
+    assert len(history) == 4
+    assert [r.error for r in history if r.id != run.id] == ["schedule was paused"] * 3
 
 
 async def test_run_now_retry_and_decisions_apply_once(

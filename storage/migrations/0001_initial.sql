@@ -52,6 +52,8 @@ CREATE TABLE runs (
 );
 
 CREATE INDEX runs_ready ON runs (next_attempt_at) WHERE status IN ('pending', 'failed');
+CREATE INDEX runs_ready_by_schedule ON runs (schedule_id, scheduled_for)
+    WHERE status IN ('pending', 'failed');
 CREATE INDEX runs_running ON runs (schedule_id, owner) WHERE status = 'running';
 CREATE INDEX runs_by_chat ON runs (chat_id, scheduled_for);
 CREATE INDEX runs_by_schedule ON runs (schedule_id, scheduled_for);
@@ -68,12 +70,15 @@ CREATE TABLE engine_instances (
 -- One row per finished attempt: the audit trail behind a run's current status
 -- ("attempt 1 orphaned, attempt 2 succeeded").
 CREATE TABLE run_attempts (
+    -- A sequence, not (run, attempt): a retried dead run numbers its attempts from 1
+    -- again, and its earlier attempts must stay in the history.
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id      TEXT NOT NULL REFERENCES runs (id),
     attempt     INTEGER NOT NULL,
     owner       TEXT NOT NULL,
     started_at  TEXT,
     finished_at TEXT NOT NULL,
     status      TEXT NOT NULL,
-    error       TEXT,
-    PRIMARY KEY (run_id, attempt)
+    error       TEXT
 );
+CREATE INDEX run_attempts_by_run ON run_attempts (run_id, seq);
