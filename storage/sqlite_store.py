@@ -40,6 +40,7 @@ class SqliteStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._cleanup: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -47,6 +48,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         async with self._lock:
+            if self._cleanup is not None:
+                await self._cleanup
             await self._db.close()
 
     async def __aenter__(self) -> SqliteStore:
@@ -62,12 +65,16 @@ class SqliteStore:
                 await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 await self._db.execute("COMMIT")
-            except BaseException:
+            except asyncio.CancelledError:
                 # aiosqlite runs statements in order on its own thread, even when the
                 # awaiting task was cancelled: a cancelled BEGIN may still open the
-                # transaction after we gave up on it. A ROLLBACK queued behind it always
-                # closes it, so a later writer never inherits an open transaction.
-                await asyncio.shield(self._rollback())
+                # transaction later. A ROLLBACK queued behind it always closes it, and
+                # any later statement queues behind the ROLLBACK, so it need not be
+                # awaited here (that could take the whole busy timeout).
+                self._cleanup = asyncio.ensure_future(self._rollback())
+                raise
+            except BaseException:
+                await self._rollback()
                 raise
 
     async def _rollback(self) -> None:
