@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from scheduler.clock import Clock
+from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule, InvalidState, RunNotFound, ScheduleNotFound
 from scheduler.ids import new_id
 from scheduler.models import (
@@ -81,6 +82,17 @@ class ScheduleService:
         self.limits = limits or Limits()
         # The engine's wake(): a new or changed schedule is planned at once.
         self._on_change = on_change or (lambda: None)
+
+    # --- chats ----------------------------------------------------------------------------
+    async def chat_timezone(self, chat_id: int) -> str:
+        """The zone this chat's new schedules use."""
+        prefs = await self.store.get_chat(chat_id)
+        return prefs.timezone or self.default_timezone
+
+    async def set_chat_timezone(self, chat_id: int, zone: str) -> str:
+        name = load_zone(zone).key
+        await self.store.set_chat_timezone(chat_id, name, self.clock.now())
+        return name
 
     # --- validation ------------------------------------------------------------------
     def build_trigger(self, spec: TriggerSpec, now: datetime) -> Trigger:

@@ -21,6 +21,7 @@ from scheduler.planning import FirePlan
 __all__ = [
     "AcquiredRun",
     "AttemptOutcome",
+    "ChatPrefs",
     "EngineInstance",
     "FinishedAttempt",
     "Planner",
@@ -29,6 +30,16 @@ __all__ = [
 ]
 
 Planner = Callable[[Schedule, datetime], FirePlan]
+
+
+@dataclass(frozen=True)
+class ChatPrefs:
+    chat_id: int
+    #: The zone new schedules of this chat use; None means the bot's default.
+    timezone: str | None = None
+    #: Set while Telegram refuses delivery to the chat (the user blocked the bot).
+    blocked_at: datetime | None = None
+    block_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,15 @@ class Store(Protocol):
         self, chat_id: int, schedule_id: str, *, now: datetime
     ) -> Schedule | None:
         """Archive (never delete): disabled, hidden from lists, history kept."""
+
+    # --- chats ------------------------------------------------------------------------
+    async def get_chat(self, chat_id: int) -> ChatPrefs:
+        """The chat's preferences (defaults if it never set any)."""
+
+    async def set_chat_timezone(self, chat_id: int, zone: str, now: datetime) -> None: ...
+
+    async def set_chat_blocked(self, chat_id: int, reason: str | None, now: datetime) -> None:
+        """Record that delivery to the chat fails (`reason`), or works again (None)."""
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:

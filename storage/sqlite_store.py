@@ -25,12 +25,13 @@ from scheduler.planning import FirePlan, runs_for_plan
 from scheduler.store import (
     AcquiredRun,
     AttemptOutcome,
+    ChatPrefs,
     EngineInstance,
     FinishedAttempt,
     Planner,
     ScheduleChange,
 )
-from storage import instances, runs, schedules
+from storage import chats, instances, runs, schedules
 from storage.database import open_database
 
 __all__ = ["SqliteStore"]
@@ -160,6 +161,19 @@ class SqliteStore:
             await schedules.replace(db, archived)
             await runs.settle_open(db, schedule_id, "archived", now)
             return archived
+
+    # --- chats ------------------------------------------------------------------------
+    async def get_chat(self, chat_id: int) -> ChatPrefs:
+        async with self._read() as db:
+            return await chats.get(db, chat_id)
+
+    async def set_chat_timezone(self, chat_id: int, zone: str, now: datetime) -> None:
+        async with self._write() as db:
+            await chats.set_timezone(db, chat_id, zone, now)
+
+    async def set_chat_blocked(self, chat_id: int, reason: str | None, now: datetime) -> None:
+        async with self._write() as db:
+            await chats.set_blocked(db, chat_id, reason, now)
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:

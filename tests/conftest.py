@@ -17,7 +17,7 @@ from storage.sqlite_store import SqliteStore
 if TYPE_CHECKING:
     from tests.agent_stub import AgentStub
 
-pytest_plugins = ["tests.agent_stub", "tests.telegram_server"]
+pytest_plugins = ["tests.agent_stub", "tests.telegram_server", "tests.bot_harness"]
 
 #: Monday 23 November 2026, 08:00 UTC = 09:00 in Berlin.
 START = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)

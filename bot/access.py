@@ -1,0 +1,22 @@
+"""The allow-list: only ADMIN_IDS and OPERATOR_IDS are served."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from bot.context import services
+
+REFUSAL = "Sorry, this bot is private. Ask its owner to add your Telegram id to the allow-list."
+
+
+async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stop every update from a user who is not allow-listed, with one polite refusal."""
+    user = update.effective_user
+    if services(context).is_allowed(user.id if user else None):
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer(REFUSAL, show_alert=True)
+    elif update.effective_message is not None and update.effective_chat is not None:
+        await update.effective_message.reply_text(REFUSAL)
+    raise ApplicationHandlerStop

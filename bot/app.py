@@ -1,0 +1,139 @@
+"""The Telegram application: built by a factory, services opened in post_init and
+closed in post_stop/post_shutdown. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+# PTB 22 warns when code reads RetryAfter.retry_after as seconds; opting into its
+# timedelta form keeps 429 handling (ours and the rate limiter's) warning-free.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from telegram import BotCommand, Update
+from telegram.ext import AIORateLimiter, Application, TypeHandler
+
+from bot import access
+from bot.context import SERVICES_KEY, Services
+from bot.handlers import chat, new, runs, schedules, start
+from bot.notifier import TelegramNotifier
+from bot.runtime import build_dispatcher, engine_config
+from bot.settings import Settings
+from scheduler.clock import Clock, SystemClock
+from scheduler.dispatch import Dispatcher
+from scheduler.engine import Engine, EngineConfig
+from scheduler.service import ScheduleService
+from storage.sqlite_store import SqliteStore
+
+__all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
+
+log = logging.getLogger("tickler.bot")
+
+#: The command menu, in the order /help shows it.
+COMMANDS: list[tuple[str, str]] = [
+    ("start", "Welcome and a short tour"),
+    ("help", "Every command, with what it does"),
+    ("today", "Your day: due, overdue, follow-ups, failures"),
+    ("new", "Create a schedule (guided, with presets)"),
+    ("schedules", "List this chat's schedules"),
+    ("show", "One schedule's card: /show ID"),
+    ("edit", "Change a schedule: /edit ID field value"),
+    ("pause", "Pause a schedule: /pause ID [reason]"),
+    ("resume", "Resume a paused or tripped schedule: /resume ID"),
+    ("delete", "Archive a schedule (history is kept): /delete ID"),
+    ("runnow", "Run a schedule right now: /runnow ID"),
+    ("history", "Recent runs: /history [ID]"),
+    ("deadletters", "Runs that failed for good"),
+    ("retry", "Send a dead run again: /retry RUN_ID"),
+    ("tz", "Show or set this chat's time zone: /tz Europe/Berlin"),
+]
+
+
+def build_application(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    dispatcher: Dispatcher | None = None,
+    engine: EngineConfig | None = None,
+) -> Application:  # type: ignore[type-arg]
+    """The bot, wired but not started. Tests inject a fake clock and an engine config."""
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is required to run the bot")
+    builder = (
+        Application.builder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .rate_limiter(AIORateLimiter(max_retries=5))
+        .post_init(start_services)
+        .post_stop(stop_services)
+        .post_shutdown(close_services)
+    )
+    if settings.telegram_api_base_url:
+        root = settings.telegram_api_base_url.rstrip("/")
+        builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
+    app = builder.build()
+    app.bot_data["settings"] = settings
+    app.bot_data["clock"] = clock or SystemClock()
+    app.bot_data["dispatcher"] = dispatcher
+    app.bot_data["engine_config"] = engine or engine_config(settings)
+
+    # Order matters: the allow-list gate runs first (group -1) and stops everything else.
+    app.add_handler(TypeHandler(Update, access.gate), group=-1)
+    for module in (start, new, schedules, runs, chat):
+        module.register(app)
+    app.add_error_handler(_on_error)
+    return app
+
+
+async def start_services(app: Application) -> None:  # type: ignore[type-arg]
+    """post_init: open the store, start the engine, publish the command menu."""
+    settings: Settings = app.bot_data["settings"]
+    clock: Clock = app.bot_data["clock"]
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteStore.open(settings.database_path)
+    dispatcher: Dispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
+    notifier = TelegramNotifier(app.bot, store, clock)
+    engine = Engine(
+        store,
+        clock,
+        dispatcher,
+        config=app.bot_data["engine_config"],
+        notifier=notifier,
+        reminders=notifier,
+    )
+    service = ScheduleService(
+        store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
+    )
+    svc = Services(settings, clock, store, service, engine, dispatcher)
+    notifier.services = svc
+    app.bot_data[SERVICES_KEY] = svc
+    await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+    svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
+
+
+async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
+    """post_stop: stop claiming, let in-flight runs finish (or put them back)."""
+    svc: Services | None = app.bot_data.get(SERVICES_KEY)
+    if svc is None or svc.engine_task is None:
+        return
+    svc.engine.request_stop()
+    await svc.engine_task
+    svc.engine_task = None
+    if svc.pending:
+        await asyncio.wait(svc.pending, timeout=5)
+
+
+async def close_services(app: Application) -> None:  # type: ignore[type-arg]
+    """post_shutdown: close the agent client and the database."""
+    svc: Services | None = app.bot_data.pop(SERVICES_KEY, None)
+    if svc is None:
+        return
+    if app.bot_data["dispatcher"] is None:
+        aclose = getattr(svc.dispatcher, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await svc.store.close()
+
+
+async def _on_error(update: object, context: object) -> None:
+    log.error("error while handling an update", exc_info=getattr(context, "error", None))

@@ -1,0 +1,40 @@
+"""Callback data for inline buttons: short, parseable, at most 64 bytes.
+
+    s:<action>:<schedule_id>[:<arg>]   a schedule's card and alerts
+    r:<action>:<run_id>                a run (retry, mark done, drop, approve, skip)
+    m:<choice>:<schedule_id>:<a>:<b>   missed fires between epoch seconds a and b
+    l:<page>                           /schedules page
+    n:<step>:<value>                   the /new conversation
+
+Handlers never trust the data: every id is looked up in the chat the button was
+pressed in, so forged data for another chat's schedule finds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Callback", "make", "parse"]
+
+
+@dataclass(frozen=True)
+class Callback:
+    kind: str
+    action: str
+    args: tuple[str, ...]
+
+
+def make(kind: str, action: str, *args: object) -> str:
+    data = ":".join([kind, action, *(str(a) for a in args)])
+    if len(data.encode()) > 64:
+        raise ValueError(f"callback data too long: {data!r}")
+    return data
+
+
+def parse(data: str | None) -> Callback | None:
+    if not data:
+        return None
+    parts = data.split(":")
+    if len(parts) < 2:
+        return None
+    return Callback(parts[0], parts[1], tuple(parts[2:]))

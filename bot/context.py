@@ -1,0 +1,45 @@
+"""What handlers reach through `context`: the services opened in post_init."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import cast
+
+from telegram.ext import ContextTypes
+
+from bot.settings import Settings
+from scheduler.clock import Clock
+from scheduler.dispatch import Dispatcher
+from scheduler.engine import Engine
+from scheduler.service import ScheduleService
+from storage.sqlite_store import SqliteStore
+
+__all__ = ["Services", "services"]
+
+SERVICES_KEY = "services"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    store: SqliteStore
+    service: ScheduleService
+    engine: Engine
+    dispatcher: Dispatcher
+    engine_task: asyncio.Task[None] | None = None
+    #: Background sends (alerts) still in progress, awaited at shutdown.
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.settings.admin_ids
+
+    def is_allowed(self, user_id: int | None) -> bool:
+        return user_id is not None and (
+            user_id in self.settings.admin_ids or user_id in self.settings.operator_ids
+        )
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    return cast(Services, context.application.bot_data[SERVICES_KEY])

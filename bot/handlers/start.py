@@ -1,0 +1,61 @@
+"""/start, /help and /tz."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from bot.context import services
+from bot.render import esc
+from scheduler.errors import TicklerError
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Welcome and the shortest path to a first schedule."""
+    assert update.effective_chat is not None and update.effective_message is not None
+    zone = await services(context).service.chat_timezone(update.effective_chat.id)
+    await update.effective_message.reply_text(
+        "Hi! I keep your agent's recurring work on time.\n\n"
+        f"This chat's time zone is <b>{esc(zone)}</b> (change it with /tz).\n"
+        "Create a schedule with /new, list them with /schedules, and /help shows "
+        "everything. Anything you write that is not a command goes to your agent.",
+        parse_mode=ParseMode.HTML,
+    )
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Every command with its one-line description."""
+    from bot.app import COMMANDS
+
+    assert update.effective_message is not None
+    lines = [f"/{name} — {esc(text)}" for name, text in COMMANDS]
+    await update.effective_message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
+
+
+async def tz(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show the chat's zone, or set it: /tz Europe/Berlin."""
+    assert update.effective_chat is not None and update.effective_message is not None
+    service = services(context).service
+    chat_id = update.effective_chat.id
+    if not context.args:
+        zone = await service.chat_timezone(chat_id)
+        await update.effective_message.reply_text(
+            f"This chat's time zone is {zone}. Set another with /tz followed by an IANA "
+            "name, like /tz Europe/Berlin."
+        )
+        return
+    try:
+        zone = await service.set_chat_timezone(chat_id, " ".join(context.args))
+    except TicklerError as exc:
+        await update.effective_message.reply_text(str(exc))
+        return
+    await update.effective_message.reply_text(
+        f"Time zone set to {zone}. New schedules in this chat use it."
+    )
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    app.add_handler(CommandHandler("start", start))
+    app.add_handler(CommandHandler("help", help_command))
+    app.add_handler(CommandHandler("tz", tz))

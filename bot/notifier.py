@@ -1,0 +1,204 @@
+"""What the engine reports, delivered to the chat.
+
+Every notification is sent in the background, so a slow or rate-limited Telegram never
+holds up the engine. Telegram's own rules apply: 429 waits (PTB's rate limiter), 403
+"blocked by the user" records the chat as blocked and stops sending to it until the
+user writes again, network errors retry a few times. The run ledger is written before
+any of this, so an undeliverable message never loses a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from bot import callbacks
+from bot.render import esc, local, split_message, zone_of
+from scheduler.clock import Clock
+from scheduler.dispatch import DispatchError
+from scheduler.models import RunStatus
+from scheduler.planning import FirePlan
+from scheduler.store import FinishedAttempt, Store
+
+if TYPE_CHECKING:
+    from bot.context import Services
+
+__all__ = ["TelegramNotifier"]
+
+log = logging.getLogger("tickler.notify")
+
+#: At most one failure alert per schedule in this many seconds; the rest are counted
+#: and mentioned in the next one, so a failing schedule cannot flood the chat.
+ALERT_INTERVAL = 15 * 60
+_NETWORK_RETRIES = 3
+
+
+def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
+    )
+
+
+class TelegramNotifier:
+    def __init__(self, bot: Bot, store: Store, clock: Clock) -> None:
+        self.bot = bot
+        self.store = store
+        self.clock = clock
+        self.services: Services | None = None
+        self._last_alert: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the engine's Notifier protocol --------------------------------------------------
+    async def run_finished(self, finished: FinishedAttempt) -> None:
+        run, schedule = finished.run, finished.schedule
+        if run.status is RunStatus.SUCCEEDED and run.output:
+            header = f"<b>{esc(schedule.name)}</b>\n"
+            for part in split_message(run.output, 4096 - len(schedule.name) - 2):
+                self._spawn(self.send(schedule.chat_id, header + esc(part)))
+                header = ""
+        elif run.status is RunStatus.DEAD:
+            if not self._may_alert(schedule.id):
+                return
+            more = self._suppressed.pop(schedule.id, 0)
+            extra = f"\n({more} more failures were not announced.)" if more else ""
+            text = (
+                f"❌ <b>{esc(schedule.name)}</b>: the run for "
+                f"{local(run.scheduled_for, zone_of(schedule))} failed after {run.attempt} "
+                f"attempt{'s' if run.attempt != 1 else ''}: {esc(run.error or 'unknown error')}"
+                f"{extra}"
+            )
+            markup = keyboard(
+                [
+                    ("Retry", callbacks.make("r", "retry", run.id)),
+                    ("History", callbacks.make("s", "hist", schedule.id)),
+                ]
+            )
+            self._spawn(self.send(schedule.chat_id, text, markup))
+        elif run.status is RunStatus.UNKNOWN:
+            text = (
+                f"❓ <b>{esc(schedule.name)}</b>: the run for "
+                f"{local(run.scheduled_for, zone_of(schedule))} timed out after the agent "
+                "may have received it. Did it do the work?"
+            )
+            markup = keyboard(
+                [
+                    ("Retry", callbacks.make("r", "retry", run.id)),
+                    ("Mark done", callbacks.make("r", "done", run.id)),
+                    ("Drop", callbacks.make("r", "drop", run.id)),
+                ]
+            )
+            self._spawn(self.send(schedule.chat_id, text, markup))
+
+    async def schedule_tripped(self, finished: FinishedAttempt) -> None:
+        schedule = finished.schedule
+        text = (
+            f"⛔ <b>{esc(schedule.name)}</b> paused itself after "
+            f"{schedule.consecutive_failures} failed runs in a row. It will not fire again "
+            "until you resume it."
+        )
+        markup = keyboard(
+            [
+                ("Resume", callbacks.make("s", "resume", schedule.id)),
+                ("Run now", callbacks.make("s", "run", schedule.id)),
+                ("History", callbacks.make("s", "hist", schedule.id)),
+            ]
+        )
+        self._spawn(self.send(schedule.chat_id, text, markup))
+
+    async def fires_missed(self, plan: FirePlan) -> None:
+        if plan.first_missed is None or plan.last_missed is None:
+            return
+        svc = self.services
+        schedule = await svc.store.get_schedule(plan.chat_id, plan.schedule_id) if svc else None
+        if schedule is None:
+            return
+        zone = zone_of(schedule)
+        about = "about " if plan.missed_truncated else ""
+        policy = schedule.policies.missed_run.value.replace("_", " ")
+        text = (
+            f"⏰ <b>{esc(schedule.name)}</b>: {about}{plan.missed} fire"
+            f"{'s' if plan.missed != 1 else ''} missed between "
+            f"{local(plan.first_missed, zone)} and {local(plan.last_missed, zone)} while "
+            f"Tickler was not running. Handled by its policy ({policy}) unless you choose:"
+        )
+        a, b = int(plan.first_missed.timestamp()), int(plan.last_missed.timestamp())
+        markup = keyboard(
+            [
+                ("Run latest", callbacks.make("m", "latest", schedule.id, a, b)),
+                ("Run all", callbacks.make("m", "all", schedule.id, a, b)),
+                ("Skip", callbacks.make("m", "skip", schedule.id, a, b)),
+            ]
+        )
+        self._spawn(self.send(schedule.chat_id, text, markup))
+
+    # --- the engine's ReminderSender protocol ---------------------------------------------
+    async def send_reminder(self, chat_id: int, text: str) -> None:
+        if not await self.send(chat_id, f"🔔 {esc(text)}"):
+            raise DispatchError("The reminder could not be delivered to the chat.", uncertain=False)
+
+    # --- delivery ----------------------------------------------------------------------
+    async def send(
+        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> bool:
+        """Send one HTML message; False if it could not be delivered."""
+        prefs = await self.store.get_chat(chat_id)
+        if prefs.blocked_at is not None:
+            log.info("not sending to chat %s: %s", chat_id, prefs.block_reason)
+            return False
+        for attempt in range(1, _NETWORK_RETRIES + 1):
+            try:
+                await self.bot.send_message(
+                    chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
+                )
+                return True
+            except Forbidden as exc:
+                await self.store.set_chat_blocked(chat_id, exc.message, self.clock.now())
+                log.warning("chat %s refuses messages: %s", chat_id, exc.message)
+                return False
+            except BadRequest:
+                log.exception("Telegram refused a message to chat %s", chat_id)
+                return False
+            except RetryAfter as exc:
+                # The rate limiter already waited and retried; wait once more, then retry.
+                await asyncio.sleep(exc.retry_after.total_seconds())  # type: ignore[union-attr]
+            except NetworkError:
+                if attempt == _NETWORK_RETRIES:
+                    log.exception("could not reach Telegram for chat %s", chat_id)
+                    return False
+                await asyncio.sleep(0.5 * 2**attempt)
+        return False
+
+    def _may_alert(self, schedule_id: str) -> bool:
+        now = time.monotonic()
+        last = self._last_alert.get(schedule_id)
+        if last is not None and now - last < ALERT_INTERVAL:
+            self._suppressed[schedule_id] = self._suppressed.get(schedule_id, 0) + 1
+            return False
+        self._last_alert[schedule_id] = now
+        return True
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("notification failed")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.services is not None:
+            self.services.pending.add(task)
+            task.add_done_callback(self.services.pending.discard)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -1,0 +1,106 @@
+"""Text for the chat, built by small pure functions that tests can call directly.
+Everything is HTML parse mode; every piece of user or agent text goes through `esc`."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from scheduler.models import Run, RunStatus, Schedule
+from scheduler.triggers import CronTrigger
+
+__all__ = [
+    "MAX_MESSAGE",
+    "esc",
+    "local",
+    "next_fires",
+    "run_line",
+    "schedule_line",
+    "split_message",
+    "status_word",
+]
+
+#: Telegram's limit for one message's text.
+MAX_MESSAGE = 4096
+
+_RUN_ICONS = {
+    RunStatus.PENDING: "⏳",
+    RunStatus.RUNNING: "▶️",
+    RunStatus.SUCCEEDED: "✅",
+    RunStatus.FAILED: "🔁",
+    RunStatus.DEAD: "💀",
+    RunStatus.SKIPPED: "⏭",
+    RunStatus.AWAITING_APPROVAL: "✋",
+    RunStatus.CANCELLED: "🚫",
+    RunStatus.UNKNOWN: "❓",
+}
+
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def local(instant: datetime, zone: str) -> str:
+    """`Tue 24 Nov 09:00 (+01:00)`: local wall time with its UTC offset."""
+    moment = instant.astimezone(ZoneInfo(zone))
+    offset = moment.strftime("%z")
+    return f"{moment:%a %d %b %H:%M} ({offset[:3]}:{offset[3:]})"
+
+
+def status_word(schedule: Schedule) -> str:
+    if schedule.archived_at is not None:
+        return "archived"
+    if schedule.tripped:
+        return "tripped"
+    if not schedule.enabled:
+        return "paused"
+    return "active"
+
+
+def next_fires(schedule: Schedule, after: datetime, count: int = 3) -> list[datetime]:
+    out: list[datetime] = []
+    cursor = schedule.next_run_at if schedule.next_run_at and schedule.next_run_at > after else None
+    if cursor is None:
+        cursor = schedule.trigger.next_after(after)
+    while cursor is not None and len(out) < count:
+        out.append(cursor)
+        cursor = schedule.trigger.next_after(cursor)
+    return out
+
+
+def schedule_line(schedule: Schedule) -> str:
+    state = status_word(schedule)
+    mark = "" if state == "active" else f" [{state}]"
+    return f"<b>{esc(schedule.name)}</b>{mark} — {esc(schedule.trigger.describe())}"
+
+
+def run_line(run: Run, zone: str) -> str:
+    icon = _RUN_ICONS.get(run.status, "•")
+    text = f"{icon} {local(run.scheduled_for, zone)} {run.status.value}"
+    if run.trigger.value != "schedule":
+        text += f" ({run.trigger.value})"
+    if run.error and run.status is not RunStatus.SUCCEEDED:
+        text += f" — {esc(run.error[:200])}"
+    return text
+
+
+def zone_of(schedule: Schedule) -> str:
+    return schedule.trigger.timezone if isinstance(schedule.trigger, CronTrigger) else "UTC"
+
+
+def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """Plain text cut into messages Telegram accepts, at line breaks where possible."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = rest.rfind("\n", 0, limit)
+        if cut <= limit // 2:
+            cut = rest.rfind(" ", 0, limit)
+        if cut <= limit // 2:
+            cut = limit
+        parts.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n")
+    if rest:
+        parts.append(rest)
+    return parts
