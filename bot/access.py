@@ -13,7 +13,12 @@ REFUSAL = "Sorry, this bot is private. Ask its owner to add your Telegram id to 
 async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Stop every update from a user who is not allow-listed, with one polite refusal."""
     user = update.effective_user
-    if services(context).is_allowed(user.id if user else None):
+    svc = services(context)
+    if svc.is_allowed(user.id if user else None):
+        chat = update.effective_chat
+        if chat is not None and (await svc.store.get_chat(chat.id)).blocked_at is not None:
+            # They wrote to us, so they unblocked the bot: deliver alerts again.
+            await svc.store.set_chat_blocked(chat.id, None, svc.clock.now())
         return
     if update.callback_query is not None:
         await update.callback_query.answer(REFUSAL, show_alert=True)

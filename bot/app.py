@@ -21,7 +21,7 @@ from bot.notifier import TelegramNotifier
 from bot.runtime import build_dispatcher, engine_config
 from bot.settings import Settings
 from scheduler.clock import Clock, SystemClock
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
@@ -54,7 +54,7 @@ def build_application(
     settings: Settings,
     *,
     clock: Clock | None = None,
-    dispatcher: Dispatcher | None = None,
+    dispatcher: HttpAgentDispatcher | None = None,
     engine: EngineConfig | None = None,
 ) -> Application:  # type: ignore[type-arg]
     """The bot, wired but not started. Tests inject a fake clock and an engine config."""
@@ -91,7 +91,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     clock: Clock = app.bot_data["clock"]
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
-    dispatcher: Dispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
+    dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
     notifier = TelegramNotifier(app.bot, store, clock)
     engine = Engine(
         store,
@@ -129,9 +129,7 @@ async def close_services(app: Application) -> None:  # type: ignore[type-arg]
     if svc is None:
         return
     if app.bot_data["dispatcher"] is None:
-        aclose = getattr(svc.dispatcher, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await svc.dispatcher.aclose()
     await svc.store.close()
 
 

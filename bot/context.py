@@ -10,7 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
@@ -27,7 +27,7 @@ class Services:
     store: SqliteStore
     service: ScheduleService
     engine: Engine
-    dispatcher: Dispatcher
+    dispatcher: HttpAgentDispatcher
     engine_task: asyncio.Task[None] | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)

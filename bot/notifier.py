@@ -59,11 +59,14 @@ class TelegramNotifier:
     # --- the engine's Notifier protocol --------------------------------------------------
     async def run_finished(self, finished: FinishedAttempt) -> None:
         run, schedule = finished.run, finished.schedule
-        if run.status is RunStatus.SUCCEEDED and run.output:
+        answer = finished.answer
+        if run.status is RunStatus.SUCCEEDED and answer:
             header = f"<b>{esc(schedule.name)}</b>\n"
-            for part in split_message(run.output, 4096 - len(schedule.name) - 2):
-                self._spawn(self.send(schedule.chat_id, header + esc(part)))
-                header = ""
+            # Telegram counts the text after parsing, so the raw answer is cut to fit
+            # beside the header and escaped afterwards; parts go in order, one task.
+            parts = split_message(answer, 4096 - len(schedule.name) - 2)
+            texts = [header + esc(parts[0])] + [esc(p) for p in parts[1:]]
+            self._spawn(self.send_all(schedule.chat_id, texts))
         elif run.status is RunStatus.DEAD:
             if not self._may_alert(schedule.id):
                 return
@@ -175,6 +178,11 @@ class TelegramNotifier:
                     return False
                 await asyncio.sleep(0.5 * 2**attempt)
         return False
+
+    async def send_all(self, chat_id: int, texts: list[str]) -> None:
+        for text in texts:
+            if not await self.send(chat_id, text):
+                return
 
     def _may_alert(self, schedule_id: str) -> bool:
         now = time.monotonic()

@@ -48,7 +48,6 @@ __all__ = [
 AgentMode = Literal["telegram", "openai"]
 
 #: SPEC: a run stores the first 4000 characters of the agent's answer.
-OUTPUT_LIMIT: Final = 4000
 
 USER_AGENT: Final = "tickler/0.1"
 
@@ -269,12 +268,54 @@ class HttpAgentDispatcher:
 
         No retries here: the engine records every attempt and schedules the next one.
         """
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
         headers = self._headers(request)
         body = (
             self._telegram_body(request) if self._mode == "telegram" else self._openai_body(request)
         )
+        return await self._post(body, headers, timeout)
+
+    async def forward_chat(
+        self,
+        *,
+        update: dict[str, Any],
+        history: list[dict[str, str]],
+        idempotency_key: str,
+        timeout: float = 120.0,
+    ) -> DispatchResult:
+        """A plain chat message for the agent (the bot as a conversational front end).
+
+        In `telegram` mode the update goes as Telegram delivered it; in `openai` mode
+        the recent turns of the chat (`history`, ending with this message) are sent.
+        """
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "Idempotency-Key": idempotency_key,
+        }
+        body: dict[str, Any]
+        if self._mode == "telegram":
+            if self._secret is not None:
+                headers["X-Telegram-Bot-Api-Secret-Token"] = self._secret
+            body = update
+        else:
+            if self._token is not None:
+                headers["Authorization"] = f"Bearer {self._token}"
+            system = (
+                "You are the operator's assistant, reached through their Telegram chat "
+                "(Tickler). Reply to their latest message."
+            )
+            body = {
+                "model": self._model,
+                "messages": [{"role": "system", "content": system}, *history],
+            }
+        return await self._post(body, headers, timeout)
+
+    async def _post(
+        self, body: dict[str, Any], headers: dict[str, str], timeout: float
+    ) -> DispatchResult:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
         # httpx's per-phase timeouts tell a connect failure (never sent) from a read
         # timeout (sent, maybe acted on); the outer deadline bounds the total.
         phases = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
@@ -385,7 +426,8 @@ def _parse_completion(response: httpx.Response) -> DispatchResult:
     if isinstance(content, list):
         # Some OpenAI-compatible servers answer with content parts; keep the text ones.
         content = "".join(part.text or "" for part in content if part.type == "text")
-    output = content[:OUTPUT_LIMIT] if content is not None else None
+    # The whole answer: the chat shows all of it; the run ledger keeps its start.
+    output = content
     usage = None
     if completion.usage is not None:
         usage = {k: v for k, v in completion.usage.model_dump().items() if v is not None} or None

@@ -42,7 +42,6 @@ log = logging.getLogger("tickler.engine")
 #: cannot tell a dead predecessor from a live sibling.
 _LOCAL_INSTANCES: set[str] = set()
 
-_OUTPUT_LIMIT = 4000
 #: Seconds a stopping engine waits for outcomes to be written after cancelling attempts.
 _RECORD_GRACE = 5.0
 
@@ -470,7 +469,7 @@ class Engine:
             status=RunStatus.SUCCEEDED,
             finished_at=self.clock.now(),
             duration_ms=int((time.monotonic() - started) * 1000),
-            output=None if output is None else output[:_OUTPUT_LIMIT],
+            output=output,
             token_usage=usage,
         )
 

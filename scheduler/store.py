@@ -19,6 +19,7 @@ from scheduler.models import Attempt, Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
 
 __all__ = [
+    "OUTPUT_LIMIT",
     "AcquiredRun",
     "AttemptOutcome",
     "ChatPrefs",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 Planner = Callable[[Schedule, datetime], FirePlan]
+
+#: Characters of an agent's answer kept with the run.
+OUTPUT_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class AttemptOutcome:
     status: RunStatus  # SUCCEEDED, FAILED (retry at next_attempt_at), DEAD or UNKNOWN
     finished_at: datetime
     duration_ms: int | None = None
+    #: The agent's answer; the store keeps its first OUTPUT_LIMIT characters.
     output: str | None = None
     error: str | None = None
     token_usage: dict[str, int] | None = None
@@ -73,6 +78,8 @@ class FinishedAttempt:
     schedule: Schedule
     #: True when this outcome tripped the schedule's circuit breaker just now.
     tripped_now: bool
+    #: The agent's whole answer (the run keeps only its first OUTPUT_LIMIT characters).
+    answer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import aiosqlite
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
 from scheduler.planning import FirePlan, runs_for_plan
 from scheduler.store import (
+    OUTPUT_LIMIT,
     AcquiredRun,
     AttemptOutcome,
     ChatPrefs,
@@ -405,7 +406,7 @@ async def _apply_outcome(
         status=outcome.status,
         finished_at=outcome.finished_at,
         duration_ms=outcome.duration_ms,
-        output=outcome.output,
+        output=None if outcome.output is None else outcome.output[:OUTPUT_LIMIT],
         error=outcome.error,
         token_usage_json=usage,
         next_attempt_at=outcome.next_attempt_at,
@@ -430,4 +431,4 @@ async def _apply_outcome(
         )
     if tripped_now:
         await runs.settle_open(db, run.schedule_id, "circuit breaker tripped", outcome.finished_at)
-    return FinishedAttempt(run, schedule, tripped_now)
+    return FinishedAttempt(run, schedule, tripped_now, answer=outcome.output)

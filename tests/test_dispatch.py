@@ -197,12 +197,13 @@ class TestOpenAIMode:
         assert "scheduled run of the schedule 'Daily brief' (Tickler)" in system["content"]
         assert user == {"role": "user", "content": make_request().prompt}
 
-    async def test_output_is_capped_at_4000_characters(
+    async def test_the_whole_answer_comes_back(
         self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
     ) -> None:
+        # The chat shows all of it; the run ledger keeps the first 4000 characters.
         agent_stub.openai_answer("é" * 5000)
         result = await openai_dispatcher.dispatch(make_request(), timeout=2)
-        assert result.output == "é" * 4000
+        assert result.output == "é" * 5000
         assert result.token_usage is None
 
     async def test_tool_call_without_content_does_not_crash(
