@@ -1,5 +1,7 @@
 """The `tickler` console script.
 
+    tickler run                 the bot and its scheduler (same as `python -m bot`)
+    tickler engine              the scheduler alone, without the Telegram console
     tickler next "EXPR" [--tz ZONE] [--after ISO8601] [--count N]
 
 Each subcommand is a `_register_<name>(subparsers)` function that adds its parser
@@ -55,8 +57,27 @@ _ARGPARSE_MESSAGES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tickler", description="Tickler: schedules for an AI agent.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_run(subparsers)
     _register_next(subparsers)
     return parser
+
+
+def _register_run(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    run = subparsers.add_parser(
+        "run", help="run the bot and its scheduler until SIGTERM (same as python -m bot)"
+    )
+    run.set_defaults(handler=lambda args, now: _serve(headless=False))
+    engine = subparsers.add_parser(
+        "engine", help="run only the scheduler, without the Telegram console, until SIGTERM"
+    )
+    engine.set_defaults(handler=lambda args, now: _serve(headless=True))
+
+
+def _serve(*, headless: bool) -> int:
+    # Imported here: `tickler next` stays fast and needs no configuration.
+    from bot.__main__ import serve
+
+    return serve(headless=headless)
 
 
 def _register_next(subparsers: argparse._SubParsersAction[_Parser]) -> None:

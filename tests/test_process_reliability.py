@@ -1,6 +1,7 @@
-"""The engine as a separate process (`python -m bot`) on a real SQLite file, killed with
-SIGKILL or stopped with SIGTERM in the middle of work, then started again: the run
-ledger loses nothing and doubles nothing."""
+"""Tickler as a separate process (`python -m bot`: the bot polling the test Bot API
+server, and its engine) on a real SQLite file, killed with SIGKILL or stopped with
+SIGTERM in the middle of work, then started again: the run ledger loses nothing and
+doubles nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,21 @@ from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
+from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = 77
 
 
 class BotProcess:
-    def __init__(self, db_path: Path, agent_url: str, grace: float) -> None:
+    def __init__(
+        self, db_path: Path, agent_url: str, grace: float, telegram: TelegramServer
+    ) -> None:
         self.env = {
             **os.environ,
+            "TELEGRAM_BOT_TOKEN": telegram.token,
+            "TELEGRAM_API_BASE_URL": telegram.url,
+            "ADMIN_IDS": str(CHAT),
             "DATABASE_PATH": str(db_path),
             "AGENT_URL": agent_url,
             "AGENT_SECRET": "proc-secret",
@@ -59,10 +66,23 @@ class BotProcess:
             await self.proc.wait()
 
 
+Launch = Callable[[float], BotProcess]
+
+
 @pytest.fixture
-async def bot_process(db_path: Path, agent_stub: AgentStub) -> AsyncIterator[list[BotProcess]]:
+async def launch(
+    db_path: Path, agent_stub: AgentStub, telegram_server: TelegramServer
+) -> AsyncIterator[Launch]:
+    """`launch(grace)` prepares a Tickler process on this test's database, agent and
+    Bot API server; every one is killed at the end if still running."""
     started: list[BotProcess] = []
-    yield started
+
+    def make(grace: float) -> BotProcess:
+        process = BotProcess(db_path, agent_stub.url, grace, telegram_server)
+        started.append(process)
+        return process
+
+    yield make
     for p in started:
         await p.ensure_stopped()
 
@@ -97,28 +117,20 @@ async def wait_for(predicate: object, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
-def start(
-    bot_process: list[BotProcess], db_path: Path, stub: AgentStub, grace: float
-) -> BotProcess:
-    p = BotProcess(db_path, stub.url, grace)
-    bot_process.append(p)
-    return p
-
-
 @pytest.mark.timeout(120)
 async def test_killed_mid_dispatch_the_next_start_retries_with_the_same_key(
-    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+    db_path: Path, agent_stub: AgentStub, launch: Launch
 ) -> None:
     [sid] = await seed(db_path, 1)
     agent_stub.hang()
-    first = start(bot_process, db_path, agent_stub, grace=20)
+    first = launch(20)
     await first.start()
     await agent_stub.wait_for_requests(1, timeout=30)
     assert await first.signal(signal.SIGKILL) == -signal.SIGKILL
     assert ledger(db_path) == [(sid, "running", 1)]
 
     agent_stub.respond_with(200)
-    second = start(bot_process, db_path, agent_stub, grace=20)
+    second = launch(20)
     await second.start()
     await wait_for(lambda: ledger(db_path) == [(sid, "succeeded", 2)])
     assert await second.signal(signal.SIGTERM) == 0
@@ -136,17 +148,20 @@ async def test_killed_mid_dispatch_the_next_start_retries_with_the_same_key(
 
 @pytest.mark.timeout(120)
 async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
-    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+    db_path: Path, agent_stub: AgentStub, launch: Launch, telegram_server: TelegramServer
 ) -> None:
     ids = await seed(db_path, 5)
     agent_stub.delay(1.0)
-    proc = start(bot_process, db_path, agent_stub, grace=10)
+    proc = launch(10)
     await proc.start()
     await agent_stub.wait_for_requests(5, timeout=30)
     assert await proc.signal(signal.SIGTERM) == 0
     assert ledger(db_path) == [(sid, "succeeded", 1) for sid in sorted(ids)]
+    # It was the whole bot: it published its menu and polled for updates.
+    assert telegram_server.calls_to("setMyCommands")
+    assert telegram_server.calls_to("getUpdates")
 
-    again = start(bot_process, db_path, agent_stub, grace=10)
+    again = launch(10)
     await again.start()
     await asyncio.sleep(1.5)  # a fresh process has its chance to double anything
     assert await again.signal(signal.SIGTERM) == 0
@@ -156,18 +171,18 @@ async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
 
 @pytest.mark.timeout(120)
 async def test_sigterm_past_the_grace_period_puts_runs_back_for_the_next_start(
-    db_path: Path, agent_stub: AgentStub, bot_process: list[BotProcess]
+    db_path: Path, agent_stub: AgentStub, launch: Launch
 ) -> None:
     ids = await seed(db_path, 5)
     agent_stub.hang()
-    proc = start(bot_process, db_path, agent_stub, grace=0.5)
+    proc = launch(0.5)
     await proc.start()
     await agent_stub.wait_for_requests(5, timeout=30)
     assert await proc.signal(signal.SIGTERM) == 0
     assert ledger(db_path) == [(sid, "pending", 0) for sid in sorted(ids)]
 
     agent_stub.respond_with(200)
-    again = start(bot_process, db_path, agent_stub, grace=10)
+    again = launch(10)
     await again.start()
     await wait_for(lambda: ledger(db_path) == [(sid, "succeeded", 1) for sid in sorted(ids)])
     assert await again.signal(signal.SIGTERM) == 0
