@@ -34,7 +34,6 @@ log = logging.getLogger("tickler.bot")
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Welcome and a short tour"),
     ("help", "Every command, with what it does"),
-    ("today", "Your day: due, overdue, follow-ups, failures"),
     ("new", "Create a schedule (guided, with presets)"),
     ("schedules", "List this chat's schedules"),
     ("show", "One schedule's card: /show ID"),
