@@ -80,6 +80,7 @@ def build_application(
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
     for module in (start, new, schedules, runs, chat):
         module.register(app)
+    start.register_fallback(app)
     app.add_error_handler(_on_error)
     return app
 

@@ -43,3 +43,9 @@ async def test_tz_shows_sets_and_refuses_unknown_zones(bot: BotHarness) -> None:
     # Olga's chat is untouched.
     await bot.olga.send("/tz")
     assert "Europe/Berlin" in ((await bot.olga.wait_reply()).text or "")
+
+
+async def test_an_unknown_command_points_to_help(bot: BotHarness) -> None:
+    await bot.alice.send("/frobnicate")
+    assert (await bot.alice.wait_reply()).text == "I don't know that command; /help lists them."
+    assert bot.agent.requests == []

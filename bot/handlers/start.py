@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.context import services
 from bot.render import esc
@@ -53,6 +53,17 @@ async def tz(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await update.effective_message.reply_text(
         f"Time zone set to {zone}. New schedules in this chat use it."
     )
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Any command no handler took."""
+    assert update.effective_message is not None
+    await update.effective_message.reply_text("I don't know that command; /help lists them.")
+
+
+def register_fallback(app: Application) -> None:  # type: ignore[type-arg]
+    """Registered after every other handler: only what nothing else matched lands here."""
+    app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
