@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from urllib.parse import urlsplit
 
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -42,11 +43,23 @@ def _run_bot(settings: Settings) -> None:
     app = build_application(settings)
     # PTB stops the updater, then calls post_stop (the engine drains its in-flight
     # runs within the grace period), then post_shutdown (the database closes).
-    app.run_polling(
-        allowed_updates=Update.ALL_TYPES,
-        stop_signals=(signal.SIGINT, signal.SIGTERM),
-        close_loop=False,
-    )
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    if settings.webhook_url:
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        app.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=secret,
+            allowed_updates=Update.ALL_TYPES,
+            stop_signals=stop_signals,
+            close_loop=False,
+        )
+    else:
+        app.run_polling(
+            allowed_updates=Update.ALL_TYPES, stop_signals=stop_signals, close_loop=False
+        )
 
 
 def main() -> int:

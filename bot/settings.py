@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     admin_ids: IdList = Field(default_factory=list)
     operator_ids: IdList = Field(default_factory=list)
     telegram_api_base_url: str | None = None
+    #: Public HTTPS URL Telegram should push updates to; unset means long polling.
+    webhook_url: str | None = None
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_secret: SecretStr | None = None
 
     agent_url: str
     agent_mode: Literal["telegram", "openai"] = "telegram"
@@ -62,6 +67,13 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must start with https:// (Telegram pushes only to HTTPS)")
         return value
 
     @field_validator("default_timezone")

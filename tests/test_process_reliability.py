@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from scheduler.clock import SystemClock
@@ -189,3 +191,50 @@ async def test_sigterm_past_the_grace_period_puts_runs_back_for_the_next_start(
     # Each fire was delivered twice under one key (the first delivery was cut off),
     # and the ledger holds exactly one run per fire.
     assert sorted(agent_stub.count_by_key().values()) == [2] * 5
+
+
+@pytest.mark.timeout(60)
+async def test_webhook_mode_serves_pushed_updates(
+    db_path: Path, agent_stub: AgentStub, telegram_server: TelegramServer, launch: Launch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = launch(5)
+    proc.env.update(
+        WEBHOOK_URL="https://tickler.example.org/tg-hook",
+        WEBHOOK_LISTEN="127.0.0.1",
+        WEBHOOK_PORT=str(port),
+        WEBHOOK_SECRET="hook-secret",
+    )
+    await proc.start()
+    await telegram_server.wait_for_call("setWebhook", timeout=30)
+    assert telegram_server.webhook_url == "https://tickler.example.org/tg-hook"
+    alice = telegram_server.user(CHAT, "Ada")
+    update = {
+        "update_id": 1,
+        "message": {
+            "message_id": 1,
+            "date": 1795503600,
+            "chat": {"id": CHAT, "type": "private", "first_name": "Ada"},
+            "from": {"id": CHAT, "is_bot": False, "first_name": "Ada"},
+            "text": "/start",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        },
+    }
+    url = f"http://127.0.0.1:{port}/tg-hook"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # until the process listens
+            try:
+                async with http.post(url, json=update) as forged:
+                    # Without Telegram's secret header the update is refused.
+                    assert forged.status == 403
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "hook-secret"}
+        async with http.post(url, json=update, headers=headers) as pushed:
+            assert pushed.status == 200
+    reply = await alice.wait_reply(timeout=10)
+    assert "keep your agent's recurring work on time" in (reply.text or "")
+    assert await proc.signal(signal.SIGTERM) == 0
