@@ -405,6 +405,70 @@ class ScheduleService:
             raise InvalidState(f"That run is already {run.status.value}.")
         return updated
 
+    async def settle_missed(
+        self,
+        chat_id: int,
+        schedule_id: str,
+        first: datetime,
+        last: datetime,
+        choice: Literal["latest", "all", "skip"],
+    ) -> int:
+        """The operator's answer to "N fires missed while offline", overriding the
+        missed-run policy the engine already applied to the schedule's fires within
+        [first, last]: run the latest, run all (the newest `catch_up_cap` of them) or
+        skip them. Each change is a guarded transition, so a second press changes
+        nothing. Returns how many runs changed."""
+        schedule = await self.get_schedule(chat_id, schedule_id)
+        if choice != "skip" and (schedule.tripped or not schedule.enabled):
+            raise InvalidState(
+                f"'{schedule.name}' is paused; resume it with /resume {schedule.id} first."
+            )
+        now = self.clock.now()
+        runs = await self.store.list_runs(chat_id, schedule_id=schedule_id, limit=1000)
+        # The schedule's own fires in the window, newest first (list_runs' order).
+        window = [
+            r
+            for r in runs
+            if first <= r.scheduled_for <= last
+            and r.trigger in (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP)
+        ]
+
+        def missed(run: Run) -> bool:
+            """Recorded as skipped because it was missed (not paused, not overlapping)."""
+            return run.status is RunStatus.SKIPPED and (run.error or "").startswith("missed")
+
+        waiting = [RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
+        if choice == "skip":
+            targets = [
+                r for r in window if r.trigger is RunTrigger.CATCH_UP and r.status in waiting
+            ]
+            expected = waiting
+            changes: dict[str, object] = {
+                "status": RunStatus.SKIPPED,
+                "finished_at": now,
+                "error": "missed: skipped by the operator",
+            }
+        else:
+            keep = 1 if choice == "latest" else schedule.policies.catch_up_cap
+            targets = [r for r in window[:keep] if missed(r)]
+            expected = [RunStatus.SKIPPED]
+            changes = {
+                "status": RunStatus.PENDING,
+                "trigger": RunTrigger.CATCH_UP,
+                "next_attempt_at": now,
+                "finished_at": None,
+                "error": None,
+            }
+        changed = 0
+        for run in targets:
+            if await self.store.transition_run(
+                chat_id, run.id, expected=expected, changes=changes, now=now
+            ):
+                changed += 1
+        if changed and choice != "skip":
+            self._on_change()
+        return changed
+
 
 @dataclass(frozen=True)
 class Resumed:

@@ -143,3 +143,63 @@ async def test_run_now_retry_and_decisions_apply_once(
     assert await service.list_schedules(CHAT) == []
     with pytest.raises(ScheduleNotFound):
         await service.get_schedule(CHAT, s.id)
+
+
+async def test_settle_missed_runs_latest_all_or_none_and_applies_once(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    from scheduler.models import Policies
+    from scheduler.planning import plan_due_fires
+
+    s = await service.create_schedule(
+        CHAT,
+        ADA,
+        name="brief",
+        trigger=cron("0 9 * * *"),
+        action=Action(text="a"),
+        policies=Policies(catch_up_cap=3),
+    )
+    # Down for four days: the engine's default policy (catch up once) runs the newest
+    # missed fire and records the other three as skipped.
+    await clock.advance(timedelta(days=4))
+    [plan] = await store.claim_due_fires(clock.now(), 10, plan_due_fires)
+    assert plan.missed == 4 and plan.first_missed and plan.last_missed
+    first, last = plan.first_missed, plan.last_missed
+
+    async def statuses() -> list[tuple[RunStatus, RunTrigger]]:
+        runs = await store.list_runs(CHAT, schedule_id=s.id)
+        return [(r.status, r.trigger) for r in reversed(runs)]  # oldest first
+
+    skipped = (RunStatus.SKIPPED, RunTrigger.SCHEDULE)
+    pending = (RunStatus.PENDING, RunTrigger.CATCH_UP)
+    assert await statuses() == [skipped, skipped, skipped, pending]
+
+    # Another chat cannot touch it.
+    with pytest.raises(ScheduleNotFound):
+        await service.settle_missed(CHAT + 1, s.id, first, last, "skip")
+    # The latest already runs: nothing to change.
+    assert await service.settle_missed(CHAT, s.id, first, last, "latest") == 0
+    # Skip: the catch-up run is skipped, once.
+    assert await service.settle_missed(CHAT, s.id, first, last, "skip") == 1
+    assert await service.settle_missed(CHAT, s.id, first, last, "skip") == 0
+    newest = (await store.list_runs(CHAT, schedule_id=s.id))[0]
+    assert newest.status is RunStatus.SKIPPED
+    assert newest.error == "missed: skipped by the operator"
+    assert await statuses() == [skipped, skipped, skipped, (RunStatus.SKIPPED, RunTrigger.CATCH_UP)]
+    # Latest: only the newest fire runs again, due now.
+    assert await service.settle_missed(CHAT, s.id, first, last, "latest") == 1
+    assert await service.settle_missed(CHAT, s.id, first, last, "latest") == 0
+    newest = (await store.list_runs(CHAT, schedule_id=s.id))[0]
+    assert newest.next_attempt_at == clock.now() and newest.error is None
+    assert await statuses() == [skipped, skipped, skipped, pending]
+    # All: every missed fire runs, capped at the newest three.
+    assert await service.settle_missed(CHAT, s.id, first, last, "all") == 2
+    assert await service.settle_missed(CHAT, s.id, first, last, "all") == 0
+    assert await statuses() == [skipped, pending, pending, pending]
+    # A window that holds nothing changes nothing.
+    later = clock.now() + timedelta(days=1)
+    assert await service.settle_missed(CHAT, s.id, later, later, "all") == 0
+    # A paused schedule does not run missed fires until it is resumed.
+    await service.pause(CHAT, s.id, by=ADA.id)
+    with pytest.raises(InvalidState, match="resume"):
+        await service.settle_missed(CHAT, s.id, first, last, "latest")

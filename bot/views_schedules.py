@@ -1,0 +1,301 @@
+"""Text and keyboards for /schedules, a schedule's card, /history and /deadletters.
+
+Pure functions of domain objects (no I/O), so tests can call them directly. HTML
+parse mode; every piece of user or agent text goes through `esc`.
+
+Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing chat):
+
+    l:<page>                    /schedules page
+    s:show:<id>                 open a schedule's card (a new message)
+    s:<run|pause|resume>:<id>:c a card button: the card is edited in place
+    s:hist:<id>[:<page>]        a schedule's history (a page number edits in place)
+    s:edit:<id> s:del:<id>      how to /edit; ask to archive
+    s:arch:<id> s:keep:<id>     the answer to "archive?"
+    h:<page>                    /history of the whole chat, a page
+    r:<retry|done|drop>:<run>   a dead or uncertain run
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Literal
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import callbacks
+from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
+from scheduler.models import Run, RunStatus, RunTrigger, Schedule
+
+__all__ = [
+    "CARD_MARK",
+    "HISTORY_PAGE",
+    "LIST_PAGE",
+    "archive_question",
+    "card_keyboard",
+    "dead_letter",
+    "dead_letters_header",
+    "history_page",
+    "missed_outcome",
+    "page_count",
+    "schedule_card",
+    "schedules_page",
+]
+
+#: Schedules per /schedules page, runs per /history page.
+LIST_PAGE = 5
+HISTORY_PAGE = 10
+#: The last part of a card button's data: the handler edits the card in place.
+CARD_MARK = "c"
+
+EMPTY_LIST = "No schedules yet. Create one with /new."
+PAUSED_NOTE = "Paused: no fires until resumed."
+
+Rows = list[list[tuple[str, str]]]
+
+
+def _markup(rows: Rows) -> InlineKeyboardMarkup | None:
+    rows = [row for row in rows if row]
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
+    )
+
+
+def _label(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def page_count(total: int, size: int) -> int:
+    return max(1, -(-total // size))
+
+
+def _nav(page: int, has_more: bool, data: Callable[[int], str]) -> list[tuple[str, str]]:
+    """[◀ Prev] [Next ▶] around page `page` (0-based); `data(n)` is page n's callback."""
+    row: list[tuple[str, str]] = []
+    if page > 0:
+        row.append(("◀ Prev", data(page - 1)))
+    if has_more:
+        row.append(("Next ▶", data(page + 1)))
+    return row
+
+
+# --- /schedules --------------------------------------------------------------------------
+def schedules_page(
+    schedules: Sequence[Schedule], page: int
+) -> tuple[str, InlineKeyboardMarkup | None, int]:
+    """One page of the chat's schedules, a button per schedule to open its card, and
+    [◀ Prev] [Next ▶]. A page past the end shows the last one. Returns the page shown."""
+    if not schedules:
+        return EMPTY_LIST, None, 0
+    pages = page_count(len(schedules), LIST_PAGE)
+    page = min(max(page, 0), pages - 1)
+    shown = schedules[page * LIST_PAGE : (page + 1) * LIST_PAGE]
+    head = f"<b>Schedules</b> ({len(schedules)})"
+    if pages > 1:
+        head += f", page {page + 1} of {pages}"
+    lines = [head, ""]
+    for n, schedule in enumerate(shown, start=page * LIST_PAGE + 1):
+        lines.append(f"{n}. {schedule_line(schedule)}\n    <code>{esc(schedule.id)}</code>")
+    lines += ["", "Tap one to open its card."]
+    rows: Rows = [
+        [(_label(f"{n}. {s.name}"), callbacks.make("s", "show", s.id))]
+        for n, s in enumerate(shown, start=page * LIST_PAGE + 1)
+    ]
+    rows.append(_nav(page, page < pages - 1, lambda n: callbacks.make("l", str(n))))
+    return "\n".join(lines), _markup(rows), page
+
+
+# --- a schedule's card ------------------------------------------------------------------
+def _status(schedule: Schedule, names: Mapping[int, str]) -> str:
+    state = status_word(schedule)
+    if state == "paused":
+        details = []
+        if schedule.paused_by is not None:
+            who = names.get(schedule.paused_by) or (
+                schedule.owner.first_name
+                if schedule.paused_by == schedule.owner.id
+                else f"user {schedule.paused_by}"
+            )
+            details.append(f"by {esc(who)}")
+        if schedule.pause_reason:
+            details.append(esc(schedule.pause_reason))
+        return "⏸ paused" + (f" ({': '.join(details)})" if details else "")
+    if state == "tripped":
+        return (
+            f"⛔ tripped (paused itself after {schedule.consecutive_failures} failed runs in a row)"
+        )
+    if state == "archived":
+        return "🗄 archived"
+    return "▶️ active"
+
+
+def schedule_card(
+    schedule: Schedule,
+    now: datetime,
+    last_run: Run | None,
+    names: Mapping[int, str] | None = None,
+) -> str:
+    """Name, status, the trigger in words, the zone, the next three fires in local time,
+    the last run, the failure count and who created it."""
+    zone = zone_of(schedule)
+    lines = [
+        f"<b>{esc(schedule.name)}</b>",
+        f"ID: <code>{esc(schedule.id)}</code>",
+    ]
+    if schedule.description:
+        lines.append(f"<i>{esc(schedule.description)}</i>")
+    lines += [
+        f"Status: {_status(schedule, names or {})}",
+        f"When: {esc(schedule.trigger.describe())}",
+        f"Zone: {esc(zone)}",
+    ]
+    if status_word(schedule) != "active":
+        lines.append(PAUSED_NOTE)
+    else:
+        fires = next_fires(schedule, now)
+        if fires:
+            lines.append("Next fires:")
+            lines += [f"  • {local(t, zone)}" for t in fires]
+        else:
+            lines.append("Next fires: none; it will not fire again.")
+    lines.append(f"Last run: {run_line(last_run, zone) if last_run else 'none yet'}")
+    lines.append(f"Failures in a row: {schedule.consecutive_failures}")
+    lines.append(f"Created by: {schedule.created_by.value} ({esc(schedule.owner.first_name)})")
+    return "\n".join(lines)
+
+
+def card_keyboard(schedule: Schedule) -> InlineKeyboardMarkup:
+    sid = schedule.id
+    toggle = (
+        ("Resume", callbacks.make("s", "resume", sid, CARD_MARK))
+        if schedule.tripped or not schedule.enabled
+        else ("Pause", callbacks.make("s", "pause", sid, CARD_MARK))
+    )
+    markup = _markup(
+        [
+            [("Run now", callbacks.make("s", "run", sid, CARD_MARK)), toggle],
+            [
+                ("History", callbacks.make("s", "hist", sid)),
+                ("Edit", callbacks.make("s", "edit", sid)),
+                ("Delete", callbacks.make("s", "del", sid)),
+            ],
+        ]
+    )
+    assert markup is not None
+    return markup
+
+
+def archive_question(schedule: Schedule) -> tuple[str, InlineKeyboardMarkup]:
+    text = (
+        f"Archive <b>{esc(schedule.name)}</b>? It stops firing and leaves /schedules; "
+        "its history is kept."
+    )
+    markup = _markup(
+        [
+            [
+                ("Archive", callbacks.make("s", "arch", schedule.id)),
+                ("Keep", callbacks.make("s", "keep", schedule.id)),
+            ]
+        ]
+    )
+    assert markup is not None
+    return text, markup
+
+
+# --- runs --------------------------------------------------------------------------------
+def history_page(
+    runs: Sequence[Run],
+    *,
+    page: int,
+    has_more: bool,
+    zones: Mapping[str, str],
+    default_zone: str,
+    names: Mapping[str, str],
+    schedule: Schedule | None = None,
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """One page of runs, newest first. With `schedule`, its history; otherwise the
+    chat's, each line naming its schedule."""
+    title = f"<b>History of {esc(schedule.name)}</b>" if schedule else "<b>Recent runs</b>"
+    if not runs:
+        if page > 0:
+            return f"{title}\n\nNo older runs.", _markup([_nav_for(page, False, schedule)])
+        where = "this schedule" if schedule else "this chat"
+        hint = (
+            f"/runnow {esc(schedule.id)} runs it now."
+            if schedule
+            else "/schedules lists the schedules."
+        )
+        return f"No runs yet for {where}. {hint}", None
+    if page > 0 or has_more:
+        title += f", page {page + 1}"
+    lines = [title, ""]
+    for run in runs:
+        zone = zones.get(run.schedule_id, default_zone)
+        line = run_line(run, zone)
+        if schedule is None:
+            line = f"<b>{esc(names.get(run.schedule_id, run.schedule_id))}</b>: {line}"
+        if run.status in (RunStatus.DEAD, RunStatus.UNKNOWN):
+            line += f"\n    /retry <code>{esc(run.id)}</code>"
+        lines.append(line)
+    return "\n".join(lines), _markup([_nav_for(page, has_more, schedule)])
+
+
+def _nav_for(page: int, has_more: bool, schedule: Schedule | None) -> list[tuple[str, str]]:
+    if schedule is None:
+        return _nav(page, has_more, lambda n: callbacks.make("h", str(n)))
+    sid = schedule.id
+    return _nav(page, has_more, lambda n: callbacks.make("s", "hist", sid, n))
+
+
+def dead_letters_header(count: int, more: bool) -> str:
+    if count == 0:
+        return "No dead or uncertain runs. Nothing needs you."
+    runs = "run needs" if count == 1 else "runs need"
+    text = f"💀 {count}{'+' if more else ''} {runs} you."
+    if more:
+        text += f" The newest {count} follow; /deadletters again shows the rest once handled."
+    return text + " Retry sends a run again with the same idempotency key."
+
+
+def dead_letter(run: Run, schedule_name: str, zone: str) -> tuple[str, InlineKeyboardMarkup]:
+    """One dead or uncertain run with its buttons: [Retry], and for an uncertain one
+    also [Mark done] [Drop]."""
+    text = f"<b>{esc(schedule_name)}</b>\n{run_line(run, zone)}\nRun <code>{esc(run.id)}</code>"
+    row = [("Retry", callbacks.make("r", "retry", run.id))]
+    if run.status is RunStatus.UNKNOWN:
+        text += "\nIt timed out after the agent may have received it. Did it do the work?"
+        row += [
+            ("Mark done", callbacks.make("r", "done", run.id)),
+            ("Drop", callbacks.make("r", "drop", run.id)),
+        ]
+    markup = _markup([row])
+    assert markup is not None
+    return text, markup
+
+
+# --- missed fires ------------------------------------------------------------------------
+def missed_outcome(
+    choice: Literal["latest", "all", "skip"],
+    window: Sequence[Run],
+) -> str:
+    """What the operator's choice for missed fires did, from the window's runs after it
+    was applied (the schedule's fires scheduled in the window)."""
+    own = [r for r in window if r.trigger in (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP)]
+    to_run = [r for r in own if r.status not in (RunStatus.SKIPPED, RunStatus.CANCELLED)]
+    if choice == "skip":
+        if to_run:
+            ran = len(to_run)
+            return (
+                f"Skipped the rest; {ran} missed fire{'s' if ran != 1 else ''} had already started."
+            )
+        return "Skipped: nothing will run for that window."
+    if not own:
+        return "Those missed fires are no longer recorded; nothing to run."
+    if choice == "latest":
+        return "Running the latest missed fire."
+    n = len(to_run)
+    if n == len(own):
+        return "Running the missed fire." if n == 1 else f"Running all {n} missed fires."
+    return f"Running the newest {n} of {len(own)} missed fires (the catch-up cap)."
