@@ -1,9 +1,11 @@
 """Callback data for inline buttons: short, parseable, at most 64 bytes.
 
-    s:<action>:<schedule_id>[:<arg>]   a schedule's card and alerts
-    r:<action>:<run_id>                a run (retry, mark done, drop, approve, skip)
+    s:<action>:<schedule_id>[:<arg>]   a schedule: show, run, pause, resume, hist[:page],
+                                       edit, del, arch, keep; a trailing :c edits the card
+    r:<action>:<run_id>                a run: retry, done, drop, approve, skip
     m:<choice>:<schedule_id>:<a>:<b>   missed fires between epoch seconds a and b
     l:<page>                           /schedules page
+    h:<page>                           /history page of the whole chat
     n:<step>:<value>                   the /new conversation
 
 Handlers never trust the data: every id is looked up in the chat the button was
