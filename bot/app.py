@@ -16,7 +16,7 @@ from telegram.ext import AIORateLimiter, Application, TypeHandler
 
 from bot import access
 from bot.context import SERVICES_KEY, Services
-from bot.handlers import chat, new, runs, schedules, start
+from bot.handlers import chat, edit, new, runs, schedules, start
 from bot.notifier import TelegramNotifier
 from bot.runtime import build_dispatcher, engine_config
 from bot.settings import Settings
@@ -78,7 +78,7 @@ def build_application(
 
     # Order matters: the allow-list gate runs first (group -1) and stops everything else.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (start, new, schedules, runs, chat):
+    for module in (start, new, edit, schedules, runs, chat):
         module.register(app)
     start.register_fallback(app)
     app.add_error_handler(_on_error)

@@ -1,9 +1,660 @@
-"""Handlers: new (being built)."""
+"""/new: a guided conversation with presets, and a one-line form for power users.
+
+    /new                                   What? -> prompt -> When? -> detail -> name -> preview
+    /new [remind] WHEN TEXT                straight to the preview (grammar in views_new)
+
+Every step answers bad input with one sentence and stays where it is; /cancel or
+[Cancel] ends it at any step. The draft lives in `user_data`, keyed by chat, so the
+same operator can fill in forms in two chats at once. Buttons carry `n:<step>:<value>`.
+"""
 
 from __future__ import annotations
 
-from telegram.ext import Application
+import contextlib
+import re
+import warnings
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from telegram.warnings import PTBUserWarning
+
+from bot import callbacks
+from bot.context import services
+from bot.views_new import (
+    CRON_HELP,
+    ONCE_HELP,
+    WEEKDAYS,
+    cron_spec,
+    default_name,
+    every_spec,
+    once_spec,
+    parse_day_of_month,
+    parse_duration,
+    parse_once,
+    parse_one_line,
+    parse_time,
+    parse_weekdays,
+    parse_when,
+    preset_cron,
+    preview_text,
+    saved_text,
+    upcoming,
+)
+from scheduler.errors import InvalidSchedule, TicklerError
+from scheduler.models import Action, ActionKind, Owner
+from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.templates import check_template
+from scheduler.triggers import Trigger
+
+__all__ = ["register"]
+
+KIND, TEXT, WHEN, TIME, WEEKDAY, MONTHDAY, HOURS, ONCE, CRON, NAME, CONFIRM = range(11)
+END = ConversationHandler.END
+#: An abandoned form stops capturing the chat's messages after this long.
+TIMEOUT = timedelta(minutes=30)
+
+DRAFTS_KEY = "new_drafts"
+PRESETS: tuple[tuple[str, str], ...] = (
+    ("daily", "Daily at…"),
+    ("weekdays", "Weekdays at…"),
+    ("weekly", "Weekly on…"),
+    ("monthly", "Monthly on…"),
+    ("every", "Every N hours"),
+    ("once", "Once at/in…"),
+    ("cron", "Custom cron"),
+)
+TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("daily_brief", "Daily brief"),
+    ("weekly_review", "Weekly review"),
+)
+TIMES = ("07:00", "08:00", "09:00", "12:00", "18:00", "21:00")
+ONCE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("in 1 hour", "in 1 hour"),
+    ("tomorrow 09:00", "tomorrow 09:00"),
+    ("in 3 days", "in 3 days"),
+)
+CANCELLED = "Cancelled; nothing was saved."
+
+
+@dataclass
+class Draft:
+    """The form as filled in so far."""
+
+    kind: ActionKind = ActionKind.AGENT
+    text: str = ""
+    template: str | None = None
+    preset: str = ""
+    weekdays: list[int] = field(default_factory=list)
+    day: int = 1
+    spec: TriggerSpec | None = None
+    zone: str = "UTC"
+    name: str = ""
+
+    @property
+    def action(self) -> Action:
+        if self.template:
+            return Action(kind=ActionKind.AGENT, template=self.template)
+        return Action(kind=self.kind, text=self.text)
+
+
+# --- plumbing ------------------------------------------------------------------------
+def _button(label: str, step: str, value: object = "") -> InlineKeyboardButton:
+    return InlineKeyboardButton(label, callback_data=callbacks.make("n", step, value))
+
+
+def _keyboard(*rows: list[InlineKeyboardButton]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([*rows, [_button("Cancel", "cancel")]])
+
+
+def _chat_id(update: Update) -> int:
+    assert update.effective_chat is not None
+    return update.effective_chat.id
+
+
+def _drafts(context: ContextTypes.DEFAULT_TYPE) -> dict[int, Draft]:
+    assert context.user_data is not None
+    drafts: dict[int, Draft] = context.user_data.setdefault(DRAFTS_KEY, {})
+    return drafts
+
+
+def _draft(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Draft:
+    return _drafts(context).setdefault(_chat_id(update), Draft())
+
+
+def _forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    _drafts(context).pop(_chat_id(update), None)
+
+
+async def _say(
+    update: Update, text: str, markup: InlineKeyboardMarkup | None = None, *, html: bool = False
+) -> None:
+    assert update.effective_chat is not None
+    await update.effective_chat.send_message(
+        text, reply_markup=markup, parse_mode=ParseMode.HTML if html else None
+    )
+
+
+async def _pressed(update: Update) -> tuple[CallbackQuery, tuple[str, ...]]:
+    """Answer the query first, as Telegram wants, and return its arguments."""
+    query = update.callback_query
+    assert query is not None
+    await query.answer()
+    parsed = callbacks.parse(query.data)
+    return query, parsed.args if parsed else ()
+
+
+async def _chosen(query: CallbackQuery, label: str) -> None:
+    """Show the choice under the question and take its buttons away."""
+    message = query.message
+    if not isinstance(message, Message) or not message.text:
+        return
+    # The question may be gone or unchanged; the next one follows anyway.
+    with contextlib.suppress(BadRequest):
+        await query.edit_message_text(f"{message.text}\n→ {label}")
+
+
+async def _drop_buttons(query: CallbackQuery) -> None:
+    with contextlib.suppress(BadRequest):
+        await query.edit_message_reply_markup(None)
+
+
+def _text(update: Update) -> str:
+    assert update.effective_message is not None
+    return update.effective_message.text or ""
+
+
+def _check_text(service: ScheduleService, kind: ActionKind, text: str) -> str:
+    """The checks the service makes at save, made as soon as the text arrives."""
+    if not text.strip():
+        what = "prompt" if kind is ActionKind.AGENT else "reminder text"
+        raise InvalidSchedule(f"The {what} is empty; write what should be sent.")
+    limit = service.limits.max_prompt_chars
+    if len(text) > limit:
+        raise InvalidSchedule(f"The prompt is {len(text)} characters; the limit is {limit}.")
+    check_template(text)
+    return text
+
+
+def _check_name(service: ScheduleService, name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise InvalidSchedule("Give the schedule a name.")
+    limit = service.limits.max_name_chars
+    if len(name) > limit:
+        raise InvalidSchedule(f"The name is {len(name)} characters; the limit is {limit}.")
+    return name
+
+
+def _check_trigger(context: ContextTypes.DEFAULT_TYPE, spec: TriggerSpec) -> Trigger:
+    """Build the trigger as create_schedule will; refuse one that never fires."""
+    svc = services(context)
+    now = svc.clock.now()
+    trigger = svc.service.build_trigger(spec, now)
+    if not upcoming(trigger, now, 1):
+        raise InvalidSchedule("That schedule would never fire.")
+    return trigger
+
+
+# --- questions -----------------------------------------------------------------------
+async def _ask_kind(update: Update) -> int:
+    await _say(
+        update,
+        "What should it do?",
+        _keyboard([_button("Ask the agent", "kind", "agent"), _button("Remind me", "kind", "rem")]),
+    )
+    return KIND
+
+
+async def _ask_text(update: Update, draft: Draft) -> int:
+    if draft.kind is ActionKind.REMINDER:
+        await _say(update, "What should the reminder say? Write it as a message.", _keyboard())
+    else:
+        await _say(
+            update,
+            "What should the agent do? Write the prompt as a message, or pick a template.",
+            _keyboard([_button(label, "tpl", name) for name, label in TEMPLATES]),
+        )
+    return TEXT
+
+
+async def _ask_when(update: Update, draft: Draft) -> int:
+    rows = [
+        [_button(label, "when", key) for key, label in PRESETS[i : i + 2]]
+        for i in range(0, len(PRESETS), 2)
+    ]
+    await _say(update, f"When? (times are {draft.zone})", _keyboard(*rows))
+    return WHEN
+
+
+async def _ask_time(update: Update) -> int:
+    rows = [[_button(t, "time", t.replace(":", "")) for t in TIMES[i : i + 3]] for i in (0, 3)]
+    await _say(update, "At what time? Write it as HH:MM, like 09:00.", _keyboard(*rows))
+    return TIME
+
+
+async def _ask_detail(update: Update, draft: Draft) -> int:
+    """The follow-up question for the chosen preset."""
+    preset = draft.preset
+    if preset in ("daily", "weekdays"):
+        return await _ask_time(update)
+    if preset == "weekly":
+        days = [_button(label, "dow", number) for label, number in WEEKDAYS]
+        await _say(update, "On which day?", _keyboard(days[:4], days[4:]))
+        return WEEKDAY
+    if preset == "monthly":
+        rows = [[_button(str(d), "dom", d) for d in range(r, r + 7)] for r in (1, 8, 15, 22)]
+        await _say(update, "On which day of the month? (1 to 28)", _keyboard(*rows))
+        return MONTHDAY
+    if preset == "every":
+        rows = [[_button(str(h), "hours", h) for h in range(r, r + 6)] for r in (1, 7)]
+        await _say(update, "Every how many hours?", _keyboard(*rows))
+        return HOURS
+    if preset == "once":
+        choices = [_button(label, "once", i) for i, (label, _) in enumerate(ONCE_CHOICES)]
+        await _say(update, f"When exactly? {ONCE_HELP}", _keyboard(choices))
+        return ONCE
+    await _say(
+        update,
+        f"{CRON_HELP} The fields are minute, hour, day of month, month and day of week, "
+        f"in {draft.zone} time.",
+        _keyboard(),
+    )
+    return CRON
+
+
+async def _ask_name(update: Update, draft: Draft) -> int:
+    suggestion = default_name(draft.action)
+    await _say(
+        update,
+        "What should it be called? Write a name, or use the suggestion.",
+        _keyboard([_button(f"Use “{suggestion}”", "name")]),
+    )
+    return NAME
+
+
+async def _show_preview(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Draft
+) -> int | None:
+    assert draft.spec is not None
+    try:
+        trigger = _check_trigger(context, draft.spec)
+    except TicklerError as error:
+        # Time moved on while the form was filled in (a one-time instant passed).
+        await _say(update, str(error))
+        return await _ask_when(update, draft)
+    text = preview_text(
+        name=draft.name,
+        action=draft.action,
+        trigger=trigger,
+        zone=draft.zone,
+        now=services(context).clock.now(),
+    )
+    markup = InlineKeyboardMarkup([[_button("Save", "save"), _button("Cancel", "cancel")]])
+    await _say(update, text, markup, html=True)
+    return CONFIRM
+
+
+async def _when_done(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Draft, spec: TriggerSpec
+) -> int | None:
+    """Validate the trigger; on success go on to the name, else stay with one sentence."""
+    try:
+        _check_trigger(context, spec)
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    draft.spec = spec
+    return await _ask_name(update, draft)
+
+
+# --- entry ---------------------------------------------------------------------------
+async def new_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """/new: the guided form, or with arguments the one-line form."""
+    svc = services(context)
+    chat_id = _chat_id(update)
+    zone = await svc.service.chat_timezone(chat_id)
+    _forget(update, context)
+    match = re.match(r"/\S+\s*(.*)", _text(update), re.DOTALL)
+    rest = match.group(1).strip() if match else ""
+    draft = _draft(update, context)
+    draft.zone = zone
+    if not rest:
+        return await _ask_kind(update)
+    try:
+        line = parse_one_line(rest, svc.clock.now(), zone)
+        _check_text(svc.service, line.kind, line.text)
+        _check_trigger(context, line.trigger)
+    except TicklerError as error:
+        _forget(update, context)
+        await _say(update, str(error))
+        return END
+    draft.kind, draft.text, draft.spec = line.kind, line.text, line.trigger
+    draft.name = default_name(draft.action)
+    state = await _show_preview(update, context, draft)
+    return CONFIRM if state == CONFIRM else END
+
+
+# --- steps ---------------------------------------------------------------------------
+async def on_kind(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Ask the agent] / [Remind me]."""
+    query, args = await _pressed(update)
+    draft = _draft(update, context)
+    draft.kind = ActionKind.REMINDER if args[:1] == ("rem",) else ActionKind.AGENT
+    await _chosen(query, "Remind me" if draft.kind is ActionKind.REMINDER else "Ask the agent")
+    return await _ask_text(update, draft)
+
+
+async def on_kind_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text where a button was expected."""
+    await _say(update, "Press Ask the agent or Remind me, or /cancel.")
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """The prompt or the reminder text."""
+    draft = _draft(update, context)
+    try:
+        draft.text = _check_text(services(context).service, draft.kind, _text(update))
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    draft.template = None
+    return await _ask_when(update, draft)
+
+
+async def on_template(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Daily brief] / [Weekly review]."""
+    query, args = await _pressed(update)
+    draft = _draft(update, context)
+    names = dict(TEMPLATES)
+    template = args[0] if args and args[0] in names else TEMPLATES[0][0]
+    draft.kind, draft.template, draft.text = ActionKind.AGENT, template, ""
+    await _chosen(query, names[template])
+    return await _ask_when(update, draft)
+
+
+async def on_preset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """One of the When? presets."""
+    query, args = await _pressed(update)
+    draft = _draft(update, context)
+    labels = dict(PRESETS)
+    draft.preset = args[0] if args and args[0] in labels else "daily"
+    await _chosen(query, labels[draft.preset])
+    return await _ask_detail(update, draft)
+
+
+async def on_when_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """A schedule written out (`daily 09:00`, `every 4h`) instead of a preset button."""
+    draft = _draft(update, context)
+    try:
+        spec, rest = parse_when(_text(update), services(context).clock.now(), draft.zone)
+    except TicklerError:
+        rest = "?"
+    if rest.strip():
+        await _say(update, "Press one of the buttons, or write it like daily 09:00 or every 4h.")
+        return None
+    return await _when_done(update, context, draft, spec)
+
+
+async def _time_chosen(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, hour: int, minute: int
+) -> int | None:
+    draft = _draft(update, context)
+    expr = preset_cron(draft.preset, hour, minute, weekdays=draft.weekdays, day=draft.day)
+    return await _when_done(update, context, draft, cron_spec(expr, draft.zone))
+
+
+async def on_time(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """A time button: n:time:0900."""
+    query, args = await _pressed(update)
+    value = args[0] if args else "0900"
+    hour, minute = int(value[:2]), int(value[2:])
+    await _chosen(query, f"{hour:02d}:{minute:02d}")
+    return await _time_chosen(update, context, hour, minute)
+
+
+async def on_time_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """A time written as HH:MM."""
+    try:
+        hour, minute = parse_time(_text(update))
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await _time_chosen(update, context, hour, minute)
+
+
+async def on_weekday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """A weekday button: n:dow:1 (cron numbering, Sunday 0)."""
+    query, args = await _pressed(update)
+    labels = {str(n): label for label, n in WEEKDAYS}
+    number = args[0] if args and args[0] in labels else "1"
+    _draft(update, context).weekdays = [int(number)]
+    await _chosen(query, labels[number])
+    return await _ask_time(update)
+
+
+async def on_weekday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    try:
+        _draft(update, context).weekdays = parse_weekdays(_text(update))
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await _ask_time(update)
+
+
+async def on_monthday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """A day-of-month button: n:dom:15."""
+    query, args = await _pressed(update)
+    day = int(args[0]) if args and args[0].isdigit() and 1 <= int(args[0]) <= 28 else 1
+    _draft(update, context).day = day
+    await _chosen(query, str(day))
+    return await _ask_time(update)
+
+
+async def on_monthday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    try:
+        _draft(update, context).day = parse_day_of_month(_text(update))
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await _ask_time(update)
+
+
+async def _every_chosen(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, seconds: int
+) -> int | None:
+    draft = _draft(update, context)
+    spec = every_spec(seconds, services(context).clock.now(), draft.zone)
+    return await _when_done(update, context, draft, spec)
+
+
+async def on_hours(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """An hours button: n:hours:4."""
+    query, args = await _pressed(update)
+    hours = int(args[0]) if args and args[0].isdigit() else 1
+    await _chosen(query, f"every {hours} hour" + ("s" if hours != 1 else ""))
+    return await _every_chosen(update, context, hours * 3600)
+
+
+async def on_hours_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """`4` (hours), or with a unit: `30m`, `2d`."""
+    try:
+        seconds = parse_duration(_text(update), bare_unit=3600)
+    except TicklerError:
+        await _say(update, "Write a number of hours, like 4, or a unit, like 30m or 2d.")
+        return None
+    return await _every_chosen(update, context, seconds)
+
+
+async def _once_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> int | None:
+    draft = _draft(update, context)
+    try:
+        at = parse_once(text, services(context).clock.now(), draft.zone)
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await _when_done(update, context, draft, once_spec(at))
+
+
+async def on_once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """A one-time choice button: n:once:<index>."""
+    query, args = await _pressed(update)
+    index = int(args[0]) if args and args[0].isdigit() else 0
+    label, text = ONCE_CHOICES[min(index, len(ONCE_CHOICES) - 1)]
+    await _chosen(query, label)
+    return await _once_chosen(update, context, text)
+
+
+async def on_once_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    return await _once_chosen(update, context, _text(update))
+
+
+async def on_cron_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """A cron expression; quotes around it are allowed."""
+    draft = _draft(update, context)
+    expr = _text(update).strip().strip("\"'“”‘’")
+    return await _when_done(update, context, draft, cron_spec(expr, draft.zone))
+
+
+async def _name_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, name: str) -> int | None:
+    draft = _draft(update, context)
+    try:
+        draft.name = _check_name(services(context).service, name)
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await _show_preview(update, context, draft)
+
+
+async def on_name(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    """[Use "<suggestion>"]."""
+    query, _ = await _pressed(update)
+    name = default_name(_draft(update, context).action)
+    await _chosen(query, name)
+    return await _name_chosen(update, context, name)
+
+
+async def on_name_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    return await _name_chosen(update, context, _text(update))
+
+
+async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Save]: create the schedule and confirm with its next fire."""
+    query, _ = await _pressed(update)
+    draft = _draft(update, context)
+    _forget(update, context)
+    user = update.effective_user
+    assert user is not None and draft.spec is not None
+    await _drop_buttons(query)
+    try:
+        schedule = await services(context).service.create_schedule(
+            _chat_id(update),
+            Owner(id=user.id, first_name=user.first_name),
+            name=draft.name,
+            trigger=draft.spec,
+            action=draft.action,
+        )
+    except TicklerError as error:
+        await _say(update, str(error))
+        return END
+    await _say(
+        update, saved_text(schedule.name, schedule.id, schedule.next_run_at, draft.zone), html=True
+    )
+    return END
+
+
+async def on_confirm_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _say(update, "Press Save to create the schedule, or Cancel.")
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """/cancel or [Cancel], at any step."""
+    if update.callback_query is not None:
+        query, _ = await _pressed(update)
+        await _drop_buttons(query)
+    _forget(update, context)
+    await _say(update, CANCELLED)
+    return END
+
+
+async def stale(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button from an earlier step of a form still open."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(
+        "That button belongs to an earlier step; answer the latest question, or /cancel."
+    )
+
+
+async def expired(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button of a form that has ended (saved, cancelled or timed out)."""
+    assert update.callback_query is not None
+    await update.callback_query.answer("This form is closed; start again with /new.")
+
+
+async def timed_out(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The form was left alone too long."""
+    _forget(update, context)
+
+
+_Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, Any]]
+
+
+def _typed(callback: _Callback) -> MessageHandler[ContextTypes.DEFAULT_TYPE, Any]:
+    return MessageHandler(filters.TEXT & ~filters.COMMAND, callback)
+
+
+def _on(step: str, callback: _Callback) -> CallbackQueryHandler[ContextTypes.DEFAULT_TYPE, Any]:
+    return CallbackQueryHandler(callback, pattern=f"^n:{step}(:|$)")
+
+
+def build_conversation() -> ConversationHandler:  # type: ignore[type-arg]
+    with warnings.catch_warnings():
+        # per_message=False is deliberate: the text steps need per-chat tracking, and
+        # stale buttons are answered by `stale`.
+        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
+        return ConversationHandler(
+            entry_points=[CommandHandler("new", new_command)],
+            states={
+                KIND: [_on("kind", on_kind), _typed(on_kind_typed)],
+                TEXT: [_on("tpl", on_template), _typed(on_text)],
+                WHEN: [_on("when", on_preset), _typed(on_when_typed)],
+                TIME: [_on("time", on_time), _typed(on_time_typed)],
+                WEEKDAY: [_on("dow", on_weekday), _typed(on_weekday_typed)],
+                MONTHDAY: [_on("dom", on_monthday), _typed(on_monthday_typed)],
+                HOURS: [_on("hours", on_hours), _typed(on_hours_typed)],
+                ONCE: [_on("once", on_once), _typed(on_once_typed)],
+                CRON: [_typed(on_cron_typed)],
+                NAME: [_on("name", on_name), _typed(on_name_typed)],
+                CONFIRM: [_on("save", on_save), _typed(on_confirm_typed)],
+                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
+            },
+            fallbacks=[
+                CommandHandler("cancel", cancel),
+                _on("cancel", cancel),
+                CallbackQueryHandler(stale, pattern=r"^n:"),
+            ],
+            allow_reentry=True,
+            per_chat=True,
+            per_user=True,
+            conversation_timeout=TIMEOUT,
+        )
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
+    """The /new conversation, then an answer for buttons of forms already closed."""
+    app.add_handler(build_conversation())
+    app.add_handler(CallbackQueryHandler(expired, pattern=r"^n:"))

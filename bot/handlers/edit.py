@@ -1,0 +1,111 @@
+"""/edit ID FIELD VALUE: change one thing about a schedule.
+
+    /edit ID name New name          /edit ID prompt New prompt text
+    /edit ID cron 0 8 * * 1-5       /edit ID tz Europe/Paris (same cron, another zone)
+    /edit ID every 2h               (an interval keeps its anchor; anything else starts
+                                     at the next full hour)
+
+The schedule is looked up in this chat first, so an id from another chat answers
+exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from bot.context import services
+from bot.views_new import edited_text, every_spec, parse_duration
+from scheduler.errors import InvalidSchedule, TicklerError
+from scheduler.models import Action, ActionKind, Schedule
+from scheduler.service import TriggerSpec
+from scheduler.triggers import CronTrigger, IntervalTrigger
+
+__all__ = ["register"]
+
+USAGE = (
+    "Write /edit ID followed by name, prompt, cron, tz or every and the new value, "
+    "like /edit ID every 2h."
+)
+FIELDS = "I can change name, prompt, cron, tz or every, as in /edit {id} name Morning brief."
+EXAMPLES = {
+    "name": "name Morning brief",
+    "prompt": "prompt Prepare my brief",
+    "cron": "cron 0 8 * * 1-5",
+    "tz": "tz Europe/Paris",
+    "every": "every 2h",
+}
+ALIASES = {"text": "prompt", "timezone": "tz", "zone": "tz", "interval": "every"}
+
+
+def _action(schedule: Schedule, value: str) -> Action:
+    """The new prompt keeps the schedule's kind (a reminder stays a reminder)."""
+    kind = schedule.action.kind if not schedule.action.template else ActionKind.AGENT
+    return Action(kind=kind, text=value)
+
+
+def _trigger(schedule: Schedule, field: str, value: str, zone: str, now: datetime) -> TriggerSpec:
+    """The new trigger for cron, tz or every; raise InvalidSchedule for a bad value."""
+    trigger = schedule.trigger
+    if field == "cron":
+        expr = value.strip("\"'“”‘’")
+        if isinstance(trigger, CronTrigger):
+            zone = trigger.timezone
+        return TriggerSpec(kind="cron", cron=expr, timezone=zone)
+    if field == "tz":
+        if not isinstance(trigger, CronTrigger):
+            raise InvalidSchedule(
+                f"Only cron schedules have a time zone, and '{schedule.name}' is not one."
+            )
+        return TriggerSpec(kind="cron", cron=trigger.expr, timezone=value)
+    seconds = parse_duration(value)
+    if isinstance(trigger, IntervalTrigger):
+        return TriggerSpec(kind="interval", every_seconds=seconds, start_at=trigger.start_at)
+    return every_spec(seconds, now, zone)
+
+
+async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/edit ID FIELD VALUE."""
+    assert update.effective_chat is not None and update.effective_message is not None
+    message = update.effective_message
+    service = services(context).service
+    chat_id = update.effective_chat.id
+    match = re.match(r"/\S+\s*(\S*)\s*(\S*)\s*(.*)", message.text or "", re.DOTALL)
+    schedule_id, field, value = match.groups() if match else ("", "", "")
+    if not schedule_id:
+        await message.reply_text(USAGE)
+        return
+    field = ALIASES.get(field.lower(), field.lower())
+    value = value.strip()
+    try:
+        schedule = await service.get_schedule(chat_id, schedule_id)
+        if field not in EXAMPLES:
+            raise InvalidSchedule(FIELDS.format(id=schedule_id))
+        if not value:
+            raise InvalidSchedule(
+                f"Write the new value after '{field}', like /edit {schedule_id} {EXAMPLES[field]}."
+            )
+        zone = await service.chat_timezone(chat_id)
+        updated = await service.update_schedule(
+            chat_id,
+            schedule_id,
+            name=value if field == "name" else None,
+            action=_action(schedule, value) if field == "prompt" else None,
+            trigger=(
+                _trigger(schedule, field, value, zone, services(context).clock.now())
+                if field in ("cron", "tz", "every")
+                else None
+            ),
+        )
+    except TicklerError as error:
+        await message.reply_text(str(error))
+        return
+    await message.reply_text(edited_text(updated, zone), parse_mode=ParseMode.HTML)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    app.add_handler(CommandHandler("edit", edit))
