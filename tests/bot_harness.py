@@ -28,7 +28,7 @@ from scheduler.engine import EngineConfig
 from tests.agent_stub import AgentStub
 from tests.telegram_server import TelegramServer, TgUser
 
-__all__ = ["ALICE", "MALLORY", "OLGA", "BotHarness", "bot"]
+__all__ = ["ALICE", "MALLORY", "OLGA", "BotHarness", "bot", "openai_bot"]
 
 ALICE, OLGA, MALLORY = 1001, 1002, 6666
 #: Monday 23 November 2026, 07:00 UTC = 08:00 in Berlin.
@@ -109,6 +109,18 @@ async def bot(
     telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
 ) -> AsyncIterator[BotHarness]:
     harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db")
+    try:
+        yield harness
+    finally:
+        await stop_bot(harness)
+
+
+@pytest_asyncio.fixture
+async def openai_bot(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> AsyncIterator[BotHarness]:
+    """The same bot with AGENT_MODE=openai: the agent's answers come back to the chat."""
+    harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", agent_mode="openai")
     try:
         yield harness
     finally:

@@ -4,31 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest_asyncio
 
 from scheduler.models import Action, MissedRunPolicy, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import TriggerSpec
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, BotHarness, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
+from tests.bot_harness import ALICE, BotHarness
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
-
-
-@pytest_asyncio.fixture
-async def openai_bot(
-    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
-) -> AsyncIterator[BotHarness]:
-    harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", agent_mode="openai")
-    try:
-        yield harness
-    finally:
-        await stop_bot(harness)
 
 
 async def daily(bot: BotHarness, policies: Policies | None = None, name: str = "Brief") -> str:

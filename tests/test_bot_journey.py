@@ -4,29 +4,12 @@ answer in the chat, check /history, pause and resume from the card."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest_asyncio
-
 from scheduler.timeutil import format_utc
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, BotHarness, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
+from tests.bot_harness import ALICE, BotHarness
 
 
-@pytest_asyncio.fixture
-async def bot(
-    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
-) -> AsyncIterator[BotHarness]:
-    harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", agent_mode="openai")
-    try:
-        yield harness
-    finally:
-        await stop_bot(harness)
-
-
-async def test_from_start_to_answer_history_and_pause(bot: BotHarness) -> None:
+async def test_from_start_to_answer_history_and_pause(openai_bot: BotHarness) -> None:
+    bot = openai_bot
     alice = bot.alice
     await alice.send("/start")
     await alice.wait_reply(containing="/new")
