@@ -3,6 +3,7 @@
     tickler run                 the bot and its scheduler (same as `python -m bot`)
     tickler engine              the scheduler alone, without the Telegram console
     tickler next "EXPR" [--tz ZONE] [--after ISO8601] [--count N]
+    tickler backup FILE         an online, consistent copy of the database
 
 Each subcommand is a `_register_<name>(subparsers)` function that adds its parser
 and sets `handler`; `main` reads the clock once and dispatches. Errors the operator
@@ -59,7 +60,40 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _register_run(subparsers)
     _register_next(subparsers)
+    _register_backup(subparsers)
     return parser
+
+
+def _register_backup(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "backup",
+        help="write a consistent copy of the database while Tickler keeps running",
+        description="Copy DATABASE_PATH to FILE with SQLite's online backup: safe while the "
+        "bot runs, and the copy opens as a normal Tickler database.",
+    )
+    parser.add_argument("file", metavar="FILE", help="where to write the copy (must not exist)")
+    parser.set_defaults(handler=_run_backup)
+
+
+def _run_backup(args: argparse.Namespace, now: datetime) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from bot.settings import ConfigError, load_settings
+    from storage.backup import backup_database
+
+    target = Path(args.file)
+    if target.exists():
+        raise UsageError(f"{target} exists already; choose a new file name.")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not settings.database_path.exists():
+        raise UsageError(f"There is no database at {settings.database_path} to back up.")
+    pages = asyncio.run(backup_database(settings.database_path, target))
+    print(f"Backed up {settings.database_path} to {target} ({pages} pages).")
+    return EXIT_OK
 
 
 def _register_run(subparsers: argparse._SubParsersAction[_Parser]) -> None:
