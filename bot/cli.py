@@ -91,6 +91,7 @@ def _run_backup(args: argparse.Namespace, now: datetime) -> int:
         raise UsageError(str(exc)) from None
     if not settings.database_path.exists():
         raise UsageError(f"There is no database at {settings.database_path} to back up.")
+    target.parent.mkdir(parents=True, exist_ok=True)
     pages = asyncio.run(backup_database(settings.database_path, target))
     print(f"Backed up {settings.database_path} to {target} ({pages} pages).")
     return EXIT_OK

@@ -42,7 +42,7 @@ async def test_backup_while_open_copies_everything(tmp_path: Path) -> None:
         trigger=TriggerSpec(kind="cron", cron="0 9 * * *", timezone="UTC"),
         action=Action(text="hi"),
     )
-    copy = tmp_path / "copy.db"
+    copy = tmp_path / "backups" / "copy.db"  # the folder is created
     env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(db), "AGENT_URL": "http://127.0.0.1:9/"}
     code, out, err = await tickler("backup", str(copy), env=env)
     assert code == 0, err
