@@ -7,9 +7,14 @@ import asyncio
 import logging
 import signal
 import sys
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from bot.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from telegram.ext import Application
+
+log = logging.getLogger("tickler")
 
 
 def serve(*, headless: bool = False) -> int:
@@ -31,7 +36,13 @@ def serve(*, headless: bool = False) -> int:
 
         asyncio.run(run_engine(settings))
     else:
-        _run_bot(settings)
+        from bot.http_api import HttpStartError
+
+        try:
+            _run_bot(settings)
+        except HttpStartError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     return 0
 
 
@@ -45,21 +56,44 @@ def _run_bot(settings: Settings) -> None:
     # runs within the grace period), then post_shutdown (the database closes).
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     if settings.webhook_url:
-        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        app.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=secret,
-            allowed_updates=Update.ALL_TYPES,
-            stop_signals=stop_signals,
-            close_loop=False,
-        )
+        asyncio.run(_serve_webhook(app, settings))
     else:
         app.run_polling(
             allowed_updates=Update.ALL_TYPES, stop_signals=stop_signals, close_loop=False
         )
+
+
+async def _serve_webhook(app: Application, settings: Settings) -> None:  # type: ignore[type-arg]
+    """Webhook mode: Telegram pushes updates to our own HTTP server (`bot.http_api`, on
+    HTTP_HOST:HTTP_PORT, route = WEBHOOK_URL's path), which puts them on the update
+    queue; no updater, no second server. Stops in run_polling's order: update
+    processing, then the engine drains (stop_services), then the database closes."""
+    from telegram import Update
+
+    from bot.app import close_services, start_services, stop_services
+
+    assert settings.webhook_url is not None and settings.webhook_secret is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.initialize()
+    try:
+        await start_services(app)
+        await app.start()
+        await app.bot.set_webhook(
+            settings.webhook_url,
+            secret_token=settings.webhook_secret.get_secret_value(),
+            allowed_updates=Update.ALL_TYPES,
+        )
+        log.info("webhook set; serving updates on %s:%d", settings.http_host, settings.http_port)
+        await stop.wait()
+    finally:
+        if app.running:
+            await app.stop()
+        await stop_services(app)
+        await app.shutdown()
+        await close_services(app)
 
 
 def main() -> int:

@@ -16,19 +16,25 @@ from telegram.ext import AIORateLimiter, Application, TypeHandler
 
 from bot import access
 from bot.context import SERVICES_KEY, Services
-from bot.handlers import chat, edit, new, runs, schedules, start
+from bot.handlers import chat, edit, new, proposals, runs, schedules, start
+from bot.http_api import HttpServer
+from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
+from bot.proposal_expiry import expire_proposals_forever
 from bot.runtime import build_dispatcher, engine_config
 from bot.settings import Settings
 from scheduler.clock import Clock, SystemClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
+from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
 
 log = logging.getLogger("tickler.bot")
+
+HTTP_KEY = "http_server"
 
 #: The command menu, in the order /help shows it.
 COMMANDS: list[tuple[str, str]] = [
@@ -78,7 +84,7 @@ def build_application(
 
     # Order matters: the allow-list gate runs first (group -1) and stops everything else.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (start, new, edit, schedules, runs, chat):
+    for module in (start, new, edit, schedules, runs, proposals, chat):
         module.register(app)
     start.register_fallback(app)
     app.add_error_handler(_on_error)
@@ -93,6 +99,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     store = await SqliteStore.open(settings.database_path)
     dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
     notifier = TelegramNotifier(app.bot, store, clock)
+    metrics = app.bot_data["metrics"] = Metrics()
     engine = Engine(
         store,
         clock,
@@ -100,20 +107,35 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
         config=app.bot_data["engine_config"],
         notifier=notifier,
         reminders=notifier,
+        observer=metrics,
     )
     service = ScheduleService(
         store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
     )
     svc = Services(settings, clock, store, service, engine, dispatcher)
+    proposal_service = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
+    svc.proposals = proposal_service
     notifier.services = svc
     app.bot_data[SERVICES_KEY] = svc
     await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+    # Listen first: a port in use stops start-up before the engine claims anything.
+    await _start_http(app, settings, metrics)
     svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
+    svc.proposal_task = asyncio.create_task(
+        expire_proposals_forever(proposal_service, notifier, clock), name="proposal-expiry"
+    )
 
 
 async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
     """post_stop: stop claiming, let in-flight runs finish (or put them back)."""
+    http: HttpServer | None = app.bot_data.pop(HTTP_KEY, None)
+    if http is not None:
+        await http.stop()
     svc: Services | None = app.bot_data.get(SERVICES_KEY)
+    if svc is not None and svc.proposal_task is not None:
+        svc.proposal_task.cancel()
+        await asyncio.wait({svc.proposal_task})
+        svc.proposal_task = None
     if svc is None or svc.engine_task is None:
         return
     svc.engine.request_stop()
@@ -131,6 +153,19 @@ async def close_services(app: Application) -> None:  # type: ignore[type-arg]
     if app.bot_data["dispatcher"] is None:
         await svc.dispatcher.aclose()
     await svc.store.close()
+
+
+async def _start_http(
+    app: Application,  # type: ignore[type-arg]
+    settings: Settings,
+    metrics: Metrics,
+) -> None:
+    """The one HTTP port (/healthz, /metrics, /api/v1, the webhook); HTTP_PORT=0: none."""
+    if settings.http_port == 0:
+        return
+    http = HttpServer(app, settings, metrics)
+    await http.start()
+    app.bot_data[HTTP_KEY] = http
 
 
 async def _on_error(update: object, context: object) -> None:

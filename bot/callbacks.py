@@ -3,6 +3,7 @@
     s:<action>:<schedule_id>[:<arg>]   a schedule: show, run, pause, resume, hist[:page],
                                        edit, del, arch, keep; a trailing :c edits the card
     r:<action>:<run_id>                a run: retry, done, drop, approve, skip
+    p:<action>:<proposal_id>           an agent's proposal: approve, reject, undo (admins only)
     m:<choice>:<schedule_id>:<a>:<b>   missed fires between epoch seconds a and b
     l:<page>                           /schedules page
     h:<page>                           /history page of the whole chat

@@ -12,6 +12,7 @@ from bot.settings import Settings
 from scheduler.clock import Clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
+from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 
@@ -29,6 +30,10 @@ class Services:
     engine: Engine
     dispatcher: HttpAgentDispatcher
     engine_task: asyncio.Task[None] | None = None
+    #: The agent's proposals (HTTP API, tool calls) and their approvals.
+    proposals: ProposalService | None = None
+    #: The proposal expiry sweep (bot/proposal_expiry.py), cancelled in post_stop.
+    proposal_task: asyncio.Task[None] | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

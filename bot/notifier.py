@@ -15,16 +15,25 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot import callbacks
 from bot.render import esc, local, split_message, zone_of
+from bot.views_proposals import (
+    expired_line,
+    expired_note,
+    proposal_keyboard,
+    proposal_message,
+    run_approval,
+)
 from scheduler.clock import Clock
 from scheduler.dispatch import DispatchError
 from scheduler.models import RunStatus
 from scheduler.planning import FirePlan
+from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.risk import RiskDecision
 from scheduler.store import FinishedAttempt, Store
 
 if TYPE_CHECKING:
@@ -38,6 +47,12 @@ log = logging.getLogger("tickler.notify")
 #: and mentioned in the next one, so a failing schedule cannot flood the chat.
 ALERT_INTERVAL = 15 * 60
 _NETWORK_RETRIES = 3
+#: At most this many "wants to run: approve?" messages per claim (a catch-up of many
+#: missed fires asks about the newest ones; the rest wait in /history).
+_APPROVALS_SHOWN = 10
+#: Pending proposals whose message expiry can still edit (the oldest are forgotten;
+#: their expiry is then a new message).
+_PROPOSAL_MESSAGES_KEPT = 1000
 
 
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
@@ -55,6 +70,9 @@ class TelegramNotifier:
         self._last_alert: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Pending proposals' messages (id -> message id, its HTML), so expiry can edit
+        #: them; after a restart the expiry note is a new message instead.
+        self._proposal_messages: dict[str, tuple[int, str]] = {}
 
     # --- the engine's Notifier protocol --------------------------------------------------
     async def run_finished(self, finished: FinishedAttempt) -> None:
@@ -142,6 +160,64 @@ class TelegramNotifier:
         )
         self._spawn(self.send(schedule.chat_id, text, markup))
 
+    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        """One message per waiting run: "<name> wants to run for <time>: approve?"."""
+        waiting = {f.scheduled_for for f in plan.fires if f.status is RunStatus.AWAITING_APPROVAL}
+        schedule = await self.store.get_schedule(plan.chat_id, plan.schedule_id)
+        if schedule is None or not waiting:
+            return
+        runs = await self.store.list_runs(
+            plan.chat_id,
+            schedule_id=schedule.id,
+            statuses=[RunStatus.AWAITING_APPROVAL],
+            limit=_APPROVALS_SHOWN * 4,
+        )
+        asking = sorted(
+            (r for r in runs if r.scheduled_for in waiting), key=lambda r: r.scheduled_for
+        )
+        texts = [run_approval(schedule, run, zone_of(schedule)) for run in asking]
+        self._spawn(self._send_each(schedule.chat_id, texts[-_APPROVALS_SHOWN:]))
+
+    # --- proposals (ProposalService's on_proposal, and the expiry sweep) -------------------
+    async def proposal_made(self, proposal: Proposal, decision: RiskDecision) -> None:
+        """Tell the chat what the agent proposed and what will happen, with its buttons."""
+        text = proposal_message(proposal, decision, now=self.clock.now())
+        markup = proposal_keyboard(proposal)
+
+        async def announce() -> None:
+            message = await self.deliver(proposal.chat_id, text, markup)
+            if message is not None and proposal.status is ProposalStatus.PENDING:
+                known = self._proposal_messages
+                known[proposal.id] = (message.message_id, message.text_html)
+                while len(known) > _PROPOSAL_MESSAGES_KEPT:  # decided ones are never popped
+                    del known[next(iter(known))]
+
+        self._spawn(announce())
+
+    async def proposal_expired(self, proposal: Proposal) -> None:
+        """Edit the proposal's message (its buttons go), or say so in a new one."""
+        known = self._proposal_messages.pop(proposal.id, None)
+        if known is not None:
+            message_id, text = known
+            try:
+                await self.bot.edit_message_text(
+                    f"{text}\n\n{expired_line(proposal)}",
+                    chat_id=proposal.chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                )
+                return
+            except TelegramError:
+                log.info("could not edit proposal %s's message; sending a note", proposal.id)
+        await self.send(proposal.chat_id, expired_note(proposal))
+
+    async def _send_each(
+        self, chat_id: int, messages: list[tuple[str, InlineKeyboardMarkup]]
+    ) -> None:
+        for text, markup in messages:
+            if not await self.send(chat_id, text, markup):
+                return
+
     # --- the engine's ReminderSender protocol ---------------------------------------------
     async def send_reminder(self, chat_id: int, text: str) -> None:
         if not await self.send(chat_id, f"🔔 {esc(text)}"):
@@ -152,32 +228,37 @@ class TelegramNotifier:
         self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> bool:
         """Send one HTML message; False if it could not be delivered."""
+        return await self.deliver(chat_id, text, markup) is not None
+
+    async def deliver(
+        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> Message | None:
+        """`send`, returning the message sent (None if it could not be delivered)."""
         prefs = await self.store.get_chat(chat_id)
         if prefs.blocked_at is not None:
             log.info("not sending to chat %s: %s", chat_id, prefs.block_reason)
-            return False
+            return None
         for attempt in range(1, _NETWORK_RETRIES + 1):
             try:
-                await self.bot.send_message(
+                return await self.bot.send_message(
                     chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
                 )
-                return True
             except Forbidden as exc:
                 await self.store.set_chat_blocked(chat_id, exc.message, self.clock.now())
                 log.warning("chat %s refuses messages: %s", chat_id, exc.message)
-                return False
+                return None
             except BadRequest:
                 log.exception("Telegram refused a message to chat %s", chat_id)
-                return False
+                return None
             except RetryAfter as exc:
                 # The rate limiter already waited and retried; wait once more, then retry.
                 await asyncio.sleep(exc.retry_after.total_seconds())  # type: ignore[union-attr]
             except NetworkError:
                 if attempt == _NETWORK_RETRIES:
                     log.exception("could not reach Telegram for chat %s", chat_id)
-                    return False
+                    return None
                 await asyncio.sleep(0.5 * 2**attempt)
-        return False
+        return None
 
     async def send_all(self, chat_id: int, texts: list[str]) -> None:
         for text in texts:

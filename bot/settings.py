@@ -6,16 +6,28 @@ A missing or malformed setting stops start-up with one line naming it; see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler.cron import load_zone
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_settings", "webhook_path"]
+
+#: Paths of the HTTP server that a webhook path may not take.
+RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/api"})
+#: What Telegram accepts as a webhook's secret_token.
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def webhook_path(url: str) -> str:
+    """The route that receives Telegram's pushes: WEBHOOK_URL's path ("/" if none)."""
+    return urlsplit(url).path or "/"
 
 
 class ConfigError(SystemExit):
@@ -32,11 +44,10 @@ class Settings(BaseSettings):
     admin_ids: IdList = Field(default_factory=list)
     operator_ids: IdList = Field(default_factory=list)
     telegram_api_base_url: str | None = None
-    #: Public HTTPS URL Telegram should push updates to; unset means long polling.
+    #: Public HTTPS URL Telegram should push updates to; unset means long polling. Its
+    #: path is the route on the HTTP server (HTTP_HOST:HTTP_PORT) that receives them.
     webhook_url: str | None = None
-    webhook_listen: str = "0.0.0.0"
-    webhook_port: int = Field(default=8443, ge=1, le=65535)
-    webhook_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = Field(default=None, validate_default=True)
 
     agent_url: str
     agent_mode: Literal["telegram", "openai"] = "telegram"
@@ -48,12 +59,21 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     api_token: SecretStr | None = None
 
+    #: The one HTTP port: /healthz, /metrics, /api/v1 and (webhook mode) the webhook.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535, validate_default=True)  # 0: none
+    #: Chats the API may address besides the ADMIN_IDS / OPERATOR_IDS private chats.
+    api_chat_ids: IdList = Field(default_factory=list)
+    #: Token bucket per API token: sustained requests per second, and the burst.
+    api_rate_per_second: float = Field(default=10.0, gt=0)
+    api_rate_burst: int = Field(default=20, ge=1)
+
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     trip_after: int = Field(default=3, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("admin_ids", "operator_ids", mode="before")
+    @field_validator("admin_ids", "operator_ids", "api_chat_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -72,8 +92,33 @@ class Settings(BaseSettings):
     @field_validator("webhook_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("https://"):
+        if value is None:
+            return None
+        if not value.startswith("https://"):
             raise ValueError("must start with https:// (Telegram pushes only to HTTPS)")
+        path = webhook_path(value)
+        if path in RESERVED_PATHS or path.startswith("/api/"):
+            raise ValueError(f"its path {path} is taken by the HTTP API; use e.g. /telegram")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("webhook_url"):
+                raise ValueError(
+                    "is required when WEBHOOK_URL is set (Telegram sends it with every update)"
+                )
+            return None
+        if not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("http_port")
+    @classmethod
+    def _port_for_webhook(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and info.data.get("webhook_url"):
+            raise ValueError("must not be 0 when WEBHOOK_URL is set (the webhook is served on it)")
         return value
 
     @field_validator("default_timezone")

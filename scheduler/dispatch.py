@@ -114,6 +114,9 @@ class DispatchResult(BaseModel):
     output: str | None = None
     #: `prompt_tokens`, `completion_tokens`, `total_tokens` when the agent reported them.
     token_usage: dict[str, int] | None = None
+    #: `openai` mode: the tool calls of the answer, as the agent sent them
+    #: (`[{"id": ..., "type": "function", "function": {"name": ..., "arguments": "{...}"}}]`).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class DispatchError(Exception):
@@ -183,8 +186,9 @@ class _ContentPart(BaseModel):
 
 
 class _Message(BaseModel):
-    # None when the agent answers only with tool calls (handled in a later issue).
+    # None when the agent answers only with tool calls.
     content: str | list[_ContentPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Choice(BaseModel):
@@ -278,14 +282,17 @@ class HttpAgentDispatcher:
         self,
         *,
         update: dict[str, Any],
-        history: list[dict[str, str]],
+        history: list[dict[str, Any]],
         idempotency_key: str,
         timeout: float = 120.0,
+        tools: list[dict[str, Any]] | None = None,
     ) -> DispatchResult:
         """A plain chat message for the agent (the bot as a conversational front end).
 
         In `telegram` mode the update goes as Telegram delivered it; in `openai` mode
-        the recent turns of the chat (`history`, ending with this message) are sent.
+        the recent turns of the chat (`history`, ending with this message, or with the
+        tool results of the previous answer) are sent, with `tools` when given; the
+        answer's tool calls come back in `DispatchResult.tool_calls`.
         """
         headers = {
             "Content-Type": "application/json",
@@ -309,6 +316,8 @@ class HttpAgentDispatcher:
                 "model": self._model,
                 "messages": [{"role": "system", "content": system}, *history],
             }
+            if tools:
+                body["tools"] = tools
         return await self._post(body, headers, timeout)
 
     async def _post(
@@ -422,7 +431,8 @@ def _parse_completion(response: httpx.Response) -> DispatchResult:
             uncertain=False,
             status_code=response.status_code,
         )
-    content = completion.choices[0].message.content
+    message = completion.choices[0].message
+    content = message.content
     if isinstance(content, list):
         # Some OpenAI-compatible servers answer with content parts; keep the text ones.
         content = "".join(part.text or "" for part in content if part.type == "text")
@@ -431,7 +441,12 @@ def _parse_completion(response: httpx.Response) -> DispatchResult:
     usage = None
     if completion.usage is not None:
         usage = {k: v for k, v in completion.usage.model_dump().items() if v is not None} or None
-    return DispatchResult(status_code=response.status_code, output=output, token_usage=usage)
+    return DispatchResult(
+        status_code=response.status_code,
+        output=output,
+        token_usage=usage,
+        tool_calls=message.tool_calls or None,
+    )
 
 
 def _transport_error(exc: httpx.HTTPError | aiohttp.ClientError, timeout: float) -> DispatchError:

@@ -2,8 +2,10 @@
 
 Each iteration reads the clock once and then:
 1. heartbeats, and reaps runs left `running` by instances that died;
-2. claims due fires (planning them by the missed-run policy) in one transaction each;
-3. acquires ready runs up to the free dispatch slots and starts them;
+2. skips runs whose approval deadline passed unanswered;
+3. claims due fires (planning them by the missed-run policy) in one transaction each,
+   and asks the operator about the ones that need approval;
+4. acquires ready runs up to the free dispatch slots and starts them;
 then sleeps until the earliest due instant, a wake-up (schedules changed, a slot
 freed), or a short cap, whichever is first. Idle, it uses no CPU.
 
@@ -21,7 +23,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -34,7 +36,7 @@ from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, 
 from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
 from scheduler.templates import load_template, prompt_variables, render
 
-__all__ = ["Engine", "EngineConfig", "Notifier", "ReminderSender"]
+__all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender"]
 
 log = logging.getLogger("tickler.engine")
 
@@ -72,9 +74,26 @@ class Notifier(Protocol):
 
     async def fires_missed(self, plan: FirePlan) -> None: ...
 
+    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        """Fires of `plan` wait for an operator's Approve/Skip (status awaiting_approval);
+        unanswered, each is skipped at its deadline (planning.approval_deadline)."""
+
 
 class ReminderSender(Protocol):
     async def send_reminder(self, chat_id: int, text: str) -> None: ...
+
+
+class EngineObserver(Protocol):
+    """Sees every attempt start and end, for metrics. Called synchronously from the
+    engine's tasks; it must be quick, and whatever it raises is logged and ignored."""
+
+    def attempt_started(self, run: Run, lag_s: float) -> None:
+        """`run` (already `running`, attempt counted) starts `lag_s` seconds after its
+        scheduled instant, by the engine's clock."""
+
+    def attempt_finished(self, run: Run, duration_s: float, status: RunStatus) -> None:
+        """The attempt took `duration_s` real seconds and ended as `status` (SUCCEEDED,
+        FAILED, DEAD or UNKNOWN). Attempts cut off by shutdown are not reported."""
 
 
 class _LogNotifier:
@@ -87,6 +106,10 @@ class _LogNotifier:
 
     async def fires_missed(self, plan: FirePlan) -> None:
         log.warning("schedule %s: %d fires missed", plan.schedule_id, plan.missed)
+
+    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        waiting = [f for f in plan.fires if f.status is RunStatus.AWAITING_APPROVAL]
+        log.info("schedule %s: %d fires await approval", plan.schedule_id, len(waiting))
 
 
 @dataclass
@@ -169,6 +192,7 @@ class Engine:
         config: EngineConfig | None = None,
         notifier: Notifier | None = None,
         reminders: ReminderSender | None = None,
+        observer: EngineObserver | None = None,
         instance_id: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -178,6 +202,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.notifier: Notifier = notifier or _LogNotifier()
         self.reminders = reminders
+        self.observer = observer
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self.instance_id = instance_id or f"{self._host}:{self._pid}:{new_id()}"
@@ -321,10 +346,15 @@ class Engine:
             await self._reap(now)
             self._next_heartbeat = now + self.config.heartbeat_every
         more = False
+        expired = await self.store.skip_expired_approvals(now)
+        if expired:
+            log.info("%d runs skipped: no approval before their deadline", expired)
         plans = await self.store.claim_due_fires(now, self.config.claim_batch, self._plan)
         for plan in plans:
             if plan.missed:
                 await self._notify(self.notifier.fires_missed(plan))
+            if any(f.status is RunStatus.AWAITING_APPROVAL for f in plan.fires):
+                await self._notify(self.notifier.runs_awaiting_approval(plan))
         if len(plans) >= self.config.claim_batch:
             more = True
         free = self.config.max_concurrency - len(self._inflight)
@@ -418,6 +448,10 @@ class Engine:
         acquired = flight.acquired
         retry_planned = False
         try:
+            run = acquired.run
+            lag = (self.clock.now() - run.scheduled_for).total_seconds()
+            self._observe(lambda o: o.attempt_started(run, lag))
+            started = time.monotonic()
             flight.attempt = asyncio.create_task(self._attempt(acquired))
             try:
                 outcome = await flight.attempt
@@ -425,6 +459,8 @@ class Engine:
                 # Cancelled by shutdown after the grace period: not a failure.
                 await self.store.release_runs(self.instance_id, [acquired.run.id], self.clock.now())
                 return
+            took = time.monotonic() - started
+            self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
             retry_planned = outcome.status is RunStatus.FAILED
             finished = await self._recorder.finish(acquired, outcome)
             if finished is not None:
@@ -540,6 +576,14 @@ class Engine:
         await self._notify(self.notifier.run_finished(finished))
         if finished.tripped_now:
             await self._notify(self.notifier.schedule_tripped(finished))
+
+    def _observe(self, call: Callable[[EngineObserver], None]) -> None:
+        if self.observer is None:
+            return
+        try:
+            call(self.observer)
+        except Exception:
+            log.exception("engine observer failed")
 
     @staticmethod
     async def _notify(call: Awaitable[None]) -> None:

@@ -4,6 +4,7 @@
      ├── InvalidSchedule (ValueError)    bad cron, zone, interval, prompt, instant, policy
      ├── ScheduleNotFound (LookupError)  no such schedule in this chat
      ├── RunNotFound (LookupError)       no such run in this chat
+     ├── ProposalNotFound (LookupError)  no such proposal in this chat
      └── InvalidState (RuntimeError)     the request does not fit the current state
                                          (resume a schedule that is not paused, retry a
                                          run that is not dead, ...)
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "InvalidSchedule",
     "InvalidState",
+    "ProposalNotFound",
     "RunNotFound",
     "ScheduleNotFound",
     "TicklerError",
@@ -36,6 +38,10 @@ class ScheduleNotFound(TicklerError, LookupError):
 
 class RunNotFound(TicklerError, LookupError):
     """No run with that id exists in the caller's chat."""
+
+
+class ProposalNotFound(TicklerError, LookupError):
+    """No proposal with that id exists in the caller's chat."""
 
 
 class InvalidState(TicklerError, RuntimeError):

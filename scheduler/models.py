@@ -198,6 +198,8 @@ class Run(BaseModel):
     trigger: RunTrigger
     status: RunStatus
     attempt: int = 0
+    #: When the engine next acts on the run: its (next) attempt while pending or failed;
+    #: the approval deadline (then it is skipped) while awaiting approval.
     next_attempt_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

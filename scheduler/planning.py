@@ -17,11 +17,14 @@ from scheduler.timeutil import format_utc
 from scheduler.triggers import Trigger
 
 __all__ = [
+    "APPROVAL_DEADLINE_REASON",
+    "APPROVAL_WINDOW",
     "DEFAULT_MISFIRE_GRACE",
     "MAX_RECORDED_MISSES",
     "FirePlan",
     "FireWindow",
     "PlannedFire",
+    "approval_deadline",
     "manual_run",
     "plan_due_fires",
     "retry_delay",
@@ -38,6 +41,9 @@ DEFAULT_MISFIRE_GRACE = timedelta(minutes=5)
 #: plan only counts them, and the operator sees "N missed while offline". Keeps a
 #: minutely schedule that was down for a month from writing 43,200 rows at start-up.
 MAX_RECORDED_MISSES = 1000
+#: The longest a fire waits for an operator's Approve/Skip; see `approval_deadline`.
+APPROVAL_WINDOW = timedelta(hours=24)
+APPROVAL_DEADLINE_REASON = "approval deadline passed"
 _EPSILON = timedelta(microseconds=1)
 #: How much of a long outage is walked to measure a trigger's density: whole weeks,
 #: or this many fires for a dense trigger, whichever comes first.
@@ -220,13 +226,26 @@ def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigg
     )
 
 
+def approval_deadline(next_fire: datetime | None, now: datetime) -> datetime:
+    """When a fire planned at `now` that waits for approval is skipped unanswered: at the
+    schedule's next fire (an answer after it would run two windows back to back), and
+    never later than APPROVAL_WINDOW after it was asked (a one-time schedule has no next
+    fire; a weekly one should not wait a week). A waiting run keeps this instant in its
+    `next_attempt_at`, the time the engine next acts on it."""
+    latest = now + APPROVAL_WINDOW
+    return latest if next_fire is None else min(next_fire, latest)
+
+
 def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run]:
     """The ledger rows a plan writes."""
     out = []
+    deadline = approval_deadline(plan.next_run_at, now)
     for fire in plan.fires:
         if fire.status is RunStatus.SKIPPED:
             out.append(skipped_run(schedule, fire.scheduled_for, fire.reason or "skipped", now))
             continue
+        # A pending run is ready at its instant; one awaiting approval keeps its deadline.
+        waits = fire.status is RunStatus.AWAITING_APPROVAL
         out.append(
             Run(
                 id=new_id(),
@@ -235,7 +254,7 @@ def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run
                 scheduled_for=fire.scheduled_for,
                 trigger=fire.trigger,
                 status=fire.status,
-                next_attempt_at=fire.scheduled_for if fire.status is RunStatus.PENDING else None,
+                next_attempt_at=deadline if waits else fire.scheduled_for,
                 created_at=now,
                 updated_at=now,
             )

@@ -29,7 +29,13 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.planning import MAX_RECORDED_MISSES, manual_run, skipped_run, walk_fires
+from scheduler.planning import (
+    APPROVAL_DEADLINE_REASON,
+    MAX_RECORDED_MISSES,
+    manual_run,
+    skipped_run,
+    walk_fires,
+)
 from scheduler.store import ScheduleChange, Store
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
@@ -40,7 +46,14 @@ from scheduler.triggers import (
     once_trigger,
 )
 
-__all__ = ["Limits", "Resumed", "ScheduleService", "TriggerSpec"]
+__all__ = [
+    "Limits",
+    "Resumed",
+    "ScheduleService",
+    "TriggerSpec",
+    "first_fire",
+    "trigger_from_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,29 @@ class TriggerSpec(BaseModel):
     every_seconds: int | None = None
     start_at: datetime | None = None
     at: datetime | None = None
+
+
+def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = "UTC") -> Trigger:
+    """The trigger `spec` describes (a cron without a zone uses `default_timezone`; an
+    interval without a start starts at `now`); InvalidSchedule with one sentence."""
+    if spec.kind == "cron":
+        if not spec.cron:
+            raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
+        return cron_trigger(spec.cron, spec.timezone or default_timezone)
+    if spec.kind == "interval":
+        if spec.every_seconds is None:
+            raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
+        return interval_trigger(spec.every_seconds, spec.start_at or now)
+    if spec.at is None:
+        raise InvalidSchedule("A one-time schedule needs the instant it fires.")
+    return once_trigger(spec.at, now)
+
+
+def first_fire(trigger: Trigger, now: datetime) -> datetime | None:
+    """The first fire of a schedule created at `now` (an interval may start at `now`)."""
+    if isinstance(trigger, IntervalTrigger) and trigger.start_at >= now:
+        return trigger.start_at
+    return trigger.next_after(now)
 
 
 class ScheduleService:
@@ -96,21 +132,15 @@ class ScheduleService:
 
     # --- validation ------------------------------------------------------------------
     def build_trigger(self, spec: TriggerSpec, now: datetime) -> Trigger:
-        if spec.kind == "cron":
-            if not spec.cron:
-                raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
-            return cron_trigger(spec.cron, spec.timezone or self.default_timezone)
-        if spec.kind == "interval":
-            if spec.every_seconds is None:
-                raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
-            if 0 < spec.every_seconds < self.limits.min_interval_seconds:
-                raise InvalidSchedule(
-                    f"The interval must be at least {_duration(self.limits.min_interval_seconds)}."
-                )
-            return interval_trigger(spec.every_seconds, spec.start_at or now)
-        if spec.at is None:
-            raise InvalidSchedule("A one-time schedule needs the instant it fires.")
-        return once_trigger(spec.at, now)
+        if (
+            spec.kind == "interval"
+            and spec.every_seconds is not None
+            and 0 < spec.every_seconds < self.limits.min_interval_seconds
+        ):
+            raise InvalidSchedule(
+                f"The interval must be at least {_duration(self.limits.min_interval_seconds)}."
+            )
+        return trigger_from_spec(spec, now, self.default_timezone)
 
     def _check_name(self, name: str) -> str:
         name = " ".join(name.split())
@@ -138,6 +168,16 @@ class ScheduleService:
         check_template(text)
         return action
 
+    def validate(self, *, name: str, trigger: TriggerSpec, action: Action) -> None:
+        """Raise InvalidSchedule if `create_schedule` would refuse this definition (the
+        per-chat schedule count aside); changes nothing."""
+        now = self.clock.now()
+        self._check_name(name)
+        built = self.build_trigger(trigger, now)
+        self._check_action(action)
+        if first_fire(built, now) is None:
+            raise InvalidSchedule("That schedule would never fire.")
+
     # --- schedules -------------------------------------------------------------------
     async def create_schedule(
         self,
@@ -151,7 +191,10 @@ class ScheduleService:
         description: str = "",
         created_by: CreatedBy = CreatedBy.OPERATOR,
         schedule_id: str | None = None,
+        paused_reason: str | None = None,
     ) -> Schedule:
+        """Validate and add a schedule. With `paused_reason` it is created paused (an
+        agent's proposal awaiting approval), so it cannot fire before it is resumed."""
         now = self.clock.now()
         name = self._check_name(name)
         built = self.build_trigger(trigger, now)
@@ -161,7 +204,7 @@ class ScheduleService:
                 f"This chat already has {self.limits.max_schedules_per_chat} schedules, the "
                 "limit; archive one with /delete first."
             )
-        next_run = _first_fire(built, now)
+        next_run = first_fire(built, now)
         if next_run is None:
             raise InvalidSchedule("That schedule would never fire.")
         schedule = Schedule(
@@ -173,6 +216,8 @@ class ScheduleService:
             action=action,
             policies=policies or Policies(),
             owner=owner,
+            enabled=paused_reason is None,
+            pause_reason=paused_reason,
             next_run_at=next_run,
             created_by=created_by,
             created_at=now,
@@ -216,7 +261,7 @@ class ScheduleService:
             changes["policies"] = policies
         if trigger is not None:
             built = self.build_trigger(trigger, now)
-            next_run = _first_fire(built, now)
+            next_run = first_fire(built, now)
             if next_run is None:
                 raise InvalidSchedule("That schedule would never fire.")
             changes["trigger"] = built
@@ -363,6 +408,23 @@ class ScheduleService:
     async def approve_run(self, chat_id: int, run_id: str) -> Run:
         run = await self.get_run(chat_id, run_id)
         now = self.clock.now()
+        deadline = run.next_attempt_at
+        if run.status is RunStatus.AWAITING_APPROVAL and deadline is not None and deadline <= now:
+            # Too late, even if the engine has not skipped it yet: the deadline is the
+            # schedule's next fire, and approving now could run two windows at once.
+            await self.store.transition_run(
+                chat_id,
+                run_id,
+                expected=[RunStatus.AWAITING_APPROVAL],
+                changes={
+                    "status": RunStatus.SKIPPED,
+                    "finished_at": now,
+                    "error": APPROVAL_DEADLINE_REASON,
+                    "next_attempt_at": None,
+                },
+                now=now,
+            )
+            raise InvalidState("That run is already skipped: its approval deadline passed.")
         updated = await self.store.transition_run(
             chat_id,
             run_id,
@@ -398,7 +460,7 @@ class ScheduleService:
             chat_id,
             run_id,
             expected=expected,
-            changes={"status": status, "finished_at": now, "error": note},
+            changes={"status": status, "finished_at": now, "error": note, "next_attempt_at": None},
             now=now,
         )
         if updated is None:
@@ -484,12 +546,6 @@ def _not_found(schedule_id: str) -> ScheduleNotFound:
 def _require_active(schedule: Schedule, schedule_id: str) -> None:
     if schedule.archived_at is not None:
         raise _not_found(schedule_id)
-
-
-def _first_fire(trigger: Trigger, now: datetime) -> datetime | None:
-    if isinstance(trigger, IntervalTrigger) and trigger.start_at >= now:
-        return trigger.start_at
-    return trigger.next_after(now)
 
 
 def _duration(seconds: int) -> str:

@@ -13,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
+
+if TYPE_CHECKING:
+    # Only for annotations: scheduler.proposals builds on the service, which uses this.
+    from scheduler.proposals import Proposal, ProposalStatus
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -176,7 +180,8 @@ class Store(Protocol):
         """The earliest `next_run_at` of an active schedule."""
 
     async def next_due_at(self) -> datetime | None:
-        """The earliest instant at which anything (a fire, a retry) becomes due."""
+        """The earliest instant at which anything (a fire, a retry, an approval
+        deadline) becomes due."""
 
     async def register_instance(self, instance: EngineInstance) -> None: ...
 
@@ -232,3 +237,57 @@ class Store(Protocol):
     ) -> Run | None:
         """Apply `changes` only if the run is still in one of `expected`; None otherwise.
         This is how a button pressed twice is applied once."""
+
+    async def skip_expired_approvals(self, now: datetime) -> int:
+        """Skip the runs still awaiting approval whose deadline (`next_attempt_at`, see
+        `scheduler.planning.approval_deadline`) is not after `now`, with the reason
+        "approval deadline passed". Returns how many were skipped."""
+
+    # --- proposals -------------------------------------------------------------------------
+    async def add_proposal(self, proposal: Proposal) -> None:
+        """Insert a new proposal (in whatever status the policy gave it)."""
+
+    async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:
+        """The proposal with that id in that chat, or None."""
+
+    async def list_proposals(
+        self,
+        chat_id: int,
+        *,
+        statuses: Collection[ProposalStatus] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Proposal]:
+        """The chat's proposals, newest first."""
+
+    async def transition_proposal(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+    ) -> Proposal | None:
+        """Apply `changes` (status, schedule_id, decided_by, decided_at, refusal) only if
+        the proposal is still in one of `expected`; None otherwise. A decision pressed
+        twice is applied once."""
+
+    async def list_pending_expired(self, now: datetime) -> list[Proposal]:
+        """Pending proposals of every chat whose `expires_at` is not after `now` (the
+        expiry sweep; each is then expired through `transition_proposal`)."""
+
+    async def next_proposal_expiry(self) -> datetime | None:
+        """The earliest `expires_at` of a pending proposal."""
+
+    # --- operations (health checks and metrics) ---------------------------------------
+    async def ping(self) -> None:
+        """A trivial query (SELECT 1): raises if the database cannot answer."""
+
+    async def count_runs_by_status(self) -> dict[RunStatus, int]:
+        """How many runs there are in each status (statuses with none are absent)."""
+
+    async def count_due_runs(self, now: datetime) -> int:
+        """Ready runs (pending, or failed and due for a retry) that are due at `now`."""
+
+    async def count_tripped_schedules(self) -> int:
+        """Active schedules whose circuit breaker has tripped."""

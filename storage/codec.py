@@ -8,7 +8,17 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from scheduler.models import Action, Owner, Policies, Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import (
+    Action,
+    Owner,
+    Policies,
+    RiskTier,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
+from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
 from scheduler.store import EngineInstance
 from scheduler.triggers import Trigger
 
@@ -155,4 +165,44 @@ def instance_from_row(row: Any) -> EngineInstance:
         started_at=req_time(row["started_at"]),
         heartbeat_at=req_time(row["heartbeat_at"]),
         stopped_at=from_db_time(row["stopped_at"]),
+    )
+
+
+PROPOSAL_COLUMNS = (
+    "id, chat_id, request_json, tier, status, schedule_id, proposed_by, decided_by, "
+    "decided_at, expires_at, refusal, created_at"
+)
+
+
+def proposal_params(p: Proposal) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "chat_id": p.chat_id,
+        "request_json": p.request.model_dump_json(),
+        "tier": p.tier.value,
+        "status": p.status.value,
+        "schedule_id": p.schedule_id,
+        "proposed_by": p.proposed_by,
+        "decided_by": p.decided_by,
+        "decided_at": opt_time(p.decided_at),
+        "expires_at": opt_time(p.expires_at),
+        "refusal": p.refusal,
+        "created_at": to_db_time(p.created_at),
+    }
+
+
+def proposal_from_row(row: Any) -> Proposal:
+    return Proposal(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        request=ProposalRequest.model_validate_json(row["request_json"]),
+        tier=RiskTier(row["tier"]),
+        status=ProposalStatus(row["status"]),
+        schedule_id=row["schedule_id"],
+        proposed_by=row["proposed_by"],
+        decided_by=row["decided_by"],
+        decided_at=from_db_time(row["decided_at"]),
+        expires_at=from_db_time(row["expires_at"]),
+        refusal=row["refusal"],
+        created_at=req_time(row["created_at"]),
     )

@@ -293,3 +293,36 @@ async def transition(
         params,
     )
     return cur.rowcount == 1
+
+
+async def count_by_status(db: aiosqlite.Connection) -> dict[RunStatus, int]:
+    rows = await fetch_all(db, "SELECT status, COUNT(*) FROM runs GROUP BY status")
+    return {RunStatus(r[0]): int(r[1]) for r in rows}
+
+
+async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
+    row = await fetch_one(
+        db,
+        f"SELECT COUNT(*) FROM runs WHERE status IN {_READY} AND next_attempt_at <= ?",
+        (to_db_time(now),),
+    )
+    return int(row[0]) if row else 0
+
+
+async def earliest_approval_deadline(db: aiosqlite.Connection) -> datetime | None:
+    row = await fetch_one(
+        db, "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
+    )
+    return from_db_time(row[0]) if row else None
+
+
+async def skip_expired_approvals(db: aiosqlite.Connection, reason: str, now: datetime) -> int:
+    """Skip runs awaiting approval whose deadline (next_attempt_at) has come."""
+    when = to_db_time(now)
+    cur = await db.execute(
+        "UPDATE runs SET status = 'skipped', error = ?, finished_at = ?, updated_at = ?, "
+        "next_attempt_at = NULL "
+        "WHERE status = 'awaiting_approval' AND next_attempt_at <= ?",
+        (reason, when, when, when),
+    )
+    return cur.rowcount

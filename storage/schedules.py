@@ -162,3 +162,10 @@ async def record_outcome(
         return None
     failures, tripped = int(row[0]), bool(row[1])
     return failures, tripped, tripped and dead and not was_tripped
+
+
+async def count_tripped(db: aiosqlite.Connection) -> int:
+    row = await fetch_one(
+        db, "SELECT COUNT(*) FROM schedules WHERE tripped = 1 AND archived_at IS NULL"
+    )
+    return int(row[0]) if row else 0

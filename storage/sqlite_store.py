@@ -21,7 +21,8 @@ from typing import Any
 import aiosqlite
 
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
-from scheduler.planning import FirePlan, runs_for_plan
+from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan
+from scheduler.proposals import Proposal, ProposalStatus
 from scheduler.store import (
     OUTPUT_LIMIT,
     AcquiredRun,
@@ -32,8 +33,8 @@ from scheduler.store import (
     Planner,
     ScheduleChange,
 )
-from storage import chats, instances, runs, schedules
-from storage.database import open_database
+from storage import chats, instances, proposals, runs, schedules
+from storage.database import fetch_one, open_database
 
 __all__ = ["SqliteStore"]
 
@@ -270,6 +271,7 @@ class SqliteStore:
             candidates = [
                 await schedules.earliest_next_run(db),
                 await runs.earliest_ready(db),
+                await runs.earliest_approval_deadline(db),
             ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -361,6 +363,74 @@ class SqliteStore:
             ):
                 return None
             return await runs.get(db, chat_id, run_id)
+
+    # --- operations ------------------------------------------------------------------
+    async def ping(self) -> None:
+        async with self._read() as db:
+            await fetch_one(db, "SELECT 1")
+
+    async def count_runs_by_status(self) -> dict[RunStatus, int]:
+        async with self._read() as db:
+            return await runs.count_by_status(db)
+
+    async def count_due_runs(self, now: datetime) -> int:
+        async with self._read() as db:
+            return await runs.count_due(db, now)
+
+    async def count_tripped_schedules(self) -> int:
+        async with self._read() as db:
+            return await schedules.count_tripped(db)
+
+    async def skip_expired_approvals(self, now: datetime) -> int:
+        if not await self._anything_due(runs.earliest_approval_deadline, now):
+            return 0
+        async with self._write() as db:
+            return await runs.skip_expired_approvals(db, APPROVAL_DEADLINE_REASON, now)
+
+    # --- proposals -------------------------------------------------------------------------
+    async def add_proposal(self, proposal: Proposal) -> None:
+        async with self._write() as db:
+            await proposals.insert(db, proposal)
+
+    async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:
+        async with self._read() as db:
+            return await proposals.get(db, chat_id, proposal_id)
+
+    async def list_proposals(
+        self,
+        chat_id: int,
+        *,
+        statuses: Collection[ProposalStatus] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Proposal]:
+        async with self._read() as db:
+            return await proposals.list_for_chat(
+                db, chat_id, statuses=statuses, limit=limit, offset=offset
+            )
+
+    async def transition_proposal(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+    ) -> Proposal | None:
+        async with self._write() as db:
+            if not await proposals.transition(
+                db, chat_id, proposal_id, expected=expected, changes=changes
+            ):
+                return None
+            return await proposals.get(db, chat_id, proposal_id)
+
+    async def list_pending_expired(self, now: datetime) -> list[Proposal]:
+        async with self._read() as db:
+            return await proposals.pending_expired(db, now)
+
+    async def next_proposal_expiry(self) -> datetime | None:
+        async with self._read() as db:
+            return await proposals.earliest_expiry(db)
 
 
 OVERLAP_REASON = "overlap: the previous run was still running"

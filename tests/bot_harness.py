@@ -72,6 +72,8 @@ async def start_bot(
             "agent_secret": "stub-secret",
             "database_path": db_path,
             "default_timezone": "Europe/Berlin",
+            # No HTTP server unless a test asks for one (http_port=<a free port>).
+            "http_port": 0,
             **settings,
         }
     )

@@ -218,6 +218,32 @@ class TestOpenAIMode:
         result = await openai_dispatcher.dispatch(make_request(), timeout=2)
         assert result.output is None
 
+    async def test_a_chat_message_offers_tools_and_gets_the_calls_back(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        call = {
+            "id": "call_7",
+            "type": "function",
+            "function": {"name": "list_schedules", "arguments": "{}"},
+        }
+        agent_stub.openai_answer("Let me look.", tool_calls=[call])
+        tools = [{"type": "function", "function": {"name": "list_schedules"}}]
+        result = await openai_dispatcher.forward_chat(
+            update={},
+            history=[{"role": "user", "content": "What runs today?"}],
+            idempotency_key="chat:1:2",
+            tools=tools,
+        )
+        assert result.output == "Let me look." and result.tool_calls == [call]
+        (seen,) = agent_stub.requests
+        assert seen.json["tools"] == tools
+        # Without tools, none are offered and none come back.
+        agent_stub.openai_answer("Nothing.")
+        result = await openai_dispatcher.forward_chat(
+            update={}, history=[{"role": "user", "content": "?"}], idempotency_key="chat:1:3"
+        )
+        assert result.tool_calls is None and "tools" not in agent_stub.requests[-1].json
+
     @pytest.mark.parametrize(
         "body",
         [

@@ -228,6 +228,7 @@ class RecordingNotifier:
         self.finished: list[FinishedAttempt] = []
         self.tripped: list[FinishedAttempt] = []
         self.missed: list[FirePlan] = []
+        self.awaiting: list[FirePlan] = []
 
     async def run_finished(self, finished: FinishedAttempt) -> None:
         self.finished.append(finished)
@@ -237,6 +238,9 @@ class RecordingNotifier:
 
     async def fires_missed(self, plan: FirePlan) -> None:
         self.missed.append(plan)
+
+    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        self.awaiting.append(plan)
 
 
 async def test_the_operator_hears_of_a_trip_once_and_of_missed_fires(

@@ -17,7 +17,15 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.planning import MAX_RECORDED_MISSES, plan_due_fires, retry_delay, walk_fires
+from scheduler.planning import (
+    APPROVAL_WINDOW,
+    MAX_RECORDED_MISSES,
+    approval_deadline,
+    plan_due_fires,
+    retry_delay,
+    runs_for_plan,
+    walk_fires,
+)
 from scheduler.triggers import Trigger, cron_trigger, interval_trigger
 
 T0 = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
@@ -70,6 +78,13 @@ def test_catch_up_once_with_a_current_fire_skips_every_missed_one() -> None:
 def test_runs_that_need_approval_wait_for_it() -> None:
     plan = plan_due_fires(schedule(DAILY, requires_run_approval=True), T0)
     assert [f.status for f in plan.fires] == [RunStatus.AWAITING_APPROVAL]
+    # Unanswered, it is skipped when the next fire comes (a day later here)...
+    [run] = runs_for_plan(schedule(DAILY, requires_run_approval=True), plan, T0)
+    assert run.next_attempt_at == T0 + timedelta(days=1)
+    # ...or after a day at most, when the next fire is further off or never comes.
+    assert approval_deadline(T0 + timedelta(days=7), T0) == T0 + APPROVAL_WINDOW
+    assert approval_deadline(None, T0) == T0 + timedelta(hours=24)
+    assert approval_deadline(T0 + timedelta(hours=1), T0) == T0 + timedelta(hours=1)
 
 
 def test_a_minutely_schedule_down_for_a_year_is_summarised_not_walked_forever() -> None:

@@ -41,6 +41,7 @@ class BotProcess:
             "AGENT_URL": agent_url,
             "AGENT_SECRET": "proc-secret",
             "SHUTDOWN_GRACE_SECONDS": str(grace),
+            "HTTP_PORT": "0",
             "PYTHONUNBUFFERED": "1",
         }
         self.proc: asyncio.subprocess.Process | None = None
@@ -203,9 +204,10 @@ async def test_webhook_mode_serves_pushed_updates(
     proc = launch(5)
     proc.env.update(
         WEBHOOK_URL="https://tickler.example.org/tg-hook",
-        WEBHOOK_LISTEN="127.0.0.1",
-        WEBHOOK_PORT=str(port),
         WEBHOOK_SECRET="hook-secret",
+        # The webhook is served by Tickler's one HTTP server, on WEBHOOK_URL's path.
+        HTTP_HOST="127.0.0.1",
+        HTTP_PORT=str(port),
     )
     await proc.start()
     await telegram_server.wait_for_call("setWebhook", timeout=30)

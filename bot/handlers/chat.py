@@ -1,18 +1,35 @@
-"""Plain messages go to the agent, so the bot is a conversational front end."""
+"""Plain messages go to the agent, so the bot is a conversational front end.
+
+In `openai` mode the agent may call tools (scheduler/agent_tools.py): propose a
+schedule, list the chat's schedules, pause one. Each call runs for this chat (a
+proposal goes through the same policy and approvals as one made over the HTTP API),
+its result goes back as a `tool` message and the model is asked again; at most
+MAX_TOOL_ROUNDS answers have their tools run, then the final answer is posted.
+"""
 
 from __future__ import annotations
 
-from telegram import Update
+from typing import Any
+
+from telegram import Message, Update
 from telegram.constants import ChatAction
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bot.context import services
+from bot.context import Services, services
 from bot.render import split_message
-from scheduler.dispatch import DispatchError
+from scheduler.agent_tools import TOOLS, AgentTools
+from scheduler.dispatch import DispatchError, DispatchResult
 
 #: The recent turns kept per chat as context for `openai` mode, bounded both ways.
 HISTORY_TURNS = 20
 HISTORY_CHARS = 12_000
+#: How many answers in a row may have their tool calls run; a model that still asks
+#: for tools after that gets no more (its text, if any, is posted).
+MAX_TOOL_ROUNDS = 3
+TOOLS_STOPPED = (
+    f"Your agent kept calling tools, so I stopped after {MAX_TOOL_ROUNDS} rounds; "
+    "ask again if something is missing."
+)
 
 
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -26,23 +43,65 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     _trim(history)
     await context.bot.send_chat_action(chat.id, ChatAction.TYPING)
     try:
-        result = await svc.dispatcher.forward_chat(
-            update=update.to_dict(),
-            history=list(history),
-            idempotency_key=f"chat:{chat.id}:{message.message_id}",
-        )
+        result, exhausted = await _converse(svc, update, message, list(history))
     except DispatchError as exc:
         history.pop()
         await message.reply_text(
             f"Your agent did not take that message ({str(exc).rstrip('.')}); try again in a moment."
         )
         return
-    if result.output:
-        history.append({"role": "assistant", "content": result.output})
+    output = result.output
+    if not output and exhausted:
+        output = TOOLS_STOPPED
+    if output:
+        history.append({"role": "assistant", "content": output})
         _trim(history)
         # Plain text: whatever the agent writes is shown as written, never parsed.
-        for part in split_message(result.output):
+        for part in split_message(output):
             await message.reply_text(part)
+
+
+async def _converse(
+    svc: Services, update: Update, message: Message, history: list[dict[str, str]]
+) -> tuple[DispatchResult, bool]:
+    """Ask the agent; run the tool calls of its answer and ask again, up to
+    MAX_TOOL_ROUNDS times. The final answer, and whether it still asked for tools
+    after the last round. The tool turns are not kept in the chat's history: the next
+    message starts from the operator's words and the agent's final answers."""
+    chat_id = message.chat_id
+    key = f"chat:{chat_id}:{message.message_id}"
+    tools = None
+    if svc.settings.agent_mode == "openai" and svc.proposals is not None:
+        tools = AgentTools(svc.service, svc.proposals)
+    turns: list[dict[str, Any]] = list(history)
+    result = await svc.dispatcher.forward_chat(
+        update=update.to_dict(),
+        history=turns,
+        idempotency_key=key,
+        tools=TOOLS if tools is not None else None,
+    )
+    for round_ in range(1, MAX_TOOL_ROUNDS + 1):
+        if tools is None or not result.tool_calls:
+            break
+        turns.append(
+            {"role": "assistant", "content": result.output, "tool_calls": result.tool_calls}
+        )
+        for call in result.tool_calls:
+            turns.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(call.get("id", "")),
+                    "content": await tools.call(chat_id, call),
+                }
+            )
+        await message.get_bot().send_chat_action(chat_id, ChatAction.TYPING)
+        result = await svc.dispatcher.forward_chat(
+            update=update.to_dict(),
+            history=turns,
+            idempotency_key=f"{key}:{round_}",
+            tools=TOOLS,
+        )
+    return result, tools is not None and bool(result.tool_calls)
 
 
 def _trim(history: list[dict[str, str]]) -> None:

@@ -1,0 +1,641 @@
+"""The HTTP side, on one port (HTTP_HOST:HTTP_PORT):
+
+    GET  /healthz                     loop alive, last tick age, database answers
+    GET  /metrics                     Prometheus text format
+    /api/v1/...                       the JSON API (bearer token; see `ROUTES` below)
+    POST {path of WEBHOOK_URL}        Telegram's pushed updates, in webhook mode
+
+aiohttp, because it is already the stack of the agent transport and of the test
+servers: no second web framework, no extra server process, and it runs on the bot's
+own event loop next to the engine.
+
+Security: the API is off (404) without API_TOKEN; the token is compared in constant
+time and never logged or echoed; each token (and each unauthenticated client address)
+has a token bucket; bodies are capped at 64 KiB; only allow-listed chats can be
+addressed, and anything outside them is 404, indistinguishable from absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+from telegram import Update
+from telegram.ext import Application
+
+from bot.context import SERVICES_KEY, Services
+from bot.metrics import Metrics
+from bot.settings import Settings, webhook_path
+from scheduler.cron import CronExpression, load_zone
+from scheduler.errors import (
+    InvalidSchedule,
+    InvalidState,
+    ProposalNotFound,
+    RunNotFound,
+    ScheduleNotFound,
+    TicklerError,
+)
+from scheduler.models import Run, Schedule
+from scheduler.proposals import Proposal, ProposalRequest
+from scheduler.service import ScheduleService
+from scheduler.templates import check_template, load_template
+
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "HttpServer", "HttpStartError", "TokenBucket"]
+
+log = logging.getLogger("tickler.http")
+
+API_PREFIX = "/api/v1"
+#: The largest API request body accepted (413 beyond it).
+MAX_BODY_BYTES = 64 * 1024
+#: The largest body at all: Telegram's updates may be longer than an API request.
+_MAX_ANY_BODY = 1024 * 1024
+#: /healthz: the loop counts as stuck when its last tick is older than
+#: 3 × max_sleep + this margin (seconds).
+TICK_MARGIN_S = 10.0
+#: /healthz: how long `SELECT 1` may take before the database counts as not answering.
+DB_TIMEOUT_S = 5.0
+#: Requests still running at shutdown get this long to finish.
+_SHUTDOWN_TIMEOUT_S = 2.0
+#: Rate-limit buckets kept at most (unauthenticated clients get one per address).
+_MAX_BUCKETS = 10_000
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PtbApp = Application[Any, Any, Any, Any, Any, Any]
+
+
+# --- request and response bodies -------------------------------------------------------
+class ErrorResponse(BaseModel):
+    error: str
+    #: The request field at fault, dotted (`trigger.cron`), when one is.
+    field: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    loop_alive: bool
+    #: Seconds since the engine loop last began an iteration, by the engine's clock.
+    last_tick_age_s: float | None
+    db_ok: bool
+
+
+class ScheduleList(BaseModel):
+    schedules: list[Schedule]
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class Resumed(BaseModel):
+    schedule: Schedule
+    #: Fire instants that passed while paused, recorded as skipped.
+    skipped_while_paused: int
+
+
+class RunsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schedule_id: str | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+# --- rate limiting ---------------------------------------------------------------------
+class TokenBucket:
+    """`rate` requests per second on average, bursts of up to `burst`."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> float:
+        """0 if a request may go now (and count it), else seconds until one may."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    @property
+    def full(self) -> bool:
+        now = self._clock()
+        return self._tokens + (now - self._at) * self.rate >= self.burst
+
+
+# --- the server ------------------------------------------------------------------------
+class HttpStartError(RuntimeError):
+    """The HTTP port could not be opened; the message is the one line to print."""
+
+
+class HttpServer:
+    """The aiohttp application and its listening socket; `start` and `stop` it."""
+
+    def __init__(self, ptb: PtbApp, settings: Settings, metrics: Metrics) -> None:
+        self.ptb = ptb
+        self.settings = settings
+        self.metrics = metrics
+        self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+        self._buckets: dict[str, TokenBucket] = {}
+        self._openapi: dict[str, Any] | None = None
+        self._runner: web.AppRunner | None = None
+        #: Before the loop's first tick, /healthz measures from here (engine clock).
+        self._started_at: datetime | None = None
+        self.web = web.Application(
+            client_max_size=_MAX_ANY_BODY, middlewares=[self._errors, self._api_gate]
+        )
+        self.web.router.add_get("/healthz", self._healthz)
+        self.web.router.add_get("/metrics", self._metrics)
+        chat = API_PREFIX + r"/chats/{chat_id:-?\d{1,20}}"
+        schedule = chat + "/schedules/{schedule_id}"
+        self.web.router.add_get(API_PREFIX + "/openapi.json", self._openapi_doc)
+        self.web.router.add_post(chat + "/proposals", self._propose)
+        self.web.router.add_get(chat + "/schedules", self._list_schedules)
+        self.web.router.add_post(schedule + "/pause", self._pause)
+        self.web.router.add_post(schedule + "/resume", self._resume)
+        self.web.router.add_post(schedule + "/archive", self._archive)
+        self.web.router.add_post(schedule + "/run", self._run_now)
+        self.web.router.add_get(chat + "/runs", self._runs)
+        if settings.webhook_url:
+            self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.settings.http_host, self.settings.http_port
+
+    async def start(self) -> None:
+        self._started_at = self._services().engine.clock.now()
+        runner = web.AppRunner(self.web, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        host, port = self.address
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise HttpStartError(
+                f"Cannot listen on {host}:{port} ({_why(exc)}); set HTTP_HOST/HTTP_PORT, "
+                "or HTTP_PORT=0 to run without the HTTP server."
+            ) from None
+        self._runner = runner
+        log.info("HTTP server listening on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # --- middlewares ------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every API failure as JSON {"error", "field"}; domain errors to their status."""
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.message, field=exc.field, headers=exc.headers)
+        except ScheduleNotFound as exc:
+            return _error(404, str(exc))
+        except (RunNotFound, ProposalNotFound) as exc:
+            return _error(404, str(exc))
+        except InvalidState as exc:
+            return _error(409, str(exc))
+        except InvalidSchedule as exc:
+            return _error(422, str(exc))
+        except TicklerError as exc:
+            return _error(400, str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400 or not _is_api(request):
+                raise
+            return _error(exc.status, exc.reason, headers=_retry_after(exc))
+
+    @web.middleware
+    async def _api_gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """/api: off without API_TOKEN; bearer token; rate limit per token."""
+        if not _is_api(request):
+            return await handler(request)
+        if self._token is None:
+            raise ApiError(404, "Not found.")
+        if request.path == API_PREFIX + "/openapi.json":
+            return await handler(request)
+        authorized = self._authorized(request)
+        wait = self._bucket("token" if authorized else f"anon:{request.remote}").take()
+        if wait > 0:
+            raise ApiError(
+                429,
+                "Too many requests; slow down.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        if not authorized:
+            raise ApiError(
+                401,
+                "Missing or wrong API token; send the header 'Authorization: Bearer <API_TOKEN>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="tickler"'},
+            )
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._token is not None
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(presented.strip().encode(), self._token)
+
+    def _bucket(self, key: str) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                # Forget the clients that are back to a full bucket: same as new ones.
+                self._buckets = {k: b for k, b in self._buckets.items() if not b.full}
+            bucket = TokenBucket(self.settings.api_rate_per_second, self.settings.api_rate_burst)
+            self._buckets[key] = bucket
+        return bucket
+
+    # --- helpers ----------------------------------------------------------------------
+    def _services(self) -> Services:
+        svc: Services | None = self.ptb.bot_data.get(SERVICES_KEY)
+        if svc is None:
+            raise ApiError(503, "Tickler is starting or stopping; try again shortly.")
+        return svc
+
+    def _chat(self, request: web.Request) -> tuple[Services, int]:
+        """The services and the chat the request addresses, if it may address it."""
+        svc = self._services()
+        chat_id = int(request.match_info["chat_id"])
+        s = self.settings
+        if chat_id not in {*s.admin_ids, *s.operator_ids, *s.api_chat_ids}:
+            raise ApiError(404, f"There is no chat {chat_id} here.")
+        return svc, chat_id
+
+    # --- operations ----------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        svc = self._services()
+        engine = svc.engine
+        alive = svc.engine_task is not None and not svc.engine_task.done()
+        since = engine.last_tick_at or self._started_at
+        age = None if since is None else max(0.0, (engine.clock.now() - since).total_seconds())
+        limit = 3 * engine.config.max_sleep.total_seconds() + TICK_MARGIN_S
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_S):
+                await svc.store.ping()
+            db_ok = True
+        except Exception:
+            db_ok = False
+        healthy = alive and age is not None and age <= limit and db_ok
+        health = Health(
+            status="ok" if healthy else "unhealthy",
+            loop_alive=alive,
+            last_tick_age_s=None if engine.last_tick_at is None or age is None else round(age, 3),
+            db_ok=db_ok,
+        )
+        return _json(health, 200 if healthy else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await self.metrics.render(self._services())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- the Telegram webhook ----------------------------------------------------------
+    async def _telegram(self, request: web.Request) -> web.Response:
+        secret = self.settings.webhook_secret
+        assert secret is not None  # settings require it in webhook mode
+        presented = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(presented.encode(), secret.get_secret_value().encode()):
+            return web.Response(status=403)
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self.ptb.bot)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.warning("webhook: an update that could not be read was refused")
+            return web.Response(status=400)
+        await self.ptb.update_queue.put(update)
+        return web.Response()
+
+    # --- the API ---------------------------------------------------------------------------
+    async def _openapi_doc(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = openapi_document()
+        return web.json_response(self._openapi)
+
+    async def _propose(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        proposal_request = await _body(request, ProposalRequest)
+        if svc.proposals is None:
+            raise ApiError(503, "Proposals are not available yet; try again shortly.")
+        try:
+            proposal = await svc.proposals.propose(chat_id, proposal_request, proposed_by="api")
+        except InvalidSchedule as exc:
+            field = blame(proposal_request, svc.service, svc.clock.now())
+            message = f"Invalid {field}: {exc}" if field else str(exc)
+            raise ApiError(422, message, field=field) from None
+        return _json(proposal, 201)
+
+    async def _list_schedules(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(ScheduleList(schedules=await svc.service.list_schedules(chat_id)))
+
+    async def _pause(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        body = await _body(request, PauseRequest, optional=True)
+        schedule_id = request.match_info["schedule_id"]
+        return _json(await svc.service.pause(chat_id, schedule_id, by=None, reason=body.reason))
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        resumed = await svc.service.resume(chat_id, request.match_info["schedule_id"])
+        return _json(
+            Resumed(schedule=resumed.schedule, skipped_while_paused=resumed.skipped_while_paused)
+        )
+
+    async def _archive(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(await svc.service.archive(chat_id, request.match_info["schedule_id"]))
+
+    async def _run_now(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(await svc.service.run_now(chat_id, request.match_info["schedule_id"]), 202)
+
+    async def _runs(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        query = _validate(RunsQuery, dict(request.query))
+        runs = await svc.service.history(chat_id, query.schedule_id, limit=query.limit)
+        return _json(RunList(runs=runs))
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _why(exc: OSError) -> str:
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _error(
+    status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    response = _json(ErrorResponse(error=message, field=field), status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _retry_after(exc: web.HTTPException) -> dict[str, str]:
+    value = exc.headers.get("Retry-After")
+    return {"Retry-After": value} if value else {}
+
+
+async def _body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """The request's JSON body as `model`: 413 when too large, 422 when malformed or
+    invalid (naming the field)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    if optional and not raw.strip():
+        return model()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise ApiError(422, f"Malformed JSON: {exc}.") from None
+    return _validate(model, data)
+
+
+def _validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        what = field or "body"
+        raise ApiError(422, f"Invalid {what}: {message}", field=field) from None
+
+
+def blame(request: ProposalRequest, service: ScheduleService, now: datetime) -> str | None:
+    """The field of a refused proposal that is at fault, found by checking each part on
+    its own the way the service does; None when no single field is (a chat limit)."""
+    trigger = request.trigger
+
+    def fails(check: Callable[[], object]) -> bool:
+        try:
+            check()
+        except InvalidSchedule:
+            return True
+        return False
+
+    if trigger.timezone is not None and fails(lambda: load_zone(trigger.timezone or "")):
+        return "trigger.timezone"
+    if trigger.kind == "cron" and fails(lambda: CronExpression.parse(trigger.cron or "")):
+        return "trigger.cron"
+    if fails(lambda: service.build_trigger(trigger, now)):
+        if trigger.kind == "interval" and trigger.every_seconds is not None:
+            start = trigger.start_at
+            naive = start is not None and start.utcoffset() is None
+            return "trigger.start_at" if naive else "trigger.every_seconds"
+        return {"cron": "trigger.cron", "interval": "trigger.every_seconds"}.get(
+            trigger.kind, "trigger.at"
+        )
+    name = " ".join(request.name.split())
+    if not name or len(name) > service.limits.max_name_chars:
+        return "name"
+    action = request.action
+    if action.template:
+        if fails(lambda: load_template(action.template or "")):
+            return "action.template"
+        text = load_template(action.template)
+    else:
+        text = action.text
+    if (
+        not text.strip()
+        or len(text) > service.limits.max_prompt_chars
+        or fails(lambda: check_template(text))
+    ):
+        return "action.template" if action.template else "action.text"
+    return None
+
+
+# --- the OpenAPI document ---------------------------------------------------------------
+_ERRORS = {
+    "401": "Missing or wrong token",
+    "404": "No such chat, schedule or run (or the API is off)",
+    "409": "Not possible in the current state",
+    "413": "Body over 64 KiB",
+    "422": "Malformed JSON or an invalid field (named in `field`)",
+    "429": "Rate limit; see Retry-After",
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1, assembled from the pydantic models' JSON schemas."""
+    refs, schemas = models_json_schema(
+        [
+            (ProposalRequest, "validation"),
+            (PauseRequest, "validation"),
+            (Proposal, "serialization"),
+            (Schedule, "serialization"),
+            (ScheduleList, "serialization"),
+            (Resumed, "serialization"),
+            (Run, "serialization"),
+            (RunList, "serialization"),
+            (Health, "serialization"),
+            (ErrorResponse, "serialization"),
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def ref(model: type[BaseModel], mode: str = "serialization") -> dict[str, Any]:
+        return dict(refs[(model, mode)])  # type: ignore[index]
+
+    def body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+        return {
+            "required": required,
+            "content": {"application/json": {"schema": ref(model, "validation")}},
+        }
+
+    def answer(status: int, model: type[BaseModel], text: str) -> dict[str, Any]:
+        errors = {
+            code: {
+                "description": why,
+                "content": {"application/json": {"schema": ref(ErrorResponse)}},
+            }
+            for code, why in _ERRORS.items()
+        }
+        ok = {"description": text, "content": {"application/json": {"schema": ref(model)}}}
+        return {str(status): ok, **errors}
+
+    chat_param = {"name": "chat_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    schedule_param = {
+        "name": "schedule_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+
+    def action(summary: str, model: type[BaseModel], status: int = 200, **extra: Any) -> Any:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": [chat_param, schedule_param],
+                "responses": answer(status, model, summary),
+                **extra,
+            }
+        }
+
+    chat = API_PREFIX + "/chats/{chat_id}"
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: engine loop, last tick age, database",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "healthy",
+                        "content": {"application/json": {"schema": ref(Health)}},
+                    },
+                    "503": {
+                        "description": "unhealthy",
+                        "content": {"application/json": {"schema": ref(Health)}},
+                    },
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}},
+            }
+        },
+        chat + "/proposals": {
+            "post": {
+                "summary": "Propose a schedule; the risk policy activates it or asks for approval",
+                "parameters": [chat_param],
+                "requestBody": body(ProposalRequest),
+                "responses": answer(201, Proposal, "The proposal as recorded"),
+            }
+        },
+        chat + "/schedules": {
+            "get": {
+                "summary": "The chat's schedules (archived ones excluded)",
+                "parameters": [chat_param],
+                "responses": answer(200, ScheduleList, "The schedules"),
+            }
+        },
+        chat + "/schedules/{schedule_id}/pause": action(
+            "Pause a schedule", Schedule, requestBody=body(PauseRequest, required=False)
+        ),
+        chat + "/schedules/{schedule_id}/resume": action("Resume a schedule", Resumed),
+        chat + "/schedules/{schedule_id}/archive": action("Archive a schedule", Schedule),
+        chat + "/schedules/{schedule_id}/run": action("Run a schedule now", Run, 202),
+        chat + "/runs": {
+            "get": {
+                "summary": "Recent runs, newest first",
+                "parameters": [
+                    chat_param,
+                    {"name": "schedule_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                ],
+                "responses": answer(200, RunList, "The runs"),
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tickler", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

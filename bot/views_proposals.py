@@ -1,0 +1,193 @@
+"""Text and keyboards for the agent's proposals and for runs that wait for approval.
+
+Pure functions of domain objects (no I/O), so tests can call them directly. HTML parse
+mode; every piece of agent text goes through `esc`.
+
+Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing chat):
+
+    p:<approve|reject|undo>:<proposal_id>   an admin's answer to a proposal
+    r:<approve|skip>:<run_id>               a run waiting for approval
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import callbacks
+from bot.render import esc, local
+from scheduler.errors import InvalidSchedule
+from scheduler.models import ActionKind, RiskTier, Run, Schedule
+from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.risk import RiskDecision
+from scheduler.service import first_fire, trigger_from_spec
+from scheduler.triggers import OnceTrigger
+
+__all__ = [
+    "expired_line",
+    "expired_note",
+    "proposal_keyboard",
+    "proposal_message",
+    "proposal_zone",
+    "run_approval",
+    "settled_line",
+]
+
+#: How much of the agent's prompt and reason a proposal message quotes.
+QUOTE_CHARS = 300
+_TIER_ICONS = {RiskTier.LOW: "🟢", RiskTier.MEDIUM: "🟡", RiskTier.HIGH: "🔴"}
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > QUOTE_CHARS:
+        text = text[: QUOTE_CHARS - 1] + "…"
+    return f"“{esc(text)}”"
+
+
+def proposal_zone(proposal: Proposal) -> str:
+    """The zone its times are shown in: the cron's, else the chat's (filled in when it
+    was proposed)."""
+    return proposal.request.trigger.timezone or "UTC"
+
+
+def _fires(proposal: Proposal, now: datetime, count: int = 3) -> list[datetime]:
+    try:
+        trigger = trigger_from_spec(proposal.request.trigger, now, proposal_zone(proposal))
+    except InvalidSchedule:
+        return []  # a one-time proposal whose moment has passed
+    out: list[datetime] = []
+    cursor = first_fire(trigger, now)
+    while cursor is not None and len(out) < count:
+        out.append(cursor)
+        cursor = trigger.next_after(cursor)
+    return out
+
+
+def _describe(proposal: Proposal, now: datetime) -> str:
+    try:
+        trigger = trigger_from_spec(proposal.request.trigger, now, proposal_zone(proposal))
+    except InvalidSchedule:
+        return "once (its moment has passed)"
+    return trigger.describe()
+
+
+def _runs_per_week(decision: RiskDecision, once: bool) -> str:
+    if once:
+        return "Runs: once"
+    rate = decision.runs_per_week
+    if rate == int(rate):
+        shown = str(int(rate))
+    elif rate < 10:
+        shown = f"about {rate:.1f}"
+    else:
+        shown = f"about {round(rate)}"
+    return f"Runs per week: {shown}"
+
+
+def _header(proposal: Proposal, zone: str) -> str:
+    if proposal.tier is RiskTier.HIGH:
+        until = f" by {local(proposal.expires_at, zone)}" if proposal.expires_at is not None else ""
+        return (
+            "⚠️ <b>Your agent proposes a schedule that needs an admin's approval.</b> "
+            f"Nothing is created unless it is approved{until}."
+        )
+    if proposal.status is ProposalStatus.PENDING:
+        return (
+            "🤖 <b>Your agent proposes a schedule.</b> It was added paused; it starts "
+            "when an admin approves it."
+        )
+    return "🤖 <b>Your agent added a schedule.</b> It is active now; Undo removes it."
+
+
+def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetime) -> str:
+    """What will happen: the schedule in words, its next three fires in the chat's zone,
+    what it does, how often, the tier and why, and the agent's reason."""
+    zone = proposal_zone(proposal)
+    request = proposal.request
+    once = request.trigger.kind == "once"
+    lines = [_header(proposal, zone), "", f"<b>{esc(request.name)}</b>"]
+    lines.append(f"When: {esc(_describe(proposal, now))}")
+    fires = _fires(proposal, now)
+    if fires:
+        lines.append("Next fires:" if not once else "Fires:")
+        lines += [f"  • {local(t, zone)}" for t in fires]
+    action = request.action
+    what = action.text if not action.template else f"the {action.template} template"
+    if action.kind is ActionKind.REMINDER:
+        lines.append(f"Does: sends you the reminder {_quote(what)}")
+    else:
+        lines.append(f"Does: asks your agent {_quote(what)}")
+    lines.append(_runs_per_week(decision, once))
+    reasons = "; ".join(decision.reasons)
+    icon = _TIER_ICONS[proposal.tier]
+    lines.append(f"Risk: {icon} {proposal.tier.value}" + (f" — {esc(reasons)}" if reasons else ""))
+    if request.reason.strip():
+        lines.append(f"Why: {_quote(request.reason)}")
+    return "\n".join(lines)
+
+
+def proposal_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:
+    """[Approve] [Reject] while pending, [Undo] while a low-tier one is active."""
+    if proposal.status is ProposalStatus.PENDING:
+        row = [
+            ("Approve", callbacks.make("p", "approve", proposal.id)),
+            ("Reject", callbacks.make("p", "reject", proposal.id)),
+        ]
+    elif proposal.status is ProposalStatus.ACTIVE:
+        row = [("Undo", callbacks.make("p", "undo", proposal.id))]
+    else:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in row]])
+
+
+def settled_line(action: str, who: str, proposal: Proposal) -> str:
+    """The line appended to a proposal's message once an admin answered (`who` is
+    already escaped)."""
+    name = f"<b>{esc(proposal.name)}</b>"
+    if action == "approve":
+        return f"✅ Approved by {who}; {name} is active."
+    if action == "reject":
+        return f"❌ Rejected by {who}; nothing will run."
+    return f"↩️ Undone by {who}; {name} is archived (its history is kept)."
+
+
+def _hours(proposal: Proposal) -> int:
+    if proposal.expires_at is None:
+        return 0
+    return round((proposal.expires_at - proposal.created_at).total_seconds() / 3600)
+
+
+def expired_line(proposal: Proposal) -> str:
+    return f"⌛ Expired: no admin answered within {_hours(proposal)} hours; nothing was created."
+
+
+def expired_note(proposal: Proposal) -> str:
+    """A message of its own, when the proposal's message cannot be edited."""
+    return (
+        f"⌛ Your agent's proposal <b>{esc(proposal.name)}</b> expired: no admin answered "
+        f"within {_hours(proposal)} hours, so nothing was created."
+    )
+
+
+def run_approval(schedule: Schedule, run: Run, zone: str) -> tuple[str, InlineKeyboardMarkup]:
+    """The question "<name> wants to run for <time>: approve?", [Approve] [Skip]."""
+    when = local(run.scheduled_for, zone)
+    text = f"✋ <b>{esc(schedule.name)}</b> wants to run for {when}: approve?"
+    deadline = run.next_attempt_at
+    if deadline is not None:
+        text += f"\nUnanswered, it is skipped at {local(deadline, zone)}."
+    if isinstance(schedule.trigger, OnceTrigger):
+        text += "\nIt fires only this once."
+    markup = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    "Approve", callback_data=callbacks.make("r", "approve", run.id)
+                ),
+                InlineKeyboardButton("Skip", callback_data=callbacks.make("r", "skip", run.id)),
+            ]
+        ]
+    )
+    return text, markup

@@ -1,0 +1,395 @@
+"""Schedules the agent proposes, and the operator's answer (SPEC "Proposals and approvals").
+
+The agent proposes through the HTTP API or a tool call; `ProposalService.propose` runs
+the policy (scheduler/risk.py) and acts on the tier:
+
+    low     the schedule is created active at once; the chat is told, with [Undo]
+            (undo archives it)
+    medium  the schedule is created paused ("awaiting approval"); [Approve] resumes
+            it, [Reject] archives it
+    high    nothing is created until [Approve]; [Reject] or `expiry` (72 h) ends it
+
+A proposal beyond the chat's limits is refused, whatever its tier: `propose` records
+the refusal and raises InvalidSchedule with the reason. Every decision is a guarded
+transition of the stored proposal (`Store.transition_proposal`), so a button pressed
+twice, or after expiry, is answered with what the proposal already is and applied
+once. Who may decide is the caller's business (the bot lets only admins).
+
+    pending ──approve──▶ active ──undo──▶ undone
+       │  ╲──reject──▶ rejected
+       ╰────expire──▶ expired          (refused: never pending)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from scheduler.clock import Clock
+from scheduler.errors import (
+    InvalidSchedule,
+    InvalidState,
+    ProposalNotFound,
+    ScheduleNotFound,
+    TicklerError,
+)
+from scheduler.ids import new_id
+from scheduler.models import Action, CreatedBy, Owner, Policies, RiskTier
+from scheduler.risk import RiskDecision, classify
+from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.store import Store
+
+__all__ = [
+    "AWAITING_APPROVAL",
+    "Proposal",
+    "ProposalRequest",
+    "ProposalService",
+    "ProposalStatus",
+]
+
+log = logging.getLogger("tickler.proposals")
+
+#: The pause reason of a medium-tier schedule until an admin approves it.
+AWAITING_APPROVAL = "awaiting approval"
+
+
+class ProposalRequest(BaseModel):
+    """What the agent asks for: a schedule definition, why, and its own risk estimate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    trigger: TriggerSpec
+    action: Action
+    policies: Policies | None = None
+    reason: str = ""
+    risk_hint: RiskTier | None = None
+
+
+class ProposalStatus(StrEnum):
+    PENDING = "pending"  # waiting for an admin's Approve or Reject
+    ACTIVE = "active"  # its schedule exists and fires (approved, or low tier)
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody answered in time
+    UNDONE = "undone"  # activated, then undone; its schedule is archived
+    REFUSED = "refused"  # beyond the chat's limits or invalid; nothing was created
+
+
+#: How a decided proposal is named in "That proposal is already ...".
+_DONE_WORDS = {
+    ProposalStatus.ACTIVE: "approved",
+    ProposalStatus.REJECTED: "rejected",
+    ProposalStatus.EXPIRED: "expired",
+    ProposalStatus.UNDONE: "undone",
+    ProposalStatus.REFUSED: "refused",
+}
+
+
+class Proposal(BaseModel):
+    """One proposal and its trail: who proposed it and when, who decided and when."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    chat_id: int
+    request: ProposalRequest
+    tier: RiskTier
+    status: ProposalStatus
+    #: The schedule it created (low, medium, an approved high one), else None.
+    schedule_id: str | None = None
+    #: Who proposed it: "api", "agent:chat" (a tool call), ...
+    proposed_by: str
+    #: The Telegram user who approved, rejected or undid it; None for the policy's own
+    #: decisions (low tier activated, expired, refused).
+    decided_by: int | None = None
+    decided_at: datetime | None = None
+    #: High tier only: unanswered by then, it expires.
+    expires_at: datetime | None = None
+    created_at: datetime
+    refusal: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+
+OnProposal = Callable[[Proposal, RiskDecision], Awaitable[None]]
+
+
+class ProposalService:
+    def __init__(
+        self,
+        schedules: ScheduleService,
+        store: Store,
+        clock: Clock,
+        *,
+        on_proposal: OnProposal | None = None,
+        expiry: timedelta = timedelta(hours=72),
+        owner_name: str = "Agent",
+    ) -> None:
+        self.schedules = schedules
+        self.store = store
+        self.clock = clock
+        self.expiry = expiry
+        self.owner_name = owner_name
+        self._on_proposal = on_proposal
+
+    # --- proposing -------------------------------------------------------------------------
+    async def propose(
+        self, chat_id: int, request: ProposalRequest, *, proposed_by: str
+    ) -> Proposal:
+        """Classify and act on the tier; refused (InvalidSchedule, its sentence the
+        reason, recorded as a refused proposal) when beyond the chat's limits or invalid."""
+        now = self.clock.now()
+        request = await self._complete(chat_id, request, now)
+        active = await self.store.count_active_schedules(chat_id)
+        decision = classify(
+            request,
+            now=now,
+            limits=self.schedules.limits,
+            active_count=active,
+            timezone=request.trigger.timezone or "UTC",
+        )
+        proposal = Proposal(
+            id=new_id(),
+            chat_id=chat_id,
+            request=request,
+            tier=decision.tier,
+            status=ProposalStatus.PENDING,
+            proposed_by=proposed_by,
+            created_at=now,
+        )
+        refusal = decision.refusal
+        if refusal is None:
+            try:
+                self.schedules.validate(
+                    name=request.name, trigger=request.trigger, action=request.action
+                )
+            except InvalidSchedule as exc:
+                refusal = str(exc)
+        if refusal is None and decision.tier is not RiskTier.HIGH:
+            low = decision.tier is RiskTier.LOW
+            try:
+                schedule_id = await self._create(
+                    proposal, paused_reason=None if low else AWAITING_APPROVAL
+                )
+            except InvalidSchedule as exc:
+                refusal = str(exc)
+            else:
+                changes: dict[str, Any] = {"schedule_id": schedule_id}
+                if low:
+                    changes.update(status=ProposalStatus.ACTIVE, decided_at=now)
+                proposal = proposal.model_copy(update=changes)
+        elif refusal is None:
+            proposal = proposal.model_copy(update={"expires_at": now + self.expiry})
+        if refusal is not None:
+            proposal = proposal.model_copy(
+                update={"status": ProposalStatus.REFUSED, "refusal": refusal, "decided_at": now}
+            )
+        await self.store.add_proposal(proposal)
+        if refusal is not None:
+            log.info("proposal %s for chat %s refused: %s", proposal.id, chat_id, refusal)
+            raise InvalidSchedule(refusal)
+        if self._on_proposal is not None:
+            try:
+                await self._on_proposal(proposal, decision)
+            except Exception:
+                # Telling the chat is a courtesy; the proposal stands either way.
+                log.exception("announcing proposal %s failed", proposal.id)
+        return proposal
+
+    async def _complete(
+        self, chat_id: int, request: ProposalRequest, now: datetime
+    ) -> ProposalRequest:
+        """The request made self-contained: the chat's zone when it names none, and an
+        interval's start fixed at the moment of proposing, so what the operator is
+        shown is what an approval later creates."""
+        spec = request.trigger
+        changes: dict[str, Any] = {}
+        if spec.timezone is None:
+            changes["timezone"] = await self.schedules.chat_timezone(chat_id)
+        if spec.kind == "interval" and spec.start_at is None:
+            changes["start_at"] = now
+        if not changes:
+            return request
+        return request.model_copy(update={"trigger": spec.model_copy(update=changes)})
+
+    async def _create(
+        self, proposal: Proposal, *, paused_reason: str | None, schedule_id: str | None = None
+    ) -> str:
+        request = proposal.request
+        policies = (request.policies or Policies()).model_copy(update={"risk_tier": proposal.tier})
+        schedule = await self.schedules.create_schedule(
+            proposal.chat_id,
+            Owner(id=proposal.chat_id, first_name=self.owner_name),
+            name=request.name,
+            trigger=request.trigger,
+            action=request.action,
+            policies=policies,
+            description=request.reason,
+            created_by=CreatedBy.AGENT,
+            schedule_id=schedule_id,
+            paused_reason=paused_reason,
+        )
+        return schedule.id
+
+    # --- deciding ---------------------------------------------------------------------------
+    async def get(self, chat_id: int, proposal_id: str) -> Proposal:
+        proposal = await self.store.get_proposal(chat_id, proposal_id)
+        if proposal is None:
+            raise ProposalNotFound("That proposal does not exist here.")
+        return proposal
+
+    async def list_for_chat(
+        self, chat_id: int, *, statuses: list[ProposalStatus] | None = None, limit: int = 20
+    ) -> list[Proposal]:
+        """The chat's proposals, newest first."""
+        return await self.store.list_proposals(chat_id, statuses=statuses, limit=limit)
+
+    async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
+        """Activate a pending proposal: resume its paused schedule (medium) or create it
+        (high). InvalidState when it was decided already or has expired; InvalidSchedule
+        (and the proposal is refused) when it can no longer be created."""
+        current = await self._pending(chat_id, proposal_id)
+        now = self.clock.now()
+        high = current.schedule_id is None
+        schedule_id = new_id() if high else current.schedule_id
+        approved = await self._decide(
+            current,
+            ProposalStatus.ACTIVE,
+            {"decided_by": by, "decided_at": now, "schedule_id": schedule_id},
+        )
+        assert schedule_id is not None
+        try:
+            if high:
+                await self._create(approved, paused_reason=None, schedule_id=schedule_id)
+            else:
+                # InvalidState: someone resumed it by hand meanwhile; it is active already.
+                with contextlib.suppress(InvalidState):
+                    await self.schedules.resume(chat_id, schedule_id)
+        except (InvalidSchedule, ScheduleNotFound) as exc:
+            # Limits reached or the moment passed since it was proposed, or the paused
+            # schedule was deleted meanwhile: nothing runs, and the proposal says why.
+            reason = (
+                str(exc)
+                if isinstance(exc, InvalidSchedule)
+                else "Its schedule was deleted meanwhile."
+            )
+            await self.store.transition_proposal(
+                chat_id,
+                proposal_id,
+                expected=[ProposalStatus.ACTIVE],
+                changes={
+                    "status": ProposalStatus.REFUSED,
+                    "refusal": reason,
+                    "schedule_id": None if high else schedule_id,
+                },
+            )
+            raise InvalidSchedule(f"It cannot be activated: {reason}") from exc
+        return approved
+
+    async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
+        """Turn a pending proposal down; a medium one's paused schedule is archived."""
+        current = await self._pending(chat_id, proposal_id)
+        rejected = await self._decide(
+            current,
+            ProposalStatus.REJECTED,
+            {"decided_by": by, "decided_at": self.clock.now()},
+        )
+        await self._archive(rejected)
+        return rejected
+
+    async def undo(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
+        """Take back an active proposal: its schedule is archived (history kept)."""
+        current = await self.get(chat_id, proposal_id)
+        if current.status is ProposalStatus.PENDING:
+            raise InvalidState("That proposal is still waiting for approval; reject it instead.")
+        undone = await self._decide(
+            current,
+            ProposalStatus.UNDONE,
+            {"decided_by": by, "decided_at": self.clock.now()},
+            expected=ProposalStatus.ACTIVE,
+        )
+        await self._archive(undone)
+        return undone
+
+    async def expire_due(self, now: datetime) -> list[Proposal]:
+        """Expire every pending proposal whose time is up (all chats); the ones this
+        call expired, for the bot to tell their chats."""
+        expired: list[Proposal] = []
+        for proposal in await self.store.list_pending_expired(now):
+            done = await self.store.transition_proposal(
+                proposal.chat_id,
+                proposal.id,
+                expected=[ProposalStatus.PENDING],
+                changes={"status": ProposalStatus.EXPIRED, "decided_at": now},
+            )
+            if done is not None:
+                await self._archive(done)
+                expired.append(done)
+        return expired
+
+    async def next_expiry(self) -> datetime | None:
+        """When the earliest pending proposal expires, if any does."""
+        return await self.store.next_proposal_expiry()
+
+    # --- helpers --------------------------------------------------------------------------
+    async def _pending(self, chat_id: int, proposal_id: str) -> Proposal:
+        current = await self.get(chat_id, proposal_id)
+        now = self.clock.now()
+        if (
+            current.status is ProposalStatus.PENDING
+            and current.expires_at is not None
+            and current.expires_at <= now
+        ):
+            # Its time is up even if the expiry sweep has not come round yet.
+            await self.store.transition_proposal(
+                chat_id,
+                proposal_id,
+                expected=[ProposalStatus.PENDING],
+                changes={"status": ProposalStatus.EXPIRED, "decided_at": current.expires_at},
+            )
+            raise _already(ProposalStatus.EXPIRED)
+        if current.status is not ProposalStatus.PENDING:
+            raise _already(current.status)
+        return current
+
+    async def _decide(
+        self,
+        current: Proposal,
+        status: ProposalStatus,
+        changes: dict[str, Any],
+        *,
+        expected: ProposalStatus = ProposalStatus.PENDING,
+    ) -> Proposal:
+        if current.status is not expected:
+            raise _already(current.status)
+        done = await self.store.transition_proposal(
+            current.chat_id,
+            current.id,
+            expected=[expected],
+            changes={"status": status, **changes},
+        )
+        if done is None:  # decided by someone else a moment ago
+            latest = await self.get(current.chat_id, current.id)
+            raise _already(latest.status)
+        return done
+
+    async def _archive(self, proposal: Proposal) -> None:
+        if proposal.schedule_id is None:
+            return
+        with contextlib.suppress(TicklerError):  # archived by hand already
+            await self.schedules.archive(proposal.chat_id, proposal.schedule_id)
+
+
+def _already(status: ProposalStatus) -> InvalidState:
+    word = _DONE_WORDS.get(status)
+    if word is None:
+        return InvalidState("That proposal is still waiting for approval.")
+    return InvalidState(f"That proposal is already {word}.")

@@ -1,0 +1,423 @@
+"""The HTTP side on one port, over a real socket: /healthz, /metrics and the /api/v1 JSON
+API of the real bot (the `bot` harness with its HTTP server on a free port), with
+aiohttp as the client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from bot.http_api import MAX_BODY_BYTES
+from bot.settings import ConfigError, load_settings
+from scheduler.models import Action, Owner, RunStatus, Schedule
+from scheduler.service import TriggerSpec
+from tests.agent_stub import AgentStub
+from tests.bot_harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from tests.telegram_server import TelegramServer
+
+TOKEN = "tk_live_9f3b2c7d1e8a4f60b5c2d9e7a1f3c8b4"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Api:
+    bot: BotHarness
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, path: str, *, auth: bool = True, **kwargs: Any
+    ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        headers = {**(AUTH if auth else {}), **kwargs.pop("headers", {})}
+        async with self.http.request(method, path, headers=headers, **kwargs) as response:
+            text = await response.text()
+            body = json.loads(text) if response.content_type == "application/json" else text
+            return response.status, body, response
+
+    async def schedule(self, chat: int = ALICE, name: str = "Daily brief") -> Schedule:
+        return await self.bot.services.service.create_schedule(
+            chat,
+            Owner(id=chat, first_name="Alice"),
+            name=name,
+            trigger=DAILY_9,
+            action=Action(text="Prepare the brief."),
+        )
+
+
+async def _serve(
+    telegram_server: TelegramServer, agent_stub: AgentStub, db: Path, **settings: Any
+) -> AsyncIterator[Api]:
+    port = free_port()
+    harness = await start_bot(telegram_server, agent_stub, db, http_port=port, **settings)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+            yield Api(harness, http)
+    finally:
+        await stop_bot(harness)
+
+
+@pytest_asyncio.fixture
+async def api(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> AsyncIterator[Api]:
+    """The bot with its HTTP server on a free port and the API on (API_TOKEN set)."""
+    async for served in _serve(telegram_server, agent_stub, tmp_path / "bot.db", api_token=TOKEN):
+        yield served
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+# --- operations ------------------------------------------------------------------------
+async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, store = api.bot.services.engine, api.bot.services.store
+
+    async def ticked() -> bool:
+        return engine.ticks > 0
+
+    await eventually(ticked)
+    status, health, _ = await api.call("GET", "/healthz", auth=False)
+    assert status == 200
+    assert health["status"] == "ok" and health["loop_alive"] and health["db_ok"]
+
+    # The next claim hangs, as on a database that stopped answering one query.
+    entered, release = asyncio.Event(), asyncio.Event()
+    claim = store.claim_due_fires
+
+    async def stuck(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_due_fires", stuck)
+    engine.wake()
+    await asyncio.wait_for(entered.wait(), 1)
+    await api.bot.clock.advance(timedelta(minutes=5))
+
+    status, health, _ = await api.call("GET", "/healthz", auth=False)
+    assert status == 503
+    assert health["status"] == "unhealthy"
+    assert health["loop_alive"] is True and health["db_ok"] is True
+    assert health["last_tick_age_s"] >= 300
+
+    monkeypatch.setattr(store, "claim_due_fires", claim)
+    release.set()
+
+    async def healthy() -> bool:
+        return (await api.call("GET", "/healthz", auth=False))[0] == 200
+
+    await eventually(healthy)
+
+
+async def test_metrics_show_runs_by_status_and_dispatch_after_a_run(api: Api) -> None:
+    schedule = await api.schedule()
+    status, run, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/run")
+    assert status == 202 and run["status"] == "pending"
+
+    async def succeeded() -> bool:
+        [done] = await api.bot.services.store.list_runs(ALICE)
+        return done.status is RunStatus.SUCCEEDED
+
+    await eventually(succeeded)
+    status, text, response = await api.call("GET", "/metrics", auth=False)
+    assert status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    lines = set(text.splitlines())
+    assert 'tickler_runs{status="succeeded"} 1.0' in lines
+    assert 'tickler_runs{status="dead"} 0.0' in lines
+    assert 'tickler_dispatch_duration_seconds_count{status="succeeded"} 1.0' in lines
+    assert 'tickler_fire_lag_seconds_count{trigger="manual"} 1.0' in lines
+    assert "tickler_due_runs 0.0" in lines
+    assert "tickler_tripped_schedules 0.0" in lines
+
+
+# --- the API: access -------------------------------------------------------------------
+async def test_a_missing_or_wrong_token_is_401(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/schedules"
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
+        status, body, response = await api.call("GET", path, auth=False, headers=headers)
+        assert status == 401, headers
+        assert "token" in body["error"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    status, body, _ = await api.call("GET", path)
+    assert status == 200 and body == {"schedules": []}
+
+
+async def test_the_api_is_off_without_a_token(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> None:
+    async for api in _serve(telegram_server, agent_stub, tmp_path / "bot.db"):
+        status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/schedules")
+        assert status == 404 and "error" in body
+        assert (await api.call("GET", "/api/v1/openapi.json"))[0] == 404
+        assert (await api.call("GET", "/healthz"))[0] == 200
+
+
+async def test_other_chats_and_their_schedules_are_404(api: Api) -> None:
+    olgas = await api.schedule(OLGA, "Olga's report")
+    status, body, _ = await api.call("GET", "/api/v1/chats/4242/schedules")
+    assert status == 404 and "4242" in body["error"]
+    # Olga's schedule exists, but not in Alice's chat.
+    for action in ("pause", "resume", "archive", "run"):
+        status, body, _ = await api.call(
+            "POST", f"/api/v1/chats/{ALICE}/schedules/{olgas.id}/{action}"
+        )
+        assert status == 404, action
+        assert olgas.id in body["error"]
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/runs?schedule_id={olgas.id}")
+    assert status == 404
+    # Olga's own chat (an operator's private chat) may be addressed.
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{OLGA}/schedules")
+    assert status == 200 and [s["id"] for s in body["schedules"]] == [olgas.id]
+    assert (await api.call("GET", f"/api/v1/chats/{OLGA}/nothing-here"))[0] == 404
+
+
+async def test_manage_schedules_and_runs(api: Api) -> None:
+    schedule = await api.schedule()
+    base = f"/api/v1/chats/{ALICE}/schedules/{schedule.id}"
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/schedules")
+    assert status == 200 and [s["name"] for s in body["schedules"]] == ["Daily brief"]
+    assert body["schedules"][0]["trigger"]["expr"] == "0 9 * * *"
+
+    status, body, _ = await api.call("POST", base + "/pause", json={"reason": "holiday"})
+    assert status == 200 and body["enabled"] is False and body["pause_reason"] == "holiday"
+    status, body, _ = await api.call("POST", base + "/pause")
+    assert status == 409 and "already paused" in body["error"]
+    status, body, _ = await api.call("POST", base + "/resume")
+    assert status == 200 and body["schedule"]["enabled"] is True
+    assert body["skipped_while_paused"] == 0
+
+    status, run, _ = await api.call("POST", base + "/run")
+    assert status == 202 and run["trigger"] == "manual"
+    status, body, _ = await api.call(
+        "GET", f"/api/v1/chats/{ALICE}/runs", params={"schedule_id": schedule.id, "limit": "5"}
+    )
+    assert status == 200 and [r["id"] for r in body["runs"]] == [run["id"]]
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/runs?limit=0")
+    assert status == 422 and body["field"] == "limit"
+
+    status, body, _ = await api.call("POST", base + "/archive")
+    assert status == 200 and body["archived_at"] is not None
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/schedules")
+    assert body == {"schedules": []}
+
+
+async def test_the_openapi_document_describes_the_api(api: Api) -> None:
+    status, doc, _ = await api.call("GET", "/api/v1/openapi.json", auth=False)
+    assert status == 200 and doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    assert "post" in paths["/api/v1/chats/{chat_id}/proposals"]
+    assert "/api/v1/chats/{chat_id}/schedules/{schedule_id}/pause" in paths
+    assert "/api/v1/chats/{chat_id}/runs" in paths
+    schemas = doc["components"]["schemas"]
+    assert {"ProposalRequest", "Schedule", "Run", "ErrorResponse"} <= set(schemas)
+    # Every reference resolves.
+    refs = {ref.rsplit("/", 1)[1] for ref in _refs(doc) if ref.startswith("#/components/schemas/")}
+    assert refs <= set(schemas)
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
+
+
+# --- the API: bad requests -----------------------------------------------------------------
+async def test_malformed_json_and_bad_fields_are_422_naming_the_field(api: Api) -> None:
+    schedule = await api.schedule()
+    pause = f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/pause"
+    headers = {"Content-Type": "application/json"}
+    status, body, _ = await api.call("POST", pause, data=b'{"reason": ', headers=headers)
+    assert status == 422 and body["error"].startswith("Malformed JSON")
+    status, body, _ = await api.call("POST", pause, data=b"\xff\xfe", headers=headers)
+    assert status == 422 and body["error"].startswith("Malformed JSON")
+    status, body, _ = await api.call("POST", pause, json={"reason": "x" * 500})
+    assert status == 422 and body["field"] == "reason"
+    assert body["error"].startswith("Invalid reason: ")
+    status, body, _ = await api.call("POST", pause, json={"reasn": "typo"})
+    assert status == 422 and body["field"] == "reasn"
+    # Nothing changed.
+    assert (await api.bot.services.service.get_schedule(ALICE, schedule.id)).enabled
+
+
+async def test_a_body_over_the_limit_is_413(api: Api) -> None:
+    schedule = await api.schedule()
+    pause = f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/pause"
+    big = json.dumps({"reason": "x" * (MAX_BODY_BYTES + 10)}).encode()
+    status, body, _ = await api.call("POST", pause, data=big)
+    assert status == 413 and "64 KiB" in body["error"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as read
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    status, body, _ = await api.call("POST", pause, data=chunks())
+    assert status == 413
+    assert (await api.bot.services.service.get_schedule(ALICE, schedule.id)).enabled
+
+
+async def test_a_burst_beyond_the_rate_is_429_with_retry_after(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/schedules"
+    answers = [await api.call("GET", path) for _ in range(30)]
+    statuses = [status for status, _, _ in answers]
+    assert statuses[:20] == [200] * 20  # the burst
+    limited = [(body, response) for status, body, response in answers if status == 429]
+    assert limited, statuses
+    body, response = limited[0]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert "slow down" in body["error"]
+
+
+async def test_tokens_never_appear_in_logs_or_responses(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    schedule = await api.schedule()
+    seen: list[str] = []
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", f"/api/v1/chats/{ALICE}/schedules", AUTH),
+        ("GET", f"/api/v1/chats/{ALICE}/schedules", {"Authorization": f"Bearer {TOKEN}x"}),
+        ("GET", f"/api/v1/chats/{ALICE}/schedules", {"Authorization": TOKEN}),
+        ("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/pause", AUTH),
+        ("POST", f"/api/v1/chats/{ALICE}/schedules/nope/run", AUTH),
+        ("GET", "/api/v1/openapi.json", {}),
+        ("GET", "/healthz", AUTH),
+        ("GET", "/metrics", AUTH),
+    ]
+    for method, path, headers in requests:
+        async with api.http.request(method, path, headers=headers) as response:
+            seen.append(await response.text())
+            seen.extend(f"{k}: {v}" for k, v in response.headers.items())
+    assert seen and not [s for s in seen if TOKEN in s]
+    assert caplog.records and TOKEN not in caplog.text
+
+
+# --- proposals (scheduler/proposals.py, bot/views_proposals.py) ------------------------------
+async def test_a_bad_proposal_is_422_naming_the_field(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    good: dict[str, Any] = {
+        "name": "Weekly review",
+        "trigger": {"kind": "cron", "cron": "0 17 * * 5"},
+        "action": {"text": "Prepare my weekly review."},
+    }
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**good, "trigger": {"kind": "cron", "cron": "0 17 * * fri-"}}, "trigger.cron"),
+        (
+            {**good, "trigger": {"kind": "cron", "cron": "0 17 * * 5", "timezone": "Mars/Base"}},
+            "trigger.timezone",
+        ),
+        ({**good, "trigger": {"kind": "hourly"}}, "trigger.kind"),
+        ({**good, "action": {"text": "  "}}, "action.text"),
+        ({**good, "name": ""}, "name"),
+        ({key: v for key, v in good.items() if key != "action"}, "action"),
+        ({**good, "risk_hint": "extreme"}, "risk_hint"),
+    ]
+    for payload, field in cases:
+        status, body, _ = await api.call("POST", path, json=payload)
+        assert status == 422, payload
+        assert body["field"] == field, body
+        assert body["error"].startswith(f"Invalid {field}: "), body
+    status, body, _ = await api.call("POST", path, data=b"{name: 1}")
+    assert status == 422 and body["error"].startswith("Malformed JSON")
+    assert await api.bot.services.service.list_schedules(ALICE) == []
+
+
+async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Api) -> None:
+    payload = {
+        "name": "Inbox sweep",
+        "trigger": {"kind": "interval", "every_seconds": 1800},
+        "action": {"text": "Sweep my inbox and flag anything urgent."},
+        "reason": "You asked me to keep the inbox under control.",
+        "risk_hint": "high",
+    }
+    status, proposal, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=payload)
+    assert status == 201, proposal
+    assert proposal["status"] == "pending" and proposal["tier"] == "high"
+    assert proposal["proposed_by"] == "api" and proposal["schedule_id"] is None
+    status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/schedules")
+    assert body == {"schedules": []}  # high tier: nothing until approved
+
+    alice = api.bot.alice
+    await alice.wait_reply(containing="Inbox sweep")
+    await alice.press("Approve")
+
+    async def active() -> bool:
+        schedules = (await api.call("GET", f"/api/v1/chats/{ALICE}/schedules"))[1]["schedules"]
+        return [(s["name"], s["enabled"], s["created_by"]) for s in schedules] == [
+            ("Inbox sweep", True, "agent")
+        ]
+
+    await eventually(active)
+
+
+# --- settings of the HTTP side ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            {"WEBHOOK_URL": "https://bot.example.org/hook"},
+            "Configuration error: WEBHOOK_SECRET: is required when WEBHOOK_URL is set",
+        ),
+        (
+            {"WEBHOOK_URL": "https://bot.example.org/healthz", "WEBHOOK_SECRET": "s"},
+            "Configuration error: WEBHOOK_URL: its path /healthz is taken by the HTTP API",
+        ),
+        (
+            {"WEBHOOK_URL": "https://bot.example.org/hook", "WEBHOOK_SECRET": "no spaces"},
+            "Configuration error: WEBHOOK_SECRET: must be 1-256 characters",
+        ),
+        (
+            {
+                "WEBHOOK_URL": "https://bot.example.org/hook",
+                "WEBHOOK_SECRET": "s",
+                "HTTP_PORT": "0",
+            },
+            "Configuration error: HTTP_PORT: must not be 0 when WEBHOOK_URL is set",
+        ),
+    ],
+)
+def test_webhook_settings_that_cannot_work_stop_start_up(extra: dict[str, str], line: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AGENT_URL": "http://127.0.0.1:9/hook", **extra})
+    assert str(caught.value).startswith(line)
+
+
+def test_http_settings_load_from_the_environment() -> None:
+    settings = load_settings(
+        {
+            "AGENT_URL": "http://127.0.0.1:9/hook",
+            "HTTP_PORT": "9090",
+            "API_TOKEN": TOKEN,
+            "API_CHAT_IDS": "-100123, 77",
+        }
+    )
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 9090)
+    assert settings.api_chat_ids == [-100123, 77]
+    assert (settings.api_rate_per_second, settings.api_rate_burst) == (10.0, 20)
+    assert TOKEN not in repr(settings)

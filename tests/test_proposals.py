@@ -1,0 +1,504 @@
+"""The agent's proposals over a real SQLite file (scheduler/proposals.py): each tier does
+what the policy says, every decision applies once, refusals are recorded, one chat
+never reaches another's proposals; and runs that wait for approval are skipped at
+their deadline (the engine's `skip_expired_approvals`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler.agent_tools import TOOLS, AgentTools
+from scheduler.clock import FakeClock
+from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.engine import Engine
+from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound
+from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, RiskTier, RunStatus
+from scheduler.proposals import (
+    AWAITING_APPROVAL,
+    Proposal,
+    ProposalRequest,
+    ProposalService,
+    ProposalStatus,
+)
+from scheduler.risk import RiskDecision
+from scheduler.service import Limits, ScheduleService, TriggerSpec
+from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub
+
+CHAT, OTHER, ADMIN = 77, 88, 1001
+DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
+TWICE_A_DAY = TriggerSpec(kind="cron", cron="0 9,17 * * *", timezone="Europe/Berlin")
+HALF_HOURLY = TriggerSpec(kind="cron", cron="*/30 * * * *", timezone="Europe/Berlin")
+
+
+def ask(
+    trigger: TriggerSpec = DAILY_9,
+    *,
+    name: str = "Daily brief",
+    kind: ActionKind = ActionKind.AGENT,
+    hint: RiskTier | None = None,
+    text: str = "Prepare my brief.",
+) -> ProposalRequest:
+    return ProposalRequest(
+        name=name,
+        trigger=trigger,
+        action=Action(kind=kind, text=text),
+        reason="You asked for a morning brief.",
+        risk_hint=hint,
+    )
+
+
+class Announcements:
+    def __init__(self) -> None:
+        self.seen: list[tuple[Proposal, RiskDecision]] = []
+
+    async def __call__(self, proposal: Proposal, decision: RiskDecision) -> None:
+        self.seen.append((proposal, decision))
+
+
+@pytest.fixture
+def announced() -> Announcements:
+    return Announcements()
+
+
+@pytest.fixture
+def proposals(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock, announced: Announcements
+) -> ProposalService:
+    return ProposalService(service, store, clock, on_proposal=announced)
+
+
+# --- the tiers ------------------------------------------------------------------------------
+async def test_a_low_proposal_is_active_at_once_and_undo_archives_it(
+    proposals: ProposalService,
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    announced: Announcements,
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(), proposed_by="api")
+    assert (proposal.tier, proposal.status) == (RiskTier.LOW, ProposalStatus.ACTIVE)
+    assert (proposal.proposed_by, proposal.decided_by) == ("api", None)
+    assert proposal.decided_at == clock.now() and proposal.expires_at is None
+    assert proposal.schedule_id is not None
+    schedule = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert schedule.enabled and schedule.created_by is CreatedBy.AGENT
+    assert schedule.owner == Owner(id=CHAT, first_name="Agent")
+    assert schedule.policies.risk_tier is RiskTier.LOW
+    assert schedule.description == "You asked for a morning brief."
+    [(told, decision)] = announced.seen
+    assert told == proposal and decision.tier is RiskTier.LOW and decision.runs_per_week == 7
+    assert await store.get_proposal(CHAT, proposal.id) == proposal
+
+    undone = await proposals.undo(CHAT, proposal.id, by=ADMIN)
+    assert (undone.status, undone.decided_by) == (ProposalStatus.UNDONE, ADMIN)
+    assert await service.list_schedules(CHAT) == []
+    with pytest.raises(InvalidState, match=r"^That proposal is already undone\.$"):
+        await proposals.undo(CHAT, proposal.id, by=ADMIN)
+    with pytest.raises(InvalidState, match=r"^That proposal is already undone\.$"):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+
+
+async def test_a_medium_proposal_waits_paused_and_approve_resumes_it_once(
+    proposals: ProposalService, service: ScheduleService, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="agent:chat")
+    assert (proposal.tier, proposal.status) == (RiskTier.MEDIUM, ProposalStatus.PENDING)
+    assert proposal.expires_at is None  # only high proposals expire
+    assert proposal.schedule_id is not None
+    paused = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert not paused.enabled and paused.pause_reason == AWAITING_APPROVAL
+    assert paused.policies.risk_tier is RiskTier.MEDIUM
+
+    await clock.advance(timedelta(minutes=5))
+    approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    assert (approved.status, approved.decided_by) == (ProposalStatus.ACTIVE, ADMIN)
+    assert approved.decided_at == clock.now()
+    assert (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+    for decide in (proposals.approve, proposals.reject):
+        with pytest.raises(InvalidState, match=r"^That proposal is already approved\.$"):
+            await decide(CHAT, proposal.id, by=ADMIN)
+    assert len(await service.list_schedules(CHAT)) == 1
+
+
+async def test_rejecting_a_medium_proposal_archives_its_schedule(
+    proposals: ProposalService, service: ScheduleService, store: SqliteStore
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    rejected = await proposals.reject(CHAT, proposal.id, by=ADMIN)
+    assert (rejected.status, rejected.decided_by) == (ProposalStatus.REJECTED, ADMIN)
+    assert await service.list_schedules(CHAT) == []
+    [archived] = await store.list_schedules(CHAT, include_archived=True)
+    assert archived.archived_at is not None
+    with pytest.raises(InvalidState, match=r"^That proposal is already rejected\.$"):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+
+
+async def test_a_high_proposal_creates_nothing_until_approved(
+    proposals: ProposalService, service: ScheduleService, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(HALF_HOURLY), proposed_by="api")
+    assert (proposal.tier, proposal.status) == (RiskTier.HIGH, ProposalStatus.PENDING)
+    assert proposal.schedule_id is None
+    assert proposal.expires_at == clock.now() + timedelta(hours=72)
+    assert await service.list_schedules(CHAT) == []
+
+    approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    [schedule] = await service.list_schedules(CHAT)
+    assert approved.schedule_id == schedule.id and schedule.enabled
+    assert schedule.policies.risk_tier is RiskTier.HIGH
+
+
+async def test_two_approvals_at_once_create_one_schedule(
+    proposals: ProposalService, service: ScheduleService
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(HALF_HOURLY), proposed_by="api")
+    results = await asyncio.gather(
+        *(proposals.approve(CHAT, proposal.id, by=ADMIN) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Proposal) for r in results) == 1
+    assert sum(isinstance(r, InvalidState) for r in results) == 2
+    assert len(await service.list_schedules(CHAT)) == 1
+
+
+async def test_the_hint_raises_the_tier(proposals: ProposalService) -> None:
+    proposal = await proposals.propose(CHAT, ask(hint=RiskTier.HIGH), proposed_by="api")
+    assert (proposal.tier, proposal.schedule_id) == (RiskTier.HIGH, None)
+
+
+# --- expiry -----------------------------------------------------------------------------------
+async def test_a_high_proposal_expires_after_72_hours(
+    proposals: ProposalService, service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(HALF_HOURLY), proposed_by="api")
+    medium = await proposals.propose(CHAT, ask(TWICE_A_DAY, name="Twice"), proposed_by="api")
+    assert await proposals.next_expiry() == proposal.expires_at
+    await clock.advance(timedelta(hours=71))
+    assert await proposals.expire_due(clock.now()) == []
+
+    await clock.advance(timedelta(hours=2))
+    [expired] = await proposals.expire_due(clock.now())
+    assert (expired.id, expired.status) == (proposal.id, ProposalStatus.EXPIRED)
+    assert expired.decided_by is None and expired.decided_at == clock.now()
+    assert await proposals.expire_due(clock.now()) == []
+    assert await proposals.next_expiry() is None
+    with pytest.raises(InvalidState, match=r"^That proposal is already expired\.$"):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    # The medium one is still waiting, paused.
+    assert (await proposals.get(CHAT, medium.id)).status is ProposalStatus.PENDING
+    assert [s.name for s in await service.list_schedules(CHAT)] == ["Twice"]
+
+
+async def test_approving_after_the_deadline_expires_it_even_before_the_sweep(
+    proposals: ProposalService, service: ScheduleService, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(HALF_HOURLY), proposed_by="api")
+    await clock.advance(timedelta(hours=73))
+    with pytest.raises(InvalidState, match=r"^That proposal is already expired\.$"):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    assert (await proposals.get(CHAT, proposal.id)).status is ProposalStatus.EXPIRED
+    assert await service.list_schedules(CHAT) == []
+    assert await proposals.expire_due(clock.now()) == []
+
+
+# --- refusals ---------------------------------------------------------------------------------
+async def test_beyond_the_limits_is_refused_and_recorded(
+    store: SqliteStore, clock: FakeClock, announced: Announcements
+) -> None:
+    service = ScheduleService(
+        store, clock, default_timezone="Europe/Berlin", limits=Limits(max_schedules_per_chat=1)
+    )
+    proposals = ProposalService(service, store, clock, on_proposal=announced)
+    await proposals.propose(CHAT, ask(kind=ActionKind.REMINDER), proposed_by="api")
+    sentence = "This chat already has 1 schedules, the limit; archive one with /delete first."
+    with pytest.raises(InvalidSchedule) as caught:
+        await proposals.propose(CHAT, ask(kind=ActionKind.REMINDER), proposed_by="api")
+    assert str(caught.value) == sentence
+    refused, _ = await store.list_proposals(CHAT)
+    assert (refused.status, refused.refusal) == (ProposalStatus.REFUSED, sentence)
+    assert refused.tier is RiskTier.LOW  # refused whatever the tier
+    assert len(await service.list_schedules(CHAT)) == 1
+    assert len(announced.seen) == 1  # only the accepted one was announced
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (ask(name="   "), "Give the schedule a name."),
+        (ask(text="Brief for {dat}"), "Unknown placeholder {dat}"),
+        (ask(TriggerSpec(kind="cron", cron="0 9 L * *")), "five fields"),
+        (ask(HALF_HOURLY, text="x" * 4001), "limit is 4000"),
+    ],
+)
+async def test_invalid_proposals_are_refused_and_recorded(
+    proposals: ProposalService,
+    store: SqliteStore,
+    request_: ProposalRequest,
+    fragment: str,
+) -> None:
+    with pytest.raises(InvalidSchedule, match=fragment):
+        await proposals.propose(CHAT, request_, proposed_by="api")
+    [refused] = await store.list_proposals(CHAT)
+    assert refused.status is ProposalStatus.REFUSED and fragment in (refused.refusal or "")
+    assert await store.list_schedules(CHAT, include_archived=True) == []
+
+
+async def test_an_approval_that_comes_too_late_for_a_one_time_run_refuses_it(
+    proposals: ProposalService, service: ScheduleService, clock: FakeClock
+) -> None:
+    soon = TriggerSpec(kind="once", at=clock.now() + timedelta(hours=1))
+    proposal = await proposals.propose(CHAT, ask(soon, hint=RiskTier.HIGH), proposed_by="api")
+    await clock.advance(timedelta(hours=2))
+    with pytest.raises(InvalidSchedule, match="It cannot be activated: That time is in the past"):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    refused = await proposals.get(CHAT, proposal.id)
+    assert refused.status is ProposalStatus.REFUSED and refused.schedule_id is None
+    assert await service.list_schedules(CHAT) == []
+
+
+# --- scoping and completion ---------------------------------------------------------------------
+async def test_another_chats_proposal_does_not_exist_here(
+    proposals: ProposalService, service: ScheduleService
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    for decide in (proposals.approve, proposals.reject, proposals.undo):
+        with pytest.raises(ProposalNotFound, match=r"^That proposal does not exist here\.$"):
+            await decide(OTHER, proposal.id, by=ADMIN)
+    assert (await proposals.get(CHAT, proposal.id)).status is ProposalStatus.PENDING
+    assert proposal.schedule_id is not None
+    assert not (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+    assert await proposals.list_for_chat(OTHER) == []
+
+
+async def test_the_request_is_completed_with_the_chats_zone_and_a_start(
+    proposals: ProposalService, service: ScheduleService, clock: FakeClock
+) -> None:
+    await service.set_chat_timezone(CHAT, "Asia/Kolkata")
+    bare = TriggerSpec(kind="cron", cron="0 9 * * *")
+    proposal = await proposals.propose(CHAT, ask(bare), proposed_by="api")
+    assert proposal.request.trigger.timezone == "Asia/Kolkata"
+    every_day = TriggerSpec(kind="interval", every_seconds=86400)
+    later = await proposals.propose(CHAT, ask(every_day, name="Daily too"), proposed_by="api")
+    assert later.request.trigger.start_at == clock.now()
+
+
+# --- the store's transitions ------------------------------------------------------------------
+async def test_a_transition_applies_once_and_only_in_its_chat(
+    proposals: ProposalService, store: SqliteStore, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(HALF_HOURLY), proposed_by="api")
+    changes = {"status": ProposalStatus.REJECTED, "decided_by": ADMIN, "decided_at": clock.now()}
+    pending = [ProposalStatus.PENDING]
+    assert (
+        await store.transition_proposal(OTHER, proposal.id, expected=pending, changes=changes)
+        is None
+    )
+    done = await store.transition_proposal(CHAT, proposal.id, expected=pending, changes=changes)
+    assert done is not None and done.status is ProposalStatus.REJECTED
+    assert (
+        await store.transition_proposal(CHAT, proposal.id, expected=pending, changes=changes)
+        is None
+    )
+    with pytest.raises(ValueError, match="not changeable"):
+        await store.transition_proposal(
+            CHAT, proposal.id, expected=pending, changes={"chat_id": OTHER}
+        )
+    await clock.advance(timedelta(days=4))
+    assert await store.list_pending_expired(clock.now()) == []
+
+
+# --- the agent's tools --------------------------------------------------------------------------
+async def test_the_tools_propose_list_and_pause_for_one_chat(
+    proposals: ProposalService, service: ScheduleService
+) -> None:
+    tools = AgentTools(service, proposals)
+
+    async def call(tool: str, /, **args: object) -> dict[str, object]:
+        text = await tools.call(
+            CHAT,
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": tool, "arguments": json.dumps(args)},
+            },
+        )
+        result: dict[str, object] = json.loads(text)
+        return result
+
+    assert [t["function"]["name"] for t in TOOLS] == [
+        "propose_schedule",
+        "list_schedules",
+        "pause_schedule",
+    ]
+    made = await call(
+        "propose_schedule", name="Brief", cron="0 9 * * *", prompt="Brief me.", reason="asked"
+    )
+    assert made["ok"] and made["status"] == "active" and made["tier"] == "low"
+    waiting = await call(
+        "propose_schedule", name="Pulse", every_minutes=20, prompt="Check.", reason="asked"
+    )
+    assert waiting["ok"] and waiting["status"] == "pending" and waiting["tier"] == "high"
+    listing = await call("list_schedules")
+    assert [s["name"] for s in listing["schedules"]] == ["Brief"]  # type: ignore[attr-defined]
+    assert [p["name"] for p in listing["pending_proposals"]] == ["Pulse"]  # type: ignore[attr-defined]
+    paused = await call("pause_schedule", schedule_id=made["schedule_id"], reason="on holiday")
+    assert paused == {
+        "ok": True,
+        "schedule_id": made["schedule_id"],
+        "name": "Brief",
+        "status": "paused",
+    }
+    assert (await service.get_schedule(CHAT, str(made["schedule_id"]))).pause_reason == "on holiday"
+
+    # Errors come back as results, one sentence each.
+    assert await call("propose_schedule", name="x", prompt="y", reason="z") == {
+        "ok": False,
+        "error": "Give exactly one of cron, every_minutes or at.",
+    }
+    assert (await call("delete_everything"))["ok"] is False
+    assert (await call("pause_schedule", schedule_id="nope"))["error"] == (
+        "There is no schedule 'nope' here; /schedules lists them."
+    )
+    bad_json = await tools.call(
+        CHAT, {"id": "c2", "function": {"name": "list_schedules", "arguments": "{"}}
+    )
+    assert json.loads(bad_json) == {"ok": False, "error": "The arguments are not valid JSON."}
+    assert await service.list_schedules(OTHER) == []
+
+
+# --- runs that wait for approval ---------------------------------------------------------------
+NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(
+    store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher
+) -> AsyncIterator[Engine]:
+    e = Engine(store, clock, dispatcher)
+    yield e
+    await e.shutdown()
+
+
+async def _waiting_daily(service: ScheduleService) -> str:
+    schedule = await service.create_schedule(
+        CHAT,
+        Owner(id=CHAT),
+        name="Careful brief",
+        trigger=DAILY_9,
+        action=Action(text="Brief."),
+        policies=Policies(requires_run_approval=True),
+    )
+    return schedule.id
+
+
+async def test_a_run_waits_for_approval_and_runs_once_approved(
+    service: ScheduleService, engine: Engine, clock: FakeClock, agent_stub: AgentStub
+) -> None:
+    sid = await _waiting_daily(service)
+    await clock.set(NINE_BERLIN)
+    await engine.run_until_idle()
+    [run] = await service.history(CHAT, sid)
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    # Its deadline is the next fire, tomorrow at 09:00 in Berlin.
+    assert run.next_attempt_at == NINE_BERLIN + timedelta(days=1)
+    assert agent_stub.requests == []
+    await service.approve_run(CHAT, run.id)
+    with pytest.raises(InvalidState, match=r"^That run is already pending\.$"):
+        await service.approve_run(CHAT, run.id)
+    await engine.run_until_idle()
+    assert [r.status for r in await service.history(CHAT, sid)] == [RunStatus.SUCCEEDED]
+    assert len(agent_stub.requests) == 1
+
+
+async def test_an_unanswered_run_is_skipped_at_the_schedules_next_fire(
+    service: ScheduleService,
+    store: SqliteStore,
+    engine: Engine,
+    clock: FakeClock,
+    agent_stub: AgentStub,
+) -> None:
+    sid = await _waiting_daily(service)
+    await clock.set(NINE_BERLIN)
+    await engine.run_until_idle()
+    [first] = await service.history(CHAT, sid)
+    await clock.set(NINE_BERLIN + timedelta(hours=23, minutes=59))
+    assert await store.skip_expired_approvals(clock.now()) == 0
+    # A late approval, after the deadline but before the engine looked: refused.
+    await clock.set(NINE_BERLIN + timedelta(days=1))
+    with pytest.raises(InvalidState, match="approval deadline passed"):
+        await service.approve_run(CHAT, first.id)
+    await engine.run_until_idle()
+    second, first = await service.history(CHAT, sid)
+    assert (first.status, first.error) == (RunStatus.SKIPPED, "approval deadline passed")
+    assert second.status is RunStatus.AWAITING_APPROVAL
+    # The engine skips one nobody answered, too.
+    await clock.set(NINE_BERLIN + timedelta(days=2))
+    await engine.run_until_idle()
+    statuses = [(r.status, r.error) for r in await service.history(CHAT, sid)]
+    assert statuses == [
+        (RunStatus.AWAITING_APPROVAL, None),
+        (RunStatus.SKIPPED, "approval deadline passed"),
+        (RunStatus.SKIPPED, "approval deadline passed"),
+    ]
+    assert agent_stub.requests == []
+
+
+async def test_a_one_time_run_waits_a_day_for_approval(
+    service: ScheduleService, store: SqliteStore, engine: Engine, clock: FakeClock
+) -> None:
+    schedule = await service.create_schedule(
+        CHAT,
+        Owner(id=CHAT),
+        name="Once",
+        trigger=TriggerSpec(kind="once", at=NINE_BERLIN),
+        action=Action(text="Do it."),
+        policies=Policies(requires_run_approval=True),
+    )
+    await clock.set(NINE_BERLIN)
+    await engine.run_until_idle()
+    [run] = await service.history(CHAT, schedule.id)
+    assert run.next_attempt_at == NINE_BERLIN + timedelta(hours=24)
+    # The engine wakes for the deadline by itself.
+    assert await store.next_due_at() == NINE_BERLIN + timedelta(hours=24)
+    await clock.set(NINE_BERLIN + timedelta(hours=24))
+    await engine.run_until_idle()
+    [run] = await service.history(CHAT, schedule.id)
+    assert (run.status, run.error) == (RunStatus.SKIPPED, "approval deadline passed")
+
+
+async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path) -> None:
+    """Migration 0003 gives runs that were awaiting approval without a deadline one day
+    from their fire instant."""
+    store = await SqliteStore.open(db_path)
+    schedule = await ScheduleService(store, FakeClock(NINE_BERLIN)).create_schedule(
+        CHAT, Owner(id=CHAT), name="Old", trigger=DAILY_9, action=Action(text="x")
+    )
+    await store.close()
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "INSERT INTO runs (id, schedule_id, chat_id, scheduled_for, trigger, status, "
+            "created_at, updated_at) VALUES ('R1', ?, ?, '2026-11-24T08:00:00.000000Z', "
+            "'schedule', 'awaiting_approval', '2026-11-24T08:00:00.000000Z', "
+            "'2026-11-24T08:00:00.000000Z')",
+            (schedule.id, CHAT),
+        )
+        # Back to the schema before proposals.
+        db.execute("DROP TABLE proposals")
+        db.execute("DROP INDEX runs_awaiting_approval")
+        db.execute("PRAGMA user_version = 2")
+    store = await SqliteStore.open(db_path)
+    try:
+        run = await store.get_run(CHAT, "R1")
+        assert run is not None
+        assert run.next_attempt_at == datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+        assert await store.list_proposals(CHAT) == []
+    finally:
+        await store.close()
