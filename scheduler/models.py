@@ -84,6 +84,10 @@ class RunStatus(StrEnum):
     UNKNOWN = "unknown"  # timed out after delivery; the operator decides
 
 
+#: The pause reason of an agent's proposal that waits for an admin: only the proposal's
+#: approval may clear it, never a plain resume or run-now.
+AWAITING_APPROVAL_REASON = "awaiting approval"
+
 #: Statuses from which the engine may start an attempt.
 READY_STATUSES = (RunStatus.PENDING, RunStatus.FAILED)
 #: Statuses that will never change again without an operator's action.

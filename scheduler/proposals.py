@@ -40,7 +40,7 @@ from scheduler.errors import (
     TicklerError,
 )
 from scheduler.ids import new_id
-from scheduler.models import Action, CreatedBy, Owner, Policies, RiskTier
+from scheduler.models import AWAITING_APPROVAL_REASON, Action, CreatedBy, Owner, Policies, RiskTier
 from scheduler.risk import RiskDecision, classify
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import Store
@@ -56,7 +56,7 @@ __all__ = [
 log = logging.getLogger("tickler.proposals")
 
 #: The pause reason of a medium-tier schedule until an admin approves it.
-AWAITING_APPROVAL = "awaiting approval"
+AWAITING_APPROVAL = AWAITING_APPROVAL_REASON
 
 
 class ProposalRequest(BaseModel):
@@ -272,7 +272,7 @@ class ProposalService:
             else:
                 # InvalidState: someone resumed it by hand meanwhile; it is active already.
                 with contextlib.suppress(InvalidState):
-                    await self.schedules.resume(chat_id, schedule_id)
+                    await self.schedules.resume(chat_id, schedule_id, approving=True)
         except (InvalidSchedule, ScheduleNotFound) as exc:
             # Limits reached or the moment passed since it was proposed, or the paused
             # schedule was deleted meanwhile: nothing runs, and the proposal says why.
@@ -292,6 +292,21 @@ class ProposalService:
                 },
             )
             raise InvalidSchedule(f"It cannot be activated: {reason}") from exc
+        except Exception:
+            # Anything else (a locked database): undo the decision so the admin can
+            # press Approve again, instead of a proposal "active" without a schedule.
+            await self.store.transition_proposal(
+                chat_id,
+                proposal_id,
+                expected=[ProposalStatus.ACTIVE],
+                changes={
+                    "status": ProposalStatus.PENDING,
+                    "decided_by": None,
+                    "decided_at": None,
+                    "schedule_id": current.schedule_id,
+                },
+            )
+            raise
         return approved
 
     async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:

@@ -19,6 +19,7 @@ from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule, InvalidState, RunNotFound, ScheduleNotFound
 from scheduler.ids import new_id
 from scheduler.models import (
+    AWAITING_APPROVAL_REASON,
     Action,
     ActionKind,
     CreatedBy,
@@ -288,9 +289,11 @@ class ScheduleService:
         self._on_change()
         return paused
 
-    async def resume(self, chat_id: int, schedule_id: str) -> Resumed:
+    async def resume(self, chat_id: int, schedule_id: str, *, approving: bool = False) -> Resumed:
         """Enable again from now on. Windows that passed while it was paused (or
-        tripped) do not fire; they are recorded as skipped, so none vanishes."""
+        tripped) do not fire; they are recorded as skipped, so none vanishes.
+        `approving` is for ProposalService.approve only: an agent's proposal that waits
+        for an admin is resumed by that approval, never by hand."""
         now = self.clock.now()
         passed = 0
 
@@ -299,6 +302,8 @@ class ScheduleService:
             _require_active(current, schedule_id)
             if current.enabled and not current.tripped:
                 raise InvalidState(f"'{current.name}' is not paused.")
+            if current.pause_reason == AWAITING_APPROVAL_REASON and not approving:
+                raise InvalidState(_AWAITS_ADMIN)
             reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
             next_run = current.next_run_at
             skipped: list[Run] = []
@@ -342,6 +347,8 @@ class ScheduleService:
     # --- runs ----------------------------------------------------------------------------
     async def run_now(self, chat_id: int, schedule_id: str) -> Run:
         schedule = await self.get_schedule(chat_id, schedule_id)
+        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+            raise InvalidState(_AWAITS_ADMIN)
         run = manual_run(schedule, self.clock.now())
         if not await self.store.add_run(run):
             raise InvalidState("A run for this very instant exists already; try again.")
@@ -530,6 +537,12 @@ class ScheduleService:
         if changed and choice != "skip":
             self._on_change()
         return changed
+
+
+_AWAITS_ADMIN = (
+    "It is an agent's proposal waiting for an admin; approve it with the proposal's "
+    "Approve button first."
+)
 
 
 @dataclass(frozen=True)

@@ -502,3 +502,39 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         assert await store.list_proposals(CHAT) == []
     finally:
         await store.close()
+
+
+async def test_a_medium_proposal_cannot_be_resumed_or_run_around_the_approval(
+    proposals: ProposalService, service: ScheduleService, store: SqliteStore
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert proposal.schedule_id is not None
+    sid = proposal.schedule_id
+    # Neither /resume nor /runnow (nor the API calling them) may skip the admin's approval.
+    with pytest.raises(InvalidState, match="waiting for an admin"):
+        await service.resume(CHAT, sid)
+    with pytest.raises(InvalidState, match="waiting for an admin"):
+        await service.run_now(CHAT, sid)
+    assert not (await service.get_schedule(CHAT, sid)).enabled
+    assert await store.list_runs(CHAT) == []
+    approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    assert approved.status is ProposalStatus.ACTIVE
+    assert (await service.get_schedule(CHAT, sid)).enabled
+
+
+async def test_an_approval_that_fails_midway_can_be_pressed_again(
+    proposals: ProposalService, service: ScheduleService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    real_resume = service.resume
+
+    async def locked(*args: object, **kwargs: object) -> object:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(service, "resume", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    still = await proposals.get(CHAT, proposal.id)
+    assert (still.status, still.decided_by) == (ProposalStatus.PENDING, None)
+    monkeypatch.setattr(service, "resume", real_resume)
+    assert (await proposals.approve(CHAT, proposal.id, by=ADMIN)).status is ProposalStatus.ACTIVE
