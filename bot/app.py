@@ -16,7 +16,7 @@ from telegram.ext import AIORateLimiter, Application, TypeHandler
 
 from bot import access
 from bot.context import SERVICES_KEY, Services
-from bot.handlers import chat, edit, new, proposals, runs, schedules, start
+from bot.handlers import backfill, chat, edit, export, new, proposals, runs, schedules, start
 from bot.http_api import HttpServer
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
@@ -27,6 +27,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.proposals import ProposalService
+from scheduler.schedules_file import apply_schedules_file
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 
@@ -51,7 +52,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("history", "Recent runs: /history [ID]"),
     ("deadletters", "Runs that failed for good"),
     ("retry", "Send a dead run again: /retry RUN_ID"),
+    ("backfill", "Run past windows explicitly: /backfill ID FROM TO"),
     ("tz", "Show or set this chat's time zone: /tz Europe/Berlin"),
+    ("export", "Download this chat's data as JSONL files"),
 ]
 
 
@@ -84,7 +87,7 @@ def build_application(
 
     # Order matters: the allow-list gate runs first (group -1) and stops everything else.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (start, new, edit, schedules, runs, proposals, chat):
+    for module in (start, new, edit, schedules, runs, backfill, proposals, export, chat):
         module.register(app)
     start.register_fallback(app)
     app.add_error_handler(_on_error)
@@ -112,6 +115,14 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     service = ScheduleService(
         store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
     )
+    if settings.schedules_file is not None:
+        chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
+        report = await apply_schedules_file(
+            settings.schedules_file, service, now=clock.now(), chats=chats
+        )
+        log.info("applied %s: %s", settings.schedules_file, report.summary())
+        for error in report.errors:
+            log.error("%s", error)
     svc = Services(settings, clock, store, service, engine, dispatcher)
     proposal_service = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
     svc.proposals = proposal_service

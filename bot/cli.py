@@ -4,6 +4,9 @@
     tickler engine              the scheduler alone, without the Telegram console
     tickler next "EXPR" [--tz ZONE] [--after ISO8601] [--count N]
     tickler backup FILE         an online, consistent copy of the database
+    tickler export DIR          the database as JSONL files (DIR empty or absent)
+    tickler validate-export DIR check an export: "ok" or one line per problem
+    tickler import DIR [--merge] restore an export into DATABASE_PATH
 
 Each subcommand is a `_register_<name>(subparsers)` function that adds its parser
 and sets `handler`; `main` reads the clock once and dispatches. Errors the operator
@@ -17,6 +20,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
+from pathlib import Path
 from typing import NoReturn
 
 from scheduler.cron import CronExpression, load_zone
@@ -26,6 +30,7 @@ from scheduler.timeutil import format_utc, parse_utc
 __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
+EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 MAX_COUNT = 1000
 
@@ -61,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _register_run(subparsers)
     _register_next(subparsers)
     _register_backup(subparsers)
+    _register_export(subparsers)
+    _register_validate_export(subparsers)
+    _register_import(subparsers)
     return parser
 
 
@@ -77,7 +85,6 @@ def _register_backup(subparsers: argparse._SubParsersAction[_Parser]) -> None:
 
 def _run_backup(args: argparse.Namespace, now: datetime) -> int:
     import asyncio
-    from pathlib import Path
 
     from bot.settings import ConfigError, load_settings
     from storage.backup import backup_database
@@ -94,6 +101,98 @@ def _run_backup(args: argparse.Namespace, now: datetime) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     pages = asyncio.run(backup_database(settings.database_path, target))
     print(f"Backed up {settings.database_path} to {target} ({pages} pages).")
+    return EXIT_OK
+
+
+def _database_path() -> Path:
+    from bot.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return settings.database_path
+
+
+def _register_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write the database as JSONL files, one per entity, with a manifest",
+        description="Export DATABASE_PATH into DIR as JSONL files (schedules, runs, "
+        "run_attempts, proposals, chats) plus manifest.json.",
+    )
+    parser.add_argument("dir", metavar="DIR", help="where to write (must be empty or absent)")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace, now: datetime) -> int:
+    import asyncio
+
+    from storage.export import export_database
+
+    target = Path(args.dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError(f"{target} is not an empty folder; choose a new one.")
+    database = _database_path()
+    if not database.exists():
+        raise UsageError(f"There is no database at {database} to export.")
+    counts = asyncio.run(export_database(database, target))
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items())
+    print(f"Exported {database} to {target} ({summary}).")
+    return EXIT_OK
+
+
+def _register_validate_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "validate-export",
+        help="check an export: unique ids, resolvable references, UTC times, counts",
+    )
+    parser.add_argument("dir", metavar="DIR", help="the export folder")
+    parser.set_defaults(handler=_run_validate_export)
+
+
+def _run_validate_export(args: argparse.Namespace, now: datetime) -> int:
+    from storage.export import validate_export
+
+    target = Path(args.dir)
+    if not target.is_dir():
+        raise UsageError(f"There is no export folder at {target}.")
+    problems = validate_export(target)
+    if problems:
+        sys.stdout.write("".join(f"{line}\n" for line in problems))
+        return EXIT_PROBLEMS
+    print("ok")
+    return EXIT_OK
+
+
+def _register_import(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        help="restore an export into DATABASE_PATH (which must be empty unless --merge)",
+    )
+    parser.add_argument("dir", metavar="DIR", help="the export folder")
+    parser.add_argument(
+        "--merge", action="store_true", help="add rows whose id is new to a non-empty database"
+    )
+    parser.set_defaults(handler=_run_import)
+
+
+def _run_import(args: argparse.Namespace, now: datetime) -> int:
+    import asyncio
+
+    from storage.export import import_export
+
+    source = Path(args.dir)
+    if not source.is_dir():
+        raise UsageError(f"There is no export folder at {source}.")
+    database = _database_path()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = asyncio.run(import_export(source, database, merge=args.merge))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items())
+    print(f"Imported {source} into {database} ({summary}).")
     return EXIT_OK
 
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     database_path: Path = Path("data/tickler.db")
     default_timezone: str = "UTC"
+    #: Optional schedules-as-code file, applied idempotently at every start.
+    schedules_file: Path | None = None
     api_token: SecretStr | None = None
 
     #: The one HTTP port: /healthz, /metrics, /api/v1 and (webhook mode) the webhook.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +48,8 @@ from scheduler.triggers import (
 )
 
 __all__ = [
+    "MAX_BACKFILL",
+    "BackfillPreview",
     "Limits",
     "Resumed",
     "ScheduleService",
@@ -344,6 +346,79 @@ class ScheduleService:
         self._on_change()
         return archived
 
+    # --- backfill ------------------------------------------------------------------------
+    async def backfill_preview(
+        self, chat_id: int, schedule_id: str, start: datetime, end: datetime
+    ) -> BackfillPreview:
+        """The fires of the schedule's trigger within [start, end] (a past range), and how
+        many of them already have a run. Changes nothing."""
+        schedule = await self.get_schedule(chat_id, schedule_id)
+        instants = self._backfill_instants(schedule, start, end)
+        existing = await self._existing_instants(chat_id, schedule_id)
+        return BackfillPreview(instants, sum(1 for t in instants if t in existing))
+
+    async def backfill(
+        self, chat_id: int, schedule_id: str, start: datetime, end: datetime
+    ) -> tuple[int, int]:
+        """Insert a pending BACKFILL run for each fire in [start, end] that has no run yet;
+        returns (created, skipped because a run for that instant exists). Running it
+        again creates nothing: the store refuses a second run for the same instant."""
+        schedule = await self.get_schedule(chat_id, schedule_id)
+        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+            raise InvalidState(_AWAITS_ADMIN)
+        instants = self._backfill_instants(schedule, start, end)
+        now = self.clock.now()
+        created = 0
+        for instant in instants:
+            run = Run(
+                id=new_id(),
+                schedule_id=schedule.id,
+                chat_id=schedule.chat_id,
+                scheduled_for=instant,
+                trigger=RunTrigger.BACKFILL,
+                status=RunStatus.PENDING,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            if await self.store.add_run(run):
+                created += 1
+        if created:
+            self._on_change()
+        return created, len(instants) - created
+
+    def _backfill_instants(
+        self, schedule: Schedule, start: datetime, end: datetime
+    ) -> list[datetime]:
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InvalidSchedule("Give the backfill range with a time zone or as dates.")
+        if start >= end:
+            raise InvalidSchedule("The backfill range must start before it ends.")
+        if end > self.clock.now():
+            raise InvalidSchedule("Backfill covers past windows only; end the range at now.")
+        instants: list[datetime] = []
+        cursor = schedule.trigger.next_after(start - timedelta(microseconds=1))
+        while cursor is not None and cursor <= end:
+            if len(instants) >= MAX_BACKFILL:
+                raise InvalidSchedule(
+                    f"That range holds more than {MAX_BACKFILL} fires; pick a shorter one."
+                )
+            instants.append(cursor)
+            cursor = schedule.trigger.next_after(cursor)
+        return instants
+
+    async def _existing_instants(self, chat_id: int, schedule_id: str) -> set[datetime]:
+        seen: set[datetime] = set()
+        offset = 0
+        while True:
+            page = await self.store.list_runs(
+                chat_id, schedule_id=schedule_id, limit=1000, offset=offset
+            )
+            seen.update(r.scheduled_for for r in page)
+            if len(page) < 1000:
+                return seen
+            offset += 1000
+
     # --- runs ----------------------------------------------------------------------------
     async def run_now(self, chat_id: int, schedule_id: str) -> Run:
         schedule = await self.get_schedule(chat_id, schedule_id)
@@ -543,6 +618,22 @@ _AWAITS_ADMIN = (
     "It is an agent's proposal waiting for an admin; approve it with the proposal's "
     "Approve button first."
 )
+
+
+#: The most fires one backfill may create.
+MAX_BACKFILL = 1000
+
+
+@dataclass(frozen=True)
+class BackfillPreview:
+    #: The fire instants in the range, oldest first.
+    instants: list[datetime]
+    #: How many of them already have a run (a backfill leaves those alone).
+    existing: int
+
+    @property
+    def missing(self) -> int:
+        return len(self.instants) - self.existing
 
 
 @dataclass(frozen=True)

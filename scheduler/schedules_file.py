@@ -1,0 +1,322 @@
+"""Schedules as code: a YAML file of schedules with stable ids, applied idempotently.
+
+    schedules:
+      - id: daily-brief
+        chat_id: 123456789
+        name: Daily brief
+        cron: "0 8 * * 1-5"          # or every: 2h / 30m / 1d / 3600, or at: ISO instant
+        timezone: Europe/Berlin
+        template: daily_brief        # or prompt: "..." (agent) or remind: "..." (reminder)
+        policies: {missed_run: skip}
+
+New ids are created (created_by=config), changed ones updated, config-created schedules
+whose ids left the file are paused with REMOVED_REASON (never deleted), unchanged ones
+are left alone; applying the same file twice changes nothing. A bad entry is reported
+as "schedules.yaml line N: <sentence>" and the others are still applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from scheduler.errors import InvalidSchedule, TicklerError
+from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, Schedule
+from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
+
+__all__ = ["REMOVED_REASON", "ApplyReport", "Entry", "apply_schedules_file", "parse_entries"]
+
+REMOVED_REASON = "removed from schedules.yaml"
+
+_KEYS = {
+    "id",
+    "chat_id",
+    "owner_id",
+    "owner_name",
+    "name",
+    "description",
+    "cron",
+    "every",
+    "at",
+    "timezone",
+    "prompt",
+    "template",
+    "remind",
+    "policies",
+}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, "
+            f"{len(self.disabled)} disabled, {len(self.unchanged)} unchanged, "
+            f"{len(self.errors)} errors"
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One validated entry of the file."""
+
+    line: int
+    id: str
+    chat_id: int
+    owner: Owner
+    name: str
+    description: str
+    trigger: TriggerSpec
+    action: Action
+    policies: Policies
+
+
+class _EntryError(Exception):
+    def __init__(self, line: int, sentence: str) -> None:
+        super().__init__(f"schedules.yaml line {line}: {sentence}")
+
+
+def _seconds(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
+    if match is None:
+        raise InvalidSchedule(f"'every: {value}' is not a length like 30m, 2h or 1d.")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _instant(value: object) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise InvalidSchedule(f"'at: {value}' is not an ISO instant.") from None
+    if moment.tzinfo is None:
+        raise InvalidSchedule(f"'at: {value}' needs a UTC offset, like +01:00 or Z.")
+    return moment
+
+
+def _entry(data: object, line: int, default_timezone: str) -> Entry:
+    if not isinstance(data, dict):
+        raise InvalidSchedule("Each entry must be a mapping with id, chat_id, name, ...")
+    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    if unknown:
+        raise InvalidSchedule(f"Unknown key '{unknown[0]}'.")
+    ident = data.get("id")
+    if not isinstance(ident, str) or not _ID.match(ident):
+        raise InvalidSchedule("Give the entry an id of letters, digits, '-', '_' or '.'.")
+    chat_id = data.get("chat_id")
+    if not isinstance(chat_id, int) or isinstance(chat_id, bool):
+        raise InvalidSchedule(f"'{ident}' needs a numeric chat_id.")
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise InvalidSchedule(f"'{ident}' needs a name.")
+    when = [k for k in ("cron", "every", "at") if k in data]
+    if len(when) != 1:
+        raise InvalidSchedule(f"'{ident}' needs exactly one of cron, every or at.")
+    zone = str(data.get("timezone") or default_timezone)
+    if when[0] == "cron":
+        spec = TriggerSpec(kind="cron", cron=str(data["cron"]), timezone=zone)
+    elif when[0] == "every":
+        spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]))
+    else:
+        spec = TriggerSpec(kind="once", at=_instant(data["at"]))
+    what = [k for k in ("prompt", "template", "remind") if k in data]
+    if len(what) != 1:
+        raise InvalidSchedule(f"'{ident}' needs exactly one of prompt, template or remind.")
+    if what[0] == "prompt":
+        action = Action(kind=ActionKind.AGENT, text=str(data["prompt"]))
+    elif what[0] == "template":
+        action = Action(kind=ActionKind.AGENT, template=str(data["template"]))
+    else:
+        action = Action(kind=ActionKind.REMINDER, text=str(data["remind"]))
+    try:
+        policies = Policies.model_validate(data.get("policies") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "policies"
+        raise InvalidSchedule(f"'{ident}' policy '{where}': {first['msg']}.") from None
+    owner_id = data.get("owner_id", chat_id)
+    if not isinstance(owner_id, int) or isinstance(owner_id, bool):
+        raise InvalidSchedule(f"'{ident}' owner_id must be a number.")
+    owner = Owner(id=owner_id, first_name=str(data.get("owner_name") or "Operator"))
+    return Entry(
+        line,
+        ident,
+        chat_id,
+        owner,
+        name,
+        str(data.get("description") or ""),
+        spec,
+        action,
+        policies,
+    )
+
+
+def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry], list[str]]:
+    """The file's valid entries and one error line per bad one."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "it is not valid YAML"
+        return [], [f"schedules.yaml line {line}: {problem}."]
+    if root is None:
+        return [], []
+    nodes: list[yaml.Node]
+    items: list[object]
+    if isinstance(root, yaml.MappingNode) and isinstance(data, dict):
+        pairs = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+        node = pairs.get("schedules")
+        if node is None or set(data) != {"schedules"}:
+            return [], ["schedules.yaml line 1: the file must hold a 'schedules:' list."]
+        root, data = node, data["schedules"]
+    if not isinstance(root, yaml.SequenceNode) or not isinstance(data, list):
+        line = root.start_mark.line + 1
+        return [], [f"schedules.yaml line {line}: 'schedules' must be a list of entries."]
+    nodes, items = list(root.value), data
+    entries: list[Entry] = []
+    errors: list[str] = []
+    seen: set[tuple[int, str]] = set()
+    for node, item in zip(nodes, items, strict=True):
+        line = node.start_mark.line + 1
+        try:
+            entry = _entry(item, line, default_timezone)
+        except (InvalidSchedule, ValidationError) as exc:
+            errors.append(f"schedules.yaml line {line}: {_sentence(exc)}")
+            continue
+        if (entry.chat_id, entry.id) in seen:
+            errors.append(f"schedules.yaml line {line}: the id '{entry.id}' appears twice.")
+            continue
+        seen.add((entry.chat_id, entry.id))
+        entries.append(entry)
+    return entries, errors
+
+
+def _sentence(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{first['msg']}."
+    return str(exc)
+
+
+def _same_trigger(current: Schedule, spec: TriggerSpec) -> bool:
+    trigger = current.trigger
+    if isinstance(trigger, CronTrigger):
+        return spec.kind == "cron" and (spec.cron, spec.timezone) == (
+            trigger.expr,
+            trigger.timezone,
+        )
+    if isinstance(trigger, IntervalTrigger):
+        return spec.kind == "interval" and spec.every_seconds == trigger.every_seconds
+    assert isinstance(trigger, OnceTrigger)
+    return spec.kind == "once" and spec.at == trigger.at
+
+
+async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyReport) -> None:
+    current = await service.store.get_schedule(entry.chat_id, entry.id)
+    if current is None:
+        await service.create_schedule(
+            entry.chat_id,
+            entry.owner,
+            name=entry.name,
+            description=entry.description,
+            trigger=entry.trigger,
+            action=entry.action,
+            policies=entry.policies,
+            created_by=CreatedBy.CONFIG,
+            schedule_id=entry.id,
+        )
+        report.created.append(entry.id)
+        return
+    if current.created_by is not CreatedBy.CONFIG:
+        raise InvalidSchedule(f"the id '{entry.id}' belongs to a schedule made in the chat.")
+    if current.archived_at is not None:
+        raise InvalidSchedule(f"'{entry.id}' was archived; give the entry a new id.")
+    same_trigger = _same_trigger(current, entry.trigger)
+    name = " ".join(entry.name.split())
+    changed = (
+        not same_trigger
+        or current.name != name
+        or current.description != entry.description
+        or current.action != entry.action
+        or current.policies != entry.policies
+    )
+    if changed:
+        await service.update_schedule(
+            entry.chat_id,
+            entry.id,
+            name=name,
+            description=entry.description,
+            trigger=None if same_trigger else entry.trigger,
+            action=entry.action,
+            policies=entry.policies,
+        )
+    revived = not current.enabled and current.pause_reason == REMOVED_REASON
+    if revived:
+        await service.resume(entry.chat_id, entry.id)
+    (report.updated if changed or revived else report.unchanged).append(entry.id)
+
+
+async def apply_schedules_file(
+    path: Path | str,
+    service: ScheduleService,
+    *,
+    now: datetime,
+    chats: Iterable[int] = (),
+) -> ApplyReport:
+    """Apply the file at `path`. Config-created schedules of the file's chats and of
+    `chats` (the bot passes its allow-listed chats) whose ids are no longer in the file
+    are paused with REMOVED_REASON. `now` is the instant the apply is logged for."""
+    del now  # the service reads its own clock; kept for callers' logs and symmetry
+    report = ApplyReport()
+    try:
+        text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+    except OSError as exc:
+        report.errors.append(f"schedules.yaml line 1: cannot read {path} ({exc.strerror}).")
+        return report
+    entries, report.errors = parse_entries(text, service.default_timezone)
+    if report.errors and not entries:
+        # Nothing in the file could be read: disabling "removed" ones would disable all.
+        return report
+    for entry in entries:
+        try:
+            await _apply_entry(service, entry, report)
+        except TicklerError as exc:
+            report.errors.append(f"schedules.yaml line {entry.line}: {exc}")
+    declared = {(e.chat_id, e.id) for e in entries}
+    # An entry that failed to parse still names its id: never disable it for a typo.
+    failed_lines = bool(report.errors)
+    for chat_id in sorted({e.chat_id for e in entries} | set(chats)):
+        for schedule in await service.store.list_schedules(chat_id):
+            if (
+                schedule.created_by is not CreatedBy.CONFIG
+                or (chat_id, schedule.id) in declared
+                or not schedule.enabled
+                or (failed_lines and schedule.id in text)
+            ):
+                continue
+            await service.pause(chat_id, schedule.id, by=None, reason=REMOVED_REASON)
+            report.disabled.append(schedule.id)
+    return report

@@ -1,0 +1,479 @@
+"""Export, validate and import: the database as JSONL files a person (or jq) can read.
+
+One file per entity, one JSON object per line, in id (or seq) order, so two exports of
+the same database are byte-identical. Times are UTC ISO-8601 with `Z`, microseconds
+only when non-zero; JSON columns are nested objects; engine instances are operational
+state and are left out. `manifest.json` records the format and schema versions and the
+count of each file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.database import SCHEMA_VERSION, fetch_all, open_database
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "export_chat_zip",
+    "export_database",
+    "export_files",
+    "import_export",
+    "validate_export",
+]
+
+FORMAT = "tickler-export"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+#: Key names that must never be written: a guard against leaking credentials later.
+SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
+_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z$")
+_DB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True)
+class _Field:
+    column: str
+    key: str
+    kind: str = "plain"  # plain | time | json | bool
+
+
+def _f(column: str, kind: str = "plain", key: str | None = None) -> _Field:
+    if key is None:
+        key = column.removesuffix("_json") if kind == "json" else column
+    return _Field(column, key, kind)
+
+
+@dataclass(frozen=True)
+class _Entity:
+    name: str  # the file is <name>.jsonl; the table has the same name
+    id_key: str
+    fields: tuple[_Field, ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.jsonl"
+
+
+ENTITIES: tuple[_Entity, ...] = (
+    _Entity(
+        "chats",
+        "chat_id",
+        (
+            _f("chat_id"),
+            _f("timezone"),
+            _f("blocked_at", "time"),
+            _f("block_reason"),
+            _f("created_at", "time"),
+            _f("updated_at", "time"),
+        ),
+    ),
+    _Entity(
+        "schedules",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("name"),
+            _f("description"),
+            _f("trigger_json", "json"),
+            _f("action_json", "json"),
+            _f("policies_json", "json"),
+            _f("owner_id"),
+            _f("owner_name"),
+            _f("enabled", "bool"),
+            _f("paused_by"),
+            _f("pause_reason"),
+            _f("next_run_at", "time"),
+            _f("last_run_at", "time"),
+            _f("consecutive_failures"),
+            _f("tripped", "bool"),
+            _f("created_by"),
+            _f("created_at", "time"),
+            _f("updated_at", "time"),
+            _f("archived_at", "time"),
+        ),
+    ),
+    _Entity(
+        "runs",
+        "id",
+        (
+            _f("id"),
+            _f("schedule_id"),
+            _f("chat_id"),
+            _f("scheduled_for", "time"),
+            _f("trigger"),
+            _f("status"),
+            _f("attempt"),
+            _f("next_attempt_at", "time"),
+            _f("started_at", "time"),
+            _f("finished_at", "time"),
+            _f("duration_ms"),
+            _f("output"),
+            _f("error"),
+            # "usage", not "token_usage": the name would trip the secret-key guard.
+            _f("token_usage_json", "json", key="usage"),
+            _f("owner"),
+            _f("created_at", "time"),
+            _f("updated_at", "time"),
+        ),
+    ),
+    _Entity(
+        "run_attempts",
+        "seq",
+        (
+            _f("seq"),
+            _f("run_id"),
+            _f("attempt"),
+            _f("owner"),
+            _f("started_at", "time"),
+            _f("finished_at", "time"),
+            _f("status"),
+            _f("error"),
+        ),
+    ),
+    _Entity(
+        "proposals",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("request_json", "json"),
+            _f("tier"),
+            _f("status"),
+            _f("schedule_id"),
+            _f("proposed_by"),
+            _f("decided_by"),
+            _f("decided_at", "time"),
+            _f("expires_at", "time"),
+            _f("refusal"),
+            _f("created_at", "time"),
+        ),
+    ),
+)
+_BY_NAME = {e.name: e for e in ENTITIES}
+
+#: (file, key, target file, required): each reference that must resolve.
+_REFERENCES = (
+    ("runs", "schedule_id", "schedules", True),
+    ("run_attempts", "run_id", "runs", True),
+    ("proposals", "schedule_id", "schedules", False),
+)
+
+#: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
+_CHAT_FILTERS = {
+    "chats": "chat_id = :chat",
+    "schedules": "chat_id = :chat",
+    "runs": "schedule_id IN (SELECT id FROM schedules WHERE chat_id = :chat)",
+    "run_attempts": "run_id IN (SELECT r.id FROM runs r JOIN schedules s "
+    "ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
+    "proposals": "chat_id = :chat",
+}
+
+
+# --- encoding ------------------------------------------------------------------------------
+def _export_time(text: str) -> str:
+    instant = datetime.fromisoformat(text).astimezone(UTC)
+    if instant.microsecond:
+        return instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _import_time(text: str) -> str:
+    return datetime.fromisoformat(text).astimezone(UTC).strftime(_DB_TIME_FORMAT)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _check_keys(value: Any, where: str) -> None:
+    """Refuse to export a key that looks like a credential, at any depth."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if SECRET_KEY.search(str(key)):
+                raise ValueError(f"Refusing to export the secret-looking key '{key}' in {where}.")
+            _check_keys(inner, where)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_keys(inner, where)
+
+
+def _encode(entity: _Entity, row: aiosqlite.Row) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in entity.fields:
+        value = row[field.column]
+        if value is None:
+            out[field.key] = None
+        elif isinstance(value, bytes):
+            raise ValueError(f"Refusing to export binary data in {entity.name}.{field.column}.")
+        elif field.kind == "time":
+            out[field.key] = _export_time(value)
+        elif field.kind == "json":
+            out[field.key] = json.loads(value)
+        elif field.kind == "bool":
+            out[field.key] = bool(value)
+        else:
+            out[field.key] = value
+    _check_keys(out, entity.file)
+    return out
+
+
+def _decode(entity: _Entity, item: Mapping[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for field in entity.fields:
+        value = item.get(field.key)
+        if value is None:
+            params[field.column] = None
+        elif field.kind == "time":
+            params[field.column] = _import_time(value)
+        elif field.kind == "json":
+            params[field.column] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        elif field.kind == "bool":
+            params[field.column] = 1 if value else 0
+        else:
+            params[field.column] = value
+    return params
+
+
+# --- export --------------------------------------------------------------------------------
+async def export_files(db: aiosqlite.Connection, *, chat_id: int | None = None) -> dict[str, bytes]:
+    """Every export file's bytes, by file name (manifest included); only `chat_id`'s
+    rows when given."""
+    files: dict[str, bytes] = {}
+    counts: dict[str, int] = {}
+    for entity in ENTITIES:
+        columns = ", ".join(f.column for f in entity.fields)
+        where = f" WHERE {_CHAT_FILTERS[entity.name]}" if chat_id is not None else ""
+        sql = f"SELECT {columns} FROM {entity.name}{where} ORDER BY {entity.id_key}"
+        rows = await fetch_all(db, sql, {"chat": chat_id} if chat_id is not None else ())
+        lines = [_dump(_encode(entity, row)) + "\n" for row in rows]
+        files[entity.file] = "".join(lines).encode("utf-8")
+        counts[entity.name] = len(rows)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "counts": counts,
+    }
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    return files
+
+
+async def export_database(db_path: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """Write the export of the database at `db_path` into `out_dir` (created if need
+    be); returns the row count of each entity."""
+    db = await open_database(db_path)
+    try:
+        await db.execute("BEGIN")  # one snapshot for every file
+        try:
+            files = await export_files(db)
+        finally:
+            await db.execute("ROLLBACK")
+    finally:
+        await db.close()
+    await asyncio.to_thread(_write_files, Path(out_dir), files)
+    counts: dict[str, int] = json.loads(files[MANIFEST])["counts"]
+    return counts
+
+
+def _write_files(target: Path, files: dict[str, bytes]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (target / name).write_bytes(data)
+
+
+async def export_chat_zip(db: aiosqlite.Connection, chat_id: int) -> bytes:
+    """One chat's export as a zip archive (fixed timestamps: same data, same bytes)."""
+    files = await export_files(db, chat_id=chat_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
+# --- validation ----------------------------------------------------------------------------
+def _read_lines(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if not path.is_file():
+        problems.append(f"{path.name}: missing.")
+        return items
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{path.name}:{number}: not a JSON object.")
+            continue
+        if not isinstance(item, dict):
+            problems.append(f"{path.name}:{number}: not a JSON object.")
+            continue
+        items.append(item)
+    return items
+
+
+def _secret_keys(value: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if SECRET_KEY.search(str(key)):
+                found.append(str(key))
+            found.extend(_secret_keys(inner))
+    elif isinstance(value, list):
+        for inner in value:
+            found.extend(_secret_keys(inner))
+    return found
+
+
+def _valid_time(value: Any) -> bool:
+    if not isinstance(value, str) or not _TIME_TEXT.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_export(directory: str | Path) -> list[str]:
+    """The problems with the export in `directory`, one sentence each; empty when it is
+    sound."""
+    root = Path(directory)
+    problems: list[str] = []
+    data: dict[str, list[dict[str, Any]]] = {}
+    ids: dict[str, set[Any]] = {}
+    for entity in ENTITIES:
+        items = _read_lines(root / entity.file, problems)
+        data[entity.name] = items
+        seen: set[Any] = set()
+        times = [f.key for f in entity.fields if f.kind == "time"]
+        for number, item in enumerate(items, start=1):
+            where = f"{entity.file}:{number}"
+            ident = item.get(entity.id_key)
+            if ident is None:
+                problems.append(f"{where}: no {entity.id_key}.")
+            elif ident in seen:
+                problems.append(f"{where}: duplicate {entity.id_key} {ident!r}.")
+            seen.add(ident)
+            for key in times:
+                value = item.get(key)
+                if value is not None and not _valid_time(value):
+                    problems.append(f"{where}: {key} {value!r} is not an ISO-8601 UTC time.")
+            for key in _secret_keys(item):
+                problems.append(f"{where}: secret-looking key {key!r}.")
+        ids[entity.name] = seen
+    for name, key, target, required in _REFERENCES:
+        for number, item in enumerate(data[name], start=1):
+            ref = item.get(key)
+            if ref is None:
+                if required:
+                    problems.append(f"{name}.jsonl:{number}: no {key}.")
+                continue
+            if ref not in ids[target]:
+                problems.append(
+                    f"{name}.jsonl:{number}: {key} {ref!r} does not match any of {target}."
+                )
+    problems.extend(_manifest_problems(root, {n: len(items) for n, items in data.items()}))
+    return problems
+
+
+def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
+    path = root / MANIFEST
+    if not path.is_file():
+        return [f"{MANIFEST}: missing."]
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return [f"{MANIFEST}: not JSON."]
+    if not isinstance(manifest, dict):
+        return [f"{MANIFEST}: not a JSON object."]
+    problems: list[str] = []
+    if manifest.get("format") != FORMAT:
+        problems.append(f"{MANIFEST}: format is not {FORMAT!r}.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        problems.append(f"{MANIFEST}: format_version is not {FORMAT_VERSION}.")
+    schema = manifest.get("schema_version")
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        problems.append(f"{MANIFEST}: schema_version {schema!r} is not one this Tickler reads.")
+    listed = manifest.get("counts")
+    if not isinstance(listed, dict):
+        return [*problems, f"{MANIFEST}: no counts."]
+    for name, count in counts.items():
+        if listed.get(name) != count:
+            problems.append(
+                f"{MANIFEST}: counts {name} is {listed.get(name)!r} but the file has {count}."
+            )
+    if _secret_keys(manifest):
+        problems.append(f"{MANIFEST}: secret-looking key.")
+    return problems
+
+
+# --- import --------------------------------------------------------------------------------
+async def _row_count(db: aiosqlite.Connection) -> int:
+    total = 0
+    for entity in ENTITIES:
+        rows = await fetch_all(db, f"SELECT COUNT(*) FROM {entity.name}")
+        total += int(rows[0][0])
+    return total
+
+
+async def import_export(
+    directory: str | Path, db_path: str | Path, *, merge: bool = False
+) -> dict[str, int]:
+    """Restore the export in `directory` into the database at `db_path` (created and
+    migrated if need be); returns the rows inserted per entity.
+
+    The database must be empty unless `merge`, which inserts only rows whose id is new.
+    Raises ValueError (one sentence) for an invalid export or a non-empty database.
+    """
+    root = Path(directory)
+    problems = await asyncio.to_thread(validate_export, root)
+    if problems:
+        raise ValueError(f"The export in {root} is not valid: {problems[0]}")
+    db = await open_database(db_path)
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if not merge and await _row_count(db):
+                raise ValueError(
+                    f"The database at {db_path} is not empty; import into a new file "
+                    "or merge with --merge."
+                )
+            inserted: dict[str, int] = {}
+            verb = "INSERT OR IGNORE" if merge else "INSERT"
+            for entity in ENTITIES:
+                columns = [f.column for f in entity.fields]
+                sql = (
+                    f"{verb} INTO {entity.name} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join(':' + c for c in columns)})"
+                )
+                count = 0
+                items = await asyncio.to_thread(_read_lines, root / entity.file, [])
+                for item in items:
+                    cur = await db.execute(sql, _decode(entity, item))
+                    count += max(cur.rowcount, 0)
+                    await cur.close()
+                inserted[entity.name] = count
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+    finally:
+        await db.close()
+    return inserted

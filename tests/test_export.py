@@ -1,0 +1,219 @@
+"""Export, validate-export and import: JSONL files that round-trip byte for byte."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.engine import Engine, EngineConfig
+from scheduler.models import Action, Owner
+from scheduler.service import ScheduleService, TriggerSpec
+from storage.database import open_database
+from storage.export import export_database, import_export, validate_export
+from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub
+from tests.bot_harness import ALICE, OLGA, BotHarness
+from tests.test_backup import tickler
+
+FILES = (
+    "chats.jsonl",
+    "manifest.json",
+    "proposals.jsonl",
+    "run_attempts.jsonl",
+    "runs.jsonl",
+    "schedules.jsonl",
+)
+
+
+def read(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+async def add_proposal(db_path: Path, proposal_id: str, schedule_id: str | None) -> None:
+    db = await open_database(db_path)
+    try:
+        await db.execute(
+            "INSERT INTO proposals (id, chat_id, request_json, tier, status, schedule_id, "
+            "proposed_by, created_at) VALUES (?, 7, ?, 'low', 'approved', ?, 'agent', "
+            "'2026-11-23T07:00:00.000000Z')",
+            (proposal_id, json.dumps({"name": "brief", "reason": "asked"}), schedule_id),
+        )
+    finally:
+        await db.close()
+
+
+async def seed(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    db_path: Path,
+) -> str:
+    made = await service.create_schedule(
+        7,
+        Owner(id=1, first_name="Ada"),
+        name="Daily brief",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin"),
+        action=Action(text="brief me"),
+    )
+    await service.create_schedule(
+        8,
+        Owner(id=2),
+        name="Other chat",
+        trigger=TriggerSpec(kind="cron", cron="30 9 * * 1", timezone="UTC"),
+        action=Action(text="hello"),
+    )
+    await service.set_chat_timezone(7, "Europe/Berlin")
+    engine = Engine(store, clock, dispatcher, config=EngineConfig())
+    await service.run_now(7, made.id)
+    await engine.run_until_idle()
+    await clock.set(datetime(2026, 11, 23, 8, 0, 0, 250_000, tzinfo=UTC))
+    await engine.run_until_idle()
+    await engine.shutdown()
+    await add_proposal(db_path, "p1", made.id)
+    await add_proposal(db_path, "p2", None)
+    return made.id
+
+
+async def test_round_trip_is_byte_identical(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    db_path: Path,
+    tmp_path: Path,
+) -> None:
+    sid = await seed(service, store, clock, dispatcher, db_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    counts = await export_database(db_path, first)
+    assert counts["schedules"] == 2 and counts["proposals"] == 2 and counts["chats"] == 1
+    assert counts["runs"] >= 2 and counts["run_attempts"] >= 2
+    assert tuple(read(first)) == FILES
+    assert validate_export(first) == []
+    again = tmp_path / "again"
+    await export_database(db_path, again)
+    assert read(again) == read(first)
+
+    [schedule] = [
+        json.loads(line)
+        for line in (first / "schedules.jsonl").read_text().splitlines()
+        if json.loads(line)["id"] == sid
+    ]
+    assert schedule["trigger"]["expr"] == "0 9 * * *"
+    assert schedule["created_at"] == "2026-11-23T07:00:00Z"
+    assert schedule["enabled"] is True
+    runs = [json.loads(line) for line in (first / "runs.jsonl").read_text().splitlines()]
+    assert all(r["schedule_id"] == sid for r in runs)
+    assert any(".250000Z" in (r["finished_at"] or "") for r in runs)
+
+    fresh = tmp_path / "fresh.db"
+    assert await import_export(first, fresh) == counts
+    await export_database(fresh, second)
+    assert read(second) == read(first)
+    async with await SqliteStore.open(fresh) as restored:
+        assert (await restored.get_schedule(7, sid)) == (await store.get_schedule(7, sid))
+
+    with pytest.raises(ValueError, match="is not empty"):
+        await import_export(first, fresh)
+    merged = await import_export(first, fresh, merge=True)
+    assert set(merged.values()) == {0}
+
+
+def write_export(folder: Path, files: dict[str, list[dict[str, object]]]) -> None:
+    folder.mkdir()
+    counts = {name.removesuffix(".jsonl"): len(rows) for name, rows in files.items()}
+    for name, rows in files.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = {"format": "tickler-export", "format_version": 1, "schema_version": 1}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "counts": counts}))
+
+
+def test_validate_catches_dangling_references_bad_times_and_secrets(tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    write_export(
+        folder,
+        {
+            "schedules.jsonl": [{"id": "s1", "created_at": "2026-11-23T07:00:00Z"}],
+            "runs.jsonl": [
+                {"id": "r1", "schedule_id": "s1", "created_at": "2026-11-23 07:00"},
+                {"id": "r2", "schedule_id": "gone", "created_at": "2026-11-23T07:00:00Z"},
+            ],
+            "run_attempts.jsonl": [{"seq": 1, "run_id": "r1", "finished_at": "x"}],
+            "proposals.jsonl": [{"id": "p1", "request": {"api_token": "t"}, "schedule_id": None}],
+            "chats.jsonl": [],
+        },
+    )
+    problems = validate_export(folder)
+    assert any("runs.jsonl:2: schedule_id 'gone'" in p for p in problems)
+    assert any("runs.jsonl:1: created_at" in p for p in problems)
+    assert any("run_attempts.jsonl:1: finished_at" in p for p in problems)
+    assert any("secret-looking key 'api_token'" in p for p in problems)
+    assert len(problems) == 4, problems
+
+
+async def test_the_cli_exports_validates_and_imports(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    db_path: Path,
+    tmp_path: Path,
+) -> None:
+    await seed(service, store, clock, dispatcher, db_path)
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(db_path), "AGENT_URL": "http://x/"}
+    out_dir = tmp_path / "out"
+    code, out, err = await tickler("export", str(out_dir), env=env)
+    assert code == 0, err
+    assert out.startswith(f"Exported {db_path} to {out_dir}")
+    code, out, err = await tickler("export", str(out_dir), env=env)
+    assert (code, out) == (2, "")
+    assert err == f"{out_dir} is not an empty folder; choose a new one.\n"
+
+    assert await tickler("validate-export", str(out_dir), env=env) == (0, "ok\n", "")
+    runs = out_dir / "runs.jsonl"
+    runs.write_text(runs.read_text().replace('"schedule_id":"', '"schedule_id":"x', 1))
+    code, out, _ = await tickler("validate-export", str(out_dir), env=env)
+    assert code == 1 and "does not match any of schedules" in out
+    await export_database(db_path, tmp_path / "good")
+
+    restored = tmp_path / "restored.db"
+    env_restored = {**env, "DATABASE_PATH": str(restored)}
+    code, out, err = await tickler("import", str(tmp_path / "good"), env=env_restored)
+    assert code == 0, err
+    assert out.startswith(f"Imported {tmp_path / 'good'} into {restored}")
+    code, out, err = await tickler("import", str(tmp_path / "good"), env=env_restored)
+    assert (code, out) == (2, "")
+    assert "is not empty" in err
+    code, out, err = await tickler("import", str(tmp_path / "good"), "--merge", env=env_restored)
+    assert code == 0, err
+
+
+async def test_export_command_sends_only_this_chats_data(bot: BotHarness) -> None:
+    service = bot.services.service
+    trigger = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="UTC")
+    mine = await service.create_schedule(
+        ALICE, Owner(id=ALICE), name="Alice brief", trigger=trigger, action=Action(text="a")
+    )
+    theirs = await service.create_schedule(
+        OLGA, Owner(id=OLGA), name="Olga brief", trigger=trigger, action=Action(text="o")
+    )
+    await bot.alice.send("/export")
+    reply = await bot.alice.wait_reply()
+    assert reply.document_name == f"tickler-export-{ALICE}.zip"
+    assert reply.document_data is not None
+    with zipfile.ZipFile(io.BytesIO(reply.document_data)) as archive:
+        assert sorted(archive.namelist()) == list(FILES)
+        schedules = archive.read("schedules.jsonl").decode()
+        manifest = json.loads(archive.read("manifest.json"))
+    assert mine.id in schedules and "Alice brief" in schedules
+    assert theirs.id not in schedules and "Olga brief" not in schedules
+    assert manifest["counts"]["schedules"] == 1

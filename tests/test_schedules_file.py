@@ -1,0 +1,172 @@
+"""Schedules as code: applied idempotently; a bad entry is reported with its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
+from scheduler.schedules_file import REMOVED_REASON, apply_schedules_file, parse_entries
+from scheduler.service import ScheduleService, TriggerSpec
+from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub
+from tests.bot_harness import ALICE, start_bot, stop_bot
+from tests.telegram_server import TelegramServer
+
+CHAT = 4242
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+schedules:
+  - id: daily-brief
+    chat_id: 4242
+    name: Daily brief
+    cron: "0 8 * * 1-5"
+    timezone: Europe/Berlin
+    template: daily_brief
+  - id: backup
+    chat_id: 4242
+    name: Mailing-list backup
+    every: 1d
+    remind: Back up the mailing list.
+"""
+
+BROKEN = (
+    GOOD
+    + """\
+  - id: broken
+    chat_id: 4242
+    name: Broken
+    cron: "61 * * * *"
+    prompt: Never.
+  - id: weekly
+    chat_id: 4242
+    name: Weekly review
+    cron: "0 16 * * 5"
+    template: weekly_review
+    policies: {missed_run: skip}
+"""
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def by_id(store: SqliteStore) -> dict[str, Schedule]:
+    return {s.id: s for s in await store.list_schedules(CHAT, include_archived=True)}
+
+
+async def test_broken_entry_is_reported_with_its_line_and_others_applied(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    path = write(tmp_path, BROKEN)
+    report = await apply_schedules_file(path, service, now=service.clock.now())
+    assert sorted(report.created) == ["backup", "daily-brief", "weekly"]
+    assert len(report.errors) == 1
+    assert report.errors[0].startswith("schedules.yaml line 13: ")
+    schedules = await by_id(store)
+    assert set(schedules) == {"backup", "daily-brief", "weekly"}
+    assert all(s.created_by is CreatedBy.CONFIG for s in schedules.values())
+    assert schedules["backup"].action.kind is ActionKind.REMINDER
+    assert schedules["weekly"].timezone == "Europe/Berlin"  # the service's default zone
+
+
+async def test_applying_twice_changes_nothing_and_changes_are_updates(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    path = write(tmp_path, GOOD)
+    first = await apply_schedules_file(path, service, now=service.clock.now())
+    assert sorted(first.created) == ["backup", "daily-brief"]
+    before = await by_id(store)
+    second = await apply_schedules_file(path, service, now=service.clock.now())
+    assert (second.created, second.updated, second.disabled, second.errors) == ([], [], [], [])
+    assert sorted(second.unchanged) == ["backup", "daily-brief"]
+    assert await by_id(store) == before
+
+    write(tmp_path, GOOD.replace("Daily brief", "Morning brief"))
+    third = await apply_schedules_file(path, service, now=service.clock.now())
+    assert third.updated == ["daily-brief"] and third.unchanged == ["backup"]
+    assert (await by_id(store))["daily-brief"].name == "Morning brief"
+
+
+async def test_removed_entry_is_disabled_not_deleted_and_comes_back(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    path = write(tmp_path, GOOD)
+    await apply_schedules_file(path, service, now=service.clock.now())
+    only_brief = GOOD.split("  - id: backup")[0]
+    write(tmp_path, only_brief)
+    report = await apply_schedules_file(path, service, now=service.clock.now())
+    assert report.disabled == ["backup"]
+    backup = (await by_id(store))["backup"]
+    assert not backup.enabled and backup.pause_reason == REMOVED_REASON
+    assert backup.archived_at is None
+    again = await apply_schedules_file(path, service, now=service.clock.now())
+    assert again.disabled == [] and again.unchanged == ["daily-brief"]
+
+    write(tmp_path, GOOD)
+    back = await apply_schedules_file(path, service, now=service.clock.now())
+    assert back.updated == ["backup"]
+    assert (await by_id(store))["backup"].enabled
+
+
+async def test_operator_schedules_are_never_disabled(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    mine = await service.create_schedule(
+        CHAT,
+        Owner(id=CHAT),
+        name="Mine",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+        action=Action(text="Hi."),
+    )
+    path = write(tmp_path, "schedules: []\n")
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert report.disabled == []
+    assert (await by_id(store))[mine.id].enabled
+
+
+async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
+    path = ROOT / "schedules.example.yaml"
+    report = await apply_schedules_file(path, service, now=service.clock.now())
+    assert report.errors == []
+    assert len(report.created) == 6
+    again = await apply_schedules_file(path, service, now=service.clock.now())
+    assert len(again.unchanged) == 6 and not (again.created or again.updated or again.disabled)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("schedules:\n  - id: x\n    chat_id: 1\n    name: X\n    prompt: hi\n", 2, "one of cron"),
+        (
+            "schedules:\n  - id: x\n    chat_id: 1\n    name: X\n    every: soon\n    prompt: hi\n",
+            2,
+            "not a length",
+        ),
+        ("schedules:\n  - id: x\n    chat_id: 1\n    nmae: X\n", 2, "Unknown key 'nmae'"),
+        ("schedules: [\n", 2, ""),
+    ],
+)
+def test_parse_errors_name_the_line(text: str, line: int, words: str) -> None:
+    entries, errors = parse_entries(text)
+    assert entries == []
+    assert len(errors) == 1
+    assert errors[0].startswith(f"schedules.yaml line {line}: ")
+    assert words in errors[0]
+
+
+async def test_bot_applies_the_file_at_start(
+    tmp_path: Path, telegram_server: TelegramServer, agent_stub: AgentStub
+) -> None:
+    path = write(tmp_path, GOOD.replace("4242", str(ALICE)))
+    harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", schedules_file=path)
+    try:
+        schedules = await harness.services.store.list_schedules(ALICE)
+        assert sorted(s.id for s in schedules) == ["backup", "daily-brief"]
+    finally:
+        await stop_bot(harness)
