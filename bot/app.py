@@ -16,7 +16,19 @@ from telegram.ext import AIORateLimiter, Application, TypeHandler
 
 from bot import access
 from bot.context import SERVICES_KEY, Services
-from bot.handlers import backfill, chat, edit, export, new, proposals, runs, schedules, start
+from bot.followups import ping_followups_forever
+from bot.handlers import (
+    backfill,
+    chat,
+    edit,
+    export,
+    new,
+    proposals,
+    runs,
+    schedules,
+    start,
+    today,
+)
 from bot.http_api import HttpServer
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
@@ -29,6 +41,7 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.schedules_file import apply_schedules_file
 from scheduler.service import ScheduleService
+from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
@@ -41,6 +54,10 @@ HTTP_KEY = "http_server"
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Welcome and a short tour"),
     ("help", "Every command, with what it does"),
+    ("today", "What needs you now: due, overdue, follow-ups, approvals, failures"),
+    ("done", "Mark a work item done: /done ITEM [link]"),
+    ("wait", "Park a work item: /wait ITEM WHO DATE NOTE"),
+    ("followup", "Follow-ups: /followup ITEM sent 3d | ITEM received | 3d WHAT"),
     ("new", "Create a schedule (guided, with presets)"),
     ("schedules", "List this chat's schedules"),
     ("show", "One schedule's card: /show ID"),
@@ -87,7 +104,7 @@ def build_application(
 
     # Order matters: the allow-list gate runs first (group -1) and stops everything else.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (start, new, edit, schedules, runs, backfill, proposals, export, chat):
+    for module in (start, new, edit, schedules, runs, backfill, proposals, today, export, chat):
         module.register(app)
     start.register_fallback(app)
     app.add_error_handler(_on_error)
@@ -103,6 +120,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
     notifier = TelegramNotifier(app.bot, store, clock)
     metrics = app.bot_data["metrics"] = Metrics()
+    work_items = WorkItemService(store, clock)
     engine = Engine(
         store,
         clock,
@@ -110,6 +128,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
         config=app.bot_data["engine_config"],
         notifier=notifier,
         reminders=notifier,
+        tasks=work_items,
         observer=metrics,
     )
     service = ScheduleService(
@@ -126,6 +145,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc = Services(settings, clock, store, service, engine, dispatcher)
     proposal_service = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
     svc.proposals = proposal_service
+    svc.work_items = work_items
     notifier.services = svc
     app.bot_data[SERVICES_KEY] = svc
     await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
@@ -134,6 +154,9 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
     svc.proposal_task = asyncio.create_task(
         expire_proposals_forever(proposal_service, notifier, clock), name="proposal-expiry"
+    )
+    svc.followup_task = asyncio.create_task(
+        ping_followups_forever(work_items, notifier, clock), name="follow-ups"
     )
 
 
@@ -147,6 +170,10 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
         svc.proposal_task.cancel()
         await asyncio.wait({svc.proposal_task})
         svc.proposal_task = None
+    if svc is not None and svc.followup_task is not None:
+        svc.followup_task.cancel()
+        await asyncio.wait({svc.followup_task})
+        svc.followup_task = None
     if svc is None or svc.engine_task is None:
         return
     svc.engine.request_stop()

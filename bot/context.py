@@ -14,6 +14,7 @@ from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
+from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["Services", "services"]
@@ -34,6 +35,9 @@ class Services:
     proposals: ProposalService | None = None
     #: The proposal expiry sweep (bot/proposal_expiry.py), cancelled in post_stop.
     proposal_task: asyncio.Task[None] | None = None
+    #: The operator's work items (tasks and follow-ups), and the follow-up ping loop.
+    work_items: WorkItemService | None = None
+    followup_task: asyncio.Task[None] | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

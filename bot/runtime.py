@@ -11,6 +11,7 @@ from bot.settings import Settings
 from scheduler.clock import SystemClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
+from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["run_engine"]
@@ -42,7 +43,14 @@ async def run_engine(settings: Settings) -> None:
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
     dispatcher = build_dispatcher(settings)
-    engine = Engine(store, SystemClock(), dispatcher, config=engine_config(settings))
+    clock = SystemClock()
+    engine = Engine(
+        store,
+        clock,
+        dispatcher,
+        config=engine_config(settings),
+        tasks=WorkItemService(store, clock),
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.request_stop)

@@ -345,12 +345,16 @@ def parse_one_line(text: str, now: datetime, zone: str) -> OneLine:
     first, rest = _take(text)
     if first.lower() in ("remind", "reminder"):
         kind, text = ActionKind.REMINDER, rest
+    elif first.lower() == "task":
+        kind, text = ActionKind.TASK, rest
     elif first.lower() in ("ask", "agent"):
         text = rest
     spec, rest = parse_when(text, now, zone)
     body = rest.strip()
     if not body:
-        what = "reminder text" if kind is ActionKind.REMINDER else "prompt"
+        what = {ActionKind.REMINDER: "reminder text", ActionKind.TASK: "task title"}.get(
+            kind, "prompt"
+        )
         raise InvalidSchedule(
             f"Add the {what} after the time, like /new daily 09:00 Prepare my brief."
         )
@@ -392,6 +396,8 @@ def _action_line(action: Action) -> str:
     shown = text if len(text) <= _SHOWN_PROMPT else text[: _SHOWN_PROMPT - 1] + "…"
     if action.kind is ActionKind.REMINDER:
         return f"Reminds you: “{esc(shown)}”"
+    if action.kind is ActionKind.TASK:
+        return f"Adds a task to /today: “{esc(shown)}”"
     return f"Asks the agent: “{esc(shown)}”"
 
 

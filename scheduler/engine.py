@@ -36,7 +36,7 @@ from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, 
 from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
 from scheduler.templates import load_template, prompt_variables, render
 
-__all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender"]
+__all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
 
 log = logging.getLogger("tickler.engine")
 
@@ -81,6 +81,13 @@ class Notifier(Protocol):
 
 class ReminderSender(Protocol):
     async def send_reminder(self, chat_id: int, text: str) -> None: ...
+
+
+class TaskSink(Protocol):
+    """Where a `task` fire becomes a work item (scheduler/work_items.py)."""
+
+    async def create_from_fire(self, schedule: Schedule, fire: datetime, title: str) -> bool:
+        """False when the schedule already made an item for the fire's local date."""
 
 
 class EngineObserver(Protocol):
@@ -192,6 +199,7 @@ class Engine:
         config: EngineConfig | None = None,
         notifier: Notifier | None = None,
         reminders: ReminderSender | None = None,
+        tasks: TaskSink | None = None,
         observer: EngineObserver | None = None,
         instance_id: str | None = None,
         rng: random.Random | None = None,
@@ -202,6 +210,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.notifier: Notifier = notifier or _LogNotifier()
         self.reminders = reminders
+        self.tasks = tasks
         self.observer = observer
         self._host = socket.gethostname()
         self._pid = os.getpid()
@@ -537,6 +546,14 @@ class Engine:
                 raise DispatchError("No chat is connected to deliver reminders.", uncertain=False)
             await self.reminders.send_reminder(schedule.chat_id, prompt)
             return None, None
+        if action.kind is ActionKind.TASK:
+            if self.tasks is None:
+                raise DispatchError("No task list is connected to record tasks.", uncertain=False)
+            made = await self.tasks.create_from_fire(schedule, run.scheduled_for, prompt)
+            # The output is what the chat is told: the task itself, so it reads as a to-do.
+            return (
+                f"New task: {prompt}" if made else "The task for that day exists already."
+            ), None
         result = await self.dispatcher.dispatch(
             DispatchRequest(
                 schedule_id=schedule.id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +71,7 @@ class CreatedBy(StrEnum):
 class ActionKind(StrEnum):
     AGENT = "agent"  # render a prompt and dispatch it to the agent endpoint
     REMINDER = "reminder"  # send the text to the chat, no agent involved
+    TASK = "task"  # create a work item for the operator (scheduler/work_items.py)
 
 
 class RunStatus(StrEnum):
@@ -140,6 +142,11 @@ class Action(BaseModel):
     kind: ActionKind = ActionKind.AGENT
     text: str = ""
     template: str | None = None
+    #: Task only: what completing the item needs ("link" or "file"), whom it is for, and
+    #: the longer instructions shown with it.
+    proof: Literal["link", "file"] | None = None
+    assignee: str | None = None
+    instructions: str = ""
 
 
 class Owner(BaseModel):

@@ -164,14 +164,52 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("created_at", "time"),
         ),
     ),
+    _Entity(
+        "work_items",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("title"),
+            _f("instructions"),
+            _f("due_at", "time"),
+            _f("assignee"),
+            _f("schedule_id"),
+            _f("fire_date"),
+            _f("proof"),
+            _f("proof_value"),
+            _f("status"),
+            _f("waiting_for"),
+            _f("follow_up_at", "time"),
+            _f("pinged_at", "time"),
+            _f("created_at", "time"),
+            _f("updated_at", "time"),
+        ),
+    ),
+    _Entity(
+        "work_item_history",
+        "seq",
+        (
+            _f("seq"),
+            _f("item_id"),
+            _f("at", "time"),
+            _f("actor"),
+            _f("action"),
+            _f("note"),
+        ),
+    ),
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
+#: Files added after format 1 first shipped: an older export without them has none.
+_OPTIONAL = frozenset({"work_items", "work_item_history"})
 
 #: (file, key, target file, required): each reference that must resolve.
 _REFERENCES = (
     ("runs", "schedule_id", "schedules", True),
     ("run_attempts", "run_id", "runs", True),
     ("proposals", "schedule_id", "schedules", False),
+    ("work_items", "schedule_id", "schedules", False),
+    ("work_item_history", "item_id", "work_items", True),
 )
 
 #: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
@@ -182,6 +220,8 @@ _CHAT_FILTERS = {
     "run_attempts": "run_id IN (SELECT r.id FROM runs r JOIN schedules s "
     "ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
     "proposals": "chat_id = :chat",
+    "work_items": "chat_id = :chat",
+    "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
 }
 
 
@@ -359,7 +399,11 @@ def validate_export(directory: str | Path) -> list[str]:
     data: dict[str, list[dict[str, Any]]] = {}
     ids: dict[str, set[Any]] = {}
     for entity in ENTITIES:
-        items = _read_lines(root / entity.file, problems)
+        path = root / entity.file
+        if entity.name in _OPTIONAL and not path.exists():
+            items: list[dict[str, Any]] = []
+        else:
+            items = _read_lines(path, problems)
         data[entity.name] = items
         seen: set[Any] = set()
         times = [f.key for f in entity.fields if f.kind == "time"]
@@ -415,6 +459,8 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
     if not isinstance(listed, dict):
         return [*problems, f"{MANIFEST}: no counts."]
     for name, count in counts.items():
+        if name in _OPTIONAL and name not in listed and count == 0:
+            continue
         if listed.get(name) != count:
             problems.append(
                 f"{MANIFEST}: counts {name} is {listed.get(name)!r} but the file has {count}."
@@ -464,7 +510,11 @@ async def import_export(
                     f"VALUES ({', '.join(':' + c for c in columns)})"
                 )
                 count = 0
-                items = await asyncio.to_thread(_read_lines, root / entity.file, [])
+                path = root / entity.file
+                if entity.name in _OPTIONAL and not path.exists():
+                    inserted[entity.name] = 0
+                    continue
+                items = await asyncio.to_thread(_read_lines, path, [])
                 for item in items:
                     cur = await db.execute(sql, _decode(entity, item))
                     count += max(cur.rowcount, 0)

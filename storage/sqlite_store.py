@@ -33,7 +33,8 @@ from scheduler.store import (
     Planner,
     ScheduleChange,
 )
-from storage import chats, instances, proposals, runs, schedules
+from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
+from storage import chats, instances, proposals, runs, schedules, work_items
 from storage.database import fetch_one, open_database
 
 __all__ = ["SqliteStore"]
@@ -431,6 +432,41 @@ class SqliteStore:
     async def next_proposal_expiry(self) -> datetime | None:
         async with self._read() as db:
             return await proposals.earliest_expiry(db)
+
+    # --- work items ------------------------------------------------------------------------
+    async def insert_work_item(self, item: WorkItem, entry: HistoryEntry) -> bool:
+        async with self._write() as db:
+            return await work_items.insert(db, item, entry)
+
+    async def update_work_item(self, item: WorkItem, entry: HistoryEntry) -> None:
+        async with self._write() as db:
+            await work_items.update(db, item, entry)
+
+    async def get_work_item(self, chat_id: int, item_id: str) -> WorkItem | None:
+        async with self._read() as db:
+            return await work_items.get(db, chat_id, item_id)
+
+    async def list_work_items(
+        self, chat_id: int, statuses: Collection[WorkItemStatus]
+    ) -> list[WorkItem]:
+        async with self._read() as db:
+            return await work_items.list_for_chat(db, chat_id, statuses)
+
+    async def work_item_history(self, item_id: str) -> list[HistoryEntry]:
+        async with self._read() as db:
+            return await work_items.history(db, item_id)
+
+    async def unpinged_followups(self, now: datetime) -> list[WorkItem]:
+        async with self._read() as db:
+            return await work_items.unpinged_followups(db, now)
+
+    async def mark_followup_pinged(self, item_id: str, now: datetime) -> bool:
+        async with self._write() as db:
+            return await work_items.mark_pinged(db, item_id, now)
+
+    async def next_followup_at(self) -> datetime | None:
+        async with self._read() as db:
+            return await work_items.earliest_followup(db)
 
 
 OVERLAP_REASON = "overlap: the previous run was still running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
@@ -29,6 +30,8 @@ FILES = (
     "run_attempts.jsonl",
     "runs.jsonl",
     "schedules.jsonl",
+    "work_item_history.jsonl",
+    "work_items.jsonl",
 )
 
 
@@ -79,6 +82,12 @@ async def seed(
     await engine.shutdown()
     await add_proposal(db_path, "p1", made.id)
     await add_proposal(db_path, "p2", None)
+    items = WorkItemService(store, clock)
+    await items.create_from_fire(made, clock.now(), "Back up the list")
+    follow = await items.add_followup(
+        7, "Sponsor X about the invoice", clock.now() + timedelta(days=3), actor="ada"
+    )
+    await items.followup_sent(follow, clock.now() + timedelta(days=5), actor="ada", note="mailed")
     return made.id
 
 

@@ -491,6 +491,8 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
             (schedule.id, CHAT),
         )
         # Back to the schema before proposals.
+        db.execute("DROP TABLE work_item_history")
+        db.execute("DROP TABLE work_items")
         db.execute("DROP TABLE proposals")
         db.execute("DROP INDEX runs_awaiting_approval")
         db.execute("PRAGMA user_version = 2")

@@ -1,0 +1,258 @@
+"""/today (the operator's home), /followup, /wait, /done, and the buttons of /today
+(callback data `w:<action>:<item_id>`: done, wait).
+
+Every item id is looked up in the chat the command or button came from.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot import callbacks
+from bot.context import Services, services
+from bot.handlers.schedules import (
+    Context,
+    Outcome,
+    arg,
+    button_handler,
+    command_handler,
+    reply,
+)
+from bot.render import esc, local
+from scheduler.errors import InvalidState
+from scheduler.models import RunStatus
+from scheduler.proposals import ProposalStatus
+from scheduler.work_items import WorkItem, WorkItemService
+
+__all__ = ["parse_date", "register", "today_text"]
+
+_RELATIVE = re.compile(r"^(\d{1,3})([hdw])$", re.IGNORECASE)
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+#: A follow-up given as a date (or in days) is due at this local time.
+_FOLLOW_UP_TIME = time(9, 0)
+_FAILED_WINDOW = timedelta(hours=24)
+_GROUP_LIMIT = 15
+
+
+def parse_date(text: str, now: datetime, zone: str) -> datetime:
+    """`3d`, `2w`, `12h` from now, or `YYYY-MM-DD` (at 09:00 in `zone`)."""
+    text = text.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return now + int(match.group(1)) * _UNITS[match.group(2).lower()]
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise InvalidState(
+            f"'{text}' is not a date; use 3d, 2w, 12h or a date like 2026-12-01."
+        ) from None
+    return datetime.combine(day, _FOLLOW_UP_TIME, ZoneInfo(zone))
+
+
+def _items(svc: Services) -> WorkItemService:
+    if svc.work_items is None:
+        raise InvalidState("The task list is not running; try again in a moment.")
+    return svc.work_items
+
+
+def _actor(update: Update) -> str:
+    user = update.effective_user
+    return str(user.id) if user is not None else "operator"
+
+
+def _item_line(item: WorkItem, zone: str, *, waiting: bool = False) -> str:
+    line = f"• <code>{esc(item.id)}</code> {esc(item.title)} — due {local(item.due_at, zone)}"
+    if item.proof is not None:
+        line += f" (needs a {item.proof.value})"
+    if waiting and item.follow_up_at is not None:
+        line += (
+            f"\n  waiting for {esc(item.waiting_for or '?')}, "
+            f"follow up {local(item.follow_up_at, zone)}"
+        )
+    return line
+
+
+def _group(title: str, lines: list[str], empty: str) -> str:
+    body = "\n".join(lines[:_GROUP_LIMIT]) if lines else f"<i>{empty}</i>"
+    if len(lines) > _GROUP_LIMIT:
+        body += f"\n… and {len(lines) - _GROUP_LIMIT} more"
+    return f"<b>{title}</b>\n{body}"
+
+
+async def today_text(
+    svc: Services, chat_id: int, now: datetime
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    zone = await svc.service.chat_timezone(chat_id)
+    today = await _items(svc).today(chat_id, now, zone)
+    store = svc.store
+    proposals = await store.list_proposals(chat_id, statuses=[ProposalStatus.PENDING], limit=50)
+    awaiting = await store.list_runs(chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50)
+    schedules = {s.id: s for s in await store.list_schedules(chat_id)}
+    tripped = [s for s in schedules.values() if s.tripped and s.archived_at is None]
+    failed = [
+        r
+        for r in await store.list_runs(
+            chat_id, statuses=[RunStatus.FAILED, RunStatus.DEAD, RunStatus.UNKNOWN], limit=100
+        )
+        if (r.finished_at or r.updated_at) >= now - _FAILED_WINDOW
+    ]
+
+    def name(schedule_id: str) -> str:
+        schedule = schedules.get(schedule_id)
+        return esc(schedule.name) if schedule else esc(schedule_id)
+
+    approvals = [f"• proposal <code>{esc(p.id)}</code> {esc(p.name)}" for p in proposals] + [
+        f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)} ({local(r.scheduled_for, zone)})"
+        for r in awaiting
+    ]
+    parts = [
+        f"📋 <b>Today</b> — {local(now, zone)}",
+        _group("Due today", [_item_line(i, zone) for i in today.due_today], "Nothing due today"),
+        _group("Overdue", [_item_line(i, zone) for i in today.overdue], "Nothing overdue"),
+        _group(
+            "Follow-ups due",
+            [_item_line(i, zone, waiting=True) for i in today.followups_due],
+            "No follow-ups due",
+        ),
+        _group(
+            "Waiting",
+            [_item_line(i, zone, waiting=True) for i in today.waiting],
+            "Not waiting on anyone",
+        ),
+        _group("Pending approvals", approvals, "No pending approvals"),
+        _group(
+            "Tripped schedules",
+            [f"• <code>{esc(s.id)}</code> {esc(s.name)}" for s in tripped],
+            "No tripped schedules",
+        ),
+        _group(
+            "Failed runs (last 24 h)",
+            [
+                f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)}: {r.status.value}"
+                for r in failed
+            ],
+            "No failed runs",
+        ),
+    ]
+    rows: list[list[InlineKeyboardButton]] = []
+    for item in [*today.overdue, *today.due_today, *today.followups_due][:_GROUP_LIMIT]:
+        short = item.title if len(item.title) <= 20 else item.title[:19] + "…"
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    f"✅ Done: {short}", callback_data=callbacks.make("w", "done", item.id)
+                ),
+                InlineKeyboardButton("⏳ Wait", callback_data=callbacks.make("w", "wait", item.id)),
+            ]
+        )
+    return "\n\n".join(parts), InlineKeyboardMarkup(rows) if rows else None
+
+
+@command_handler
+async def today(update: Update, context: Context, chat_id: int) -> None:
+    """/today: what needs the operator now."""
+    svc = services(context)
+    text, markup = await today_text(svc, chat_id, svc.clock.now())
+    await reply(update, text, markup)
+
+
+@command_handler
+async def followup(update: Update, context: Context, chat_id: int) -> None:
+    """/followup ITEM sent 3d | /followup ITEM received | /followup 3d WHAT."""
+    svc = services(context)
+    items = _items(svc)
+    args = list(context.args or [])
+    usage = (
+        "Use /followup ITEM sent 3d, /followup ITEM received, "
+        "or /followup 3d Sponsor X about the invoice."
+    )
+    if len(args) < 2:
+        raise InvalidState(usage)
+    now = svc.clock.now()
+    zone = await svc.service.chat_timezone(chat_id)
+    if _RELATIVE.match(args[0]) or re.match(r"^\d{4}-\d{2}-\d{2}$", args[0]):
+        when = parse_date(args[0], now, zone)
+        item = await items.add_followup(chat_id, " ".join(args[1:]), when, actor=_actor(update))
+        await reply(
+            update,
+            f"Follow-up <code>{esc(item.id)}</code> created: {esc(item.title)}, "
+            f"due {local(when, zone)}.",
+        )
+        return
+    item = await items.get(chat_id, args[0])
+    verb = args[1].lower()
+    if verb == "sent":
+        if len(args) < 3:
+            raise InvalidState("When is the next follow-up? Use /followup ITEM sent 3d.")
+        when = parse_date(args[2], now, zone)
+        item = await items.followup_sent(item, when, actor=_actor(update), note=" ".join(args[3:]))
+        await reply(
+            update,
+            f"Noted. <code>{esc(item.id)}</code> stays waiting; next follow-up "
+            f"{local(when, zone)}.",
+        )
+    elif verb == "received":
+        item = await items.response_received(item, actor=_actor(update), note=" ".join(args[2:]))
+        await reply(update, f"<code>{esc(item.id)}</code> is back on your list (todo).")
+    else:
+        raise InvalidState(usage)
+
+
+@command_handler
+async def wait(update: Update, context: Context, chat_id: int) -> None:
+    """/wait ITEM WHO DATE NOTE."""
+    svc = services(context)
+    args = list(context.args or [])
+    if len(args) < 4:
+        raise InvalidState("Use /wait ITEM WHO DATE NOTE, like /wait ITEM Sponsor 3d asked for it.")
+    items = _items(svc)
+    item = await items.get(chat_id, args[0])
+    zone = await svc.service.chat_timezone(chat_id)
+    when = parse_date(args[2], svc.clock.now(), zone)
+    item = await items.mark_waiting(item, args[1], when, " ".join(args[3:]), actor=_actor(update))
+    await reply(
+        update,
+        f"<code>{esc(item.id)}</code> waits for {esc(args[1])}; follow up {local(when, zone)}.",
+    )
+
+
+@command_handler
+async def done(update: Update, context: Context, chat_id: int) -> None:
+    """/done ITEM [link]."""
+    svc = services(context)
+    args = list(context.args or [])
+    if not args:
+        raise InvalidState("Which item? Use /done ITEM [link]; /today lists them.")
+    items = _items(svc)
+    item = await items.get(chat_id, args[0])
+    item = await items.done(item, " ".join(args[1:]) or None, actor=_actor(update))
+    await reply(update, f"Done: {esc(item.title)}.")
+
+
+@button_handler
+async def on_item_button(
+    update: Update, context: Context, data: callbacks.Callback, chat_id: int
+) -> Outcome:
+    svc = services(context)
+    items = _items(svc)
+    item = await items.get(chat_id, arg(data, 0))
+    if data.action == "done":
+        item = await items.done(item, actor=_actor(update))
+        return Outcome(toast=f"Done: {item.title}")
+    if data.action == "wait":
+        return Outcome(toast=f"Use /wait {item.id} WHO DATE NOTE to park it.")
+    return Outcome(toast="That button is out of date; send the command again.")
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Add this family's handlers."""
+    app.add_handler(CommandHandler("today", today))
+    app.add_handler(CommandHandler("followup", followup))
+    app.add_handler(CommandHandler("wait", wait))
+    app.add_handler(CommandHandler("done", done))
+    app.add_handler(CallbackQueryHandler(on_item_button, pattern=r"^w:"))
