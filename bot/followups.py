@@ -1,9 +1,11 @@
 """The follow-up sweep: a small loop beside the engine (like bot/proposal_expiry.py).
 
 It sleeps on the injected clock until the earliest follow-up date not yet announced (at
-most `MAX_SLEEP`), then pings each item's chat once. `pinged_at` is recorded before the
-message is sent, so a restart never pings twice (a crash in between loses one ping; the
-item still shows under "Follow-ups due" in /today).
+most `MAX_SLEEP`), then pings each item's chat once. `pinged_at` is claimed before the
+message is sent, so a restart never pings twice, and given back when Telegram could not
+take the message, so a short outage delays the ping instead of losing it (a crash in
+between loses one ping; the item still shows under "Follow-ups due" in /today). A chat
+that blocked the bot keeps its claim: there is no one to tell until they return.
 """
 
 from __future__ import annotations
@@ -42,10 +44,17 @@ async def ping_followups_forever(
                     f" (waiting for {esc(item.waiting_for or '?')}).\n"
                     f"/followup {item.id} sent 3d or /followup {item.id} received"
                 )
+                delivered = False
                 try:
-                    await notifier.send(item.chat_id, text)
+                    delivered = await notifier.send(item.chat_id, text)
                 except Exception:
                     log.exception("pinging chat %s about %s failed", item.chat_id, item.id)
+                if (
+                    not delivered
+                    and (await notifier.store.get_chat(item.chat_id)).blocked_at is None
+                ):
+                    await items.unmark_pinged(item, now)
+                    deadline = min(deadline, now + _BACKOFF)
             upcoming = await items.next_followup()
             if upcoming is not None and upcoming > now:
                 deadline = min(deadline, upcoming)

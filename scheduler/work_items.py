@@ -106,7 +106,11 @@ class WorkItemStore(Protocol):
 
     async def unpinged_followups(self, now: datetime) -> list[WorkItem]: ...
 
-    async def mark_followup_pinged(self, item_id: str, now: datetime) -> bool: ...
+    async def mark_followup_pinged(
+        self, item_id: str, follow_up_at: datetime, now: datetime
+    ) -> bool: ...
+
+    async def unmark_followup_pinged(self, item_id: str, pinged_at: datetime) -> None: ...
 
     async def next_followup_at(self) -> datetime | None: ...
 
@@ -288,7 +292,14 @@ class WorkItemService:
         return await self.store.unpinged_followups(now)
 
     async def mark_pinged(self, item: WorkItem, now: datetime) -> bool:
-        return await self.store.mark_followup_pinged(item.id, now)
+        """Claim the ping for the follow-up date `item` was read with; False if the item
+        changed since (sent, received, done) or was pinged already."""
+        if item.follow_up_at is None:
+            return False
+        return await self.store.mark_followup_pinged(item.id, item.follow_up_at, now)
+
+    async def unmark_pinged(self, item: WorkItem, pinged_at: datetime) -> None:
+        await self.store.unmark_followup_pinged(item.id, pinged_at)
 
     async def next_followup(self) -> datetime | None:
         return await self.store.next_followup_at()

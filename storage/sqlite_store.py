@@ -460,9 +460,15 @@ class SqliteStore:
         async with self._read() as db:
             return await work_items.unpinged_followups(db, now)
 
-    async def mark_followup_pinged(self, item_id: str, now: datetime) -> bool:
+    async def mark_followup_pinged(
+        self, item_id: str, follow_up_at: datetime, now: datetime
+    ) -> bool:
         async with self._write() as db:
-            return await work_items.mark_pinged(db, item_id, now)
+            return await work_items.mark_pinged(db, item_id, follow_up_at, now)
+
+    async def unmark_followup_pinged(self, item_id: str, pinged_at: datetime) -> None:
+        async with self._write() as db:
+            await work_items.unmark_pinged(db, item_id, pinged_at)
 
     async def next_followup_at(self) -> datetime | None:
         async with self._read() as db:

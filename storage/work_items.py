@@ -147,12 +147,25 @@ async def unpinged_followups(db: aiosqlite.Connection, now: datetime) -> list[Wo
     return [_item(r) for r in rows]
 
 
-async def mark_pinged(db: aiosqlite.Connection, item_id: str, now: datetime) -> bool:
+async def mark_pinged(
+    db: aiosqlite.Connection, item_id: str, follow_up_at: datetime, now: datetime
+) -> bool:
+    """Claim the one ping for this follow-up date. The item must still be waiting on the
+    very date the sweep read: a "sent" or "received" meanwhile makes this a no-op."""
     cur = await db.execute(
-        "UPDATE work_items SET pinged_at = ? WHERE id = ? AND pinged_at IS NULL",
-        (to_db_time(now), item_id),
+        "UPDATE work_items SET pinged_at = ? WHERE id = ? AND pinged_at IS NULL "
+        "AND status = 'waiting' AND follow_up_at = ? AND follow_up_at <= ?",
+        (to_db_time(now), item_id, to_db_time(follow_up_at), to_db_time(now)),
     )
     return cur.rowcount == 1
+
+
+async def unmark_pinged(db: aiosqlite.Connection, item_id: str, pinged_at: datetime) -> None:
+    """Give a ping that could not be delivered back, so the sweep tries again."""
+    await db.execute(
+        "UPDATE work_items SET pinged_at = NULL WHERE id = ? AND pinged_at = ?",
+        (item_id, to_db_time(pinged_at)),
+    )
 
 
 async def earliest_followup(db: aiosqlite.Connection) -> datetime | None:

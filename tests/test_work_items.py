@@ -142,3 +142,31 @@ async def test_done_is_refused_without_the_required_link(
     assert done.status is WorkItemStatus.DONE
     with pytest.raises(InvalidState, match="already done"):
         await items.done(done, "https://x", actor="ada")
+
+
+async def test_a_ping_claimed_from_a_stale_read_is_refused(
+    clock: FakeClock, items: WorkItemService
+) -> None:
+    day = clock.now() + timedelta(days=1)
+    item = await items.add_followup(CHAT, "Sponsor Y", day, actor="ada")
+    await clock.advance(timedelta(days=1))
+    [stale] = await items.due_followups(clock.now())
+    # While the sweep was busy, the operator recorded "sent" with a date in 3 days.
+    current = await items.get(CHAT, item.id)
+    await items.followup_sent(current, clock.now() + timedelta(days=3), actor="ada")
+    assert not await items.mark_pinged(stale, clock.now())  # no ping now...
+    await clock.advance(timedelta(days=3))
+    [due] = await items.due_followups(clock.now())  # ...but one on the new date
+    assert await items.mark_pinged(due, clock.now())
+
+
+async def test_an_undelivered_ping_is_given_back(clock: FakeClock, items: WorkItemService) -> None:
+    item = await items.add_followup(
+        CHAT, "Sponsor Z", clock.now() + timedelta(hours=1), actor="ada"
+    )
+    await clock.advance(timedelta(hours=1))
+    [due] = await items.due_followups(clock.now())
+    assert await items.mark_pinged(due, clock.now())
+    await items.unmark_pinged(due, clock.now())  # Telegram did not take the message
+    [again] = await items.due_followups(clock.now())
+    assert again.id == item.id
