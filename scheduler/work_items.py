@@ -130,6 +130,10 @@ def _note(note: str) -> str:
     return note
 
 
+#: How a file sent to the chat is recorded as proof: "file:<telegram file id> <name>".
+FILE_PROOF = "file:"
+
+
 class WorkItemService:
     def __init__(self, store: WorkItemStore, clock: Clock) -> None:
         self.store = store
@@ -266,10 +270,10 @@ class WorkItemService:
                 raise InvalidState(
                     f"Item {item.id} needs a link as proof; send /done {item.id} https://…"
                 )
-        elif item.proof is Proof.FILE and proof is None:
+        elif item.proof is Proof.FILE and (proof is None or not proof.startswith(FILE_PROOF)):
             raise InvalidState(
-                f"Item {item.id} needs a file as proof; send the file's name or link with "
-                f"/done {item.id} …"
+                f"Item {item.id} needs a file as proof; send the file to this chat with "
+                f"/done {item.id} as its caption."
             )
         item = item.model_copy(
             update={

@@ -152,3 +152,46 @@ async def test_a_restart_does_not_ping_a_follow_up_twice(
         assert len(pings) == 1
     finally:
         await stop_bot(second)
+
+
+async def test_a_file_proof_is_a_file_sent_with_done_as_its_caption(bot: BotHarness) -> None:
+    items = bot.services.work_items
+    assert items is not None
+    schedule = await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Tax report",
+        trigger=TriggerSpec(kind="cron", cron="0 9 1 * *", timezone="Europe/Berlin"),
+        action=Action(kind=ActionKind.TASK, text="Send the tax report", proof="file"),
+    )
+    assert schedule.next_run_at is not None
+    await bot.clock.set(schedule.next_run_at)
+    await bot.alice.wait_reply(containing="New task")
+    [item] = await all_items(bot)
+    await bot.alice.send(f"/done {item.id} report.pdf")
+    refused = await bot.alice.wait_reply()
+    assert refused.text == (
+        f"Item {item.id} needs a file as proof; send the file to this chat with "
+        f"/done {item.id} as its caption."
+    )
+    chat = bot.server.user(ALICE)
+    bot.server.enqueue_update(
+        "message",
+        {
+            "message_id": 9001,
+            "from": chat.user_json,
+            "chat": {"id": ALICE, "type": "private", "first_name": "Alice"},
+            "date": 1795503600,
+            "document": {
+                "file_id": "DOC-1",
+                "file_unique_id": "U-DOC-1",
+                "file_name": "tax-report.pdf",
+            },
+            "caption": f"/done {item.id}",
+        },
+    )
+    accepted = await bot.alice.wait_reply(containing="Done")
+    assert accepted.text == "Done: Send the tax report (proof: tax-report.pdf)."
+    [done] = await all_items(bot)
+    assert done.status is WorkItemStatus.DONE
+    assert done.proof_value == "file:DOC-1 tax-report.pdf"

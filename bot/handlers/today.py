@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot import callbacks
 from bot.context import Services, services
@@ -27,7 +27,7 @@ from bot.render import esc, local
 from scheduler.errors import InvalidState
 from scheduler.models import RunStatus
 from scheduler.proposals import ProposalStatus
-from scheduler.work_items import WorkItem, WorkItemService
+from scheduler.work_items import FILE_PROOF, WorkItem, WorkItemService
 
 __all__ = ["parse_date", "register", "today_text"]
 
@@ -234,6 +234,23 @@ async def done(update: Update, context: Context, chat_id: int) -> None:
     await reply(update, f"Done: {esc(item.title)}.")
 
 
+@command_handler
+async def done_with_file(update: Update, context: Context, chat_id: int) -> None:
+    """A file (document or photo) sent with the caption /done ITEM: the file is the proof."""
+    message = update.effective_message
+    assert message is not None
+    words = (message.caption or "").split()
+    if len(words) < 2:
+        raise InvalidState("Which item? Put /done ITEM in the file's caption.")
+    attachment = message.document or (message.photo[-1] if message.photo else None)
+    assert attachment is not None
+    name = getattr(attachment, "file_name", None) or "photo"
+    items = _items(services(context))
+    item = await items.get(chat_id, words[1])
+    item = await items.done(item, f"{FILE_PROOF}{attachment.file_id} {name}", actor=_actor(update))
+    await reply(update, f"Done: {esc(item.title)} (proof: {esc(name)}).")
+
+
 @button_handler
 async def on_item_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
@@ -255,4 +272,10 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("followup", followup))
     app.add_handler(CommandHandler("wait", wait))
     app.add_handler(CommandHandler("done", done))
+    app.add_handler(
+        MessageHandler(
+            (filters.Document.ALL | filters.PHOTO) & filters.CaptionRegex(r"^/done(@\w+)?\s"),
+            done_with_file,
+        )
+    )
     app.add_handler(CallbackQueryHandler(on_item_button, pattern=r"^w:"))
