@@ -166,14 +166,12 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
     if http is not None:
         await http.stop()
     svc: Services | None = app.bot_data.get(SERVICES_KEY)
-    if svc is not None and svc.proposal_task is not None:
-        svc.proposal_task.cancel()
-        await asyncio.wait({svc.proposal_task})
-        svc.proposal_task = None
-    if svc is not None and svc.followup_task is not None:
-        svc.followup_task.cancel()
-        await asyncio.wait({svc.followup_task})
-        svc.followup_task = None
+    if svc is not None:
+        for sweep in (svc.proposal_task, svc.followup_task):
+            if sweep is not None:
+                sweep.cancel()
+                await asyncio.wait({sweep})
+        svc.proposal_task = svc.followup_task = None
     if svc is None or svc.engine_task is None:
         return
     svc.engine.request_stop()
