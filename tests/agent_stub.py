@@ -35,6 +35,8 @@ from typing import Any, Self, TypeAlias
 import pytest_asyncio
 from aiohttp import web
 
+from tests.loopback import serve, shut
+
 __all__ = [
     "DROP",
     "HANG",
@@ -220,30 +222,13 @@ class AgentStub:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: a client that gives up (timeout) cancels its hanging
-        # handler, so thousands of hung requests do not pile up.
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        self._runner, self._port = await serve(
+            self._handle, max_body=16 * 1024 * 1024, backlog=1024
         )
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, backlog=1024)
-        await site.start()
 
     async def stop(self) -> None:
-        # Cancel hung or delayed handlers first: shutdown would otherwise wait for them.
-        for task in list(self._inflight):
-            task.cancel()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await shut(self._runner, self._inflight)
+        self._runner = None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -43,7 +43,6 @@ import asyncio
 import copy
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeAlias, TypeVar
 
 import pytest_asyncio
 from aiohttp import web
+
+from tests.loopback import serve, shut
 
 if TYPE_CHECKING:
     from telegram.ext._applicationbuilder import InitApplicationBuilder
@@ -1035,27 +1036,12 @@ class TelegramServer:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, backlog=256).start()
+        self._runner, self._port = await serve(self._handle, max_body=64 * 1024 * 1024, backlog=256)
 
     async def stop(self) -> None:
         """Stop; pending long polls and slow answers are cancelled, not waited for."""
-        for task in list(self._inflight):
-            task.cancel()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await shut(self._runner, self._inflight)
+        self._runner = None
 
     async def __aenter__(self) -> Self:
         await self.start()
