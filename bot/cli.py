@@ -86,21 +86,17 @@ def _register_backup(subparsers: argparse._SubParsersAction[_Parser]) -> None:
 def _run_backup(args: argparse.Namespace, now: datetime) -> int:
     import asyncio
 
-    from bot.settings import ConfigError, load_settings
     from storage.backup import backup_database
 
     target = Path(args.file)
     if target.exists():
         raise UsageError(f"{target} exists already; choose a new file name.")
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    if not settings.database_path.exists():
-        raise UsageError(f"There is no database at {settings.database_path} to back up.")
+    source = _database_path()
+    if not source.exists():
+        raise UsageError(f"There is no database at {source} to back up.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    pages = asyncio.run(backup_database(settings.database_path, target))
-    print(f"Backed up {settings.database_path} to {target} ({pages} pages).")
+    pages = asyncio.run(backup_database(source, target))
+    print(f"Backed up {source} to {target} ({pages} pages).")
     return EXIT_OK
 
 
