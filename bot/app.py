@@ -27,6 +27,7 @@ from bot.handlers import (
     runs,
     schedules,
     start,
+    stats,
     today,
 )
 from bot.http_api import HttpServer
@@ -68,6 +69,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("runnow", "Run a schedule right now: /runnow ID"),
     ("history", "Recent runs: /history [ID]"),
     ("deadletters", "Runs that failed for good"),
+    ("stats", "How the schedules are doing: /stats [24h|7d|30d]"),
     ("retry", "Send a dead run again: /retry RUN_ID"),
     ("backfill", "Run past windows explicitly: /backfill ID FROM TO"),
     ("tz", "Show or set this chat's time zone: /tz Europe/Berlin"),
@@ -104,7 +106,19 @@ def build_application(
 
     # Order matters: the allow-list gate runs first (group -1) and stops everything else.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (start, new, edit, schedules, runs, backfill, proposals, today, export, chat):
+    for module in (
+        start,
+        new,
+        edit,
+        schedules,
+        runs,
+        backfill,
+        proposals,
+        today,
+        stats,
+        export,
+        chat,
+    ):
         module.register(app)
     start.register_fallback(app)
     app.add_error_handler(_on_error)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
+from scheduler.stats import RunFigure
 
 if TYPE_CHECKING:
     # Only for annotations: scheduler.proposals builds on the service, which uses this.
@@ -225,6 +226,9 @@ class Store(Protocol):
 
     async def list_attempts(self, chat_id: int, run_id: str) -> list[Attempt]:
         """A run's finished attempts, oldest first."""
+
+    async def run_figures(self, chat_id: int, since: datetime, until: datetime) -> list[RunFigure]:
+        """The chat's runs whose fire instant lies in [since, until], for /stats."""
 
     async def transition_run(
         self,

@@ -23,6 +23,7 @@ import aiosqlite
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan
 from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.stats import RunFigure
 from scheduler.store import (
     OUTPUT_LIMIT,
     AcquiredRun,
@@ -34,7 +35,7 @@ from scheduler.store import (
     ScheduleChange,
 )
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
-from storage import chats, instances, proposals, runs, schedules, work_items
+from storage import chats, instances, proposals, runs, schedules, stats, work_items
 from storage.database import fetch_one, open_database
 
 __all__ = ["SqliteStore"]
@@ -344,6 +345,10 @@ class SqliteStore:
             return await runs.list_for_chat(
                 db, chat_id, schedule_id=schedule_id, statuses=statuses, limit=limit, offset=offset
             )
+
+    async def run_figures(self, chat_id: int, since: datetime, until: datetime) -> list[RunFigure]:
+        async with self._read() as db:
+            return await stats.run_figures(db, chat_id, since, until)
 
     async def list_attempts(self, chat_id: int, run_id: str) -> list[Attempt]:
         async with self._read() as db:

@@ -1,0 +1,76 @@
+"""The /stats message."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.render import esc, status_word
+from scheduler.models import RunStatus
+from scheduler.stats import ChatStats
+
+__all__ = ["stats_text"]
+
+#: Schedules listed by name under the totals (failing ones first).
+SCHEDULES_SHOWN = 8
+
+_ORDER = (
+    RunStatus.SUCCEEDED,
+    RunStatus.DEAD,
+    RunStatus.SKIPPED,
+    RunStatus.UNKNOWN,
+    RunStatus.CANCELLED,
+    RunStatus.FAILED,
+    RunStatus.RUNNING,
+    RunStatus.PENDING,
+    RunStatus.AWAITING_APPROVAL,
+)
+
+
+def _span(window: timedelta) -> str:
+    hours = round(window.total_seconds() / 3600)
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
+
+
+def _seconds(value: timedelta | None) -> str:
+    if value is None:
+        return "–"
+    seconds = value.total_seconds()
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def stats_text(stats: ChatStats) -> str:
+    states = [status_word(s) for s in stats.current.values()]
+    lines = [
+        f"<b>Stats for the last {_span(stats.until - stats.since)}</b>",
+        f"Schedules: {states.count('active')} active, {states.count('paused')} paused, "
+        f"{states.count('tripped')} tripped",
+    ]
+    if stats.total == 0:
+        lines.append("No runs in this window.")
+        return "\n".join(lines)
+    counts = ", ".join(
+        f"{stats.by_status[status]} {status.value.replace('_', ' ')}"
+        for status in _ORDER
+        if stats.by_status.get(status)
+    )
+    lines.append(f"Runs: {stats.total} ({counts})")
+    rate = stats.success_rate
+    if rate is not None:
+        lines.append(f"Success rate: {rate:.0%} of runs that ended")
+    lines.append(f"Fire lag: median {_seconds(stats.lag_p50)}, p95 {_seconds(stats.lag_p95)}")
+    lines.append(
+        f"Agent time: median {_seconds(stats.duration_p50)}, slowest {_seconds(stats.duration_max)}"
+    )
+    lines.append("")
+    for row in stats.schedules[:SCHEDULES_SHOWN]:
+        schedule = stats.current.get(row.schedule_id)
+        name = esc(schedule.name) if schedule else f"{row.schedule_id} (archived)"
+        dead = f", {row.dead} dead" if row.dead else ""
+        lines.append(f"• {name}: {row.runs} runs, {row.succeeded} ok{dead}")
+    if len(stats.schedules) > SCHEDULES_SHOWN:
+        lines.append(f"… and {len(stats.schedules) - SCHEDULES_SHOWN} more")
+    return "\n".join(lines)

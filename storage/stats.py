@@ -1,0 +1,36 @@
+"""Reads behind /stats: the runs of one chat whose fire instant lies in a window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import aiosqlite
+
+from scheduler.models import RunStatus, RunTrigger
+from scheduler.stats import RunFigure
+from storage.codec import from_db_time, req_time, to_db_time
+from storage.database import fetch_all
+
+__all__ = ["run_figures"]
+
+
+async def run_figures(
+    db: aiosqlite.Connection, chat_id: int, since: datetime, until: datetime
+) -> list[RunFigure]:
+    rows = await fetch_all(
+        db,
+        "SELECT schedule_id, status, trigger, scheduled_for, started_at, duration_ms"
+        " FROM runs WHERE chat_id = ? AND scheduled_for >= ? AND scheduled_for <= ?",
+        (chat_id, to_db_time(since), to_db_time(until)),
+    )
+    return [
+        RunFigure(
+            schedule_id=r[0],
+            status=RunStatus(r[1]),
+            trigger=RunTrigger(r[2]),
+            scheduled_for=req_time(r[3]),
+            started_at=from_db_time(r[4]),
+            duration_ms=r[5],
+        )
+        for r in rows
+    ]
