@@ -24,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, Self
 
 import aiohttp
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = [
@@ -234,15 +236,22 @@ class HttpAgentDispatcher:
         self._token = token
         self._model = model
         self._owns_client = client is None
+        #: Set when requests may skip the client and go straight to its transport.
+        self._transport: AiohttpTransport | None = None
         if client is None:
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+            if not _proxy_configured():
+                # The client's own machinery (merging headers, cookie jar, auth and
+                # redirect flows) costs more per POST than aiohttp's whole exchange, and
+                # an agent's webhook needs none of it: requests built here go straight to
+                # the transport, which the client shares, so there is one connection pool.
+                self._transport = AiohttpTransport(limits=limits)
             # HttpxAiohttpClient (unlike AsyncClient(transport=AiohttpTransport(...)))
             # also routes proxied requests through aiohttp, so one transport handles all.
             client = HttpxAiohttpClient(
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_connections,
-                ),
-                follow_redirects=False,
+                limits=limits, follow_redirects=False, transport=self._transport
             )
         self._client = client
 
@@ -327,15 +336,16 @@ class HttpAgentDispatcher:
             raise ValueError("timeout must be positive")
         # httpx's per-phase timeouts tell a connect failure (never sent) from a read
         # timeout (sent, maybe acted on); the outer deadline bounds the total.
-        phases = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
+        phases = _phases(timeout)
+        content = json.dumps(body, ensure_ascii=False).encode()
         try:
             async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
-                response = await self._client.post(
-                    self._url,
-                    content=json.dumps(body, ensure_ascii=False).encode(),
-                    headers=headers,
-                    timeout=phases,
-                )
+                if self._transport is not None:
+                    response = await self._send_direct(self._transport, content, headers, phases)
+                else:
+                    response = await self._client.post(
+                        self._url, content=content, headers=headers, timeout=phases
+                    )
         except httpx.InvalidURL as exc:
             raise DispatchError("The agent URL is not valid.", uncertain=False) from exc
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
@@ -356,6 +366,29 @@ class HttpAgentDispatcher:
             # The agent answers the chat itself; a 2xx is all that matters.
             return DispatchResult(status_code=response.status_code)
         return _parse_completion(response)
+
+    async def _send_direct(
+        self,
+        transport: AiohttpTransport,
+        content: bytes,
+        headers: dict[str, str],
+        phases: httpx.Timeout,
+    ) -> httpx.Response:
+        """POST through the transport alone, reading the whole answer, as `client.post`
+        would; the same httpx and aiohttp errors come out."""
+        request = httpx.Request(
+            "POST",
+            self._url,
+            headers=headers,
+            content=content,
+            extensions={"timeout": phases.as_dict()},
+        )
+        response = await transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _headers(self, request: DispatchRequest) -> dict[str, str]:
         headers = {
@@ -446,6 +479,18 @@ def _parse_completion(response: httpx.Response) -> DispatchResult:
         output=output,
         token_usage=usage,
         tool_calls=message.tool_calls or None,
+    )
+
+
+@lru_cache(maxsize=64)
+def _phases(timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
+
+
+def _proxy_configured() -> bool:
+    """Whether the environment names a proxy, which only the client knows how to route."""
+    return any(os.environ.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")) or any(
+        os.environ.get(name.lower()) for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
     )
 
 

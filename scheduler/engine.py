@@ -18,6 +18,8 @@ back to `pending`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import os
 import random
@@ -26,11 +28,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Protocol
 
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
 from scheduler.ids import new_id
+from scheduler.log_context import log_context
 from scheduler.models import ActionKind, Run, RunStatus, Schedule, TimeoutPolicy
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
 from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
@@ -105,18 +109,21 @@ class EngineObserver(Protocol):
 
 class _LogNotifier:
     async def run_finished(self, finished: FinishedAttempt) -> None:
-        run = finished.run
-        log.info("run %s of %s: %s", run.id, run.schedule_id, run.status.value)
+        """Nothing to add: the engine logs every finished run itself."""
 
     async def schedule_tripped(self, finished: FinishedAttempt) -> None:
-        log.warning("schedule %s tripped its circuit breaker", finished.schedule.id)
+        log.warning(
+            "schedule tripped its circuit breaker", extra={"schedule_id": finished.schedule.id}
+        )
 
     async def fires_missed(self, plan: FirePlan) -> None:
-        log.warning("schedule %s: %d fires missed", plan.schedule_id, plan.missed)
+        log.warning("fires missed", extra={"schedule_id": plan.schedule_id, "missed": plan.missed})
 
     async def runs_awaiting_approval(self, plan: FirePlan) -> None:
         waiting = [f for f in plan.fires if f.status is RunStatus.AWAITING_APPROVAL]
-        log.info("schedule %s: %d fires await approval", plan.schedule_id, len(waiting))
+        log.info(
+            "fires await approval", extra={"schedule_id": plan.schedule_id, "count": len(waiting)}
+        )
 
 
 @dataclass
@@ -149,7 +156,9 @@ class _GroupCommit:
         done: asyncio.Future[FinishedAttempt | None] = asyncio.get_running_loop().create_future()
         self._queue.append((acquired, outcome, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
+            # A fresh context: the writer serves many runs, so its lines must not carry
+            # the ids of the run that happened to start it.
+            self._writer = asyncio.create_task(self._drain(), context=contextvars.Context())
         return await done
 
     async def _drain(self) -> None:
@@ -168,7 +177,11 @@ class _GroupCommit:
                     try:
                         await self._write([item])
                     except Exception:
-                        log.exception("recording run %s failed", item[0].run.id)
+                        run = item[0].run
+                        log.exception(
+                            "recording the run failed",
+                            extra={"run_id": run.id, "schedule_id": run.schedule_id},
+                        )
                         retry.append(item)
                 if retry:
                     failures += 1
@@ -419,8 +432,12 @@ class Engine:
             keep=set(self._inflight),
         )
         for item in finished:
-            log.warning("run %s was orphaned by %s: %s", item.run.id, dead, item.run.status)
-            await self._after_finish(item)
+            with _run_context(item.run, item.schedule):
+                log.warning(
+                    "run orphaned: the engine running it stopped",
+                    extra={"owners": ",".join(dead), "status": item.run.status.value},
+                )
+                await self._after_finish(item)
         if finished:
             self._wake.set()
 
@@ -450,7 +467,10 @@ class Engine:
     # --- running one attempt --------------------------------------------------------
     def _start(self, acquired: AcquiredRun) -> None:
         flight = _InFlight(acquired)
-        flight.task = asyncio.create_task(self._execute(flight), name=f"run-{acquired.run.id}")
+        # The task copies the context here, so every line logged while the run is
+        # dispatched and reported (dispatcher and notifier included) carries its ids.
+        with _run_context(acquired.run, acquired.schedule):
+            flight.task = asyncio.create_task(self._execute(flight), name=f"run-{acquired.run.id}")
         self._inflight[acquired.run.id] = flight
 
     async def _execute(self, flight: _InFlight) -> None:
@@ -472,10 +492,11 @@ class Engine:
             self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
             retry_planned = outcome.status is RunStatus.FAILED
             finished = await self._recorder.finish(acquired, outcome)
+            _log_outcome(outcome, run.attempt)
             if finished is not None:
                 await self._after_finish(finished)
         except Exception:
-            log.exception("recording run %s failed", acquired.run.id)
+            log.exception("recording the run failed")
         finally:
             self._inflight.pop(acquired.run.id, None)
             # Wake the loop when it can start a batch, or to plan a new retry instant;
@@ -506,7 +527,7 @@ class Engine:
                 now=self.clock.now(),
             )
         except Exception as exc:
-            log.exception("run %s failed unexpectedly", run.id)
+            log.exception("run failed unexpectedly")
             return self._failure_outcome(
                 run, schedule, f"internal error: {exc}", uncertain=False, now=self.clock.now()
             )
@@ -532,15 +553,16 @@ class Engine:
                 limit=1,
             )
             last_output = previous[0].output if previous else None
-        prompt = render(
-            text,
-            prompt_variables(
+        variables = {**_time_variables(run.scheduled_for, schedule.timezone)}
+        variables["schedule_name"] = schedule.name
+        if last_output is not None:
+            variables["last_output"] = prompt_variables(
                 fire=run.scheduled_for,
                 timezone=schedule.timezone,
                 schedule_name=schedule.name,
                 last_output=last_output,
-            ),
-        )
+            )["last_output"]
+        prompt = render(text, variables)
         if action.kind is ActionKind.REMINDER:
             if self.reminders is None:
                 raise DispatchError("No chat is connected to deliver reminders.", uncertain=False)
@@ -609,6 +631,30 @@ class Engine:
             await call
         except Exception:
             log.exception("notifier failed")
+
+
+def _run_context(run: Run, schedule: Schedule) -> contextlib.AbstractContextManager[None]:
+    return log_context(run_id=run.id, schedule_id=run.schedule_id, chat_id=schedule.chat_id)
+
+
+def _log_outcome(outcome: AttemptOutcome, attempt: int) -> None:
+    """One line per finished attempt; the run's ids come from the run's log context."""
+    fields: dict[str, object] = {"status": outcome.status.value, "attempt": attempt}
+    if outcome.duration_ms is not None:
+        fields["duration_ms"] = outcome.duration_ms
+    if outcome.error:
+        fields["error"] = outcome.error
+    # The agent failing is the operator's concern, not a fault of Tickler: WARNING, and
+    # ERROR stays for Tickler's own faults.
+    level = logging.INFO if outcome.status is RunStatus.SUCCEEDED else logging.WARNING
+    log.log(level, "run finished", extra=fields)
+
+
+@lru_cache(maxsize=1024)
+def _time_variables(fire: datetime, timezone: str) -> dict[str, str]:
+    """The prompt variables of a fire instant (callers copy before adding their own):
+    a burst renders thousands of prompts for the same instant."""
+    return prompt_variables(fire=fire, timezone=timezone, schedule_name="", last_output=None)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.triggers import Trigger
+from scheduler.triggers import CronTrigger, Trigger
 
 __all__ = [
     "Action",
@@ -183,7 +183,10 @@ class Schedule(BaseModel):
 
     @property
     def timezone(self) -> str:
-        return getattr(self.trigger, "timezone", "UTC")
+        # isinstance, not getattr with a default: a pydantic model answers a missing
+        # attribute slowly (through __getattr__), and the engine asks once per fire.
+        trigger = self.trigger
+        return trigger.timezone if isinstance(trigger, CronTrigger) else "UTC"
 
 
 class Attempt(BaseModel):

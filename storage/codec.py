@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -26,7 +27,10 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _trigger_adapter: TypeAdapter[Trigger] = TypeAdapter(Trigger)
 
 
+@lru_cache(maxsize=4096)
 def to_db_time(instant: datetime) -> str:
+    # Cached: a burst writes the same few instants (the fire, "now") thousands of
+    # times, and strftime is the slowest step of writing a run.
     if instant.tzinfo is None:
         raise ValueError("naive datetime reached the store")
     return instant.astimezone(UTC).strftime(_TIME_FORMAT)
@@ -81,16 +85,38 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
     }
 
 
+# The JSON columns repeat across schedules and across reads of one schedule (each claim
+# and each acquisition reads it); the parsed models are frozen, so they can be shared.
+@lru_cache(maxsize=8192)
+def _trigger(text: str) -> Trigger:
+    return _trigger_adapter.validate_json(text)
+
+
+@lru_cache(maxsize=1024)
+def _action(text: str) -> Action:
+    return Action.model_validate_json(text)
+
+
+@lru_cache(maxsize=1024)
+def _policies(text: str) -> Policies:
+    return Policies.model_validate_json(text)
+
+
+@lru_cache(maxsize=1024)
+def _owner(owner_id: int, first_name: str) -> Owner:
+    return Owner(id=owner_id, first_name=first_name)
+
+
 def schedule_from_row(row: Any) -> Schedule:
     return Schedule(
         id=row["id"],
         chat_id=row["chat_id"],
         name=row["name"],
         description=row["description"],
-        trigger=_trigger_adapter.validate_json(row["trigger_json"]),
-        action=Action.model_validate_json(row["action_json"]),
-        policies=Policies.model_validate_json(row["policies_json"]),
-        owner=Owner(id=row["owner_id"], first_name=row["owner_name"]),
+        trigger=_trigger(row["trigger_json"]),
+        action=_action(row["action_json"]),
+        policies=_policies(row["policies_json"]),
+        owner=_owner(row["owner_id"], row["owner_name"]),
         enabled=bool(row["enabled"]),
         paused_by=row["paused_by"],
         pause_reason=row["pause_reason"],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import json
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -102,9 +103,10 @@ async def behind_running(db: aiosqlite.Connection, now: datetime, limit: int) ->
     rows = await fetch_all(
         db,
         f"SELECT {RUN_COLUMNS} FROM runs r "
-        f"WHERE r.status IN {_READY} AND r.next_attempt_at <= :now "
-        "AND EXISTS (SELECT 1 FROM runs b "
-        "  WHERE b.schedule_id = r.schedule_id AND b.status = 'running') "
+        # From the (few) running runs to their schedules' ready ones: asking each ready
+        # run whether its schedule is busy would read the whole backlog every time.
+        "WHERE r.schedule_id IN (SELECT b.schedule_id FROM runs b WHERE b.status = 'running') "
+        f"AND r.status IN {_READY} AND r.next_attempt_at <= :now "
         "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :limit",
         {"now": to_db_time(now), "limit": limit},
     )
@@ -130,11 +132,19 @@ async def mark_skipped(
     if not run_ids:
         return
     when = to_db_time(now)
+    # `skipped` means never sent to the agent; a run already tried (a planned retry, or
+    # one put back after an attempt) is `cancelled`, as settle_open does.
     await db.executemany(
-        "UPDATE runs SET status = 'skipped', error = ?, finished_at = ?, updated_at = ?, "
-        "next_attempt_at = NULL WHERE id = ?",
+        f"UPDATE runs SET status = {_SKIPPED_OR_CANCELLED}, error = ?, finished_at = ?, "
+        "updated_at = ?, next_attempt_at = NULL WHERE id = ?",
         [(reason, when, when, rid) for rid in run_ids],
     )
+
+
+#: The closing status of a run that will not run: skipped if it was never tried.
+_SKIPPED_OR_CANCELLED = (
+    "CASE WHEN status = 'failed' OR attempt > 0 THEN 'cancelled' ELSE 'skipped' END"
+)
 
 
 async def finish(
@@ -188,6 +198,61 @@ async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None
             run.status.value,
             run.error,
         ),
+    )
+
+
+async def finish_succeeded(
+    db: aiosqlite.Connection, finished: Sequence[Run], owner: str
+) -> set[str]:
+    """Record many successful attempts in one statement: each run (already carrying
+    its outcome) is written only if `owner` still holds it. Returns the ids written."""
+    if not finished:
+        return set()
+    payload = json.dumps(
+        [
+            [
+                r.id,
+                to_db_time(r.finished_at),
+                r.duration_ms,
+                r.output,
+                None if r.token_usage is None else json.dumps(r.token_usage),
+            ]
+            for r in finished
+            if r.finished_at is not None
+        ]
+    )
+    rows = await fetch_all(
+        db,
+        "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
+        "duration_ms = f.value ->> 2, output = COALESCE(f.value ->> 3, output), error = NULL, "
+        "token_usage_json = COALESCE(f.value ->> 4, token_usage_json), "
+        "next_attempt_at = NULL, owner = NULL, updated_at = f.value ->> 1 "
+        "FROM json_each(?) AS f "
+        "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
+        "RETURNING runs.id",
+        (payload, owner),
+    )
+    return {row[0] for row in rows}
+
+
+async def record_attempts(db: aiosqlite.Connection, finished: Sequence[Run], owner: str) -> None:
+    """`record_attempt` for many finished runs, in one trip to the database thread."""
+    await db.executemany(
+        "INSERT INTO run_attempts "
+        "(run_id, attempt, owner, started_at, finished_at, status, error) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r.id,
+                r.attempt,
+                owner,
+                None if r.started_at is None else to_db_time(r.started_at),
+                None if r.finished_at is None else to_db_time(r.finished_at),
+                r.status.value,
+                r.error,
+            )
+            for r in finished
+        ],
     )
 
 
@@ -257,7 +322,7 @@ async def settle_open(
     """Close a schedule's not-started runs: fresh ones skipped, planned retries cancelled."""
     when = to_db_time(now)
     await db.execute(
-        "UPDATE runs SET status = CASE status WHEN 'failed' THEN 'cancelled' ELSE 'skipped' END, "
+        f"UPDATE runs SET status = {_SKIPPED_OR_CANCELLED}, "
         "error = ?, next_attempt_at = NULL, finished_at = ?, updated_at = ? "
         "WHERE schedule_id = ? AND status IN ('pending', 'failed', 'awaiting_approval')",
         (reason, when, when, schedule_id),

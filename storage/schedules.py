@@ -3,6 +3,8 @@ transaction where one is needed); every operator-facing query is scoped by chat_
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 
 import aiosqlite
@@ -114,6 +116,58 @@ async def advance(
         ),
     )
     return cur.rowcount == 1
+
+
+async def advance_many(
+    db: aiosqlite.Connection,
+    moves: Sequence[tuple[str, datetime, datetime | None]],
+    now: datetime,
+) -> set[str]:
+    """`advance` for many schedules in one statement (one trip to the database thread
+    instead of one per schedule): each (id, expected, to) is a compare-and-set on
+    next_run_at. Returns the ids that moved."""
+    if not moves:
+        return set()
+    payload = json.dumps(
+        [
+            [sid, to_db_time(expected), None if to is None else to_db_time(to)]
+            for sid, expected, to in moves
+        ]
+    )
+    rows = await fetch_all(
+        db,
+        "UPDATE schedules SET next_run_at = m.value ->> 2, updated_at = ? "
+        "FROM json_each(?) AS m "
+        "WHERE schedules.id = m.value ->> 0 AND schedules.next_run_at = m.value ->> 1 "
+        "AND enabled = 1 AND tripped = 0 AND archived_at IS NULL "
+        "RETURNING schedules.id",
+        (to_db_time(now), payload),
+    )
+    return {row[0] for row in rows}
+
+
+async def record_successes(
+    db: aiosqlite.Connection, finished: Sequence[tuple[str, datetime]]
+) -> dict[str, bool]:
+    """`record_outcome(succeeded=True)` for many (schedule id, finished_at) in one
+    statement; returns each schedule's `tripped` after the update."""
+    if not finished:
+        return {}
+    latest: dict[str, datetime] = {}
+    for sid, when in finished:
+        # A schedule that allows overlap may finish twice in one batch; the later wins,
+        # as it would one statement at a time.
+        if sid not in latest or when > latest[sid]:
+            latest[sid] = when
+    payload = json.dumps([[sid, to_db_time(when)] for sid, when in latest.items()])
+    rows = await fetch_all(
+        db,
+        "UPDATE schedules SET consecutive_failures = 0, last_run_at = s.value ->> 1, "
+        "updated_at = s.value ->> 1 FROM json_each(?) AS s WHERE schedules.id = s.value ->> 0 "
+        "RETURNING schedules.id, schedules.tripped",
+        (payload,),
+    )
+    return {row[0]: bool(row[1]) for row in rows}
 
 
 async def earliest_next_run(db: aiosqlite.Connection) -> datetime | None:

@@ -1,0 +1,116 @@
+"""One measurement in a fresh process, so its RSS and CPU figures are its own.
+
+    python -m bench.child '{"kind": "tickler", "scenario": "burst", ...}'
+
+The harness (bench/__main__.py) builds the spec; the last line printed is the result
+as JSON (bench.measure.Result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Result, emit
+
+
+async def _run(spec: dict[str, Any]) -> Result:
+    kind, scenario = spec["kind"], spec["scenario"]
+    db = Path(spec.get("db", ""))
+    url: str | None = spec.get("url")
+    target = url or ""  # scenarios that always post get the agent's URL
+    n, due, concurrency = spec.get("n", 0), spec.get("due", 0.0), spec.get("concurrency", 64)
+    # Import what the measured side needs first: a process that is not ready by the due
+    # instant would count its own start-up as fire lag, and the result says so.
+    if kind == "tickler":
+        import bench.tickler_side
+    elif kind == "aps":
+        import bench.aps_side
+    elif kind == "limit":
+        import bench.limit_side  # noqa: F401
+    late = max(0.0, time.time() - due) if due else 0.0
+    result: Result
+    if kind == "probe":
+        from bench.clients import CLIENT_KINDS, probe
+
+        result = Result("clients", "probe", n)
+        for client in CLIENT_KINDS:
+            result.extra[client] = await probe(target, client, n, concurrency)
+        result.extra["tickler dispatcher"] = await _probe_dispatcher(target, n, concurrency)
+        return result
+    if kind == "tickler":
+        from bench import tickler_side
+
+        if scenario == "idle":
+            return await tickler_side.idle(db, n, spec["seconds"])
+        if scenario == "startup":
+            return await tickler_side.startup(
+                db, target, n, spec["missed"], spec["process_start"], concurrency
+            )
+        if scenario == "steady":
+            result = await tickler_side.steady(
+                db, target, n, spec["expected"], due, concurrency, spec["timeout"]
+            )
+        else:
+            result = await tickler_side.burst(db, url, n, due, concurrency, spec["timeout"])
+    elif kind == "aps":
+        from bench import aps_side
+
+        if scenario == "idle":
+            return await aps_side.idle(db, n, spec["seconds"])
+        result = await aps_side.burst(
+            db, url, spec["client"], n, due, concurrency, spec["grace"], spec["timeout"]
+        )
+    elif kind == "limit":
+        from bench import limit_side
+
+        result = await limit_side.burst(db, url, spec["client"], n, due, concurrency)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    if late > 0:
+        result.notes.append(f"the process was ready {late:.2f} s after the due instant")
+    return result
+
+
+async def _probe_dispatcher(url: str, n: int, concurrency: int) -> float:
+    """POSTs per second through Tickler's own dispatcher, as the engine calls it."""
+    from datetime import UTC, datetime
+
+    from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+
+    async with HttpAgentDispatcher(url=url, max_connections=concurrency) as dispatcher:
+        due = datetime(2026, 11, 24, 7, tzinfo=UTC)
+        numbers = iter(range(n))
+
+        async def worker() -> None:
+            for i in numbers:
+                await dispatcher.dispatch(
+                    DispatchRequest(
+                        schedule_id=f"probe{i}",
+                        run_id=f"run{i}",
+                        scheduled_for=due,
+                        chat_id=1,
+                        operator=Operator(id=1, first_name="Ada"),
+                        schedule_name="probe",
+                        prompt="Prepare the brief.",
+                        timezone="UTC",
+                    ),
+                    timeout=30,
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    emit(asyncio.run(_run(spec)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The table the harness prints, and the issue's targets checked against one run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Check", "render", "targets"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "measured": self.measured,
+            "met": self.met,
+        }
+
+
+def _find(results: list[dict[str, Any]], scenario: str, n: int | None, prefix: str) -> Any:
+    for r in results:
+        if (
+            r["scenario"] == scenario
+            and (n is None or r["n"] == n)
+            and r["system"].startswith(prefix)
+        ):
+            return r
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def targets(results: list[dict[str, Any]], bursts: tuple[int, ...]) -> list[Check]:
+    """The issue's targets, at 10,000 schedules (or the largest burst of a quick run)."""
+    n = 10_000 if 10_000 in bursts else max(bursts)
+    checks: list[Check] = []
+    tickler = _find(results, "burst", n, "tickler")
+    limit = _find(results, "burst", n, "limit")
+    aps = _find(results, "burst", n, "apscheduler, grace")
+    if tickler:
+        vs_limit = _ratio(tickler["rate"], limit and limit["rate"])
+        vs_aps = _ratio(tickler["rate"], aps and aps["rate"])
+        lag = _ratio(aps and aps["lag_p99"], tickler["lag_p99"])
+        checks += [
+            Check(
+                f"burst {n:,}: vs limit loop",
+                ">= 0.80x",
+                _x(vs_limit),
+                None if vs_limit is None else vs_limit >= 0.8,
+            ),
+            Check(
+                f"burst {n:,}: vs APScheduler",
+                ">= 5x",
+                _x(vs_aps),
+                None if vs_aps is None else vs_aps >= 5,
+            ),
+            Check(
+                f"burst {n:,}: lag p99 below APScheduler's",
+                ">= 5x lower",
+                _x(lag),
+                None if lag is None else lag >= 5,
+            ),
+            Check(
+                f"burst {n:,}: dropped fires", "0", str(tickler["dropped"]), tickler["dropped"] == 0
+            ),
+        ]
+    claim = _find(results, "claim-only", n, "tickler")
+    aps_claim = _find(results, "claim-only", n, "apscheduler")
+    if claim:
+        vs_aps = _ratio(claim["rate"], aps_claim and aps_claim["rate"])
+        checks += [
+            Check(
+                f"claim-only {n:,}: fires/s",
+                ">= 20,000",
+                f"{claim['rate'] or 0:,.0f}",
+                (claim["rate"] or 0) >= 20_000,
+            ),
+            Check(
+                f"claim-only {n:,}: vs APScheduler's store",
+                ">= 20x",
+                _x(vs_aps),
+                None if vs_aps is None else vs_aps >= 20,
+            ),
+        ]
+    idle = _find(results, "idle", None, "tickler")
+    if idle:
+        pct = idle["extra"]["cpu_percent_of_one_core"]
+        checks += [
+            Check(f"idle {idle['n']:,}: CPU", "< 1% of a core", f"{pct:.2f}%", pct < 1),
+            Check(
+                f"idle {idle['n']:,}: RSS",
+                "< 150 MB",
+                f"{idle['peak_rss_mb']:.0f} MB",
+                idle["peak_rss_mb"] < 150,
+            ),
+        ]
+    start = _find(results, "startup", None, "tickler")
+    if start:
+        first = start["extra"].get("first_fire_s")
+        checks.append(
+            Check(
+                f"startup {start['n']:,}: first fire",
+                "<= 2 s",
+                "none" if first is None else f"{first:.2f} s",
+                first is not None and first <= 2,
+            )
+        )
+    steady = _find(results, "steady", None, "tickler")
+    if steady:
+        extra = steady["extra"]
+        once = (
+            steady["dropped"] == 0
+            and extra.get("doubled", 0) == 0
+            and extra.get("succeeded") == extra.get("expected")
+        )
+        checks.append(
+            Check(
+                f"steady {steady['n']:,}: every fire exactly once",
+                "yes",
+                f"{extra.get('succeeded')}/{extra.get('expected')} succeeded, "
+                f"{extra.get('doubled', 0)} doubled",
+                once,
+            )
+        )
+    return checks
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render(report: dict[str, Any]) -> str:
+    results: list[dict[str, Any]] = report["results"]
+    lines: list[str] = []
+    quick = " (QUICK MODE: small sizes, not the issue's)" if report["mode"] == "quick" else ""
+    lines.append(
+        f"Tickler benchmarks{quick}; concurrency {report['concurrency']}, "
+        f"limit loop and APScheduler post with {report['client']}"
+    )
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["scenario"], r["n"]), []).append(r)
+    for (scenario, n), rows in groups.items():
+        lines.append("")
+        if scenario == "probe":
+            lines.append(f"HTTP clients, {n:,} POSTs at concurrency {report['concurrency']}")
+            for name, rate in rows[0]["extra"].items():
+                lines.append(f"  {name:<26}{rate:>10,.0f} POST/s")
+            continue
+        lines.append(f"{scenario}, {n:,} schedules")
+        if scenario in ("burst", "claim-only", "steady"):
+            lines.append(
+                f"  {'system':<34}{'fires/s':>9}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}"
+                f"{'RSS MB':>8}{'dropped':>8}"
+            )
+            for r in rows:
+                lines.append(
+                    f"  {r['system']:<34}{_num(r['rate'], ',.0f'):>9}"
+                    f"{_num(r['lag_p50'], '.3f'):>9}{_num(r['lag_p99'], '.3f'):>9}"
+                    f"{_num(r['lag_max'], '.3f'):>9}{r['peak_rss_mb']:>8.0f}{r['dropped']:>8}"
+                )
+                for note in r["notes"]:
+                    lines.append(f"      {note}")
+            base = rows[0]
+            for r in rows[1:]:
+                ratio = _ratio(base["rate"], r["rate"])
+                lines.append(f"  tickler vs {r['system']}: {_x(ratio)} fires/s")
+            if scenario == "steady":
+                e = base["extra"]
+                lines.append(
+                    f"  {e.get('succeeded')}/{e.get('expected')} fires succeeded, "
+                    f"{e.get('distinct_fires')} distinct, agent saw {e.get('agent_posts')} POSTs "
+                    f"for {e.get('agent_distinct')} keys"
+                )
+        elif scenario == "idle":
+            for r in rows:
+                lines.append(
+                    f"  {r['system']:<20} CPU {r['cpu_s']:.3f} s over {r['seconds']:g} s "
+                    f"({r['extra']['cpu_percent_of_one_core']:.2f}% of a core), "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                )
+        elif scenario == "startup":
+            for r in rows:
+                e = r["extra"]
+                lines.append(
+                    f"  {r['system']}: first fire {_num(e.get('first_fire_s'), '.2f')} s after "
+                    f"process start; all {e['missed']:,} missed fires recorded after "
+                    f"{_num(e.get('all_missed_recorded_s'), '.2f')} s; peak RSS "
+                    f"{r['peak_rss_mb']:.0f} MB"
+                )
+    lines.append("")
+    lines.append(f"Targets  {'':<36} {'target':<15} {'verdict':<13} measured")
+    for t in report["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        lines.append(f"  {t['name']:<44} {t['target']:<15} {verdict:<13} {t['measured']}")
+    return "\n".join(lines)

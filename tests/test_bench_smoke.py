@@ -1,0 +1,68 @@
+"""The benchmark harness runs: its help, and one tiny burst measured end to end.
+
+No timings are asserted (TESTING.md "Speed"); what a user of `python -m bench` would
+notice is checked: the command answers, and a burst loses and doubles no fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import seed
+from tests.agent_stub import AgentStub
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_names_every_scenario() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for scenario in ("burst", "claim-only", "idle", "startup", "steady", "--quick"):
+        assert scenario in done.stdout
+
+
+async def test_a_tiny_burst_fires_every_schedule_once(
+    tmp_path: Path, agent_stub: AgentStub
+) -> None:
+    n = 30
+    db = tmp_path / "burst.db"
+    due = datetime.fromtimestamp(time.time() + 1.0, UTC)
+    # Seeding migrates the file with its own event loop; this test already runs one.
+    await asyncio.to_thread(seed.seed_tickler, db, n, due)
+    spec = {
+        "kind": "tickler",
+        "scenario": "burst",
+        "db": str(db),
+        "url": agent_stub.url,
+        "n": n,
+        "due": due.timestamp(),
+        "timeout": 30,
+        "concurrency": 8,
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.child",
+        json.dumps(spec),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    print(result)
+    assert (result["fires"], result["dropped"]) == (n, 0)
+    assert result["extra"]["succeeded_in_db"] == n
+    keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
+    assert len(keys) == len(set(keys)) == n
