@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "fetch_all", "fetch_one", "migrate", "open_database"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DatabaseUnavailable",
+    "SchemaTooNew",
+    "describe_failure",
+    "fetch_all",
+    "fetch_one",
+    "is_unavailable",
+    "migrate",
+    "open_database",
+]
 
 #: Seconds a writer waits for another writer (a second engine, a backup) before failing.
 BUSY_TIMEOUT_MS = 15_000
@@ -16,6 +28,43 @@ BUSY_TIMEOUT_MS = 15_000
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer Tickler; running old code on it could corrupt it."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database file cannot be opened for writing; the message is the one line to
+    print (what SQLite said, the path, and what to do)."""
+
+
+#: SQLite's primary result codes for a file that is there but cannot be written now
+#: (locked, read-only, full, I/O error, unopenable): faults of the environment, not of
+#: the SQL, and they pass once the environment is fixed.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_PERM: "the operating system refused access to it",
+    sqlite3.SQLITE_BUSY: "another process (a backup?) holds its write lock past the "
+    "busy timeout; it works again once that process lets go",
+    sqlite3.SQLITE_LOCKED: "another connection holds its write lock",
+    sqlite3.SQLITE_READONLY: "make the file and its directory writable by the user "
+    "Tickler runs as (uid {uid}), or point DATABASE_PATH at a writable place",
+    sqlite3.SQLITE_IOERR: "the file system refused a write (full, read-only or failing); "
+    "check the volume",
+    sqlite3.SQLITE_FULL: "the disk is full; free space on its volume",
+    sqlite3.SQLITE_CANTOPEN: "check that its directory exists and that the user Tickler "
+    "runs as (uid {uid}) may create files in it",
+}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for an error of the file or its volume (see `_UNAVAILABLE`), not of the SQL."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE
+
+
+def describe_failure(exc: BaseException, path: str | Path) -> str:
+    """One sentence for the operator: which file, what SQLite said, what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    fix = _UNAVAILABLE.get(code & 0xFF, "") if code is not None else ""
+    fix = fix.format(uid=os.geteuid()) or "check the file and its volume"
+    return f"The database {path} cannot be written ({exc}): {fix}."
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -32,8 +81,12 @@ SCHEMA_VERSION = max(number for number, _ in _migrations())
 
 
 async def open_database(path: str | Path) -> aiosqlite.Connection:
-    """Open (creating if needed) and migrate the database at `path`."""
-    db = await aiosqlite.connect(str(path), isolation_level=None)
+    """Open (creating if needed) and migrate the database at `path`; DatabaseUnavailable
+    if it cannot be written (read-only, full, locked past the busy timeout)."""
+    try:
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseUnavailable(describe_failure(exc, path)) from exc
     db.row_factory = aiosqlite.Row
     try:
         # WAL lets readers proceed while the engine writes; NORMAL sync is durable
@@ -43,8 +96,14 @@ async def open_database(path: str | Path) -> aiosqlite.Connection:
         await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await db.execute("PRAGMA foreign_keys = ON")
         await migrate(db)
-    except BaseException:
+        # An up-to-date file is opened without writing a byte: take the write lock
+        # once, so a read-only file stops start-up instead of every later write.
+        await db.execute("BEGIN IMMEDIATE")
+        await db.execute("ROLLBACK")
+    except BaseException as exc:
         await db.close()
+        if is_unavailable(exc):
+            raise DatabaseUnavailable(describe_failure(exc, path)) from exc
         raise
     return db
 

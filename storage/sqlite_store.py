@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -36,20 +37,31 @@ from scheduler.store import (
 )
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
 from storage import chats, instances, proposals, runs, schedules, stats, work_items
-from storage.database import fetch_one, open_database
+from storage.database import describe_failure, fetch_one, is_unavailable, open_database
 
 __all__ = ["SqliteStore"]
 
+log = logging.getLogger("tickler.storage")
+
 
 class SqliteStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str | Path = "the database") -> None:
         self._db = db
+        self._path = path
         self._lock = asyncio.Lock()
         self._cleanup: asyncio.Future[None] | None = None
+        #: Why the last write failed (one sentence for the operator: a lock held past
+        #: the busy timeout, a full disk, a read-only file), until a write succeeds.
+        self.write_failure: str | None = None
+        self._failed_writes = 0
+        #: Told the failure when writes start failing, and None when they work again
+        #: (the bot alerts the admins); called inside the store's lock, so it must not
+        #: wait for anything.
+        self.on_write_health: Callable[[str | None], None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
-        return cls(await open_database(path))
+        return cls(await open_database(path), path)
 
     async def close(self) -> None:
         async with self._lock:
@@ -66,6 +78,7 @@ class SqliteStore:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
+            changes = self._db.total_changes
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -78,9 +91,38 @@ class SqliteStore:
                 # awaited here (that could take the whole busy timeout).
                 self._cleanup = asyncio.ensure_future(self._rollback())
                 raise
-            except BaseException:
+            except BaseException as exc:
                 await self._rollback()
+                if is_unavailable(exc):
+                    self._write_failed(exc)
                 raise
+            # A transaction that changed nothing wrote nothing, so it proves nothing.
+            if self._failed_writes and self._db.total_changes != changes:
+                log.warning(
+                    "The database %s is writable again after %d failed writes.",
+                    self._path,
+                    self._failed_writes,
+                )
+                self.write_failure, self._failed_writes = None, 0
+                self._tell_write_health(None)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        failure = describe_failure(exc, self._path)
+        previous, self.write_failure = self.write_failure, failure
+        self._failed_writes += 1
+        if failure != previous:
+            # Once per kind of failure, not once per retry: the engine retries often.
+            log.error("%s Nothing is lost: due runs wait until it can be written.", failure)
+        if previous is None:
+            self._tell_write_health(failure)
+
+    def _tell_write_health(self, failure: str | None) -> None:
+        if self.on_write_health is None:
+            return
+        try:
+            self.on_write_health(failure)
+        except Exception:
+            log.exception("reporting the database's health failed")
 
     async def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"
@@ -195,12 +237,20 @@ class SqliteStore:
         applied: list[FirePlan] = []
         new_runs: list[Run] = []
         async with self._write() as db:
+            # Compare-and-set on next_run_at, all plans in one statement: if another
+            # engine claimed these fires, or the operator paused or edited the schedule
+            # meanwhile, its plan is dropped.
+            moved = await schedules.advance_many(
+                db,
+                [
+                    (schedule.id, schedule.next_run_at, fire_plan.next_run_at)
+                    for schedule, fire_plan in plans
+                    if schedule.next_run_at is not None
+                ],
+                now,
+            )
             for schedule, fire_plan in plans:
-                # Compare-and-set on next_run_at: if another engine claimed these fires,
-                # or the operator paused or edited the schedule meanwhile, drop the plan.
-                if await schedules.advance(
-                    db, schedule.id, schedule.next_run_at, fire_plan.next_run_at, now
-                ):
+                if schedule.id in moved:
                     applied.append(fire_plan)
                     new_runs.extend(runs_for_plan(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
@@ -258,11 +308,24 @@ class SqliteStore:
     ) -> list[FinishedAttempt | None]:
         if not items:
             return []
+        results: list[FinishedAttempt | None] = []
         async with self._write() as db:
-            return [
-                await _apply_outcome(db, acquired, owner, outcome, trip_after)
-                for acquired, outcome in items
-            ]
+            # Successes (the bulk at high volume) are written a few statements per batch;
+            # any other outcome, which may trip a breaker, one at a time. Order is kept,
+            # so a schedule's failure streak comes out as if written one by one.
+            start = 0
+            while start < len(items):
+                end = start
+                while end < len(items) and items[end][1].status is RunStatus.SUCCEEDED:
+                    end += 1
+                if end > start:
+                    results += await _apply_successes(db, items[start:end], owner)
+                    start = end
+                else:
+                    acquired, outcome = items[start]
+                    results.append(await _apply_outcome(db, acquired, owner, outcome, trip_after))
+                    start += 1
+        return results
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         async with self._write() as db:
@@ -504,6 +567,57 @@ def _started(run: Run, owner: str, now: datetime) -> Run:
             "started_at": now,
             "attempt": run.attempt + 1,
             "error": None,
+        }
+    )
+
+
+async def _apply_successes(
+    db: aiosqlite.Connection,
+    items: Sequence[tuple[AcquiredRun, AttemptOutcome]],
+    owner: str,
+) -> list[FinishedAttempt | None]:
+    """`_apply_outcome` for many successful attempts: three statements in all."""
+    finished = [_finished_run(acquired.run, outcome) for acquired, outcome in items]
+    written = await runs.finish_succeeded(db, finished, owner)
+    done = [r for r in finished if r.id in written]
+    await runs.record_attempts(db, done, owner)
+    tripped = await schedules.record_successes(
+        db,
+        [
+            (r.schedule_id, outcome.finished_at)
+            for r, (_, outcome) in zip(finished, items, strict=True)
+            if r.id in written
+        ],
+    )
+    results: list[FinishedAttempt | None] = []
+    for run, (acquired, outcome) in zip(finished, items, strict=True):
+        if run.id not in written:
+            results.append(None)
+            continue
+        schedule = acquired.schedule
+        now_tripped = tripped.get(run.schedule_id, schedule.tripped)
+        if schedule.consecutive_failures or schedule.tripped != now_tripped:
+            schedule = schedule.model_copy(
+                update={"consecutive_failures": 0, "tripped": now_tripped}
+            )
+        results.append(FinishedAttempt(run, schedule, False, answer=outcome.output))
+    return results
+
+
+def _finished_run(run: Run, outcome: AttemptOutcome) -> Run:
+    """The run as a successful outcome leaves it in the database (runs.finish_succeeded)."""
+    output = None if outcome.output is None else outcome.output[:OUTPUT_LIMIT]
+    return run.model_copy(
+        update={
+            "status": RunStatus.SUCCEEDED,
+            "finished_at": outcome.finished_at,
+            "duration_ms": outcome.duration_ms,
+            "output": run.output if output is None else output,
+            "error": None,
+            "token_usage": run.token_usage if outcome.token_usage is None else outcome.token_usage,
+            "next_attempt_at": None,
+            "owner": None,
+            "updated_at": outcome.finished_at,
         }
     )
 
