@@ -7,6 +7,8 @@
     tickler export DIR          the database as JSONL files (DIR empty or absent)
     tickler validate-export DIR check an export: "ok" or one line per problem
     tickler import DIR [--merge] restore an export into DATABASE_PATH
+    tickler demo                the bot against local fakes, no credentials (./demo)
+    tickler doctor              check settings, database, bot token and agent; exit 1 on a problem
 
 Each subcommand is a `_register_<name>(subparsers)` function that adds its parser
 and sets `handler`; `main` reads the clock once and dispatches. Errors the operator
@@ -69,7 +71,42 @@ def build_parser() -> argparse.ArgumentParser:
     _register_export(subparsers)
     _register_validate_export(subparsers)
     _register_import(subparsers)
+    _register_demo(subparsers)
+    _register_doctor(subparsers)
     return parser
+
+
+def _register_doctor(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check the settings, the database, the bot token and the agent",
+        description="Check that the settings are complete, the database is writable and "
+        "migrated, Telegram accepts the token (getMe) and the agent answers. Prints one "
+        "line per check with a fix for each failure; exit status 1 when any fails.",
+    )
+    parser.set_defaults(handler=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace, now: datetime) -> int:
+    from bot.doctor import run_doctor
+
+    return run_doctor()
+
+
+def _register_demo(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the real bot against local fakes and print a short chat (no credentials)",
+        description="Start the test Bot API server and agent stub on 127.0.0.1, run the bot "
+        "against them on a temporary database, play a short conversation and print it.",
+    )
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace, now: datetime) -> int:
+    from bot import demo
+
+    return demo.main()
 
 
 def _register_backup(subparsers: argparse._SubParsersAction[_Parser]) -> None:

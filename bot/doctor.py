@@ -1,0 +1,318 @@
+"""`tickler doctor`: is this installation ready to run? One line per check, a fix for
+each failure, exit status 1 when any fails:
+
+    ok   settings: 1 admin, 0 operators, agent mode telegram, time zone UTC
+    ok   database: /data/tickler.db is writable, schema version 4
+    FAIL bot token: getMe answered 401 Unauthorized — fix: copy the token again ...
+    FAIL agent: nothing listens at http://127.0.0.1:9000/hook (connection refused) — fix: ...
+
+The checks run at once, each with a short timeout. Nothing secret is printed: the
+token, AGENT_SECRET and AGENT_TOKEN never appear, and AGENT_URL is shown without its
+credentials or query string. The database check does what a start does (creates the
+file if missing and migrates it), so a database it passes is ready for the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from bot.settings import ConfigError, Settings, load_settings
+from storage.database import DatabaseUnavailable, SchemaTooNew
+from storage.readiness import prepare_database
+
+__all__ = ["Check", "diagnose", "run_doctor"]
+
+TELEGRAM_API = "https://api.telegram.org"
+#: Seconds each network check may take: a healthy endpoint answers in well under one.
+HTTP_TIMEOUT_S = 5.0
+#: The database check may wait out a running Tickler's write (busy timeout 15 s).
+DATABASE_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    skipped: bool = False
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"skip {self.name}: {self.detail}"
+        if self.ok:
+            return f"ok   {self.name}: {self.detail}"
+        return f"FAIL {self.name}: {self.detail} — fix: {self.fix}"
+
+    @property
+    def passed(self) -> bool:
+        return self.ok and not self.skipped
+
+
+def run_doctor(env_file: str | None = ".env") -> int:
+    """Print one line per check; 0 when every check passed, 1 otherwise."""
+    checks = asyncio.run(diagnose(env_file))
+    for check in checks:
+        print(check.line(), flush=True)
+    return 0 if all(check.passed for check in checks) else 1
+
+
+async def diagnose(env_file: str | None = ".env") -> list[Check]:
+    """Every check, in a fixed order (settings, database, bot token, agent)."""
+    try:
+        settings = load_settings(env_file=env_file)
+    except ConfigError as exc:
+        problem = str(exc.code).removeprefix("Configuration error: ").rstrip(".")
+        skipped = "needs the settings above"
+        return [
+            Check("settings", False, problem, _SETTINGS_FIX),
+            *(Check(name, False, skipped, skipped=True) for name in _LATER_CHECKS),
+        ]
+    results = await asyncio.gather(
+        _timed("database", DATABASE_TIMEOUT_S, _check_database(settings), _DATABASE_SLOW),
+        _timed("bot token", _HTTP_DEADLINE_S, _check_token(settings), _TELEGRAM_SLOW),
+        _timed("agent", _HTTP_DEADLINE_S, _check_agent(settings), _AGENT_SLOW),
+    )
+    return [_check_settings(settings), *results]
+
+
+_LATER_CHECKS = ("database", "bot token", "agent")
+_SETTINGS_FIX = "set it in .env (or the environment); .env.example lists every setting"
+
+
+#: A little over the HTTP client's own timeout, so that its more precise error wins.
+_HTTP_DEADLINE_S = HTTP_TIMEOUT_S + 2
+_DATABASE_SLOW = "another process holds the database's write lock (a backup?); try again"
+_TELEGRAM_SLOW = "check this machine's outbound HTTPS and DNS: Telegram's API must be reachable"
+_AGENT_SLOW = "see that the agent is up and that AGENT_URL is reachable from where Tickler runs"
+
+
+async def _timed(name: str, seconds: float, check: Awaitable[Check], fix: str) -> Check:
+    try:
+        async with asyncio.timeout(seconds):
+            return await check
+    except TimeoutError:
+        return Check(name, False, f"no answer within {seconds:g} s", fix)
+
+
+def _check_settings(settings: Settings) -> Check:
+    if not settings.admin_ids and not settings.operator_ids:
+        return Check(
+            "settings",
+            False,
+            "ADMIN_IDS and OPERATOR_IDS are both empty, so the bot would serve nobody",
+            "set ADMIN_IDS to your Telegram user id (@userinfobot tells it), comma-separated "
+            "for several",
+        )
+    admins = len(settings.admin_ids)
+    operators = len(settings.operator_ids)
+    return Check(
+        "settings",
+        True,
+        f"{admins} admin{'s' if admins != 1 else ''}, {operators} operator"
+        f"{'s' if operators != 1 else ''}, agent mode {settings.agent_mode}, "
+        f"time zone {settings.default_timezone}",
+    )
+
+
+# --- database ----------------------------------------------------------------------------
+async def _check_database(settings: Settings) -> Check:
+    path = settings.database_path
+    where = _folder_owner_hint()
+    try:
+        ready = await prepare_database(path)
+    except SchemaTooNew as exc:
+        return Check(
+            "database",
+            False,
+            str(exc).rstrip("."),
+            "run the Tickler version that wrote it (a newer image), or restore a backup",
+        )
+    except (FileExistsError, NotADirectoryError):
+        return Check(
+            "database",
+            False,
+            f"cannot create {path}: part of its folder path is a file, not a folder",
+            "point DATABASE_PATH at a file in a folder (in Docker keep /data/tickler.db, "
+            "the volume)",
+        )
+    except OSError as exc:
+        # Creating the folder failed (permission denied, read-only or virtual file system).
+        reason = (exc.strerror or str(exc)).lower()
+        return Check(
+            "database",
+            False,
+            f"cannot create {path}: {reason}: {exc.filename or path.parent}",
+            f"make sure {path.parent} exists and is writable {where}, or point "
+            "DATABASE_PATH elsewhere",
+        )
+    except (DatabaseUnavailable, sqlite3.Error) as exc:
+        # DatabaseUnavailable's own text carries a fix of its own; show what SQLite said.
+        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else None
+        return Check(
+            "database",
+            False,
+            f"cannot open {path} for writing ({cause or exc})",
+            f"make {path.parent} and the file in it writable {where}, or point "
+            "DATABASE_PATH elsewhere",
+        )
+    if ready.created:
+        state = f"created {path}, schema version {ready.version}"
+    elif ready.version_before < ready.version:
+        state = (
+            f"{path} is writable, migrated from schema version {ready.version_before} "
+            f"to {ready.version}"
+        )
+    else:
+        state = f"{path} is writable, schema version {ready.version}"
+    return Check("database", True, state)
+
+
+def _folder_owner_hint() -> str:
+    uid = os.getuid()
+    if uid == 10001:  # the image's user
+        return (
+            "for uid 10001 (in Docker: `docker compose run --rm --user root --entrypoint "
+            "chown tickler -R 10001:10001 /data`)"
+        )
+    return f"for uid {uid}, the user Tickler runs as"
+
+
+# --- Telegram ----------------------------------------------------------------------------
+async def _check_token(settings: Settings) -> Check:
+    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
+        return Check(
+            "bot token",
+            False,
+            "TELEGRAM_BOT_TOKEN is not set",
+            "create a bot with @BotFather and put its token in TELEGRAM_BOT_TOKEN",
+        )
+    token = settings.telegram_bot_token.get_secret_value()
+    root = (settings.telegram_api_base_url or TELEGRAM_API).rstrip("/")
+    host = urlsplit(root).netloc or root
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
+            response = await client.get(f"{root}/bot{token}/getMe")
+    except httpx.HTTPError as exc:
+        return Check(
+            "bot token",
+            False,
+            f"cannot reach {host}: {_hide(_describe(exc), token)}",
+            "check this machine's outbound HTTPS and DNS"
+            + (", and TELEGRAM_API_BASE_URL" if settings.telegram_api_base_url else ""),
+        )
+    body = _json(response)
+    if response.status_code == 200 and body.get("ok") is True:
+        me = body.get("result")
+        name, bot_id = (me.get("username"), me.get("id")) if isinstance(me, dict) else (None, None)
+        return Check("bot token", True, f"getMe answered @{name} (id {bot_id})")
+    description = _hide(str(body.get("description") or response.reason_phrase), token)
+    answer = f"getMe answered {response.status_code} {description}"
+    if response.status_code in (401, 404):
+        return Check(
+            "bot token",
+            False,
+            answer,
+            "the token is wrong or was revoked: copy it again from @BotFather "
+            "(/mybots → your bot → API Token) into TELEGRAM_BOT_TOKEN",
+        )
+    return Check(
+        "bot token", False, answer, f"{host} is not answering as the Bot API does; retry later"
+    )
+
+
+# --- the agent ---------------------------------------------------------------------------
+async def _check_agent(settings: Settings) -> Check:
+    """A GET, never a POST: a POST would hand the agent a task. Any answer but a 5xx
+    or a refusal of our credentials means Tickler's POSTs will reach it."""
+    url, headers = _agent_probe(settings)
+    shown = _public_url(url)
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
+            response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return Check(
+            "agent",
+            False,
+            f"nothing answers at {shown} ({_describe(exc)})",
+            "start the agent, or set AGENT_URL to where it listens (inside a container "
+            "127.0.0.1 is the container itself: use the agent's service name or the "
+            "host's address)",
+        )
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    if response.status_code in (401, 403):
+        setting = "AGENT_TOKEN" if settings.agent_mode == "openai" else "AGENT_SECRET"
+        return Check(
+            "agent",
+            False,
+            f"{shown} refused our credentials ({status})",
+            f"set {setting} to the value the agent expects",
+        )
+    if response.status_code >= 500:
+        return Check(
+            "agent",
+            False,
+            f"{shown} answered {status}",
+            "the agent is up but failing: see its logs",
+        )
+    return Check("agent", True, f"{shown} answers (GET: {status})")
+
+
+def _agent_probe(settings: Settings) -> tuple[str, dict[str, str]]:
+    url = settings.agent_url
+    headers: dict[str, str] = {}
+    if settings.agent_mode == "openai":
+        # The models list is the side-effect-free endpoint that checks the token.
+        if url.rstrip("/").endswith("/chat/completions"):
+            url = url.rstrip("/").removesuffix("/chat/completions") + "/models"
+        if settings.agent_token is not None:
+            headers["Authorization"] = f"Bearer {settings.agent_token.get_secret_value()}"
+    elif settings.agent_secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = settings.agent_secret.get_secret_value()
+    return url, headers
+
+
+# --- wording -----------------------------------------------------------------------------
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {HTTP_TIMEOUT_S:g} s"
+    if isinstance(exc, httpx.ConnectError):
+        # httpx says "All connection attempts failed"; the socket error underneath says why.
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError):
+                return "connection refused"
+            if isinstance(cause, socket.gaierror):
+                return "host name not found"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _hide(text: str, secret: str) -> str:
+    return text.replace(secret, "<token>") if secret else text
+
+
+def _public_url(url: str) -> str:
+    """scheme://host[:port]/path: no user:password@, no ?query (either may hold a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _json(response: httpx.Response) -> dict[str, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,243 @@
+"""`tickler doctor` against the strict Bot API server, the agent stub and real SQLite
+files: one line per check, a fix on every failing line, exit 1 when any fails, and no
+secret in what it prints."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot import doctor as doctor_module
+from bot.cli import main
+from bot.settings import Settings
+from storage.database import SCHEMA_VERSION
+from tests.agent_stub import AgentStub, refused_url
+from tests.telegram_server import TelegramServer
+
+AGENT_SECRET = "agent-secret-do-not-print"
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+) -> Callable[..., None]:
+    """A good setup in the environment (no .env is read: the working folder is empty);
+    `env(NAME=value)` changes one setting, `env(NAME=None)` removes it."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    good = {
+        "TELEGRAM_BOT_TOKEN": telegram_server.token,
+        "TELEGRAM_API_BASE_URL": telegram_server.url,
+        "ADMIN_IDS": "1001",
+        "AGENT_URL": agent_stub.url,
+        "AGENT_SECRET": AGENT_SECRET,
+        "DATABASE_PATH": str(tmp_path / "data" / "tickler.db"),
+    }
+
+    def apply(**changes: str | None) -> None:
+        for name, value in {**good, **changes}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+
+    apply()
+    return apply
+
+
+async def doctor(capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """Run `tickler doctor` as the console script does (in a thread: the fake servers
+    answer on this test's event loop)."""
+    code = await asyncio.to_thread(main, ["doctor"])
+    out, err = capsys.readouterr()
+    assert err == ""
+    return code, out.splitlines()
+
+
+def line(lines: list[str], name: str) -> str:
+    [found] = [text for text in lines if text[5:].startswith(f"{name}:")]
+    return found
+
+
+async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, lines = await doctor(capsys)
+    assert code == 0
+    assert [text[:5] for text in lines] == ["ok   "] * 4
+    assert [text[5:].split(":")[0] for text in lines] == [
+        "settings",
+        "database",
+        "bot token",
+        "agent",
+    ]
+    assert "@tickler_test_bot" in line(lines, "bot token")
+    db_file = tmp_path / "data" / "tickler.db"
+    assert f"created {db_file}" in line(lines, "database")
+    with sqlite3.connect(db_file) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+    # A second run finds the same database ready, and says so.
+    code, lines = await doctor(capsys)
+    assert code == 0
+    assert f"{db_file} is writable, schema version {SCHEMA_VERSION}" in line(lines, "database")
+
+
+async def test_wrong_token_unreachable_agent_and_unwritable_database_each_fail_with_a_fix(
+    env: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # A regular file where a folder should be: unwritable even for root (CI runs as root).
+    (tmp_path / "file").write_text("not a folder")
+    wrong_token = "7000000001:AAE-wrong-token-that-must-not-be-printed"
+    agent = refused_url("/hook")
+    env(
+        TELEGRAM_BOT_TOKEN=wrong_token,
+        AGENT_URL=agent,
+        DATABASE_PATH=str(tmp_path / "file" / "tickler.db"),
+    )
+    code, lines = await doctor(capsys)
+    print("\n".join(lines))
+    assert code == 1
+    assert line(lines, "settings").startswith("ok   ")
+    token = line(lines, "bot token")
+    assert token.startswith("FAIL bot token: getMe answered 401 Unauthorized — fix: ")
+    assert "@BotFather" in token
+    assert line(lines, "agent") == (
+        f"FAIL agent: nothing answers at {agent} (connection refused) — fix: start the "
+        "agent, or set AGENT_URL to where it listens (inside a container 127.0.0.1 is the "
+        "container itself: use the agent's service name or the host's address)"
+    )
+    database = line(lines, "database")
+    assert database.startswith(f"FAIL database: cannot create {tmp_path / 'file' / 'tickler.db'}")
+    assert "— fix: point DATABASE_PATH at a file in a folder" in database
+    output = "\n".join(lines)
+    assert wrong_token not in output and AGENT_SECRET not in output
+
+
+@pytest.mark.parametrize(
+    ("database_path", "expected"),
+    [
+        ("/proc/tickler/tickler.db", "FAIL database: cannot create /proc/tickler/tickler.db"),
+        (
+            "/proc/tickler.db",
+            "FAIL database: cannot open /proc/tickler.db for writing "
+            "(unable to open database file)",
+        ),
+    ],
+)
+async def test_a_database_path_nobody_may_write_fails(
+    env: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+    database_path: str,
+    expected: str,
+) -> None:
+    env(DATABASE_PATH=database_path)
+    code, lines = await doctor(capsys)
+    print("\n".join(lines))
+    assert code == 1
+    assert line(lines, "database").startswith(expected)
+    assert " — fix: " in line(lines, "database")
+    assert [text[:4] for text in lines].count("FAIL") == 1
+
+
+async def test_a_database_from_a_newer_tickler_fails_with_an_upgrade_fix(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db_file = tmp_path / "newer.db"
+    with sqlite3.connect(db_file) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    env(DATABASE_PATH=str(db_file))
+    code, lines = await doctor(capsys)
+    assert code == 1
+    database = line(lines, "database")
+    assert database.startswith(
+        f"FAIL database: The database schema is version {SCHEMA_VERSION + 1}"
+    )
+    assert "fix: run the Tickler version that wrote it" in database
+
+
+async def test_an_agent_that_fails_or_refuses_the_secret_fails(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], agent_stub: AgentStub
+) -> None:
+    agent_stub.respond_with(502)
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "agent") == (
+        f"FAIL agent: {agent_stub.url} answered 502 Bad Gateway — fix: the agent is up but "
+        "failing: see its logs"
+    )
+
+    agent_stub.respond_with(403)
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert "fix: set AGENT_SECRET to the value the agent expects" in line(lines, "agent")
+    # It probed with a GET (a POST would hand the agent a task), secret attached.
+    assert {r.method for r in agent_stub.requests} == {"GET"}
+    assert agent_stub.requests[-1].headers["x-telegram-bot-api-secret-token"] == AGENT_SECRET
+
+
+async def test_openai_mode_checks_the_token_on_the_models_endpoint(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], agent_stub: AgentStub
+) -> None:
+    env(AGENT_MODE="openai", AGENT_URL=agent_stub.openai_url, AGENT_TOKEN="sk-never-printed")
+    code, lines = await doctor(capsys)
+    assert code == 0, lines
+    [probe] = agent_stub.requests
+    assert (probe.method, probe.path) == ("GET", "/v1/models")
+    assert probe.headers["authorization"] == "Bearer sk-never-printed"
+    assert "sk-never-printed" not in "\n".join(lines)
+
+
+async def test_missing_settings_fail_first_and_the_rest_is_skipped(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env(AGENT_URL=None)
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert lines == [
+        "FAIL settings: AGENT_URL is required but not set — fix: set it in .env (or the "
+        "environment); .env.example lists every setting",
+        "skip database: needs the settings above",
+        "skip bot token: needs the settings above",
+        "skip agent: needs the settings above",
+    ]
+
+
+async def test_no_token_and_nobody_allowed_are_failures(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env(TELEGRAM_BOT_TOKEN=None, ADMIN_IDS=None)
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "settings").startswith(
+        "FAIL settings: ADMIN_IDS and OPERATOR_IDS are both empty"
+    )
+    assert line(lines, "bot token").startswith(
+        "FAIL bot token: TELEGRAM_BOT_TOKEN is not set — fix: create a bot with @BotFather"
+    )
+
+
+async def test_an_agent_that_never_answers_fails_within_the_timeout(
+    env: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+    agent_stub: AgentStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doctor_module, "HTTP_TIMEOUT_S", 0.5)
+    agent_stub.hang()
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "agent").startswith(
+        f"FAIL agent: nothing answers at {agent_stub.url} (no answer within 0.5 s) — fix: "
+    )
+    assert line(lines, "bot token").startswith("ok   ")
