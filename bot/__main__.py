@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from bot.logs import configure_logging_from_settings
 from bot.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -25,24 +26,26 @@ def serve(*, headless: bool = False) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # httpx logs every request at INFO, Telegram's long polls included; too chatty.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if headless:
-        from bot.runtime import run_engine
+    configure_logging_from_settings(settings)
+    from storage.database import DatabaseUnavailable
 
-        asyncio.run(run_engine(settings))
-    else:
-        from bot.http_api import HttpStartError
+    try:
+        if headless:
+            from bot.runtime import run_engine
 
-        try:
-            _run_bot(settings)
-        except HttpStartError as exc:
-            print(exc, file=sys.stderr)
-            return 2
+            asyncio.run(run_engine(settings))
+        else:
+            from bot.http_api import HttpStartError
+
+            try:
+                _run_bot(settings)
+            except HttpStartError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+    except DatabaseUnavailable as exc:
+        # A read-only, full or locked file: one line naming it and the fix, no traceback.
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,6 +4,7 @@ closed in post_stop/post_shutdown. Nothing is built at import time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 
@@ -12,9 +13,10 @@ import os
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from telegram import BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, TypeHandler
 
-from bot import access
+from bot import access, redact
 from bot.context import SERVICES_KEY, Services
 from bot.followups import ping_followups_forever
 from bot.handlers import (
@@ -34,15 +36,16 @@ from bot.http_api import HttpServer
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.proposal_expiry import expire_proposals_forever
-from bot.runtime import build_dispatcher, engine_config
+from bot.runtime import build_clock, build_dispatcher, engine_config
 from bot.settings import Settings
-from scheduler.clock import Clock, SystemClock
+from scheduler.clock import Clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.schedules_file import apply_schedules_file
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
+from storage.database import is_unavailable
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
@@ -50,6 +53,12 @@ __all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
 log = logging.getLogger("tickler.bot")
 
 HTTP_KEY = "http_server"
+
+#: The answer to a command that failed because the database cannot be written now.
+DATABASE_DOWN = (
+    "Tickler cannot write its database right now (the admins are told why), so nothing "
+    "was changed; try again in a few minutes."
+)
 
 #: The command menu, in the order /help shows it.
 COMMANDS: list[tuple[str, str]] = [
@@ -87,6 +96,8 @@ def build_application(
     """The bot, wired but not started. Tests inject a fake clock and an engine config."""
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is required to run the bot")
+    # Before anything logs: the token is in every Bot API URL httpx logs.
+    redact.install(redact.secrets_of(settings))
     builder = (
         Application.builder()
         .token(settings.telegram_bot_token.get_secret_value())
@@ -100,7 +111,7 @@ def build_application(
         builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
     app = builder.build()
     app.bot_data["settings"] = settings
-    app.bot_data["clock"] = clock or SystemClock()
+    app.bot_data["clock"] = clock or build_clock(settings)
     app.bot_data["dispatcher"] = dispatcher
     app.bot_data["engine_config"] = engine or engine_config(settings)
 
@@ -133,6 +144,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     store = await SqliteStore.open(settings.database_path)
     dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
     notifier = TelegramNotifier(app.bot, store, clock)
+    store.on_write_health = notifier.database_health_changed
     metrics = app.bot_data["metrics"] = Metrics()
     work_items = WorkItemService(store, clock)
     engine = Engine(
@@ -192,7 +204,14 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
     await svc.engine_task
     svc.engine_task = None
     if svc.pending:
-        await asyncio.wait(svc.pending, timeout=5)
+        _, waiting = await asyncio.wait(svc.pending, timeout=5)
+        if waiting:
+            # Kept in memory only: say so rather than drop them without a word. The runs
+            # they report on are in the ledger (/history) all the same.
+            log.warning(
+                "chat messages still waiting for Telegram are dropped at shutdown",
+                extra={"messages": len(waiting)},
+            )
 
 
 async def close_services(app: Application) -> None:  # type: ignore[type-arg]
@@ -219,4 +238,22 @@ async def _start_http(
 
 
 async def _on_error(update: object, context: object) -> None:
-    log.error("error while handling an update", exc_info=getattr(context, "error", None))
+    chat = update.effective_chat if isinstance(update, Update) else None
+    error = getattr(context, "error", None)
+    message = update.effective_message if isinstance(update, Update) else None
+    if error is not None and is_unavailable(error) and message is not None:
+        # A locked, full or read-only database: the change was rolled back, so say so
+        # instead of leaving the operator without an answer.
+        log.warning(
+            "an update could not be handled: the database cannot be written (%s)",
+            error,
+            extra={"chat_id": chat.id if chat is not None else None},
+        )
+        with contextlib.suppress(TelegramError):
+            await message.reply_text(DATABASE_DOWN)
+        return
+    log.error(
+        "error while handling an update",
+        exc_info=error,
+        extra={"chat_id": chat.id if chat is not None else None},
+    )

@@ -41,7 +41,10 @@ async def ping_followups_forever(
             try:
                 delivered = await notifier.send(item.chat_id, text)
             except Exception:
-                log.exception("pinging chat %s about %s failed", item.chat_id, item.id)
+                log.exception(
+                    "pinging about a follow-up failed",
+                    extra={"chat_id": item.chat_id, "item_id": item.id},
+                )
             if not delivered and (await notifier.store.get_chat(item.chat_id)).blocked_at is None:
                 await items.unmark_pinged(item, now)
                 retry = now + BACKOFF

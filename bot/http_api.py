@@ -88,7 +88,10 @@ class Health(BaseModel):
     loop_alive: bool
     #: Seconds since the engine loop last began an iteration, by the engine's clock.
     last_tick_age_s: float | None
+    #: The database answers a read and its last write went through.
     db_ok: bool
+    #: Why not, in one sentence (a lock held too long, a full disk, a read-only file).
+    db_error: str | None = None
 
 
 class ScheduleList(BaseModel):
@@ -245,7 +248,13 @@ class HttpServer:
         except web.HTTPException as exc:
             if exc.status < 400 or not _is_api(request):
                 raise
-            return _error(exc.status, exc.reason, headers=_retry_after(exc))
+            return _error(exc.status, f"{exc.reason}.", headers=_retry_after(exc))
+        except Exception:
+            # A bug, not the caller's fault: one JSON sentence instead of aiohttp's plain
+            # text, and a log line naming the request (never its headers or body, which
+            # carry the token and the caller's data).
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            return _error(500, "Something went wrong on our side; try again later.")
 
     @web.middleware
     async def _api_gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -313,18 +322,24 @@ class HttpServer:
         since = engine.last_tick_at or self._started_at
         age = None if since is None else max(0.0, (engine.clock.now() - since).total_seconds())
         limit = 3 * engine.config.max_sleep.total_seconds() + TICK_MARGIN_S
+        # A read alone would pass on a full disk or a read-only file, so a failed last
+        # write counts too: the engine writes at least every heartbeat.
+        db_error = svc.store.write_failure
         try:
             async with asyncio.timeout(DB_TIMEOUT_S):
                 await svc.store.ping()
-            db_ok = True
-        except Exception:
-            db_ok = False
+        except TimeoutError:
+            db_error = db_error or f"The database did not answer within {DB_TIMEOUT_S:g} s."
+        except Exception as exc:
+            db_error = db_error or f"The database cannot be read ({exc})."
+        db_ok = db_error is None
         healthy = alive and age is not None and age <= limit and db_ok
         health = Health(
             status="ok" if healthy else "unhealthy",
             loop_alive=alive,
             last_tick_age_s=None if engine.last_tick_at is None or age is None else round(age, 3),
             db_ok=db_ok,
+            db_error=db_error,
         )
         return _json(health, 200 if healthy else 503)
 
@@ -452,9 +467,9 @@ def _validate(model: type[M], data: Any) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
-        message = str(first["msg"]).removeprefix("Value error, ")
+        message = str(first["msg"]).removeprefix("Value error, ").rstrip(".")
         what = field or "body"
-        raise ApiError(422, f"Invalid {what}: {message}", field=field) from None
+        raise ApiError(422, f"Invalid {what}: {message}.", field=field) from None
 
 
 def blame(request: ProposalRequest, service: ScheduleService, now: datetime) -> str | None:

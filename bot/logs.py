@@ -22,8 +22,8 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
-from urllib.parse import quote
 
+from bot.redact import Redactor, install, secrets_of
 from scheduler.log_context import current_log_context
 
 if TYPE_CHECKING:
@@ -33,19 +33,12 @@ __all__ = [
     "JsonFormatter",
     "LogFormat",
     "PlainFormatter",
-    "Redactor",
     "build_handler",
     "configure_logging",
     "configure_logging_from_settings",
-    "secrets_of",
 ]
 
 LogFormat = Literal["plain", "json"]
-
-MASK = "***"
-#: Shorter values are not masked: masking "ab" everywhere would garble every line, and
-#: a secret that short is no secret anyway.
-MIN_SECRET_LENGTH = 4
 
 #: How plain lines name the ids (JSON uses the field names themselves).
 _PLAIN_NAMES = {"run_id": "run", "schedule_id": "schedule", "chat_id": "chat"}
@@ -56,22 +49,6 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "taskName",
 }
 _OURS = "_tickler_handler"
-
-
-class Redactor:
-    """Masks the given secrets (and their URL-encoded forms) in text."""
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        values = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}
-        values |= {quote(s, safe="") for s in values}
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted(values, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -185,6 +162,8 @@ def configure_logging(
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(old)
+    secrets = list(secrets)
+    install(secrets)
     handler = build_handler(fmt, secrets, stream)
     setattr(handler, _OURS, True)
     root.addHandler(handler)
@@ -196,14 +175,6 @@ def configure_logging(
     # (so without the run's ids): noise even when debugging Tickler itself.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
     return handler
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret setting's value (each SecretStr field), for masking."""
-    from pydantic import SecretStr
-
-    values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
 
 def configure_logging_from_settings(

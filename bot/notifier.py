@@ -3,8 +3,10 @@
 Every notification is sent in the background, so a slow or rate-limited Telegram never
 holds up the engine. Telegram's own rules apply: 429 waits (PTB's rate limiter), 403
 "blocked by the user" records the chat as blocked and stops sending to it until the
-user writes again, network errors retry a few times. The run ledger is written before
-any of this, so an undeliverable message never loses a run.
+user writes again; network errors and 5xx (Telegram down) are retried for up to
+`DELIVERY_PATIENCE`, and a message given up on after that is counted and the chat told
+at its next delivery. The run ledger is written before any of this, so an undeliverable
+message never loses a run.
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ log = logging.getLogger("tickler.notify")
 #: At most one failure alert per schedule in this many seconds; the rest are counted
 #: and mentioned in the next one, so a failing schedule cannot flood the chat.
 ALERT_INTERVAL = 15 * 60
-_NETWORK_RETRIES = 3
+#: Seconds a notification keeps trying while Telegram is unreachable (network errors,
+#: 5xx, 429) before it is given up, counted, and reported to the chat later.
+DELIVERY_PATIENCE = 15 * 60.0
+#: A reminder's own send gives up sooner: the run is retried by its policy instead.
+_REMINDER_PATIENCE = 4.0
+_BACKOFF_CAP = 30.0
 #: At most this many "wants to run: approve?" messages per claim (a catch-up of many
 #: missed fires asks about the newest ones; the rest wait in /history).
 _APPROVALS_SHOWN = 10
@@ -68,8 +75,13 @@ class TelegramNotifier:
         self.clock = clock
         self.services: Services | None = None
         self._last_alert: dict[str, float] = {}
+        #: The admins were told the database cannot be written, and not yet that it can.
+        self._database_alerted = False
         self._suppressed: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Messages per chat given up on (Telegram unreachable for longer than the
+        #: patience); the chat is told at its next successful delivery.
+        self._undelivered: dict[int, int] = {}
         #: Pending proposals' messages (id -> message id, its HTML), so expiry can edit
         #: them; after a restart the expiry note is a new message instead.
         self._proposal_messages: dict[str, tuple[int, str]] = {}
@@ -208,7 +220,10 @@ class TelegramNotifier:
                 )
                 return
             except TelegramError:
-                log.info("could not edit proposal %s's message; sending a note", proposal.id)
+                log.info(
+                    "could not edit the proposal's message; sending a note",
+                    extra={"proposal_id": proposal.id, "chat_id": proposal.chat_id},
+                )
         await self.send(proposal.chat_id, expired_note(proposal))
 
     async def _send_each(
@@ -218,47 +233,132 @@ class TelegramNotifier:
             if not await self.send(chat_id, text, markup):
                 return
 
+    # --- the database (SqliteStore.on_write_health) -----------------------------------------
+    def database_health_changed(self, failure: str | None) -> None:
+        """Tell the admins when the database stops taking writes (at most once per
+        ALERT_INTERVAL), and when it takes them again if they were told it stopped."""
+        admins = self.services.settings.admin_ids if self.services is not None else []
+        if failure is not None:
+            if not self._may_alert("database"):
+                return
+            self._database_alerted = True
+            text = (
+                f"⚠️ Tickler cannot write its database. {esc(failure)} Due runs wait and "
+                "none are lost; /healthz reports it until it is fixed."
+            )
+        elif self._database_alerted:
+            self._database_alerted = False
+            text = "✅ The database takes writes again; the runs that waited go out now."
+        else:
+            return
+        for chat_id in admins:
+            self._spawn(self.send(chat_id, text))
+
     # --- the engine's ReminderSender protocol ---------------------------------------------
     async def send_reminder(self, chat_id: int, text: str) -> None:
-        if not await self.send(chat_id, f"🔔 {esc(text)}"):
+        # A reminder is a run: its own retries (and the ledger) cover a failed send, and
+        # waiting out a long outage here would hold a dispatch slot.
+        delivered = await self.send(
+            chat_id, f"🔔 {esc(text)}", patience=_REMINDER_PATIENCE, count_loss=False
+        )
+        if not delivered:
             raise DispatchError("The reminder could not be delivered to the chat.", uncertain=False)
 
     # --- delivery ----------------------------------------------------------------------
     async def send(
-        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+        self,
+        chat_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup | None = None,
+        *,
+        patience: float = DELIVERY_PATIENCE,
+        count_loss: bool = True,
     ) -> bool:
         """Send one HTML message; False if it could not be delivered."""
-        return await self.deliver(chat_id, text, markup) is not None
+        message = await self.deliver(
+            chat_id, text, markup, patience=patience, count_loss=count_loss
+        )
+        return message is not None
 
     async def deliver(
-        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+        self,
+        chat_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup | None = None,
+        *,
+        patience: float = DELIVERY_PATIENCE,
+        count_loss: bool = True,
     ) -> Message | None:
-        """`send`, returning the message sent (None if it could not be delivered)."""
+        """`send`, returning the message sent (None if it could not be delivered).
+
+        Network errors, 5xx and 429 are retried for up to `patience` seconds; a message
+        given up on is counted (unless `count_loss` is False: the caller records the
+        failure itself) and the chat is told at its next delivery."""
         prefs = await self.store.get_chat(chat_id)
         if prefs.blocked_at is not None:
-            log.info("not sending to chat %s: %s", chat_id, prefs.block_reason)
+            log.info(
+                "not sending: the chat blocked the bot",
+                extra={"chat_id": chat_id, "reason": prefs.block_reason},
+            )
             return None
-        for attempt in range(1, _NETWORK_RETRIES + 1):
+        # Telegram down, 5xx, 429: wait and try again until `patience` runs out, so an
+        # outage delays a message instead of losing it. A message given up on is
+        # counted and the chat is told once it can be reached again: never silently.
+        give_up = time.monotonic() + patience
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return await self.bot.send_message(
+                message = await self.bot.send_message(
                     chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
                 )
             except Forbidden as exc:
                 await self.store.set_chat_blocked(chat_id, exc.message, self.clock.now())
-                log.warning("chat %s refuses messages: %s", chat_id, exc.message)
+                log.warning(
+                    "the chat refuses messages", extra={"chat_id": chat_id, "reason": exc.message}
+                )
                 return None
             except BadRequest:
-                log.exception("Telegram refused a message to chat %s", chat_id)
+                log.exception("Telegram refused a message", extra={"chat_id": chat_id})
                 return None
             except RetryAfter as exc:
                 # The rate limiter already waited and retried; wait once more, then retry.
-                await asyncio.sleep(exc.retry_after.total_seconds())  # type: ignore[union-attr]
-            except NetworkError:
-                if attempt == _NETWORK_RETRIES:
-                    log.exception("could not reach Telegram for chat %s", chat_id)
-                    return None
-                await asyncio.sleep(0.5 * 2**attempt)
-        return None
+                wait = exc.retry_after.total_seconds()  # type: ignore[union-attr]
+                problem = f"rate limited: {exc.message}"
+            except NetworkError as exc:
+                wait = min(_BACKOFF_CAP, 0.5 * 2**attempt)
+                problem = exc.message
+            else:
+                if self._undelivered.get(chat_id) and count_loss:
+                    self._spawn(self._report_undelivered(chat_id))
+                return message
+            if time.monotonic() + wait > give_up:
+                if count_loss:
+                    self._undelivered[chat_id] = self._undelivered.get(chat_id, 0) + 1
+                log.error(
+                    "gave up delivering a message",
+                    extra={"chat_id": chat_id, "tries": attempt, "reason": problem},
+                )
+                return None
+            if attempt == 1:
+                log.warning(
+                    "Telegram did not take a message; trying again",
+                    extra={"chat_id": chat_id, "reason": problem},
+                )
+            await asyncio.sleep(wait)
+
+    async def _report_undelivered(self, chat_id: int) -> None:
+        """Tell the chat how many messages were given up on while it was unreachable."""
+        lost = self._undelivered.pop(chat_id, 0)
+        if not lost:
+            return
+        text = (
+            f"⚠️ {lost} message{'s' if lost != 1 else ''} for this chat could not be "
+            "delivered while Telegram was unreachable; /history and /deadletters show "
+            "every run."
+        )
+        if not await self.send(chat_id, text, count_loss=False):
+            self._undelivered[chat_id] = self._undelivered.get(chat_id, 0) + lost
 
     async def send_all(self, chat_id: int, texts: list[str]) -> None:
         for text in texts:

@@ -27,11 +27,12 @@ async def expire_proposals_forever(
 
     async def sweep(now: datetime) -> datetime | None:
         for proposal in await proposals.expire_due(now):
-            log.info("proposal %s of chat %s expired", proposal.id, proposal.chat_id)
+            ids = {"proposal_id": proposal.id, "chat_id": proposal.chat_id}
+            log.info("proposal expired", extra=ids)
             try:
                 await notifier.proposal_expired(proposal)
             except Exception:
-                log.exception("telling chat %s of an expiry failed", proposal.chat_id)
+                log.exception("telling the chat of an expiry failed", extra=ids)
         return await proposals.next_expiry()
 
     await sweep_forever(sweep, clock, what="expiring proposals")

@@ -114,6 +114,8 @@ _UNITS = {
 }
 _TIME = re.compile(r"([01]?\d|2[0-3])[:.h]([0-5]\d)")
 _DURATION = re.compile(r"(\d{1,6})\s*([a-z]+)")
+#: The longest duration a command takes (`in 3650d`); beyond it dates leave the calendar.
+_MAX_DURATION = 3650 * 86400
 _DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T]+|\s+at\s+)(\S+)")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "„": "“", "‘": "’", "«": "»"}
 # A prompt shown in a preview is cut here: the whole preview must fit one message.
@@ -155,12 +157,21 @@ def parse_duration(text: str, *, bare_unit: int | None = None) -> int:
     """`4h`, `4 hours`, `30m`, `2d`, `1w` -> seconds. With `bare_unit`, a lone number
     (`4`) counts in that unit."""
     cleaned = text.strip().lower()
-    if bare_unit is not None and cleaned.isdigit():
-        return int(cleaned) * bare_unit
+    if bare_unit is not None and cleaned.isdigit() and len(cleaned) <= 6:
+        seconds = int(cleaned) * bare_unit
+        if seconds == 0:
+            raise InvalidSchedule(EVERY_HELP)
+        if seconds > _MAX_DURATION:
+            raise InvalidSchedule("That is more than 10 years; pick a shorter time.")
+        return seconds
     match = _DURATION.fullmatch(cleaned)
     if match is None or match.group(2) not in _UNITS or int(match.group(1)) == 0:
         raise InvalidSchedule(EVERY_HELP)
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DURATION:
+        # "in 999999w" would run past the calendar's end (year 9999).
+        raise InvalidSchedule("That is more than 10 years; pick a shorter time.")
+    return seconds
 
 
 def local_instant(day: date, hour: int, minute: int, zone: str) -> datetime:
@@ -225,6 +236,8 @@ def cron_spec(expr: str, zone: str) -> TriggerSpec:
 def every_spec(seconds: int, now: datetime, zone: str) -> TriggerSpec:
     """Every `seconds`, anchored at the next full local hour, or for a few minutes
     (a divisor of an hour) at the next multiple of it: `every 15m` at 07:07 starts 07:15."""
+    if seconds <= 0:
+        raise InvalidSchedule(EVERY_HELP)
     if seconds < 3600 and 3600 % seconds == 0:
         step = timedelta(seconds=seconds)
         floor = now.replace(second=0, microsecond=0)

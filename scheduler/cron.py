@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, shown
 
 __all__ = ["CronExpression", "load_zone"]
 
@@ -39,6 +39,8 @@ _SUPPORTED = (
     "with numbers, names, ranges, steps and lists"
 )
 _MAX_LENGTH = 256
+#: Longer than any IANA zone name (the longest has 32 characters).
+_MAX_ZONE_NAME = 64
 
 # cronie's @-shortcuts (entry.c). `@reboot` is deliberately absent: a scheduler
 # that plans instants has no "reboot" instant.
@@ -128,8 +130,8 @@ def _value(token: str, spec: _Field, item: str) -> int:
 def _parse_item(item: str, spec: _Field) -> set[int]:
     match = _ITEM.fullmatch(item)
     if match is None:
-        shown = item or "(empty)"
-        raise InvalidSchedule(f"Unsupported cron syntax '{shown}' in {spec.name}: {_SUPPORTED}.")
+        what = item or "(empty)"
+        raise InvalidSchedule(f"Unsupported cron syntax '{what}' in {spec.name}: {_SUPPORTED}.")
     start_text, end_text, step_text = match.group("start", "end", "step")
     if start_text == "*" and end_text is not None:
         raise InvalidSchedule(f"Unsupported cron syntax '{item}' in {spec.name}: {_SUPPORTED}.")
@@ -374,12 +376,16 @@ def load_zone(name: str) -> ZoneInfo:
             return ZoneInfo(key)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
-    exact = names.get(key.lower())
-    close = [exact] if exact else difflib.get_close_matches(key, names.values(), n=1)
-    if not close:
-        close = [names[lowered] for lowered in difflib.get_close_matches(key.lower(), names, n=1)]
+    close: list[str] = []
+    # No zone name is longer than this; past it, fuzzy matching only costs time.
+    if len(key) <= _MAX_ZONE_NAME:
+        exact = names.get(key.lower())
+        close = [exact] if exact else difflib.get_close_matches(key, names.values(), n=1)
+        if not close:
+            close = [names[low] for low in difflib.get_close_matches(key.lower(), names, n=1)]
     if close:
-        raise InvalidSchedule(f"Unknown time zone '{name}'. Did you mean {close[0]}?")
+        raise InvalidSchedule(f"Unknown time zone '{shown(name)}'. Did you mean {close[0]}?")
     raise InvalidSchedule(
-        f"Unknown time zone '{name}': use an IANA name such as Europe/Berlin or America/New_York."
+        f"Unknown time zone '{shown(name)}': use an IANA name such as Europe/Berlin "
+        "or America/New_York."
     )

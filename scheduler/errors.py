@@ -21,6 +21,7 @@ __all__ = [
     "RunNotFound",
     "ScheduleNotFound",
     "TicklerError",
+    "shown",
 ]
 
 
@@ -46,3 +47,11 @@ class ProposalNotFound(TicklerError, LookupError):
 
 class InvalidState(TicklerError, RuntimeError):
     """The operation is valid in general but not for the object's current state."""
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """User input as a refusal quotes it: on one line and at most `limit` characters,
+    so echoing a 10 KB argument back cannot make the sentence unreadable or too long
+    for a Telegram message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

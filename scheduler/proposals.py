@@ -194,14 +194,20 @@ class ProposalService:
             )
         await self.store.add_proposal(proposal)
         if refusal is not None:
-            log.info("proposal %s for chat %s refused: %s", proposal.id, chat_id, refusal)
+            log.info(
+                "proposal refused",
+                extra={"proposal_id": proposal.id, "chat_id": chat_id, "reason": refusal},
+            )
             raise InvalidSchedule(refusal)
         if self._on_proposal is not None:
             try:
                 await self._on_proposal(proposal, decision)
             except Exception:
                 # Telling the chat is a courtesy; the proposal stands either way.
-                log.exception("announcing proposal %s failed", proposal.id)
+                log.exception(
+                    "announcing the proposal failed",
+                    extra={"proposal_id": proposal.id, "chat_id": chat_id},
+                )
         return proposal
 
     async def _complete(

@@ -53,7 +53,9 @@ _KEYS = {
     "remind",
     "policies",
 }
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+# 30 characters at most: the longest button data that carries an id (a missed-fires
+# answer, `m:latest:<id>:<epoch>:<epoch>`) must fit Telegram's 64 bytes.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -123,7 +125,7 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
         raise InvalidSchedule(f"Unknown key '{unknown[0]}'.")
     ident = data.get("id")
     if not isinstance(ident, str) or not _ID.match(ident):
-        raise InvalidSchedule("Give the entry an id of letters, digits, '-', '_' or '.'.")
+        raise InvalidSchedule("Give the entry an id of up to 30 letters, digits, '-', '_' or '.'.")
     chat_id = data.get("chat_id")
     if not isinstance(chat_id, int) or isinstance(chat_id, bool):
         raise InvalidSchedule(f"'{ident}' needs a numeric chat_id.")

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict
 
 from scheduler.clock import Clock
 from scheduler.cron import load_zone
-from scheduler.errors import InvalidSchedule, InvalidState, RunNotFound, ScheduleNotFound
+from scheduler.errors import (
+    InvalidSchedule,
+    InvalidState,
+    RunNotFound,
+    ScheduleNotFound,
+    shown,
+)
 from scheduler.ids import new_id
 from scheduler.models import (
     AWAITING_APPROVAL_REASON,
@@ -447,7 +453,7 @@ class ScheduleService:
     async def get_run(self, chat_id: int, run_id: str) -> Run:
         run = await self.store.get_run(chat_id, run_id)
         if run is None:
-            raise RunNotFound(f"There is no run '{run_id}' here; /history lists them.")
+            raise RunNotFound(f"There is no run '{shown(run_id)}' here; /history lists them.")
         return run
 
     async def retry(self, chat_id: int, run_id: str) -> Run:
@@ -644,7 +650,9 @@ class Resumed:
 
 
 def _not_found(schedule_id: str) -> ScheduleNotFound:
-    return ScheduleNotFound(f"There is no schedule '{schedule_id}' here; /schedules lists them.")
+    return ScheduleNotFound(
+        f"There is no schedule '{shown(schedule_id)}' here; /schedules lists them."
+    )
 
 
 def _require_active(schedule: Schedule, schedule_id: str) -> None:

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, shown
 
 __all__ = [
     "PLACEHOLDERS",
@@ -46,7 +46,8 @@ def available_templates() -> list[str]:
 def load_template(name: str) -> str:
     if name not in available_templates():
         raise InvalidSchedule(
-            f"There is no prompt template '{name}'; available: {', '.join(available_templates())}."
+            f"There is no prompt template '{shown(name)}'; available: "
+            f"{', '.join(available_templates())}."
         )
     return (resources.files("prompts") / f"{name}.txt").read_text(encoding="utf-8").strip()
 
@@ -55,7 +56,7 @@ class _SafeFormatter(string.Formatter):
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
         if field_name not in PLACEHOLDERS:
             raise InvalidSchedule(
-                f"Unknown placeholder {{{field_name}}} in the prompt: use {_HELP}, "
+                f"Unknown placeholder {{{shown(field_name)}}} in the prompt: use {_HELP}, "
                 "and write {{ and }} for literal braces."
             )
         return kwargs[field_name], field_name

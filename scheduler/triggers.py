@@ -49,7 +49,13 @@ def _aware_utc(value: datetime, what: str) -> datetime:
             f"The {what} {value.isoformat()} has no UTC offset: add Z or an offset, "
             "as in 2026-03-08T07:00:00Z."
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00-12:00 is in the year 10000 in UTC.
+        raise InvalidSchedule(
+            f"The {what} {value.isoformat()} is past the end of the calendar; pick an earlier one."
+        ) from None
 
 
 class _TriggerModel(BaseModel):

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from scheduler.clock import Clock
-from scheduler.errors import InvalidState, TicklerError
+from scheduler.errors import InvalidState, TicklerError, shown
 from scheduler.ids import new_id
 from scheduler.models import Schedule
 
@@ -149,7 +149,7 @@ class WorkItemService:
     async def get(self, chat_id: int, item_id: str) -> WorkItem:
         item = await self.store.get_work_item(chat_id, item_id.strip())
         if item is None:
-            raise WorkItemNotFound(f"No item {item_id!r} here; /today lists the open ones.")
+            raise WorkItemNotFound(f"No item '{shown(item_id)}' here; /today lists the open ones.")
         return item
 
     async def history(self, item: WorkItem) -> list[HistoryEntry]:

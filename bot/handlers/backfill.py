@@ -25,7 +25,7 @@ from bot.handlers.schedules import (
     reply,
 )
 from bot.render import esc, local, zone_of
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, shown
 
 __all__ = ["parse_range", "register"]
 
@@ -39,6 +39,16 @@ _SHOWN = 5
 
 def _parse_point(text: str, zone: ZoneInfo, *, end: bool) -> tuple[datetime, bool]:
     """An instant, and whether it was a bare date."""
+    try:
+        return _point(text, zone, end=end)
+    except OverflowError:
+        # 9999-12-31 as an end, or 0001-01-01 east of UTC: off the calendar's edge.
+        raise InvalidSchedule(
+            f"'{shown(text)}' is too close to the ends of the calendar; pick a recent date."
+        ) from None
+
+
+def _point(text: str, zone: ZoneInfo, *, end: bool) -> tuple[datetime, bool]:
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -54,7 +64,7 @@ def _parse_point(text: str, zone: ZoneInfo, *, end: bool) -> tuple[datetime, boo
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidSchedule(
-            f"'{text}' is neither a date like 2026-11-01 nor an ISO instant."
+            f"'{shown(text)}' is neither a date like 2026-11-01 nor an ISO instant."
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)

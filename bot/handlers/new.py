@@ -421,7 +421,8 @@ async def _time_chosen(
 async def on_time(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
     """A time button: n:time:0900."""
     query, args = await _pressed(update)
-    value = args[0] if args else "0900"
+    # Our buttons carry HHMM; anything else is forged or stale: the default time.
+    value = args[0] if args and re.fullmatch(r"([01][0-9]|2[0-3])[0-5][0-9]", args[0]) else "0900"
     hour, minute = int(value[:2]), int(value[2:])
     await _chosen(query, f"{hour:02d}:{minute:02d}")
     return await _time_chosen(update, context, hour, minute)
@@ -478,7 +479,11 @@ async def _every_chosen(
     update: Update, context: ContextTypes.DEFAULT_TYPE, seconds: int
 ) -> int | None:
     draft = _draft(update, context)
-    spec = every_spec(seconds, services(context).clock.now(), draft.zone)
+    try:
+        spec = every_spec(seconds, services(context).clock.now(), draft.zone)
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
     return await _when_done(update, context, draft, spec)
 
 

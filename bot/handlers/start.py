@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from bot.context import services
 from bot.render import esc
 from scheduler.errors import TicklerError
+
+#: The answer to a button whose data no handler knows (as bot/handlers/schedules.STALE).
+STALE_BUTTON = "That button is out of date; send the command again."
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -61,9 +71,17 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await update.effective_message.reply_text("I don't know that command; /help lists them.")
 
 
+async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button press no handler took (data no keyboard of ours carries): answered, so
+    the user's button does not spin until Telegram gives up."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(STALE_BUTTON)
+
+
 def register_fallback(app: Application) -> None:  # type: ignore[type-arg]
     """Registered after every other handler: only what nothing else matched lands here."""
     app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
+    app.add_handler(CallbackQueryHandler(unknown_button))
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

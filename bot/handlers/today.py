@@ -24,7 +24,7 @@ from bot.handlers.schedules import (
     reply,
 )
 from bot.render import esc, local
-from scheduler.errors import InvalidState
+from scheduler.errors import InvalidState, shown
 from scheduler.models import RunStatus
 from scheduler.proposals import ProposalStatus
 from scheduler.work_items import FILE_PROOF, WorkItem, WorkItemService
@@ -49,7 +49,7 @@ def parse_date(text: str, now: datetime, zone: str) -> datetime:
         day = datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
         raise InvalidState(
-            f"'{text}' is not a date; use 3d, 2w, 12h or a date like 2026-12-01."
+            f"'{shown(text)}' is not a date; use 3d, 2w, 12h or a date like 2026-12-01."
         ) from None
     return datetime.combine(day, _FOLLOW_UP_TIME, ZoneInfo(zone))
 
