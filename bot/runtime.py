@@ -8,13 +8,13 @@ import logging
 import signal
 
 from bot.settings import Settings
-from scheduler.clock import SystemClock
+from scheduler.clock import Clock, SystemClock, parse_test_clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
-__all__ = ["run_engine"]
+__all__ = ["build_clock", "run_engine"]
 
 log = logging.getLogger("tickler")
 
@@ -30,6 +30,20 @@ def build_dispatcher(settings: Settings) -> HttpAgentDispatcher:
     )
 
 
+def build_clock(settings: Settings) -> Clock:
+    """The clock everything in the process reads: the system's, or the accelerated fake
+    clock of TICKLER_TEST_CLOCK (tests only; loudly logged)."""
+    if not settings.tickler_test_clock:
+        return SystemClock()
+    clock = parse_test_clock(settings.tickler_test_clock)
+    log.warning(
+        "TICKLER_TEST_CLOCK is set: time runs %gx fast from %s (for tests only)",
+        clock.speed,
+        clock.now().isoformat(),
+    )
+    return clock
+
+
 def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
         max_concurrency=settings.max_concurrency,
@@ -43,7 +57,7 @@ async def run_engine(settings: Settings) -> None:
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
     dispatcher = build_dispatcher(settings)
-    clock = SystemClock()
+    clock = build_clock(settings)
     engine = Engine(
         store,
         clock,
@@ -54,10 +68,13 @@ async def run_engine(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.request_stop)
-    log.info("engine %s started on %s", engine.instance_id, settings.database_path)
+    log.info(
+        "engine started",
+        extra={"instance": engine.instance_id, "database": str(settings.database_path)},
+    )
     try:
         await engine.run_forever()
     finally:
         await dispatcher.aclose()
         await store.close()
-        log.info("engine %s stopped", engine.instance_id)
+        log.info("engine stopped", extra={"instance": engine.instance_id})

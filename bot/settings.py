@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from scheduler.clock import parse_test_clock
 from scheduler.cron import load_zone
 
 __all__ = ["ConfigError", "Settings", "load_settings", "webhook_path"]
@@ -73,7 +74,14 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     trip_after: int = Field(default=3, ge=1)
+    #: FOR TESTS ONLY: run the whole process on an accelerated fake clock,
+    #: "2026-11-23T07:00:00Z@<real epoch seconds>x<speed>" (scheduler.clock.parse_test_clock),
+    #: so the reliability suite can span hours of schedules in seconds. Never set it in
+    #: production: every fire, retry and deadline would come early.
+    tickler_test_clock: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: One line per event: `plain` (key=value fields) or `json` (one object per line).
+    log_format: Literal["plain", "json"] = "plain"
 
     @field_validator("admin_ids", "operator_ids", "api_chat_ids", mode="before")
     @classmethod
@@ -122,6 +130,13 @@ class Settings(BaseSettings):
         if value == 0 and info.data.get("webhook_url"):
             raise ValueError("must not be 0 when WEBHOOK_URL is set (the webhook is served on it)")
         return value
+
+    @field_validator("tickler_test_clock")
+    @classmethod
+    def _test_clock(cls, value: str | None) -> str | None:
+        if value:
+            parse_test_clock(value)
+        return value or None
 
     @field_validator("default_timezone")
     @classmethod
