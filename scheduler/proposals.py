@@ -40,7 +40,16 @@ from scheduler.errors import (
     TicklerError,
 )
 from scheduler.ids import new_id
-from scheduler.models import AWAITING_APPROVAL_REASON, Action, CreatedBy, Owner, Policies, RiskTier
+from scheduler.models import (
+    AWAITING_APPROVAL_REASON,
+    Action,
+    CreatedBy,
+    Owner,
+    Policies,
+    RiskTier,
+    Run,
+    RunStatus,
+)
 from scheduler.risk import RiskDecision, classify
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import Store
@@ -257,6 +266,13 @@ class ProposalService:
     ) -> list[Proposal]:
         """The chat's proposals, newest first."""
         return await self.store.list_proposals(chat_id, statuses=statuses, limit=limit)
+
+    async def awaiting_approval(self, chat_id: int) -> tuple[list[Proposal], list[Run]]:
+        """What waits for an answer in this chat: pending proposals, then runs of
+        schedules with per-run approval, oldest first."""
+        pending = await self.list_for_chat(chat_id, statuses=[ProposalStatus.PENDING], limit=50)
+        runs = await self.store.list_runs(chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50)
+        return pending[::-1], runs[::-1]
 
     async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Activate a pending proposal: resume its paused schedule (medium) or create it

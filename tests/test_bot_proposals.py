@@ -345,3 +345,43 @@ async def test_a_run_that_needs_approval_runs_once_skips_or_passes_its_deadline(
 async def _done(bot: BotHarness, sid: str, newest: list[RunStatus]) -> bool:
     statuses = [s for s, _ in await _statuses(bot, sid)]
     return statuses[: len(newest)] == newest
+
+
+# --- /approve -------------------------------------------------------------------------------
+async def test_approve_lists_what_waits_and_approves_a_proposal_or_a_run(bot: BotHarness) -> None:
+    await bot.alice.send("/approve")
+    assert (await bot.alice.wait_reply()).text == "Nothing is waiting for approval."
+
+    proposal = await propose(bot)  # high (every 30 min): waits for an admin
+    sid = await _careful_daily(bot)
+    await bot.clock.set(NINE_BERLIN)
+    await bot.alice.wait_reply(containing="wants to run")
+    [run] = await bot.services.service.history(ALICE, sid)
+
+    await bot.alice.send("/approve")
+    listing = await bot.alice.wait_reply(containing="Waiting for approval")
+    assert f"• Inbox pulse: your agent's proposal (high), /approve {proposal.id}" in text(listing)
+    assert f"• Careful brief: the run of Mon 23 Nov 09:00 (+01:00), /approve {run.id}" in text(
+        listing
+    )
+    assert listing.button_labels() == ["Approve Inbox pulse", "Run Careful brief"]
+
+    # Another chat finds nothing by these ids; nothing changes.
+    await bot.olga.send(f"/approve {proposal.id}")
+    assert (await bot.olga.wait_reply()).text == (
+        f"Nothing waits for approval as '{proposal.id}' here; /approve lists what does."
+    )
+    await bot.alice.send(f"/approve {run.id}")
+    assert "runs now" in text(await bot.alice.wait_reply(containing="Approved"))
+    await bot.agent.wait_for_requests(1)
+    await bot.alice.send(f"/approve {proposal.id}")
+    await bot.alice.wait_reply(containing="Approved by Alice")
+    assert (await current(bot, proposal)).status is ProposalStatus.ACTIVE
+
+    await bot.alice.send(f"/approve {proposal.id}")
+    again = await bot.alice.wait_reply()
+    assert (again.text or "").startswith("That proposal is already")
+    await bot.alice.send("/approve nope")
+    assert (await bot.alice.wait_reply()).text == (
+        "Nothing waits for approval as 'nope' here; /approve lists what does."
+    )
