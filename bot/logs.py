@@ -174,6 +174,11 @@ def configure_logging(
     # aiosqlite logs every statement with its parameters at DEBUG, from its own thread
     # (so without the run's ids): noise even when debugging Tickler itself.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # aiohttp's access log writes a line (with a dozen fields) per request, so the
+    # container's health check alone would add one every 30 s; errors still show.
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
     return handler
 
 
