@@ -35,6 +35,7 @@ from bot.handlers import (
 from bot.http_api import HttpServer
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
+from bot.outbox import deliver_pending_forever
 from bot.proposal_expiry import expire_proposals_forever
 from bot.runtime import build_clock, build_dispatcher, engine_config
 from bot.settings import Settings
@@ -53,6 +54,7 @@ __all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
 log = logging.getLogger("tickler.bot")
 
 HTTP_KEY = "http_server"
+NOTIFIER_KEY = "notifier"
 
 #: The answer to a command that failed because the database cannot be written now.
 DATABASE_DOWN = (
@@ -144,7 +146,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
     dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
-    notifier = TelegramNotifier(app.bot, store, clock)
+    notifier = app.bot_data[NOTIFIER_KEY] = TelegramNotifier(app.bot, store, clock)
     store.on_write_health = notifier.database_health_changed
     metrics = app.bot_data["metrics"] = Metrics()
     work_items = WorkItemService(store, clock)
@@ -185,6 +187,10 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.followup_task = asyncio.create_task(
         ping_followups_forever(work_items, notifier, clock), name="follow-ups"
     )
+    # Its first sweep sends what a previous process left in the outbox.
+    svc.outbox_task = asyncio.create_task(
+        deliver_pending_forever(notifier.outbox, clock), name="outbox"
+    )
 
 
 async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
@@ -194,11 +200,11 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
         await http.stop()
     svc: Services | None = app.bot_data.get(SERVICES_KEY)
     if svc is not None:
-        for sweep in (svc.proposal_task, svc.followup_task):
+        for sweep in (svc.proposal_task, svc.followup_task, svc.outbox_task):
             if sweep is not None:
                 sweep.cancel()
                 await asyncio.wait({sweep})
-        svc.proposal_task = svc.followup_task = None
+        svc.proposal_task = svc.followup_task = svc.outbox_task = None
     if svc is None or svc.engine_task is None:
         return
     svc.engine.request_stop()
@@ -207,11 +213,20 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
     if svc.pending:
         _, waiting = await asyncio.wait(svc.pending, timeout=5)
         if waiting:
-            # Kept in memory only: say so rather than drop them without a word. The runs
-            # they report on are in the ledger (/history) all the same.
+            # Only the "database cannot be written" alert is sent outside the outbox.
             log.warning(
-                "chat messages still waiting for Telegram are dropped at shutdown",
+                "alerts still waiting for Telegram are dropped at shutdown",
                 extra={"messages": len(waiting)},
+            )
+    notifier: TelegramNotifier | None = app.bot_data.pop(NOTIFIER_KEY, None)
+    if notifier is not None:
+        # The outbox is in the database: what Telegram did not take yet goes out at the
+        # next start.
+        chats = await notifier.outbox.close(grace=5)
+        if chats:
+            log.warning(
+                "chat messages wait in the outbox for Telegram; they are sent after the next start",
+                extra={"chats": chats},
             )
 
 

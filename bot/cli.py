@@ -152,7 +152,8 @@ def _register_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
         "export",
         help="write the database as JSONL files, one per entity, with a manifest",
         description="Export DATABASE_PATH into DIR as JSONL files (schedules, runs, "
-        "run_attempts, proposals, chats, work_items, work_item_history) plus manifest.json.",
+        "run_attempts, proposals, chats, work_items, work_item_history, notifications) plus "
+        "manifest.json.",
     )
     parser.add_argument("dir", metavar="DIR", help="where to write (must be empty or absent)")
     parser.set_defaults(handler=_run_export)

@@ -38,6 +38,8 @@ class Services:
     #: The operator's work items (tasks and follow-ups), and the follow-up ping loop.
     work_items: WorkItemService | None = None
     followup_task: asyncio.Task[None] | None = None
+    #: The outbox's delivery sweep (bot/outbox.py), cancelled in post_stop.
+    outbox_task: asyncio.Task[None] | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

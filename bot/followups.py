@@ -1,9 +1,11 @@
 """The follow-up sweep (see bot/sweeps.py): it wakes at the earliest follow-up date not
 yet announced and pings each item's chat once. `pinged_at` is claimed before the message
-is sent, so a restart never pings twice, and given back when Telegram could not take the
-message, so a short outage delays the ping instead of losing it (a crash in between loses
-one ping; the item still shows under "Follow-ups due" in /today). A chat that blocked
-the bot keeps its claim: there is no one to tell until they return.
+is queued in the outbox (bot/outbox.py), so a restart never pings twice; once queued the
+ping waits out a Telegram outage or a restart there. A ping that could not be queued
+(the database refused the write) is given back, so the sweep tries again; a crash
+between the claim and the queueing loses one ping (the item still shows under
+"Follow-ups due" in /today). A chat that blocked the bot gets the ping recorded as
+blocked: there is no one to tell until they return.
 """
 
 from __future__ import annotations
@@ -37,15 +39,13 @@ async def ping_followups_forever(
                 f" (waiting for {esc(item.waiting_for or '?')}).\n"
                 f"/followup {item.id} sent 3d or /followup {item.id} received"
             )
-            delivered = False
             try:
-                delivered = await notifier.send(item.chat_id, text)
+                await notifier.notify(item.chat_id, text, kind="followup", item_id=item.id)
             except Exception:
                 log.exception(
                     "pinging about a follow-up failed",
                     extra={"chat_id": item.chat_id, "item_id": item.id},
                 )
-            if not delivered and (await notifier.store.get_chat(item.chat_id)).blocked_at is None:
                 await items.unmark_pinged(item, now)
                 retry = now + BACKOFF
         upcoming = await items.next_followup()

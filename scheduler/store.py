@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.models import Attempt, Run, RunStatus, Schedule
@@ -30,6 +31,8 @@ __all__ = [
     "ChatPrefs",
     "EngineInstance",
     "FinishedAttempt",
+    "Notification",
+    "NotificationStatus",
     "Planner",
     "ScheduleChange",
     "Store",
@@ -95,6 +98,41 @@ class EngineInstance:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # waiting for Telegram (or for its turn in the chat's queue)
+    SENT = "sent"
+    GIVEN_UP = "given_up"  # Telegram refused it (400) or it waited too long
+    BLOCKED = "blocked"  # the chat blocked the bot; not sent
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One chat message in the outbox (written before it is sent; see bot/outbox.py)."""
+
+    id: str
+    chat_id: int
+    #: What it is: run_answer, alert, tripped, missed, approval, proposal, followup,
+    #: reminder, notice.
+    kind: str
+    text: str
+    created_at: datetime
+    parse_mode: str | None = "HTML"
+    #: The inline keyboard as the Bot API takes it (InlineKeyboardMarkup.to_dict()).
+    reply_markup: dict[str, Any] | None = None
+    run_id: str | None = None
+    schedule_id: str | None = None
+    proposal_id: str | None = None
+    item_id: str | None = None
+    status: NotificationStatus = NotificationStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    #: Telegram's id for the message, once sent.
+    message_id: int | None = None
+    #: Why the last attempt failed: one line, no secrets.
+    last_error: str | None = None
 
 
 class Store(Protocol):
@@ -295,3 +333,49 @@ class Store(Protocol):
 
     async def count_tripped_schedules(self) -> int:
         """Active schedules whose circuit breaker has tripped."""
+
+    # --- the outbox (chat messages, bot/outbox.py) --------------------------------------
+    async def queue_notifications(self, notifications: Sequence[Notification]) -> None:
+        """Write new messages (pending, or blocked for a chat that blocked the bot) in one
+        transaction."""
+
+    async def pending_notifications(self, chat_id: int, limit: int) -> list[Notification]:
+        """Up to `limit` of the chat's pending messages, oldest first (its queue)."""
+
+    async def chats_with_pending_notifications(self, due_by: datetime | None) -> list[int]:
+        """Chats with a pending message due by `due_by` (any pending one when None),
+        the chat with the oldest such message first."""
+
+    async def next_notification_due(self) -> datetime | None:
+        """The earliest `next_attempt_at` of a pending message."""
+
+    async def mark_notification_sent(
+        self, notification_id: str, message_id: int, now: datetime
+    ) -> None:
+        """Telegram took it: `sent`, with its message id; the attempt is counted."""
+
+    async def postpone_notification(
+        self, notification_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
+        """Telegram could not take it now: it stays pending until `next_attempt_at`;
+        the attempt is counted and `error` kept."""
+
+    async def settle_notification(
+        self, notification_id: str, status: NotificationStatus, error: str
+    ) -> None:
+        """Stop trying: `given_up` or `blocked`, with why."""
+
+    async def block_pending_notifications(self, chat_id: int, reason: str) -> int:
+        """The chat blocked the bot: its pending messages become `blocked`; how many."""
+
+    async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
+        """The message that showed the proposal with its buttons, if it was sent."""
+
+    async def list_notifications(
+        self,
+        chat_id: int,
+        *,
+        statuses: Collection[NotificationStatus] | None = None,
+        limit: int = 100,
+    ) -> list[Notification]:
+        """The chat's messages, oldest first."""

@@ -198,10 +198,33 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("note"),
         ),
     ),
+    _Entity(
+        "notifications",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("kind"),
+            _f("text"),
+            _f("parse_mode"),
+            _f("reply_markup_json", "json"),
+            _f("run_id"),
+            _f("schedule_id"),
+            _f("proposal_id"),
+            _f("item_id"),
+            _f("status"),
+            _f("attempts"),
+            _f("next_attempt_at", "time"),
+            _f("created_at", "time"),
+            _f("sent_at", "time"),
+            _f("message_id"),
+            _f("last_error"),
+        ),
+    ),
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
-_OPTIONAL = frozenset({"work_items", "work_item_history"})
+_OPTIONAL = frozenset({"work_items", "work_item_history", "notifications"})
 
 #: (file, key, target file, required): each reference that must resolve.
 _REFERENCES = (
@@ -210,6 +233,10 @@ _REFERENCES = (
     ("proposals", "schedule_id", "schedules", False),
     ("work_items", "schedule_id", "schedules", False),
     ("work_item_history", "item_id", "work_items", True),
+    ("notifications", "run_id", "runs", False),
+    ("notifications", "schedule_id", "schedules", False),
+    ("notifications", "proposal_id", "proposals", False),
+    ("notifications", "item_id", "work_items", False),
 )
 
 #: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
@@ -222,6 +249,7 @@ _CHAT_FILTERS = {
     "proposals": "chat_id = :chat",
     "work_items": "chat_id = :chat",
     "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
+    "notifications": "chat_id = :chat",
 }
 
 

@@ -15,6 +15,7 @@ from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.store import Notification, NotificationStatus
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.export import export_database, import_export, validate_export
@@ -26,6 +27,7 @@ from tests.test_backup import tickler
 FILES = (
     "chats.jsonl",
     "manifest.json",
+    "notifications.jsonl",
     "proposals.jsonl",
     "run_attempts.jsonl",
     "runs.jsonl",
@@ -88,6 +90,25 @@ async def seed(
         7, "Sponsor X about the invoice", clock.now() + timedelta(days=3), actor="ada"
     )
     await items.followup_sent(follow, clock.now() + timedelta(days=5), actor="ada", note="mailed")
+    [run] = await store.list_runs(7, schedule_id=made.id, limit=1)
+    await store.queue_notifications(
+        [
+            Notification(
+                "n1",
+                7,
+                "alert",
+                "❌ <b>Daily brief</b> failed",
+                clock.now(),
+                reply_markup={"inline_keyboard": [[{"text": "Retry", "callback_data": "r:1"}]]},
+                run_id=run.id,
+                schedule_id=made.id,
+                proposal_id="p1",
+            ),
+            Notification("n2", 7, "followup", "⏰ Follow-up due", clock.now(), item_id=follow.id),
+        ]
+    )
+    await store.mark_notification_sent("n1", 42, clock.now())
+    await store.postpone_notification("n2", "Bad Gateway", clock.now() + timedelta(seconds=2))
     return made.id
 
 
@@ -105,6 +126,7 @@ async def test_round_trip_is_byte_identical(
     counts = await export_database(db_path, first)
     assert counts["schedules"] == 2 and counts["proposals"] == 2 and counts["chats"] == 1
     assert counts["runs"] >= 2 and counts["run_attempts"] >= 2
+    assert counts["notifications"] == 2
     assert tuple(read(first)) == FILES
     assert validate_export(first) == []
     again = tmp_path / "again"
@@ -122,6 +144,16 @@ async def test_round_trip_is_byte_identical(
     runs = [json.loads(line) for line in (first / "runs.jsonl").read_text().splitlines()]
     assert all(r["schedule_id"] == sid for r in runs)
     assert any(".250000Z" in (r["finished_at"] or "") for r in runs)
+    sent, waiting = [
+        json.loads(line) for line in (first / "notifications.jsonl").read_text().splitlines()
+    ]
+    assert sent["status"] == "sent" and sent["message_id"] == 42
+    assert sent["reply_markup"]["inline_keyboard"][0][0]["text"] == "Retry"
+    assert (waiting["status"], waiting["attempts"], waiting["last_error"]) == (
+        "pending",
+        1,
+        "Bad Gateway",
+    )
 
     fresh = tmp_path / "fresh.db"
     assert await import_export(first, fresh) == counts
@@ -129,6 +161,11 @@ async def test_round_trip_is_byte_identical(
     assert read(second) == read(first)
     async with await SqliteStore.open(fresh) as restored:
         assert (await restored.get_schedule(7, sid)) == (await store.get_schedule(7, sid))
+        assert await restored.list_notifications(7) == await store.list_notifications(7)
+        assert [n.status for n in await restored.list_notifications(7)] == [
+            NotificationStatus.SENT,
+            NotificationStatus.PENDING,
+        ]
 
     with pytest.raises(ValueError, match="is not empty"):
         await import_export(first, fresh)

@@ -258,7 +258,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     tally.add("crash: orphaned attempts recovered", orphaned)
     tally.add("crash: redeliveries of a key by retries", acc.redeliveries)
     tally.note(
-        f"crash: {CYCLES} kill -9 over {fake_span} of fake time in "
+        f"crash: {CYCLES} kill -9 over {fake_span.total_seconds() / 3600:.1f} h of fake time in "
         f"{time.monotonic() - began:.0f} s; {len(agent.deliveries)} deliveries; "
         f"{acc.summary()}; the last run drained in {drained_in:.1f} s and its SIGTERM "
         f"took {stop_took:.1f} s"

@@ -1,8 +1,11 @@
 """Telegram faults against the real bot process: 429 with retry_after, 5xx, a user who
 blocked the bot (403), and the Bot API down altogether (nothing listens on its port)
-for ten seconds, ten fake minutes. The engine keeps firing through all of it; every
-agent answer reaches the chat once Telegram takes messages again; the blocked chat is
-recorded as such (its runs go on, in the ledger); nothing is dropped without a word.
+for ten seconds, ten fake minutes, at the end of which the bot is stopped (SIGTERM)
+with the answers it could not deliver still waiting, and started again once Telegram
+is back. The engine keeps firing through all of it; every agent answer reaches the chat
+once Telegram takes messages again, those the first process left in the outbox from the
+second; the blocked chat is recorded as such (its runs go on, in the ledger); nothing
+is dropped without a word.
 
 The bot runs in `openai` mode, so every successful run posts the agent's answer to the
 chat; the agent stub's answer names the run's idempotency key, so each message can be
@@ -21,6 +24,7 @@ import pytest
 
 from scheduler.models import Action, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.store import NotificationStatus
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
@@ -77,6 +81,15 @@ def succeeded_keys(db_path: Path, schedule_ids: set[str], before: datetime) -> s
     }
 
 
+async def queued_for(db_path: Path, chat_id: int) -> list[str]:
+    """The ids of the chat's messages still waiting in the outbox."""
+    async with await SqliteStore.open(db_path) as store:
+        waiting = await store.list_notifications(
+            chat_id, statuses=[NotificationStatus.PENDING], limit=100_000
+        )
+    return [n.id for n in waiting]
+
+
 def answered_in(user: TgUser) -> Counter[str]:
     """How many messages of the chat carry each run's answer (by its key)."""
     found: Counter[str] = Counter()
@@ -131,8 +144,15 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
         down_from = clock.now()
         await gate.shut()
         await asyncio.sleep(DOWN)
+        # The fires that had a minute to finish before the stop below.
+        down_to = clock.now() - timedelta(minutes=1)
+        # Stopped while Telegram is still down: what it could not deliver stays queued.
+        code, stop_took = await proc.terminate()
+        assert code == 0, proc.log_tail()
+        left = await queued_for(db_path, ADA)
         await gate.open()
-        down_to = clock.now()
+        await proc.start()
+        await proc.wait_engine()
         await asyncio.sleep(2)
         cut = clock.now()
 
@@ -168,6 +188,10 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
     # Bob blocked the bot: recorded, no more attempts to write to him, his runs go on.
     async with await SqliteStore.open(db_path) as store:
         prefs = await store.get_chat(BOB)
+        ada_messages = {n.id: n for n in await store.list_notifications(ADA, limit=100_000)}
+    # The restart had answers to deliver, and delivered every one.
+    assert left, "nothing was waiting in the outbox at the stop"
+    assert all(ada_messages[i].status is NotificationStatus.SENT for i in left)
     assert prefs.blocked_at is not None and "blocked" in (prefs.block_reason or "")
     refused_bob = [e for e in telegram_server.errors if e.error_code == 403]
     bob_after = [r for r in runs if r.schedule_id in bob_ids and r.scheduled_for > blocked_at]
@@ -188,17 +212,20 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
         settled_before=cut - timedelta(minutes=1),
         deliveries=agent.deliveries,
     )
-    tally.add("faults injected", codes[429] + codes[500] + codes[502] + codes[403] + 1)
+    # The outage, and the stop in the middle of it.
+    tally.add("faults injected", codes[429] + codes[500] + codes[502] + codes[403] + 2)
     tally.add("telegram faults: 429 answers", codes[429])
     tally.add("telegram faults: 5xx answers", codes[500] + codes[502])
     tally.add("telegram faults: 403 blocked answers", codes[403])
     tally.add("telegram faults: messages delivered after the outage", len(ada_succeeded))
+    tally.add("telegram faults: messages left queued at a stop, sent after the restart", len(left))
     tally.add("runs checked", acc.checked)
     tally.add("runs lost", len(acc.lost))
     tally.add("runs doubled", len(acc.doubled))
     tally.note(
-        f"telegram faults: Bot API down {DOWN:g} s ({(down_to - down_from)} fake), "
+        f"telegram faults: Bot API down {DOWN:g} s ({DOWN * SPEED / 60:g} fake minutes), "
         f"{len(during)} runs fired meanwhile; {len(ada_succeeded)} answers all delivered "
-        f"({twice} twice, after a cut connection); {acc.summary()}"
+        f"({twice} twice, after a cut connection); stopped with {len(left)} queued (SIGTERM "
+        f"took {stop_took:.1f} s), all sent after the restart; {acc.summary()}"
     )
     acc.assert_clean()
