@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.measure import Result, emit
+from bench.measure import Result, cpu_seconds, emit
 
 
 async def _run(spec: dict[str, Any]) -> Result:
@@ -33,6 +33,10 @@ async def _run(spec: dict[str, Any]) -> Result:
     elif kind == "limit":
         import bench.limit_side  # noqa: F401
     late = max(0.0, time.time() - due) if due else 0.0
+    # CPU of the whole process (every thread: the loop and the database's), from here to
+    # the end. Unlike fires/s it barely moves when other jobs share the cores, so it
+    # compares systems (and versions of one) more steadily on a busy machine.
+    cpu_before = cpu_seconds()
     result: Result
     if kind == "probe":
         from bench.clients import CLIENT_KINDS, probe
@@ -73,6 +77,10 @@ async def _run(spec: dict[str, Any]) -> Result:
         raise ValueError(f"unknown kind {kind!r}")
     if late > 0:
         result.notes.append(f"the process was ready {late:.2f} s after the due instant")
+    if scenario in ("burst", "claim-only") and result.fires:
+        used = cpu_seconds() - cpu_before
+        result.cpu_s = used
+        result.extra["cpu_us_per_fire"] = round(1e6 * used / result.fires, 1)
     return result
 
 

@@ -164,13 +164,14 @@ def render(report: dict[str, Any]) -> str:
         if scenario in ("burst", "claim-only", "steady"):
             lines.append(
                 f"  {'system':<34}{'fires/s':>9}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}"
-                f"{'RSS MB':>8}{'dropped':>8}"
+                f"{'RSS MB':>8}{'dropped':>8}{'CPU us/fire':>12}"
             )
             for r in rows:
                 lines.append(
                     f"  {r['system']:<34}{_num(r['rate'], ',.0f'):>9}"
                     f"{_num(r['lag_p50'], '.3f'):>9}{_num(r['lag_p99'], '.3f'):>9}"
                     f"{_num(r['lag_max'], '.3f'):>9}{r['peak_rss_mb']:>8.0f}{r['dropped']:>8}"
+                    f"{_num(r['extra'].get('cpu_us_per_fire'), ',.0f'):>12}"
                 )
                 for note in r["notes"]:
                     lines.append(f"      {note}")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from types import MappingProxyType
 
-__all__ = ["current_log_context", "log_context"]
+__all__ = ["current_log_context", "log_context", "log_context_for"]
 
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 _current: ContextVar[Mapping[str, object]] = ContextVar("tickler_log_context", default=_EMPTY)
@@ -30,6 +30,16 @@ def log_context(**ids: object) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def log_context_for(**ids: object) -> Context:
+    """A copy of the current context with `ids` added, for `asyncio.create_task(...,
+    context=...)`: what `with log_context(...)` around `create_task` gives, without the
+    generator-based context manager (the engine starts one task per run)."""
+    merged = {**_current.get(), **{k: v for k, v in ids.items() if v is not None}}
+    context = copy_context()
+    context.run(_current.set, MappingProxyType(merged))
+    return context
 
 
 def current_log_context() -> Mapping[str, object]:

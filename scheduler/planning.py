@@ -141,17 +141,28 @@ def plan_due_fires(
     first = schedule.next_run_at
     if first is None or first > now:
         return FirePlan(schedule.id, schedule.chat_id, next_run_at=first)
+    pending = (
+        RunStatus.AWAITING_APPROVAL
+        if schedule.policies.requires_run_approval
+        else RunStatus.PENDING
+    )
+    if now - first <= grace:
+        # The usual case, and a burst's every fire: one instant due, on time. Whatever
+        # the policy, the general path below plans exactly this, only slower.
+        after = schedule.trigger.next_after(first)
+        if after is None or after > now:
+            return FirePlan(
+                schedule.id,
+                schedule.chat_id,
+                fires=[PlannedFire(first, RunTrigger.SCHEDULE, pending)],
+                next_run_at=after,
+            )
 
     window = walk_fires(schedule.trigger, first, now, MAX_RECORDED_MISSES)
     on_time = [t for t in window.instants if now - t <= grace]
     missed = [t for t in window.instants if now - t > grace]
     missed_total = window.total - len(on_time)
 
-    pending = (
-        RunStatus.AWAITING_APPROVAL
-        if schedule.policies.requires_run_approval
-        else RunStatus.PENDING
-    )
     fires: list[PlannedFire] = []
     policy = schedule.policies.missed_run
     if policy is MissedRunPolicy.SKIP:
@@ -162,7 +173,8 @@ def plan_due_fires(
     elif policy is MissedRunPolicy.CATCH_UP_ONCE:
         # An on-time fire already catches up; otherwise the newest missed one runs.
         run_one = missed[-1] if missed and not on_time else None
-        covering = format_utc(run_one or (on_time[0] if on_time else now))
+        # Only skipped fires name it; most plans have none (formatting is not free).
+        covering = format_utc(run_one or (on_time[0] if on_time else now)) if missed else ""
         for t in missed:
             if t == run_one:
                 fires.append(PlannedFire(t, RunTrigger.CATCH_UP, pending))

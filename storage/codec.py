@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -41,9 +42,13 @@ def opt_time(instant: datetime | None) -> str | None:
 
 
 def from_db_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    # fromisoformat is ~50x faster than strptime and reads the trailing Z (3.11+).
+    return None if text is None else _parse_db_time(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_db_time(text: str) -> datetime:
+    # fromisoformat is ~50x faster than strptime and reads the trailing Z (3.11+); cached
+    # because a burst reads the same few instants (the fire, "now") thousands of times.
     return datetime.fromisoformat(text)
 
 
@@ -107,27 +112,74 @@ def _owner(owner_id: int, first_name: str) -> Owner:
     return Owner(id=owner_id, first_name=first_name)
 
 
+#: Schedules whose fires were just claimed, by the exact values their rows hold after
+#: the claim (SCHEDULE_COLUMNS order). Starting a claimed run reads the schedule again;
+#: the claim knows what that read will return (`remember_claimed`), so the second read
+#: is a lookup (`started_schedule`) instead of parsing. Equal values make an equal (frozen)
+#: model, so a hit is never stale; a row changed since (an edit) simply misses.
+_CLAIMED: OrderedDict[tuple[Any, ...], Schedule] = OrderedDict()
+#: Bounds the memory (~2 KB each); a larger backlog parses the rest again.
+_CLAIMED_KEPT = 8192
+_S_NEXT_RUN_AT = 12
+_S_UPDATED_AT = 18
+assert [c.strip() for c in SCHEDULE_COLUMNS.split(",")][_S_NEXT_RUN_AT] == "next_run_at"
+assert [c.strip() for c in SCHEDULE_COLUMNS.split(",")][_S_UPDATED_AT] == "updated_at"
+
+
 def schedule_from_row(row: Any) -> Schedule:
+    """The schedule of a row holding SCHEDULE_COLUMNS in order (or those values)."""
+    return _schedule_from_values(tuple(row))
+
+
+def started_schedule(values: tuple[Any, ...]) -> Schedule:
+    """`schedule_from_row` for the engine starting a run, which reads a schedule once
+    per claimed fire: taken from what the claim noted, when the row is unchanged."""
+    schedule = _CLAIMED.pop(values, None)
+    return _schedule_from_values(values) if schedule is None else schedule
+
+
+def remember_claimed(
+    values: tuple[Any, ...], schedule: Schedule, next_run_at: datetime | None, now: datetime
+) -> None:
+    """Note the row of `schedule` (read as `values`) as a claim that moved its
+    `next_run_at` left it (schedules.advance_many), for `started_schedule`."""
+    after = list(values)
+    after[_S_NEXT_RUN_AT] = opt_time(next_run_at)
+    after[_S_UPDATED_AT] = to_db_time(now)
+    key = tuple(after)
+    if len(_CLAIMED) >= _CLAIMED_KEPT:
+        # The oldest claim first. (A plain dict would do, but finding its first key
+        # after many deletions walks every deleted slot.)
+        _CLAIMED.popitem(last=False)
+    _CLAIMED[key] = schedule.model_copy(
+        update={
+            "next_run_at": from_db_time(key[_S_NEXT_RUN_AT]),
+            "updated_at": from_db_time(key[_S_UPDATED_AT]),
+        }
+    )
+
+
+def _schedule_from_values(v: tuple[Any, ...]) -> Schedule:
     return Schedule(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        name=row["name"],
-        description=row["description"],
-        trigger=_trigger(row["trigger_json"]),
-        action=_action(row["action_json"]),
-        policies=_policies(row["policies_json"]),
-        owner=_owner(row["owner_id"], row["owner_name"]),
-        enabled=bool(row["enabled"]),
-        paused_by=row["paused_by"],
-        pause_reason=row["pause_reason"],
-        next_run_at=from_db_time(row["next_run_at"]),
-        last_run_at=from_db_time(row["last_run_at"]),
-        consecutive_failures=row["consecutive_failures"],
-        tripped=bool(row["tripped"]),
-        created_by=row["created_by"],
-        created_at=req_time(row["created_at"]),
-        updated_at=req_time(row["updated_at"]),
-        archived_at=from_db_time(row["archived_at"]),
+        id=v[0],
+        chat_id=v[1],
+        name=v[2],
+        description=v[3],
+        trigger=_trigger(v[4]),
+        action=_action(v[5]),
+        policies=_policies(v[6]),
+        owner=_owner(v[7], v[8]),
+        enabled=bool(v[9]),
+        paused_by=v[10],
+        pause_reason=v[11],
+        next_run_at=from_db_time(v[12]),
+        last_run_at=from_db_time(v[13]),
+        consecutive_failures=v[14],
+        tripped=bool(v[15]),
+        created_by=v[16],
+        created_at=req_time(v[17]),
+        updated_at=req_time(v[18]),
+        archived_at=from_db_time(v[19]),
     )
 
 
@@ -160,26 +212,56 @@ def run_params(r: Run) -> dict[str, Any]:
     }
 
 
+#: Positions in RUN_COLUMNS that the engine reads from raw rows.
+RUN_FIELDS = {c.strip(): i for i, c in enumerate(RUN_COLUMNS.split(","))}
+
+
 def run_from_row(row: Any) -> Run:
-    usage = row["token_usage_json"]
+    """The run of a row holding RUN_COLUMNS in order (by position: faster than by name)."""
+    usage = row[13]
     return Run(
-        id=row["id"],
-        schedule_id=row["schedule_id"],
-        chat_id=row["chat_id"],
-        scheduled_for=req_time(row["scheduled_for"]),
-        trigger=RunTrigger(row["trigger"]),
-        status=RunStatus(row["status"]),
-        attempt=row["attempt"],
-        next_attempt_at=from_db_time(row["next_attempt_at"]),
-        started_at=from_db_time(row["started_at"]),
-        finished_at=from_db_time(row["finished_at"]),
-        duration_ms=row["duration_ms"],
-        output=row["output"],
-        error=row["error"],
+        id=row[0],
+        schedule_id=row[1],
+        chat_id=row[2],
+        scheduled_for=req_time(row[3]),
+        trigger=RunTrigger(row[4]),
+        status=RunStatus(row[5]),
+        attempt=row[6],
+        next_attempt_at=from_db_time(row[7]),
+        started_at=from_db_time(row[8]),
+        finished_at=from_db_time(row[9]),
+        duration_ms=row[10],
+        output=row[11],
+        error=row[12],
         token_usage=None if usage is None else json.loads(usage),
-        owner=row["owner"],
-        created_at=req_time(row["created_at"]),
-        updated_at=req_time(row["updated_at"]),
+        owner=row[14],
+        created_at=req_time(row[15]),
+        updated_at=req_time(row[16]),
+    )
+
+
+def started_run_from_row(row: Any, owner: str, now: datetime) -> Run:
+    """The run of a ready row as `runs.mark_running` leaves it: one model, not a model
+    and a copy of it."""
+    usage = row[13]
+    return Run(
+        id=row[0],
+        schedule_id=row[1],
+        chat_id=row[2],
+        scheduled_for=req_time(row[3]),
+        trigger=RunTrigger(row[4]),
+        status=RunStatus.RUNNING,
+        attempt=row[6] + 1,
+        next_attempt_at=from_db_time(row[7]),
+        started_at=now,
+        finished_at=from_db_time(row[9]),
+        duration_ms=row[10],
+        output=row[11],
+        error=None,
+        token_usage=None if usage is None else json.loads(usage),
+        owner=owner,
+        created_at=req_time(row[15]),
+        updated_at=now,
     )
 
 

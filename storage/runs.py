@@ -10,7 +10,14 @@ from typing import Any
 import aiosqlite
 
 from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus
-from storage.codec import RUN_COLUMNS, from_db_time, run_from_row, run_params, to_db_time
+from storage.codec import (
+    RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    from_db_time,
+    run_from_row,
+    run_params,
+    to_db_time,
+)
 from storage.database import fetch_all, fetch_one
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in RUN_COLUMNS.split(","))
@@ -80,37 +87,46 @@ async def list_for_chat(
     return [run_from_row(r) for r in rows]
 
 
-async def startable(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
-    """Ready runs that are their schedule's earliest ready run, of schedules with
-    nothing running: the ones that can start whatever the overlap policy."""
-    rows = await fetch_all(
+#: Run columns, then the columns of the run's schedule, for reading both in one query.
+_RUN_AND_SCHEDULE = ", ".join(
+    [f"r.{c.strip()}" for c in RUN_COLUMNS.split(",")]
+    + [f"s.{c.strip()}" for c in SCHEDULE_COLUMNS.split(",")]
+)
+#: Where a joined row's schedule columns begin.
+RUN_WIDTH = len(RUN_COLUMNS.split(","))
+
+
+async def ready_with_schedules(
+    db: aiosqlite.Connection, now: datetime, idle_limit: int, busy_limit: int
+) -> list[aiosqlite.Row]:
+    """Ready runs, each row the run's columns then its schedule's (split at RUN_WIDTH),
+    in one trip to the database thread: first (`idle` = 1) up to `idle_limit` runs that
+    are their schedule's earliest ready run, of schedules with nothing running (they can
+    start whatever the overlap policy); then (`idle` = 0) up to `busy_limit` ready runs of
+    schedules that have a run running (the overlap policy decides). Each part in
+    (next_attempt_at, scheduled_for) order. The last column is `idle`."""
+    return await fetch_all(
         db,
-        f"SELECT {RUN_COLUMNS} FROM runs r "
+        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, 1 AS idle FROM runs r "
+        "JOIN schedules s ON s.id = r.schedule_id "
         f"WHERE r.status IN {_READY} AND r.next_attempt_at <= :now "
         "AND NOT EXISTS (SELECT 1 FROM runs b "
         "  WHERE b.schedule_id = r.schedule_id AND b.status = 'running') "
         "AND NOT EXISTS (SELECT 1 FROM runs e "
         f"  WHERE e.schedule_id = r.schedule_id AND e.status IN {_READY} "
         "  AND e.next_attempt_at <= :now AND e.scheduled_for < r.scheduled_for) "
-        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :limit",
-        {"now": to_db_time(now), "limit": limit},
-    )
-    return [run_from_row(r) for r in rows]
-
-
-async def behind_running(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Run]:
-    """Ready runs of schedules that have a run running (overlap policy decides)."""
-    rows = await fetch_all(
-        db,
-        f"SELECT {RUN_COLUMNS} FROM runs r "
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :idle_limit) "
+        "UNION ALL "
+        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, 0 AS idle FROM runs r "
+        "JOIN schedules s ON s.id = r.schedule_id "
         # From the (few) running runs to their schedules' ready ones: asking each ready
         # run whether its schedule is busy would read the whole backlog every time.
         "WHERE r.schedule_id IN (SELECT b.schedule_id FROM runs b WHERE b.status = 'running') "
         f"AND r.status IN {_READY} AND r.next_attempt_at <= :now "
-        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :limit",
-        {"now": to_db_time(now), "limit": limit},
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :busy_limit) "
+        "ORDER BY idle DESC, 8, 4",
+        {"now": to_db_time(now), "idle_limit": idle_limit, "busy_limit": busy_limit},
     )
-    return [run_from_row(r) for r in rows]
 
 
 async def mark_running(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import aiosqlite
 
@@ -81,7 +82,10 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def due(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Schedule]:
+async def due(
+    db: aiosqlite.Connection, now: datetime, limit: int
+) -> list[tuple[tuple[Any, ...], Schedule]]:
+    """Schedules due at `now`, each with its row's values (for `codec.remember_claimed`)."""
     rows = await fetch_all(
         db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
@@ -90,7 +94,7 @@ async def due(db: aiosqlite.Connection, now: datetime, limit: int) -> list[Sched
         "ORDER BY next_run_at LIMIT ?",
         (to_db_time(now), limit),
     )
-    return [schedule_from_row(row) for row in rows]
+    return [(values, schedule_from_row(values)) for values in map(tuple, rows)]
 
 
 async def advance(

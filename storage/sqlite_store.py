@@ -32,11 +32,23 @@ from scheduler.store import (
     ChatPrefs,
     EngineInstance,
     FinishedAttempt,
+    Notification,
+    NotificationStatus,
     Planner,
     ScheduleChange,
 )
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
-from storage import chats, instances, proposals, runs, schedules, stats, work_items
+from storage import (
+    chats,
+    instances,
+    notifications,
+    proposals,
+    runs,
+    schedules,
+    stats,
+    work_items,
+)
+from storage.codec import remember_claimed, started_run_from_row, started_schedule
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
 
 __all__ = ["SqliteStore"]
@@ -54,6 +66,10 @@ class SqliteStore:
         #: the busy timeout, a full disk, a read-only file), until a write succeeds.
         self.write_failure: str | None = None
         self._failed_writes = 0
+        #: The last acquisition took as many runs as asked: more are surely ready.
+        self._ready_backlog = False
+        #: The last claim found as many due schedules as asked: more are surely due.
+        self._due_backlog = False
         #: Told the failure when writes start failing, and None when they work again
         #: (the bot alerts the admins); called inside the store's lock, so it must not
         #: wait for anything.
@@ -223,15 +239,17 @@ class SqliteStore:
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
-        if not await self._anything_due(schedules.earliest_next_run, now):
+        # While a backlog is being claimed the read-only look first is a wasted trip.
+        if not self._due_backlog and not await self._anything_due(schedules.earliest_next_run, now):
             return []
         async with self._read() as db:
             due = await schedules.due(db, now, limit)
+        self._due_backlog = len(due) >= limit
         # Plan outside the write lock: after a long outage planning takes a while,
         # and neither other writers nor this loop's heartbeats should wait for it.
-        plans: list[tuple[Schedule, FirePlan]] = []
-        for i, schedule in enumerate(due, 1):
-            plans.append((schedule, plan(schedule, now)))
+        plans: list[tuple[tuple[Any, ...], Schedule, FirePlan]] = []
+        for i, (values, schedule) in enumerate(due, 1):
+            plans.append((values, schedule, plan(schedule, now)))
             if i % 50 == 0:
                 await asyncio.sleep(0)
         applied: list[FirePlan] = []
@@ -244,16 +262,20 @@ class SqliteStore:
                 db,
                 [
                     (schedule.id, schedule.next_run_at, fire_plan.next_run_at)
-                    for schedule, fire_plan in plans
+                    for _, schedule, fire_plan in plans
                     if schedule.next_run_at is not None
                 ],
                 now,
             )
-            for schedule, fire_plan in plans:
+            for _, schedule, fire_plan in plans:
                 if schedule.id in moved:
                     applied.append(fire_plan)
                     new_runs.extend(runs_for_plan(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
+        for values, schedule, fire_plan in plans:
+            if schedule.id in moved:
+                # Starting the run reads the schedule again, as this claim left it.
+                remember_claimed(values, schedule, fire_plan.next_run_at, now)
         return applied
 
     async def next_fire_at(self) -> datetime | None:
@@ -261,36 +283,43 @@ class SqliteStore:
             return await schedules.earliest_next_run(db)
 
     async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
-        if limit <= 0 or not await self._anything_due(runs.earliest_ready, now):
+        if limit <= 0:
+            return []
+        # Skip the read-only look first while a backlog is being worked off: the last
+        # acquisition filled up, so there is surely more (and at worst a write
+        # transaction finds nothing).
+        if not self._ready_backlog and not await self._anything_due(runs.earliest_ready, now):
             return []
         async with self._write() as db:
-            # Two reads, so one schedule's backlog cannot starve the others: each idle
-            # schedule's earliest ready run, and the ready runs of busy schedules.
-            free = await runs.startable(db, now, limit)
-            busy = await runs.behind_running(db, now, limit * 4)
-            by_id = await schedules.get_many(db, sorted({r.schedule_id for r in free + busy}))
+            # One read for two kinds of run, so one schedule's backlog cannot starve the
+            # others: each idle schedule's earliest ready run, and the ready runs of busy
+            # schedules; each with its schedule.
+            rows = await runs.ready_with_schedules(db, now, limit, limit * 4)
             take: list[AcquiredRun] = []
             skipped: dict[str, list[str]] = {}
-            for run, idle in [(r, True) for r in free] + [(r, False) for r in busy]:
+            for row in rows:
                 if len(take) >= limit:
                     break
-                schedule = by_id[run.schedule_id]
-                reason = _inactive_reason(schedule, run)
+                values = tuple(row)
+                schedule = started_schedule(values[runs.RUN_WIDTH : -1])
+                run_id, trigger, attempt = values[0], RunTrigger(values[4]), values[6]
+                reason = _inactive_reason(schedule, trigger)
                 if reason is not None:
-                    skipped.setdefault(reason, []).append(run.id)
-                elif idle or schedule.policies.overlap is OverlapPolicy.ALLOW:
-                    take.append(AcquiredRun(_started(run, owner, now), schedule))
+                    skipped.setdefault(reason, []).append(run_id)
+                elif values[-1] or schedule.policies.overlap is OverlapPolicy.ALLOW:
+                    take.append(AcquiredRun(started_run_from_row(values, owner, now), schedule))
                 elif (
                     schedule.policies.overlap is OverlapPolicy.SKIP
-                    and run.trigger is RunTrigger.SCHEDULE
-                    and run.attempt == 0
+                    and trigger is RunTrigger.SCHEDULE
+                    and attempt == 0
                 ):
-                    skipped.setdefault(OVERLAP_REASON, []).append(run.id)
+                    skipped.setdefault(OVERLAP_REASON, []).append(run_id)
                 # Otherwise it waits: queued behind the running one, or a catch-up
                 # or retry that keeps its place.
             await runs.mark_running(db, [a.run.id for a in take], owner, now)
             for reason, ids in skipped.items():
                 await runs.mark_skipped(db, ids, reason, now)
+        self._ready_backlog = len(take) >= limit
         return take
 
     async def finish_attempt(
@@ -542,33 +571,76 @@ class SqliteStore:
         async with self._read() as db:
             return await work_items.earliest_followup(db)
 
+    # --- the outbox ------------------------------------------------------------------------
+    async def queue_notifications(self, queued: Sequence[Notification]) -> None:
+        if not queued:
+            return
+        async with self._write() as db:
+            await notifications.insert_many(db, queued)
+
+    async def pending_notifications(self, chat_id: int, limit: int) -> list[Notification]:
+        async with self._read() as db:
+            return await notifications.queue_of(db, chat_id, limit)
+
+    async def chats_with_pending_notifications(self, due_by: datetime | None) -> list[int]:
+        async with self._read() as db:
+            return await notifications.chats_waiting(db, due_by)
+
+    async def next_notification_due(self) -> datetime | None:
+        async with self._read() as db:
+            return await notifications.earliest_due(db)
+
+    async def mark_notification_sent(
+        self, notification_id: str, message_id: int, now: datetime
+    ) -> None:
+        async with self._write() as db:
+            await notifications.mark_sent(db, notification_id, message_id, now)
+
+    async def postpone_notification(
+        self, notification_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
+        async with self._write() as db:
+            await notifications.postpone(db, notification_id, error, next_attempt_at)
+
+    async def settle_notification(
+        self, notification_id: str, status: NotificationStatus, error: str
+    ) -> None:
+        async with self._write() as db:
+            await notifications.settle(db, notification_id, status, error)
+
+    async def block_pending_notifications(self, chat_id: int, reason: str) -> int:
+        async with self._write() as db:
+            return await notifications.block_pending(db, chat_id, reason)
+
+    async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
+        async with self._read() as db:
+            return await notifications.sent_for_proposal(db, chat_id, proposal_id)
+
+    async def list_notifications(
+        self,
+        chat_id: int,
+        *,
+        statuses: Collection[NotificationStatus] | None = None,
+        limit: int = 100,
+    ) -> list[Notification]:
+        async with self._read() as db:
+            return await notifications.list_for_chat(db, chat_id, statuses=statuses, limit=limit)
+
 
 OVERLAP_REASON = "overlap: the previous run was still running"
 #: Fires the schedule itself made; an operator's run now or retry goes through a pause.
 _OWN_FIRES = (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP, RunTrigger.BACKFILL)
 
 
-def _inactive_reason(schedule: Schedule, run: Run) -> str | None:
+def _inactive_reason(schedule: Schedule, trigger: RunTrigger) -> str | None:
     if schedule.archived_at is not None:
         return "schedule is archived"
-    if run.trigger in _OWN_FIRES:
+    if trigger in _OWN_FIRES:
         if schedule.tripped:
             return "circuit breaker tripped"
         if not schedule.enabled:
             return "schedule is paused"
     return None
-
-
-def _started(run: Run, owner: str, now: datetime) -> Run:
-    return run.model_copy(
-        update={
-            "status": RunStatus.RUNNING,
-            "owner": owner,
-            "started_at": now,
-            "attempt": run.attempt + 1,
-            "error": None,
-        }
-    )
 
 
 async def _apply_successes(

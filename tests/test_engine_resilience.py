@@ -26,6 +26,7 @@ from scheduler.models import (
 from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import FinishedAttempt, Planner
+from storage import database
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 
@@ -222,4 +223,37 @@ async def test_a_cancelled_write_never_leaves_a_transaction_open(db_path: Path) 
     with sqlite3.connect(db_path, timeout=1) as other:
         other.execute("UPDATE schedules SET description = 'ok'")
     assert [s.name for s in await store.list_schedules(CHAT)] == ["y"]
+    await store.close()
+
+
+async def test_an_engine_started_while_another_process_holds_the_write_lock_waits_for_it(
+    db_path: Path,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 50)
+    store = await SqliteStore.open(db_path)
+    service = ScheduleService(store, clock)
+    await service.create_schedule(
+        CHAT, ADA, name="x", trigger=every(3600, T0), action=Action(text="x")
+    )
+    blocker = sqlite3.connect(db_path, timeout=0.1)
+    blocker.execute("BEGIN IMMEDIATE")  # e.g. a backup or a migration in another process
+    engine = Engine(store, clock, dispatcher)
+    loop = asyncio.create_task(engine.run_forever())
+    await asyncio.sleep(0.3)  # registering fails past the busy timeout, maybe twice
+    assert not loop.done()  # start-up failed and is retried, the task lives on
+    assert agent_stub.requests == []
+    blocker.rollback()
+    blocker.close()
+    await clock.advance(timedelta(seconds=40))  # past any back-off
+    await agent_stub.wait_for_requests(1)
+    [instance] = await store.list_instances()
+    assert instance.id == engine.instance_id and instance.stopped_at is None
+    engine.request_stop()
+    await loop
+    [instance] = await store.list_instances()
+    assert instance.stopped_at is not None
     await store.close()
