@@ -38,7 +38,15 @@ import aiohttp
 from scheduler.clock import AcceleratedClock
 from tests.telegram_server import TelegramServer
 
-__all__ = ["START", "Launcher", "TicklerProcess", "fast_clock", "free_port", "tickler_env"]
+__all__ = [
+    "START",
+    "Launcher",
+    "TicklerProcess",
+    "fast_clock",
+    "fetch_health",
+    "free_port",
+    "tickler_env",
+]
 
 #: Monday 23 November 2026, 07:00 UTC: where the suite's fake time begins.
 START = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
@@ -60,6 +68,19 @@ _SCRUBBED = (
     "WEBHOOK_SECRET",
     "TICKLER_TEST_CLOCK",
 )
+
+
+async def fetch_health(base_url: str) -> tuple[int, dict[str, Any]]:
+    """GET {base_url}/healthz: (status, body); (0, {}) while nothing listens."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"{base_url}/healthz") as answer,
+        ):
+            body: dict[str, Any] = await answer.json()
+            return answer.status, body
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, {}
 
 
 def fast_clock(speed: float, origin: datetime = START) -> AcceleratedClock:
@@ -211,15 +232,7 @@ class TicklerProcess:
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         """GET /healthz (needs an HTTP port): (status, body); (0, {}) while nothing listens."""
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-                http.get(f"{self.http_url}/healthz") as answer,
-            ):
-                body: dict[str, Any] = await answer.json()
-                return answer.status, body
-        except (aiohttp.ClientError, TimeoutError):
-            return 0, {}
+        return await fetch_health(self.http_url)
 
 
 def _engine_registered(db_path: Path, pid: int) -> bool:

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from scheduler.clock import SystemClock
@@ -30,7 +29,7 @@ from storage.database import BUSY_TIMEOUT_MS
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
-from tests.reliability.process import free_port, tickler_env
+from tests.reliability.process import fetch_health, free_port, tickler_env
 from tests.telegram_server import TelegramServer
 
 ADMIN = 4401
@@ -113,15 +112,7 @@ class Tickler:
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         """GET /healthz: (status, body); (0, {}) while nothing listens."""
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-                http.get(f"http://127.0.0.1:{self.port}/healthz") as answer,
-            ):
-                body: dict[str, Any] = await answer.json()
-                return answer.status, body
-        except (aiohttp.ClientError, TimeoutError):
-            return 0, {}
+        return await fetch_health(f"http://127.0.0.1:{self.port}")
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
