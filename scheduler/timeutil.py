@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, shown
 
 __all__ = ["format_utc", "parse_utc", "to_utc"]
 
@@ -35,12 +35,16 @@ def parse_utc(text: str) -> datetime:
         parsed = datetime.fromisoformat(cleaned)
     except ValueError:
         raise InvalidSchedule(
-            f"'{text}' is not an ISO-8601 time: use a form like 2026-03-08T07:00:00Z "
+            f"'{shown(text)}' is not an ISO-8601 time: use a form like 2026-03-08T07:00:00Z "
             "or 2026-03-08T08:00:00+01:00."
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidSchedule(
-            f"The time '{text}' has no UTC offset: add Z or an offset, "
+            f"The time '{shown(text)}' has no UTC offset: add Z or an offset, "
             "as in 2026-03-08T07:00:00Z or 2026-03-08T08:00:00+01:00."
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00:00-05:00 is past the last instant Python can hold in UTC.
+        raise InvalidSchedule(f"The time '{shown(text)}' is too far in the future.") from None

@@ -286,3 +286,13 @@ class TestTimeutil:
             "'next tuesday' is not an ISO-8601 time: use a form like 2026-03-08T07:00:00Z "
             "or 2026-03-08T08:00:00+01:00."
         )
+
+    def test_parse_utc_refuses_the_end_of_time_and_clips_long_input(self) -> None:
+        with pytest.raises(InvalidSchedule) as caught:
+            parse_utc("9999-12-31T23:00:00-05:00")
+        assert str(caught.value) == (
+            "The time '9999-12-31T23:00:00-05:00' is too far in the future."
+        )
+        with pytest.raises(InvalidSchedule) as caught:
+            parse_utc("x" * 5000)
+        assert len(str(caught.value)) < 200
