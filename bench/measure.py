@@ -9,16 +9,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scheduler import stats
+
 __all__ = ["FireLog", "Result", "cpu_seconds", "emit", "peak_rss_mb", "percentile"]
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0..100) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    """The q-th percentile (0..100) by nearest rank, as /stats computes it; None for
+    no values."""
+    return stats.percentile(values, q) if values else None
 
 
 def peak_rss_mb() -> float:

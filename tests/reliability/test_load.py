@@ -6,7 +6,6 @@ replies took is measured and printed with the suite's figures, never asserted.""
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import sqlite3
 import time
@@ -19,6 +18,7 @@ import pytest
 from scheduler.clock import FakeClock
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
+from scheduler.stats import percentile
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
@@ -102,12 +102,6 @@ def succeeded_runs(db_path: Path) -> int:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
         row = db.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()
         return int(row[0])
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def summary(label: str, exchanges: list[Exchange]) -> str:
