@@ -21,7 +21,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from bot import callbacks
-from bot.outbox import Outbox
+from bot.outbox import Outbox, network_backoff
 from bot.render import esc, local, split_message, zone_of
 from bot.views_proposals import (
     expired_line,
@@ -53,7 +53,6 @@ ALERT_INTERVAL = 15 * 60
 _DIRECT_PATIENCE = 15 * 60.0
 #: A reminder's own send gives up soon: the run is retried by its policy instead.
 _REMINDER_PATIENCE = 4.0
-_BACKOFF_CAP = 30.0
 #: At most this many "wants to run: approve?" messages per claim (a catch-up of many
 #: missed fires asks about the newest ones; the rest wait in /history).
 _APPROVALS_SHOWN = 10
@@ -310,7 +309,7 @@ class TelegramNotifier:
             except RetryAfter as exc:
                 wait = exc.retry_after.total_seconds()  # type: ignore[union-attr]
             except NetworkError:
-                wait = min(_BACKOFF_CAP, 0.5 * 2**attempt)
+                wait = network_backoff(attempt)
             if time.monotonic() + wait > give_up:
                 log.error(
                     "gave up telling an admin the database cannot be written",

@@ -47,6 +47,7 @@ __all__ = [
     "GIVE_UP_AFTER",
     "Outbox",
     "deliver_pending_forever",
+    "network_backoff",
 ]
 
 log = logging.getLogger("tickler.notify")
@@ -59,6 +60,11 @@ _BACKOFF_CAP = 30.0
 #: Pending messages a courier reads at a time.
 _BATCH = 20
 _ERROR_LENGTH = 200
+
+
+def network_backoff(attempt: int) -> float:
+    """Seconds to wait after the `attempt`-th send Telegram could not be reached for."""
+    return min(_BACKOFF_CAP, 0.5 * 2.0**attempt)
 
 
 def one_line(text: str) -> str:
@@ -305,7 +311,7 @@ class Outbox:
                 wait = exc.retry_after.total_seconds()  # type: ignore[union-attr]
                 problem = f"rate limited: {exc.message}"
             except NetworkError as exc:
-                wait = min(_BACKOFF_CAP, 0.5 * 2**attempt)
+                wait = network_backoff(attempt)
                 problem = exc.message
             except TelegramError as exc:
                 # Neither the text nor the network: a migrated chat, a revoked token.
