@@ -29,13 +29,12 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 
 import pytest_asyncio
 from aiohttp import web
 
-from tests.loopback import serve, shut
+from tests.loopback import LoopbackServer
 
 __all__ = [
     "DROP",
@@ -128,8 +127,11 @@ def refused_url(path: str = WEBHOOK_PATH) -> str:
 
 
 @dataclass
-class AgentStub:
+class AgentStub(LoopbackServer):
     """The agent, on a free loopback port. Start with `async with` or the fixture."""
+
+    max_body = 16 * 1024 * 1024
+    backlog = 1024
 
     requests: list[RecordedRequest] = field(default_factory=list)
     _default: Behaviour = 200
@@ -218,29 +220,6 @@ class AgentStub:
                 f"{len(self.requests)} of {n} requests reached the agent stub in {timeout} s"
             ) from None
         return self.requests[:n]
-
-    # -- lifecycle -------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._runner, self._port = await serve(
-            self._handle, max_body=16 * 1024 * 1024, backlog=1024
-        )
-
-    async def stop(self) -> None:
-        await shut(self._runner, self._inflight)
-        self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- the server side -------------------------------------------------------
 

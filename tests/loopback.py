@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 
@@ -37,3 +38,40 @@ async def shut(runner: web.AppRunner | None, inflight: set[asyncio.Task[Any]]) -
         await asyncio.gather(*inflight, return_exceptions=True)
     if runner is not None:
         await runner.cleanup()
+
+
+class LoopbackServer:
+    """Start, stop and `async with` for a test server that answers every path with its
+    `_handle`, tracking its running handlers in `_inflight` so a stop cancels them."""
+
+    max_body: ClassVar[int]
+    backlog: ClassVar[int]
+    _port: int
+    _runner: web.AppRunner | None
+    _inflight: set[asyncio.Task[Any]]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._runner, self._port = await serve(
+            self._handle, max_body=self.max_body, backlog=self.backlog
+        )
+
+    async def stop(self) -> None:
+        """Stop; handlers still working (long polls, slow answers) are cancelled, not
+        waited for."""
+        await shut(self._runner, self._inflight)
+        self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

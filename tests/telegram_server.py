@@ -46,13 +46,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
 import pytest_asyncio
 from aiohttp import web
 
-from tests.loopback import serve, shut
+from tests.loopback import LoopbackServer
 
 if TYPE_CHECKING:
     from telegram.ext._applicationbuilder import InitApplicationBuilder
@@ -771,8 +770,11 @@ async def _wait_for(signal: _Signal, check: Callable[[], T | None], timeout: flo
 Handler: TypeAlias = Callable[[Json], Awaitable[Any]]
 
 
-class TelegramServer:
+class TelegramServer(LoopbackServer):
     """The Bot API on a free 127.0.0.1 port. Start with `async with` or the fixture."""
+
+    max_body = 64 * 1024 * 1024
+    backlog = 256
 
     def __init__(
         self,
@@ -1032,28 +1034,6 @@ class TelegramServer:
 
     def _now(self) -> int:
         return int(self.clock())
-
-    # -- lifecycle ---------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._runner, self._port = await serve(self._handle, max_body=64 * 1024 * 1024, backlog=256)
-
-    async def stop(self) -> None:
-        """Stop; pending long polls and slow answers are cancelled, not waited for."""
-        await shut(self._runner, self._inflight)
-        self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- HTTP --------------------------------------------------------------------
 
