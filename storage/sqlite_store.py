@@ -13,11 +13,11 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -50,10 +50,13 @@ from storage import (
 )
 from storage.codec import remember_claimed, started_run_from_row, started_schedule
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
+from storage.one_trip import transact
 
 __all__ = ["SqliteStore"]
 
 log = logging.getLogger("tickler.storage")
+
+T = TypeVar("T")
 
 
 class SqliteStore:
@@ -112,15 +115,32 @@ class SqliteStore:
                 if is_unavailable(exc):
                     self._write_failed(exc)
                 raise
-            # A transaction that changed nothing wrote nothing, so it proves nothing.
-            if self._failed_writes and self._db.total_changes != changes:
-                log.warning(
-                    "The database %s is writable again after %d failed writes.",
-                    self._path,
-                    self._failed_writes,
-                )
-                self.write_failure, self._failed_writes = None, 0
-                self._tell_write_health(None)
+            self._wrote(changes)
+
+    async def _transact(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """`_write` for a transaction that only runs statements, in one trip to the
+        database thread (storage/one_trip.py): the engine's hot path."""
+        async with self._lock:
+            changes = self._db.total_changes
+            try:
+                result = await transact(self._db, body)
+            except BaseException as exc:
+                if is_unavailable(exc):
+                    self._write_failed(exc)
+                raise
+            self._wrote(changes)
+            return result
+
+    def _wrote(self, changes_before: int) -> None:
+        # A transaction that changed nothing wrote nothing, so it proves nothing.
+        if self._failed_writes and self._db.total_changes != changes_before:
+            log.warning(
+                "The database %s is writable again after %d failed writes.",
+                self._path,
+                self._failed_writes,
+            )
+            self.write_failure, self._failed_writes = None, 0
+            self._tell_write_health(None)
 
     def _write_failed(self, exc: BaseException) -> None:
         failure = describe_failure(exc, self._path)
@@ -253,8 +273,8 @@ class SqliteStore:
             if i % 50 == 0:
                 await asyncio.sleep(0)
         applied: list[FirePlan] = []
-        new_runs: list[Run] = []
-        async with self._write() as db:
+
+        async def claim(db: aiosqlite.Connection) -> set[str]:
             # Compare-and-set on next_run_at, all plans in one statement: if another
             # engine claimed these fires, or the operator paused or edited the schedule
             # meanwhile, its plan is dropped.
@@ -267,11 +287,16 @@ class SqliteStore:
                 ],
                 now,
             )
+            applied.clear()
+            new_runs: list[Run] = []
             for _, schedule, fire_plan in plans:
                 if schedule.id in moved:
                     applied.append(fire_plan)
                     new_runs.extend(runs_for_plan(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
+            return moved
+
+        moved = await self._transact(claim)
         for values, schedule, fire_plan in plans:
             if schedule.id in moved:
                 # Starting the run reads the schedule again, as this claim left it.
@@ -290,7 +315,8 @@ class SqliteStore:
         # transaction finds nothing).
         if not self._ready_backlog and not await self._anything_due(runs.earliest_ready, now):
             return []
-        async with self._write() as db:
+
+        async def acquire(db: aiosqlite.Connection) -> list[AcquiredRun]:
             # One read for two kinds of run, so one schedule's backlog cannot starve the
             # others: each idle schedule's earliest ready run, and the ready runs of busy
             # schedules; each with its schedule.
@@ -319,6 +345,9 @@ class SqliteStore:
             await runs.mark_running(db, [a.run.id for a in take], owner, now)
             for reason, ids in skipped.items():
                 await runs.mark_skipped(db, ids, reason, now)
+            return take
+
+        take = await self._transact(acquire)
         self._ready_backlog = len(take) >= limit
         return take
 
@@ -337,8 +366,9 @@ class SqliteStore:
     ) -> list[FinishedAttempt | None]:
         if not items:
             return []
-        results: list[FinishedAttempt | None] = []
-        async with self._write() as db:
+
+        async def finish(db: aiosqlite.Connection) -> list[FinishedAttempt | None]:
+            results: list[FinishedAttempt | None] = []
             # Successes (the bulk at high volume) are written a few statements per batch;
             # any other outcome, which may trip a breaker, one at a time. Order is kept,
             # so a schedule's failure streak comes out as if written one by one.
@@ -354,7 +384,9 @@ class SqliteStore:
                     acquired, outcome = items[start]
                     results.append(await _apply_outcome(db, acquired, owner, outcome, trip_after))
                     start += 1
-        return results
+            return results
+
+        return await self._transact(finish)
 
     async def release_runs(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         async with self._write() as db:
