@@ -29,8 +29,8 @@ async def test_a_body_commits_as_a_whole_and_returns_its_result(tmp_path: Path) 
     async def body(conn: aiosqlite.Connection) -> int:
         await conn.executemany("INSERT INTO t VALUES (?, ?)", [("a", 1), ("b", 2)])
         cur = await conn.execute("UPDATE t SET v = v + 10 WHERE k = 'a'")
-        rows = await conn.execute_fetchall("SELECT SUM(v) FROM t")
-        return cur.rowcount * 1000 + rows[0][0]
+        [(total,)] = await conn.execute_fetchall("SELECT SUM(v) FROM t")
+        return int(cur.rowcount * 1000 + total)
 
     assert await transact(db, body) == 1013
     # Another connection sees the commit: nothing was left open.
