@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from types import TracebackType
@@ -241,7 +242,7 @@ class HttpAgentDispatcher:
         self._model = model
         self._owns_client = client is None
         #: Set when requests may skip the client and go straight to its transport.
-        self._transport: AiohttpTransport | None = None
+        self._transport: _ReadingTransport | None = None
         if client is None:
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -350,11 +351,14 @@ class HttpAgentDispatcher:
         try:
             async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
                 if self._transport is not None:
-                    response = await self._send_direct(self._transport, content, headers, phases)
+                    status, response = await self._send_direct(
+                        self._transport, content, headers, phases
+                    )
                 else:
                     response = await self._client.post(
                         self._url, content=content, headers=headers, timeout=phases
                     )
+                    status = response.status_code
         except httpx.InvalidURL as exc:
             raise DispatchError("The agent URL is not valid.", uncertain=False) from exc
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
@@ -365,48 +369,40 @@ class HttpAgentDispatcher:
                 "it may have received the request.",
                 uncertain=True,
             ) from exc
-        if not response.is_success:
+        if not 200 <= status < 300:
             raise DispatchError(
-                f"The agent answered HTTP {response.status_code}.",
-                uncertain=False,
-                status_code=response.status_code,
+                f"The agent answered HTTP {status}.", uncertain=False, status_code=status
             )
-        if self._mode == "telegram":
+        if self._mode == "telegram" or response is None:
             # The agent answers the chat itself; a 2xx is all that matters.
-            return DispatchResult(status_code=response.status_code)
+            return DispatchResult(status_code=status)
         return _parse_completion(response)
 
     async def _send_direct(
         self,
-        transport: AiohttpTransport,
+        transport: _ReadingTransport,
         content: bytes,
         headers: dict[str, str],
         phases: httpx.Timeout,
-    ) -> httpx.Response:
+    ) -> tuple[int, httpx.Response | None]:
         """POST through the transport alone, reading the whole answer, as `client.post`
-        would; the same httpx and aiohttp errors come out."""
-        request = httpx.Request(
-            "POST",
-            self._url,
-            # Host and Content-Length given, so httpx does not look for and add them.
-            headers=[
-                ("Host", self._host_header),
-                ("Content-Length", str(len(content))),
-                *headers.items(),
-            ],
-            content=content,
-            extensions={"timeout": phases.as_dict()},
+        would, with the same httpx and aiohttp errors. Returns the status and, when the
+        mode reads the answer (`openai`), the answer as an `httpx.Response`. No
+        `httpx.Request` is built: its header normalisation and byte stream cost more than
+        the rest of the exchange, and the transport needs only the URL, headers and body."""
+        status, reason, raw_headers, body = await transport.exchange(
+            self._url_text,
+            [*headers.items(), ("Content-Length", str(len(content)))],
+            content,
+            phases.as_dict(),
         )
-        response = await transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+        if self._mode == "telegram":
+            return status, None
+        return status, _read_response(status, reason, raw_headers, body)
 
     @cached_property
-    def _host_header(self) -> str:
-        return self._url.netloc.decode("ascii")
+    def _url_text(self) -> str:
+        return str(self._url)
 
     def _headers(self, request: DispatchRequest) -> dict[str, str]:
         headers = {
@@ -540,23 +536,40 @@ def _client_timeout(connect: float | None, read: float | None, pool: float | Non
 
 class _ReadingTransport(AiohttpTransport):
     """httpx-aiohttp's transport for the dispatcher's own requests (no proxy): the same
-    exchange, errors and timeouts, but the answer is read whole inside it and handed
-    back as an already-read `httpx.Response`. Streaming it through httpx's async byte
-    iterators (as `Response.aread()` on the stock transport does) cost more per POST than
-    aiohttp reading it, and an agent's answer is small."""
+    exchange, errors and timeouts, but the answer is read whole inside it. Streaming it
+    through httpx's async byte iterators (as `Response.aread()` on the stock transport
+    does) cost more per POST than aiohttp reading it, and an agent's answer is small.
+    `exchange` is the dispatcher's way in, without an `httpx.Request`."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        status, reason, raw_headers, body = await self.exchange(
+            str(request.url),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            request.content,
+            request.extensions.get("timeout", {}),
+            method=request.method,
+        )
+        return _read_response(status, reason, raw_headers, body, request)
+
+    async def exchange(
+        self,
+        url: str,
+        headers: list[tuple[str, str]],
+        content: bytes,
+        timeout: Mapping[str, float | None],
+        *,
+        method: str = "POST",
+    ) -> tuple[int, str | None, RawHeaders, bytes]:
+        """Send `content` to `url` and read the whole answer: its status, reason
+        phrase, raw headers and body (still content-encoded)."""
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
-        timeout = request.extensions.get("timeout", {})
         with map_aiohttp_exceptions():
             async with self.client.request(
-                method=request.method,
-                url=str(request.url),
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
-                data=request.content or None,
+                method=method,
+                url=url,
+                headers=headers,
+                data=content or None,
                 allow_redirects=False,
                 auto_decompress=False,
                 compress=False,
@@ -565,17 +578,32 @@ class _ReadingTransport(AiohttpTransport):
                 ),
             ) as answer:
                 body = await answer.read()
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if answer.reason:
-            extensions["reason_phrase"] = answer.reason.encode()
-        # `content=` decodes a Content-Encoding as `aread()` would (aiohttp does not).
-        return httpx.Response(
-            status_code=answer.status,
-            headers=answer.raw_headers,
-            content=body,
-            request=request,
-            extensions=extensions,
-        )
+        return answer.status, answer.reason, answer.raw_headers, body
+
+
+#: Headers as aiohttp reads them off the wire.
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+
+def _read_response(
+    status: int,
+    reason: str | None,
+    raw_headers: RawHeaders,
+    body: bytes,
+    request: httpx.Request | None = None,
+) -> httpx.Response:
+    """The answer as an already-read `httpx.Response`; `content=` decodes a
+    Content-Encoding as `aread()` would (aiohttp was told not to)."""
+    extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+    if reason:
+        extensions["reason_phrase"] = reason.encode()
+    return httpx.Response(
+        status_code=status,
+        headers=raw_headers,
+        content=body,
+        request=request,
+        extensions=extensions,
+    )
 
 
 def _proxy_configured() -> bool:
