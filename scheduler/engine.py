@@ -134,6 +134,9 @@ class _InFlight:
     #: True while the attempt itself runs (not yet recording its outcome): only then
     #: may shutdown cancel the task.
     attempting: bool = False
+    #: Counted in `Engine._attempts`: from start until the attempt (not its recording)
+    #: ends.
+    holds_slot: bool = True
 
 
 class _GroupCommit:
@@ -238,6 +241,10 @@ class Engine:
         #: Registered and reconciled (orphans reaped): `startup` has nothing left to do.
         self._ready = False
         self._inflight: dict[str, _InFlight] = {}
+        #: Runs of `_inflight` whose attempt has not ended: the agent's share of the
+        #: concurrency. A run whose answer is in but not yet recorded no longer loads
+        #: the agent, so it does not hold back the next start.
+        self._attempts = 0
         self._next_heartbeat: datetime | None = None
         self._refill_batch = max(1, self.config.max_concurrency // 8)
         self._recorder = _GroupCommit(store, self.instance_id, self.config.trip_after)
@@ -366,11 +373,22 @@ class Engine:
         _LOCAL_INSTANCES.discard(self.instance_id)
         self._ready = False
 
+    def _free_slots(self) -> int:
+        # Answers waiting to be recorded are bounded too, so a slow disk slows the
+        # starts down instead of piling outcomes up in memory.
+        limit = self.config.max_concurrency
+        return min(limit - self._attempts, 2 * limit - len(self._inflight))
+
     def _has_room(self) -> bool:
         # Refill in batches: one acquiring transaction per freed slot would cost more
         # than the dispatches themselves at high volume.
-        free = self.config.max_concurrency - len(self._inflight)
-        return free >= self._refill_batch or (free > 0 and not self._inflight)
+        free = self._free_slots()
+        return free >= self._refill_batch or (free > 0 and not self._attempts)
+
+    def _release_slot(self, flight: _InFlight) -> None:
+        if flight.holds_slot:
+            flight.holds_slot = False
+            self._attempts -= 1
 
     def _tasks(self) -> list[asyncio.Task[None]]:
         return [f.task for f in self._inflight.values() if f.task is not None]
@@ -385,6 +403,8 @@ class Engine:
             await self._reap(now)
             self._next_heartbeat = now + self.config.heartbeat_every
         more = False
+        # One read for the three checks below (the store answers them from it).
+        await self.store.due_instants()
         expired = await self.store.skip_expired_approvals(now)
         if expired:
             log.info("%d runs skipped: no approval before their deadline", expired)
@@ -396,7 +416,7 @@ class Engine:
                 await self._notify(self.notifier.runs_awaiting_approval(plan))
         if len(plans) >= self.config.claim_batch:
             more = True
-        free = self.config.max_concurrency - len(self._inflight)
+        free = self._free_slots()
         if not self._stopping and self._has_room():
             acquired = await self.store.acquire_ready_runs(now, free, self.instance_id)
             for item in acquired:
@@ -412,12 +432,13 @@ class Engine:
         deadline = now + self.config.max_sleep
         if self._next_heartbeat is not None:
             deadline = min(deadline, self._next_heartbeat)
-        fire = await self.store.next_fire_at()
+        instants = await self.store.due_instants()
+        fire = instants.fire
         if fire is not None and fire <= now:
             # A fire that the claim left behind (another engine or an edit changed the
             # schedule under it): look again at once.
             return now
-        due = await self.store.next_due_at()
+        due = instants.earliest
         # A run already due that we could not take waits for a slot or for the run
         # it queues behind; both wake us, so only a future instant sets a deadline.
         if due is not None and due > now:
@@ -494,6 +515,7 @@ class Engine:
             ),
         )
         self._inflight[run.id] = flight
+        self._attempts += 1
 
     async def _execute(self, flight: _InFlight) -> None:
         acquired = flight.acquired
@@ -510,12 +532,17 @@ class Engine:
             except asyncio.CancelledError:
                 # Cancelled by shutdown after the grace period: not a failure.
                 flight.attempting = False
+                self._release_slot(flight)
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 await self.store.release_runs(self.instance_id, [run.id], self.clock.now())
                 return
             flight.attempting = False
+            self._release_slot(flight)
+            if self._has_room():
+                # Start the next runs while this outcome is being recorded.
+                self._wake.set()
             if self.observer is not None:
                 took = time.monotonic() - started
                 self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
@@ -527,6 +554,7 @@ class Engine:
         except Exception:
             log.exception("recording the run failed")
         finally:
+            self._release_slot(flight)
             self._inflight.pop(run.id, None)
             # Wake the loop when it can start a batch, or to plan a new retry instant;
             # a wake per finished run would cost a loop iteration each.

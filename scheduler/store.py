@@ -90,6 +90,23 @@ class FinishedAttempt:
     answer: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DueInstants:
+    """When the engine next has work, each None when there is none of that kind."""
+
+    #: The earliest `next_run_at` of an active schedule.
+    fire: datetime | None
+    #: The earliest instant a pending run or a planned retry becomes ready.
+    ready: datetime | None
+    #: The earliest approval deadline of a run awaiting approval.
+    deadline: datetime | None
+
+    @property
+    def earliest(self) -> datetime | None:
+        present = [t for t in (self.fire, self.ready, self.deadline) if t is not None]
+        return min(present) if present else None
+
+
 @dataclass(frozen=True)
 class EngineInstance:
     id: str
@@ -221,6 +238,12 @@ class Store(Protocol):
     async def next_due_at(self) -> datetime | None:
         """The earliest instant at which anything (a fire, a retry, an approval
         deadline) becomes due."""
+
+    async def due_instants(self) -> DueInstants:
+        """`next_fire_at` and the parts of `next_due_at`, in one read. The engine reads it
+        at the start of each iteration; until the store writes again, the store may
+        answer its own "anything due?" checks (claim, acquire, expired approvals) from
+        it instead of reading again."""
 
     async def register_instance(self, instance: EngineInstance) -> None: ...
 

@@ -13,9 +13,11 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ from scheduler.store import (
     AcquiredRun,
     AttemptOutcome,
     ChatPrefs,
+    DueInstants,
     EngineInstance,
     FinishedAttempt,
     Notification,
@@ -40,6 +43,7 @@ from scheduler.store import (
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
 from storage import (
     chats,
+    due,
     instances,
     notifications,
     proposals,
@@ -55,6 +59,16 @@ from storage.one_trip import transact
 __all__ = ["SqliteStore"]
 
 log = logging.getLogger("tickler.storage")
+
+#: How long (real seconds) a `due_instants` snapshot may answer "anything due?" while
+#: this store has not written since: one engine iteration, not the next one. Another
+#: process's writes are noticed at the next read, as they would be a moment later anyway.
+_DUE_SNAPSHOT_FRESH = 0.05
+
+
+_FIRE = attrgetter("fire")
+_READY_AT = attrgetter("ready")
+_DEADLINE = attrgetter("deadline")
 
 T = TypeVar("T")
 
@@ -73,6 +87,8 @@ class SqliteStore:
         self._ready_backlog = False
         #: The last claim found as many due schedules as asked: more are surely due.
         self._due_backlog = False
+        #: The engine's last `due_instants` read: (total_changes then, monotonic time, it).
+        self._due_seen: tuple[int, float, DueInstants] | None = None
         #: Told the failure when writes start failing, and None when they work again
         #: (the bot alerts the admins); called inside the store's lock, so it must not
         #: wait for anything.
@@ -173,12 +189,28 @@ class SqliteStore:
         self,
         earliest: Callable[[aiosqlite.Connection], Awaitable[datetime | None]],
         now: datetime,
+        kind: Callable[[DueInstants], datetime | None],
     ) -> bool:
         # A plain read first: most ticks find nothing, and taking the write lock for
-        # nothing would make a second engine (or a backup) wait.
-        async with self._read() as db:
-            first = await earliest(db)
+        # nothing would make a second engine (or a backup) wait. Within an engine
+        # iteration the snapshot it just read answers instead (one trip, not three).
+        seen = self._due_seen
+        if (
+            seen is not None
+            and seen[0] == self._db.total_changes
+            and time.monotonic() - seen[1] < _DUE_SNAPSHOT_FRESH
+        ):
+            first = kind(seen[2])
+        else:
+            async with self._read() as db:
+                first = await earliest(db)
         return first is not None and first <= now
+
+    async def due_instants(self) -> DueInstants:
+        async with self._read() as db:
+            instants = await due.read(db)
+        self._due_seen = (self._db.total_changes, time.monotonic(), instants)
+        return instants
 
     # --- schedules ---------------------------------------------------------------------
     async def add_schedule(self, schedule: Schedule) -> None:
@@ -260,7 +292,9 @@ class SqliteStore:
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
         # While a backlog is being claimed the read-only look first is a wasted trip.
-        if not self._due_backlog and not await self._anything_due(schedules.earliest_next_run, now):
+        if not self._due_backlog and not await self._anything_due(
+            schedules.earliest_next_run, now, _FIRE
+        ):
             return []
         async with self._read() as db:
             due = await schedules.due(db, now, limit)
@@ -297,6 +331,10 @@ class SqliteStore:
             return moved
 
         moved = await self._transact(claim)
+        if any(f.status is RunStatus.PENDING for p in applied for f in p.fires):
+            # Runs just made ready: the acquisition that follows need not read first to
+            # find out.
+            self._ready_backlog = True
         for values, schedule, fire_plan in plans:
             if schedule.id in moved:
                 # Starting the run reads the schedule again, as this claim left it.
@@ -313,7 +351,9 @@ class SqliteStore:
         # Skip the read-only look first while a backlog is being worked off: the last
         # acquisition filled up, so there is surely more (and at worst a write
         # transaction finds nothing).
-        if not self._ready_backlog and not await self._anything_due(runs.earliest_ready, now):
+        if not self._ready_backlog and not await self._anything_due(
+            runs.earliest_ready, now, _READY_AT
+        ):
             return []
 
         async def acquire(db: aiosqlite.Connection) -> list[AcquiredRun]:
@@ -512,7 +552,7 @@ class SqliteStore:
             return await schedules.count_tripped(db)
 
     async def skip_expired_approvals(self, now: datetime) -> int:
-        if not await self._anything_due(runs.earliest_approval_deadline, now):
+        if not await self._anything_due(runs.earliest_approval_deadline, now, _DEADLINE):
             return 0
         async with self._write() as db:
             return await runs.skip_expired_approvals(db, APPROVAL_DEADLINE_REASON, now)
