@@ -347,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "concurrency": args.concurrency,
         "client": harness.client,
+        "event_loop": next(
+            (r["extra"]["event_loop"] for r in harness.results if "event_loop" in r["extra"]),
+            "asyncio",
+        ),
         "results": harness.results,
         "targets": [c.as_dict() for c in checks],
     }

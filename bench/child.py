@@ -117,7 +117,15 @@ async def _probe_dispatcher(url: str, n: int, concurrency: int) -> float:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    emit(asyncio.run(_run(spec)))
+    # Every system on the loop Tickler ships with (uvloop where installed), so the
+    # ratios compare schedulers, not event loops.
+    from bot.event_loop import install
+
+    loop = install()
+    result = asyncio.run(_run(spec))
+    if spec["kind"] != "probe":  # the probe's extras are its clients' rates
+        result.extra["event_loop"] = loop
+    emit(result)
 
 
 if __name__ == "__main__":

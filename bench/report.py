@@ -148,7 +148,8 @@ def render(report: dict[str, Any]) -> str:
     quick = " (QUICK MODE: small sizes, not the issue's)" if report["mode"] == "quick" else ""
     lines.append(
         f"Tickler benchmarks{quick}; concurrency {report['concurrency']}, "
-        f"limit loop and APScheduler post with {report['client']}"
+        f"limit loop and APScheduler post with {report['client']}; "
+        f"every system on the {report.get('event_loop', 'asyncio')} event loop"
     )
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in results:

@@ -27,7 +27,10 @@ def serve(*, headless: bool = False) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging_from_settings(settings)
+    from bot import event_loop
     from storage.database import DatabaseUnavailable
+
+    log.debug("event loop: %s", event_loop.install())
 
     try:
         if headless:

@@ -245,6 +245,9 @@ class Engine:
         #: concurrency. A run whose answer is in but not yet recorded no longer loads
         #: the agent, so it does not hold back the next start.
         self._attempts = 0
+        #: Schedules with a run whose attempt has ended but whose outcome is still being
+        #: recorded (it is `running` in the store until then), with how many.
+        self._settling: dict[str, int] = {}
         self._next_heartbeat: datetime | None = None
         self._refill_batch = max(1, self.config.max_concurrency // 8)
         self._recorder = _GroupCommit(store, self.instance_id, self.config.trip_after)
@@ -385,6 +388,13 @@ class Engine:
         free = self._free_slots()
         return free >= self._refill_batch or (free > 0 and not self._attempts)
 
+    def _settle(self, schedule_id: str, change: int) -> None:
+        count = self._settling.get(schedule_id, 0) + change
+        if count > 0:
+            self._settling[schedule_id] = count
+        else:
+            self._settling.pop(schedule_id, None)
+
     def _release_slot(self, flight: _InFlight) -> None:
         if flight.holds_slot:
             flight.holds_slot = False
@@ -418,7 +428,9 @@ class Engine:
             more = True
         free = self._free_slots()
         if not self._stopping and self._has_room():
-            acquired = await self.store.acquire_ready_runs(now, free, self.instance_id)
+            acquired = await self.store.acquire_ready_runs(
+                now, free, self.instance_id, settling=set(self._settling)
+            )
             for item in acquired:
                 self._start(item)
             if len(acquired) == free:
@@ -521,6 +533,7 @@ class Engine:
         acquired = flight.acquired
         run = acquired.run
         retry_planned = False
+        settling = False
         try:
             if self.observer is not None:
                 lag = (self.clock.now() - run.scheduled_for).total_seconds()
@@ -540,6 +553,8 @@ class Engine:
                 return
             flight.attempting = False
             self._release_slot(flight)
+            self._settle(run.schedule_id, +1)
+            settling = True
             if self._has_room():
                 # Start the next runs while this outcome is being recorded.
                 self._wake.set()
@@ -555,6 +570,8 @@ class Engine:
             log.exception("recording the run failed")
         finally:
             self._release_slot(flight)
+            if settling:
+                self._settle(run.schedule_id, -1)
             self._inflight.pop(run.id, None)
             # Wake the loop when it can start a batch, or to plan a new retry instant;
             # a wake per finished run would cost a loop iteration each.

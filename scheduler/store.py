@@ -206,11 +206,16 @@ class Store(Protocol):
         still what was planned from. A fire instant is inserted at most once
         (UNIQUE(schedule_id, scheduled_for)). Returns the plans that were applied."""
 
-    async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
+    async def acquire_ready_runs(
+        self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()
+    ) -> list[AcquiredRun]:
         """Move up to `limit` ready runs (pending, or failed and due for a retry) to
         running under `owner`, honouring each schedule's overlap policy: a fresh
         fire whose previous run is still running is skipped (`skip`) or left
-        waiting (`queue`); one schedule's runs start in `scheduled_for` order."""
+        waiting (`queue`); one schedule's runs start in `scheduled_for` order.
+        `settling` names schedules whose running run has ended its attempt and is being
+        recorded: it is over, so their next fire is left waiting (to start once it is
+        recorded), never skipped as an overlap."""
 
     async def finish_attempt(
         self, acquired: AcquiredRun, owner: str, outcome: AttemptOutcome, *, trip_after: int

@@ -15,12 +15,12 @@ from storage.codec import (
     SCHEDULE_COLUMNS,
     from_db_time,
     run_from_row,
-    run_params,
+    run_row,
     to_db_time,
 )
 from storage.database import fetch_all, fetch_one
 
-_PLACEHOLDERS = ", ".join(":" + c.strip() for c in RUN_COLUMNS.split(","))
+_PLACEHOLDERS = ", ".join("?" for _ in RUN_COLUMNS.split(","))
 _READY = "('pending', 'failed')"
 assert {s.value for s in READY_STATUSES} == {"pending", "failed"}
 
@@ -43,7 +43,7 @@ async def insert_many(db: aiosqlite.Connection, runs: Iterable[Run]) -> int:
     before = db.total_changes
     await db.executemany(
         f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-        [run_params(r) for r in runs],
+        [run_row(r) for r in runs],
     )
     return db.total_changes - before
 

@@ -345,7 +345,9 @@ class SqliteStore:
         async with self._read() as db:
             return await schedules.earliest_next_run(db)
 
-    async def acquire_ready_runs(self, now: datetime, limit: int, owner: str) -> list[AcquiredRun]:
+    async def acquire_ready_runs(
+        self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()
+    ) -> list[AcquiredRun]:
         if limit <= 0:
             return []
         # Skip the read-only look first while a backlog is being worked off: the last
@@ -378,6 +380,7 @@ class SqliteStore:
                     schedule.policies.overlap is OverlapPolicy.SKIP
                     and trigger is RunTrigger.SCHEDULE
                     and attempt == 0
+                    and schedule.id not in settling
                 ):
                     skipped.setdefault(OVERLAP_REASON, []).append(run_id)
                 # Otherwise it waits: queued behind the running one, or a catch-up

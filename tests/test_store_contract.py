@@ -110,6 +110,26 @@ async def test_overlap_skip_skips_a_fresh_fire_while_one_runs(store: Store) -> N
     assert runs[NOW].id == running.run.id
 
 
+async def test_overlap_skip_waits_instead_when_the_running_one_is_settling(
+    store: Store,
+) -> None:
+    # The engine has the running run's answer and is recording it: that run is over, so
+    # the next fire waits for the record instead of being skipped as an overlap.
+    s = schedule()
+    await store.add_schedule(s)
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    [first] = await store.acquire_ready_runs(NOW, 10, "A")
+    later = NOW + timedelta(days=1)
+    await store.claim_due_fires(later, 10, plan_due_fires)
+    assert await store.acquire_ready_runs(later, 10, "A", settling={s.id}) == []
+    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    assert runs[later].status is RunStatus.PENDING
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=later)
+    await store.finish_attempt(first, "A", done, trip_after=3)
+    [second] = await store.acquire_ready_runs(later, 10, "A")
+    assert second.run.scheduled_for == later
+
+
 async def test_overlap_queue_waits_for_the_running_one(store: Store) -> None:
     s = schedule(overlap=OverlapPolicy.QUEUE)
     await store.add_schedule(s)
