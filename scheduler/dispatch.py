@@ -375,7 +375,7 @@ class HttpAgentDispatcher:
             )
         if self._mode == "telegram" or response is None:
             # The agent answers the chat itself; a 2xx is all that matters.
-            return DispatchResult(status_code=status)
+            return _accepted(status)
         return _parse_completion(response)
 
     async def _send_direct(
@@ -522,6 +522,13 @@ def _parse_completion(response: httpx.Response) -> DispatchResult:
         token_usage=usage,
         tool_calls=message.tool_calls or None,
     )
+
+
+@lru_cache(maxsize=16)
+def _accepted(status: int) -> DispatchResult:
+    """The (frozen) result of a delivery answered `status` with nothing to read, shared:
+    a burst would otherwise validate thousands of identical models."""
+    return DispatchResult(status_code=status)
 
 
 @lru_cache(maxsize=64)
