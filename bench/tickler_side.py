@@ -35,6 +35,8 @@ class _TimedDispatcher:
     def __init__(self, inner: Dispatcher | None, log: FireLog) -> None:
         self._inner = inner
         self._log = log
+        # As the engine treats the dispatcher it wraps (no dispatcher: returns at once).
+        self.limits_own_time = getattr(inner, "limits_own_time", True)
 
     async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
         self._log.started(request.scheduled_for.timestamp())

@@ -216,6 +216,10 @@ class HttpAgentDispatcher:
     `aclose()` (or on leaving `async with`).
     """
 
+    #: `dispatch` ends within its `timeout` (plus a quarter second) whatever the agent
+    #: does, under an asyncio deadline of its own: the engine need not add another.
+    limits_own_time: Final = True
+
     def __init__(
         self,
         *,

@@ -585,9 +585,16 @@ class Engine:
         output: str | None = None
         usage: dict[str, int] | None = None
         try:
-            # The outer timeout is a safety net around the dispatcher's own.
-            async with asyncio.timeout(timeout + 1.0):
+            if schedule.action.kind is ActionKind.AGENT and getattr(
+                self.dispatcher, "limits_own_time", False
+            ):
+                # The dispatcher keeps its own deadline (HttpAgentDispatcher: an asyncio
+                # deadline around the HTTP phases); a second one per run is pure cost.
                 output, usage = await self._perform(run, schedule, timeout)
+            else:
+                # A safety net around whatever the reminder, task or dispatcher does.
+                async with asyncio.timeout(timeout + 1.0):
+                    output, usage = await self._perform(run, schedule, timeout)
         except DispatchError as exc:
             return self._failure_outcome(
                 run, schedule, str(exc), uncertain=exc.uncertain, now=self.clock.now()

@@ -9,7 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from scheduler.dispatch import (
+    Dispatcher,
+    DispatchRequest,
+    DispatchResult,
+    HttpAgentDispatcher,
+)
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import (
     Action,
@@ -42,7 +47,7 @@ def keys(stub: AgentStub) -> list[str]:
 
 
 def make_engine(
-    store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher, **config: object
+    store: SqliteStore, clock: FakeClock, dispatcher: Dispatcher, **config: object
 ) -> Engine:
     return Engine(
         store,
@@ -338,6 +343,29 @@ async def test_refused_connections_retry_then_dead(
         assert run.status is RunStatus.DEAD and run.attempt == 3
         assert "connect" in (run.error or "").lower() or "refused" in (run.error or "").lower()
         await engine.shutdown()
+
+
+class _HangingDispatcher:
+    """A dispatcher that never answers and keeps no deadline of its own."""
+
+    async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_dispatcher_without_its_own_deadline_is_cut_off_by_the_engine(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    schedule_id = await create_daily(
+        service, Policies(timeout_seconds=0.2, timeout_policy=TimeoutPolicy.ASK), name="hangs"
+    )
+    engine = make_engine(store, clock, _HangingDispatcher())
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await asyncio.wait_for(engine.run_until_idle(), 10)
+    [run] = await service.history(CHAT, schedule_id)
+    assert run.status is RunStatus.UNKNOWN
+    assert run.error == "timed out after 0.2 s"
+    await engine.shutdown()
 
 
 async def test_timeouts_retry_with_the_same_key_or_ask_the_operator(
