@@ -82,6 +82,20 @@ async def test_claims_are_bounded_by_the_limit(store: Store) -> None:
     assert await store.next_due_at() == NOW  # the runs, ready to start
 
 
+async def test_due_instants_say_what_is_due_in_one_read(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    due = await store.due_instants()
+    assert (due.fire, due.ready, due.deadline) == (NOW, None, None)
+    assert due.earliest == await store.next_due_at() == NOW
+    await store.claim_due_fires(NOW, 10, plan_due_fires)
+    due = await store.due_instants()
+    # The fire became a ready run; the schedule's next fire is a day on.
+    assert due.fire == await store.next_fire_at() == NOW + timedelta(days=1)
+    assert due.ready == NOW
+    assert due.earliest == await store.next_due_at() == NOW
+
+
 async def test_a_run_is_acquired_once_and_only_its_owner_finishes_it(store: Store) -> None:
     await store.add_schedule(schedule())
     await store.claim_due_fires(NOW, 10, plan_due_fires)

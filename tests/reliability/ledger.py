@@ -155,11 +155,13 @@ async def account(
     settled_before: datetime,
     deliveries: Sequence[Delivery] = (),
     frontier_slack: timedelta = timedelta(minutes=5),
+    claimed_by: datetime | None = None,
 ) -> Accounting:
     """Check the ledger of every schedule of `chats` up to `until` (the fake instant the
-    last process stopped at). A schedule still active must have been claimed up to
-    `until - frontier_slack` (the last loop iteration may come a little before the stop);
-    rows before `settled_before` must be final."""
+    last process had stopped by: it fires until it stops). A schedule still active must
+    have been claimed up to `claimed_by - frontier_slack` (`claimed_by`, default `until`:
+    when the test asked the process to stop; its last loop iteration may come a little
+    before); rows before `settled_before` must be final."""
     acc = Accounting()
     schedules = await read_schedules(db_path, chats)
     runs = read_runs(db_path)
@@ -181,7 +183,7 @@ async def account(
             if instant >= claimed_to:
                 if rows:
                     acc.problems.append(f"{schedule.id} {instant}: a row beyond next_run_at")
-                if active and instant <= until - frontier_slack:
+                if active and instant <= (claimed_by or until) - frontier_slack:
                     acc.lost.append(f"{schedule.id} {instant}: never claimed (engine stalled)")
                 continue
             acc.checked += 1

@@ -218,12 +218,19 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
         async with asyncio.timeout(30):
             while sum("paused itself" in (m.text or "") for m in ada.messages) < len(DOOMED):
                 await asyncio.sleep(0.2)
-        until = clock.now()
+        before_stop = clock.now()
         code, _ = await proc.terminate()
         assert code == 0, proc.log_tail()
+        # Read once the process has stopped: its engine claims fires until then.
+        until = clock.now()
 
     acc = await account(
-        db_path, chats=(CHAT,), until=until, settled_before=cut, deliveries=agent.deliveries
+        db_path,
+        chats=(CHAT,),
+        until=until,
+        claimed_by=before_stop,
+        settled_before=cut,
+        deliveries=agent.deliveries,
     )
     runs = [r for r in read_runs(db_path) if r.scheduled_for < cut]
     by_kind: dict[str, list[RunRow]] = {}

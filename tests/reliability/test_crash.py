@@ -232,8 +232,10 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
             assert proc.running, f"Tickler died by itself:\n{proc.log_tail()}"
             await asyncio.sleep(0.3)
         drained_in = time.monotonic() - drain_began
-        until = clock.now()
+        before_stop = clock.now()
         code, stop_took = await proc.terminate()
+        # Read once the process has stopped: its engine claims fires until then.
+        until = clock.now()
         assert code == 0, proc.log_tail()
 
     with sqlite3.connect(db_path) as db:
@@ -242,6 +244,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         db_path,
         chats=CHATS,
         until=until,
+        claimed_by=before_stop,
         settled_before=cut,
         deliveries=agent.deliveries,
     )
@@ -336,8 +339,10 @@ async def test_a_restarted_engine_recovers_a_killed_ones_runs_but_not_a_live_one
         await first.kill()
         await _wait(lambda: _succeeded(db_path, held.id), 30)
         assert running_owned_by(db_path, killed_pid) == 0
-        until = clock.now()
+        before_stop = clock.now()
         code, _ = await second.terminate()
+        # Read once the process has stopped: its engine claims fires until then.
+        until = clock.now()
         assert code == 0, second.log_tail()
 
     [run] = [r for r in read_runs(db_path) if r.schedule_id == held.id]
@@ -351,7 +356,8 @@ async def test_a_restarted_engine_recovers_a_killed_ones_runs_but_not_a_live_one
         db_path,
         chats=(chat,),
         until=until,
-        settled_before=until - timedelta(minutes=10),
+        claimed_by=before_stop,
+        settled_before=before_stop - timedelta(minutes=10),
         deliveries=agent.deliveries,
     )
     tally.add("crashes survived", 1)
