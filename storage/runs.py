@@ -327,11 +327,6 @@ async def running_owners(db: aiosqlite.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
-    row = await fetch_one(db, f"SELECT MIN(next_attempt_at) FROM runs WHERE status IN {_READY}")
-    return from_db_time(row[0]) if row else None
-
-
 async def settle_open(
     db: aiosqlite.Connection, schedule_id: str, reason: str, now: datetime
 ) -> None:
@@ -388,13 +383,6 @@ async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
         (to_db_time(now),),
     )
     return int(row[0]) if row else 0
-
-
-async def earliest_approval_deadline(db: aiosqlite.Connection) -> datetime | None:
-    row = await fetch_one(
-        db, "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
-    )
-    return from_db_time(row[0]) if row else None
 
 
 async def skip_expired_approvals(db: aiosqlite.Connection, reason: str, now: datetime) -> int:

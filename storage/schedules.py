@@ -13,7 +13,6 @@ import aiosqlite
 from scheduler.models import Schedule
 from storage.codec import (
     SCHEDULE_COLUMNS,
-    from_db_time,
     schedule_from_row,
     schedule_params,
     to_db_time,
@@ -172,15 +171,6 @@ async def record_successes(
         (payload,),
     )
     return {row[0]: bool(row[1]) for row in rows}
-
-
-async def earliest_next_run(db: aiosqlite.Connection) -> datetime | None:
-    row = await fetch_one(
-        db,
-        "SELECT MIN(next_run_at) FROM schedules "
-        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL",
-    )
-    return from_db_time(row[0]) if row else None
 
 
 async def record_outcome(

@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from operator import attrgetter
@@ -186,10 +186,7 @@ class SqliteStore:
             yield self._db
 
     async def _anything_due(
-        self,
-        earliest: Callable[[aiosqlite.Connection], Awaitable[datetime | None]],
-        now: datetime,
-        kind: Callable[[DueInstants], datetime | None],
+        self, now: datetime, kind: Callable[[DueInstants], datetime | None]
     ) -> bool:
         # A plain read first: most ticks find nothing, and taking the write lock for
         # nothing would make a second engine (or a backup) wait. Within an engine
@@ -200,10 +197,10 @@ class SqliteStore:
             and seen[0] == self._db.total_changes
             and time.monotonic() - seen[1] < _DUE_SNAPSHOT_FRESH
         ):
-            first = kind(seen[2])
+            instants = seen[2]
         else:
-            async with self._read() as db:
-                first = await earliest(db)
+            instants = await self.due_instants()
+        first = kind(instants)
         return first is not None and first <= now
 
     async def due_instants(self) -> DueInstants:
@@ -292,9 +289,7 @@ class SqliteStore:
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
         # While a backlog is being claimed the read-only look first is a wasted trip.
-        if not self._due_backlog and not await self._anything_due(
-            schedules.earliest_next_run, now, _FIRE
-        ):
+        if not self._due_backlog and not await self._anything_due(now, _FIRE):
             return []
         async with self._read() as db:
             due = await schedules.due(db, now, limit)
@@ -342,8 +337,7 @@ class SqliteStore:
         return applied
 
     async def next_fire_at(self) -> datetime | None:
-        async with self._read() as db:
-            return await schedules.earliest_next_run(db)
+        return (await self.due_instants()).fire
 
     async def acquire_ready_runs(
         self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()
@@ -353,9 +347,7 @@ class SqliteStore:
         # Skip the read-only look first while a backlog is being worked off: the last
         # acquisition filled up, so there is surely more (and at worst a write
         # transaction finds nothing).
-        if not self._ready_backlog and not await self._anything_due(
-            runs.earliest_ready, now, _READY_AT
-        ):
+        if not self._ready_backlog and not await self._anything_due(now, _READY_AT):
             return []
 
         async def acquire(db: aiosqlite.Connection) -> list[AcquiredRun]:
@@ -436,14 +428,7 @@ class SqliteStore:
             return await runs.release(db, owner, run_ids, now)
 
     async def next_due_at(self) -> datetime | None:
-        async with self._read() as db:
-            candidates = [
-                await schedules.earliest_next_run(db),
-                await runs.earliest_ready(db),
-                await runs.earliest_approval_deadline(db),
-            ]
-        present = [c for c in candidates if c is not None]
-        return min(present) if present else None
+        return (await self.due_instants()).earliest
 
     async def register_instance(self, instance: EngineInstance) -> None:
         async with self._write() as db:
@@ -555,7 +540,7 @@ class SqliteStore:
             return await schedules.count_tripped(db)
 
     async def skip_expired_approvals(self, now: datetime) -> int:
-        if not await self._anything_due(runs.earliest_approval_deadline, now, _DEADLINE):
+        if not await self._anything_due(now, _DEADLINE):
             return 0
         async with self._write() as db:
             return await runs.skip_expired_approvals(db, APPROVAL_DEADLINE_REASON, now)

@@ -40,6 +40,7 @@ from tests.telegram_server import TelegramServer
 
 __all__ = [
     "START",
+    "FinalStop",
     "Launcher",
     "TicklerProcess",
     "fast_clock",
@@ -133,6 +134,19 @@ def tickler_env(
     return env
 
 
+@dataclass(frozen=True)
+class FinalStop:
+    """How a test's last SIGTERM went, on the fake clock, for `ledger.account`."""
+
+    code: int
+    seconds: float
+    #: When the stop was asked for: fires due by then must have been claimed.
+    asked_at: datetime
+    #: When the process had stopped: it claims fires until then, so the ledger is
+    #: checked up to here.
+    stopped_at: datetime
+
+
 @dataclass
 class TicklerProcess:
     """One Tickler process on a database file; `start` may be called again after it
@@ -198,6 +212,12 @@ class TicklerProcess:
         started = time.monotonic()
         code = await self._signal(signal.SIGTERM, timeout)
         return code, time.monotonic() - started
+
+    async def final_stop(self, clock: AcceleratedClock) -> FinalStop:
+        """`terminate`, noting the fake instants around it (see `FinalStop`)."""
+        asked_at = clock.now()
+        code, seconds = await self.terminate()
+        return FinalStop(code, seconds, asked_at, clock.now())
 
     async def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

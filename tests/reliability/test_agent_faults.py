@@ -218,17 +218,14 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
         async with asyncio.timeout(30):
             while sum("paused itself" in (m.text or "") for m in ada.messages) < len(DOOMED):
                 await asyncio.sleep(0.2)
-        before_stop = clock.now()
-        code, _ = await proc.terminate()
-        assert code == 0, proc.log_tail()
-        # Read once the process has stopped: its engine claims fires until then.
-        until = clock.now()
+        stop = await proc.final_stop(clock)
+        assert stop.code == 0, proc.log_tail()
 
     acc = await account(
         db_path,
         chats=(CHAT,),
-        until=until,
-        claimed_by=before_stop,
+        until=stop.stopped_at,
+        claimed_by=stop.asked_at,
         settled_before=cut,
         deliveries=agent.deliveries,
     )

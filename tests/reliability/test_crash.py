@@ -232,11 +232,9 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
             assert proc.running, f"Tickler died by itself:\n{proc.log_tail()}"
             await asyncio.sleep(0.3)
         drained_in = time.monotonic() - drain_began
-        before_stop = clock.now()
-        code, stop_took = await proc.terminate()
-        # Read once the process has stopped: its engine claims fires until then.
-        until = clock.now()
-        assert code == 0, proc.log_tail()
+        stop = await proc.final_stop(clock)
+        assert stop.code == 0, proc.log_tail()
+        until = stop.stopped_at
 
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -244,7 +242,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         db_path,
         chats=CHATS,
         until=until,
-        claimed_by=before_stop,
+        claimed_by=stop.asked_at,
         settled_before=cut,
         deliveries=agent.deliveries,
     )
@@ -264,7 +262,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         f"crash: {CYCLES} kill -9 over {fake_span.total_seconds() / 3600:.1f} h of fake time in "
         f"{time.monotonic() - began:.0f} s; {len(agent.deliveries)} deliveries; "
         f"{acc.summary()}; the last run drained in {drained_in:.1f} s and its SIGTERM "
-        f"took {stop_took:.1f} s"
+        f"took {stop.seconds:.1f} s"
     )
     acc.assert_clean()
     # The mix did what it is for: kills found work in flight, crashes left orphans
@@ -339,11 +337,8 @@ async def test_a_restarted_engine_recovers_a_killed_ones_runs_but_not_a_live_one
         await first.kill()
         await _wait(lambda: _succeeded(db_path, held.id), 30)
         assert running_owned_by(db_path, killed_pid) == 0
-        before_stop = clock.now()
-        code, _ = await second.terminate()
-        # Read once the process has stopped: its engine claims fires until then.
-        until = clock.now()
-        assert code == 0, second.log_tail()
+        stop = await second.final_stop(clock)
+        assert stop.code == 0, second.log_tail()
 
     [run] = [r for r in read_runs(db_path) if r.schedule_id == held.id]
     assert [(s, "orphaned" in (e or "")) for s, e, *_ in run.trail] == [
@@ -355,9 +350,9 @@ async def test_a_restarted_engine_recovers_a_killed_ones_runs_but_not_a_live_one
     acc = await account(
         db_path,
         chats=(chat,),
-        until=until,
-        claimed_by=before_stop,
-        settled_before=before_stop - timedelta(minutes=10),
+        until=stop.stopped_at,
+        claimed_by=stop.asked_at,
+        settled_before=stop.asked_at - timedelta(minutes=10),
         deliveries=agent.deliveries,
     )
     tally.add("crashes survived", 1)

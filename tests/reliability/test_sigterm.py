@@ -149,18 +149,15 @@ async def test_sigterm_with_work_in_flight_loses_nothing_and_stops_within_the_gr
                 if r.scheduled_for < cut
             )
             await asyncio.sleep(0.3)
-        before_stop = clock.now()
-        code, seconds = await proc.terminate()
-        # Read once the process has stopped: its engine claims fires until then.
-        until = clock.now()
-        took.append(seconds)
-        assert code == 0, proc.log_tail()
+        stop = await proc.final_stop(clock)
+        took.append(stop.seconds)
+        assert stop.code == 0, proc.log_tail()
 
     acc = await account(
         db_path,
         chats=(CHAT,),
-        until=until,
-        claimed_by=before_stop,
+        until=stop.stopped_at,
+        claimed_by=stop.asked_at,
         settled_before=cut,
         deliveries=agent.deliveries,
     )

@@ -162,11 +162,8 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
             if succeeded_keys(db_path, ada_ids, cut) <= set(answered_in(ada)):
                 break
             await asyncio.sleep(0.5)
-        before_stop = clock.now()
-        code, _ = await proc.terminate()
-        # Read once the process has stopped: its engine claims fires until then.
-        until = clock.now()
-        assert code == 0, proc.log_tail()
+        stop = await proc.final_stop(clock)
+        assert stop.code == 0, proc.log_tail()
         log = proc.log_text()
 
     runs = [r for r in read_runs(db_path) if r.scheduled_for < cut]
@@ -210,8 +207,8 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
     acc = await account(
         db_path,
         chats=(ADA, BOB),
-        until=until,
-        claimed_by=before_stop,
+        until=stop.stopped_at,
+        claimed_by=stop.asked_at,
         settled_before=cut - timedelta(minutes=1),
         deliveries=agent.deliveries,
     )
