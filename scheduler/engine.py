@@ -226,6 +226,9 @@ class Engine:
         self.store = store
         self.clock = clock
         self.dispatcher = dispatcher
+        #: The dispatcher keeps its own deadline (HttpAgentDispatcher), so agent runs need
+        #: no second one; asked once, not per run.
+        self._dispatcher_limits_time = bool(getattr(dispatcher, "limits_own_time", False))
         self.config = config or EngineConfig()
         self.notifier: Notifier = notifier or _LogNotifier()
         self.reminders = reminders
@@ -585,9 +588,7 @@ class Engine:
         output: str | None = None
         usage: dict[str, int] | None = None
         try:
-            if schedule.action.kind is ActionKind.AGENT and getattr(
-                self.dispatcher, "limits_own_time", False
-            ):
+            if schedule.action.kind is ActionKind.AGENT and self._dispatcher_limits_time:
                 # The dispatcher keeps its own deadline (HttpAgentDispatcher: an asyncio
                 # deadline around the HTTP phases); a second one per run is pure cost.
                 output, usage = await self._perform(run, schedule, timeout)

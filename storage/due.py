@@ -11,7 +11,8 @@ from storage.database import fetch_one
 __all__ = ["read"]
 
 # The earliest next_run_at of an active schedule, ready run (pending, or failed and due
-# for a retry) and approval deadline; each answered from its own index.
+# for a retry) and approval deadline; each answered from its own index (partial ones
+# are matched by their WHERE text, which the conditions repeat word for word).
 _SQL = (
     "SELECT (SELECT MIN(next_run_at) FROM schedules WHERE enabled = 1 AND tripped = 0 "
     "AND archived_at IS NULL AND next_run_at IS NOT NULL), "
