@@ -51,6 +51,10 @@ _LOCAL_INSTANCES: set[str] = set()
 
 #: Seconds a stopping engine waits for outcomes to be written after cancelling attempts.
 _RECORD_GRACE = 5.0
+#: Claims of at most `claim_batch` fires each that a stopping engine makes for the fires
+#: it held for a slot (only the last `hold_for_slot` of fires can be unclaimed).
+_HELD_FLUSH_ROUNDS = 20
+_HELD_FLUSH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,12 @@ class EngineConfig:
     shutdown_grace: float = 20.0
     #: Dead runs in a row that trip a schedule's circuit breaker.
     trip_after: int = 3
+    #: How long a due fire that could start at once waits, unclaimed, for a free slot:
+    #: it is then written once, already running, instead of as a pending run that is
+    #: acquired later (three writes and a read). Older fires are claimed as pending
+    #: runs, slot or not, so a backlog is in the ledger within this time. Kept well
+    #: inside `misfire_grace`, so a held fire is always planned as on time.
+    hold_for_slot: timedelta = timedelta(seconds=10)
     heartbeat_every: timedelta = timedelta(seconds=15)
     #: An instance silent this long is presumed dead and its runs are reaped.
     stale_after: timedelta = timedelta(seconds=90)
@@ -357,6 +367,8 @@ class Engine:
     async def shutdown(self) -> None:
         """Let in-flight attempts finish within the grace period; put the rest back."""
         self._stopping = True
+        if self._ready:
+            await self._record_held()
         tasks = self._tasks()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.shutdown_grace)
@@ -415,22 +427,29 @@ class Engine:
             await self.store.heartbeat(self.instance_id, now)
             await self._reap(now)
             self._next_heartbeat = now + self.config.heartbeat_every
-        more = False
         # One read for the three checks below (the store answers them from it).
         await self.store.due_instants()
         expired = await self.store.skip_expired_approvals(now)
         if expired:
             log.info("%d runs skipped: no approval before their deadline", expired)
-        plans = await self.store.claim_due_fires(now, self.config.claim_batch, self._plan)
-        for plan in plans:
-            if plan.missed:
-                await self._notify(self.notifier.fires_missed(plan))
-            if any(f.status is RunStatus.AWAITING_APPROVAL for f in plan.fires):
-                await self._notify(self.notifier.runs_awaiting_approval(plan))
-        if len(plans) >= self.config.claim_batch:
-            more = True
-        free = self._free_slots()
-        if not self._stopping and self._has_room():
+        room = not self._stopping and self._has_room()
+        free = self._free_slots() if room else 0
+        claimed = await self.store.claim_and_start(
+            now,
+            self.config.claim_batch,
+            self._plan,
+            owner=self.instance_id,
+            start=free,
+            hold_until=now - self.config.hold_for_slot,
+            settling=set(self._settling),
+        )
+        # Started first: the notifier may take a while, and these runs are due now.
+        for item in claimed.started:
+            self._start(item)
+        await self._report(claimed.plans)
+        more = claimed.more
+        free -= len(claimed.started)
+        if room and free > 0:
             acquired = await self.store.acquire_ready_runs(
                 now, free, self.instance_id, settling=set(self._settling)
             )
@@ -439,6 +458,31 @@ class Engine:
             if len(acquired) == free:
                 more = True
         return more
+
+    async def _report(self, plans: list[FirePlan]) -> None:
+        for plan in plans:
+            if plan.missed:
+                await self._notify(self.notifier.fires_missed(plan))
+            if any(f.status is RunStatus.AWAITING_APPROVAL for f in plan.fires):
+                await self._notify(self.notifier.runs_awaiting_approval(plan))
+
+    async def _record_held(self) -> None:
+        """At a stop, write the fires held for a slot as pending runs, as if claimed
+        when due: the next start runs them, however long it takes to come."""
+        now = self.clock.now()
+        try:
+            # Bounded: a database locked past this must not eat the stop's grace period.
+            async with asyncio.timeout(_HELD_FLUSH_SECONDS):
+                for _ in range(_HELD_FLUSH_ROUNDS):
+                    claimed = await self.store.claim_and_start(
+                        now, self.config.claim_batch, self._plan, owner=self.instance_id, start=0
+                    )
+                    await self._report(claimed.plans)
+                    if not claimed.more:
+                        return
+        except Exception:
+            # They stay due: the next start plans them by the missed-run policy.
+            log.exception("recording the fires held for a slot failed")
 
     def _plan(self, schedule: Schedule, now: datetime) -> FirePlan:
         return plan_due_fires(schedule, now, self.config.misfire_grace)
@@ -450,9 +494,13 @@ class Engine:
         instants = await self.store.due_instants()
         fire = instants.fire
         if fire is not None and fire <= now:
-            # A fire that the claim left behind (another engine or an edit changed the
-            # schedule under it): look again at once.
-            return now
+            if self._stopping or self._has_room():
+                # A fire that the claim left behind (another engine or an edit changed
+                # the schedule under it): look again at once.
+                return now
+            # Held for a slot: a freed slot wakes the loop; at the latest, the fire is
+            # claimed as pending once held for `hold_for_slot`.
+            deadline = min(deadline, fire + self.config.hold_for_slot)
         due = instants.earliest
         # A run already due that we could not take waits for a slot or for the run
         # it queues behind; both wake us, so only a future instant sets a deadline.

@@ -29,6 +29,7 @@ __all__ = [
     "AcquiredRun",
     "AttemptOutcome",
     "ChatPrefs",
+    "ClaimedFires",
     "EngineInstance",
     "FinishedAttempt",
     "Notification",
@@ -64,6 +65,21 @@ class ScheduleChange:
 class AcquiredRun:
     run: Run
     schedule: Schedule
+
+
+@dataclass(frozen=True)
+class ClaimedFires:
+    """What one claim did (`Store.claim_and_start`)."""
+
+    #: The plans applied: their runs are in the ledger, and `next_run_at` moved on.
+    plans: list[FirePlan]
+    #: Fires written already `running` under the claiming owner: start them now.
+    started: list[AcquiredRun]
+    #: Fires left unclaimed because they could start as soon as a slot frees; their
+    #: schedules stay due.
+    held: int = 0
+    #: A read filled its limit: more may be due right away.
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,30 @@ class Store(Protocol):
         its runs and advance `next_run_at` in one transaction, only if `next_run_at` is
         still what was planned from. A fire instant is inserted at most once
         (UNIQUE(schedule_id, scheduled_for)). Returns the plans that were applied."""
+
+    async def claim_and_start(
+        self,
+        now: datetime,
+        limit: int,
+        plan: Planner,
+        *,
+        owner: str,
+        start: int,
+        hold_until: datetime | None = None,
+        settling: Collection[str] = (),
+    ) -> ClaimedFires:
+        """`claim_due_fires`, and up to `start` of the claimed fires written already
+        `running` under `owner` in the same transaction (returned in `started`), so a
+        fire that finds a free slot costs one write and no acquisition. A fire starts
+        so only when `acquire_ready_runs` would take it first: it is its plan's only
+        fire and pending, nothing of its schedule is running (in the store, or in
+        `settling`), and no ready run waits from an earlier instant.
+
+        With `hold_until`, a fire due after `hold_until` that could start that way but
+        finds no slot left is not claimed at all (`held`): its schedule stays due, and
+        it is written once, running, when a slot frees. Fires due at or before
+        `hold_until`, and fires that could not start that way, are claimed as pending
+        runs as `claim_due_fires` does, slot or not."""
 
     async def acquire_ready_runs(
         self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import aiosqlite
 
 from scheduler.store import DueInstants
 from storage.codec import from_db_time
 from storage.database import fetch_one
 
-__all__ = ["read"]
+__all__ = ["earliest_ready", "read"]
 
 # The earliest next_run_at of an active schedule, ready run (pending, or failed and due
 # for a retry) and approval deadline; each answered from its own index (partial ones
 # are matched by their WHERE text, which the conditions repeat word for word).
-_SQL = (
-    "SELECT (SELECT MIN(next_run_at) FROM schedules WHERE enabled = 1 AND tripped = 0 "
-    "AND archived_at IS NULL AND next_run_at IS NOT NULL), "
-    "(SELECT MIN(next_attempt_at) FROM runs WHERE status IN ('pending', 'failed')), "
-    "(SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval')"
+_FIRE = (
+    "SELECT MIN(next_run_at) FROM schedules WHERE enabled = 1 AND tripped = 0 "
+    "AND archived_at IS NULL AND next_run_at IS NOT NULL"
 )
+_READY = "SELECT MIN(next_attempt_at) FROM runs WHERE status IN ('pending', 'failed')"
+_DEADLINE = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
+_SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE})"
 
 
 async def read(db: aiosqlite.Connection) -> DueInstants:
@@ -26,3 +29,10 @@ async def read(db: aiosqlite.Connection) -> DueInstants:
     if row is None:
         return DueInstants(None, None, None)
     return DueInstants(from_db_time(row[0]), from_db_time(row[1]), from_db_time(row[2]))
+
+
+async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
+    """The earliest instant a pending run or a planned retry becomes ready (inside the
+    caller's transaction, unlike the snapshot `read` feeds the engine)."""
+    row = await fetch_one(db, _READY)
+    return None if row is None else from_db_time(row[0])

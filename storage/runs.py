@@ -320,6 +320,23 @@ async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -
     return [run_from_row(r) for r in rows]
 
 
+async def owned_by(db: aiosqlite.Connection, run_ids: Sequence[str], owner: str) -> set[str]:
+    """Of `run_ids`, those running under `owner`."""
+    rows = await fetch_all(
+        db,
+        "SELECT id FROM runs WHERE owner = ? AND status = 'running' "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (owner, json.dumps(list(run_ids))),
+    )
+    return {r[0] for r in rows}
+
+
+async def running_schedules(db: aiosqlite.Connection) -> set[str]:
+    """Schedules with a run `running` (few: at most what the engines have in flight)."""
+    rows = await fetch_all(db, "SELECT DISTINCT schedule_id FROM runs WHERE status = 'running'")
+    return {r[0] for r in rows}
+
+
 async def running_owners(db: aiosqlite.Connection) -> set[str]:
     rows = await fetch_all(
         db, "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"

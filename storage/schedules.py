@@ -82,16 +82,18 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
 
 
 async def due(
-    db: aiosqlite.Connection, now: datetime, limit: int
+    db: aiosqlite.Connection, now: datetime, limit: int, *, after: datetime | None = None
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
-    """Schedules due at `now`, each with its row's values (for `codec.remember_claimed`)."""
+    """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
+    order, each with its row's values (for `codec.remember_claimed`)."""
     rows = await fetch_all(
         db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
         "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL "
-        "AND next_run_at IS NOT NULL AND next_run_at <= ? "
+        "AND next_run_at IS NOT NULL AND next_run_at <= ? AND next_run_at > ? "
         "ORDER BY next_run_at LIMIT ?",
-        (to_db_time(now), limit),
+        # '' sorts before every instant: no lower bound.
+        (to_db_time(now), "" if after is None else to_db_time(after), limit),
     )
     return [(values, schedule_from_row(values)) for values in map(tuple, rows)]
 

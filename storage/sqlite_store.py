@@ -32,6 +32,7 @@ from scheduler.store import (
     AcquiredRun,
     AttemptOutcome,
     ChatPrefs,
+    ClaimedFires,
     DueInstants,
     EngineInstance,
     FinishedAttempt,
@@ -52,7 +53,12 @@ from storage import (
     stats,
     work_items,
 )
-from storage.codec import remember_claimed, started_run_from_row, started_schedule
+from storage.codec import (
+    claimed_schedule,
+    remember_claimed,
+    started_run_from_row,
+    started_schedule,
+)
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
 from storage.one_trip import transact
 
@@ -288,22 +294,83 @@ class SqliteStore:
 
     # --- the engine ------------------------------------------------------------------
     async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
+        return (await self.claim_and_start(now, limit, plan, owner="", start=0)).plans
+
+    async def claim_and_start(
+        self,
+        now: datetime,
+        limit: int,
+        plan: Planner,
+        *,
+        owner: str,
+        start: int,
+        hold_until: datetime | None = None,
+        settling: Collection[str] = (),
+    ) -> ClaimedFires:
         # While a backlog is being claimed the read-only look first is a wasted trip.
         if not self._due_backlog and not await self._anything_due(now, _FIRE):
-            return []
+            return ClaimedFires([], [])
         async with self._read() as db:
-            due = await schedules.due(db, now, limit)
-        self._due_backlog = len(due) >= limit
+            if hold_until is None:
+                found = await schedules.due(db, now, limit)
+                more = len(found) >= limit
+            else:
+                # Fires past the hold are claimed whatever the slots; of the newer ones,
+                # only as many as could start are read (the rest wait, unread).
+                found = await schedules.due(db, min(hold_until, now), limit)
+                more = len(found) >= limit
+                if not more and start > 0:
+                    fresh = await schedules.due(db, now, start, after=hold_until)
+                    more = len(fresh) >= start
+                    found += fresh
+        self._due_backlog = more
         # Plan outside the write lock: after a long outage planning takes a while,
         # and neither other writers nor this loop's heartbeats should wait for it.
         plans: list[tuple[tuple[Any, ...], Schedule, FirePlan]] = []
-        for i, (values, schedule) in enumerate(due, 1):
+        for i, (values, schedule) in enumerate(found, 1):
             plans.append((values, schedule, plan(schedule, now)))
             if i % 50 == 0:
                 await asyncio.sleep(0)
+        # A fire can start at once only if it is its plan's one pending fire: a plan of
+        # several fires (catch-up) is ordered by the acquisition.
+        single = [
+            len(fire_plan.fires) == 1 and fire_plan.fires[0].status is RunStatus.PENDING
+            for _, _, fire_plan in plans
+        ]
         applied: list[FirePlan] = []
+        started: list[AcquiredRun] = []
+        held: list[str] = []
 
         async def claim(db: aiosqlite.Connection) -> set[str]:
+            applied.clear()
+            started.clear()
+            held.clear()
+            busy: Collection[str] = ()
+            waiting: datetime | None = None
+            if start > 0 and any(single):
+                busy = await runs.running_schedules(db)
+                waiting = await due.earliest_ready(db)
+            budget = start
+            # What each plan becomes: started (True), pending rows (False), or left
+            # unclaimed (None).
+            fate: list[bool | None] = []
+            for (_, schedule, fire_plan), alone in zip(plans, single, strict=True):
+                if (
+                    alone
+                    and schedule.id not in busy
+                    and schedule.id not in settling
+                    and (waiting is None or fire_plan.fires[0].scheduled_for <= waiting)
+                ):
+                    if budget > 0:
+                        budget -= 1
+                        fate.append(True)
+                        continue
+                    assert schedule.next_run_at is not None
+                    if hold_until is not None and schedule.next_run_at > hold_until:
+                        fate.append(None)
+                        held.append(schedule.id)
+                        continue
+                fate.append(False)
             # Compare-and-set on next_run_at, all plans in one statement: if another
             # engine claimed these fires, or the operator paused or edited the schedule
             # meanwhile, its plan is dropped.
@@ -311,30 +378,43 @@ class SqliteStore:
                 db,
                 [
                     (schedule.id, schedule.next_run_at, fire_plan.next_run_at)
-                    for _, schedule, fire_plan in plans
-                    if schedule.next_run_at is not None
+                    for (_, schedule, fire_plan), fated in zip(plans, fate, strict=True)
+                    if schedule.next_run_at is not None and fated is not None
                 ],
                 now,
             )
-            applied.clear()
             new_runs: list[Run] = []
-            for _, schedule, fire_plan in plans:
-                if schedule.id in moved:
-                    applied.append(fire_plan)
-                    new_runs.extend(runs_for_plan(schedule, fire_plan, now))
+            for (values, schedule, fire_plan), fated in zip(plans, fate, strict=True):
+                if schedule.id not in moved or fated is None:
+                    continue
+                applied.append(fire_plan)
+                rows = runs_for_plan(schedule, fire_plan, now)
+                if fated:
+                    after = claimed_schedule(values, schedule, fire_plan.next_run_at, now)
+                    started.append(AcquiredRun(_started(rows[0], owner, now), after))
+                else:
+                    new_runs.extend(rows)
             await runs.insert_many(db, new_runs)
+            if started:
+                written = await runs.insert_many(db, [a.run for a in started])
+                if written != len(started):
+                    # An instant already in the ledger (a backfill of that very
+                    # instant) is not run again: start only the rows written here.
+                    mine = await runs.owned_by(db, [a.run.id for a in started], owner)
+                    started[:] = [a for a in started if a.run.id in mine]
             return moved
 
         moved = await self._transact(claim)
-        if any(f.status is RunStatus.PENDING for p in applied for f in p.fires):
+        if len(started) < sum(f.status is RunStatus.PENDING for p in applied for f in p.fires):
             # Runs just made ready: the acquisition that follows need not read first to
             # find out.
             self._ready_backlog = True
+        begun = {a.run.schedule_id for a in started}
         for values, schedule, fire_plan in plans:
-            if schedule.id in moved:
+            if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return applied
+        return ClaimedFires(applied, list(started), held=len(held), more=more or bool(held))
 
     async def next_fire_at(self) -> datetime | None:
         return (await self.due_instants()).fire
@@ -734,6 +814,20 @@ async def _apply_successes(
             )
         results.append(FinishedAttempt(run, schedule, False, answer=outcome.output))
     return results
+
+
+def _started(run: Run, owner: str, now: datetime) -> Run:
+    """A fresh run as its first attempt starting leaves it (runs.mark_running)."""
+    return run.model_copy(
+        update={
+            "status": RunStatus.RUNNING,
+            "attempt": run.attempt + 1,
+            "started_at": now,
+            "owner": owner,
+            "error": None,
+            "updated_at": now,
+        }
+    )
 
 
 def _finished_run(run: Run, outcome: AttemptOutcome) -> Run:

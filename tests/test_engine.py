@@ -555,3 +555,99 @@ async def test_openai_mode_stores_the_answer_and_feeds_it_to_the_next_prompt(
     latest, _ = await service.history(CHAT, weekly.id)
     assert latest.output == "Shipped the engine; the bot slipped."
     assert latest.token_usage == usage
+
+
+class _GatedDispatcher:
+    """Answers 200 once `gate` opens; notes each request."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.seen: list[str] = []
+
+    async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
+        self.seen.append(request.schedule_id)
+        await self.gate.wait()
+        return DispatchResult(status_code=200)
+
+
+async def test_a_fire_waits_unclaimed_for_a_slot_then_starts_in_its_claim(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    first = await create_daily(service, name="First")
+    second = await create_daily(service, name="Second")
+    gated = _GatedDispatcher()
+    engine = make_engine(store, clock, gated, max_concurrency=1)
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await engine.startup()
+    await engine._tick(clock.now())
+    await asyncio.sleep(0)
+    # One slot: one fire started straight from its claim (running, no pending step);
+    # the other schedule is left due, unclaimed, while it waits for the slot.
+    [started] = gated.seen
+    waiting = second if started == first else first
+    [run] = await service.history(CHAT, started)
+    assert (run.status, run.attempt) == (RunStatus.RUNNING, 1)
+    assert await service.history(CHAT, waiting) == []
+    held = await service.get_schedule(CHAT, waiting)
+    assert held.next_run_at == utc("2026-11-23T08:00:00Z")
+    # The slot frees: the held fire is claimed and started, on time, in one step.
+    gated.gate.set()
+    await engine.run_until_idle()
+    assert sorted(gated.seen) == sorted([first, second])
+    for sid in (first, second):
+        [run] = await service.history(CHAT, sid)
+        assert (run.status, run.trigger) == (RunStatus.SUCCEEDED, RunTrigger.SCHEDULE)
+    await engine.shutdown()
+
+
+async def test_a_fire_held_past_the_hold_is_queued_and_a_stop_records_the_rest(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    first = await create_daily(service, name="First")
+    second = await create_daily(service, name="Second")
+    gated = _GatedDispatcher()
+    engine = make_engine(
+        store, clock, gated, max_concurrency=1, hold_for_slot=timedelta(seconds=10)
+    )
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await engine.startup()
+    await engine._tick(clock.now())
+    await asyncio.sleep(0)
+    [started] = gated.seen
+    waiting = second if started == first else first
+    assert await service.history(CHAT, waiting) == []
+    # Held longer than the hold: written as a pending run (in the ledger), still on time.
+    await clock.advance(timedelta(seconds=11))
+    await engine._tick(clock.now())
+    [queued] = await service.history(CHAT, waiting)
+    assert (queued.status, queued.trigger) == (RunStatus.PENDING, RunTrigger.SCHEDULE)
+    assert queued.scheduled_for == utc("2026-11-23T08:00:00Z")
+    gated.gate.set()
+    await engine.run_until_idle()
+    [done] = await service.history(CHAT, waiting)
+    assert done.status is RunStatus.SUCCEEDED
+    await engine.shutdown()
+
+
+async def test_a_stop_writes_the_fires_held_for_a_slot_as_pending(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    first = await create_daily(service, name="First")
+    second = await create_daily(service, name="Second")
+    gated = _GatedDispatcher()
+    engine = make_engine(store, clock, gated, max_concurrency=1, shutdown_grace=0.1)
+    await clock.set(utc("2026-11-23T08:00:00Z"))
+    await engine.startup()
+    await engine._tick(clock.now())
+    await asyncio.sleep(0)
+    [started] = gated.seen
+    waiting = second if started == first else first
+    await engine.shutdown()
+    # Nothing held is left only in the schedule: the next start runs it however late.
+    [queued] = await service.history(CHAT, waiting)
+    assert (queued.status, queued.scheduled_for) == (
+        RunStatus.PENDING,
+        utc("2026-11-23T08:00:00Z"),
+    )
+    [put_back] = await service.history(CHAT, started)
+    assert put_back.status is RunStatus.PENDING

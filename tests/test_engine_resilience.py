@@ -23,9 +23,8 @@ from scheduler.models import (
     RetryPolicy,
     RunStatus,
 )
-from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import FinishedAttempt, Planner
+from scheduler.store import ClaimedFires, FinishedAttempt, Planner
 from storage import database
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
@@ -51,9 +50,11 @@ class FlakyStore(SqliteStore):
             self.failures[name] -= 1
             raise sqlite3.OperationalError("database is locked")
 
-    async def claim_due_fires(self, now: datetime, limit: int, plan: Planner) -> list[FirePlan]:
+    async def claim_and_start(
+        self, now: datetime, limit: int, plan: Planner, **options: Any
+    ) -> ClaimedFires:
         self._fail("claim")
-        return await super().claim_due_fires(now, limit, plan)
+        return await super().claim_and_start(now, limit, plan, **options)
 
     async def finish_attempts(
         self, items: Any, owner: str, *, trip_after: int

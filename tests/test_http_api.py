@@ -105,14 +105,14 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
 
     # The next claim hangs, as on a database that stopped answering one query.
     entered, release = asyncio.Event(), asyncio.Event()
-    claim = store.claim_due_fires
+    claim = store.claim_and_start
 
     async def stuck(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         await release.wait()
         return await claim(*args, **kwargs)
 
-    monkeypatch.setattr(store, "claim_due_fires", stuck)
+    monkeypatch.setattr(store, "claim_and_start", stuck)
     engine.wake()
     await asyncio.wait_for(entered.wait(), 1)
     await api.bot.clock.advance(timedelta(minutes=5))
@@ -123,7 +123,7 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     assert health["loop_alive"] is True and health["db_ok"] is True
     assert health["last_tick_age_s"] >= 300
 
-    monkeypatch.setattr(store, "claim_due_fires", claim)
+    monkeypatch.setattr(store, "claim_and_start", claim)
     release.set()
 
     async def healthy() -> bool:

@@ -260,3 +260,136 @@ async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> Non
         raw.execute("PRAGMA user_version = 999")
     with pytest.raises(SchemaTooNew, match="version 999"):
         await SqliteStore.open(path)
+
+
+# --- claim_and_start: a fire with a free slot is written once, already running -------
+
+
+async def test_a_fire_with_a_free_slot_is_claimed_already_running(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)
+    [started] = claimed.started
+    assert [p.schedule_id for p in claimed.plans] == [s.id]
+    assert started.run.status is RunStatus.RUNNING and started.run.attempt == 1
+    assert (started.run.owner, started.run.started_at) == ("A", NOW)
+    assert started.schedule.next_run_at == NOW + timedelta(days=1)
+    # In the ledger as the acquisition would have left it, and not acquirable again.
+    [row] = await store.list_runs(1)
+    assert (row.id, row.status, row.owner, row.attempt) == (
+        started.run.id,
+        RunStatus.RUNNING,
+        "A",
+        1,
+    )
+    assert await store.acquire_ready_runs(NOW, 10, "B") == []
+    assert await store.claim_due_fires(NOW, 10, plan_due_fires) == []
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW + timedelta(seconds=1))
+    finished = await store.finish_attempt(started, "A", done, trip_after=3)
+    assert finished is not None and finished.run.status is RunStatus.SUCCEEDED
+    [attempt] = await store.list_attempts(1, started.run.id)
+    assert (attempt.attempt, attempt.owner, attempt.started_at) == (1, "A", NOW)
+
+
+async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: Store) -> None:
+    fresh, old = schedule(), schedule()
+    old = old.model_copy(
+        update={
+            "trigger": cron_trigger("59 6 * * *", "UTC"),
+            "next_run_at": NOW - timedelta(minutes=1),
+        }
+    )
+    await store.add_schedule(fresh)
+    await store.add_schedule(old)
+    claimed = await store.claim_and_start(
+        NOW, 10, plan_due_fires, owner="A", start=0, hold_until=NOW - timedelta(seconds=10)
+    )
+    # The old fire is in the ledger as pending; the fresh one's schedule is still due.
+    assert [p.schedule_id for p in claimed.plans] == [old.id]
+    assert claimed.started == []
+    [pending] = await store.list_runs(1)
+    assert (pending.schedule_id, pending.status) == (old.id, RunStatus.PENDING)
+    still = await store.get_schedule(1, fresh.id)
+    assert still is not None and still.next_run_at == NOW
+    # The queued run takes the next slot; once it is done, the held fire starts at once.
+    [first] = await store.acquire_ready_runs(NOW, 1, "A")
+    assert first.run.id == pending.id
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW)
+    await store.finish_attempt(first, "A", done, trip_after=3)
+    claimed = await store.claim_and_start(
+        NOW, 10, plan_due_fires, owner="A", start=1, hold_until=NOW - timedelta(seconds=10)
+    )
+    [started] = claimed.started
+    assert started.run.schedule_id == fresh.id and started.run.status is RunStatus.RUNNING
+
+
+async def test_a_fire_behind_a_ready_backlog_is_queued_not_started(store: Store) -> None:
+    old, fresh = schedule(), schedule()
+    old = old.model_copy(
+        update={
+            "trigger": cron_trigger("59 6 * * *", "UTC"),
+            "next_run_at": NOW - timedelta(minutes=1),
+        }
+    )
+    await store.add_schedule(old)
+    await store.add_schedule(fresh)
+    await store.claim_due_fires(NOW - timedelta(minutes=1), 10, plan_due_fires)
+    # A slot is free, but an earlier fire waits for one: the fresh fire queues behind
+    # it instead of overtaking it.
+    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=1)
+    assert claimed.started == [] and [p.schedule_id for p in claimed.plans] == [fresh.id]
+    [first] = await store.acquire_ready_runs(NOW, 1, "A")
+    assert first.run.schedule_id == old.id
+    [second] = await store.acquire_ready_runs(NOW, 1, "A")
+    assert second.run.schedule_id == fresh.id
+
+
+async def test_a_fire_of_a_busy_schedule_is_queued_for_its_overlap_policy(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    [running] = (await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)).started
+    later = NOW + timedelta(days=1)
+    claimed = await store.claim_and_start(later, 10, plan_due_fires, owner="A", start=5)
+    # Not started beside its running predecessor: written pending, and the overlap
+    # policy (skip) decides at the acquisition.
+    assert claimed.started == [] and len(claimed.plans) == 1
+    assert await store.acquire_ready_runs(later, 10, "A") == []
+    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    assert runs[later].status is RunStatus.SKIPPED and "overlap" in (runs[later].error or "")
+    assert runs[NOW].id == running.run.id
+
+
+async def test_a_settling_schedule_is_not_started_beside_its_last_run(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    [first] = (await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)).started
+    done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW)
+    await store.finish_attempt(first, "A", done, trip_after=3)
+    later = NOW + timedelta(days=1)
+    claimed = await store.claim_and_start(
+        later, 10, plan_due_fires, owner="A", start=5, settling={s.id}
+    )
+    assert claimed.started == []
+    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    assert runs[later].status is RunStatus.PENDING
+
+
+async def test_an_instant_already_in_the_ledger_is_not_started_again(store: Store) -> None:
+    s = schedule()
+    await store.add_schedule(s)
+    # A backfill (or a second engine) wrote the very instant meanwhile, already done.
+    done = Run(
+        id=new_id(),
+        schedule_id=s.id,
+        chat_id=1,
+        scheduled_for=NOW,
+        trigger=RunTrigger.BACKFILL,
+        status=RunStatus.SUCCEEDED,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    assert await store.add_run(done)
+    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)
+    assert claimed.started == []
+    [row] = await store.list_runs(1)
+    assert (row.id, row.status) == (done.id, RunStatus.SUCCEEDED)
