@@ -1,36 +1,44 @@
-"""A whole write transaction in one trip to aiosqlite's database thread.
+"""A whole write transaction in one step: on the event loop's thread when the write
+lock is free, else in one trip to aiosqlite's database thread.
 
 aiosqlite runs each statement on its own thread and hands the result back through the
 event loop: a transaction of five statements (BEGIN, three writes, COMMIT) costs five
-thread hand-overs, each a wake-up of both threads. In a burst the engine's claim,
-acquisition and outcome transactions were bound by those hand-overs, not by SQLite or
-Python: the loop thread sat idle about half the time waiting for them.
+thread hand-overs, each a wake-up of both threads. `transact` runs the transaction body
+(the same `storage.runs` / `storage.schedules` functions every other caller uses)
+against `InlineConnection`, which executes each statement directly on a
+`sqlite3.Connection`. The body is a coroutine whose awaits are all statements, so it
+completes in a single `send`: the whole transaction, BEGIN to COMMIT, is one step. A
+body that waits for anything else is a programming error and is refused (rolled back).
 
-`transact` runs the transaction body (the same `storage.runs` / `storage.schedules`
-functions every other caller uses) on the database thread against `InlineConnection`,
-which executes each statement directly on the underlying `sqlite3.Connection`. The body
-is a coroutine whose awaits are all statements, so it completes in a single `send`: the
-whole transaction, BEGIN to COMMIT, is one hand-over. A body that waits for anything
-else is a programming error and is refused (rolled back) rather than blocking the
-database thread.
+Where that step runs:
+- `LoopWriter`, a second connection to the same file used on the event loop's own
+  thread. The engine's transactions are short (a batch of claims or outcomes); run in
+  place they skip the hand-over to the database thread and back, and the two threads'
+  contention for the GIL around every row SQLite steps through. Measured in a burst of
+  10,000 fires: about 15% more fires per second. It never waits for the write lock: if
+  another connection (another process, a backup, this process's own aiosqlite
+  connection) holds it, BEGIN fails at once (`WriterBusy`), and
+- the transaction goes to aiosqlite's thread instead, which waits up to the busy
+  timeout without blocking the event loop.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-__all__ = ["InlineConnection", "transact"]
+__all__ = ["InlineConnection", "LoopWriter", "WriterBusy", "transact"]
 
 T = TypeVar("T")
 
 
 class InlineConnection:
     """The subset of `aiosqlite.Connection` the storage functions use, run in place on
-    the database thread (no further hand-over)."""
+    the calling thread (no further hand-over)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -59,31 +67,109 @@ def run_to_end(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a one-trip transaction waited for something other than a statement")
 
 
+def _whole(
+    conn: sqlite3.Connection, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
+) -> T:
+    """BEGIN IMMEDIATE, the body, COMMIT; rolled back if anything raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Typed as an aiosqlite connection: the storage functions are written against
+        # it, and InlineConnection has the part of it they use.
+        result = run_to_end(body(cast(aiosqlite.Connection, InlineConnection(conn))))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+class WriterBusy(Exception):
+    """Another connection holds the write lock: run the transaction elsewhere."""
+
+
+class LoopWriter:
+    """A connection of its own to the database file, for transactions run in place on
+    the event loop's thread. It never waits for a lock (busy timeout 0) and never
+    checkpoints the WAL itself (a checkpoint copies pages and syncs the file: the
+    store runs it on the database thread, `checkpoint_due`)."""
+
+    #: Commits between two checkpoints asked of the database thread (the default
+    #: automatic checkpoint comes at about 1,000 pages; a claim or a group of outcomes
+    #: writes a few dozen).
+    CHECKPOINT_EVERY = 64
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._commits = 0
+
+    @property
+    def total_changes(self) -> int:
+        return 0 if self._conn is None else self._conn.total_changes
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=0)
+            try:
+                # The file is in WAL mode already (open_database); these are per
+                # connection, as open_database sets them for its own.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def run(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """Run `body` as one transaction here and now; WriterBusy if the write lock is
+        taken (nothing was done)."""
+        conn = self._connection()
+        try:
+            result = _whole(conn, body)
+        except sqlite3.OperationalError as exc:
+            if not conn.in_transaction and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WriterBusy from exc
+            raise
+        self._commits += 1
+        return result
+
+    def checkpoint_due(self) -> bool:
+        """True once every CHECKPOINT_EVERY commits."""
+        if self._commits >= self.CHECKPOINT_EVERY:
+            self._commits = 0
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 async def transact(
     db: aiosqlite.Connection,
     body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]],
+    writer: LoopWriter | None = None,
 ) -> T:
-    """Run `body` as one `BEGIN IMMEDIATE` transaction on `db`'s thread: committed if it
-    returns, rolled back if it raises (the error is raised here). If the awaiting task
-    is cancelled, the transaction still runs to its end, commit or rollback, on its own:
-    it is never left open."""
+    """Run `body` as one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled
+    back if it raises (the error is raised here). With `writer`, in place on this
+    thread unless the write lock is taken; otherwise (or then) on `db`'s thread. If the
+    awaiting task is cancelled while the transaction is on `db`'s thread, it still runs
+    to its end, commit or rollback, on its own: it is never left open."""
+    if writer is not None:
+        try:
+            return writer.run(body)
+        except WriterBusy:
+            pass
 
     def whole() -> T:
         # aiosqlite keeps the sqlite3 connection private; this runs on its thread, the
         # only one allowed to use it, and statements queued by other coroutines wait
         # behind this whole function.
-        conn: sqlite3.Connection = db._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Typed as an aiosqlite connection: the storage functions are written against
-            # it, and InlineConnection has the part of it they use.
-            result = run_to_end(body(cast(aiosqlite.Connection, InlineConnection(conn))))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+        return _whole(db._conn, body)
 
     # aiosqlite's own way onto its thread (every public method goes through it); untyped.
     return cast(T, await db._execute(whole))  # type: ignore[no-untyped-call]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import sqlite3
@@ -60,7 +61,7 @@ from storage.codec import (
     started_schedule,
 )
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
-from storage.one_trip import transact
+from storage.one_trip import LoopWriter, transact
 
 __all__ = ["SqliteStore"]
 
@@ -80,9 +81,18 @@ T = TypeVar("T")
 
 
 class SqliteStore:
-    def __init__(self, db: aiosqlite.Connection, path: str | Path = "the database") -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: str | Path = "the database",
+        writer: LoopWriter | None = None,
+    ) -> None:
         self._db = db
         self._path = path
+        #: Runs the engine's hot transactions on the event loop's thread when the write
+        #: lock is free (storage/one_trip.py); None: all on aiosqlite's thread.
+        self._writer = writer
+        self._checkpointing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._cleanup: asyncio.Future[None] | None = None
         #: Why the last write failed (one sentence for the operator: a lock held past
@@ -102,12 +112,19 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
-        return cls(await open_database(path), path)
+        db = await open_database(path)
+        return cls(db, path, None if str(path) == ":memory:" else LoopWriter(path))
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
         async with self._lock:
             if self._cleanup is not None:
                 await self._cleanup
+            if self._writer is not None:
+                self._writer.close()
             await self._db.close()
 
     async def __aenter__(self) -> SqliteStore:
@@ -116,10 +133,15 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _changes(self) -> int:
+        """Rows changed through this store's connections so far."""
+        writer = 0 if self._writer is None else self._writer.total_changes
+        return self._db.total_changes + writer
+
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            changes = self._db.total_changes
+            changes = self._changes()
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -143,19 +165,38 @@ class SqliteStore:
         """`_write` for a transaction that only runs statements, in one trip to the
         database thread (storage/one_trip.py): the engine's hot path."""
         async with self._lock:
-            changes = self._db.total_changes
+            changes = self._changes()
             try:
-                result = await transact(self._db, body)
+                result = await transact(self._db, body, self._writer)
             except BaseException as exc:
                 if is_unavailable(exc):
                     self._write_failed(exc)
                 raise
             self._wrote(changes)
-            return result
+        if self._writer is not None and self._writer.checkpoint_due():
+            self._checkpoint_soon()
+        return result
+
+    def _checkpoint_soon(self) -> None:
+        """Move the WAL's pages into the database file on aiosqlite's thread (the loop
+        writer never does it, so that the event loop never waits for a sync)."""
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.create_task(
+                self._checkpoint(), name="wal-checkpoint", context=contextvars.Context()
+            )
+
+    async def _checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                # PASSIVE: copies what no reader still needs, never waits for anyone.
+                await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:
+            # The next one catches up; a closed store has nothing left to move.
+            log.debug("WAL checkpoint skipped: %s", exc)
 
     def _wrote(self, changes_before: int) -> None:
         # A transaction that changed nothing wrote nothing, so it proves nothing.
-        if self._failed_writes and self._db.total_changes != changes_before:
+        if self._failed_writes and self._changes() != changes_before:
             log.warning(
                 "The database %s is writable again after %d failed writes.",
                 self._path,
@@ -200,7 +241,7 @@ class SqliteStore:
         seen = self._due_seen
         if (
             seen is not None
-            and seen[0] == self._db.total_changes
+            and seen[0] == self._changes()
             and time.monotonic() - seen[1] < _DUE_SNAPSHOT_FRESH
         ):
             instants = seen[2]
@@ -212,7 +253,7 @@ class SqliteStore:
     async def due_instants(self) -> DueInstants:
         async with self._read() as db:
             instants = await due.read(db)
-        self._due_seen = (self._db.total_changes, time.monotonic(), instants)
+        self._due_seen = (self._changes(), time.monotonic(), instants)
         return instants
 
     # --- schedules ---------------------------------------------------------------------

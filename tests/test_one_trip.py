@@ -1,16 +1,21 @@
 """One-trip transactions (storage/one_trip.py): the engine's hot writes run BEGIN to
-COMMIT on the database thread in one hand-over, and still commit all or nothing."""
+COMMIT in one step, on the event loop's thread when the write lock is free and on the
+database thread otherwise, and still commit all or nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
 
 from storage.database import fetch_all
-from storage.one_trip import transact
+from storage.one_trip import LoopWriter, transact
 
 
 async def _open(path: Path) -> aiosqlite.Connection:
@@ -93,4 +98,80 @@ async def test_a_cancelled_caller_still_gets_the_transaction_closed(tmp_path: Pa
     # committed as a whole, not left open for the next statement to land in.
     assert await _rows(db) == [("a", 1)]
     assert not db.in_transaction
+    await db.close()
+
+
+# --- LoopWriter: in place on the event loop's thread while the write lock is free ------
+
+
+def _body_noting_thread(
+    seen: list[int],
+) -> Callable[[aiosqlite.Connection], Coroutine[Any, Any, None]]:
+    async def body(conn: aiosqlite.Connection) -> None:
+        seen.append(threading.get_ident())
+        await conn.execute("INSERT INTO t VALUES ('a', 1)")
+
+    return body
+
+
+async def test_a_loop_writer_commits_in_place_on_the_loop_thread(tmp_path: Path) -> None:
+    db = await _open(tmp_path / "t.db")
+    writer = LoopWriter(tmp_path / "t.db")
+    seen: list[int] = []
+    await transact(db, _body_noting_thread(seen), writer)
+    assert seen == [threading.get_ident()]
+    # Committed through the writer's own connection: aiosqlite's sees it.
+    assert await _rows(db) == [("a", 1)]
+    assert writer.total_changes == 1 and db.total_changes == 0
+    writer.close()
+    await db.close()
+
+
+async def test_a_taken_write_lock_sends_the_transaction_to_the_database_thread(
+    tmp_path: Path,
+) -> None:
+    db = await _open(tmp_path / "t.db")
+    writer = LoopWriter(tmp_path / "t.db")
+    other = await aiosqlite.connect(str(tmp_path / "t.db"), isolation_level=None)
+    await other.execute("BEGIN IMMEDIATE")
+    seen: list[int] = []
+    waiting = asyncio.create_task(transact(db, _body_noting_thread(seen), writer))
+    # The event loop is not held while the transaction waits for the lock elsewhere.
+    for _ in range(5):
+        await asyncio.sleep(0.02)
+    assert not waiting.done()
+    await other.execute("COMMIT")
+    await other.close()
+    await waiting
+    assert seen and seen[0] != threading.get_ident()
+    assert await _rows(db) == [("a", 1)]
+    # The writer was left with no transaction open and works again at once.
+    seen.clear()
+
+    async def second(conn: aiosqlite.Connection) -> None:
+        seen.append(threading.get_ident())
+        await conn.execute("INSERT INTO t VALUES ('b', 2)")
+
+    await transact(db, second, writer)
+    assert seen == [threading.get_ident()]
+    assert await _rows(db) == [("a", 1), ("b", 2)]
+    writer.close()
+    await db.close()
+
+
+async def test_a_failing_body_on_the_loop_writer_leaves_nothing_behind(tmp_path: Path) -> None:
+    db = await _open(tmp_path / "t.db")
+    writer = LoopWriter(tmp_path / "t.db")
+
+    async def body(conn: aiosqlite.Connection) -> None:
+        await conn.execute("INSERT INTO t VALUES ('a', 1)")
+        await conn.execute("INSERT INTO t VALUES ('a', 2)")  # primary key clash
+
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        await transact(db, body, writer)
+    assert await _rows(db) == []
+    # Not left holding the write lock: aiosqlite's connection can write.
+    await db.execute("INSERT INTO t VALUES ('z', 9)")
+    assert await _rows(db) == [("z", 9)]
+    writer.close()
     await db.close()
