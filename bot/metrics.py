@@ -39,6 +39,12 @@ class Metrics:
             "Ready runs (pending, or failed and due for a retry) due now and not started.",
             registry=self.registry,
         )
+        self.due_schedules = Gauge(
+            "tickler_due_schedules",
+            "Schedules due now whose fire is not claimed yet: held for a free slot "
+            "(at most 10 s; older ones are queued as pending runs).",
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "tickler_runs_in_flight",
             "Attempts this process is running right now.",
@@ -87,6 +93,7 @@ class Metrics:
         for status in RunStatus:
             self.runs.labels(status.value).set(counts.get(status, 0))
         self.due_backlog.set(await svc.store.count_due_runs(now))
+        self.due_schedules.set(await svc.store.count_due_schedules(now))
         self.tripped.set(await svc.store.count_tripped_schedules())
         self.in_flight.set(engine.in_flight)
         if engine.last_tick_at is not None:

@@ -180,6 +180,10 @@ class _GroupCommit:
     async def _drain(self) -> None:
         failures = 0
         while self._queue:
+            # One turn of the loop first: answers that are already in (their callbacks
+            # are queued behind this one) join this commit instead of the next. The
+            # write itself often runs in place without yielding (storage/one_trip.py).
+            await asyncio.sleep(0)
             batch, self._queue = self._queue, []
             try:
                 await self._write(batch)

@@ -399,6 +399,10 @@ class Store(Protocol):
     async def count_due_runs(self, now: datetime) -> int:
         """Ready runs (pending, or failed and due for a retry) that are due at `now`."""
 
+    async def count_due_schedules(self, now: datetime) -> int:
+        """Active schedules due at `now` whose fire is not claimed yet (held for a free
+        slot, see `claim_and_start`)."""
+
     async def count_tripped_schedules(self) -> int:
         """Active schedules whose circuit breaker has tripped."""
 

@@ -136,6 +136,18 @@ class LoopWriter:
         self._commits += 1
         return result
 
+    def read(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """Run `body`, which only reads, here and now (each statement sees the latest
+        commit, as on aiosqlite's connection); WriterBusy if SQLite asks it to wait
+        (in WAL mode only while another connection recovers or resets the WAL)."""
+        conn = self._connection()
+        try:
+            return run_to_end(body(cast(aiosqlite.Connection, InlineConnection(conn))))
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WriterBusy from exc
+            raise
+
     def checkpoint_due(self) -> bool:
         """True once every CHECKPOINT_EVERY commits."""
         if self._commits >= self.CHECKPOINT_EVERY:

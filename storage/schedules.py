@@ -98,6 +98,16 @@ async def due(
     return [(values, schedule_from_row(values)) for values in map(tuple, rows)]
 
 
+async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
+    row = await fetch_one(
+        db,
+        "SELECT COUNT(*) FROM schedules WHERE enabled = 1 AND tripped = 0 "
+        "AND archived_at IS NULL AND next_run_at IS NOT NULL AND next_run_at <= ?",
+        (to_db_time(now),),
+    )
+    return int(row[0]) if row else 0
+
+
 async def advance(
     db: aiosqlite.Connection,
     schedule_id: str,

@@ -61,7 +61,7 @@ from storage.codec import (
     started_schedule,
 )
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
-from storage.one_trip import LoopWriter, transact
+from storage.one_trip import LoopWriter, WriterBusy, transact
 
 __all__ = ["SqliteStore"]
 
@@ -78,6 +78,8 @@ _READY_AT = attrgetter("ready")
 _DEADLINE = attrgetter("deadline")
 
 T = TypeVar("T")
+#: A due schedule as `schedules.due` reads it: its row's values, and the schedule.
+_Due = tuple[tuple[Any, ...], Schedule]
 
 
 class SqliteStore:
@@ -250,9 +252,21 @@ class SqliteStore:
         first = kind(instants)
         return first is not None and first <= now
 
+    async def _read_in_place(
+        self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
+    ) -> T:
+        """`_read` for the engine's hot reads: on the event loop's thread through the
+        loop writer's connection (no hand-over), else on aiosqlite's thread."""
+        async with self._lock:
+            if self._writer is not None:
+                try:
+                    return self._writer.read(body)
+                except WriterBusy:
+                    pass
+            return await body(self._db)
+
     async def due_instants(self) -> DueInstants:
-        async with self._read() as db:
-            instants = await due.read(db)
+        instants = await self._read_in_place(due.read)
         self._due_seen = (self._changes(), time.monotonic(), instants)
         return instants
 
@@ -351,19 +365,20 @@ class SqliteStore:
         # While a backlog is being claimed the read-only look first is a wasted trip.
         if not self._due_backlog and not await self._anything_due(now, _FIRE):
             return ClaimedFires([], [])
-        async with self._read() as db:
+
+        async def read(db: aiosqlite.Connection) -> tuple[list[_Due], bool]:
             if hold_until is None:
                 found = await schedules.due(db, now, limit)
-                more = len(found) >= limit
-            else:
-                # Fires past the hold are claimed whatever the slots; of the newer ones,
-                # only as many as could start are read (the rest wait, unread).
-                found = await schedules.due(db, min(hold_until, now), limit)
-                more = len(found) >= limit
-                if not more and start > 0:
-                    fresh = await schedules.due(db, now, start, after=hold_until)
-                    more = len(fresh) >= start
-                    found += fresh
+                return found, len(found) >= limit
+            # Fires past the hold are claimed whatever the slots; of the newer ones, only
+            # as many as could start are read (the rest wait, unread).
+            found = await schedules.due(db, min(hold_until, now), limit)
+            if len(found) >= limit or start <= 0:
+                return found, len(found) >= limit
+            fresh = await schedules.due(db, now, start, after=hold_until)
+            return found + fresh, len(fresh) >= start
+
+        found, more = await self._read_in_place(read)
         self._due_backlog = more
         # Plan outside the write lock: after a long outage planning takes a while,
         # and neither other writers nor this loop's heartbeats should wait for it.
@@ -655,6 +670,10 @@ class SqliteStore:
     async def count_due_runs(self, now: datetime) -> int:
         async with self._read() as db:
             return await runs.count_due(db, now)
+
+    async def count_due_schedules(self, now: datetime) -> int:
+        async with self._read() as db:
+            return await schedules.count_due(db, now)
 
     async def count_tripped_schedules(self) -> int:
         async with self._read() as db:

@@ -151,6 +151,7 @@ async def test_metrics_show_runs_by_status_and_dispatch_after_a_run(api: Api) ->
     assert 'tickler_dispatch_duration_seconds_count{status="succeeded"} 1.0' in lines
     assert 'tickler_fire_lag_seconds_count{trigger="manual"} 1.0' in lines
     assert "tickler_due_runs 0.0" in lines
+    assert "tickler_due_schedules 0.0" in lines
     assert "tickler_tripped_schedules 0.0" in lines
 
 

@@ -311,6 +311,7 @@ async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: 
     assert (pending.schedule_id, pending.status) == (old.id, RunStatus.PENDING)
     still = await store.get_schedule(1, fresh.id)
     assert still is not None and still.next_run_at == NOW
+    assert await store.count_due_schedules(NOW) == 1
     # The queued run takes the next slot; once it is done, the held fire starts at once.
     [first] = await store.acquire_ready_runs(NOW, 1, "A")
     assert first.run.id == pending.id
