@@ -24,6 +24,7 @@ Where that step runs:
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
@@ -129,12 +130,25 @@ class LoopWriter:
         conn = self._connection()
         try:
             result = _whole(conn, body)
-        except sqlite3.OperationalError as exc:
-            if not conn.in_transaction and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+        except BaseException as exc:
+            if conn.in_transaction:
+                self._drop(conn)
+            elif (
+                isinstance(exc, sqlite3.OperationalError)
+                and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            ):
                 raise WriterBusy from exc
             raise
         self._commits += 1
         return result
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        # Still in the transaction after its ROLLBACK failed (the disk went away): it
+        # would hold the write lock against every other writer. Closing the connection
+        # releases both; the next transaction opens a new one.
+        self._conn = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     def read(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
         """Run `body`, which only reads, here and now (each statement sees the latest
