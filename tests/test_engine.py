@@ -570,21 +570,29 @@ class _GatedDispatcher:
         return DispatchResult(status_code=200)
 
 
-async def test_a_fire_waits_unclaimed_for_a_slot_then_starts_in_its_claim(
-    service: ScheduleService, store: SqliteStore, clock: FakeClock
-) -> None:
+async def _two_fires_one_slot(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock, **config: object
+) -> tuple[Engine, _GatedDispatcher, str, str]:
+    """Two schedules due at 09:00 Berlin and one slot: after one tick the engine has
+    started one (the first id) and not the other (the second)."""
     first = await create_daily(service, name="First")
     second = await create_daily(service, name="Second")
     gated = _GatedDispatcher()
-    engine = make_engine(store, clock, gated, max_concurrency=1)
+    engine = make_engine(store, clock, gated, max_concurrency=1, **config)
     await clock.set(utc("2026-11-23T08:00:00Z"))
     await engine.startup()
     await engine._tick(clock.now())
     await asyncio.sleep(0)
+    [started] = gated.seen
+    return engine, gated, started, second if started == first else first
+
+
+async def test_a_fire_waits_unclaimed_for_a_slot_then_starts_in_its_claim(
+    service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    engine, gated, started, waiting = await _two_fires_one_slot(service, store, clock)
     # One slot: one fire started straight from its claim (running, no pending step);
     # the other schedule is left due, unclaimed, while it waits for the slot.
-    [started] = gated.seen
-    waiting = second if started == first else first
     [run] = await service.history(CHAT, started)
     assert (run.status, run.attempt) == (RunStatus.RUNNING, 1)
     assert await service.history(CHAT, waiting) == []
@@ -593,8 +601,8 @@ async def test_a_fire_waits_unclaimed_for_a_slot_then_starts_in_its_claim(
     # The slot frees: the held fire is claimed and started, on time, in one step.
     gated.gate.set()
     await engine.run_until_idle()
-    assert sorted(gated.seen) == sorted([first, second])
-    for sid in (first, second):
+    assert sorted(gated.seen) == sorted([started, waiting])
+    for sid in (started, waiting):
         [run] = await service.history(CHAT, sid)
         assert (run.status, run.trigger) == (RunStatus.SUCCEEDED, RunTrigger.SCHEDULE)
     await engine.shutdown()
@@ -603,18 +611,9 @@ async def test_a_fire_waits_unclaimed_for_a_slot_then_starts_in_its_claim(
 async def test_a_fire_held_past_the_hold_is_queued_and_a_stop_records_the_rest(
     service: ScheduleService, store: SqliteStore, clock: FakeClock
 ) -> None:
-    first = await create_daily(service, name="First")
-    second = await create_daily(service, name="Second")
-    gated = _GatedDispatcher()
-    engine = make_engine(
-        store, clock, gated, max_concurrency=1, hold_for_slot=timedelta(seconds=10)
+    engine, gated, _, waiting = await _two_fires_one_slot(
+        service, store, clock, hold_for_slot=timedelta(seconds=10)
     )
-    await clock.set(utc("2026-11-23T08:00:00Z"))
-    await engine.startup()
-    await engine._tick(clock.now())
-    await asyncio.sleep(0)
-    [started] = gated.seen
-    waiting = second if started == first else first
     assert await service.history(CHAT, waiting) == []
     # Held longer than the hold: written as a pending run (in the ledger), still on time.
     await clock.advance(timedelta(seconds=11))
@@ -632,16 +631,9 @@ async def test_a_fire_held_past_the_hold_is_queued_and_a_stop_records_the_rest(
 async def test_a_stop_writes_the_fires_held_for_a_slot_as_pending(
     service: ScheduleService, store: SqliteStore, clock: FakeClock
 ) -> None:
-    first = await create_daily(service, name="First")
-    second = await create_daily(service, name="Second")
-    gated = _GatedDispatcher()
-    engine = make_engine(store, clock, gated, max_concurrency=1, shutdown_grace=0.1)
-    await clock.set(utc("2026-11-23T08:00:00Z"))
-    await engine.startup()
-    await engine._tick(clock.now())
-    await asyncio.sleep(0)
-    [started] = gated.seen
-    waiting = second if started == first else first
+    engine, _, started, waiting = await _two_fires_one_slot(
+        service, store, clock, shutdown_grace=0.1
+    )
     await engine.shutdown()
     # Nothing held is left only in the schedule: the next start runs it however late.
     [queued] = await service.history(CHAT, waiting)

@@ -265,6 +265,16 @@ async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> Non
 # --- claim_and_start: a fire with a free slot is written once, already running -------
 
 
+def _a_minute_before(s: Schedule) -> Schedule:
+    """`s` firing daily at 06:59, next at a minute before NOW."""
+    return s.model_copy(
+        update={
+            "trigger": cron_trigger("59 6 * * *", "UTC"),
+            "next_run_at": NOW - timedelta(minutes=1),
+        }
+    )
+
+
 async def test_a_fire_with_a_free_slot_is_claimed_already_running(store: Store) -> None:
     s = schedule()
     await store.add_schedule(s)
@@ -293,12 +303,7 @@ async def test_a_fire_with_a_free_slot_is_claimed_already_running(store: Store) 
 
 async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: Store) -> None:
     fresh, old = schedule(), schedule()
-    old = old.model_copy(
-        update={
-            "trigger": cron_trigger("59 6 * * *", "UTC"),
-            "next_run_at": NOW - timedelta(minutes=1),
-        }
-    )
+    old = _a_minute_before(old)
     await store.add_schedule(fresh)
     await store.add_schedule(old)
     claimed = await store.claim_and_start(
@@ -326,12 +331,7 @@ async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: 
 
 async def test_a_fire_behind_a_ready_backlog_is_queued_not_started(store: Store) -> None:
     old, fresh = schedule(), schedule()
-    old = old.model_copy(
-        update={
-            "trigger": cron_trigger("59 6 * * *", "UTC"),
-            "next_run_at": NOW - timedelta(minutes=1),
-        }
-    )
+    old = _a_minute_before(old)
     await store.add_schedule(old)
     await store.add_schedule(fresh)
     await store.claim_due_fires(NOW - timedelta(minutes=1), 10, plan_due_fires)
