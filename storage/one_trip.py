@@ -14,10 +14,10 @@ Where that step runs:
 - `LoopWriter`, a second connection to the same file used on the event loop's own
   thread. The engine's transactions are short (a batch of claims or outcomes); run in
   place they skip the hand-over to the database thread and back, and the two threads'
-  contention for the GIL around every row SQLite steps through. Measured in a burst of
-  10,000 fires: about 15% more fires per second. It never waits for the write lock: if
-  another connection (another process, a backup, this process's own aiosqlite
-  connection) holds it, BEGIN fails at once (`WriterBusy`), and
+  contention for the GIL around every row SQLite steps through (claim-only burst of
+  10,000: about 30% more fires per second; bench/RESULTS.md, round 4). It never waits
+  for the write lock: if another connection (another process, a backup, this
+  process's own aiosqlite connection) holds it, BEGIN fails at once (`WriterBusy`), and
 - the transaction goes to aiosqlite's thread instead, which waits up to the busy
   timeout without blocking the event loop.
 """

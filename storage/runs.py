@@ -331,9 +331,18 @@ async def owned_by(db: aiosqlite.Connection, run_ids: Sequence[str], owner: str)
     return {r[0] for r in rows}
 
 
-async def running_schedules(db: aiosqlite.Connection) -> set[str]:
-    """Schedules with a run `running` (few: at most what the engines have in flight)."""
-    rows = await fetch_all(db, "SELECT DISTINCT schedule_id FROM runs WHERE status = 'running'")
+async def with_open_runs(db: aiosqlite.Connection, schedule_ids: Sequence[str]) -> set[str]:
+    """Of `schedule_ids`, those with a run running, pending or failed (awaiting a retry,
+    due or not)."""
+    ids = json.dumps(list(schedule_ids))
+    rows = await fetch_all(
+        db,
+        "SELECT schedule_id FROM runs WHERE status = 'running' "
+        "AND schedule_id IN (SELECT value FROM json_each(?)) "
+        "UNION SELECT schedule_id FROM runs WHERE status IN ('pending', 'failed') "
+        "AND schedule_id IN (SELECT value FROM json_each(?))",
+        (ids, ids),
+    )
     return {r[0] for r in rows}
 
 

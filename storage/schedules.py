@@ -81,17 +81,33 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
     return int(row[0]) if row else 0
 
 
+_DUE = (
+    "enabled = 1 AND tripped = 0 AND archived_at IS NULL "
+    "AND next_run_at IS NOT NULL AND next_run_at <= ? AND next_run_at > ?"
+)
+
+
 async def due(
-    db: aiosqlite.Connection, now: datetime, limit: int, *, after: datetime | None = None
+    db: aiosqlite.Connection,
+    now: datetime,
+    limit: int,
+    *,
+    after: datetime | None = None,
+    with_open_runs: bool = False,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
-    order, each with its row's values (for `codec.remember_claimed`)."""
+    order, each with its row's values (for `codec.remember_claimed`). With
+    `with_open_runs`, only those that have a run running, pending or failed (found from
+    the runs' side: few, next to the due schedules of a burst)."""
+    where = _DUE
+    if with_open_runs:
+        where += (
+            " AND id IN (SELECT schedule_id FROM runs WHERE status = 'running' "
+            "UNION SELECT schedule_id FROM runs WHERE status IN ('pending', 'failed'))"
+        )
     rows = await fetch_all(
         db,
-        f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
-        "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL "
-        "AND next_run_at IS NOT NULL AND next_run_at <= ? AND next_run_at > ? "
-        "ORDER BY next_run_at LIMIT ?",
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {where} ORDER BY next_run_at LIMIT ?",
         # '' sorts before every instant: no lower bound.
         (to_db_time(now), "" if after is None else to_db_time(after), limit),
     )

@@ -370,13 +370,21 @@ class SqliteStore:
             if hold_until is None:
                 found = await schedules.due(db, now, limit)
                 return found, len(found) >= limit
-            # Fires past the hold are claimed whatever the slots; of the newer ones, only
-            # as many as could start are read (the rest wait, unread).
+            # Fires past the hold are claimed whatever the slots, and so are newer ones of
+            # schedules with a run open (never held: see `claim`); of the other newer
+            # ones, only as many as could start are read (the rest wait, unread).
             found = await schedules.due(db, min(hold_until, now), limit)
+            if len(found) >= limit:
+                return found, True
+            found += await schedules.due(
+                db, now, limit - len(found), after=hold_until, with_open_runs=True
+            )
             if len(found) >= limit or start <= 0:
                 return found, len(found) >= limit
-            fresh = await schedules.due(db, now, start, after=hold_until)
-            return found + fresh, len(fresh) >= start
+            seen = {s.id for _, s in found}
+            fresh = await schedules.due(db, now, start + len(seen), after=hold_until)
+            more = len(fresh) >= start + len(seen)
+            return found + [f for f in fresh if f[1].id not in seen][:start], more
 
         found, more = await self._read_in_place(read)
         self._due_backlog = more
@@ -403,8 +411,14 @@ class SqliteStore:
             held.clear()
             busy: Collection[str] = ()
             waiting: datetime | None = None
-            if start > 0 and any(single):
-                busy = await runs.running_schedules(db)
+            if any(single):
+                # Not started, nor held, beside another run of its schedule: a running
+                # one (the overlap policy decides), or a pending or failed one (a retry
+                # keeps its place; holding this fire could let that retry come due
+                # first and so turn this fire into an overlap).
+                busy = await runs.with_open_runs(
+                    db, [s.id for (_, s, _), alone in zip(plans, single, strict=True) if alone]
+                )
                 waiting = await due.earliest_ready(db)
             budget = start
             # What each plan becomes: started (True), pending rows (False), or left
