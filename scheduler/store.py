@@ -237,8 +237,9 @@ class Store(Protocol):
         `running` under `owner` in the same transaction (returned in `started`), so a
         fire that finds a free slot costs one write and no acquisition. A fire starts
         so only when `acquire_ready_runs` would take it first: it is its plan's only
-        fire and pending, nothing of its schedule is running (in the store, or in
-        `settling`), and no ready run waits from an earlier instant.
+        fire and pending, its schedule has no other run open (running, pending, or
+        failed awaiting a retry; nor in `settling`), and no ready run waits from an
+        earlier instant.
 
         With `hold_until`, a fire due after `hold_until` that could start that way but
         finds no slot left is not claimed at all (`held`): its schedule stays due, and
