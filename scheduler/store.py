@@ -75,10 +75,7 @@ class ClaimedFires:
     plans: list[FirePlan]
     #: Fires written already `running` under the claiming owner: start them now.
     started: list[AcquiredRun]
-    #: Fires left unclaimed because they could start as soon as a slot frees; their
-    #: schedules stay due.
-    held: int = 0
-    #: A read filled its limit: more may be due right away.
+    #: A read filled its limit, or fires were held for a slot: more may be due now.
     more: bool = False
 
 
@@ -242,7 +239,7 @@ class Store(Protocol):
         earlier instant.
 
         With `hold_until`, a fire due after `hold_until` that could start that way but
-        finds no slot left is not claimed at all (`held`): its schedule stays due, and
+        finds no slot left is not claimed at all (held): its schedule stays due, and
         it is written once, running, when a slot frees. Fires due at or before
         `hold_until`, and fires that could not start that way, are claimed as pending
         runs as `claim_due_fires` does, slot or not."""

@@ -138,11 +138,9 @@ def started_schedule(values: tuple[Any, ...]) -> Schedule:
     return _schedule_from_values(values) if schedule is None else schedule
 
 
-def claimed_schedule(
-    values: tuple[Any, ...], schedule: Schedule, next_run_at: datetime | None, now: datetime
-) -> Schedule:
-    """`schedule` (read as `values`) as a claim that moved its `next_run_at` leaves its
-    row (schedules.advance_many): what reading the row again would return."""
+def claimed_schedule(schedule: Schedule, next_run_at: datetime | None, now: datetime) -> Schedule:
+    """`schedule` as a claim that moved its `next_run_at` leaves its row
+    (schedules.advance_many): what reading the row again would return."""
     return schedule.model_copy(
         update={
             "next_run_at": from_db_time(opt_time(next_run_at)),
@@ -164,7 +162,7 @@ def remember_claimed(
         # The oldest claim first. (A plain dict would do, but finding its first key
         # after many deletions walks every deleted slot.)
         _CLAIMED.popitem(last=False)
-    _CLAIMED[key] = claimed_schedule(values, schedule, next_run_at, now)
+    _CLAIMED[key] = claimed_schedule(schedule, next_run_at, now)
 
 
 def _schedule_from_values(v: tuple[Any, ...]) -> Schedule:

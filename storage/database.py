@@ -11,6 +11,7 @@ from typing import Any
 import aiosqlite
 
 __all__ = [
+    "CONNECTION_PRAGMAS",
     "SCHEMA_VERSION",
     "DatabaseUnavailable",
     "SchemaTooNew",
@@ -24,6 +25,10 @@ __all__ = [
 
 #: Seconds a writer waits for another writer (a second engine, a backup) before failing.
 BUSY_TIMEOUT_MS = 15_000
+#: Settings of each connection (the file's WAL mode is set once, in open_database): NORMAL
+#: sync is durable across process crashes (the case we design for) and much faster than
+#: FULL.
+CONNECTION_PRAGMAS = ("PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON")
 
 
 class SchemaTooNew(RuntimeError):
@@ -89,12 +94,11 @@ async def open_database(path: str | Path) -> aiosqlite.Connection:
         raise DatabaseUnavailable(describe_failure(exc, path)) from exc
     db.row_factory = aiosqlite.Row
     try:
-        # WAL lets readers proceed while the engine writes; NORMAL sync is durable
-        # across process crashes (the case we design for) and much faster than FULL.
+        # WAL lets readers proceed while the engine writes.
         await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = NORMAL")
+        for pragma in CONNECTION_PRAGMAS:
+            await db.execute(pragma)
         await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await db.execute("PRAGMA foreign_keys = ON")
         await migrate(db)
         # An up-to-date file is opened without writing a byte: take the write lock
         # once, so a read-only file stops start-up instead of every later write.

@@ -10,15 +10,16 @@ from scheduler.store import DueInstants
 from storage.codec import from_db_time
 from storage.database import fetch_one
 
-__all__ = ["earliest_ready", "read"]
+__all__ = ["ACTIVE_WITH_NEXT_FIRE", "earliest_ready", "read"]
 
 # The earliest next_run_at of an active schedule, ready run (pending, or failed and due
 # for a retry) and approval deadline; each answered from its own index (partial ones
 # are matched by their WHERE text, which the conditions repeat word for word).
-_FIRE = (
-    "SELECT MIN(next_run_at) FROM schedules WHERE enabled = 1 AND tripped = 0 "
-    "AND archived_at IS NULL AND next_run_at IS NOT NULL"
+#: An active schedule with a next fire: the partial index schedules_due's WHERE text.
+ACTIVE_WITH_NEXT_FIRE = (
+    "enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL"
 )
+_FIRE = f"SELECT MIN(next_run_at) FROM schedules WHERE {ACTIVE_WITH_NEXT_FIRE}"
 _READY = "SELECT MIN(next_attempt_at) FROM runs WHERE status IN ('pending', 'failed')"
 _DEADLINE = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
 _SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE})"

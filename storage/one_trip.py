@@ -32,6 +32,8 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
+from storage.database import CONNECTION_PRAGMAS
+
 __all__ = ["InlineConnection", "LoopWriter", "WriterBusy", "transact"]
 
 T = TypeVar("T")
@@ -89,6 +91,13 @@ class WriterBusy(Exception):
     """Another connection holds the write lock: run the transaction elsewhere."""
 
 
+def _busy(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
+
+
 class LoopWriter:
     """A connection of its own to the database file, for transactions run in place on
     the event loop's thread. It never waits for a lock (busy timeout 0) and never
@@ -113,10 +122,8 @@ class LoopWriter:
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=0)
             try:
-                # The file is in WAL mode already (open_database); these are per
-                # connection, as open_database sets them for its own.
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
+                for pragma in CONNECTION_PRAGMAS:
+                    conn.execute(pragma)
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
             except BaseException:
                 conn.close()
@@ -133,10 +140,7 @@ class LoopWriter:
         except BaseException as exc:
             if conn.in_transaction:
                 self._drop(conn)
-            elif (
-                isinstance(exc, sqlite3.OperationalError)
-                and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-            ):
+            elif _busy(exc):
                 raise WriterBusy from exc
             raise
         self._commits += 1
@@ -158,7 +162,7 @@ class LoopWriter:
         try:
             return run_to_end(body(cast(aiosqlite.Connection, InlineConnection(conn))))
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            if _busy(exc):
                 raise WriterBusy from exc
             raise
 

@@ -331,18 +331,22 @@ async def owned_by(db: aiosqlite.Connection, run_ids: Sequence[str], owner: str)
     return {r[0] for r in rows}
 
 
+#: A run open: running, or pending or failed (a retry to come, due or not); each one
+#: answered from its partial index (runs_running, runs_ready_by_schedule).
+_OPEN = ("status = 'running'", f"status IN {_READY}")
+#: Schedules with a run open.
+OPEN_RUN_SCHEDULES = " UNION ".join(f"SELECT schedule_id FROM runs WHERE {o}" for o in _OPEN)
+#: The same, of the schedules in the JSON list :ids: looked up in the indexes by id
+#: (SQLite does not push the filter into the UNION, which would read every open run).
+_OPEN_OF = " UNION ".join(
+    f"SELECT schedule_id FROM runs WHERE {o} AND schedule_id IN (SELECT value FROM json_each(:ids))"
+    for o in _OPEN
+)
+
+
 async def with_open_runs(db: aiosqlite.Connection, schedule_ids: Sequence[str]) -> set[str]:
-    """Of `schedule_ids`, those with a run running, pending or failed (awaiting a retry,
-    due or not)."""
-    ids = json.dumps(list(schedule_ids))
-    rows = await fetch_all(
-        db,
-        "SELECT schedule_id FROM runs WHERE status = 'running' "
-        "AND schedule_id IN (SELECT value FROM json_each(?)) "
-        "UNION SELECT schedule_id FROM runs WHERE status IN ('pending', 'failed') "
-        "AND schedule_id IN (SELECT value FROM json_each(?))",
-        (ids, ids),
-    )
+    """Of `schedule_ids`, those with a run open (OPEN_RUN_SCHEDULES)."""
+    rows = await fetch_all(db, _OPEN_OF, {"ids": json.dumps(list(schedule_ids))})
     return {r[0] for r in rows}
 
 

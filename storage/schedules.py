@@ -18,6 +18,8 @@ from storage.codec import (
     to_db_time,
 )
 from storage.database import fetch_all, fetch_one
+from storage.due import ACTIVE_WITH_NEXT_FIRE
+from storage.runs import OPEN_RUN_SCHEDULES
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in SCHEDULE_COLUMNS.split(","))
 _ASSIGNMENTS = ", ".join(
@@ -81,10 +83,8 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-_DUE = (
-    "enabled = 1 AND tripped = 0 AND archived_at IS NULL "
-    "AND next_run_at IS NOT NULL AND next_run_at <= ? AND next_run_at > ?"
-)
+#: Due at the first parameter and after the second.
+_DUE = f"{ACTIVE_WITH_NEXT_FIRE} AND next_run_at <= ? AND next_run_at > ?"
 
 
 async def due(
@@ -99,12 +99,7 @@ async def due(
     order, each with its row's values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
     the runs' side: few, next to the due schedules of a burst)."""
-    where = _DUE
-    if with_open_runs:
-        where += (
-            " AND id IN (SELECT schedule_id FROM runs WHERE status = 'running' "
-            "UNION SELECT schedule_id FROM runs WHERE status IN ('pending', 'failed'))"
-        )
+    where = f"{_DUE} AND id IN ({OPEN_RUN_SCHEDULES})" if with_open_runs else _DUE
     rows = await fetch_all(
         db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {where} ORDER BY next_run_at LIMIT ?",
@@ -115,12 +110,7 @@ async def due(
 
 
 async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
-    row = await fetch_one(
-        db,
-        "SELECT COUNT(*) FROM schedules WHERE enabled = 1 AND tripped = 0 "
-        "AND archived_at IS NULL AND next_run_at IS NOT NULL AND next_run_at <= ?",
-        (to_db_time(now),),
-    )
+    row = await fetch_one(db, f"SELECT COUNT(*) FROM schedules WHERE {_DUE}", (to_db_time(now), ""))
     return int(row[0]) if row else 0
 
 

@@ -376,12 +376,15 @@ class SqliteStore:
             found = await schedules.due(db, min(hold_until, now), limit)
             if len(found) >= limit:
                 return found, True
-            found += await schedules.due(
+            busy = await schedules.due(
                 db, now, limit - len(found), after=hold_until, with_open_runs=True
             )
+            found += busy
             if len(found) >= limit or start <= 0:
                 return found, len(found) >= limit
-            seen = {s.id for _, s in found}
+            # The old fires are due before the hold and these after it: only the busy
+            # ones can come again.
+            seen = {s.id for _, s in busy}
             fresh = await schedules.due(db, now, start + len(seen), after=hold_until)
             more = len(fresh) >= start + len(seen)
             return found + [f for f in fresh if f[1].id not in seen][:start], more
@@ -403,6 +406,7 @@ class SqliteStore:
         ]
         applied: list[FirePlan] = []
         started: list[AcquiredRun] = []
+        #: Schedules whose fire this claim left due, held for a slot.
         held: list[str] = []
 
         async def claim(db: aiosqlite.Connection) -> set[str]:
@@ -454,13 +458,13 @@ class SqliteStore:
                 now,
             )
             new_runs: list[Run] = []
-            for (values, schedule, fire_plan), fated in zip(plans, fate, strict=True):
+            for (_, schedule, fire_plan), fated in zip(plans, fate, strict=True):
                 if schedule.id not in moved or fated is None:
                     continue
                 applied.append(fire_plan)
                 rows = runs_for_plan(schedule, fire_plan, now)
                 if fated:
-                    after = claimed_schedule(values, schedule, fire_plan.next_run_at, now)
+                    after = claimed_schedule(schedule, fire_plan.next_run_at, now)
                     started.append(AcquiredRun(_started(rows[0], owner, now), after))
                 else:
                     new_runs.extend(rows)
@@ -484,7 +488,7 @@ class SqliteStore:
             if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return ClaimedFires(applied, list(started), held=len(held), more=more or bool(held))
+        return ClaimedFires(applied, list(started), more=more or bool(held))
 
     async def next_fire_at(self) -> datetime | None:
         return (await self.due_instants()).fire
