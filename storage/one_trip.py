@@ -138,18 +138,19 @@ class LoopWriter:
         try:
             result = _whole(conn, body)
         except BaseException as exc:
-            if conn.in_transaction:
-                self._drop(conn)
-            elif _busy(exc):
+            if not conn.in_transaction and _busy(exc):
                 raise WriterBusy from exc
+            if conn.in_transaction or isinstance(exc, sqlite3.Error):
+                self._drop(conn)
             raise
         self._commits += 1
         return result
 
     def _drop(self, conn: sqlite3.Connection) -> None:
-        # Still in the transaction after its ROLLBACK failed (the disk went away): it
-        # would hold the write lock against every other writer. Closing the connection
-        # releases both; the next transaction opens a new one.
+        # After an error of SQLite's (a disk that went away, a file made read-only) the
+        # connection is not used again: one still in its transaction (its ROLLBACK
+        # failed) would hold the write lock against every other writer, and one that saw
+        # the file fail may keep state from before the fault. The next use opens anew.
         self._conn = None
         with contextlib.suppress(sqlite3.Error):
             conn.close()
@@ -161,9 +162,10 @@ class LoopWriter:
         conn = self._connection()
         try:
             return run_to_end(body(cast(aiosqlite.Connection, InlineConnection(conn))))
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if _busy(exc):
                 raise WriterBusy from exc
+            self._drop(conn)
             raise
 
     def checkpoint_due(self) -> bool:
