@@ -17,11 +17,12 @@ from typing import Literal
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from pyreqwest.client import ClientBuilder
 
 __all__ = ["CLIENT_KINDS", "ClientKind", "Poster", "make_poster", "probe"]
 
-ClientKind = Literal["aiohttp", "httpx+aiohttp", "httpx"]
-CLIENT_KINDS: tuple[ClientKind, ...] = ("aiohttp", "httpx+aiohttp", "httpx")
+ClientKind = Literal["aiohttp", "pyreqwest", "httpx+aiohttp", "httpx"]
+CLIENT_KINDS: tuple[ClientKind, ...] = ("aiohttp", "pyreqwest", "httpx+aiohttp", "httpx")
 
 
 def body_for(key: str, number: int) -> bytes:
@@ -61,6 +62,21 @@ def make_poster(kind: ClientKind, url: str, concurrency: int) -> Poster:
                 response.raise_for_status()
 
         return Poster(post_aiohttp, session.close)
+    if kind == "pyreqwest":
+        reqwest = ClientBuilder().max_connections(concurrency).build()
+
+        async def post_pyreqwest(key: str, number: int) -> None:
+            response = await (
+                reqwest.post(url)
+                .headers({**headers, "Idempotency-Key": key})
+                .body_bytes(body_for(key, number))
+                .error_for_status()
+                .build()
+                .send()
+            )
+            await response.bytes()
+
+        return Poster(post_pyreqwest, reqwest.close)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     if kind == "httpx+aiohttp":
         client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=30)

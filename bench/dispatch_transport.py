@@ -7,9 +7,11 @@ compete with the client's event loop), then posts the same synthetic update with
 
     httpx default       httpx.AsyncClient with its own (httpcore) transport
     httpx + aiohttp     httpx.AsyncClient on httpx-aiohttp's AiohttpTransport
-    dispatcher          HttpAgentDispatcher.dispatch() as the engine calls it (the same
-                        transport, plus building the update and checking the answer)
-    aiohttp             aiohttp.ClientSession, for the ceiling
+    httpx + pyreqwest   httpx.AsyncClient on pyreqwest's HttpxTransport
+    dispatcher          HttpAgentDispatcher.dispatch() as the engine calls it (straight
+                        to pyreqwest, plus building the update and checking the answer)
+    aiohttp             aiohttp.ClientSession
+    pyreqwest           pyreqwest's own client (Rust's reqwest: HTTP outside the GIL)
 
 and prints requests per second and ratios measured in this one run. No pass/fail:
 numbers depend on the machine (TESTING.md "Speed"). Loopback only, bounded loops.
@@ -35,6 +37,8 @@ import aiohttp
 import httpx
 from aiohttp import web
 from httpx_aiohttp import AiohttpTransport
+from pyreqwest.client import ClientBuilder
+from pyreqwest.compatibility.httpx import HttpxTransport
 
 # Run from a checkout without installing: make `scheduler` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -155,6 +159,30 @@ async def bench_httpx_aiohttp(url: str, requests: int, concurrency: int) -> floa
         return await run_load(post, requests, concurrency)
 
 
+async def bench_httpx_pyreqwest(url: str, requests: int, concurrency: int) -> float:
+    transport = HttpxTransport(ClientBuilder().max_connections(concurrency).build())
+    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+
+        async def post(i: int) -> None:
+            body, headers = wire(i)
+            (await client.post(url, content=body, headers=headers)).raise_for_status()
+
+        return await run_load(post, requests, concurrency)
+
+
+async def bench_pyreqwest(url: str, requests: int, concurrency: int) -> float:
+    async with ClientBuilder().max_connections(concurrency).build() as client:
+
+        async def post(i: int) -> None:
+            body, headers = wire(i)
+            response = await (
+                client.post(url).headers(headers).body_bytes(body).error_for_status().build().send()
+            )
+            await response.bytes()
+
+        return await run_load(post, requests, concurrency)
+
+
 async def bench_dispatcher(url: str, requests: int, concurrency: int) -> float:
     async with HttpAgentDispatcher(url=url, max_connections=concurrency) as dispatcher:
 
@@ -180,8 +208,10 @@ async def bench_aiohttp(url: str, requests: int, concurrency: int) -> float:
 CLIENTS: dict[str, Callable[[str, int, int], Coroutine[Any, Any, float]]] = {
     "httpx default": bench_httpx_default,
     "httpx + aiohttp": bench_httpx_aiohttp,
+    "httpx + pyreqwest": bench_httpx_pyreqwest,
     "dispatcher": bench_dispatcher,
     "aiohttp": bench_aiohttp,
+    "pyreqwest": bench_pyreqwest,
 }
 
 

@@ -14,9 +14,11 @@ Two wire formats (SPEC "Agent endpoint"):
 Both carry `Idempotency-Key: {schedule_id}:{scheduled_for}` and, in `telegram` mode, a
 deterministic `update_id` derived from it, so an agent can drop a retried delivery.
 
-By default the HTTP client is httpx with the aiohttp transport (package httpx-aiohttp):
-the httpx API, aiohttp's connection handling. On loopback at 64 concurrent POSTs it is
-many times faster than httpx's own transport (see bench/dispatch_transport.py).
+The dispatcher speaks httpx's language (its errors, timeouts and `httpx.Response`) and
+sends through the fastest transport measured (bench/dispatch_transport.py): runs go to
+the agent on pyreqwest, whose threads do the HTTP outside the GIL
+(`scheduler/agent_exchange.py`); when the environment names a proxy, or a test injects
+a client, through that httpx client (by default on httpx-aiohttp's transport).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from types import TracebackType
@@ -33,10 +34,10 @@ from typing import Any, Final, Literal, Protocol, Self
 
 import aiohttp
 import httpx
-from aiohttp import ClientTimeout
-from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
-from httpx_aiohttp.transport import map_aiohttp_exceptions
+from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+
+from scheduler.agent_exchange import Answer, ReqwestExchange
 
 __all__ = [
     "AgentMode",
@@ -65,6 +66,8 @@ _CONNECT_TIMEOUT_CAP: Final = 10.0
 # It fires a little after the per-call timeout so that, when httpx's own connect or read
 # timeout applies, that one wins: it knows whether the request was sent, the net does not.
 _SAFETY_NET_GRACE: Final = 0.25
+#: How much later than the connect deadline the whole exchange's may fall, at the least.
+_PHASE_MARGIN: Final = 0.05
 
 
 class Operator(BaseModel):
@@ -245,24 +248,23 @@ class HttpAgentDispatcher:
         self._token = token
         self._model = model
         self._owns_client = client is None
-        #: Set when requests may skip the client and go straight to its transport.
-        self._transport: _ReadingTransport | None = None
+        #: Set when requests skip the httpx client and go to the agent on pyreqwest.
+        self._exchange: ReqwestExchange | None = None
+        self._client: httpx.AsyncClient | None = client
         if client is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
-            if not _proxy_configured():
+            if _proxy_configured():
+                # Only the client knows how to route through a proxy.
+                # HttpxAiohttpClient (unlike AsyncClient(transport=AiohttpTransport(...)))
+                # also sends proxied requests through aiohttp.
+                limits = httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                )
+                self._client = HttpxAiohttpClient(limits=limits, follow_redirects=False)
+            else:
                 # The client's own machinery (merging headers, cookie jar, auth and
-                # redirect flows) costs more per POST than aiohttp's whole exchange, and
-                # an agent's webhook needs none of it: requests built here go straight to
-                # the transport, which the client shares, so there is one connection pool.
-                self._transport = _ReadingTransport(limits=limits)
-            # HttpxAiohttpClient (unlike AsyncClient(transport=AiohttpTransport(...)))
-            # also routes proxied requests through aiohttp, so one transport handles all.
-            client = HttpxAiohttpClient(
-                limits=limits, follow_redirects=False, transport=self._transport
-            )
-        self._client = client
+                # redirect flows) costs more per POST than a whole exchange, and an
+                # agent's webhook needs none of it.
+                self._exchange = ReqwestExchange(max_connections=max_connections)
 
     async def __aenter__(self) -> Self:
         return self
@@ -277,7 +279,9 @@ class HttpAgentDispatcher:
 
     async def aclose(self) -> None:
         """Close the HTTP client if this dispatcher created it."""
-        if self._owns_client:
+        if self._exchange is not None:
+            await self._exchange.aclose()
+        if self._owns_client and self._client is not None:
             await self._client.aclose()
 
     async def dispatch(
@@ -352,13 +356,15 @@ class HttpAgentDispatcher:
         # httpx's per-phase timeouts tell a connect failure (never sent) from a read
         # timeout (sent, maybe acted on); the outer deadline bounds the total.
         phases = _phases(timeout)
+        response: httpx.Response | None
         try:
             async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
-                if self._transport is not None:
+                if self._exchange is not None:
                     status, response = await self._send_direct(
-                        self._transport, content, headers, phases
+                        self._exchange, content, headers, timeout
                     )
                 else:
+                    assert self._client is not None
                     response = await self._client.post(
                         self._url, content=content, headers=headers, timeout=phases
                     )
@@ -384,25 +390,30 @@ class HttpAgentDispatcher:
 
     async def _send_direct(
         self,
-        transport: _ReadingTransport,
+        exchange: ReqwestExchange,
         content: bytes,
         headers: dict[str, str],
-        phases: httpx.Timeout,
+        timeout: float,
     ) -> tuple[int, httpx.Response | None]:
-        """POST through the transport alone, reading the whole answer, as `client.post`
-        would, with the same httpx and aiohttp errors. Returns the status and, when the
-        mode reads the answer (`openai`), the answer as an `httpx.Response`. No
-        `httpx.Request` is built: its header normalisation and byte stream cost more than
-        the rest of the exchange, and the transport needs only the URL, headers and body."""
-        status, reason, raw_headers, body = await transport.exchange(
+        """POST straight to the agent, reading the whole answer, as `client.post` would.
+        Returns the status and, when the mode reads the answer (`openai`), the answer as
+        an `httpx.Response`. No `httpx.Request` is built: its header normalisation and
+        byte stream cost more than the rest of the exchange."""
+        reads = self._mode != "telegram"
+        connect = min(timeout, _CONNECT_TIMEOUT_CAP)
+        status, raw_headers, body = await exchange.exchange(
             self._url_text,
-            [*headers.items(), ("Content-Length", str(len(content)))],
+            list(headers.items()),
             content,
-            phases.as_dict(),
+            connect=connect,
+            # Never the same instant as the connect deadline: a connection that is not
+            # made in time must fail as not sent, not race a timeout that may have been.
+            total=max(timeout, connect + _PHASE_MARGIN),
+            read_body=reads,
         )
-        if self._mode == "telegram":
+        if not reads:
             return status, None
-        return status, _read_response(status, reason, raw_headers, body)
+        return status, _read_response((status, raw_headers, body))
 
     @cached_property
     def _url_text(self) -> str:
@@ -540,80 +551,15 @@ def _phases(timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
 
 
-@lru_cache(maxsize=64)
-def _client_timeout(connect: float | None, read: float | None, pool: float | None) -> ClientTimeout:
-    return ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
-
-
-class _ReadingTransport(AiohttpTransport):
-    """httpx-aiohttp's transport for the dispatcher's own requests (no proxy): the same
-    exchange, errors and timeouts, but the answer is read whole inside it. Streaming it
-    through httpx's async byte iterators (as `Response.aread()` on the stock transport
-    does) cost more per POST than aiohttp reading it, and an agent's answer is small.
-    `exchange` is the dispatcher's way in, without an `httpx.Request`."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        status, reason, raw_headers, body = await self.exchange(
-            str(request.url),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
-            request.content,
-            request.extensions.get("timeout", {}),
-            method=request.method,
-        )
-        return _read_response(status, reason, raw_headers, body, request)
-
-    async def exchange(
-        self,
-        url: str,
-        headers: list[tuple[str, str]],
-        content: bytes,
-        timeout: Mapping[str, float | None],
-        *,
-        method: str = "POST",
-    ) -> tuple[int, str | None, RawHeaders, bytes]:
-        """Send `content` to `url` and read the whole answer: its status, reason
-        phrase, raw headers and body (still content-encoded)."""
-        if not isinstance(self.client, aiohttp.ClientSession):
-            self.client = self.get_client()
-        with map_aiohttp_exceptions():
-            async with self.client.request(
-                method=method,
-                url=url,
-                headers=headers,
-                data=content or None,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=_client_timeout(
-                    timeout.get("connect"), timeout.get("read"), timeout.get("pool")
-                ),
-            ) as answer:
-                body = await answer.read()
-        return answer.status, answer.reason, answer.raw_headers, body
-
-
-#: Headers as aiohttp reads them off the wire.
-RawHeaders = tuple[tuple[bytes, bytes], ...]
-
-
-def _read_response(
-    status: int,
-    reason: str | None,
-    raw_headers: RawHeaders,
-    body: bytes,
-    request: httpx.Request | None = None,
-) -> httpx.Response:
+def _read_response(answer: Answer) -> httpx.Response:
     """The answer as an already-read `httpx.Response`; `content=` decodes a
-    Content-Encoding as `aread()` would (aiohttp was told not to)."""
-    extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-    if reason:
-        extensions["reason_phrase"] = reason.encode()
+    Content-Encoding as `aread()` would (the exchange asked for no decompression)."""
+    status, headers, body = answer
     return httpx.Response(
         status_code=status,
-        headers=raw_headers,
+        headers=headers,
         content=body,
-        request=request,
-        extensions=extensions,
+        extensions={"http_version": b"HTTP/1.1"},
     )
 
 
@@ -654,7 +600,10 @@ def _transport_error(exc: httpx.HTTPError | aiohttp.ClientError, timeout: float)
     if isinstance(original, httpx.DecodingError):
         # The body arrived but its Content-Encoding was broken: the agent answered.
         return DispatchError("The agent's answer could not be decoded.", uncertain=False)
-    if isinstance(original, httpx.TimeoutException | aiohttp.ServerTimeoutError):
+    if isinstance(
+        original,
+        httpx.TimeoutException | aiohttp.ServerTimeoutError,
+    ):
         return DispatchError(
             f"The agent did not answer within {timeout:g} s; it may have received the request.",
             uncertain=True,

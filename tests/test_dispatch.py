@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
+import socket
+import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import aiohttp
 import httpx
 import pytest
 import telegram
+from aiohttp import web
 from pydantic import ValidationError
 
 from scheduler.dispatch import (
@@ -358,6 +363,133 @@ async def test_64_concurrent_dispatches_all_arrive(
     counts = agent_stub.count_by_key()
     assert len(counts) == 64
     assert set(counts.values()) == {1}
+
+
+class RawAgent:
+    """A bare TCP server on 127.0.0.1 that misbehaves below HTTP, as the stub cannot:
+    it reads the request, then does what `act` says with the connection."""
+
+    def __init__(self, act: str) -> None:
+        self.act = act
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/webhook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            if self.act == "reset":
+                # SO_LINGER 0: close with a RST, as a crashing agent's kernel does.
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif self.act == "half-answer":
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok"')
+                await writer.drain()
+            elif self.act == "redirect":
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+                )
+                await writer.drain()
+                # A followed redirect would come back on this connection.
+                while await reader.readuntil(b"\r\n\r\n"):
+                    self.requests += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[str]:
+    """A listening port whose backlog is full, so a new connection is never made: the
+    kernel drops the SYN, as a firewall or a dead host would."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield f"http://127.0.0.1:{port}/webhook"
+
+
+class TestOnTheWire:
+    """What the default transport (pyreqwest) makes of faults on a real socket: whether
+    the agent may have the request decides between a blind retry and asking."""
+
+    @pytest.mark.parametrize("act", ["reset", "half-answer"])
+    async def test_a_broken_answer_is_uncertain(self, act: str) -> None:
+        agent = RawAgent(act)
+        async with agent as url, HttpAgentDispatcher(url=url) as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert caught.value.uncertain is True
+        assert "may have received" in str(caught.value)
+        assert agent.requests == 1
+
+    async def test_a_redirect_is_not_followed(self) -> None:
+        agent = RawAgent("redirect")
+        async with agent as url, HttpAgentDispatcher(url=url) as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert str(caught.value) == "The agent answered HTTP 302."
+        assert caught.value.uncertain is False
+        assert agent.requests == 1
+
+    async def test_a_connection_never_made_is_not_uncertain_and_bounded(self) -> None:
+        with unanswered_port() as url:
+            async with HttpAgentDispatcher(url=url) as dispatcher:
+                started = time.monotonic()
+                with pytest.raises(DispatchError) as caught:
+                    await dispatcher.dispatch(make_request(), timeout=0.3)
+                elapsed = time.monotonic() - started
+        assert str(caught.value) == "Connecting to the agent timed out."
+        assert caught.value.uncertain is False
+        assert 0.25 < elapsed < 1.0
+
+    async def test_waiting_for_a_free_connection_is_not_uncertain(
+        self, agent_stub: AgentStub
+    ) -> None:
+        agent_stub.hang()
+        async with HttpAgentDispatcher(url=agent_stub.url, max_connections=1) as dispatcher:
+            # The same timeout: the connection limit holds per connect deadline.
+            first = asyncio.create_task(dispatcher.dispatch(make_request(), timeout=0.5))
+            await agent_stub.wait_for_requests(1)
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(run_id="second"), timeout=0.5)
+            with pytest.raises(DispatchError):
+                await first
+        assert str(caught.value) == "Connecting to the agent timed out."
+        assert caught.value.uncertain is False
+        assert len(agent_stub.requests) == 1
+
+    async def test_a_compressed_answer_is_read(self, agent_stub: AgentStub) -> None:
+        answer = {"choices": [{"message": {"role": "assistant", "content": "Done."}}]}
+        body = gzip.compress(json.dumps(answer).encode())
+        agent_stub.respond_with(
+            lambda _: web.Response(
+                body=body,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        )
+        async with HttpAgentDispatcher(url=agent_stub.openai_url, mode="openai") as dispatcher:
+            result = await dispatcher.dispatch(make_request(), timeout=2)
+        assert result.output == "Done."
 
 
 class TestWithMockTransport:
