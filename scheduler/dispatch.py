@@ -358,17 +358,20 @@ class HttpAgentDispatcher:
         phases = _phases(timeout)
         response: httpx.Response | None
         try:
-            async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
-                if self._exchange is not None:
-                    status, response = await self._send_direct(
-                        self._exchange, content, headers, timeout
-                    )
-                else:
-                    assert self._client is not None
+            if self._exchange is not None:
+                # reqwest bounds the whole exchange itself, from connecting to the last
+                # byte of the answer (tested with an answer trickling in): no second
+                # deadline per run.
+                status, response = await self._send_direct(
+                    self._exchange, content, headers, timeout
+                )
+            else:
+                assert self._client is not None
+                async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
                     response = await self._client.post(
                         self._url, content=content, headers=headers, timeout=phases
                     )
-                    status = response.status_code
+                status = response.status_code
         except httpx.InvalidURL as exc:
             raise DispatchError("The agent URL is not valid.", uncertain=False) from exc
         except (httpx.HTTPError, aiohttp.ClientError) as exc:

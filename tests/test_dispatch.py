@@ -395,6 +395,14 @@ class RawAgent:
             elif self.act == "half-answer":
                 writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok"')
                 await writer.drain()
+            elif self.act == "trickle":
+                # An answer that keeps coming, a byte at a time, never finishing: each
+                # byte would restart a read timeout.
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(100):
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
             elif self.act == "redirect":
                 writer.write(
                     b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
@@ -441,6 +449,17 @@ class TestOnTheWire:
         assert caught.value.uncertain is True
         assert "may have received" in str(caught.value)
         assert agent.requests == 1
+
+    async def test_an_answer_trickling_in_is_cut_at_the_timeout(self) -> None:
+        agent = RawAgent("trickle")
+        async with agent as url, HttpAgentDispatcher(url=url) as dispatcher:
+            started = time.monotonic()
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=0.4)
+            elapsed = time.monotonic() - started
+        assert caught.value.uncertain is True
+        assert "may have received" in str(caught.value)
+        assert 0.35 < elapsed < 1.0
 
     async def test_a_redirect_is_not_followed(self) -> None:
         agent = RawAgent("redirect")
