@@ -21,8 +21,8 @@ What the dispatcher relies on, and how it is kept:
   which fails as `ConnectTimeoutError`/`PoolTimeoutError`: the request never left. The
   whole exchange is bounded by `total`; running out of it after the connection was made
   is a timeout that may have been delivered. reqwest sets its connect and pool timeouts
-  per client, so there is one client per distinct `connect` (in practice one: the
-  dispatcher caps it at 10 s and the default run timeout is longer).
+  per client, so there is one client per distinct `connect` (the dispatcher picks it
+  from seven values; with the default run timeout, 10 s).
 """
 
 from __future__ import annotations

@@ -60,6 +60,10 @@ USER_AGENT: Final = "tickler/0.1"
 # Connecting is quick or hopeless; a long run timeout (minutes, for a slow agent) should
 # not also mean waiting minutes for a host that does not answer SYN.
 _CONNECT_TIMEOUT_CAP: Final = 10.0
+#: The connect deadlines of the direct path: the largest not above the run's timeout.
+#: reqwest sets that deadline per client (one connection pool each), so they are few
+#: whatever timeouts the schedules carry.
+_CONNECT_DEADLINES: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, _CONNECT_TIMEOUT_CAP)
 
 # The outer asyncio deadline is only a safety net for what httpx's per-phase timeouts
 # cannot see (a body trickling in byte by byte resets the read timeout on every chunk).
@@ -353,9 +357,6 @@ class HttpAgentDispatcher:
     ) -> DispatchResult:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        # httpx's per-phase timeouts tell a connect failure (never sent) from a read
-        # timeout (sent, maybe acted on); the outer deadline bounds the total.
-        phases = _phases(timeout)
         response: httpx.Response | None
         try:
             if self._exchange is not None:
@@ -367,9 +368,11 @@ class HttpAgentDispatcher:
                 )
             else:
                 assert self._client is not None
+                # httpx's per-phase timeouts tell a connect failure (never sent) from a
+                # read timeout (sent, maybe acted on); the outer deadline bounds the total.
                 async with asyncio.timeout(timeout + _SAFETY_NET_GRACE):
                     response = await self._client.post(
-                        self._url, content=content, headers=headers, timeout=phases
+                        self._url, content=content, headers=headers, timeout=_phases(timeout)
                     )
                 status = response.status_code
         except httpx.InvalidURL as exc:
@@ -403,7 +406,7 @@ class HttpAgentDispatcher:
         an `httpx.Response`. No `httpx.Request` is built: its header normalisation and
         byte stream cost more than the rest of the exchange."""
         reads = self._mode != "telegram"
-        connect = min(timeout, _CONNECT_TIMEOUT_CAP)
+        connect = max((d for d in _CONNECT_DEADLINES if d <= timeout), default=0.1)
         status, raw_headers, body = await exchange.exchange(
             self._url_text,
             list(headers.items()),
