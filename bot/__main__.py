@@ -4,10 +4,12 @@ foreground until SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from bot.logs import configure_logging_from_settings
 from bot.settings import ConfigError, Settings, load_settings
@@ -106,5 +108,21 @@ def main() -> int:
     return serve()
 
 
+def end_process(code: int) -> NoReturn:
+    """End the process with `code` once serving is over, skipping the interpreter's
+    finalization. The dispatcher's HTTP runs on pyreqwest's runtime thread, and a Rust
+    runtime thread that touches Python while the interpreter tears itself down aborts
+    the process ("Fatal Python error: PyGILState_Release ... finalizing": seen once
+    here at the exit of a script, a known hazard of Tokio under PyO3, e.g.
+    PyO3/pyo3-async-runtimes#40). By now everything that matters is closed (the
+    database, the HTTP server, the dispatcher's clients); logs and the standard
+    streams are flushed first, so a stop still exits 0 with every line written."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    end_process(main())

@@ -243,9 +243,9 @@ def _register_run(subparsers: argparse._SubParsersAction[_Parser]) -> None:
 
 def _serve(*, headless: bool) -> int:
     # Imported here: `tickler next` stays fast and needs no configuration.
-    from bot.__main__ import serve
+    from bot.__main__ import end_process, serve
 
-    return serve(headless=headless)
+    end_process(serve(headless=headless))
 
 
 def _register_next(subparsers: argparse._SubParsersAction[_Parser]) -> None:
