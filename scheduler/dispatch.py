@@ -406,7 +406,9 @@ class HttpAgentDispatcher:
         an `httpx.Response`. No `httpx.Request` is built: its header normalisation and
         byte stream cost more than the rest of the exchange."""
         reads = self._mode != "telegram"
-        connect = max((d for d in _CONNECT_DEADLINES if d <= timeout), default=0.1)
+        connect = max(
+            (d for d in _CONNECT_DEADLINES if d <= timeout), default=_CONNECT_DEADLINES[0]
+        )
         status, raw_headers, body = await exchange.exchange(
             self._url_text,
             list(headers.items()),
