@@ -33,6 +33,7 @@ from bot.handlers import (
     today,
 )
 from bot.http_api import HttpServer
+from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.outbox import deliver_pending_forever
@@ -191,6 +192,8 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.outbox_task = asyncio.create_task(
         deliver_pending_forever(notifier.outbox, clock), name="outbox"
     )
+    svc.watchdog = LoopWatchdog()
+    svc.watchdog.start()
 
 
 async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
@@ -235,6 +238,8 @@ async def close_services(app: Application) -> None:  # type: ignore[type-arg]
     svc: Services | None = app.bot_data.pop(SERVICES_KEY, None)
     if svc is None:
         return
+    if svc.watchdog is not None:
+        svc.watchdog.stop()
     if app.bot_data["dispatcher"] is None:
         await svc.dispatcher.aclose()
     await svc.store.close()

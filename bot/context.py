@@ -8,6 +8,7 @@ from typing import cast
 
 from telegram.ext import ContextTypes
 
+from bot.loop_watchdog import LoopWatchdog
 from bot.settings import Settings
 from scheduler.clock import Clock
 from scheduler.dispatch import HttpAgentDispatcher
@@ -40,6 +41,7 @@ class Services:
     followup_task: asyncio.Task[None] | None = None
     #: The outbox's delivery sweep (bot/outbox.py), cancelled in post_stop.
     outbox_task: asyncio.Task[None] | None = None
+    watchdog: LoopWatchdog | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

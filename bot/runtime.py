@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from bot.loop_watchdog import LoopWatchdog
 from bot.settings import Settings
 from scheduler.clock import Clock, SystemClock, parse_test_clock
 from scheduler.dispatch import HttpAgentDispatcher
@@ -72,9 +73,12 @@ async def run_engine(settings: Settings) -> None:
         "engine started",
         extra={"instance": engine.instance_id, "database": str(settings.database_path)},
     )
+    watchdog = LoopWatchdog()
+    watchdog.start()
     try:
         await engine.run_forever()
     finally:
+        watchdog.stop()
         await dispatcher.aclose()
         await store.close()
         log.info("engine stopped", extra={"instance": engine.instance_id})
