@@ -241,7 +241,7 @@ def _register_run(subparsers: argparse._SubParsersAction[_Parser]) -> None:
     engine.set_defaults(handler=lambda args, now: _serve(headless=True))
 
 
-def _serve(*, headless: bool) -> int:
+def _serve(*, headless: bool) -> NoReturn:
     # Imported here: `tickler next` stays fast and needs no configuration.
     from bot.__main__ import end_process, serve
 

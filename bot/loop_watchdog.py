@@ -32,15 +32,13 @@ class LoopWatchdog:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
-        self._thread: threading.Thread | None = None
-        self._loop_thread_id: int | None = None
+        self._loop_thread_id = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
         self._heartbeat()
-        self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._watch, name="loop-watchdog", daemon=True).start()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -72,5 +70,5 @@ class LoopWatchdog:
                 blocked_since = None
 
     def _where(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread_id or 0)
+        frame = sys._current_frames().get(self._loop_thread_id)
         return "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)"

@@ -27,6 +27,7 @@ What the dispatcher relies on, and how it is kept:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import httpx
@@ -69,7 +70,7 @@ class ReqwestExchange:
     async def exchange(
         self,
         url: str,
-        headers: list[tuple[str, str]],
+        headers: Mapping[str, str],
         content: bytes,
         *,
         connect: float,
@@ -108,7 +109,7 @@ _CONNECT_PHASE = "client error (Connect)"
 
 def as_httpx_error(exc: reqwest_errors.PyreqwestError) -> httpx.HTTPError:
     """The httpx error for a pyreqwest one, by whether the request can have left."""
-    message = str(exc.message)
+    message = exc.message
     if isinstance(exc, reqwest_errors.BuilderError):
         return httpx.UnsupportedProtocol(message)
     if isinstance(exc, reqwest_errors.PoolTimeoutError):

@@ -37,7 +37,7 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
-from scheduler.agent_exchange import Answer, ReqwestExchange
+from scheduler.agent_exchange import ReqwestExchange
 
 __all__ = [
     "AgentMode",
@@ -406,22 +406,13 @@ class HttpAgentDispatcher:
         an `httpx.Response`. No `httpx.Request` is built: its header normalisation and
         byte stream cost more than the rest of the exchange."""
         reads = self._mode != "telegram"
-        connect = max(
-            (d for d in _CONNECT_DEADLINES if d <= timeout), default=_CONNECT_DEADLINES[0]
-        )
+        connect, total = _deadlines(timeout)
         status, raw_headers, body = await exchange.exchange(
-            self._url_text,
-            list(headers.items()),
-            content,
-            connect=connect,
-            # Never the same instant as the connect deadline: a connection that is not
-            # made in time must fail as not sent, not race a timeout that may have been.
-            total=max(timeout, connect + _PHASE_MARGIN),
-            read_body=reads,
+            self._url_text, headers, content, connect=connect, total=total, read_body=reads
         )
         if not reads:
             return status, None
-        return status, _read_response((status, raw_headers, body))
+        return status, _read_response(status, raw_headers, body)
 
     @cached_property
     def _url_text(self) -> str:
@@ -555,14 +546,23 @@ def _accepted(status: int) -> DispatchResult:
 
 
 @lru_cache(maxsize=64)
+def _deadlines(timeout: float) -> tuple[float, float]:
+    """The direct path's connect deadline (the largest of `_CONNECT_DEADLINES` within
+    `timeout`) and whole-exchange deadline, never the same instant as the connect one: a
+    connection not made in time must fail as not sent, not race a timeout that may have
+    been delivered."""
+    connect = max((d for d in _CONNECT_DEADLINES if d <= timeout), default=_CONNECT_DEADLINES[0])
+    return connect, max(timeout, connect + _PHASE_MARGIN)
+
+
+@lru_cache(maxsize=64)
 def _phases(timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_CAP))
 
 
-def _read_response(answer: Answer) -> httpx.Response:
+def _read_response(status: int, headers: list[tuple[str, str]], body: bytes) -> httpx.Response:
     """The answer as an already-read `httpx.Response`; `content=` decodes a
     Content-Encoding as `aread()` would (the exchange asked for no decompression)."""
-    status, headers, body = answer
     return httpx.Response(
         status_code=status,
         headers=headers,

@@ -406,13 +406,14 @@ class SqliteStore:
         ]
         applied: list[FirePlan] = []
         started: list[AcquiredRun] = []
-        #: Schedules whose fire this claim left due, held for a slot.
-        held: list[str] = []
+        #: Whether this claim left a fire due, held for a slot.
+        held = False
 
         async def claim(db: aiosqlite.Connection) -> set[str]:
+            nonlocal held
             applied.clear()
             started.clear()
-            held.clear()
+            held = False
             busy: Collection[str] = ()
             waiting: datetime | None = None
             if any(single):
@@ -442,7 +443,7 @@ class SqliteStore:
                     assert schedule.next_run_at is not None
                     if hold_until is not None and schedule.next_run_at > hold_until:
                         fate.append(None)
-                        held.append(schedule.id)
+                        held = True
                         continue
                 fate.append(False)
             # Compare-and-set on next_run_at, all plans in one statement: if another
@@ -488,7 +489,7 @@ class SqliteStore:
             if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return ClaimedFires(applied, list(started), more=more or bool(held))
+        return ClaimedFires(applied, list(started), more=more or held)
 
     async def next_fire_at(self) -> datetime | None:
         return (await self.due_instants()).fire

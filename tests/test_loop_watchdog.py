@@ -4,8 +4,10 @@ recovery too; a loop that keeps running is never reported."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,18 +19,24 @@ def _hold_the_loop(seconds: float) -> None:
     time.sleep(seconds)
 
 
+@contextlib.asynccontextmanager
+async def watched(caplog: pytest.LogCaptureFixture, threshold: float) -> AsyncIterator[None]:
+    caplog.set_level(logging.INFO, logger="tickler.loop")
+    watchdog = LoopWatchdog(threshold=threshold, interval=0.05)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.stop()
+
+
 async def test_a_blocked_loop_is_reported_with_its_stack_then_its_recovery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tickler.loop")
-    watchdog = LoopWatchdog(threshold=0.3, interval=0.05)
-    watchdog.start()
-    try:
+    async with watched(caplog, threshold=0.3):
         await asyncio.sleep(0.2)
         _hold_the_loop(0.8)
         await asyncio.sleep(0.3)
-    finally:
-        watchdog.stop()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].getMessage().startswith("the event loop is blocked")
@@ -42,14 +50,9 @@ async def test_a_blocked_loop_is_reported_with_its_stack_then_its_recovery(
 async def test_a_loop_that_keeps_running_is_not_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tickler.loop")
     # A threshold well above the steps: a busy CI machine may delay a turn a little.
-    watchdog = LoopWatchdog(threshold=1.0, interval=0.05)
-    watchdog.start()
-    try:
+    async with watched(caplog, threshold=1.0):
         for _ in range(20):
             _hold_the_loop(0.05)  # short steps, each well under the threshold
             await asyncio.sleep(0.01)
-    finally:
-        watchdog.stop()
     assert [r for r in caplog.records if r.name == "tickler.loop"] == []
