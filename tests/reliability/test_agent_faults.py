@@ -50,6 +50,7 @@ CHAT = 7301
 #: The engine's misfire grace: a fire started later than this counts as missed.
 ON_TIME = timedelta(minutes=5)
 REFUSED = "Could not connect to the agent."
+CUT = "The connection to the agent broke after the request was sent"
 
 
 def cron(expr: str) -> TriggerSpec:
@@ -161,6 +162,11 @@ def refused_in(run: RunRow) -> int:
     return sum(1 for _, error, *_ in run.trail if error == REFUSED)
 
 
+def cut_in(run: RunRow) -> int:
+    """Attempts whose connection broke after the request left: reached the agent or not."""
+    return sum(1 for _, error, *_ in run.trail if (error or "").startswith(CUT))
+
+
 def reached(run: RunRow) -> int:
     return len(run.trail) - refused_in(run)
 
@@ -173,8 +179,13 @@ def policy_breach(run: RunRow, policies: Policies, deliveries: int) -> str | Non
         return f"an attempt other than the last ended {trail}"
     if len(trail) > most:
         return f"{len(trail)} attempts, more than {most}"
-    if deliveries != reached(run):
-        return f"the agent got it {deliveries}x for {reached(run)} attempts that reached it"
+    # An attempt the gate cut when it shut may have died in the gate, before the agent:
+    # it counts as "maybe delivered", so the agent got it once or not at all.
+    if not reached(run) - cut_in(run) <= deliveries <= reached(run):
+        return (
+            f"the agent got it {deliveries}x for {reached(run)} attempts that reached it"
+            f" ({cut_in(run)} of them cut on the way)"
+        )
     expected: dict[RunStatus, bool] = {
         RunStatus.DEAD: trail[-1:] == [RunStatus.DEAD] and len(trail) == most,
         RunStatus.SUCCEEDED: trail[-1:] == [RunStatus.SUCCEEDED],
@@ -329,6 +340,9 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
     late = timedelta(minutes=1)  # the gate opens between two readings of the clock
     refused_at = [t[2] for r in runs for t in r.trail if t[1] == REFUSED]
     assert all(t and refused_from <= t <= refused_to + late for t in refused_at), refused_at
+    # Connections break only where the gate cut them, as it shut.
+    cut_at = [t[3] for r in runs for t in r.trail if (t[1] or "").startswith(CUT)]
+    assert all(t and refused_from <= t <= refused_from + late for t in cut_at), cut_at
     # Overlap: the slow schedule's fires that found it busy were skipped with the reason;
     # the queued one ran every fire (none skipped), never two at once at the agent.
     skip = by_kind["slow, overlap skip"]
