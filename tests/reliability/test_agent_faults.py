@@ -340,9 +340,9 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
     late = timedelta(minutes=1)  # the gate opens between two readings of the clock
     refused_at = [t[2] for r in runs for t in r.trail if t[1] == REFUSED]
     assert all(t and refused_from <= t <= refused_to + late for t in refused_at), refused_at
-    # Connections break only where the gate cut them, as it shut.
+    # Connections break only where the gate cut them, while it was shut.
     cut_at = [t[3] for r in runs for t in r.trail if (t[1] or "").startswith(CUT)]
-    assert all(t and refused_from <= t <= refused_from + late for t in cut_at), cut_at
+    assert all(t and refused_from <= t <= refused_to + late for t in cut_at), cut_at
     # Overlap: the slow schedule's fires that found it busy were skipped with the reason;
     # the queued one ran every fire (none skipped), never two at once at the agent.
     skip = by_kind["slow, overlap skip"]
