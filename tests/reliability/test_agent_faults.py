@@ -6,9 +6,10 @@ same idempotency key on every attempt and the backoff between them; circuit brea
 trip and the chat is told; and the slow and broken schedules never delay the healthy
 ones, which all run on time.
 
-The bot runs in `openai` mode (where the body of a 200 matters) on a 60x clock: a real
-second is a fake minute. The agent sits behind a `TcpGate`, so "connection refused" is
-real: for two seconds nothing listens on its port.
+The bot runs in `openai` mode (where the body of a 200 matters) on a 30x clock: two real
+seconds are a fake minute (at 60x a stall of this VM's disk for a few seconds was enough
+to make an on-time fire late in another test). The agent sits behind a `TcpGate`, so
+"connection refused" is real: for two fake minutes nothing listens on its port.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from tests.reliability.scripted_agent import Rule, ScriptedAgent, always, answer
 from tests.reliability.tcp_gate import TcpGate
 from tests.telegram_server import TelegramServer
 
-SPEED = 60
+SPEED = 30
+#: Real seconds in a fake minute.
+FAKE_MINUTE = 60 / SPEED
 CHAT = 7301
 #: The engine's misfire grace: a fire started later than this counts as missed.
 ON_TIME = timedelta(minutes=5)
@@ -74,8 +77,8 @@ class Kind:
     policies: Policies
 
 
-# Healthy schedules retry patiently enough to outlast the two seconds of refused
-# connections (attempts at +0.25..0.5, +0.5..1, +1..2 s real).
+# Healthy schedules retry patiently enough to outlast the two fake minutes of refused
+# connections (attempts at +15..30, +30..60, +60..120, +120..240 fake seconds).
 PATIENT = Policies(retry=RetryPolicy(max_attempts=5))
 ONE_SECOND = Policies(timeout_seconds=1.0)
 
@@ -230,17 +233,18 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
         )
         await proc.start()
         await proc.wait_engine()
-        await asyncio.sleep(16)  # 16 fake minutes of faults: breakers trip meanwhile
+        await asyncio.sleep(16 * FAKE_MINUTE)  # faults: breakers trip meanwhile
         refused_from = clock.now()
         shut_at = time.monotonic()  # the scripted agent's clock
         await gate.shut()
-        await asyncio.sleep(2)
+        await asyncio.sleep(2 * FAKE_MINUTE)
         await gate.open()
         refused_to = clock.now()
-        await asyncio.sleep(6)
+        await asyncio.sleep(6 * FAKE_MINUTE)
 
         # Drain: the agent is healthy again; every run fired so far must settle.
         faults_until = len(agent.deliveries)
+        healed = clock.now()
         for sid in kind_of:
             agent.assign(sid, always())
         cut = clock.now()
@@ -303,9 +307,14 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
     assert any(r.status is RunStatus.UNKNOWN for r in by_kind["timeout, ask"])
     # Failing twice, then answering: succeeded on the third attempt (a refused
     # connection can use up an attempt; then the run is dead, per the same policy).
+    # A run with an attempt about when the drain began may have met the healthy rule.
     for run in by_kind["fails twice"]:
         if run.trail and not refused_in(run):
-            assert run.status is RunStatus.SUCCEEDED and len(run.trail) == 3, run
+            settled = healed - timedelta(seconds=5)
+            if all(start is not None and start < settled for _, _, start, _ in run.trail):
+                assert run.status is RunStatus.SUCCEEDED and len(run.trail) == 3, run
+            else:
+                assert run.status is RunStatus.SUCCEEDED and len(run.trail) <= 3, run
 
     # The chat was told: a dead run's alert, each breaker with its buttons, the question.
     texts = [m for m in ada.messages if m.text]
