@@ -439,6 +439,30 @@ def unanswered_port() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/webhook"
 
 
+@contextlib.asynccontextmanager
+async def tls_agent(authority: trustme.CA) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """An agent on https://127.0.0.1 with a certificate from `authority`: its URL, and
+    the bodies it received."""
+    seen: list[bytes] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(tls)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    try:
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}/webhook", seen
+    finally:
+        await runner.cleanup()
+
+
 class TestOnTheWire:
     """What the default transport (pyreqwest) makes of faults on a real socket: whether
     the agent may have the request decides between a blind retry and asking."""
@@ -519,22 +543,7 @@ class TestOnTheWire:
         adds an operator's own authority (as it does for Python's ssl module): an agent
         with a certificate from an unknown authority is refused before anything is sent."""
         authority = trustme.CA()
-        seen: list[bytes] = []
-
-        async def webhook(request: web.Request) -> web.Response:
-            seen.append(await request.read())
-            return web.json_response({"ok": True})
-
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        authority.issue_cert("127.0.0.1").configure_cert(tls)
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-        await site.start()
-        try:
-            url = f"https://127.0.0.1:{runner.addresses[0][1]}/webhook"
+        async with tls_agent(authority) as (url, seen):
             async with HttpAgentDispatcher(url=url) as dispatcher:
                 with pytest.raises(DispatchError) as caught:
                     await dispatcher.dispatch(make_request(), timeout=2)
@@ -549,8 +558,6 @@ class TestOnTheWire:
                 result = await dispatcher.dispatch(make_request(), timeout=2)
             assert result.status_code == 200
             assert len(seen) == 1
-        finally:
-            await runner.cleanup()
 
     async def test_a_compressed_answer_is_read(self, agent_stub: AgentStub) -> None:
         answer = {"choices": [{"message": {"role": "assistant", "content": "Done."}}]}
@@ -564,6 +571,140 @@ class TestOnTheWire:
         async with HttpAgentDispatcher(url=agent_stub.openai_url, mode="openai") as dispatcher:
             result = await dispatcher.dispatch(make_request(), timeout=2)
         assert result.output == "Done."
+
+
+class ForwardProxy:
+    """A bare HTTP forward proxy on 127.0.0.1: it reads a request in absolute form (or a
+    CONNECT), notes its target, and (with `forward`) passes it on in origin form (or
+    opens the tunnel) and pipes the answer back; otherwise it closes the connection
+    once the request is in."""
+
+    def __init__(self, *, forward: bool = True) -> None:
+        self.forward = forward
+        self.targets: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line, _, rest = head.partition(b"\r\n")
+            method, target, version = line.split(b" ")
+            self.targets.append(target.decode())
+            if not self.forward:
+                return
+            if method == b"CONNECT":
+                # A tunnel (to an agent on https): bytes both ways, unread.
+                host, _, port = target.decode().rpartition(":")
+                up_reader, up_writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                parts = httpx.URL(target.decode())
+                up_reader, up_writer = await asyncio.open_connection(parts.host, parts.port)
+                up_writer.write(b" ".join((method, parts.raw_path, version)) + b"\r\n" + rest)
+            await asyncio.gather(
+                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+            )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    finally:
+        sink.close()
+
+
+class TestThroughAProxy:
+    """With a proxy in the environment the dispatcher posts through it (on httpx and
+    aiohttp, which know how to), and tells a request that never left from one that may
+    have arrived, as it does without one."""
+
+    @pytest.fixture(autouse=True)
+    def _no_inherited_proxy(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+
+    async def test_the_post_goes_through_the_proxy(
+        self, agent_stub: AgentStub, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        proxy = ForwardProxy()
+        async with proxy as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            async with HttpAgentDispatcher(url=agent_stub.url, secret="s3cret") as dispatcher:
+                result = await dispatcher.dispatch(make_request(), timeout=2)
+        assert result.status_code == 200
+        assert proxy.targets == [agent_stub.url]
+        [arrived] = agent_stub.requests
+        assert arrived.headers["idempotency-key"] == "01JDSCHEDULE:2026-11-24T07:00:00Z"
+        assert arrived.headers["x-telegram-bot-api-secret-token"] == "s3cret"
+
+    async def test_an_agent_on_tls_is_reached_through_the_proxys_tunnel(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        authority = trustme.CA()
+        roots = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(roots))
+        monkeypatch.setenv("SSL_CERT_FILE", str(roots))
+        proxy = ForwardProxy()
+        async with tls_agent(authority) as (url, seen), proxy as proxy_url:
+            monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+            async with HttpAgentDispatcher(url=url) as dispatcher:
+                result = await dispatcher.dispatch(make_request(), timeout=2)
+        assert result.status_code == 200
+        assert proxy.targets == [httpx.URL(url).netloc.decode()]
+        assert len(seen) == 1
+
+    async def test_no_proxy_for_the_agents_host_is_honoured(
+        self, agent_stub: AgentStub, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        proxy = ForwardProxy()
+        async with proxy as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            async with HttpAgentDispatcher(url=agent_stub.url) as dispatcher:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert proxy.targets == []
+        assert len(agent_stub.requests) == 1
+
+    async def test_a_proxy_that_is_down_is_not_uncertain(
+        self, agent_stub: AgentStub, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("HTTP_PROXY", refused_url(path=""))
+        async with HttpAgentDispatcher(url=agent_stub.url) as dispatcher:
+            with pytest.raises(DispatchError) as caught:
+                await dispatcher.dispatch(make_request(), timeout=2)
+        assert str(caught.value) == "Could not connect to the agent."
+        assert caught.value.uncertain is False
+        assert agent_stub.requests == []
+
+    async def test_a_proxy_that_drops_the_request_is_uncertain(
+        self, agent_stub: AgentStub, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The proxy had the request: whether it passed it on, the bot cannot know.
+        proxy = ForwardProxy(forward=False)
+        async with proxy as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            async with HttpAgentDispatcher(url=agent_stub.url) as dispatcher:
+                with pytest.raises(DispatchError) as caught:
+                    await dispatcher.dispatch(make_request(), timeout=2)
+        assert caught.value.uncertain is True
+        assert "may have received the request" in str(caught.value)
+        assert proxy.targets == [agent_stub.url]
 
 
 class TestWithMockTransport:
