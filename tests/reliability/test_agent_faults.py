@@ -53,7 +53,7 @@ CHAT = 7301
 #: The engine's misfire grace: a fire started later than this counts as missed.
 ON_TIME = timedelta(minutes=5)
 REFUSED = "Could not connect to the agent."
-CUT = "The connection to the agent broke after the request was sent"
+BROKE = "The connection to the agent broke after the request was sent"
 
 
 def cron(expr: str) -> TriggerSpec:
@@ -165,9 +165,9 @@ def refused_in(run: RunRow) -> int:
     return sum(1 for _, error, *_ in run.trail if error == REFUSED)
 
 
-def cut_in(run: RunRow) -> int:
+def broken_in(run: RunRow) -> int:
     """Attempts whose connection broke after the request left: reached the agent or not."""
-    return sum(1 for _, error, *_ in run.trail if (error or "").startswith(CUT))
+    return sum(1 for _, error, *_ in run.trail if (error or "").startswith(BROKE))
 
 
 def reached(run: RunRow) -> int:
@@ -184,10 +184,10 @@ def policy_breach(run: RunRow, policies: Policies, deliveries: int) -> str | Non
         return f"{len(trail)} attempts, more than {most}"
     # An attempt the gate cut when it shut may have died in the gate, before the agent:
     # it counts as "maybe delivered", so the agent got it once or not at all.
-    if not reached(run) - cut_in(run) <= deliveries <= reached(run):
+    if not reached(run) - broken_in(run) <= deliveries <= reached(run):
         return (
             f"the agent got it {deliveries}x for {reached(run)} attempts that reached it"
-            f" ({cut_in(run)} of them cut on the way)"
+            f" ({broken_in(run)} of them broken on the way)"
         )
     expected: dict[RunStatus, bool] = {
         RunStatus.DEAD: trail[-1:] == [RunStatus.DEAD] and len(trail) == most,
@@ -350,8 +350,8 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
     refused_at = [t[2] for r in runs for t in r.trail if t[1] == REFUSED]
     assert all(t and refused_from <= t <= refused_to + late for t in refused_at), refused_at
     # Connections break only where the gate cut them, while it was shut.
-    cut_at = [t[3] for r in runs for t in r.trail if (t[1] or "").startswith(CUT)]
-    assert all(t and refused_from <= t <= refused_to + late for t in cut_at), cut_at
+    broken_at = [t[3] for r in runs for t in r.trail if (t[1] or "").startswith(BROKE)]
+    assert all(t and refused_from <= t <= refused_to + late for t in broken_at), broken_at
     # Overlap: the slow schedule's fires that found it busy were skipped with the reason;
     # the queued one ran every fire (none skipped), never two at once at the agent.
     skip = by_kind["slow, overlap skip"]
