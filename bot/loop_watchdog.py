@@ -23,7 +23,8 @@ log = logging.getLogger("tickler.loop")
 
 
 class LoopWatchdog:
-    """Start it from a coroutine on the loop to watch; `stop()` from anywhere."""
+    """Start it from a coroutine on the loop to watch, and stop it on that loop too (it
+    cancels the loop's heartbeat timer)."""
 
     def __init__(self, *, threshold: float = 2.0, interval: float = 0.25) -> None:
         self._threshold = threshold

@@ -368,24 +368,35 @@ async def test_64_concurrent_dispatches_all_arrive(
     assert set(counts.values()) == {1}
 
 
-class RawAgent:
-    """A bare TCP server on 127.0.0.1 that misbehaves below HTTP, as the stub cannot:
-    it reads the request, then does what `act` says with the connection."""
+class RawServer:
+    """A bare TCP server on 127.0.0.1 whose connections go to `_handle`; `async with`
+    gives its URL (with `path`)."""
 
-    def __init__(self, act: str) -> None:
-        self.act = act
-        self.requests = 0
-        self._server: asyncio.Server | None = None
+    path = ""
+    _server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
     async def __aenter__(self) -> str:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/webhook"
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}{self.path}"
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+
+class RawAgent(RawServer):
+    """An agent that misbehaves below HTTP, as the stub cannot: it reads the request,
+    then does what `act` says with the connection."""
+
+    path = "/webhook"
+
+    def __init__(self, act: str) -> None:
+        self.act = act
+        self.requests = 0
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -573,25 +584,15 @@ class TestOnTheWire:
         assert result.output == "Done."
 
 
-class ForwardProxy:
-    """A bare HTTP forward proxy on 127.0.0.1: it reads a request in absolute form (or a
-    CONNECT), notes its target, and (with `forward`) passes it on in origin form (or
-    opens the tunnel) and pipes the answer back; otherwise it closes the connection
-    once the request is in."""
+class ForwardProxy(RawServer):
+    """A bare HTTP forward proxy: it reads a request in absolute form (or a CONNECT),
+    notes its target, and (with `forward`) passes it on in origin form (or opens the
+    tunnel) and pipes the answer back; otherwise it closes the connection once the
+    request is in."""
 
     def __init__(self, *, forward: bool = True) -> None:
         self.forward = forward
         self.targets: list[str] = []
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
