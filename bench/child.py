@@ -31,7 +31,9 @@ async def _run(spec: dict[str, Any]) -> Result:
     elif kind == "aps":
         import bench.aps_side
     elif kind == "limit":
-        import bench.limit_side  # noqa: F401
+        import bench.limit_side
+    elif kind == "floor":
+        import bench.ledger_floor  # noqa: F401
     late = max(0.0, time.time() - due) if due else 0.0
     # CPU of the whole process (every thread: the loop and the database's), from here to
     # the end. Unlike fires/s it barely moves when other jobs share the cores, so it
@@ -73,6 +75,11 @@ async def _run(spec: dict[str, Any]) -> Result:
         from bench import limit_side
 
         result = await limit_side.burst(db, url, spec["client"], n, due, concurrency)
+    elif kind == "floor":
+        from bench import ledger_floor
+
+        # Synchronous on purpose, as the engine runs its transactions in place.
+        result = ledger_floor.claim_only(db, n, due, concurrency)
     else:
         raise ValueError(f"unknown kind {kind!r}")
     if late > 0:

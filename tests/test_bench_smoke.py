@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import seed
+from storage.codec import to_db_time
 from tests.agent_stub import AgentStub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +68,43 @@ async def test_a_tiny_burst_fires_every_schedule_once(
     assert result["extra"]["succeeded_in_db"] == n
     keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
     assert len(keys) == len(set(keys)) == n
+
+
+async def test_the_ledger_floor_writes_what_the_engine_writes(tmp_path: Path) -> None:
+    """The floor is only a ceiling if it does the engine's work per fire: each fire a
+    succeeded run with one attempt row, each schedule moved to its next instant."""
+    n = 30
+    db = tmp_path / "floor.db"
+    due = datetime.fromtimestamp(time.time() + 0.5, UTC)
+    await asyncio.to_thread(seed.seed_tickler, db, n, due)
+    spec = {
+        "kind": "floor",
+        "scenario": "claim-only",
+        "db": str(db),
+        "n": n,
+        "due": due.timestamp(),
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.child",
+        json.dumps(spec),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert (result["fires"], result["dropped"]) == (n, 0)
+    with sqlite3.connect(db) as conn:
+        runs = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT schedule_id) FROM runs WHERE status = 'succeeded' "
+            "AND attempt = 1 AND owner IS NULL"
+        ).fetchone()
+        attempts = conn.execute("SELECT COUNT(*) FROM run_attempts").fetchone()[0]
+        moved = conn.execute(
+            "SELECT COUNT(*) FROM schedules WHERE next_run_at > ? AND last_run_at IS NOT NULL",
+            (to_db_time(due),),
+        ).fetchone()[0]
+    assert runs == (n, n)
+    assert attempts == n
+    assert moved == n

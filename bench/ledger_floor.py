@@ -1,0 +1,186 @@
+"""How fast could any engine on this ledger go? The claim-only burst with no engine.
+
+    ./dev python -m bench.ledger_floor [--schedules 10000] [--batch 64] [--repeat 3]
+
+The same SQLite file and schema as the engine (seeded as the benchmark seeds it), the
+same statements per fire the engine's claim-only burst runs (read the due schedules;
+one transaction to move `next_run_at` and insert the runs as running; one to mark them
+succeeded, write the attempt rows and reset the schedules' failure counters), the same
+cron arithmetic and ids, in batches of the dispatch concurrency, on the event loop's
+thread as the engine runs them. What it leaves out is everything else the engine does
+per fire: no pydantic models, no task or log context per run, no group-commit future,
+no overlap, hold or approval rules, no notifier.
+
+Two figures per run: `ledger` (the SQL and the row values alone) and `planned` (plus
+the trigger's next instant and a new id per fire, as the engine must). They are the
+ceiling for a claim-only burst on this machine: an engine in CPython that writes this
+ledger cannot be faster than `planned`, however it is arranged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.measure import Result
+from bench.seed import seed_tickler
+from scheduler.ids import new_id
+from storage.codec import RUN_COLUMNS, req_time, to_db_time
+from storage.codec import _trigger as trigger_from_json  # the cached JSON decode the engine uses
+from storage.database import CONNECTION_PRAGMAS
+
+DUE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+SYSTEM = "ledger floor (its SQL, no engine)"
+OWNER = "floor:1"
+
+_DUE_SQL = (
+    "SELECT id, chat_id, trigger_json, next_run_at FROM schedules "
+    "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL "
+    "AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"
+)
+_ADVANCE_SQL = (
+    "UPDATE schedules SET next_run_at = m.value ->> 2, updated_at = ? "
+    "FROM json_each(?) AS m "
+    "WHERE schedules.id = m.value ->> 0 AND schedules.next_run_at = m.value ->> 1 "
+    "AND enabled = 1 AND tripped = 0 AND archived_at IS NULL "
+    "RETURNING schedules.id"
+)
+_INSERT_SQL = (
+    f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) "
+    f"VALUES ({', '.join('?' * len(RUN_COLUMNS.split(',')))})"
+)
+_FINISH_SQL = (
+    "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
+    "duration_ms = f.value ->> 2, error = NULL, next_attempt_at = NULL, owner = NULL, "
+    "updated_at = f.value ->> 1 FROM json_each(?) AS f "
+    "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
+    "RETURNING runs.id"
+)
+_ATTEMPT_SQL = (
+    "INSERT INTO run_attempts (run_id, attempt, owner, started_at, finished_at, status, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SUCCESS_SQL = (
+    "UPDATE schedules SET consecutive_failures = 0, last_run_at = s.value ->> 1, "
+    "updated_at = s.value ->> 1 FROM json_each(?) AS s WHERE schedules.id = s.value ->> 0 "
+    "RETURNING schedules.id, schedules.tripped"
+)
+
+
+def burst(db: Path, n: int, batch: int, plan: bool, at: datetime | None = None) -> float:
+    """Claim, 'dispatch' and record `n` fires due by `at` (default: just after `DUE`);
+    the seconds it took."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for pragma in CONNECTION_PRAGMAS:
+        conn.execute(pragma)
+    moment = at or DUE + timedelta(seconds=1)
+    now = to_db_time(moment)
+    later = to_db_time(moment + timedelta(hours=1))
+    done = 0
+    started = time.perf_counter()
+    while True:
+        due = conn.execute(_DUE_SQL, (now, batch)).fetchall()
+        if not due:
+            break
+        moves = []
+        for sid, _, trigger_json, first in due:
+            if plan:
+                after = trigger_from_json(trigger_json).next_after(req_time(first))
+                moves.append([sid, first, None if after is None else to_db_time(after)])
+            else:
+                moves.append([sid, first, later])
+        conn.execute("BEGIN IMMEDIATE")
+        moved = {r[0] for r in conn.execute(_ADVANCE_SQL, (now, json.dumps(moves))).fetchall()}
+        rows = [
+            (
+                new_id() if plan else f"{sid}:{first}",
+                sid,
+                chat,
+                first,
+                "schedule",
+                "running",
+                1,
+                first,
+                now,
+                None,
+                None,
+                None,
+                None,
+                None,
+                OWNER,
+                now,
+                now,
+            )
+            for sid, chat, _, first in due
+            if sid in moved
+        ]
+        conn.executemany(_INSERT_SQL, rows)
+        conn.execute("COMMIT")
+        # The dispatch does nothing (claim-only); the outcomes are recorded together.
+        conn.execute("BEGIN IMMEDIATE")
+        finished = [[r[0], now, 0] for r in rows]
+        written = {
+            r[0] for r in conn.execute(_FINISH_SQL, (json.dumps(finished), OWNER)).fetchall()
+        }
+        conn.executemany(
+            _ATTEMPT_SQL,
+            [(r[0], 1, OWNER, now, now, "succeeded", None) for r in rows if r[0] in written],
+        )
+        conn.execute(_SUCCESS_SQL, (json.dumps([[r[1], now] for r in rows]),)).fetchall()
+        conn.execute("COMMIT")
+        done += len(written)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    if done != n:
+        raise RuntimeError(f"{done} of {n} fires recorded")
+    return elapsed
+
+
+def claim_only(db: Path, n: int, due: float, batch: int) -> Result:
+    """The harness's claim-only scenario (bench/child.py): from the due instant to the
+    last fire recorded, as Tickler's side counts it."""
+    wait = due - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    burst(db, n, batch, plan=True, at=datetime.now(UTC))
+    seconds = time.time() - due
+    result = Result(SYSTEM, "claim-only", n, fires=n, seconds=seconds, rate=n / seconds)
+    result.extra["batch"] = batch
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tickler-floor-"))
+    try:
+        template = workdir / "seed.db"
+        seed_tickler(template, args.schedules, DUE)
+        rates: dict[str, list[float]] = {"ledger": [], "planned": []}
+        for _ in range(args.repeat):
+            for label, plan in (("ledger", False), ("planned", True)):
+                db = workdir / f"{label}.db"
+                shutil.copyfile(template, db)
+                rates[label].append(args.schedules / burst(db, args.schedules, args.batch, plan))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"claim-only floor, {args.schedules:,} fires in batches of {args.batch}")
+    for label, values in rates.items():
+        best = statistics.median(values)
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{label:8} median {best:8,.0f} fires/s ({1e6 / best:5.1f} us per fire)  [{runs}]")
+
+
+if __name__ == "__main__":
+    main()
