@@ -12,9 +12,11 @@ per fire: no pydantic models, no task or log context per run, no group-commit fu
 no overlap, hold or approval rules, no notifier.
 
 Two figures per run: `ledger` (the SQL and the row values alone) and `planned` (plus
-the trigger's next instant and a new id per fire, as the engine must). They are the
-ceiling for a claim-only burst on this machine: an engine in CPython that writes this
-ledger cannot be faster than `planned`, however it is arranged.
+the trigger's next instant and a new id per fire, as the engine must). `planned` is the
+ceiling for the engine's claim-only burst on this machine: an engine in CPython that
+writes this ledger in batches of this size cannot be faster. Larger batches raise it
+(`--batch`), but the engine starts at most as many runs per claim as it has free
+dispatch slots.
 """
 
 from __future__ import annotations
