@@ -322,7 +322,14 @@ class Engine:
                             self._heartbeat_forever(), name="engine-heartbeat"
                         )
                     more = await self._tick(now)
-                    deadline = now if more else await self._next_wake(now)
+                    # More to claim but no slot to start it in: wait for a freed slot
+                    # (the runs just started finish meanwhile) or for held fires to
+                    # pass their hold, as `_next_wake` says. Ticking again at once would
+                    # read and claim nothing before those runs had a turn of the loop.
+                    if more and (self._stopping or self._has_room()):
+                        deadline = now
+                    else:
+                        deadline = await self._next_wake(now)
                     failures = 0
                 except Exception:
                     # A locked database or a full disk must not end the loop: log,
