@@ -30,6 +30,7 @@ __all__ = [
     "retry_delay",
     "runs_for_plan",
     "skipped_run",
+    "started_run",
     "walk_fires",
 ]
 
@@ -272,6 +273,26 @@ def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run
             )
         )
     return out
+
+
+def started_run(schedule: Schedule, fire: PlannedFire, owner: str, now: datetime) -> Run:
+    """The run of a plan's one pending fire, written already running as its first
+    attempt: what `runs_for_plan` and then starting it (runs.mark_running) would leave,
+    built as one model instead of a model and a copy of it."""
+    return Run(
+        id=new_id(),
+        schedule_id=schedule.id,
+        chat_id=schedule.chat_id,
+        scheduled_for=fire.scheduled_for,
+        trigger=fire.trigger,
+        status=RunStatus.RUNNING,
+        attempt=1,
+        next_attempt_at=fire.scheduled_for,
+        started_at=now,
+        owner=owner,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def skipped_run(schedule: Schedule, instant: datetime, reason: str, now: datetime) -> Run:

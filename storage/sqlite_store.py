@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
-from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan
+from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
 from scheduler.proposals import Proposal, ProposalStatus
 from scheduler.stats import RunFigure
 from scheduler.store import (
@@ -463,12 +463,12 @@ class SqliteStore:
                 if schedule.id not in moved or fated is None:
                     continue
                 applied.append(fire_plan)
-                rows = runs_for_plan(schedule, fire_plan, now)
                 if fated:
                     after = claimed_schedule(schedule, fire_plan.next_run_at, now)
-                    started.append(AcquiredRun(_started(rows[0], owner, now), after))
+                    run = started_run(schedule, fire_plan.fires[0], owner, now)
+                    started.append(AcquiredRun(run, after))
                 else:
-                    new_runs.extend(rows)
+                    new_runs.extend(runs_for_plan(schedule, fire_plan, now))
             await runs.insert_many(db, new_runs)
             if started:
                 written = await runs.insert_many(db, [a.run for a in started])
@@ -893,20 +893,6 @@ async def _apply_successes(
             )
         results.append(FinishedAttempt(run, schedule, False, answer=outcome.output))
     return results
-
-
-def _started(run: Run, owner: str, now: datetime) -> Run:
-    """A fresh run as its first attempt starting leaves it (runs.mark_running)."""
-    return run.model_copy(
-        update={
-            "status": RunStatus.RUNNING,
-            "attempt": run.attempt + 1,
-            "started_at": now,
-            "owner": owner,
-            "error": None,
-            "updated_at": now,
-        }
-    )
 
 
 def _finished_run(run: Run, outcome: AttemptOutcome) -> Run:
