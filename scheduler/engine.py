@@ -253,6 +253,8 @@ class Engine:
         self.instance_id = instance_id or f"{self._host}:{self._pid}:{new_id()}"
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        #: `_wake` was set for more than a freed slot (a change, a stop, a retry to plan).
+        self._woken = False
         self._stopping = False
         self._started = False
         #: Registered and reconciled (orphans reaped): `startup` has nothing left to do.
@@ -276,11 +278,13 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
         """Re-plan now: a schedule was added, changed or run by hand."""
+        self._woken = True
         self._wake.set()
 
     def request_stop(self) -> None:
         """Stop claiming; `run_forever` then drains in-flight work and returns."""
         self._stopping = True
+        self._woken = True
         self._wake.set()
 
     @property
@@ -311,6 +315,7 @@ class Engine:
         try:
             while not self._stopping:
                 self._wake.clear()
+                self._woken = False
                 now = self.clock.now()
                 try:
                     # Start-up inside the retry: a write lock held past the busy timeout
@@ -340,6 +345,11 @@ class Engine:
                     deadline = now + timedelta(seconds=backoff)
                 if self._stopping:
                     break
+                if self._wake.is_set() and not self._woken and not self._has_room():
+                    # Set by runs that freed slots which this tick has filled since: no
+                    # news. Left set, it would end the sleep at once and the next tick
+                    # would find no slot (the runs just started have not had a turn).
+                    self._wake.clear()
                 if deadline > now:
                     await self.clock.sleep_until(deadline, self._wake)
         finally:
@@ -551,7 +561,7 @@ class Engine:
                 )
                 await self._after_finish(item)
         if finished:
-            self._wake.set()
+            self.wake()
 
     def _is_dead(self, inst: EngineInstance, now: datetime) -> bool:
         if inst.stopped_at is not None:
@@ -635,9 +645,11 @@ class Engine:
             if settling:
                 self._settle(run.schedule_id, -1)
             self._inflight.pop(run.id, None)
-            # Wake the loop when it can start a batch, or to plan a new retry instant;
+            # Wake the loop to plan a new retry instant, or when it can start a batch;
             # a wake per finished run would cost a loop iteration each.
-            if retry_planned or self._has_room():
+            if retry_planned:
+                self.wake()
+            elif self._has_room():
                 self._wake.set()
 
     async def _attempt(self, acquired: AcquiredRun) -> AttemptOutcome:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
+from bench import seed
+from scheduler.clock import FakeClock, SystemClock
 from scheduler.dispatch import (
     Dispatcher,
     DispatchRequest,
@@ -643,3 +645,58 @@ async def test_a_stop_writes_the_fires_held_for_a_slot_as_pending(
     )
     [put_back] = await service.history(CHAT, started)
     assert put_back.status is RunStatus.PENDING
+
+
+class _Instant:
+    """A dispatcher whose agent accepts at once."""
+
+    limits_own_time = True
+
+    async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
+        return DispatchResult(status_code=200)
+
+
+class _Counting:
+    def __init__(self, target: int) -> None:
+        self.target, self.done = target, 0
+        self.all_done = asyncio.Event()
+
+    async def run_finished(self, finished: FinishedAttempt) -> None:
+        self.done += 1
+        if self.done >= self.target:
+            self.all_done.set()
+
+    async def schedule_tripped(self, finished: FinishedAttempt) -> None:
+        pass
+
+    async def fires_missed(self, plan: FirePlan) -> None:
+        pass
+
+    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        pass
+
+
+async def test_a_burst_fills_every_free_slot_on_each_turn_of_the_loop(tmp_path: Path) -> None:
+    """On the real clock, a burst larger than the concurrency goes a full batch per loop
+    iteration: the loop does not turn again before the runs it just started had their
+    turn (an iteration then finds no free slot and claims nothing, at the cost of its
+    reads and an empty transaction). 64 slots: a claim that plans more than 50 fires
+    lets the loop turn once, and the runs of the batch before then finish, waking it."""
+    n, slots = 1280, 64
+    db = tmp_path / "burst.db"
+    await asyncio.to_thread(seed.seed_tickler, db, n, datetime.now(UTC) - timedelta(seconds=1))
+    notifier = _Counting(n)
+    async with await SqliteStore.open(db) as store:
+        engine = Engine(
+            store,
+            SystemClock(),
+            _Instant(),
+            config=EngineConfig(max_concurrency=slots),
+            notifier=notifier,
+        )
+        loop = asyncio.create_task(engine.run_forever())
+        await asyncio.wait_for(notifier.all_done.wait(), 30)
+        engine.request_stop()
+        await loop
+    assert notifier.done == n
+    assert engine.ticks <= n // slots + 3
