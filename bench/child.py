@@ -78,8 +78,11 @@ async def _run(spec: dict[str, Any]) -> Result:
     elif kind == "floor":
         from bench import ledger_floor
 
-        # Synchronous on purpose, as the engine runs its transactions in place.
-        result = ledger_floor.claim_only(db, n, due, concurrency)
+        if url:
+            result = await ledger_floor.burst_posting(db, url, n, due, concurrency)
+        else:
+            # Synchronous on purpose, as the engine runs its transactions in place.
+            result = ledger_floor.claim_only(db, n, due, concurrency)
     else:
         raise ValueError(f"unknown kind {kind!r}")
     if late > 0:

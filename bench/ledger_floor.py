@@ -22,6 +22,7 @@ dispatch slots.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -31,15 +32,20 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.measure import Result
+from bench.measure import FireLog, Result
 from bench.seed import seed_tickler
+from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+from scheduler.engine import _time_variables
 from scheduler.ids import new_id
+from scheduler.templates import render
 from storage.codec import RUN_COLUMNS, req_time, to_db_time
 from storage.codec import _trigger as trigger_from_json  # the cached JSON decode the engine uses
 from storage.database import CONNECTION_PRAGMAS
 
 DUE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 SYSTEM = "ledger floor (its SQL, no engine)"
+#: Fires per claim when posting: the limit loop's batch.
+POSTING_BATCH = 500
 OWNER = "floor:1"
 
 _DUE_SQL = (
@@ -76,74 +82,149 @@ _SUCCESS_SQL = (
 )
 
 
-def burst(db: Path, n: int, batch: int, plan: bool, at: datetime | None = None) -> float:
-    """Claim, 'dispatch' and record `n` fires due by `at` (default: just after `DUE`);
-    the seconds it took."""
+def _open(db: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     for pragma in CONNECTION_PRAGMAS:
         conn.execute(pragma)
-    moment = at or DUE + timedelta(seconds=1)
-    now = to_db_time(moment)
-    later = to_db_time(moment + timedelta(hours=1))
+    return conn
+
+
+#: A claimed fire: (run id, schedule id, chat id, fire instant as stored).
+Fire = tuple[str, str, int, str]
+
+
+def _claim(conn: sqlite3.Connection, now: str, batch: int, plan: bool) -> list[Fire]:
+    """Up to `batch` due fires, their schedules moved on and their runs written running,
+    in one transaction (as the engine's claim of fires it starts at once)."""
+    due = conn.execute(_DUE_SQL, (now, batch)).fetchall()
+    if not due:
+        return []
+    moves = []
+    for sid, _, trigger_json, first in due:
+        if plan:
+            after = trigger_from_json(trigger_json).next_after(req_time(first))
+            moves.append([sid, first, None if after is None else to_db_time(after)])
+        else:
+            moves.append([sid, first, to_db_time(req_time(first) + timedelta(hours=1))])
+    conn.execute("BEGIN IMMEDIATE")
+    moved = {r[0] for r in conn.execute(_ADVANCE_SQL, (now, json.dumps(moves))).fetchall()}
+    fires = [
+        (new_id() if plan else f"{sid}:{first}", sid, chat, first)
+        for sid, chat, _, first in due
+        if sid in moved
+    ]
+    conn.executemany(_INSERT_SQL, [_running_row(fire, now) for fire in fires])
+    conn.execute("COMMIT")
+    return fires
+
+
+def _running_row(fire: Fire, now: str) -> tuple[object, ...]:
+    """The row of a claimed fire's run, in RUN_COLUMNS order."""
+    run_id, schedule_id, chat_id, first = fire
+    unset = None  # finished_at, duration_ms, output, error, token_usage_json
+    return (
+        run_id, schedule_id, chat_id, first, "schedule", "running", 1, first, now,
+        unset, unset, unset, unset, unset, OWNER, now, now,
+    )  # fmt: skip
+
+
+def _finish(conn: sqlite3.Connection, now: str, fires: list[Fire]) -> int:
+    """Record the fires' attempts as succeeded, in one transaction (as the engine's group
+    commit of successes); how many were written."""
+    if not fires:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    finished = [[f[0], now, 0] for f in fires]
+    written = {r[0] for r in conn.execute(_FINISH_SQL, (json.dumps(finished), OWNER)).fetchall()}
+    conn.executemany(
+        _ATTEMPT_SQL,
+        [(f[0], 1, OWNER, now, now, "succeeded", None) for f in fires if f[0] in written],
+    )
+    conn.execute(_SUCCESS_SQL, (json.dumps([[f[1], now] for f in fires]),)).fetchall()
+    conn.execute("COMMIT")
+    return len(written)
+
+
+def burst(db: Path, n: int, batch: int, plan: bool, at: datetime | None = None) -> float:
+    """Claim, 'dispatch' (nothing) and record `n` fires due by `at` (default: just after
+    `DUE`), a batch at a time; the seconds it took."""
+    conn = _open(db)
+    now = to_db_time(at or DUE + timedelta(seconds=1))
     done = 0
     started = time.perf_counter()
-    while True:
-        due = conn.execute(_DUE_SQL, (now, batch)).fetchall()
-        if not due:
-            break
-        moves = []
-        for sid, _, trigger_json, first in due:
-            if plan:
-                after = trigger_from_json(trigger_json).next_after(req_time(first))
-                moves.append([sid, first, None if after is None else to_db_time(after)])
-            else:
-                moves.append([sid, first, later])
-        conn.execute("BEGIN IMMEDIATE")
-        moved = {r[0] for r in conn.execute(_ADVANCE_SQL, (now, json.dumps(moves))).fetchall()}
-        rows = [
-            (
-                new_id() if plan else f"{sid}:{first}",
-                sid,
-                chat,
-                first,
-                "schedule",
-                "running",
-                1,
-                first,
-                now,
-                None,
-                None,
-                None,
-                None,
-                None,
-                OWNER,
-                now,
-                now,
-            )
-            for sid, chat, _, first in due
-            if sid in moved
-        ]
-        conn.executemany(_INSERT_SQL, rows)
-        conn.execute("COMMIT")
-        # The dispatch does nothing (claim-only); the outcomes are recorded together.
-        conn.execute("BEGIN IMMEDIATE")
-        finished = [[r[0], now, 0] for r in rows]
-        written = {
-            r[0] for r in conn.execute(_FINISH_SQL, (json.dumps(finished), OWNER)).fetchall()
-        }
-        conn.executemany(
-            _ATTEMPT_SQL,
-            [(r[0], 1, OWNER, now, now, "succeeded", None) for r in rows if r[0] in written],
-        )
-        conn.execute(_SUCCESS_SQL, (json.dumps([[r[1], now] for r in rows]),)).fetchall()
-        conn.execute("COMMIT")
-        done += len(written)
+    while fires := _claim(conn, now, batch, plan):
+        done += _finish(conn, now, fires)
     elapsed = time.perf_counter() - started
     conn.close()
     if done != n:
         raise RuntimeError(f"{done} of {n} fires recorded")
     return elapsed
+
+
+async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int) -> Result:
+    """The burst scenario on this ledger with Tickler's own dispatcher and no engine:
+    claims of `POSTING_BATCH` fires, `concurrency` workers posting them, successes
+    recorded in batches as they come (the limit loop's shape, bench/limit_side.py)."""
+    conn = _open(db)
+    log = FireLog()
+    queue: asyncio.Queue[Fire] = asyncio.Queue()
+    finished: list[Fire] = []
+    operator = Operator(id=1, first_name="Ada")
+    async with HttpAgentDispatcher(url=url, max_connections=concurrency) as dispatcher:
+
+        async def worker() -> None:
+            while True:
+                fire = await queue.get()
+                instant = req_time(fire[3])
+                log.started(instant.timestamp())
+                await dispatcher.dispatch(
+                    DispatchRequest(
+                        schedule_id=fire[1],
+                        run_id=fire[0],
+                        scheduled_for=instant,
+                        chat_id=fire[2],
+                        operator=operator,
+                        schedule_name="bench",
+                        prompt=_render_prompt(instant),
+                        timezone="UTC",
+                    ),
+                    timeout=30,
+                )
+                finished.append(fire)
+                queue.task_done()
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await asyncio.sleep(max(0.0, due - time.time()))
+        claimed = 0
+        while claimed < n:
+            if queue.qsize() < POSTING_BATCH:
+                fires = _claim(conn, to_db_time(datetime.now(UTC)), POSTING_BATCH, plan=True)
+                for fire in fires:
+                    queue.put_nowait(fire)
+                claimed += len(fires)
+            log.done += _finish(conn, to_db_time(datetime.now(UTC)), _take(finished))
+            await asyncio.sleep(0.001)
+        await queue.join()
+        log.done += _finish(conn, to_db_time(datetime.now(UTC)), _take(finished))
+        log.last_done = time.time()
+        for w in workers:
+            w.cancel()
+    conn.close()
+    result = Result(SYSTEM, "burst", n)
+    result.from_log(log, due)
+    return result
+
+
+def _take(fires: list[Fire]) -> list[Fire]:
+    taken = fires[:]
+    fires.clear()
+    return taken
+
+
+def _render_prompt(instant: datetime) -> str:
+    """The seeded schedules' prompt for an instant, as the engine renders it."""
+    return render("Prepare the brief for {date}.", {**_time_variables(instant, "UTC")})
 
 
 def claim_only(db: Path, n: int, due: float, batch: int) -> Result:

@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bench import seed
 from storage.codec import to_db_time
 from tests.agent_stub import AgentStub
@@ -70,19 +72,25 @@ async def test_a_tiny_burst_fires_every_schedule_once(
     assert len(keys) == len(set(keys)) == n
 
 
-async def test_the_ledger_floor_writes_what_the_engine_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("posting", [False, True], ids=["claim-only", "burst"])
+async def test_the_ledger_floor_writes_what_the_engine_writes(
+    tmp_path: Path, agent_stub: AgentStub, posting: bool
+) -> None:
     """The floor is only a ceiling if it does the engine's work per fire: each fire a
-    succeeded run with one attempt row, each schedule moved to its next instant."""
+    succeeded run with one attempt row, each schedule moved to its next instant, and in
+    a burst each fire posted to the agent once."""
     n = 30
     db = tmp_path / "floor.db"
     due = datetime.fromtimestamp(time.time() + 0.5, UTC)
     await asyncio.to_thread(seed.seed_tickler, db, n, due)
     spec = {
         "kind": "floor",
-        "scenario": "claim-only",
+        "scenario": "burst" if posting else "claim-only",
         "db": str(db),
         "n": n,
         "due": due.timestamp(),
+        "url": agent_stub.url if posting else None,
+        "concurrency": 8,
     }
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -108,3 +116,5 @@ async def test_the_ledger_floor_writes_what_the_engine_writes(tmp_path: Path) ->
     assert runs == (n, n)
     assert attempts == n
     assert moved == n
+    keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
+    assert len(keys) == len(set(keys)) == (n if posting else 0)
