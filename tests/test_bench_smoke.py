@@ -12,8 +12,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,21 @@ def test_help_names_every_scenario() -> None:
         assert scenario in done.stdout
 
 
+async def measure(spec: Mapping[str, object]) -> dict[str, Any]:
+    """What `python -m bench.child` reports for `spec` (its last line)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.child",
+        json.dumps(spec),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
 async def test_a_tiny_burst_fires_every_schedule_once(
     tmp_path: Path, agent_stub: AgentStub
 ) -> None:
@@ -55,16 +72,7 @@ async def test_a_tiny_burst_fires_every_schedule_once(
         "timeout": 30,
         "concurrency": 8,
     }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.child",
-        json.dumps(spec),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(child.communicate(), 60)
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await measure(spec)
     print(result)
     assert (result["fires"], result["dropped"]) == (n, 0)
     assert result["extra"]["succeeded_in_db"] == n
@@ -92,16 +100,7 @@ async def test_the_ledger_floor_writes_what_the_engine_writes(
         "url": agent_stub.url if posting else None,
         "concurrency": 8,
     }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.child",
-        json.dumps(spec),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(child.communicate(), 60)
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await measure(spec)
     assert (result["fires"], result["dropped"]) == (n, 0)
     with sqlite3.connect(db) as conn:
         runs = conn.execute(
