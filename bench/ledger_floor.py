@@ -30,14 +30,14 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 from bench.measure import FireLog, Result
 from bench.seed import seed_tickler
-from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
-from scheduler.engine import _time_variables
+from scheduler.dispatch import DispatchError, DispatchRequest, HttpAgentDispatcher, Operator
 from scheduler.ids import new_id
-from scheduler.templates import render
+from scheduler.templates import prompt_variables, render
 from storage.codec import RUN_COLUMNS, req_time, to_db_time
 from storage.codec import _trigger as trigger_from_json  # the cached JSON decode the engine uses
 from storage.database import CONNECTION_PRAGMAS
@@ -171,6 +171,7 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
     queue: asyncio.Queue[Fire] = asyncio.Queue()
     finished: list[Fire] = []
     operator = Operator(id=1, first_name="Ada")
+    failed: list[str] = []
     async with HttpAgentDispatcher(url=url, max_connections=concurrency) as dispatcher:
 
         async def worker() -> None:
@@ -178,20 +179,24 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
                 fire = await queue.get()
                 instant = req_time(fire[3])
                 log.started(instant.timestamp())
-                await dispatcher.dispatch(
-                    DispatchRequest(
-                        schedule_id=fire[1],
-                        run_id=fire[0],
-                        scheduled_for=instant,
-                        chat_id=fire[2],
-                        operator=operator,
-                        schedule_name="bench",
-                        prompt=_render_prompt(instant),
-                        timezone="UTC",
-                    ),
-                    timeout=30,
-                )
-                finished.append(fire)
+                try:
+                    await dispatcher.dispatch(
+                        DispatchRequest(
+                            schedule_id=fire[1],
+                            run_id=fire[0],
+                            scheduled_for=instant,
+                            chat_id=fire[2],
+                            operator=operator,
+                            schedule_name="bench",
+                            prompt=_render_prompt(instant),
+                            timezone="UTC",
+                        ),
+                        timeout=30,
+                    )
+                    finished.append(fire)
+                except DispatchError as exc:
+                    # Counted, not retried: the floor has no policies. It shows as dropped.
+                    failed.append(str(exc))
                 queue.task_done()
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
@@ -200,6 +205,8 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
         while claimed < n:
             if queue.qsize() < POSTING_BATCH:
                 fires = _claim(conn, to_db_time(datetime.now(UTC)), POSTING_BATCH, plan=True)
+                if not fires and queue.empty():
+                    break  # nothing more is due: fewer fires than expected (dropped)
                 for fire in fires:
                     queue.put_nowait(fire)
                 claimed += len(fires)
@@ -213,6 +220,8 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
     conn.close()
     result = Result(SYSTEM, "burst", n)
     result.from_log(log, due)
+    if failed:
+        result.notes.append(f"{len(failed)} posts failed, e.g. {failed[0]}")
     return result
 
 
@@ -222,9 +231,12 @@ def _take(fires: list[Fire]) -> list[Fire]:
     return taken
 
 
+@lru_cache(maxsize=1024)
 def _render_prompt(instant: datetime) -> str:
-    """The seeded schedules' prompt for an instant, as the engine renders it."""
-    return render("Prepare the brief for {date}.", {**_time_variables(instant, "UTC")})
+    """The seeded schedules' prompt for an instant; cached per instant, as the engine
+    caches it."""
+    variables = prompt_variables(fire=instant, timezone="UTC", schedule_name="", last_output=None)
+    return render("Prepare the brief for {date}.", variables)
 
 
 def claim_only(db: Path, n: int, due: float, batch: int) -> Result:
