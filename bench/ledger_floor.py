@@ -38,7 +38,8 @@ from bench.seed import seed_tickler
 from scheduler.dispatch import DispatchError, DispatchRequest, HttpAgentDispatcher, Operator
 from scheduler.ids import new_id
 from scheduler.templates import prompt_variables, render
-from storage.codec import RUN_COLUMNS, req_time, to_db_time
+from storage import runs, schedules
+from storage.codec import SCHEDULE_COLUMNS, req_time, to_db_time
 from storage.codec import _trigger as trigger_from_json  # the cached JSON decode the engine uses
 from storage.database import CONNECTION_PRAGMAS
 
@@ -48,37 +49,10 @@ SYSTEM = "ledger floor (its SQL, no engine)"
 POSTING_BATCH = 500
 OWNER = "floor:1"
 
-_DUE_SQL = (
-    "SELECT id, chat_id, trigger_json, next_run_at FROM schedules "
-    "WHERE enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL "
-    "AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"
-)
-_ADVANCE_SQL = (
-    "UPDATE schedules SET next_run_at = m.value ->> 2, updated_at = ? "
-    "FROM json_each(?) AS m "
-    "WHERE schedules.id = m.value ->> 0 AND schedules.next_run_at = m.value ->> 1 "
-    "AND enabled = 1 AND tripped = 0 AND archived_at IS NULL "
-    "RETURNING schedules.id"
-)
-_INSERT_SQL = (
-    f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) "
-    f"VALUES ({', '.join('?' * len(RUN_COLUMNS.split(',')))})"
-)
-_FINISH_SQL = (
-    "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
-    "duration_ms = f.value ->> 2, error = NULL, next_attempt_at = NULL, owner = NULL, "
-    "updated_at = f.value ->> 1 FROM json_each(?) AS f "
-    "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
-    "RETURNING runs.id"
-)
-_ATTEMPT_SQL = (
-    "INSERT INTO run_attempts (run_id, attempt, owner, started_at, finished_at, status, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_SUCCESS_SQL = (
-    "UPDATE schedules SET consecutive_failures = 0, last_run_at = s.value ->> 1, "
-    "updated_at = s.value ->> 1 FROM json_each(?) AS s WHERE schedules.id = s.value ->> 0 "
-    "RETURNING schedules.id, schedules.tripped"
+#: Where the claim needs a due schedule's values, in the row the engine's read returns.
+_COLUMNS = [c.strip() for c in SCHEDULE_COLUMNS.split(",")]
+_ID, _CHAT, _TRIGGER, _NEXT = (
+    _COLUMNS.index(c) for c in ("id", "chat_id", "trigger_json", "next_run_at")
 )
 
 
@@ -97,7 +71,11 @@ Fire = tuple[str, str, int, str]
 def _claim(conn: sqlite3.Connection, now: str, batch: int, plan: bool) -> list[Fire]:
     """Up to `batch` due fires, their schedules moved on and their runs written running,
     in one transaction (as the engine's claim of fires it starts at once)."""
-    due = conn.execute(_DUE_SQL, (now, batch)).fetchall()
+    # '' as the lower bound: none, as the engine reads fires due now.
+    due = [
+        (r[_ID], r[_CHAT], r[_TRIGGER], r[_NEXT])
+        for r in conn.execute(schedules.DUE_SQL, (now, "", batch)).fetchall()
+    ]
     if not due:
         return []
     moves = []
@@ -108,13 +86,14 @@ def _claim(conn: sqlite3.Connection, now: str, batch: int, plan: bool) -> list[F
         else:
             moves.append([sid, first, to_db_time(req_time(first) + timedelta(hours=1))])
     conn.execute("BEGIN IMMEDIATE")
-    moved = {r[0] for r in conn.execute(_ADVANCE_SQL, (now, json.dumps(moves))).fetchall()}
+    advance = (now, json.dumps(moves))
+    moved = {r[0] for r in conn.execute(schedules.ADVANCE_SQL, advance).fetchall()}
     fires = [
         (new_id() if plan else f"{sid}:{first}", sid, chat, first)
         for sid, chat, _, first in due
         if sid in moved
     ]
-    conn.executemany(_INSERT_SQL, [_running_row(fire, now) for fire in fires])
+    conn.executemany(runs.INSERT_SQL, [_running_row(fire, now) for fire in fires])
     conn.execute("COMMIT")
     return fires
 
@@ -135,13 +114,13 @@ def _finish(conn: sqlite3.Connection, now: str, fires: list[Fire]) -> int:
     if not fires:
         return 0
     conn.execute("BEGIN IMMEDIATE")
-    finished = [[f[0], now, 0] for f in fires]
-    written = {r[0] for r in conn.execute(_FINISH_SQL, (json.dumps(finished), OWNER)).fetchall()}
+    finished = json.dumps([[f[0], now, 0, None, None] for f in fires])
+    written = {r[0] for r in conn.execute(runs.FINISH_SUCCEEDED_SQL, (finished, OWNER))}
     conn.executemany(
-        _ATTEMPT_SQL,
+        runs.ATTEMPT_SQL,
         [(f[0], 1, OWNER, now, now, "succeeded", None) for f in fires if f[0] in written],
     )
-    conn.execute(_SUCCESS_SQL, (json.dumps([[f[1], now] for f in fires]),)).fetchall()
+    conn.execute(schedules.SUCCESSES_SQL, (json.dumps([[f[1], now] for f in fires]),)).fetchall()
     conn.execute("COMMIT")
     return len(written)
 

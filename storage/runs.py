@@ -24,6 +24,28 @@ _PLACEHOLDERS = ", ".join("?" for _ in RUN_COLUMNS.split(","))
 _READY = "('pending', 'failed')"
 assert {s.value for s in READY_STATUSES} == {"pending", "failed"}
 
+#: The statements of a run's way through the engine's hot path, named so that
+#: bench/ledger_floor.py times exactly these.
+#: Runs as `run_row` gives them; a fire instant already in the ledger is left alone.
+INSERT_SQL = f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({_PLACEHOLDERS})"
+#: One finished attempt: run id, attempt, owner, started_at, finished_at, status, error.
+ATTEMPT_SQL = (
+    "INSERT INTO run_attempts "
+    "(run_id, attempt, owner, started_at, finished_at, status, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+#: Successes as JSON [[id, finished_at, duration_ms, output, token_usage_json], ...]
+#: and the owner that must still hold each run; returns the ids written.
+FINISH_SUCCEEDED_SQL = (
+    "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
+    "duration_ms = f.value ->> 2, output = COALESCE(f.value ->> 3, output), error = NULL, "
+    "token_usage_json = COALESCE(f.value ->> 4, token_usage_json), "
+    "next_attempt_at = NULL, owner = NULL, updated_at = f.value ->> 1 "
+    "FROM json_each(?) AS f "
+    "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
+    "RETURNING runs.id"
+)
+
 #: Columns an operator action may change through `transition`.
 _MUTABLE = {
     "status",
@@ -41,10 +63,7 @@ _MUTABLE = {
 async def insert_many(db: aiosqlite.Connection, runs: Iterable[Run]) -> int:
     """Insert runs; a fire instant already present is left alone (idempotent claim)."""
     before = db.total_changes
-    await db.executemany(
-        f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-        [run_row(r) for r in runs],
-    )
+    await db.executemany(INSERT_SQL, [run_row(r) for r in runs])
     return db.total_changes - before
 
 
@@ -202,9 +221,7 @@ async def finish(
 async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None:
     assert run.finished_at is not None
     await db.execute(
-        "INSERT INTO run_attempts "
-        "(run_id, attempt, owner, started_at, finished_at, status, error) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ATTEMPT_SQL,
         (
             run.id,
             run.attempt,
@@ -237,26 +254,14 @@ async def finish_succeeded(
             if r.finished_at is not None
         ]
     )
-    rows = await fetch_all(
-        db,
-        "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
-        "duration_ms = f.value ->> 2, output = COALESCE(f.value ->> 3, output), error = NULL, "
-        "token_usage_json = COALESCE(f.value ->> 4, token_usage_json), "
-        "next_attempt_at = NULL, owner = NULL, updated_at = f.value ->> 1 "
-        "FROM json_each(?) AS f "
-        "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
-        "RETURNING runs.id",
-        (payload, owner),
-    )
+    rows = await fetch_all(db, FINISH_SUCCEEDED_SQL, (payload, owner))
     return {row[0] for row in rows}
 
 
 async def record_attempts(db: aiosqlite.Connection, finished: Sequence[Run], owner: str) -> None:
     """`record_attempt` for many finished runs, in one trip to the database thread."""
     await db.executemany(
-        "INSERT INTO run_attempts "
-        "(run_id, attempt, owner, started_at, finished_at, status, error) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ATTEMPT_SQL,
         [
             (
                 r.id,

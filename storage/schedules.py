@@ -85,6 +85,30 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
 
 #: Due at the first parameter and after the second.
 _DUE = f"{ACTIVE_WITH_NEXT_FIRE} AND next_run_at <= ? AND next_run_at > ?"
+_DUE_ORDER = "ORDER BY next_run_at LIMIT ?"
+#: The statements of the engine's hot path, named so that bench/ledger_floor.py times
+#: exactly these.
+#: Schedules due at `now` and after a lower bound ('' for none), the earliest `limit`.
+DUE_SQL = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {_DUE} {_DUE_ORDER}"
+_DUE_WITH_OPEN_RUNS_SQL = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
+    f"WHERE {_DUE} AND id IN ({OPEN_RUN_SCHEDULES}) {_DUE_ORDER}"
+)
+#: `updated_at`, then JSON [[id, expected next_run_at, new next_run_at], ...]: a
+#: compare-and-set each; returns the ids that moved.
+ADVANCE_SQL = (
+    "UPDATE schedules SET next_run_at = m.value ->> 2, updated_at = ? "
+    "FROM json_each(?) AS m "
+    "WHERE schedules.id = m.value ->> 0 AND schedules.next_run_at = m.value ->> 1 "
+    "AND enabled = 1 AND tripped = 0 AND archived_at IS NULL "
+    "RETURNING schedules.id"
+)
+#: JSON [[id, finished_at], ...] of successes; returns each schedule's id and `tripped`.
+SUCCESSES_SQL = (
+    "UPDATE schedules SET consecutive_failures = 0, last_run_at = s.value ->> 1, "
+    "updated_at = s.value ->> 1 FROM json_each(?) AS s WHERE schedules.id = s.value ->> 0 "
+    "RETURNING schedules.id, schedules.tripped"
+)
 
 
 async def due(
@@ -99,10 +123,9 @@ async def due(
     order, each with its row's values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
     the runs' side: few, next to the due schedules of a burst)."""
-    where = f"{_DUE} AND id IN ({OPEN_RUN_SCHEDULES})" if with_open_runs else _DUE
     rows = await fetch_all(
         db,
-        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {where} ORDER BY next_run_at LIMIT ?",
+        _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL,
         # '' sorts before every instant: no lower bound.
         (to_db_time(now), "" if after is None else to_db_time(after), limit),
     )
@@ -155,15 +178,7 @@ async def advance_many(
             for sid, expected, to in moves
         ]
     )
-    rows = await fetch_all(
-        db,
-        "UPDATE schedules SET next_run_at = m.value ->> 2, updated_at = ? "
-        "FROM json_each(?) AS m "
-        "WHERE schedules.id = m.value ->> 0 AND schedules.next_run_at = m.value ->> 1 "
-        "AND enabled = 1 AND tripped = 0 AND archived_at IS NULL "
-        "RETURNING schedules.id",
-        (to_db_time(now), payload),
-    )
+    rows = await fetch_all(db, ADVANCE_SQL, (to_db_time(now), payload))
     return {row[0] for row in rows}
 
 
@@ -181,13 +196,7 @@ async def record_successes(
         if sid not in latest or when > latest[sid]:
             latest[sid] = when
     payload = json.dumps([[sid, to_db_time(when)] for sid, when in latest.items()])
-    rows = await fetch_all(
-        db,
-        "UPDATE schedules SET consecutive_failures = 0, last_run_at = s.value ->> 1, "
-        "updated_at = s.value ->> 1 FROM json_each(?) AS s WHERE schedules.id = s.value ->> 0 "
-        "RETURNING schedules.id, schedules.tripped",
-        (payload,),
-    )
+    rows = await fetch_all(db, SUCCESSES_SQL, (payload,))
     return {row[0]: bool(row[1]) for row in rows}
 
 
