@@ -150,8 +150,12 @@ class Harness:
         scenario = "burst" if dispatch else "claim-only"
         url = self.url if dispatch else None
         timeout = 60.0 + n / 100
+
+        def seed_tickler(db: Path, due: datetime) -> None:
+            seed.seed_tickler(db, n, due)
+
         runs: list[tuple[str, Callable[[Path, datetime], None], dict[str, Any], float]] = [
-            ("tickler", lambda db, due: seed.seed_tickler(db, n, due), {}, 15e-6),
+            ("tickler", seed_tickler, {}, 15e-6),
             (
                 "limit",
                 lambda db, due: seed.seed_limit(db, n, due),
@@ -161,7 +165,7 @@ class Harness:
         ]
         # What this ledger allows at all: the engine's SQL per fire (and, in a burst, its
         # dispatcher), with no engine around it.
-        runs.append(("floor", lambda db, due: seed.seed_tickler(db, n, due), {}, 15e-6))
+        runs.append(("floor", seed_tickler, {}, 15e-6))
         graces: tuple[float, ...] = (1.0, 3600.0) if dispatch else (3600.0,)
         for grace in graces:
             runs.append(

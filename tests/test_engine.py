@@ -656,24 +656,18 @@ class _Instant:
         return DispatchResult(status_code=200)
 
 
-class _Counting:
+class _Counting(RecordingNotifier):
+    """Records, and says when `target` runs have finished."""
+
     def __init__(self, target: int) -> None:
-        self.target, self.done = target, 0
+        super().__init__()
+        self.target = target
         self.all_done = asyncio.Event()
 
     async def run_finished(self, finished: FinishedAttempt) -> None:
-        self.done += 1
-        if self.done >= self.target:
+        await super().run_finished(finished)
+        if len(self.finished) >= self.target:
             self.all_done.set()
-
-    async def schedule_tripped(self, finished: FinishedAttempt) -> None:
-        pass
-
-    async def fires_missed(self, plan: FirePlan) -> None:
-        pass
-
-    async def runs_awaiting_approval(self, plan: FirePlan) -> None:
-        pass
 
 
 async def test_a_burst_fills_every_free_slot_on_each_turn_of_the_loop(tmp_path: Path) -> None:
@@ -698,5 +692,5 @@ async def test_a_burst_fills_every_free_slot_on_each_turn_of_the_loop(tmp_path: 
         await asyncio.wait_for(notifier.all_done.wait(), 30)
         engine.request_stop()
         await loop
-    assert notifier.done == n
+    assert len(notifier.finished) == n
     assert engine.ticks <= n // slots + 3
