@@ -57,7 +57,7 @@ class Check:
         return self.ok and not self.skipped
 
 
-def run_doctor(env_file: str | None = ".env") -> int:
+def run_doctor(env_file: str | None = None) -> int:
     """Print one line per check; 0 when every check passed, 1 otherwise."""
     checks = asyncio.run(diagnose(env_file))
     for check in checks:
@@ -65,7 +65,7 @@ def run_doctor(env_file: str | None = ".env") -> int:
     return 0 if all(check.passed for check in checks) else 1
 
 
-async def diagnose(env_file: str | None = ".env") -> list[Check]:
+async def diagnose(env_file: str | None = None) -> list[Check]:
     """Every check, in a fixed order (settings, database, bot token, agent)."""
     try:
         settings = load_settings(env_file=env_file)

@@ -6,6 +6,7 @@ A missing or malformed setting stops start-up with one line naming it; see
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from scheduler.clock import parse_test_clock
 from scheduler.cron import load_zone
 
-__all__ = ["ConfigError", "Settings", "load_settings", "webhook_path"]
+__all__ = ["ConfigError", "Settings", "load_settings", "settings_file", "webhook_path"]
+
+#: Names the settings file instead of `.env`; set but empty, no file is read (the test
+#: suite sets it so that a developer's `.env` cannot change what the tests see).
+ENV_FILE_VARIABLE = "TICKLER_ENV_FILE"
 
 #: Paths of the HTTP server that a webhook path may not take.
 RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/api"})
@@ -145,13 +150,20 @@ class Settings(BaseSettings):
         return value
 
 
+def settings_file() -> str | None:
+    """The settings file to read: `.env` in the working folder unless TICKLER_ENV_FILE
+    names another (or, empty, none)."""
+    return os.environ.get(ENV_FILE_VARIABLE, ".env") or None
+
+
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+    environ: Mapping[str, str] | None = None, env_file: str | None = None
 ) -> Settings:
-    """Settings from `environ` (the process environment by default) and `env_file`."""
+    """Settings from `environ`, or else from the process environment and `env_file`
+    (by default the file `settings_file()` names)."""
     try:
         if environ is None:
-            return Settings(_env_file=env_file)
+            return Settings(_env_file=env_file or settings_file())
         return Settings.model_validate({k.lower(): v for k, v in environ.items()})
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from bot.settings import ENV_FILE_VARIABLE, Settings
 from scheduler.clock import FakeClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.service import ScheduleService
@@ -18,6 +20,21 @@ if TYPE_CHECKING:
     from tests.agent_stub import AgentStub
 
 pytest_plugins = ["tests.agent_stub", "tests.telegram_server", "tests.bot_harness"]
+
+#: Variables outside Settings that still change what a run does: the proxies would send
+#: the tests' loopback traffic elsewhere.
+_FOREIGN_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite sees no setting of the developer's: neither their `.env` (read by every
+    `python -m bot` a test starts, whatever its working folder) nor their environment.
+    Each test sets what it needs."""
+    os.environ[ENV_FILE_VARIABLE] = ""
+    for name in [*(field.upper() for field in Settings.model_fields), *_FOREIGN_SETTINGS]:
+        os.environ.pop(name, None)
+        os.environ.pop(name.lower(), None)
+
 
 #: Monday 23 November 2026, 08:00 UTC = 09:00 in Berlin.
 START = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)

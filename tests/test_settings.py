@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, load_settings
+from bot.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+_SETTING_NAMES = {field.upper() for field in Settings.model_fields}
 
 
 def test_settings_load_from_the_environment() -> None:
@@ -63,3 +65,31 @@ def test_the_process_refuses_to_start_with_one_line_and_status_2(tmp_path: Path)
     )
     assert result.returncode == 2
     assert result.stderr == "Configuration error: AGENT_URL is required but not set.\n"
+
+
+def _write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".env").write_text(text, encoding="utf-8")
+    return folder / ".env"
+
+
+def test_the_settings_file_is_dot_env_or_the_one_tickler_env_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, "AGENT_URL=http://127.0.0.1:1/from-dot-env\n")
+    other = _write(tmp_path / "elsewhere", "AGENT_URL=http://127.0.0.1:1/named\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TICKLER_ENV_FILE")
+    assert load_settings().agent_url.endswith("/from-dot-env")
+    monkeypatch.setenv("TICKLER_ENV_FILE", str(other))
+    assert load_settings().agent_url.endswith("/named")
+    monkeypatch.setenv("TICKLER_ENV_FILE", "")
+    with pytest.raises(ConfigError, match="AGENT_URL is required"):
+        load_settings()
+
+
+def test_the_suite_reads_no_developer_settings() -> None:
+    # A developer's .env beside the clone (the README's quick start puts one there) or an
+    # exported setting must not change what the tests see: tests/conftest.py clears both.
+    assert os.environ.get("TICKLER_ENV_FILE") == ""
+    assert not [name for name in os.environ if name.upper() in _SETTING_NAMES]
