@@ -44,7 +44,9 @@ IdList = Annotated[list[int], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # No file here: `load_settings` names the one to read (settings_file()), so that a
+    # mapping given to it is never mixed with a `.env` it did not ask for.
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     telegram_bot_token: SecretStr | None = None
     admin_ids: IdList = Field(default_factory=list)

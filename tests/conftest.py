@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiosqlite.core
 import pytest
 
 from bot.settings import ENV_FILE_VARIABLE, Settings
@@ -31,6 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
     `python -m bot` a test starts, whatever its working folder) nor their environment.
     Each test sets what it needs."""
     os.environ[ENV_FILE_VARIABLE] = ""
+    # A test that fails before closing a database must still let pytest exit: aiosqlite's
+    # worker threads are not daemons, and one left waiting keeps the interpreter alive.
+    vars(aiosqlite.core)["Thread"] = functools.partial(threading.Thread, daemon=True)
     for name in [*(field.upper() for field in Settings.model_fields), *_FOREIGN_SETTINGS]:
         os.environ.pop(name, None)
         os.environ.pop(name.lower(), None)

@@ -5,6 +5,7 @@ aiohttp as the client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -62,6 +63,7 @@ class Api:
         )
 
 
+@contextlib.asynccontextmanager
 async def _serve(
     telegram_server: TelegramServer, agent_stub: AgentStub, db: Path, **settings: Any
 ) -> AsyncIterator[Api]:
@@ -79,7 +81,7 @@ async def api(
     telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
 ) -> AsyncIterator[Api]:
     """The bot with its HTTP server on a free port and the API on (API_TOKEN set)."""
-    async for served in _serve(telegram_server, agent_stub, tmp_path / "bot.db", api_token=TOKEN):
+    async with _serve(telegram_server, agent_stub, tmp_path / "bot.db", api_token=TOKEN) as served:
         yield served
 
 
@@ -170,7 +172,7 @@ async def test_a_missing_or_wrong_token_is_401(api: Api) -> None:
 async def test_the_api_is_off_without_a_token(
     telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
 ) -> None:
-    async for api in _serve(telegram_server, agent_stub, tmp_path / "bot.db"):
+    async with _serve(telegram_server, agent_stub, tmp_path / "bot.db") as api:
         status, body, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/schedules")
         assert status == 404 and "error" in body
         assert (await api.call("GET", "/api/v1/openapi.json"))[0] == 404
