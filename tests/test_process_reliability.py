@@ -22,6 +22,7 @@ from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
+from tests.loopback import eventually
 from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +166,11 @@ async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
     assert telegram_server.calls_to("getUpdates")
 
     again = launch(10)
+    polls = len(telegram_server.calls_to("getUpdates"))
     await again.start()
-    await asyncio.sleep(1.5)  # a fresh process has its chance to double anything
+    # Polling starts after recovery and the engine's first pass: by then a fresh process
+    # has had its chance to double anything, and its stop signals are handled.
+    await eventually(lambda: len(telegram_server.calls_to("getUpdates")) > polls, timeout=30)
     assert await again.signal(signal.SIGTERM) == 0
     assert len(agent_stub.requests) == 5
     assert set(agent_stub.count_by_key().values()) == {1}
