@@ -514,8 +514,8 @@ async def test_edit_errors_are_one_sentence(bot: BotHarness) -> None:
         "Did you mean Europe/Berlin?",
         f"/edit {sid} every soon": EVERY_HELP,
         f"/edit {sid} prompt " + "x" * 5000: LIMIT_5000,
-        f"/edit {interval} tz Europe/Paris": "Only cron schedules have a time zone, and "
-        "'Brief' is not one.",
+        f"/edit {interval} tz Europe/Pariss": "Unknown time zone 'Europe/Pariss'. "
+        "Did you mean Europe/Paris?",
     }
     for command, sentence in cases.items():
         assert await answers_once(alice, command) == sentence, command

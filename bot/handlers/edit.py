@@ -1,7 +1,8 @@
 """/edit ID FIELD VALUE: change one thing about a schedule.
 
     /edit ID name New name          /edit ID prompt New prompt text
-    /edit ID cron 0 8 * * 1-5       /edit ID tz Europe/Paris (same cron, another zone)
+    /edit ID cron 0 8 * * 1-5       /edit ID tz Europe/Paris (a cron fires in the new zone;
+                                     other kinds are shown in it)
     /edit ID every 2h               (an interval keeps its anchor; anything else starts
                                      at the next full hour)
 
@@ -23,7 +24,7 @@ from bot.views_new import edited_text, every_spec, parse_duration
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, Schedule
 from scheduler.service import TriggerSpec
-from scheduler.triggers import CronTrigger, IntervalTrigger
+from scheduler.triggers import IntervalTrigger
 
 __all__ = ["register"]
 
@@ -48,23 +49,19 @@ def _action(schedule: Schedule, value: str) -> Action:
     return Action(kind=kind, text=value)
 
 
-def _trigger(schedule: Schedule, field: str, value: str, zone: str, now: datetime) -> TriggerSpec:
-    """The new trigger for cron, tz or every; raise InvalidSchedule for a bad value."""
+def _trigger(schedule: Schedule, field: str, value: str, now: datetime) -> TriggerSpec:
+    """The new trigger for cron or every, in the schedule's own zone; raise
+    InvalidSchedule for a bad value."""
     trigger = schedule.trigger
+    zone = schedule.timezone
     if field == "cron":
         expr = value.strip("\"'“”‘’")
-        if isinstance(trigger, CronTrigger):
-            zone = trigger.timezone
         return TriggerSpec(kind="cron", cron=expr, timezone=zone)
-    if field == "tz":
-        if not isinstance(trigger, CronTrigger):
-            raise InvalidSchedule(
-                f"Only cron schedules have a time zone, and '{schedule.name}' is not one."
-            )
-        return TriggerSpec(kind="cron", cron=trigger.expr, timezone=value)
     seconds = parse_duration(value)
     if isinstance(trigger, IntervalTrigger):
-        return TriggerSpec(kind="interval", every_seconds=seconds, start_at=trigger.start_at)
+        return TriggerSpec(
+            kind="interval", every_seconds=seconds, start_at=trigger.start_at, timezone=zone
+        )
     return every_spec(seconds, now, zone)
 
 
@@ -89,22 +86,22 @@ async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             raise InvalidSchedule(
                 f"Write the new value after '{field}', like /edit {schedule_id} {EXAMPLES[field]}."
             )
-        zone = await service.chat_timezone(chat_id)
         updated = await service.update_schedule(
             chat_id,
             schedule_id,
             name=value if field == "name" else None,
             action=_action(schedule, value) if field == "prompt" else None,
             trigger=(
-                _trigger(schedule, field, value, zone, services(context).clock.now())
-                if field in ("cron", "tz", "every")
+                _trigger(schedule, field, value, services(context).clock.now())
+                if field in ("cron", "every")
                 else None
             ),
+            timezone=value if field == "tz" else None,
         )
     except TicklerError as error:
         await message.reply_text(str(error))
         return
-    await message.reply_text(edited_text(updated, zone), parse_mode=ParseMode.HTML)
+    await message.reply_text(edited_text(updated), parse_mode=ParseMode.HTML)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

@@ -301,7 +301,6 @@ async def _show_preview(
         name=draft.name,
         action=draft.action,
         trigger=trigger,
-        zone=draft.zone,
         now=services(context).clock.now(),
     )
     markup = InlineKeyboardMarkup([[_button("Save", "save"), _button("Cancel", "cancel")]])
@@ -512,7 +511,7 @@ async def _once_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, text:
     except TicklerError as error:
         await _say(update, str(error))
         return None
-    return await _when_done(update, context, draft, once_spec(at))
+    return await _when_done(update, context, draft, once_spec(at, draft.zone))
 
 
 async def on_once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
@@ -577,7 +576,9 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         await _say(update, str(error))
         return END
     await _say(
-        update, saved_text(schedule.name, schedule.id, schedule.next_run_at, draft.zone), html=True
+        update,
+        saved_text(schedule.name, schedule.id, schedule.next_run_at, schedule.timezone),
+        html=True,
     )
     return END
 
