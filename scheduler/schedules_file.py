@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, Schedule
+from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
 
@@ -151,12 +152,14 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
         action = Action(kind=ActionKind.AGENT, template=str(data["template"]))
     else:
         action = Action(kind=ActionKind.REMINDER, text=str(data["remind"]))
+    raw_policies = data.get("policies") or {}
+    if not isinstance(raw_policies, dict):
+        raise InvalidSchedule(f"'{ident}' policies must be a mapping, like {{overlap: queue}}.")
     try:
-        policies = Policies.model_validate(data.get("policies") or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "policies"
-        raise InvalidSchedule(f"'{ident}' policy '{where}': {first['msg']}.") from None
+        policies = policies_from(raw_policies)
+    except InvalidSchedule as exc:
+        # The sentence the chat gives for the same value (scheduler/policy_edits.py).
+        raise InvalidSchedule(f"'{ident}': {exc}") from None
     owner_id = data.get("owner_id", chat_id)
     if not isinstance(owner_id, int) or isinstance(owner_id, bool):
         raise InvalidSchedule(f"'{ident}' owner_id must be a number.")

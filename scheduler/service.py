@@ -43,6 +43,13 @@ from scheduler.planning import (
     skipped_run,
     walk_fires,
 )
+from scheduler.policy_edits import (
+    POLICY_SETTINGS,
+    SETTINGS,
+    check_task_details,
+    edit_action,
+    edit_policies,
+)
 from scheduler.store import ScheduleChange, Store
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
@@ -187,6 +194,7 @@ class ScheduleService:
                 f"{self.limits.max_prompt_chars}."
             )
         check_template(text)
+        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
         return action
 
     def validate(self, *, name: str, trigger: TriggerSpec, action: Action) -> None:
@@ -310,6 +318,43 @@ class ScheduleService:
                 if isinstance(moved, CronTrigger):
                     update["next_run_at"] = first_fire(moved, now)
             return ScheduleChange(current.model_copy(update=update))
+
+        updated = await self._modify(chat_id, schedule_id, change)
+        self._on_change()
+        return updated
+
+    async def change_setting(
+        self, chat_id: int, schedule_id: str, name: str, value: str
+    ) -> Schedule:
+        """Set one policy, or a task's proof, assignee or instructions, from text (the
+        names and values are in scheduler/policy_edits.py); InvalidSchedule with one
+        sentence, and nothing changed, for a bad value."""
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise InvalidSchedule(
+                f"There is no setting '{shown(name)}'; the settings are {', '.join(SETTINGS)}."
+            )
+        if setting in POLICY_SETTINGS:
+            # Refuse a bad value before opening a transaction.
+            edit_policies(Policies(), name, value)
+        now = self.clock.now()
+
+        def change(current: Schedule) -> ScheduleChange:
+            _require_active(current, schedule_id)
+            if setting in POLICY_SETTINGS:
+                update: dict[str, object] = {
+                    "policies": edit_policies(current.policies, name, value)
+                }
+            else:
+                update = {
+                    "action": edit_action(
+                        current.action,
+                        name,
+                        value,
+                        max_instructions=self.limits.max_prompt_chars,
+                    )
+                }
+            return ScheduleChange(current.model_copy(update={**update, "updated_at": now}))
 
         updated = await self._modify(chat_id, schedule_id, change)
         self._on_change()

@@ -498,11 +498,12 @@ async def test_edit_errors_are_one_sentence(bot: BotHarness) -> None:
     sid = await make(bot)
     interval = await make(bot, spec=TriggerSpec(kind="interval", every_seconds=3600))
     cases = {
-        "/edit": "Write /edit ID followed by name, prompt, cron, tz or every and the new value, "
-        "like /edit ID every 2h.",
+        "/edit": "Write /edit ID followed by a setting (name, prompt, cron, tz, every, or a "
+        "policy such as overlap) and the new value, like /edit ID every 2h.",
         "/edit NOPE name X": "There is no schedule 'NOPE' here; /schedules lists them.",
-        f"/edit {sid} colour red": f"I can change name, prompt, cron, tz or every, as in "
-        f"/edit {sid} name Morning brief.",
+        f"/edit {sid} colour red": "I can change name, prompt, cron, tz, every, missed, "
+        "catchup, overlap, attempts, backoff, backoff_cap, timeout, on_timeout, approval, "
+        f"proof, assignee or instructions, as in /edit {sid} name Morning brief.",
         f"/edit {sid} name": f"Write the new value after 'name', like /edit {sid} name "
         "Morning brief.",
         f"/edit {sid} cron 0 9 L * *": "Unsupported cron syntax 'L' in day-of-month: use five "

@@ -5,6 +5,12 @@
                                      other kinds are shown in it)
     /edit ID every 2h               (an interval keeps its anchor; anything else starts
                                      at the next full hour)
+    /edit ID overlap queue          a policy: missed, catchup, overlap, attempts, backoff,
+                                     backoff_cap, timeout, on_timeout, approval
+    /edit ID proof link             a task's proof, assignee or instructions
+
+Policies and a task's details go to ScheduleService.change_setting, which validates them
+as the HTTP API and schedules.yaml are validated (scheduler/policy_edits.py).
 
 The schedule is looked up in this chat first, so an id from another chat answers
 exactly like one that does not exist.
@@ -21,32 +27,50 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.context import services
 from bot.views_new import edited_text, every_spec, parse_duration
+from bot.views_policies import changed_text
 from scheduler.errors import InvalidSchedule, TicklerError
-from scheduler.models import Action, ActionKind, Schedule
+from scheduler.models import Action, Schedule
+from scheduler.policy_edits import SETTINGS
 from scheduler.service import TriggerSpec
 from scheduler.triggers import IntervalTrigger
 
 __all__ = ["register"]
 
 USAGE = (
-    "Write /edit ID followed by name, prompt, cron, tz or every and the new value, "
-    "like /edit ID every 2h."
+    "Write /edit ID followed by a setting (name, prompt, cron, tz, every, or a policy "
+    "such as overlap) and the new value, like /edit ID every 2h."
 )
-FIELDS = "I can change name, prompt, cron, tz or every, as in /edit {id} name Morning brief."
 EXAMPLES = {
     "name": "name Morning brief",
     "prompt": "prompt Prepare my brief",
     "cron": "cron 0 8 * * 1-5",
     "tz": "tz Europe/Paris",
     "every": "every 2h",
+    **{name: f"{name} {setting.example}" for name, setting in SETTINGS.items()},
 }
-ALIASES = {"text": "prompt", "timezone": "tz", "zone": "tz", "interval": "every"}
+FIELDS = (
+    f"I can change {', '.join(list(EXAMPLES)[:-1])} or {list(EXAMPLES)[-1]}, "
+    "as in /edit {id} name Morning brief."
+)
+ALIASES = {
+    "text": "prompt",
+    "timezone": "tz",
+    "zone": "tz",
+    "interval": "every",
+    "missed_run": "missed",
+    "catch_up_cap": "catchup",
+    "retries": "attempts",
+    "max_attempts": "attempts",
+    "timeout_seconds": "timeout",
+    "timeout_policy": "on_timeout",
+    "requires_run_approval": "approval",
+}
 
 
 def _action(schedule: Schedule, value: str) -> Action:
-    """The new prompt keeps the schedule's kind (a reminder stays a reminder)."""
-    kind = schedule.action.kind if not schedule.action.template else ActionKind.AGENT
-    return Action(kind=kind, text=value)
+    """The new prompt keeps the schedule's kind (a reminder stays a reminder, a task keeps
+    its proof, assignee and instructions); a template is replaced by the text."""
+    return schedule.action.model_copy(update={"text": value, "template": None})
 
 
 def _trigger(schedule: Schedule, field: str, value: str, now: datetime) -> TriggerSpec:
@@ -86,6 +110,10 @@ async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             raise InvalidSchedule(
                 f"Write the new value after '{field}', like /edit {schedule_id} {EXAMPLES[field]}."
             )
+        if field in SETTINGS:
+            changed = await service.change_setting(chat_id, schedule.id, field, value)
+            await message.reply_text(changed_text(changed, field), parse_mode=ParseMode.HTML)
+            return
         updated = await service.update_schedule(
             chat_id,
             schedule_id,
