@@ -423,6 +423,19 @@ def _when_line(trigger: Trigger, zone: str) -> str:
     return f"once, {local(trigger.at, zone)}"
 
 
+def _task_lines(action: Action) -> list[str]:
+    if action.kind is not ActionKind.TASK:
+        return []
+    instructions = action.instructions
+    if len(instructions) > _SHOWN_PROMPT:
+        instructions = instructions[: _SHOWN_PROMPT - 1] + "…"
+    return [
+        f"Instructions: {esc(instructions or 'none')}",
+        f"For: {esc(action.assignee or 'you')}",
+        f"Proof: {action.proof or 'none'}",
+    ]
+
+
 def preview_text(*, name: str, action: Action, trigger: Trigger, now: datetime) -> str:
     """The preview shown before Save (HTML): what, when, zone, next three fires, DST notes.
     Times are in the trigger's own zone, the one the saved schedule keeps."""
@@ -431,6 +444,7 @@ def preview_text(*, name: str, action: Action, trigger: Trigger, now: datetime) 
     lines = [
         f"<b>{esc(name)}</b>",
         _action_line(action),
+        *_task_lines(action),
         f"When: {_when_line(trigger, shown_zone)}",
         f"Zone: {esc(shown_zone)}",
     ]
