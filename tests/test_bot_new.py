@@ -205,7 +205,10 @@ async def test_bad_input_at_each_step_answers_one_sentence_and_stays(bot: BotHar
     alice = bot.alice
     await alice.send("/new")
     await alice.wait_reply(containing="What should it do?")
-    assert await answers_once(alice, "hello") == "Press Ask the agent, Remind me or Add a task for me, or /cancel."
+    assert (
+        await answers_once(alice, "hello")
+        == "Press Ask the agent, Remind me or Add a task for me, or /cancel."
+    )
     await alice.press("Ask the agent")
     await alice.wait_reply(containing="Write the prompt")
     assert await answers_once(alice, "x" * 5000) == LIMIT_5000
