@@ -73,7 +73,7 @@ def setting_line(schedule: Schedule, setting: str) -> str:
 
 def changed_text(schedule: Schedule, setting: str) -> str:
     """The answer to `/edit ID <setting> <value>`: the line that shows the setting."""
-    return f"Updated <b>{esc(schedule.name)}</b>. {setting_line(schedule, setting)}."
+    return f"Updated: <b>{esc(schedule.name)}</b> — {setting_line(schedule, setting)}."
 
 
 def _button(schedule: Schedule, setting: str, value: str, label: str) -> InlineKeyboardButton:

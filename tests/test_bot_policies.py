@@ -82,7 +82,7 @@ async def test_show_lists_every_policy_and_edit_changes_each(bot: BotHarness) ->
     }
     for command, line in edits.items():
         reply = await answers_once(alice, f"/edit {sid} {command}")
-        assert reply == f"Updated Pay rent. {line}.", command
+        assert reply == f"Updated: Pay rent — {line}.", command
 
     stored = await _stored(bot, schedule)
     assert stored.policies == Policies(

@@ -88,7 +88,7 @@ async def test_change_setting_refuses_an_unknown_setting_and_keeps_the_schedule(
     )
     with pytest.raises(InvalidSchedule, match="There is no setting 'colour'"):
         await service.change_setting(CHAT, schedule.id, "colour", "red")
-    with pytest.raises(InvalidSchedule, match="Overlap must be skip, queue or allow."):
+    with pytest.raises(InvalidSchedule, match=r"^Overlap must be skip, queue or allow\.$"):
         await service.change_setting(CHAT, schedule.id, "overlap", "sometimes")
     assert await store.get_schedule(CHAT, schedule.id) == schedule
 

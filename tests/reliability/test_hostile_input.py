@@ -38,6 +38,7 @@ from bot.views_new import (
     parse_time,
     parse_weekdays,
 )
+from bot.views_policies import policies_menu
 from bot.views_proposals import run_approval
 from bot.views_schedules import (
     archive_question,
@@ -612,6 +613,8 @@ def test_our_keyboards_carry_at_most_64_bytes_of_callback_data(
         updated_at=NOW,
     )
     paused = schedule.model_copy(update={"enabled": False})
+    # A task's menu has the most buttons, with the longest values (catch_up_once).
+    task = schedule.model_copy(update={"action": Action(kind=ActionKind.TASK, text="Do.")})
     run = Run(
         id="01JDYYYYYYYYYYYYYYYYYYYYYY",
         schedule_id=sid,
@@ -640,6 +643,8 @@ def test_our_keyboards_carry_at_most_64_bytes_of_callback_data(
         history_page([run], page=page, has_more=True, zones={}, default_zone="UTC", names={})[1],
         dead_letter(run, name, "UTC")[1],
         run_approval(schedule, run, "UTC")[1],
+        policies_menu(schedule)[1],
+        policies_menu(task)[1],
     )
     # The notifier's missed-fires buttons and /backfill's Confirm carry two instants.
     data += [callbacks.make("m", choice, sid, a, b) for choice in ("latest", "all", "skip")] + [
