@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scheduler.models import Schedule
+from scheduler.models import Action, ActionKind, Owner, Schedule
+from scheduler.service import TriggerSpec
 from tests.bot_harness import ALICE, BotHarness
 from tests.telegram_server import TgUser
 
@@ -90,3 +91,25 @@ async def test_every_n_hours_and_once_keep_berlin_on_the_card_and_in_the_prompt(
     await alice.send(f"/history {once.id}")
     history = (await alice.wait_reply(containing="History of Once")).text or ""
     assert "Tue 24 Nov 09:00 (+01:00)" in history
+
+
+async def test_today_shows_a_task_in_its_schedules_zone_after_the_chat_moves(
+    bot: BotHarness,
+) -> None:
+    alice = bot.alice
+    await _berlin(alice)
+    await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Plants",
+        trigger=TriggerSpec(kind="once", at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC)),
+        action=Action(kind=ActionKind.TASK, text="Water the plants"),
+    )
+    await bot.clock.set(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+    await alice.wait_reply(containing="Water the plants")
+    await alice.send("/tz America/New_York")
+    await alice.wait_reply(containing="Time zone set to America/New_York")
+
+    await alice.send("/today")
+    today = (await alice.wait_reply(containing="Due today")).text or ""
+    assert "Water the plants — due Mon 23 Nov 09:00 (+01:00)" in today
