@@ -443,15 +443,18 @@ def _task_detail(context: ContextTypes.DEFAULT_TYPE, draft: Draft, setting: str,
 
 
 async def _detail_typed(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, setting: str, ask_next: Callable[[], Any]
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    setting: str,
+    ask_next: Callable[[Update], Coroutine[Any, Any, int]],
 ) -> int | None:
+    """A detail written as a message: set it and ask the next question, or stay."""
     try:
         _task_detail(context, _draft(update, context), setting, _text(update))
     except TicklerError as error:
         await _say(update, str(error))
         return None
-    next_state: int = await ask_next()
-    return next_state
+    return await ask_next(update)
 
 
 async def on_instructions_skip(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
@@ -462,7 +465,7 @@ async def on_instructions_skip(update: Update, context: ContextTypes.DEFAULT_TYP
 
 
 async def on_instructions_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
-    return await _detail_typed(update, context, "instructions", lambda: _ask_assignee(update))
+    return await _detail_typed(update, context, "instructions", _ask_assignee)
 
 
 async def on_assignee_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
@@ -473,7 +476,7 @@ async def on_assignee_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def on_assignee_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
-    return await _detail_typed(update, context, "assignee", lambda: _ask_proof(update))
+    return await _detail_typed(update, context, "assignee", _ask_proof)
 
 
 async def on_proof(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
