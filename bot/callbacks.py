@@ -5,6 +5,8 @@
     r:<action>:<run_id>                a run: retry, done, drop, approve, skip
     p:<action>:<proposal_id>           an agent's proposal: approve, reject, undo (admins only)
     m:<choice>:<schedule_id>:<a>:<b>   missed fires between epoch seconds a and b
+    o:menu:<schedule_id>               a schedule's policies menu
+    o:set:<schedule_id>:<name>:<value> set one policy from that menu
     l:<page>                           /schedules page
     h:<page>                           /history page of the whole chat
     n:<step>:<value>                   the /new conversation

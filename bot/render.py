@@ -8,7 +8,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from scheduler.models import Run, RunStatus, Schedule
-from scheduler.triggers import CronTrigger
 
 __all__ = [
     "MAX_MESSAGE",
@@ -86,7 +85,7 @@ def run_line(run: Run, zone: str) -> str:
 
 
 def zone_of(schedule: Schedule) -> str:
-    return schedule.trigger.timezone if isinstance(schedule.trigger, CronTrigger) else "UTC"
+    return schedule.timezone
 
 
 def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:

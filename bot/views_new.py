@@ -245,11 +245,11 @@ def every_spec(seconds: int, now: datetime, zone: str) -> TriggerSpec:
     else:
         hour = now.astimezone(ZoneInfo(zone)).replace(minute=0, second=0, microsecond=0)
         start = hour.astimezone(UTC) + timedelta(hours=1)
-    return TriggerSpec(kind="interval", every_seconds=seconds, start_at=start)
+    return TriggerSpec(kind="interval", every_seconds=seconds, start_at=start, timezone=zone)
 
 
-def once_spec(at: datetime) -> TriggerSpec:
-    return TriggerSpec(kind="once", at=at)
+def once_spec(at: datetime, zone: str) -> TriggerSpec:
+    return TriggerSpec(kind="once", at=at, timezone=zone)
 
 
 def _take(text: str) -> tuple[str, str]:
@@ -327,16 +327,16 @@ def parse_when(text: str, now: datetime, zone: str) -> tuple[TriggerSpec, str]:
     if keyword == "in":
         seconds, rest = _take_duration(rest)
         at = (now + timedelta(seconds=seconds)).replace(second=0, microsecond=0)
-        return once_spec(at), rest
+        return once_spec(at, zone), rest
     if keyword in ("today", "tomorrow"):
         time_text, rest = _take(rest)
         if time_text.lower() == "at":
             time_text, rest = _take(rest)
-        return once_spec(parse_once(f"{keyword} {time_text}", now, zone)), rest
+        return once_spec(parse_once(f"{keyword} {time_text}", now, zone), zone), rest
     if keyword in ("at", "on", "once"):
         day_text, rest = _take(rest)
         time_text, rest = _take(rest)
-        return once_spec(parse_once(f"{day_text} {time_text}", now, zone)), rest
+        return once_spec(parse_once(f"{day_text} {time_text}", now, zone), zone), rest
     if keyword == "cron":
         expr, rest = _take_cron(rest)
         return cron_spec(expr, zone), rest
@@ -423,13 +423,28 @@ def _when_line(trigger: Trigger, zone: str) -> str:
     return f"once, {local(trigger.at, zone)}"
 
 
-def preview_text(*, name: str, action: Action, trigger: Trigger, zone: str, now: datetime) -> str:
-    """The preview shown before Save (HTML): what, when, zone, next three fires, DST notes."""
+def _task_lines(action: Action) -> list[str]:
+    if action.kind is not ActionKind.TASK:
+        return []
+    instructions = action.instructions
+    if len(instructions) > _SHOWN_PROMPT:
+        instructions = instructions[: _SHOWN_PROMPT - 1] + "…"
+    return [
+        f"Instructions: {esc(instructions or 'none')}",
+        f"For: {esc(action.assignee or 'you')}",
+        f"Proof: {action.proof or 'none'}",
+    ]
+
+
+def preview_text(*, name: str, action: Action, trigger: Trigger, now: datetime) -> str:
+    """The preview shown before Save (HTML): what, when, zone, next three fires, DST notes.
+    Times are in the trigger's own zone, the one the saved schedule keeps."""
     fires = upcoming(trigger, now)
-    shown_zone = trigger.timezone if isinstance(trigger, CronTrigger) else zone
+    shown_zone = trigger.timezone
     lines = [
         f"<b>{esc(name)}</b>",
         _action_line(action),
+        *_task_lines(action),
         f"When: {_when_line(trigger, shown_zone)}",
         f"Zone: {esc(shown_zone)}",
     ]
@@ -578,8 +593,8 @@ def dst_notes(trigger: Trigger, now: datetime, *, days: int = 366) -> list[str]:
     return notes
 
 
-def edited_text(schedule: Schedule, zone: str) -> str:
+def edited_text(schedule: Schedule) -> str:
     """The answer to /edit (HTML): the schedule's line and its next fire."""
-    shown_zone = schedule.trigger.timezone if isinstance(schedule.trigger, CronTrigger) else zone
-    when = local(schedule.next_run_at, shown_zone) if schedule.next_run_at else "never"
+    zone = schedule.timezone
+    when = local(schedule.next_run_at, zone) if schedule.next_run_at else "never"
     return f"Updated: {schedule_line(schedule)}\nNext run: {when}"

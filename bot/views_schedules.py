@@ -11,6 +11,7 @@ Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing
     s:hist:<id>[:<page>]        a schedule's history (a page number edits in place)
     s:edit:<id> s:del:<id>      how to /edit; ask to archive
     s:arch:<id> s:keep:<id>     the answer to "archive?"
+    o:menu:<id>                 the policies menu (bot/views_policies.py)
     h:<page>                    /history of the whole chat, a page
     r:<retry|done|drop>:<run>   a dead or uncertain run
 """
@@ -25,6 +26,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
 from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
+from bot.views_policies import policy_lines
 from scheduler.models import Run, RunStatus, RunTrigger, Schedule
 
 __all__ = [
@@ -138,7 +140,8 @@ def schedule_card(
     names: Mapping[int, str] | None = None,
 ) -> str:
     """Name, status, the trigger in words, the zone, the next three fires in local time,
-    the last run, the failure count and who created it."""
+    the last run, the failure count, the policies (and a task's details) and who
+    created it."""
     zone = zone_of(schedule)
     lines = [
         f"<b>{esc(schedule.name)}</b>",
@@ -162,6 +165,7 @@ def schedule_card(
             lines.append("Next fires: none; it will not fire again.")
     lines.append(f"Last run: {run_line(last_run, zone) if last_run else 'none yet'}")
     lines.append(f"Failures in a row: {schedule.consecutive_failures}")
+    lines += policy_lines(schedule)
     lines.append(f"Created by: {schedule.created_by.value} ({esc(schedule.owner.first_name)})")
     return "\n".join(lines)
 
@@ -181,6 +185,7 @@ def card_keyboard(schedule: Schedule) -> InlineKeyboardMarkup:
                 ("Edit", callbacks.make("s", "edit", sid)),
                 ("Delete", callbacks.make("s", "del", sid)),
             ],
+            [("Policies", callbacks.make("o", "menu", sid))],
         ]
     )
     assert markup is not None

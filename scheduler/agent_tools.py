@@ -50,7 +50,8 @@ TOOLS: list[dict[str, Any]] = [
                     },
                     "timezone": {
                         "type": "string",
-                        "description": "IANA zone of the cron; default: the chat's.",
+                        "description": "IANA zone of the schedule (a cron fires in it; its times "
+                        "are shown in it); default: the chat's.",
                     },
                     "prompt": {
                         "type": "string",

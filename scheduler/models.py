@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.triggers import CronTrigger, Trigger
+from scheduler.triggers import Trigger
 
 __all__ = [
     "Action",
@@ -183,10 +183,8 @@ class Schedule(BaseModel):
 
     @property
     def timezone(self) -> str:
-        # isinstance, not getattr with a default: a pydantic model answers a missing
-        # attribute slowly (through __getattr__), and the engine asks once per fire.
-        trigger = self.trigger
-        return trigger.timezone if isinstance(trigger, CronTrigger) else "UTC"
+        """The zone the schedule was made in; every trigger kind keeps one."""
+        return self.trigger.timezone
 
 
 class Attempt(BaseModel):

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, Schedule
+from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
 
@@ -139,9 +140,9 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if when[0] == "cron":
         spec = TriggerSpec(kind="cron", cron=str(data["cron"]), timezone=zone)
     elif when[0] == "every":
-        spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]))
+        spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]), timezone=zone)
     else:
-        spec = TriggerSpec(kind="once", at=_instant(data["at"]))
+        spec = TriggerSpec(kind="once", at=_instant(data["at"]), timezone=zone)
     what = [k for k in ("prompt", "template", "remind") if k in data]
     if len(what) != 1:
         raise InvalidSchedule(f"'{ident}' needs exactly one of prompt, template or remind.")
@@ -151,12 +152,14 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
         action = Action(kind=ActionKind.AGENT, template=str(data["template"]))
     else:
         action = Action(kind=ActionKind.REMINDER, text=str(data["remind"]))
+    raw_policies = data.get("policies") or {}
+    if not isinstance(raw_policies, dict):
+        raise InvalidSchedule(f"'{ident}' policies must be a mapping, like {{overlap: queue}}.")
     try:
-        policies = Policies.model_validate(data.get("policies") or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "policies"
-        raise InvalidSchedule(f"'{ident}' policy '{where}': {first['msg']}.") from None
+        policies = policies_from(raw_policies)
+    except InvalidSchedule as exc:
+        # The sentence the chat gives for the same value (scheduler/policy_edits.py).
+        raise InvalidSchedule(f"'{ident}': {exc}") from None
     owner_id = data.get("owner_id", chat_id)
     if not isinstance(owner_id, int) or isinstance(owner_id, bool):
         raise InvalidSchedule(f"'{ident}' owner_id must be a number.")
@@ -223,7 +226,9 @@ def _sentence(exc: Exception) -> str:
     return str(exc)
 
 
-def _same_trigger(current: Schedule, spec: TriggerSpec) -> bool:
+def _same_fires(current: Schedule, spec: TriggerSpec) -> bool:
+    """Whether `spec` fires as the schedule does (a cron's zone is part of that; an
+    interval's or a one-time trigger's is not)."""
     trigger = current.trigger
     if isinstance(trigger, CronTrigger):
         return spec.kind == "cron" and (spec.cron, spec.timezone) == (
@@ -256,10 +261,14 @@ async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyRepo
         raise InvalidSchedule(f"the id '{entry.id}' belongs to a schedule made in the chat.")
     if current.archived_at is not None:
         raise InvalidSchedule(f"'{entry.id}' was archived; give the entry a new id.")
-    same_trigger = _same_trigger(current, entry.trigger)
+    same_trigger = _same_fires(current, entry.trigger)
+    # A zone change alone only moves where the times are shown: the interval keeps its
+    # anchor and a one-time schedule that already fired is not refused as "past".
+    zone = entry.trigger.timezone if entry.trigger.timezone != current.timezone else None
     name = " ".join(entry.name.split())
     changed = (
         not same_trigger
+        or zone is not None
         or current.name != name
         or current.description != entry.description
         or current.action != entry.action
@@ -274,6 +283,7 @@ async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyRepo
             trigger=None if same_trigger else entry.trigger,
             action=entry.action,
             policies=entry.policies,
+            timezone=zone if same_trigger else None,
         )
     revived = not current.enabled and current.pause_reason == REMOVED_REASON
     if revived:

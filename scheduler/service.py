@@ -43,9 +43,17 @@ from scheduler.planning import (
     skipped_run,
     walk_fires,
 )
+from scheduler.policy_edits import (
+    POLICY_SETTINGS,
+    SETTINGS,
+    check_task_details,
+    edit_action,
+    edit_policies,
+)
 from scheduler.store import ScheduleChange, Store
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
+    CronTrigger,
     IntervalTrigger,
     Trigger,
     cron_trigger,
@@ -62,6 +70,7 @@ __all__ = [
     "TriggerSpec",
     "first_fire",
     "trigger_from_spec",
+    "with_zone",
 ]
 
 
@@ -89,19 +98,29 @@ class TriggerSpec(BaseModel):
 
 
 def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = "UTC") -> Trigger:
-    """The trigger `spec` describes (a cron without a zone uses `default_timezone`; an
+    """The trigger `spec` describes (without a zone it keeps `default_timezone`; an
     interval without a start starts at `now`); InvalidSchedule with one sentence."""
+    zone = spec.timezone or default_timezone
     if spec.kind == "cron":
         if not spec.cron:
             raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
-        return cron_trigger(spec.cron, spec.timezone or default_timezone)
+        return cron_trigger(spec.cron, zone)
     if spec.kind == "interval":
         if spec.every_seconds is None:
             raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
-        return interval_trigger(spec.every_seconds, spec.start_at or now)
+        return interval_trigger(spec.every_seconds, spec.start_at or now, zone)
     if spec.at is None:
         raise InvalidSchedule("A one-time schedule needs the instant it fires.")
-    return once_trigger(spec.at, now)
+    return once_trigger(spec.at, now, zone)
+
+
+def with_zone(trigger: Trigger, zone: str) -> Trigger:
+    """`trigger` in another zone: a cron's fires move with it; an interval's grid and a
+    one-time instant stay where they are and are only shown in the new zone."""
+    name = load_zone(zone).key
+    if isinstance(trigger, CronTrigger):
+        return cron_trigger(trigger.expr, name)
+    return trigger.model_copy(update={"timezone": name})
 
 
 def first_fire(trigger: Trigger, now: datetime) -> datetime | None:
@@ -175,6 +194,7 @@ class ScheduleService:
                 f"{self.limits.max_prompt_chars}."
             )
         check_template(text)
+        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
         return action
 
     def validate(self, *, name: str, trigger: TriggerSpec, action: Action) -> None:
@@ -206,6 +226,9 @@ class ScheduleService:
         agent's proposal awaiting approval), so it cannot fire before it is resumed."""
         now = self.clock.now()
         name = self._check_name(name)
+        if trigger.timezone is None:
+            # A schedule keeps the zone of the chat it was made in, whatever its kind.
+            trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})
         built = self.build_trigger(trigger, now)
         action = self._check_action(action)
         if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
@@ -256,7 +279,10 @@ class ScheduleService:
         trigger: TriggerSpec | None = None,
         action: Action | None = None,
         policies: Policies | None = None,
+        timezone: str | None = None,
     ) -> Schedule:
+        """Change what is given. `timezone` moves the schedule to another zone (see
+        `with_zone`); a `trigger` without a zone keeps the schedule's."""
         now = self.clock.now()
         # Validate everything before touching the store, so bad input changes nothing.
         changes: dict[str, object] = {"updated_at": now}
@@ -268,7 +294,14 @@ class ScheduleService:
             changes["action"] = self._check_action(action)
         if policies is not None:
             changes["policies"] = policies
+        if timezone is not None:
+            timezone = load_zone(timezone).key
         if trigger is not None:
+            if trigger.timezone is None and timezone is None:
+                current = await self.get_schedule(chat_id, schedule_id)
+                trigger = trigger.model_copy(update={"timezone": current.timezone})
+            elif timezone is not None:
+                trigger = trigger.model_copy(update={"timezone": timezone})
             built = self.build_trigger(trigger, now)
             next_run = first_fire(built, now)
             if next_run is None:
@@ -278,7 +311,50 @@ class ScheduleService:
 
         def change(current: Schedule) -> ScheduleChange:
             _require_active(current, schedule_id)
-            return ScheduleChange(current.model_copy(update=changes))
+            update = dict(changes)
+            if timezone is not None and trigger is None:
+                moved = with_zone(current.trigger, timezone)
+                update["trigger"] = moved
+                if isinstance(moved, CronTrigger):
+                    update["next_run_at"] = first_fire(moved, now)
+            return ScheduleChange(current.model_copy(update=update))
+
+        updated = await self._modify(chat_id, schedule_id, change)
+        self._on_change()
+        return updated
+
+    async def change_setting(
+        self, chat_id: int, schedule_id: str, name: str, value: str
+    ) -> Schedule:
+        """Set one policy, or a task's proof, assignee or instructions, from text (the
+        names and values are in scheduler/policy_edits.py); InvalidSchedule with one
+        sentence, and nothing changed, for a bad value."""
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise InvalidSchedule(
+                f"There is no setting '{shown(name)}'; the settings are {', '.join(SETTINGS)}."
+            )
+        if setting in POLICY_SETTINGS:
+            # Refuse a bad value before opening a transaction.
+            edit_policies(Policies(), name, value)
+        now = self.clock.now()
+
+        def change(current: Schedule) -> ScheduleChange:
+            _require_active(current, schedule_id)
+            if setting in POLICY_SETTINGS:
+                update: dict[str, object] = {
+                    "policies": edit_policies(current.policies, name, value)
+                }
+            else:
+                update = {
+                    "action": edit_action(
+                        current.action,
+                        name,
+                        value,
+                        max_instructions=self.limits.max_prompt_chars,
+                    )
+                }
+            return ScheduleChange(current.model_copy(update={**update, "updated_at": now}))
 
         updated = await self._modify(chat_id, schedule_id, change)
         self._on_change()

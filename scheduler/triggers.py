@@ -62,6 +62,18 @@ class _TriggerModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _zone_key(value: str) -> str:
+    return load_zone(value).key
+
+
+def _describe_instant(instant: datetime, timezone: str) -> str:
+    """`2026-11-24T07:00:00Z` in UTC, else local ISO-8601 with the offset and the zone."""
+    if timezone == "UTC":
+        return format_utc(instant)
+    local = instant.astimezone(load_zone(timezone))
+    return f"{local.isoformat(timespec='seconds')} ({timezone})"
+
+
 class CronTrigger(_TriggerModel):
     """A five-field cron expression evaluated in an IANA zone, with cronie's DST rules."""
 
@@ -77,7 +89,7 @@ class CronTrigger(_TriggerModel):
     @field_validator("timezone")
     @classmethod
     def _valid_zone(cls, value: str) -> str:
-        return load_zone(value).key
+        return _zone_key(value)
 
     @property
     def cron(self) -> CronExpression:
@@ -103,6 +115,15 @@ class IntervalTrigger(_TriggerModel):
     kind: Literal["interval"] = "interval"
     every_seconds: int
     start_at: datetime
+    #: The zone the schedule was made in: it does not move the grid (that is anchored in
+    #: UTC) but every time shown or rendered for the schedule is local to it. Rows written
+    #: before the field existed read as UTC (migration 0011 gave them their chat's zone).
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
 
     @field_validator("every_seconds")
     @classmethod
@@ -131,7 +152,8 @@ class IntervalTrigger(_TriggerModel):
             return None
 
     def describe(self) -> str:
-        return f"every {_describe_seconds(self.every_seconds)} from {format_utc(self.start_at)}"
+        start = _describe_instant(self.start_at, self.timezone)
+        return f"every {_describe_seconds(self.every_seconds)} from {start}"
 
 
 class OnceTrigger(_TriggerModel):
@@ -139,6 +161,13 @@ class OnceTrigger(_TriggerModel):
 
     kind: Literal["once"] = "once"
     at: datetime
+    #: As for IntervalTrigger: where its times are shown, not when it fires.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
 
     @field_validator("at")
     @classmethod
@@ -149,7 +178,7 @@ class OnceTrigger(_TriggerModel):
         return self.at if self.at > to_utc(instant) else None
 
     def describe(self) -> str:
-        return f"once at {format_utc(self.at)}"
+        return f"once at {_describe_instant(self.at, self.timezone)}"
 
 
 Trigger = Annotated[CronTrigger | IntervalTrigger | OnceTrigger, Field(discriminator="kind")]
@@ -186,18 +215,25 @@ def cron_trigger(expr: str, timezone: str = "UTC") -> CronTrigger:
     return trigger
 
 
-def interval_trigger(every_seconds: int, start_at: datetime) -> IntervalTrigger:
+def interval_trigger(
+    every_seconds: int, start_at: datetime, timezone: str = "UTC"
+) -> IntervalTrigger:
     """A validated IntervalTrigger; raise InvalidSchedule with one sentence."""
     trigger = make_trigger(
-        {"kind": "interval", "every_seconds": every_seconds, "start_at": start_at}
+        {
+            "kind": "interval",
+            "every_seconds": every_seconds,
+            "start_at": start_at,
+            "timezone": timezone,
+        }
     )
     assert isinstance(trigger, IntervalTrigger)
     return trigger
 
 
-def once_trigger(at: datetime, now: datetime | None = None) -> OnceTrigger:
+def once_trigger(at: datetime, now: datetime | None = None, timezone: str = "UTC") -> OnceTrigger:
     """A validated OnceTrigger, refused if `at` is not after `now` (when given)."""
-    trigger = make_trigger({"kind": "once", "at": at}, now=now)
+    trigger = make_trigger({"kind": "once", "at": at, "timezone": timezone}, now=now)
     assert isinstance(trigger, OnceTrigger)
     return trigger
 

@@ -205,7 +205,10 @@ async def test_bad_input_at_each_step_answers_one_sentence_and_stays(bot: BotHar
     alice = bot.alice
     await alice.send("/new")
     await alice.wait_reply(containing="What should it do?")
-    assert await answers_once(alice, "hello") == "Press Ask the agent or Remind me, or /cancel."
+    assert (
+        await answers_once(alice, "hello")
+        == "Press Ask the agent, Remind me or Add a task for me, or /cancel."
+    )
     await alice.press("Ask the agent")
     await alice.wait_reply(containing="Write the prompt")
     assert await answers_once(alice, "x" * 5000) == LIMIT_5000
@@ -498,11 +501,12 @@ async def test_edit_errors_are_one_sentence(bot: BotHarness) -> None:
     sid = await make(bot)
     interval = await make(bot, spec=TriggerSpec(kind="interval", every_seconds=3600))
     cases = {
-        "/edit": "Write /edit ID followed by name, prompt, cron, tz or every and the new value, "
-        "like /edit ID every 2h.",
+        "/edit": "Write /edit ID followed by a setting (name, prompt, cron, tz, every, or a "
+        "policy such as overlap) and the new value, like /edit ID every 2h.",
         "/edit NOPE name X": "There is no schedule 'NOPE' here; /schedules lists them.",
-        f"/edit {sid} colour red": f"I can change name, prompt, cron, tz or every, as in "
-        f"/edit {sid} name Morning brief.",
+        f"/edit {sid} colour red": "I can change name, prompt, cron, tz, every, missed, "
+        "catchup, overlap, attempts, backoff, backoff_cap, timeout, on_timeout, approval, "
+        f"proof, assignee or instructions, as in /edit {sid} name Morning brief.",
         f"/edit {sid} name": f"Write the new value after 'name', like /edit {sid} name "
         "Morning brief.",
         f"/edit {sid} cron 0 9 L * *": "Unsupported cron syntax 'L' in day-of-month: use five "
@@ -514,8 +518,8 @@ async def test_edit_errors_are_one_sentence(bot: BotHarness) -> None:
         "Did you mean Europe/Berlin?",
         f"/edit {sid} every soon": EVERY_HELP,
         f"/edit {sid} prompt " + "x" * 5000: LIMIT_5000,
-        f"/edit {interval} tz Europe/Paris": "Only cron schedules have a time zone, and "
-        "'Brief' is not one.",
+        f"/edit {interval} tz Europe/Pariss": "Unknown time zone 'Europe/Pariss'. "
+        "Did you mean Europe/Paris?",
     }
     for command, sentence in cases.items():
         assert await answers_once(alice, command) == sentence, command

@@ -105,7 +105,7 @@ async def test_the_card_pauses_and_resumes_in_place(bot: BotHarness) -> None:
     # The next three fires, local time with the UTC offset.
     assert "Mon 23 Nov 09:00 (+01:00)" in body and "Wed 25 Nov 09:00 (+01:00)" in body
     assert "Last run: none yet" in body and "Created by: operator (Alice)" in body
-    assert card.button_labels() == ["Run now", "Pause", "History", "Edit", "Delete"]
+    assert card.button_labels() == ["Run now", "Pause", "History", "Edit", "Delete", "Policies"]
 
     query = await bot.alice.press("Pause", card)
     assert await toast(bot, query) == "Paused 'Daily brief'."

@@ -227,7 +227,7 @@ class TestMakeTrigger:
             ),
             (
                 {"kind": "once", "at": "2026-11-27T09:00:00Z", "repeat": True},
-                "Unknown field 'repeat' in the once trigger: it takes at, kind.",
+                "Unknown field 'repeat' in the once trigger: it takes at, kind, timezone.",
             ),
             (
                 {"kind": "cron", "expr": "0 0 * * * *", "timezone": "UTC"},

@@ -255,7 +255,6 @@ class TestPreview:
             name="Backups <nightly>",
             action=Action(text="Check the backups & report"),
             trigger=cron_trigger("30 2 * * *", BERLIN),
-            zone=BERLIN,
             now=now,
         )
         plain, _ = parse_entities(text, "HTML")  # well-formed for Telegram
@@ -274,13 +273,12 @@ class TestPreview:
         ]
 
     def test_interval_and_once_previews_show_local_times(self) -> None:
-        trigger = interval_trigger(4 * 3600, datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+        trigger = interval_trigger(4 * 3600, datetime(2026, 11, 23, 8, 0, tzinfo=UTC), BERLIN)
         plain, _ = parse_entities(
             preview_text(
                 name="Inbox",
                 action=Action(kind=ActionKind.REMINDER, text="Check inbox"),
                 trigger=trigger,
-                zone=BERLIN,
                 now=NOW,
             ),
             "HTML",
@@ -297,7 +295,6 @@ class TestPreview:
             name="Long",
             action=Action(text="x" * 3999),
             trigger=cron_trigger("0 9 * * *", BERLIN),
-            zone=BERLIN,
             now=NOW,
         )
         assert len(text) < 1000

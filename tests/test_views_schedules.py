@@ -107,7 +107,7 @@ def test_a_card_shows_state_trigger_zone_and_next_fires() -> None:
 def test_card_buttons_toggle_between_pause_and_resume() -> None:
     s = schedule()
     labels = [label for row in data(card_keyboard(s)) for label, _ in row]
-    assert labels == ["Run now", "Pause", "History", "Edit", "Delete"]
+    assert labels == ["Run now", "Pause", "History", "Edit", "Delete", "Policies"]
     assert data(card_keyboard(s))[0][1] == ("Pause", f"s:pause:{s.id}:c")
     for stopped in (schedule(enabled=False), schedule(tripped=True)):
         assert data(card_keyboard(stopped))[0][1] == ("Resume", f"s:resume:{s.id}:c")

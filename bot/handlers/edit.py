@@ -1,9 +1,16 @@
 """/edit ID FIELD VALUE: change one thing about a schedule.
 
     /edit ID name New name          /edit ID prompt New prompt text
-    /edit ID cron 0 8 * * 1-5       /edit ID tz Europe/Paris (same cron, another zone)
+    /edit ID cron 0 8 * * 1-5       /edit ID tz Europe/Paris (a cron fires in the new zone;
+                                     other kinds are shown in it)
     /edit ID every 2h               (an interval keeps its anchor; anything else starts
                                      at the next full hour)
+    /edit ID overlap queue          a policy: missed, catchup, overlap, attempts, backoff,
+                                     backoff_cap, timeout, on_timeout, approval
+    /edit ID proof link             a task's proof, assignee or instructions
+
+Policies and a task's details go to ScheduleService.change_setting, which validates them
+as the HTTP API and schedules.yaml are validated (scheduler/policy_edits.py).
 
 The schedule is looked up in this chat first, so an id from another chat answers
 exactly like one that does not exist.
@@ -20,51 +27,65 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.context import services
 from bot.views_new import edited_text, every_spec, parse_duration
+from bot.views_policies import changed_text
 from scheduler.errors import InvalidSchedule, TicklerError
-from scheduler.models import Action, ActionKind, Schedule
+from scheduler.models import Action, Schedule
+from scheduler.policy_edits import SETTINGS
 from scheduler.service import TriggerSpec
-from scheduler.triggers import CronTrigger, IntervalTrigger
+from scheduler.triggers import IntervalTrigger
 
 __all__ = ["register"]
 
 USAGE = (
-    "Write /edit ID followed by name, prompt, cron, tz or every and the new value, "
-    "like /edit ID every 2h."
+    "Write /edit ID followed by a setting (name, prompt, cron, tz, every, or a policy "
+    "such as overlap) and the new value, like /edit ID every 2h."
 )
-FIELDS = "I can change name, prompt, cron, tz or every, as in /edit {id} name Morning brief."
 EXAMPLES = {
     "name": "name Morning brief",
     "prompt": "prompt Prepare my brief",
     "cron": "cron 0 8 * * 1-5",
     "tz": "tz Europe/Paris",
     "every": "every 2h",
+    **{name: f"{name} {setting.example}" for name, setting in SETTINGS.items()},
 }
-ALIASES = {"text": "prompt", "timezone": "tz", "zone": "tz", "interval": "every"}
+FIELDS = (
+    f"I can change {', '.join(list(EXAMPLES)[:-1])} or {list(EXAMPLES)[-1]}, "
+    "as in /edit {id} name Morning brief."
+)
+ALIASES = {
+    "text": "prompt",
+    "timezone": "tz",
+    "zone": "tz",
+    "interval": "every",
+    "missed_run": "missed",
+    "catch_up_cap": "catchup",
+    "retries": "attempts",
+    "max_attempts": "attempts",
+    "timeout_seconds": "timeout",
+    "timeout_policy": "on_timeout",
+    "requires_run_approval": "approval",
+}
 
 
 def _action(schedule: Schedule, value: str) -> Action:
-    """The new prompt keeps the schedule's kind (a reminder stays a reminder)."""
-    kind = schedule.action.kind if not schedule.action.template else ActionKind.AGENT
-    return Action(kind=kind, text=value)
+    """The new prompt keeps the schedule's kind (a reminder stays a reminder, a task keeps
+    its proof, assignee and instructions); a template is replaced by the text."""
+    return schedule.action.model_copy(update={"text": value, "template": None})
 
 
-def _trigger(schedule: Schedule, field: str, value: str, zone: str, now: datetime) -> TriggerSpec:
-    """The new trigger for cron, tz or every; raise InvalidSchedule for a bad value."""
+def _trigger(schedule: Schedule, field: str, value: str, now: datetime) -> TriggerSpec:
+    """The new trigger for cron or every, in the schedule's own zone; raise
+    InvalidSchedule for a bad value."""
     trigger = schedule.trigger
+    zone = schedule.timezone
     if field == "cron":
         expr = value.strip("\"'“”‘’")
-        if isinstance(trigger, CronTrigger):
-            zone = trigger.timezone
         return TriggerSpec(kind="cron", cron=expr, timezone=zone)
-    if field == "tz":
-        if not isinstance(trigger, CronTrigger):
-            raise InvalidSchedule(
-                f"Only cron schedules have a time zone, and '{schedule.name}' is not one."
-            )
-        return TriggerSpec(kind="cron", cron=trigger.expr, timezone=value)
     seconds = parse_duration(value)
     if isinstance(trigger, IntervalTrigger):
-        return TriggerSpec(kind="interval", every_seconds=seconds, start_at=trigger.start_at)
+        return TriggerSpec(
+            kind="interval", every_seconds=seconds, start_at=trigger.start_at, timezone=zone
+        )
     return every_spec(seconds, now, zone)
 
 
@@ -89,22 +110,26 @@ async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             raise InvalidSchedule(
                 f"Write the new value after '{field}', like /edit {schedule_id} {EXAMPLES[field]}."
             )
-        zone = await service.chat_timezone(chat_id)
+        if field in SETTINGS:
+            changed = await service.change_setting(chat_id, schedule.id, field, value)
+            await message.reply_text(changed_text(changed, field), parse_mode=ParseMode.HTML)
+            return
         updated = await service.update_schedule(
             chat_id,
             schedule_id,
             name=value if field == "name" else None,
             action=_action(schedule, value) if field == "prompt" else None,
             trigger=(
-                _trigger(schedule, field, value, zone, services(context).clock.now())
-                if field in ("cron", "tz", "every")
+                _trigger(schedule, field, value, services(context).clock.now())
+                if field in ("cron", "every")
                 else None
             ),
+            timezone=value if field == "tz" else None,
         )
     except TicklerError as error:
         await message.reply_text(str(error))
         return
-    await message.reply_text(edited_text(updated, zone), parse_mode=ParseMode.HTML)
+    await message.reply_text(edited_text(updated), parse_mode=ParseMode.HTML)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

@@ -1,6 +1,8 @@
 """/new: a guided conversation with presets, and a one-line form for power users.
 
     /new                                   What? -> prompt -> When? -> detail -> name -> preview
+                                           (a task: title -> instructions -> for whom ->
+                                           proof -> When? ...)
     /new [remind] WHEN TEXT                straight to the preview (grammar in views_new)
 
 Every step answers bad input with one sentence and stays where it is; /cancel or
@@ -57,13 +59,29 @@ from bot.views_new import (
 )
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, Owner
+from scheduler.policy_edits import edit_action
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.templates import check_template
 from scheduler.triggers import Trigger
 
 __all__ = ["register"]
 
-KIND, TEXT, WHEN, TIME, WEEKDAY, MONTHDAY, HOURS, ONCE, CRON, NAME, CONFIRM = range(11)
+(
+    KIND,
+    TEXT,
+    WHEN,
+    TIME,
+    WEEKDAY,
+    MONTHDAY,
+    HOURS,
+    ONCE,
+    CRON,
+    NAME,
+    CONFIRM,
+    INSTRUCTIONS,
+    ASSIGNEE,
+    PROOF,
+) = range(14)
 END = ConversationHandler.END
 #: An abandoned form stops capturing the chat's messages after this long.
 TIMEOUT = timedelta(minutes=30)
@@ -89,6 +107,7 @@ ONCE_CHOICES: tuple[tuple[str, str], ...] = (
     ("in 3 days", "in 3 days"),
 )
 CANCELLED = "Cancelled; nothing was saved."
+PROOFS: tuple[tuple[str, str], ...] = (("none", "Nothing"), ("link", "A link"), ("file", "A file"))
 
 
 @dataclass
@@ -104,11 +123,15 @@ class Draft:
     spec: TriggerSpec | None = None
     zone: str = "UTC"
     name: str = ""
+    #: A task's details (scheduler/policy_edits.py validates them).
+    task: Action = field(default_factory=lambda: Action(kind=ActionKind.TASK))
 
     @property
     def action(self) -> Action:
         if self.template:
             return Action(kind=ActionKind.AGENT, template=self.template)
+        if self.kind is ActionKind.TASK:
+            return self.task.model_copy(update={"text": self.text})
         return Action(kind=self.kind, text=self.text)
 
 
@@ -215,7 +238,10 @@ async def _ask_kind(update: Update) -> int:
     await _say(
         update,
         "What should it do?",
-        _keyboard([_button("Ask the agent", "kind", "agent"), _button("Remind me", "kind", "rem")]),
+        _keyboard(
+            [_button("Ask the agent", "kind", "agent"), _button("Remind me", "kind", "rem")],
+            [_button("Add a task for me", "kind", "task")],
+        ),
     )
     return KIND
 
@@ -223,6 +249,8 @@ async def _ask_kind(update: Update) -> int:
 async def _ask_text(update: Update, draft: Draft) -> int:
     if draft.kind is ActionKind.REMINDER:
         await _say(update, "What should the reminder say? Write it as a message.", _keyboard())
+    elif draft.kind is ActionKind.TASK:
+        await _say(update, "What is the task? Write its title, like Pay the rent.", _keyboard())
     else:
         await _say(
             update,
@@ -230,6 +258,33 @@ async def _ask_text(update: Update, draft: Draft) -> int:
             _keyboard([_button(label, "tpl", name) for name, label in TEMPLATES]),
         )
     return TEXT
+
+
+async def _ask_instructions(update: Update) -> int:
+    await _say(
+        update,
+        "Any instructions to show with it? Write them, or press Skip.",
+        _keyboard([_button("Skip", "instr")]),
+    )
+    return INSTRUCTIONS
+
+
+async def _ask_assignee(update: Update) -> int:
+    await _say(
+        update,
+        "Who is it for? Write a name, or press Me.",
+        _keyboard([_button("Me", "who")]),
+    )
+    return ASSIGNEE
+
+
+async def _ask_proof(update: Update) -> int:
+    await _say(
+        update,
+        "What must marking it done include?",
+        _keyboard([_button(label, "proof", value) for value, label in PROOFS]),
+    )
+    return PROOF
 
 
 async def _ask_when(update: Update, draft: Draft) -> int:
@@ -301,7 +356,6 @@ async def _show_preview(
         name=draft.name,
         action=draft.action,
         trigger=trigger,
-        zone=draft.zone,
         now=services(context).clock.now(),
     )
     markup = InlineKeyboardMarkup([[_button("Save", "save"), _button("Cancel", "cancel")]])
@@ -354,14 +408,18 @@ async def on_kind(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     """[Ask the agent] / [Remind me]."""
     query, args = await _pressed(update)
     draft = _draft(update, context)
-    draft.kind = ActionKind.REMINDER if args[:1] == ("rem",) else ActionKind.AGENT
-    await _chosen(query, "Remind me" if draft.kind is ActionKind.REMINDER else "Ask the agent")
+    kinds = {
+        "rem": (ActionKind.REMINDER, "Remind me"),
+        "task": (ActionKind.TASK, "Add a task for me"),
+    }
+    draft.kind, label = kinds.get(args[0] if args else "", (ActionKind.AGENT, "Ask the agent"))
+    await _chosen(query, label)
     return await _ask_text(update, draft)
 
 
 async def on_kind_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text where a button was expected."""
-    await _say(update, "Press Ask the agent or Remind me, or /cancel.")
+    await _say(update, "Press Ask the agent, Remind me or Add a task for me, or /cancel.")
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
@@ -373,7 +431,67 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | N
         await _say(update, str(error))
         return None
     draft.template = None
+    if draft.kind is ActionKind.TASK:
+        return await _ask_instructions(update)
     return await _ask_when(update, draft)
+
+
+def _task_detail(context: ContextTypes.DEFAULT_TYPE, draft: Draft, setting: str, text: str) -> None:
+    """Set one of the task's details, validated by the service layer as /edit is."""
+    limit = services(context).service.limits.max_prompt_chars
+    draft.task = edit_action(draft.task, setting, text, max_instructions=limit)
+
+
+async def _detail_typed(
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    setting: str,
+    ask_next: Callable[[Update], Coroutine[Any, Any, int]],
+) -> int | None:
+    """A detail written as a message: set it and ask the next question, or stay."""
+    try:
+        _task_detail(context, _draft(update, context), setting, _text(update))
+    except TicklerError as error:
+        await _say(update, str(error))
+        return None
+    return await ask_next(update)
+
+
+async def on_instructions_skip(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Skip]: no instructions."""
+    query, _ = await _pressed(update)
+    await _chosen(query, "Skip")
+    return await _ask_assignee(update)
+
+
+async def on_instructions_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    return await _detail_typed(update, context, "instructions", _ask_assignee)
+
+
+async def on_assignee_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Me]: no assignee; the task is the operator's own."""
+    query, _ = await _pressed(update)
+    await _chosen(query, "Me")
+    return await _ask_proof(update)
+
+
+async def on_assignee_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+    return await _detail_typed(update, context, "assignee", _ask_proof)
+
+
+async def on_proof(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """[Nothing] / [A link] / [A file]: n:proof:<none|link|file>."""
+    query, args = await _pressed(update)
+    labels = dict(PROOFS)
+    value = args[0] if args and args[0] in labels else "none"
+    draft = _draft(update, context)
+    _task_detail(context, draft, "proof", value)
+    await _chosen(query, labels[value])
+    return await _ask_when(update, draft)
+
+
+async def on_proof_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _say(update, "Press Nothing, A link or A file, or /cancel.")
 
 
 async def on_template(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
@@ -512,7 +630,7 @@ async def _once_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, text:
     except TicklerError as error:
         await _say(update, str(error))
         return None
-    return await _when_done(update, context, draft, once_spec(at))
+    return await _when_done(update, context, draft, once_spec(at, draft.zone))
 
 
 async def on_once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
@@ -577,7 +695,9 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         await _say(update, str(error))
         return END
     await _say(
-        update, saved_text(schedule.name, schedule.id, schedule.next_run_at, draft.zone), html=True
+        update,
+        saved_text(schedule.name, schedule.id, schedule.next_run_at, schedule.timezone),
+        html=True,
     )
     return END
 
@@ -644,6 +764,9 @@ def build_conversation() -> ConversationHandler:  # type: ignore[type-arg]
                 ONCE: [_on("once", on_once), _typed(on_once_typed)],
                 CRON: [_typed(on_cron_typed)],
                 NAME: [_on("name", on_name), _typed(on_name_typed)],
+                INSTRUCTIONS: [_on("instr", on_instructions_skip), _typed(on_instructions_typed)],
+                ASSIGNEE: [_on("who", on_assignee_me), _typed(on_assignee_typed)],
+                PROOF: [_on("proof", on_proof), _typed(on_proof_typed)],
                 CONFIRM: [_on("save", on_save), _typed(on_confirm_typed)],
                 ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
             },

@@ -106,22 +106,31 @@ async def today_text(
         schedule = schedules.get(schedule_id)
         return esc(schedule.name) if schedule else esc(schedule_id)
 
+    def zone_for(schedule_id: str | None) -> str:
+        """A schedule's times are shown in its own zone; the rest in the chat's."""
+        schedule = schedules.get(schedule_id) if schedule_id else None
+        return schedule.timezone if schedule else zone
+
+    def item_line(i: WorkItem, *, waiting: bool = False) -> str:
+        return _item_line(i, zone_for(i.schedule_id), waiting=waiting)
+
     approvals = [f"• proposal <code>{esc(p.id)}</code> {esc(p.name)}" for p in proposals] + [
-        f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)} ({local(r.scheduled_for, zone)})"
+        f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)} "
+        f"({local(r.scheduled_for, zone_for(r.schedule_id))})"
         for r in awaiting
     ]
     parts = [
         f"📋 <b>Today</b> — {local(now, zone)}",
-        _group("Due today", [_item_line(i, zone) for i in today.due_today], "Nothing due today"),
-        _group("Overdue", [_item_line(i, zone) for i in today.overdue], "Nothing overdue"),
+        _group("Due today", [item_line(i) for i in today.due_today], "Nothing due today"),
+        _group("Overdue", [item_line(i) for i in today.overdue], "Nothing overdue"),
         _group(
             "Follow-ups due",
-            [_item_line(i, zone, waiting=True) for i in today.followups_due],
+            [item_line(i, waiting=True) for i in today.followups_due],
             "No follow-ups due",
         ),
         _group(
             "Waiting",
-            [_item_line(i, zone, waiting=True) for i in today.waiting],
+            [item_line(i, waiting=True) for i in today.waiting],
             "Not waiting on anyone",
         ),
         _group("Pending approvals", approvals, "No pending approvals"),

@@ -1,0 +1,42 @@
+"""The [Policies] button of a schedule's card: a menu of the enumerated policies
+(`o:menu:<id>`), and a press on one of its choices (`o:set:<id>:<setting>:<value>`),
+which edits the menu in place. The numbers are set with /edit (bot/handlers/edit.py);
+both go through ScheduleService.change_setting, which validates.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot import callbacks
+from bot.context import services
+from bot.handlers.schedules import Outcome, StaleButton, arg, button_handler
+from bot.views_policies import policies_menu, setting_line
+
+__all__ = ["register"]
+
+
+@button_handler
+async def on_policy_button(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, data: callbacks.Callback, chat_id: int
+) -> Outcome:
+    """o:menu:<id> opens the menu; o:set:<id>:<setting>:<value> changes one policy."""
+    service = services(context).service
+    sid = arg(data, 0)
+    if data.action == "menu":
+        schedule = await service.get_schedule(chat_id, sid)
+        text, markup = policies_menu(schedule)
+        return Outcome(text=text, markup=markup)
+    if data.action == "set":
+        setting, value = arg(data, 1), arg(data, 2)
+        schedule = await service.change_setting(chat_id, sid, setting, value)
+        text, markup = policies_menu(schedule)
+        # The menu's settings are enumerations: their line holds no user text to escape.
+        toast = f"{setting_line(schedule, setting)}."
+        return Outcome(toast=toast, text=text, markup=markup, edit=True)
+    raise StaleButton
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    app.add_handler(CallbackQueryHandler(on_policy_button, pattern=r"^o:"))
