@@ -57,6 +57,7 @@ from scheduler.triggers import (
 
 __all__ = [
     "MAX_BACKFILL",
+    "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
     "Limits",
     "Resumed",
@@ -70,13 +71,13 @@ __all__ = [
 
 # 30 characters at most: the longest button data that carries an id (a missed-fires
 # answer, `m:latest:<id>:<epoch>:<epoch>`) must fit Telegram's 64 bytes.
-_SCHEDULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
+SCHEDULE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
 
 
 def check_schedule_id(schedule_id: str) -> str:
     """A chosen schedule id (schedules.yaml), whole: fullmatch, because `$` would let a
     trailing newline through into button data, URLs and log lines."""
-    if not _SCHEDULE_ID.fullmatch(schedule_id):
+    if not SCHEDULE_ID_PATTERN.fullmatch(schedule_id):
         raise InvalidSchedule(
             "Give the schedule an id of up to 30 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit."

@@ -90,6 +90,11 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
     return int(row[0]) if row else 0
 
 
+async def count_all_active(db: aiosqlite.Connection) -> int:
+    row = await fetch_one(db, "SELECT COUNT(*) FROM schedules WHERE archived_at IS NULL")
+    return int(row[0]) if row else 0
+
+
 #: Due at the first parameter and after the second.
 _DUE = f"{ACTIVE_WITH_NEXT_FIRE} AND next_run_at <= ? AND next_run_at > ?"
 _DUE_ORDER = "ORDER BY next_run_at LIMIT ?"
