@@ -24,7 +24,10 @@ def serve(*, headless: bool = False) -> int:
     try:
         settings = load_settings()
         if not headless and settings.telegram_bot_token is None:
-            raise ConfigError("Configuration error: TELEGRAM_BOT_TOKEN is required but not set.")
+            raise ConfigError(
+                "Configuration error: TELEGRAM_BOT_TOKEN is required but not set (create a bot "
+                "with @BotFather and put its token there)."
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
