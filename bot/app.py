@@ -235,6 +235,10 @@ async def connect_telegram(
     svc: Services | None = app.bot_data.get(SERVICES_KEY)
     if svc is not None:
         svc.telegram_connected = True
+    notifier: TelegramNotifier | None = app.bot_data.get(NOTIFIER_KEY)
+    if notifier is not None:
+        # What waited for Telegram goes out now, not at the end of its backoff.
+        notifier.outbox.retry_now()
     log.info("connected to Telegram as @%s", app.bot.username, extra={"attempt": attempt})
     return True
 

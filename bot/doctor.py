@@ -88,9 +88,7 @@ async def diagnose(env_file: str | None = ".env") -> list[Check]:
 
 _LATER_CHECKS = ("database", "bot token", "agent")
 _SETTINGS_FIX = "set it in .env (or the environment); .env.example lists every setting"
-_IDS_FIX = (
-    "write numeric Telegram user or chat ids, comma-separated (@userinfobot tells yours)"
-)
+_IDS_FIX = "write numeric Telegram user or chat ids, comma-separated (@userinfobot tells yours)"
 #: The fix for each setting that is commonly got wrong; the others get _SETTINGS_FIX.
 _SETTING_FIXES = {
     "TELEGRAM_BOT_TOKEN": "copy the token again from @BotFather (/mybots → your bot → API "
