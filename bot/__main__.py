@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.logs import configure_logging_from_settings
@@ -20,7 +21,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickler")
 
 
+#: SIGTERM or SIGINT before the event loop took them over (during imports and settings):
+#: the loop's handlers find it set and stop at once, cleanly, instead of the default
+#: action killing the process halfway through opening the database.
+_STOP_BEFORE_LOOP: list[int] = []
+
+
+def _remember_stop(signum: int, frame: object) -> None:
+    _STOP_BEFORE_LOOP.append(signum)
+
+
+def _install_stop_handlers(stop: Callable[[], None]) -> None:
+    """The loop's SIGTERM/SIGINT handlers call `stop`; a signal already received does now."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    if _STOP_BEFORE_LOOP:
+        stop()
+
+
 def serve(*, headless: bool = False) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _remember_stop)
     try:
         settings = load_settings()
         if not headless and settings.telegram_bot_token is None:
@@ -43,7 +65,7 @@ def serve(*, headless: bool = False) -> int:
         if headless:
             from bot.runtime import run_engine
 
-            asyncio.run(run_engine(settings))
+            asyncio.run(run_engine(settings, _install_stop_handlers))
         else:
             asyncio.run(_serve_bot(settings))
     except (DatabaseUnavailable, SchemaTooNew, HttpStartError, TelegramStartError) as exc:
@@ -84,9 +106,7 @@ async def _serve_bot(settings: Settings) -> None:
     from bot.runtime import log_started, warn_if_nobody_served
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _install_stop_handlers(stop.set)
     app = build_application(settings)
     try:
         await start_services(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
@@ -112,13 +112,14 @@ def _version() -> str:
         return "unknown"
 
 
-async def run_engine(settings: Settings) -> None:
-    """The headless engine: fires schedules until a stop signal, then drains."""
+async def run_engine(
+    settings: Settings, install_stop: Callable[[Callable[[], None]], None]
+) -> None:
+    """The headless engine: fires schedules until a stop signal, then drains.
+    `install_stop(stop)` makes SIGTERM and SIGINT call `stop` (bot.__main__ does)."""
     # Signals first: a SIGTERM during start-up (a slow database) still stops it.
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop(stop.set)
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
     try:
