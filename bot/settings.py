@@ -26,7 +26,7 @@ RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/api"})
 #: What Telegram accepts as a webhook's secret_token.
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 #: A bot token as @BotFather gives it: the bot's numeric id, a colon, the secret part.
-_BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
+_BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
 
 
 def webhook_path(url: str) -> str:
