@@ -215,3 +215,19 @@ async def test_the_headless_engine_applies_the_schedules_file_and_fires_it(
         code, _ = await proc.terminate()
         assert code == 0
         assert "applied" in proc.log_text() and "1 created" in proc.log_text()
+
+
+@pytest.mark.timeout(60)
+async def test_a_token_telegram_rejects_ends_start_up_in_one_line(
+    tmp_path: Path, telegram_server: TelegramServer, agent_stub: AgentStub
+) -> None:
+    env = tickler_env(tmp_path / "tickler.db", agent_url=agent_stub.url, telegram=telegram_server)
+    env["TELEGRAM_BOT_TOKEN"] = "7000000002:AAE-a-token-this-server-does-not-know"
+    code, out = await run_to_exit(env, tmp_path, seconds=15)
+    lines = out.splitlines()
+    assert code == 2
+    assert lines[-1] == (
+        "Telegram rejected TELEGRAM_BOT_TOKEN (getMe answered Unauthorized): copy the token "
+        "again from @BotFather."
+    )
+    assert "AAE-a-token" not in out
