@@ -192,7 +192,12 @@ def load_settings(
             return Settings(_env_file=env_file)
         return Settings.model_validate({k.lower(): v for k, v in environ.items()})
     except ValidationError as exc:
-        problems = [_problem(error) for error in exc.errors()]
+        # One problem per setting: "ADMIN_IDS=a,b" is one mistake, not two.
+        by_name: dict[str, SettingProblem] = {}
+        for error in exc.errors():
+            problem = _problem(error)
+            by_name.setdefault(problem.name, problem)
+        problems = list(by_name.values())
         raise ConfigError(f"Configuration error: {problems[0].sentence()}", problems) from None
     except ValueError as exc:
         raise ConfigError(f"Configuration error: {exc}") from None
