@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.logs import configure_logging_from_settings
@@ -20,17 +21,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickler")
 
 
+#: SIGTERM or SIGINT before the event loop took them over (during imports and settings):
+#: the loop's handlers find it set and stop at once, cleanly, instead of the default
+#: action killing the process halfway through opening the database.
+_STOP_BEFORE_LOOP: list[int] = []
+
+
+def _remember_stop(signum: int, frame: object) -> None:
+    _STOP_BEFORE_LOOP.append(signum)
+
+
+def _install_stop_handlers(stop: Callable[[], None]) -> None:
+    """The loop's SIGTERM/SIGINT handlers call `stop`; a signal already received does now."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    if _STOP_BEFORE_LOOP:
+        stop()
+
+
 def serve(*, headless: bool = False) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _remember_stop)
     try:
         settings = load_settings()
         if not headless and settings.telegram_bot_token is None:
-            raise ConfigError("Configuration error: TELEGRAM_BOT_TOKEN is required but not set.")
+            raise ConfigError(
+                "Configuration error: TELEGRAM_BOT_TOKEN is required but not set (create a bot "
+                "with @BotFather and put its token there)."
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     configure_logging_from_settings(settings)
     from bot import event_loop
-    from storage.database import DatabaseUnavailable
+    from bot.app import TelegramStartError
+    from bot.http_api import HttpStartError
+    from storage.database import DatabaseUnavailable, SchemaTooNew
 
     log.debug("event loop: %s", event_loop.install())
 
@@ -38,70 +65,91 @@ def serve(*, headless: bool = False) -> int:
         if headless:
             from bot.runtime import run_engine
 
-            asyncio.run(run_engine(settings))
+            asyncio.run(run_engine(settings, _install_stop_handlers))
         else:
-            from bot.http_api import HttpStartError
-
-            try:
-                _run_bot(settings)
-            except HttpStartError as exc:
-                print(exc, file=sys.stderr)
-                return 2
-    except DatabaseUnavailable as exc:
-        # A read-only, full or locked file: one line naming it and the fix, no traceback.
+            asyncio.run(_serve_bot(settings))
+    except (DatabaseUnavailable, SchemaTooNew, HttpStartError, TelegramStartError) as exc:
+        # A read-only, full or locked file, a port in use, a revoked token: one line
+        # naming it and the fix, no traceback.
         print(exc, file=sys.stderr)
         return 2
+    except Exception as exc:
+        # Anything else must end the process too: a half-started one serves nothing
+        # and, its loop's signal handlers still installed, ignores SIGTERM. One line
+        # (the traceback folded into it) for the log, status 1 for the supervisor.
+        log.critical("Tickler stopped: %s", _one_line(exc), exc_info=exc)
+        return 1
     return 0
 
 
-def _run_bot(settings: Settings) -> None:
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+async def _serve_bot(settings: Settings) -> None:
+    """The bot: services first (the store, SCHEDULES_FILE, the HTTP server, the engine,
+    the outbox), then Telegram, retried with a backoff while it cannot be reached, then
+    updates by long polling or (WEBHOOK_URL) pushed to our own HTTP server. Stops in
+    PTB's order: updates, then the engine drains (stop_services), then the database
+    closes."""
     from telegram import Update
 
-    from bot.app import build_application
+    from bot.app import (
+        SERVICES_KEY,
+        build_application,
+        close_services,
+        connect_telegram,
+        start_services,
+        stop_services,
+    )
+    from bot.runtime import log_started, warn_if_nobody_served
 
-    app = build_application(settings)
-    # PTB stops the updater, then calls post_stop (the engine drains its in-flight
-    # runs within the grace period), then post_shutdown (the database closes).
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    if settings.webhook_url:
-        asyncio.run(_serve_webhook(app, settings))
-    else:
-        app.run_polling(
-            allowed_updates=Update.ALL_TYPES, stop_signals=stop_signals, close_loop=False
-        )
-
-
-async def _serve_webhook(app: Application, settings: Settings) -> None:  # type: ignore[type-arg]
-    """Webhook mode: Telegram pushes updates to our own HTTP server (`bot.http_api`, on
-    HTTP_HOST:HTTP_PORT, route = WEBHOOK_URL's path), which puts them on the update
-    queue; no updater, no second server. Stops in run_polling's order: update
-    processing, then the engine drains (stop_services), then the database closes."""
-    from telegram import Update
-
-    from bot.app import close_services, start_services, stop_services
-
-    assert settings.webhook_url is not None and settings.webhook_secret is not None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await app.initialize()
+    _install_stop_handlers(stop.set)
+    app = build_application(settings)
     try:
         await start_services(app)
-        await app.start()
-        await app.bot.set_webhook(
-            settings.webhook_url,
-            secret_token=settings.webhook_secret.get_secret_value(),
-            allowed_updates=Update.ALL_TYPES,
+        await log_started(
+            settings,
+            app.bot_data[SERVICES_KEY].store,
+            "webhook" if settings.webhook_url else "polling",
         )
-        log.info("webhook set; serving updates on %s:%d", settings.http_host, settings.http_port)
+        warn_if_nobody_served(settings)
+        if stop.is_set() or not await connect_telegram(app, stop):
+            return
+        await app.start()
+        if settings.webhook_url:
+            await _set_webhook(app, settings)
+        else:
+            assert app.updater is not None
+            await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         await stop.wait()
     finally:
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
         if app.running:
             await app.stop()
         await stop_services(app)
         await app.shutdown()
+        # Not initialized when Telegram never answered: its HTTP client is open anyway.
+        await app.bot.shutdown()
         await close_services(app)
+
+
+async def _set_webhook(app: Application, settings: Settings) -> None:  # type: ignore[type-arg]
+    """Webhook mode: Telegram pushes updates to our own HTTP server (`bot.http_api`, on
+    HTTP_HOST:HTTP_PORT, route = WEBHOOK_URL's path), which puts them on the update
+    queue; no updater, no second server."""
+    from telegram import Update
+
+    assert settings.webhook_url is not None and settings.webhook_secret is not None
+    await app.bot.set_webhook(
+        settings.webhook_url,
+        secret_token=settings.webhook_secret.get_secret_value(),
+        allowed_updates=Update.ALL_TYPES,
+    )
+    log.info("webhook set; serving updates on %s:%d", settings.http_host, settings.http_port)
 
 
 def main() -> int:

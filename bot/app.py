@@ -1,5 +1,7 @@
-"""The Telegram application: built by a factory, services opened in post_init and
-closed in post_stop/post_shutdown. Nothing is built at import time."""
+"""The Telegram application: built by a factory; its services are opened by
+`start_services` before Telegram is reached (`connect_telegram`, retried while Telegram
+is down), stopped by `stop_services` and closed by `close_services`; `bot.__main__`
+drives that order. Nothing is built at import time."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from telegram import BotCommand, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, TypeHandler
 
 from bot import access, redact
@@ -37,21 +39,29 @@ from bot.http_api import HttpServer
 from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
-from bot.outbox import deliver_pending_forever
+from bot.outbox import deliver_pending_forever, network_backoff
 from bot.proposal_expiry import expire_proposals_forever
-from bot.runtime import build_clock, build_dispatcher, engine_config
+from bot.runtime import apply_configured_schedules, build_clock, build_dispatcher, engine_config
 from bot.settings import Settings
 from scheduler.clock import Clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.proposals import ProposalService
-from scheduler.schedules_file import apply_schedules_file
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.database import is_unavailable
 from storage.sqlite_store import SqliteStore
 
-__all__ = ["COMMANDS", "build_application", "start_services", "stop_services"]
+__all__ = [
+    "COMMANDS",
+    "SERVICES_KEY",
+    "TelegramStartError",
+    "build_application",
+    "close_services",
+    "connect_telegram",
+    "start_services",
+    "stop_services",
+]
 
 log = logging.getLogger("tickler.bot")
 
@@ -107,9 +117,6 @@ def build_application(
         Application.builder()
         .token(settings.telegram_bot_token.get_secret_value())
         .rate_limiter(AIORateLimiter(max_retries=5))
-        .post_init(start_services)
-        .post_stop(stop_services)
-        .post_shutdown(close_services)
     )
     if settings.telegram_api_base_url:
         root = settings.telegram_api_base_url.rstrip("/")
@@ -143,7 +150,9 @@ def build_application(
 
 
 async def start_services(app: Application) -> None:  # type: ignore[type-arg]
-    """post_init: open the store, start the engine, publish the command menu."""
+    """Open the store, apply SCHEDULES_FILE, start the HTTP server, the engine and the
+    outbox. Nothing here needs Telegram: the engine fires while it is unreachable, and
+    the outbox keeps the chats' messages until `connect_telegram` got through."""
     settings: Settings = app.bot_data["settings"]
     clock: Clock = app.bot_data["clock"]
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,21 +175,13 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     service = ScheduleService(
         store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
     )
-    if settings.schedules_file is not None:
-        chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
-        report = await apply_schedules_file(
-            settings.schedules_file, service, now=clock.now(), chats=chats
-        )
-        log.info("applied %s: %s", settings.schedules_file, report.summary())
-        for error in report.errors:
-            log.error("%s", error)
+    await apply_configured_schedules(settings, service, clock)
     svc = Services(settings, clock, store, service, engine, dispatcher)
     proposal_service = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
     svc.proposals = proposal_service
     svc.work_items = work_items
     notifier.services = svc
     app.bot_data[SERVICES_KEY] = svc
-    await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
     # Listen first: a port in use stops start-up before the engine claims anything.
     await _start_http(app, settings, metrics)
     svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
@@ -198,8 +199,62 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.watchdog.start()
 
 
+async def connect_telegram(
+    app: Application,  # type: ignore[type-arg]
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Reach Telegram (getMe) and publish the command menu, retrying with a backoff for
+    as long as Telegram cannot be reached: the services are running meanwhile. False if
+    `stop` was set first. A token Telegram rejects raises `TelegramStartError`: no retry
+    can fix it."""
+    stopping = stop or asyncio.Event()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await app.initialize()
+            await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+            break
+        except InvalidToken:
+            raise TelegramStartError(
+                "Telegram rejected TELEGRAM_BOT_TOKEN (getMe answered Unauthorized): copy the "
+                "token again from @BotFather."
+            ) from None
+        except TelegramError as exc:
+            delay = network_backoff(attempt)
+            log.warning(
+                "Telegram is not reachable yet (%s); the engine runs meanwhile and chat "
+                "messages wait in the outbox; trying again in %g s",
+                _first_line(exc),
+                delay,
+                extra={"attempt": attempt},
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stopping.wait()
+        if stopping.is_set():
+            return False
+    svc: Services | None = app.bot_data.get(SERVICES_KEY)
+    if svc is not None:
+        svc.telegram_connected = True
+    notifier: TelegramNotifier | None = app.bot_data.get(NOTIFIER_KEY)
+    if notifier is not None:
+        # What waited for Telegram goes out now, not at the end of its backoff.
+        notifier.outbox.retry_now()
+    log.info("connected to Telegram as @%s", app.bot.username, extra={"attempt": attempt})
+    return True
+
+
+class TelegramStartError(RuntimeError):
+    """Telegram refuses the bot for good (a revoked or wrong token); `str()` is the line."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
-    """post_stop: stop claiming, let in-flight runs finish (or put them back)."""
+    """After the updates stop: stop claiming, let in-flight runs finish (or put them back)."""
     http: HttpServer | None = app.bot_data.pop(HTTP_KEY, None)
     if http is not None:
         await http.stop()
@@ -236,7 +291,7 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
 
 
 async def close_services(app: Application) -> None:  # type: ignore[type-arg]
-    """post_shutdown: close the agent client and the database."""
+    """Last: close the agent client and the database."""
     svc: Services | None = app.bot_data.pop(SERVICES_KEY, None)
     if svc is None:
         return

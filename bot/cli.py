@@ -180,6 +180,9 @@ def _register_validate_export(subparsers: argparse._SubParsersAction[_Parser]) -
     parser = subparsers.add_parser(
         "validate-export",
         help="check an export: unique ids, resolvable references, UTC times, counts",
+        description="Check an export folder written by 'tickler export': every id unique, "
+        "every reference resolvable, every time UTC ISO-8601, the manifest's counts right. "
+        "Prints 'ok', or one line per problem and exits with status 1.",
     )
     parser.add_argument("dir", metavar="DIR", help="the export folder")
     parser.set_defaults(handler=_run_validate_export)
@@ -203,6 +206,9 @@ def _register_import(subparsers: argparse._SubParsersAction[_Parser]) -> None:
     parser = subparsers.add_parser(
         "import",
         help="restore an export into DATABASE_PATH (which must be empty unless --merge)",
+        description="Restore an export folder (checked as validate-export does) into "
+        "DATABASE_PATH, which must be empty or absent; with --merge, add the rows whose id "
+        "is new to a database in use. Stop Tickler first.",
     )
     parser.add_argument("dir", metavar="DIR", help="the export folder")
     parser.add_argument(
@@ -232,11 +238,20 @@ def _run_import(args: argparse.Namespace, now: datetime) -> int:
 
 def _register_run(subparsers: argparse._SubParsersAction[_Parser]) -> None:
     run = subparsers.add_parser(
-        "run", help="run the bot and its scheduler until SIGTERM (same as python -m bot)"
+        "run",
+        help="run the bot and its scheduler until SIGTERM (same as python -m bot)",
+        description="Run the Telegram bot and its scheduler in the foreground until SIGTERM "
+        "or Ctrl-C, configured by the environment and .env (see 'tickler doctor'). Applies "
+        "SCHEDULES_FILE, starts the engine and the HTTP port, then connects to Telegram, "
+        "retrying while it cannot be reached; logs one 'started' line.",
     )
     run.set_defaults(handler=lambda args, now: _serve(headless=False))
     engine = subparsers.add_parser(
-        "engine", help="run only the scheduler, without the Telegram console, until SIGTERM"
+        "engine",
+        help="run only the scheduler, without the Telegram console, until SIGTERM",
+        description="Run the scheduler alone (no Telegram, no HTTP port) until SIGTERM or "
+        "Ctrl-C: applies SCHEDULES_FILE, then fires schedules and POSTs to the agent. "
+        "No chat is told anything, and reminder runs fail (they need the bot).",
     )
     engine.set_defaults(handler=lambda args, now: _serve(headless=True))
 

@@ -1,4 +1,4 @@
-"""What handlers reach through `context`: the services opened in post_init."""
+"""What handlers reach through `context`: the services opened by `start_services`."""
 
 from __future__ import annotations
 
@@ -34,14 +34,16 @@ class Services:
     engine_task: asyncio.Task[None] | None = None
     #: The agent's proposals (HTTP API, tool calls) and their approvals.
     proposals: ProposalService | None = None
-    #: The proposal expiry sweep (bot/proposal_expiry.py), cancelled in post_stop.
+    #: The proposal expiry sweep (bot/proposal_expiry.py), cancelled by `stop_services`.
     proposal_task: asyncio.Task[None] | None = None
     #: The operator's work items (tasks and follow-ups), and the follow-up ping loop.
     work_items: WorkItemService | None = None
     followup_task: asyncio.Task[None] | None = None
-    #: The outbox's delivery sweep (bot/outbox.py), cancelled in post_stop.
+    #: The outbox's delivery sweep (bot/outbox.py), cancelled by `stop_services`.
     outbox_task: asyncio.Task[None] | None = None
     watchdog: LoopWatchdog | None = None
+    #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
+    telegram_connected: bool = False
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

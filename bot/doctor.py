@@ -2,7 +2,7 @@
 each failure, exit status 1 when any fails:
 
     ok   settings: 1 admin, 0 operators, agent mode telegram, time zone UTC
-    ok   database: /data/tickler.db is writable, schema version 4
+    ok   database: /data/tickler.db is writable, schema version 7
     FAIL bot token: getMe answered 401 Unauthorized — fix: copy the token again ...
     FAIL agent: nothing listens at http://127.0.0.1:9000/hook (connection refused) — fix: ...
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, SettingProblem, Settings, load_settings
 from storage.database import DatabaseUnavailable, SchemaTooNew
 from storage.readiness import prepare_database
 
@@ -70,10 +70,12 @@ async def diagnose(env_file: str | None = None) -> list[Check]:
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as exc:
-        problem = str(exc.code).removeprefix("Configuration error: ").rstrip(".")
         skipped = "needs the settings above"
+        problems = exc.problems or (
+            SettingProblem("configuration", missing=False, detail=str(exc.code)),
+        )
         return [
-            Check("settings", False, problem, _SETTINGS_FIX),
+            *(_setting_check(problem) for problem in problems),
             *(Check(name, False, skipped, skipped=True) for name in _LATER_CHECKS),
         ]
     results = await asyncio.gather(
@@ -86,6 +88,35 @@ async def diagnose(env_file: str | None = None) -> list[Check]:
 
 _LATER_CHECKS = ("database", "bot token", "agent")
 _SETTINGS_FIX = "set it in .env (or the environment); .env.example lists every setting"
+_IDS_FIX = "write numeric Telegram user or chat ids, comma-separated (@userinfobot tells yours)"
+#: The fix for each setting that is commonly got wrong; the others get _SETTINGS_FIX.
+_SETTING_FIXES = {
+    "TELEGRAM_BOT_TOKEN": "copy the token again from @BotFather (/mybots → your bot → API "
+    "Token), with nothing around it",
+    "AGENT_URL": "set it to the URL the agent listens on, e.g. http://agent:9000/hook",
+    "AGENT_MODE": "set it to telegram (the agent takes Telegram updates) or openai "
+    "(a chat-completions endpoint)",
+    "ADMIN_IDS": _IDS_FIX,
+    "OPERATOR_IDS": _IDS_FIX,
+    "API_CHAT_IDS": _IDS_FIX,
+    "DEFAULT_TIMEZONE": "use an IANA zone name such as Europe/Berlin",
+    "WEBHOOK_URL": "use the public https:// URL Telegram should push to, e.g. "
+    "https://bot.example.com/telegram, or leave it unset for long polling",
+    "WEBHOOK_SECRET": "set it to 1-256 characters of A-Z, a-z, 0-9, _ and - (e.g. the output "
+    "of `openssl rand -hex 32`)",
+    "HTTP_PORT": "use a port from 1 to 65535 (0 turns the HTTP server off)",
+    "LOG_LEVEL": "use DEBUG, INFO, WARNING or ERROR",
+    "LOG_FORMAT": "use plain or json",
+}
+
+
+def _setting_check(problem: SettingProblem) -> Check:
+    """One failed setting, in the doctor's words, with its own fix."""
+    if problem.missing:
+        detail = f"{problem.name} is not set"
+    else:
+        detail = f"{problem.name} is not usable: {problem.detail.rstrip('.')}"
+    return Check("settings", False, detail, _SETTING_FIXES.get(problem.name, _SETTINGS_FIX))
 
 
 #: A little over the HTTP client's own timeout, so that its more precise error wins.

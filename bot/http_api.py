@@ -92,6 +92,9 @@ class Health(BaseModel):
     db_ok: bool
     #: Why not, in one sentence (a lock held too long, a full disk, a read-only file).
     db_error: str | None = None
+    #: Telegram answered at start-up. Until it does, the engine runs anyway and chat
+    #: messages wait in the outbox, so this alone does not make the status unhealthy.
+    telegram_connected: bool = False
 
 
 class ScheduleList(BaseModel):
@@ -340,6 +343,7 @@ class HttpServer:
             last_tick_age_s=None if engine.last_tick_at is None or age is None else round(age, 3),
             db_ok=db_ok,
             db_error=db_error,
+            telegram_connected=svc.telegram_connected,
         )
         return _json(health, 200 if healthy else 503)
 

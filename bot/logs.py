@@ -174,6 +174,10 @@ def configure_logging(
     # aiosqlite logs every statement with its parameters at DEBUG, from its own thread
     # (so without the run's ids): noise even when debugging Tickler itself.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # /new's conversation timeout is a PTB job: APScheduler and PTB's JobQueue log each
+    # add and removal at INFO, two lines for every step of every /new.
+    for chatty in ("apscheduler", "telegram.ext.JobQueue"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     # aiohttp's access log writes a line (with a dozen fields) per request, so the
     # container's health check alone would add one every 30 s; errors still show.
     logging.getLogger("aiohttp.access").setLevel(

@@ -96,6 +96,8 @@ class Outbox:
         self._undelivered: dict[int, int] = {}
         #: Set at shutdown: no new couriers, and none waits out a backoff any more.
         self._closing = asyncio.Event()
+        #: Set (and replaced) by `retry_now`: the couriers' backoffs end early.
+        self._retry = asyncio.Event()
 
     # --- queueing -------------------------------------------------------------------------
     async def put(
@@ -340,14 +342,26 @@ class Outbox:
             if await self._closing_within(wait):
                 return False
 
+    def retry_now(self) -> None:
+        """Telegram is reachable again (the bot just connected): the couriers waiting
+        out a network backoff send at once instead of at the end of it (up to 30 s)."""
+        self._retry.set()
+        self._retry = asyncio.Event()
+
     async def _closing_within(self, seconds: float) -> bool:
-        """Wait `seconds`; True (at once) if shutdown begins meanwhile."""
+        """Wait `seconds` (less after `retry_now`); True (at once) if shutdown begins
+        meanwhile."""
+        retry = self._retry
+        waits = {
+            asyncio.ensure_future(self._closing.wait()),
+            asyncio.ensure_future(retry.wait()),
+        }
         try:
-            async with asyncio.timeout(seconds):
-                await self._closing.wait()
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self._closing.is_set()
 
     async def _send(self, n: Notification, now: datetime) -> Message:
         markup = None

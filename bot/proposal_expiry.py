@@ -1,5 +1,5 @@
 """The expiry sweep for the agent's proposals: a small loop beside the engine (the
-scheduler must not know the bot), started in post_init and cancelled in post_stop.
+scheduler must not know the bot), started by `start_services` and cancelled by `stop_services`.
 
 It wakes at the earliest pending expiry (see bot/sweeps.py), expires what is due and
 tells each chat.

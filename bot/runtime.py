@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from bot.loop_watchdog import LoopWatchdog
 from bot.settings import Settings
 from scheduler.clock import Clock, SystemClock, parse_test_clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
+from scheduler.schedules_file import apply_schedules_file
+from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
-__all__ = ["build_clock", "run_engine"]
+__all__ = [
+    "apply_configured_schedules",
+    "build_clock",
+    "log_started",
+    "run_engine",
+    "warn_if_nobody_served",
+]
+
+#: How the process serves: Telegram by long polling or webhook, or the engine alone.
+Mode = Literal["polling", "webhook", "engine"]
 
 log = logging.getLogger("tickler")
 
@@ -53,10 +66,69 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-async def run_engine(settings: Settings) -> None:
-    """The headless engine: fires schedules until a stop signal, then drains."""
+async def apply_configured_schedules(
+    settings: Settings, service: ScheduleService, clock: Clock
+) -> None:
+    """Apply SCHEDULES_FILE (if set) for the allow-listed chats, logging what changed and
+    one line per refused entry; `tickler run` and `tickler engine` both start with it."""
+    if settings.schedules_file is None:
+        return
+    chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
+    report = await apply_schedules_file(
+        settings.schedules_file, service, now=clock.now(), chats=chats
+    )
+    log.info("applied %s: %s", settings.schedules_file, report.summary())
+    for error in report.errors:
+        log.error("%s", error)
+
+
+def warn_if_nobody_served(settings: Settings) -> None:
+    if not settings.admin_ids and not settings.operator_ids:
+        log.warning(
+            "ADMIN_IDS and OPERATOR_IDS are both empty, so the bot serves nobody: set "
+            "ADMIN_IDS to your Telegram user id (`tickler doctor` checks every setting)"
+        )
+
+
+async def log_started(settings: Settings, store: SqliteStore, mode: Mode, **fields: object) -> None:
+    """The one line that says the process is up, and with what."""
+    log.info(
+        "started",
+        extra={
+            "version": _version(),
+            "mode": mode,
+            "database": str(settings.database_path),
+            "timezone": settings.default_timezone,
+            "schedules": await store.count_all_schedules(),
+            **fields,
+        },
+    )
+
+
+def _version() -> str:
+    try:
+        return version("tickler")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+async def run_engine(
+    settings: Settings, install_stop: Callable[[Callable[[], None]], None]
+) -> None:
+    """The headless engine: fires schedules until a stop signal, then drains.
+    `install_stop(stop)` makes SIGTERM and SIGINT call `stop` (bot.__main__ does)."""
+    # Signals first: a SIGTERM during start-up (a slow database) still stops it.
+    stop = asyncio.Event()
+    install_stop(stop.set)
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.database_path)
+    try:
+        await _run_engine(settings, store, stop)
+    finally:
+        await store.close()
+
+
+async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Event) -> None:
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
     engine = Engine(
@@ -66,19 +138,26 @@ async def run_engine(settings: Settings) -> None:
         config=engine_config(settings),
         tasks=WorkItemService(store, clock),
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, engine.request_stop)
-    log.info(
-        "engine started",
-        extra={"instance": engine.instance_id, "database": str(settings.database_path)},
-    )
-    watchdog = LoopWatchdog()
-    watchdog.start()
     try:
-        await engine.run_forever()
+        service = ScheduleService(
+            store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
+        )
+        await apply_configured_schedules(settings, service, clock)
+        await log_started(settings, store, "engine", instance=engine.instance_id)
+        stopper = asyncio.create_task(_stop_on(stop, engine), name="stop-signal")
+        watchdog = LoopWatchdog()
+        watchdog.start()
+        try:
+            await engine.run_forever()
+        finally:
+            watchdog.stop()
+            stopper.cancel()
+            log.info("engine stopped", extra={"instance": engine.instance_id})
     finally:
-        watchdog.stop()
         await dispatcher.aclose()
-        await store.close()
-        log.info("engine stopped", extra={"instance": engine.instance_id})
+
+
+async def _stop_on(stop: asyncio.Event, engine: Engine) -> None:
+    """A stop asked for before the loop began counts too (request_stop is sticky)."""
+    await stop.wait()
+    engine.request_stop()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,7 +20,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from scheduler.clock import parse_test_clock
 from scheduler.cron import load_zone
 
-__all__ = ["ConfigError", "Settings", "load_settings", "settings_file", "webhook_path"]
+__all__ = [
+    "ConfigError",
+    "SettingProblem",
+    "Settings",
+    "load_settings",
+    "settings_file",
+    "webhook_path",
+]
 
 #: Names the settings file instead of `.env`; set but empty, no file is read (the test
 #: suite sets it so that a developer's `.env` cannot change what the tests see).
@@ -29,6 +37,8 @@ ENV_FILE_VARIABLE = "TICKLER_ENV_FILE"
 RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/api"})
 #: What Telegram accepts as a webhook's secret_token.
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+#: A bot token as @BotFather gives it: the bot's numeric id, a colon, the secret part.
+_BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
 
 
 def webhook_path(url: str) -> str:
@@ -36,8 +46,28 @@ def webhook_path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
+@dataclass(frozen=True)
+class SettingProblem:
+    """One setting that is missing or malformed (`tickler doctor` lists them all)."""
+
+    name: str
+    missing: bool
+    #: What is wrong with the value, as one sentence; empty when `missing`.
+    detail: str = ""
+
+    def sentence(self) -> str:
+        if self.missing:
+            return f"{self.name} is required but not set."
+        return f"{self.name}: {self.detail}"
+
+
 class ConfigError(SystemExit):
-    """Raised with the one line to print when configuration is unusable."""
+    """Raised with the one line to print when configuration is unusable; `problems`
+    holds every bad setting found, the line names the first."""
+
+    def __init__(self, line: str, problems: Sequence[SettingProblem] = ()) -> None:
+        super().__init__(line)
+        self.problems = tuple(problems)
 
 
 IdList = Annotated[list[int], NoDecode]
@@ -98,6 +128,21 @@ class Settings(BaseSettings):
         if isinstance(value, int):
             return [value]
         return value
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # `.env.example` ships `TELEGRAM_BOT_TOKEN=`: empty means not set, so the bot
+        # says "required but not set" (and `tickler engine` runs without one).
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not _BOT_TOKEN.fullmatch(value.get_secret_value().strip()):
+            # Never echo the value: it may be a real token pasted with a typo.
+            raise ValueError(
+                "is not a bot token; @BotFather gives one like 123456789:AAH... (digits, a "
+                "colon, then letters, digits, _ and -)"
+            )
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("agent_url")
     @classmethod
@@ -168,13 +213,22 @@ def load_settings(
             return Settings(_env_file=env_file or settings_file())
         return Settings.model_validate({k.lower(): v for k, v in environ.items()})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
-        if first["type"] == "missing":
-            raise ConfigError(f"Configuration error: {name} is required but not set.") from None
-        detail = str(first["msg"]).removeprefix("Value error, ")
-        if not detail.endswith((".", "?", "!")):
-            detail += "."
-        raise ConfigError(f"Configuration error: {name}: {detail}") from None
+        # One problem per setting: "ADMIN_IDS=a,b" is one mistake, not two.
+        by_name: dict[str, SettingProblem] = {}
+        for error in exc.errors():
+            problem = _problem(error)
+            by_name.setdefault(problem.name, problem)
+        problems = list(by_name.values())
+        raise ConfigError(f"Configuration error: {problems[0].sentence()}", problems) from None
     except ValueError as exc:
         raise ConfigError(f"Configuration error: {exc}") from None
+
+
+def _problem(error: Any) -> SettingProblem:
+    name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+    if error["type"] == "missing":
+        return SettingProblem(name, missing=True)
+    detail = str(error["msg"]).removeprefix("Value error, ")
+    if not detail.endswith((".", "?", "!")):
+        detail += "."
+    return SettingProblem(name, missing=False, detail=detail)

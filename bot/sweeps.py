@@ -1,5 +1,5 @@
 """Small loops beside the engine (the scheduler must not know the bot): the proposal
-expiry sweep and the follow-up pings. Started in post_init, cancelled in post_stop.
+expiry sweep and the follow-up pings. Started by `start_services`, cancelled by `stop_services`.
 
 Each sleeps on the injected clock until the instant its sweep asks for (at most
 `MAX_SLEEP`, so work added meanwhile is noticed); with the FakeClock in tests,

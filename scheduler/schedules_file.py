@@ -13,13 +13,19 @@ New ids are created (created_by=config), changed ones updated, config-created sc
 whose ids left the file are paused with REMOVED_REASON (never deleted), unchanged ones
 are left alone; applying the same file twice changes nothing. A bad entry is reported
 as "schedules.yaml line N: <sentence>" and the others are still applied.
+
+The file is trusted no more than a chat: an entry for a chat outside the allow-list
+(ADMIN_IDS, OPERATOR_IDS, API_CHAT_IDS) is refused, and so is an id another entry or
+another chat's schedule already has (ids are unique across chats). A file that cannot
+be read as a whole (not UTF-8, not YAML, empty) changes nothing: "no schedules" must be
+said with an explicit `schedules: []`, so that a truncated file cannot pause them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +37,7 @@ from pydantic import ValidationError
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, Schedule
 from scheduler.policy_edits import policies_from
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
 
 __all__ = ["REMOVED_REASON", "ApplyReport", "Entry", "apply_schedules_file", "parse_entries"]
@@ -54,9 +60,6 @@ _KEYS = {
     "remind",
     "policies",
 }
-# 30 characters at most: the longest button data that carries an id (a missed-fires
-# answer, `m:latest:<id>:<epoch>:<epoch>`) must fit Telegram's 64 bytes.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -125,8 +128,9 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if unknown:
         raise InvalidSchedule(f"Unknown key '{unknown[0]}'.")
     ident = data.get("id")
-    if not isinstance(ident, str) or not _ID.match(ident):
+    if not isinstance(ident, str):
         raise InvalidSchedule("Give the entry an id of up to 30 letters, digits, '-', '_' or '.'.")
+    check_schedule_id(ident)
     chat_id = data.get("chat_id")
     if not isinstance(chat_id, int) or isinstance(chat_id, bool):
         raise InvalidSchedule(f"'{ident}' needs a numeric chat_id.")
@@ -188,7 +192,10 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
         problem = getattr(exc, "problem", None) or "it is not valid YAML"
         return [], [f"schedules.yaml line {line}: {problem}."]
     if root is None:
-        return [], []
+        return [], [
+            "schedules.yaml line 1: the file has no schedules in it; nothing was changed "
+            "(write 'schedules: []' to mean no schedules)."
+        ]
     nodes: list[yaml.Node]
     items: list[object]
     if isinstance(root, yaml.MappingNode) and isinstance(data, dict):
@@ -203,7 +210,7 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
     nodes, items = list(root.value), data
     entries: list[Entry] = []
     errors: list[str] = []
-    seen: set[tuple[int, str]] = set()
+    seen: dict[str, int] = {}
     for node, item in zip(nodes, items, strict=True):
         line = node.start_mark.line + 1
         try:
@@ -211,10 +218,14 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
         except (InvalidSchedule, ValidationError) as exc:
             errors.append(f"schedules.yaml line {line}: {_sentence(exc)}")
             continue
-        if (entry.chat_id, entry.id) in seen:
-            errors.append(f"schedules.yaml line {line}: the id '{entry.id}' appears twice.")
+        if entry.id in seen:
+            # Ids are unique across chats: the same id twice is a copy-paste slip.
+            errors.append(
+                f"schedules.yaml line {line}: the id '{entry.id}' is already used on line "
+                f"{seen[entry.id]}; give this entry an id of its own."
+            )
             continue
-        seen.add((entry.chat_id, entry.id))
+        seen[entry.id] = line
         entries.append(entry)
     return entries, errors
 
@@ -296,19 +307,38 @@ async def apply_schedules_file(
     service: ScheduleService,
     *,
     now: datetime,
-    chats: Iterable[int] = (),
+    chats: Collection[int],
 ) -> ApplyReport:
-    """Apply the file at `path`. Config-created schedules of the file's chats and of
-    `chats` (the bot passes its allow-listed chats) whose ids are no longer in the file
-    are paused with REMOVED_REASON. `now` is the instant the apply is logged for."""
+    """Apply the file at `path` for the allow-listed `chats` (ADMIN_IDS, OPERATOR_IDS,
+    API_CHAT_IDS): entries for other chats are refused. Config-created schedules of
+    those chats whose ids are no longer in the file are paused with REMOVED_REASON.
+    `now` is the instant the apply is logged for."""
     del now  # the service reads its own clock; kept for callers' logs and symmetry
     report = ApplyReport()
     try:
-        text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+        raw = await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
         report.errors.append(f"schedules.yaml line 1: cannot read {path} ({exc.strerror}).")
         return report
-    entries, report.errors = parse_entries(text, service.default_timezone)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        report.errors.append(
+            f"schedules.yaml line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save "
+            "the file as UTF-8 (nothing was changed)."
+        )
+        return report
+    parsed, report.errors = parse_entries(text, service.default_timezone)
+    entries = []
+    for entry in parsed:
+        if entry.chat_id in chats:
+            entries.append(entry)
+        else:
+            report.errors.append(
+                f"schedules.yaml line {entry.line}: chat {entry.chat_id} is not in ADMIN_IDS, "
+                "OPERATOR_IDS or API_CHAT_IDS; add it there or correct chat_id."
+            )
     if report.errors and not entries:
         # Nothing in the file could be read: disabling "removed" ones would disable all.
         return report
@@ -320,7 +350,7 @@ async def apply_schedules_file(
     declared = {(e.chat_id, e.id) for e in entries}
     # An entry that failed to parse still names its id: never disable it for a typo.
     failed_lines = bool(report.errors)
-    for chat_id in sorted({e.chat_id for e in entries} | set(chats)):
+    for chat_id in sorted(chats):
         for schedule in await service.store.list_schedules(chat_id):
             if (
                 schedule.created_by is not CreatedBy.CONFIG

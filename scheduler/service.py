@@ -7,6 +7,8 @@ speaks Telegram or HTTP.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,15 +65,33 @@ from scheduler.triggers import (
 
 __all__ = [
     "MAX_BACKFILL",
+    "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
     "Limits",
     "Resumed",
     "ScheduleService",
     "TriggerSpec",
+    "check_schedule_id",
     "first_fire",
     "trigger_from_spec",
     "with_zone",
 ]
+
+
+# 30 characters at most: the longest button data that carries an id (a missed-fires
+# answer, `m:latest:<id>:<epoch>:<epoch>`) must fit Telegram's 64 bytes.
+SCHEDULE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
+
+
+def check_schedule_id(schedule_id: str) -> str:
+    """A chosen schedule id (schedules.yaml), whole: fullmatch, because `$` would let a
+    trailing newline through into button data, URLs and log lines."""
+    if not SCHEDULE_ID_PATTERN.fullmatch(schedule_id):
+        raise InvalidSchedule(
+            "Give the schedule an id of up to 30 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit."
+        )
+    return schedule_id
 
 
 @dataclass(frozen=True)
@@ -174,6 +194,10 @@ class ScheduleService:
         name = " ".join(name.split())
         if not name:
             raise InvalidSchedule("Give the schedule a name.")
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            # Whitespace controls are folded above; what is left (NUL, ESC, ...) would
+            # corrupt log lines, terminals and exports.
+            raise InvalidSchedule("The name may not contain control characters.")
         if len(name) > self.limits.max_name_chars:
             raise InvalidSchedule(
                 f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}."
@@ -226,6 +250,8 @@ class ScheduleService:
         agent's proposal awaiting approval), so it cannot fire before it is resumed."""
         now = self.clock.now()
         name = self._check_name(name)
+        if schedule_id is not None:
+            check_schedule_id(schedule_id)
         if trigger.timezone is None:
             # A schedule keeps the zone of the chat it was made in, whatever its kind.
             trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})

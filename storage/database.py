@@ -58,6 +58,16 @@ _UNAVAILABLE = {
 }
 
 
+#: Codes of a file that is there but is no SQLite database (or a damaged one): start-up
+#: stops on them with one line; retrying cannot help, a backup can.
+_UNREADABLE = {
+    sqlite3.SQLITE_NOTADB: "it is not a SQLite database; point DATABASE_PATH at Tickler's "
+    "database file, or move this file away to start afresh",
+    sqlite3.SQLITE_CORRUPT: "the file is damaged; restore a backup (made by `tickler backup`) "
+    "or move it away to start afresh",
+}
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True for an error of the file or its volume (see `_UNAVAILABLE`), not of the SQL."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -67,6 +77,8 @@ def is_unavailable(exc: BaseException) -> bool:
 def describe_failure(exc: BaseException, path: str | Path) -> str:
     """One sentence for the operator: which file, what SQLite said, what to do."""
     code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNREADABLE:
+        return f"The database {path} cannot be read ({exc}): {_UNREADABLE[code & 0xFF]}."
     fix = _UNAVAILABLE.get(code & 0xFF, "") if code is not None else ""
     fix = fix.format(uid=os.geteuid()) or "check the file and its volume"
     return f"The database {path} cannot be written ({exc}): {fix}."
@@ -106,7 +118,8 @@ async def open_database(path: str | Path) -> aiosqlite.Connection:
         await db.execute("ROLLBACK")
     except BaseException as exc:
         await db.close()
-        if is_unavailable(exc):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if is_unavailable(exc) or (code is not None and code & 0xFF in _UNREADABLE):
             raise DatabaseUnavailable(describe_failure(exc, path)) from exc
         raise
     return db

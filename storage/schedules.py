@@ -10,6 +10,7 @@ from typing import Any
 
 import aiosqlite
 
+from scheduler.errors import InvalidSchedule
 from scheduler.models import Schedule
 from storage.codec import (
     SCHEDULE_COLUMNS,
@@ -30,10 +31,16 @@ _ASSIGNMENTS = ", ".join(
 
 
 async def insert(db: aiosqlite.Connection, schedule: Schedule) -> None:
-    await db.execute(
-        f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+    cursor = await db.execute(
+        f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
+        "ON CONFLICT (id) DO NOTHING",
         schedule_params(schedule),
     )
+    if cursor.rowcount == 0:
+        # Ids are unique across chats; only a chosen id (schedules.yaml) can collide.
+        raise InvalidSchedule(
+            f"The id '{schedule.id}' is taken by another schedule; choose another id."
+        )
 
 
 async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
@@ -80,6 +87,11 @@ async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
     row = await fetch_one(
         db, "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)
     )
+    return int(row[0]) if row else 0
+
+
+async def count_all_active(db: aiosqlite.Connection) -> int:
+    row = await fetch_one(db, "SELECT COUNT(*) FROM schedules WHERE archived_at IS NULL")
     return int(row[0]) if row else 0
 
 

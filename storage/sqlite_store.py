@@ -289,6 +289,11 @@ class SqliteStore:
         async with self._read() as db:
             return await schedules.count_active(db, chat_id)
 
+    async def count_all_schedules(self) -> int:
+        """Schedules not archived, of every chat (the start-up line reports them)."""
+        async with self._read() as db:
+            return await schedules.count_all_active(db)
+
     async def modify_schedule(
         self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
     ) -> Schedule | None:

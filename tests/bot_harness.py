@@ -20,7 +20,13 @@ from typing import Any
 import pytest_asyncio
 from telegram.ext import Application
 
-from bot.app import build_application, close_services, start_services, stop_services
+from bot.app import (
+    build_application,
+    close_services,
+    connect_telegram,
+    start_services,
+    stop_services,
+)
 from bot.context import SERVICES_KEY, Services
 from bot.settings import Settings
 from scheduler.clock import FakeClock
@@ -78,8 +84,8 @@ async def start_bot(
         }
     )
     app = build_application(config, clock=clock, engine=EngineConfig(shutdown_grace=2.0))
-    await app.initialize()
     await start_services(app)
+    await connect_telegram(app)
     await app.start()
     assert app.updater is not None
     await app.updater.start_polling(poll_interval=0, timeout=1)

@@ -198,15 +198,21 @@ async def test_openai_mode_checks_the_token_on_the_models_endpoint(
     assert "sk-never-printed" not in "\n".join(lines)
 
 
-async def test_missing_settings_fail_first_and_the_rest_is_skipped(
+async def test_every_bad_setting_is_reported_at_once_with_its_fix(
     env: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env(AGENT_URL=None)
+    env(AGENT_URL=None, TELEGRAM_BOT_TOKEN="paste-your-token-here", DEFAULT_TIMEZONE="Berlin")
     code, lines = await doctor(capsys)
     assert code == 1
     assert lines == [
-        "FAIL settings: AGENT_URL is required but not set — fix: set it in .env (or the "
-        "environment); .env.example lists every setting",
+        "FAIL settings: TELEGRAM_BOT_TOKEN is not usable: is not a bot token; @BotFather "
+        "gives one like 123456789:AAH... (digits, a colon, then letters, digits, _ and -) "
+        "— fix: copy the token again from @BotFather (/mybots → your bot → API Token), with "
+        "nothing around it",
+        "FAIL settings: AGENT_URL is not set — fix: set it to the URL the agent listens on, "
+        "e.g. http://agent:9000/hook",
+        "FAIL settings: DEFAULT_TIMEZONE is not usable: Unknown time zone 'Berlin'. Did you "
+        "mean Europe/Berlin? — fix: use an IANA zone name such as Europe/Berlin",
         "skip database: needs the settings above",
         "skip bot token: needs the settings above",
         "skip agent: needs the settings above",

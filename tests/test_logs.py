@@ -310,3 +310,90 @@ def _status(db_path: Path) -> str | None:
 def _run_id(db_path: Path) -> str:
     with sqlite3.connect(db_path) as db:
         return str(db.execute("SELECT id FROM runs").fetchone()[0])
+
+
+async def _bot_lines(
+    tmp_path: Path,
+    telegram: TelegramServer,
+    agent_stub: AgentStub,
+    admin_ids: str,
+    chat: Any = None,
+) -> list[dict[str, Any]]:
+    """Run `python -m bot` at LOG_LEVEL=INFO until it polls Telegram, let `chat` (an
+    async callable) talk to it, stop it with SIGTERM; its log lines, parsed."""
+    db_path = tmp_path / "tickler.db"
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE_URL": telegram.url,
+        "ADMIN_IDS": admin_ids,
+        "DATABASE_PATH": str(db_path),
+        "AGENT_URL": agent_stub.url,
+        "HTTP_PORT": "0",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await telegram.wait_polling(timeout=30)
+        if chat is not None:
+            await chat()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            stderr = (await proc.stderr.read()).decode()
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return [json.loads(line) for line in stderr.splitlines()]
+
+
+async def test_the_bot_says_started_once_and_a_new_step_logs_no_job_queue_lines(
+    tmp_path: Path, agent_stub: AgentStub
+) -> None:
+    db_path = tmp_path / "tickler.db"
+    async with await SqliteStore.open(db_path) as store:
+        await ScheduleService(store, SystemClock()).create_schedule(
+            CHAT, ADA, name="Brief", trigger=EVERY_DAY, action=Action(text="Brief me.")
+        )
+    async with TelegramServer(token=TOKEN) as telegram:
+        ada = telegram.user(CHAT, "Ada")
+
+        async def new_schedule_steps() -> None:
+            await ada.send("/new")
+            await ada.wait_reply(containing="What should it do?", timeout=15)
+            await ada.send("/cancel")
+            await ada.wait_reply(timeout=15)
+
+        lines = await _bot_lines(tmp_path, telegram, agent_stub, str(CHAT), new_schedule_steps)
+    [started] = [line for line in lines if line["msg"] == "started"]
+    assert started["level"] == "INFO" and started["version"]
+    assert (started["mode"], started["database"], started["timezone"], started["schedules"]) == (
+        "polling",
+        str(db_path),
+        "UTC",
+        1,
+    )
+    job_loggers = ("apscheduler", "telegram.ext.JobQueue")
+    jobs = [line for line in lines if line["logger"].startswith(job_loggers)]
+    assert jobs == []
+    assert not any("serves nobody" in line["msg"] for line in lines)
+
+
+async def test_a_bot_that_serves_nobody_says_so_loudly_at_start(
+    tmp_path: Path, agent_stub: AgentStub
+) -> None:
+    async with TelegramServer(token=TOKEN) as telegram:
+        lines = await _bot_lines(tmp_path, telegram, agent_stub, admin_ids="")
+    [warning] = [line for line in lines if "serves nobody" in line["msg"]]
+    assert warning["level"] == "WARNING" and "set ADMIN_IDS" in warning["msg"]

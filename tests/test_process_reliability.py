@@ -159,6 +159,8 @@ async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
     proc = launch(10)
     await proc.start()
     await agent_stub.wait_for_requests(5, timeout=30)
+    # The engine starts before Telegram is reached; stop the whole bot, polling too.
+    await telegram_server.wait_polling(timeout=30)
     assert await proc.signal(signal.SIGTERM) == 0
     assert ledger(db_path) == [(sid, "succeeded", 1) for sid in sorted(ids)]
     # It was the whole bot: it published its menu and polled for updates.

@@ -149,16 +149,16 @@ async def test_schedules_yaml_keeps_and_changes_an_intervals_zone(
 ) -> None:
     path = tmp_path / "schedules.yaml"
     path.write_text(YAML.format(zone=NEW_YORK), encoding="utf-8")
-    await apply_schedules_file(path, service, now=clock.now())
+    await apply_schedules_file(path, service, now=clock.now(), chats=[CHAT])
     first = await service.get_schedule(CHAT, "inbox")
     assert first.timezone == NEW_YORK
 
-    again = await apply_schedules_file(path, service, now=clock.now())
+    again = await apply_schedules_file(path, service, now=clock.now(), chats=[CHAT])
     assert again.unchanged == ["inbox"]
 
     await clock.advance(timedelta(minutes=30))
     path.write_text(YAML.format(zone="Asia/Kolkata"), encoding="utf-8")
-    report = await apply_schedules_file(path, service, now=clock.now())
+    report = await apply_schedules_file(path, service, now=clock.now(), chats=[CHAT])
     moved = await service.get_schedule(CHAT, "inbox")
     assert report.updated == ["inbox"] and moved.timezone == "Asia/Kolkata"
     assert isinstance(moved.trigger, IntervalTrigger) and isinstance(first.trigger, IntervalTrigger)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
 from scheduler.schedules_file import REMOVED_REASON, apply_schedules_file, parse_entries
 from scheduler.service import ScheduleService, TriggerSpec
@@ -15,6 +16,7 @@ from tests.bot_harness import ALICE, start_bot, stop_bot
 from tests.telegram_server import TelegramServer
 
 CHAT = 4242
+EXAMPLE = 123456789  # the chat of schedules.example.yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """\
@@ -64,7 +66,7 @@ async def test_broken_entry_is_reported_with_its_line_and_others_applied(
     tmp_path: Path, service: ScheduleService, store: SqliteStore
 ) -> None:
     path = write(tmp_path, BROKEN)
-    report = await apply_schedules_file(path, service, now=service.clock.now())
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert sorted(report.created) == ["backup", "daily-brief", "weekly"]
     assert len(report.errors) == 1
     assert report.errors[0].startswith("schedules.yaml line 13: ")
@@ -79,16 +81,16 @@ async def test_applying_twice_changes_nothing_and_changes_are_updates(
     tmp_path: Path, service: ScheduleService, store: SqliteStore
 ) -> None:
     path = write(tmp_path, GOOD)
-    first = await apply_schedules_file(path, service, now=service.clock.now())
+    first = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert sorted(first.created) == ["backup", "daily-brief"]
     before = await by_id(store)
-    second = await apply_schedules_file(path, service, now=service.clock.now())
+    second = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert (second.created, second.updated, second.disabled, second.errors) == ([], [], [], [])
     assert sorted(second.unchanged) == ["backup", "daily-brief"]
     assert await by_id(store) == before
 
     write(tmp_path, GOOD.replace("Daily brief", "Morning brief"))
-    third = await apply_schedules_file(path, service, now=service.clock.now())
+    third = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert third.updated == ["daily-brief"] and third.unchanged == ["backup"]
     assert (await by_id(store))["daily-brief"].name == "Morning brief"
 
@@ -97,19 +99,19 @@ async def test_removed_entry_is_disabled_not_deleted_and_comes_back(
     tmp_path: Path, service: ScheduleService, store: SqliteStore
 ) -> None:
     path = write(tmp_path, GOOD)
-    await apply_schedules_file(path, service, now=service.clock.now())
+    await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     only_brief = GOOD.split("  - id: backup")[0]
     write(tmp_path, only_brief)
-    report = await apply_schedules_file(path, service, now=service.clock.now())
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert report.disabled == ["backup"]
     backup = (await by_id(store))["backup"]
     assert not backup.enabled and backup.pause_reason == REMOVED_REASON
     assert backup.archived_at is None
-    again = await apply_schedules_file(path, service, now=service.clock.now())
+    again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert again.disabled == [] and again.unchanged == ["daily-brief"]
 
     write(tmp_path, GOOD)
-    back = await apply_schedules_file(path, service, now=service.clock.now())
+    back = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
     assert back.updated == ["backup"]
     assert (await by_id(store))["backup"].enabled
 
@@ -132,10 +134,10 @@ async def test_operator_schedules_are_never_disabled(
 
 async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
     path = ROOT / "schedules.example.yaml"
-    report = await apply_schedules_file(path, service, now=service.clock.now())
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
     assert report.errors == []
     assert len(report.created) == 6
-    again = await apply_schedules_file(path, service, now=service.clock.now())
+    again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
     assert len(again.unchanged) == 6 and not (again.created or again.updated or again.disabled)
 
 
@@ -170,3 +172,117 @@ async def test_bot_applies_the_file_at_start(
         assert sorted(s.id for s in schedules) == ["backup", "daily-brief"]
     finally:
         await stop_bot(harness)
+
+
+# --- what the file may not do -------------------------------------------------------------
+OTHER = 5151  # a chat on the allow-list besides CHAT
+
+
+async def test_an_entry_for_a_chat_outside_the_allow_list_is_refused_with_its_line(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    path = write(
+        tmp_path,
+        GOOD.replace("chat_id: 4242\n    name: Mailing", "chat_id: 999\n    name: Mailing"),
+    )
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert report.created == ["daily-brief"]
+    assert report.errors == [
+        "schedules.yaml line 8: chat 999 is not in ADMIN_IDS, OPERATOR_IDS or API_CHAT_IDS; "
+        "add it there or correct chat_id."
+    ]
+    assert await store.list_schedules(999) == []
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here yet\n", "\n\n"])
+async def test_an_empty_file_changes_nothing_and_says_how_to_mean_none(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore, text: str
+) -> None:
+    path = write(tmp_path, GOOD)
+    await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    write(tmp_path, text)
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert report.disabled == []
+    assert len(report.errors) == 1 and "write 'schedules: []'" in report.errors[0]
+    assert all(s.enabled for s in (await by_id(store)).values())
+
+    write(tmp_path, "schedules: []\n")
+    none = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert sorted(none.disabled) == ["backup", "daily-brief"] and none.errors == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ('id: "s1\\n"', "an id of up to 30"),
+        ('id: "s\\x1b1"', "an id of up to 30"),
+        ('id: s1\n    name: "Da\\0ily"', "control characters"),
+    ],
+)
+async def test_ids_and_names_with_control_characters_are_refused(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore, entry: str, words: str
+) -> None:
+    fields = "chat_id: 4242\n    every: 1d\n    remind: Hi."
+    if "name:" not in entry:
+        fields += "\n    name: Daily"
+    path = write(tmp_path, f"schedules:\n  - {entry}\n    {fields}\n")
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert report.created == []
+    assert len(report.errors) == 1 and report.errors[0].startswith("schedules.yaml line 2: ")
+    assert words in report.errors[0]
+    assert await store.list_schedules(CHAT) == []
+
+
+async def test_the_service_refuses_a_name_with_a_nul_byte(service: ScheduleService) -> None:
+    # The API and /new reach the same check.
+    with pytest.raises(InvalidSchedule, match="control characters"):
+        await service.create_schedule(
+            CHAT,
+            Owner(id=CHAT),
+            name="Daily\x00brief",
+            trigger=TriggerSpec(kind="interval", every_seconds=3600),
+            action=Action(text="Hi."),
+        )
+
+
+async def test_the_same_id_in_two_chats_refuses_the_second_entry_with_its_line(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    text = (
+        "schedules:\n"
+        "  - {id: s1, chat_id: 4242, name: One, every: 1d, remind: Hi.}\n"
+        "  - {id: s1, chat_id: 5151, name: Two, every: 1d, remind: Hi.}\n"
+    )
+    path = write(tmp_path, text)
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT, OTHER])
+    assert report.created == ["s1"]
+    assert report.errors == [
+        "schedules.yaml line 3: the id 's1' is already used on line 2; give this entry an id "
+        "of its own."
+    ]
+    # An id another chat's schedule holds already is refused the same way.
+    write(
+        tmp_path,
+        text.replace("  - {id: s1, chat_id: 4242, name: One, every: 1d, remind: Hi.}\n", ""),
+    )
+    again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT, OTHER])
+    assert again.created == []
+    assert again.errors == [
+        "schedules.yaml line 2: The id 's1' is taken by another schedule; choose another id."
+    ]
+    assert await store.list_schedules(OTHER) == []
+
+
+async def test_a_file_that_is_not_utf8_changes_nothing_and_names_the_line(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    path = write(tmp_path, GOOD)
+    await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    path.write_bytes(GOOD.replace("Mailing", "Mail\xffing").encode("latin-1"))
+    report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT])
+    assert report.errors == [
+        "schedules.yaml line 10: byte 0xff is not UTF-8 text; save the file as UTF-8 "
+        "(nothing was changed)."
+    ]
+    assert (report.created, report.updated, report.disabled) == ([], [], [])
+    assert all(s.enabled for s in (await by_id(store)).values())

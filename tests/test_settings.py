@@ -93,3 +93,40 @@ def test_the_suite_reads_no_developer_settings() -> None:
     # exported setting must not change what the tests see: tests/conftest.py clears both.
     assert os.environ.get("TICKLER_ENV_FILE") == ""
     assert not [name for name in os.environ if name.upper() in _SETTING_NAMES]
+
+
+@pytest.mark.parametrize(
+    ("token", "line"),
+    [
+        # What .env.example ships.
+        (
+            "",
+            "Configuration error: TELEGRAM_BOT_TOKEN is required but not set (create a bot "
+            "with @BotFather and put its token there).\n",
+        ),
+        (
+            "paste-your-token-here",
+            "Configuration error: TELEGRAM_BOT_TOKEN: is not a bot token; @BotFather gives one "
+            "like 123456789:AAH... (digits, a colon, then letters, digits, _ and -).\n",
+        ),
+    ],
+)
+def test_an_empty_or_malformed_token_is_one_line_and_status_2(
+    tmp_path: Path, token: str, line: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "TELEGRAM_BOT_TOKEN": token,
+            "AGENT_URL": "http://127.0.0.1:9/hook",
+            "ADMIN_IDS": "1001",
+            "DATABASE_PATH": str(tmp_path / "tickler.db"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (2, line, "")

@@ -60,7 +60,7 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.schedules_file import _ID as CONFIG_ID
+from scheduler.service import SCHEDULE_ID_PATTERN as CONFIG_ID
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.templates import PLACEHOLDERS, render
 from scheduler.triggers import cron_trigger
