@@ -57,6 +57,7 @@ def serve(*, headless: bool = False) -> int:
     from bot import event_loop
     from bot.app import TelegramStartError
     from bot.http_api import HttpStartError
+    from scheduler.schedules_file import UnusableFile
     from storage.database import DatabaseUnavailable, SchemaTooNew
 
     log.debug("event loop: %s", event_loop.install())
@@ -68,9 +69,15 @@ def serve(*, headless: bool = False) -> int:
             asyncio.run(run_engine(settings, _install_stop_handlers))
         else:
             asyncio.run(_serve_bot(settings))
-    except (DatabaseUnavailable, SchemaTooNew, HttpStartError, TelegramStartError) as exc:
-        # A read-only, full or locked file, a port in use, a revoked token: one line
-        # naming it and the fix, no traceback.
+    except (
+        DatabaseUnavailable,
+        SchemaTooNew,
+        HttpStartError,
+        TelegramStartError,
+        UnusableFile,
+    ) as exc:
+        # A read-only, full or locked file, a port in use, a revoked token, a
+        # schedules.yaml that cannot be applied: one line naming it and the fix.
         print(exc, file=sys.stderr)
         return 2
     except Exception as exc:

@@ -14,7 +14,7 @@ from bot.settings import Settings
 from scheduler.clock import Clock, SystemClock, parse_test_clock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
-from scheduler.schedules_file import apply_schedules_file
+from scheduler.schedules_file import UnusableFile, apply_schedules_file
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
@@ -70,13 +70,18 @@ async def apply_configured_schedules(
     settings: Settings, service: ScheduleService, clock: Clock
 ) -> None:
     """Apply SCHEDULES_FILE (if set) for the allow-listed chats, logging what changed and
-    one line per refused entry; `tickler run` and `tickler engine` both start with it."""
+    one line per refused entry; `tickler run` and `tickler engine` both start with it.
+    A file that cannot be applied as a whole stops the start (UnusableFile)."""
     if settings.schedules_file is None:
         return
     chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
     report = await apply_schedules_file(
         settings.schedules_file, service, now=clock.now(), chats=chats
     )
+    if report.unusable is not None:
+        raise UnusableFile(
+            f"Cannot start: {report.unusable} (SCHEDULES_FILE={settings.schedules_file})"
+        )
     log.info("applied %s: %s", settings.schedules_file, report.summary())
     for error in report.errors:
         log.error("%s", error)

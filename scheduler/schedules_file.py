@@ -15,10 +15,13 @@ are left alone; applying the same file twice changes nothing. A bad entry is rep
 as "schedules.yaml line N: <sentence>" and the others are still applied.
 
 The file is trusted no more than a chat: an entry for a chat outside the allow-list
-(ADMIN_IDS, OPERATOR_IDS, API_CHAT_IDS) is refused, and so is an id another entry or
-another chat's schedule already has (ids are unique across chats). A file that cannot
-be read as a whole (not UTF-8, not YAML, empty) changes nothing: "no schedules" must be
-said with an explicit `schedules: []`, so that a truncated file cannot pause them all.
+(ADMIN_IDS, OPERATOR_IDS, API_CHAT_IDS) is refused, and so is an id another chat's
+schedule already has (ids are unique across chats). A file that cannot be applied as a
+whole (unreadable, not UTF-8, not YAML, not a `schedules:` list, the same id on two
+entries) changes nothing and is `ApplyReport.unusable`: start-up stops on it with that
+line, since which of two entries was meant is the operator's to say. An empty file
+changes nothing either, with a warning: "no schedules" must be said with an explicit
+`schedules: []`, so that a truncated file cannot pause them all.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
 
-__all__ = ["REMOVED_REASON", "ApplyReport", "Entry", "apply_schedules_file", "parse_entries"]
+__all__ = [
+    "REMOVED_REASON",
+    "ApplyReport",
+    "Entry",
+    "UnusableFile",
+    "apply_schedules_file",
+    "parse_entries",
+]
 
 REMOVED_REASON = "removed from schedules.yaml"
 
@@ -70,6 +80,13 @@ class ApplyReport:
     disabled: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Why the file as a whole could not be applied (also the last of `errors`).
+    unusable: str | None = None
+
+    def refuse(self, why: str) -> ApplyReport:
+        self.errors.append(why)
+        self.unusable = why
+        return self
 
     def summary(self) -> str:
         return (
@@ -77,6 +94,10 @@ class ApplyReport:
             f"{len(self.disabled)} disabled, {len(self.unchanged)} unchanged, "
             f"{len(self.errors)} errors"
         )
+
+
+class UnusableFile(InvalidSchedule):
+    """The file cannot be applied as a whole; the message is its one line."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +203,8 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
 
 
 def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry], list[str]]:
-    """The file's valid entries and one error line per bad one."""
+    """The file's valid entries and one error line per bad one; UnusableFile when it
+    cannot be applied as a whole."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
@@ -190,7 +212,7 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or "it is not valid YAML"
-        return [], [f"schedules.yaml line {line}: {problem}."]
+        raise UnusableFile(f"schedules.yaml line {line}: {problem}.") from None
     if root is None:
         return [], [
             "schedules.yaml line 1: the file has no schedules in it; nothing was changed "
@@ -202,11 +224,11 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
         pairs = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
         node = pairs.get("schedules")
         if node is None or set(data) != {"schedules"}:
-            return [], ["schedules.yaml line 1: the file must hold a 'schedules:' list."]
+            raise UnusableFile("schedules.yaml line 1: the file must hold a 'schedules:' list.")
         root, data = node, data["schedules"]
     if not isinstance(root, yaml.SequenceNode) or not isinstance(data, list):
         line = root.start_mark.line + 1
-        return [], [f"schedules.yaml line {line}: 'schedules' must be a list of entries."]
+        raise UnusableFile(f"schedules.yaml line {line}: 'schedules' must be a list of entries.")
     nodes, items = list(root.value), data
     entries: list[Entry] = []
     errors: list[str] = []
@@ -219,12 +241,12 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
             errors.append(f"schedules.yaml line {line}: {_sentence(exc)}")
             continue
         if entry.id in seen:
-            # Ids are unique across chats: the same id twice is a copy-paste slip.
-            errors.append(
+            # Ids are unique across chats: the same id twice is a copy-paste slip, and
+            # applying either entry would guess which one the operator meant.
+            raise UnusableFile(
                 f"schedules.yaml line {line}: the id '{entry.id}' is already used on line "
-                f"{seen[entry.id]}; give this entry an id of its own."
+                f"{seen[entry.id]}; give each entry an id of its own (nothing was applied)."
             )
-            continue
         seen[entry.id] = line
         entries.append(entry)
     return entries, errors
@@ -318,18 +340,19 @@ async def apply_schedules_file(
     try:
         raw = await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
-        report.errors.append(f"schedules.yaml line 1: cannot read {path} ({exc.strerror}).")
-        return report
+        return report.refuse(f"schedules.yaml line 1: cannot read {path} ({exc.strerror}).")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        report.errors.append(
+        return report.refuse(
             f"schedules.yaml line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save "
             "the file as UTF-8 (nothing was changed)."
         )
-        return report
-    parsed, report.errors = parse_entries(text, service.default_timezone)
+    try:
+        parsed, report.errors = parse_entries(text, service.default_timezone)
+    except UnusableFile as exc:
+        return report.refuse(str(exc))
     entries = []
     for entry in parsed:
         if entry.chat_id in chats:

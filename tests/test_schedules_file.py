@@ -8,7 +8,12 @@ import pytest
 
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
-from scheduler.schedules_file import REMOVED_REASON, apply_schedules_file, parse_entries
+from scheduler.schedules_file import (
+    REMOVED_REASON,
+    UnusableFile,
+    apply_schedules_file,
+    parse_entries,
+)
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
@@ -151,7 +156,6 @@ async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
             "not a length",
         ),
         ("schedules:\n  - id: x\n    chat_id: 1\n    nmae: X\n", 2, "Unknown key 'nmae'"),
-        ("schedules: [\n", 2, ""),
     ],
 )
 def test_parse_errors_name_the_line(text: str, line: int, words: str) -> None:
@@ -245,7 +249,7 @@ async def test_the_service_refuses_a_name_with_a_nul_byte(service: ScheduleServi
         )
 
 
-async def test_the_same_id_in_two_chats_refuses_the_second_entry_with_its_line(
+async def test_the_same_id_in_two_chats_makes_the_file_unusable_and_applies_nothing(
     tmp_path: Path, service: ScheduleService, store: SqliteStore
 ) -> None:
     text = (
@@ -255,21 +259,23 @@ async def test_the_same_id_in_two_chats_refuses_the_second_entry_with_its_line(
     )
     path = write(tmp_path, text)
     report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT, OTHER])
-    assert report.created == ["s1"]
-    assert report.errors == [
-        "schedules.yaml line 3: the id 's1' is already used on line 2; give this entry an id "
-        "of its own."
-    ]
-    # An id another chat's schedule holds already is refused the same way.
-    write(
-        tmp_path,
-        text.replace("  - {id: s1, chat_id: 4242, name: One, every: 1d, remind: Hi.}\n", ""),
+    assert report.created == []
+    assert report.unusable == (
+        "schedules.yaml line 3: the id 's1' is already used on line 2; give each entry an id "
+        "of its own (nothing was applied)."
     )
+    assert await store.list_schedules(CHAT) == [] and await store.list_schedules(OTHER) == []
+    # An id another chat's schedule holds already refuses that entry alone.
+    first, second = text.splitlines(keepends=True)[1:]
+    write(tmp_path, "schedules:\n" + first)
+    await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT, OTHER])
+    write(tmp_path, "schedules:\n" + second)
     again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[CHAT, OTHER])
-    assert again.created == []
+    assert again.created == [] and again.unusable is None
     assert again.errors == [
         "schedules.yaml line 2: The id 's1' is taken by another schedule; choose another id."
     ]
+    assert [s.name for s in await store.list_schedules(CHAT)] == ["One"]
     assert await store.list_schedules(OTHER) == []
 
 
@@ -286,3 +292,17 @@ async def test_a_file_that_is_not_utf8_changes_nothing_and_names_the_line(
     ]
     assert (report.created, report.updated, report.disabled) == ([], [], [])
     assert all(s.enabled for s in (await by_id(store)).values())
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("schedules: [\n", 2),
+        ("schedule:\n  - id: x\n", 1),
+        ("schedules:\n  id: x\n", 2),
+    ],
+    ids=["not-yaml", "no-schedules-key", "not-a-list"],
+)
+def test_a_file_that_cannot_be_read_as_a_whole_is_unusable(text: str, line: int) -> None:
+    with pytest.raises(UnusableFile, match=rf"^schedules\.yaml line {line}: "):
+        parse_entries(text)
