@@ -83,10 +83,11 @@ def _nav(page: int, has_more: bool, data: Callable[[int], str]) -> list[tuple[st
 
 # --- /schedules --------------------------------------------------------------------------
 def schedules_page(
-    schedules: Sequence[Schedule], page: int
+    schedules: Sequence[Schedule], page: int, now: datetime
 ) -> tuple[str, InlineKeyboardMarkup | None, int]:
-    """One page of the chat's schedules, a button per schedule to open its card, and
-    [◀ Prev] [Next ▶]. A page past the end shows the last one. Returns the page shown."""
+    """One page of the chat's schedules, each with its number and next fire, a button
+    per schedule to open its card, and [◀ Prev] [Next ▶]. A page past the end shows the
+    last one. Returns the page shown."""
     if not schedules:
         return EMPTY_LIST, None, 0
     pages = page_count(len(schedules), LIST_PAGE)
@@ -96,15 +97,21 @@ def schedules_page(
     if pages > 1:
         head += f", page {page + 1} of {pages}"
     lines = [head, ""]
-    for n, schedule in enumerate(shown, start=page * LIST_PAGE + 1):
-        lines.append(f"{n}. {schedule_line(schedule)}\n    <code>{esc(schedule.id)}</code>")
-    lines += ["", "Tap one to open its card."]
-    rows: Rows = [
-        [(_label(f"{n}. {s.name}"), callbacks.make("s", "show", s.id))]
-        for n, s in enumerate(shown, start=page * LIST_PAGE + 1)
-    ]
+    for schedule in shown:
+        lines.append(
+            f"{esc(schedule.ref)} {schedule_line(schedule)}\n    {_next_fire(schedule, now)}"
+        )
+    lines += ["", "Tap one to open its card, or use its number: /show 3, /pause 3."]
+    rows: Rows = [[(_label(f"{s.ref} {s.name}"), callbacks.make("s", "show", s.id))] for s in shown]
     rows.append(_nav(page, page < pages - 1, lambda n: callbacks.make("l", str(n))))
     return "\n".join(lines), _markup(rows), page
+
+
+def _next_fire(schedule: Schedule, now: datetime) -> str:
+    if status_word(schedule) != "active":
+        return "Next: none while paused"
+    fires = next_fires(schedule, now, 1)
+    return f"Next: {local(fires[0], zone_of(schedule))}" if fires else "Next: never again"
 
 
 # --- a schedule's card ------------------------------------------------------------------
@@ -142,7 +149,7 @@ def schedule_card(
     zone = zone_of(schedule)
     lines = [
         f"<b>{esc(schedule.name)}</b>",
-        f"ID: <code>{esc(schedule.id)}</code>",
+        f"ID: <code>{esc(schedule.ref)}</code> (<code>{esc(schedule.id)}</code>)",
     ]
     if schedule.description:
         lines.append(f"<i>{esc(schedule.description)}</i>")
@@ -223,7 +230,7 @@ def history_page(
             return f"{title}\n\nNo older runs.", _markup([_nav_for(page, False, schedule)])
         where = "this schedule" if schedule else "this chat"
         hint = (
-            f"/runnow {esc(schedule.id)} runs it now."
+            f"/runnow {esc(schedule.ref)} runs it now."
             if schedule
             else "/schedules lists the schedules."
         )

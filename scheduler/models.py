@@ -180,6 +180,8 @@ class Schedule(BaseModel):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None
+    #: The short number within the chat (`#3`), given by the store when it is added.
+    number: int | None = None
 
     @property
     def timezone(self) -> str:
@@ -187,6 +189,11 @@ class Schedule(BaseModel):
         # attribute slowly (through __getattr__), and the engine asks once per fire.
         trigger = self.trigger
         return trigger.timezone if isinstance(trigger, CronTrigger) else "UTC"
+
+    @property
+    def ref(self) -> str:
+        """What an operator types to name it: `#3`, or the id before it has a number."""
+        return f"#{self.number}" if self.number is not None else self.id
 
 
 class Attempt(BaseModel):

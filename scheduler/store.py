@@ -170,8 +170,15 @@ class Store(Protocol):
         """Release the connection; the store is unusable afterwards."""
 
     # --- schedules -----------------------------------------------------------------
-    async def add_schedule(self, schedule: Schedule) -> None:
-        """Insert a new schedule."""
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert a new schedule; returns it with its number within the chat (one more
+        than the chat's highest so far, never reused)."""
+
+    async def find_schedules(
+        self, chat_id: int, *, number: int | None = None, prefix: str | None = None, limit: int = 5
+    ) -> list[Schedule]:
+        """The chat's schedule numbered `number` (archived ones too), or its active
+        schedules whose id starts with `prefix` in any letter case (at most `limit`)."""
 
     async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule | None:
         """The schedule with that id in that chat, or None."""

@@ -76,21 +76,25 @@ async def test_schedules_lists_five_a_page_and_pages_in_place(bot: BotHarness) -
     assert "page 1 of 2" in text(first)
     assert all(f"Brief {n}" in text(first) for n in range(1, 6))
     assert "Brief 6" not in text(first)
-    assert first.button_labels() == [f"{n}. Brief {n}" for n in range(1, 6)] + ["Next ▶"]
+    assert first.button_labels() == [f"#{n} Brief {n}" for n in range(1, 6)] + ["Next ▶"]
+    # Each line has the schedule's number and its next fire, local time with the offset.
+    assert "#1 Brief 1 — At 09:00 AM (Europe/Berlin)\n    Next: Mon 23 Nov 09:00 (+01:00)" in (
+        text(first)
+    )
 
     await bot.alice.press("Next ▶")
     second = await bot.alice.wait_edit(first.message_id)
     assert "page 2 of 2" in text(second)
     assert "Brief 6" in text(second) and "Brief 7" in text(second)
     assert "Brief 5" not in text(second)
-    assert second.button_labels() == ["6. Brief 6", "7. Brief 7", "◀ Prev"]
+    assert second.button_labels() == ["#6 Brief 6", "#7 Brief 7", "◀ Prev"]
 
     await bot.alice.press("◀ Prev")
     again = await bot.alice.wait_edit(first.message_id)
     assert text(again) == text(first)
 
     # A schedule's button opens its card.
-    await bot.alice.press("2. Brief 2")
+    await bot.alice.press("#2 Brief 2")
     card = await bot.alice.wait_reply()
     assert text(card).startswith("Brief 2") and "Status: ▶️ active" in text(card)
 
@@ -127,7 +131,7 @@ async def test_the_card_pauses_and_resumes_in_place(bot: BotHarness) -> None:
 
     await bot.alice.press("Edit", card)
     how = await bot.alice.wait_reply()
-    assert f"/edit {schedule.id} field value" in text(how)
+    assert "/edit #1 field value" in text(how)
 
 
 async def test_pause_and_resume_by_command(bot: BotHarness) -> None:
@@ -148,6 +152,57 @@ async def test_pause_and_resume_by_command(bot: BotHarness) -> None:
     assert "2 windows that passed while it was paused were recorded as skipped" in reply
     await bot.alice.send(f"/resume {schedule.id}")
     assert text(await bot.alice.wait_reply()) == "'Daily brief' is not paused."
+
+
+# --- ids a thumb can type -----------------------------------------------------------------
+async def test_a_schedule_is_named_by_its_number_or_a_short_prefix_of_its_id(
+    bot: BotHarness,
+) -> None:
+    service, owner = bot.services.service, Owner(id=ALICE, first_name="Alice")
+
+    async def add(sid: str, name: str) -> Schedule:
+        return await service.create_schedule(
+            ALICE, owner, name=name, trigger=DAILY_9, action=Action(text="Go."), schedule_id=sid
+        )
+
+    brief = await add("BRIEF-0001", "Daily brief")
+    await add("BRIEF-0002", "Evening brief")
+    sponsors = await add("ZQ7X-SPONSORS", "Sponsors")
+    assert (brief.ref, sponsors.ref) == ("#1", "#3")
+
+    await bot.alice.send("/pause #1")
+    assert text(await bot.alice.wait_reply()) == (
+        "⏸ Paused Daily brief. It will not fire until /resume #1; its history is kept."
+    )
+    await bot.alice.send("/resume 1")
+    assert text(await bot.alice.wait_reply()).startswith("▶️ Resumed Daily brief.")
+    # Four characters of the id, in whatever case the phone typed them.
+    await bot.alice.send("/pause zq7x")
+    assert text(await bot.alice.wait_reply()).startswith("⏸ Paused Sponsors.")
+    await bot.alice.send("/show zq7x")
+    assert "ID: #3 (ZQ7X-SPONSORS)" in text(await bot.alice.wait_reply())
+
+    # A prefix two schedules share names neither; the answer lists both.
+    await bot.alice.send("/pause brie")
+    assert text(await bot.alice.wait_reply()) == (
+        "'brie' matches more than one schedule (#1 Daily brief (BRIEF-0001), "
+        "#2 Evening brief (BRIEF-0002)); type more of the id, or the number."
+    )
+    # Three characters are too few to guess from, and a number not in this chat is unknown.
+    for ref in ("zq7", "#9"):
+        await bot.alice.send(f"/pause {ref}")
+        assert text(await bot.alice.wait_reply()) == NOT_HERE.format(ref)
+    assert (await service.get_schedule(ALICE, "BRIEF-0002")).enabled
+    # Olga's chat numbers its own schedules, and Alice's numbers mean nothing there.
+    await bot.olga.send("/pause 1")
+    assert text(await bot.olga.wait_reply()) == NOT_HERE.format("1")
+
+    # An archived schedule's number is never given again.
+    await service.archive(ALICE, "#3")
+    fourth = await add("LATER-0004", "Later")
+    assert fourth.ref == "#4"
+    await bot.alice.send("/show 3")
+    assert text(await bot.alice.wait_reply()) == NOT_HERE.format("3")
 
 
 # --- runs -----------------------------------------------------------------------------------

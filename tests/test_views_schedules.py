@@ -66,21 +66,21 @@ def data(markup: InlineKeyboardMarkup | None) -> list[list[tuple[str, str]]]:
 
 
 def test_the_schedule_list_pages_five_at_a_time() -> None:
-    assert schedules_page([], 0) == (EMPTY_LIST, None, 0)
+    assert schedules_page([], 0, NOW) == (EMPTY_LIST, None, 0)
     seven = [schedule(n) for n in range(7)]
-    text, markup, page = schedules_page(seven, 0)
+    text, markup, page = schedules_page(seven, 0, NOW)
     assert page == 0 and "page 1 of 2" in text
     assert "Brief &lt;4&gt;" in text and "Brief &lt;5&gt;" not in text  # escaped
     rows = data(markup)
     assert [r[0][1] for r in rows[:5]] == [f"s:show:{s.id}" for s in seven[:5]]
     assert rows[5] == [("Next ▶", "l:1")]
-    text, markup, page = schedules_page(seven, 1)
+    text, markup, page = schedules_page(seven, 1, NOW)
     assert page == 1 and "Brief &lt;6&gt;" in text and "Brief &lt;4&gt;" not in text
     assert data(markup)[-1] == [("◀ Prev", "l:0")]
     # A page that no longer exists (schedules were archived) shows the last one.
-    assert schedules_page(seven, 9)[2] == 1
+    assert schedules_page(seven, 9, NOW)[2] == 1
     # One page: no navigation row.
-    assert len(data(schedules_page(seven[:3], 0)[1])) == 3
+    assert len(data(schedules_page(seven[:3], 0, NOW)[1])) == 3
 
 
 def test_a_card_shows_state_trigger_zone_and_next_fires() -> None:

@@ -577,7 +577,9 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         await _say(update, str(error))
         return END
     await _say(
-        update, saved_text(schedule.name, schedule.id, schedule.next_run_at, draft.zone), html=True
+        update,
+        saved_text(schedule.name, schedule.id, schedule.next_run_at, draft.zone, ref=schedule.ref),
+        html=True,
     )
     return END
 

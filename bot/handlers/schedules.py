@@ -224,7 +224,7 @@ def _resumed(schedule: Schedule, skipped: int) -> str:
 async def list_schedules(update: Update, context: Context, chat_id: int) -> None:
     """/schedules: this chat's schedules, five a page."""
     schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, 0)
+    text, markup, _ = schedules_page(schedules, 0, services(context).clock.now())
     await reply(update, text, markup)
 
 
@@ -252,7 +252,7 @@ async def pause(update: Update, context: Context, chat_id: int) -> None:
     await reply(
         update,
         f"⏸ Paused <b>{esc(schedule.name)}</b>. It will not fire until "
-        f"/resume {esc(schedule.id)}; its history is kept.",
+        f"/resume {esc(schedule.ref)}; its history is kept.",
     )
 
 
@@ -297,7 +297,7 @@ async def on_list_page(
     """l:<page>: another page of /schedules, in place."""
     page = int_arg(data.action)
     schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, page)
+    text, markup, _ = schedules_page(schedules, page, services(context).clock.now())
     return Outcome(text=text, markup=markup, edit=True)
 
 
@@ -343,7 +343,7 @@ async def on_schedule_button(
         return Outcome(toast="Running now.", text=_running_now(schedule))
     if action == "edit":
         schedule = await service.get_schedule(chat_id, sid)
-        ident = esc(schedule.id)
+        ident = esc(schedule.ref)
         return Outcome(
             text=f"To change <b>{esc(schedule.name)}</b>, send "
             f"<code>/edit {ident} field value</code>, for example "
