@@ -177,6 +177,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.proposals = proposal_service
     svc.work_items = work_items
     notifier.services = svc
+    svc.notifier = notifier
     app.bot_data[SERVICES_KEY] = svc
     await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
     # Listen first: a port in use stops start-up before the engine claims anything.

@@ -29,6 +29,7 @@ from scheduler.models import (
     Action,
     ActionKind,
     CreatedBy,
+    OverlapPolicy,
     Owner,
     Policies,
     Run,
@@ -59,6 +60,7 @@ __all__ = [
     "BackfillPreview",
     "Limits",
     "Resumed",
+    "RunRequested",
     "ScheduleService",
     "TriggerSpec",
     "first_fire",
@@ -446,14 +448,25 @@ class ScheduleService:
 
     # --- runs ----------------------------------------------------------------------------
     async def run_now(self, chat_id: int, schedule_id: str) -> Run:
+        return (await self.request_run(chat_id, schedule_id)).run
+
+    async def request_run(self, chat_id: int, schedule_id: str) -> RunRequested:
+        """One extra (manual) run, now; and the run it waits behind, if the schedule is
+        running one and its overlap policy does not allow two at once."""
         schedule = await self.get_schedule(chat_id, schedule_id)
         if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
             raise InvalidState(_AWAITS_ADMIN)
+        behind = None
+        if schedule.policies.overlap is not OverlapPolicy.ALLOW:
+            running = await self.store.list_runs(
+                chat_id, schedule_id=schedule.id, statuses=[RunStatus.RUNNING], limit=1
+            )
+            behind = running[0] if running else None
         run = manual_run(schedule, self.clock.now())
         if not await self.store.add_run(run):
             raise InvalidState("A run for this very instant exists already; try again.")
         self._on_change()
-        return run
+        return RunRequested(schedule, run, behind)
 
     async def history(
         self, chat_id: int, schedule_id: str | None = None, *, limit: int = 20, offset: int = 0
@@ -659,6 +672,15 @@ class BackfillPreview:
     @property
     def missing(self) -> int:
         return len(self.instants) - self.existing
+
+
+@dataclass(frozen=True)
+class RunRequested:
+    schedule: Schedule
+    #: The new manual run (pending).
+    run: Run
+    #: The schedule's run that is running now; the new one starts when it finishes.
+    behind: Run | None
 
 
 @dataclass(frozen=True)

@@ -847,6 +847,10 @@ class SqliteStore:
         async with self._read() as db:
             return await notifications.sent_for_proposal(db, chat_id, proposal_id)
 
+    async def sent_run_message(self, chat_id: int, run_id: str) -> Notification | None:
+        async with self._read() as db:
+            return await notifications.sent_for_run(db, chat_id, run_id)
+
     async def list_notifications(
         self,
         chat_id: int,

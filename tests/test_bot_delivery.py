@@ -118,19 +118,26 @@ async def _dead_count(bot: BotHarness, sid: str, n: int) -> bool:
 
 
 async def test_plain_messages_go_to_the_agent_as_telegram_updates(bot: BotHarness) -> None:
-    await bot.alice.send("What is on my plate today?")
+    sent = await bot.alice.send("What is on my plate today?")
     [request] = await bot.agent.wait_for_requests(1)
     assert request.json["message"]["text"] == "What is on my plate today?"
     assert request.json["message"]["chat"]["id"] == ALICE
     assert request.headers["x-telegram-bot-api-secret-token"] == "stub-secret"
     assert request.headers["idempotency-key"].startswith(f"chat:{ALICE}:")
+    # The agent answers through its own bot; a reaction says it took the message.
+    [mark] = await bot.server.wait_for_call("setMessageReaction")
+    assert mark["message_id"] == sent["message_id"]
+    assert bot.server.reactions[(ALICE, sent["message_id"])] == ["👍"]
+    assert bot.alice.messages == []
 
 
 async def test_in_openai_mode_the_conversation_keeps_recent_turns(openai_bot: BotHarness) -> None:
     bot = openai_bot
     bot.agent.openai_answer("Two meetings and a deadline.")
-    await bot.alice.send("What is on my plate today?")
+    first = await bot.alice.send("What is on my plate today?")
     assert (await bot.alice.wait_reply()).text == "Two meetings and a deadline."
+    # The answer itself says it arrived: no reaction in openai mode.
+    assert (ALICE, first["message_id"]) not in bot.server.reactions
     bot.agent.openai_answer("The deadline is the invoice.")
     await bot.alice.send("Which deadline?")
     assert (await bot.alice.wait_reply()).text == "The deadline is the invoice."
@@ -141,8 +148,9 @@ async def test_in_openai_mode_the_conversation_keeps_recent_turns(openai_bot: Bo
 
 async def test_an_agent_that_fails_a_chat_message_gets_one_sentence(bot: BotHarness) -> None:
     bot.agent.respond_with(503)
-    await bot.alice.send("hello?")
+    sent = await bot.alice.send("hello?")
     reply = await bot.alice.wait_reply()
     assert reply.text == (
         "Your agent did not take that message (The agent answered HTTP 503); try again in a moment."
     )
+    assert bot.server.reactions[(ALICE, sent["message_id"])] == ["👎"]

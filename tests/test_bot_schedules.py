@@ -213,7 +213,7 @@ async def test_run_now_from_the_card_then_history_shows_it(bot: BotHarness) -> N
 
     card = await open_card(bot.alice, schedule)
     query = await bot.alice.press("Run now", card)
-    assert await toast(bot, query) == "Running now."
+    assert await toast(bot, query) == "Sent to your agent."
     await bot.agent.wait_for_requests(1)
 
     async def succeeded() -> bool:
@@ -230,8 +230,59 @@ async def test_run_now_from_the_card_then_history_shows_it(bot: BotHarness) -> N
 
     await bot.clock.advance(timedelta(seconds=1))  # a run now is keyed by its instant
     await bot.alice.send(f"/runnow {schedule.id}")
-    assert "Running Daily brief now" in text(await bot.alice.wait_reply(containing="Running"))
+    assert "Sending Daily brief to your agent now" in text(
+        await bot.alice.wait_reply(containing="Sending")
+    )
     await bot.agent.wait_for_requests(2)
+
+
+# In telegram mode (the default) the agent answers the chat through its own bot: Tickler
+# says where the run went, then confirms in place whether the agent took it.
+SENDING = (
+    "▶️ Sending Daily brief to your agent now ({}); its answer comes from the agent itself, "
+    "not from me."
+)
+
+
+async def test_run_now_in_telegram_mode_is_confirmed_in_place_when_delivered(
+    bot: BotHarness,
+) -> None:
+    await seed(bot)
+    await bot.clock.advance(timedelta(seconds=3))
+    await bot.alice.send("/runnow #1")
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == SENDING.format("08:00:03")
+    await bot.agent.wait_for_requests(1)
+    delivered = await bot.alice.wait_edit(sent.message_id)
+    assert text(delivered) == SENDING.format("08:00:03") + (
+        "\n✅ Delivered: your agent took it at 08:00:03."
+    )
+    # The agent answers through its own bot: nothing else comes from Tickler.
+    assert [m.message_id for m in bot.alice.messages][-1] == sent.message_id
+
+
+async def test_run_now_in_telegram_mode_is_confirmed_in_place_when_it_fails(
+    bot: BotHarness,
+) -> None:
+    bot.agent.respond_with(500)
+    schedule = await seed(bot, policies=Policies(retry=RetryPolicy(max_attempts=2)))
+    await bot.alice.send("/runnow 1")
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == SENDING.format("08:00:00")
+    retrying = text(await bot.alice.wait_edit(sent.message_id))
+    assert retrying.startswith(
+        SENDING.format("08:00:00")
+        + "\n🔁 Attempt 1 failed (The agent answered HTTP 500); trying again at 08:0"
+    )
+    [run] = await runs_of(bot, schedule)
+    assert run.status is RunStatus.FAILED and run.next_attempt_at is not None
+    await bot.clock.advance(run.next_attempt_at - bot.clock.now())
+    failed = await bot.alice.wait_edit(sent.message_id)
+    assert text(failed) == SENDING.format("08:00:00") + (
+        "\n❌ Failed: not delivered after 2 attempts (The agent answered HTTP 500). "
+        "/deadletters has it."
+    )
+    assert len(bot.agent.requests) == 2
 
 
 async def test_history_pages_with_buttons(bot: BotHarness) -> None:

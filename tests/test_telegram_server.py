@@ -572,11 +572,11 @@ async def test_message_reactions_are_checked_like_telegram(
     mid = sent["message_id"]
     assert await bot.set_message_reaction(1001, mid, "👍") is True
     assert telegram_server.reactions[(1001, mid)] == ["👍"]
-    with pytest.raises(BadRequest, match="(?i)reaction_invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)reaction_invalid"):
         await bot.set_message_reaction(1001, mid, "✅")  # not one a bot may use
-    with pytest.raises(BadRequest, match="(?i)reactions_too_many"):
+    with pytest.raises(BadRequest, match=r"(?i)reactions_too_many"):
         await bot.set_message_reaction(1001, mid, ["👍", "👎"])
-    with pytest.raises(BadRequest, match="(?i)message to react not found"):
+    with pytest.raises(BadRequest, match=r"(?i)message to react not found"):
         await bot.set_message_reaction(1001, mid + 100, "👍")
     assert telegram_server.reactions[(1001, mid)] == ["👍"]
     # An empty list takes the reaction away.

@@ -19,8 +19,9 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Services, services
 from bot.render import esc, local, zone_of
+from bot.views_runs import run_now_text
 from bot.views_schedules import (
     CARD_MARK,
     archive_question,
@@ -29,7 +30,7 @@ from bot.views_schedules import (
     schedules_page,
 )
 from scheduler.errors import TicklerError
-from scheduler.models import Schedule
+from scheduler.models import ActionKind, Schedule
 
 __all__ = [
     "STALE",
@@ -201,10 +202,6 @@ async def _card(update: Update, context: Context, schedule: Schedule) -> str:
     return schedule_card(schedule, svc.clock.now(), runs[0] if runs else None, user_names(update))
 
 
-def _running_now(schedule: Schedule) -> str:
-    return f"▶️ Running <b>{esc(schedule.name)}</b> now; the answer will follow here."
-
-
 def _resumed(schedule: Schedule, skipped: int) -> str:
     text = f"▶️ Resumed <b>{esc(schedule.name)}</b>."
     if schedule.next_run_at is not None:
@@ -217,6 +214,11 @@ def _resumed(schedule: Schedule, skipped: int) -> str:
             "skipped, not run."
         )
     return text
+
+
+def _to_agent(svc: Services, schedule: Schedule) -> bool:
+    """Whether a run goes to an agent that answers the chat itself (telegram mode)."""
+    return svc.settings.agent_mode == "telegram" and schedule.action.kind is ActionKind.AGENT
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -283,10 +285,13 @@ async def run_now(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("runnow"), html=False)
         return
-    service = services(context).service
-    schedule = await service.get_schedule(chat_id, context.args[0])
-    await service.run_now(chat_id, schedule.id)
-    await reply(update, _running_now(schedule))
+    svc = services(context)
+    requested = await svc.service.request_run(chat_id, context.args[0])
+    to_agent = _to_agent(svc, requested.schedule)
+    text = run_now_text(requested.schedule, requested.run, requested.behind, to_agent=to_agent)
+    message = await reply(update, text)
+    if to_agent and svc.notifier is not None:
+        await svc.notifier.follow_sent_run(chat_id, message.message_id, text, requested.run.id)
 
 
 # --- buttons ------------------------------------------------------------------------------
@@ -333,14 +338,22 @@ async def on_schedule_button(
             return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
         return Outcome(toast=toast, text=_resumed(schedule, skipped))
     if action == "run":
-        schedule = await service.get_schedule(chat_id, sid)
-        await service.run_now(chat_id, sid)
+        requested = await service.request_run(chat_id, sid)
+        schedule, behind = requested.schedule, requested.behind
+        to_agent = _to_agent(services(context), schedule)
+        toast = (
+            "Queued behind the run in progress."
+            if behind is not None
+            else "Sent to your agent."
+            if to_agent
+            else "Running now."
+        )
         if on_card:
             card = await _card(update, context, schedule)
-            return Outcome(
-                toast="Running now.", text=card, markup=card_keyboard(schedule), edit=True
-            )
-        return Outcome(toast="Running now.", text=_running_now(schedule))
+            return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
+        return Outcome(
+            toast=toast, text=run_now_text(schedule, requested.run, behind, to_agent=to_agent)
+        )
     if action == "edit":
         schedule = await service.get_schedule(chat_id, sid)
         ident = esc(schedule.ref)
