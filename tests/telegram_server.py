@@ -98,7 +98,7 @@ CHAT_ACTIONS = frozenset(
 #: The emoji a bot may react with (Bot API `ReactionTypeEmoji`); one string keeps the
 #: list readable.
 REACTION_EMOJI = frozenset(
-    (
+    (  # noqa: SIM905
         "👍 👎 ❤ 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 "
         "🙏 👌 🕊 🤡 🥱 🥴 😍 🐳 ❤️‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 "
         "💔 🤨 😐 🍓 🍾 💋 🖕 😈 😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 "
