@@ -146,6 +146,33 @@ async def test_in_openai_mode_the_conversation_keeps_recent_turns(openai_bot: Bo
     assert turns[-1]["content"] == "Which deadline?"
 
 
+async def test_in_openai_mode_the_agent_is_told_the_chats_date_time_and_zone(
+    openai_bot: BotHarness,
+) -> None:
+    """So that "remind me tomorrow at 9" can become an instant."""
+    bot = openai_bot
+    bot.agent.openai_answer("Noted.")
+    await bot.alice.send("Remind me tomorrow at 9 to call the bank.")
+    await bot.alice.wait_reply()
+    system = bot.agent.requests[-1].json["messages"][0]
+    assert system == {
+        "role": "system",
+        "content": "You are the operator's assistant, reached through their Telegram chat "
+        "(Tickler). Reply to their latest message. Their time zone is Europe/Berlin; it is "
+        "now Monday 2026-11-23T08:00:00+01:00 there.",
+    }
+    # The chat's own zone, once set, and the clock as it moves.
+    await bot.alice.send("/tz America/New_York")
+    await bot.alice.wait_reply()
+    await bot.clock.advance(timedelta(hours=18))
+    await bot.alice.send("And the day after?")
+    await bot.alice.wait_reply()
+    content = bot.agent.requests[-1].json["messages"][0]["content"]
+    assert content.endswith(
+        "Their time zone is America/New_York; it is now Monday 2026-11-23T20:00:00-05:00 there."
+    )
+
+
 async def test_an_agent_that_fails_a_chat_message_gets_one_sentence(bot: BotHarness) -> None:
     bot.agent.respond_with(503)
     sent = await bot.alice.send("hello?")

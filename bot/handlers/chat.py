@@ -88,10 +88,13 @@ async def _converse(
     if svc.settings.agent_mode == "openai" and svc.proposals is not None:
         tools = AgentTools(svc.service, svc.proposals)
     turns: list[dict[str, Any]] = list(history)
+    zone = await svc.service.chat_timezone(chat_id)
     result = await svc.dispatcher.forward_chat(
         update=update.to_dict(),
         history=turns,
         idempotency_key=key,
+        now=svc.clock.now(),
+        timezone=zone,
         tools=TOOLS if tools is not None else None,
     )
     for round_ in range(1, MAX_TOOL_ROUNDS + 1):
@@ -113,6 +116,8 @@ async def _converse(
             update=update.to_dict(),
             history=turns,
             idempotency_key=f"{key}:{round_}",
+            now=svc.clock.now(),
+            timezone=zone,
             tools=TOOLS,
         )
     return result, tools is not None and bool(result.tool_calls)
