@@ -285,6 +285,34 @@ async def test_run_now_in_telegram_mode_is_confirmed_in_place_when_it_fails(
     assert len(bot.agent.requests) == 2
 
 
+async def test_run_now_while_a_run_is_in_progress_says_it_is_queued_behind_it(
+    bot: BotHarness,
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(_: object) -> int:
+        await gate.wait()
+        return 200
+
+    bot.agent.respond_with(held)
+    await seed(bot)
+    await bot.alice.send("/runnow 1")
+    await bot.alice.wait_reply()
+    await bot.agent.wait_for_requests(1)  # the agent holds it: the run is in progress
+    await bot.clock.advance(timedelta(seconds=5))
+    await bot.alice.send("/runnow 1")
+    queued = await bot.alice.wait_reply()
+    assert text(queued) == (
+        "⏳ Daily brief is already running (since 08:00:00); this run is queued behind it "
+        "and starts when it finishes; its answer comes from the agent itself, not from me."
+    )
+    assert len(bot.agent.requests) == 1
+    gate.set()
+    await bot.agent.wait_for_requests(2)  # then it runs
+    delivered = await bot.alice.wait_edit(queued.message_id)
+    assert text(delivered).endswith("✅ Delivered: your agent took it at 08:00:05.")
+
+
 async def test_history_pages_with_buttons(bot: BotHarness) -> None:
     schedule = await seed(bot)
     # Twelve days of fires recorded as skipped while paused.
