@@ -25,7 +25,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
 from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
-from scheduler.models import Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
 
 __all__ = [
     "CARD_MARK",
@@ -36,6 +36,7 @@ __all__ = [
     "dead_letter",
     "dead_letters_header",
     "history_page",
+    "missed_already",
     "missed_outcome",
     "page_count",
     "schedule_card",
@@ -283,6 +284,20 @@ def dead_letter(run: Run, schedule_name: str, zone: str) -> tuple[str, InlineKey
 
 
 # --- missed fires ------------------------------------------------------------------------
+def missed_already(window: Sequence[Run]) -> str:
+    """A second press on a missed-fires choice, which changed nothing: where the
+    window's runs stand now (the schedule's fires scheduled in the window)."""
+    own = [r for r in window if r.trigger in (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP)]
+    to_run = [r for r in own if r.status not in (RunStatus.SKIPPED, RunStatus.CANCELLED)]
+    if not to_run:
+        return "Already settled: those missed fires were skipped; nothing ran."
+    n = len(to_run)
+    fires, are, it = ("missed fire", "is", "it") if n == 1 else (f"{n} missed fires", "are", "they")
+    if all(r.status in FINAL_STATUSES for r in to_run):
+        return f"Already done: the {fires} ran. /history shows how {it} went."
+    return f"Already chosen: the {fires} {are} running or waiting to run."
+
+
 def missed_outcome(
     choice: Literal["latest", "all", "skip"],
     window: Sequence[Run],

@@ -14,6 +14,7 @@ from bot.views_schedules import (
     dead_letter,
     dead_letters_header,
     history_page,
+    missed_already,
     missed_outcome,
     schedule_card,
     schedules_page,
@@ -169,3 +170,18 @@ def test_missed_outcomes_say_what_happened() -> None:
     started = run(RunStatus.SUCCEEDED, 1, RunTrigger.CATCH_UP)
     assert "1 missed fire had already started" in missed_outcome("skip", [started, skipped])
     assert "no longer recorded" in missed_outcome("all", [])
+
+
+def test_a_second_press_on_missed_fires_says_where_they_stand() -> None:
+    ran = [run(RunStatus.SUCCEEDED, 0, RunTrigger.CATCH_UP), run(RunStatus.DEAD, 60)]
+    assert (
+        missed_already(ran) == "Already done: the 2 missed fires ran. /history shows how they went."
+    )
+    waiting = [run(RunStatus.PENDING, 0, RunTrigger.CATCH_UP)]
+    assert (
+        missed_already(waiting) == "Already chosen: the missed fire is running or waiting to run."
+    )
+    skipped = [run(RunStatus.SKIPPED, 0)]
+    assert missed_already(skipped) == (
+        "Already settled: those missed fires were skipped; nothing ran."
+    )

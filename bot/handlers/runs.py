@@ -34,6 +34,7 @@ from bot.views_schedules import (
     dead_letter,
     dead_letters_header,
     history_page,
+    missed_already,
     missed_outcome,
 )
 from scheduler.errors import InvalidState
@@ -233,13 +234,14 @@ async def on_missed_button(
     except (OverflowError, OSError, ValueError):
         raise StaleButton from None
     service = services(context).service
-    await service.settle_missed(chat_id, schedule_id, first, last, choice)
+    changed = await service.settle_missed(chat_id, schedule_id, first, last, choice)
     runs = await service.history(chat_id, schedule_id, limit=1000)
-    text = missed_outcome(choice, [r for r in runs if first <= r.scheduled_for <= last])
+    window = [r for r in runs if first <= r.scheduled_for <= last]
+    text = missed_outcome(choice, window)
     query = update.callback_query
     if query is None or not has_button(pressed_message(update), query.data or ""):
         # Answered before (its buttons are gone) or forged: say where things stand.
-        return Outcome(toast=text)
+        return Outcome(toast=missed_already(window) if changed == 0 else text)
     return _settled(update, text, f"{esc(text)} (chosen by {_who(update)})", f":{a}:{b}")
 
 
