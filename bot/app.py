@@ -80,6 +80,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("delete", "Archive a schedule (history is kept): /delete ID"),
     ("runnow", "Run a schedule right now: /runnow ID"),
     ("history", "Recent runs: /history [ID]"),
+    ("run", "One run in detail: attempts, output, error, tokens: /run RUN_ID"),
     ("approve", "What waits for your approval: /approve [ID]"),
     ("deadletters", "Runs that failed for good"),
     ("stats", "How the schedules are doing: /stats [24h|7d|30d]"),

@@ -9,10 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.render import esc, zone_of
-from scheduler.models import Run, RunStatus, Schedule
+from bot.render import MAX_MESSAGE, esc, local, run_line, zone_of
+from scheduler.dispatch import idempotency_key
+from scheduler.models import Attempt, Run, RunStatus, Schedule
 
-__all__ = ["clock_time", "run_now_text", "sent_run_outcome"]
+__all__ = ["clock_time", "run_detail", "run_now_text", "sent_run_outcome"]
+
+#: How many of a run's attempts its detail lists (the latest ones).
+ATTEMPTS_SHOWN = 10
 
 
 def clock_time(instant: datetime, zone: str) -> str:
@@ -61,3 +65,54 @@ def sent_run_outcome(run: Run, zone: str) -> str | None:
     if run.status in (RunStatus.SKIPPED, RunStatus.CANCELLED):
         return f"⏭ Not sent: {error}."
     return None
+
+
+def _attempt_line(attempt: Attempt, zone: str) -> str:
+    when = local(attempt.finished_at, zone) if attempt.finished_at else "not finished"
+    line = f"  {attempt.attempt}. {attempt.status.value} at {when}"
+    if attempt.error:
+        line += f" — {esc(attempt.error[:150])}"
+    return line
+
+
+def run_detail(run: Run, attempts: list[Attempt], schedule: Schedule | None) -> str:
+    """Everything about one run (/run ID): its state, each attempt (the latest
+    ATTEMPTS_SHOWN), the error, the token use, the idempotency key the agent saw, and as
+    much of its output as fits in one message."""
+    zone = zone_of(schedule) if schedule is not None else "UTC"
+    name = esc(schedule.name) if schedule is not None else "an archived schedule"
+    lines = [
+        f"<b>Run of {name}</b>",
+        f"ID: <code>{esc(run.id)}</code>",
+        f"Status: {run_line(run, zone)}",
+    ]
+    if run.started_at is not None:
+        lines.append(f"Started: {local(run.started_at, zone)}")
+    if run.finished_at is not None:
+        took = f" (took {run.duration_ms / 1000:g} s)" if run.duration_ms is not None else ""
+        lines.append(f"Finished: {local(run.finished_at, zone)}{took}")
+    if run.next_attempt_at is not None and run.status is RunStatus.FAILED:
+        lines.append(f"Next attempt: {local(run.next_attempt_at, zone)}")
+    lines.append(f"Attempts: {len(attempts)}" + (":" if attempts else ""))
+    if len(attempts) > ATTEMPTS_SHOWN:
+        lines.append(f"  … {len(attempts) - ATTEMPTS_SHOWN} earlier ones")
+    lines += [_attempt_line(a, zone) for a in attempts[-ATTEMPTS_SHOWN:]]
+    if run.error:
+        lines.append(f"Error: {esc(run.error[:500])}")
+    if run.token_usage:
+        usage = ", ".join(f"{k.removesuffix('_tokens')} {v}" for k, v in run.token_usage.items())
+        lines.append(f"Tokens: {esc(usage)}")
+    else:
+        lines.append("Tokens: not reported")
+    key = idempotency_key(run.schedule_id, run.scheduled_for)
+    lines.append(f"Idempotency key: <code>{esc(key)}</code>")
+    if not run.output:
+        lines.append("Output: none kept (an agent in telegram mode answers the chat itself)")
+        return "\n".join(lines)
+    facts = "\n".join(lines)
+    # The HTML is never shorter than the text Telegram counts, so this always fits.
+    room = max(MAX_MESSAGE - len(facts) - 60, 0)
+    output = run.output[:room]
+    rest = len(run.output) - len(output)
+    more = f"\n… ({rest} more characters)" if rest else ""
+    return f"{facts}\nOutput:\n<pre>{esc(output)}</pre>{more}"

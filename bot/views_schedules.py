@@ -13,6 +13,7 @@ Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing
     s:arch:<id> s:keep:<id>     the answer to "archive?"
     h:<page>                    /history of the whole chat, a page
     r:<retry|done|drop>:<run>   a dead or uncertain run
+    r:show:<run>                a run's detail (from a /history line)
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
 #: Schedules per /schedules page, runs per /history page.
 LIST_PAGE = 5
 HISTORY_PAGE = 10
+#: Run detail buttons per row under a /history page.
+_DETAILS_PER_ROW = 5
 #: The last part of a card button's data: the handler edits the card in place.
 CARD_MARK = "c"
 
@@ -239,15 +242,19 @@ def history_page(
     if page > 0 or has_more:
         title += f", page {page + 1}"
     lines = [title, ""]
-    for run in runs:
+    for n, run in enumerate(runs, start=1):
         zone = zones.get(run.schedule_id, default_zone)
         line = run_line(run, zone)
         if schedule is None:
             line = f"<b>{esc(names.get(run.schedule_id, run.schedule_id))}</b>: {line}"
+        line = f"{n}. {line}"
         if run.status in (RunStatus.DEAD, RunStatus.UNKNOWN):
             line += f"\n    /retry <code>{esc(run.id)}</code>"
         lines.append(line)
-    return "\n".join(lines), _markup([_nav_for(page, has_more, schedule)])
+    lines += ["", "A number's button shows that run in detail."]
+    details = [(str(n), callbacks.make("r", "show", run.id)) for n, run in enumerate(runs, 1)]
+    rows = [details[i : i + _DETAILS_PER_ROW] for i in range(0, len(details), _DETAILS_PER_ROW)]
+    return "\n".join(lines), _markup([*rows, _nav_for(page, has_more, schedule)])
 
 
 def _nav_for(page: int, has_more: bool, schedule: Schedule | None) -> list[tuple[str, str]]:

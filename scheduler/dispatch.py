@@ -49,6 +49,7 @@ __all__ = [
     "HttpAgentDispatcher",
     "Operator",
     "format_instant",
+    "idempotency_key",
     "synthetic_update_id",
 ]
 
@@ -113,7 +114,7 @@ class DispatchRequest(BaseModel):
         the moment the operator pressed the button, so microseconds are kept when present:
         two quick "run now" presses must not share a key.
         """
-        return f"{self.schedule_id}:{format_instant(self.scheduled_for)}"
+        return idempotency_key(self.schedule_id, self.scheduled_for)
 
 
 class DispatchResult(BaseModel):
@@ -164,6 +165,11 @@ class Dispatcher(Protocol):
     ) -> DispatchResult:
         """Deliver one attempt within `timeout` seconds, or raise `DispatchError`."""
         ...
+
+
+def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
+    """The key every delivery of this fire carries (`Idempotency-Key`)."""
+    return f"{schedule_id}:{format_instant(scheduled_for)}"
 
 
 @lru_cache(maxsize=4096)

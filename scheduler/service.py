@@ -28,6 +28,7 @@ from scheduler.models import (
     AWAITING_APPROVAL_REASON,
     Action,
     ActionKind,
+    Attempt,
     CreatedBy,
     OverlapPolicy,
     Owner,
@@ -60,6 +61,7 @@ __all__ = [
     "BackfillPreview",
     "Limits",
     "Resumed",
+    "RunDetail",
     "RunRequested",
     "ScheduleService",
     "TriggerSpec",
@@ -488,6 +490,13 @@ class ScheduleService:
             raise RunNotFound(f"There is no run '{shown(run_id)}' here; /history lists them.")
         return run
 
+    async def run_detail(self, chat_id: int, run_id: str) -> RunDetail:
+        """A run with its finished attempts and its schedule (archived ones too)."""
+        run = await self.get_run(chat_id, run_id)
+        attempts = await self.store.list_attempts(chat_id, run.id)
+        schedule = await self.store.get_schedule(chat_id, run.schedule_id)
+        return RunDetail(run, attempts, schedule)
+
     async def retry(self, chat_id: int, run_id: str) -> Run:
         """Send a dead (or uncertain) run again, with the same idempotency key."""
         run = await self.get_run(chat_id, run_id)
@@ -672,6 +681,15 @@ class BackfillPreview:
     @property
     def missing(self) -> int:
         return len(self.instants) - self.existing
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    #: Its finished attempts, oldest first.
+    attempts: list[Attempt]
+    #: None only if the schedule is gone from the database (never, today).
+    schedule: Schedule | None
 
 
 @dataclass(frozen=True)

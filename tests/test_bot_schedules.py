@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -323,17 +324,57 @@ async def test_history_pages_with_buttons(bot: BotHarness) -> None:
     await bot.alice.send(f"/history {schedule.id}")
     first = await bot.alice.wait_reply()
     assert "page 1" in text(first) and text(first).count("skipped") == 10
-    assert first.button_labels() == ["Next ▶"]
+    assert first.button_labels() == [str(n) for n in range(1, 11)] + ["Next ▶"]
     await bot.alice.press("Next ▶", first)
     second = await bot.alice.wait_edit(first.message_id)
     assert "page 2" in text(second) and text(second).count("skipped") == 2
-    assert second.button_labels() == ["◀ Prev"]
+    assert second.button_labels() == ["1", "2", "◀ Prev"]
 
     # The chat-wide history pages the same way.
     await bot.alice.send("/history")
     chat_wide = await bot.alice.wait_reply()
     await bot.alice.press("Next ▶", chat_wide)
     assert "page 2" in text(await bot.alice.wait_edit(chat_wide.message_id))
+
+
+async def test_a_runs_detail_shows_attempts_error_output_tokens_and_its_key(
+    openai_bot: BotHarness,
+) -> None:
+    bot = openai_bot
+    bot.agent.script([500])
+    bot.agent.openai_answer("All quiet today.", {"prompt_tokens": 10, "total_tokens": 14})
+    schedule = await seed(bot, policies=Policies(retry=RetryPolicy(max_attempts=2)))
+    run = await bot.services.service.run_now(ALICE, schedule.id)
+
+    async def status_is(status: RunStatus) -> bool:
+        return (await bot.services.service.get_run(ALICE, run.id)).status is status
+
+    await eventually(lambda: status_is(RunStatus.FAILED))
+    failed = await bot.services.service.get_run(ALICE, run.id)
+    assert failed.next_attempt_at is not None
+    await bot.clock.advance(failed.next_attempt_at - bot.clock.now())
+    await eventually(lambda: status_is(RunStatus.SUCCEEDED))
+    again = failed.next_attempt_at.astimezone(ZoneInfo("Europe/Berlin"))
+
+    await bot.alice.send("/history #1")
+    page = await bot.alice.wait_reply(containing="History of")
+    assert "1. ✅ Mon 23 Nov 08:00 (+01:00) succeeded (manual)" in text(page)
+    await bot.alice.press("1", page)
+    detail = text(await bot.alice.wait_reply(containing="Run of"))
+    assert detail.startswith(f"Run of Daily brief\nID: {run.id}\nStatus: ✅ Mon 23 Nov 08:00")
+    assert (
+        "Attempts: 2:\n"
+        "  1. failed at Mon 23 Nov 08:00 (+01:00) — The agent answered HTTP 500.\n"
+        f"  2. succeeded at Mon 23 Nov {again:%H:%M} (+01:00)\n"
+    ) in detail
+    assert "Tokens: prompt 10, total 14" in detail
+    assert f"Idempotency key: {schedule.id}:2026-11-23T07:00:00Z" in detail
+    assert detail.endswith("Output:\nAll quiet today.")
+
+    await bot.alice.send(f"/run {run.id}")
+    assert text(await bot.alice.wait_reply()) == detail
+    await bot.alice.send("/run NOPE")
+    assert text(await bot.alice.wait_reply()) == "There is no run 'NOPE' here; /history lists them."
 
 
 async def make_dead_run(bot: BotHarness) -> tuple[Schedule, Run]:

@@ -137,13 +137,16 @@ def test_history_pages_and_empty_states() -> None:
         default_zone="UTC",
         names={s.id: s.name},
     )
-    assert "<b>Brief &lt;0&gt;</b>: ✅" in text and "dead — HTTP 500" in text
+    assert "1. <b>Brief &lt;0&gt;</b>: ✅" in text and "2. <b>" in text
+    assert "dead — HTTP 500" in text
     assert f"/retry <code>{runs[1].id}</code>" in text
-    assert data(markup) == [[("Next ▶", "h:1")]]
+    # A button per line opens that run's detail.
+    details = [("1", f"r:show:{runs[0].id}"), ("2", f"r:show:{runs[1].id}")]
+    assert data(markup) == [details, [("Next ▶", "h:1")]]
     _, markup = history_page(
         runs, page=1, has_more=False, zones={}, default_zone="UTC", names={}, schedule=s
     )
-    assert data(markup) == [[("◀ Prev", f"s:hist:{s.id}:0")]]
+    assert data(markup) == [details, [("◀ Prev", f"s:hist:{s.id}:0")]]
 
 
 def test_dead_letters_offer_the_right_buttons() -> None:

@@ -1,6 +1,7 @@
 """/history, /deadletters, /retry and the buttons about runs:
 
     h:<page>, s:hist:<schedule_id>[:<page>]   history pages
+    r:show:<run_id>                           a run's detail (/run RUN_ID)
     r:<retry|done|drop|approve|skip>:<run_id> a run (alerts, /deadletters, approvals)
     m:<latest|all|skip>:<schedule_id>:<a>:<b> missed fires between epoch seconds a and b
 
@@ -15,7 +16,7 @@ from typing import Literal, cast
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from bot import callbacks
+from bot import callbacks, views_runs
 from bot.context import services
 from bot.handlers.schedules import (
     Outcome,
@@ -100,6 +101,28 @@ async def on_history_page(
     text, markup = await _history(context, chat_id, schedule_id, page or 0)
     # A page button turns the page in place; History on a card or alert opens a new one.
     return Outcome(text=text, markup=markup, edit=page is not None)
+
+
+# --- one run ------------------------------------------------------------------------------
+@command_handler
+async def run_detail(update: Update, context: Context, chat_id: int) -> None:
+    """/run RUN_ID: one run in detail."""
+    if not context.args:
+        await reply(
+            update, "Which run? Use /run RUN_ID; /history has a button for each.", html=False
+        )
+        return
+    detail = await services(context).service.run_detail(chat_id, context.args[0])
+    await reply(update, views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
+
+
+@button_handler
+async def on_run_detail(
+    update: Update, context: Context, data: callbacks.Callback, chat_id: int
+) -> Outcome:
+    """r:show:<run_id>: a /history line's button opens the run's detail (a new message)."""
+    detail = await services(context).service.run_detail(chat_id, arg(data, 0))
+    return Outcome(text=views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
 
 
 # --- dead letters --------------------------------------------------------------------------
@@ -250,6 +273,9 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("history", history))
     app.add_handler(CommandHandler("deadletters", dead_letters))
     app.add_handler(CommandHandler("retry", retry))
+    app.add_handler(CommandHandler("run", run_detail))
     app.add_handler(CallbackQueryHandler(on_history_page, pattern=r"^(h:|s:hist(:|$))"))
+    # Before on_run_button, which takes every other r: button.
+    app.add_handler(CallbackQueryHandler(on_run_detail, pattern=r"^r:show:"))
     app.add_handler(CallbackQueryHandler(on_run_button, pattern=r"^r:"))
     app.add_handler(CallbackQueryHandler(on_missed_button, pattern=r"^m:"))
