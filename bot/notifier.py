@@ -59,6 +59,10 @@ _REMINDER_PATIENCE = 4.0
 _APPROVALS_SHOWN = 10
 
 
+#: The runs an operator sent by hand (/runnow, /retry), whose message is confirmed in place.
+_SENT_BY_HAND = (RunTrigger.MANUAL, RunTrigger.RETRY)
+
+
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
@@ -85,7 +89,7 @@ class TelegramNotifier:
     async def run_finished(self, finished: FinishedAttempt) -> None:
         run, schedule = finished.run, finished.schedule
         answer = finished.answer
-        if run.trigger is RunTrigger.MANUAL and self._agent_answers_itself:
+        if run.trigger in _SENT_BY_HAND and self._agent_answers_itself:
             # Off the engine's path: an edit goes straight to Telegram, which may be slow.
             self._spawn(self.confirm_sent_run(schedule.chat_id, run.id))
         if run.status is RunStatus.SUCCEEDED and answer:

@@ -13,7 +13,7 @@ from bot.render import MAX_MESSAGE, esc, local, run_line, zone_of
 from scheduler.dispatch import idempotency_key
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 
-__all__ = ["clock_time", "run_detail", "run_now_text", "sent_run_outcome"]
+__all__ = ["answer_where", "clock_time", "run_detail", "run_now_text", "sent_run_outcome"]
 
 #: How many of a run's attempts its detail lists (the latest ones).
 ATTEMPTS_SHOWN = 10
@@ -39,9 +39,14 @@ def run_now_text(schedule: Schedule, run: Run, behind: Run | None, *, to_agent: 
         head = f"▶️ Sending {name} to your agent now ({clock_time(run.scheduled_for, zone)})"
     else:
         head = f"▶️ Running {name} now"
+    return f"{head}; {answer_where(to_agent)}"
+
+
+def answer_where(to_agent: bool) -> str:
+    """Where the answer to a run will appear, as the end of a sentence."""
     if to_agent:
-        return f"{head}; its answer comes from the agent itself, not from me."
-    return f"{head}; the answer will follow here."
+        return "its answer comes from the agent itself, not from me."
+    return "the answer will follow here."
 
 
 def sent_run_outcome(run: Run, zone: str) -> str | None:

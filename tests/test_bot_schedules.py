@@ -433,8 +433,15 @@ async def test_retry_by_command_and_from_the_alert(bot: BotHarness) -> None:
     alert = await bot.alice.wait_reply(containing="failed after 1 attempt")
     bot.agent.respond_with(200)
     await bot.alice.send(f"/retry {run.id}")
-    assert f"Sending run {run.id} again" in text(await bot.alice.wait_reply())
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == (
+        f"🔁 Sending run {run.id} again with the same idempotency key; its answer comes "
+        "from the agent itself, not from me."
+    )
     await bot.agent.wait_for_requests(2)
+    # Telegram mode: the message says, in place, that the agent took it.
+    delivered = await bot.alice.wait_edit(sent.message_id)
+    assert text(delivered).endswith("\n✅ Delivered: your agent took it at 08:00:00.")
     # The alert's Retry now answers with the run's state; its History still works.
     query = await bot.alice.press("Retry", alert)
     assert (await toast(bot, query)).startswith("That run is already ")

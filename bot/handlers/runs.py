@@ -28,6 +28,7 @@ from bot.handlers.schedules import (
     int_arg,
     pressed_message,
     reply,
+    to_agent,
 )
 from bot.render import MAX_MESSAGE, esc, zone_of
 from bot.views_schedules import (
@@ -151,17 +152,21 @@ async def retry(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, "Which run? Use /retry RUN_ID; /deadletters lists them.", html=False)
         return
-    run = await services(context).service.retry(chat_id, context.args[0])
-    await reply(
-        update,
+    svc = services(context)
+    run = await svc.service.retry(chat_id, context.args[0])
+    sends = to_agent(svc, (await svc.service.run_detail(chat_id, run.id)).schedule)
+    text = (
         f"🔁 Sending run <code>{esc(run.id)}</code> again with the same idempotency key; "
-        "the answer will follow here.",
+        + views_runs.answer_where(sends)
     )
+    message = await reply(update, text)
+    if sends and svc.notifier is not None:
+        await svc.notifier.follow_sent_run(chat_id, message.message_id, text, run.id)
 
 
 # --- run buttons ----------------------------------------------------------------------------
 _DONE = {
-    "retry": ("Sent again.", "🔁 Sent again by {who}; the answer will follow here."),
+    "retry": ("Sent again.", "🔁 Sent again by {who}; {where}"),
     "done": ("Marked done.", "✅ Marked done by {who}."),
     "drop": ("Dropped.", "🚫 Dropped by {who}; it will not run."),
     "approve": ("Approved.", "👍 Approved by {who}; it runs now."),
@@ -236,7 +241,11 @@ async def on_run_button(
         current: Run = await service.get_run(chat_id, run_id)
         return Outcome(toast=f"That run is already {current.status.value}.")
     toast, line = _DONE[data.action]
-    return _settled(update, toast, line.format(who=_who(update)), f":{run_id}")
+    where = ""
+    if data.action == "retry":
+        schedule = (await service.run_detail(chat_id, run_id)).schedule
+        where = views_runs.answer_where(to_agent(services(context), schedule))
+    return _settled(update, toast, line.format(who=_who(update), where=where), f":{run_id}")
 
 
 # --- missed fires ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "chat_of",
     "command_handler",
     "register",
+    "to_agent",
 ]
 
 log = logging.getLogger("tickler.bot")
@@ -216,9 +217,13 @@ def _resumed(schedule: Schedule, skipped: int) -> str:
     return text
 
 
-def _to_agent(svc: Services, schedule: Schedule) -> bool:
+def to_agent(svc: Services, schedule: Schedule | None) -> bool:
     """Whether a run goes to an agent that answers the chat itself (telegram mode)."""
-    return svc.settings.agent_mode == "telegram" and schedule.action.kind is ActionKind.AGENT
+    return (
+        svc.settings.agent_mode == "telegram"
+        and schedule is not None
+        and schedule.action.kind is ActionKind.AGENT
+    )
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -287,10 +292,10 @@ async def run_now(update: Update, context: Context, chat_id: int) -> None:
         return
     svc = services(context)
     requested = await svc.service.request_run(chat_id, context.args[0])
-    to_agent = _to_agent(svc, requested.schedule)
-    text = run_now_text(requested.schedule, requested.run, requested.behind, to_agent=to_agent)
+    sends = to_agent(svc, requested.schedule)
+    text = run_now_text(requested.schedule, requested.run, requested.behind, to_agent=sends)
     message = await reply(update, text)
-    if to_agent and svc.notifier is not None:
+    if sends and svc.notifier is not None:
         await svc.notifier.follow_sent_run(chat_id, message.message_id, text, requested.run.id)
 
 
@@ -340,19 +345,19 @@ async def on_schedule_button(
     if action == "run":
         requested = await service.request_run(chat_id, sid)
         schedule, behind = requested.schedule, requested.behind
-        to_agent = _to_agent(services(context), schedule)
+        sends = to_agent(services(context), schedule)
         toast = (
             "Queued behind the run in progress."
             if behind is not None
             else "Sent to your agent."
-            if to_agent
+            if sends
             else "Running now."
         )
         if on_card:
             card = await _card(update, context, schedule)
             return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
         return Outcome(
-            toast=toast, text=run_now_text(schedule, requested.run, behind, to_agent=to_agent)
+            toast=toast, text=run_now_text(schedule, requested.run, behind, to_agent=sends)
         )
     if action == "edit":
         schedule = await service.get_schedule(chat_id, sid)
