@@ -1,4 +1,4 @@
-"""/history, /deadletters, /retry and the buttons about runs:
+"""/history, /run, /deadletters, /retry and the buttons about runs:
 
     h:<page>, s:hist:<schedule_id>[:<page>]   history pages
     r:show:<run_id>                           a run's detail (/run RUN_ID)
