@@ -249,9 +249,15 @@ class TelegramNotifier:
                     message_id=shown.message_id,
                     parse_mode=ParseMode.HTML,
                 )
-            except BadRequest as exc:
-                if "not modified" not in exc.message.lower():
-                    raise
+            except TelegramError as exc:
+                if "not modified" in exc.message.lower():
+                    return  # the other of the two confirmations got there first
+                # A courtesy: the run is in the ledger, and a failure has its own alert.
+                log.warning(
+                    "could not confirm a run's delivery in its message: %s",
+                    exc.message,
+                    extra={"chat_id": chat_id, "run_id": run_id},
+                )
 
     # --- proposals (ProposalService's on_proposal, and the expiry sweep) -------------------
     async def proposal_made(self, proposal: Proposal, decision: RiskDecision) -> None:
