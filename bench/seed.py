@@ -58,7 +58,7 @@ def seed_tickler(
         first = due + timedelta(seconds=spread * i / n) if spread else due
         if i < missed and missed_at is not None:
             first = missed_at
-        row = dict(template, id=f"sched{i:07d}", name=f"bench {i}")
+        row = dict(template, id=f"sched{i:07d}", name=f"bench {i}", number=i + 1)
         if cron_trigger is None and first != due:
             trigger: Trigger = IntervalTrigger(every_seconds=3600, start_at=first)
             row["trigger_json"] = trigger.model_dump_json()

@@ -91,6 +91,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("delete", "Archive a schedule (history is kept): /delete ID"),
     ("runnow", "Run a schedule right now: /runnow ID"),
     ("history", "Recent runs: /history [ID]"),
+    ("run", "One run in detail: attempts, output, error, tokens: /run RUN_ID"),
     ("approve", "What waits for your approval: /approve [ID]"),
     ("deadletters", "Runs that failed for good"),
     ("stats", "How the schedules are doing: /stats [24h|7d|30d]"),
@@ -181,6 +182,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.proposals = proposal_service
     svc.work_items = work_items
     notifier.services = svc
+    svc.notifier = notifier
     app.bot_data[SERVICES_KEY] = svc
     # Listen first: a port in use stops start-up before the engine claims anything.
     await _start_http(app, settings, metrics)

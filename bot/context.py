@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from telegram.ext import ContextTypes
 
@@ -17,6 +17,9 @@ from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
+
+if TYPE_CHECKING:
+    from bot.notifier import TelegramNotifier
 
 __all__ = ["Services", "services"]
 
@@ -44,6 +47,8 @@ class Services:
     watchdog: LoopWatchdog | None = None
     #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
     telegram_connected: bool = False
+    #: What the engine reports goes to the chat through it (and its outbox).
+    notifier: TelegramNotifier | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -185,9 +185,10 @@ async def _conversation(chat: Transcript, bot: BotHarness) -> None:
     await chat.press("Save", "Saved")
     [brief] = await bot.services.store.list_schedules(bot.alice.chat_id)
 
-    await chat.say(f"/runnow {brief.id}", AGENT_BRIEF)
-    await chat.say(f"/history {brief.id}", "succeeded")
-    await chat.say(f"/pause {brief.id}", "Paused")
+    # By its short number, as an operator on a phone types it.
+    await chat.say(f"/runnow {brief.ref}", AGENT_BRIEF)
+    await chat.say(f"/history {brief.ref}", "succeeded")
+    await chat.say(f"/pause {brief.ref}", "Paused")
 
     [card, *_] = [
         m

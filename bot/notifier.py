@@ -30,9 +30,10 @@ from bot.views_proposals import (
     proposal_message,
     run_approval,
 )
+from bot.views_runs import sent_run_outcome
 from scheduler.clock import Clock
 from scheduler.dispatch import DispatchError
-from scheduler.models import RunStatus
+from scheduler.models import RunStatus, RunTrigger
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -58,6 +59,10 @@ _REMINDER_PATIENCE = 4.0
 _APPROVALS_SHOWN = 10
 
 
+#: The runs an operator sent by hand (/runnow, /retry), whose message is confirmed in place.
+_SENT_BY_HAND = (RunTrigger.MANUAL, RunTrigger.RETRY)
+
+
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
@@ -76,11 +81,17 @@ class TelegramNotifier:
         self._database_alerted = False
         self._suppressed: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: One confirmation of a sent run at a time: each reads the run and then edits,
+        #: so the last edit always shows the latest state.
+        self._confirming = asyncio.Lock()
 
     # --- the engine's Notifier protocol --------------------------------------------------
     async def run_finished(self, finished: FinishedAttempt) -> None:
         run, schedule = finished.run, finished.schedule
         answer = finished.answer
+        if run.trigger in _SENT_BY_HAND and self._agent_answers_itself:
+            # Off the engine's path: an edit goes straight to Telegram, which may be slow.
+            self._spawn(self.confirm_sent_run(schedule.chat_id, run.id))
         if run.status is RunStatus.SUCCEEDED and answer:
             header = f"<b>{esc(schedule.name)}</b>\n"
             # Telegram counts the text after parsing, so the raw answer is cut to fit
@@ -207,6 +218,46 @@ class TelegramNotifier:
                 run_id=run.id,
                 schedule_id=schedule.id,
             )
+
+    # --- runs sent to an agent that answers the chat itself (telegram mode) ----------------
+    @property
+    def _agent_answers_itself(self) -> bool:
+        return self.services is not None and self.services.settings.agent_mode == "telegram"
+
+    async def follow_sent_run(self, chat_id: int, message_id: int, text: str, run_id: str) -> None:
+        """Note the message that said a run is on its way to the agent (/runnow), so its
+        outcome is added to it when the run ends; if it ended already, add it now."""
+        await self.outbox.record_sent(chat_id, text, message_id, kind="run_sent", run_id=run_id)
+        await self.confirm_sent_run(chat_id, run_id)
+
+    async def confirm_sent_run(self, chat_id: int, run_id: str) -> None:
+        """Edit the run's "sending to your agent" message to say how the run went
+        (delivered, failed, retrying); nothing while it is still on its way."""
+        async with self._confirming:
+            shown = await self.store.sent_run_message(chat_id, run_id)
+            run = await self.store.get_run(chat_id, run_id)
+            if shown is None or shown.message_id is None or run is None:
+                return
+            schedule = await self.store.get_schedule(chat_id, run.schedule_id)
+            line = sent_run_outcome(run, zone_of(schedule) if schedule else "UTC")
+            if line is None:
+                return
+            try:
+                await self.bot.edit_message_text(
+                    f"{shown.text}\n{line}",
+                    chat_id=chat_id,
+                    message_id=shown.message_id,
+                    parse_mode=ParseMode.HTML,
+                )
+            except TelegramError as exc:
+                if "not modified" in exc.message.lower():
+                    return  # the other of the two confirmations got there first
+                # A courtesy: the run is in the ledger, and a failure has its own alert.
+                log.warning(
+                    "could not confirm a run's delivery in its message: %s",
+                    exc.message,
+                    extra={"chat_id": chat_id, "run_id": run_id},
+                )
 
     # --- proposals (ProposalService's on_proposal, and the expiry sweep) -------------------
     async def proposal_made(self, proposal: Proposal, decision: RiskDecision) -> None:

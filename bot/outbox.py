@@ -129,6 +129,35 @@ class Outbox:
             self.kick(chat_id)
         return notification
 
+    async def record_sent(
+        self,
+        chat_id: int,
+        text: str,
+        message_id: int,
+        *,
+        kind: str,
+        run_id: str | None = None,
+        schedule_id: str | None = None,
+    ) -> Notification:
+        """Note a message the bot sent itself (a command's answer), so that it can be
+        found and edited later, after a restart too."""
+        now = self.clock.now()
+        notification = Notification(
+            id=new_id(),
+            chat_id=chat_id,
+            kind=kind,
+            text=text,
+            created_at=now,
+            run_id=run_id,
+            schedule_id=schedule_id,
+            status=NotificationStatus.SENT,
+            attempts=1,
+            sent_at=now,
+            message_id=message_id,
+        )
+        await self.store.queue_notifications([notification])
+        return notification
+
     async def put_and_wait(
         self, chat_id: int, text: str, *, kind: str, patience: float, schedule_id: str | None = None
     ) -> bool:

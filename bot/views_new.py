@@ -457,12 +457,15 @@ def preview_text(*, name: str, action: Action, trigger: Trigger, now: datetime) 
     return "\n".join(lines)
 
 
-def saved_text(name: str, schedule_id: str, next_run: datetime | None, zone: str) -> str:
-    """The confirmation after Save (HTML)."""
+def saved_text(
+    name: str, schedule_id: str, next_run: datetime | None, zone: str, ref: str | None = None
+) -> str:
+    """The confirmation after Save (HTML); `ref` is the short form (`#3`) to type."""
     when = local(next_run, zone) if next_run is not None else "never"
+    ref = ref or schedule_id
     return (
-        f"Saved <b>{esc(name)}</b> (id <code>{esc(schedule_id)}</code>). "
-        f"Next run: {when}. See it with /show {esc(schedule_id)}."
+        f"Saved <b>{esc(name)}</b> ({esc(ref)}, id <code>{esc(schedule_id)}</code>). "
+        f"Next run: {when}. See it with /show {esc(ref)}."
     )
 
 

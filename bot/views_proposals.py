@@ -117,6 +117,12 @@ def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetim
     what = action.text if not action.template else f"the {action.template} template"
     if action.kind is ActionKind.REMINDER:
         lines.append(f"Does: sends you the reminder {_quote(what)}")
+    elif action.kind is ActionKind.TASK:
+        # No agent is involved: each fire is a to-do for the operator.
+        proof = f"; marking it done needs a {action.proof}" if action.proof else ""
+        lines.append(
+            f"Does: puts a task for you on /today, due at each fire: {_quote(what)}{proof}"
+        )
     else:
         lines.append(f"Does: asks your agent {_quote(what)}")
     lines.append(_runs_per_week(decision, once))

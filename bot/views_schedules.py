@@ -14,6 +14,7 @@ Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing
     o:menu:<id>                 the policies menu (bot/views_policies.py)
     h:<page>                    /history of the whole chat, a page
     r:<retry|done|drop>:<run>   a dead or uncertain run
+    r:show:<run>                a run's detail (from a /history line)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot import callbacks
 from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
 from bot.views_policies import policy_lines
-from scheduler.models import Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
 
 __all__ = [
     "CARD_MARK",
@@ -38,6 +39,7 @@ __all__ = [
     "dead_letter",
     "dead_letters_header",
     "history_page",
+    "missed_already",
     "missed_outcome",
     "page_count",
     "schedule_card",
@@ -47,6 +49,8 @@ __all__ = [
 #: Schedules per /schedules page, runs per /history page.
 LIST_PAGE = 5
 HISTORY_PAGE = 10
+#: Run detail buttons per row under a /history page.
+_DETAILS_PER_ROW = 5
 #: The last part of a card button's data: the handler edits the card in place.
 CARD_MARK = "c"
 
@@ -85,10 +89,11 @@ def _nav(page: int, has_more: bool, data: Callable[[int], str]) -> list[tuple[st
 
 # --- /schedules --------------------------------------------------------------------------
 def schedules_page(
-    schedules: Sequence[Schedule], page: int
+    schedules: Sequence[Schedule], page: int, now: datetime
 ) -> tuple[str, InlineKeyboardMarkup | None, int]:
-    """One page of the chat's schedules, a button per schedule to open its card, and
-    [◀ Prev] [Next ▶]. A page past the end shows the last one. Returns the page shown."""
+    """One page of the chat's schedules, each with its number and next fire, a button
+    per schedule to open its card, and [◀ Prev] [Next ▶]. A page past the end shows the
+    last one. Returns the page shown."""
     if not schedules:
         return EMPTY_LIST, None, 0
     pages = page_count(len(schedules), LIST_PAGE)
@@ -98,15 +103,21 @@ def schedules_page(
     if pages > 1:
         head += f", page {page + 1} of {pages}"
     lines = [head, ""]
-    for n, schedule in enumerate(shown, start=page * LIST_PAGE + 1):
-        lines.append(f"{n}. {schedule_line(schedule)}\n    <code>{esc(schedule.id)}</code>")
-    lines += ["", "Tap one to open its card."]
-    rows: Rows = [
-        [(_label(f"{n}. {s.name}"), callbacks.make("s", "show", s.id))]
-        for n, s in enumerate(shown, start=page * LIST_PAGE + 1)
-    ]
+    for schedule in shown:
+        lines.append(
+            f"{esc(schedule.ref)} {schedule_line(schedule)}\n    {_next_fire(schedule, now)}"
+        )
+    lines += ["", "Tap one to open its card, or use its number: /show 3, /pause 3."]
+    rows: Rows = [[(_label(f"{s.ref} {s.name}"), callbacks.make("s", "show", s.id))] for s in shown]
     rows.append(_nav(page, page < pages - 1, lambda n: callbacks.make("l", str(n))))
     return "\n".join(lines), _markup(rows), page
+
+
+def _next_fire(schedule: Schedule, now: datetime) -> str:
+    if status_word(schedule) != "active":
+        return "Next: none while paused"
+    fires = next_fires(schedule, now, 1)
+    return f"Next: {local(fires[0], zone_of(schedule))}" if fires else "Next: never again"
 
 
 # --- a schedule's card ------------------------------------------------------------------
@@ -145,7 +156,7 @@ def schedule_card(
     zone = zone_of(schedule)
     lines = [
         f"<b>{esc(schedule.name)}</b>",
-        f"ID: <code>{esc(schedule.id)}</code>",
+        f"ID: <code>{esc(schedule.ref)}</code> (<code>{esc(schedule.id)}</code>)",
     ]
     if schedule.description:
         lines.append(f"<i>{esc(schedule.description)}</i>")
@@ -228,7 +239,7 @@ def history_page(
             return f"{title}\n\nNo older runs.", _markup([_nav_for(page, False, schedule)])
         where = "this schedule" if schedule else "this chat"
         hint = (
-            f"/runnow {esc(schedule.id)} runs it now."
+            f"/runnow {esc(schedule.ref)} runs it now."
             if schedule
             else "/schedules lists the schedules."
         )
@@ -236,15 +247,19 @@ def history_page(
     if page > 0 or has_more:
         title += f", page {page + 1}"
     lines = [title, ""]
-    for run in runs:
+    for n, run in enumerate(runs, start=1):
         zone = zones.get(run.schedule_id, default_zone)
         line = run_line(run, zone)
         if schedule is None:
             line = f"<b>{esc(names.get(run.schedule_id, run.schedule_id))}</b>: {line}"
+        line = f"{n}. {line}"
         if run.status in (RunStatus.DEAD, RunStatus.UNKNOWN):
             line += f"\n    /retry <code>{esc(run.id)}</code>"
         lines.append(line)
-    return "\n".join(lines), _markup([_nav_for(page, has_more, schedule)])
+    lines += ["", "A number's button shows that run in detail."]
+    details = [(str(n), callbacks.make("r", "show", run.id)) for n, run in enumerate(runs, 1)]
+    rows = [details[i : i + _DETAILS_PER_ROW] for i in range(0, len(details), _DETAILS_PER_ROW)]
+    return "\n".join(lines), _markup([*rows, _nav_for(page, has_more, schedule)])
 
 
 def _nav_for(page: int, has_more: bool, schedule: Schedule | None) -> list[tuple[str, str]]:
@@ -281,6 +296,20 @@ def dead_letter(run: Run, schedule_name: str, zone: str) -> tuple[str, InlineKey
 
 
 # --- missed fires ------------------------------------------------------------------------
+def missed_already(window: Sequence[Run]) -> str:
+    """A second press on a missed-fires choice, which changed nothing: where the
+    window's runs stand now (the schedule's fires scheduled in the window)."""
+    own = [r for r in window if r.trigger in (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP)]
+    to_run = [r for r in own if r.status not in (RunStatus.SKIPPED, RunStatus.CANCELLED)]
+    if not to_run:
+        return "Already settled: those missed fires were skipped; nothing ran."
+    n = len(to_run)
+    fires, are, it = ("missed fire", "is", "it") if n == 1 else (f"{n} missed fires", "are", "they")
+    if all(r.status in FINAL_STATUSES for r in to_run):
+        return f"Already done: the {fires} ran. /history shows how {it} went."
+    return f"Already chosen: the {fires} {are} running or waiting to run."
+
+
 def missed_outcome(
     choice: Literal["latest", "all", "skip"],
     window: Sequence[Run],

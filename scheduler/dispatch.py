@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, Self
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import httpx
@@ -48,6 +49,7 @@ __all__ = [
     "HttpAgentDispatcher",
     "Operator",
     "format_instant",
+    "idempotency_key",
     "synthetic_update_id",
 ]
 
@@ -112,7 +114,7 @@ class DispatchRequest(BaseModel):
         the moment the operator pressed the button, so microseconds are kept when present:
         two quick "run now" presses must not share a key.
         """
-        return f"{self.schedule_id}:{format_instant(self.scheduled_for)}"
+        return idempotency_key(self.schedule_id, self.scheduled_for)
 
 
 class DispatchResult(BaseModel):
@@ -163,6 +165,11 @@ class Dispatcher(Protocol):
     ) -> DispatchResult:
         """Deliver one attempt within `timeout` seconds, or raise `DispatchError`."""
         ...
+
+
+def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
+    """The key every delivery of this fire carries (`Idempotency-Key`)."""
+    return f"{schedule_id}:{format_instant(scheduled_for)}"
 
 
 @lru_cache(maxsize=4096)
@@ -309,6 +316,8 @@ class HttpAgentDispatcher:
         update: dict[str, Any],
         history: list[dict[str, Any]],
         idempotency_key: str,
+        now: datetime,
+        timezone: str,
         timeout: float = 120.0,
         tools: list[dict[str, Any]] | None = None,
     ) -> DispatchResult:
@@ -317,7 +326,8 @@ class HttpAgentDispatcher:
         In `telegram` mode the update goes as Telegram delivered it; in `openai` mode
         the recent turns of the chat (`history`, ending with this message, or with the
         tool results of the previous answer) are sent, with `tools` when given; the
-        answer's tool calls come back in `DispatchResult.tool_calls`.
+        answer's tool calls come back in `DispatchResult.tool_calls`. The system message
+        gives `now` in the chat's `timezone`, so "tomorrow at 9" can become an instant.
         """
         headers = {
             "Content-Type": "application/json",
@@ -335,7 +345,7 @@ class HttpAgentDispatcher:
                 headers["Authorization"] = f"Bearer {self._token}"
             system = (
                 "You are the operator's assistant, reached through their Telegram chat "
-                "(Tickler). Reply to their latest message."
+                f"(Tickler). Reply to their latest message. {_now_in(now, timezone)}"
             )
             body = {
                 "model": self._model,
@@ -480,6 +490,13 @@ class HttpAgentDispatcher:
                 {"role": "user", "content": request.prompt},
             ],
         }
+
+
+def _now_in(now: datetime, timezone: str) -> str:
+    """`Their time zone is Europe/Berlin; it is now Monday 2026-11-23T08:00:00+01:00
+    there.`: the weekday, the local time and its offset, which a relative time needs."""
+    local = now.astimezone(ZoneInfo(timezone)).replace(microsecond=0)
+    return f"Their time zone is {timezone}; it is now {local:%A} {local.isoformat()} there."
 
 
 def _telegram_content(request: DispatchRequest) -> bytes:

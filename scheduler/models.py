@@ -180,11 +180,18 @@ class Schedule(BaseModel):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None
+    #: The short number within the chat (`#3`), given by the store when it is added.
+    number: int | None = None
 
     @property
     def timezone(self) -> str:
         """The zone the schedule was made in; every trigger kind keeps one."""
         return self.trigger.timezone
+
+    @property
+    def ref(self) -> str:
+        """What an operator types to name it: `#3`, or the id before it has a number."""
+        return f"#{self.number}" if self.number is not None else self.id
 
 
 class Attempt(BaseModel):

@@ -30,7 +30,9 @@ from scheduler.models import (
     AWAITING_APPROVAL_REASON,
     Action,
     ActionKind,
+    Attempt,
     CreatedBy,
+    OverlapPolicy,
     Owner,
     Policies,
     Run,
@@ -65,10 +67,13 @@ from scheduler.triggers import (
 
 __all__ = [
     "MAX_BACKFILL",
+    "MIN_ID_PREFIX",
     "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
     "Limits",
     "Resumed",
+    "RunDetail",
+    "RunRequested",
     "ScheduleService",
     "TriggerSpec",
     "check_schedule_id",
@@ -281,15 +286,31 @@ class ScheduleService:
             created_at=now,
             updated_at=now,
         )
-        await self.store.add_schedule(schedule)
+        schedule = await self.store.add_schedule(schedule)
         self._on_change()
         return schedule
 
-    async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule:
-        schedule = await self.store.get_schedule(chat_id, schedule_id)
+    async def get_schedule(self, chat_id: int, ref: str) -> Schedule:
+        """The chat's active schedule that `ref` names, as an operator may type it: its
+        id, its number (`#3` or `3`), or a prefix of its id of at least
+        MIN_ID_PREFIX characters (in any letter case) that no other schedule shares.
+        Every service call that takes a schedule id resolves it here."""
+        schedule = await self.store.get_schedule(chat_id, ref)
         if schedule is None:
-            raise _not_found(schedule_id)
-        _require_active(schedule, schedule_id)
+            found: list[Schedule] = []
+            number = _number(ref)
+            if number is not None:
+                found = await self.store.find_schedules(chat_id, number=number)
+            elif len(ref) >= MIN_ID_PREFIX:
+                found = await self.store.find_schedules(
+                    chat_id, prefix=ref, limit=_AMBIGUOUS_SHOWN + 1
+                )
+                if len(found) > 1:
+                    raise ScheduleNotFound(_ambiguous(ref, found))
+            schedule = found[0] if found else None
+        if schedule is None:
+            raise _not_found(ref)
+        _require_active(schedule, ref)
         return schedule
 
     async def list_schedules(self, chat_id: int) -> list[Schedule]:
@@ -382,7 +403,8 @@ class ScheduleService:
                 }
             return ScheduleChange(current.model_copy(update={**update, "updated_at": now}))
 
-        updated = await self._modify(chat_id, schedule_id, change)
+        target = await self.get_schedule(chat_id, schedule_id)
+        updated = await self._modify(chat_id, target.id, change)
         self._on_change()
         return updated
 
@@ -393,7 +415,7 @@ class ScheduleService:
         if not current.enabled:
             raise InvalidState(f"'{current.name}' is already paused; /resume starts it again.")
         paused = await self.store.pause_schedule(
-            chat_id, schedule_id, by=by, reason=reason, now=self.clock.now()
+            chat_id, current.id, by=by, reason=reason, now=self.clock.now()
         )
         assert paused is not None
         self._on_change()
@@ -435,7 +457,8 @@ class ScheduleService:
             )
             return ScheduleChange(resumed, skipped)
 
-        schedule = await self._modify(chat_id, schedule_id, change)
+        target = await self.get_schedule(chat_id, schedule_id)
+        schedule = await self._modify(chat_id, target.id, change)
         self._on_change()
         return Resumed(schedule, passed)
 
@@ -448,8 +471,8 @@ class ScheduleService:
         return updated
 
     async def archive(self, chat_id: int, schedule_id: str) -> Schedule:
-        await self.get_schedule(chat_id, schedule_id)
-        archived = await self.store.archive_schedule(chat_id, schedule_id, now=self.clock.now())
+        current = await self.get_schedule(chat_id, schedule_id)
+        archived = await self.store.archive_schedule(chat_id, current.id, now=self.clock.now())
         assert archived is not None
         self._on_change()
         return archived
@@ -462,7 +485,7 @@ class ScheduleService:
         many of them already have a run. Changes nothing."""
         schedule = await self.get_schedule(chat_id, schedule_id)
         instants = self._backfill_instants(schedule, start, end)
-        existing = await self._existing_instants(chat_id, schedule_id)
+        existing = await self._existing_instants(chat_id, schedule.id)
         return BackfillPreview(instants, sum(1 for t in instants if t in existing))
 
     async def backfill(
@@ -529,20 +552,31 @@ class ScheduleService:
 
     # --- runs ----------------------------------------------------------------------------
     async def run_now(self, chat_id: int, schedule_id: str) -> Run:
+        return (await self.request_run(chat_id, schedule_id)).run
+
+    async def request_run(self, chat_id: int, schedule_id: str) -> RunRequested:
+        """One extra (manual) run, now; and the run it waits behind, if the schedule is
+        running one and its overlap policy does not allow two at once."""
         schedule = await self.get_schedule(chat_id, schedule_id)
         if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
             raise InvalidState(_AWAITS_ADMIN)
+        behind = None
+        if schedule.policies.overlap is not OverlapPolicy.ALLOW:
+            running = await self.store.list_runs(
+                chat_id, schedule_id=schedule.id, statuses=[RunStatus.RUNNING], limit=1
+            )
+            behind = running[0] if running else None
         run = manual_run(schedule, self.clock.now())
         if not await self.store.add_run(run):
             raise InvalidState("A run for this very instant exists already; try again.")
         self._on_change()
-        return run
+        return RunRequested(schedule, run, behind)
 
     async def history(
         self, chat_id: int, schedule_id: str | None = None, *, limit: int = 20, offset: int = 0
     ) -> list[Run]:
         if schedule_id is not None:
-            await self.get_schedule(chat_id, schedule_id)
+            schedule_id = (await self.get_schedule(chat_id, schedule_id)).id
         return await self.store.list_runs(
             chat_id, schedule_id=schedule_id, limit=limit, offset=offset
         )
@@ -557,6 +591,13 @@ class ScheduleService:
         if run is None:
             raise RunNotFound(f"There is no run '{shown(run_id)}' here; /history lists them.")
         return run
+
+    async def run_detail(self, chat_id: int, run_id: str) -> RunDetail:
+        """A run with its finished attempts and its schedule (archived ones too)."""
+        run = await self.get_run(chat_id, run_id)
+        attempts = await self.store.list_attempts(chat_id, run.id)
+        schedule = await self.store.get_schedule(chat_id, run.schedule_id)
+        return RunDetail(run, attempts, schedule)
 
     async def retry(self, chat_id: int, run_id: str) -> Run:
         """Send a dead (or uncertain) run again, with the same idempotency key."""
@@ -673,10 +714,10 @@ class ScheduleService:
         schedule = await self.get_schedule(chat_id, schedule_id)
         if choice != "skip" and (schedule.tripped or not schedule.enabled):
             raise InvalidState(
-                f"'{schedule.name}' is paused; resume it with /resume {schedule.id} first."
+                f"'{schedule.name}' is paused; resume it with /resume {schedule.ref} first."
             )
         now = self.clock.now()
-        runs = await self.store.list_runs(chat_id, schedule_id=schedule_id, limit=1000)
+        runs = await self.store.list_runs(chat_id, schedule_id=schedule.id, limit=1000)
         # The schedule's own fires in the window, newest first (list_runs' order).
         window = [
             r
@@ -745,10 +786,51 @@ class BackfillPreview:
 
 
 @dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    #: Its finished attempts, oldest first.
+    attempts: list[Attempt]
+    #: None only if the schedule is gone from the database (never, today).
+    schedule: Schedule | None
+
+
+@dataclass(frozen=True)
+class RunRequested:
+    schedule: Schedule
+    #: The new manual run (pending).
+    run: Run
+    #: The schedule's run that is running now; the new one starts when it finishes.
+    behind: Run | None
+
+
+@dataclass(frozen=True)
 class Resumed:
     schedule: Schedule
     #: Fire instants that passed while paused, now recorded as skipped.
     skipped_while_paused: int
+
+
+#: The shortest id prefix accepted for a schedule (shorter ones are too likely shared).
+MIN_ID_PREFIX = 4
+#: How many of the schedules an ambiguous prefix matches the refusal names.
+_AMBIGUOUS_SHOWN = 5
+
+
+def _number(ref: str) -> int | None:
+    """3 for `#3` or `3`; None for anything else."""
+    digits = ref.removeprefix("#")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 9:
+        return None
+    return int(digits)
+
+
+def _ambiguous(ref: str, found: list[Schedule]) -> str:
+    names = ", ".join(f"{s.ref} {s.name} ({s.id})" for s in found[:_AMBIGUOUS_SHOWN])
+    more = " and more" if len(found) > _AMBIGUOUS_SHOWN else ""
+    return (
+        f"'{shown(ref)}' matches more than one schedule ({names}{more}); "
+        "type more of the id, or the number."
+    )
 
 
 def _not_found(schedule_id: str) -> ScheduleNotFound:

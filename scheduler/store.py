@@ -144,7 +144,7 @@ class Notification:
     id: str
     chat_id: int
     #: What it is: run_answer, alert, tripped, missed, approval, proposal, followup,
-    #: reminder, notice.
+    #: reminder, notice, run_sent (a /runnow answer, edited when the run ends).
     kind: str
     text: str
     created_at: datetime
@@ -170,8 +170,15 @@ class Store(Protocol):
         """Release the connection; the store is unusable afterwards."""
 
     # --- schedules -----------------------------------------------------------------
-    async def add_schedule(self, schedule: Schedule) -> None:
-        """Insert a new schedule."""
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert a new schedule; returns it with its number within the chat (one more
+        than the chat's highest so far, never reused)."""
+
+    async def find_schedules(
+        self, chat_id: int, *, number: int | None = None, prefix: str | None = None, limit: int = 5
+    ) -> list[Schedule]:
+        """The chat's schedule numbered `number` (archived ones too), or its active
+        schedules whose id starts with `prefix` in any letter case (at most `limit`)."""
 
     async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule | None:
         """The schedule with that id in that chat, or None."""
@@ -406,8 +413,8 @@ class Store(Protocol):
 
     # --- the outbox (chat messages, bot/outbox.py) --------------------------------------
     async def queue_notifications(self, notifications: Sequence[Notification]) -> None:
-        """Write new messages (pending, or blocked for a chat that blocked the bot) in one
-        transaction."""
+        """Write new messages (pending, or blocked for a chat that blocked the bot, or
+        already sent by the bot itself) in one transaction."""
 
     async def pending_notifications(self, chat_id: int, limit: int) -> list[Notification]:
         """Up to `limit` of the chat's pending messages, oldest first (its queue)."""
@@ -440,6 +447,10 @@ class Store(Protocol):
 
     async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
         """The message that showed the proposal with its buttons, if it was sent."""
+
+    async def sent_run_message(self, chat_id: int, run_id: str) -> Notification | None:
+        """The message that said the run was sent to the agent (kind `run_sent`), whose
+        text is edited in place to say how the run went."""
 
     async def list_notifications(
         self,

@@ -61,7 +61,7 @@ def req_time(text: str) -> datetime:
 SCHEDULE_COLUMNS = (
     "id, chat_id, name, description, trigger_json, action_json, policies_json, owner_id, "
     "owner_name, enabled, paused_by, pause_reason, next_run_at, last_run_at, "
-    "consecutive_failures, tripped, created_by, created_at, updated_at, archived_at"
+    "consecutive_failures, tripped, created_by, created_at, updated_at, archived_at, number"
 )
 
 
@@ -87,6 +87,7 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "created_at": to_db_time(s.created_at),
         "updated_at": to_db_time(s.updated_at),
         "archived_at": opt_time(s.archived_at),
+        "number": s.number,
     }
 
 
@@ -186,6 +187,7 @@ def _schedule_from_values(v: tuple[Any, ...]) -> Schedule:
         created_at=req_time(v[17]),
         updated_at=req_time(v[18]),
         archived_at=from_db_time(v[19]),
+        number=v[20],
     )
 
 

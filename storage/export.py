@@ -23,6 +23,7 @@ from typing import Any
 import aiosqlite
 
 from storage.database import SCHEMA_VERSION, fetch_all, open_database
+from storage.schedules import NUMBER_UNNUMBERED_SQL
 
 __all__ = [
     "FORMAT",
@@ -106,6 +107,7 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("created_at", "time"),
             _f("updated_at", "time"),
             _f("archived_at", "time"),
+            _f("number"),
         ),
     ),
     _Entity(
@@ -544,10 +546,17 @@ async def import_export(
                     continue
                 items = await asyncio.to_thread(_read_lines, path, [])
                 for item in items:
-                    cur = await db.execute(sql, _decode(entity, item))
+                    params = _decode(entity, item)
+                    if merge and entity.name == "schedules":
+                        # Short numbers belong to one database; merged schedules are
+                        # numbered after the chat's own (a clash would drop the row).
+                        params["number"] = None
+                    cur = await db.execute(sql, params)
                     count += max(cur.rowcount, 0)
                     await cur.close()
                 inserted[entity.name] = count
+                if entity.name == "schedules":
+                    await db.execute(NUMBER_UNNUMBERED_SQL)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

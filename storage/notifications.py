@@ -167,6 +167,16 @@ async def sent_for_proposal(
     return None if row is None else _from_row(row)
 
 
+async def sent_for_run(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Notification | None:
+    row = await fetch_one(
+        db,
+        f"SELECT {_COLUMNS} FROM notifications WHERE run_id = ? AND chat_id = ? "
+        "AND kind = 'run_sent' AND status = 'sent' ORDER BY id DESC LIMIT 1",
+        (run_id, chat_id),
+    )
+    return None if row is None else _from_row(row)
+
+
 async def list_for_chat(
     db: aiosqlite.Connection,
     chat_id: int,

@@ -22,25 +22,45 @@ from storage.database import fetch_all, fetch_one
 from storage.due import ACTIVE_WITH_NEXT_FIRE
 from storage.runs import OPEN_RUN_SCHEDULES
 
-_PLACEHOLDERS = ", ".join(":" + c.strip() for c in SCHEDULE_COLUMNS.split(","))
+#: A new schedule's number: the one it brings (an import), else one more than the
+#: chat's highest, archived schedules included, so a number is never reused.
+_NEXT_NUMBER = (
+    "COALESCE(:number, (SELECT COALESCE(MAX(number), 0) + 1 FROM schedules "
+    "WHERE chat_id = :chat_id))"
+)
+_PLACEHOLDERS = ", ".join(
+    _NEXT_NUMBER if c.strip() == "number" else ":" + c.strip() for c in SCHEDULE_COLUMNS.split(",")
+)
 _ASSIGNMENTS = ", ".join(
     f"{c.strip()} = :{c.strip()}"
     for c in SCHEDULE_COLUMNS.split(",")
-    if c.strip() not in ("id", "chat_id", "created_at")
+    if c.strip() not in ("id", "chat_id", "created_at", "number")
+)
+#: Numbers the schedules that have none (imported from an export without numbers), in
+#: the order they were created, after the highest number of their chat.
+NUMBER_UNNUMBERED_SQL = (
+    "UPDATE schedules SET number = o.n FROM ("
+    "SELECT id, ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY created_at, id) "
+    "+ COALESCE((SELECT MAX(m.number) FROM schedules AS m WHERE m.chat_id = s.chat_id), 0) "
+    "AS n FROM schedules AS s WHERE s.number IS NULL) AS o "
+    "WHERE schedules.id = o.id"
 )
 
 
-async def insert(db: aiosqlite.Connection, schedule: Schedule) -> None:
-    cursor = await db.execute(
+async def insert(db: aiosqlite.Connection, schedule: Schedule) -> int:
+    """Insert the schedule; returns its number within the chat."""
+    row = await fetch_one(
+        db,
         f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
-        "ON CONFLICT (id) DO NOTHING",
+        "ON CONFLICT (id) DO NOTHING RETURNING number",
         schedule_params(schedule),
     )
-    if cursor.rowcount == 0:
+    if row is None:
         # Ids are unique across chats; only a chosen id (schedules.yaml) can collide.
         raise InvalidSchedule(
             f"The id '{schedule.id}' is taken by another schedule; choose another id."
         )
+    return int(row[0])
 
 
 async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
@@ -57,6 +77,29 @@ async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Sched
         (schedule_id, chat_id),
     )
     return None if row is None else schedule_from_row(row)
+
+
+async def by_number(db: aiosqlite.Connection, chat_id: int, number: int) -> Schedule | None:
+    row = await fetch_one(
+        db,
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id = ? AND number = ?",
+        (chat_id, number),
+    )
+    return None if row is None else schedule_from_row(row)
+
+
+async def by_prefix(
+    db: aiosqlite.Connection, chat_id: int, prefix: str, limit: int
+) -> list[Schedule]:
+    """The chat's active schedules whose id starts with `prefix`, in any letter case
+    (a phone keyboard capitalises as it likes), at most `limit`, by number."""
+    rows = await fetch_all(
+        db,
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id = ? AND archived_at IS NULL "
+        "AND lower(substr(id, 1, ?)) = lower(?) ORDER BY number LIMIT ?",
+        (chat_id, len(prefix), prefix, limit),
+    )
+    return [schedule_from_row(row) for row in rows]
 
 
 async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedule]:

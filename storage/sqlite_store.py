@@ -271,9 +271,21 @@ class SqliteStore:
         return instants
 
     # --- schedules ---------------------------------------------------------------------
-    async def add_schedule(self, schedule: Schedule) -> None:
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
         async with self._write() as db:
-            await schedules.insert(db, schedule)
+            number = await schedules.insert(db, schedule)
+        return schedule.model_copy(update={"number": number})
+
+    async def find_schedules(
+        self, chat_id: int, *, number: int | None = None, prefix: str | None = None, limit: int = 5
+    ) -> list[Schedule]:
+        async with self._read() as db:
+            if number is not None:
+                found = await schedules.by_number(db, chat_id, number)
+                return [] if found is None else [found]
+            if prefix is not None:
+                return await schedules.by_prefix(db, chat_id, prefix, limit)
+            return []
 
     async def get_schedule(self, chat_id: int, schedule_id: str) -> Schedule | None:
         async with self._read() as db:
@@ -839,6 +851,10 @@ class SqliteStore:
     async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
         async with self._read() as db:
             return await notifications.sent_for_proposal(db, chat_id, proposal_id)
+
+    async def sent_run_message(self, chat_id: int, run_id: str) -> Notification | None:
+        async with self._read() as db:
+            return await notifications.sent_for_run(db, chat_id, run_id)
 
     async def list_notifications(
         self,

@@ -95,6 +95,17 @@ CHAT_ACTIONS = frozenset(
         "upload_video_note",
     }
 )
+#: The emoji a bot may react with (Bot API `ReactionTypeEmoji`); one string keeps the
+#: list readable.
+REACTION_EMOJI = frozenset(
+    (  # noqa: SIM905
+        "👍 👎 ❤ 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 "
+        "🙏 👌 🕊 🤡 🥱 🥴 😍 🐳 ❤️‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 "
+        "💔 🤨 😐 🍓 🍾 💋 🖕 😈 😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 "
+        "😇 😨 🤝 ✍ 🤗 🫡 🎅 🎄 ☃ 💅 🤪 🗿 🆒 💘 🙉 🦄 "
+        "😘 💊 🙊 😎 👾 🤷‍♂️ 🤷 🤷‍♀️ 😡"
+    ).split()
+)
 BUTTON_ACTIONS = (
     "callback_data",
     "url",
@@ -122,6 +133,8 @@ _JSON_FIELDS = frozenset(
         "reply_markup",
         "commands",
         "scope",
+        "reaction",
+        "is_big",
         "offset",
         "limit",
         "timeout",
@@ -797,6 +810,8 @@ class TelegramServer(LoopbackServer):
         self.answered_callbacks: dict[str, Json] = {}
         #: (chat_id, action) for every sendChatAction
         self.chat_actions: list[tuple[int, str]] = []
+        #: The bot's reaction on each message, by (chat id, message id): the emoji.
+        self.reactions: dict[tuple[int, int], list[str]] = {}
         self.webhook_url = ""
         self._commands: dict[tuple[str, str], list[Json]] = {}
         self._last_commands: list[Json] = []
@@ -832,6 +847,7 @@ class TelegramServer(LoopbackServer):
             "getmycommands": self._get_my_commands,
             "deletemycommands": self._delete_my_commands,
             "sendchataction": self._send_chat_action,
+            "setmessagereaction": self._set_message_reaction,
             "senddocument": self._send_document,
             "getfile": self._get_file,
         }
@@ -1068,7 +1084,14 @@ class TelegramServer(LoopbackServer):
             body = await request.json()
             if isinstance(body, dict):
                 params.update(body)
-            for key in ("reply_markup", "commands", "scope", "allowed_updates", "reply_parameters"):
+            for key in (
+                "reply_markup",
+                "commands",
+                "scope",
+                "allowed_updates",
+                "reply_parameters",
+                "reaction",
+            ):
                 if isinstance(params.get(key), str):
                     params[key] = _decode_form_value(key, params[key])
         elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -1470,6 +1493,33 @@ class TelegramServer(LoopbackServer):
         if action not in CHAT_ACTIONS:
             raise _bad("wrong parameter action in request")
         self.chat_actions.append((chat.id, str(action)))
+        return True
+
+    async def _set_message_reaction(self, params: Json) -> bool:
+        chat = self._target_chat(params)
+        mid = _as_int(params.get("message_id"))
+        if mid is None:
+            raise _bad("message identifier is not specified")
+        msg = chat.messages.get(mid)
+        if msg is None or msg.deleted:
+            raise _bad("message to react not found")
+        reaction = params.get("reaction", [])
+        if reaction in (None, ""):
+            reaction = []
+        if not isinstance(reaction, list):
+            raise _bad("can't parse reaction types JSON object")
+        emoji: list[str] = []
+        for kind in reaction:
+            if not isinstance(kind, dict) or kind.get("type") != "emoji":
+                raise _bad("REACTION_INVALID")
+            if kind.get("emoji") not in REACTION_EMOJI:
+                raise _bad("REACTION_INVALID")
+            emoji.append(str(kind["emoji"]))
+        # A bot is not a premium user: one reaction per message.
+        if len(emoji) > 1:
+            raise _bad("REACTIONS_TOO_MANY")
+        self.reactions[(chat.id, mid)] = emoji
+        self._bot_signal.fire()
         return True
 
     async def _send_document(self, params: Json) -> Json:

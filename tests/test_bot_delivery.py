@@ -118,19 +118,26 @@ async def _dead_count(bot: BotHarness, sid: str, n: int) -> bool:
 
 
 async def test_plain_messages_go_to_the_agent_as_telegram_updates(bot: BotHarness) -> None:
-    await bot.alice.send("What is on my plate today?")
+    sent = await bot.alice.send("What is on my plate today?")
     [request] = await bot.agent.wait_for_requests(1)
     assert request.json["message"]["text"] == "What is on my plate today?"
     assert request.json["message"]["chat"]["id"] == ALICE
     assert request.headers["x-telegram-bot-api-secret-token"] == "stub-secret"
     assert request.headers["idempotency-key"].startswith(f"chat:{ALICE}:")
+    # The agent answers through its own bot; a reaction says it took the message.
+    [mark] = await bot.server.wait_for_call("setMessageReaction")
+    assert mark["message_id"] == sent["message_id"]
+    assert bot.server.reactions[(ALICE, sent["message_id"])] == ["👍"]
+    assert bot.alice.messages == []
 
 
 async def test_in_openai_mode_the_conversation_keeps_recent_turns(openai_bot: BotHarness) -> None:
     bot = openai_bot
     bot.agent.openai_answer("Two meetings and a deadline.")
-    await bot.alice.send("What is on my plate today?")
+    first = await bot.alice.send("What is on my plate today?")
     assert (await bot.alice.wait_reply()).text == "Two meetings and a deadline."
+    # The answer itself says it arrived: no reaction in openai mode.
+    assert (ALICE, first["message_id"]) not in bot.server.reactions
     bot.agent.openai_answer("The deadline is the invoice.")
     await bot.alice.send("Which deadline?")
     assert (await bot.alice.wait_reply()).text == "The deadline is the invoice."
@@ -139,10 +146,38 @@ async def test_in_openai_mode_the_conversation_keeps_recent_turns(openai_bot: Bo
     assert turns[-1]["content"] == "Which deadline?"
 
 
+async def test_in_openai_mode_the_agent_is_told_the_chats_date_time_and_zone(
+    openai_bot: BotHarness,
+) -> None:
+    """So that "remind me tomorrow at 9" can become an instant."""
+    bot = openai_bot
+    bot.agent.openai_answer("Noted.")
+    await bot.alice.send("Remind me tomorrow at 9 to call the bank.")
+    await bot.alice.wait_reply()
+    system = bot.agent.requests[-1].json["messages"][0]
+    assert system == {
+        "role": "system",
+        "content": "You are the operator's assistant, reached through their Telegram chat "
+        "(Tickler). Reply to their latest message. Their time zone is Europe/Berlin; it is "
+        "now Monday 2026-11-23T08:00:00+01:00 there.",
+    }
+    # The chat's own zone, once set, and the clock as it moves.
+    await bot.alice.send("/tz America/New_York")
+    await bot.alice.wait_reply()
+    await bot.clock.advance(timedelta(hours=18))
+    await bot.alice.send("And the day after?")
+    await bot.alice.wait_reply()
+    content = bot.agent.requests[-1].json["messages"][0]["content"]
+    assert content.endswith(
+        "Their time zone is America/New_York; it is now Monday 2026-11-23T20:00:00-05:00 there."
+    )
+
+
 async def test_an_agent_that_fails_a_chat_message_gets_one_sentence(bot: BotHarness) -> None:
     bot.agent.respond_with(503)
-    await bot.alice.send("hello?")
+    sent = await bot.alice.send("hello?")
     reply = await bot.alice.wait_reply()
     assert reply.text == (
         "Your agent did not take that message (The agent answered HTTP 503); try again in a moment."
     )
+    assert bot.server.reactions[(ALICE, sent["message_id"])] == ["👎"]

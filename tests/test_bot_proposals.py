@@ -278,6 +278,14 @@ async def test_a_low_proposal_is_active_at_once_and_undo_archives_it(bot: BotHar
     assert await toast(bot, query) == "That proposal is already undone."
 
 
+async def test_a_proposed_task_says_it_is_a_task_for_the_operator(bot: BotHarness) -> None:
+    daily = TriggerSpec(kind="cron", cron="0 18 * * *")
+    await propose(bot, trigger=daily, kind=ActionKind.TASK)
+    card = await bot.alice.wait_reply(containing="Your agent")
+    assert "Does: puts a task for you on /today, due at each fire: “Check my inbox.”" in text(card)
+    assert "asks your agent" not in text(card)
+
+
 # --- runs that wait for approval -------------------------------------------------------------
 async def _careful_daily(bot: BotHarness) -> str:
     schedule = await bot.services.service.create_schedule(

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -76,21 +77,25 @@ async def test_schedules_lists_five_a_page_and_pages_in_place(bot: BotHarness) -
     assert "page 1 of 2" in text(first)
     assert all(f"Brief {n}" in text(first) for n in range(1, 6))
     assert "Brief 6" not in text(first)
-    assert first.button_labels() == [f"{n}. Brief {n}" for n in range(1, 6)] + ["Next ▶"]
+    assert first.button_labels() == [f"#{n} Brief {n}" for n in range(1, 6)] + ["Next ▶"]
+    # Each line has the schedule's number and its next fire, local time with the offset.
+    assert "#1 Brief 1 — At 09:00 AM (Europe/Berlin)\n    Next: Mon 23 Nov 09:00 (+01:00)" in (
+        text(first)
+    )
 
     await bot.alice.press("Next ▶")
     second = await bot.alice.wait_edit(first.message_id)
     assert "page 2 of 2" in text(second)
     assert "Brief 6" in text(second) and "Brief 7" in text(second)
     assert "Brief 5" not in text(second)
-    assert second.button_labels() == ["6. Brief 6", "7. Brief 7", "◀ Prev"]
+    assert second.button_labels() == ["#6 Brief 6", "#7 Brief 7", "◀ Prev"]
 
     await bot.alice.press("◀ Prev")
     again = await bot.alice.wait_edit(first.message_id)
     assert text(again) == text(first)
 
     # A schedule's button opens its card.
-    await bot.alice.press("2. Brief 2")
+    await bot.alice.press("#2 Brief 2")
     card = await bot.alice.wait_reply()
     assert text(card).startswith("Brief 2") and "Status: ▶️ active" in text(card)
 
@@ -127,7 +132,7 @@ async def test_the_card_pauses_and_resumes_in_place(bot: BotHarness) -> None:
 
     await bot.alice.press("Edit", card)
     how = await bot.alice.wait_reply()
-    assert f"/edit {schedule.id} field value" in text(how)
+    assert "/edit #1 field value" in text(how)
 
 
 async def test_pause_and_resume_by_command(bot: BotHarness) -> None:
@@ -150,6 +155,57 @@ async def test_pause_and_resume_by_command(bot: BotHarness) -> None:
     assert text(await bot.alice.wait_reply()) == "'Daily brief' is not paused."
 
 
+# --- ids a thumb can type -----------------------------------------------------------------
+async def test_a_schedule_is_named_by_its_number_or_a_short_prefix_of_its_id(
+    bot: BotHarness,
+) -> None:
+    service, owner = bot.services.service, Owner(id=ALICE, first_name="Alice")
+
+    async def add(sid: str, name: str) -> Schedule:
+        return await service.create_schedule(
+            ALICE, owner, name=name, trigger=DAILY_9, action=Action(text="Go."), schedule_id=sid
+        )
+
+    brief = await add("BRIEF-0001", "Daily brief")
+    await add("BRIEF-0002", "Evening brief")
+    sponsors = await add("ZQ7X-SPONSORS", "Sponsors")
+    assert (brief.ref, sponsors.ref) == ("#1", "#3")
+
+    await bot.alice.send("/pause #1")
+    assert text(await bot.alice.wait_reply()) == (
+        "⏸ Paused Daily brief. It will not fire until /resume #1; its history is kept."
+    )
+    await bot.alice.send("/resume 1")
+    assert text(await bot.alice.wait_reply()).startswith("▶️ Resumed Daily brief.")
+    # Four characters of the id, in whatever case the phone typed them.
+    await bot.alice.send("/pause zq7x")
+    assert text(await bot.alice.wait_reply()).startswith("⏸ Paused Sponsors.")
+    await bot.alice.send("/show zq7x")
+    assert "ID: #3 (ZQ7X-SPONSORS)" in text(await bot.alice.wait_reply())
+
+    # A prefix two schedules share names neither; the answer lists both.
+    await bot.alice.send("/pause brie")
+    assert text(await bot.alice.wait_reply()) == (
+        "'brie' matches more than one schedule (#1 Daily brief (BRIEF-0001), "
+        "#2 Evening brief (BRIEF-0002)); type more of the id, or the number."
+    )
+    # Three characters are too few to guess from, and a number not in this chat is unknown.
+    for ref in ("zq7", "#9"):
+        await bot.alice.send(f"/pause {ref}")
+        assert text(await bot.alice.wait_reply()) == NOT_HERE.format(ref)
+    assert (await service.get_schedule(ALICE, "BRIEF-0002")).enabled
+    # Olga's chat numbers its own schedules, and Alice's numbers mean nothing there.
+    await bot.olga.send("/pause 1")
+    assert text(await bot.olga.wait_reply()) == NOT_HERE.format("1")
+
+    # An archived schedule's number is never given again.
+    await service.archive(ALICE, "#3")
+    fourth = await add("LATER-0004", "Later")
+    assert fourth.ref == "#4"
+    await bot.alice.send("/show 3")
+    assert text(await bot.alice.wait_reply()) == NOT_HERE.format("3")
+
+
 # --- runs -----------------------------------------------------------------------------------
 async def test_run_now_from_the_card_then_history_shows_it(bot: BotHarness) -> None:
     schedule = await seed(bot)
@@ -158,7 +214,7 @@ async def test_run_now_from_the_card_then_history_shows_it(bot: BotHarness) -> N
 
     card = await open_card(bot.alice, schedule)
     query = await bot.alice.press("Run now", card)
-    assert await toast(bot, query) == "Running now."
+    assert await toast(bot, query) == "Sent to your agent."
     await bot.agent.wait_for_requests(1)
 
     async def succeeded() -> bool:
@@ -175,8 +231,87 @@ async def test_run_now_from_the_card_then_history_shows_it(bot: BotHarness) -> N
 
     await bot.clock.advance(timedelta(seconds=1))  # a run now is keyed by its instant
     await bot.alice.send(f"/runnow {schedule.id}")
-    assert "Running Daily brief now" in text(await bot.alice.wait_reply(containing="Running"))
+    assert "Sending Daily brief to your agent now" in text(
+        await bot.alice.wait_reply(containing="Sending")
+    )
     await bot.agent.wait_for_requests(2)
+
+
+# In telegram mode (the default) the agent answers the chat through its own bot: Tickler
+# says where the run went, then confirms in place whether the agent took it.
+SENDING = (
+    "▶️ Sending Daily brief to your agent now ({}); its answer comes from the agent itself, "
+    "not from me."
+)
+
+
+async def test_run_now_in_telegram_mode_is_confirmed_in_place_when_delivered(
+    bot: BotHarness,
+) -> None:
+    await seed(bot)
+    await bot.clock.advance(timedelta(seconds=3))
+    await bot.alice.send("/runnow #1")
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == SENDING.format("08:00:03")
+    await bot.agent.wait_for_requests(1)
+    delivered = await bot.alice.wait_edit(sent.message_id)
+    assert text(delivered) == SENDING.format("08:00:03") + (
+        "\n✅ Delivered: your agent took it at 08:00:03."
+    )
+    # The agent answers through its own bot: nothing else comes from Tickler.
+    assert [m.message_id for m in bot.alice.messages][-1] == sent.message_id
+
+
+async def test_run_now_in_telegram_mode_is_confirmed_in_place_when_it_fails(
+    bot: BotHarness,
+) -> None:
+    bot.agent.respond_with(500)
+    schedule = await seed(bot, policies=Policies(retry=RetryPolicy(max_attempts=2)))
+    await bot.alice.send("/runnow 1")
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == SENDING.format("08:00:00")
+    retrying = text(await bot.alice.wait_edit(sent.message_id))
+    assert retrying.startswith(
+        SENDING.format("08:00:00")
+        + "\n🔁 Attempt 1 failed (The agent answered HTTP 500); trying again at 08:0"
+    )
+    [run] = await runs_of(bot, schedule)
+    assert run.status is RunStatus.FAILED and run.next_attempt_at is not None
+    await bot.clock.advance(run.next_attempt_at - bot.clock.now())
+    failed = await bot.alice.wait_edit(sent.message_id)
+    assert text(failed) == SENDING.format("08:00:00") + (
+        "\n❌ Failed: not delivered after 2 attempts (The agent answered HTTP 500). "
+        "/deadletters has it."
+    )
+    assert len(bot.agent.requests) == 2
+
+
+async def test_run_now_while_a_run_is_in_progress_says_it_is_queued_behind_it(
+    bot: BotHarness,
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(_: object) -> int:
+        await gate.wait()
+        return 200
+
+    bot.agent.respond_with(held)
+    await seed(bot)
+    await bot.alice.send("/runnow 1")
+    await bot.alice.wait_reply()
+    await bot.agent.wait_for_requests(1)  # the agent holds it: the run is in progress
+    await bot.clock.advance(timedelta(seconds=5))
+    await bot.alice.send("/runnow 1")
+    queued = await bot.alice.wait_reply()
+    assert text(queued) == (
+        "⏳ Daily brief is already running (since 08:00:00); this run is queued behind it "
+        "and starts when it finishes; its answer comes from the agent itself, not from me."
+    )
+    assert len(bot.agent.requests) == 1
+    gate.set()
+    await bot.agent.wait_for_requests(2)  # then it runs
+    delivered = await bot.alice.wait_edit(queued.message_id)
+    assert text(delivered).endswith("✅ Delivered: your agent took it at 08:00:05.")
 
 
 async def test_history_pages_with_buttons(bot: BotHarness) -> None:
@@ -189,17 +324,57 @@ async def test_history_pages_with_buttons(bot: BotHarness) -> None:
     await bot.alice.send(f"/history {schedule.id}")
     first = await bot.alice.wait_reply()
     assert "page 1" in text(first) and text(first).count("skipped") == 10
-    assert first.button_labels() == ["Next ▶"]
+    assert first.button_labels() == [str(n) for n in range(1, 11)] + ["Next ▶"]
     await bot.alice.press("Next ▶", first)
     second = await bot.alice.wait_edit(first.message_id)
     assert "page 2" in text(second) and text(second).count("skipped") == 2
-    assert second.button_labels() == ["◀ Prev"]
+    assert second.button_labels() == ["1", "2", "◀ Prev"]
 
     # The chat-wide history pages the same way.
     await bot.alice.send("/history")
     chat_wide = await bot.alice.wait_reply()
     await bot.alice.press("Next ▶", chat_wide)
     assert "page 2" in text(await bot.alice.wait_edit(chat_wide.message_id))
+
+
+async def test_a_runs_detail_shows_attempts_error_output_tokens_and_its_key(
+    openai_bot: BotHarness,
+) -> None:
+    bot = openai_bot
+    bot.agent.script([500])
+    bot.agent.openai_answer("All quiet today.", {"prompt_tokens": 10, "total_tokens": 14})
+    schedule = await seed(bot, policies=Policies(retry=RetryPolicy(max_attempts=2)))
+    run = await bot.services.service.run_now(ALICE, schedule.id)
+
+    async def status_is(status: RunStatus) -> bool:
+        return (await bot.services.service.get_run(ALICE, run.id)).status is status
+
+    await eventually(lambda: status_is(RunStatus.FAILED))
+    failed = await bot.services.service.get_run(ALICE, run.id)
+    assert failed.next_attempt_at is not None
+    await bot.clock.advance(failed.next_attempt_at - bot.clock.now())
+    await eventually(lambda: status_is(RunStatus.SUCCEEDED))
+    again = failed.next_attempt_at.astimezone(ZoneInfo("Europe/Berlin"))
+
+    await bot.alice.send("/history #1")
+    page = await bot.alice.wait_reply(containing="History of")
+    assert "1. ✅ Mon 23 Nov 08:00 (+01:00) succeeded (manual)" in text(page)
+    await bot.alice.press("1", page)
+    detail = text(await bot.alice.wait_reply(containing="Run of"))
+    assert detail.startswith(f"Run of Daily brief\nID: {run.id}\nStatus: ✅ Mon 23 Nov 08:00")
+    assert (
+        "Attempts: 2:\n"
+        "  1. failed at Mon 23 Nov 08:00 (+01:00) — The agent answered HTTP 500.\n"
+        f"  2. succeeded at Mon 23 Nov {again:%H:%M} (+01:00)\n"
+    ) in detail
+    assert "Tokens: prompt 10, total 14" in detail
+    assert f"Idempotency key: {schedule.id}:2026-11-23T07:00:00Z" in detail
+    assert detail.endswith("Output:\nAll quiet today.")
+
+    await bot.alice.send(f"/run {run.id}")
+    assert text(await bot.alice.wait_reply()) == detail
+    await bot.alice.send("/run NOPE")
+    assert text(await bot.alice.wait_reply()) == "There is no run 'NOPE' here; /history lists them."
 
 
 async def make_dead_run(bot: BotHarness) -> tuple[Schedule, Run]:
@@ -258,8 +433,15 @@ async def test_retry_by_command_and_from_the_alert(bot: BotHarness) -> None:
     alert = await bot.alice.wait_reply(containing="failed after 1 attempt")
     bot.agent.respond_with(200)
     await bot.alice.send(f"/retry {run.id}")
-    assert f"Sending run {run.id} again" in text(await bot.alice.wait_reply())
+    sent = await bot.alice.wait_reply()
+    assert text(sent) == (
+        f"🔁 Sending run {run.id} again with the same idempotency key; its answer comes "
+        "from the agent itself, not from me."
+    )
     await bot.agent.wait_for_requests(2)
+    # Telegram mode: the message says, in place, that the agent took it.
+    delivered = await bot.alice.wait_edit(sent.message_id)
+    assert text(delivered).endswith("\n✅ Delivered: your agent took it at 08:00:00.")
     # The alert's Retry now answers with the run's state; its History still works.
     query = await bot.alice.press("Retry", alert)
     assert (await toast(bot, query)).startswith("That run is already ")
@@ -427,10 +609,15 @@ async def test_run_all_missed_fires_from_the_alert(bot: BotHarness) -> None:
     assert "Running all 3 missed fires. (chosen by Alice)" in text(edited) and edited.buttons == []
     await bot.agent.wait_for_requests(3)
 
-    # A second press changes nothing.
+    async def all_ran() -> bool:
+        return all(r.status is RunStatus.SUCCEEDED for r in await runs_of(bot, schedule))
+
+    await eventually(all_ran)
+    # A second press changes nothing, and says the fires already ran.
     query = await bot.alice.press_data(alert.callback_data("Run all") or "", alert.message_id)
-    assert await toast(bot, query) == "Running all 3 missed fires."
-    await asyncio.sleep(0.05)
+    assert await toast(bot, query) == (
+        "Already done: the 3 missed fires ran. /history shows how they went."
+    )
     assert len(bot.agent.requests) == 3
     assert len(await runs_of(bot, schedule)) == 3
 

@@ -76,7 +76,7 @@ def test_the_demo_plays_the_whole_conversation_without_credentials(
     )
     after(out, "You:     Could you", "Your agent proposes a schedule", "[Approve] [Reject]")
     after(out, "You:     [Approve]", "Approved by Alice; Inbox check is active.")
-    after(out, "You:     /schedules", "Daily brief [paused]", "2. Inbox check —")
+    after(out, "You:     /schedules", "Daily brief [paused]", "#2 Inbox check —")
     assert out.rstrip().endswith("see the README's quick start.")
 
 

@@ -240,6 +240,8 @@ class TestOpenAIMode:
             update={},
             history=[{"role": "user", "content": "What runs today?"}],
             idempotency_key="chat:1:2",
+            now=FIRE,
+            timezone="UTC",
             tools=tools,
         )
         assert result.output == "Let me look." and result.tool_calls == [call]
@@ -248,7 +250,11 @@ class TestOpenAIMode:
         # Without tools, none are offered and none come back.
         agent_stub.openai_answer("Nothing.")
         result = await openai_dispatcher.forward_chat(
-            update={}, history=[{"role": "user", "content": "?"}], idempotency_key="chat:1:3"
+            update={},
+            history=[{"role": "user", "content": "?"}],
+            idempotency_key="chat:1:3",
+            now=FIRE,
+            timezone="UTC",
         )
         assert result.tool_calls is None and "tools" not in agent_stub.requests[-1].json
 

@@ -173,6 +173,52 @@ async def test_round_trip_is_byte_identical(
     assert set(merged.values()) == {0}
 
 
+async def test_imported_schedules_keep_or_get_their_chat_numbers(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    db_path: Path,
+    tmp_path: Path,
+) -> None:
+    sid = await seed(service, store, clock, dispatcher, db_path)
+    exported = tmp_path / "exported"
+    await export_database(db_path, exported)
+    [row] = [r for r in _lines(exported / "schedules.jsonl") if r["id"] == sid]
+    assert row["number"] == 1
+
+    # An export from before schedules had numbers: they are given in creation order.
+    old = tmp_path / "old"
+    old.mkdir()
+    for source in exported.iterdir():
+        (old / source.name).write_bytes(source.read_bytes())
+    rows = [{k: v for k, v in r.items() if k != "number"} for r in _lines(old / "schedules.jsonl")]
+    (old / "schedules.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    await import_export(old, tmp_path / "restored.db")
+    async with await SqliteStore.open(tmp_path / "restored.db") as restored:
+        assert (await restored.get_schedule(7, sid)).number == 1  # type: ignore[union-attr]
+
+    # Merged into a database whose chat has a #1 of its own: numbered after it.
+    mine = tmp_path / "mine.db"
+    async with await SqliteStore.open(mine) as other:
+        own = await ScheduleService(other, clock).create_schedule(
+            7,
+            Owner(id=1),
+            name="Mine",
+            trigger=TriggerSpec(kind="cron", cron="0 8 * * *"),
+            action=Action(text="mine"),
+        )
+    assert (await import_export(exported, mine, merge=True))["schedules"] == 2
+    async with await SqliteStore.open(mine) as merged:
+        numbers = {s.id: s.number for s in await merged.list_schedules(7)}
+    assert numbers == {own.id: 1, sid: 2}
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def write_export(folder: Path, files: dict[str, list[dict[str, object]]]) -> None:
     folder.mkdir()
     counts = {name.removesuffix(".jsonl"): len(rows) for name, rows in files.items()}

@@ -27,7 +27,8 @@ from scheduler.models import (
 from scheduler.planning import plan_due_fires
 from scheduler.store import AttemptOutcome, EngineInstance, Store
 from scheduler.triggers import cron_trigger
-from storage.database import SchemaTooNew
+from storage.codec import schedule_params
+from storage.database import SchemaTooNew, _migrations, _split
 from storage.sqlite_store import SqliteStore
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
@@ -260,6 +261,36 @@ async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> Non
         raw.execute("PRAGMA user_version = 999")
     with pytest.raises(SchemaTooNew, match="version 999"):
         await SqliteStore.open(path)
+
+
+async def test_schedules_already_stored_are_numbered_in_creation_order(tmp_path: Path) -> None:
+    """Migration 0008 numbers the schedules of a version-7 file per chat, oldest first
+    (not in id order), and a schedule added afterwards takes the next number."""
+    path = tmp_path / "v7.db"
+    with sqlite3.connect(path) as raw:
+        for number, sql in _migrations():
+            if number <= 7:
+                for statement in _split(sql):
+                    raw.execute(statement)
+        raw.execute("PRAGMA user_version = 7")
+        old = schedule_params(schedule(1))
+        for sid, chat, day in (("A-LATE", 1, 3), ("B-EARLY", 1, 1), ("C-OTHER", 2, 2)):
+            row = {
+                **old,
+                "id": sid,
+                "chat_id": chat,
+                "created_at": f"2026-11-0{day}T07:00:00.000000Z",
+            }
+            row.pop("number")
+            marks = ", ".join(":" + k for k in row)
+            raw.execute(f"INSERT INTO schedules ({', '.join(row)}) VALUES ({marks})", row)
+    store = await SqliteStore.open(path)
+    try:
+        numbers = {s.id: s.number for chat in (1, 2) for s in await store.list_schedules(chat)}
+        assert numbers == {"B-EARLY": 1, "A-LATE": 2, "C-OTHER": 1}
+        assert (await store.add_schedule(schedule(1))).number == 3
+    finally:
+        await store.close()
 
 
 # --- claim_and_start: a fire with a free slot is written once, already running -------

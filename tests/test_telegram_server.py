@@ -564,6 +564,26 @@ async def test_chat_action(telegram_server: TelegramServer, bot: ExtBot[None]) -
     assert telegram_server.chat_actions == [(1001, "typing")]
 
 
+async def test_message_reactions_are_checked_like_telegram(
+    telegram_server: TelegramServer, bot: ExtBot[None]
+) -> None:
+    alice = telegram_server.user(1001)
+    sent = await alice.send("remind me tomorrow at 9")
+    mid = sent["message_id"]
+    assert await bot.set_message_reaction(1001, mid, "👍") is True
+    assert telegram_server.reactions[(1001, mid)] == ["👍"]
+    with pytest.raises(BadRequest, match=r"(?i)reaction_invalid"):
+        await bot.set_message_reaction(1001, mid, "✅")  # not one a bot may use
+    with pytest.raises(BadRequest, match=r"(?i)reactions_too_many"):
+        await bot.set_message_reaction(1001, mid, ["👍", "👎"])
+    with pytest.raises(BadRequest, match=r"(?i)message to react not found"):
+        await bot.set_message_reaction(1001, mid + 100, "👍")
+    assert telegram_server.reactions[(1001, mid)] == ["👍"]
+    # An empty list takes the reaction away.
+    assert await bot.set_message_reaction(1001, mid, []) is True
+    assert telegram_server.reactions[(1001, mid)] == []
+
+
 async def test_wait_reply_containing_and_timeout(
     telegram_server: TelegramServer, bot: ExtBot[None]
 ) -> None:

@@ -14,6 +14,7 @@ from bot.views_schedules import (
     dead_letter,
     dead_letters_header,
     history_page,
+    missed_already,
     missed_outcome,
     schedule_card,
     schedules_page,
@@ -66,21 +67,21 @@ def data(markup: InlineKeyboardMarkup | None) -> list[list[tuple[str, str]]]:
 
 
 def test_the_schedule_list_pages_five_at_a_time() -> None:
-    assert schedules_page([], 0) == (EMPTY_LIST, None, 0)
+    assert schedules_page([], 0, NOW) == (EMPTY_LIST, None, 0)
     seven = [schedule(n) for n in range(7)]
-    text, markup, page = schedules_page(seven, 0)
+    text, markup, page = schedules_page(seven, 0, NOW)
     assert page == 0 and "page 1 of 2" in text
     assert "Brief &lt;4&gt;" in text and "Brief &lt;5&gt;" not in text  # escaped
     rows = data(markup)
     assert [r[0][1] for r in rows[:5]] == [f"s:show:{s.id}" for s in seven[:5]]
     assert rows[5] == [("Next ▶", "l:1")]
-    text, markup, page = schedules_page(seven, 1)
+    text, markup, page = schedules_page(seven, 1, NOW)
     assert page == 1 and "Brief &lt;6&gt;" in text and "Brief &lt;4&gt;" not in text
     assert data(markup)[-1] == [("◀ Prev", "l:0")]
     # A page that no longer exists (schedules were archived) shows the last one.
-    assert schedules_page(seven, 9)[2] == 1
+    assert schedules_page(seven, 9, NOW)[2] == 1
     # One page: no navigation row.
-    assert len(data(schedules_page(seven[:3], 0)[1])) == 3
+    assert len(data(schedules_page(seven[:3], 0, NOW)[1])) == 3
 
 
 def test_a_card_shows_state_trigger_zone_and_next_fires() -> None:
@@ -136,13 +137,16 @@ def test_history_pages_and_empty_states() -> None:
         default_zone="UTC",
         names={s.id: s.name},
     )
-    assert "<b>Brief &lt;0&gt;</b>: ✅" in text and "dead — HTTP 500" in text
+    assert "1. <b>Brief &lt;0&gt;</b>: ✅" in text and "2. <b>" in text
+    assert "dead — HTTP 500" in text
     assert f"/retry <code>{runs[1].id}</code>" in text
-    assert data(markup) == [[("Next ▶", "h:1")]]
+    # A button per line opens that run's detail.
+    details = [("1", f"r:show:{runs[0].id}"), ("2", f"r:show:{runs[1].id}")]
+    assert data(markup) == [details, [("Next ▶", "h:1")]]
     _, markup = history_page(
         runs, page=1, has_more=False, zones={}, default_zone="UTC", names={}, schedule=s
     )
-    assert data(markup) == [[("◀ Prev", f"s:hist:{s.id}:0")]]
+    assert data(markup) == [details, [("◀ Prev", f"s:hist:{s.id}:0")]]
 
 
 def test_dead_letters_offer_the_right_buttons() -> None:
@@ -169,3 +173,18 @@ def test_missed_outcomes_say_what_happened() -> None:
     started = run(RunStatus.SUCCEEDED, 1, RunTrigger.CATCH_UP)
     assert "1 missed fire had already started" in missed_outcome("skip", [started, skipped])
     assert "no longer recorded" in missed_outcome("all", [])
+
+
+def test_a_second_press_on_missed_fires_says_where_they_stand() -> None:
+    ran = [run(RunStatus.SUCCEEDED, 0, RunTrigger.CATCH_UP), run(RunStatus.DEAD, 60)]
+    assert (
+        missed_already(ran) == "Already done: the 2 missed fires ran. /history shows how they went."
+    )
+    waiting = [run(RunStatus.PENDING, 0, RunTrigger.CATCH_UP)]
+    assert (
+        missed_already(waiting) == "Already chosen: the missed fire is running or waiting to run."
+    )
+    skipped = [run(RunStatus.SKIPPED, 0)]
+    assert missed_already(skipped) == (
+        "Already settled: those missed fires were skipped; nothing ran."
+    )

@@ -9,10 +9,12 @@ MAX_TOOL_ROUNDS answers have their tools run, then the final answer is posted.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from telegram import Message, Update
-from telegram.constants import ChatAction
+from telegram.constants import ChatAction, ReactionEmoji
+from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot.context import Services, services
@@ -20,6 +22,11 @@ from bot.render import split_message
 from scheduler.agent_tools import TOOLS, AgentTools
 from scheduler.dispatch import DispatchError, DispatchResult
 
+log = logging.getLogger("tickler.bot")
+
+#: The reactions on a plain message forwarded in telegram mode: the agent took it, or not.
+DELIVERED = ReactionEmoji.THUMBS_UP
+NOT_DELIVERED = ReactionEmoji.THUMBS_DOWN
 #: The recent turns kept per chat as context for `openai` mode, bounded both ways.
 HISTORY_TURNS = 20
 HISTORY_CHARS = 12_000
@@ -42,14 +49,21 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     history.append({"role": "user", "content": message.text})
     _trim(history)
     await context.bot.send_chat_action(chat.id, ChatAction.TYPING)
+    # In telegram mode the agent answers through its own bot, so this chat never sees an
+    # answer from Tickler: a reaction on the message says whether the agent got it.
+    marks = svc.settings.agent_mode == "telegram"
     try:
         result, exhausted = await _converse(svc, update, message, list(history))
     except DispatchError as exc:
         history.pop()
+        if marks:
+            await _mark(message, NOT_DELIVERED)
         await message.reply_text(
             f"Your agent did not take that message ({str(exc).rstrip('.')}); try again in a moment."
         )
         return
+    if marks:
+        await _mark(message, DELIVERED)
     output = result.output
     if not output and exhausted:
         output = TOOLS_STOPPED
@@ -74,10 +88,13 @@ async def _converse(
     if svc.settings.agent_mode == "openai" and svc.proposals is not None:
         tools = AgentTools(svc.service, svc.proposals)
     turns: list[dict[str, Any]] = list(history)
+    zone = await svc.service.chat_timezone(chat_id)
     result = await svc.dispatcher.forward_chat(
         update=update.to_dict(),
         history=turns,
         idempotency_key=key,
+        now=svc.clock.now(),
+        timezone=zone,
         tools=TOOLS if tools is not None else None,
     )
     for round_ in range(1, MAX_TOOL_ROUNDS + 1):
@@ -99,9 +116,19 @@ async def _converse(
             update=update.to_dict(),
             history=turns,
             idempotency_key=f"{key}:{round_}",
+            now=svc.clock.now(),
+            timezone=zone,
             tools=TOOLS,
         )
     return result, tools is not None and bool(result.tool_calls)
+
+
+async def _mark(message: Message, emoji: str) -> None:
+    try:
+        await message.set_reaction(emoji)
+    except TelegramError as exc:
+        # A chat may allow no reactions; the mark is a courtesy, never worth an error.
+        log.info("could not mark a forwarded message: %s", exc, extra={"chat_id": message.chat_id})
 
 
 def _trim(history: list[dict[str, str]]) -> None:

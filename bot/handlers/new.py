@@ -696,7 +696,9 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         return END
     await _say(
         update,
-        saved_text(schedule.name, schedule.id, schedule.next_run_at, schedule.timezone),
+        saved_text(
+            schedule.name, schedule.id, schedule.next_run_at, schedule.timezone, ref=schedule.ref
+        ),
         html=True,
     )
     return END

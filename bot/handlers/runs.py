@@ -1,6 +1,7 @@
-"""/history, /deadletters, /retry and the buttons about runs:
+"""/history, /run, /deadletters, /retry and the buttons about runs:
 
     h:<page>, s:hist:<schedule_id>[:<page>]   history pages
+    r:show:<run_id>                           a run's detail (/run RUN_ID)
     r:<retry|done|drop|approve|skip>:<run_id> a run (alerts, /deadletters, approvals)
     m:<latest|all|skip>:<schedule_id>:<a>:<b> missed fires between epoch seconds a and b
 
@@ -15,7 +16,7 @@ from typing import Literal, cast
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from bot import callbacks
+from bot import callbacks, views_runs
 from bot.context import services
 from bot.handlers.schedules import (
     Outcome,
@@ -27,6 +28,7 @@ from bot.handlers.schedules import (
     int_arg,
     pressed_message,
     reply,
+    to_agent,
 )
 from bot.render import MAX_MESSAGE, esc, zone_of
 from bot.views_schedules import (
@@ -34,6 +36,7 @@ from bot.views_schedules import (
     dead_letter,
     dead_letters_header,
     history_page,
+    missed_already,
     missed_outcome,
 )
 from scheduler.errors import InvalidState
@@ -101,6 +104,28 @@ async def on_history_page(
     return Outcome(text=text, markup=markup, edit=page is not None)
 
 
+# --- one run ------------------------------------------------------------------------------
+@command_handler
+async def run_detail(update: Update, context: Context, chat_id: int) -> None:
+    """/run RUN_ID: one run in detail."""
+    if not context.args:
+        await reply(
+            update, "Which run? Use /run RUN_ID; /history has a button for each.", html=False
+        )
+        return
+    detail = await services(context).service.run_detail(chat_id, context.args[0])
+    await reply(update, views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
+
+
+@button_handler
+async def on_run_detail(
+    update: Update, context: Context, data: callbacks.Callback, chat_id: int
+) -> Outcome:
+    """r:show:<run_id>: a /history line's button opens the run's detail (a new message)."""
+    detail = await services(context).service.run_detail(chat_id, arg(data, 0))
+    return Outcome(text=views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
+
+
 # --- dead letters --------------------------------------------------------------------------
 @command_handler
 async def dead_letters(update: Update, context: Context, chat_id: int) -> None:
@@ -127,17 +152,21 @@ async def retry(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, "Which run? Use /retry RUN_ID; /deadletters lists them.", html=False)
         return
-    run = await services(context).service.retry(chat_id, context.args[0])
-    await reply(
-        update,
+    svc = services(context)
+    run = await svc.service.retry(chat_id, context.args[0])
+    sends = to_agent(svc, (await svc.service.run_detail(chat_id, run.id)).schedule)
+    text = (
         f"🔁 Sending run <code>{esc(run.id)}</code> again with the same idempotency key; "
-        "the answer will follow here.",
+        + views_runs.answer_where(sends)
     )
+    message = await reply(update, text)
+    if sends and svc.notifier is not None:
+        await svc.notifier.follow_sent_run(chat_id, message.message_id, text, run.id)
 
 
 # --- run buttons ----------------------------------------------------------------------------
 _DONE = {
-    "retry": ("Sent again.", "🔁 Sent again by {who}; the answer will follow here."),
+    "retry": ("Sent again.", "🔁 Sent again by {who}; {where}"),
     "done": ("Marked done.", "✅ Marked done by {who}."),
     "drop": ("Dropped.", "🚫 Dropped by {who}; it will not run."),
     "approve": ("Approved.", "👍 Approved by {who}; it runs now."),
@@ -212,7 +241,11 @@ async def on_run_button(
         current: Run = await service.get_run(chat_id, run_id)
         return Outcome(toast=f"That run is already {current.status.value}.")
     toast, line = _DONE[data.action]
-    return _settled(update, toast, line.format(who=_who(update)), f":{run_id}")
+    where = ""
+    if data.action == "retry":
+        schedule = (await service.run_detail(chat_id, run_id)).schedule
+        where = views_runs.answer_where(to_agent(services(context), schedule))
+    return _settled(update, toast, line.format(who=_who(update), where=where), f":{run_id}")
 
 
 # --- missed fires ----------------------------------------------------------------------------
@@ -233,13 +266,14 @@ async def on_missed_button(
     except (OverflowError, OSError, ValueError):
         raise StaleButton from None
     service = services(context).service
-    await service.settle_missed(chat_id, schedule_id, first, last, choice)
+    changed = await service.settle_missed(chat_id, schedule_id, first, last, choice)
     runs = await service.history(chat_id, schedule_id, limit=1000)
-    text = missed_outcome(choice, [r for r in runs if first <= r.scheduled_for <= last])
+    window = [r for r in runs if first <= r.scheduled_for <= last]
+    text = missed_outcome(choice, window)
     query = update.callback_query
     if query is None or not has_button(pressed_message(update), query.data or ""):
         # Answered before (its buttons are gone) or forged: say where things stand.
-        return Outcome(toast=text)
+        return Outcome(toast=missed_already(window) if changed == 0 else text)
     return _settled(update, text, f"{esc(text)} (chosen by {_who(update)})", f":{a}:{b}")
 
 
@@ -248,6 +282,9 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("history", history))
     app.add_handler(CommandHandler("deadletters", dead_letters))
     app.add_handler(CommandHandler("retry", retry))
+    app.add_handler(CommandHandler("run", run_detail))
     app.add_handler(CallbackQueryHandler(on_history_page, pattern=r"^(h:|s:hist(:|$))"))
+    # Before on_run_button, which takes every other r: button.
+    app.add_handler(CallbackQueryHandler(on_run_detail, pattern=r"^r:show:"))
     app.add_handler(CallbackQueryHandler(on_run_button, pattern=r"^r:"))
     app.add_handler(CallbackQueryHandler(on_missed_button, pattern=r"^m:"))

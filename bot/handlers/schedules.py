@@ -19,8 +19,9 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Services, services
 from bot.render import esc, local, zone_of
+from bot.views_runs import run_now_text
 from bot.views_schedules import (
     CARD_MARK,
     archive_question,
@@ -29,7 +30,7 @@ from bot.views_schedules import (
     schedules_page,
 )
 from scheduler.errors import TicklerError
-from scheduler.models import Schedule
+from scheduler.models import ActionKind, Schedule
 
 __all__ = [
     "STALE",
@@ -39,6 +40,7 @@ __all__ = [
     "chat_of",
     "command_handler",
     "register",
+    "to_agent",
 ]
 
 log = logging.getLogger("tickler.bot")
@@ -201,10 +203,6 @@ async def _card(update: Update, context: Context, schedule: Schedule) -> str:
     return schedule_card(schedule, svc.clock.now(), runs[0] if runs else None, user_names(update))
 
 
-def _running_now(schedule: Schedule) -> str:
-    return f"▶️ Running <b>{esc(schedule.name)}</b> now; the answer will follow here."
-
-
 def _resumed(schedule: Schedule, skipped: int) -> str:
     text = f"▶️ Resumed <b>{esc(schedule.name)}</b>."
     if schedule.next_run_at is not None:
@@ -219,12 +217,21 @@ def _resumed(schedule: Schedule, skipped: int) -> str:
     return text
 
 
+def to_agent(svc: Services, schedule: Schedule | None) -> bool:
+    """Whether a run goes to an agent that answers the chat itself (telegram mode)."""
+    return (
+        svc.settings.agent_mode == "telegram"
+        and schedule is not None
+        and schedule.action.kind is ActionKind.AGENT
+    )
+
+
 # --- commands -----------------------------------------------------------------------------
 @command_handler
 async def list_schedules(update: Update, context: Context, chat_id: int) -> None:
     """/schedules: this chat's schedules, five a page."""
     schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, 0)
+    text, markup, _ = schedules_page(schedules, 0, services(context).clock.now())
     await reply(update, text, markup)
 
 
@@ -252,7 +259,7 @@ async def pause(update: Update, context: Context, chat_id: int) -> None:
     await reply(
         update,
         f"⏸ Paused <b>{esc(schedule.name)}</b>. It will not fire until "
-        f"/resume {esc(schedule.id)}; its history is kept.",
+        f"/resume {esc(schedule.ref)}; its history is kept.",
     )
 
 
@@ -283,10 +290,13 @@ async def run_now(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("runnow"), html=False)
         return
-    service = services(context).service
-    schedule = await service.get_schedule(chat_id, context.args[0])
-    await service.run_now(chat_id, schedule.id)
-    await reply(update, _running_now(schedule))
+    svc = services(context)
+    requested = await svc.service.request_run(chat_id, context.args[0])
+    sends = to_agent(svc, requested.schedule)
+    text = run_now_text(requested.schedule, requested.run, requested.behind, to_agent=sends)
+    message = await reply(update, text)
+    if sends and svc.notifier is not None:
+        await svc.notifier.follow_sent_run(chat_id, message.message_id, text, requested.run.id)
 
 
 # --- buttons ------------------------------------------------------------------------------
@@ -297,7 +307,7 @@ async def on_list_page(
     """l:<page>: another page of /schedules, in place."""
     page = int_arg(data.action)
     schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, page)
+    text, markup, _ = schedules_page(schedules, page, services(context).clock.now())
     return Outcome(text=text, markup=markup, edit=True)
 
 
@@ -333,17 +343,25 @@ async def on_schedule_button(
             return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
         return Outcome(toast=toast, text=_resumed(schedule, skipped))
     if action == "run":
-        schedule = await service.get_schedule(chat_id, sid)
-        await service.run_now(chat_id, sid)
+        requested = await service.request_run(chat_id, sid)
+        schedule, behind = requested.schedule, requested.behind
+        sends = to_agent(services(context), schedule)
+        toast = (
+            "Queued behind the run in progress."
+            if behind is not None
+            else "Sent to your agent."
+            if sends
+            else "Running now."
+        )
         if on_card:
             card = await _card(update, context, schedule)
-            return Outcome(
-                toast="Running now.", text=card, markup=card_keyboard(schedule), edit=True
-            )
-        return Outcome(toast="Running now.", text=_running_now(schedule))
+            return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
+        return Outcome(
+            toast=toast, text=run_now_text(schedule, requested.run, behind, to_agent=sends)
+        )
     if action == "edit":
         schedule = await service.get_schedule(chat_id, sid)
-        ident = esc(schedule.id)
+        ident = esc(schedule.ref)
         return Outcome(
             text=f"To change <b>{esc(schedule.name)}</b>, send "
             f"<code>/edit {ident} field value</code>, for example "

@@ -58,7 +58,7 @@ SUCCESS = {
     "/pause": ("⏸ Paused",),
     "/resume": ("▶️ Resumed",),
     "/edit": ("Updated: ",),
-    "/runnow": ("▶️ Running",),
+    "/runnow": ("▶️ Running", "▶️ Sending", "⏳ "),
     "/retry": ("🔁 Sending run",),
     "/tz": ("Time zone set to ",),
     "/done": ("Done: ",),

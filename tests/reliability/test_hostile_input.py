@@ -635,7 +635,7 @@ def test_our_keyboards_carry_at_most_64_bytes_of_callback_data(
         card_keyboard(schedule),
         card_keyboard(paused),
         archive_question(schedule)[1],
-        schedules_page([schedule] * 12, page)[1],
+        schedules_page([schedule] * 12, page, NOW)[1],
         history_page(
             [run],
             page=page,
