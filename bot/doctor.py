@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import MAKE_API_TOKEN, ConfigError, Settings, load_settings
 from storage.database import DatabaseUnavailable, SchemaTooNew
 from storage.readiness import prepare_database
 
@@ -72,8 +72,9 @@ async def diagnose(env_file: str | None = ".env") -> list[Check]:
     except ConfigError as exc:
         problem = str(exc.code).removeprefix("Configuration error: ").rstrip(".")
         skipped = "needs the settings above"
+        fix = _FIXES.get(problem.partition(":")[0], _SETTINGS_FIX)
         return [
-            Check("settings", False, problem, _SETTINGS_FIX),
+            Check("settings", False, problem, fix),
             *(Check(name, False, skipped, skipped=True) for name in _LATER_CHECKS),
         ]
     results = await asyncio.gather(
@@ -86,6 +87,8 @@ async def diagnose(env_file: str | None = ".env") -> list[Check]:
 
 _LATER_CHECKS = ("database", "bot token", "agent")
 _SETTINGS_FIX = "set it in .env (or the environment); .env.example lists every setting"
+#: Settings whose fix is more than setting them: by the name the error starts with.
+_FIXES = {"API_TOKEN": f"make one with {MAKE_API_TOKEN} and set API_TOKEN to it in .env"}
 
 
 #: A little over the HTTP client's own timeout, so that its more precise error wins.
