@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from scheduler.clock import Clock
 from scheduler.errors import (
@@ -79,6 +79,16 @@ class ProposalRequest(BaseModel):
     policies: Policies | None = None
     reason: str = ""
     risk_hint: RiskTier | None = None
+
+    @field_validator("trigger")
+    @classmethod
+    def _trimmed_zone(cls, trigger: TriggerSpec) -> TriggerSpec:
+        # "Europe/Berlin " names a zone, but the proposal keeps the request as sent and
+        # its announcement reads the zone from it: keep the name a zone can be built from.
+        zone = trigger.timezone
+        if zone is not None and zone != zone.strip():
+            return trigger.model_copy(update={"timezone": zone.strip()})
+        return trigger
 
 
 class ProposalStatus(StrEnum):

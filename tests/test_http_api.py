@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from bot import notifier as notifier_module
 from bot.app import HTTP_KEY
 from bot.http_api import MAX_BODY_BYTES, HttpServer
 from bot.settings import ConfigError, load_settings
@@ -470,6 +471,72 @@ async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Ap
         ]
 
     await eventually(active)
+
+
+async def test_a_proposal_with_a_space_padded_zone_reaches_the_chat_with_its_buttons(
+    api: Api,
+) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    trigger = {"kind": "cron", "cron": "0 17 * * 5", "timezone": "Europe/Berlin "}
+    low = {"name": "Weekly review", "trigger": trigger, "action": {"text": "Review my week."}}
+    status, proposal, _ = await api.call("POST", path, json=low)
+    assert status == 201 and proposal["tier"] == "low", proposal
+    assert proposal["request"]["trigger"]["timezone"] == "Europe/Berlin"
+    message = await api.bot.alice.wait_reply(containing="Weekly review")
+    assert message.button_labels() == ["Undo"]
+    assert "17:00" in (message.text or "")
+
+    high = {**low, "name": "Inbox sweep", "risk_hint": "high"}
+    status, proposal, _ = await api.call("POST", path, json=high)
+    assert status == 201 and proposal["tier"] == "high", proposal
+    message = await api.bot.alice.wait_reply(containing="Inbox sweep")
+    assert message.button_labels() == ["Approve", "Reject"]
+    await api.bot.alice.press("Approve", message)
+
+    async def both_active() -> bool:
+        schedules = await api.bot.services.service.list_schedules(ALICE)
+        return sorted((s.name, s.enabled, s.timezone) for s in schedules) == [
+            ("Inbox sweep", True, "Europe/Berlin"),
+            ("Weekly review", True, "Europe/Berlin"),
+        ]
+
+    await eventually(both_active)
+
+
+async def test_a_proposal_whose_message_fails_to_render_or_send_still_reaches_the_chat(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("the zone vanished")
+
+    monkeypatch.setattr(notifier_module, "proposal_message", broken)
+    api.bot.server.fail_next("sendMessage", 502, count=1, chat_id=ALICE)
+    payload = {
+        "name": "Inbox sweep",
+        "trigger": {"kind": "interval", "every_seconds": 1800},
+        "action": {"text": "Sweep my inbox."},
+        "risk_hint": "high",
+    }
+    status, proposal, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=payload)
+    assert status == 201, proposal
+    # Telegram's 502 is retried from the outbox; the short text keeps the buttons.
+    message = await api.bot.alice.wait_reply(containing="Inbox sweep")
+    assert message.button_labels() == ["Approve", "Reject"]
+    assert "could not be shown" in (message.text or "")
+    [reported] = [r for r in caplog.records if "could not render" in r.getMessage()]
+    assert reported.levelno == logging.ERROR
+    assert getattr(reported, "proposal_id", None) == proposal["id"]
+
+    async def sent_on_the_second_try() -> bool:
+        [row] = await api.bot.services.store.list_notifications(ALICE)
+        return (row.proposal_id, row.attempts, row.status.value, row.last_error) == (
+            proposal["id"],
+            2,
+            "sent",
+            "Bad Gateway",
+        )
+
+    await eventually(sent_on_the_second_try)
 
 
 # --- settings of the HTTP side ------------------------------------------------------------------
