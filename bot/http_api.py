@@ -555,7 +555,7 @@ _ERRORS = {
     "401": "Missing or wrong token",
     "408": "The body did not arrive in time",
     "404": "No such chat, schedule or run (or the API is off)",
-    "409": "Not possible in the current state",
+    "409": "Not possible in the current state, or a repeat of a schedule or waiting proposal",
     "413": "Body over 64 KiB",
     "422": "Malformed JSON or an invalid field (named in `field`)",
     "429": "Rate limit; see Retry-After",

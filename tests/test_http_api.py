@@ -473,6 +473,26 @@ async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Ap
     await eventually(active)
 
 
+async def test_an_identical_proposal_is_409_naming_the_existing_schedule(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    payload = {
+        "name": "Weekly review",
+        "trigger": {"kind": "cron", "cron": "0 17 * * 5"},
+        "action": {"text": "Prepare my weekly review."},
+    }
+    status, first, _ = await api.call("POST", path, json=payload)
+    assert status == 201 and first["status"] == "active", first
+    status, body, _ = await api.call("POST", path, json={**payload, "reason": "again"})
+    assert status == 409, body
+    assert body == {
+        "error": f"It matches the existing schedule 'Weekly review' ({first['schedule_id']}), "
+        "so it was not added again.",
+        "field": None,
+    }
+    assert len(await api.bot.services.service.list_schedules(ALICE)) == 1
+    assert len(await api.bot.services.store.list_proposals(ALICE)) == 1
+
+
 async def test_a_proposal_with_a_space_padded_zone_reaches_the_chat_with_its_buttons(
     api: Api,
 ) -> None:
