@@ -506,7 +506,12 @@ async def test_a_proposal_with_a_space_padded_zone_reaches_the_chat_with_its_but
     assert message.button_labels() == ["Undo"]
     assert "17:00" in (message.text or "")
 
-    high = {**low, "name": "Inbox sweep", "risk_hint": "high"}
+    high = {
+        **low,
+        "name": "Inbox sweep",
+        "action": {"text": "Sweep my inbox."},
+        "risk_hint": "high",
+    }
     status, proposal, _ = await api.call("POST", path, json=high)
     assert status == 201 and proposal["tier"] == "high", proposal
     message = await api.bot.alice.wait_reply(containing="Inbox sweep")
