@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -238,6 +239,12 @@ _REFERENCES = (
     ("notifications", "item_id", "work_items"),
 )
 
+#: (file, keys): rows that must differ in at least one of the keys (the schema's UNIQUE).
+_UNIQUE_TOGETHER = (
+    ("runs", ("schedule_id", "scheduled_for")),
+    ("work_items", ("schedule_id", "fire_date")),
+)
+
 #: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
 _CHAT_FILTERS = {
     "chats": "chat_id = :chat",
@@ -452,9 +459,27 @@ def validate_export(directory: str | Path) -> list[str]:
                 problems.append(
                     f"{name}.jsonl:{number}: {key} {ref!r} does not match any of {target}."
                 )
+    for name, keys in _UNIQUE_TOGETHER:
+        problems.extend(_repeats(name, keys, data[name]))
     # Lines, not rows read: a line that could not be read is reported once, above.
     lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
     problems.extend(_manifest_problems(root, lines))
+    return problems
+
+
+def _repeats(name: str, keys: tuple[str, ...], items: list[dict[str, Any]]) -> list[str]:
+    first: dict[tuple[str, ...], int] = {}
+    problems: list[str] = []
+    for number, item in enumerate(items, start=1):
+        values = tuple(item.get(key) for key in keys)
+        if any(v is None for v in values):
+            continue  # SQLite lets NULLs repeat; a missing required key is reported above
+        key = tuple(json.dumps(v) for v in values)
+        if key in first:
+            problems.append(
+                f"{name}.jsonl:{number}: the same {' and '.join(keys)} as line {first[key]}."
+            )
+        first.setdefault(key, number)
     return problems
 
 
@@ -539,8 +564,16 @@ async def import_export(
                     inserted[entity.name] = 0
                     continue
                 items = await asyncio.to_thread(_read_lines, path, [])
-                for item in items:
-                    cur = await db.execute(sql, _decode(entity, item))
+                for number, item in enumerate(items, start=1):
+                    try:
+                        cur = await db.execute(sql, _decode(entity, item))
+                    except sqlite3.IntegrityError as exc:
+                        # What the row checks cannot see alone: two runs of one schedule
+                        # for the same instant, say.
+                        raise ValueError(
+                            f"The export in {root} cannot be imported: {entity.file}:{number}: "
+                            f"{exc}."
+                        ) from None
                     count += max(cur.rowcount, 0)
                     await cur.close()
                 inserted[entity.name] = count

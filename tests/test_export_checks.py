@@ -3,6 +3,7 @@ one sentence naming the file and line, never a traceback; import then writes not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,11 @@ def not_utf8(folder: Path) -> None:
     break_line(folder, "chats.jsonl", 1, b'{"chat_id": 7, "timezone": "Europe/Berl\xefn"}')
 
 
+def same_instant(folder: Path) -> None:
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    rewrite(folder, "runs.jsonl", 2, lambda r: r.update(scheduled_for=runs[0]["scheduled_for"]))
+
+
 CASES: list[tuple[Callable[[Path], None], str]] = [
     (
         bad_trigger,
@@ -79,6 +85,7 @@ CASES: list[tuple[Callable[[Path], None], str]] = [
     ),
     (huge_integer, "schedules.jsonl:2: chat_id is beyond the 64-bit integer range."),
     (not_utf8, "chats.jsonl:1: not UTF-8 text."),
+    (same_instant, "runs.jsonl:2: the same schedule_id and scheduled_for as line 1."),
 ]
 
 
