@@ -395,8 +395,10 @@ async def export_chat_zip(
 
 
 # --- validation ----------------------------------------------------------------------------
-def _read_lines(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+def _read_lines(path: Path, problems: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The file's rows with their line numbers (from 1); a line that is not a UTF-8 JSON
+    object is a problem instead."""
+    items: list[tuple[int, dict[str, Any]]] = []
     if not path.is_file():
         problems.append(f"{path.name}: missing.")
         return items
@@ -414,7 +416,7 @@ def _read_lines(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             problems.append(f"{path.name}:{number}: not a JSON object.")
             continue
-        items.append(item)
+        items.append((number, item))
     return items
 
 
@@ -423,18 +425,18 @@ def validate_export(directory: str | Path) -> list[str]:
     sound."""
     root = Path(directory)
     problems: list[str] = []
-    data: dict[str, list[dict[str, Any]]] = {}
+    data: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     ids: dict[str, set[Any]] = {}
     for entity in ENTITIES:
         path = root / entity.file
         if entity.name in _OPTIONAL and not path.exists():
-            items: list[dict[str, Any]] = []
+            items: list[tuple[int, dict[str, Any]]] = []
         else:
             items = _read_lines(path, problems)
         data[entity.name] = items
         seen: set[Any] = set()
         fields = [(f.column, f.key, f.kind) for f in entity.fields]
-        for number, item in enumerate(items, start=1):
+        for number, item in items:
             where = f"{entity.file}:{number}"
             ident = item.get(entity.id_key)
             if ident is None:
@@ -451,7 +453,7 @@ def validate_export(directory: str | Path) -> list[str]:
             problems.extend(f"{where}: {what}." for what in secret_problems(item))
         ids[entity.name] = seen
     for name, key, target in _REFERENCES:
-        for number, item in enumerate(data[name], start=1):
+        for number, item in data[name]:
             ref = item.get(key)
             if ref is None or not isinstance(ref, str | int):
                 continue  # missing or mistyped: row_problems said so
@@ -467,10 +469,12 @@ def validate_export(directory: str | Path) -> list[str]:
     return problems
 
 
-def _repeats(name: str, keys: tuple[str, ...], items: list[dict[str, Any]]) -> list[str]:
+def _repeats(
+    name: str, keys: tuple[str, ...], items: list[tuple[int, dict[str, Any]]]
+) -> list[str]:
     first: dict[tuple[str, ...], int] = {}
     problems: list[str] = []
-    for number, item in enumerate(items, start=1):
+    for number, item in items:
         values = tuple(item.get(key) for key in keys)
         if any(v is None for v in values):
             continue  # SQLite lets NULLs repeat; a missing required key is reported above
@@ -564,7 +568,7 @@ async def import_export(
                     inserted[entity.name] = 0
                     continue
                 items = await asyncio.to_thread(_read_lines, path, [])
-                for number, item in enumerate(items, start=1):
+                for number, item in items:
                     try:
                         cur = await db.execute(sql, _decode(entity, item))
                     except sqlite3.IntegrityError as exc:

@@ -119,3 +119,25 @@ async def test_a_row_tickler_would_not_write_is_refused_in_one_sentence(
     code, out, err = await tickler("import", str(folder), env=env)
     assert (code, out, err) == (2, "", f"The export in {folder} is not valid: {sentence}\n")
     assert not restored.exists()
+
+
+async def test_lines_after_an_unreadable_one_keep_their_numbers(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    db_path: Path,
+    tmp_path: Path,
+) -> None:
+    await seed(service, store, clock, dispatcher, db_path)
+    folder = tmp_path / "export"
+    await export_database(db_path, folder)
+    rewrite(folder, "runs.jsonl", 2, lambda r: r.update(status="melted"))
+    break_line(folder, "runs.jsonl", 1, b"\xff")
+    problems = validate_export(folder)
+    assert problems[:2] == [
+        "runs.jsonl:1: not UTF-8 text.",
+        "runs.jsonl:2: unknown status 'melted' (known: pending, running, succeeded, failed, "
+        "dead, skipped, awaiting_approval, cancelled, unknown).",
+    ]
