@@ -23,11 +23,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import TicklerError
 from scheduler.timeutil import format_utc, parse_utc
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -137,14 +140,17 @@ def _run_backup(args: argparse.Namespace, now: datetime) -> int:
     return EXIT_OK
 
 
-def _database_path() -> Path:
+def _settings() -> Settings:
     from bot.settings import ConfigError, load_settings
 
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    return settings.database_path
+
+
+def _database_path() -> Path:
+    return _settings().database_path
 
 
 def _register_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
@@ -162,15 +168,20 @@ def _register_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
 def _run_export(args: argparse.Namespace, now: datetime) -> int:
     import asyncio
 
+    from bot.redact import secrets_of
     from storage.export import export_database
 
     target = Path(args.dir)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} is not an empty folder; choose a new one.")
-    database = _database_path()
+    settings = _settings()
+    database = settings.database_path
     if not database.exists():
         raise UsageError(f"There is no database at {database} to export.")
-    counts = asyncio.run(export_database(database, target))
+    try:
+        counts = asyncio.run(export_database(database, target, secrets=secrets_of(settings)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
     print(f"Exported {database} to {target} ({summary}).")
     return EXIT_OK

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.settings import ConfigError, SettingProblem, Settings, load_settings
+from bot.settings import MAKE_API_TOKEN, ConfigError, SettingProblem, Settings, load_settings
 from storage.database import DatabaseUnavailable, SchemaTooNew
 from storage.readiness import prepare_database
 
@@ -107,6 +107,7 @@ _SETTING_FIXES = {
     "HTTP_PORT": "use a port from 1 to 65535 (0 turns the HTTP server off)",
     "LOG_LEVEL": "use DEBUG, INFO, WARNING or ERROR",
     "LOG_FORMAT": "use plain or json",
+    "API_TOKEN": f"make one with {MAKE_API_TOKEN} and set API_TOKEN to it in .env",
 }
 
 

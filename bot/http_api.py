@@ -52,7 +52,14 @@ from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.service import ScheduleService
 from scheduler.templates import check_template, load_template
 
-__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "HttpServer", "HttpStartError", "TokenBucket"]
+__all__ = [
+    "API_PREFIX",
+    "BODY_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "HttpServer",
+    "HttpStartError",
+    "TokenBucket",
+]
 
 log = logging.getLogger("tickler.http")
 
@@ -70,6 +77,9 @@ DB_TIMEOUT_S = 5.0
 _SHUTDOWN_TIMEOUT_S = 2.0
 #: Rate-limit buckets kept at most (unauthenticated clients get one per address).
 _MAX_BUCKETS = 10_000
+#: How long a request body may take to arrive in full (408 after): a client that
+#: stalls mid-send would otherwise hold a connection and a handler forever.
+BODY_TIMEOUT_S = 10.0
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -183,6 +193,7 @@ class HttpServer:
         self.metrics = metrics
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
         self._buckets: dict[str, TokenBucket] = {}
+        self.body_timeout_s = BODY_TIMEOUT_S
         self._openapi: dict[str, Any] | None = None
         self._runner: web.AppRunner | None = None
         #: Before the loop's first tick, /healthz measures from here (engine clock).
@@ -289,7 +300,10 @@ class HttpServer:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(presented.strip().encode(), self._token)
+        # aiohttp keeps undecodable header bytes as surrogates; surrogateescape gives the
+        # bytes back, so a non-ASCII token is a plain mismatch (401), not a crash.
+        given = presented.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self._token)
 
     def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.get(key)
@@ -356,13 +370,12 @@ class HttpServer:
         secret = self.settings.webhook_secret
         assert secret is not None  # settings require it in webhook mode
         presented = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if not hmac.compare_digest(presented.encode(), secret.get_secret_value().encode()):
+        given = presented.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, secret.get_secret_value().encode()):
             return web.Response(status=403)
+        raw = await _read_body(request, self.body_timeout_s)
         try:
-            data = await request.json()
-            update = Update.de_json(data, self.ptb.bot)
-        except web.HTTPException:
-            raise
+            update = Update.de_json(json.loads(raw), self.ptb.bot)
         except Exception:
             log.warning("webhook: an update that could not be read was refused")
             return web.Response(status=400)
@@ -377,7 +390,7 @@ class HttpServer:
 
     async def _propose(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
-        proposal_request = await _body(request, ProposalRequest)
+        proposal_request = await _body(request, ProposalRequest, self.body_timeout_s)
         if svc.proposals is None:
             raise ApiError(503, "Proposals are not available yet; try again shortly.")
         try:
@@ -394,7 +407,7 @@ class HttpServer:
 
     async def _pause(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
-        body = await _body(request, PauseRequest, optional=True)
+        body = await _body(request, PauseRequest, self.body_timeout_s, optional=True)
         schedule_id = request.match_info["schedule_id"]
         return _json(await svc.service.pause(chat_id, schedule_id, by=None, reason=body.reason))
 
@@ -448,26 +461,48 @@ def _retry_after(exc: web.HTTPException) -> dict[str, str]:
     return {"Retry-After": value} if value else {}
 
 
-async def _body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
-    """The request's JSON body as `model`: 413 when too large, 422 when malformed or
-    invalid (naming the field)."""
+async def _body(
+    request: web.Request, model: type[M], timeout_s: float, *, optional: bool = False
+) -> M:
+    """The request's JSON body as `model`: 413 when too large, 408 when it does not
+    arrive within `timeout_s`, 422 when malformed, nested too deep or invalid (naming
+    the field)."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
-    raw = await request.read()
+    raw = await _read_body(request, timeout_s)
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
     if optional and not raw.strip():
         return model()
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ApiError(422, "Malformed JSON: nested too deep.") from None
     except ValueError as exc:  # includes UnicodeDecodeError
         raise ApiError(422, f"Malformed JSON: {exc}.") from None
     return _validate(model, data)
 
 
+async def _read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body, under a deadline; a client gone mid-body is its own business
+    (one INFO line), not a server error."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408, f"The request body did not arrive within {timeout_s:g} s; send it whole."
+        ) from None
+    except ConnectionError:
+        log.info("client went away before sending the whole body of %s", request.path)
+        raise ApiError(400, "The request body was cut off; send it whole.") from None
+
+
 def _validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
+    except RecursionError:
+        raise ApiError(422, "Invalid body: nested too deep.") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
@@ -522,8 +557,9 @@ def blame(request: ProposalRequest, service: ScheduleService, now: datetime) -> 
 # --- the OpenAPI document ---------------------------------------------------------------
 _ERRORS = {
     "401": "Missing or wrong token",
+    "408": "The body did not arrive in time",
     "404": "No such chat, schedule or run (or the API is off)",
-    "409": "Not possible in the current state",
+    "409": "Not possible in the current state, or a repeat of a schedule or waiting proposal",
     "413": "Body over 64 KiB",
     "422": "Malformed JSON or an invalid field (named in `field`)",
     "429": "Rate limit; see Retry-After",

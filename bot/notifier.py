@@ -26,6 +26,7 @@ from bot.render import esc, local, split_message, zone_of
 from bot.views_proposals import (
     expired_line,
     expired_note,
+    proposal_fallback,
     proposal_keyboard,
     proposal_message,
     run_approval,
@@ -262,7 +263,16 @@ class TelegramNotifier:
     # --- proposals (ProposalService's on_proposal, and the expiry sweep) -------------------
     async def proposal_made(self, proposal: Proposal, decision: RiskDecision) -> None:
         """Tell the chat what the agent proposed and what will happen, with its buttons."""
-        text = proposal_message(proposal, decision, now=self.clock.now())
+        try:
+            text = proposal_message(proposal, decision, now=self.clock.now())
+        except Exception:
+            # Its buttons are the only way to approve or undo it: send them with a
+            # plainer text rather than nothing, and leave the cause in the log.
+            log.exception(
+                "could not render the proposal's message; announcing it in short",
+                extra={"proposal_id": proposal.id, "chat_id": proposal.chat_id},
+            )
+            text = proposal_fallback(proposal)
         markup = proposal_keyboard(proposal)
         await self.notify(proposal.chat_id, text, markup, kind="proposal", proposal_id=proposal.id)
 

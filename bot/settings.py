@@ -21,6 +21,8 @@ from scheduler.clock import parse_test_clock
 from scheduler.cron import load_zone
 
 __all__ = [
+    "MAKE_API_TOKEN",
+    "MIN_API_TOKEN_CHARS",
     "ConfigError",
     "SettingProblem",
     "Settings",
@@ -39,6 +41,12 @@ RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/api"})
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 #: A bot token as @BotFather gives it: the bot's numeric id, a colon, the secret part.
 _BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]+")
+#: API_TOKEN guards every chat the API may address, so it must not be guessable; and it
+#: travels in an HTTP header, so only visible ASCII.
+MIN_API_TOKEN_CHARS = 32
+_API_TOKEN = re.compile(r"[!-~]+")
+#: How to make a good API_TOKEN (`tickler doctor` says it).
+MAKE_API_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def webhook_path(url: str) -> str:
@@ -174,6 +182,18 @@ class Settings(BaseSettings):
             return None
         if not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # `API_TOKEN=` in .env: the API stays off
+        token = value.get_secret_value()
+        if len(token) < MIN_API_TOKEN_CHARS or not _API_TOKEN.fullmatch(token):
+            raise ValueError(
+                f"must be at least {MIN_API_TOKEN_CHARS} characters of visible ASCII (no spaces)"
+            )
         return value
 
     @field_validator("http_port")

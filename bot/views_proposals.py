@@ -27,6 +27,7 @@ from scheduler.triggers import OnceTrigger
 __all__ = [
     "expired_line",
     "expired_note",
+    "proposal_fallback",
     "proposal_keyboard",
     "proposal_message",
     "proposal_zone",
@@ -132,6 +133,17 @@ def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetim
     if request.reason.strip():
         lines.append(f"Why: {_quote(request.reason)}")
     return "\n".join(lines)
+
+
+def proposal_fallback(proposal: Proposal) -> str:
+    """A proposal's message without its times, for when those cannot be worked out:
+    what it is, its tier and what happens next."""
+    icon = _TIER_ICONS[proposal.tier]
+    return (
+        f"{_header(proposal, 'UTC')}\n\n<b>{esc(proposal.name)}</b>\n"
+        f"Risk: {icon} {proposal.tier.value}\n"
+        "(Its times could not be shown here; /approve and /schedules list it.)"
+    )
 
 
 def proposal_keyboard(proposal: Proposal) -> InlineKeyboardMarkup | None:

@@ -22,6 +22,7 @@ once. Who may decide is the caller's business (the bot lets only admins).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from scheduler.clock import Clock
 from scheduler.errors import (
@@ -38,6 +39,7 @@ from scheduler.errors import (
     ProposalNotFound,
     ScheduleNotFound,
     TicklerError,
+    shown,
 )
 from scheduler.ids import new_id
 from scheduler.models import (
@@ -53,6 +55,7 @@ from scheduler.models import (
 from scheduler.risk import RiskDecision, classify
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import Store
+from scheduler.triggers import Trigger
 
 __all__ = [
     "AWAITING_APPROVAL",
@@ -79,6 +82,16 @@ class ProposalRequest(BaseModel):
     policies: Policies | None = None
     reason: str = ""
     risk_hint: RiskTier | None = None
+
+    @field_validator("trigger")
+    @classmethod
+    def _trimmed_zone(cls, trigger: TriggerSpec) -> TriggerSpec:
+        # "Europe/Berlin " names a zone, but the proposal keeps the request as sent and
+        # its announcement reads the zone from it: keep the name a zone can be built from.
+        zone = trigger.timezone
+        if zone is not None and zone != zone.strip():
+            return trigger.model_copy(update={"timezone": zone.strip()})
+        return trigger
 
 
 class ProposalStatus(StrEnum):
@@ -148,15 +161,28 @@ class ProposalService:
         self.expiry = expiry
         self.owner_name = owner_name
         self._on_proposal = on_proposal
+        #: One proposal at a time, so two identical ones sent together are not both added.
+        self._proposing = asyncio.Lock()
 
     # --- proposing -------------------------------------------------------------------------
     async def propose(
         self, chat_id: int, request: ProposalRequest, *, proposed_by: str
     ) -> Proposal:
         """Classify and act on the tier; refused (InvalidSchedule, its sentence the
-        reason, recorded as a refused proposal) when beyond the chat's limits or invalid."""
+        reason, recorded as a refused proposal) when beyond the chat's limits or invalid;
+        InvalidState naming the original (and nothing recorded) when it repeats a schedule
+        of the chat or a proposal waiting there."""
+        async with self._proposing:
+            return await self._propose(chat_id, request, proposed_by=proposed_by)
+
+    async def _propose(
+        self, chat_id: int, request: ProposalRequest, *, proposed_by: str
+    ) -> Proposal:
         now = self.clock.now()
         request = await self._complete(chat_id, request, now)
+        repeated = await self._repeats(chat_id, request, now)
+        if repeated is not None:
+            raise InvalidState(repeated)
         active = await self.store.count_active_schedules(chat_id)
         decision = classify(
             request,
@@ -218,6 +244,35 @@ class ProposalService:
                     extra={"proposal_id": proposal.id, "chat_id": chat_id},
                 )
         return proposal
+
+    async def _repeats(self, chat_id: int, request: ProposalRequest, now: datetime) -> str | None:
+        """Why `request` is a repeat of a schedule of the chat (paused ones included) or
+        of a proposal still waiting there: the same trigger and the same action; None
+        when it is new (or invalid: refused later, with its reason)."""
+        wanted = self._trigger_key(request.trigger, now)
+        if wanted is None:
+            return None
+        for schedule in await self.schedules.list_schedules(chat_id):
+            if schedule.action == request.action and _key(schedule.trigger) == wanted:
+                return (
+                    f"It matches the existing schedule '{shown(schedule.name)}' "
+                    f"({schedule.id}), so it was not added again."
+                )
+        waiting = await self.list_for_chat(chat_id, statuses=[ProposalStatus.PENDING], limit=100)
+        for proposal in waiting:
+            same_action = proposal.request.action == request.action
+            if same_action and self._trigger_key(proposal.request.trigger, now) == wanted:
+                return (
+                    f"It matches the proposal '{shown(proposal.name)}' ({proposal.id}) that "
+                    "is waiting for approval, so it was not added again."
+                )
+        return None
+
+    def _trigger_key(self, spec: TriggerSpec, now: datetime) -> dict[str, Any] | None:
+        try:
+            return _key(self.schedules.build_trigger(spec, now))
+        except InvalidSchedule:
+            return None
 
     async def _complete(
         self, chat_id: int, request: ProposalRequest, now: datetime
@@ -423,6 +478,12 @@ class ProposalService:
             return
         with contextlib.suppress(TicklerError):  # archived by hand already
             await self.schedules.archive(proposal.chat_id, proposal.schedule_id)
+
+
+def _key(trigger: Trigger) -> dict[str, Any]:
+    """What makes two triggers the same schedule: an interval's start is left out, as a
+    proposal without one starts whenever it is made."""
+    return trigger.model_dump(mode="json", exclude={"start_at"})
 
 
 def _already(status: ProposalStatus) -> InvalidState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from importlib import resources
@@ -21,6 +22,7 @@ __all__ = [
     "is_unavailable",
     "migrate",
     "open_database",
+    "schema_columns",
 ]
 
 #: Seconds a writer waits for another writer (a second engine, a backup) before failing.
@@ -171,3 +173,23 @@ async def fetch_all(db: aiosqlite.Connection, sql: str, params: Any = ()) -> lis
 async def fetch_one(db: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
     rows = await fetch_all(db, sql, params)
     return rows[0] if rows else None
+
+
+@functools.cache
+def schema_columns() -> dict[str, dict[str, tuple[str, bool]]]:
+    """Each table's columns as {column: (declared type, NOT NULL)}, read from the
+    migrations applied to an in-memory database, so checks follow the schema."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for _, sql in _migrations():
+            db.executescript(sql)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            table: {
+                row[1]: (str(row[2]).upper(), bool(row[3]))
+                for row in db.execute(f"PRAGMA table_info({table})")
+            }
+            for table in tables
+        }
+    finally:
+        db.close()

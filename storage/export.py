@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import re
+import sqlite3
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +23,15 @@ from typing import Any
 import aiosqlite
 
 from storage.database import SCHEMA_VERSION, fetch_all, open_database
+from storage.export_checks import row_problems
+from storage.export_secrets import Scrubber, secret_problems
 from storage.schedules import NUMBER_UNNUMBERED_SQL
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "export_chat",
     "export_chat_zip",
     "export_database",
     "export_files",
@@ -40,9 +43,6 @@ FORMAT = "tickler-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-#: Key names that must never be written: a guard against leaking credentials later.
-SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
-_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z$")
 _DB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -127,7 +127,6 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("duration_ms"),
             _f("output"),
             _f("error"),
-            # "usage", not "token_usage": the name would trip the secret-key guard.
             _f("token_usage_json", "json", key="usage"),
             _f("owner"),
             _f("created_at", "time"),
@@ -228,17 +227,24 @@ _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
 _OPTIONAL = frozenset({"work_items", "work_item_history", "notifications"})
 
-#: (file, key, target file, required): each reference that must resolve.
+#: (file, key, target file): each reference that must resolve (whether it may be empty
+#: is the schema's business: storage/export_checks.py).
 _REFERENCES = (
-    ("runs", "schedule_id", "schedules", True),
-    ("run_attempts", "run_id", "runs", True),
-    ("proposals", "schedule_id", "schedules", False),
-    ("work_items", "schedule_id", "schedules", False),
-    ("work_item_history", "item_id", "work_items", True),
-    ("notifications", "run_id", "runs", False),
-    ("notifications", "schedule_id", "schedules", False),
-    ("notifications", "proposal_id", "proposals", False),
-    ("notifications", "item_id", "work_items", False),
+    ("runs", "schedule_id", "schedules"),
+    ("run_attempts", "run_id", "runs"),
+    ("proposals", "schedule_id", "schedules"),
+    ("work_items", "schedule_id", "schedules"),
+    ("work_item_history", "item_id", "work_items"),
+    ("notifications", "run_id", "runs"),
+    ("notifications", "schedule_id", "schedules"),
+    ("notifications", "proposal_id", "proposals"),
+    ("notifications", "item_id", "work_items"),
+)
+
+#: (file, keys): rows that must differ in at least one of the keys (the schema's UNIQUE).
+_UNIQUE_TOGETHER = (
+    ("runs", ("schedule_id", "scheduled_for")),
+    ("work_items", ("schedule_id", "fire_date")),
 )
 
 #: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
@@ -271,19 +277,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _check_keys(value: Any, where: str) -> None:
-    """Refuse to export a key that looks like a credential, at any depth."""
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            if SECRET_KEY.search(str(key)):
-                raise ValueError(f"Refusing to export the secret-looking key '{key}' in {where}.")
-            _check_keys(inner, where)
-    elif isinstance(value, list):
-        for inner in value:
-            _check_keys(inner, where)
-
-
-def _encode(entity: _Entity, row: aiosqlite.Row) -> dict[str, Any]:
+def _encode(entity: _Entity, row: aiosqlite.Row, scrub: Scrubber) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in entity.fields:
         value = row[field.column]
@@ -294,12 +288,11 @@ def _encode(entity: _Entity, row: aiosqlite.Row) -> dict[str, Any]:
         elif field.kind == "time":
             out[field.key] = _export_time(value)
         elif field.kind == "json":
-            out[field.key] = json.loads(value)
+            out[field.key] = scrub.value(json.loads(value))
         elif field.kind == "bool":
             out[field.key] = bool(value)
         else:
-            out[field.key] = value
-    _check_keys(out, entity.file)
+            out[field.key] = scrub.value(value)
     return out
 
 
@@ -321,9 +314,13 @@ def _decode(entity: _Entity, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- export --------------------------------------------------------------------------------
-async def export_files(db: aiosqlite.Connection, *, chat_id: int | None = None) -> dict[str, bytes]:
+async def export_files(
+    db: aiosqlite.Connection, *, chat_id: int | None = None, secrets: Iterable[str | None] = ()
+) -> dict[str, bytes]:
     """Every export file's bytes, by file name (manifest included); only `chat_id`'s
-    rows when given."""
+    rows when given. Credentials (`secrets`, the configured ones, and any value or key
+    that looks like one: storage/export_secrets.py) are left out."""
+    scrub = Scrubber(secrets)
     files: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     for entity in ENTITIES:
@@ -331,7 +328,7 @@ async def export_files(db: aiosqlite.Connection, *, chat_id: int | None = None) 
         where = f" WHERE {_CHAT_FILTERS[entity.name]}" if chat_id is not None else ""
         sql = f"SELECT {columns} FROM {entity.name}{where} ORDER BY {entity.id_key}"
         rows = await fetch_all(db, sql, {"chat": chat_id} if chat_id is not None else ())
-        lines = [_dump(_encode(entity, row)) + "\n" for row in rows]
+        lines = [_dump(_encode(entity, row, scrub)) + "\n" for row in rows]
         files[entity.file] = "".join(lines).encode("utf-8")
         counts[entity.name] = len(rows)
     manifest = {
@@ -344,14 +341,16 @@ async def export_files(db: aiosqlite.Connection, *, chat_id: int | None = None) 
     return files
 
 
-async def export_database(db_path: str | Path, out_dir: str | Path) -> dict[str, int]:
+async def export_database(
+    db_path: str | Path, out_dir: str | Path, *, secrets: Iterable[str | None] = ()
+) -> dict[str, int]:
     """Write the export of the database at `db_path` into `out_dir` (created if need
-    be); returns the row count of each entity."""
+    be), without `secrets`; returns the row count of each entity."""
     db = await open_database(db_path)
     try:
         await db.execute("BEGIN")  # one snapshot for every file
         try:
-            files = await export_files(db)
+            files = await export_files(db, secrets=secrets)
         finally:
             await db.execute("ROLLBACK")
     finally:
@@ -367,9 +366,27 @@ def _write_files(target: Path, files: dict[str, bytes]) -> None:
         (target / name).write_bytes(data)
 
 
-async def export_chat_zip(db: aiosqlite.Connection, chat_id: int) -> bytes:
+async def export_chat(
+    db_path: str | Path, chat_id: int, *, secrets: Iterable[str | None] = ()
+) -> bytes:
+    """`export_chat_zip` on a connection of its own: one read snapshot, without holding
+    the store's connection."""
+    db = await open_database(db_path)
+    try:
+        await db.execute("BEGIN")
+        try:
+            return await export_chat_zip(db, chat_id, secrets=secrets)
+        finally:
+            await db.execute("ROLLBACK")
+    finally:
+        await db.close()
+
+
+async def export_chat_zip(
+    db: aiosqlite.Connection, chat_id: int, *, secrets: Iterable[str | None] = ()
+) -> bytes:
     """One chat's export as a zip archive (fixed timestamps: same data, same bytes)."""
-    files = await export_files(db, chat_id=chat_id)
+    files = await export_files(db, chat_id=chat_id, secrets=secrets)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
@@ -380,45 +397,29 @@ async def export_chat_zip(db: aiosqlite.Connection, chat_id: int) -> bytes:
 
 
 # --- validation ----------------------------------------------------------------------------
-def _read_lines(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+def _read_lines(path: Path, problems: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The file's rows with their line numbers (from 1); a line that is not a UTF-8 JSON
+    object is a problem instead."""
+    items: list[tuple[int, dict[str, Any]]] = []
     if not path.is_file():
         problems.append(f"{path.name}: missing.")
         return items
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{path.name}:{number}: not UTF-8 text.")
+            continue
         try:
             item = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             problems.append(f"{path.name}:{number}: not a JSON object.")
             continue
         if not isinstance(item, dict):
             problems.append(f"{path.name}:{number}: not a JSON object.")
             continue
-        items.append(item)
+        items.append((number, item))
     return items
-
-
-def _secret_keys(value: Any) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            if SECRET_KEY.search(str(key)):
-                found.append(str(key))
-            found.extend(_secret_keys(inner))
-    elif isinstance(value, list):
-        for inner in value:
-            found.extend(_secret_keys(inner))
-    return found
-
-
-def _valid_time(value: Any) -> bool:
-    if not isinstance(value, str) or not _TIME_TEXT.match(value):
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
 
 
 def validate_export(directory: str | Path) -> list[str]:
@@ -426,45 +427,70 @@ def validate_export(directory: str | Path) -> list[str]:
     sound."""
     root = Path(directory)
     problems: list[str] = []
-    data: dict[str, list[dict[str, Any]]] = {}
+    data: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     ids: dict[str, set[Any]] = {}
     for entity in ENTITIES:
         path = root / entity.file
         if entity.name in _OPTIONAL and not path.exists():
-            items: list[dict[str, Any]] = []
+            items: list[tuple[int, dict[str, Any]]] = []
         else:
             items = _read_lines(path, problems)
         data[entity.name] = items
         seen: set[Any] = set()
-        times = [f.key for f in entity.fields if f.kind == "time"]
-        for number, item in enumerate(items, start=1):
+        fields = [(f.column, f.key, f.kind) for f in entity.fields]
+        for number, item in items:
             where = f"{entity.file}:{number}"
             ident = item.get(entity.id_key)
             if ident is None:
                 problems.append(f"{where}: no {entity.id_key}.")
-            elif ident in seen:
+            elif isinstance(ident, str | int) and ident in seen:
                 problems.append(f"{where}: duplicate {entity.id_key} {ident!r}.")
-            seen.add(ident)
-            for key in times:
-                value = item.get(key)
-                if value is not None and not _valid_time(value):
-                    problems.append(f"{where}: {key} {value!r} is not an ISO-8601 UTC time.")
-            for key in _secret_keys(item):
-                problems.append(f"{where}: secret-looking key {key!r}.")
+            if isinstance(ident, str | int):
+                seen.add(ident)
+            problems.extend(
+                p
+                for p in row_problems(entity.name, fields, item, where)
+                if not p.endswith(f": no {entity.id_key}.")
+            )
+            problems.extend(f"{where}: {what}." for what in secret_problems(item))
         ids[entity.name] = seen
-    for name, key, target, required in _REFERENCES:
-        for number, item in enumerate(data[name], start=1):
+    for name, key, target in _REFERENCES:
+        for number, item in data[name]:
             ref = item.get(key)
-            if ref is None:
-                if required:
-                    problems.append(f"{name}.jsonl:{number}: no {key}.")
-                continue
+            if ref is None or not isinstance(ref, str | int):
+                continue  # missing or mistyped: row_problems said so
             if ref not in ids[target]:
                 problems.append(
                     f"{name}.jsonl:{number}: {key} {ref!r} does not match any of {target}."
                 )
-    problems.extend(_manifest_problems(root, {n: len(items) for n, items in data.items()}))
+    for name, keys in _UNIQUE_TOGETHER:
+        problems.extend(_repeats(name, keys, data[name]))
+    # Lines, not rows read: a line that could not be read is reported once, above.
+    lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
+    problems.extend(_manifest_problems(root, lines))
     return problems
+
+
+def _repeats(
+    name: str, keys: tuple[str, ...], items: list[tuple[int, dict[str, Any]]]
+) -> list[str]:
+    first: dict[tuple[str, ...], int] = {}
+    problems: list[str] = []
+    for number, item in items:
+        values = tuple(item.get(key) for key in keys)
+        if any(v is None for v in values):
+            continue  # SQLite lets NULLs repeat; a missing required key is reported above
+        key = tuple(json.dumps(v) for v in values)
+        if key in first:
+            problems.append(
+                f"{name}.jsonl:{number}: the same {' and '.join(keys)} as line {first[key]}."
+            )
+        first.setdefault(key, number)
+    return problems
+
+
+def _line_count(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.is_file() else 0
 
 
 def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
@@ -472,9 +498,9 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
     if not path.is_file():
         return [f"{MANIFEST}: missing."]
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return [f"{MANIFEST}: not JSON."]
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError):
+        return [f"{MANIFEST}: not JSON in UTF-8."]
     if not isinstance(manifest, dict):
         return [f"{MANIFEST}: not a JSON object."]
     problems: list[str] = []
@@ -495,8 +521,7 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
             problems.append(
                 f"{MANIFEST}: counts {name} is {listed.get(name)!r} but the file has {count}."
             )
-    if _secret_keys(manifest):
-        problems.append(f"{MANIFEST}: secret-looking key.")
+    problems.extend(f"{MANIFEST}: {what}." for what in secret_problems(manifest))
     return problems
 
 
@@ -545,13 +570,21 @@ async def import_export(
                     inserted[entity.name] = 0
                     continue
                 items = await asyncio.to_thread(_read_lines, path, [])
-                for item in items:
+                for number, item in items:
                     params = _decode(entity, item)
                     if merge and entity.name == "schedules":
                         # Short numbers belong to one database; merged schedules are
                         # numbered after the chat's own (a clash would drop the row).
                         params["number"] = None
-                    cur = await db.execute(sql, params)
+                    try:
+                        cur = await db.execute(sql, params)
+                    except sqlite3.IntegrityError as exc:
+                        # What the row checks cannot see alone: two runs of one schedule
+                        # for the same instant, say.
+                        raise ValueError(
+                            f"The export in {root} cannot be imported: {entity.file}:{number}: "
+                            f"{exc}."
+                        ) from None
                     count += max(cur.rowcount, 0)
                     await cur.close()
                 inserted[entity.name] = count

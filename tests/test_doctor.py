@@ -219,6 +219,19 @@ async def test_every_bad_setting_is_reported_at_once_with_its_fix(
     ]
 
 
+async def test_a_short_api_token_fails_and_says_how_to_make_one(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env(API_TOKEN="a")
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert lines[0] == (
+        "FAIL settings: API_TOKEN: must be at least 32 characters of visible ASCII (no "
+        "spaces) — fix: make one with python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))' and set API_TOKEN to it in .env"
+    )
+
+
 async def test_no_token_and_nobody_allowed_are_failures(
     env: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:

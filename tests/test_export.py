@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from scheduler.store import Notification, NotificationStatus
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.export import export_database, import_export, validate_export
+from storage.export_secrets import secret_key
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.bot_harness import ALICE, OLGA, BotHarness
@@ -41,14 +44,22 @@ def read(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+PROPOSED = {
+    "name": "brief",
+    "reason": "asked",
+    "trigger": {"kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Berlin"},
+    "action": {"text": "brief me"},
+}
+
+
 async def add_proposal(db_path: Path, proposal_id: str, schedule_id: str | None) -> None:
     db = await open_database(db_path)
     try:
         await db.execute(
             "INSERT INTO proposals (id, chat_id, request_json, tier, status, schedule_id, "
-            "proposed_by, created_at) VALUES (?, 7, ?, 'low', 'approved', ?, 'agent', "
+            "proposed_by, created_at) VALUES (?, 7, ?, 'low', 'active', ?, 'agent', "
             "'2026-11-23T07:00:00.000000Z')",
-            (proposal_id, json.dumps({"name": "brief", "reason": "asked"}), schedule_id),
+            (proposal_id, json.dumps(PROPOSED), schedule_id),
         )
     finally:
         await db.close()
@@ -228,27 +239,47 @@ def write_export(folder: Path, files: dict[str, list[dict[str, object]]]) -> Non
     (folder / "manifest.json").write_text(json.dumps({**manifest, "counts": counts}))
 
 
-def test_validate_catches_dangling_references_bad_times_and_secrets(tmp_path: Path) -> None:
+def rewrite(folder: Path, name: str, line: int, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change one row of a sound export in place (line counts from 1)."""
+    path = folder / name
+    rows = [json.loads(text) for text in path.read_text().splitlines()]
+    change(rows[line - 1])
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+async def test_validate_catches_dangling_references_bad_times_and_secrets(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+    db_path: Path,
+    tmp_path: Path,
+) -> None:
+    await seed(service, store, clock, dispatcher, db_path)
     folder = tmp_path / "bad"
-    write_export(
-        folder,
-        {
-            "schedules.jsonl": [{"id": "s1", "created_at": "2026-11-23T07:00:00Z"}],
-            "runs.jsonl": [
-                {"id": "r1", "schedule_id": "s1", "created_at": "2026-11-23 07:00"},
-                {"id": "r2", "schedule_id": "gone", "created_at": "2026-11-23T07:00:00Z"},
-            ],
-            "run_attempts.jsonl": [{"seq": 1, "run_id": "r1", "finished_at": "x"}],
-            "proposals.jsonl": [{"id": "p1", "request": {"api_token": "t"}, "schedule_id": None}],
-            "chats.jsonl": [],
-        },
-    )
+    await export_database(db_path, folder)
+    rewrite(folder, "runs.jsonl", 1, lambda r: r.update(created_at="2026-11-23 07:00"))
+    rewrite(folder, "runs.jsonl", 2, lambda r: r.update(schedule_id="gone"))
+    rewrite(folder, "run_attempts.jsonl", 1, lambda r: r.update(finished_at="x"))
+    rewrite(folder, "proposals.jsonl", 1, lambda r: r["request"].update(api_token="t"))
+    rewrite(folder, "runs.jsonl", 1, lambda r: r.update(output="Bearer abcdefghijklmnopqrstu"))
     problems = validate_export(folder)
-    assert any("runs.jsonl:2: schedule_id 'gone'" in p for p in problems)
-    assert any("runs.jsonl:1: created_at" in p for p in problems)
-    assert any("run_attempts.jsonl:1: finished_at" in p for p in problems)
-    assert any("secret-looking key 'api_token'" in p for p in problems)
-    assert len(problems) == 4, problems
+    assert problems == [
+        "runs.jsonl:1: created_at '2026-11-23 07:00' is not an ISO-8601 UTC time.",
+        "runs.jsonl:1: a secret-looking value.",
+        "run_attempts.jsonl:1: finished_at 'x' is not an ISO-8601 UTC time.",
+        "proposals.jsonl:1: invalid request: api_token: Extra inputs are not permitted.",
+        "proposals.jsonl:1: secret-looking key 'api_token'.",
+        "runs.jsonl:2: schedule_id 'gone' does not match any of schedules.",
+    ]
+
+
+def test_secret_keys_are_credentials_not_token_counts() -> None:
+    for key in ("api_token", "token", "clientSecret", "password", "apiKey", "AGENT_TOKEN"):
+        assert secret_key(key), key
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens", "token_count", "usage"):
+        assert not secret_key(key), key
 
 
 async def test_the_cli_exports_validates_and_imports(
@@ -309,3 +340,26 @@ async def test_export_command_sends_only_this_chats_data(bot: BotHarness) -> Non
     assert mine.id in schedules and "Alice brief" in schedules
     assert theirs.id not in schedules and "Olga brief" not in schedules
     assert manifest["counts"]["schedules"] == 1
+
+
+async def test_a_failed_export_is_answered_in_the_chat(bot: BotHarness) -> None:
+    service = bot.services.service
+    trigger = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="UTC")
+    mine = await service.create_schedule(
+        ALICE, Owner(id=ALICE), name="Alice brief", trigger=trigger, action=Action(text="a")
+    )
+    await service.run_now(ALICE, mine.id)
+    # Bytes where text belongs (written by something other than Tickler): the export
+    # cannot write them as JSON and stops.
+    db = await open_database(bot.services.settings.database_path)
+    try:
+        await db.execute("UPDATE runs SET output = X'00ff'")
+    finally:
+        await db.close()
+    await bot.alice.send("/export")
+    reply = await bot.alice.wait_reply()
+    assert reply.document_name is None
+    assert reply.text == (
+        "The export failed (refusing to export binary data in runs.output); nothing was "
+        "sent, try again later or see the log."
+    )

@@ -19,7 +19,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bot.http_api import MAX_BODY_BYTES
+from bot import notifier as notifier_module
+from bot.app import HTTP_KEY
+from bot.http_api import MAX_BODY_BYTES, HttpServer
 from bot.settings import ConfigError, load_settings
 from scheduler.models import Action, Owner, RunStatus, Schedule
 from scheduler.service import TriggerSpec
@@ -321,6 +323,100 @@ async def test_tokens_never_appear_in_logs_or_responses(
     assert caplog.records and TOKEN not in caplog.text
 
 
+async def test_a_non_ascii_token_is_401_and_rate_limited_without_an_error_log(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = f"/api/v1/chats/{ALICE}/schedules"
+    statuses = [
+        # \udcf6: the lone byte 0xf6 (Latin-1 ö), as a client that does not speak UTF-8
+        # sends it.
+        (await raw_request(api, "GET", path, headers=["Authorization: Bearer t\udcf6ken"]))[0]
+        for _ in range(30)
+    ]
+    assert statuses[:20] == [401] * 20  # the burst, counted like any wrong token
+    assert 429 in statuses[20:] and set(statuses) == {401, 429}, statuses
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_json_nested_too_deep_is_422(api: Api) -> None:
+    deep = b"[" * 20_000 + b"]" * 20_000
+    status, body, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", data=deep)
+    assert status == 422 and body["error"] == "Malformed JSON: nested too deep."
+    assert await api.bot.services.service.list_schedules(ALICE) == []
+
+
+async def test_a_body_that_stalls_mid_send_is_408(api: Api) -> None:
+    http_server(api).body_timeout_s = 0.2
+    schedule = await api.schedule()
+    pause = f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/pause"
+    status, answer = await raw_request(
+        api, "POST", pause, body=b'{"reason": "hol', length=100, auth=True
+    )
+    assert status == 408, answer
+    assert "did not arrive within 0.2 s" in answer
+    assert (await api.bot.services.service.get_schedule(ALICE, schedule.id)).enabled
+
+
+async def test_a_client_gone_mid_body_is_one_info_line(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    schedule = await api.schedule()
+    pause = f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/pause"
+    _, writer = await asyncio.open_connection(*http_server(api).address)
+    writer.write(request_bytes("POST", pause, [f"Authorization: Bearer {TOKEN}"], b"{", 100))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    async def logged() -> bool:
+        return any("went away" in r.getMessage() for r in caplog.records)
+
+    await eventually(logged)
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert [r.levelno for r in gone] == [logging.INFO] and gone[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (await api.bot.services.service.get_schedule(ALICE, schedule.id)).enabled
+
+
+def http_server(api: Api) -> HttpServer:
+    server: HttpServer = api.bot.app.bot_data[HTTP_KEY]
+    return server
+
+
+def request_bytes(method: str, path: str, headers: list[str], body: bytes, length: int) -> bytes:
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}"]
+    return ("\r\n".join([*head, *headers, "", ""])).encode("utf-8", "surrogateescape") + body
+
+
+async def raw_request(
+    api: Api,
+    method: str,
+    path: str,
+    *,
+    headers: list[str] | None = None,
+    body: bytes = b"",
+    length: int | None = None,
+    auth: bool = False,
+) -> tuple[int, str]:
+    """One request written byte by byte (UTF-8 headers, a Content-Length that may
+    promise more than is sent) on its own connection; the status and the body text."""
+    lines = [*(headers or []), *([f"Authorization: Bearer {TOKEN}"] if auth else [])]
+    lines.append("Connection: close")
+    reader, writer = await asyncio.open_connection(*http_server(api).address)
+    try:
+        writer.write(
+            request_bytes(method, path, lines, body, len(body) if length is None else length)
+        )
+        await writer.drain()
+        answer = (await reader.read()).decode("utf-8", "replace")
+    finally:
+        writer.close()
+    status = int(answer.split(" ", 2)[1])
+    return status, answer.partition("\r\n\r\n")[2]
+
+
 # --- proposals (scheduler/proposals.py, bot/views_proposals.py) ------------------------------
 async def test_a_bad_proposal_is_422_naming_the_field(api: Api) -> None:
     path = f"/api/v1/chats/{ALICE}/proposals"
@@ -379,6 +475,97 @@ async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Ap
     await eventually(active)
 
 
+async def test_an_identical_proposal_is_409_naming_the_existing_schedule(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    payload = {
+        "name": "Weekly review",
+        "trigger": {"kind": "cron", "cron": "0 17 * * 5"},
+        "action": {"text": "Prepare my weekly review."},
+    }
+    status, first, _ = await api.call("POST", path, json=payload)
+    assert status == 201 and first["status"] == "active", first
+    status, body, _ = await api.call("POST", path, json={**payload, "reason": "again"})
+    assert status == 409, body
+    assert body == {
+        "error": f"It matches the existing schedule 'Weekly review' ({first['schedule_id']}), "
+        "so it was not added again.",
+        "field": None,
+    }
+    assert len(await api.bot.services.service.list_schedules(ALICE)) == 1
+    assert len(await api.bot.services.store.list_proposals(ALICE)) == 1
+
+
+async def test_a_proposal_with_a_space_padded_zone_reaches_the_chat_with_its_buttons(
+    api: Api,
+) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    trigger = {"kind": "cron", "cron": "0 17 * * 5", "timezone": "Europe/Berlin "}
+    low = {"name": "Weekly review", "trigger": trigger, "action": {"text": "Review my week."}}
+    status, proposal, _ = await api.call("POST", path, json=low)
+    assert status == 201 and proposal["tier"] == "low", proposal
+    assert proposal["request"]["trigger"]["timezone"] == "Europe/Berlin"
+    message = await api.bot.alice.wait_reply(containing="Weekly review")
+    assert message.button_labels() == ["Undo"]
+    assert "17:00" in (message.text or "")
+
+    high = {
+        **low,
+        "name": "Inbox sweep",
+        "action": {"text": "Sweep my inbox."},
+        "risk_hint": "high",
+    }
+    status, proposal, _ = await api.call("POST", path, json=high)
+    assert status == 201 and proposal["tier"] == "high", proposal
+    message = await api.bot.alice.wait_reply(containing="Inbox sweep")
+    assert message.button_labels() == ["Approve", "Reject"]
+    await api.bot.alice.press("Approve", message)
+
+    async def both_active() -> bool:
+        schedules = await api.bot.services.service.list_schedules(ALICE)
+        return sorted((s.name, s.enabled, s.timezone) for s in schedules) == [
+            ("Inbox sweep", True, "Europe/Berlin"),
+            ("Weekly review", True, "Europe/Berlin"),
+        ]
+
+    await eventually(both_active)
+
+
+async def test_a_proposal_whose_message_fails_to_render_or_send_still_reaches_the_chat(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("the zone vanished")
+
+    monkeypatch.setattr(notifier_module, "proposal_message", broken)
+    api.bot.server.fail_next("sendMessage", 502, count=1, chat_id=ALICE)
+    payload = {
+        "name": "Inbox sweep",
+        "trigger": {"kind": "interval", "every_seconds": 1800},
+        "action": {"text": "Sweep my inbox."},
+        "risk_hint": "high",
+    }
+    status, proposal, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=payload)
+    assert status == 201, proposal
+    # Telegram's 502 is retried from the outbox; the short text keeps the buttons.
+    message = await api.bot.alice.wait_reply(containing="Inbox sweep")
+    assert message.button_labels() == ["Approve", "Reject"]
+    assert "could not be shown" in (message.text or "")
+    [reported] = [r for r in caplog.records if "could not render" in r.getMessage()]
+    assert reported.levelno == logging.ERROR
+    assert getattr(reported, "proposal_id", None) == proposal["id"]
+
+    async def sent_on_the_second_try() -> bool:
+        [row] = await api.bot.services.store.list_notifications(ALICE)
+        return (row.proposal_id, row.attempts, row.status.value, row.last_error) == (
+            proposal["id"],
+            2,
+            "sent",
+            "Bad Gateway",
+        )
+
+    await eventually(sent_on_the_second_try)
+
+
 # --- settings of the HTTP side ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("extra", "line"),
@@ -409,6 +596,16 @@ def test_webhook_settings_that_cannot_work_stop_start_up(extra: dict[str, str], 
     with pytest.raises(ConfigError) as caught:
         load_settings({"AGENT_URL": "http://127.0.0.1:9/hook", **extra})
     assert str(caught.value).startswith(line)
+
+
+@pytest.mark.parametrize("token", ["a", "x" * 31, "é" * 40, "two words " * 4])
+def test_a_weak_api_token_stops_start_up_naming_it(token: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AGENT_URL": "http://127.0.0.1:9/hook", "API_TOKEN": token})
+    assert str(caught.value) == (
+        "Configuration error: API_TOKEN: must be at least 32 characters of visible ASCII "
+        "(no spaces)."
+    )
 
 
 def test_http_settings_load_from_the_environment() -> None:

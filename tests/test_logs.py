@@ -151,7 +151,7 @@ def test_secrets_are_masked_in_messages_args_fields_and_tracebacks(capture: Any)
 def test_every_secret_setting_is_masked_in_the_configured_logs() -> None:
     secrets = {
         "TELEGRAM_BOT_TOKEN": TOKEN,
-        "API_TOKEN": "api-token-value",
+        "API_TOKEN": "api-token-value-of-at-least-32-chars",
         "AGENT_SECRET": "agent-secret-value",
         "AGENT_TOKEN": "agent-token-value",
         "WEBHOOK_SECRET": "webhook-secret-value",

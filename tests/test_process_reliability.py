@@ -243,6 +243,15 @@ async def test_webhook_mode_serves_pushed_updates(
         headers = {"X-Telegram-Bot-Api-Secret-Token": "hook-secret"}
         async with http.post(url, json=update, headers=headers) as pushed:
             assert pushed.status == 200
+    # A secret header that is not UTF-8 (the byte 0xf6) is a wrong secret, not a crash.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /tg-hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n"
+        b"X-Telegram-Bot-Api-Secret-Token: hook-secr\xf6t\r\n\r\n{}"
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
     reply = await alice.wait_reply(timeout=10)
     assert "keep your agent's recurring work on time" in (reply.text or "")
     assert await proc.signal(signal.SIGTERM) == 0

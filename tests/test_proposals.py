@@ -219,14 +219,46 @@ async def test_beyond_the_limits_is_refused_and_recorded(
     proposals = ProposalService(service, store, clock, on_proposal=announced)
     await proposals.propose(CHAT, ask(kind=ActionKind.REMINDER), proposed_by="api")
     sentence = "This chat already has 1 schedules, the limit; archive one with /delete first."
+    second = ask(kind=ActionKind.REMINDER, text="Stand up.")
     with pytest.raises(InvalidSchedule) as caught:
-        await proposals.propose(CHAT, ask(kind=ActionKind.REMINDER), proposed_by="api")
+        await proposals.propose(CHAT, second, proposed_by="api")
     assert str(caught.value) == sentence
     refused, _ = await store.list_proposals(CHAT)
     assert (refused.status, refused.refusal) == (ProposalStatus.REFUSED, sentence)
     assert refused.tier is RiskTier.LOW  # refused whatever the tier
     assert len(await service.list_schedules(CHAT)) == 1
     assert len(announced.seen) == 1  # only the accepted one was announced
+
+
+async def test_an_identical_proposal_names_the_original_and_is_not_added_twice(
+    proposals: ProposalService,
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    announced: Announcements,
+) -> None:
+    first = await proposals.propose(CHAT, ask(), proposed_by="api")
+    with pytest.raises(InvalidState) as caught:
+        await proposals.propose(CHAT, ask(name="Brief again"), proposed_by="agent:chat")
+    assert str(caught.value) == (
+        f"It matches the existing schedule 'Daily brief' ({first.schedule_id}), so it was "
+        "not added again."
+    )
+    every_hour = TriggerSpec(kind="interval", every_seconds=3600)
+    waiting = await proposals.propose(CHAT, ask(every_hour, hint=RiskTier.HIGH), proposed_by="api")
+    await clock.advance(timedelta(minutes=5))  # a later start: still the same interval
+    with pytest.raises(InvalidState) as caught:
+        await proposals.propose(CHAT, ask(every_hour, hint=RiskTier.HIGH), proposed_by="api")
+    assert str(caught.value) == (
+        f"It matches the proposal 'Daily brief' ({waiting.id}) that is waiting for "
+        "approval, so it was not added again."
+    )
+    # The same time with another prompt, or in another chat, is another schedule.
+    await proposals.propose(CHAT, ask(text="Prepare my other brief."), proposed_by="api")
+    await proposals.propose(OTHER, ask(), proposed_by="api")
+    assert len(await store.list_proposals(CHAT)) == 3
+    assert len(await service.list_schedules(CHAT)) == 2
+    assert len(announced.seen) == 4
 
 
 @pytest.mark.parametrize(
@@ -359,6 +391,14 @@ async def test_the_tools_propose_list_and_pause_for_one_chat(
     assert (await service.get_schedule(CHAT, str(made["schedule_id"]))).pause_reason == "on holiday"
 
     # Errors come back as results, one sentence each.
+    again = await call(
+        "propose_schedule", name="Brief", cron="0 9 * * *", prompt="Brief me.", reason="asked"
+    )
+    assert again == {
+        "ok": False,
+        "error": f"It matches the existing schedule 'Brief' ({made['schedule_id']}), so it "
+        "was not added again.",
+    }
     assert await call("propose_schedule", name="x", prompt="y", reason="z") == {
         "ok": False,
         "error": "Give exactly one of cron, every_minutes or at.",

@@ -3,17 +3,22 @@ preferences) as JSONL files in a zip, sent as a document."""
 
 from __future__ import annotations
 
+import logging
+
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.context import services
-from bot.handlers.schedules import command_handler
-from storage.database import open_database
-from storage.export import export_chat_zip
+from bot.handlers.schedules import command_handler, reply
+from bot.redact import secrets_of
+from storage.database import DatabaseUnavailable
+from storage.export import export_chat
 
 __all__ = ["register"]
 
 Context = ContextTypes.DEFAULT_TYPE
+log = logging.getLogger("tickler.export")
 
 
 @command_handler
@@ -22,21 +27,28 @@ async def export(update: Update, context: Context, chat_id: int) -> None:
     message = update.effective_message
     if message is None:
         return
-    # A connection of its own: one read snapshot, without holding the store's.
-    db = await open_database(services(context).settings.database_path)
+    settings = services(context).settings
     try:
-        await db.execute("BEGIN")
-        try:
-            data = await export_chat_zip(db, chat_id)
-        finally:
-            await db.execute("ROLLBACK")
-    finally:
-        await db.close()
-    await message.reply_document(
-        document=data,
-        filename=f"tickler-export-{chat_id}.zip",
-        caption="This chat's schedules, runs, proposals and settings as JSONL files.",
-    )
+        data = await export_chat(settings.database_path, chat_id, secrets=secrets_of(settings))
+        await message.reply_document(
+            document=data,
+            filename=f"tickler-export-{chat_id}.zip",
+            caption="This chat's schedules, runs, proposals and settings as JSONL files.",
+        )
+    except Exception as exc:
+        # The operator asked and waits: say why here, not only in the log.
+        log.exception("/export failed", extra={"chat_id": chat_id})
+        await reply(update, failed_text(exc), html=False)
+
+
+def failed_text(exc: Exception) -> str:
+    """One sentence: the export failed, why, and what to do."""
+    if isinstance(exc, ValueError | DatabaseUnavailable | TelegramError):
+        why = str(exc).rstrip(".")
+        why = why[:1].lower() + why[1:]
+    else:
+        why = "an unexpected error"
+    return f"The export failed ({why}); nothing was sent, try again later or see the log."
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
