@@ -226,8 +226,8 @@ async def test_a_short_api_token_fails_and_says_how_to_make_one(
     code, lines = await doctor(capsys)
     assert code == 1
     assert lines[0] == (
-        "FAIL settings: API_TOKEN: must be at least 32 characters of visible ASCII (no "
-        "spaces) — fix: make one with python -c 'import secrets; "
+        "FAIL settings: API_TOKEN is not usable: must be at least 32 characters of visible "
+        "ASCII (no spaces) — fix: make one with python -c 'import secrets; "
         "print(secrets.token_urlsafe(32))' and set API_TOKEN to it in .env"
     )
 
