@@ -32,7 +32,7 @@ from bot.views_proposals import (
 )
 from scheduler.clock import Clock
 from scheduler.dispatch import DispatchError
-from scheduler.models import RunStatus
+from scheduler.models import INTERRUPTED, RunStatus
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -117,10 +117,16 @@ class TelegramNotifier:
                 schedule.chat_id, text, markup, kind="alert", run_id=run.id, schedule_id=schedule.id
             )
         elif run.status is RunStatus.UNKNOWN:
+            if (run.error or "").startswith(INTERRUPTED):
+                why = (
+                    "was cut off by Tickler stopping while it ran (not the agent's fault), "
+                    "and the agent may have received it"
+                )
+            else:
+                why = "timed out after the agent may have received it"
             text = (
                 f"❓ <b>{esc(schedule.name)}</b>: the run for "
-                f"{local(run.scheduled_for, zone_of(schedule))} timed out after the agent "
-                "may have received it. Did it do the work?"
+                f"{local(run.scheduled_for, zone_of(schedule))} {why}. Did it do the work?"
             )
             markup = keyboard(
                 [

@@ -36,7 +36,15 @@ from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
-from scheduler.models import ActionKind, Owner, Run, RunStatus, Schedule, TimeoutPolicy
+from scheduler.models import (
+    ActionKind,
+    Owner,
+    Run,
+    RunStatus,
+    Schedule,
+    TimeoutPolicy,
+    interrupted_error,
+)
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
 from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
 from scheduler.templates import load_template, prompt_variables, render
@@ -78,6 +86,10 @@ class EngineConfig:
     heartbeat_every: timedelta = timedelta(seconds=15)
     #: An instance silent this long is presumed dead and its runs are reaped.
     stale_after: timedelta = timedelta(seconds=90)
+    #: Attempts of one run that Tickler itself may cut off (its process killed while
+    #: they ran) before the run is left `unknown` for the operator: interruptions spend
+    #: neither the retry budget nor the breaker, so this bounds them instead.
+    max_interruptions: int = 5
 
 
 class Notifier(Protocol):
@@ -547,16 +559,12 @@ class Engine:
         if not dead:
             return
         finished = await self.store.reap_orphans(
-            dead,
-            now,
-            self._orphan_outcome,
-            trip_after=self.config.trip_after,
-            keep=set(self._inflight),
+            dead, now, self._orphan_outcome, keep=set(self._inflight)
         )
         for item in finished:
             with _run_context(item.run, item.schedule):
                 log.warning(
-                    "run orphaned: the engine running it stopped",
+                    "run interrupted: the engine running it stopped",
                     extra={"owners": ",".join(dead), "status": item.run.status.value},
                 )
                 await self._after_finish(item)
@@ -578,13 +586,19 @@ class Engine:
             return True
         return silent > self.config.stale_after
 
-    def _orphan_outcome(self, run: Run, schedule: Schedule) -> AttemptOutcome:
-        error = "orphaned: the process running this attempt stopped before it finished"
-        # The dead process may have delivered the request: same rule as a timeout. The
-        # agent did not fail, so the retry goes out at once rather than after a backoff.
-        return self._failure_outcome(
-            run, schedule, error, uncertain=True, now=self.clock.now(), backoff=False
-        )
+    def _orphan_outcome(self, run: Run, schedule: Schedule, interruptions: int) -> AttemptOutcome:
+        """How a run cut off by a dead engine goes on (the store gives its attempt back)."""
+        now = self.clock.now()
+        if interruptions >= self.config.max_interruptions:
+            error = interrupted_error(interruptions)
+            return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
+        error = interrupted_error(1)
+        # The dead process may have delivered the request: as after a timeout, the
+        # operator who asked to decide such cases does.
+        if schedule.policies.timeout_policy is TimeoutPolicy.ASK:
+            return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
+        # The agent did not fail, so it goes out again at once, with the same key.
+        return AttemptOutcome(RunStatus.PENDING, finished_at=now, error=error, next_attempt_at=now)
 
     # --- running one attempt --------------------------------------------------------
     def _start(self, acquired: AcquiredRun) -> None:
@@ -756,14 +770,13 @@ class Engine:
         *,
         uncertain: bool,
         now: datetime,
-        backoff: bool = True,
     ) -> AttemptOutcome:
         policies = schedule.policies
         if uncertain and policies.timeout_policy is TimeoutPolicy.ASK:
             return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
         if run.attempt >= policies.retry.max_attempts:
             return AttemptOutcome(RunStatus.DEAD, finished_at=now, error=error)
-        delay = retry_delay(policies.retry, run.attempt, self._rng) if backoff else timedelta(0)
+        delay = retry_delay(policies.retry, run.attempt, self._rng)
         return AttemptOutcome(
             RunStatus.FAILED, finished_at=now, error=error, next_attempt_at=now + delay
         )

@@ -303,13 +303,16 @@ class Store(Protocol):
         self,
         dead_owners: Collection[str],
         now: datetime,
-        decide: Callable[[Run, Schedule], AttemptOutcome],
+        decide: Callable[[Run, Schedule, int], AttemptOutcome],
         *,
-        trip_after: int,
         keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
-        """Runs left `running` by dead instances get the outcome `decide` gives them;
-        runs whose ids are in `keep` are left alone."""
+        """Runs left `running` by dead instances are interrupted: `decide(run, schedule,
+        interruptions)` (counting this one) gives the status they take (PENDING or
+        FAILED to be redelivered at `next_attempt_at`, or UNKNOWN for the operator) and
+        the error; the attempt is recorded, but it is Tickler's fault, not the agent's:
+        the run's attempt number is given back and the schedule's failure streak and
+        circuit breaker are left alone. Runs whose ids are in `keep` are left alone."""
 
     # --- runs, for operators ------------------------------------------------------------
     async def add_run(self, run: Run) -> bool:

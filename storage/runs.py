@@ -57,6 +57,7 @@ _MUTABLE = {
     "output",
     "owner",
     "started_at",
+    "interruptions",
 }
 
 
@@ -176,9 +177,11 @@ async def mark_skipped(
     )
 
 
-#: The closing status of a run that will not run: skipped if it was never tried.
+#: The closing status of a run that will not run: skipped if it was never tried. An
+#: interrupted attempt was given back (attempt 0 again) but may have reached the agent.
 _SKIPPED_OR_CANCELLED = (
-    "CASE WHEN status = 'failed' OR attempt > 0 THEN 'cancelled' ELSE 'skipped' END"
+    "CASE WHEN status = 'failed' OR attempt > 0 OR interruptions > 0 "
+    "THEN 'cancelled' ELSE 'skipped' END"
 )
 
 
@@ -311,6 +314,58 @@ async def release(
         [(when, when, rid, owner) for rid in run_ids],
     )
     return db.total_changes - before
+
+
+async def interruptions_of(db: aiosqlite.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+    """How many times each of `run_ids` was interrupted so far."""
+    rows = await fetch_all(
+        db,
+        "SELECT id, interruptions FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(run_ids)),),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def interrupt(
+    db: aiosqlite.Connection,
+    run: Run,
+    *,
+    status: RunStatus,
+    error: str | None,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> Run | None:
+    """Close an attempt that Tickler itself cut off (`run` as it was left running): the
+    attempt goes into the history, the run takes `status` with its attempt number given
+    back (it did not fail, we stopped it) and one more interruption counted. None if the
+    run is no longer running under its owner."""
+    assert run.owner is not None
+    when = to_db_time(now)
+    # A run put back to wait for its redelivery is not finished; one left for the
+    # operator is.
+    finished = None if status in READY_STATUSES else when
+    row = await fetch_one(
+        db,
+        "UPDATE runs SET status = ?, attempt = MAX(attempt - 1, 0), "
+        "interruptions = interruptions + 1, error = ?, next_attempt_at = ?, "
+        "started_at = NULL, finished_at = COALESCE(?, finished_at), owner = NULL, "
+        f"updated_at = ? WHERE id = ? AND owner = ? AND status = 'running' "
+        f"RETURNING {RUN_COLUMNS}",
+        (
+            status.value,
+            error,
+            None if next_attempt_at is None else to_db_time(next_attempt_at),
+            finished,
+            when,
+            run.id,
+            run.owner,
+        ),
+    )
+    if row is None:
+        return None
+    cut = run.model_copy(update={"status": status, "finished_at": now, "error": error})
+    await record_attempt(db, cut, run.owner)
+    return run_from_row(row)
 
 
 async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -> list[Run]:

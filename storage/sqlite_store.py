@@ -609,9 +609,8 @@ class SqliteStore:
         self,
         dead_owners: Collection[str],
         now: datetime,
-        decide: Callable[[Run, Schedule], AttemptOutcome],
+        decide: Callable[[Run, Schedule, int], AttemptOutcome],
         *,
-        trip_after: int,
         keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
         if not dead_owners:
@@ -619,15 +618,22 @@ class SqliteStore:
         async with self._write() as db:
             orphans = [r for r in await runs.running_of_owners(db, dead_owners) if r.id not in keep]
             by_id = await schedules.get_many(db, sorted({r.schedule_id for r in orphans}))
+            before = await runs.interruptions_of(db, [r.id for r in orphans])
             done: list[FinishedAttempt] = []
             for run in orphans:
-                assert run.owner is not None
-                outcome = decide(run, by_id[run.schedule_id])
-                finished = await _apply_outcome(
-                    db, AcquiredRun(run, by_id[run.schedule_id]), run.owner, outcome, trip_after
+                schedule = by_id[run.schedule_id]
+                outcome = decide(run, schedule, before.get(run.id, 0) + 1)
+                # Neither the failure streak nor the breaker: the agent did not fail.
+                interrupted = await runs.interrupt(
+                    db,
+                    run,
+                    status=outcome.status,
+                    error=outcome.error,
+                    next_attempt_at=outcome.next_attempt_at,
+                    now=outcome.finished_at,
                 )
-                if finished is not None:
-                    done.append(finished)
+                if interrupted is not None:
+                    done.append(FinishedAttempt(interrupted, schedule, tripped_now=False))
             return done
 
     # --- runs, for operators ------------------------------------------------------------
