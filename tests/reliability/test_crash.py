@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.clock import AcceleratedClock
+from scheduler.engine import EngineConfig
 from scheduler.models import (
     INTERRUPTED,
     Action,
@@ -43,7 +44,7 @@ from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
-from tests.reliability.ledger import account, open_before, read_runs
+from tests.reliability.ledger import account, open_before, read_runs, read_schedules
 from tests.reliability.process import Launcher, TicklerProcess, fast_clock
 from tests.reliability.scripted_agent import (
     Rule,
@@ -295,6 +296,118 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     assert orphaned > 0 and acc.redeliveries > 0
     assert reasons["missed"] > 0 and reasons["overlap"] > 0
     assert statuses["dead"] > 0 and statuses["succeeded"] > acc.checked // 4
+
+
+MAX_INTERRUPTIONS = EngineConfig().max_interruptions
+#: Issue 24: healthy schedules whose agent takes 20 s per run, and kill -9 after kill -9
+#: while those runs are in flight. Each kill interrupts a run; none is the agent's fault.
+SLOW_SCHEDULES = 8
+SLOW_ANSWER = 20.0
+SLOW_KILLS = 25
+#: A real second is a fake minute: the schedules fire every 10 real seconds.
+SLOW_SPEED = 60
+
+
+@pytest.mark.timeout(600)
+async def test_kill_9_during_slow_runs_makes_no_run_dead_and_trips_no_breaker(
+    tmp_path: Path, agent_stub: AgentStub, telegram_server: TelegramServer
+) -> None:
+    """Interrupted attempts spend neither the retry budget nor the circuit breaker: each
+    run is sent again with the same key, and one interrupted five times is left
+    `unknown` for the operator (never dead)."""
+    db_path = tmp_path / "slow.db"
+    clock = fast_clock(SLOW_SPEED)
+    agent = ScriptedAgent(default=answer_after(SLOW_ANSWER))
+    agent_stub.respond_with(agent)
+    chat = CHATS[0]
+    telegram_server.user(chat, "Ada")
+    async with await SqliteStore.open(db_path) as store:
+        service = ScheduleService(store, clock)
+        for i in range(SLOW_SCHEDULES):
+            await service.create_schedule(
+                chat,
+                Owner(id=chat, first_name="Ada"),
+                name=f"slow report #{i + 1}",
+                trigger=cron("*/10 * * * *"),
+                action=Action(text="Write the slow report for {date}."),
+            )
+
+    rng = random.Random()
+    in_flight_at_kill: list[int] = []
+    async with Launcher(tmp_path / "logs") as launch:
+        proc = launch(
+            db_path,
+            telegram=telegram_server,
+            agent_url=agent_stub.url,
+            admin_ids=(chat,),
+            clock=clock,
+            grace=20,
+        )
+        for _ in range(SLOW_KILLS):
+            delivered = len(agent.deliveries)
+            await proc.start()
+            await proc.wait_engine()
+            await working(proc, agent, delivered)
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            pid = proc.pid
+            assert await proc.kill() == -9
+            in_flight_at_kill.append(running_owned_by(db_path, pid))
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+
+        # The agent is quick again: what was interrupted is delivered and succeeds.
+        agent.default = answer_after(0.0, 0.03)
+        await proc.start()
+        await proc.wait_engine()
+        cut = clock.now() + timedelta(minutes=1)
+        await drain(proc, db_path, cut)
+        stop = await proc.final_stop(clock)
+        assert stop.code == 0, proc.log_tail()
+
+    runs = read_runs(db_path)
+    cut_off = {r.id: sum(_interrupted(e) for _, e, *_ in r.trail) for r in runs}
+    statuses = Counter(r.status.value for r in runs)
+    schedules = await read_schedules(db_path, (chat,))
+    tripped = [s.name for s in schedules if s.tripped or not s.enabled]
+    unknown = [r for r in runs if r.status is RunStatus.UNKNOWN]
+    tally.add("crashes survived", SLOW_KILLS)
+    tally.add("crash, slow runs: interrupted attempts", sum(cut_off.values()))
+    tally.add("crash, slow runs: dead runs", statuses["dead"])
+    tally.add("crash, slow runs: breakers tripped", len(tripped))
+    tally.note(
+        f"crash, slow runs: {SLOW_KILLS} kill -9 over {SLOW_SCHEDULES} schedules whose agent "
+        f"answers after {SLOW_ANSWER:g} s, kills with runs in flight "
+        f"{sum(1 for n in in_flight_at_kill if n)}; {sum(cut_off.values())} interrupted "
+        f"attempts, at most {max(cut_off.values(), default=0)} of one run; "
+        f"{statuses['dead']} dead, {len(tripped)} breakers tripped, {len(unknown)} runs "
+        f"left unknown after {MAX_INTERRUPTIONS} interruptions, "
+        f"{statuses['succeeded']} succeeded"
+    )
+    assert statuses["dead"] == 0, statuses
+    assert tripped == [], tripped
+    assert all(s.consecutive_failures == 0 for s in schedules)
+    # The kills did cut runs off, more often than a retry budget of 3 allows.
+    assert sum(1 for n in in_flight_at_kill if n) >= SLOW_KILLS // 2, in_flight_at_kill
+    assert max(cut_off.values()) >= 3
+    # Only the fifth interruption leaves a run to the operator.
+    assert all(cut_off[r.id] == MAX_INTERRUPTIONS for r in unknown)
+    assert all(
+        n < MAX_INTERRUPTIONS
+        for r in runs
+        if r.status is not RunStatus.UNKNOWN
+        for n in [cut_off[r.id]]
+    )
+    acc = await account(
+        db_path,
+        chats=(chat,),
+        until=stop.stopped_at,
+        claimed_by=stop.asked_at,
+        settled_before=cut,
+        deliveries=agent.deliveries,
+    )
+    tally.add("runs checked", acc.checked)
+    tally.add("runs lost", len(acc.lost))
+    tally.add("runs doubled", len(acc.doubled))
+    acc.assert_clean()
 
 
 async def test_a_restarted_engine_recovers_a_killed_ones_runs_but_not_a_live_ones(
