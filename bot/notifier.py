@@ -32,6 +32,7 @@ from bot.views_proposals import (
 )
 from scheduler.clock import Clock
 from scheduler.dispatch import DispatchError
+from scheduler.errors import UnreadableSchedule
 from scheduler.models import INTERRUPTED, RunStatus
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
@@ -161,6 +162,11 @@ class TelegramNotifier:
             run_id=finished.run.id,
             schedule_id=schedule.id,
         )
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        # No buttons: the schedule cannot be read, so neither resumed nor run from here.
+        text = f"⚠️ {esc(str(broken))} The other schedules go on firing."
+        await self.notify(broken.chat_id, text, kind="alert", schedule_id=broken.schedule_id)
 
     async def fires_missed(self, plan: FirePlan) -> None:
         if plan.first_missed is None or plan.last_missed is None:

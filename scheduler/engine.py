@@ -34,6 +34,7 @@ from typing import Protocol
 
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
+from scheduler.errors import UnreadableSchedule
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
 from scheduler.models import (
@@ -46,7 +47,14 @@ from scheduler.models import (
     interrupted_error,
 )
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
-from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
+from scheduler.store import (
+    AcquiredRun,
+    AttemptOutcome,
+    ClaimedFires,
+    EngineInstance,
+    FinishedAttempt,
+    Store,
+)
 from scheduler.templates import load_template, prompt_variables, render
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
@@ -56,6 +64,10 @@ log = logging.getLogger("tickler.engine")
 #: Engines alive in this process; two in one process share a pid, so the pid alone
 #: cannot tell a dead predecessor from a live sibling.
 _LOCAL_INSTANCES: set[str] = set()
+
+#: Iterations failing in a row after which the engine reports itself failing (/healthz):
+#: one or two are a passing lock; more mean it is not doing its work.
+FAILING_AFTER = 3
 
 #: Seconds a stopping engine waits for outcomes to be written after cancelling attempts.
 _RECORD_GRACE = 5.0
@@ -105,6 +117,10 @@ class Notifier(Protocol):
         """Fires of `plan` wait for an operator's Approve/Skip (status awaiting_approval);
         unanswered, each is skipped at its deadline (planning.approval_deadline)."""
 
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        """A due schedule's stored definition cannot be decoded: it was paused with the
+        reason (once), and the other schedules go on firing."""
+
 
 class ReminderSender(Protocol):
     async def send_reminder(self, chat_id: int, text: str) -> None: ...
@@ -147,6 +163,9 @@ class _LogNotifier:
         log.info(
             "fires await approval", extra={"schedule_id": plan.schedule_id, "count": len(waiting)}
         )
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        """Nothing to add: the engine logs every quarantine itself."""
 
 
 @dataclass(slots=True)
@@ -286,6 +305,9 @@ class Engine:
         #: Loop iterations so far; /healthz and tests read it to see the loop is alive
         #: and not polling.
         self.ticks = 0
+        #: Iterations that failed in a row, and why the last one did (see `failing`).
+        self.failed_iterations = 0
+        self._last_failure: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
@@ -302,6 +324,18 @@ class Engine:
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def failing(self) -> str | None:
+        """Why the engine is not doing its work (its iterations keep failing), as a
+        sentence; None while it works. The loop still ticks, so its tick age says
+        nothing of this."""
+        if self.failed_iterations < FAILING_AFTER:
+            return None
+        return (
+            f"The engine's last {self.failed_iterations} iterations failed "
+            f"({self._last_failure}); due runs are not being started."
+        )
 
     async def startup(self) -> None:
         """Register this instance and reconcile what a dead predecessor left behind.
@@ -348,10 +382,13 @@ class Engine:
                     else:
                         deadline = await self._next_wake(now)
                     failures = 0
-                except Exception:
+                    self.failed_iterations, self._last_failure = 0, None
+                except Exception as exc:
                     # A locked database or a full disk must not end the loop: log,
                     # back off, try again. Only a stop request ends it.
                     failures += 1
+                    self.failed_iterations = failures
+                    self._last_failure = f"{type(exc).__name__}: {str(exc)[:200]}"
                     log.exception("engine iteration failed (%d in a row)", failures)
                     backoff = min(self.config.max_sleep.total_seconds(), 2.0**failures)
                     deadline = now + timedelta(seconds=backoff)
@@ -479,7 +516,7 @@ class Engine:
         # Started first: the notifier may take a while, and these runs are due now.
         for item in claimed.started:
             self._start(item)
-        await self._report(claimed.plans)
+        await self._report(claimed)
         more = claimed.more
         free -= len(claimed.started)
         if room and free > 0:
@@ -492,8 +529,15 @@ class Engine:
                 more = True
         return more
 
-    async def _report(self, plans: list[FirePlan]) -> None:
-        for plan in plans:
+    async def _report(self, claimed: ClaimedFires) -> None:
+        for broken in claimed.quarantined:
+            log.error(
+                "schedule paused: its stored definition cannot be read (%s)",
+                broken.reason,
+                extra={"schedule_id": broken.schedule_id, "chat_id": broken.chat_id},
+            )
+            await self._notify(self.notifier.schedule_quarantined(broken))
+        for plan in claimed.plans:
             if plan.missed:
                 await self._notify(self.notifier.fires_missed(plan))
             if any(f.status is RunStatus.AWAITING_APPROVAL for f in plan.fires):
@@ -510,7 +554,7 @@ class Engine:
                     claimed = await self.store.claim_and_start(
                         now, self.config.claim_batch, self._plan, owner=self.instance_id, start=0
                     )
-                    await self._report(claimed.plans)
+                    await self._report(claimed)
                     if not claimed.more:
                         return
         except Exception:
