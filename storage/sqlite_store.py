@@ -541,7 +541,7 @@ class SqliteStore:
                 values = tuple(row)
                 run_id, trigger, attempt = values[0], RunTrigger(values[4]), values[6]
                 try:
-                    schedule = started_schedule(values[runs.RUN_WIDTH : -1])
+                    schedule = started_schedule(values[runs.RUN_WIDTH : -2])
                 except UnreadableSchedule as exc:
                     # Never started from a definition that cannot be read.
                     skipped.setdefault(f"schedule cannot be read: {exc.reason}", []).append(run_id)
@@ -555,6 +555,8 @@ class SqliteStore:
                     schedule.policies.overlap is OverlapPolicy.SKIP
                     and trigger is RunTrigger.SCHEDULE
                     and attempt == 0
+                    # An interrupted run (attempt given back) may have reached the agent.
+                    and not values[-2]
                     and schedule.id not in settling
                 ):
                     skipped.setdefault(OVERLAP_REASON, []).append(run_id)

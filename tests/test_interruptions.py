@@ -90,6 +90,9 @@ async def test_kills_during_a_run_spend_no_retry_and_trip_no_breaker_until_five_
         [run] = (await service.history(CHAT, schedule.id))[:1]
         expected = RunStatus.UNKNOWN if crash == 5 else RunStatus.PENDING
         assert (run.status, run.attempt) == (expected, 0), crash
+        if crash < 5:
+            # It keeps its place: ready from its own instant, before any newer fire.
+            assert run.next_attempt_at == run.scheduled_for
     assert run.error is not None and run.error.startswith("interrupted 5 times")
     told = [f.run.status for f in notifier.finished if f.run.id == run.id]
     assert told == [RunStatus.PENDING] * 4 + [RunStatus.UNKNOWN]
