@@ -1,7 +1,8 @@
 """Attempts cut off by Tickler itself (its process killed while they ran) are its own
 fault, not the agent's: the run is sent again with the same key without spending its
 retries or counting toward the circuit breaker, and only a run interrupted five times is
-left `unknown` for the operator. Over a real SQLite file with a fake clock."""
+left `unknown` for the operator, who is asked what to do. Over a real SQLite file with a
+fake clock; the question through the real bot."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from datetime import timedelta
 from scheduler.clock import FakeClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
-from scheduler.models import Action, Owner, RunStatus
+from scheduler.ids import new_id
+from scheduler.models import Action, Owner, Run, RunStatus, RunTrigger, interrupted_error
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, plan_due_fires
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
+from tests.bot_harness import ALICE, BotHarness
 from tests.test_engine import RecordingNotifier
 
 CHAT = 4242
@@ -105,3 +109,38 @@ async def test_kills_during_a_run_spend_no_retry_and_trip_no_breaker_until_five_
     await killed_while_running(store, clock, f"killed-{kills}")
     await restarted().startup()
     assert (await service.get_run(CHAT, run.id)).status is RunStatus.PENDING
+
+
+async def test_a_run_interrupted_five_times_asks_the_operator_with_buttons(
+    bot: BotHarness,
+) -> None:
+    now = bot.clock.now()
+    schedule = await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Slow report",
+        trigger=TriggerSpec(kind="interval", every_seconds=86400, start_at=now + timedelta(days=1)),
+        action=Action(text="Write the report."),
+    )
+    run = Run(
+        id=new_id(),
+        schedule_id=schedule.id,
+        chat_id=ALICE,
+        scheduled_for=now,
+        trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.UNKNOWN,
+        error=interrupted_error(5),
+        created_at=now,
+        updated_at=now,
+    )
+    assert await bot.services.store.add_run(run)
+    await bot.services.engine.notifier.run_finished(FinishedAttempt(run, schedule, False))
+
+    asked = await bot.alice.wait_reply(containing="Did it do the work?")
+    assert "Slow report" in (asked.text or "")
+    assert "cut off by Tickler stopping while it ran (not the agent's fault)" in (asked.text or "")
+    assert asked.button_labels() == ["Retry", "Mark done", "Drop"]
+    await bot.server.wait_answered(await bot.alice.press("Retry", asked))
+    retried = await bot.services.store.get_run(ALICE, run.id)
+    assert retried is not None and retried.trigger is RunTrigger.RETRY
+    assert retried.status is not RunStatus.UNKNOWN
