@@ -357,7 +357,6 @@ class Engine:
     async def run_forever(self) -> None:
         """The long-running loop, until `request_stop()`; then a graceful shutdown."""
         heartbeat: asyncio.Task[None] | None = None
-        failures = 0
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -381,13 +380,11 @@ class Engine:
                         deadline = now
                     else:
                         deadline = await self._next_wake(now)
-                    failures = 0
                     self.failed_iterations, self._last_failure = 0, None
                 except Exception as exc:
                     # A locked database or a full disk must not end the loop: log,
                     # back off, try again. Only a stop request ends it.
-                    failures += 1
-                    self.failed_iterations = failures
+                    failures = self.failed_iterations = self.failed_iterations + 1
                     self._last_failure = f"{type(exc).__name__}: {str(exc)[:200]}"
                     log.exception("engine iteration failed (%d in a row)", failures)
                     backoff = min(self.config.max_sleep.total_seconds(), 2.0**failures)
