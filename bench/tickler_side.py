@@ -22,6 +22,7 @@ from scheduler.dispatch import (
     HttpAgentDispatcher,
 )
 from scheduler.engine import Engine, EngineConfig
+from scheduler.errors import UnreadableSchedule
 from scheduler.planning import FirePlan
 from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
@@ -67,6 +68,9 @@ class _CountingNotifier:
         pass
 
     async def runs_awaiting_approval(self, plan: FirePlan) -> None:
+        pass
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         pass
 
 

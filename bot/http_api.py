@@ -1,6 +1,6 @@
 """The HTTP side, on one port (HTTP_HOST:HTTP_PORT):
 
-    GET  /healthz                     loop alive, last tick age, database answers
+    GET  /healthz                     loop alive, last tick age, iterations work, database
     GET  /metrics                     Prometheus text format
     /api/v1/...                       the JSON API (bearer token; see `ROUTES` below)
     POST {path of WEBHOOK_URL}        Telegram's pushed updates, in webhook mode
@@ -105,6 +105,10 @@ class Health(BaseModel):
     #: Telegram answered at start-up. Until it does, the engine runs anyway and chat
     #: messages wait in the outbox, so this alone does not make the status unhealthy.
     telegram_connected: bool = False
+    #: The engine's iterations complete (the loop may tick on while each one fails).
+    engine_ok: bool = True
+    #: Why not, in one sentence: how many failed in a row, and the last error.
+    engine_error: str | None = None
 
 
 class ScheduleList(BaseModel):
@@ -350,7 +354,8 @@ class HttpServer:
         except Exception as exc:
             db_error = db_error or f"The database cannot be read ({exc})."
         db_ok = db_error is None
-        healthy = alive and age is not None and age <= limit and db_ok
+        engine_error = engine.failing
+        healthy = alive and age is not None and age <= limit and db_ok and engine_error is None
         health = Health(
             status="ok" if healthy else "unhealthy",
             loop_alive=alive,
@@ -358,6 +363,8 @@ class HttpServer:
             db_ok=db_ok,
             db_error=db_error,
             telegram_connected=svc.telegram_connected,
+            engine_ok=engine_error is None,
+            engine_error=engine_error,
         )
         return _json(health, 200 if healthy else 503)
 
@@ -626,7 +633,7 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {
-                "summary": "Liveness: engine loop, last tick age, database",
+                "summary": "Liveness: engine loop, last tick age, engine iterations, database",
                 "security": [],
                 "responses": {
                     "200": {

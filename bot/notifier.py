@@ -34,7 +34,8 @@ from bot.views_proposals import (
 from bot.views_runs import sent_run_outcome
 from scheduler.clock import Clock
 from scheduler.dispatch import DispatchError
-from scheduler.models import RunStatus, RunTrigger
+from scheduler.errors import UnreadableSchedule
+from scheduler.models import INTERRUPTED, RunStatus, RunTrigger
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -129,10 +130,16 @@ class TelegramNotifier:
                 schedule.chat_id, text, markup, kind="alert", run_id=run.id, schedule_id=schedule.id
             )
         elif run.status is RunStatus.UNKNOWN:
+            if (run.error or "").startswith(INTERRUPTED):
+                why = (
+                    "was cut off by Tickler stopping while it ran (not the agent's fault), "
+                    "and the agent may have received it"
+                )
+            else:
+                why = "timed out after the agent may have received it"
             text = (
                 f"❓ <b>{esc(schedule.name)}</b>: the run for "
-                f"{local(run.scheduled_for, zone_of(schedule))} timed out after the agent "
-                "may have received it. Did it do the work?"
+                f"{local(run.scheduled_for, zone_of(schedule))} {why}. Did it do the work?"
             )
             markup = keyboard(
                 [
@@ -167,6 +174,11 @@ class TelegramNotifier:
             run_id=finished.run.id,
             schedule_id=schedule.id,
         )
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        # No buttons: the schedule cannot be read, so neither resumed nor run from here.
+        text = f"⚠️ {esc(str(broken))} The other schedules go on firing."
+        await self.notify(broken.chat_id, text, kind="alert", schedule_id=broken.schedule_id)
 
     async def fires_missed(self, plan: FirePlan) -> None:
         if plan.first_missed is None or plan.last_missed is None:

@@ -34,11 +34,27 @@ from typing import Protocol
 
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
+from scheduler.errors import UnreadableSchedule
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
-from scheduler.models import ActionKind, Owner, Run, RunStatus, Schedule, TimeoutPolicy
+from scheduler.models import (
+    ActionKind,
+    Owner,
+    Run,
+    RunStatus,
+    Schedule,
+    TimeoutPolicy,
+    interrupted_error,
+)
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
-from scheduler.store import AcquiredRun, AttemptOutcome, EngineInstance, FinishedAttempt, Store
+from scheduler.store import (
+    AcquiredRun,
+    AttemptOutcome,
+    ClaimedFires,
+    EngineInstance,
+    FinishedAttempt,
+    Store,
+)
 from scheduler.templates import load_template, prompt_variables, render
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
@@ -48,6 +64,10 @@ log = logging.getLogger("tickler.engine")
 #: Engines alive in this process; two in one process share a pid, so the pid alone
 #: cannot tell a dead predecessor from a live sibling.
 _LOCAL_INSTANCES: set[str] = set()
+
+#: Iterations failing in a row after which the engine reports itself failing (/healthz):
+#: one or two are a passing lock; more mean it is not doing its work.
+FAILING_AFTER = 3
 
 #: Seconds a stopping engine waits for outcomes to be written after cancelling attempts.
 _RECORD_GRACE = 5.0
@@ -78,6 +98,10 @@ class EngineConfig:
     heartbeat_every: timedelta = timedelta(seconds=15)
     #: An instance silent this long is presumed dead and its runs are reaped.
     stale_after: timedelta = timedelta(seconds=90)
+    #: Attempts of one run that Tickler itself may cut off (its process killed while
+    #: they ran) before the run is left `unknown` for the operator: interruptions spend
+    #: neither the retry budget nor the breaker, so this bounds them instead.
+    max_interruptions: int = 5
 
 
 class Notifier(Protocol):
@@ -92,6 +116,10 @@ class Notifier(Protocol):
     async def runs_awaiting_approval(self, plan: FirePlan) -> None:
         """Fires of `plan` wait for an operator's Approve/Skip (status awaiting_approval);
         unanswered, each is skipped at its deadline (planning.approval_deadline)."""
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        """A due schedule's stored definition cannot be decoded: it was paused with the
+        reason (once), and the other schedules go on firing."""
 
 
 class ReminderSender(Protocol):
@@ -135,6 +163,9 @@ class _LogNotifier:
         log.info(
             "fires await approval", extra={"schedule_id": plan.schedule_id, "count": len(waiting)}
         )
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        """Nothing to add: the engine logs every quarantine itself."""
 
 
 @dataclass(slots=True)
@@ -274,6 +305,9 @@ class Engine:
         #: Loop iterations so far; /healthz and tests read it to see the loop is alive
         #: and not polling.
         self.ticks = 0
+        #: Iterations that failed in a row, and why the last one did (see `failing`).
+        self.failed_iterations = 0
+        self._last_failure: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
@@ -290,6 +324,18 @@ class Engine:
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def failing(self) -> str | None:
+        """Why the engine is not doing its work (its iterations keep failing), as a
+        sentence; None while it works. The loop still ticks, so its tick age says
+        nothing of this."""
+        if self.failed_iterations < FAILING_AFTER:
+            return None
+        return (
+            f"The engine's last {self.failed_iterations} iterations failed "
+            f"({self._last_failure}); due runs are not being started."
+        )
 
     async def startup(self) -> None:
         """Register this instance and reconcile what a dead predecessor left behind.
@@ -311,7 +357,6 @@ class Engine:
     async def run_forever(self) -> None:
         """The long-running loop, until `request_stop()`; then a graceful shutdown."""
         heartbeat: asyncio.Task[None] | None = None
-        failures = 0
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -335,11 +380,12 @@ class Engine:
                         deadline = now
                     else:
                         deadline = await self._next_wake(now)
-                    failures = 0
-                except Exception:
+                    self.failed_iterations, self._last_failure = 0, None
+                except Exception as exc:
                     # A locked database or a full disk must not end the loop: log,
                     # back off, try again. Only a stop request ends it.
-                    failures += 1
+                    failures = self.failed_iterations = self.failed_iterations + 1
+                    self._last_failure = f"{type(exc).__name__}: {str(exc)[:200]}"
                     log.exception("engine iteration failed (%d in a row)", failures)
                     backoff = min(self.config.max_sleep.total_seconds(), 2.0**failures)
                     deadline = now + timedelta(seconds=backoff)
@@ -467,7 +513,7 @@ class Engine:
         # Started first: the notifier may take a while, and these runs are due now.
         for item in claimed.started:
             self._start(item)
-        await self._report(claimed.plans)
+        await self._report(claimed)
         more = claimed.more
         free -= len(claimed.started)
         if room and free > 0:
@@ -480,8 +526,15 @@ class Engine:
                 more = True
         return more
 
-    async def _report(self, plans: list[FirePlan]) -> None:
-        for plan in plans:
+    async def _report(self, claimed: ClaimedFires) -> None:
+        for broken in claimed.quarantined:
+            log.error(
+                "schedule paused: its stored definition cannot be read (%s)",
+                broken.reason,
+                extra={"schedule_id": broken.schedule_id, "chat_id": broken.chat_id},
+            )
+            await self._notify(self.notifier.schedule_quarantined(broken))
+        for plan in claimed.plans:
             if plan.missed:
                 await self._notify(self.notifier.fires_missed(plan))
             if any(f.status is RunStatus.AWAITING_APPROVAL for f in plan.fires):
@@ -498,7 +551,7 @@ class Engine:
                     claimed = await self.store.claim_and_start(
                         now, self.config.claim_batch, self._plan, owner=self.instance_id, start=0
                     )
-                    await self._report(claimed.plans)
+                    await self._report(claimed)
                     if not claimed.more:
                         return
         except Exception:
@@ -547,16 +600,12 @@ class Engine:
         if not dead:
             return
         finished = await self.store.reap_orphans(
-            dead,
-            now,
-            self._orphan_outcome,
-            trip_after=self.config.trip_after,
-            keep=set(self._inflight),
+            dead, now, self._orphan_outcome, keep=set(self._inflight)
         )
         for item in finished:
             with _run_context(item.run, item.schedule):
                 log.warning(
-                    "run orphaned: the engine running it stopped",
+                    "run interrupted: the engine running it stopped",
                     extra={"owners": ",".join(dead), "status": item.run.status.value},
                 )
                 await self._after_finish(item)
@@ -578,13 +627,19 @@ class Engine:
             return True
         return silent > self.config.stale_after
 
-    def _orphan_outcome(self, run: Run, schedule: Schedule) -> AttemptOutcome:
-        error = "orphaned: the process running this attempt stopped before it finished"
-        # The dead process may have delivered the request: same rule as a timeout. The
-        # agent did not fail, so the retry goes out at once rather than after a backoff.
-        return self._failure_outcome(
-            run, schedule, error, uncertain=True, now=self.clock.now(), backoff=False
-        )
+    def _orphan_outcome(self, run: Run, schedule: Schedule, interruptions: int) -> AttemptOutcome:
+        """How a run cut off by a dead engine goes on (the store gives its attempt back)."""
+        now = self.clock.now()
+        if interruptions >= self.config.max_interruptions:
+            error = interrupted_error(interruptions)
+            return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
+        error = interrupted_error(1)
+        # The dead process may have delivered the request: as after a timeout, the
+        # operator who asked to decide such cases does.
+        if schedule.policies.timeout_policy is TimeoutPolicy.ASK:
+            return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
+        # The agent did not fail, so it goes out again at once, with the same key.
+        return AttemptOutcome(RunStatus.PENDING, finished_at=now, error=error, next_attempt_at=now)
 
     # --- running one attempt --------------------------------------------------------
     def _start(self, acquired: AcquiredRun) -> None:
@@ -756,14 +811,13 @@ class Engine:
         *,
         uncertain: bool,
         now: datetime,
-        backoff: bool = True,
     ) -> AttemptOutcome:
         policies = schedule.policies
         if uncertain and policies.timeout_policy is TimeoutPolicy.ASK:
             return AttemptOutcome(RunStatus.UNKNOWN, finished_at=now, error=error)
         if run.attempt >= policies.retry.max_attempts:
             return AttemptOutcome(RunStatus.DEAD, finished_at=now, error=error)
-        delay = retry_delay(policies.retry, run.attempt, self._rng) if backoff else timedelta(0)
+        delay = retry_delay(policies.retry, run.attempt, self._rng)
         return AttemptOutcome(
             RunStatus.FAILED, finished_at=now, error=error, next_attempt_at=now + delay
         )

@@ -2,6 +2,7 @@
 
     TicklerError
      ├── InvalidSchedule (ValueError)    bad cron, zone, interval, prompt, instant, policy
+     │    └── UnreadableSchedule         a stored schedule that cannot be decoded
      ├── ScheduleNotFound (LookupError)  no such schedule in this chat
      ├── RunNotFound (LookupError)       no such run in this chat
      ├── ProposalNotFound (LookupError)  no such proposal in this chat
@@ -21,6 +22,7 @@ __all__ = [
     "RunNotFound",
     "ScheduleNotFound",
     "TicklerError",
+    "UnreadableSchedule",
     "shown",
 ]
 
@@ -31,6 +33,22 @@ class TicklerError(Exception):
 
 class InvalidSchedule(TicklerError, ValueError):
     """The schedule definition (or part of it) is not acceptable."""
+
+
+class UnreadableSchedule(InvalidSchedule):
+    """A stored schedule row that cannot be decoded (written around Tickler's checks:
+    by hand, or by an import that let it through). It is paused and left alone."""
+
+    def __init__(self, schedule_id: str, chat_id: int, name: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.chat_id = chat_id
+        self.name = name
+        #: What is wrong with it, as a sentence.
+        self.reason = reason
+        super().__init__(
+            f"Schedule '{shown(name)}' ({schedule_id}) cannot be read: {reason} It is paused "
+            "and will not fire until its stored definition is fixed."
+        )
 
 
 class ScheduleNotFound(TicklerError, LookupError):

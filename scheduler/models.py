@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.triggers import Trigger
 
 __all__ = [
+    "INTERRUPTED",
     "Action",
     "ActionKind",
     "Attempt",
@@ -30,6 +31,7 @@ __all__ = [
     "RunTrigger",
     "Schedule",
     "TimeoutPolicy",
+    "interrupted_error",
 ]
 
 
@@ -89,6 +91,16 @@ class RunStatus(StrEnum):
 #: The pause reason of an agent's proposal that waits for an admin: only the proposal's
 #: approval may clear it, never a plain resume or run-now.
 AWAITING_APPROVAL_REASON = "awaiting approval"
+
+#: How the error of an attempt cut off by Tickler itself (an orphan) begins.
+INTERRUPTED = "interrupted"
+
+
+def interrupted_error(times: int) -> str:
+    """The error of a run whose attempt Tickler cut off, the `times`-th time."""
+    count = f" {times} times" if times > 1 else ""
+    return f"{INTERRUPTED}{count}: Tickler stopped while the attempt ran (not the agent's fault)"
+
 
 #: Statuses from which the engine may start an attempt.
 READY_STATUSES = (RunStatus.PENDING, RunStatus.FAILED)

@@ -610,7 +610,9 @@ class ScheduleService:
             changes={
                 "status": RunStatus.PENDING,
                 "trigger": RunTrigger.RETRY,
+                # A fresh budget of attempts, and of interruptions.
                 "attempt": 0,
+                "interruptions": 0,
                 "next_attempt_at": now,
                 "finished_at": None,
             },

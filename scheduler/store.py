@@ -11,11 +11,12 @@ claimed once together with advancing `next_run_at`, and a run is acquired once.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from scheduler.errors import UnreadableSchedule
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
 from scheduler.stats import RunFigure
@@ -77,6 +78,9 @@ class ClaimedFires:
     started: list[AcquiredRun]
     #: A read filled its limit, or fires were held for a slot: more may be due now.
     more: bool = False
+    #: Due schedules whose rows cannot be decoded, paused by this claim (each reported
+    #: once: a paused schedule is not due again).
+    quarantined: list[UnreadableSchedule] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,11 @@ class Store(Protocol):
         finds no slot left is not claimed at all (held): its schedule stays due, and
         it is written once, running, when a slot frees. Fires due at or before
         `hold_until`, and fires that could not start that way, are claimed as pending
-        runs as `claim_due_fires` does, slot or not."""
+        runs as `claim_due_fires` does, slot or not.
+
+        A due schedule whose row cannot be decoded is quarantined instead: paused with
+        the reason, its runs not yet started closed (returned in `quarantined`), while
+        the other schedules are claimed as usual."""
 
     async def acquire_ready_runs(
         self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()
@@ -310,13 +318,16 @@ class Store(Protocol):
         self,
         dead_owners: Collection[str],
         now: datetime,
-        decide: Callable[[Run, Schedule], AttemptOutcome],
+        decide: Callable[[Run, Schedule, int], AttemptOutcome],
         *,
-        trip_after: int,
         keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
-        """Runs left `running` by dead instances get the outcome `decide` gives them;
-        runs whose ids are in `keep` are left alone."""
+        """Runs left `running` by dead instances are interrupted: `decide(run, schedule,
+        interruptions)` (counting this one) gives the status they take (PENDING or
+        FAILED to be redelivered at `next_attempt_at`, or UNKNOWN for the operator) and
+        the error; the attempt is recorded, but it is Tickler's fault, not the agent's:
+        the run's attempt number is given back and the schedule's failure streak and
+        circuit breaker are left alone. Runs whose ids are in `keep` are left alone."""
 
     # --- runs, for operators ------------------------------------------------------------
     async def add_run(self, run: Run) -> bool:

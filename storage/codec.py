@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
+from scheduler.errors import InvalidSchedule, UnreadableSchedule
 from scheduler.models import (
     Action,
     Owner,
@@ -22,7 +23,7 @@ from scheduler.models import (
 )
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
 from scheduler.store import EngineInstance
-from scheduler.triggers import Trigger
+from scheduler.triggers import Trigger, make_trigger
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _trigger_adapter: TypeAdapter[Trigger] = TypeAdapter(Trigger)
@@ -167,6 +168,35 @@ def remember_claimed(
 
 
 def _schedule_from_values(v: tuple[Any, ...]) -> Schedule:
+    try:
+        return _decode_schedule(v)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UnreadableSchedule(
+            str(v[0]), int(v[1]), str(v[2]), _unreadable_because(v, exc)
+        ) from exc
+
+
+def _unreadable_because(v: tuple[Any, ...], exc: Exception) -> str:
+    """Which part of a schedule row cannot be decoded, as a sentence."""
+    try:
+        make_trigger(json.loads(v[4]))
+    except InvalidSchedule as bad:
+        return f"its trigger is invalid. {bad}"
+    except (ValueError, TypeError, AttributeError):
+        return "its trigger is not valid JSON."
+    for part, decode, text in (("action", _action, v[5]), ("policies", _policies, v[6])):
+        try:
+            decode(text)
+        except ValidationError as bad:
+            first = bad.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or part
+            return f"its {part} is invalid ({where}: {first['msg']})."
+        except (ValueError, TypeError):
+            return f"its {part} is invalid."
+    return f"a column is invalid ({str(exc)[:200]})."
+
+
+def _decode_schedule(v: tuple[Any, ...]) -> Schedule:
     return Schedule(
         id=v[0],
         chat_id=v[1],

@@ -57,6 +57,7 @@ _MUTABLE = {
     "output",
     "owner",
     "started_at",
+    "interruptions",
 }
 
 
@@ -123,10 +124,11 @@ async def ready_with_schedules(
     are their schedule's earliest ready run, of schedules with nothing running (they can
     start whatever the overlap policy); then (`idle` = 0) up to `busy_limit` ready runs of
     schedules that have a run running (the overlap policy decides). Each part in
-    (next_attempt_at, scheduled_for) order. The last column is `idle`."""
+    (next_attempt_at, scheduled_for) order. The last two columns are the run's
+    `interruptions` and `idle`."""
     return await fetch_all(
         db,
-        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, 1 AS idle FROM runs r "
+        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, r.interruptions, 1 AS idle FROM runs r "
         "JOIN schedules s ON s.id = r.schedule_id "
         f"WHERE r.status IN {_READY} AND r.next_attempt_at <= :now "
         "AND NOT EXISTS (SELECT 1 FROM runs b "
@@ -136,7 +138,7 @@ async def ready_with_schedules(
         "  AND e.next_attempt_at <= :now AND e.scheduled_for < r.scheduled_for) "
         "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :idle_limit) "
         "UNION ALL "
-        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, 0 AS idle FROM runs r "
+        f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, r.interruptions, 0 AS idle FROM runs r "
         "JOIN schedules s ON s.id = r.schedule_id "
         # From the (few) running runs to their schedules' ready ones: asking each ready
         # run whether its schedule is busy would read the whole backlog every time.
@@ -176,9 +178,11 @@ async def mark_skipped(
     )
 
 
-#: The closing status of a run that will not run: skipped if it was never tried.
+#: The closing status of a run that will not run: skipped if it was never tried. An
+#: interrupted attempt was given back (attempt 0 again) but may have reached the agent.
 _SKIPPED_OR_CANCELLED = (
-    "CASE WHEN status = 'failed' OR attempt > 0 THEN 'cancelled' ELSE 'skipped' END"
+    "CASE WHEN status = 'failed' OR attempt > 0 OR interruptions > 0 "
+    "THEN 'cancelled' ELSE 'skipped' END"
 )
 
 
@@ -311,6 +315,69 @@ async def release(
         [(when, when, rid, owner) for rid in run_ids],
     )
     return db.total_changes - before
+
+
+async def interruptions_of(db: aiosqlite.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+    """How many times each of `run_ids` was interrupted so far."""
+    rows = await fetch_all(
+        db,
+        "SELECT id, interruptions FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(run_ids)),),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def interrupt(
+    db: aiosqlite.Connection,
+    run: Run,
+    *,
+    status: RunStatus,
+    error: str | None,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> Run | None:
+    """Close an attempt that Tickler itself cut off (`run` as it was left running): the
+    attempt goes into the history, the run takes `status` with its attempt number given
+    back (it did not fail, we stopped it) and one more interruption counted. None if the
+    run is no longer running under its owner. Put back to be redelivered, it keeps the
+    place it had in the queue (its `next_attempt_at` when it was started) unless
+    `next_attempt_at` is earlier: an interrupted run goes before its schedule's newer
+    fires, which would otherwise start first and have it skipped as their overlap."""
+    assert run.owner is not None
+    when = to_db_time(now)
+    # A run put back to wait for its redelivery is not finished; one left for the
+    # operator is.
+    finished = None if status in READY_STATUSES else when
+    row = await fetch_one(
+        db,
+        "UPDATE runs SET status = ?, attempt = MAX(attempt - 1, 0), "
+        "interruptions = interruptions + 1, error = ?, next_attempt_at = ?, "
+        "started_at = NULL, finished_at = COALESCE(?, finished_at), owner = NULL, "
+        f"updated_at = ? WHERE id = ? AND owner = ? AND status = 'running' "
+        f"RETURNING {RUN_COLUMNS}",
+        (
+            status.value,
+            error,
+            _kept_place(run, next_attempt_at),
+            finished,
+            when,
+            run.id,
+            run.owner,
+        ),
+    )
+    if row is None:
+        return None
+    cut = run.model_copy(update={"status": status, "finished_at": now, "error": error})
+    await record_attempt(db, cut, run.owner)
+    return run_from_row(row)
+
+
+def _kept_place(run: Run, next_attempt_at: datetime | None) -> str | None:
+    if next_attempt_at is None:
+        return None
+    if run.next_attempt_at is not None and run.next_attempt_at < next_attempt_at:
+        return to_db_time(run.next_attempt_at)
+    return to_db_time(next_attempt_at)
 
 
 async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -> list[Run]:

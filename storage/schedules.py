@@ -4,13 +4,14 @@ transaction where one is needed); every operator-facing query is scoped by chat_
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, UnreadableSchedule
 from scheduler.models import Schedule
 from storage.codec import (
     SCHEDULE_COLUMNS,
@@ -20,7 +21,9 @@ from storage.codec import (
 )
 from storage.database import fetch_all, fetch_one
 from storage.due import ACTIVE_WITH_NEXT_FIRE
-from storage.runs import OPEN_RUN_SCHEDULES
+from storage.runs import OPEN_RUN_SCHEDULES, settle_open
+
+log = logging.getLogger("tickler.storage")
 
 #: A new schedule's number: the one it brings (an import), else one more than the
 #: chat's highest, archived schedules included, so a number is never reused.
@@ -110,7 +113,7 @@ async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedu
     rows = await fetch_all(
         db, f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id IN ({marks})", ids
     )
-    return {row["id"]: schedule_from_row(row) for row in rows}
+    return dict(_readable((row["id"], row) for row in rows))
 
 
 async def list_for_chat(
@@ -123,7 +126,34 @@ async def list_for_chat(
         "ORDER BY created_at, id",
         (chat_id,),
     )
-    return [schedule_from_row(row) for row in rows]
+    return [schedule for _, schedule in _readable((row["id"], row) for row in rows)]
+
+
+def _readable(rows: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Schedule]]:
+    """The schedules of `rows` that can be decoded: one unreadable row (the engine
+    pauses it, see `quarantine`) must not hide a chat's other schedules."""
+    for key, row in rows:
+        try:
+            yield key, schedule_from_row(row)
+        except UnreadableSchedule as exc:
+            log.warning("schedule left out: %s", exc, extra={"schedule_id": exc.schedule_id})
+
+
+async def quarantine(db: aiosqlite.Connection, broken: UnreadableSchedule, now: datetime) -> bool:
+    """Pause a schedule whose row cannot be decoded, with the reason, and close its runs
+    not yet started; False if it was paused already (so the chat is told once)."""
+    when = to_db_time(now)
+    reason = f"cannot be read: {broken.reason}"
+    row = await fetch_one(
+        db,
+        "UPDATE schedules SET enabled = 0, paused_by = NULL, pause_reason = ?, updated_at = ? "
+        "WHERE id = ? AND enabled = 1 RETURNING id",
+        (reason, when, broken.schedule_id),
+    )
+    if row is None:
+        return False
+    await settle_open(db, broken.schedule_id, f"paused: {reason}", now)
+    return True
 
 
 async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
@@ -173,18 +203,27 @@ async def due(
     *,
     after: datetime | None = None,
     with_open_runs: bool = False,
+    unreadable: list[UnreadableSchedule] | None = None,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
     order, each with its row's values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
-    the runs' side: few, next to the due schedules of a burst)."""
+    the runs' side: few, next to the due schedules of a burst). Rows that cannot be
+    decoded are left out, and added to `unreadable` (to be quarantined)."""
     rows = await fetch_all(
         db,
         _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL,
         # '' sorts before every instant: no lower bound.
         (to_db_time(now), "" if after is None else to_db_time(after), limit),
     )
-    return [(values, schedule_from_row(values)) for values in map(tuple, rows)]
+    found = []
+    for values in map(tuple, rows):
+        try:
+            found.append((values, schedule_from_row(values)))
+        except UnreadableSchedule as exc:
+            if unreadable is not None:
+                unreadable.append(exc)
+    return found
 
 
 async def count_due(db: aiosqlite.Connection, now: datetime) -> int:

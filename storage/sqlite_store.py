@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from scheduler.errors import UnreadableSchedule
 from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
 from scheduler.proposals import Proposal, ProposalStatus
@@ -383,18 +384,26 @@ class SqliteStore:
         if not self._due_backlog and not await self._anything_due(now, _FIRE):
             return ClaimedFires([], [])
 
+        unreadable: list[UnreadableSchedule] = []
+
         async def read(db: aiosqlite.Connection) -> tuple[list[_Due], bool]:
+            unreadable.clear()
             if hold_until is None:
-                found = await schedules.due(db, now, limit)
+                found = await schedules.due(db, now, limit, unreadable=unreadable)
                 return found, len(found) >= limit
             # Fires past the hold are claimed whatever the slots, and so are newer ones of
             # schedules with a run open (never held: see `claim`); of the other newer
             # ones, only as many as could start are read (the rest wait, unread).
-            found = await schedules.due(db, min(hold_until, now), limit)
+            found = await schedules.due(db, min(hold_until, now), limit, unreadable=unreadable)
             if len(found) >= limit:
                 return found, True
             busy = await schedules.due(
-                db, now, limit - len(found), after=hold_until, with_open_runs=True
+                db,
+                now,
+                limit - len(found),
+                after=hold_until,
+                with_open_runs=True,
+                unreadable=unreadable,
             )
             found += busy
             if len(found) >= limit or start <= 0:
@@ -402,12 +411,15 @@ class SqliteStore:
             # The old fires are due before the hold and these after it: only the busy
             # ones can come again.
             seen = {s.id for _, s in busy}
-            fresh = await schedules.due(db, now, start + len(seen), after=hold_until)
+            fresh = await schedules.due(
+                db, now, start + len(seen), after=hold_until, unreadable=unreadable
+            )
             more = len(fresh) >= start + len(seen)
             return found + [f for f in fresh if f[1].id not in seen][:start], more
 
         found, more = await self._read_in_place(read)
-        self._due_backlog = more
+        quarantined = await self._quarantine(unreadable, now) if unreadable else []
+        self._due_backlog = more or bool(quarantined)
         # Plan outside the write lock: after a long outage planning takes a while,
         # and neither other writers nor this loop's heartbeats should wait for it.
         plans: list[tuple[tuple[Any, ...], Schedule, FirePlan]] = []
@@ -506,7 +518,18 @@ class SqliteStore:
             if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return ClaimedFires(applied, list(started), more=more or held)
+        return ClaimedFires(applied, list(started), more=more or held, quarantined=quarantined)
+
+    async def _quarantine(
+        self, unreadable: list[UnreadableSchedule], now: datetime
+    ) -> list[UnreadableSchedule]:
+        """Pause the schedules whose rows cannot be decoded; those paused just now."""
+        async with self._write() as db:
+            paused: dict[str, UnreadableSchedule] = {}
+            for broken in unreadable:
+                if broken.schedule_id not in paused and await schedules.quarantine(db, broken, now):
+                    paused[broken.schedule_id] = broken
+            return list(paused.values())
 
     async def next_fire_at(self) -> datetime | None:
         return (await self.due_instants()).fire
@@ -533,8 +556,13 @@ class SqliteStore:
                 if len(take) >= limit:
                     break
                 values = tuple(row)
-                schedule = started_schedule(values[runs.RUN_WIDTH : -1])
                 run_id, trigger, attempt = values[0], RunTrigger(values[4]), values[6]
+                try:
+                    schedule = started_schedule(values[runs.RUN_WIDTH : -2])
+                except UnreadableSchedule as exc:
+                    # Never started from a definition that cannot be read.
+                    skipped.setdefault(f"schedule cannot be read: {exc.reason}", []).append(run_id)
+                    continue
                 reason = _inactive_reason(schedule, trigger)
                 if reason is not None:
                     skipped.setdefault(reason, []).append(run_id)
@@ -544,6 +572,8 @@ class SqliteStore:
                     schedule.policies.overlap is OverlapPolicy.SKIP
                     and trigger is RunTrigger.SCHEDULE
                     and attempt == 0
+                    # An interrupted run (attempt given back) may have reached the agent.
+                    and not values[-2]
                     and schedule.id not in settling
                 ):
                     skipped.setdefault(OVERLAP_REASON, []).append(run_id)
@@ -626,9 +656,8 @@ class SqliteStore:
         self,
         dead_owners: Collection[str],
         now: datetime,
-        decide: Callable[[Run, Schedule], AttemptOutcome],
+        decide: Callable[[Run, Schedule, int], AttemptOutcome],
         *,
-        trip_after: int,
         keep: Collection[str] = (),
     ) -> list[FinishedAttempt]:
         if not dead_owners:
@@ -636,15 +665,24 @@ class SqliteStore:
         async with self._write() as db:
             orphans = [r for r in await runs.running_of_owners(db, dead_owners) if r.id not in keep]
             by_id = await schedules.get_many(db, sorted({r.schedule_id for r in orphans}))
+            before = await runs.interruptions_of(db, [r.id for r in orphans])
             done: list[FinishedAttempt] = []
             for run in orphans:
-                assert run.owner is not None
-                outcome = decide(run, by_id[run.schedule_id])
-                finished = await _apply_outcome(
-                    db, AcquiredRun(run, by_id[run.schedule_id]), run.owner, outcome, trip_after
+                schedule = by_id.get(run.schedule_id)
+                if schedule is None:
+                    continue  # unreadable: left to the operator, never redelivered blind
+                outcome = decide(run, schedule, before.get(run.id, 0) + 1)
+                # Neither the failure streak nor the breaker: the agent did not fail.
+                interrupted = await runs.interrupt(
+                    db,
+                    run,
+                    status=outcome.status,
+                    error=outcome.error,
+                    next_attempt_at=outcome.next_attempt_at,
+                    now=outcome.finished_at,
                 )
-                if finished is not None:
-                    done.append(finished)
+                if interrupted is not None:
+                    done.append(FinishedAttempt(interrupted, schedule, tripped_now=False))
             return done
 
     # --- runs, for operators ------------------------------------------------------------

@@ -18,6 +18,7 @@ from scheduler.dispatch import (
     HttpAgentDispatcher,
 )
 from scheduler.engine import Engine, EngineConfig
+from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
     MissedRunPolicy,
@@ -236,6 +237,7 @@ class RecordingNotifier:
         self.tripped: list[FinishedAttempt] = []
         self.missed: list[FirePlan] = []
         self.awaiting: list[FirePlan] = []
+        self.quarantined: list[UnreadableSchedule] = []
 
     async def run_finished(self, finished: FinishedAttempt) -> None:
         self.finished.append(finished)
@@ -248,6 +250,9 @@ class RecordingNotifier:
 
     async def runs_awaiting_approval(self, plan: FirePlan) -> None:
         self.awaiting.append(plan)
+
+    async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
+        self.quarantined.append(broken)
 
 
 async def test_the_operator_hears_of_a_trip_once_and_of_missed_fires(

@@ -136,6 +136,46 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     await eventually(healthy)
 
 
+async def test_healthz_goes_503_while_every_engine_iteration_fails_and_200_after(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop goes on ticking (its tick age stays young) while each iteration fails:
+    that alone must not pass for healthy."""
+    engine, store = api.bot.services.engine, api.bot.services.store
+    claim = store.claim_and_start
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the claim broke")
+
+    monkeypatch.setattr(store, "claim_and_start", broken)
+    for _ in range(3):
+        ticks = engine.ticks
+
+        async def ticked(ticks: int = ticks) -> bool:
+            return engine.ticks > ticks
+
+        engine.wake()
+        await eventually(ticked)
+
+    async def unhealthy() -> bool:
+        return (await api.call("GET", "/healthz", auth=False))[0] == 503
+
+    await eventually(unhealthy)
+    _, health, _ = await api.call("GET", "/healthz", auth=False)
+    assert health["loop_alive"] is True and health["db_ok"] is True
+    assert health["last_tick_age_s"] < 60
+    assert health["engine_ok"] is False and "the claim broke" in health["engine_error"]
+
+    monkeypatch.setattr(store, "claim_and_start", claim)
+    engine.wake()
+
+    async def healthy() -> bool:
+        status, body, _ = await api.call("GET", "/healthz", auth=False)
+        return status == 200 and body["engine_ok"] is True
+
+    await eventually(healthy)
+
+
 async def test_metrics_show_runs_by_status_and_dispatch_after_a_run(api: Api) -> None:
     schedule = await api.schedule()
     status, run, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/run")

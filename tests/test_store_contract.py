@@ -177,17 +177,25 @@ async def test_orphans_of_dead_owners_are_reaped_by_the_decision_given(store: St
     await store.acquire_ready_runs(NOW, 10, "dead-one")
     await store.register_instance(EngineInstance("dead-one", "h", 1, NOW, NOW, None))
     assert await store.running_owners() == {"dead-one"}
+    told: list[int] = []
 
-    def decide(run: Run, s: Schedule) -> AttemptOutcome:
+    def decide(run: Run, s: Schedule, interruptions: int) -> AttemptOutcome:
+        told.append(interruptions)
         return AttemptOutcome(
-            RunStatus.FAILED, finished_at=NOW, error="orphaned", next_attempt_at=NOW
+            RunStatus.PENDING, finished_at=NOW, error="interrupted", next_attempt_at=NOW
         )
 
-    assert await store.reap_orphans(["someone-else"], NOW, decide, trip_after=3) == []
-    [reaped] = await store.reap_orphans(["dead-one"], NOW, decide, trip_after=3)
-    assert reaped.run.status is RunStatus.FAILED and reaped.run.error == "orphaned"
-    [again] = await store.acquire_ready_runs(NOW, 10, "alive")
-    assert again.run.attempt == 2
+    assert await store.reap_orphans(["someone-else"], NOW, decide) == []
+    [reaped] = await store.reap_orphans(["dead-one"], NOW, decide)
+    assert reaped.run.status is RunStatus.PENDING and reaped.run.error == "interrupted"
+    # The interrupted attempt is in the history but not counted: the next one is
+    # attempt 1 again, and the next interruption is the second.
+    [again] = await store.acquire_ready_runs(NOW, 10, "dead-two")
+    assert again.run.attempt == 1
+    [attempt] = await store.list_attempts(1, again.run.id)
+    assert (attempt.attempt, attempt.error) == (1, "interrupted")
+    await store.reap_orphans(["dead-two"], NOW, decide)
+    assert told == [1, 2]
 
 
 async def test_three_dead_runs_trip_the_breaker_once(store: Store) -> None:

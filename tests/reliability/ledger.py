@@ -29,11 +29,11 @@ from pathlib import Path
 from scheduler.dispatch import format_instant
 from scheduler.models import FINAL_STATUSES, RunStatus, RunTrigger, Schedule
 from scheduler.service import first_fire
-from storage.codec import req_time
+from storage.codec import req_time, to_db_time
 from storage.sqlite_store import SqliteStore
 from tests.reliability.scripted_agent import Delivery
 
-__all__ = ["Accounting", "RunRow", "account", "read_runs"]
+__all__ = ["Accounting", "RunRow", "account", "open_before", "read_runs"]
 
 _OWN_FIRES = {RunTrigger.SCHEDULE.value, RunTrigger.CATCH_UP.value}
 
@@ -127,6 +127,32 @@ def read_runs(db_path: Path) -> list[RunRow]:
         )
         for r in rows
     ]
+
+
+def open_before(db_path: Path, cut: datetime) -> list[str]:
+    """What keeps the fires before `cut` from being accounted for as `account(...,
+    settled_before=cut)` requires: runs not yet final (nor `unknown`, which the operator
+    was asked about), and active schedules whose fires before `cut` are not all claimed
+    yet (their `next_run_at` is before it). Empty once the ledger before `cut` is settled:
+    a test drains by waiting for this, not for a span of time, which a busy machine
+    stretches."""
+    settled = ",".join(f"'{s.value}'" for s in (*FINAL_STATUSES, RunStatus.UNKNOWN))
+    before = to_db_time(cut)
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as db:
+        runs = db.execute(
+            "SELECT schedule_id, scheduled_for, status, attempt, next_attempt_at FROM runs "
+            f"WHERE status NOT IN ({settled}) AND scheduled_for < ? ORDER BY scheduled_for",
+            (before,),
+        ).fetchall()
+        unclaimed = db.execute(
+            "SELECT id, next_run_at FROM schedules WHERE enabled = 1 AND tripped = 0 "
+            "AND archived_at IS NULL AND next_run_at < ? ORDER BY next_run_at",
+            (before,),
+        ).fetchall()
+    return [
+        f"{sid}:{at} {status}, attempt {attempt}, ready at {ready}"
+        for sid, at, status, attempt, ready in runs
+    ] + [f"{sid}: fire at {at} not claimed yet" for sid, at in unclaimed]
 
 
 async def read_schedules(db_path: Path, chats: Collection[int]) -> list[Schedule]:
