@@ -41,6 +41,8 @@ class Services:
     followup_task: asyncio.Task[None] | None = None
     #: The outbox's delivery sweep (bot/outbox.py), cancelled in post_stop.
     outbox_task: asyncio.Task[None] | None = None
+    #: The daily history pruning (bot/retention.py); None when RETENTION_DAYS is 0.
+    retention_task: asyncio.Task[None] | None = None
     watchdog: LoopWatchdog | None = None
     #: Background sends (alerts) still in progress, awaited at shutdown.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
