@@ -98,7 +98,7 @@ async def test_old_finished_runs_go_and_open_recent_and_each_schedules_last_runs
     old = await all_runs(store, daily)
     assert len(old) == 200 and all(r.status is RunStatus.SUCCEEDED for r in old)
     never = datetime(2030, 1, 1, tzinfo=now.tzinfo)
-    unresolved = {
+    unresolved: dict[RunStatus, dict[str, object]] = {
         RunStatus.DEAD: {},
         RunStatus.UNKNOWN: {},
         RunStatus.FAILED: {"next_attempt_at": never},
@@ -106,7 +106,7 @@ async def test_old_finished_runs_go_and_open_recent_and_each_schedules_last_runs
         RunStatus.AWAITING_APPROVAL: {"next_attempt_at": never},
         RunStatus.RUNNING: {"owner": "ghost"},
     }
-    closed = {RunStatus.SKIPPED: {}, RunStatus.CANCELLED: {}}
+    closed: dict[RunStatus, dict[str, object]] = {RunStatus.SKIPPED: {}, RunStatus.CANCELLED: {}}
     for run, (status, extra) in zip(old, [*unresolved.items(), *closed.items()], strict=False):
         changed = await store.transition_run(
             CHAT,
