@@ -51,8 +51,14 @@ class Day:
     pages: int
 
 
-def _fire_day(conn: sqlite3.Connection, first: datetime, end: datetime, every: timedelta,
-              batch: int, output: str) -> tuple[int, datetime]:  # fmt: skip
+def _fire_day(
+    conn: sqlite3.Connection,
+    first: datetime,
+    end: datetime,
+    every: timedelta,
+    batch: int,
+    output: str,
+) -> tuple[int, datetime]:
     """Every fire instant from `first` up to `end`, claimed and finished as the engine
     does; the fires written and the next instant."""
     fires = 0
@@ -163,8 +169,13 @@ def main() -> None:
     print(f"{time.perf_counter() - started:.0f} s in all")
     if args.json:
         args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json), "keep": None},
-                        "days": [asdict(d) for d in days]}, indent=1)  # fmt: skip
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json), "keep": None},
+                    "days": [asdict(d) for d in days],
+                },
+                indent=1,
+            )
         )
 
 
