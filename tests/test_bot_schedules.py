@@ -50,6 +50,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 1.5)
         await asyncio.sleep(0.02)
 
 
+async def a_marker_run_reached_the_agent(bot: BotHarness) -> None:
+    """Run another schedule now and wait until the agent has its request: runs started
+    before it (one sent twice by mistake) have reached the agent by then."""
+    marker = await seed(bot, "Marker")
+    await bot.services.service.run_now(ALICE, marker.id)
+
+    async def arrived() -> bool:
+        return any(r.headers["idempotency-key"].startswith(marker.id) for r in bot.agent.requests)
+
+    await eventually(arrived)
+
+
 async def runs_of(bot: BotHarness, schedule: Schedule) -> list[Run]:
     return await bot.services.store.list_runs(schedule.chat_id, schedule_id=schedule.id)
 
@@ -246,8 +258,8 @@ async def test_a_dead_run_is_retried_once_from_the_dead_letters(bot: BotHarness)
     await bot.alice.send("/history")
     history = await bot.alice.wait_reply(containing="Recent runs")
     assert "succeeded (retry)" in text(history)
-    await asyncio.sleep(0.05)
-    assert len(bot.agent.requests) == 2
+    await a_marker_run_reached_the_agent(bot)
+    assert len(bot.agent.requests) == 3  # the attempt, the retry, the marker
 
     await bot.alice.send(f"/retry {run.id}")
     assert "only dead runs can be retried" in text(await bot.alice.wait_reply())
@@ -430,8 +442,8 @@ async def test_run_all_missed_fires_from_the_alert(bot: BotHarness) -> None:
     # A second press changes nothing.
     query = await bot.alice.press_data(alert.callback_data("Run all") or "", alert.message_id)
     assert await toast(bot, query) == "Running all 3 missed fires."
-    await asyncio.sleep(0.05)
-    assert len(bot.agent.requests) == 3
+    await a_marker_run_reached_the_agent(bot)
+    assert len(bot.agent.requests) == 4  # the 3 missed fires, the marker
     assert len(await runs_of(bot, schedule)) == 3
 
 
