@@ -164,11 +164,14 @@ async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
     assert telegram_server.calls_to("setMyCommands")
     assert telegram_server.calls_to("getUpdates")
 
+    # A schedule due now, claimed by the fresh process with anything it would double;
+    # a stop lets what it started reach the agent.
+    [marker] = await seed(db_path, 1)
     again = launch(10)
     await again.start()
-    await asyncio.sleep(1.5)  # a fresh process has its chance to double anything
+    await wait_for(lambda: any(key.startswith(marker) for key in agent_stub.count_by_key()))
     assert await again.signal(signal.SIGTERM) == 0
-    assert len(agent_stub.requests) == 5
+    assert len(agent_stub.requests) == 6
     assert set(agent_stub.count_by_key().values()) == {1}
 
 
