@@ -534,10 +534,13 @@ async def test_a_new_schedule_wakes_the_sleeping_loop(
     agent_stub: AgentStub,
 ) -> None:
     watched = _SleepWatch(clock.now())
-    engine = make_engine(store, watched, dispatcher)
+    nap = timedelta(minutes=5)
+    engine = make_engine(
+        store, watched, dispatcher, heartbeat_every=timedelta(hours=1), max_sleep=nap
+    )
     service = ScheduleService(store, watched, on_change=engine.wake)
     loop = asyncio.create_task(engine.run_forever())
-    await watched.until_asleep(watched.now() + EngineConfig().max_sleep)
+    await watched.until_asleep(watched.now() + nap)
     schedule = await service.create_schedule(
         CHAT, ADA, name="now", trigger=DAILY_9, action=Action(text="hi")
     )
