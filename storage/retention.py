@@ -18,7 +18,6 @@ __all__ = [
     "delete_runs",
     "keep_from",
     "prunable_runs",
-    "reclaim_free_pages",
     "schedule_ids",
 ]
 
@@ -105,9 +104,3 @@ async def delete_notifications(db: aiosqlite.Connection, cutoff: datetime, limit
         (to_db_time(cutoff), limit),
     )
     return cur.rowcount
-
-
-async def reclaim_free_pages(db: aiosqlite.Connection, pages: int) -> None:
-    """Give up to `pages` free pages back to the file system, where the file allows it
-    (auto_vacuum = INCREMENTAL); elsewhere SQLite reuses them for new rows."""
-    await db.execute(f"PRAGMA incremental_vacuum({int(pages)})")
