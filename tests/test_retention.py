@@ -4,6 +4,7 @@ which stay, over a real SQLite file written by the engine on a fake clock."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -22,6 +23,9 @@ from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import Notification, NotificationStatus, Pruned
 from storage.sqlite_store import SqliteStore
+from tests.agent_stub import AgentStub
+from tests.bot_harness import start_bot, stop_bot
+from tests.telegram_server import TelegramServer
 from tests.test_engine import ADA, CHAT, make_engine
 
 RETENTION = timedelta(days=90)
@@ -254,3 +258,27 @@ async def test_the_pass_runs_daily_and_its_counts_are_exported(
     assert 'tickler_history_pruned_total{kind="runs"} 3.0' in page
     assert 'tickler_history_pruned_total{kind="attempts"} 3.0' in page
     assert len(await all_runs(store, hourly)) == KEEP_RUNS_PER_SCHEDULE
+
+
+async def test_the_bot_prunes_at_start_unless_retention_is_0(
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tickler.retention")
+    bot = await start_bot(telegram_server, agent_stub, tmp_path / "kept.db", retention_days=0)
+    try:
+        assert bot.services.retention_task is None  # RETENTION_DAYS=0 keeps everything
+    finally:
+        await stop_bot(bot)
+    bot = await start_bot(telegram_server, agent_stub, tmp_path / "pruned.db")
+    try:
+        assert bot.services.retention_task is not None
+        async with asyncio.timeout(5):
+            while not [r for r in caplog.records if r.getMessage() == "history pruned"]:
+                await asyncio.sleep(0.01)
+        [record] = [r for r in caplog.records if r.getMessage() == "history pruned"]
+        assert record.__dict__["days"] == 90 and record.__dict__["runs"] == 0
+    finally:
+        await stop_bot(bot)
