@@ -77,12 +77,21 @@ async def prunable_runs(
     return [r[0] for r in rows if r[2]], last
 
 
-async def delete_runs(db: aiosqlite.Connection, run_ids: list[str]) -> tuple[int, int]:
-    """Delete the runs and their attempts (attempts first: they reference the run);
-    how many of each went."""
+async def delete_runs(
+    db: aiosqlite.Connection, run_ids: list[str], cutoff: datetime
+) -> tuple[int, int]:
+    """Delete those of the runs that are still prunable (finished, untouched since
+    `cutoff`: they were read outside this transaction) and their attempts (first: they
+    reference the run); how many of each went."""
     if not run_ids:
         return 0, 0
-    ids = json.dumps(run_ids)
+    rows = await fetch_all(
+        db,
+        "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) "
+        f"AND status IN {_PRUNABLE} AND updated_at < ?",
+        (json.dumps(run_ids), to_db_time(cutoff)),
+    )
+    ids = json.dumps([r[0] for r in rows])
     cur = await db.execute(
         "DELETE FROM run_attempts WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)
     )

@@ -732,12 +732,16 @@ class SqliteStore:
                 before = min(kept_from, limit)
                 after: str | None = ""
                 while after is not None:
-                    async with self._write() as db:
+                    # Read first: most schedules have nothing to prune on most days, and
+                    # the write lock is then not taken for nothing.
+                    async with self._read() as db:
                         found, after = await retention.prunable_runs(
                             db, schedule_id, before=before, cutoff=cutoff, after=after, limit=batch
                         )
-                        gone, attempts = await retention.delete_runs(db, found)
-                    pruned += Pruned(runs=gone, attempts=attempts)
+                    if found:
+                        async with self._write() as db:
+                            gone, attempts = await retention.delete_runs(db, found, cutoff)
+                        pruned += Pruned(runs=gone, attempts=attempts)
                     await asyncio.sleep(0)
         while True:
             async with self._write() as db:
