@@ -108,13 +108,15 @@ def _running_row(fire: Fire, now: str) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _finish(conn: sqlite3.Connection, now: str, fires: list[Fire]) -> int:
-    """Record the fires' attempts as succeeded, in one transaction (as the engine's group
-    commit of successes); how many were written."""
+def _finish(
+    conn: sqlite3.Connection, now: str, fires: list[Fire], output: str | None = None
+) -> int:
+    """Record the fires' attempts as succeeded (with the agent's answer `output`), in one
+    transaction (as the engine's group commit of successes); how many were written."""
     if not fires:
         return 0
     conn.execute("BEGIN IMMEDIATE")
-    finished = json.dumps([[f[0], now, 0, None, None] for f in fires])
+    finished = json.dumps([[f[0], now, 0, output, None] for f in fires])
     written = {r[0] for r in conn.execute(runs.FINISH_SUCCEEDED_SQL, (finished, OWNER))}
     conn.executemany(
         runs.ATTEMPT_SQL,

@@ -33,9 +33,10 @@ def seed_tickler(
     spread: float = 0.0,
     missed: int = 0,
     missed_at: datetime | None = None,
+    every: timedelta = HOUR,
 ) -> None:
-    """N schedules due at `due` (hourly after it, or on `cron` whose next instant is
-    `due`); with `spread`, schedule i fires `spread * i / n` seconds after `due`; the
+    """N schedules due at `due` (every `every` after it, or on `cron` whose next instant
+    is `due`); with `spread`, schedule i fires `spread * i / n` seconds after `due`; the
     first `missed` schedules instead were due at `missed_at` (an outage)."""
     asyncio.run(_migrate(path))
     created = min(due, missed_at or due) - 2 * HOUR
@@ -45,7 +46,8 @@ def seed_tickler(
             id="template",
             chat_id=1,
             name="bench",
-            trigger=cron_trigger or IntervalTrigger(every_seconds=3600, start_at=due),
+            trigger=cron_trigger
+            or IntervalTrigger(every_seconds=int(every.total_seconds()), start_at=due),
             action=Action(text="Prepare the brief for {date}."),
             owner=Owner(id=1, first_name="Ada"),
             next_run_at=due,
@@ -60,7 +62,8 @@ def seed_tickler(
             first = missed_at
         row = dict(template, id=f"sched{i:07d}", name=f"bench {i}", number=i + 1)
         if cron_trigger is None and first != due:
-            trigger: Trigger = IntervalTrigger(every_seconds=3600, start_at=first)
+            seconds = int(every.total_seconds())
+            trigger: Trigger = IntervalTrigger(every_seconds=seconds, start_at=first)
             row["trigger_json"] = trigger.model_dump_json()
         row["next_run_at"] = first.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows.append(tuple(row[c] for c in _COLUMNS))

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import timedelta
 
 # PTB 22 warns when code reads RetryAfter.retry_after as seconds; opting into its
 # timedelta form keeps 429 handling (ours and the rate limiter's) warning-free.
@@ -41,6 +42,7 @@ from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.outbox import deliver_pending_forever, network_backoff
 from bot.proposal_expiry import expire_proposals_forever
+from bot.retention import prune_history_forever
 from bot.runtime import apply_configured_schedules, build_clock, build_dispatcher, engine_config
 from bot.settings import Settings
 from scheduler.clock import Clock
@@ -197,6 +199,13 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     svc.outbox_task = asyncio.create_task(
         deliver_pending_forever(notifier.outbox, clock), name="outbox"
     )
+    if settings.retention_days:
+        svc.retention_task = asyncio.create_task(
+            prune_history_forever(
+                store, clock, timedelta(days=settings.retention_days), metrics.history_pruned
+            ),
+            name="retention",
+        )
     svc.watchdog = LoopWatchdog()
     svc.watchdog.start()
 
@@ -262,11 +271,12 @@ async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
         await http.stop()
     svc: Services | None = app.bot_data.get(SERVICES_KEY)
     if svc is not None:
-        for sweep in (svc.proposal_task, svc.followup_task, svc.outbox_task):
+        sweeps = (svc.proposal_task, svc.followup_task, svc.outbox_task, svc.retention_task)
+        for sweep in sweeps:
             if sweep is not None:
                 sweep.cancel()
                 await asyncio.wait({sweep})
-        svc.proposal_task = svc.followup_task = svc.outbox_task = None
+        svc.proposal_task = svc.followup_task = svc.outbox_task = svc.retention_task = None
     if svc is None or svc.engine_task is None:
         return
     svc.engine.request_stop()

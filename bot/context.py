@@ -44,6 +44,8 @@ class Services:
     followup_task: asyncio.Task[None] | None = None
     #: The outbox's delivery sweep (bot/outbox.py), cancelled by `stop_services`.
     outbox_task: asyncio.Task[None] | None = None
+    #: The daily history pruning (bot/retention.py); None when RETENTION_DAYS is 0.
+    retention_task: asyncio.Task[None] | None = None
     watchdog: LoopWatchdog | None = None
     #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
     telegram_connected: bool = False

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from scheduler.models import Run, RunStatus
+from scheduler.store import Pruned
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -74,6 +75,20 @@ class Metrics:
             buckets=_LAG_BUCKETS,
             registry=self.registry,
         )
+        self.pruned = Counter(
+            "tickler_history_pruned",
+            "Rows deleted by the retention sweep (RETENTION_DAYS), by kind: runs, "
+            "attempts, notifications.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    # --- retention --------------------------------------------------------------------
+    def history_pruned(self, pruned: Pruned) -> None:
+        """Told by the retention sweep (bot/retention.py) after each pass."""
+        self.pruned.labels("runs").inc(pruned.runs)
+        self.pruned.labels("attempts").inc(pruned.attempts)
+        self.pruned.labels("notifications").inc(pruned.notifications)
 
     # --- EngineObserver ---------------------------------------------------------------
     def attempt_started(self, run: Run, lag_s: float) -> None:

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     api_rate_per_second: float = Field(default=10.0, gt=0)
     api_rate_burst: int = Field(default=20, ge=1)
 
+    #: Days of history kept: older finished runs, their attempts and settled chat
+    #: messages are deleted daily (bot/retention.py); 0 keeps everything.
+    retention_days: int = Field(default=90, ge=0, le=36_500)
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     trip_after: int = Field(default=3, ge=1)

@@ -106,6 +106,7 @@ _FIELDS = (
     _Field("month", 1, 12, _MONTH_NAMES, 1, "1-12 or JAN-DEC"),
     _Field("day-of-week", 0, 7, _DAY_NAMES, 0, "0-7 (0 and 7 are Sunday) or SUN-SAT"),
 )
+_DAY_OF_WEEK = _FIELDS[4]
 
 
 def _value(token: str, spec: _Field, item: str) -> int:
@@ -127,7 +128,8 @@ def _value(token: str, spec: _Field, item: str) -> int:
     return spec.names.index(upper) + spec.name_base
 
 
-def _parse_item(item: str, spec: _Field) -> set[int]:
+def _parse_item(item: str, spec: _Field) -> tuple[set[int], str]:
+    """The values `item` names, and the item as cronsim must read it."""
     match = _ITEM.fullmatch(item)
     if match is None:
         what = item or "(empty)"
@@ -142,11 +144,14 @@ def _parse_item(item: str, spec: _Field) -> set[int]:
             f"Unsupported cron syntax '{item}' in {spec.name}: "
             "a step goes after * or a range, as in */15 or 5-59/15."
         )
+    matcher = item
     if start_text == "*":
         first, last = spec.low, spec.high
     else:
         first = _value(start_text, spec, item)
         last = first if end_text is None else _value(end_text, spec, item)
+        if spec is _DAY_OF_WEEK and last == 0 and first > 0:
+            last, matcher = _sunday_end(item, start_text, step_text)
         if last < first:
             raise InvalidSchedule(
                 f"Range {item} in {spec.name} goes backwards: write the smaller value first, "
@@ -166,14 +171,32 @@ def _parse_item(item: str, spec: _Field) -> set[int]:
                 f"Step {step} in {spec.name} is too large: a step there can be at most "
                 f"{spec.high - spec.low}; for longer periods use an interval schedule."
             )
-    return set(range(first, last + 1, step))
+    return set(range(first, last + 1, step)), matcher
 
 
-def _parse_field(text: str, spec: _Field) -> set[int]:
+def _sunday_end(item: str, start_text: str, step_text: str | None) -> tuple[int, str]:
+    """A day-of-week range ending in Sunday written as 0 (`5-0`, `sat-sun`) ends in 7.
+
+    cronie (entry.c, get_range, since 1.7.2) reads such a range as ending in 7, but
+    only when no step follows: with a step (`5-0/2`) its range stays backwards and
+    names no day at all, which nobody means, so that is refused.
+    """
+    if step_text is not None:
+        raise InvalidSchedule(
+            f"Range {item} in day-of-week ends in Sunday as 0 before a step, which cron reads "
+            f"as no day at all: write Sunday as 7 there, as in {start_text}-7/{step_text}."
+        )
+    return 7, f"{start_text}-7"
+
+
+def _parse_field(text: str, spec: _Field) -> tuple[set[int], str]:
     values: set[int] = set()
+    matchers: list[str] = []
     for item in text.split(","):
-        values |= _parse_item(item, spec)
-    return values
+        item_values, matcher = _parse_item(item, spec)
+        values |= item_values
+        matchers.append(matcher)
+    return values, ",".join(matchers)
 
 
 def _join(words: list[str]) -> str:
@@ -335,8 +358,10 @@ def _parse(expr: str) -> CronExpression:
             f"field{'s' if len(parts) != 1 else ''}: use five fields (minute hour "
             f"day-of-month month day-of-week), e.g. '0 9 * * 1-5'{extra}."
         )
-    values = [_parse_field(text, spec) for text, spec in zip(parts, _FIELDS, strict=True)]
-    fields = (parts[0], parts[1], parts[2], parts[3], parts[4])
+    parsed = [_parse_field(text, spec) for text, spec in zip(parts, _FIELDS, strict=True)]
+    values = [field_values for field_values, _ in parsed]
+    # The fields as cronsim and cron_descriptor must read them: `5-0` becomes `5-7`.
+    fields = (parsed[0][1], parsed[1][1], parsed[2][1], parsed[3][1], parsed[4][1])
     _check_can_fire(expr, fields, values[2], values[3])
     try:
         # Construction is cronsim's own validation; it must agree with ours.

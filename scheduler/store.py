@@ -36,6 +36,7 @@ __all__ = [
     "Notification",
     "NotificationStatus",
     "Planner",
+    "Pruned",
     "ScheduleChange",
     "Store",
 ]
@@ -122,6 +123,22 @@ class DueInstants:
     def earliest(self) -> datetime | None:
         present = [t for t in (self.fire, self.ready, self.deadline) if t is not None]
         return min(present) if present else None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass deleted (see bot/retention.py)."""
+
+    runs: int = 0
+    attempts: int = 0
+    notifications: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.runs + other.runs,
+            self.attempts + other.attempts,
+            self.notifications + other.notifications,
+        )
 
 
 @dataclass(frozen=True)

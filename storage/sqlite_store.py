@@ -41,6 +41,7 @@ from scheduler.store import (
     Notification,
     NotificationStatus,
     Planner,
+    Pruned,
     ScheduleChange,
 )
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
@@ -50,6 +51,7 @@ from storage import (
     instances,
     notifications,
     proposals,
+    retention,
     runs,
     schedules,
     stats,
@@ -60,6 +62,7 @@ from storage.codec import (
     remember_claimed,
     started_run_from_row,
     started_schedule,
+    to_db_time,
 )
 from storage.database import describe_failure, fetch_one, is_unavailable, open_database
 from storage.one_trip import LoopWriter, WriterBusy, transact
@@ -758,6 +761,51 @@ class SqliteStore:
             return 0
         async with self._write() as db:
             return await runs.skip_expired_approvals(db, APPROVAL_DEADLINE_REASON, now)
+
+    # --- retention -------------------------------------------------------------------------
+    async def prune_history(self, cutoff: datetime, *, keep: int, batch: int) -> Pruned:
+        """Delete finished runs (storage.retention.PRUNABLE_RUN_STATUSES) fired and last
+        changed before `cutoff`, except each schedule's `keep` latest runs, with their
+        attempts; and settled chat messages written before `cutoff`. At most `batch` rows
+        per transaction, letting the engine in between, so it never waits long."""
+        if keep < 1:
+            raise ValueError("keep at least one run per schedule")
+        limit = to_db_time(cutoff)
+        pruned = Pruned()
+        after_schedule = ""
+        while True:
+            async with self._read() as db:
+                ids = await retention.schedule_ids(db, after_schedule, batch)
+            if not ids:
+                break
+            after_schedule = ids[-1]
+            for schedule_id in ids:
+                async with self._read() as db:
+                    kept_from = await retention.keep_from(db, schedule_id, keep)
+                if kept_from is None:
+                    continue  # fewer than `keep` runs: all stay
+                before = min(kept_from, limit)
+                after: str | None = ""
+                while after is not None:
+                    # Read first: most schedules have nothing to prune on most days, and
+                    # the write lock is then not taken for nothing.
+                    async with self._read() as db:
+                        found, after = await retention.prunable_runs(
+                            db, schedule_id, before=before, cutoff=cutoff, after=after, limit=batch
+                        )
+                    if found:
+                        async with self._write() as db:
+                            gone, attempts = await retention.delete_runs(db, found, cutoff)
+                        pruned += Pruned(runs=gone, attempts=attempts)
+                    await asyncio.sleep(0)
+        while True:
+            async with self._write() as db:
+                gone = await retention.delete_notifications(db, cutoff, batch)
+            pruned += Pruned(notifications=gone)
+            await asyncio.sleep(0)
+            if gone < batch:
+                break
+        return pruned
 
     # --- proposals -------------------------------------------------------------------------
     async def add_proposal(self, proposal: Proposal) -> None:

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import retention as retention_bench
 from bench import seed
 from storage.codec import to_db_time
 from tests.agent_stub import AgentStub
@@ -117,3 +118,31 @@ async def test_the_ledger_floor_writes_what_the_engine_writes(
     assert moved == n
     keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
     assert len(keys) == len(set(keys)) == (n if posting else 0)
+
+
+def test_the_retention_run_keeps_the_ledger_at_the_retention_window(tmp_path: Path) -> None:
+    """bench/retention.py writes every fire as the engine does and prunes with the real
+    pass: after the window fills, each day's pass deletes a day of runs."""
+    db = tmp_path / "retention.db"
+    every, n = timedelta(hours=1), 5
+    retention_bench.prepare(db, n, every, auto_vacuum=False)
+    days = asyncio.run(
+        retention_bench.simulate(
+            db,
+            schedules=n,
+            every=every,
+            days=5,
+            retention=timedelta(days=2),
+            output="answer",
+            auto_vacuum=False,
+            report=False,
+        )
+    )
+    assert [d.fires for d in days] == [n * 24] * 5
+    assert [d.runs for d in days] == [n * 24, n * 48, n * 48, n * 48, n * 48]
+    with sqlite3.connect(db) as conn:
+        runs, attempts = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'succeeded' AND output = 'answer'), "
+            "(SELECT COUNT(*) FROM run_attempts)"
+        ).fetchone()
+    assert runs == attempts == n * 48

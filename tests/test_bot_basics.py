@@ -27,7 +27,11 @@ async def test_an_unknown_user_gets_one_refusal_and_nothing_else(bot: BotHarness
     await bot.mallory.send("please schedule something")
     assert (await bot.mallory.wait_reply()).text == REFUSAL
     assert len(bot.mallory.messages) == 2
-    assert bot.agent.requests == []  # nothing reached the agent
+    # Nothing of Mallory's reached the agent: Alice's message, handled after his, is
+    # the only one there.
+    await bot.alice.send("marker")
+    [request] = await bot.agent.wait_for_requests(1)
+    assert request.json["message"]["text"] == "marker"
 
 
 async def test_tz_shows_sets_and_refuses_unknown_zones(bot: BotHarness) -> None:
@@ -48,4 +52,6 @@ async def test_tz_shows_sets_and_refuses_unknown_zones(bot: BotHarness) -> None:
 async def test_an_unknown_command_points_to_help(bot: BotHarness) -> None:
     await bot.alice.send("/frobnicate")
     assert (await bot.alice.wait_reply()).text == "I don't know that command; /help lists them."
-    assert bot.agent.requests == []
+    await bot.alice.send("marker")  # handled after the command: the agent's first request
+    [request] = await bot.agent.wait_for_requests(1)
+    assert request.json["message"]["text"] == "marker"

@@ -3,7 +3,6 @@ server and a fake clock (Mon 2026-11-23 07:00 UTC = 08:00 Berlin)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,6 +60,13 @@ async def test_a_task_fire_shows_in_today_and_done_needs_its_link(bot: BotHarnes
     assert after.proof_value == "https://lists.example.org/backup"
 
 
+async def followup_pings(bot: BotHarness, chat_id: int) -> int:
+    """Follow-up pings queued for the chat in the outbox, whether delivered yet or not."""
+    return len(
+        [n for n in await bot.services.store.list_notifications(chat_id) if n.kind == "followup"]
+    )
+
+
 async def test_a_sponsor_follow_up_pings_once_then_sent_then_received(bot: BotHarness) -> None:
     await bot.alice.send("/followup 3d Sponsor X about the invoice")
     created = await bot.alice.wait_reply()
@@ -81,9 +87,13 @@ async def test_a_sponsor_follow_up_pings_once_then_sent_then_received(bot: BotHa
     followups = (home.text or "").split("Follow-ups due")[1].split("Waiting")[0]
     assert "Sponsor X" in followups
 
-    # Later (and after a wake-up), no second ping.
+    # Later, no second ping: Olga's follow-up, due after Alice's, is pinged by a later
+    # sweep, which would have queued a second ping of Alice's before it.
+    await bot.olga.send("/followup 1h Marker")
+    await bot.olga.wait_reply()
     await bot.clock.advance(timedelta(hours=2))
-    await asyncio.sleep(0.2)
+    await bot.olga.wait_reply(containing="Follow-up due: Marker")
+    assert await followup_pings(bot, ALICE) == 1
     pings = [m for m in bot.alice.messages if "Follow-up due" in (m.text or "")]
     assert len(pings) == 1
 
@@ -146,8 +156,13 @@ async def test_a_restart_does_not_ping_a_follow_up_twice(
         await second.alice.send("/today")
         home = await second.alice.wait_reply(containing="Today")
         assert "Sponsor Y" in (home.text or "").split("Follow-ups due")[1]
-        await second.clock.advance(timedelta(minutes=1))  # wake the sweep once more
-        await asyncio.sleep(0.2)
+        # The restarted sweep's passes: the one at start, then the one that pings Olga's
+        # later follow-up; neither pings Alice's again.
+        await second.olga.send("/followup 1h Marker")
+        await second.olga.wait_reply()
+        await second.clock.advance(timedelta(hours=1))
+        await second.olga.wait_reply(containing="Follow-up due: Marker")
+        assert await followup_pings(second, ALICE) == 1
         pings = [m for m in second.alice.messages if "Follow-up due" in (m.text or "")]
         assert len(pings) == 1
     finally:

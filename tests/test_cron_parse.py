@@ -54,6 +54,32 @@ class TestParse:
         assert fires("0 0 * * SUN", "UTC", "2026-01-01T00:00:00Z") == sundays
         assert sundays[0] == "2026-01-04T00:00:00Z"
 
+    def test_day_of_week_range_may_end_in_sunday_as_0(self) -> None:
+        # cronie reads `5-0` as 5-7 (Fri-Sun); 2026-01-02 is a Friday.
+        weekend = fires("0 0 * * 5-0", "UTC", "2026-01-01T00:00:00Z", 4)
+        assert weekend == [
+            "2026-01-02T00:00:00Z",
+            "2026-01-03T00:00:00Z",
+            "2026-01-04T00:00:00Z",
+            "2026-01-09T00:00:00Z",
+        ]
+        assert fires("0 0 * * fri-sun", "UTC", "2026-01-01T00:00:00Z", 4) == weekend
+        assert fires("0 0 * * sat-sun", "UTC", "2026-01-01T00:00:00Z", 3) == [
+            "2026-01-03T00:00:00Z",
+            "2026-01-04T00:00:00Z",
+            "2026-01-10T00:00:00Z",
+        ]
+        sundays = fires("0 0 * * 0", "UTC", "2026-01-01T00:00:00Z")
+        assert fires("0 0 * * 0-0", "UTC", "2026-01-01T00:00:00Z") == sundays
+        assert fires("0 0 * * 7-0", "UTC", "2026-01-01T00:00:00Z") == sundays
+        assert fires("0 0 * * 1,6-0", "UTC", "2026-01-01T00:00:00Z", 3) == [
+            "2026-01-03T00:00:00Z",
+            "2026-01-04T00:00:00Z",
+            "2026-01-05T00:00:00Z",
+        ]
+        # The expression is kept as the user wrote it.
+        assert CronExpression.parse("0 0 * * 5-0").expr == "0 0 * * 5-0"
+
     def test_equal_range_is_one_value(self) -> None:
         # croniter 7 reads 5-5 as the whole field.
         assert fires("5-5 * * * *", "UTC", "2026-01-01T00:00:00Z", 2) == [
@@ -270,6 +296,16 @@ class TestValidation:
                 "Range FRI-MON in day-of-week goes backwards: write the smaller value first, "
                 "since a range cannot wrap around; day-of-week takes 0-7 (0 and 7 are Sunday) "
                 "or SUN-SAT.",
+            ),
+            (
+                "0 0 * * 5-0/2",
+                "Range 5-0/2 in day-of-week ends in Sunday as 0 before a step, which cron reads "
+                "as no day at all: write Sunday as 7 there, as in 5-7/2.",
+            ),
+            (
+                "0 5-0 * * *",
+                "Range 5-0 in hour goes backwards: write the smaller value first, since a "
+                "range cannot wrap around; hour takes 0-23.",
             ),
             (
                 "*/0 * * * *",

@@ -488,6 +488,26 @@ async def test_graceful_stop_finishes_in_time_or_puts_work_back(
     await second.shutdown()
 
 
+class _SleepWatch(FakeClock):
+    """A FakeClock that tells when someone sleeps on it until a given instant."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._deadlines: list[datetime] = []
+        self._slept = asyncio.Event()
+
+    async def sleep_until(self, deadline: datetime, wake: asyncio.Event) -> None:
+        self._deadlines.append(deadline)
+        self._slept.set()
+        await super().sleep_until(deadline, wake)
+
+    async def until_asleep(self, deadline: datetime) -> None:
+        async with asyncio.timeout(5):
+            while deadline not in self._deadlines:
+                self._slept.clear()
+                await self._slept.wait()
+
+
 async def test_idle_engine_sleeps_until_the_next_fire(
     service: ScheduleService,
     store: SqliteStore,
@@ -496,12 +516,17 @@ async def test_idle_engine_sleeps_until_the_next_fire(
     agent_stub: AgentStub,
 ) -> None:
     await create_daily(service)
-    engine = make_engine(store, clock, dispatcher, heartbeat_every=timedelta(hours=1))
+    watched = _SleepWatch(clock.now())
+    nap = timedelta(minutes=5)
+    engine = make_engine(
+        store, watched, dispatcher, heartbeat_every=timedelta(hours=1), max_sleep=nap
+    )
     loop = asyncio.create_task(engine.run_forever())
-    await asyncio.sleep(0.3)
-    idle_ticks = engine.ticks
-    assert idle_ticks <= 2  # no polling while nothing is due
-    await clock.set(utc("2026-11-23T08:00:00Z"))
+    # No polling while nothing is due: the loop goes to sleep on its clock for its
+    # longest nap after a tick or two.
+    await watched.until_asleep(watched.now() + nap)
+    assert engine.ticks <= 2
+    await watched.set(utc("2026-11-23T08:00:00Z"))
     await agent_stub.wait_for_requests(1)
     engine.request_stop()
     await loop
@@ -513,10 +538,14 @@ async def test_a_new_schedule_wakes_the_sleeping_loop(
     dispatcher: HttpAgentDispatcher,
     agent_stub: AgentStub,
 ) -> None:
-    engine = make_engine(store, clock, dispatcher)
-    service = ScheduleService(store, clock, on_change=engine.wake)
+    watched = _SleepWatch(clock.now())
+    nap = timedelta(minutes=5)
+    engine = make_engine(
+        store, watched, dispatcher, heartbeat_every=timedelta(hours=1), max_sleep=nap
+    )
+    service = ScheduleService(store, watched, on_change=engine.wake)
     loop = asyncio.create_task(engine.run_forever())
-    await asyncio.sleep(0.05)
+    await watched.until_asleep(watched.now() + nap)
     schedule = await service.create_schedule(
         CHAT, ADA, name="now", trigger=DAILY_9, action=Action(text="hi")
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,12 @@ T0 = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
 def every(seconds: int, start: datetime) -> TriggerSpec:
     return TriggerSpec(kind="interval", every_seconds=seconds, start_at=start)
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
 
 
 class FlakyStore(SqliteStore):
@@ -94,10 +101,10 @@ async def test_the_loop_survives_a_locked_database(
     )
     engine = Engine(flaky, clock, dispatcher)
     loop = asyncio.create_task(engine.run_forever())
-    await asyncio.sleep(0.05)
-    assert not loop.done()  # the failed iteration was logged, not fatal
+    await until(lambda: flaky.failures["claim"] == 0)  # the claim failed
     await clock.advance(timedelta(seconds=5))  # past the back-off
     await agent_stub.wait_for_requests(1)
+    assert not loop.done()  # the failed iteration was logged, not fatal
     engine.request_stop()
     await loop
 
@@ -233,6 +240,7 @@ async def test_an_engine_started_while_another_process_holds_the_write_lock_wait
     dispatcher: HttpAgentDispatcher,
     agent_stub: AgentStub,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 50)
     store = await SqliteStore.open(db_path)
@@ -244,7 +252,11 @@ async def test_an_engine_started_while_another_process_holds_the_write_lock_wait
     blocker.execute("BEGIN IMMEDIATE")  # e.g. a backup or a migration in another process
     engine = Engine(store, clock, dispatcher)
     loop = asyncio.create_task(engine.run_forever())
-    await asyncio.sleep(0.3)  # registering fails past the busy timeout, maybe twice
+
+    def failed() -> bool:
+        return any(r.getMessage().startswith("engine iteration failed") for r in caplog.records)
+
+    await until(failed)  # registering failed past the busy timeout
     assert not loop.done()  # start-up failed and is retried, the task lives on
     assert agent_stub.requests == []
     blocker.rollback()

@@ -22,7 +22,6 @@ from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
-from tests.loopback import eventually
 from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,14 +167,18 @@ async def test_sigterm_lets_in_flight_runs_finish_within_the_grace_period(
     assert telegram_server.calls_to("setMyCommands")
     assert telegram_server.calls_to("getUpdates")
 
+    # A schedule due now, claimed by the fresh process with anything it would double;
+    # a stop lets what it started reach the agent.
+    [marker] = await seed(db_path, 1)
     again = launch(10)
     polls = len(telegram_server.calls_to("getUpdates"))
     await again.start()
-    # Polling starts after recovery and the engine's first pass: by then a fresh process
-    # has had its chance to double anything, and its stop signals are handled.
-    await eventually(lambda: len(telegram_server.calls_to("getUpdates")) > polls, timeout=30)
+    # The fresh process sends the marker once it has recovered (with its chance to double
+    # anything) and polls once Telegram is connected; then a stop must be clean.
+    await wait_for(lambda: any(key.startswith(marker) for key in agent_stub.count_by_key()))
+    await wait_for(lambda: len(telegram_server.calls_to("getUpdates")) > polls)
     assert await again.signal(signal.SIGTERM) == 0
-    assert len(agent_stub.requests) == 5
+    assert len(agent_stub.requests) == 6
     assert set(agent_stub.count_by_key().values()) == {1}
 
 

@@ -26,6 +26,7 @@ def test_settings_load_from_the_environment() -> None:
     )
     assert settings.admin_ids == [12, 34]
     assert settings.agent_mode == "telegram"
+    assert settings.retention_days == 90
     assert "s3cret" not in repr(settings)  # secrets never reach logs
 
 
@@ -45,6 +46,10 @@ def test_settings_load_from_the_environment() -> None:
         (
             {"AGENT_URL": "http://x", "AGENT_MODE": "grpc"},
             "Configuration error: AGENT_MODE: Input should be 'telegram' or 'openai'.",
+        ),
+        (
+            {"AGENT_URL": "http://x", "RETENTION_DAYS": "-1"},
+            "Configuration error: RETENTION_DAYS: Input should be greater than or equal to 0.",
         ),
     ],
 )

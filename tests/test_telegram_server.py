@@ -332,7 +332,7 @@ async def test_get_updates_long_poll_wakes_promptly(
     assert 0.15 <= time.monotonic() - started < 1.0
 
     poll = asyncio.create_task(call(http, telegram_server, "getUpdates", {"timeout": 30}))
-    await asyncio.sleep(0.05)
+    await telegram_server.wait_for_call("getUpdates", n=2)  # the poll waits at the server
     assert not poll.done()
     started = time.monotonic()
     await alice.send("/start now")
@@ -350,7 +350,7 @@ async def test_second_get_updates_terminates_the_first(
     telegram_server: TelegramServer, http: aiohttp.ClientSession
 ) -> None:
     first = asyncio.create_task(call(http, telegram_server, "getUpdates", {"timeout": 30}))
-    await asyncio.sleep(0.05)
+    await telegram_server.wait_for_call("getUpdates")  # the first poll waits at the server
     second = await call(http, telegram_server, "getUpdates", {"timeout": 0})
     assert second == (200, {"ok": True, "result": []})
     status, body = await asyncio.wait_for(first, 2)
@@ -384,7 +384,7 @@ async def test_stop_does_not_hang_on_a_pending_long_poll() -> None:
     await server.start()
     async with aiohttp.ClientSession() as http:
         poll = asyncio.create_task(call(http, server, "getUpdates", {"timeout": 30}))
-        await asyncio.sleep(0.05)
+        await server.wait_for_call("getUpdates")  # the poll waits at the server
         started = time.monotonic()
         await server.stop()
         assert time.monotonic() - started < 1.0

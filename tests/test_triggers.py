@@ -47,6 +47,12 @@ class TestCronTrigger:
         )
         assert cron_trigger("@daily").describe() == "At 12:00 AM (UTC)"
 
+    def test_describe_reads_sunday_as_0_at_a_range_end(self) -> None:
+        assert cron_trigger("0 9 * * 5-0").describe() == "At 09:00 AM, Friday through Sunday (UTC)"
+        assert cron_trigger("0 9 * * sat-sun").describe() == (
+            "At 09:00 AM, Saturday through Sunday (UTC)"
+        )
+
     def test_describe_follows_cronie_day_rule(self) -> None:
         # Both day fields restricted: OR. One starts with `*`: AND.
         assert "or on Monday" in cron_trigger("0 0 1 * 1").describe()
