@@ -75,19 +75,3 @@ class LoopbackServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-async def eventually(check: Callable[[], object], timeout: float = 2.0) -> None:
-    """Wait until `check()` (a plain or an async callable) is true; AssertionError if it
-    is still false after `timeout` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                outcome = check()
-                if isinstance(outcome, Awaitable):
-                    outcome = await outcome
-                if outcome:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"condition not met in {timeout} s") from None
