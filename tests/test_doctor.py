@@ -5,6 +5,7 @@ secret in what it prints."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +261,9 @@ async def test_an_agent_that_never_answers_fails_within_the_timeout(
         f"FAIL agent: nothing answers at {agent_stub.url} (no answer within 0.5 s) — fix: "
     )
     assert line(lines, "bot token").startswith("ok   ")
+
+
+def test_the_deployment_guides_sample_shows_todays_schema_version() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    shown = re.findall(r"is writable, schema version (\d+)", guide)
+    assert shown == [str(SCHEMA_VERSION)], "docs/deployment.md's doctor sample is stale"
