@@ -39,6 +39,7 @@ __all__ = [
     "POLICY_SETTINGS",
     "SETTINGS",
     "Setting",
+    "check_backoff",
     "check_task_details",
     "edit_action",
     "edit_policies",
@@ -122,6 +123,19 @@ def format_seconds(seconds: float) -> str:
         if whole and whole % size == 0:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+def check_backoff(policies: Policies) -> Policies:
+    """`policies`, or InvalidSchedule when the retry delay's cap is below its base (the
+    model checks each alone; the pair is only known once both are set)."""
+    retry = policies.retry
+    if retry.cap_seconds < retry.base_seconds:
+        raise InvalidSchedule(
+            f"The backoff cap ({format_seconds(retry.cap_seconds)}) must be at least the "
+            f"backoff base ({format_seconds(retry.base_seconds)}); change backoff_cap or "
+            "backoff first."
+        )
+    return policies
 
 
 def _refusal(setting: Setting) -> str:
@@ -220,7 +234,7 @@ def policies_from(data: Mapping[str, Any]) -> Policies:
     """Policies from a mapping (schedules.yaml's `policies:`), refused with the sentence
     the chat gives for the first bad setting."""
     try:
-        return Policies.model_validate(dict(data))
+        return check_backoff(Policies.model_validate(dict(data)))
     except ValidationError as exc:
         location = tuple(str(part) for part in exc.errors()[0]["loc"])
         for setting in POLICY_SETTINGS:

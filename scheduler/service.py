@@ -50,6 +50,7 @@ from scheduler.planning import (
 from scheduler.policy_edits import (
     POLICY_SETTINGS,
     SETTINGS,
+    check_backoff,
     check_task_details,
     edit_action,
     edit_policies,
@@ -262,6 +263,7 @@ class ScheduleService:
             trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})
         built = self.build_trigger(trigger, now)
         action = self._check_action(action)
+        policies = check_backoff(policies or Policies())
         if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
             raise InvalidSchedule(
                 f"This chat already has {self.limits.max_schedules_per_chat} schedules, the "
@@ -277,7 +279,7 @@ class ScheduleService:
             description=description,
             trigger=built,
             action=action,
-            policies=policies or Policies(),
+            policies=policies,
             owner=owner,
             enabled=paused_reason is None,
             pause_reason=paused_reason,
@@ -340,7 +342,7 @@ class ScheduleService:
         if action is not None:
             changes["action"] = self._check_action(action)
         if policies is not None:
-            changes["policies"] = policies
+            changes["policies"] = check_backoff(policies)
         if timezone is not None:
             timezone = load_zone(timezone).key
         if trigger is not None:
@@ -390,7 +392,7 @@ class ScheduleService:
             _require_active(current, schedule_id)
             if setting in POLICY_SETTINGS:
                 update: dict[str, object] = {
-                    "policies": edit_policies(current.policies, name, value)
+                    "policies": check_backoff(edit_policies(current.policies, name, value))
                 }
             else:
                 update = {

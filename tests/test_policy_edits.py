@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.errors import InvalidSchedule
-from scheduler.models import Action, ActionKind, OverlapPolicy, Owner, Policies
+from scheduler.models import Action, ActionKind, OverlapPolicy, Owner, Policies, RetryPolicy
 from scheduler.policy_edits import edit_action, edit_policies, policies_from
 from scheduler.schedules_file import parse_entries
 from scheduler.service import ScheduleService, TriggerSpec
@@ -95,3 +95,42 @@ async def test_change_setting_refuses_an_unknown_setting_and_keeps_the_schedule(
     changed = await service.change_setting(CHAT, schedule.id, "overlap", "queue")
     assert changed.policies.overlap is OverlapPolicy.QUEUE
     assert await store.get_schedule(CHAT, schedule.id) == changed
+
+
+async def test_a_backoff_cap_below_its_base_is_refused_wherever_it_is_set(
+    service: ScheduleService, store: SqliteStore
+) -> None:
+    refusal = r"^The backoff cap \(15m\) must be at least the backoff base \(1h\);"
+    schedule = await service.create_schedule(
+        CHAT,
+        Owner(id=CHAT),
+        name="Brief",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+        action=Action(text="Prepare my brief."),
+    )
+    # The default cap is 15 minutes: a base of an hour needs a larger cap first.
+    with pytest.raises(InvalidSchedule, match=refusal):
+        await service.change_setting(CHAT, schedule.id, "backoff", "1h")
+    assert await store.get_schedule(CHAT, schedule.id) == schedule
+    await service.change_setting(CHAT, schedule.id, "backoff_cap", "2h")
+    changed = await service.change_setting(CHAT, schedule.id, "backoff", "1h")
+    assert (changed.policies.retry.base_seconds, changed.policies.retry.cap_seconds) == (
+        3600.0,
+        7200.0,
+    )
+
+    upside_down = Policies(retry=RetryPolicy(base_seconds=3600, cap_seconds=900))
+    with pytest.raises(InvalidSchedule, match=refusal):
+        await service.update_schedule(CHAT, schedule.id, policies=upside_down)
+    with pytest.raises(InvalidSchedule, match=refusal):
+        await service.create_schedule(
+            CHAT,
+            Owner(id=CHAT),
+            name="Other",
+            trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+            action=Action(text="Other."),
+            policies=upside_down,
+        )
+    with pytest.raises(InvalidSchedule, match=refusal):
+        policies_from({"retry": {"base_seconds": 3600, "cap_seconds": 900}})
+    assert [s.id for s in await store.list_schedules(CHAT)] == [schedule.id]
