@@ -187,7 +187,9 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
             if queue.qsize() < POSTING_BATCH:
                 fires = _claim(conn, to_db_time(datetime.now(UTC)), POSTING_BATCH, plan=True)
                 if not fires and queue.empty():
-                    break  # nothing more is due: fewer fires than expected (dropped)
+                    # Nothing more is due: fewer fires than expected (dropped).
+                    failed.append(f"the claim found nothing due after {claimed} of {n} fires")
+                    break
                 for fire in fires:
                     queue.put_nowait(fire)
                 claimed += len(fires)
@@ -202,7 +204,7 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
     result = Result(SYSTEM, "burst", n)
     result.from_log(log, due)
     if failed:
-        result.notes.append(f"{len(failed)} posts failed, e.g. {failed[0]}")
+        result.notes.append(f"{len(failed)} posts or claims failed, e.g. {failed[0]}")
     return result
 
 

@@ -102,7 +102,7 @@ async def test_the_ledger_floor_writes_what_the_engine_writes(
         "concurrency": 8,
     }
     result = await measure(spec)
-    assert (result["fires"], result["dropped"]) == (n, 0)
+    assert (result["fires"], result["dropped"]) == (n, 0), result.get("notes")
     with sqlite3.connect(db) as conn:
         runs = conn.execute(
             "SELECT COUNT(*), COUNT(DISTINCT schedule_id) FROM runs WHERE status = 'succeeded' "
