@@ -22,7 +22,8 @@ async def tickler(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         "bot.cli",
         *args,
         cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        # Its own settings only: never the developer's .env beside the clone.
+        env={**env, "PYTHONPATH": str(ROOT), "TICKLER_ENV_FILE": ""},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
