@@ -252,42 +252,23 @@ async def test_the_bot_process_writes_json_lines_without_its_token(
         schedule = await ScheduleService(store, SystemClock()).create_schedule(
             CHAT, ADA, name="Brief", trigger=EVERY_DAY, action=Action(text="Brief me.")
         )
+
+    async def the_run_succeeded() -> None:
+        async with asyncio.timeout(30):
+            while _status(db_path) != "succeeded":
+                await asyncio.sleep(0.05)
+
     async with TelegramServer(token=TOKEN) as telegram:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_BASE_URL": telegram.url,
-            "ADMIN_IDS": str(CHAT),
-            "DATABASE_PATH": str(db_path),
-            "AGENT_URL": agent_stub.url,
-            "AGENT_SECRET": "proc-secret-value",
-            "HTTP_PORT": "0",
-            "LOG_FORMAT": "json",
-            # DEBUG: the libraries' own lines too (httpx logs URLs with the token in them).
-            "LOG_LEVEL": "DEBUG",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+        # DEBUG: the libraries' own lines too (httpx logs URLs with the token in them).
+        stderr = await _bot_log(
+            tmp_path,
+            telegram,
+            agent_stub,
+            str(CHAT),
+            the_run_succeeded,
+            LOG_LEVEL="DEBUG",
+            AGENT_SECRET="proc-secret-value",
         )
-        try:
-            async with asyncio.timeout(30):
-                while _status(db_path) != "succeeded" or not telegram.calls_to("getUpdates"):
-                    await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.stderr is not None
-            async with asyncio.timeout(30):
-                stderr = (await proc.stderr.read()).decode()
-                assert await proc.wait() == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
     lines = [json.loads(line) for line in stderr.splitlines()]  # every line is JSON
     assert TOKEN not in stderr and TOKEN.split(":")[1] not in stderr
@@ -312,15 +293,17 @@ def _run_id(db_path: Path) -> str:
         return str(db.execute("SELECT id FROM runs").fetchone()[0])
 
 
-async def _bot_lines(
+async def _bot_log(
     tmp_path: Path,
     telegram: TelegramServer,
     agent_stub: AgentStub,
     admin_ids: str,
     chat: Any = None,
-) -> list[dict[str, Any]]:
-    """Run `python -m bot` at LOG_LEVEL=INFO until it polls Telegram, let `chat` (an
-    async callable) talk to it, stop it with SIGTERM; its log lines, parsed."""
+    **settings: str,
+) -> str:
+    """Run `python -m bot` (JSON lines at INFO unless `settings` say otherwise) until it
+    polls Telegram, let `chat` (an async callable) talk to it, stop it with SIGTERM;
+    what it wrote on stderr."""
     db_path = tmp_path / "tickler.db"
     env = {
         **os.environ,
@@ -332,6 +315,7 @@ async def _bot_lines(
         "HTTP_PORT": "0",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
+        **settings,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -355,7 +339,12 @@ async def _bot_lines(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    return [json.loads(line) for line in stderr.splitlines()]
+    return stderr
+
+
+async def _bot_lines(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """`_bot_log`, its lines parsed (each one is JSON)."""
+    return [json.loads(line) for line in (await _bot_log(*args, **kwargs)).splitlines()]
 
 
 async def test_the_bot_says_started_once_and_a_new_step_logs_no_job_queue_lines(
