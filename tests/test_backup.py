@@ -15,6 +15,16 @@ from storage.sqlite_store import SqliteStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cli_env(db: Path, **settings: str) -> dict[str, str]:
+    """The least a `tickler` command needs: its database (and `settings`)."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_PATH": str(db),
+        "AGENT_URL": "http://127.0.0.1:9/",
+        **settings,
+    }
+
+
 async def tickler(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -44,7 +54,7 @@ async def test_backup_while_open_copies_everything(tmp_path: Path) -> None:
         action=Action(text="hi"),
     )
     copy = tmp_path / "backups" / "copy.db"  # the folder is created
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(db), "AGENT_URL": "http://127.0.0.1:9/"}
+    env = cli_env(db)
     code, out, err = await tickler("backup", str(copy), env=env)
     assert code == 0, err
     assert out.startswith(f"Backed up {db} to {copy}")

@@ -25,7 +25,7 @@ from storage.export_secrets import secret_key
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 from tests.bot_harness import ALICE, OLGA, BotHarness
-from tests.test_backup import tickler
+from tests.test_backup import cli_env, tickler
 
 FILES = (
     "chats.jsonl",
@@ -292,7 +292,7 @@ async def test_the_cli_exports_validates_and_imports(
     tmp_path: Path,
 ) -> None:
     await seed(service, store, clock, dispatcher, db_path)
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(db_path), "AGENT_URL": "http://x/"}
+    env = cli_env(db_path)
     out_dir = tmp_path / "out"
     code, out, err = await tickler("export", str(out_dir), env=env)
     assert code == 0, err

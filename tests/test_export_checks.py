@@ -15,7 +15,7 @@ from scheduler.service import ScheduleService
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
-from tests.test_backup import tickler
+from tests.test_backup import cli_env, tickler
 from tests.test_export import rewrite, seed
 
 
@@ -114,7 +114,7 @@ async def test_a_row_tickler_would_not_write_is_refused_in_one_sentence(
     assert str(refused.value) == f"The export in {folder} is not valid: {sentence}"
     assert not restored.exists()
 
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(restored), "AGENT_URL": "http://x/"}
+    env = cli_env(restored)
     assert await tickler("validate-export", str(folder), env=env) == (1, sentence + "\n", "")
     code, out, err = await tickler("import", str(folder), env=env)
     assert (code, out, err) == (2, "", f"The export in {folder} is not valid: {sentence}\n")

@@ -22,7 +22,7 @@ from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
-from tests.test_backup import tickler
+from tests.test_backup import cli_env, tickler
 from tests.test_export import add_proposal, read
 
 AGENT_TOKEN = "agent-token-3f9c1b7e5d2a4c6e8f0b1d3a5c7e9f1b"
@@ -135,12 +135,7 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
 ) -> None:
     mode, dispatcher = mode_dispatcher
     await fill(service, store, clock, dispatcher, agent_stub, db_path)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DATABASE_PATH": str(db_path),
-        "AGENT_URL": "http://x/",
-        "AGENT_TOKEN": AGENT_TOKEN,
-    }
+    env = cli_env(db_path, AGENT_TOKEN=AGENT_TOKEN)
     first, second = tmp_path / "first", tmp_path / "second"
     code, _, err = await tickler("export", str(first), env=env)
     assert (code, err) == (0, ""), err
