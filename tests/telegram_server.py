@@ -1432,16 +1432,21 @@ class TelegramServer(LoopbackServer):
         return dict(msg.json)
 
     async def _delete_message(self, params: Json) -> bool:
+        msg = self._live_message(params, "message to delete not found")
+        msg.deleted = True
+        self._bot_signal.fire()
+        return True
+
+    def _live_message(self, params: Json, not_found: str) -> _Msg:
+        """The chat's message `message_id` names, not deleted; Telegram's 400s otherwise."""
         chat = self._target_chat(params)
         mid = _as_int(params.get("message_id"))
         if mid is None:
             raise _bad("message identifier is not specified")
         msg = chat.messages.get(mid)
         if msg is None or msg.deleted:
-            raise _bad("message to delete not found")
-        msg.deleted = True
-        self._bot_signal.fire()
-        return True
+            raise _bad(not_found)
+        return msg
 
     async def _answer_callback_query(self, params: Json) -> bool:
         query_id = str(params.get("callback_query_id") or "")
@@ -1497,12 +1502,7 @@ class TelegramServer(LoopbackServer):
 
     async def _set_message_reaction(self, params: Json) -> bool:
         chat = self._target_chat(params)
-        mid = _as_int(params.get("message_id"))
-        if mid is None:
-            raise _bad("message identifier is not specified")
-        msg = chat.messages.get(mid)
-        if msg is None or msg.deleted:
-            raise _bad("message to react not found")
+        msg = self._live_message(params, "message to react not found")
         reaction = params.get("reaction", [])
         if reaction in (None, ""):
             reaction = []
@@ -1518,7 +1518,7 @@ class TelegramServer(LoopbackServer):
         # A bot is not a premium user: one reaction per message.
         if len(emoji) > 1:
             raise _bad("REACTIONS_TOO_MANY")
-        self.reactions[(chat.id, mid)] = emoji
+        self.reactions[(chat.id, int(msg.json["message_id"]))] = emoji
         self._bot_signal.fire()
         return True
 
