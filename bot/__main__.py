@@ -95,18 +95,18 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def _serve_bot(settings: Settings) -> None:
-    """The bot: services first (the store, SCHEDULES_FILE, the HTTP server, the engine,
-    the outbox), then Telegram, retried with a backoff while it cannot be reached, then
-    updates by long polling or (WEBHOOK_URL) pushed to our own HTTP server. Stops in
-    PTB's order: updates, then the engine drains (stop_services), then the database
-    closes."""
+    """The bot: services first (the store, SCHEDULES_FILE; then the application around
+    them; the HTTP server, the engine, the outbox), then Telegram, retried with a backoff
+    while it cannot be reached, then updates by long polling or (WEBHOOK_URL) pushed to
+    our own HTTP server. Stops in PTB's order: updates, then the engine drains
+    (stop_services), then the database closes."""
     from telegram import Update
 
     from bot.app import (
-        SERVICES_KEY,
         build_application,
         close_services,
         connect_telegram,
+        open_services,
         start_services,
         stop_services,
     )
@@ -114,12 +114,13 @@ async def _serve_bot(settings: Settings) -> None:
 
     stop = asyncio.Event()
     _install_stop_handlers(stop.set)
-    app = build_application(settings)
+    # Closes what it opened itself if it fails (a SCHEDULES_FILE that cannot be applied).
+    app = build_application(await open_services(settings))
     try:
         await start_services(app)
         await log_started(
             settings,
-            app.bot_data[SERVICES_KEY].store,
+            app.services.store,
             "webhook" if settings.webhook_url else "polling",
         )
         warn_if_nobody_served(settings)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ApplicationHandlerStop, ContextTypes
+from telegram.ext import ApplicationHandlerStop
 
-from bot.context import services
+from bot.context import Context
 
 REFUSAL = "Sorry, this bot is private. Ask its owner to add your Telegram id to the allow-list."
 
 
-async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def gate(update: Update, context: Context) -> None:
     """Stop every update from a user who is not allow-listed, with one polite refusal."""
     user = update.effective_user
-    svc = services(context)
+    svc = context.services
     if svc.is_allowed(user.id if user else None):
         chat = update.effective_chat
         if chat is not None and (await svc.store.get_chat(chat.id)).blocked_at is not None:

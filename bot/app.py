@@ -1,7 +1,9 @@
-"""The Telegram application: built by a factory; its services are opened by
-`start_services` before Telegram is reached (`connect_telegram`, retried while Telegram
-is down), stopped by `stop_services` and closed by `close_services`; `bot.__main__`
-drives that order. Nothing is built at import time."""
+"""The Telegram application. `bot.__main__` drives this order: `open_services` opens the
+store and builds every service (`Services`, whole); `build_application` builds the PTB
+application around them with every handler registered from one ordered list;
+`start_services` starts the HTTP server, the engine and the sweeps, all before Telegram
+is reached (`connect_telegram`, retried while Telegram is down); `stop_services` stops
+them and `close_services` closes the store. Nothing is built at import time."""
 
 from __future__ import annotations
 
@@ -15,12 +17,22 @@ from datetime import timedelta
 # timedelta form keeps 429 handling (ours and the rate limiter's) warning-free.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
+from typing import Any
+
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, TypeHandler
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    BaseHandler,
+    ContextTypes,
+    ExtBot,
+    TypeHandler,
+)
+from telegram.request import HTTPXRequest
 
 from bot import access, redact
-from bot.context import SERVICES_KEY, Services
+from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
     backfill,
@@ -46,7 +58,6 @@ from bot.retention import prune_history_forever
 from bot.runtime import apply_configured_schedules, build_clock, build_dispatcher, engine_config
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
@@ -56,19 +67,18 @@ from storage.sqlite_store import SqliteStore
 
 __all__ = [
     "COMMANDS",
-    "SERVICES_KEY",
     "TelegramStartError",
     "build_application",
+    "build_bot",
     "close_services",
     "connect_telegram",
+    "handlers",
+    "open_services",
     "start_services",
     "stop_services",
 ]
 
 log = logging.getLogger("tickler.bot")
-
-HTTP_KEY = "http_server"
-NOTIFIER_KEY = "notifier"
 
 #: The answer to a command that failed because the database cannot be written now.
 DATABASE_DOWN = (
@@ -104,116 +114,152 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-def build_application(
-    settings: Settings,
-    *,
-    clock: Clock | None = None,
-    dispatcher: HttpAgentDispatcher | None = None,
-    engine: EngineConfig | None = None,
-) -> Application:  # type: ignore[type-arg]
-    """The bot, wired but not started. Tests inject a fake clock and an engine config."""
+def build_bot(settings: Settings) -> Bot:
+    """The Telegram client, not yet connected: the notifier (in `Services`) and the
+    Application share it. The connection pools are PTB's builder defaults."""
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is required to run the bot")
     # Before anything logs: the token is in every Bot API URL httpx logs.
     redact.install(redact.secrets_of(settings))
-    builder = (
-        Application.builder()
-        .token(settings.telegram_bot_token.get_secret_value())
-        .rate_limiter(AIORateLimiter(max_retries=5))
+    root = (settings.telegram_api_base_url or "https://api.telegram.org").rstrip("/")
+    return ExtBot(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=f"{root}/bot",
+        base_file_url=f"{root}/file/bot",
+        request=HTTPXRequest(connection_pool_size=256),
+        get_updates_request=HTTPXRequest(connection_pool_size=1),
+        rate_limiter=AIORateLimiter(max_retries=5),
     )
-    if settings.telegram_api_base_url:
-        root = settings.telegram_api_base_url.rstrip("/")
-        builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
-    app = builder.build()
-    app.bot_data["settings"] = settings
-    app.bot_data["clock"] = clock or build_clock(settings)
-    app.bot_data["dispatcher"] = dispatcher
-    app.bot_data["engine_config"] = engine or engine_config(settings)
 
-    # Order matters: the allow-list gate runs first (group -1) and stops everything else.
+
+async def open_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: EngineConfig | None = None,
+) -> Services:
+    """Open the store and build every service, then apply SCHEDULES_FILE: all before the
+    Application exists, and nothing here reaches Telegram. Tests inject a fake clock and
+    an engine config. `close_services` closes what this opened."""
+    bot = build_bot(settings)
+    clock = clock or build_clock(settings)
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as opened:
+        store = await SqliteStore.open(settings.database_path)
+        opened.push_async_callback(store.close)
+        dispatcher = build_dispatcher(settings)
+        opened.push_async_callback(dispatcher.aclose)
+        notifier = TelegramNotifier(bot, store, clock, settings)
+        store.on_write_health = notifier.database_health_changed
+        metrics = Metrics()
+        work_items = WorkItemService(store, clock)
+        loop = Engine(
+            store,
+            clock,
+            dispatcher,
+            config=engine or engine_config(settings),
+            notifier=notifier,
+            reminders=notifier,
+            tasks=work_items,
+            observer=metrics,
+        )
+        service = ScheduleService(
+            store, clock, default_timezone=settings.default_timezone, on_change=loop.wake
+        )
+        proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
+        await apply_configured_schedules(settings, service, clock)
+        # Opened whole: from here `close_services` closes the store and the dispatcher.
+        opened.pop_all()
+    return Services(
+        settings=settings,
+        clock=clock,
+        store=store,
+        service=service,
+        proposals=proposals,
+        work_items=work_items,
+        engine=loop,
+        dispatcher=dispatcher,
+        notifier=notifier,
+        metrics=metrics,
+    )
+
+
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """Every handler of group 0, in the order PTB tries them (the first that matches an
+    update handles it). The order matters where two could match:
+    - the /new form comes before chat's catch-all that sends any plain text to the agent,
+      so while a form is open its typed answers reach the form; the form takes no command
+      but /new and /cancel, so any other command in the middle of a form falls through to
+      its own handler below and the form stays open;
+    - within runs, `r:show:` comes before the other `r:` buttons;
+    - last, the answers for a command or a button nothing above knows."""
+    return [
+        *start.handlers(),
+        *new.handlers(),
+        *edit.handlers(),
+        *schedules.handlers(),
+        *policies.handlers(),
+        *runs.handlers(),
+        *backfill.handlers(),
+        *proposals.handlers(),
+        *today.handlers(),
+        *stats.handlers(),
+        *export.handlers(),
+        *chat.handlers(),
+        *start.fallbacks(),
+    ]
+
+
+def build_application(services: Services) -> TicklerApp:
+    """The bot around `services`, wired but not started."""
+    app = (
+        Application.builder()
+        .bot(services.notifier.bot)
+        .application_class(TicklerApp, {"services": services})
+        .context_types(ContextTypes(context=Context))
+        .build()
+    )
+    assert isinstance(app, TicklerApp)
+    # The allow-list gate runs first (group -1) and stops everything else for strangers.
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    for module in (
-        start,
-        new,
-        edit,
-        schedules,
-        policies,
-        runs,
-        backfill,
-        proposals,
-        today,
-        stats,
-        export,
-        chat,
-    ):
-        module.register(app)
-    start.register_fallback(app)
+    app.add_handlers(handlers())
     app.add_error_handler(_on_error)
     return app
 
 
-async def start_services(app: Application) -> None:  # type: ignore[type-arg]
-    """Open the store, apply SCHEDULES_FILE, start the HTTP server, the engine and the
-    outbox. Nothing here needs Telegram: the engine fires while it is unreachable, and
-    the outbox keeps the chats' messages until `connect_telegram` got through."""
-    settings: Settings = app.bot_data["settings"]
-    clock: Clock = app.bot_data["clock"]
-    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(settings.database_path)
-    dispatcher: HttpAgentDispatcher = app.bot_data["dispatcher"] or build_dispatcher(settings)
-    notifier = app.bot_data[NOTIFIER_KEY] = TelegramNotifier(app.bot, store, clock)
-    store.on_write_health = notifier.database_health_changed
-    metrics = app.bot_data["metrics"] = Metrics()
-    work_items = WorkItemService(store, clock)
-    engine = Engine(
-        store,
-        clock,
-        dispatcher,
-        config=app.bot_data["engine_config"],
-        notifier=notifier,
-        reminders=notifier,
-        tasks=work_items,
-        observer=metrics,
-    )
-    service = ScheduleService(
-        store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
-    )
-    await apply_configured_schedules(settings, service, clock)
-    svc = Services(settings, clock, store, service, engine, dispatcher)
-    proposal_service = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
-    svc.proposals = proposal_service
-    svc.work_items = work_items
-    notifier.services = svc
-    svc.notifier = notifier
-    app.bot_data[SERVICES_KEY] = svc
+async def start_services(app: TicklerApp) -> None:
+    """Start the HTTP server, the engine, the sweeps and the outbox. Nothing here needs
+    Telegram: the engine fires while it is unreachable, and the outbox keeps the chats'
+    messages until `connect_telegram` got through."""
+    svc, started = app.services, app.started
+    settings, clock, notifier = svc.settings, svc.clock, svc.notifier
     # Listen first: a port in use stops start-up before the engine claims anything.
-    await _start_http(app, settings, metrics)
-    svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
-    svc.proposal_task = asyncio.create_task(
-        expire_proposals_forever(proposal_service, notifier, clock), name="proposal-expiry"
-    )
-    svc.followup_task = asyncio.create_task(
-        ping_followups_forever(work_items, notifier, clock), name="follow-ups"
-    )
-    # Its first sweep sends what a previous process left in the outbox.
-    svc.outbox_task = asyncio.create_task(
-        deliver_pending_forever(notifier.outbox, clock), name="outbox"
-    )
+    if settings.http_port != 0:
+        http = HttpServer(app, settings, svc.metrics)
+        await http.start()
+        started.http = http
+    started.engine = asyncio.create_task(svc.engine.run_forever(), name="engine")
+    sweeps = [
+        asyncio.create_task(
+            expire_proposals_forever(svc.proposals, notifier, clock), name="proposal-expiry"
+        ),
+        asyncio.create_task(
+            ping_followups_forever(svc.work_items, notifier, clock), name="follow-ups"
+        ),
+        # Its first sweep sends what a previous process left in the outbox.
+        asyncio.create_task(deliver_pending_forever(notifier.outbox, clock), name="outbox"),
+    ]
     if settings.retention_days:
-        svc.retention_task = asyncio.create_task(
-            prune_history_forever(
-                store, clock, timedelta(days=settings.retention_days), metrics.history_pruned
-            ),
-            name="retention",
+        retention = prune_history_forever(
+            svc.store, clock, timedelta(days=settings.retention_days), svc.metrics.history_pruned
         )
-    svc.watchdog = LoopWatchdog()
-    svc.watchdog.start()
+        sweeps.append(asyncio.create_task(retention, name="retention"))
+    started.sweeps = {task.get_name(): task for task in sweeps}
+    started.watchdog = LoopWatchdog()
+    started.watchdog.start()
 
 
-async def connect_telegram(
-    app: Application,  # type: ignore[type-arg]
-    stop: asyncio.Event | None = None,
-) -> bool:
+async def connect_telegram(app: TicklerApp, stop: asyncio.Event | None = None) -> bool:
     """Reach Telegram (getMe) and publish the command menu, retrying with a backoff for
     as long as Telegram cannot be reached: the services are running meanwhile. False if
     `stop` was set first. A token Telegram rejects raises `TelegramStartError`: no retry
@@ -245,13 +291,9 @@ async def connect_telegram(
                 await stopping.wait()
         if stopping.is_set():
             return False
-    svc: Services | None = app.bot_data.get(SERVICES_KEY)
-    if svc is not None:
-        svc.telegram_connected = True
-    notifier: TelegramNotifier | None = app.bot_data.get(NOTIFIER_KEY)
-    if notifier is not None:
-        # What waited for Telegram goes out now, not at the end of its backoff.
-        notifier.outbox.retry_now()
+    app.started.telegram_connected = True
+    # What waited for Telegram goes out now, not at the end of its backoff.
+    app.services.notifier.outbox.retry_now()
     log.info("connected to Telegram as @%s", app.bot.username, extra={"attempt": attempt})
     return True
 
@@ -264,67 +306,45 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-async def stop_services(app: Application) -> None:  # type: ignore[type-arg]
+async def stop_services(app: TicklerApp) -> None:
     """After the updates stop: stop claiming, let in-flight runs finish (or put them back)."""
-    http: HttpServer | None = app.bot_data.pop(HTTP_KEY, None)
+    svc, started = app.services, app.started
+    http, started.http = started.http, None
     if http is not None:
         await http.stop()
-    svc: Services | None = app.bot_data.get(SERVICES_KEY)
-    if svc is not None:
-        sweeps = (svc.proposal_task, svc.followup_task, svc.outbox_task, svc.retention_task)
-        for sweep in sweeps:
-            if sweep is not None:
-                sweep.cancel()
-                await asyncio.wait({sweep})
-        svc.proposal_task = svc.followup_task = svc.outbox_task = svc.retention_task = None
-    if svc is None or svc.engine_task is None:
+    sweeps, started.sweeps = started.sweeps, {}
+    for sweep in sweeps.values():
+        sweep.cancel()
+        await asyncio.wait({sweep})
+    engine, started.engine = started.engine, None
+    if engine is None:
         return
     svc.engine.request_stop()
-    await svc.engine_task
-    svc.engine_task = None
-    if svc.pending:
-        _, waiting = await asyncio.wait(svc.pending, timeout=5)
-        if waiting:
-            # Only the "database cannot be written" alert is sent outside the outbox.
-            log.warning(
-                "alerts still waiting for Telegram are dropped at shutdown",
-                extra={"messages": len(waiting)},
-            )
-    notifier: TelegramNotifier | None = app.bot_data.pop(NOTIFIER_KEY, None)
-    if notifier is not None:
-        # The outbox is in the database: what Telegram did not take yet goes out at the
-        # next start.
-        chats = await notifier.outbox.close(grace=5)
-        if chats:
-            log.warning(
-                "chat messages wait in the outbox for Telegram; they are sent after the next start",
-                extra={"chats": chats},
-            )
+    await engine
+    waiting = await svc.notifier.drain(timeout=5)
+    if waiting:
+        # Only the "database cannot be written" alert is sent outside the outbox.
+        log.warning(
+            "alerts still waiting for Telegram are dropped at shutdown",
+            extra={"messages": waiting},
+        )
+    # The outbox is in the database: what Telegram did not take yet goes out at the next
+    # start.
+    chats = await svc.notifier.outbox.close(grace=5)
+    if chats:
+        log.warning(
+            "chat messages wait in the outbox for Telegram; they are sent after the next start",
+            extra={"chats": chats},
+        )
 
 
-async def close_services(app: Application) -> None:  # type: ignore[type-arg]
-    """Last: close the agent client and the database."""
-    svc: Services | None = app.bot_data.pop(SERVICES_KEY, None)
-    if svc is None:
-        return
-    if svc.watchdog is not None:
-        svc.watchdog.stop()
-    if app.bot_data["dispatcher"] is None:
-        await svc.dispatcher.aclose()
-    await svc.store.close()
-
-
-async def _start_http(
-    app: Application,  # type: ignore[type-arg]
-    settings: Settings,
-    metrics: Metrics,
-) -> None:
-    """The one HTTP port (/healthz, /metrics, /api/v1, the webhook); HTTP_PORT=0: none."""
-    if settings.http_port == 0:
-        return
-    http = HttpServer(app, settings, metrics)
-    await http.start()
-    app.bot_data[HTTP_KEY] = http
+async def close_services(app: TicklerApp) -> None:
+    """Last: stop the loop watchdog, close the agent client and the database."""
+    watchdog, app.started.watchdog = app.started.watchdog, None
+    if watchdog is not None:
+        watchdog.stop()
+    await app.services.dispatcher.aclose()
+    await app.services.store.close()
 
 
 async def _on_error(update: object, context: object) -> None:

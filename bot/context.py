@@ -1,14 +1,23 @@
-"""What handlers reach through `context`: the services opened by `start_services`."""
+"""What handlers reach through `context`: `context.services`, the `Services` that
+`bot.app.open_services` builds whole before the Application exists.
+
+`build_application` hands them to PTB through `ApplicationBuilder.application_class`
+(the documented way to give an Application more constructor arguments) and
+`ContextTypes(context=Context)` makes every handler's `context` a `Context`, whose
+`services` is typed: no handler reads `bot_data` or casts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import Any, Final, Protocol
 
-from telegram.ext import ContextTypes
+from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
 from bot.loop_watchdog import LoopWatchdog
+from bot.metrics import Metrics
+from bot.notifier import TelegramNotifier
 from bot.settings import Settings
 from scheduler.clock import Clock
 from scheduler.dispatch import HttpAgentDispatcher
@@ -18,41 +27,28 @@ from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
-if TYPE_CHECKING:
-    from bot.notifier import TelegramNotifier
-
-__all__ = ["Services", "services"]
-
-SERVICES_KEY = "services"
+__all__ = ["Bot", "Context", "Server", "Services", "Started", "TicklerApp"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """Everything the handlers, the HTTP API and the sweeps use, all of it there from the
+    start: the store is open and SCHEDULES_FILE applied before a handler can run."""
+
     settings: Settings
     clock: Clock
     store: SqliteStore
+    #: The schedules and their runs (every command on a schedule goes through it).
     service: ScheduleService
+    #: The agent's proposals (HTTP API, tool calls) and their approvals.
+    proposals: ProposalService
+    #: The operator's work items (tasks and follow-ups).
+    work_items: WorkItemService
     engine: Engine
     dispatcher: HttpAgentDispatcher
-    engine_task: asyncio.Task[None] | None = None
-    #: The agent's proposals (HTTP API, tool calls) and their approvals.
-    proposals: ProposalService | None = None
-    #: The proposal expiry sweep (bot/proposal_expiry.py), cancelled by `stop_services`.
-    proposal_task: asyncio.Task[None] | None = None
-    #: The operator's work items (tasks and follow-ups), and the follow-up ping loop.
-    work_items: WorkItemService | None = None
-    followup_task: asyncio.Task[None] | None = None
-    #: The outbox's delivery sweep (bot/outbox.py), cancelled by `stop_services`.
-    outbox_task: asyncio.Task[None] | None = None
-    #: The daily history pruning (bot/retention.py); None when RETENTION_DAYS is 0.
-    retention_task: asyncio.Task[None] | None = None
-    watchdog: LoopWatchdog | None = None
-    #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
-    telegram_connected: bool = False
     #: What the engine reports goes to the chat through it (and its outbox).
-    notifier: TelegramNotifier | None = None
-    #: Background sends (alerts) still in progress, awaited at shutdown.
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    notifier: TelegramNotifier
+    metrics: Metrics
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.settings.admin_ids
@@ -63,5 +59,46 @@ class Services:
         )
 
 
-def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
-    return cast(Services, context.application.bot_data[SERVICES_KEY])
+class Server(Protocol):
+    """The HTTP server as `stop_services` knows it (bot.http_api.HttpServer)."""
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Started:
+    """What `bot.app.start_services` started, until `stop_services` stops it. Not
+    services: none of it exists before the start, and no handler uses it."""
+
+    http: Server | None = None
+    #: The engine's loop; /healthz reports whether it is alive.
+    engine: asyncio.Task[None] | None = None
+    #: The periodic sweeps (proposal expiry, follow-ups, outbox, retention), by task name.
+    sweeps: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    watchdog: LoopWatchdog | None = None
+    #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
+    telegram_connected: bool = False
+
+
+Data = dict[Any, Any]
+#: The bot with PTB's rate limiter (AIORateLimiter's per-call argument is an int).
+Bot = ExtBot[int]
+
+
+class TicklerApp(Application[Bot, "Context", Data, Data, Data, JobQueue["Context"]]):
+    """PTB's Application, carrying the `Services` it was built around."""
+
+    def __init__(self, *, services: Services, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.services: Final = services
+        self.started = Started()
+
+
+class Context(CallbackContext[Bot, Data, Data, Data]):
+    """The `context` of every handler: PTB's, plus `services`."""
+
+    def __init__(
+        self, application: TicklerApp, chat_id: int | None = None, user_id: int | None = None
+    ) -> None:
+        super().__init__(application, chat_id, user_id)
+        self.services: Final = application.services

@@ -33,9 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from telegram import Update
-from telegram.ext import Application
 
-from bot.context import SERVICES_KEY, Services
+from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
 from scheduler.cron import CronExpression, load_zone
@@ -83,7 +82,6 @@ BODY_TIMEOUT_S = 10.0
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PtbApp = Application[Any, Any, Any, Any, Any, Any]
 
 
 # --- request and response bodies -------------------------------------------------------
@@ -191,7 +189,7 @@ class HttpStartError(RuntimeError):
 class HttpServer:
     """The aiohttp application and its listening socket; `start` and `stop` it."""
 
-    def __init__(self, ptb: PtbApp, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, ptb: TicklerApp, settings: Settings, metrics: Metrics) -> None:
         self.ptb = ptb
         self.settings = settings
         self.metrics = metrics
@@ -321,10 +319,7 @@ class HttpServer:
 
     # --- helpers ----------------------------------------------------------------------
     def _services(self) -> Services:
-        svc: Services | None = self.ptb.bot_data.get(SERVICES_KEY)
-        if svc is None:
-            raise ApiError(503, "Tickler is starting or stopping; try again shortly.")
-        return svc
+        return self.ptb.services
 
     def _chat(self, request: web.Request) -> tuple[Services, int]:
         """The services and the chat the request addresses, if it may address it."""
@@ -339,7 +334,8 @@ class HttpServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         svc = self._services()
         engine = svc.engine
-        alive = svc.engine_task is not None and not svc.engine_task.done()
+        loop = self.ptb.started.engine
+        alive = loop is not None and not loop.done()
         since = engine.last_tick_at or self._started_at
         age = None if since is None else max(0.0, (engine.clock.now() - since).total_seconds())
         limit = 3 * engine.config.max_sleep.total_seconds() + TICK_MARGIN_S
@@ -362,7 +358,7 @@ class HttpServer:
             last_tick_age_s=None if engine.last_tick_at is None or age is None else round(age, 3),
             db_ok=db_ok,
             db_error=db_error,
-            telegram_connected=svc.telegram_connected,
+            telegram_connected=self.ptb.started.telegram_connected,
             engine_ok=engine_error is None,
             engine_error=engine_error,
         )

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
@@ -23,6 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from bot import callbacks
 from bot.outbox import Outbox, network_backoff
 from bot.render import esc, local, split_message, zone_of
+from bot.settings import Settings
 from bot.views_proposals import (
     expired_line,
     expired_note,
@@ -40,9 +41,6 @@ from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
 from scheduler.store import FinishedAttempt, Store
-
-if TYPE_CHECKING:
-    from bot.context import Services
 
 __all__ = ["TelegramNotifier"]
 
@@ -72,12 +70,12 @@ def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
 
 
 class TelegramNotifier:
-    def __init__(self, bot: Bot, store: Store, clock: Clock) -> None:
+    def __init__(self, bot: Bot, store: Store, clock: Clock, settings: Settings) -> None:
         self.bot = bot
         self.store = store
         self.clock = clock
+        self.settings = settings
         self.outbox = Outbox(bot, store, clock)
-        self.services: Services | None = None
         self._last_alert: dict[str, float] = {}
         #: The admins were told the database cannot be written, and not yet that it can.
         self._database_alerted = False
@@ -183,8 +181,7 @@ class TelegramNotifier:
     async def fires_missed(self, plan: FirePlan) -> None:
         if plan.first_missed is None or plan.last_missed is None:
             return
-        svc = self.services
-        schedule = await svc.store.get_schedule(plan.chat_id, plan.schedule_id) if svc else None
+        schedule = await self.store.get_schedule(plan.chat_id, plan.schedule_id)
         if schedule is None:
             return
         zone = zone_of(schedule)
@@ -235,7 +232,7 @@ class TelegramNotifier:
     # --- runs sent to an agent that answers the chat itself (telegram mode) ----------------
     @property
     def _agent_answers_itself(self) -> bool:
-        return self.services is not None and self.services.settings.agent_mode == "telegram"
+        return self.settings.agent_mode == "telegram"
 
     async def follow_sent_run(self, chat_id: int, message_id: int, text: str, run_id: str) -> None:
         """Note the message that said a run is on its way to the agent (/runnow), so its
@@ -313,7 +310,7 @@ class TelegramNotifier:
     def database_health_changed(self, failure: str | None) -> None:
         """Tell the admins when the database stops taking writes (at most once per
         ALERT_INTERVAL), and when it takes them again if they were told it stopped."""
-        admins = self.services.settings.admin_ids if self.services is not None else []
+        admins = self.settings.admin_ids
         if failure is not None:
             if not self._may_alert("database"):
                 return
@@ -410,10 +407,10 @@ class TelegramNotifier:
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if self.services is not None:
-            self.services.pending.add(task)
-            task.add_done_callback(self.services.pending.discard)
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+    async def drain(self, timeout: float = 5.0) -> int:
+        """Wait up to `timeout` for the background sends (alerts); how many still wait."""
+        if not self._tasks:
+            return 0
+        _, waiting = await asyncio.wait(set(self._tasks), timeout=timeout)
+        return len(waiting)

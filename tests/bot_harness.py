@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from telegram.ext import Application
 
 from bot.app import (
     build_application,
     close_services,
     connect_telegram,
+    open_services,
     start_services,
     stop_services,
 )
-from bot.context import SERVICES_KEY, Services
+from bot.context import Services, TicklerApp
 from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.engine import EngineConfig
@@ -43,7 +43,7 @@ START = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
 @dataclass
 class BotHarness:
-    app: Application  # type: ignore[type-arg]
+    app: TicklerApp
     server: TelegramServer
     agent: AgentStub
     clock: FakeClock
@@ -53,8 +53,7 @@ class BotHarness:
 
     @property
     def services(self) -> Services:
-        svc: Services = self.app.bot_data[SERVICES_KEY]
-        return svc
+        return self.app.services
 
 
 async def start_bot(
@@ -83,7 +82,8 @@ async def start_bot(
             **settings,
         }
     )
-    app = build_application(config, clock=clock, engine=EngineConfig(shutdown_grace=2.0))
+    services = await open_services(config, clock=clock, engine=EngineConfig(shutdown_grace=2.0))
+    app = build_application(services)
     await start_services(app)
     await connect_telegram(app)
     await app.start()

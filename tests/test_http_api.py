@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 
 from bot import notifier as notifier_module
-from bot.app import HTTP_KEY
 from bot.http_api import MAX_BODY_BYTES, HttpServer
 from bot.settings import ConfigError, load_settings
 from scheduler.models import Action, Owner, RunStatus, Schedule
@@ -421,7 +420,8 @@ async def test_a_client_gone_mid_body_is_one_info_line(
 
 
 def http_server(api: Api) -> HttpServer:
-    server: HttpServer = api.bot.app.bot_data[HTTP_KEY]
+    server = api.bot.app.started.http
+    assert isinstance(server, HttpServer)
     return server
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import NOTIFIER_KEY
 from bot.notifier import TelegramNotifier
 from scheduler.clock import FakeClock
 from scheduler.dispatch import DispatchError
@@ -30,8 +29,7 @@ FOREVER = 100_000
 
 
 def notifier_of(bot: BotHarness) -> TelegramNotifier:
-    notifier: TelegramNotifier = bot.app.bot_data[NOTIFIER_KEY]
-    return notifier
+    return bot.services.notifier
 
 
 async def rows(bot: BotHarness, chat_id: int = ALICE) -> list[Notification]:

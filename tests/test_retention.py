@@ -269,12 +269,12 @@ async def test_the_bot_prunes_at_start_unless_retention_is_0(
     caplog.set_level(logging.INFO, logger="tickler.retention")
     bot = await start_bot(telegram_server, agent_stub, tmp_path / "kept.db", retention_days=0)
     try:
-        assert bot.services.retention_task is None  # RETENTION_DAYS=0 keeps everything
+        assert "retention" not in bot.app.started.sweeps  # RETENTION_DAYS=0 keeps everything
     finally:
         await stop_bot(bot)
     bot = await start_bot(telegram_server, agent_stub, tmp_path / "pruned.db")
     try:
-        assert bot.services.retention_task is not None
+        assert "retention" in bot.app.started.sweeps
         async with asyncio.timeout(5):
             while not [r for r in caplog.records if r.getMessage() == "history pruned"]:
                 await asyncio.sleep(0.01)

@@ -7,15 +7,15 @@ Confirming twice creates nothing the second time: a fire instant has at most one
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Context
 from bot.handlers.schedules import (
-    Context,
     Outcome,
     StaleButton,
     arg,
@@ -27,7 +27,7 @@ from bot.handlers.schedules import (
 from bot.render import esc, local, zone_of
 from scheduler.errors import InvalidSchedule, shown
 
-__all__ = ["parse_range", "register"]
+__all__ = ["handlers", "parse_range"]
 
 USAGE = (
     "Use /backfill ID FROM TO with dates like 2026-11-01 2026-11-07 (TO is included) "
@@ -93,7 +93,7 @@ async def backfill(update: Update, context: Context, chat_id: int) -> None:
     if len(args) != 3:
         await reply(update, USAGE, html=False)
         return
-    svc = services(context)
+    svc = context.services
     service = svc.service
     schedule = await service.get_schedule(chat_id, args[0])
     zone = await service.chat_timezone(chat_id)
@@ -149,7 +149,7 @@ async def on_backfill_button(
     sid = arg(data, 0)
     start = datetime.fromtimestamp(int_arg(arg(data, 1)), UTC)
     end = datetime.fromtimestamp(int_arg(arg(data, 2)), UTC)
-    service = services(context).service
+    service = context.services.service
     schedule = await service.get_schedule(chat_id, sid)
     created, existing = await service.backfill(chat_id, sid, start, end)
     name = esc(schedule.name)
@@ -166,6 +166,9 @@ async def on_backfill_button(
     return Outcome(toast=f"Created {created} {runs}.", text=text, edit=True)
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("backfill", backfill))
-    app.add_handler(CallbackQueryHandler(on_backfill_button, pattern=r"^b:"))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("backfill", backfill),
+        CallbackQueryHandler(on_backfill_button, pattern=r"^b:"),
+    ]

@@ -15,9 +15,9 @@ from typing import Any
 from telegram import Message, Update
 from telegram.constants import ChatAction, ReactionEmoji
 from telegram.error import TelegramError
-from telegram.ext import Application, ContextTypes, MessageHandler, filters
+from telegram.ext import BaseHandler, MessageHandler, filters
 
-from bot.context import Services, services
+from bot.context import Context, Services
 from bot.render import split_message
 from scheduler.agent_tools import TOOLS, AgentTools
 from scheduler.dispatch import DispatchError, DispatchResult
@@ -39,11 +39,11 @@ TOOLS_STOPPED = (
 )
 
 
-async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def forward(update: Update, context: Context) -> None:
     """Send a plain message to the agent; in `openai` mode post its answer back."""
     message, chat = update.effective_message, update.effective_chat
     assert message is not None and chat is not None and message.text is not None
-    svc = services(context)
+    svc = context.services
     chat_data = context.chat_data if context.chat_data is not None else {}
     history: list[dict[str, str]] = chat_data.setdefault("history", [])
     history.append({"role": "user", "content": message.text})
@@ -137,10 +137,11 @@ def _trim(history: list[dict[str, str]]) -> None:
         del history[0]
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    # Non-blocking: an agent that takes a minute must not hold up commands meanwhile.
-    app.add_handler(
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        # Non-blocking: an agent that takes a minute must not hold up commands meanwhile.
         MessageHandler(
             filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE, forward, block=False
-        )
-    )
+        ),
+    ]

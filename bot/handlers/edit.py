@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import BaseHandler, CommandHandler
 
-from bot.context import services
+from bot.context import Context
 from bot.views_new import edited_text, every_spec, parse_duration
 from bot.views_policies import changed_text
 from scheduler.errors import InvalidSchedule, TicklerError
@@ -34,7 +35,7 @@ from scheduler.policy_edits import SETTINGS
 from scheduler.service import TriggerSpec
 from scheduler.triggers import IntervalTrigger
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
 USAGE = (
     "Write /edit ID followed by a setting (name, prompt, cron, tz, every, or a policy "
@@ -89,11 +90,11 @@ def _trigger(schedule: Schedule, field: str, value: str, now: datetime) -> Trigg
     return every_spec(seconds, now, zone)
 
 
-async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def edit(update: Update, context: Context) -> None:
     """/edit ID FIELD VALUE."""
     assert update.effective_chat is not None and update.effective_message is not None
     message = update.effective_message
-    service = services(context).service
+    service = context.services.service
     chat_id = update.effective_chat.id
     match = re.match(r"/\S+\s*(\S*)\s*(\S*)\s*(.*)", message.text or "", re.DOTALL)
     schedule_id, field, value = match.groups() if match else ("", "", "")
@@ -120,7 +121,7 @@ async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             name=value if field == "name" else None,
             action=_action(schedule, value) if field == "prompt" else None,
             trigger=(
-                _trigger(schedule, field, value, services(context).clock.now())
+                _trigger(schedule, field, value, context.services.clock.now())
                 if field in ("cron", "every")
                 else None
             ),
@@ -132,5 +133,8 @@ async def edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await message.reply_text(edited_text(updated), parse_mode=ParseMode.HTML)
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("edit", edit))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("edit", edit),
+    ]

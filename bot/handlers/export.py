@@ -4,20 +4,20 @@ preferences) as JSONL files in a zip, sent as a document."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import BaseHandler, CommandHandler
 
-from bot.context import services
+from bot.context import Context
 from bot.handlers.schedules import command_handler, reply
 from bot.redact import secrets_of
 from storage.database import DatabaseUnavailable
 from storage.export import export_chat
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
-Context = ContextTypes.DEFAULT_TYPE
 log = logging.getLogger("tickler.export")
 
 
@@ -27,7 +27,7 @@ async def export(update: Update, context: Context, chat_id: int) -> None:
     message = update.effective_message
     if message is None:
         return
-    settings = services(context).settings
+    settings = context.services.settings
     try:
         data = await export_chat(settings.database_path, chat_id, secrets=secrets_of(settings))
         await message.reply_document(
@@ -51,6 +51,8 @@ def failed_text(exc: Exception) -> str:
     return f"The export failed ({why}); nothing was sent, try again later or see the log."
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
-    app.add_handler(CommandHandler("export", export))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("export", export),
+    ]

@@ -24,10 +24,9 @@ from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, 
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import (
-    Application,
+    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     TypeHandler,
@@ -36,7 +35,7 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Context
 from bot.views_new import (
     CRON_HELP,
     ONCE_HELP,
@@ -64,7 +63,7 @@ from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.templates import check_template
 from scheduler.triggers import Trigger
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
 (
     KIND,
@@ -149,17 +148,17 @@ def _chat_id(update: Update) -> int:
     return update.effective_chat.id
 
 
-def _drafts(context: ContextTypes.DEFAULT_TYPE) -> dict[int, Draft]:
+def _drafts(context: Context) -> dict[int, Draft]:
     assert context.user_data is not None
     drafts: dict[int, Draft] = context.user_data.setdefault(DRAFTS_KEY, {})
     return drafts
 
 
-def _draft(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Draft:
+def _draft(update: Update, context: Context) -> Draft:
     return _drafts(context).setdefault(_chat_id(update), Draft())
 
 
-def _forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+def _forget(update: Update, context: Context) -> None:
     _drafts(context).pop(_chat_id(update), None)
 
 
@@ -223,9 +222,9 @@ def _check_name(service: ScheduleService, name: str) -> str:
     return name
 
 
-def _check_trigger(context: ContextTypes.DEFAULT_TYPE, spec: TriggerSpec) -> Trigger:
+def _check_trigger(context: Context, spec: TriggerSpec) -> Trigger:
     """Build the trigger as create_schedule will; refuse one that never fires."""
-    svc = services(context)
+    svc = context.services
     now = svc.clock.now()
     trigger = svc.service.build_trigger(spec, now)
     if not upcoming(trigger, now, 1):
@@ -342,9 +341,7 @@ async def _ask_name(update: Update, draft: Draft) -> int:
     return NAME
 
 
-async def _show_preview(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Draft
-) -> int | None:
+async def _show_preview(update: Update, context: Context, draft: Draft) -> int | None:
     assert draft.spec is not None
     try:
         trigger = _check_trigger(context, draft.spec)
@@ -356,7 +353,7 @@ async def _show_preview(
         name=draft.name,
         action=draft.action,
         trigger=trigger,
-        now=services(context).clock.now(),
+        now=context.services.clock.now(),
     )
     markup = InlineKeyboardMarkup([[_button("Save", "save"), _button("Cancel", "cancel")]])
     await _say(update, text, markup, html=True)
@@ -364,7 +361,7 @@ async def _show_preview(
 
 
 async def _when_done(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Draft, spec: TriggerSpec
+    update: Update, context: Context, draft: Draft, spec: TriggerSpec
 ) -> int | None:
     """Validate the trigger; on success go on to the name, else stay with one sentence."""
     try:
@@ -377,9 +374,9 @@ async def _when_done(
 
 
 # --- entry ---------------------------------------------------------------------------
-async def new_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def new_command(update: Update, context: Context) -> int:
     """/new: the guided form, or with arguments the one-line form."""
-    svc = services(context)
+    svc = context.services
     chat_id = _chat_id(update)
     zone = await svc.service.chat_timezone(chat_id)
     _forget(update, context)
@@ -404,7 +401,7 @@ async def new_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
 
 
 # --- steps ---------------------------------------------------------------------------
-async def on_kind(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_kind(update: Update, context: Context) -> int:
     """[Ask the agent] / [Remind me]."""
     query, args = await _pressed(update)
     draft = _draft(update, context)
@@ -417,16 +414,16 @@ async def on_kind(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await _ask_text(update, draft)
 
 
-async def on_kind_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_kind_typed(update: Update, context: Context) -> None:
     """Text where a button was expected."""
     await _say(update, "Press Ask the agent, Remind me or Add a task for me, or /cancel.")
 
 
-async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_text(update: Update, context: Context) -> int | None:
     """The prompt or the reminder text."""
     draft = _draft(update, context)
     try:
-        draft.text = _check_text(services(context).service, draft.kind, _text(update))
+        draft.text = _check_text(context.services.service, draft.kind, _text(update))
     except TicklerError as error:
         await _say(update, str(error))
         return None
@@ -436,15 +433,15 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | N
     return await _ask_when(update, draft)
 
 
-def _task_detail(context: ContextTypes.DEFAULT_TYPE, draft: Draft, setting: str, text: str) -> None:
+def _task_detail(context: Context, draft: Draft, setting: str, text: str) -> None:
     """Set one of the task's details, validated by the service layer as /edit is."""
-    limit = services(context).service.limits.max_prompt_chars
+    limit = context.services.service.limits.max_prompt_chars
     draft.task = edit_action(draft.task, setting, text, max_instructions=limit)
 
 
 async def _detail_typed(
     update: Update,
-    context: ContextTypes.DEFAULT_TYPE,
+    context: Context,
     setting: str,
     ask_next: Callable[[Update], Coroutine[Any, Any, int]],
 ) -> int | None:
@@ -457,29 +454,29 @@ async def _detail_typed(
     return await ask_next(update)
 
 
-async def on_instructions_skip(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_instructions_skip(update: Update, context: Context) -> int:
     """[Skip]: no instructions."""
     query, _ = await _pressed(update)
     await _chosen(query, "Skip")
     return await _ask_assignee(update)
 
 
-async def on_instructions_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_instructions_typed(update: Update, context: Context) -> int | None:
     return await _detail_typed(update, context, "instructions", _ask_assignee)
 
 
-async def on_assignee_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_assignee_me(update: Update, context: Context) -> int:
     """[Me]: no assignee; the task is the operator's own."""
     query, _ = await _pressed(update)
     await _chosen(query, "Me")
     return await _ask_proof(update)
 
 
-async def on_assignee_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_assignee_typed(update: Update, context: Context) -> int | None:
     return await _detail_typed(update, context, "assignee", _ask_proof)
 
 
-async def on_proof(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_proof(update: Update, context: Context) -> int:
     """[Nothing] / [A link] / [A file]: n:proof:<none|link|file>."""
     query, args = await _pressed(update)
     labels = dict(PROOFS)
@@ -490,11 +487,11 @@ async def on_proof(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await _ask_when(update, draft)
 
 
-async def on_proof_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_proof_typed(update: Update, context: Context) -> None:
     await _say(update, "Press Nothing, A link or A file, or /cancel.")
 
 
-async def on_template(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_template(update: Update, context: Context) -> int:
     """[Daily brief] / [Weekly review]."""
     query, args = await _pressed(update)
     draft = _draft(update, context)
@@ -505,7 +502,7 @@ async def on_template(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     return await _ask_when(update, draft)
 
 
-async def on_preset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_preset(update: Update, context: Context) -> int:
     """One of the When? presets."""
     query, args = await _pressed(update)
     draft = _draft(update, context)
@@ -515,11 +512,11 @@ async def on_preset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await _ask_detail(update, draft)
 
 
-async def on_when_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_when_typed(update: Update, context: Context) -> int | None:
     """A schedule written out (`daily 09:00`, `every 4h`) instead of a preset button."""
     draft = _draft(update, context)
     try:
-        spec, rest = parse_when(_text(update), services(context).clock.now(), draft.zone)
+        spec, rest = parse_when(_text(update), context.services.clock.now(), draft.zone)
     except TicklerError:
         rest = "?"
     if rest.strip():
@@ -528,15 +525,13 @@ async def on_when_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> i
     return await _when_done(update, context, draft, spec)
 
 
-async def _time_chosen(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, hour: int, minute: int
-) -> int | None:
+async def _time_chosen(update: Update, context: Context, hour: int, minute: int) -> int | None:
     draft = _draft(update, context)
     expr = preset_cron(draft.preset, hour, minute, weekdays=draft.weekdays, day=draft.day)
     return await _when_done(update, context, draft, cron_spec(expr, draft.zone))
 
 
-async def on_time(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_time(update: Update, context: Context) -> int | None:
     """A time button: n:time:0900."""
     query, args = await _pressed(update)
     # Our buttons carry HHMM; anything else is forged or stale: the default time.
@@ -546,7 +541,7 @@ async def on_time(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | N
     return await _time_chosen(update, context, hour, minute)
 
 
-async def on_time_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_time_typed(update: Update, context: Context) -> int | None:
     """A time written as HH:MM."""
     try:
         hour, minute = parse_time(_text(update))
@@ -556,7 +551,7 @@ async def on_time_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> i
     return await _time_chosen(update, context, hour, minute)
 
 
-async def on_weekday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_weekday(update: Update, context: Context) -> int:
     """A weekday button: n:dow:1 (cron numbering, Sunday 0)."""
     query, args = await _pressed(update)
     labels = {str(n): label for label, n in WEEKDAYS}
@@ -566,7 +561,7 @@ async def on_weekday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await _ask_time(update)
 
 
-async def on_weekday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_weekday_typed(update: Update, context: Context) -> int | None:
     try:
         _draft(update, context).weekdays = parse_weekdays(_text(update))
     except TicklerError as error:
@@ -575,7 +570,7 @@ async def on_weekday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     return await _ask_time(update)
 
 
-async def on_monthday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_monthday(update: Update, context: Context) -> int:
     """A day-of-month button: n:dom:15."""
     query, args = await _pressed(update)
     day = int(args[0]) if args and args[0].isdigit() and 1 <= int(args[0]) <= 28 else 1
@@ -584,7 +579,7 @@ async def on_monthday(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     return await _ask_time(update)
 
 
-async def on_monthday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_monthday_typed(update: Update, context: Context) -> int | None:
     try:
         _draft(update, context).day = parse_day_of_month(_text(update))
     except TicklerError as error:
@@ -593,19 +588,17 @@ async def on_monthday_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     return await _ask_time(update)
 
 
-async def _every_chosen(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, seconds: int
-) -> int | None:
+async def _every_chosen(update: Update, context: Context, seconds: int) -> int | None:
     draft = _draft(update, context)
     try:
-        spec = every_spec(seconds, services(context).clock.now(), draft.zone)
+        spec = every_spec(seconds, context.services.clock.now(), draft.zone)
     except TicklerError as error:
         await _say(update, str(error))
         return None
     return await _when_done(update, context, draft, spec)
 
 
-async def on_hours(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_hours(update: Update, context: Context) -> int | None:
     """An hours button: n:hours:4."""
     query, args = await _pressed(update)
     hours = int(args[0]) if args and args[0].isdigit() else 1
@@ -613,7 +606,7 @@ async def on_hours(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | 
     return await _every_chosen(update, context, hours * 3600)
 
 
-async def on_hours_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_hours_typed(update: Update, context: Context) -> int | None:
     """`4` (hours), or with a unit: `30m`, `2d`."""
     try:
         seconds = parse_duration(_text(update), bare_unit=3600)
@@ -623,17 +616,17 @@ async def on_hours_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     return await _every_chosen(update, context, seconds)
 
 
-async def _once_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> int | None:
+async def _once_chosen(update: Update, context: Context, text: str) -> int | None:
     draft = _draft(update, context)
     try:
-        at = parse_once(text, services(context).clock.now(), draft.zone)
+        at = parse_once(text, context.services.clock.now(), draft.zone)
     except TicklerError as error:
         await _say(update, str(error))
         return None
     return await _when_done(update, context, draft, once_spec(at, draft.zone))
 
 
-async def on_once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_once(update: Update, context: Context) -> int | None:
     """A one-time choice button: n:once:<index>."""
     query, args = await _pressed(update)
     index = int(args[0]) if args and args[0].isdigit() else 0
@@ -642,28 +635,28 @@ async def on_once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | N
     return await _once_chosen(update, context, text)
 
 
-async def on_once_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_once_typed(update: Update, context: Context) -> int | None:
     return await _once_chosen(update, context, _text(update))
 
 
-async def on_cron_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_cron_typed(update: Update, context: Context) -> int | None:
     """A cron expression; quotes around it are allowed."""
     draft = _draft(update, context)
     expr = _text(update).strip().strip("\"'“”‘’")
     return await _when_done(update, context, draft, cron_spec(expr, draft.zone))
 
 
-async def _name_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE, name: str) -> int | None:
+async def _name_chosen(update: Update, context: Context, name: str) -> int | None:
     draft = _draft(update, context)
     try:
-        draft.name = _check_name(services(context).service, name)
+        draft.name = _check_name(context.services.service, name)
     except TicklerError as error:
         await _say(update, str(error))
         return None
     return await _show_preview(update, context, draft)
 
 
-async def on_name(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_name(update: Update, context: Context) -> int | None:
     """[Use "<suggestion>"]."""
     query, _ = await _pressed(update)
     name = default_name(_draft(update, context).action)
@@ -671,11 +664,11 @@ async def on_name(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | N
     return await _name_chosen(update, context, name)
 
 
-async def on_name_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_name_typed(update: Update, context: Context) -> int | None:
     return await _name_chosen(update, context, _text(update))
 
 
-async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_save(update: Update, context: Context) -> int:
     """[Save]: create the schedule and confirm with its next fire."""
     query, _ = await _pressed(update)
     draft = _draft(update, context)
@@ -684,7 +677,7 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     assert user is not None and draft.spec is not None
     await _drop_buttons(query)
     try:
-        schedule = await services(context).service.create_schedule(
+        schedule = await context.services.service.create_schedule(
             _chat_id(update),
             Owner(id=user.id, first_name=user.first_name),
             name=draft.name,
@@ -704,11 +697,11 @@ async def on_save(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def on_confirm_typed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_confirm_typed(update: Update, context: Context) -> None:
     await _say(update, "Press Save to create the schedule, or Cancel.")
 
 
-async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def cancel(update: Update, context: Context) -> int:
     """/cancel or [Cancel], at any step."""
     if update.callback_query is not None:
         query, _ = await _pressed(update)
@@ -718,7 +711,7 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def stale(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stale(update: Update, context: Context) -> None:
     """A button from an earlier step of a form still open."""
     assert update.callback_query is not None
     await update.callback_query.answer(
@@ -726,25 +719,25 @@ async def stale(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def expired(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def expired(update: Update, context: Context) -> None:
     """A button of a form that has ended (saved, cancelled or timed out)."""
     assert update.callback_query is not None
     await update.callback_query.answer("This form is closed; start again with /new.")
 
 
-async def timed_out(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def timed_out(update: Update, context: Context) -> None:
     """The form was left alone too long."""
     _forget(update, context)
 
 
-_Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, Any]]
+_Callback = Callable[[Update, Context], Coroutine[Any, Any, Any]]
 
 
-def _typed(callback: _Callback) -> MessageHandler[ContextTypes.DEFAULT_TYPE, Any]:
+def _typed(callback: _Callback) -> MessageHandler[Context, Any]:
     return MessageHandler(filters.TEXT & ~filters.COMMAND, callback)
 
 
-def _on(step: str, callback: _Callback) -> CallbackQueryHandler[ContextTypes.DEFAULT_TYPE, Any]:
+def _on(step: str, callback: _Callback) -> CallbackQueryHandler[Context, Any]:
     return CallbackQueryHandler(callback, pattern=f"^n:{step}(:|$)")
 
 
@@ -784,7 +777,9 @@ def build_conversation() -> ConversationHandler:  # type: ignore[type-arg]
         )
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
     """The /new conversation, then an answer for buttons of forms already closed."""
-    app.add_handler(build_conversation())
-    app.add_handler(CallbackQueryHandler(expired, pattern=r"^n:"))
+    return [
+        build_conversation(),
+        CallbackQueryHandler(expired, pattern=r"^n:"),
+    ]

@@ -6,23 +6,25 @@ both go through ScheduleService.change_setting, which validates.
 
 from __future__ import annotations
 
+from typing import Any
+
 from telegram import Update
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+from telegram.ext import BaseHandler, CallbackQueryHandler
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Context
 from bot.handlers.schedules import Outcome, StaleButton, arg, button_handler
 from bot.views_policies import policies_menu, setting_line
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
 
 @button_handler
 async def on_policy_button(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, data: callbacks.Callback, chat_id: int
+    update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
     """o:menu:<id> opens the menu; o:set:<id>:<setting>:<value> changes one policy."""
-    service = services(context).service
+    service = context.services.service
     sid = arg(data, 0)
     if data.action == "menu":
         schedule = await service.get_schedule(chat_id, sid)
@@ -38,5 +40,8 @@ async def on_policy_button(
     raise StaleButton
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CallbackQueryHandler(on_policy_button, pattern=r"^o:"))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CallbackQueryHandler(on_policy_button, pattern=r"^o:"),
+    ]

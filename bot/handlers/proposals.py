@@ -9,11 +9,13 @@ nothing ("That proposal does not exist here.").
 
 from __future__ import annotations
 
+from typing import Any
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import callbacks
-from bot.context import services
+from bot.context import Context
 from bot.handlers.schedules import (
     Outcome,
     StaleButton,
@@ -30,9 +32,8 @@ from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound, Ru
 from scheduler.models import Run, Schedule
 from scheduler.proposals import Proposal
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
-Context = ContextTypes.DEFAULT_TYPE
 
 #: Items /approve lists of each kind, and the length of a button's label.
 SHOWN = 10
@@ -60,7 +61,7 @@ async def on_proposal_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
     """p:<approve|reject|undo>:<proposal_id>: an admin's answer, applied once."""
-    svc = services(context)
+    svc = context.services
     proposals = svc.proposals
     if proposals is None or data.action not in _TOASTS:
         raise StaleButton
@@ -114,7 +115,7 @@ def _waiting_list(
 @command_handler
 async def approve(update: Update, context: Context, chat_id: int) -> None:
     """/approve lists what waits for an answer; /approve ID approves that proposal or run."""
-    svc = services(context)
+    svc = context.services
     proposals = svc.proposals
     if proposals is None:
         raise InvalidState("Approvals are not running yet; try again in a moment.")
@@ -138,7 +139,7 @@ async def approve(update: Update, context: Context, chat_id: int) -> None:
 
 
 async def _approve_run(update: Update, context: Context, chat_id: int, run_id: str) -> None:
-    service = services(context).service
+    service = context.services.service
     try:
         run = await service.approve_run(chat_id, run_id)
     except RunNotFound:
@@ -150,7 +151,9 @@ async def _approve_run(update: Update, context: Context, chat_id: int, run_id: s
     await reply(update, f"👍 Approved; the run of {esc(schedule.name)} for {when} runs now.")
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
-    app.add_handler(CommandHandler("approve", approve))
-    app.add_handler(CallbackQueryHandler(on_proposal_button, pattern=r"^p:"))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("approve", approve),
+        CallbackQueryHandler(on_proposal_button, pattern=r"^p:"),
+    ]

@@ -11,13 +11,13 @@ Every id is looked up in the chat the command or button came from.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import callbacks, views_runs
-from bot.context import services
+from bot.context import Context
 from bot.handlers.schedules import (
     Outcome,
     StaleButton,
@@ -42,9 +42,8 @@ from bot.views_schedules import (
 from scheduler.errors import InvalidState
 from scheduler.models import Run
 
-__all__ = ["register"]
+__all__ = ["handlers"]
 
-Context = ContextTypes.DEFAULT_TYPE
 Choice = Literal["latest", "all", "skip"]
 
 #: How many dead letters /deadletters shows, one message each.
@@ -55,7 +54,7 @@ DEAD_LETTERS_SHOWN = 10
 async def _history(
     context: Context, chat_id: int, schedule_id: str | None, page: int
 ) -> tuple[str, InlineKeyboardMarkup | None]:
-    service = services(context).service
+    service = context.services.service
     page = max(page, 0)
     schedule = await service.get_schedule(chat_id, schedule_id) if schedule_id else None
     runs = await service.history(
@@ -113,7 +112,7 @@ async def run_detail(update: Update, context: Context, chat_id: int) -> None:
             update, "Which run? Use /run RUN_ID; /history has a button for each.", html=False
         )
         return
-    detail = await services(context).service.run_detail(chat_id, context.args[0])
+    detail = await context.services.service.run_detail(chat_id, context.args[0])
     await reply(update, views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
 
 
@@ -122,7 +121,7 @@ async def on_run_detail(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
     """r:show:<run_id>: a /history line's button opens the run's detail (a new message)."""
-    detail = await services(context).service.run_detail(chat_id, arg(data, 0))
+    detail = await context.services.service.run_detail(chat_id, arg(data, 0))
     return Outcome(text=views_runs.run_detail(detail.run, detail.attempts, detail.schedule))
 
 
@@ -130,7 +129,7 @@ async def on_run_detail(
 @command_handler
 async def dead_letters(update: Update, context: Context, chat_id: int) -> None:
     """/deadletters: dead and uncertain runs, each with its buttons."""
-    service = services(context).service
+    service = context.services.service
     runs = await service.dead_letters(chat_id, limit=DEAD_LETTERS_SHOWN + 1)
     shown = runs[:DEAD_LETTERS_SHOWN]
     await reply(update, dead_letters_header(len(shown), len(runs) > len(shown)))
@@ -152,7 +151,7 @@ async def retry(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, "Which run? Use /retry RUN_ID; /deadletters lists them.", html=False)
         return
-    svc = services(context)
+    svc = context.services
     run = await svc.service.retry(chat_id, context.args[0])
     sends = to_agent(svc, (await svc.service.run_detail(chat_id, run.id)).schedule)
     text = (
@@ -221,7 +220,7 @@ async def on_run_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
     """r:<action>:<run_id>: applied once; a second press says what the run already is."""
-    service = services(context).service
+    service = context.services.service
     run_id = arg(data, 0)
     actions = {
         "retry": service.retry,
@@ -244,7 +243,7 @@ async def on_run_button(
     where = ""
     if data.action == "retry":
         schedule = (await service.run_detail(chat_id, run_id)).schedule
-        where = views_runs.answer_where(to_agent(services(context), schedule))
+        where = views_runs.answer_where(to_agent(context.services, schedule))
     return _settled(update, toast, line.format(who=_who(update), where=where), f":{run_id}")
 
 
@@ -265,7 +264,7 @@ async def on_missed_button(
         last = datetime.fromtimestamp(b + 1, UTC) - timedelta(microseconds=1)
     except (OverflowError, OSError, ValueError):
         raise StaleButton from None
-    service = services(context).service
+    service = context.services.service
     changed = await service.settle_missed(chat_id, schedule_id, first, last, choice)
     runs = await service.history(chat_id, schedule_id, limit=1000)
     window = [r for r in runs if first <= r.scheduled_for <= last]
@@ -277,14 +276,16 @@ async def on_missed_button(
     return _settled(update, text, f"{esc(text)} (chosen by {_who(update)})", f":{a}:{b}")
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
-    app.add_handler(CommandHandler("history", history))
-    app.add_handler(CommandHandler("deadletters", dead_letters))
-    app.add_handler(CommandHandler("retry", retry))
-    app.add_handler(CommandHandler("run", run_detail))
-    app.add_handler(CallbackQueryHandler(on_history_page, pattern=r"^(h:|s:hist(:|$))"))
-    # Before on_run_button, which takes every other r: button.
-    app.add_handler(CallbackQueryHandler(on_run_detail, pattern=r"^r:show:"))
-    app.add_handler(CallbackQueryHandler(on_run_button, pattern=r"^r:"))
-    app.add_handler(CallbackQueryHandler(on_missed_button, pattern=r"^m:"))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("history", history),
+        CommandHandler("deadletters", dead_letters),
+        CommandHandler("retry", retry),
+        CommandHandler("run", run_detail),
+        CallbackQueryHandler(on_history_page, pattern=r"^(h:|s:hist(:|$))"),
+        # Before on_run_button, which takes every other r: button.
+        CallbackQueryHandler(on_run_detail, pattern=r"^r:show:"),
+        CallbackQueryHandler(on_run_button, pattern=r"^r:"),
+        CallbackQueryHandler(on_missed_button, pattern=r"^m:"),
+    ]

@@ -16,10 +16,10 @@ from typing import Any
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import callbacks
-from bot.context import Services, services
+from bot.context import Context, Services
 from bot.render import esc, local, zone_of
 from bot.views_runs import run_now_text
 from bot.views_schedules import (
@@ -39,7 +39,7 @@ __all__ = [
     "button_handler",
     "chat_of",
     "command_handler",
-    "register",
+    "handlers",
     "to_agent",
 ]
 
@@ -49,8 +49,6 @@ log = logging.getLogger("tickler.bot")
 STALE = "That button is out of date; send the command again."
 #: Telegram's limit for a callback answer's text.
 _MAX_TOAST = 200
-
-Context = ContextTypes.DEFAULT_TYPE
 
 
 # --- shared helpers -----------------------------------------------------------------------
@@ -198,7 +196,7 @@ def _which(command: str, extra: str = "") -> str:
 
 # --- the card ---------------------------------------------------------------------------
 async def _card(update: Update, context: Context, schedule: Schedule) -> str:
-    svc = services(context)
+    svc = context.services
     runs = await svc.service.history(schedule.chat_id, schedule.id, limit=1)
     return schedule_card(schedule, svc.clock.now(), runs[0] if runs else None, user_names(update))
 
@@ -230,8 +228,8 @@ def to_agent(svc: Services, schedule: Schedule | None) -> bool:
 @command_handler
 async def list_schedules(update: Update, context: Context, chat_id: int) -> None:
     """/schedules: this chat's schedules, five a page."""
-    schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, 0, services(context).clock.now())
+    schedules = await context.services.service.list_schedules(chat_id)
+    text, markup, _ = schedules_page(schedules, 0, context.services.clock.now())
     await reply(update, text, markup)
 
 
@@ -241,7 +239,7 @@ async def show_schedule(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("show"), html=False)
         return
-    schedule = await services(context).service.get_schedule(chat_id, context.args[0])
+    schedule = await context.services.service.get_schedule(chat_id, context.args[0])
     await reply(update, await _card(update, context, schedule), card_keyboard(schedule))
 
 
@@ -253,7 +251,7 @@ async def pause(update: Update, context: Context, chat_id: int) -> None:
         return
     user = update.effective_user
     reason = " ".join(context.args[1:]).strip() or None
-    schedule = await services(context).service.pause(
+    schedule = await context.services.service.pause(
         chat_id, context.args[0], by=user.id if user else None, reason=reason
     )
     await reply(
@@ -269,7 +267,7 @@ async def resume(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("resume"), html=False)
         return
-    resumed = await services(context).service.resume(chat_id, context.args[0])
+    resumed = await context.services.service.resume(chat_id, context.args[0])
     await reply(update, _resumed(resumed.schedule, resumed.skipped_while_paused))
 
 
@@ -279,7 +277,7 @@ async def delete(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("delete"), html=False)
         return
-    schedule = await services(context).service.get_schedule(chat_id, context.args[0])
+    schedule = await context.services.service.get_schedule(chat_id, context.args[0])
     text, markup = archive_question(schedule)
     await reply(update, text, markup)
 
@@ -290,7 +288,7 @@ async def run_now(update: Update, context: Context, chat_id: int) -> None:
     if not context.args:
         await reply(update, _which("runnow"), html=False)
         return
-    svc = services(context)
+    svc = context.services
     requested = await svc.service.request_run(chat_id, context.args[0])
     sends = to_agent(svc, requested.schedule)
     text = run_now_text(requested.schedule, requested.run, requested.behind, to_agent=sends)
@@ -306,8 +304,8 @@ async def on_list_page(
 ) -> Outcome:
     """l:<page>: another page of /schedules, in place."""
     page = int_arg(data.action)
-    schedules = await services(context).service.list_schedules(chat_id)
-    text, markup, _ = schedules_page(schedules, page, services(context).clock.now())
+    schedules = await context.services.service.list_schedules(chat_id)
+    text, markup, _ = schedules_page(schedules, page, context.services.clock.now())
     return Outcome(text=text, markup=markup, edit=True)
 
 
@@ -316,7 +314,7 @@ async def on_schedule_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
     """s:<action>:<schedule_id>[:c]: the card's buttons (and the alerts' Resume/Run now)."""
-    service = services(context).service
+    service = context.services.service
     sid = arg(data, 0)
     on_card = data.args[1:2] == (CARD_MARK,)
     user = update.effective_user
@@ -345,7 +343,7 @@ async def on_schedule_button(
     if action == "run":
         requested = await service.request_run(chat_id, sid)
         schedule, behind = requested.schedule, requested.behind
-        sends = to_agent(services(context), schedule)
+        sends = to_agent(context.services, schedule)
         toast = (
             "Queued behind the run in progress."
             if behind is not None
@@ -389,14 +387,16 @@ async def on_schedule_button(
     raise StaleButton
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
-    app.add_handler(CommandHandler("schedules", list_schedules))
-    app.add_handler(CommandHandler("show", show_schedule))
-    app.add_handler(CommandHandler("pause", pause))
-    app.add_handler(CommandHandler("resume", resume))
-    app.add_handler(CommandHandler("delete", delete))
-    app.add_handler(CommandHandler("runnow", run_now))
-    app.add_handler(CallbackQueryHandler(on_list_page, pattern=r"^l:"))
-    # s:hist belongs to bot/handlers/runs.py, which renders histories.
-    app.add_handler(CallbackQueryHandler(on_schedule_button, pattern=r"^s:(?!hist(:|$))"))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("schedules", list_schedules),
+        CommandHandler("show", show_schedule),
+        CommandHandler("pause", pause),
+        CommandHandler("resume", resume),
+        CommandHandler("delete", delete),
+        CommandHandler("runnow", run_now),
+        CallbackQueryHandler(on_list_page, pattern=r"^l:"),
+        # s:hist belongs to bot/handlers/runs.py, which renders histories.
+        CallbackQueryHandler(on_schedule_button, pattern=r"^s:(?!hist(:|$))"),
+    ]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from telegram import Update
 from telegram.constants import ParseMode
 from telegram.ext import (
-    Application,
+    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     MessageHandler,
     filters,
 )
 
-from bot.context import services
+from bot.context import Context
 from bot.render import esc
 from scheduler.errors import TicklerError
 
@@ -21,10 +22,10 @@ from scheduler.errors import TicklerError
 STALE_BUTTON = "That button is out of date; send the command again."
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def start(update: Update, context: Context) -> None:
     """Welcome and the shortest path to a first schedule."""
     assert update.effective_chat is not None and update.effective_message is not None
-    zone = await services(context).service.chat_timezone(update.effective_chat.id)
+    zone = await context.services.service.chat_timezone(update.effective_chat.id)
     await update.effective_message.reply_text(
         "Hi! I keep your agent's recurring work on time.\n\n"
         f"This chat's time zone is <b>{esc(zone)}</b> (change it with /tz).\n"
@@ -34,7 +35,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def help_command(update: Update, context: Context) -> None:
     """Every command with its one-line description."""
     from bot.app import COMMANDS
 
@@ -43,10 +44,10 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await update.effective_message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
 
 
-async def tz(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def tz(update: Update, context: Context) -> None:
     """Show the chat's zone, or set it: /tz Europe/Berlin."""
     assert update.effective_chat is not None and update.effective_message is not None
-    service = services(context).service
+    service = context.services.service
     chat_id = update.effective_chat.id
     if not context.args:
         zone = await service.chat_timezone(chat_id)
@@ -65,26 +66,31 @@ async def tz(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown_command(update: Update, context: Context) -> None:
     """Any command no handler took."""
     assert update.effective_message is not None
     await update.effective_message.reply_text("I don't know that command; /help lists them.")
 
 
-async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown_button(update: Update, context: Context) -> None:
     """A button press no handler took (data no keyboard of ours carries): answered, so
     the user's button does not spin until Telegram gives up."""
     assert update.callback_query is not None
     await update.callback_query.answer(STALE_BUTTON)
 
 
-def register_fallback(app: Application) -> None:  # type: ignore[type-arg]
+def fallbacks() -> list[BaseHandler[Any, Context, Any]]:
     """Registered after every other handler: only what nothing else matched lands here."""
-    app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
-    app.add_handler(CallbackQueryHandler(unknown_button))
+    return [
+        MessageHandler(filters.COMMAND, unknown_command),
+        CallbackQueryHandler(unknown_button),
+    ]
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("start", start))
-    app.add_handler(CommandHandler("help", help_command))
-    app.add_handler(CommandHandler("tz", tz))
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("start", start),
+        CommandHandler("help", help_command),
+        CommandHandler("tz", tz),
+    ]

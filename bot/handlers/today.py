@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot import callbacks
-from bot.context import Services, services
+from bot.context import Context, Services
 from bot.handlers.schedules import (
-    Context,
     Outcome,
     arg,
     button_handler,
@@ -29,7 +29,7 @@ from scheduler.models import RunStatus
 from scheduler.proposals import ProposalStatus
 from scheduler.work_items import FILE_PROOF, WorkItem, WorkItemService
 
-__all__ = ["parse_date", "register", "today_text"]
+__all__ = ["handlers", "parse_date", "today_text"]
 
 _RELATIVE = re.compile(r"^(\d{1,3})([hdw])$", re.IGNORECASE)
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
@@ -165,7 +165,7 @@ async def today_text(
 @command_handler
 async def today(update: Update, context: Context, chat_id: int) -> None:
     """/today: what needs the operator now."""
-    svc = services(context)
+    svc = context.services
     text, markup = await today_text(svc, chat_id, svc.clock.now())
     await reply(update, text, markup)
 
@@ -173,7 +173,7 @@ async def today(update: Update, context: Context, chat_id: int) -> None:
 @command_handler
 async def followup(update: Update, context: Context, chat_id: int) -> None:
     """/followup ITEM sent 3d | /followup ITEM received | /followup 3d WHAT."""
-    svc = services(context)
+    svc = context.services
     items = _items(svc)
     args = list(context.args or [])
     usage = (
@@ -215,7 +215,7 @@ async def followup(update: Update, context: Context, chat_id: int) -> None:
 @command_handler
 async def wait(update: Update, context: Context, chat_id: int) -> None:
     """/wait ITEM WHO DATE NOTE."""
-    svc = services(context)
+    svc = context.services
     args = list(context.args or [])
     if len(args) < 4:
         raise InvalidState("Use /wait ITEM WHO DATE NOTE, like /wait ITEM Sponsor 3d asked for it.")
@@ -233,7 +233,7 @@ async def wait(update: Update, context: Context, chat_id: int) -> None:
 @command_handler
 async def done(update: Update, context: Context, chat_id: int) -> None:
     """/done ITEM [link]."""
-    svc = services(context)
+    svc = context.services
     args = list(context.args or [])
     if not args:
         raise InvalidState("Which item? Use /done ITEM [link]; /today lists them.")
@@ -254,7 +254,7 @@ async def done_with_file(update: Update, context: Context, chat_id: int) -> None
     attachment = message.document or (message.photo[-1] if message.photo else None)
     assert attachment is not None
     name = getattr(attachment, "file_name", None) or "photo"
-    items = _items(services(context))
+    items = _items(context.services)
     item = await items.get(chat_id, words[1])
     item = await items.done(item, f"{FILE_PROOF}{attachment.file_id} {name}", actor=_actor(update))
     await reply(update, f"Done: {esc(item.title)} (proof: {esc(name)}).")
@@ -264,7 +264,7 @@ async def done_with_file(update: Update, context: Context, chat_id: int) -> None
 async def on_item_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
-    svc = services(context)
+    svc = context.services
     items = _items(svc)
     item = await items.get(chat_id, arg(data, 0))
     if data.action == "done":
@@ -275,16 +275,16 @@ async def on_item_button(
     return Outcome(toast="That button is out of date; send the command again.")
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
-    """Add this family's handlers."""
-    app.add_handler(CommandHandler("today", today))
-    app.add_handler(CommandHandler("followup", followup))
-    app.add_handler(CommandHandler("wait", wait))
-    app.add_handler(CommandHandler("done", done))
-    app.add_handler(
+def handlers() -> list[BaseHandler[Any, Context, Any]]:
+    """This family's handlers, in the order PTB tries them."""
+    return [
+        CommandHandler("today", today),
+        CommandHandler("followup", followup),
+        CommandHandler("wait", wait),
+        CommandHandler("done", done),
         MessageHandler(
             (filters.Document.ALL | filters.PHOTO) & filters.CaptionRegex(r"^/done(@\w+)?\s"),
             done_with_file,
-        )
-    )
-    app.add_handler(CallbackQueryHandler(on_item_button, pattern=r"^w:"))
+        ),
+        CallbackQueryHandler(on_item_button, pattern=r"^w:"),
+    ]
