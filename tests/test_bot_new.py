@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.views_new import EVERY_HELP, ONE_LINE_HELP, TIME_HELP
+from bot.views_schedules import EMPTY_LIST
 from scheduler.models import Action, ActionKind, Owner, Schedule
 from scheduler.service import TriggerSpec
 from scheduler.timeutil import format_utc
@@ -275,6 +276,23 @@ async def test_cancel_at_any_step_creates_nothing(bot: BotHarness) -> None:
         "This form is closed; start again with /new."
     )
     assert await schedules(bot) == []
+
+
+async def test_other_commands_pass_an_open_form_by_and_text_still_answers_it(
+    bot: BotHarness,
+) -> None:
+    """The handler order documented in bot.app.handlers: a command in the middle of a
+    form goes to its own handler (or the unknown-command answer) and leaves the form
+    open; plain text then answers the form, not the agent."""
+    alice = bot.alice
+    await guided_until_when(alice)
+    await alice.press("Custom cron")
+    await alice.wait_reply(containing="five-field cron")
+    assert await answers_once(alice, "/schedules") == EMPTY_LIST
+    assert await answers_once(alice, "/nonsense") == "I don't know that command; /help lists them."
+    await alice.send("0 9 * * 1-5")
+    await alice.wait_reply(containing="What should it be called?")
+    assert bot.agent.requests == []
 
 
 async def test_an_abandoned_form_times_out_and_stops_capturing_messages(bot: BotHarness) -> None:
