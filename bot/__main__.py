@@ -16,7 +16,7 @@ from bot.logs import configure_logging_from_settings
 from bot.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from telegram.ext import Application
+    from bot.context import TicklerApp
 
 log = logging.getLogger("tickler")
 
@@ -145,7 +145,7 @@ async def _serve_bot(settings: Settings) -> None:
         await close_services(app)
 
 
-async def _set_webhook(app: Application, settings: Settings) -> None:  # type: ignore[type-arg]
+async def _set_webhook(app: TicklerApp, settings: Settings) -> None:
     """Webhook mode: Telegram pushes updates to our own HTTP server (`bot.http_api`, on
     HTTP_HOST:HTTP_PORT, route = WEBHOOK_URL's path), which puts them on the update
     queue; no updater, no second server."""

@@ -741,7 +741,7 @@ def _on(step: str, callback: _Callback) -> CallbackQueryHandler[Context, Any]:
     return CallbackQueryHandler(callback, pattern=f"^n:{step}(:|$)")
 
 
-def build_conversation() -> ConversationHandler:  # type: ignore[type-arg]
+def build_conversation() -> ConversationHandler[Context]:
     with warnings.catch_warnings():
         # per_message=False is deliberate: the text steps need per-chat tracking, and
         # stale buttons are answered by `stale`.
