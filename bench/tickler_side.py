@@ -13,14 +13,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import SystemClock
 from bench.measure import FireLog, Result, cpu_seconds
-from scheduler.clock import SystemClock
-from scheduler.dispatch import (
-    Dispatcher,
-    DispatchRequest,
-    DispatchResult,
-    HttpAgentDispatcher,
-)
+from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import UnreadableSchedule
 from scheduler.planning import FirePlan
@@ -37,7 +33,7 @@ class _TimedDispatcher:
         self._inner = inner
         self._log = log
         # As the engine treats the dispatcher it wraps (no dispatcher: returns at once).
-        self.limits_own_time = getattr(inner, "limits_own_time", True)
+        self.limits_own_time = True if inner is None else inner.limits_own_time
 
     async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
         self._log.started(request.scheduled_for.timestamp())

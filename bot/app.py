@@ -19,6 +19,8 @@ from telegram import BotCommand, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, TypeHandler
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.process import tune_gc
 from bot import access, redact
 from bot.context import SERVICES_KEY, Services
 from bot.followups import ping_followups_forever
@@ -43,11 +45,16 @@ from bot.notifier import TelegramNotifier
 from bot.outbox import deliver_pending_forever, network_backoff
 from bot.proposal_expiry import expire_proposals_forever
 from bot.retention import prune_history_forever
-from bot.runtime import apply_configured_schedules, build_clock, build_dispatcher, engine_config
+from bot.runtime import (
+    apply_configured_schedules,
+    build_clock,
+    build_dispatcher,
+    build_engine,
+    engine_config,
+)
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.dispatch import HttpAgentDispatcher
-from scheduler.engine import Engine, EngineConfig
+from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
@@ -165,7 +172,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     store.on_write_health = notifier.database_health_changed
     metrics = app.bot_data["metrics"] = Metrics()
     work_items = WorkItemService(store, clock)
-    engine = Engine(
+    engine = build_engine(
         store,
         clock,
         dispatcher,
@@ -188,6 +195,7 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     app.bot_data[SERVICES_KEY] = svc
     # Listen first: a port in use stops start-up before the engine claims anything.
     await _start_http(app, settings, metrics)
+    tune_gc()
     svc.engine_task = asyncio.create_task(engine.run_forever(), name="engine")
     svc.proposal_task = asyncio.create_task(
         expire_proposals_forever(proposal_service, notifier, clock), name="proposal-expiry"

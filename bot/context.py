@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, cast
 
 from telegram.ext import ContextTypes
 
+from adapters.agent_dispatch import HttpAgentDispatcher
 from bot.loop_watchdog import LoopWatchdog
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService

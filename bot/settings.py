@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scheduler.clock import parse_test_clock
+from adapters.clocks import parse_test_clock
 from scheduler.cron import load_zone
 
 __all__ = [

@@ -20,6 +20,7 @@ from typing import Any
 import pytest_asyncio
 from telegram.ext import Application
 
+from adapters.clocks import FakeClock
 from bot.app import (
     build_application,
     close_services,
@@ -29,7 +30,6 @@ from bot.app import (
 )
 from bot.context import SERVICES_KEY, Services
 from bot.settings import Settings
-from scheduler.clock import FakeClock
 from scheduler.engine import EngineConfig
 from tests.agent_stub import AgentStub
 from tests.telegram_server import TelegramServer, TgUser

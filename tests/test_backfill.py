@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, Owner, RunStatus, RunTrigger

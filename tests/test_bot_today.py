@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import TriggerSpec
 from scheduler.work_items import WorkItem, WorkItemStatus

@@ -22,13 +22,8 @@ import trustme
 from aiohttp import web
 from pydantic import ValidationError
 
-from scheduler.dispatch import (
-    DispatchError,
-    DispatchRequest,
-    HttpAgentDispatcher,
-    Operator,
-    synthetic_update_id,
-)
+from adapters.agent_dispatch import HttpAgentDispatcher
+from scheduler.dispatching import DispatchError, DispatchRequest, Operator, synthetic_update_id
 from tests.agent_stub import AgentStub, Reply, refused_url
 
 FIRE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)

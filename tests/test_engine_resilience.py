@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import (
     Action,

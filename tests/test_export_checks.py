@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.service import ScheduleService
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore

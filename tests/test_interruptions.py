@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.engine import Engine, EngineConfig
 from scheduler.ids import new_id
 from scheduler.models import Action, Owner, Run, RunStatus, RunTrigger, interrupted_error

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock, SystemClock
 from bot.logs import build_handler, configure_logging_from_settings
 from bot.settings import ConfigError, load_settings
-from scheduler.clock import FakeClock, SystemClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.log_context import log_context
 from scheduler.models import Action, Owner, Policies, RetryPolicy, Run, RunStatus

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from adapters.clocks import FakeClock
 from bot.app import NOTIFIER_KEY
 from bot.notifier import TelegramNotifier
-from scheduler.clock import FakeClock
-from scheduler.dispatch import DispatchError
+from scheduler.dispatching import DispatchError
 from scheduler.models import Action, Owner
 from scheduler.service import TriggerSpec
 from scheduler.store import Notification, NotificationStatus

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
 from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.agent_tools import TOOLS, AgentTools
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, RiskTier, RunStatus

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
 from bot.app import COMMANDS
 from bot.cli import build_parser, main
 from bot.settings import Settings
-from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+from scheduler.dispatching import DispatchRequest, Operator
 from scheduler.proposals import ProposalRequest
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from bot.metrics import Metrics
 from bot.retention import KEEP_RUNS_PER_SCHEDULE, PRUNE_EVERY, prune_history_forever
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.ids import new_id
 from scheduler.models import Action, RiskTier, Run, RunStatus
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus

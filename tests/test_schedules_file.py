@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.schedules_file import UnusableFile, apply_schedules_file, parse_entries
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
-from scheduler.schedules_file import (
-    REMOVED_REASON,
-    UnusableFile,
-    apply_schedules_file,
-    parse_entries,
-)
+from scheduler.schedules_file import REMOVED_REASON
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore

@@ -35,7 +35,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from scheduler.clock import AcceleratedClock
+from adapters.clocks import AcceleratedClock
 from tests.telegram_server import TelegramServer
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import AcceleratedClock
+from adapters.clocks import AcceleratedClock
 from scheduler.engine import EngineConfig
 from scheduler.models import (
     INTERRUPTED,

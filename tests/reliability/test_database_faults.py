@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.database import BUSY_TIMEOUT_MS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from scheduler.stats import percentile
