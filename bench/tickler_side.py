@@ -15,6 +15,7 @@ from pathlib import Path
 
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import SystemClock
+from adapters.process import tune_gc
 from bench.measure import FireLog, Result, cpu_seconds
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
@@ -86,6 +87,7 @@ async def _run_engine(
         config=EngineConfig(max_concurrency=concurrency),
         notifier=notifier,
     )
+    tune_gc()  # as bot/runtime.py does before the loop
     loop = asyncio.create_task(engine.run_forever())
     try:
         await asyncio.wait_for(done.wait(), timeout)
@@ -144,6 +146,7 @@ async def steady(
 async def idle(db: Path, n: int, seconds: float) -> Result:
     store = await SqliteStore.open(db)
     engine = Engine(store, SystemClock(), _TimedDispatcher(None, FireLog()))
+    tune_gc()
     loop = asyncio.create_task(engine.run_forever())
     while engine.ticks < 1:  # noqa: ASYNC110 - the engine offers no event for its first tick
         await asyncio.sleep(0.01)
