@@ -314,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     size.add_argument("--full", action="store_true", help="add 100,000-schedule bursts")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to PATH (nothing is written by default)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the results as JSON to PATH (by default, none is written)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
     plan = PLANS["quick" if args.quick else "full" if args.full else "default"]
