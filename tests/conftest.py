@@ -21,7 +21,7 @@ from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
-    from tests.agent_stub import AgentStub
+    from bot.demo_kit.agent_stub import AgentStub
 
 pytest_plugins = ["tests.agent_stub", "tests.telegram_server", "tests.bot_harness"]
 

@@ -23,8 +23,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.agent_dispatch import HttpAgentDispatcher
+from bot.demo_kit.agent_stub import AgentStub, Reply, refused_url
 from scheduler.dispatching import DispatchError, DispatchRequest, Operator, synthetic_update_id
-from tests.agent_stub import AgentStub, Reply, refused_url
 
 FIRE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 

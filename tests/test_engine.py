@@ -12,6 +12,7 @@ import pytest
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock, SystemClock
 from bench import seed
+from bot.demo_kit.agent_stub import AgentStub, refused_url
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import UnreadableSchedule
@@ -30,7 +31,6 @@ from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub, refused_url
 
 CHAT = 4242
 ADA = Owner(id=4242, first_name="Ada")

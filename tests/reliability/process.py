@@ -36,7 +36,7 @@ from typing import Any, Self
 import aiohttp
 
 from adapters.clocks import AcceleratedClock
-from tests.telegram_server import TelegramServer
+from bot.demo_kit.telegram_server import TelegramServer
 
 __all__ = [
     "START",
