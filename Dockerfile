@@ -19,6 +19,7 @@ RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY scheduler ./scheduler
+COPY adapters ./adapters
 COPY storage ./storage
 COPY prompts ./prompts
 # --no-deps: everything came from the lock; `pip check` fails the build if the lock

@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.agent_stub import AgentStub  # noqa: E402
-from tests.telegram_server import TelegramServer  # noqa: E402
+from bot.demo_kit.agent_stub import AgentStub  # noqa: E402
+from bot.demo_kit.telegram_server import TelegramServer  # noqa: E402
 
 #: What the Dockerfile's builder copies (COPY lines), and so what gets installed.
 PROJECT_FILES = ("pyproject.toml", "README.md", "bot", "scheduler", "storage", "prompts")

@@ -314,12 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     size.add_argument("--full", action="store_true", help="add 100,000-schedule bursts")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these")
-    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the results as JSON to PATH (by default, none is written)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
     plan = PLANS["quick" if args.quick else "full" if args.full else "default"]
     chosen = args.only or list(SCENARIOS)
-    out = args.json or ROOT / "bench" / f"results-{plan.mode}.json"
+    out: Path | None = args.json
     workdir = Path(tempfile.mkdtemp(prefix="tickler-bench-"))
     started = time.monotonic()
     agent = subprocess.Popen(
@@ -365,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(render(report))
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON written to {out} ({elapsed:.0f} s in all)")
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {out}")
+    print(f"\n{elapsed:.0f} s in all")
     return 0
 
 

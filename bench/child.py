@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Result, cpu_seconds, emit
+from bot.boot import install_core_sources
 
 
 async def _run(spec: dict[str, Any]) -> Result:
@@ -98,7 +99,8 @@ async def _probe_dispatcher(url: str, n: int, concurrency: int) -> float:
     """POSTs per second through Tickler's own dispatcher, as the engine calls it."""
     from datetime import UTC, datetime
 
-    from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+    from adapters.agent_dispatch import HttpAgentDispatcher
+    from scheduler.dispatching import DispatchRequest, Operator
 
     async with HttpAgentDispatcher(url=url, max_connections=concurrency) as dispatcher:
         due = datetime(2026, 11, 24, 7, tzinfo=UTC)
@@ -127,6 +129,7 @@ async def _probe_dispatcher(url: str, n: int, concurrency: int) -> float:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    install_core_sources()
     # Every system on the loop Tickler ships with (uvloop where installed), so the
     # ratios compare schedulers, not event loops.
     from bot.event_loop import install

@@ -43,12 +43,8 @@ from pyreqwest.compatibility.httpx import HttpxTransport
 # Run from a checkout without installing: make `scheduler` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scheduler.dispatch import (
-    DispatchRequest,
-    HttpAgentDispatcher,
-    Operator,
-    synthetic_update_id,
-)
+from adapters.agent_dispatch import HttpAgentDispatcher
+from scheduler.dispatching import DispatchRequest, Operator, synthetic_update_id
 
 FIRE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 WARMUP = 200

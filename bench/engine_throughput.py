@@ -24,9 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from bench.dispatch_transport import serve
-from scheduler.clock import FakeClock
-from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+from bot.boot import install_core_sources
+from scheduler.dispatching import DispatchRequest, Operator
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--schedules", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
+    install_core_sources()
     n = args.schedules
 
     parent, child = multiprocessing.Pipe()

@@ -33,9 +33,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from adapters.agent_dispatch import HttpAgentDispatcher
 from bench.measure import FireLog, Result
 from bench.seed import seed_tickler
-from scheduler.dispatch import DispatchError, DispatchRequest, HttpAgentDispatcher, Operator
+from bot.boot import install_core_sources
+from scheduler.dispatching import DispatchError, DispatchRequest, Operator
 from scheduler.ids import new_id
 from scheduler.templates import prompt_variables, render
 from storage import runs, schedules
@@ -241,6 +243,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    install_core_sources()
     workdir = Path(tempfile.mkdtemp(prefix="tickler-floor-"))
     try:
         template = workdir / "seed.db"

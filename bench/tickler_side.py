@@ -13,14 +13,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import SystemClock
+from adapters.process import tune_gc
 from bench.measure import FireLog, Result, cpu_seconds
-from scheduler.clock import SystemClock
-from scheduler.dispatch import (
-    Dispatcher,
-    DispatchRequest,
-    DispatchResult,
-    HttpAgentDispatcher,
-)
+from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import UnreadableSchedule
 from scheduler.planning import FirePlan
@@ -37,7 +34,7 @@ class _TimedDispatcher:
         self._inner = inner
         self._log = log
         # As the engine treats the dispatcher it wraps (no dispatcher: returns at once).
-        self.limits_own_time = getattr(inner, "limits_own_time", True)
+        self.limits_own_time = True if inner is None else inner.limits_own_time
 
     async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
         self._log.started(request.scheduled_for.timestamp())
@@ -90,6 +87,7 @@ async def _run_engine(
         config=EngineConfig(max_concurrency=concurrency),
         notifier=notifier,
     )
+    tune_gc()  # as bot/runtime.py does before the loop
     loop = asyncio.create_task(engine.run_forever())
     try:
         await asyncio.wait_for(done.wait(), timeout)
@@ -148,6 +146,7 @@ async def steady(
 async def idle(db: Path, n: int, seconds: float) -> Result:
     store = await SqliteStore.open(db)
     engine = Engine(store, SystemClock(), _TimedDispatcher(None, FireLog()))
+    tune_gc()
     loop = asyncio.create_task(engine.run_forever())
     while engine.ticks < 1:  # noqa: ASYNC110 - the engine offers no event for its first tick
         await asyncio.sleep(0.01)

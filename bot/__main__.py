@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
+from bot.boot import install_core_sources
 from bot.logs import configure_logging_from_settings
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -41,6 +42,7 @@ def _install_stop_handlers(stop: Callable[[], None]) -> None:
 
 
 def serve(*, headless: bool = False) -> int:
+    install_core_sources()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _remember_stop)
     try:
@@ -57,7 +59,7 @@ def serve(*, headless: bool = False) -> int:
     from bot import event_loop
     from bot.app import TelegramStartError
     from bot.http_api import HttpStartError
-    from scheduler.schedules_file import UnusableFile
+    from bot.schedules_file import UnusableFile
     from storage.database import DatabaseUnavailable, SchemaTooNew
 
     log.debug("event loop: %s", event_loop.install())

@@ -31,6 +31,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from adapters.process import tune_gc
 from bot import access, redact
 from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
@@ -55,10 +56,16 @@ from bot.notifier import TelegramNotifier
 from bot.outbox import deliver_pending_forever, network_backoff
 from bot.proposal_expiry import expire_proposals_forever
 from bot.retention import prune_history_forever
-from bot.runtime import apply_configured_schedules, build_clock, build_dispatcher, engine_config
+from bot.runtime import (
+    apply_configured_schedules,
+    build_clock,
+    build_dispatcher,
+    build_engine,
+    engine_config,
+)
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.engine import Engine, EngineConfig
+from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
@@ -153,7 +160,7 @@ async def open_services(
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
         work_items = WorkItemService(store, clock)
-        loop = Engine(
+        loop = build_engine(
             store,
             clock,
             dispatcher,
@@ -238,6 +245,7 @@ async def start_services(app: TicklerApp) -> None:
         http = HttpServer(app, settings, svc.metrics)
         await http.start()
         started.http = http
+    tune_gc()
     started.engine = asyncio.create_task(svc.engine.run_forever(), name="engine")
     sweeps = [
         asyncio.create_task(

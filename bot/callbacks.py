@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Callback", "make", "parse"]
+__all__ = ["STALE_BUTTON", "Callback", "make", "parse"]
+
+#: The answer to a button whose data makes no sense (old, or forged) or that no handler
+#: knows.
+STALE_BUTTON = "That button is out of date; send the command again."
 
 
 @dataclass(frozen=True)

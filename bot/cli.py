@@ -25,6 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from bot.boot import install_core_sources
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import TicklerError
 from scheduler.timeutil import format_utc, parse_utc
@@ -314,6 +315,7 @@ def _count(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
+    install_core_sources()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

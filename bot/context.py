@@ -15,12 +15,12 @@ from typing import Any, Final, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
+from adapters.agent_dispatch import HttpAgentDispatcher
 from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.settings import Settings
 from scheduler.clock import Clock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService

@@ -8,10 +8,9 @@ answer, look at the history, pause it, approve a schedule the agent proposes —
 prints the chat as a person would read it. Any step that does not happen stops the demo
 with one sentence and status 1.
 
-The servers live in `tests/` (not installed), so the demo runs from a source checkout:
-it puts the checkout on `sys.path` itself, whatever the working directory. The bot's
-clock is a fake one at a fixed morning, so the transcript reads the same on every run
-(only the generated ids differ).
+The fakes ship with the bot (`bot/demo_kit/`), so the demo runs wherever Tickler is
+installed. The bot's clock is a fake one at a fixed morning, so the transcript reads the
+same on every run (only the generated ids differ).
 """
 
 from __future__ import annotations
@@ -27,13 +26,12 @@ from typing import TYPE_CHECKING, TextIO
 from bot.logs import configure_logging
 
 if TYPE_CHECKING:
-    from tests.agent_stub import RecordedRequest, Reply
-    from tests.bot_harness import BotHarness
-    from tests.telegram_server import BotMessage, TgUser
+    from bot.demo_kit.agent_stub import RecordedRequest, Reply
+    from bot.demo_kit.harness import BotHarness
+    from bot.demo_kit.telegram_server import BotMessage, TgUser
 
-__all__ = ["DemoUnavailable", "main", "play"]
+__all__ = ["main", "play"]
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 #: How long one step may take before the demo calls it broken.
 STEP_TIMEOUT = 10.0
 BRIEF_PROMPT = "Prepare my daily brief for {weekday} {date}."
@@ -46,23 +44,6 @@ AGENT_PROPOSES = "I proposed a twice-daily inbox check; it starts once you appro
 _INDENT = " " * 9
 #: Button rows wrap at this width, so a keyboard of eight presets stays readable.
 _WIDTH = 72
-
-
-class DemoUnavailable(RuntimeError):
-    """The demo cannot run here; `str()` is the one sentence to show."""
-
-
-def _use_checkout() -> None:
-    """Make the checkout's `tests` package importable, whatever the working directory."""
-    if (CHECKOUT / "tests" / "telegram_server.py").exists() and str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))
-    try:
-        import tests.bot_harness  # noqa: F401
-    except ImportError as exc:
-        raise DemoUnavailable(
-            "tickler demo needs the source checkout (it uses tests/telegram_server.py and "
-            f"tests/agent_stub.py) and the dev tools: run ./demo in the cloned repository ({exc})."
-        ) from None
 
 
 class Transcript:
@@ -130,7 +111,7 @@ class Transcript:
 def _agent(request: RecordedRequest) -> Reply:
     """The agent's answers: a brief for a scheduled run; for the inbox request a
     propose_schedule tool call, then a sentence once it sees the tool's result."""
-    from tests.agent_stub import Reply, openai_completion
+    from bot.demo_kit.agent_stub import Reply, openai_completion
 
     turns = request.json["messages"]
     if turns[-1]["role"] == "tool":
@@ -153,10 +134,9 @@ def _agent(request: RecordedRequest) -> Reply:
 
 async def play(out: TextIO = sys.stdout) -> list[str]:
     """Run the demo conversation; return the transcript's lines (also written to `out`)."""
-    _use_checkout()
-    from tests.agent_stub import AgentStub
-    from tests.bot_harness import start_bot, stop_bot
-    from tests.telegram_server import TelegramServer
+    from bot.demo_kit.agent_stub import AgentStub
+    from bot.demo_kit.harness import start_bot, stop_bot
+    from bot.demo_kit.telegram_server import TelegramServer
 
     out.write(
         "Tickler demo: the real bot talks to a local Bot API server and agent stub on\n"
@@ -207,9 +187,6 @@ def main(out: TextIO = sys.stdout) -> int:
         asyncio.run(play(out))
     except BrokenPipeError:
         return 0  # the reader stopped early (./demo | head)
-    except DemoUnavailable as exc:
-        print(exc, file=sys.stderr)
-        return 2
     except AssertionError as exc:
         print(f"The demo stopped: a step did not happen. {exc}", file=sys.stderr)
         return 1

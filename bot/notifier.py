@@ -34,7 +34,7 @@ from bot.views_proposals import (
 )
 from bot.views_runs import sent_run_outcome
 from scheduler.clock import Clock
-from scheduler.dispatch import DispatchError
+from scheduler.dispatching import DispatchError
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import INTERRUPTED, RunStatus, RunTrigger
 from scheduler.planning import FirePlan

@@ -9,19 +9,31 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import SystemClock, parse_test_clock
+from adapters.process import host_name, pid_alive, process_id, tune_gc
 from bot.loop_watchdog import LoopWatchdog
+from bot.schedules_file import UnusableFile, apply_schedules_file
 from bot.settings import Settings
-from scheduler.clock import Clock, SystemClock, parse_test_clock
-from scheduler.dispatch import HttpAgentDispatcher
-from scheduler.engine import Engine, EngineConfig
-from scheduler.schedules_file import UnusableFile, apply_schedules_file
+from scheduler.clock import Clock
+from scheduler.dispatching import Dispatcher
+from scheduler.engine import (
+    Engine,
+    EngineConfig,
+    EngineObserver,
+    Notifier,
+    ReminderSender,
+    TaskSink,
+)
 from scheduler.service import ScheduleService
+from scheduler.store import Store
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
 __all__ = [
     "apply_configured_schedules",
     "build_clock",
+    "build_engine",
     "log_started",
     "run_engine",
     "warn_if_nobody_served",
@@ -56,6 +68,34 @@ def build_clock(settings: Settings) -> Clock:
         clock.now().isoformat(),
     )
     return clock
+
+
+def build_engine(
+    store: Store,
+    clock: Clock,
+    dispatcher: Dispatcher,
+    *,
+    config: EngineConfig,
+    notifier: Notifier | None = None,
+    reminders: ReminderSender | None = None,
+    tasks: TaskSink | None = None,
+    observer: EngineObserver | None = None,
+) -> Engine:
+    """The engine of this process: it knows its host and pid, and asks the OS whether
+    an engine of this host that went silent is still alive."""
+    return Engine(
+        store,
+        clock,
+        dispatcher,
+        config=config,
+        notifier=notifier,
+        reminders=reminders,
+        tasks=tasks,
+        observer=observer,
+        host=host_name(),
+        pid=process_id(),
+        is_alive=pid_alive,
+    )
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -136,7 +176,7 @@ async def run_engine(
 async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Event) -> None:
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
-    engine = Engine(
+    engine = build_engine(
         store,
         clock,
         dispatcher,
@@ -153,6 +193,7 @@ async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Even
         watchdog = LoopWatchdog()
         watchdog.start()
         try:
+            tune_gc()
             await engine.run_forever()
         finally:
             watchdog.stop()

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scheduler.clock import parse_test_clock
+from adapters.clocks import parse_test_clock
 from scheduler.cron import load_zone
 
 __all__ = [
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     trip_after: int = Field(default=3, ge=1)
     #: FOR TESTS ONLY: run the whole process on an accelerated fake clock,
-    #: "2026-11-23T07:00:00Z@<real epoch seconds>x<speed>" (scheduler.clock.parse_test_clock),
+    #: "2026-11-23T07:00:00Z@<real epoch seconds>x<speed>" (adapters.clocks.parse_test_clock),
     #: so the reliability suite can span hours of schedules in seconds. Never set it in
     #: production: every fire, retry and deadline would come early.
     tickler_test_clock: str | None = None

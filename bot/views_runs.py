@@ -10,7 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot.render import MAX_MESSAGE, esc, local, run_line, zone_of
-from scheduler.dispatch import idempotency_key
+from scheduler.dispatching import idempotency_key
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 
 __all__ = ["answer_where", "clock_time", "run_detail", "run_now_text", "sent_run_outcome"]

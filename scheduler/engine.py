@@ -20,12 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import logging
-import os
 import random
-import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,7 +29,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from scheduler.clock import Clock
-from scheduler.dispatch import Dispatcher, DispatchError, DispatchRequest, Operator
+from scheduler.dispatching import Dispatcher, DispatchError, DispatchRequest, Operator
 from scheduler.errors import UnreadableSchedule
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
@@ -55,7 +51,7 @@ from scheduler.store import (
     FinishedAttempt,
     Store,
 )
-from scheduler.templates import load_template, prompt_variables, render
+from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
 
@@ -267,20 +263,30 @@ class Engine:
         observer: EngineObserver | None = None,
         instance_id: str | None = None,
         rng: random.Random | None = None,
+        host: str = "localhost",
+        pid: int = 0,
+        is_alive: Callable[[int], bool] | None = None,
+        templates: TemplateLoader = load_template,
     ) -> None:
+        """`host`, `pid` and `is_alive` (whether a pid of this host is alive) tell a dead
+        predecessor from a live one (adapters/process.py gives the real ones); without
+        them, engines of this host are judged by their heartbeats and this process's
+        list of live engines. `templates` reads a named prompt template."""
         self.store = store
         self.clock = clock
         self.dispatcher = dispatcher
         #: The dispatcher keeps its own deadline (HttpAgentDispatcher), so agent runs need
         #: no second one; asked once, not per run.
-        self._dispatcher_limits_time = bool(getattr(dispatcher, "limits_own_time", False))
+        self._dispatcher_limits_time = dispatcher.limits_own_time
         self.config = config or EngineConfig()
         self.notifier: Notifier = notifier or _LogNotifier()
         self.reminders = reminders
         self.tasks = tasks
         self.observer = observer
-        self._host = socket.gethostname()
-        self._pid = os.getpid()
+        self._host = host
+        self._pid = pid
+        self._is_alive = is_alive
+        self._templates = templates
         self.instance_id = instance_id or f"{self._host}:{self._pid}:{new_id()}"
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
@@ -367,7 +373,6 @@ class Engine:
                     # right at start must delay the engine, not end it.
                     await self.startup()
                     if heartbeat is None:
-                        _tune_gc()
                         heartbeat = asyncio.create_task(
                             self._heartbeat_forever(), name="engine-heartbeat"
                         )
@@ -621,7 +626,7 @@ class Engine:
             # (a stalled loop) must not get a live engine's runs dispatched twice.
             if inst.pid == self._pid:
                 return inst.id not in _LOCAL_INSTANCES
-            if _pid_alive(inst.pid):
+            if self._is_alive is None or self._is_alive(inst.pid):
                 # ...unless silent for so long that the pid was surely reused.
                 return silent > self.config.stale_after * 10
             return True
@@ -665,7 +670,7 @@ class Engine:
             if self.observer is not None:
                 lag = (self.clock.now() - run.scheduled_for).total_seconds()
                 self._observe(lambda o: o.attempt_started(run, lag))
-            started = time.monotonic()
+            started = self.clock.monotonic()
             flight.attempting = True
             try:
                 outcome = await self._attempt(acquired)
@@ -686,7 +691,7 @@ class Engine:
                 # Start the next runs while this outcome is being recorded.
                 self._wake.set()
             if self.observer is not None:
-                took = time.monotonic() - started
+                took = self.clock.monotonic() - started
                 self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
             retry_planned = outcome.status is RunStatus.FAILED
             finished = await self._recorder.finish(acquired, outcome)
@@ -710,7 +715,7 @@ class Engine:
     async def _attempt(self, acquired: AcquiredRun) -> AttemptOutcome:
         run, schedule = acquired.run, acquired.schedule
         timeout = schedule.policies.timeout_seconds
-        started = time.monotonic()
+        started = self.clock.monotonic()
         output: str | None = None
         usage: dict[str, int] | None = None
         try:
@@ -742,7 +747,7 @@ class Engine:
         return AttemptOutcome(
             status=RunStatus.SUCCEEDED,
             finished_at=self.clock.now(),
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=int((self.clock.monotonic() - started) * 1000),
             output=output,
             token_usage=usage,
         )
@@ -751,7 +756,7 @@ class Engine:
         self, run: Run, schedule: Schedule, timeout: float
     ) -> tuple[str | None, dict[str, int] | None]:
         action = schedule.action
-        text = load_template(action.template) if action.template else action.text
+        text = self._templates(action.template) if action.template else action.text
         last_output = None
         if "{last_output}" in text:
             previous = await self.store.list_runs(
@@ -870,30 +875,6 @@ def _time_variables(fire: datetime, timezone: str) -> dict[str, str]:
     return prompt_variables(fire=fire, timezone=timezone, schedule_name="", last_output=None)
 
 
-_gc_tuned = False
-#: Collections of the youngest generation wait for this many new container objects.
-_GC_YOUNG_THRESHOLD = 10_000
-
-
-def _tune_gc() -> None:
-    """Once per process, when the first engine starts: a burst allocates (and soon frees)
-    a few dozen small objects per fire, which at the default threshold of 700 ran a
-    collection every ~20 fires, and each older-generation pass walked every module,
-    model and cached schedule loaded at start-up: ~6% of the loop's time at 10,000 fires.
-    Freezing what exists after start-up (collected first, so no garbage is kept) takes
-    it out of every later pass; the higher young threshold lets short-lived objects die
-    by reference count before a pass sees them. Memory held by uncollected cycles stays
-    bounded by the threshold."""
-    global _gc_tuned
-    if _gc_tuned:
-        return
-    _gc_tuned = True
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), middle, old)
-
-
 @lru_cache(maxsize=1024)
 def _render_at(text: str, fire: datetime, timezone: str) -> str:
     """A prompt that names no schedule and no earlier output, rendered for a fire."""
@@ -903,15 +884,3 @@ def _render_at(text: str, fire: datetime, timezone: str) -> str:
 @lru_cache(maxsize=1024)
 def _operator(owner: Owner) -> Operator:
     return Operator(id=owner.id, first_name=owner.first_name)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,19 +22,19 @@ entries) changes nothing and is `ApplyReport.unusable`: start-up stops on it wit
 line, since which of two entries was meant is the operator's to say. An empty file
 changes nothing either, with a warning: "no schedules" must be said with an explicit
 `schedules: []`, so that a truncated file cannot pause them all.
+
+This module is the pure half: it validates the file's entries (as parsed, each with its
+line) and reconciles them with the stored schedules through the service. Reading the
+file and parsing its YAML is the bot's (bot/schedules_file.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from scheduler.errors import InvalidSchedule, TicklerError
@@ -47,9 +47,9 @@ __all__ = [
     "REMOVED_REASON",
     "ApplyReport",
     "Entry",
-    "UnusableFile",
-    "apply_schedules_file",
-    "parse_entries",
+    "UnusableEntries",
+    "apply_entries",
+    "check_entries",
 ]
 
 REMOVED_REASON = "removed from schedules.yaml"
@@ -96,8 +96,9 @@ class ApplyReport:
         )
 
 
-class UnusableFile(InvalidSchedule):
-    """The file cannot be applied as a whole; the message is its one line."""
+class UnusableEntries(InvalidSchedule):
+    """The entries cannot be applied as a whole (the same id twice); the message is its
+    one line."""
 
 
 @dataclass(frozen=True)
@@ -202,39 +203,15 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
     )
 
 
-def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry], list[str]]:
-    """The file's valid entries and one error line per bad one; UnusableFile when it
-    cannot be applied as a whole."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "it is not valid YAML"
-        raise UnusableFile(f"schedules.yaml line {line}: {problem}.") from None
-    if root is None:
-        return [], [
-            "schedules.yaml line 1: the file has no schedules in it; nothing was changed "
-            "(write 'schedules: []' to mean no schedules)."
-        ]
-    nodes: list[yaml.Node]
-    items: list[object]
-    if isinstance(root, yaml.MappingNode) and isinstance(data, dict):
-        pairs = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-        node = pairs.get("schedules")
-        if node is None or set(data) != {"schedules"}:
-            raise UnusableFile("schedules.yaml line 1: the file must hold a 'schedules:' list.")
-        root, data = node, data["schedules"]
-    if not isinstance(root, yaml.SequenceNode) or not isinstance(data, list):
-        line = root.start_mark.line + 1
-        raise UnusableFile(f"schedules.yaml line {line}: 'schedules' must be a list of entries.")
-    nodes, items = list(root.value), data
+def check_entries(
+    items: Sequence[tuple[int, object]], default_timezone: str = "UTC"
+) -> tuple[list[Entry], list[str]]:
+    """The valid entries of `items` (each parsed entry with its line in the file) and
+    one error line per bad one; UnusableEntries when they cannot be applied as a whole."""
     entries: list[Entry] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for node, item in zip(nodes, items, strict=True):
-        line = node.start_mark.line + 1
+    for line, item in items:
         try:
             entry = _entry(item, line, default_timezone)
         except (InvalidSchedule, ValidationError) as exc:
@@ -243,7 +220,7 @@ def parse_entries(text: str, default_timezone: str = "UTC") -> tuple[list[Entry]
         if entry.id in seen:
             # Ids are unique across chats: the same id twice is a copy-paste slip, and
             # applying either entry would guess which one the operator meant.
-            raise UnusableFile(
+            raise UnusableEntries(
                 f"schedules.yaml line {line}: the id '{entry.id}' is already used on line "
                 f"{seen[entry.id]}; give each entry an id of its own (nothing was applied)."
             )
@@ -324,35 +301,19 @@ async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyRepo
     (report.updated if changed or revived else report.unchanged).append(entry.id)
 
 
-async def apply_schedules_file(
-    path: Path | str,
+async def apply_entries(
+    parsed: Sequence[Entry],
     service: ScheduleService,
+    report: ApplyReport,
     *,
-    now: datetime,
     chats: Collection[int],
+    text: str,
 ) -> ApplyReport:
-    """Apply the file at `path` for the allow-listed `chats` (ADMIN_IDS, OPERATOR_IDS,
-    API_CHAT_IDS): entries for other chats are refused. Config-created schedules of
-    those chats whose ids are no longer in the file are paused with REMOVED_REASON.
-    `now` is the instant the apply is logged for."""
-    del now  # the service reads its own clock; kept for callers' logs and symmetry
-    report = ApplyReport()
-    try:
-        raw = await asyncio.to_thread(Path(path).read_bytes)
-    except OSError as exc:
-        return report.refuse(f"schedules.yaml line 1: cannot read {path} ({exc.strerror}).")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return report.refuse(
-            f"schedules.yaml line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save "
-            "the file as UTF-8 (nothing was changed)."
-        )
-    try:
-        parsed, report.errors = parse_entries(text, service.default_timezone)
-    except UnusableFile as exc:
-        return report.refuse(str(exc))
+    """Apply the file's valid entries (`parsed`; `report.errors` already has its bad
+    ones) for the allow-listed `chats` (ADMIN_IDS, OPERATOR_IDS, API_CHAT_IDS): entries
+    for other chats are refused. Config-created schedules of those chats whose ids are
+    no longer in the file are paused with REMOVED_REASON, unless the file's `text` still
+    names them on a line that failed."""
     entries = []
     for entry in parsed:
         if entry.chat_id in chats:

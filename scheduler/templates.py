@@ -1,4 +1,5 @@
-"""Prompt templates: loading from `prompts/` and safe rendering.
+"""Prompt templates: safe rendering, and the loader of named templates the process
+installs (the files of `prompts/` are read on the bot side, bot/prompt_files.py).
 
 Templates come from operators and from the agent, so rendering allows plain named
 placeholders only: no attribute access, no indexing, no format specs that could
@@ -8,9 +9,8 @@ expand to huge strings. Anything else is refused when the schedule is saved.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,12 +18,17 @@ from scheduler.errors import InvalidSchedule, shown
 
 __all__ = [
     "PLACEHOLDERS",
-    "available_templates",
+    "TemplateLoader",
     "check_template",
     "load_template",
     "prompt_variables",
     "render",
+    "use_template_loader",
 ]
+
+#: The text of a named template (`daily_brief` for prompts/daily_brief.txt), or
+#: InvalidSchedule naming the templates there are.
+TemplateLoader = Callable[[str], str]
 
 PLACEHOLDERS = (
     "date",
@@ -37,19 +42,22 @@ PLACEHOLDERS = (
 _HELP = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
 
 
-def available_templates() -> list[str]:
-    folder = resources.files("prompts")
-    return sorted(e.name[:-4] for e in folder.iterdir() if e.name.endswith(".txt"))
+def _no_templates(name: str) -> str:
+    raise InvalidSchedule(f"There is no prompt template '{shown(name)}'; none are installed.")
 
 
-@cache
+_loader: TemplateLoader = _no_templates
+
+
+def use_template_loader(loader: TemplateLoader) -> None:
+    """Make `loader` the one `load_template` asks, for the whole process."""
+    global _loader
+    _loader = loader
+
+
 def load_template(name: str) -> str:
-    if name not in available_templates():
-        raise InvalidSchedule(
-            f"There is no prompt template '{shown(name)}'; available: "
-            f"{', '.join(available_templates())}."
-        )
-    return (resources.files("prompts") / f"{name}.txt").read_text(encoding="utf-8").strip()
+    """The text of the template `name`, from the installed loader."""
+    return _loader(name)
 
 
 class _SafeFormatter(string.Formatter):

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 import aiosqlite.core
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.boot import install_core_sources
 from bot.settings import ENV_FILE_VARIABLE, Settings
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
-    from tests.agent_stub import AgentStub
+    from bot.demo_kit.agent_stub import AgentStub
 
 pytest_plugins = ["tests.agent_stub", "tests.telegram_server", "tests.bot_harness"]
 
@@ -34,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     `python -m bot` a test starts, whatever its working folder) nor their environment.
     Each test sets what it needs."""
     os.environ[ENV_FILE_VARIABLE] = ""
+    # What every entry point gives the core first: the id source and the prompt files.
+    install_core_sources()
     # A test that fails before closing a database must still let pytest exit: aiosqlite's
     # worker threads are not daemons, and one left waiting keeps the interpreter alive.
     vars(aiosqlite.core)["Thread"] = functools.partial(threading.Thread, daemon=True)

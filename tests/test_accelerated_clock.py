@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.clocks import AcceleratedClock, SystemClock, parse_test_clock
 from bot.runtime import build_clock
 from bot.settings import ConfigError, load_settings
-from scheduler.clock import AcceleratedClock, SystemClock, parse_test_clock
 
 ORIGIN = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 BASE = {"AGENT_URL": "http://127.0.0.1:9/hook"}

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, Owner, RunStatus, RunTrigger
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 
 CHAT = 4242
 ADA = Owner(id=CHAT, first_name="Ada")

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore

@@ -21,8 +21,8 @@ import pytest
 
 from bench import retention as retention_bench
 from bench import seed
+from bot.demo_kit.agent_stub import AgentStub
 from storage.codec import to_db_time
-from tests.agent_stub import AgentStub
 
 ROOT = Path(__file__).resolve().parent.parent
 

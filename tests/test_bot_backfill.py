@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.models import Action, Owner, RunTrigger, Schedule
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.access import REFUSAL
 from bot.app import COMMANDS
-from tests.bot_harness import BotHarness
+from bot.demo_kit.harness import BotHarness
 
 
 async def test_the_command_menu_is_published_with_descriptions(bot: BotHarness) -> None:

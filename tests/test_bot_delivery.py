@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.models import Action, MissedRunPolicy, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")

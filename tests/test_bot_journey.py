@@ -4,8 +4,8 @@ answer in the chat, check /history, pause and resume from the card."""
 
 from __future__ import annotations
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.timeutil import format_utc
-from tests.bot_harness import ALICE, BotHarness
 
 
 async def test_from_start_to_answer_history_and_pause(openai_bot: BotHarness) -> None:

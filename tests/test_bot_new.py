@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness
+from bot.demo_kit.telegram_server import BotMessage, TgUser
 from bot.views_new import EVERY_HELP, ONE_LINE_HELP, TIME_HELP
 from bot.views_schedules import EMPTY_LIST
 from scheduler.models import Action, ActionKind, Owner, Schedule
 from scheduler.service import TriggerSpec
 from scheduler.timeutil import format_utc
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
-from tests.bot_harness import ALICE, OLGA, BotHarness
-from tests.telegram_server import BotMessage, TgUser
 
 LIMIT_5000 = "The prompt is 5000 characters; the limit is 4000."
 

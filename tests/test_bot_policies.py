@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.models import (
     Action,
     ActionKind,
@@ -23,7 +24,6 @@ from scheduler.models import (
     TimeoutPolicy,
 )
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
 from tests.test_bot_new import answers_once, start_in_berlin
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")

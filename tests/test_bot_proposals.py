@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest_asyncio
 
+from bot.demo_kit.agent_stub import AgentStub, Reply, openai_completion
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import BotMessage, TelegramServer, TgUser
 from scheduler.models import Action, ActionKind, Owner, Policies, RiskTier, RunStatus
 from scheduler.proposals import Proposal, ProposalRequest, ProposalService, ProposalStatus
 from scheduler.service import TriggerSpec
-from tests.agent_stub import AgentStub, Reply, openai_completion
-from tests.bot_harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
-from tests.telegram_server import BotMessage, TelegramServer, TgUser
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 HALF_HOURLY = TriggerSpec(kind="cron", cron="*/30 * * * *", timezone="Europe/Berlin")

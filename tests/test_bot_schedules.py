@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness
+from bot.demo_kit.telegram_server import BotMessage, TgUser
 from scheduler.models import Action, Owner, Policies, RetryPolicy, Run, RunStatus, Schedule
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, OLGA, BotHarness
-from tests.telegram_server import BotMessage, TgUser
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
 NOT_HERE = "There is no schedule '{}' here; /schedules lists them."

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.models import Action, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
 from tests.test_bot_schedules import eventually, runs_of
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")

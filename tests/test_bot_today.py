@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import TriggerSpec
 from scheduler.work_items import WorkItem, WorkItemStatus
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, BotHarness, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
 from tests.test_bot_schedules import eventually, toast
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")

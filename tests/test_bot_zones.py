@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.demo_kit.harness import ALICE, BotHarness
+from bot.demo_kit.telegram_server import TgUser
 from scheduler.models import Action, ActionKind, Owner, Schedule
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
-from tests.telegram_server import TgUser
 
 PROMPT = "Check the inbox at {time} ({timezone})"
 

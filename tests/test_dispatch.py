@@ -22,14 +22,9 @@ import trustme
 from aiohttp import web
 from pydantic import ValidationError
 
-from scheduler.dispatch import (
-    DispatchError,
-    DispatchRequest,
-    HttpAgentDispatcher,
-    Operator,
-    synthetic_update_id,
-)
-from tests.agent_stub import AgentStub, Reply, refused_url
+from adapters.agent_dispatch import HttpAgentDispatcher
+from bot.demo_kit.agent_stub import AgentStub, Reply, refused_url
+from scheduler.dispatching import DispatchError, DispatchRequest, Operator, synthetic_update_id
 
 FIRE = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ import pytest
 
 from bot import doctor as doctor_module
 from bot.cli import main
+from bot.demo_kit.agent_stub import AgentStub, refused_url
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.settings import Settings
 from storage.database import SCHEMA_VERSION
-from tests.agent_stub import AgentStub, refused_url
-from tests.telegram_server import TelegramServer
 
 AGENT_SECRET = "agent-secret-do-not-print"
 

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock, SystemClock
 from bench import seed
-from scheduler.clock import FakeClock, SystemClock
-from scheduler.dispatch import (
-    Dispatcher,
-    DispatchRequest,
-    DispatchResult,
-    HttpAgentDispatcher,
-)
+from bot.demo_kit.agent_stub import AgentStub, refused_url
+from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
@@ -34,7 +31,6 @@ from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub, refused_url
 
 CHAT = 4242
 ADA = Owner(id=4242, first_name="Ada")
@@ -355,6 +351,8 @@ async def test_refused_connections_retry_then_dead(
 class _HangingDispatcher:
     """A dispatcher that never answers and keeps no deadline of its own."""
 
+    limits_own_time = False
+
     async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -595,6 +593,8 @@ async def test_openai_mode_stores_the_answer_and_feeds_it_to_the_next_prompt(
 
 class _GatedDispatcher:
     """Answers 200 once `gate` opens; notes each request."""
+
+    limits_own_time = False
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import (
     Action,
@@ -28,7 +29,6 @@ from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import ClaimedFires, FinishedAttempt, Planner
 from storage import database
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 
 CHAT = 9
 ADA = Owner(id=9, first_name="Ada")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 
 N = 10_000
 #: Tuesday 24 November 2026, 07:00 UTC.

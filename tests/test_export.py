@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
@@ -23,8 +25,6 @@ from storage.database import open_database
 from storage.export import export_database, import_export, validate_export
 from storage.export_secrets import secret_key
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, OLGA, BotHarness
 from tests.test_backup import cli_env, tickler
 
 FILES = (

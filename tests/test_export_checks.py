@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.service import ScheduleService
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.test_backup import cli_env, tickler
 from tests.test_export import rewrite, seed
 

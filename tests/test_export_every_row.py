@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, ActionKind, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
@@ -21,7 +22,6 @@ from scheduler.store import Notification
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.test_backup import cli_env, tickler
 from tests.test_export import add_proposal, read
 

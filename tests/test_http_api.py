@@ -20,13 +20,13 @@ import pytest
 import pytest_asyncio
 
 from bot import notifier as notifier_module
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.http_api import MAX_BODY_BYTES, HttpServer
 from bot.settings import ConfigError, load_settings
 from scheduler.models import Action, Owner, RunStatus, Schedule
 from scheduler.service import TriggerSpec
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
 
 TOKEN = "tk_live_9f3b2c7d1e8a4f60b5c2d9e7a1f3c8b4"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.engine import Engine, EngineConfig
 from scheduler.ids import new_id
 from scheduler.models import Action, Owner, Run, RunStatus, RunTrigger, interrupted_error
@@ -18,8 +20,6 @@ from scheduler.planning import DEFAULT_MISFIRE_GRACE, plan_due_fires
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, BotHarness
 from tests.test_engine import RecordingNotifier
 
 CHAT = 4242

@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock, SystemClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.logs import build_handler, configure_logging_from_settings
 from bot.settings import ConfigError, load_settings
-from scheduler.clock import FakeClock, SystemClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.log_context import log_context
 from scheduler.models import Action, Owner, Policies, RetryPolicy, Run, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = 4242

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.notifier import TelegramNotifier
-from scheduler.clock import FakeClock
-from scheduler.dispatch import DispatchError
+from scheduler.dispatching import DispatchError
 from scheduler.models import Action, Owner
 from scheduler.service import TriggerSpec
 from scheduler.store import Notification, NotificationStatus
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 #: Telegram answering 502 to every message for the chat: down, as far as it can tell.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bot.schedules_file import parse_entries
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, OverlapPolicy, Owner, Policies, RetryPolicy
 from scheduler.policy_edits import edit_action, edit_policies, policies_from
-from scheduler.schedules_file import parse_entries
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = 77

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.agent_tools import TOOLS, AgentTools
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, RiskTier, RunStatus
@@ -30,7 +31,6 @@ from scheduler.proposals import (
 from scheduler.risk import RiskDecision
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 
 CHAT, OTHER, ADMIN = 77, 88, 1001
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")

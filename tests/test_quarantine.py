@@ -9,10 +9,10 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import TriggerSpec
 from storage.codec import to_db_time
-from tests.bot_harness import ALICE, BotHarness
 
 #: The row of issue 24: a cron trigger with no valid expression and an unknown zone.
 BAD_TRIGGER = '{"kind":"cron","expr":"not a cron","timezone":"Mars/X"}'

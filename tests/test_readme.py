@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
 from bot.app import COMMANDS
 from bot.cli import build_parser, main
+from bot.demo_kit.agent_stub import AgentStub
 from bot.settings import Settings
-from scheduler.dispatch import DispatchRequest, HttpAgentDispatcher, Operator
+from scheduler.dispatching import DispatchRequest, Operator
 from scheduler.proposals import ProposalRequest
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

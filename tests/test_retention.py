@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.metrics import Metrics
 from bot.retention import KEEP_RUNS_PER_SCHEDULE, PRUNE_EVERY, prune_history_forever
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.ids import new_id
 from scheduler.models import Action, RiskTier, Run, RunStatus
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import Notification, NotificationStatus, Pruned
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.bot_harness import start_bot, stop_bot
-from tests.telegram_server import TelegramServer
 from tests.test_engine import ADA, CHAT, make_engine
 
 RETENTION = timedelta(days=90)

@@ -11,9 +11,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
+from bot.schedules_file import apply_schedules_file
 from scheduler.models import Action, Owner
-from scheduler.schedules_file import apply_schedules_file
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.triggers import IntervalTrigger, OnceTrigger
 from storage.export import export_database, import_export

@@ -6,19 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
+from bot.schedules_file import UnusableFile, apply_schedules_file, parse_entries
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
-from scheduler.schedules_file import (
-    REMOVED_REASON,
-    UnusableFile,
-    apply_schedules_file,
-    parse_entries,
-)
+from scheduler.schedules_file import REMOVED_REASON
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, start_bot, stop_bot
-from tests.telegram_server import TelegramServer
 
 CHAT = 4242
 EXAMPLE = 123456789  # the chat of schedules.example.yaml

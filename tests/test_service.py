@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
 from scheduler.errors import InvalidSchedule, InvalidState, ScheduleNotFound
 from scheduler.models import Action, Owner, RunStatus, RunTrigger
 from scheduler.service import Limits, ScheduleService, TriggerSpec

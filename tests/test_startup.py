@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, Owner
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.process import Launcher, free_port, tickler_env
 from tests.reliability.tcp_gate import TcpGate
-from tests.telegram_server import TelegramServer
 
 CHAT = 77
 ANSWER = "Here is your morning brief."

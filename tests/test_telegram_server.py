@@ -30,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from tests.telegram_server import TelegramServer, parse_entities
+from bot.demo_kit.telegram_server import TelegramServer, parse_entities
 
 Api = tuple[int, dict[str, Any]]
 

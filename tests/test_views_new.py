@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.demo_kit.telegram_server import parse_entities
 from bot.views_new import (
     CRON_HELP,
     DAY_OF_MONTH_HELP,
@@ -37,7 +38,6 @@ from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind
 from scheduler.timeutil import format_utc
 from scheduler.triggers import cron_trigger, interval_trigger, once_trigger
-from tests.telegram_server import parse_entities
 
 #: Monday 23 November 2026, 07:00 UTC = 08:00 in Berlin (the bot harness's start).
 NOW = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)

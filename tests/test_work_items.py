@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import HttpAgentDispatcher
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidState
 from scheduler.models import Action, ActionKind, Owner

@@ -20,7 +20,7 @@ from telegram.ext import BaseHandler, MessageHandler, filters
 from bot.context import Context, Services
 from bot.render import split_message
 from scheduler.agent_tools import TOOLS, AgentTools
-from scheduler.dispatch import DispatchError, DispatchResult
+from scheduler.dispatching import DispatchError, DispatchResult
 
 log = logging.getLogger("tickler.bot")
 

@@ -33,7 +33,6 @@ from scheduler.errors import TicklerError
 from scheduler.models import ActionKind, Schedule
 
 __all__ = [
-    "STALE",
     "Outcome",
     "StaleButton",
     "button_handler",
@@ -45,8 +44,6 @@ __all__ = [
 
 log = logging.getLogger("tickler.bot")
 
-#: The answer to a button whose data makes no sense (old, or forged).
-STALE = "That button is out of date; send the command again."
 #: Telegram's limit for a callback answer's text.
 _MAX_TOAST = 200
 
@@ -123,14 +120,14 @@ def button_handler(
         assert query is not None
         data = callbacks.parse(query.data)
         if update.effective_chat is None or data is None:
-            await query.answer(STALE)
+            await query.answer(callbacks.STALE_BUTTON)
             return
         try:
             outcome = await work(update, context, data, update.effective_chat.id)
         except TicklerError as exc:
             outcome = Outcome(toast=str(exc))
         except StaleButton:
-            outcome = Outcome(toast=STALE)
+            outcome = Outcome(toast=callbacks.STALE_BUTTON)
         except Exception:
             # Never leave the button spinning; the error handler logs the rest.
             await query.answer("Something went wrong; please try again.")

@@ -14,12 +14,10 @@ from telegram.ext import (
     filters,
 )
 
+from bot.callbacks import STALE_BUTTON
 from bot.context import Context
 from bot.render import esc
 from scheduler.errors import TicklerError
-
-#: The answer to a button whose data no handler knows (as bot/handlers/schedules.STALE).
-STALE_BUTTON = "That button is out of date; send the command again."
 
 
 async def start(update: Update, context: Context) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from scheduler.dispatch import format_instant
+from scheduler.dispatching import format_instant
 from scheduler.models import FINAL_STATUSES, RunStatus, RunTrigger, Schedule
 from scheduler.service import first_fire
 from storage.codec import req_time, to_db_time

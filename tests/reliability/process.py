@@ -35,8 +35,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from scheduler.clock import AcceleratedClock
-from tests.telegram_server import TelegramServer
+from adapters.clocks import AcceleratedClock
+from bot.demo_kit.telegram_server import TelegramServer
 
 __all__ = [
     "START",

@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.agent_stub import HANG, Behaviour, RecordedRequest, Reply
-from tests.agent_stub import openai_completion as completion
+from bot.demo_kit.agent_stub import HANG, Behaviour, RecordedRequest, Reply
+from bot.demo_kit.agent_stub import openai_completion as completion
 
 __all__ = [
     "Answer",

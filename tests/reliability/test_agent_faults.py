@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.demo_kit.agent_stub import HANG, AgentStub, Reply
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import (
     Action,
     OverlapPolicy,
@@ -38,13 +40,11 @@ from scheduler.models import (
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.codec import req_time
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import HANG, AgentStub, Reply
 from tests.reliability.figures import tally
 from tests.reliability.ledger import RunRow, account, read_runs
 from tests.reliability.process import Launcher, fast_clock
 from tests.reliability.scripted_agent import Rule, ScriptedAgent, always, answer_after, fail_first
 from tests.reliability.tcp_gate import TcpGate
-from tests.telegram_server import TelegramServer
 
 SPEED = 30
 #: Real seconds in a fake minute.

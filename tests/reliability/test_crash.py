@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import AcceleratedClock
+from adapters.clocks import AcceleratedClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.engine import EngineConfig
 from scheduler.models import (
     INTERRUPTED,
@@ -42,7 +44,6 @@ from scheduler.models import (
 )
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
 from tests.reliability.ledger import account, open_before, read_runs, read_schedules
 from tests.reliability.process import Launcher, TicklerProcess, fast_clock
@@ -54,7 +55,6 @@ from tests.reliability.scripted_agent import (
     fail_first,
     hang_first,
 )
-from tests.telegram_server import TelegramServer
 
 #: Fake seconds per real second. Fast enough that one run spans most of a day of
 #: schedules; slow enough that the engine keeps up on two busy cores.

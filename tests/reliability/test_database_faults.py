@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import SystemClock
+from adapters.clocks import SystemClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.database import BUSY_TIMEOUT_MS
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
 from tests.reliability.process import fetch_health, free_port, tickler_env
-from tests.telegram_server import TelegramServer
 
 ADMIN = 4401
 

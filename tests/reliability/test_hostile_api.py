@@ -30,14 +30,14 @@ import pytest_asyncio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
 from bot.http_api import MAX_BODY_BYTES
 from scheduler.models import AWAITING_APPROVAL_REASON, CreatedBy, RiskTier
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, BotHarness, start_bot, stop_bot
 from tests.reliability.figures import tally
 from tests.reliability.hostile import NASTY, hostile_text, schedule_problems, sentence_problem
-from tests.telegram_server import TelegramServer
 
 TOKEN = "tk_hostile_5d1c9e0b7a2f4e6d8c3b1a0f9e8d7c6b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -25,9 +25,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bot.demo_kit.harness import ALICE, BotHarness
+from bot.demo_kit.telegram_server import BotMessage, TgUser
 from scheduler.models import Action, Owner, Schedule
 from scheduler.service import TriggerSpec
-from tests.bot_harness import ALICE, BotHarness
 from tests.reliability.figures import tally
 from tests.reliability.hostile import (
     NASTY,
@@ -37,7 +38,6 @@ from tests.reliability.hostile import (
     schedule_problems,
     sentence_problem,
 )
-from tests.telegram_server import BotMessage, TgUser
 
 BOT = settings(
     max_examples=80,

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from telegram import InlineKeyboardMarkup
 
+from adapters.clocks import FakeClock
 from bot import callbacks
 from bot.handlers.backfill import parse_range
 from bot.handlers.today import parse_date
@@ -47,7 +48,6 @@ from bot.views_schedules import (
     history_page,
     schedules_page,
 )
-from scheduler.clock import FakeClock
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import InvalidSchedule, TicklerError, shown
 from scheduler.models import (

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import FakeClock
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer, TgUser
 from scheduler.models import Action, Owner
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from scheduler.stats import percentile
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
 from tests.reliability.process import Launcher, free_port
-from tests.telegram_server import TelegramServer, TgUser
 
 SCHEDULES = 10_000
 #: Twenty people: half admins, half operators, each in a private chat of their own.

@@ -30,16 +30,16 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import BotMessage, TelegramServer, TgUser
 from scheduler.ids import new_id
 from scheduler.models import Action, ActionKind, Owner, RiskTier, Run, RunStatus, RunTrigger
 from scheduler.proposals import ProposalRequest
 from scheduler.service import TriggerSpec
 from scheduler.work_items import WorkItemStatus
-from tests.agent_stub import AgentStub
-from tests.bot_harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
 from tests.reliability.figures import tally
 from tests.reliability.hostile import db_snapshot
-from tests.telegram_server import BotMessage, TelegramServer, TgUser
 
 API_TOKEN = "tk_security_81f2a7c4d9e05b3a6c1d8e7f2a9b4c0d"
 AGENT_SECRET = "agent-secret-3c9d1e7f5a2b8c4d6e0f"

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
 from tests.reliability.ledger import account, read_runs
 from tests.reliability.process import Launcher, fast_clock
 from tests.reliability.scripted_agent import Rule, ScriptedAgent, answer_after
-from tests.telegram_server import TelegramServer
 
 SPEED = 60
 CHAT = 7201

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import pytest
 
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.telegram_server import TelegramServer, TgUser
 from scheduler.models import Action, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.store import NotificationStatus
 from storage.sqlite_store import SqliteStore
-from tests.agent_stub import AgentStub
 from tests.reliability.figures import tally
 from tests.reliability.ledger import account, read_runs
 from tests.reliability.process import Launcher, fast_clock
 from tests.reliability.scripted_agent import ScriptedAgent, always
 from tests.reliability.tcp_gate import TcpGate
-from tests.telegram_server import TelegramServer, TgUser
 
 #: 30x, not 60x: a fire counts as missed 5 fake minutes late and a minutely schedule
 #: overlaps after one, so the test's margins are 10 s and 2 s of real time. At 60x a

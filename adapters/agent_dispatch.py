@@ -1,9 +1,5 @@
-"""Deliver a due run to the agent over HTTP, as a synthetic update.
-
-The engine hands a `DispatchRequest` to a `Dispatcher` and gets back a `DispatchResult`
-or a `DispatchError`. The error says, through `uncertain`, whether the agent may have
-received the request: that decides between a blind retry and asking the operator
-(SPEC "Run": a timeout after the request reached the agent leaves the outcome uncertain).
+"""Deliver a due run to the agent over HTTP, as a synthetic update: the adapter behind
+the core's `Dispatcher` protocol (scheduler/dispatching.py).
 
 Two wire formats (SPEC "Agent endpoint"):
 
@@ -17,45 +13,40 @@ deterministic `update_id` derived from it, so an agent can drop a retried delive
 The dispatcher speaks httpx's language (its errors, timeouts and `httpx.Response`) and
 sends through the fastest transport measured (bench/dispatch_transport.py): runs go to
 the agent on pyreqwest, whose threads do the HTTP outside the GIL
-(`scheduler/agent_exchange.py`); when the environment names a proxy, or a test injects
-a client, through that httpx client (by default on httpx-aiohttp's transport).
+(`adapters/agent_exchange.py`); when the environment names a proxy, or a test injects
+a client, through that httpx client (by default on httpx-aiohttp's transport). Every
+transport error is classified here, once, into a `DispatchError` (`_transport_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property, lru_cache
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol, Self
+from typing import Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
-from scheduler.agent_exchange import ReqwestExchange
+from adapters.agent_exchange import ReqwestExchange
+from scheduler.dispatching import (
+    DispatchError,
+    DispatchRequest,
+    DispatchResult,
+    Operator,
+    format_instant,
+    synthetic_update_id,
+)
 
-__all__ = [
-    "AgentMode",
-    "DispatchError",
-    "DispatchRequest",
-    "DispatchResult",
-    "Dispatcher",
-    "HttpAgentDispatcher",
-    "Operator",
-    "format_instant",
-    "idempotency_key",
-    "synthetic_update_id",
-]
+__all__ = ["AgentMode", "HttpAgentDispatcher"]
 
 AgentMode = Literal["telegram", "openai"]
-
-#: SPEC: a run stores the first 4000 characters of the agent's answer.
 
 USER_AGENT: Final = "tickler/0.1"
 
@@ -74,125 +65,6 @@ _CONNECT_DEADLINES: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, _CONNECT_TIMEOUT_CAP
 _SAFETY_NET_GRACE: Final = 0.25
 #: How much later than the connect deadline the whole exchange's may fall, at the least.
 _PHASE_MARGIN: Final = 0.05
-
-
-class Operator(BaseModel):
-    """The person who owns the schedule; appears as `from` of the synthetic message."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    first_name: str = "Operator"
-    username: str | None = None
-
-
-class DispatchRequest(BaseModel):
-    """One attempt's worth of work for the agent: which run, for whom, what to say."""
-
-    model_config = ConfigDict(frozen=True)
-
-    schedule_id: str
-    run_id: str
-    scheduled_for: AwareDatetime
-    chat_id: int
-    operator: Operator
-    schedule_name: str
-    prompt: str
-    timezone: str
-
-    @field_validator("scheduled_for")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        # The key must not depend on which offset the caller happened to use.
-        return value.astimezone(UTC)
-
-    @property
-    def idempotency_key(self) -> str:
-        """`{schedule_id}:{scheduled_for}` as in SPEC, e.g. `01JD...:2026-11-24T07:00:00Z`.
-
-        Fire instants of cron and interval triggers are whole seconds. Manual runs use
-        the moment the operator pressed the button, so microseconds are kept when present:
-        two quick "run now" presses must not share a key.
-        """
-        return idempotency_key(self.schedule_id, self.scheduled_for)
-
-
-class DispatchResult(BaseModel):
-    """A delivery the agent accepted (2xx)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    status_code: int
-    #: The agent's answer (first 4000 characters); None in `telegram` mode, where the
-    #: agent answers in the chat itself, or when an `openai` answer had no text.
-    output: str | None = None
-    #: `prompt_tokens`, `completion_tokens`, `total_tokens` when the agent reported them.
-    token_usage: dict[str, int] | None = None
-    #: `openai` mode: the tool calls of the answer, as the agent sent them
-    #: (`[{"id": ..., "type": "function", "function": {"name": ..., "arguments": "{...}"}}]`).
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class DispatchError(Exception):
-    """The delivery failed; `str(error)` is one plain sentence, free of secrets and URLs.
-
-    `uncertain` is True when the request may have reached the agent (a read timeout or a
-    dropped connection after sending), so the agent may have acted on it. It is False
-    when the request certainly did not get through (refused, DNS, connect timeout) and
-    also when the agent answered: with an error status, or with a 2xx whose body is not
-    a valid chat completion. In that last case the agent did receive the request, but
-    the outcome is known (a bad answer), not unknown, so it is an ordinary failure.
-
-    `status_code` is the HTTP status the agent answered with, when it answered at all.
-    """
-
-    def __init__(self, message: str, *, uncertain: bool, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.uncertain = uncertain
-        self.status_code = status_code
-
-
-class Dispatcher(Protocol):
-    """What the engine needs from the agent side; tests can pass any fake."""
-
-    # The timeout is a parameter, not the caller's asyncio.timeout(): a dispatcher maps
-    # it onto the HTTP phases, which is how it can tell "never sent" from "maybe acted".
-    async def dispatch(
-        self,
-        request: DispatchRequest,
-        *,
-        timeout: float,
-    ) -> DispatchResult:
-        """Deliver one attempt within `timeout` seconds, or raise `DispatchError`."""
-        ...
-
-
-def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
-    """The key every delivery of this fire carries (`Idempotency-Key`)."""
-    return f"{schedule_id}:{format_instant(scheduled_for)}"
-
-
-@lru_cache(maxsize=4096)
-def format_instant(instant: datetime) -> str:
-    """`2026-11-24T07:00:00Z`, or `2026-11-24T07:00:00.123456Z` with microseconds.
-    Cached: a burst keys thousands of deliveries with the same few instants."""
-    utc = instant.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
-
-
-def synthetic_update_id(idempotency_key: str) -> int:
-    """A deterministic 31-bit id for the synthetic update and message, never 0.
-
-    The first four bytes of SHA-256, masked to 31 bits so it fits a signed 32-bit
-    integer as Telegram ids do. A retried delivery carries the same id, so an agent
-    that deduplicates Telegram updates by `update_id` drops the repeat.
-    """
-    digest = hashlib.sha256(idempotency_key.encode()).digest()
-    # Zero reads as "no id" to some code; one key in 2**31 gets 1 instead.
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
 class _Usage(BaseModel):
@@ -448,33 +320,6 @@ class HttpAgentDispatcher:
             return {"Authorization": f"Bearer {self._token}"}
         return {}
 
-    @staticmethod
-    def _telegram_body(request: DispatchRequest) -> dict[str, Any]:
-        # Same shape Telegram delivers (SPEC "Agent endpoint"); message_id reuses the
-        # update id so a retried delivery is the same message, too.
-        update_id = synthetic_update_id(request.idempotency_key)
-        sender: dict[str, Any] = {
-            "id": request.operator.id,
-            "is_bot": False,
-            "first_name": request.operator.first_name,
-        }
-        if request.operator.username is not None:
-            sender["username"] = request.operator.username
-        return {
-            "update_id": update_id,
-            "message": {
-                "message_id": update_id,
-                # The fire instant, not "now", so a retry is byte-for-byte the same update.
-                "date": int(request.scheduled_for.timestamp()),
-                "chat": {
-                    "id": request.chat_id,
-                    "type": "private" if request.chat_id > 0 else "group",
-                },
-                "from": sender,
-                "text": request.prompt,
-            },
-        }
-
     def _openai_body(self, request: DispatchRequest) -> dict[str, Any]:
         system = (
             f"This is a scheduled run of the schedule '{request.schedule_name}' (Tickler), "
@@ -500,9 +345,11 @@ def _now_in(now: datetime, timezone: str) -> str:
 
 
 def _telegram_content(request: DispatchRequest) -> bytes:
-    """`json.dumps(_telegram_body(request), ensure_ascii=False).encode()`, byte for byte,
-    from a text template: only the ids, the date and the prompt change per fire, and
-    encoding the whole nested dict each time cost more than the rest of building it."""
+    """The update as Telegram delivers it (SPEC "Agent endpoint"), as JSON bytes, from a
+    text template: only the ids, the date and the prompt change per fire, and encoding
+    the whole nested dict each time cost more than the rest of building it.
+    `message_id` reuses the update id and `date` is the fire instant, not "now", so a
+    retried delivery is byte for byte the same update."""
     update_id = synthetic_update_id(request.idempotency_key)
     chat_type = "private" if request.chat_id > 0 else "group"
     return (

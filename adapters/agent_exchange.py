@@ -1,10 +1,10 @@
 """The dispatcher's HTTP exchange with the agent, on pyreqwest (Rust's reqwest and hyper).
 
 Why not aiohttp, as before: the engine is one Python thread, and a burst made it one
-core's worth of work per fire, about 40% of it aiohttp's request and response handling.
-pyreqwest does the connection, the writing and the parsing on its own threads, outside
-the GIL; the event loop only hands the request over and takes the answer back. The
-second core does the HTTP while the loop keeps the ledger (bench/RESULTS.md, round 5).
+core's worth of work per fire, a large share of it aiohttp's request and response
+handling. pyreqwest does the connection, the writing and the parsing on its own threads,
+outside the GIL; the event loop only hands the request over and takes the answer back.
+The second core does the HTTP while the loop keeps the ledger (bench/RESULTS.md).
 
 What the dispatcher relies on, and how it is kept:
 - Errors come out as httpx's, and their class tells whether the request can have left:
