@@ -164,9 +164,9 @@ async def start_services(app: Application) -> None:  # type: ignore[type-arg]
     notifier = app.bot_data[NOTIFIER_KEY] = TelegramNotifier(app.bot, store, clock)
     store.on_write_health = notifier.database_health_changed
     metrics = app.bot_data["metrics"] = Metrics()
-    work_items = WorkItemService(store, clock)
+    work_items = WorkItemService(store.work_items, clock)
     engine = Engine(
-        store,
+        store.engine,
         clock,
         dispatcher,
         config=app.bot_data["engine_config"],

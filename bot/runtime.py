@@ -104,7 +104,7 @@ async def log_started(settings: Settings, store: SqliteStore, mode: Mode, **fiel
             "mode": mode,
             "database": str(settings.database_path),
             "timezone": settings.default_timezone,
-            "schedules": await store.count_all_schedules(),
+            "schedules": await store.operations.count_all_schedules(),
             **fields,
         },
     )
@@ -137,11 +137,11 @@ async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Even
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
     engine = Engine(
-        store,
+        store.engine,
         clock,
         dispatcher,
         config=engine_config(settings),
-        tasks=WorkItemService(store, clock),
+        tasks=WorkItemService(store.work_items, clock),
     )
     try:
         service = ScheduleService(
