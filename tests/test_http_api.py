@@ -108,16 +108,16 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     assert status == 200
     assert health["status"] == "ok" and health["loop_alive"] and health["db_ok"]
 
-    # The next claim hangs, as on a database that stopped answering one query.
+    # The next read hangs, as on a database that stopped answering one query.
     entered, release = asyncio.Event(), asyncio.Event()
-    claim = store.engine.claim
+    next_due = store.engine.next_due
 
     async def stuck(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         await release.wait()
-        return await claim(*args, **kwargs)
+        return await next_due(*args, **kwargs)
 
-    monkeypatch.setattr(store.engine, "claim", stuck)
+    monkeypatch.setattr(store.engine, "next_due", stuck)
     engine.wake()
     await asyncio.wait_for(entered.wait(), 1)
     await api.bot.clock.advance(timedelta(minutes=5))
@@ -128,7 +128,7 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     assert health["loop_alive"] is True and health["db_ok"] is True
     assert health["last_tick_age_s"] >= 300
 
-    monkeypatch.setattr(store.engine, "claim", claim)
+    monkeypatch.setattr(store.engine, "next_due", next_due)
     release.set()
 
     async def healthy() -> bool:
@@ -143,12 +143,12 @@ async def test_healthz_goes_503_while_every_engine_iteration_fails_and_200_after
     """The loop goes on ticking (its tick age stays young) while each iteration fails:
     that alone must not pass for healthy."""
     engine, store = api.bot.services.engine, api.bot.services.store
-    claim = store.engine.claim
+    next_due = store.engine.next_due
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the claim broke")
+        raise RuntimeError("the read broke")
 
-    monkeypatch.setattr(store.engine, "claim", broken)
+    monkeypatch.setattr(store.engine, "next_due", broken)
     for _ in range(3):
         ticks = engine.ticks
 
@@ -165,9 +165,9 @@ async def test_healthz_goes_503_while_every_engine_iteration_fails_and_200_after
     _, health, _ = await api.call("GET", "/healthz", auth=False)
     assert health["loop_alive"] is True and health["db_ok"] is True
     assert health["last_tick_age_s"] < 60
-    assert health["engine_ok"] is False and "the claim broke" in health["engine_error"]
+    assert health["engine_ok"] is False and "the read broke" in health["engine_error"]
 
-    monkeypatch.setattr(store.engine, "claim", claim)
+    monkeypatch.setattr(store.engine, "next_due", next_due)
     engine.wake()
 
     async def healthy() -> bool:

@@ -542,6 +542,7 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("DROP INDEX schedules_by_number")
         db.execute("ALTER TABLE schedules DROP COLUMN number")
         db.execute("ALTER TABLE runs DROP COLUMN interruptions")
+        db.execute("ALTER TABLE runs DROP COLUMN skip_reason")
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
     try:

@@ -106,6 +106,7 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
         raw.execute("PRAGMA user_version = 10")
+        raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 
     store = await SqliteStore.open(db_path)
     try:
