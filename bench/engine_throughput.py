@@ -57,7 +57,7 @@ async def run_engines(path: Path, url: str, engines: int, concurrency: int) -> f
     stores = [await SqliteStore.open(path) for _ in range(engines)]
     dispatchers = [HttpAgentDispatcher(url=url, max_connections=concurrency) for _ in stores]
     workers = [
-        Engine(s, clock, d, config=EngineConfig(max_concurrency=concurrency))
+        Engine(s.engine, clock, d, config=EngineConfig(max_concurrency=concurrency))
         for s, d in zip(stores, dispatchers, strict=True)
     ]
     started = time.perf_counter()

@@ -113,7 +113,7 @@ async def simulate(
             started = time.perf_counter()
             pruned = 0
             if retention is not None:
-                result = await store.prune_history(
+                result = await store.operations.prune_history(
                     end - retention, keep=KEEP_RUNS_PER_SCHEDULE, batch=PRUNE_BATCH
                 )
                 pruned = result.runs

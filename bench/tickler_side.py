@@ -19,9 +19,9 @@ from adapters.process import tune_gc
 from bench.measure import FireLog, Result, cpu_seconds
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
+from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.planning import FirePlan
-from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["burst", "idle", "startup", "steady"]
@@ -81,7 +81,7 @@ async def _run_engine(
     store = await SqliteStore.open(db)
     dispatcher = HttpAgentDispatcher(url=url, max_connections=concurrency) if url else None
     engine = Engine(
-        store,
+        store.engine,
         SystemClock(),
         _TimedDispatcher(dispatcher, log),
         config=EngineConfig(max_concurrency=concurrency),
@@ -145,7 +145,7 @@ async def steady(
 
 async def idle(db: Path, n: int, seconds: float) -> Result:
     store = await SqliteStore.open(db)
-    engine = Engine(store, SystemClock(), _TimedDispatcher(None, FireLog()))
+    engine = Engine(store.engine, SystemClock(), _TimedDispatcher(None, FireLog()))
     tune_gc()
     loop = asyncio.create_task(engine.run_forever())
     while engine.ticks < 1:  # noqa: ASYNC110 - the engine offers no event for its first tick

@@ -16,9 +16,9 @@ async def gate(update: Update, context: Context) -> None:
     svc = context.services
     if svc.is_allowed(user.id if user else None):
         chat = update.effective_chat
-        if chat is not None and (await svc.store.get_chat(chat.id)).blocked_at is not None:
+        if chat is not None and (await svc.store.chats.get(chat.id)).blocked_at is not None:
             # They wrote to us, so they unblocked the bot: deliver alerts again.
-            await svc.store.set_chat_blocked(chat.id, None, svc.clock.now())
+            await svc.store.chats.set_blocked(chat.id, None, svc.clock.now())
         return
     if update.callback_query is not None:
         await update.callback_query.answer(REFUSAL, show_alert=True)

@@ -159,9 +159,9 @@ async def open_services(
         notifier = TelegramNotifier(bot, store, clock, settings)
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
-        work_items = WorkItemService(store, clock)
+        work_items = WorkItemService(store.work_items, clock)
         loop = build_engine(
-            store,
+            store.engine,
             clock,
             dispatcher,
             config=engine or engine_config(settings),

@@ -163,7 +163,7 @@ async def _conversation(chat: Transcript, bot: BotHarness) -> None:
     await chat.say("07:30", "What should it be called?")
     await chat.say("Daily brief", "Next:")
     await chat.press("Save", "Saved")
-    [brief] = await bot.services.store.list_schedules(bot.alice.chat_id)
+    [brief] = await bot.services.store.schedules.list_for_chat(bot.alice.chat_id)
 
     # By its short number, as an operator on a phone types it.
     await chat.say(f"/runnow {brief.ref}", AGENT_BRIEF)

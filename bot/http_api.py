@@ -344,7 +344,7 @@ class HttpServer:
         db_error = svc.store.write_failure
         try:
             async with asyncio.timeout(DB_TIMEOUT_S):
-                await svc.store.ping()
+                await svc.store.operations.ping()
         except TimeoutError:
             db_error = db_error or f"The database did not answer within {DB_TIMEOUT_S:g} s."
         except Exception as exc:

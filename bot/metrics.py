@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from scheduler.models import Run, RunStatus
-from scheduler.store import Pruned
+from scheduler.repositories import Pruned
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -104,12 +104,12 @@ class Metrics:
         """The text exposition format, gauges refreshed from the store."""
         engine = svc.engine
         now = engine.clock.now()
-        counts = await svc.store.count_runs_by_status()
+        counts = await svc.store.operations.count_runs_by_status()
         for status in RunStatus:
             self.runs.labels(status.value).set(counts.get(status, 0))
-        self.due_backlog.set(await svc.store.count_due_runs(now))
-        self.due_schedules.set(await svc.store.count_due_schedules(now))
-        self.tripped.set(await svc.store.count_tripped_schedules())
+        self.due_backlog.set(await svc.store.operations.count_due_runs(now))
+        self.due_schedules.set(await svc.store.operations.count_due_schedules(now))
+        self.tripped.set(await svc.store.operations.count_tripped_schedules())
         self.in_flight.set(engine.in_flight)
         if engine.last_tick_at is not None:
             self.last_tick_age.set(max(0.0, (now - engine.last_tick_at).total_seconds()))

@@ -35,12 +35,13 @@ from bot.views_proposals import (
 from bot.views_runs import sent_run_outcome
 from scheduler.clock import Clock
 from scheduler.dispatching import DispatchError
+from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import INTERRUPTED, RunStatus, RunTrigger
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
-from scheduler.store import FinishedAttempt, Store
+from scheduler.stores import Stores
 
 __all__ = ["TelegramNotifier"]
 
@@ -70,7 +71,7 @@ def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
 
 
 class TelegramNotifier:
-    def __init__(self, bot: Bot, store: Store, clock: Clock, settings: Settings) -> None:
+    def __init__(self, bot: Bot, store: Stores, clock: Clock, settings: Settings) -> None:
         self.bot = bot
         self.store = store
         self.clock = clock
@@ -181,7 +182,7 @@ class TelegramNotifier:
     async def fires_missed(self, plan: FirePlan) -> None:
         if plan.first_missed is None or plan.last_missed is None:
             return
-        schedule = await self.store.get_schedule(plan.chat_id, plan.schedule_id)
+        schedule = await self.store.schedules.get(plan.chat_id, plan.schedule_id)
         if schedule is None:
             return
         zone = zone_of(schedule)
@@ -206,10 +207,10 @@ class TelegramNotifier:
     async def runs_awaiting_approval(self, plan: FirePlan) -> None:
         """One message per waiting run: "<name> wants to run for <time>: approve?"."""
         waiting = {f.scheduled_for for f in plan.fires if f.status is RunStatus.AWAITING_APPROVAL}
-        schedule = await self.store.get_schedule(plan.chat_id, plan.schedule_id)
+        schedule = await self.store.schedules.get(plan.chat_id, plan.schedule_id)
         if schedule is None or not waiting:
             return
-        runs = await self.store.list_runs(
+        runs = await self.store.runs.list_for_chat(
             plan.chat_id,
             schedule_id=schedule.id,
             statuses=[RunStatus.AWAITING_APPROVAL],
@@ -244,11 +245,11 @@ class TelegramNotifier:
         """Edit the run's "sending to your agent" message to say how the run went
         (delivered, failed, retrying); nothing while it is still on its way."""
         async with self._confirming:
-            shown = await self.store.sent_run_message(chat_id, run_id)
-            run = await self.store.get_run(chat_id, run_id)
+            shown = await self.store.outbox.sent_run_message(chat_id, run_id)
+            run = await self.store.runs.get(chat_id, run_id)
             if shown is None or shown.message_id is None or run is None:
                 return
-            schedule = await self.store.get_schedule(chat_id, run.schedule_id)
+            schedule = await self.store.schedules.get(chat_id, run.schedule_id)
             line = sent_run_outcome(run, zone_of(schedule) if schedule else "UTC")
             if line is None:
                 return
@@ -287,7 +288,7 @@ class TelegramNotifier:
 
     async def proposal_expired(self, proposal: Proposal) -> None:
         """Edit the proposal's message (its buttons go), or say so in a new one."""
-        shown = await self.store.sent_proposal_message(proposal.chat_id, proposal.id)
+        shown = await self.store.outbox.sent_proposal_message(proposal.chat_id, proposal.id)
         if shown is not None and shown.message_id is not None:
             try:
                 await self.bot.edit_message_text(

@@ -37,7 +37,8 @@ from bot.sweeps import sweep_forever
 from scheduler.clock import Clock
 from scheduler.ids import new_id
 from scheduler.log_context import log_context
-from scheduler.store import Notification, NotificationStatus, Store
+from scheduler.repositories import Notification, NotificationStatus
+from scheduler.stores import Stores
 
 if TYPE_CHECKING:
     from telegram import Message
@@ -75,7 +76,7 @@ def one_line(text: str) -> str:
 
 
 class Outbox:
-    def __init__(self, bot: Bot, store: Store, clock: Clock) -> None:
+    def __init__(self, bot: Bot, store: Stores, clock: Clock) -> None:
         self.bot = bot
         self.store = store
         self.clock = clock
@@ -155,7 +156,7 @@ class Outbox:
             sent_at=now,
             message_id=message_id,
         )
-        await self.store.queue_notifications([notification])
+        await self.store.outbox.queue([notification])
         return notification
 
     async def put_and_wait(
@@ -193,7 +194,7 @@ class Outbox:
         item_id: str | None = None,
         patience: float | None = None,
     ) -> Notification:
-        prefs = await self.store.get_chat(chat_id)
+        prefs = await self.store.chats.get(chat_id)
         now = self.clock.now()
         blocked = prefs.blocked_at is not None
         notification = Notification(
@@ -245,7 +246,7 @@ class Outbox:
         if previous is not None and not previous.done():
             await asyncio.wait({previous})
         rows, self._to_write, self._flush = self._to_write, [], None
-        await self.store.queue_notifications(rows)
+        await self.store.outbox.queue(rows)
 
     # --- couriers -------------------------------------------------------------------------
     def kick(self, chat_id: int) -> None:
@@ -268,7 +269,7 @@ class Outbox:
             while True:
                 self._again.discard(chat_id)
                 try:
-                    queue = await self.store.pending_notifications(chat_id, _BATCH)
+                    queue = await self.store.outbox.pending(chat_id, _BATCH)
                     for n in queue:
                         with log_context(
                             chat_id=chat_id,
@@ -359,7 +360,7 @@ class Outbox:
                     await self._report_undelivered(n.chat_id)
                 return True
             problem = one_line(problem)
-            await self.store.postpone_notification(n.id, problem, now + timedelta(seconds=wait))
+            await self.store.outbox.postpone(n.id, problem, now + timedelta(seconds=wait))
             if deadline is not None and time.monotonic() + wait > deadline:
                 await self._settle(n, problem)
                 return True
@@ -404,7 +405,7 @@ class Outbox:
         )
 
     async def _with_delay_note(self, n: Notification) -> str:
-        zone = (await self.store.get_chat(n.chat_id)).timezone or "UTC"
+        zone = (await self.store.chats.get(n.chat_id)).timezone or "UTC"
         note = f"(delayed: queued at {local(n.created_at, zone)})"
         if n.parse_mode == ParseMode.HTML:
             note = f"<i>{esc(note)}</i>"
@@ -413,19 +414,19 @@ class Outbox:
         return f"{note}\n{n.text}"
 
     async def _mark_sent(self, n: Notification, message_id: int) -> None:
-        await self.store.mark_notification_sent(n.id, message_id, self.clock.now())
+        await self.store.outbox.mark_sent(n.id, message_id, self.clock.now())
         del self._sent[n.id]
         self._deadlines.pop(n.id, None)
         self._resolve(n.id, True)
 
     async def _settle(self, n: Notification, error: str) -> None:
-        await self.store.settle_notification(n.id, NotificationStatus.GIVEN_UP, one_line(error))
+        await self.store.outbox.settle(n.id, NotificationStatus.GIVEN_UP, one_line(error))
         self._deadlines.pop(n.id, None)
         self._resolve(n.id, False)
 
     async def _blocked(self, chat_id: int, reason: str, now: datetime) -> None:
-        await self.store.set_chat_blocked(chat_id, reason, now)
-        await self.store.block_pending_notifications(chat_id, one_line(reason))
+        await self.store.chats.set_blocked(chat_id, reason, now)
+        await self.store.outbox.block_pending(chat_id, one_line(reason))
         log.warning("the chat refuses messages", extra={"chat_id": chat_id, "reason": reason})
         for ident, (chat, _) in list(self._waiters.items()):
             if chat == chat_id:
@@ -462,7 +463,7 @@ class Outbox:
                 task.cancel()
             if waiting:
                 await asyncio.wait(waiting)
-        return len(await self.store.chats_with_pending_notifications(None))
+        return len(await self.store.outbox.chats_with_pending(None))
 
 
 async def deliver_pending_forever(outbox: Outbox, clock: Clock) -> None:
@@ -473,11 +474,9 @@ async def deliver_pending_forever(outbox: Outbox, clock: Clock) -> None:
 
     async def sweep(now: datetime) -> datetime | None:
         nonlocal starting
-        for chat_id in await outbox.store.chats_with_pending_notifications(
-            None if starting else now
-        ):
+        for chat_id in await outbox.store.outbox.chats_with_pending(None if starting else now):
             outbox.kick(chat_id)
         starting = False
-        return await outbox.store.next_notification_due()
+        return await outbox.store.outbox.next_due()
 
     await sweep_forever(sweep, clock, what="delivering queued chat messages")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from bot.sweeps import sweep_forever
 from scheduler.clock import Clock
-from scheduler.store import Pruned
+from scheduler.repositories import Pruned
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["KEEP_RUNS_PER_SCHEDULE", "PRUNE_BATCH", "PRUNE_EVERY", "prune_history_forever"]
@@ -45,7 +45,7 @@ async def prune_history_forever(
         nonlocal next_pass
         if next_pass is not None and now < next_pass:
             return next_pass
-        pruned = await store.prune_history(
+        pruned = await store.operations.prune_history(
             now - retention, keep=KEEP_RUNS_PER_SCHEDULE, batch=PRUNE_BATCH
         )
         log.info(

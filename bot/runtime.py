@@ -25,8 +25,8 @@ from scheduler.engine import (
     ReminderSender,
     TaskSink,
 )
+from scheduler.engine_store import EngineStore
 from scheduler.service import ScheduleService
-from scheduler.store import Store
 from scheduler.work_items import WorkItemService
 from storage.sqlite_store import SqliteStore
 
@@ -71,7 +71,7 @@ def build_clock(settings: Settings) -> Clock:
 
 
 def build_engine(
-    store: Store,
+    store: EngineStore,
     clock: Clock,
     dispatcher: Dispatcher,
     *,
@@ -144,7 +144,7 @@ async def log_started(settings: Settings, store: SqliteStore, mode: Mode, **fiel
             "mode": mode,
             "database": str(settings.database_path),
             "timezone": settings.default_timezone,
-            "schedules": await store.count_all_schedules(),
+            "schedules": await store.operations.count_all_schedules(),
             **fields,
         },
     )
@@ -177,11 +177,11 @@ async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Even
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
     engine = build_engine(
-        store,
+        store.engine,
         clock,
         dispatcher,
         config=engine_config(settings),
-        tasks=WorkItemService(store, clock),
+        tasks=WorkItemService(store.work_items, clock),
     )
     try:
         service = ScheduleService(

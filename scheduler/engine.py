@@ -30,6 +30,14 @@ from typing import Protocol
 
 from scheduler.clock import Clock
 from scheduler.dispatching import Dispatcher, DispatchError, DispatchRequest, Operator
+from scheduler.engine_store import (
+    AcquiredRun,
+    AttemptOutcome,
+    ClaimedFires,
+    EngineInstance,
+    EngineStore,
+    FinishedAttempt,
+)
 from scheduler.errors import UnreadableSchedule
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
@@ -43,14 +51,6 @@ from scheduler.models import (
     interrupted_error,
 )
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
-from scheduler.store import (
-    AcquiredRun,
-    AttemptOutcome,
-    ClaimedFires,
-    EngineInstance,
-    FinishedAttempt,
-    Store,
-)
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
@@ -184,7 +184,7 @@ class _GroupCommit:
     run paying for its own. Each caller still learns its own result.
     """
 
-    def __init__(self, store: Store, owner: str, trip_after: int) -> None:
+    def __init__(self, store: EngineStore, owner: str, trip_after: int) -> None:
         self._store = store
         self._owner = owner
         self._trip_after = trip_after
@@ -241,7 +241,7 @@ class _GroupCommit:
         self,
         batch: list[tuple[AcquiredRun, AttemptOutcome, asyncio.Future[FinishedAttempt | None]]],
     ) -> None:
-        results = await self._store.finish_attempts(
+        results = await self._store.finish(
             [(a, o) for a, o, _ in batch], self._owner, trip_after=self._trip_after
         )
         for (_, _, done), result in zip(batch, results, strict=True):
@@ -252,7 +252,7 @@ class _GroupCommit:
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         dispatcher: Dispatcher,
         *,
@@ -304,6 +304,12 @@ class Engine:
         #: Schedules with a run whose attempt has ended but whose outcome is still being
         #: recorded (it is `running` in the store until then), with how many.
         self._settling: dict[str, int] = {}
+        #: The last claim left fires due (it filled its batch, held fires for a slot, or
+        #: quarantined a row): claim again without waiting for the next read to say so.
+        self._due_backlog = False
+        #: The last acquisition filled its slots, or a claim made runs ready: acquire
+        #: again without waiting for the next read to say so.
+        self._ready_backlog = False
         self._next_heartbeat: datetime | None = None
         self._refill_batch = max(1, self.config.max_concurrency // 8)
         self._recorder = _GroupCommit(store, self.instance_id, self.config.trip_after)
@@ -351,7 +357,7 @@ class Engine:
         now = self.clock.now()
         if not self._started:
             _LOCAL_INSTANCES.add(self.instance_id)
-            await self.store.register_instance(
+            await self.store.register(
                 EngineInstance(self.instance_id, self._host, self._pid, now, now, None)
             )
             self._started = True
@@ -458,7 +464,7 @@ class Engine:
             if stuck:
                 await asyncio.wait(stuck)
         if self._started:
-            await self.store.mark_instance_stopped(self.instance_id, self.clock.now())
+            await self.store.unregister(self.instance_id, self.clock.now())
             self._started = False
         _LOCAL_INSTANCES.discard(self.instance_id)
         self._ready = False
@@ -499,35 +505,44 @@ class Engine:
             await self.store.heartbeat(self.instance_id, now)
             await self._reap(now)
             self._next_heartbeat = now + self.config.heartbeat_every
-        # One read for the three checks below (the store answers them from it).
-        await self.store.due_instants()
-        expired = await self.store.skip_expired_approvals(now)
-        if expired:
-            log.info("%d runs skipped: no approval before their deadline", expired)
+        # One read decides which of the three steps below have anything to do.
+        instants = await self.store.next_due()
+        if _reached(instants.deadline, now):
+            expired = await self.store.expire_approvals(now)
+            if expired:
+                log.info("%d runs skipped: no approval before their deadline", expired)
         room = not self._stopping and self._has_room()
         free = self._free_slots() if room else 0
-        claimed = await self.store.claim_and_start(
-            now,
-            self.config.claim_batch,
-            self._plan,
-            owner=self.instance_id,
-            start=free,
-            hold_until=now - self.config.hold_for_slot,
-            settling=set(self._settling),
-        )
-        # Started first: the notifier may take a while, and these runs are due now.
-        for item in claimed.started:
-            self._start(item)
-        await self._report(claimed)
-        more = claimed.more
-        free -= len(claimed.started)
-        if room and free > 0:
-            acquired = await self.store.acquire_ready_runs(
+        more = False
+        if self._due_backlog or _reached(instants.fire, now):
+            claimed = await self.store.claim(
+                now,
+                self.config.claim_batch,
+                self._plan,
+                owner=self.instance_id,
+                start=free,
+                hold_until=now - self.config.hold_for_slot,
+                settling=set(self._settling),
+            )
+            # Started first: the notifier may take a while, and these runs are due now.
+            for item in claimed.started:
+                self._start(item)
+            await self._report(claimed)
+            more = self._due_backlog = claimed.more or bool(claimed.quarantined)
+            free -= len(claimed.started)
+            if len(claimed.started) < sum(
+                f.status is RunStatus.PENDING for p in claimed.plans for f in p.fires
+            ):
+                # Runs just made ready: acquire without waiting for the next read.
+                self._ready_backlog = True
+        if room and free > 0 and (self._ready_backlog or _reached(instants.ready, now)):
+            acquired = await self.store.acquire(
                 now, free, self.instance_id, settling=set(self._settling)
             )
             for item in acquired:
                 self._start(item)
-            if len(acquired) == free:
+            self._ready_backlog = len(acquired) == free
+            if self._ready_backlog:
                 more = True
         return more
 
@@ -553,7 +568,7 @@ class Engine:
             # Bounded: a database locked past this must not eat the stop's grace period.
             async with asyncio.timeout(_HELD_FLUSH_SECONDS):
                 for _ in range(_HELD_FLUSH_ROUNDS):
-                    claimed = await self.store.claim_and_start(
+                    claimed = await self.store.claim(
                         now, self.config.claim_batch, self._plan, owner=self.instance_id, start=0
                     )
                     await self._report(claimed)
@@ -570,7 +585,7 @@ class Engine:
         deadline = now + self.config.max_sleep
         if self._next_heartbeat is not None:
             deadline = min(deadline, self._next_heartbeat)
-        instants = await self.store.due_instants()
+        instants = await self.store.next_due()
         fire = instants.fire
         if fire is not None and fire <= now:
             if self._stopping or self._has_room():
@@ -592,7 +607,7 @@ class Engine:
         owners = await self.store.running_owners()
         if not owners:
             return
-        known = {i.id: i for i in await self.store.list_instances()}
+        known = {i.id: i for i in await self.store.instances()}
         dead = [
             o
             for o in owners
@@ -604,9 +619,7 @@ class Engine:
             dead.append(self.instance_id)
         if not dead:
             return
-        finished = await self.store.reap_orphans(
-            dead, now, self._orphan_outcome, keep=set(self._inflight)
-        )
+        finished = await self.store.reap(dead, now, self._orphan_outcome, keep=set(self._inflight))
         for item in finished:
             with _run_context(item.run, item.schedule):
                 log.warning(
@@ -681,7 +694,7 @@ class Engine:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                await self.store.release_runs(self.instance_id, [run.id], self.clock.now())
+                await self.store.release(self.instance_id, [run.id], self.clock.now())
                 return
             flight.attempting = False
             self._release_slot(flight)
@@ -759,13 +772,7 @@ class Engine:
         text = self._templates(action.template) if action.template else action.text
         last_output = None
         if "{last_output}" in text:
-            previous = await self.store.list_runs(
-                schedule.chat_id,
-                schedule_id=schedule.id,
-                statuses=[RunStatus.SUCCEEDED],
-                limit=1,
-            )
-            last_output = previous[0].output if previous else None
+            last_output = await self.store.last_output(schedule.chat_id, schedule.id)
         if last_output is None and "{schedule_name" not in text:
             # The same text at the same instant renders the same for every schedule.
             prompt = _render_at(text, run.scheduled_for, schedule.timezone)
@@ -876,6 +883,10 @@ def _time_variables(fire: datetime, timezone: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=1024)
+def _reached(instant: datetime | None, now: datetime) -> bool:
+    return instant is not None and instant <= now
+
+
 def _render_at(text: str, fire: datetime, timezone: str) -> str:
     """A prompt that names no schedule and no earlier output, rendered for a fire."""
     return render(text, {**_time_variables(fire, timezone), "schedule_name": ""})

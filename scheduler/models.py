@@ -30,6 +30,7 @@ __all__ = [
     "RunStatus",
     "RunTrigger",
     "Schedule",
+    "SkipReason",
     "TimeoutPolicy",
     "interrupted_error",
 ]
@@ -219,6 +220,32 @@ class Attempt(BaseModel):
     error: str | None = None
 
 
+class SkipReason(StrEnum):
+    """Why a run ended without being sent to the agent (again), stored with the run
+    (`runs.skip_reason`) beside the sentence the operator reads (`runs.error`)."""
+
+    #: A fire that passed while the engine was down, not run under the missed-run policy.
+    MISSED = "missed"
+    #: The operator skipped a missed fire's catch-up run (/backfill's "skip").
+    MISSED_BY_OPERATOR = "missed_by_operator"
+    #: A fresh fire whose previous run was still running, under `overlap: skip`.
+    OVERLAP = "overlap"
+    #: The schedule was paused (by the operator, schedules.yaml, or pending approval).
+    PAUSED = "paused"
+    #: The schedule was archived.
+    ARCHIVED = "archived"
+    #: The schedule's circuit breaker tripped.
+    TRIPPED = "tripped"
+    #: The schedule's stored definition cannot be decoded (quarantined).
+    UNREADABLE = "unreadable"
+    #: Nobody approved or skipped the run before its approval deadline.
+    APPROVAL_DEADLINE = "approval_deadline"
+    #: An operator rejected the run awaiting approval.
+    REJECTED = "rejected"
+    #: An operator dropped the run by hand.
+    OPERATOR = "operator"
+
+
 class Run(BaseModel):
     model_config = _frozen
 
@@ -241,3 +268,5 @@ class Run(BaseModel):
     owner: str | None = None
     created_at: datetime
     updated_at: datetime
+    #: Why a skipped or cancelled run did not run (`error` words it for the operator).
+    skip_reason: SkipReason | None = None

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler.ids import new_id
-from scheduler.models import MissedRunPolicy, RetryPolicy, Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import (
+    MissedRunPolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+    SkipReason,
+)
 from scheduler.timeutil import format_utc
 from scheduler.triggers import Trigger
 
@@ -295,7 +303,13 @@ def started_run(schedule: Schedule, fire: PlannedFire, owner: str, now: datetime
     )
 
 
-def skipped_run(schedule: Schedule, instant: datetime, reason: str, now: datetime) -> Run:
+def skipped_run(
+    schedule: Schedule,
+    instant: datetime,
+    reason: str,
+    now: datetime,
+    kind: SkipReason = SkipReason.MISSED,
+) -> Run:
     """A fire instant recorded as not run, with the reason: never a silent skip."""
     return Run(
         id=new_id(),
@@ -306,6 +320,7 @@ def skipped_run(schedule: Schedule, instant: datetime, reason: str, now: datetim
         status=RunStatus.SKIPPED,
         finished_at=now,
         error=reason,
+        skip_reason=kind,
         created_at=now,
         updated_at=now,
     )

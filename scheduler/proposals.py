@@ -54,7 +54,7 @@ from scheduler.models import (
 )
 from scheduler.risk import RiskDecision, classify
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import Store
+from scheduler.stores import Stores
 from scheduler.triggers import Trigger
 
 __all__ = [
@@ -148,7 +148,7 @@ class ProposalService:
     def __init__(
         self,
         schedules: ScheduleService,
-        store: Store,
+        store: Stores,
         clock: Clock,
         *,
         on_proposal: OnProposal | None = None,
@@ -183,7 +183,7 @@ class ProposalService:
         repeated = await self._repeats(chat_id, request, now)
         if repeated is not None:
             raise InvalidState(repeated)
-        active = await self.store.count_active_schedules(chat_id)
+        active = await self.store.schedules.count_active(chat_id)
         decision = classify(
             request,
             now=now,
@@ -227,7 +227,7 @@ class ProposalService:
             proposal = proposal.model_copy(
                 update={"status": ProposalStatus.REFUSED, "refusal": refusal, "decided_at": now}
             )
-        await self.store.add_proposal(proposal)
+        await self.store.proposals.add(proposal)
         if refusal is not None:
             log.info(
                 "proposal refused",
@@ -311,7 +311,7 @@ class ProposalService:
 
     # --- deciding ---------------------------------------------------------------------------
     async def get(self, chat_id: int, proposal_id: str) -> Proposal:
-        proposal = await self.store.get_proposal(chat_id, proposal_id)
+        proposal = await self.store.proposals.get(chat_id, proposal_id)
         if proposal is None:
             raise ProposalNotFound("That proposal does not exist here.")
         return proposal
@@ -320,13 +320,15 @@ class ProposalService:
         self, chat_id: int, *, statuses: list[ProposalStatus] | None = None, limit: int = 20
     ) -> list[Proposal]:
         """The chat's proposals, newest first."""
-        return await self.store.list_proposals(chat_id, statuses=statuses, limit=limit)
+        return await self.store.proposals.list_for_chat(chat_id, statuses=statuses, limit=limit)
 
     async def awaiting_approval(self, chat_id: int) -> tuple[list[Proposal], list[Run]]:
         """What waits for an answer in this chat: pending proposals, then runs of
         schedules with per-run approval, oldest first."""
         pending = await self.list_for_chat(chat_id, statuses=[ProposalStatus.PENDING], limit=50)
-        runs = await self.store.list_runs(chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50)
+        runs = await self.store.runs.list_for_chat(
+            chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50
+        )
         return pending[::-1], runs[::-1]
 
     async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
@@ -358,7 +360,7 @@ class ProposalService:
                 if isinstance(exc, InvalidSchedule)
                 else "Its schedule was deleted meanwhile."
             )
-            await self.store.transition_proposal(
+            await self.store.proposals.transition(
                 chat_id,
                 proposal_id,
                 expected=[ProposalStatus.ACTIVE],
@@ -372,7 +374,7 @@ class ProposalService:
         except Exception:
             # Anything else (a locked database): undo the decision so the admin can
             # press Approve again, instead of a proposal "active" without a schedule.
-            await self.store.transition_proposal(
+            await self.store.proposals.transition(
                 chat_id,
                 proposal_id,
                 expected=[ProposalStatus.ACTIVE],
@@ -415,8 +417,8 @@ class ProposalService:
         """Expire every pending proposal whose time is up (all chats); the ones this
         call expired, for the bot to tell their chats."""
         expired: list[Proposal] = []
-        for proposal in await self.store.list_pending_expired(now):
-            done = await self.store.transition_proposal(
+        for proposal in await self.store.proposals.expired(now):
+            done = await self.store.proposals.transition(
                 proposal.chat_id,
                 proposal.id,
                 expected=[ProposalStatus.PENDING],
@@ -429,7 +431,7 @@ class ProposalService:
 
     async def next_expiry(self) -> datetime | None:
         """When the earliest pending proposal expires, if any does."""
-        return await self.store.next_proposal_expiry()
+        return await self.store.proposals.next_expiry()
 
     # --- helpers --------------------------------------------------------------------------
     async def _pending(self, chat_id: int, proposal_id: str) -> Proposal:
@@ -441,7 +443,7 @@ class ProposalService:
             and current.expires_at <= now
         ):
             # Its time is up even if the expiry sweep has not come round yet.
-            await self.store.transition_proposal(
+            await self.store.proposals.transition(
                 chat_id,
                 proposal_id,
                 expected=[ProposalStatus.PENDING],
@@ -462,7 +464,7 @@ class ProposalService:
     ) -> Proposal:
         if current.status is not expected:
             raise _already(current.status)
-        done = await self.store.transition_proposal(
+        done = await self.store.proposals.transition(
             current.chat_id,
             current.id,
             expected=[expected],

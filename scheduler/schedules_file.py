@@ -252,7 +252,7 @@ def _same_fires(current: Schedule, spec: TriggerSpec) -> bool:
 
 
 async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyReport) -> None:
-    current = await service.store.get_schedule(entry.chat_id, entry.id)
+    current = await service.store.schedules.get(entry.chat_id, entry.id)
     if current is None:
         await service.create_schedule(
             entry.chat_id,
@@ -335,7 +335,7 @@ async def apply_entries(
     # An entry that failed to parse still names its id: never disable it for a typo.
     failed_lines = bool(report.errors)
     for chat_id in sorted(chats):
-        for schedule in await service.store.list_schedules(chat_id):
+        for schedule in await service.store.schedules.list_for_chat(chat_id):
             if (
                 schedule.created_by is not CreatedBy.CONFIG
                 or (chat_id, schedule.id) in declared

@@ -55,7 +55,8 @@ from scheduler.policy_edits import (
     edit_action,
     edit_policies,
 )
-from scheduler.store import ScheduleChange, Store
+from scheduler.repositories import ScheduleChange
+from scheduler.stores import Stores
 from scheduler.templates import check_template, load_template
 from scheduler.triggers import (
     CronTrigger,
@@ -159,7 +160,7 @@ def first_fire(trigger: Trigger, now: datetime) -> datetime | None:
 class ScheduleService:
     def __init__(
         self,
-        store: Store,
+        store: Stores,
         clock: Clock,
         *,
         default_timezone: str = "UTC",
@@ -176,12 +177,12 @@ class ScheduleService:
     # --- chats ----------------------------------------------------------------------------
     async def chat_timezone(self, chat_id: int) -> str:
         """The zone this chat's new schedules use."""
-        prefs = await self.store.get_chat(chat_id)
+        prefs = await self.store.chats.get(chat_id)
         return prefs.timezone or self.default_timezone
 
     async def set_chat_timezone(self, chat_id: int, zone: str) -> str:
         name = load_zone(zone).key
-        await self.store.set_chat_timezone(chat_id, name, self.clock.now())
+        await self.store.chats.set_timezone(chat_id, name, self.clock.now())
         return name
 
     # --- validation ------------------------------------------------------------------
@@ -264,7 +265,7 @@ class ScheduleService:
         built = self.build_trigger(trigger, now)
         action = self._check_action(action)
         policies = check_backoff(policies or Policies())
-        if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
+        if await self.store.schedules.count_active(chat_id) >= self.limits.max_schedules_per_chat:
             raise InvalidSchedule(
                 f"This chat already has {self.limits.max_schedules_per_chat} schedules, the "
                 "limit; archive one with /delete first."
@@ -288,7 +289,7 @@ class ScheduleService:
             created_at=now,
             updated_at=now,
         )
-        schedule = await self.store.add_schedule(schedule)
+        schedule = await self.store.schedules.add(schedule)
         self._on_change()
         return schedule
 
@@ -297,14 +298,14 @@ class ScheduleService:
         id, its number (`#3` or `3`), or a prefix of its id of at least
         MIN_ID_PREFIX characters (in any letter case) that no other schedule shares.
         Every service call that takes a schedule id resolves it here."""
-        schedule = await self.store.get_schedule(chat_id, ref)
+        schedule = await self.store.schedules.get(chat_id, ref)
         if schedule is None:
             found: list[Schedule] = []
             number = _number(ref)
             if number is not None:
-                found = await self.store.find_schedules(chat_id, number=number)
+                found = await self.store.schedules.find(chat_id, number=number)
             elif len(ref) >= MIN_ID_PREFIX:
-                found = await self.store.find_schedules(
+                found = await self.store.schedules.find(
                     chat_id, prefix=ref, limit=_AMBIGUOUS_SHOWN + 1
                 )
                 if len(found) > 1:
@@ -316,7 +317,7 @@ class ScheduleService:
         return schedule
 
     async def list_schedules(self, chat_id: int) -> list[Schedule]:
-        return await self.store.list_schedules(chat_id)
+        return await self.store.schedules.list_for_chat(chat_id)
 
     async def update_schedule(
         self,
@@ -416,7 +417,7 @@ class ScheduleService:
         current = await self.get_schedule(chat_id, schedule_id)
         if not current.enabled:
             raise InvalidState(f"'{current.name}' is already paused; /resume starts it again.")
-        paused = await self.store.pause_schedule(
+        paused = await self.store.schedules.pause(
             chat_id, current.id, by=by, reason=reason, now=self.clock.now()
         )
         assert paused is not None
@@ -467,14 +468,14 @@ class ScheduleService:
     async def _modify(
         self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
     ) -> Schedule:
-        updated = await self.store.modify_schedule(chat_id, schedule_id, change)
+        updated = await self.store.schedules.modify(chat_id, schedule_id, change)
         if updated is None:
             raise _not_found(schedule_id)
         return updated
 
     async def archive(self, chat_id: int, schedule_id: str) -> Schedule:
         current = await self.get_schedule(chat_id, schedule_id)
-        archived = await self.store.archive_schedule(chat_id, current.id, now=self.clock.now())
+        archived = await self.store.schedules.archive(chat_id, current.id, now=self.clock.now())
         assert archived is not None
         self._on_change()
         return archived
@@ -514,7 +515,7 @@ class ScheduleService:
                 created_at=now,
                 updated_at=now,
             )
-            if await self.store.add_run(run):
+            if await self.store.runs.add(run):
                 created += 1
         if created:
             self._on_change()
@@ -544,7 +545,7 @@ class ScheduleService:
         seen: set[datetime] = set()
         offset = 0
         while True:
-            page = await self.store.list_runs(
+            page = await self.store.runs.list_for_chat(
                 chat_id, schedule_id=schedule_id, limit=1000, offset=offset
             )
             seen.update(r.scheduled_for for r in page)
@@ -564,12 +565,12 @@ class ScheduleService:
             raise InvalidState(_AWAITS_ADMIN)
         behind = None
         if schedule.policies.overlap is not OverlapPolicy.ALLOW:
-            running = await self.store.list_runs(
+            running = await self.store.runs.list_for_chat(
                 chat_id, schedule_id=schedule.id, statuses=[RunStatus.RUNNING], limit=1
             )
             behind = running[0] if running else None
         run = manual_run(schedule, self.clock.now())
-        if not await self.store.add_run(run):
+        if not await self.store.runs.add(run):
             raise InvalidState("A run for this very instant exists already; try again.")
         self._on_change()
         return RunRequested(schedule, run, behind)
@@ -579,17 +580,17 @@ class ScheduleService:
     ) -> list[Run]:
         if schedule_id is not None:
             schedule_id = (await self.get_schedule(chat_id, schedule_id)).id
-        return await self.store.list_runs(
+        return await self.store.runs.list_for_chat(
             chat_id, schedule_id=schedule_id, limit=limit, offset=offset
         )
 
     async def dead_letters(self, chat_id: int, *, limit: int = 20, offset: int = 0) -> list[Run]:
-        return await self.store.list_runs(
+        return await self.store.runs.list_for_chat(
             chat_id, statuses=[RunStatus.DEAD, RunStatus.UNKNOWN], limit=limit, offset=offset
         )
 
     async def get_run(self, chat_id: int, run_id: str) -> Run:
-        run = await self.store.get_run(chat_id, run_id)
+        run = await self.store.runs.get(chat_id, run_id)
         if run is None:
             raise RunNotFound(f"There is no run '{shown(run_id)}' here; /history lists them.")
         return run
@@ -597,15 +598,15 @@ class ScheduleService:
     async def run_detail(self, chat_id: int, run_id: str) -> RunDetail:
         """A run with its finished attempts and its schedule (archived ones too)."""
         run = await self.get_run(chat_id, run_id)
-        attempts = await self.store.list_attempts(chat_id, run.id)
-        schedule = await self.store.get_schedule(chat_id, run.schedule_id)
+        attempts = await self.store.runs.attempts(chat_id, run.id)
+        schedule = await self.store.schedules.get(chat_id, run.schedule_id)
         return RunDetail(run, attempts, schedule)
 
     async def retry(self, chat_id: int, run_id: str) -> Run:
         """Send a dead (or uncertain) run again, with the same idempotency key."""
         run = await self.get_run(chat_id, run_id)
         now = self.clock.now()
-        updated = await self.store.transition_run(
+        updated = await self.store.runs.transition(
             chat_id,
             run_id,
             expected=[RunStatus.DEAD, RunStatus.UNKNOWN],
@@ -647,7 +648,7 @@ class ScheduleService:
         if run.status is RunStatus.AWAITING_APPROVAL and deadline is not None and deadline <= now:
             # Too late, even if the engine has not skipped it yet: the deadline is the
             # schedule's next fire, and approving now could run two windows at once.
-            await self.store.transition_run(
+            await self.store.runs.transition(
                 chat_id,
                 run_id,
                 expected=[RunStatus.AWAITING_APPROVAL],
@@ -660,7 +661,7 @@ class ScheduleService:
                 now=now,
             )
             raise InvalidState("That run is already skipped: its approval deadline passed.")
-        updated = await self.store.transition_run(
+        updated = await self.store.runs.transition(
             chat_id,
             run_id,
             expected=[RunStatus.AWAITING_APPROVAL],
@@ -691,7 +692,7 @@ class ScheduleService:
     ) -> Run:
         run = await self.get_run(chat_id, run_id)
         now = self.clock.now()
-        updated = await self.store.transition_run(
+        updated = await self.store.runs.transition(
             chat_id,
             run_id,
             expected=expected,
@@ -721,7 +722,7 @@ class ScheduleService:
                 f"'{schedule.name}' is paused; resume it with /resume {schedule.ref} first."
             )
         now = self.clock.now()
-        runs = await self.store.list_runs(chat_id, schedule_id=schedule.id, limit=1000)
+        runs = await self.store.runs.list_for_chat(chat_id, schedule_id=schedule.id, limit=1000)
         # The schedule's own fires in the window, newest first (list_runs' order).
         window = [
             r
@@ -758,7 +759,7 @@ class ScheduleService:
             }
         changed = 0
         for run in targets:
-            if await self.store.transition_run(
+            if await self.store.runs.transition(
                 chat_id, run.id, expected=expected, changes=changes, now=now
             ):
                 changed += 1

@@ -11,19 +11,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from scheduler.clock import Clock
 from scheduler.errors import InvalidState
 from scheduler.models import RunStatus, RunTrigger, Schedule
-
-if TYPE_CHECKING:
-    from scheduler.store import Store
+from scheduler.repositories import RunFigure, RunRepository, ScheduleRepository
 
 __all__ = [
     "DEFAULT_WINDOW",
     "ChatStats",
-    "RunFigure",
     "ScheduleFigures",
     "chat_stats",
     "parse_window",
@@ -48,18 +44,6 @@ def parse_window(text: str | None) -> timedelta:
     if window > _MAX_WINDOW:
         raise InvalidState("Stats go back at most 90 days; use 90d or less.")
     return window
-
-
-@dataclass(frozen=True)
-class RunFigure:
-    """One run in the window, as much of it as the figures need."""
-
-    schedule_id: str
-    status: RunStatus
-    trigger: RunTrigger
-    scheduled_for: datetime
-    started_at: datetime | None
-    duration_ms: int | None
 
 
 @dataclass
@@ -131,11 +115,17 @@ def summarise(figures: Sequence[RunFigure], since: datetime, until: datetime) ->
     return stats
 
 
-async def chat_stats(store: Store, clock: Clock, chat_id: int, window: str | None) -> ChatStats:
+async def chat_stats(
+    runs: RunRepository,
+    schedules: ScheduleRepository,
+    clock: Clock,
+    chat_id: int,
+    window: str | None,
+) -> ChatStats:
     """The chat's figures over `window` (`24h`, `7d`, `30d`) ending now."""
     span = parse_window(window)
     until = clock.now()
     since = until - span
-    stats = summarise(await store.run_figures(chat_id, since, until), since, until)
-    stats.current = {s.id: s for s in await store.list_schedules(chat_id)}
+    stats = summarise(await runs.figures(chat_id, since, until), since, until)
+    stats.current = {s.id: s for s in await schedules.list_for_chat(chat_id)}
     return stats

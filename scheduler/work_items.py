@@ -28,9 +28,9 @@ __all__ = [
     "Today",
     "WorkItem",
     "WorkItemNotFound",
+    "WorkItemRepository",
     "WorkItemService",
     "WorkItemStatus",
-    "WorkItemStore",
 ]
 
 MAX_TITLE = 300
@@ -90,7 +90,7 @@ class HistoryEntry(BaseModel):
     note: str = ""
 
 
-class WorkItemStore(Protocol):
+class WorkItemRepository(Protocol):
     async def insert_work_item(self, item: WorkItem, entry: HistoryEntry) -> bool:
         """False (nothing written) when the schedule already made an item that date."""
 
@@ -135,7 +135,7 @@ FILE_PROOF = "file:"
 
 
 class WorkItemService:
-    def __init__(self, store: WorkItemStore, clock: Clock) -> None:
+    def __init__(self, store: WorkItemRepository, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 

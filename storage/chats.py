@@ -6,7 +6,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from scheduler.store import ChatPrefs
+from scheduler.repositories import ChatPrefs
 from storage.codec import from_db_time, to_db_time
 from storage.database import fetch_one
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from scheduler.engine_store import EngineInstance
 from scheduler.errors import InvalidSchedule, UnreadableSchedule
 from scheduler.models import (
     Action,
@@ -20,9 +21,9 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
     Schedule,
+    SkipReason,
 )
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
-from scheduler.store import EngineInstance
 from scheduler.triggers import Trigger, make_trigger
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -224,7 +225,7 @@ def _decode_schedule(v: tuple[Any, ...]) -> Schedule:
 RUN_COLUMNS = (
     "id, schedule_id, chat_id, scheduled_for, trigger, status, attempt, next_attempt_at, "
     "started_at, finished_at, duration_ms, output, error, token_usage_json, owner, "
-    "created_at, updated_at"
+    "created_at, updated_at, skip_reason"
 )
 
 
@@ -250,6 +251,7 @@ def run_row(r: Run) -> tuple[Any, ...]:
         r.owner,
         to_db_time(r.created_at),
         to_db_time(r.updated_at),
+        None if r.skip_reason is None else r.skip_reason.value,
     )
 
 
@@ -278,6 +280,7 @@ def run_from_row(row: Any) -> Run:
         owner=row[14],
         created_at=req_time(row[15]),
         updated_at=req_time(row[16]),
+        skip_reason=None if row[17] is None else SkipReason(row[17]),
     )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from scheduler.store import DueInstants
+from scheduler.engine_store import DueInstants
 from storage.codec import from_db_time
 from storage.database import fetch_one
 

@@ -131,6 +131,7 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("owner"),
             _f("created_at", "time"),
             _f("updated_at", "time"),
+            _f("skip_reason"),
         ),
     ),
     _Entity(

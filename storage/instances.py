@@ -6,7 +6,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from scheduler.store import EngineInstance
+from scheduler.engine_store import EngineInstance
 from storage.codec import instance_from_row, opt_time, to_db_time
 from storage.database import fetch_all
 

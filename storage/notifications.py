@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.store import Notification, NotificationStatus
+from scheduler.repositories import Notification, NotificationStatus
 from storage.codec import from_db_time, opt_time, to_db_time
 from storage.database import fetch_all, fetch_one
 

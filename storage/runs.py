@@ -9,7 +9,8 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus
+from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus, SkipReason
+from scheduler.policies import closing_status
 from storage.codec import (
     RUN_COLUMNS,
     SCHEDULE_COLUMNS,
@@ -49,6 +50,7 @@ FINISH_SUCCEEDED_SQL = (
 #: Columns an operator action may change through `transition`.
 _MUTABLE = {
     "status",
+    "skip_reason",
     "trigger",
     "attempt",
     "next_attempt_at",
@@ -163,27 +165,23 @@ async def mark_running(
     )
 
 
-async def mark_skipped(
-    db: aiosqlite.Connection, run_ids: list[str], reason: str, now: datetime
+async def close_runs(
+    db: aiosqlite.Connection,
+    closed: Sequence[tuple[str, RunStatus]],
+    kind: SkipReason,
+    reason: str,
+    now: datetime,
 ) -> None:
-    if not run_ids:
+    """Close runs that will not run, each with the status `scheduler.policies.
+    closing_status` gave it, and why."""
+    if not closed:
         return
     when = to_db_time(now)
-    # `skipped` means never sent to the agent; a run already tried (a planned retry, or
-    # one put back after an attempt) is `cancelled`, as settle_open does.
     await db.executemany(
-        f"UPDATE runs SET status = {_SKIPPED_OR_CANCELLED}, error = ?, finished_at = ?, "
+        "UPDATE runs SET status = ?, skip_reason = ?, error = ?, finished_at = ?, "
         "updated_at = ?, next_attempt_at = NULL WHERE id = ?",
-        [(reason, when, when, rid) for rid in run_ids],
+        [(status.value, kind.value, reason, when, when, rid) for rid, status in closed],
     )
-
-
-#: The closing status of a run that will not run: skipped if it was never tried. An
-#: interrupted attempt was given back (attempt 0 again) but may have reached the agent.
-_SKIPPED_OR_CANCELLED = (
-    "CASE WHEN status = 'failed' OR attempt > 0 OR interruptions > 0 "
-    "THEN 'cancelled' ELSE 'skipped' END"
-)
 
 
 async def finish(
@@ -430,16 +428,18 @@ async def running_owners(db: aiosqlite.Connection) -> set[str]:
 
 
 async def settle_open(
-    db: aiosqlite.Connection, schedule_id: str, reason: str, now: datetime
+    db: aiosqlite.Connection, schedule_id: str, kind: SkipReason, reason: str, now: datetime
 ) -> None:
-    """Close a schedule's not-started runs: fresh ones skipped, planned retries cancelled."""
-    when = to_db_time(now)
-    await db.execute(
-        f"UPDATE runs SET status = {_SKIPPED_OR_CANCELLED}, "
-        "error = ?, next_attempt_at = NULL, finished_at = ?, updated_at = ? "
-        "WHERE schedule_id = ? AND status IN ('pending', 'failed', 'awaiting_approval')",
-        (reason, when, when, schedule_id),
+    """Close a schedule's not-started runs, each skipped or cancelled as
+    `scheduler.policies.closing_status` says."""
+    rows = await fetch_all(
+        db,
+        "SELECT id, status, attempt, interruptions FROM runs WHERE schedule_id = ? "
+        "AND status IN ('pending', 'failed', 'awaiting_approval')",
+        (schedule_id,),
     )
+    closed = [(r[0], closing_status(RunStatus(r[1]), r[2], r[3])) for r in rows]
+    await close_runs(db, closed, kind, reason, now)
 
 
 async def transition(
@@ -487,13 +487,26 @@ async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-async def skip_expired_approvals(db: aiosqlite.Connection, reason: str, now: datetime) -> int:
+async def skip_expired_approvals(
+    db: aiosqlite.Connection, kind: SkipReason, reason: str, now: datetime
+) -> int:
     """Skip runs awaiting approval whose deadline (next_attempt_at) has come."""
     when = to_db_time(now)
     cur = await db.execute(
-        "UPDATE runs SET status = 'skipped', error = ?, finished_at = ?, updated_at = ?, "
-        "next_attempt_at = NULL "
+        "UPDATE runs SET status = 'skipped', skip_reason = ?, error = ?, finished_at = ?, "
+        "updated_at = ?, next_attempt_at = NULL "
         "WHERE status = 'awaiting_approval' AND next_attempt_at <= ?",
-        (reason, when, when, when),
+        (kind.value, reason, when, when, when),
     )
     return cur.rowcount
+
+
+async def last_output(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> str | None:
+    """The answer of the schedule's latest successful run ({last_output} in a prompt)."""
+    row = await fetch_one(
+        db,
+        "SELECT output FROM runs WHERE chat_id = ? AND schedule_id = ? AND status = 'succeeded' "
+        "ORDER BY scheduled_for DESC, id DESC LIMIT 1",
+        (chat_id, schedule_id),
+    )
+    return None if row is None else row[0]

@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from scheduler.errors import InvalidSchedule, UnreadableSchedule
-from scheduler.models import Schedule
+from scheduler.models import Schedule, SkipReason
 from storage.codec import (
     SCHEDULE_COLUMNS,
     schedule_from_row,
@@ -152,7 +152,7 @@ async def quarantine(db: aiosqlite.Connection, broken: UnreadableSchedule, now: 
     )
     if row is None:
         return False
-    await settle_open(db, broken.schedule_id, f"paused: {reason}", now)
+    await settle_open(db, broken.schedule_id, SkipReason.UNREADABLE, f"paused: {reason}", now)
     return True
 
 

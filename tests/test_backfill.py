@@ -52,7 +52,7 @@ async def test_backfill_twice_creates_nothing_the_second_time(
     second = await service.backfill(CHAT, sid, start, end)
     assert first == (12, 0)
     assert second == (0, 12)
-    runs = await store.list_runs(CHAT, schedule_id=sid, limit=100)
+    runs = await store.runs.list_for_chat(CHAT, schedule_id=sid, limit=100)
     assert len(runs) == 12
     assert all(r.trigger is RunTrigger.BACKFILL for r in runs)
     assert len({r.scheduled_for for r in runs}) == 12
@@ -86,14 +86,14 @@ async def test_engine_dispatches_backfilled_runs_with_their_own_keys(
     sid = await daily(service)
     start, end = utc("2026-11-19T00:00:00+00:00"), utc("2026-11-21T23:00:00+00:00")
     assert await service.backfill(CHAT, sid, start, end) == (3, 0)
-    engine = Engine(store, clock, dispatcher, config=EngineConfig())
+    engine = Engine(store.engine, clock, dispatcher, config=EngineConfig())
     await engine.run_until_idle()
     await clock.advance(timedelta(seconds=1))
     await engine.run_until_idle()
     await engine.shutdown()
     keys = sorted(r.headers["idempotency-key"] for r in agent_stub.requests)
     assert keys == [f"{sid}:2026-11-{d}T08:00:00Z" for d in (19, 20, 21)]
-    runs = await store.list_runs(CHAT, schedule_id=sid)
+    runs = await store.runs.list_for_chat(CHAT, schedule_id=sid)
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
     # A second backfill over the same range adds nothing and sends nothing.
     assert await service.backfill(CHAT, sid, start, end) == (0, 3)

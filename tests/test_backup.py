@@ -59,7 +59,7 @@ async def test_backup_while_open_copies_everything(tmp_path: Path) -> None:
     assert code == 0, err
     assert out.startswith(f"Backed up {db} to {copy}")
     async with await SqliteStore.open(copy) as restored:
-        assert [s.id for s in await restored.list_schedules(1)] == [made.id]
+        assert [s.id for s in await restored.schedules.list_for_chat(1)] == [made.id]
     await store.close()
 
     code, _, err = await tickler("backup", str(copy), env=env)

@@ -42,7 +42,7 @@ async def test_backfill_previews_then_confirms_once(bot: BotHarness) -> None:
     query = await bot.alice.press_data(data, preview.message_id)
     answer = await bot.server.wait_answered(query)
     assert "Nothing created" in str(answer.get("text"))
-    runs = await bot.services.store.list_runs(ALICE, schedule_id=schedule.id, limit=100)
+    runs = await bot.services.store.runs.list_for_chat(ALICE, schedule_id=schedule.id, limit=100)
     backfilled = [r for r in runs if r.trigger is RunTrigger.BACKFILL]
     assert sorted(r.scheduled_for for r in backfilled) == [
         datetime(2026, 11, d, 8, 0, tzinfo=UTC) for d in range(16, 21)

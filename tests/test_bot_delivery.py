@@ -98,7 +98,7 @@ async def test_403_blocks_delivery_without_losing_the_run_until_the_user_returns
     await bot.clock.set(NINE_BERLIN)
 
     async def blocked() -> bool:
-        return (await bot.services.store.get_chat(ALICE)).blocked_at is not None
+        return (await bot.services.store.chats.get(ALICE)).blocked_at is not None
 
     await until(blocked)
     assert await runs_of(bot, sid) == [RunStatus.DEAD]  # the ledger has it all the same

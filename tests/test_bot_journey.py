@@ -31,7 +31,7 @@ async def test_from_start_to_answer_history_and_pause(openai_bot: BotHarness) ->
     assert "• Mon 23 Nov 09:00 (+01:00)" in (preview.text or "")
     await alice.press("Save")
     await alice.wait_reply(containing="Saved")
-    [schedule] = await bot.services.store.list_schedules(ALICE)
+    [schedule] = await bot.services.store.schedules.list_for_chat(ALICE)
     assert schedule.next_run_at is not None
     assert format_utc(schedule.next_run_at) == "2026-11-23T08:00:00Z"
 
@@ -56,11 +56,11 @@ async def test_from_start_to_answer_history_and_pause(openai_bot: BotHarness) ->
     paused = await alice.wait_edit(card.message_id)
     assert "paused" in (paused.text or "").lower()
     assert "Resume" in paused.button_labels()
-    assert not (await bot.services.store.get_schedule(ALICE, schedule.id)).enabled  # type: ignore[union-attr]
+    assert not (await bot.services.store.schedules.get(ALICE, schedule.id)).enabled  # type: ignore[union-attr]
     await alice.press("Resume", paused)
     resumed = await alice.wait_edit(card.message_id)
     assert "Pause" in resumed.button_labels()
-    after = await bot.services.store.get_schedule(ALICE, schedule.id)
+    after = await bot.services.store.schedules.get(ALICE, schedule.id)
     assert after is not None and after.enabled
     assert after.next_run_at is not None
     assert format_utc(after.next_run_at) == "2026-11-24T08:00:00Z"

@@ -27,7 +27,7 @@ def text_of(message: BotMessage) -> str:
 
 
 async def schedules(bot: BotHarness, chat_id: int = ALICE) -> list[Schedule]:
-    return await bot.services.store.list_schedules(chat_id)
+    return await bot.services.store.schedules.list_for_chat(chat_id)
 
 
 async def answers_once(user: TgUser, text: str) -> str:

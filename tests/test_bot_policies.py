@@ -40,7 +40,7 @@ async def _seed(bot: BotHarness, kind: ActionKind = ActionKind.TASK) -> Schedule
 
 
 async def _stored(bot: BotHarness, schedule: Schedule) -> Schedule:
-    found = await bot.services.store.get_schedule(ALICE, schedule.id)
+    found = await bot.services.store.schedules.get(ALICE, schedule.id)
     assert found is not None
     return found
 
@@ -110,7 +110,7 @@ async def test_show_lists_every_policy_and_edit_changes_each(bot: BotHarness) ->
     # The policy is obeyed: with approval on, the 09:00 fire waits for the operator.
     await bot.clock.set(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
     await alice.wait_reply(containing="wants to run")
-    [run] = await bot.services.store.list_runs(ALICE, schedule_id=sid)
+    [run] = await bot.services.store.runs.list_for_chat(ALICE, schedule_id=sid)
     assert run.status is RunStatus.AWAITING_APPROVAL
 
 
@@ -225,7 +225,7 @@ async def test_guided_new_creates_a_task_with_instructions_assignee_and_proof(
     await alice.press("Save")
     await alice.wait_reply(containing="Saved")
 
-    [schedule] = await bot.services.store.list_schedules(ALICE)
+    [schedule] = await bot.services.store.schedules.list_for_chat(ALICE)
     assert schedule.action == Action(
         kind=ActionKind.TASK,
         text="Water the plants",

@@ -240,7 +240,7 @@ async def test_a_press_after_expiry_is_answered_and_changes_nothing(bot: BotHarn
     query = await bot.alice.press_data(card.callback_data("Approve") or "", card.message_id)
     assert await toast(bot, query) == "That proposal is already expired."
     assert (await current(bot, proposal)).status is ProposalStatus.EXPIRED
-    assert await bot.services.store.list_schedules(ALICE, include_archived=True) == []
+    assert await bot.services.store.schedules.list_for_chat(ALICE, include_archived=True) == []
 
 
 async def test_a_forged_press_for_another_chats_proposal_finds_nothing(bot: BotHarness) -> None:
@@ -254,8 +254,8 @@ async def test_a_forged_press_for_another_chats_proposal_finds_nothing(bot: BotH
     query = await bot.alice.press_data("p:approve:", listing.message_id)
     assert await toast(bot, query) == "That button is out of date; send the command again."
     assert (await current(bot, olgas)).status is ProposalStatus.PENDING
-    assert await bot.services.store.list_schedules(OLGA, include_archived=True) == []
-    assert await bot.services.store.list_schedules(ALICE, include_archived=True) == []
+    assert await bot.services.store.schedules.list_for_chat(OLGA, include_archived=True) == []
+    assert await bot.services.store.schedules.list_for_chat(ALICE, include_archived=True) == []
 
 
 async def test_a_low_proposal_is_active_at_once_and_undo_archives_it(bot: BotHarness) -> None:

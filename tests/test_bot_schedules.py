@@ -64,7 +64,7 @@ async def a_marker_run_reached_the_agent(bot: BotHarness) -> None:
 
 
 async def runs_of(bot: BotHarness, schedule: Schedule) -> list[Run]:
-    return await bot.services.store.list_runs(schedule.chat_id, schedule_id=schedule.id)
+    return await bot.services.store.runs.list_for_chat(schedule.chat_id, schedule_id=schedule.id)
 
 
 async def toast(bot: BotHarness, query_id: str) -> str:
@@ -469,7 +469,7 @@ async def test_uncertain_runs_offer_mark_done_and_drop(bot: BotHarness) -> None:
     runs = []
     for _ in range(2):
         run = await bot.services.service.run_now(ALICE, schedule.id)
-        await store.transition_run(
+        await store.runs.transition(
             ALICE,
             run.id,
             expected=[RunStatus.PENDING],

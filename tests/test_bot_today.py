@@ -13,13 +13,14 @@ from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import TriggerSpec
 from scheduler.work_items import WorkItem, WorkItemStatus
+from tests.engine_calls import list_notifications
 from tests.test_bot_schedules import eventually, toast
 
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
 
 
 async def all_items(bot: BotHarness) -> list[WorkItem]:
-    return await bot.services.store.list_work_items(ALICE, list(WorkItemStatus))
+    return await bot.services.store.work_items.list_work_items(ALICE, list(WorkItemStatus))
 
 
 async def test_a_task_fire_shows_in_today_and_done_needs_its_link(bot: BotHarness) -> None:
@@ -63,7 +64,7 @@ async def test_a_task_fire_shows_in_today_and_done_needs_its_link(bot: BotHarnes
 async def followup_pings(bot: BotHarness, chat_id: int) -> int:
     """Follow-up pings queued for the chat in the outbox, whether delivered yet or not."""
     return len(
-        [n for n in await bot.services.store.list_notifications(chat_id) if n.kind == "followup"]
+        [n for n in await list_notifications(bot.services.store, chat_id) if n.kind == "followup"]
     )
 
 
@@ -99,7 +100,7 @@ async def test_a_sponsor_follow_up_pings_once_then_sent_then_received(bot: BotHa
 
     await bot.alice.send(f"/followup {item.id} sent 2d")
     assert "stays waiting" in ((await bot.alice.wait_reply()).text or "")
-    sent = await bot.services.store.get_work_item(ALICE, item.id)
+    sent = await bot.services.store.work_items.get_work_item(ALICE, item.id)
     assert sent is not None and sent.status is WorkItemStatus.WAITING
     assert sent.follow_up_at == bot.clock.now() + timedelta(days=2)
     await bot.alice.send("/today")
@@ -108,9 +109,9 @@ async def test_a_sponsor_follow_up_pings_once_then_sent_then_received(bot: BotHa
 
     await bot.alice.send(f"/followup {item.id} received")
     assert "back on your list" in ((await bot.alice.wait_reply()).text or "")
-    back = await bot.services.store.get_work_item(ALICE, item.id)
+    back = await bot.services.store.work_items.get_work_item(ALICE, item.id)
     assert back is not None and back.status is WorkItemStatus.TODO
-    history = await bot.services.store.work_item_history(item.id)
+    history = await bot.services.store.work_items.work_item_history(item.id)
     assert [h.action for h in history] == [
         "follow-up created",
         "follow-up sent",
@@ -128,7 +129,7 @@ async def test_wait_needs_who_date_and_note(bot: BotHarness) -> None:
     assert "Use /wait ITEM WHO DATE NOTE" in ((await bot.alice.wait_reply()).text or "")
     await bot.alice.send(f"/wait {item.id} Printer 2026-12-01 asked for a quote")
     assert "waits for Printer" in ((await bot.alice.wait_reply()).text or "")
-    waiting = await bot.services.store.get_work_item(ALICE, item.id)
+    waiting = await bot.services.store.work_items.get_work_item(ALICE, item.id)
     assert waiting is not None and waiting.status is WorkItemStatus.WAITING
 
 

@@ -45,7 +45,9 @@ async def _guided(user: TgUser, preset: str, name: str) -> str:
 
 
 async def _saved(bot: BotHarness, name: str) -> Schedule:
-    [schedule] = [s for s in await bot.services.store.list_schedules(ALICE) if s.name == name]
+    [schedule] = [
+        s for s in await bot.services.store.schedules.list_for_chat(ALICE) if s.name == name
+    ]
     return schedule
 
 

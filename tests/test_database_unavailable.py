@@ -58,14 +58,14 @@ async def test_a_failed_write_is_remembered_and_reported_until_a_write_succeeds(
         other.execute("BEGIN EXCLUSIVE")
         for _ in range(2):
             with pytest.raises(sqlite3.OperationalError) as failed:
-                await store.set_chat_timezone(7, "Europe/Berlin", NOW)
+                await store.chats.set_timezone(7, "Europe/Berlin", NOW)
             assert is_unavailable(failed.value)
         assert store.write_failure == describe_failure(failed.value, db_path)
         other.execute("ROLLBACK")
         # A transaction that changes nothing writes nothing: no proof of health.
-        await store.heartbeat("no such engine", NOW)
+        await store.engine.heartbeat("no such engine", NOW)
         assert store.write_failure == describe_failure(failed.value, db_path)
-        await store.set_chat_timezone(7, "Europe/Berlin", NOW)
+        await store.chats.set_timezone(7, "Europe/Berlin", NOW)
         assert store.write_failure is None
         # Told once when it broke, once when it healed: not once per failed retry.
         assert told == [describe_failure(failed.value, db_path), None]

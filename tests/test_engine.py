@@ -15,6 +15,7 @@ from bench import seed
 from bot.demo_kit.agent_stub import AgentStub, refused_url
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
+from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
@@ -29,7 +30,6 @@ from scheduler.models import (
 )
 from scheduler.planning import FirePlan
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
 
 CHAT = 4242
@@ -49,7 +49,7 @@ def make_engine(
     store: SqliteStore, clock: FakeClock, dispatcher: Dispatcher, **config: object
 ) -> Engine:
     return Engine(
-        store,
+        store.engine,
         clock,
         dispatcher,
         config=EngineConfig(**config),  # type: ignore[arg-type]
@@ -196,7 +196,7 @@ async def test_agent_500_retries_with_backoff_then_dead_and_trips_after_three(
         run = await service.get_run(CHAT, run.id)
         assert run.status is RunStatus.DEAD and run.attempt == 3
         assert run.error == "The agent answered HTTP 500."
-        attempts = await store.list_attempts(CHAT, run.id)
+        attempts = await store.runs.attempts(CHAT, run.id)
         assert [a.status for a in attempts] == [RunStatus.FAILED, RunStatus.FAILED, RunStatus.DEAD]
 
     schedule = await service.get_schedule(CHAT, sid)
@@ -263,7 +263,7 @@ async def test_the_operator_hears_of_a_trip_once_and_of_missed_fires(
         service, Policies(retry=RetryPolicy(max_attempts=1), missed_run=MissedRunPolicy.SKIP)
     )
     notifier = RecordingNotifier()
-    engine = Engine(store, clock, dispatcher, notifier=notifier)
+    engine = Engine(store.engine, clock, dispatcher, notifier=notifier)
     for day in range(4):
         await clock.set(utc("2026-11-23T08:00:00Z") + timedelta(days=day))
         await engine.run_until_idle()
@@ -716,7 +716,7 @@ async def test_a_burst_fills_every_free_slot_on_each_turn_of_the_loop(tmp_path: 
     notifier = _Counting(n)
     async with await SqliteStore.open(db) as store:
         engine = Engine(
-            store,
+            store.engine,
             SystemClock(),
             _Instant(),
             config=EngineConfig(max_concurrency=slots),

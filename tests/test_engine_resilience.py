@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
+from scheduler.engine_store import ClaimedFires, FinishedAttempt, Planner
 from scheduler.models import (
     Action,
     MissedRunPolicy,
@@ -26,8 +27,8 @@ from scheduler.models import (
     RunStatus,
 )
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import ClaimedFires, FinishedAttempt, Planner
 from storage import database
+from storage.engine_store import SqliteEngineStore
 from storage.sqlite_store import SqliteStore
 
 CHAT = 9
@@ -45,11 +46,11 @@ async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-class FlakyStore(SqliteStore):
+class FlakyStore(SqliteEngineStore):
     """A real store whose chosen operations fail a given number of times."""
 
     def __init__(self, inner: SqliteStore, **failures: int) -> None:
-        super().__init__(inner._db)
+        super().__init__(inner.connection)
         self.failures = failures
 
     def _fail(self, name: str) -> None:
@@ -57,24 +58,34 @@ class FlakyStore(SqliteStore):
             self.failures[name] -= 1
             raise sqlite3.OperationalError("database is locked")
 
-    async def claim_and_start(
-        self, now: datetime, limit: int, plan: Planner, **options: Any
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        plan: Planner,
+        *,
+        owner: str,
+        start: int,
+        hold_until: datetime | None = None,
+        settling: Collection[str] = (),
     ) -> ClaimedFires:
         self._fail("claim")
-        return await super().claim_and_start(now, limit, plan, **options)
+        return await super().claim(
+            now, limit, plan, owner=owner, start=start, hold_until=hold_until, settling=settling
+        )
 
-    async def finish_attempts(
+    async def finish(
         self, items: Any, owner: str, *, trip_after: int
     ) -> list[FinishedAttempt | None]:
         self._fail("finish")
-        return await super().finish_attempts(items, owner, trip_after=trip_after)
+        return await super().finish(items, owner, trip_after=trip_after)
 
 
 async def test_an_outcome_that_cannot_be_written_at_once_is_written_later(
     store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher, agent_stub: AgentStub
 ) -> None:
     flaky = FlakyStore(store, finish=2)
-    service = ScheduleService(flaky, clock)
+    service = ScheduleService(store, clock)
     s = await service.create_schedule(
         CHAT, ADA, name="x", trigger=every(3600, T0 + timedelta(minutes=1)), action=Action(text="x")
     )
@@ -95,7 +106,7 @@ async def test_the_loop_survives_a_locked_database(
     store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher, agent_stub: AgentStub
 ) -> None:
     flaky = FlakyStore(store, claim=1)
-    service = ScheduleService(flaky, clock)
+    service = ScheduleService(store, clock)
     await service.create_schedule(
         CHAT, ADA, name="x", trigger=every(3600, T0), action=Action(text="x")
     )
@@ -128,8 +139,8 @@ async def test_a_stalled_sibling_on_this_host_keeps_its_runs(
         HttpAgentDispatcher(url=agent_stub.url) as d1,
         HttpAgentDispatcher(url=agent_stub.url) as d2,
     ):
-        a = Engine(a_store, clock, d1)
-        b = Engine(b_store, clock, d2)
+        a = Engine(a_store.engine, clock, d1)
+        b = Engine(b_store.engine, clock, d2)
         a_work = asyncio.create_task(a.run_until_idle())
         await agent_stub.wait_for_requests(1)
         # A's heartbeat goes stale (its loop is stuck in a long dispatch), but the
@@ -141,7 +152,7 @@ async def test_a_stalled_sibling_on_this_host_keeps_its_runs(
         await a_work
         await a.shutdown()
         await b.shutdown()
-    [run] = await a_store.list_runs(CHAT)
+    [run] = await a_store.runs.list_for_chat(CHAT)
     assert run.status is RunStatus.SUCCEEDED and run.attempt == 1
     await a_store.close()
     await b_store.close()
@@ -164,7 +175,7 @@ async def test_one_schedules_backlog_does_not_starve_the_others(
     )
     agent_stub.delay(0.01)
     async with HttpAgentDispatcher(url=agent_stub.url) as d:
-        engine = Engine(store, clock, d, config=EngineConfig(max_concurrency=4))
+        engine = Engine(store.engine, clock, d, config=EngineConfig(max_concurrency=4))
         await engine.run_until_idle()
         await engine.shutdown()
     order = [r.json["message"]["text"] for r in agent_stub.requests]
@@ -188,11 +199,11 @@ async def test_run_now_and_retry_work_on_a_tripped_schedule(
         action=Action(text="x"),
         policies=Policies(retry=RetryPolicy(max_attempts=1)),
     )
-    engine = Engine(store, clock, dispatcher, rng=random.Random(1))
+    engine = Engine(store.engine, clock, dispatcher, rng=random.Random(1))
     for _ in range(3):
         await engine.run_until_idle()
         await clock.advance(timedelta(hours=1))
-    assert (await store.get_schedule(CHAT, s.id)).tripped  # type: ignore[union-attr]
+    assert (await store.schedules.get(CHAT, s.id)).tripped  # type: ignore[union-attr]
     agent_stub.respond_with(200)
     manual = await service.run_now(CHAT, s.id)
     dead = (await service.dead_letters(CHAT))[0]
@@ -201,10 +212,10 @@ async def test_run_now_and_retry_work_on_a_tripped_schedule(
     assert (await service.get_run(CHAT, manual.id)).status is RunStatus.SUCCEEDED
     assert (await service.get_run(CHAT, dead.id)).status is RunStatus.SUCCEEDED
     # The retried run keeps the history of its first life.
-    attempts = await store.list_attempts(CHAT, dead.id)
+    attempts = await store.runs.attempts(CHAT, dead.id)
     assert [a.status for a in attempts] == [RunStatus.DEAD, RunStatus.SUCCEEDED]
     # Still tripped: the schedule's own fires wait for /resume.
-    assert (await store.get_schedule(CHAT, s.id)).tripped  # type: ignore[union-attr]
+    assert (await store.schedules.get(CHAT, s.id)).tripped  # type: ignore[union-attr]
     await engine.shutdown()
 
 
@@ -230,7 +241,7 @@ async def test_a_cancelled_write_never_leaves_a_transaction_open(db_path: Path) 
     )
     with sqlite3.connect(db_path, timeout=1) as other:
         other.execute("UPDATE schedules SET description = 'ok'")
-    assert [s.name for s in await store.list_schedules(CHAT)] == ["y"]
+    assert [s.name for s in await store.schedules.list_for_chat(CHAT)] == ["y"]
     await store.close()
 
 
@@ -250,7 +261,7 @@ async def test_an_engine_started_while_another_process_holds_the_write_lock_wait
     )
     blocker = sqlite3.connect(db_path, timeout=0.1)
     blocker.execute("BEGIN IMMEDIATE")  # e.g. a backup or a migration in another process
-    engine = Engine(store, clock, dispatcher)
+    engine = Engine(store.engine, clock, dispatcher)
     loop = asyncio.create_task(engine.run_forever())
 
     def failed() -> bool:
@@ -263,10 +274,10 @@ async def test_an_engine_started_while_another_process_holds_the_write_lock_wait
     blocker.close()
     await clock.advance(timedelta(seconds=40))  # past any back-off
     await agent_stub.wait_for_requests(1)
-    [instance] = await store.list_instances()
+    [instance] = await store.engine.instances()
     assert instance.id == engine.instance_id and instance.stopped_at is None
     engine.request_stop()
     await loop
-    [instance] = await store.list_instances()
+    [instance] = await store.engine.instances()
     assert instance.stopped_at is not None
     await store.close()

@@ -61,7 +61,7 @@ async def test_ten_thousand_due_in_one_second_are_each_dispatched_once(
 
     dispatchers = [HttpAgentDispatcher(url=agent_stub.url) for _ in range(engines)]
     workers = [
-        Engine(s, clock, d, config=EngineConfig(max_concurrency=64))
+        Engine(s.engine, clock, d, config=EngineConfig(max_concurrency=64))
         for s, d in zip(stores, dispatchers, strict=True)
     ]
     await asyncio.gather(*(w.run_until_idle() for w in workers))
@@ -76,7 +76,7 @@ async def test_ten_thousand_due_in_one_second_are_each_dispatched_once(
 
     statuses: dict[RunStatus, int] = {}
     for chat in range(1000, 1100):
-        for run in await stores[0].list_runs(chat, limit=1000):
+        for run in await stores[0].runs.list_for_chat(chat, limit=1000):
             statuses[run.status] = statuses.get(run.status, 0) + 1
     assert statuses == {RunStatus.SUCCEEDED: N}
     if engines == 2:

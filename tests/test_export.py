@@ -18,13 +18,14 @@ from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, OLGA, BotHarness
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner
+from scheduler.repositories import Notification, NotificationStatus
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import Notification, NotificationStatus
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.export import export_database, import_export, validate_export
 from storage.export_secrets import secret_key
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import list_notifications
 from tests.test_backup import cli_env, tickler
 
 FILES = (
@@ -87,7 +88,7 @@ async def seed(
         action=Action(text="hello"),
     )
     await service.set_chat_timezone(7, "Europe/Berlin")
-    engine = Engine(store, clock, dispatcher, config=EngineConfig())
+    engine = Engine(store.engine, clock, dispatcher, config=EngineConfig())
     await service.run_now(7, made.id)
     await engine.run_until_idle()
     await clock.set(datetime(2026, 11, 23, 8, 0, 0, 250_000, tzinfo=UTC))
@@ -95,14 +96,14 @@ async def seed(
     await engine.shutdown()
     await add_proposal(db_path, "p1", made.id)
     await add_proposal(db_path, "p2", None)
-    items = WorkItemService(store, clock)
+    items = WorkItemService(store.work_items, clock)
     await items.create_from_fire(made, clock.now(), "Back up the list")
     follow = await items.add_followup(
         7, "Sponsor X about the invoice", clock.now() + timedelta(days=3), actor="ada"
     )
     await items.followup_sent(follow, clock.now() + timedelta(days=5), actor="ada", note="mailed")
-    [run] = await store.list_runs(7, schedule_id=made.id, limit=1)
-    await store.queue_notifications(
+    [run] = await store.runs.list_for_chat(7, schedule_id=made.id, limit=1)
+    await store.outbox.queue(
         [
             Notification(
                 "n1",
@@ -118,8 +119,8 @@ async def seed(
             Notification("n2", 7, "followup", "⏰ Follow-up due", clock.now(), item_id=follow.id),
         ]
     )
-    await store.mark_notification_sent("n1", 42, clock.now())
-    await store.postpone_notification("n2", "Bad Gateway", clock.now() + timedelta(seconds=2))
+    await store.outbox.mark_sent("n1", 42, clock.now())
+    await store.outbox.postpone("n2", "Bad Gateway", clock.now() + timedelta(seconds=2))
     return made.id
 
 
@@ -171,9 +172,9 @@ async def test_round_trip_is_byte_identical(
     await export_database(fresh, second)
     assert read(second) == read(first)
     async with await SqliteStore.open(fresh) as restored:
-        assert (await restored.get_schedule(7, sid)) == (await store.get_schedule(7, sid))
-        assert await restored.list_notifications(7) == await store.list_notifications(7)
-        assert [n.status for n in await restored.list_notifications(7)] == [
+        assert (await restored.schedules.get(7, sid)) == (await store.schedules.get(7, sid))
+        assert await list_notifications(restored, 7) == await list_notifications(store, 7)
+        assert [n.status for n in await list_notifications(restored, 7)] == [
             NotificationStatus.SENT,
             NotificationStatus.PENDING,
         ]
@@ -208,7 +209,7 @@ async def test_imported_schedules_keep_or_get_their_chat_numbers(
     (old / "schedules.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     await import_export(old, tmp_path / "restored.db")
     async with await SqliteStore.open(tmp_path / "restored.db") as restored:
-        assert (await restored.get_schedule(7, sid)).number == 1  # type: ignore[union-attr]
+        assert (await restored.schedules.get(7, sid)).number == 1  # type: ignore[union-attr]
 
     # Merged into a database whose chat has a #1 of its own: numbered after it.
     mine = tmp_path / "mine.db"
@@ -222,7 +223,7 @@ async def test_imported_schedules_keep_or_get_their_chat_numbers(
         )
     assert (await import_export(exported, mine, merge=True))["schedules"] == 2
     async with await SqliteStore.open(mine) as merged:
-        numbers = {s.id: s.number for s in await merged.list_schedules(7)}
+        numbers = {s.id: s.number for s in await merged.schedules.list_for_chat(7)}
     assert numbers == {own.id: 1, sid: 2}
 
 

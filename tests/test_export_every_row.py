@@ -17,8 +17,8 @@ from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, ActionKind, Owner, RunStatus
+from scheduler.repositories import Notification
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import Notification
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.sqlite_store import SqliteStore
@@ -79,7 +79,7 @@ async def fill(
         action=Action(kind=ActionKind.TASK, text="Back up the list"),
     )
     await service.set_chat_timezone(7, "Europe/Berlin")
-    engine = Engine(store, clock, dispatcher, config=EngineConfig())
+    engine = Engine(store.engine, clock, dispatcher, config=EngineConfig())
     for schedule in (agent, reminder, task):
         await service.run_now(7, schedule.id)
     await engine.run_until_idle()
@@ -89,12 +89,12 @@ async def fill(
     await engine.run_until_idle()
     await engine.shutdown()
     await add_proposal(db_path, "p1", agent.id)
-    items = WorkItemService(store, clock)
+    items = WorkItemService(store.work_items, clock)
     item = await items.add_followup(
         7, "Ask Sponsor X", clock.now() + timedelta(days=1), actor="ada"
     )
     await items.followup_sent(item, clock.now() + timedelta(days=2), actor="ada", note="asked")
-    await store.queue_notifications(
+    await store.outbox.queue(
         [Notification("n1", 7, "followup", "⏰ Follow-up due", clock.now(), item_id=item.id)]
     )
     db = await open_database(db_path)

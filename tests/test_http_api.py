@@ -27,6 +27,7 @@ from bot.http_api import MAX_BODY_BYTES, HttpServer
 from bot.settings import ConfigError, load_settings
 from scheduler.models import Action, Owner, RunStatus, Schedule
 from scheduler.service import TriggerSpec
+from tests.engine_calls import list_notifications
 
 TOKEN = "tk_live_9f3b2c7d1e8a4f60b5c2d9e7a1f3c8b4"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -106,16 +107,16 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     assert status == 200
     assert health["status"] == "ok" and health["loop_alive"] and health["db_ok"]
 
-    # The next claim hangs, as on a database that stopped answering one query.
+    # The next read hangs, as on a database that stopped answering one query.
     entered, release = asyncio.Event(), asyncio.Event()
-    claim = store.claim_and_start
+    next_due = store.engine.next_due
 
     async def stuck(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         await release.wait()
-        return await claim(*args, **kwargs)
+        return await next_due(*args, **kwargs)
 
-    monkeypatch.setattr(store, "claim_and_start", stuck)
+    monkeypatch.setattr(store.engine, "next_due", stuck)
     engine.wake()
     await asyncio.wait_for(entered.wait(), 1)
     await api.bot.clock.advance(timedelta(minutes=5))
@@ -126,7 +127,7 @@ async def test_healthz_goes_503_while_the_loop_is_stuck_and_200_after(
     assert health["loop_alive"] is True and health["db_ok"] is True
     assert health["last_tick_age_s"] >= 300
 
-    monkeypatch.setattr(store, "claim_and_start", claim)
+    monkeypatch.setattr(store.engine, "next_due", next_due)
     release.set()
 
     async def healthy() -> bool:
@@ -141,12 +142,12 @@ async def test_healthz_goes_503_while_every_engine_iteration_fails_and_200_after
     """The loop goes on ticking (its tick age stays young) while each iteration fails:
     that alone must not pass for healthy."""
     engine, store = api.bot.services.engine, api.bot.services.store
-    claim = store.claim_and_start
+    next_due = store.engine.next_due
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the claim broke")
+        raise RuntimeError("the read broke")
 
-    monkeypatch.setattr(store, "claim_and_start", broken)
+    monkeypatch.setattr(store.engine, "next_due", broken)
     for _ in range(3):
         ticks = engine.ticks
 
@@ -163,9 +164,9 @@ async def test_healthz_goes_503_while_every_engine_iteration_fails_and_200_after
     _, health, _ = await api.call("GET", "/healthz", auth=False)
     assert health["loop_alive"] is True and health["db_ok"] is True
     assert health["last_tick_age_s"] < 60
-    assert health["engine_ok"] is False and "the claim broke" in health["engine_error"]
+    assert health["engine_ok"] is False and "the read broke" in health["engine_error"]
 
-    monkeypatch.setattr(store, "claim_and_start", claim)
+    monkeypatch.setattr(store.engine, "next_due", next_due)
     engine.wake()
 
     async def healthy() -> bool:
@@ -181,7 +182,7 @@ async def test_metrics_show_runs_by_status_and_dispatch_after_a_run(api: Api) ->
     assert status == 202 and run["status"] == "pending"
 
     async def succeeded() -> bool:
-        [done] = await api.bot.services.store.list_runs(ALICE)
+        [done] = await api.bot.services.store.runs.list_for_chat(ALICE)
         return done.status is RunStatus.SUCCEEDED
 
     await eventually(succeeded)
@@ -532,7 +533,7 @@ async def test_an_identical_proposal_is_409_naming_the_existing_schedule(api: Ap
         "field": None,
     }
     assert len(await api.bot.services.service.list_schedules(ALICE)) == 1
-    assert len(await api.bot.services.store.list_proposals(ALICE)) == 1
+    assert len(await api.bot.services.store.proposals.list_for_chat(ALICE)) == 1
 
 
 async def test_a_proposal_with_a_space_padded_zone_reaches_the_chat_with_its_buttons(
@@ -595,7 +596,7 @@ async def test_a_proposal_whose_message_fails_to_render_or_send_still_reaches_th
     assert getattr(reported, "proposal_id", None) == proposal["id"]
 
     async def sent_on_the_second_try() -> bool:
-        [row] = await api.bot.services.store.list_notifications(ALICE)
+        [row] = await list_notifications(api.bot.services.store, ALICE)
         return (row.proposal_id, row.attempts, row.status.value, row.last_error) == (
             proposal["id"],
             2,

@@ -14,12 +14,13 @@ from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness
 from scheduler.engine import Engine, EngineConfig
+from scheduler.engine_store import FinishedAttempt
 from scheduler.ids import new_id
 from scheduler.models import Action, Owner, Run, RunStatus, RunTrigger, interrupted_error
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, plan_due_fires
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import FinishedAttempt
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import claim_due_fires
 from tests.test_engine import RecordingNotifier
 
 CHAT = 4242
@@ -30,8 +31,10 @@ async def killed_while_running(store: SqliteStore, clock: FakeClock, process: st
     """A process takes the schedule's ready run and dies (kill -9) before it ends: the
     run stays `running` under an engine that is gone, with its attempt counted."""
     now = clock.now()
-    await store.claim_due_fires(now, 10, lambda s, at: plan_due_fires(s, at, DEFAULT_MISFIRE_GRACE))
-    [taken] = await store.acquire_ready_runs(now, 10, process)
+    await claim_due_fires(
+        store, now, 10, lambda s, at: plan_due_fires(s, at, DEFAULT_MISFIRE_GRACE)
+    )
+    [taken] = await store.engine.acquire(now, 10, process)
     assert taken.run.status is RunStatus.RUNNING
 
 
@@ -55,7 +58,7 @@ async def test_kills_during_a_run_spend_no_retry_and_trip_no_breaker_until_five_
     def restarted() -> Engine:
         # A new process after each kill: its start-up reaps what the dead one left.
         return Engine(
-            store,
+            store.engine,
             clock,
             dispatcher,
             config=EngineConfig(trip_after=3),
@@ -75,7 +78,7 @@ async def test_kills_during_a_run_spend_no_retry_and_trip_no_breaker_until_five_
         await engine.shutdown()
         [run] = (await service.history(CHAT, schedule.id))[:1]
         assert (run.status, run.attempt) == (RunStatus.SUCCEEDED, 1)
-        attempts = await store.list_attempts(CHAT, run.id)
+        attempts = await store.runs.attempts(CHAT, run.id)
         assert [a.status for a in attempts] == [RunStatus.PENDING] * 3 + [RunStatus.SUCCEEDED]
         assert all(a.error and a.error.startswith("interrupted") for a in attempts[:3])
         await clock.advance(timedelta(hours=1))
@@ -133,7 +136,7 @@ async def test_a_run_interrupted_five_times_asks_the_operator_with_buttons(
         created_at=now,
         updated_at=now,
     )
-    assert await bot.services.store.add_run(run)
+    assert await bot.services.store.runs.add(run)
     await bot.services.engine.notifier.run_finished(FinishedAttempt(run, schedule, False))
 
     asked = await bot.alice.wait_reply(containing="Did it do the work?")
@@ -141,6 +144,6 @@ async def test_a_run_interrupted_five_times_asks_the_operator_with_buttons(
     assert "cut off by Tickler stopping while it ran (not the agent's fault)" in (asked.text or "")
     assert asked.button_labels() == ["Retry", "Mark done", "Drop"]
     await bot.server.wait_answered(await bot.alice.press("Retry", asked))
-    retried = await bot.services.store.get_run(ALICE, run.id)
+    retried = await bot.services.store.runs.get(ALICE, run.id)
     assert retried is not None and retried.trigger is RunTrigger.RETRY
     assert retried.status is not RunStatus.UNKNOWN

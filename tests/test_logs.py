@@ -218,7 +218,9 @@ async def test_every_line_about_a_run_carries_its_ids(
         policies=Policies(retry=RetryPolicy(max_attempts=2, base_seconds=1, cap_seconds=1)),
     )
     dispatcher = HttpAgentDispatcher(url=agent_stub.url, secret="stub-secret")
-    engine = Engine(store, clock, dispatcher, config=EngineConfig(), observer=LoggingObserver())
+    engine = Engine(
+        store.engine, clock, dispatcher, config=EngineConfig(), observer=LoggingObserver()
+    )
     try:
         agent_stub.script([500])
         await engine.run_until_idle()
@@ -228,7 +230,7 @@ async def test_every_line_about_a_run_carries_its_ids(
         await engine.shutdown()
         await dispatcher.aclose()
 
-    [run] = await store.list_runs(CHAT)
+    [run] = await store.runs.list_for_chat(CHAT)
     lines = out.json()  # each line is one JSON object, or this fails
     finished = [line for line in lines if line["msg"] == "run finished"]
     assert [(f["status"], f["attempt"], f["level"]) for f in finished] == [

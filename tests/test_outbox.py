@@ -20,8 +20,9 @@ from bot.demo_kit.telegram_server import TelegramServer
 from bot.notifier import TelegramNotifier
 from scheduler.dispatching import DispatchError
 from scheduler.models import Action, Owner
+from scheduler.repositories import Notification, NotificationStatus
 from scheduler.service import TriggerSpec
-from scheduler.store import Notification, NotificationStatus
+from tests.engine_calls import list_notifications
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 #: Telegram answering 502 to every message for the chat: down, as far as it can tell.
@@ -33,7 +34,7 @@ def notifier_of(bot: BotHarness) -> TelegramNotifier:
 
 
 async def rows(bot: BotHarness, chat_id: int = ALICE) -> list[Notification]:
-    return await bot.services.store.list_notifications(chat_id)
+    return await list_notifications(bot.services.store, chat_id)
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -112,7 +113,7 @@ async def _read_rows(db: Path) -> list[Notification]:
     from storage.sqlite_store import SqliteStore
 
     async with await SqliteStore.open(db) as store:
-        return await store.list_notifications(ALICE)
+        return await list_notifications(store, ALICE)
 
 
 async def test_a_message_queued_a_day_before_it_goes_out_says_when_it_was_queued(
@@ -173,7 +174,7 @@ async def test_a_chat_that_blocked_the_bot_gets_its_messages_marked_blocked(
         return all(n.status is NotificationStatus.BLOCKED for n in await rows(bot))
 
     await until(settled)
-    assert (await bot.services.store.get_chat(ALICE)).blocked_at is not None
+    assert (await bot.services.store.chats.get(ALICE)).blocked_at is not None
     tried = [c for c in bot.server.calls_to("sendMessage") if c["chat_id"] == ALICE]
     assert len(tried) == 1  # "two" was never tried: the chat had refused "one"
 

@@ -90,11 +90,11 @@ async def test_change_setting_refuses_an_unknown_setting_and_keeps_the_schedule(
         await service.change_setting(CHAT, schedule.id, "colour", "red")
     with pytest.raises(InvalidSchedule, match=r"^Overlap must be skip, queue or allow\.$"):
         await service.change_setting(CHAT, schedule.id, "overlap", "sometimes")
-    assert await store.get_schedule(CHAT, schedule.id) == schedule
+    assert await store.schedules.get(CHAT, schedule.id) == schedule
 
     changed = await service.change_setting(CHAT, schedule.id, "overlap", "queue")
     assert changed.policies.overlap is OverlapPolicy.QUEUE
-    assert await store.get_schedule(CHAT, schedule.id) == changed
+    assert await store.schedules.get(CHAT, schedule.id) == changed
 
 
 async def test_a_backoff_cap_below_its_base_is_refused_wherever_it_is_set(
@@ -111,7 +111,7 @@ async def test_a_backoff_cap_below_its_base_is_refused_wherever_it_is_set(
     # The default cap is 15 minutes: a base of an hour needs a larger cap first.
     with pytest.raises(InvalidSchedule, match=refusal):
         await service.change_setting(CHAT, schedule.id, "backoff", "1h")
-    assert await store.get_schedule(CHAT, schedule.id) == schedule
+    assert await store.schedules.get(CHAT, schedule.id) == schedule
     await service.change_setting(CHAT, schedule.id, "backoff_cap", "2h")
     changed = await service.change_setting(CHAT, schedule.id, "backoff", "1h")
     assert (changed.policies.retry.base_seconds, changed.policies.retry.cap_seconds) == (
@@ -133,4 +133,4 @@ async def test_a_backoff_cap_below_its_base_is_refused_wherever_it_is_set(
         )
     with pytest.raises(InvalidSchedule, match=refusal):
         policies_from({"retry": {"base_seconds": 3600, "cap_seconds": 900}})
-    assert [s.id for s in await store.list_schedules(CHAT)] == [schedule.id]
+    assert [s.id for s in await store.schedules.list_for_chat(CHAT)] == [schedule.id]

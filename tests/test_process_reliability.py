@@ -144,8 +144,8 @@ async def test_killed_mid_dispatch_the_next_start_retries_with_the_same_key(
     ids = [r.json["update_id"] for r in agent_stub.requests]
     assert ids[0] == ids[1]  # the synthetic update is the same delivery, so it dedups
     async with await SqliteStore.open(db_path) as store:
-        [run] = await store.list_runs(CHAT)
-        attempts = await store.list_attempts(CHAT, run.id)
+        [run] = await store.runs.list_for_chat(CHAT)
+        attempts = await store.runs.attempts(CHAT, run.id)
     assert [a.status for a in attempts] == [RunStatus.PENDING, RunStatus.SUCCEEDED]
     assert (attempts[0].error or "").startswith("interrupted")
 

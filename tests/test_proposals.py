@@ -31,6 +31,7 @@ from scheduler.proposals import (
 from scheduler.risk import RiskDecision
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import next_due_at
 
 CHAT, OTHER, ADMIN = 77, 88, 1001
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
@@ -95,7 +96,7 @@ async def test_a_low_proposal_is_active_at_once_and_undo_archives_it(
     assert schedule.description == "You asked for a morning brief."
     [(told, decision)] = announced.seen
     assert told == proposal and decision.tier is RiskTier.LOW and decision.runs_per_week == 7
-    assert await store.get_proposal(CHAT, proposal.id) == proposal
+    assert await store.proposals.get(CHAT, proposal.id) == proposal
 
     undone = await proposals.undo(CHAT, proposal.id, by=ADMIN)
     assert (undone.status, undone.decided_by) == (ProposalStatus.UNDONE, ADMIN)
@@ -135,7 +136,7 @@ async def test_rejecting_a_medium_proposal_archives_its_schedule(
     rejected = await proposals.reject(CHAT, proposal.id, by=ADMIN)
     assert (rejected.status, rejected.decided_by) == (ProposalStatus.REJECTED, ADMIN)
     assert await service.list_schedules(CHAT) == []
-    [archived] = await store.list_schedules(CHAT, include_archived=True)
+    [archived] = await store.schedules.list_for_chat(CHAT, include_archived=True)
     assert archived.archived_at is not None
     with pytest.raises(InvalidState, match=r"^That proposal is already rejected\.$"):
         await proposals.approve(CHAT, proposal.id, by=ADMIN)
@@ -223,7 +224,7 @@ async def test_beyond_the_limits_is_refused_and_recorded(
     with pytest.raises(InvalidSchedule) as caught:
         await proposals.propose(CHAT, second, proposed_by="api")
     assert str(caught.value) == sentence
-    refused, _ = await store.list_proposals(CHAT)
+    refused, _ = await store.proposals.list_for_chat(CHAT)
     assert (refused.status, refused.refusal) == (ProposalStatus.REFUSED, sentence)
     assert refused.tier is RiskTier.LOW  # refused whatever the tier
     assert len(await service.list_schedules(CHAT)) == 1
@@ -256,7 +257,7 @@ async def test_an_identical_proposal_names_the_original_and_is_not_added_twice(
     # The same time with another prompt, or in another chat, is another schedule.
     await proposals.propose(CHAT, ask(text="Prepare my other brief."), proposed_by="api")
     await proposals.propose(OTHER, ask(), proposed_by="api")
-    assert len(await store.list_proposals(CHAT)) == 3
+    assert len(await store.proposals.list_for_chat(CHAT)) == 3
     assert len(await service.list_schedules(CHAT)) == 2
     assert len(announced.seen) == 4
 
@@ -278,9 +279,9 @@ async def test_invalid_proposals_are_refused_and_recorded(
 ) -> None:
     with pytest.raises(InvalidSchedule, match=fragment):
         await proposals.propose(CHAT, request_, proposed_by="api")
-    [refused] = await store.list_proposals(CHAT)
+    [refused] = await store.proposals.list_for_chat(CHAT)
     assert refused.status is ProposalStatus.REFUSED and fragment in (refused.refusal or "")
-    assert await store.list_schedules(CHAT, include_archived=True) == []
+    assert await store.schedules.list_for_chat(CHAT, include_archived=True) == []
 
 
 async def test_an_approval_that_comes_too_late_for_a_one_time_run_refuses_it(
@@ -330,21 +331,21 @@ async def test_a_transition_applies_once_and_only_in_its_chat(
     changes = {"status": ProposalStatus.REJECTED, "decided_by": ADMIN, "decided_at": clock.now()}
     pending = [ProposalStatus.PENDING]
     assert (
-        await store.transition_proposal(OTHER, proposal.id, expected=pending, changes=changes)
+        await store.proposals.transition(OTHER, proposal.id, expected=pending, changes=changes)
         is None
     )
-    done = await store.transition_proposal(CHAT, proposal.id, expected=pending, changes=changes)
+    done = await store.proposals.transition(CHAT, proposal.id, expected=pending, changes=changes)
     assert done is not None and done.status is ProposalStatus.REJECTED
     assert (
-        await store.transition_proposal(CHAT, proposal.id, expected=pending, changes=changes)
+        await store.proposals.transition(CHAT, proposal.id, expected=pending, changes=changes)
         is None
     )
     with pytest.raises(ValueError, match="not changeable"):
-        await store.transition_proposal(
+        await store.proposals.transition(
             CHAT, proposal.id, expected=pending, changes={"chat_id": OTHER}
         )
     await clock.advance(timedelta(days=4))
-    assert await store.list_pending_expired(clock.now()) == []
+    assert await store.proposals.expired(clock.now()) == []
 
 
 # --- the agent's tools --------------------------------------------------------------------------
@@ -422,7 +423,7 @@ NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 async def engine(
     store: SqliteStore, clock: FakeClock, dispatcher: HttpAgentDispatcher
 ) -> AsyncIterator[Engine]:
-    e = Engine(store, clock, dispatcher)
+    e = Engine(store.engine, clock, dispatcher)
     yield e
     await e.shutdown()
 
@@ -470,7 +471,7 @@ async def test_an_unanswered_run_is_skipped_at_the_schedules_next_fire(
     await engine.run_until_idle()
     [first] = await service.history(CHAT, sid)
     await clock.set(NINE_BERLIN + timedelta(hours=23, minutes=59))
-    assert await store.skip_expired_approvals(clock.now()) == 0
+    assert await store.engine.expire_approvals(clock.now()) == 0
     # A late approval, after the deadline but before the engine looked: refused.
     await clock.set(NINE_BERLIN + timedelta(days=1))
     with pytest.raises(InvalidState, match="approval deadline passed"):
@@ -507,7 +508,9 @@ async def test_a_one_time_run_waits_a_day_for_approval(
     [run] = await service.history(CHAT, schedule.id)
     assert run.next_attempt_at == NINE_BERLIN + timedelta(hours=24)
     # The engine wakes for the deadline by itself.
-    assert await store.next_due_at() == NINE_BERLIN + timedelta(hours=24)
+    assert await next_due_at(
+        store,
+    ) == NINE_BERLIN + timedelta(hours=24)
     await clock.set(NINE_BERLIN + timedelta(hours=24))
     await engine.run_until_idle()
     [run] = await service.history(CHAT, schedule.id)
@@ -542,10 +545,10 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
     try:
-        run = await store.get_run(CHAT, "R1")
+        run = await store.runs.get(CHAT, "R1")
         assert run is not None
         assert run.next_attempt_at == datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-        assert await store.list_proposals(CHAT) == []
+        assert await store.proposals.list_for_chat(CHAT) == []
     finally:
         await store.close()
 
@@ -562,7 +565,7 @@ async def test_a_medium_proposal_cannot_be_resumed_or_run_around_the_approval(
     with pytest.raises(InvalidState, match="waiting for an admin"):
         await service.run_now(CHAT, sid)
     assert not (await service.get_schedule(CHAT, sid)).enabled
-    assert await store.list_runs(CHAT) == []
+    assert await store.runs.list_for_chat(CHAT) == []
     approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
     assert approved.status is ProposalStatus.ACTIVE
     assert (await service.get_schedule(CHAT, sid)).enabled

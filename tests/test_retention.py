@@ -23,9 +23,10 @@ from bot.retention import KEEP_RUNS_PER_SCHEDULE, PRUNE_EVERY, prune_history_for
 from scheduler.ids import new_id
 from scheduler.models import Action, RiskTier, Run, RunStatus
 from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
+from scheduler.repositories import Notification, NotificationStatus, Pruned
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import Notification, NotificationStatus, Pruned
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import list_notifications
 from tests.test_engine import ADA, CHAT, make_engine
 
 RETENTION = timedelta(days=90)
@@ -42,7 +43,7 @@ async def create(service: ScheduleService, name: str, cron: str) -> str:
 
 async def all_runs(store: SqliteStore, schedule_id: str) -> list[Run]:
     """The schedule's runs, oldest first."""
-    found = await store.list_runs(CHAT, schedule_id=schedule_id, limit=10_000)
+    found = await store.runs.list_for_chat(CHAT, schedule_id=schedule_id, limit=10_000)
     return sorted(found, key=lambda r: r.scheduled_for)
 
 
@@ -112,7 +113,7 @@ async def test_old_finished_runs_go_and_open_recent_and_each_schedules_last_runs
     }
     closed: dict[RunStatus, dict[str, object]] = {RunStatus.SKIPPED: {}, RunStatus.CANCELLED: {}}
     for run, (status, extra) in zip(old, [*unresolved.items(), *closed.items()], strict=False):
-        changed = await store.transition_run(
+        changed = await store.runs.transition(
             CHAT,
             run.id,
             expected=[RunStatus.SUCCEEDED],
@@ -122,7 +123,7 @@ async def test_old_finished_runs_go_and_open_recent_and_each_schedules_last_runs
         assert changed is not None
     # An old fire touched yesterday (an operator's verdict) is recent history.
     touched = old[len(unresolved) + len(closed)]
-    assert await store.transition_run(
+    assert await store.runs.transition(
         CHAT,
         touched.id,
         expected=[RunStatus.SUCCEEDED],
@@ -190,7 +191,7 @@ async def test_settled_chat_messages_older_than_the_retention_go(
         created_at=old,
         expires_at=now + DAY,
     )
-    await store.add_proposal(pending_proposal)
+    await store.proposals.add(pending_proposal)
 
     def message(
         text: str, created_at: datetime, kind: str = "notice", proposal_id: str | None = None
@@ -214,11 +215,11 @@ async def test_settled_chat_messages_older_than_the_retention_go(
             "old proposal, still pending", old, kind="proposal", proposal_id=pending_proposal.id
         ),
     ]
-    await store.queue_notifications(queued)
+    await store.outbox.queue(queued)
     for n in (queued[0], queued[4], queued[5]):
-        await store.mark_notification_sent(n.id, 7, n.created_at)
-    await store.settle_notification(queued[1].id, NotificationStatus.GIVEN_UP, "400")
-    await store.settle_notification(queued[2].id, NotificationStatus.BLOCKED, "403")
+        await store.outbox.mark_sent(n.id, 7, n.created_at)
+    await store.outbox.settle(queued[1].id, NotificationStatus.GIVEN_UP, "400")
+    await store.outbox.settle(queued[2].id, NotificationStatus.BLOCKED, "403")
 
     passes = Passes()
     task = asyncio.create_task(prune_history_forever(store, clock, RETENTION, passes))
@@ -228,7 +229,7 @@ async def test_settled_chat_messages_older_than_the_retention_go(
         task.cancel()
         await asyncio.wait({task})
 
-    left = await store.list_notifications(CHAT)
+    left = await list_notifications(store, CHAT)
     assert [n.text for n in left] == [
         "old, still waiting",
         "recent sent",

@@ -40,8 +40,8 @@ async def test_interval_and_once_keep_the_chats_zone_through_the_store(
     every = await _make(service, EVERY_2H)
     once = await _make(service, TOMORROW_9)
 
-    stored_every = await store.get_schedule(CHAT, every)
-    stored_once = await store.get_schedule(CHAT, once)
+    stored_every = await store.schedules.get(CHAT, every)
+    stored_once = await store.schedules.get(CHAT, once)
     assert stored_every is not None and stored_once is not None
     assert (stored_every.timezone, stored_once.timezone) == (NEW_YORK, NEW_YORK)
     assert stored_every.trigger.describe() == (
@@ -55,7 +55,7 @@ async def test_a_zone_given_with_the_trigger_wins_over_the_chats(
 ) -> None:
     await service.set_chat_timezone(CHAT, NEW_YORK)
     sid = await _make(service, EVERY_2H.model_copy(update={"timezone": "Asia/Kolkata"}))
-    schedule = await store.get_schedule(CHAT, sid)
+    schedule = await store.schedules.get(CHAT, sid)
     assert schedule is not None and schedule.timezone == "Asia/Kolkata"
 
 
@@ -106,11 +106,12 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
         raw.execute("PRAGMA user_version = 10")
+        raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 
     store = await SqliteStore.open(db_path)
     try:
-        migrated = await store.get_schedule(CHAT, zoned_chat)
-        plain = await store.get_schedule(CHAT + 1, no_zone_chat)
+        migrated = await store.schedules.get(CHAT, zoned_chat)
+        plain = await store.schedules.get(CHAT + 1, no_zone_chat)
     finally:
         await store.close()
     assert migrated is not None and isinstance(migrated.trigger, OnceTrigger)
@@ -127,7 +128,7 @@ async def test_the_zone_round_trips_through_export_and_import(
     await import_export(tmp_path / "out", tmp_path / "copy.db")
     copy = await SqliteStore.open(tmp_path / "copy.db")
     try:
-        schedule = await copy.get_schedule(CHAT, sid)
+        schedule = await copy.schedules.get(CHAT, sid)
     finally:
         await copy.close()
     assert schedule is not None and schedule.timezone == NEW_YORK

@@ -60,7 +60,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 async def by_id(store: SqliteStore) -> dict[str, Schedule]:
-    return {s.id: s for s in await store.list_schedules(CHAT, include_archived=True)}
+    return {s.id: s for s in await store.schedules.list_for_chat(CHAT, include_archived=True)}
 
 
 async def test_broken_entry_is_reported_with_its_line_and_others_applied(
@@ -168,7 +168,7 @@ async def test_bot_applies_the_file_at_start(
     path = write(tmp_path, GOOD.replace("4242", str(ALICE)))
     harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", schedules_file=path)
     try:
-        schedules = await harness.services.store.list_schedules(ALICE)
+        schedules = await harness.services.store.schedules.list_for_chat(ALICE)
         assert sorted(s.id for s in schedules) == ["backup", "daily-brief"]
     finally:
         await stop_bot(harness)
@@ -191,7 +191,7 @@ async def test_an_entry_for_a_chat_outside_the_allow_list_is_refused_with_its_li
         "schedules.yaml line 8: chat 999 is not in ADMIN_IDS, OPERATOR_IDS or API_CHAT_IDS; "
         "add it there or correct chat_id."
     ]
-    assert await store.list_schedules(999) == []
+    assert await store.schedules.list_for_chat(999) == []
 
 
 @pytest.mark.parametrize("text", ["", "# nothing here yet\n", "\n\n"])
@@ -230,7 +230,7 @@ async def test_ids_and_names_with_control_characters_are_refused(
     assert report.created == []
     assert len(report.errors) == 1 and report.errors[0].startswith("schedules.yaml line 2: ")
     assert words in report.errors[0]
-    assert await store.list_schedules(CHAT) == []
+    assert await store.schedules.list_for_chat(CHAT) == []
 
 
 async def test_the_service_refuses_a_name_with_a_nul_byte(service: ScheduleService) -> None:
@@ -260,7 +260,10 @@ async def test_the_same_id_in_two_chats_makes_the_file_unusable_and_applies_noth
         "schedules.yaml line 3: the id 's1' is already used on line 2; give each entry an id "
         "of its own (nothing was applied)."
     )
-    assert await store.list_schedules(CHAT) == [] and await store.list_schedules(OTHER) == []
+    assert (
+        await store.schedules.list_for_chat(CHAT) == []
+        and await store.schedules.list_for_chat(OTHER) == []
+    )
     # An id another chat's schedule holds already refuses that entry alone.
     first, second = text.splitlines(keepends=True)[1:]
     write(tmp_path, "schedules:\n" + first)
@@ -271,8 +274,8 @@ async def test_the_same_id_in_two_chats_makes_the_file_unusable_and_applies_noth
     assert again.errors == [
         "schedules.yaml line 2: The id 's1' is taken by another schedule; choose another id."
     ]
-    assert [s.name for s in await store.list_schedules(CHAT)] == ["One"]
-    assert await store.list_schedules(OTHER) == []
+    assert [s.name for s in await store.schedules.list_for_chat(CHAT)] == ["One"]
+    assert await store.schedules.list_for_chat(OTHER) == []
 
 
 async def test_a_file_that_is_not_utf8_changes_nothing_and_names_the_line(

@@ -12,6 +12,7 @@ from scheduler.errors import InvalidSchedule, InvalidState, ScheduleNotFound
 from scheduler.models import Action, Owner, RunStatus, RunTrigger
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import claim_due_fires
 
 CHAT = 5
 ADA = Owner(id=5, first_name="Ada")
@@ -50,7 +51,7 @@ async def test_bad_input_is_refused_with_one_sentence_and_changes_nothing(
     message = str(caught.value)
     assert fragment in message
     assert "\n" not in message and message.endswith((".", "?"))
-    assert await store.list_schedules(CHAT, include_archived=True) == []
+    assert await store.schedules.list_for_chat(CHAT, include_archived=True) == []
 
 
 async def test_a_once_in_the_past_is_refused(
@@ -64,7 +65,7 @@ async def test_a_once_in_the_past_is_refused(
             trigger=TriggerSpec(kind="once", at=clock.now() - timedelta(minutes=1)),
             action=Action(text="hi"),
         )
-    assert await store.count_active_schedules(CHAT) == 0
+    assert await store.schedules.count_active(CHAT) == 0
 
 
 async def test_per_chat_limit_is_enforced_with_the_limit_named(
@@ -162,12 +163,12 @@ async def test_settle_missed_runs_latest_all_or_none_and_applies_once(
     # Down for four days: the engine's default policy (catch up once) runs the newest
     # missed fire and records the other three as skipped.
     await clock.advance(timedelta(days=4))
-    [plan] = await store.claim_due_fires(clock.now(), 10, plan_due_fires)
+    [plan] = await claim_due_fires(store, clock.now(), 10, plan_due_fires)
     assert plan.missed == 4 and plan.first_missed and plan.last_missed
     first, last = plan.first_missed, plan.last_missed
 
     async def statuses() -> list[tuple[RunStatus, RunTrigger]]:
-        runs = await store.list_runs(CHAT, schedule_id=s.id)
+        runs = await store.runs.list_for_chat(CHAT, schedule_id=s.id)
         return [(r.status, r.trigger) for r in reversed(runs)]  # oldest first
 
     skipped = (RunStatus.SKIPPED, RunTrigger.SCHEDULE)
@@ -182,14 +183,14 @@ async def test_settle_missed_runs_latest_all_or_none_and_applies_once(
     # Skip: the catch-up run is skipped, once.
     assert await service.settle_missed(CHAT, s.id, first, last, "skip") == 1
     assert await service.settle_missed(CHAT, s.id, first, last, "skip") == 0
-    newest = (await store.list_runs(CHAT, schedule_id=s.id))[0]
+    newest = (await store.runs.list_for_chat(CHAT, schedule_id=s.id))[0]
     assert newest.status is RunStatus.SKIPPED
     assert newest.error == "missed: skipped by the operator"
     assert await statuses() == [skipped, skipped, skipped, (RunStatus.SKIPPED, RunTrigger.CATCH_UP)]
     # Latest: only the newest fire runs again, due now.
     assert await service.settle_missed(CHAT, s.id, first, last, "latest") == 1
     assert await service.settle_missed(CHAT, s.id, first, last, "latest") == 0
-    newest = (await store.list_runs(CHAT, schedule_id=s.id))[0]
+    newest = (await store.runs.list_for_chat(CHAT, schedule_id=s.id))[0]
     assert newest.next_attempt_at == clock.now() and newest.error is None
     assert await statuses() == [skipped, skipped, skipped, pending]
     # All: every missed fire runs, capped at the newest three.

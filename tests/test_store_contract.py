@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.engine_store import AttemptOutcome, EngineInstance
 from scheduler.ids import new_id
 from scheduler.models import (
     Action,
@@ -25,11 +26,12 @@ from scheduler.models import (
     Schedule,
 )
 from scheduler.planning import plan_due_fires
-from scheduler.store import AttemptOutcome, EngineInstance, Store
+from scheduler.stores import Stores
 from scheduler.triggers import cron_trigger
 from storage.codec import schedule_params
 from storage.database import SchemaTooNew, _migrations, _split
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import claim_due_fires, finish_attempt, next_due_at, next_fire_at
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 STORES: dict[str, Callable[[Path], Awaitable[SqliteStore]]] = {
@@ -38,7 +40,7 @@ STORES: dict[str, Callable[[Path], Awaitable[SqliteStore]]] = {
 
 
 @pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     s = await STORES[request.param](tmp_path)
     yield s
     await s.close()
@@ -59,15 +61,15 @@ def schedule(chat_id: int = 1, *, overlap: OverlapPolicy = OverlapPolicy.SKIP) -
     )
 
 
-async def test_a_fire_is_claimed_once_and_next_run_advances(store: Store) -> None:
+async def test_a_fire_is_claimed_once_and_next_run_advances(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    first = await store.claim_due_fires(NOW, 10, plan_due_fires)
-    again = await store.claim_due_fires(NOW, 10, plan_due_fires)
+    await store.schedules.add(s)
+    first = await claim_due_fires(store, NOW, 10, plan_due_fires)
+    again = await claim_due_fires(store, NOW, 10, plan_due_fires)
     assert [len(p.fires) for p in first] == [1] and again == []
-    reloaded = await store.get_schedule(1, s.id)
+    reloaded = await store.schedules.get(1, s.id)
     assert reloaded is not None and reloaded.next_run_at == NOW + timedelta(days=1)
-    [run] = await store.list_runs(1)
+    [run] = await store.runs.list_for_chat(1)
     assert (run.scheduled_for, run.status, run.trigger) == (
         NOW,
         RunStatus.PENDING,
@@ -75,108 +77,131 @@ async def test_a_fire_is_claimed_once_and_next_run_advances(store: Store) -> Non
     )
 
 
-async def test_claims_are_bounded_by_the_limit(store: Store) -> None:
+async def test_claims_are_bounded_by_the_limit(store: Stores) -> None:
     for _ in range(5):
-        await store.add_schedule(schedule())
-    assert len(await store.claim_due_fires(NOW, 3, plan_due_fires)) == 3
-    assert len(await store.claim_due_fires(NOW, 3, plan_due_fires)) == 2
-    assert await store.next_due_at() == NOW  # the runs, ready to start
+        await store.schedules.add(schedule())
+    assert len(await claim_due_fires(store, NOW, 3, plan_due_fires)) == 3
+    assert len(await claim_due_fires(store, NOW, 3, plan_due_fires)) == 2
+    assert (
+        await next_due_at(
+            store,
+        )
+        == NOW
+    )  # the runs, ready to start
 
 
-async def test_due_instants_say_what_is_due_in_one_read(store: Store) -> None:
+async def test_due_instants_say_what_is_due_in_one_read(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    due = await store.due_instants()
+    await store.schedules.add(s)
+    due = await store.engine.next_due()
     assert (due.fire, due.ready, due.deadline) == (NOW, None, None)
-    assert due.earliest == await store.next_due_at() == NOW
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    due = await store.due_instants()
+    assert (
+        due.earliest
+        == await next_due_at(
+            store,
+        )
+        == NOW
+    )
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    due = await store.engine.next_due()
     # The fire became a ready run; the schedule's next fire is a day on.
-    assert due.fire == await store.next_fire_at() == NOW + timedelta(days=1)
+    assert (
+        due.fire
+        == await next_fire_at(
+            store,
+        )
+        == NOW + timedelta(days=1)
+    )
     assert due.ready == NOW
-    assert due.earliest == await store.next_due_at() == NOW
+    assert (
+        due.earliest
+        == await next_due_at(
+            store,
+        )
+        == NOW
+    )
 
 
-async def test_a_run_is_acquired_once_and_only_its_owner_finishes_it(store: Store) -> None:
-    await store.add_schedule(schedule())
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [mine] = await store.acquire_ready_runs(NOW, 10, "A")
-    assert await store.acquire_ready_runs(NOW, 10, "B") == []
+async def test_a_run_is_acquired_once_and_only_its_owner_finishes_it(store: Stores) -> None:
+    await store.schedules.add(schedule())
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [mine] = await store.engine.acquire(NOW, 10, "A")
+    assert await store.engine.acquire(NOW, 10, "B") == []
     assert mine.run.status is RunStatus.RUNNING and mine.run.attempt == 1
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW + timedelta(seconds=2))
-    assert await store.finish_attempt(mine, "B", done, trip_after=3) is None
-    finished = await store.finish_attempt(mine, "A", done, trip_after=3)
+    assert await finish_attempt(store, mine, "B", done, trip_after=3) is None
+    finished = await finish_attempt(store, mine, "A", done, trip_after=3)
     assert finished is not None and finished.run.status is RunStatus.SUCCEEDED
-    assert await store.finish_attempt(mine, "A", done, trip_after=3) is None
-    [attempt] = await store.list_attempts(1, mine.run.id)
+    assert await finish_attempt(store, mine, "A", done, trip_after=3) is None
+    [attempt] = await store.runs.attempts(1, mine.run.id)
     assert (attempt.attempt, attempt.owner, attempt.status) == (1, "A", RunStatus.SUCCEEDED)
 
 
-async def test_overlap_skip_skips_a_fresh_fire_while_one_runs(store: Store) -> None:
+async def test_overlap_skip_skips_a_fresh_fire_while_one_runs(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [running] = await store.acquire_ready_runs(NOW, 10, "A")
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [running] = await store.engine.acquire(NOW, 10, "A")
     later = NOW + timedelta(days=1)
-    await store.claim_due_fires(later, 10, plan_due_fires)
-    assert await store.acquire_ready_runs(later, 10, "A") == []
-    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    await claim_due_fires(store, later, 10, plan_due_fires)
+    assert await store.engine.acquire(later, 10, "A") == []
+    runs = {r.scheduled_for: r for r in await store.runs.list_for_chat(1)}
     assert runs[later].status is RunStatus.SKIPPED and "overlap" in (runs[later].error or "")
     assert runs[NOW].id == running.run.id
 
 
 async def test_overlap_skip_waits_instead_when_the_running_one_is_settling(
-    store: Store,
+    store: Stores,
 ) -> None:
     # The engine has the running run's answer and is recording it: that run is over, so
     # the next fire waits for the record instead of being skipped as an overlap.
     s = schedule()
-    await store.add_schedule(s)
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [first] = await store.acquire_ready_runs(NOW, 10, "A")
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [first] = await store.engine.acquire(NOW, 10, "A")
     later = NOW + timedelta(days=1)
-    await store.claim_due_fires(later, 10, plan_due_fires)
-    assert await store.acquire_ready_runs(later, 10, "A", settling={s.id}) == []
-    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    await claim_due_fires(store, later, 10, plan_due_fires)
+    assert await store.engine.acquire(later, 10, "A", settling={s.id}) == []
+    runs = {r.scheduled_for: r for r in await store.runs.list_for_chat(1)}
     assert runs[later].status is RunStatus.PENDING
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=later)
-    await store.finish_attempt(first, "A", done, trip_after=3)
-    [second] = await store.acquire_ready_runs(later, 10, "A")
+    await finish_attempt(store, first, "A", done, trip_after=3)
+    [second] = await store.engine.acquire(later, 10, "A")
     assert second.run.scheduled_for == later
 
 
-async def test_overlap_queue_waits_for_the_running_one(store: Store) -> None:
+async def test_overlap_queue_waits_for_the_running_one(store: Stores) -> None:
     s = schedule(overlap=OverlapPolicy.QUEUE)
-    await store.add_schedule(s)
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [first] = await store.acquire_ready_runs(NOW, 10, "A")
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [first] = await store.engine.acquire(NOW, 10, "A")
     later = NOW + timedelta(days=1)
-    await store.claim_due_fires(later, 10, plan_due_fires)
-    assert await store.acquire_ready_runs(later, 10, "A") == []
+    await claim_due_fires(store, later, 10, plan_due_fires)
+    assert await store.engine.acquire(later, 10, "A") == []
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=later)
-    await store.finish_attempt(first, "A", done, trip_after=3)
-    [second] = await store.acquire_ready_runs(later, 10, "A")
+    await finish_attempt(store, first, "A", done, trip_after=3)
+    [second] = await store.engine.acquire(later, 10, "A")
     assert second.run.scheduled_for == later
 
 
 async def test_released_runs_go_back_to_pending_without_counting_the_attempt(
-    store: Store,
+    store: Stores,
 ) -> None:
-    await store.add_schedule(schedule())
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [mine] = await store.acquire_ready_runs(NOW, 10, "A")
-    assert await store.release_runs("B", [mine.run.id], NOW) == 0
-    assert await store.release_runs("A", [mine.run.id], NOW) == 1
-    [run] = await store.list_runs(1)
+    await store.schedules.add(schedule())
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [mine] = await store.engine.acquire(NOW, 10, "A")
+    assert await store.engine.release("B", [mine.run.id], NOW) == 0
+    assert await store.engine.release("A", [mine.run.id], NOW) == 1
+    [run] = await store.runs.list_for_chat(1)
     assert (run.status, run.attempt, run.owner) == (RunStatus.PENDING, 0, None)
 
 
-async def test_orphans_of_dead_owners_are_reaped_by_the_decision_given(store: Store) -> None:
-    await store.add_schedule(schedule())
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    await store.acquire_ready_runs(NOW, 10, "dead-one")
-    await store.register_instance(EngineInstance("dead-one", "h", 1, NOW, NOW, None))
-    assert await store.running_owners() == {"dead-one"}
+async def test_orphans_of_dead_owners_are_reaped_by_the_decision_given(store: Stores) -> None:
+    await store.schedules.add(schedule())
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    await store.engine.acquire(NOW, 10, "dead-one")
+    await store.engine.register(EngineInstance("dead-one", "h", 1, NOW, NOW, None))
+    assert await store.engine.running_owners() == {"dead-one"}
     told: list[int] = []
 
     def decide(run: Run, s: Schedule, interruptions: int) -> AttemptOutcome:
@@ -185,48 +210,48 @@ async def test_orphans_of_dead_owners_are_reaped_by_the_decision_given(store: St
             RunStatus.PENDING, finished_at=NOW, error="interrupted", next_attempt_at=NOW
         )
 
-    assert await store.reap_orphans(["someone-else"], NOW, decide) == []
-    [reaped] = await store.reap_orphans(["dead-one"], NOW, decide)
+    assert await store.engine.reap(["someone-else"], NOW, decide) == []
+    [reaped] = await store.engine.reap(["dead-one"], NOW, decide)
     assert reaped.run.status is RunStatus.PENDING and reaped.run.error == "interrupted"
     # The interrupted attempt is in the history but not counted: the next one is
     # attempt 1 again, and the next interruption is the second.
-    [again] = await store.acquire_ready_runs(NOW, 10, "dead-two")
+    [again] = await store.engine.acquire(NOW, 10, "dead-two")
     assert again.run.attempt == 1
-    [attempt] = await store.list_attempts(1, again.run.id)
+    [attempt] = await store.runs.attempts(1, again.run.id)
     assert (attempt.attempt, attempt.error) == (1, "interrupted")
-    await store.reap_orphans(["dead-two"], NOW, decide)
+    await store.engine.reap(["dead-two"], NOW, decide)
     assert told == [1, 2]
 
 
-async def test_three_dead_runs_trip_the_breaker_once(store: Store) -> None:
+async def test_three_dead_runs_trip_the_breaker_once(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
+    await store.schedules.add(s)
     tripped = []
     for day in range(4):
         now = NOW + timedelta(days=day)
-        await store.claim_due_fires(now, 10, plan_due_fires)
-        for acquired in await store.acquire_ready_runs(now, 10, "A"):
+        await claim_due_fires(store, now, 10, plan_due_fires)
+        for acquired in await store.engine.acquire(now, 10, "A"):
             dead = AttemptOutcome(RunStatus.DEAD, finished_at=now, error="boom")
-            result = await store.finish_attempt(acquired, "A", dead, trip_after=3)
+            result = await finish_attempt(store, acquired, "A", dead, trip_after=3)
             assert result is not None
             tripped.append(result.tripped_now)
     assert tripped == [False, False, True]  # tripped: the fourth day never fired
-    reloaded = await store.get_schedule(1, s.id)
+    reloaded = await store.schedules.get(1, s.id)
     assert reloaded is not None and reloaded.tripped and reloaded.consecutive_failures == 3
 
 
-async def test_every_read_is_scoped_by_chat(store: Store) -> None:
+async def test_every_read_is_scoped_by_chat(store: Stores) -> None:
     s = schedule(chat_id=1)
-    await store.add_schedule(s)
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [run] = await store.list_runs(1)
-    assert await store.get_schedule(2, s.id) is None
-    assert await store.list_schedules(2) == []
-    assert await store.list_runs(2) == []
-    assert await store.get_run(2, run.id) is None
-    assert await store.list_attempts(2, run.id) == []
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [run] = await store.runs.list_for_chat(1)
+    assert await store.schedules.get(2, s.id) is None
+    assert await store.schedules.list_for_chat(2) == []
+    assert await store.runs.list_for_chat(2) == []
+    assert await store.runs.get(2, run.id) is None
+    assert await store.runs.attempts(2, run.id) == []
     assert (
-        await store.transition_run(
+        await store.runs.transition(
             2,
             run.id,
             expected=[RunStatus.PENDING],
@@ -235,31 +260,31 @@ async def test_every_read_is_scoped_by_chat(store: Store) -> None:
         )
         is None
     )
-    assert await store.pause_schedule(2, s.id, by=None, reason=None, now=NOW) is None
+    assert await store.schedules.pause(2, s.id, by=None, reason=None, now=NOW) is None
 
 
-async def test_a_transition_applies_once(store: Store) -> None:
-    await store.add_schedule(schedule())
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [run] = await store.list_runs(1)
+async def test_a_transition_applies_once(store: Stores) -> None:
+    await store.schedules.add(schedule())
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [run] = await store.runs.list_for_chat(1)
     change = {"status": RunStatus.CANCELLED}
-    first = await store.transition_run(
+    first = await store.runs.transition(
         1, run.id, expected=[RunStatus.PENDING], changes=change, now=NOW
     )
-    second = await store.transition_run(
+    second = await store.runs.transition(
         1, run.id, expected=[RunStatus.PENDING], changes=change, now=NOW
     )
     assert first is not None and first.status is RunStatus.CANCELLED and second is None
 
 
-async def test_a_manual_run_for_an_existing_instant_is_refused(store: Store) -> None:
+async def test_a_manual_run_for_an_existing_instant_is_refused(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    await store.claim_due_fires(NOW, 10, plan_due_fires)
-    [existing] = await store.list_runs(1)
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [existing] = await store.runs.list_for_chat(1)
     duplicate = existing.model_copy(update={"id": new_id(), "trigger": RunTrigger.MANUAL})
-    assert await store.add_run(duplicate) is False
-    assert len(await store.list_runs(1)) == 1
+    assert await store.runs.add(duplicate) is False
+    assert len(await store.runs.list_for_chat(1)) == 1
 
 
 async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -294,9 +319,11 @@ async def test_schedules_already_stored_are_numbered_in_creation_order(tmp_path:
             raw.execute(f"INSERT INTO schedules ({', '.join(row)}) VALUES ({marks})", row)
     store = await SqliteStore.open(path)
     try:
-        numbers = {s.id: s.number for chat in (1, 2) for s in await store.list_schedules(chat)}
+        numbers = {
+            s.id: s.number for chat in (1, 2) for s in await store.schedules.list_for_chat(chat)
+        }
         assert numbers == {"B-EARLY": 1, "A-LATE": 2, "C-OTHER": 1}
-        assert (await store.add_schedule(schedule(1))).number == 3
+        assert (await store.schedules.add(schedule(1))).number == 3
     finally:
         await store.close()
 
@@ -314,109 +341,109 @@ def _a_minute_before(s: Schedule) -> Schedule:
     )
 
 
-async def test_a_fire_with_a_free_slot_is_claimed_already_running(store: Store) -> None:
+async def test_a_fire_with_a_free_slot_is_claimed_already_running(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)
+    await store.schedules.add(s)
+    claimed = await store.engine.claim(NOW, 10, plan_due_fires, owner="A", start=5)
     [started] = claimed.started
     assert [p.schedule_id for p in claimed.plans] == [s.id]
     assert started.run.status is RunStatus.RUNNING and started.run.attempt == 1
     assert (started.run.owner, started.run.started_at) == ("A", NOW)
     assert started.schedule.next_run_at == NOW + timedelta(days=1)
     # In the ledger as the acquisition would have left it, and not acquirable again.
-    [row] = await store.list_runs(1)
+    [row] = await store.runs.list_for_chat(1)
     assert (row.id, row.status, row.owner, row.attempt) == (
         started.run.id,
         RunStatus.RUNNING,
         "A",
         1,
     )
-    assert await store.acquire_ready_runs(NOW, 10, "B") == []
-    assert await store.claim_due_fires(NOW, 10, plan_due_fires) == []
+    assert await store.engine.acquire(NOW, 10, "B") == []
+    assert await claim_due_fires(store, NOW, 10, plan_due_fires) == []
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW + timedelta(seconds=1))
-    finished = await store.finish_attempt(started, "A", done, trip_after=3)
+    finished = await finish_attempt(store, started, "A", done, trip_after=3)
     assert finished is not None and finished.run.status is RunStatus.SUCCEEDED
-    [attempt] = await store.list_attempts(1, started.run.id)
+    [attempt] = await store.runs.attempts(1, started.run.id)
     assert (attempt.attempt, attempt.owner, attempt.started_at) == (1, "A", NOW)
 
 
-async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: Store) -> None:
+async def test_without_a_slot_a_fresh_fire_is_held_and_an_old_one_queued(store: Stores) -> None:
     fresh, old = schedule(), schedule()
     old = _a_minute_before(old)
-    await store.add_schedule(fresh)
-    await store.add_schedule(old)
-    claimed = await store.claim_and_start(
+    await store.schedules.add(fresh)
+    await store.schedules.add(old)
+    claimed = await store.engine.claim(
         NOW, 10, plan_due_fires, owner="A", start=0, hold_until=NOW - timedelta(seconds=10)
     )
     # The old fire is in the ledger as pending; the fresh one's schedule is still due.
     assert [p.schedule_id for p in claimed.plans] == [old.id]
     assert claimed.started == []
-    [pending] = await store.list_runs(1)
+    [pending] = await store.runs.list_for_chat(1)
     assert (pending.schedule_id, pending.status) == (old.id, RunStatus.PENDING)
-    still = await store.get_schedule(1, fresh.id)
+    still = await store.schedules.get(1, fresh.id)
     assert still is not None and still.next_run_at == NOW
-    assert await store.count_due_schedules(NOW) == 1
+    assert await store.operations.count_due_schedules(NOW) == 1
     # The queued run takes the next slot; once it is done, the held fire starts at once.
-    [first] = await store.acquire_ready_runs(NOW, 1, "A")
+    [first] = await store.engine.acquire(NOW, 1, "A")
     assert first.run.id == pending.id
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW)
-    await store.finish_attempt(first, "A", done, trip_after=3)
-    claimed = await store.claim_and_start(
+    await finish_attempt(store, first, "A", done, trip_after=3)
+    claimed = await store.engine.claim(
         NOW, 10, plan_due_fires, owner="A", start=1, hold_until=NOW - timedelta(seconds=10)
     )
     [started] = claimed.started
     assert started.run.schedule_id == fresh.id and started.run.status is RunStatus.RUNNING
 
 
-async def test_a_fire_behind_a_ready_backlog_is_queued_not_started(store: Store) -> None:
+async def test_a_fire_behind_a_ready_backlog_is_queued_not_started(store: Stores) -> None:
     old, fresh = schedule(), schedule()
     old = _a_minute_before(old)
-    await store.add_schedule(old)
-    await store.add_schedule(fresh)
-    await store.claim_due_fires(NOW - timedelta(minutes=1), 10, plan_due_fires)
+    await store.schedules.add(old)
+    await store.schedules.add(fresh)
+    await claim_due_fires(store, NOW - timedelta(minutes=1), 10, plan_due_fires)
     # A slot is free, but an earlier fire waits for one: the fresh fire queues behind
     # it instead of overtaking it.
-    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=1)
+    claimed = await store.engine.claim(NOW, 10, plan_due_fires, owner="A", start=1)
     assert claimed.started == [] and [p.schedule_id for p in claimed.plans] == [fresh.id]
-    [first] = await store.acquire_ready_runs(NOW, 1, "A")
+    [first] = await store.engine.acquire(NOW, 1, "A")
     assert first.run.schedule_id == old.id
-    [second] = await store.acquire_ready_runs(NOW, 1, "A")
+    [second] = await store.engine.acquire(NOW, 1, "A")
     assert second.run.schedule_id == fresh.id
 
 
-async def test_a_fire_of_a_busy_schedule_is_queued_for_its_overlap_policy(store: Store) -> None:
+async def test_a_fire_of_a_busy_schedule_is_queued_for_its_overlap_policy(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    [running] = (await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)).started
+    await store.schedules.add(s)
+    [running] = (await store.engine.claim(NOW, 10, plan_due_fires, owner="A", start=5)).started
     later = NOW + timedelta(days=1)
-    claimed = await store.claim_and_start(later, 10, plan_due_fires, owner="A", start=5)
+    claimed = await store.engine.claim(later, 10, plan_due_fires, owner="A", start=5)
     # Not started beside its running predecessor: written pending, and the overlap
     # policy (skip) decides at the acquisition.
     assert claimed.started == [] and len(claimed.plans) == 1
-    assert await store.acquire_ready_runs(later, 10, "A") == []
-    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    assert await store.engine.acquire(later, 10, "A") == []
+    runs = {r.scheduled_for: r for r in await store.runs.list_for_chat(1)}
     assert runs[later].status is RunStatus.SKIPPED and "overlap" in (runs[later].error or "")
     assert runs[NOW].id == running.run.id
 
 
-async def test_a_settling_schedule_is_not_started_beside_its_last_run(store: Store) -> None:
+async def test_a_settling_schedule_is_not_started_beside_its_last_run(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
-    [first] = (await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)).started
+    await store.schedules.add(s)
+    [first] = (await store.engine.claim(NOW, 10, plan_due_fires, owner="A", start=5)).started
     done = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=NOW)
-    await store.finish_attempt(first, "A", done, trip_after=3)
+    await finish_attempt(store, first, "A", done, trip_after=3)
     later = NOW + timedelta(days=1)
-    claimed = await store.claim_and_start(
+    claimed = await store.engine.claim(
         later, 10, plan_due_fires, owner="A", start=5, settling={s.id}
     )
     assert claimed.started == []
-    runs = {r.scheduled_for: r for r in await store.list_runs(1)}
+    runs = {r.scheduled_for: r for r in await store.runs.list_for_chat(1)}
     assert runs[later].status is RunStatus.PENDING
 
 
-async def test_an_instant_already_in_the_ledger_is_not_started_again(store: Store) -> None:
+async def test_an_instant_already_in_the_ledger_is_not_started_again(store: Stores) -> None:
     s = schedule()
-    await store.add_schedule(s)
+    await store.schedules.add(s)
     # A backfill (or a second engine) wrote the very instant meanwhile, already done.
     done = Run(
         id=new_id(),
@@ -428,8 +455,8 @@ async def test_an_instant_already_in_the_ledger_is_not_started_again(store: Stor
         created_at=NOW,
         updated_at=NOW,
     )
-    assert await store.add_run(done)
-    claimed = await store.claim_and_start(NOW, 10, plan_due_fires, owner="A", start=5)
+    assert await store.runs.add(done)
+    claimed = await store.engine.claim(NOW, 10, plan_due_fires, owner="A", start=5)
     assert claimed.started == []
-    [row] = await store.list_runs(1)
+    [row] = await store.runs.list_for_chat(1)
     assert (row.id, row.status) == (done.id, RunStatus.SUCCEEDED)

@@ -25,13 +25,13 @@ ALL = list(WorkItemStatus)
 
 @pytest.fixture
 def items(store: SqliteStore, clock: FakeClock) -> WorkItemService:
-    return WorkItemService(store, clock)
+    return WorkItemService(store.work_items, clock)
 
 
 def engine(
     store: SqliteStore, clock: FakeClock, d: HttpAgentDispatcher, w: WorkItemService
 ) -> Engine:
-    return Engine(store, clock, d, config=EngineConfig(), tasks=w, rng=random.Random(7))
+    return Engine(store.engine, clock, d, config=EngineConfig(), tasks=w, rng=random.Random(7))
 
 
 async def test_a_daily_task_makes_one_item_per_day_and_none_while_paused(
@@ -51,7 +51,7 @@ async def test_a_daily_task_makes_one_item_per_day_and_none_while_paused(
     eng = engine(store, clock, dispatcher, items)
     await clock.advance(timedelta(hours=1))  # 09:00 Berlin
     await eng.run_until_idle()
-    made = await store.list_work_items(CHAT, ALL)
+    made = await store.work_items.list_work_items(CHAT, ALL)
     assert [i.title for i in made] == ["Back up the mailing list"]
     assert made[0].proof is not None and made[0].proof.value == "link"
 
@@ -59,7 +59,7 @@ async def test_a_daily_task_makes_one_item_per_day_and_none_while_paused(
     await clock.advance(timedelta(hours=1))
     await service.run_now(CHAT, schedule.id)
     await eng.run_until_idle()
-    assert len(await store.list_work_items(CHAT, ALL)) == 1
+    assert len(await store.work_items.list_work_items(CHAT, ALL)) == 1
     first = made[0]
     await items.mark_waiting(
         first, "IT", clock.now() + timedelta(days=1), "asked for access", actor="ada"
@@ -71,15 +71,16 @@ async def test_a_daily_task_makes_one_item_per_day_and_none_while_paused(
     await eng.run_until_idle()
     await service.resume(CHAT, schedule.id)
     await eng.run_until_idle()
-    assert len(await store.list_work_items(CHAT, ALL)) == 1
+    assert len(await store.work_items.list_work_items(CHAT, ALL)) == 1
     await clock.advance(timedelta(days=1))
     await eng.run_until_idle()
-    after = await store.list_work_items(CHAT, ALL)
+    after = await store.work_items.list_work_items(CHAT, ALL)
     assert len(after) == 2
     history = await items.history(first)
     assert [h.action for h in history] == ["created", "waiting for IT"]
     assert history[1].note == "asked for access"
-    files = await export_files(store._db)
+    async with store.connection.read() as db:
+        files = await export_files(db)
     assert files["work_items.jsonl"].count(b"\n") == 2
     assert files["work_item_history.jsonl"].count(b"\n") == 3
 
@@ -133,7 +134,7 @@ async def test_done_is_refused_without_the_required_link(
     )
     assert await items.create_from_fire(schedule, clock.now(), "Back up")
     assert not await items.create_from_fire(schedule, clock.now() + timedelta(hours=1), "Again")
-    (item,) = await store.list_work_items(CHAT, ALL)
+    (item,) = await store.work_items.list_work_items(CHAT, ALL)
     with pytest.raises(InvalidState, match="needs a link"):
         await items.done(item, actor="ada")
     with pytest.raises(InvalidState):

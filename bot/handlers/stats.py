@@ -20,7 +20,12 @@ async def stats(update: Update, context: Context, chat_id: int) -> None:
     """Runs by outcome, fire lag and agent time over a window (default 7 days)."""
     svc = context.services
     window = context.args[0] if context.args else None
-    await reply(update, stats_text(await chat_stats(svc.store, svc.clock, chat_id, window)))
+    await reply(
+        update,
+        stats_text(
+            await chat_stats(svc.store.runs, svc.store.schedules, svc.clock, chat_id, window)
+        ),
+    )
 
 
 def handlers() -> list[BaseHandler[Any, Context, Any]]:

@@ -90,13 +90,17 @@ async def today_text(
     zone = await svc.service.chat_timezone(chat_id)
     today = await _items(svc).today(chat_id, now, zone)
     store = svc.store
-    proposals = await store.list_proposals(chat_id, statuses=[ProposalStatus.PENDING], limit=50)
-    awaiting = await store.list_runs(chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50)
-    schedules = {s.id: s for s in await store.list_schedules(chat_id)}
+    proposals = await store.proposals.list_for_chat(
+        chat_id, statuses=[ProposalStatus.PENDING], limit=50
+    )
+    awaiting = await store.runs.list_for_chat(
+        chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50
+    )
+    schedules = {s.id: s for s in await store.schedules.list_for_chat(chat_id)}
     tripped = [s for s in schedules.values() if s.tripped and s.archived_at is None]
     failed = [
         r
-        for r in await store.list_runs(
+        for r in await store.runs.list_for_chat(
             chat_id, statuses=[RunStatus.FAILED, RunStatus.DEAD, RunStatus.UNKNOWN], limit=100
         )
         if (r.finished_at or r.updated_at) >= now - _FAILED_WINDOW

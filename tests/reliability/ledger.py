@@ -159,7 +159,7 @@ async def read_schedules(db_path: Path, chats: Collection[int]) -> list[Schedule
     async with await SqliteStore.open(db_path) as store:
         found: list[Schedule] = []
         for chat in chats:
-            found += await store.list_schedules(chat, include_archived=True)
+            found += await store.schedules.list_for_chat(chat, include_archived=True)
         return found
 
 

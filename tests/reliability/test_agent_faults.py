@@ -278,7 +278,7 @@ async def test_agent_faults_end_per_policy_trip_breakers_and_never_delay_the_oth
         by_kind.setdefault(kind_of[run.schedule_id], []).append(run)
     deliveries = Counter(d.key for d in agent.deliveries)
     async with await SqliteStore.open(db_path) as store:
-        schedules = {s.id: s for s in await store.list_schedules(CHAT)}
+        schedules = {s.id: s for s in await store.schedules.list_for_chat(CHAT)}
 
     # Every run ended as its policy says, whatever the fault: failed attempts retried
     # with the same key after the backoff, dead after its last attempt, `unknown` where

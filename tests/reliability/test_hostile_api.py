@@ -138,8 +138,8 @@ def check_answer(status: int, body: Any, content_type: str, what: str) -> None:
 async def half_stored(api: Api) -> list[str]:
     """Proposals and schedules that disagree (see the module docstring)."""
     store = api.bot.services.store
-    proposals = await store.list_proposals(ALICE, limit=10_000)
-    schedules = {s.id: s for s in await store.list_schedules(ALICE)}
+    proposals = await store.proposals.list_for_chat(ALICE, limit=10_000)
+    schedules = {s.id: s for s in await store.schedules.list_for_chat(ALICE)}
     problems = schedule_problems(schedules.values(), api.bot.services.service.limits)
     for p in proposals:
         schedule = schedules.get(p.schedule_id) if p.schedule_id else None
@@ -255,18 +255,18 @@ raw_bodies = st.one_of(
 @example(body=_set(VALID, ("trigger",), {"kind": "once", "at": "9999-12-31T23:59:59-12:00"}))
 async def test_hostile_proposal_bodies(api: Api, body: Any) -> None:
     tally.add("inputs tried")
-    schedules_before = len(await api.bot.services.store.list_schedules(ALICE))
+    schedules_before = len(await api.bot.services.store.schedules.list_for_chat(ALICE))
     status, answer, content_type = await api.call(
         "POST", f"/api/v1/chats/{ALICE}/proposals", json=body
     )
     check_answer(status, answer, content_type, json.dumps(body)[:200])
     if status == 201:
         proposal = Proposal.model_validate(answer)
-        assert await api.bot.services.store.get_proposal(ALICE, proposal.id) == proposal
+        assert await api.bot.services.store.proposals.get(ALICE, proposal.id) == proposal
         tally.add("inputs stored, valid")
     else:
         tally.add("inputs refused, nothing stored")
-        assert len(await api.bot.services.store.list_schedules(ALICE)) == schedules_before
+        assert len(await api.bot.services.store.schedules.list_for_chat(ALICE)) == schedules_before
         if status == 422 and answer["field"] is None:
             # No single field to name: the JSON itself, the body's shape, or a chat limit.
             assert answer["error"].startswith(("Malformed JSON", "Invalid body", "This chat")) or (
@@ -313,14 +313,14 @@ async def test_hostile_paths_and_queries(
 ) -> None:
     tally.add("inputs tried")
     store = api.bot.services.store
-    before = await store.list_schedules(ALICE)
+    before = await store.schedules.list_for_chat(ALICE)
     path = f"/api/v1/chats/{ALICE}/schedules/{quote(sid, safe='')}/{action}"
     kwargs: dict[str, Any] = {} if body is None else {"json": body}
     status, answer, content_type = await api.call("POST", path, **kwargs)
     check_answer(status, answer, content_type, path[:200])
     # None of Alice's schedules has such an id: nothing can have changed.
     assert status in (404, 405, 422), (status, answer)
-    assert await store.list_schedules(ALICE) == before
+    assert await store.schedules.list_for_chat(ALICE) == before
     status, answer, content_type = await api.call(
         "GET", f"/api/v1/chats/{ALICE}/runs", params=query
     )

@@ -140,7 +140,7 @@ async def alice_setup(bot: BotHarness) -> dict[str, str]:
 
 
 async def stored_problems(bot: BotHarness) -> list[str]:
-    schedules: list[Schedule] = await bot.services.store.list_schedules(ALICE)
+    schedules: list[Schedule] = await bot.services.store.schedules.list_for_chat(ALICE)
     return schedule_problems(schedules, bot.services.service.limits)
 
 
@@ -299,7 +299,7 @@ async def test_hostile_new_one_liners_store_a_valid_schedule_or_nothing(
     caplog.set_level(logging.WARNING)
     watch = Watch(bot, caplog)
     before = db_snapshot(db_file(tmp_path))
-    count = len(await bot.services.store.list_schedules(ALICE))
+    count = len(await bot.services.store.schedules.list_for_chat(ALICE))
     replies = await exchange(bot.alice, line)
     check_plain_replies(replies)
     previews = [r for r in replies if "Save" in r.button_labels()]
@@ -312,7 +312,7 @@ async def test_hostile_new_one_liners_store_a_valid_schedule_or_nothing(
     elif previews:
         await exchange(bot.alice, "/cancel")
     watch.check()
-    after = await bot.services.store.list_schedules(ALICE)
+    after = await bot.services.store.schedules.list_for_chat(ALICE)
     if previews and save and len(after) == count + 1:
         assert await stored_problems(bot) == []
     else:

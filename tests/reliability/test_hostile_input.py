@@ -484,7 +484,7 @@ OWNER = Owner(id=1001, first_name="Alice")
 
 
 async def _stored_as_returned(service: ScheduleService, schedule: Schedule) -> None:
-    stored = await service.store.get_schedule(schedule.chat_id, schedule.id)
+    stored = await service.store.schedules.get(schedule.chat_id, schedule.id)
     assert stored == schedule
     assert schedule_problems([stored], service.limits) == []
 

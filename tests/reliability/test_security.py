@@ -121,7 +121,7 @@ async def olga_data(bot: BotHarness) -> dict[str, str]:
 
     async def run(status: RunStatus, hours_ago: int) -> str:
         ident = new_id()
-        await svc.store.add_run(
+        await svc.store.runs.add(
             Run(
                 id=ident,
                 schedule_id=schedule.id,
@@ -148,7 +148,7 @@ async def olga_data(bot: BotHarness) -> dict[str, str]:
     await svc.work_items.create_from_fire(schedule, now - timedelta(hours=1), "Sign the deed")
     todo = next(
         i
-        for i in await svc.store.list_work_items(OLGA, [WorkItemStatus.TODO])
+        for i in await svc.store.work_items.list_work_items(OLGA, [WorkItemStatus.TODO])
         if i.title == "Sign the deed"
     )
 
@@ -314,7 +314,7 @@ async def test_tokens_never_appear_in_logs_replies_or_exports(
     await exchange(alice, "/start")
     preview = (await exchange(alice, "/new daily 09:00 Prepare the brief for {date}."))[-1]
     await press(alice, preview.callback_data("Save") or "", preview.message_id)
-    schedule = (await svc.store.list_schedules(ALICE))[0]
+    schedule = (await svc.store.schedules.list_for_chat(ALICE))[0]
     await exchange(alice, f"/runnow {schedule.id}")
     await bot.agent.wait_for_requests(1)
     bot.agent.respond_with(500)

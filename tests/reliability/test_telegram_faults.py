@@ -25,9 +25,10 @@ import pytest
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.telegram_server import TelegramServer, TgUser
 from scheduler.models import Action, Owner, Policies, RetryPolicy, RunStatus
+from scheduler.repositories import NotificationStatus
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.store import NotificationStatus
 from storage.sqlite_store import SqliteStore
+from tests.engine_calls import list_notifications
 from tests.reliability.figures import tally
 from tests.reliability.ledger import account, read_runs
 from tests.reliability.process import Launcher, fast_clock
@@ -89,8 +90,8 @@ def succeeded_keys(db_path: Path, schedule_ids: set[str], before: datetime) -> s
 async def queued_for(db_path: Path, chat_id: int) -> list[str]:
     """The ids of the chat's messages still waiting in the outbox."""
     async with await SqliteStore.open(db_path) as store:
-        waiting = await store.list_notifications(
-            chat_id, statuses=[NotificationStatus.PENDING], limit=100_000
+        waiting = await list_notifications(
+            store, chat_id, statuses=[NotificationStatus.PENDING], limit=100_000
         )
     return [n.id for n in waiting]
 
@@ -191,8 +192,8 @@ async def test_telegram_faults_never_stop_the_engine_nor_lose_a_message(
 
     # Bob blocked the bot: recorded, no more attempts to write to him, his runs go on.
     async with await SqliteStore.open(db_path) as store:
-        prefs = await store.get_chat(BOB)
-        ada_messages = {n.id: n for n in await store.list_notifications(ADA, limit=100_000)}
+        prefs = await store.chats.get(BOB)
+        ada_messages = {n.id: n for n in await list_notifications(store, ADA, limit=100_000)}
     # The restart had answers to deliver, and delivered every one.
     assert left, "nothing was waiting in the outbox at the stop"
     assert all(ada_messages[i].status is NotificationStatus.SENT for i in left)

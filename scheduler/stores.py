@@ -1,0 +1,52 @@
+"""Everything durable the services are built on: the engine store and one repository
+per aggregate, opened and closed together (`storage.sqlite_store.SqliteStore`)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scheduler.engine_store import EngineStore
+from scheduler.repositories import (
+    ChatRepository,
+    OperationsRepository,
+    OutboxRepository,
+    ProposalRepository,
+    RunRepository,
+    ScheduleRepository,
+)
+from scheduler.work_items import WorkItemRepository
+
+__all__ = ["Stores"]
+
+
+class Stores(Protocol):
+    @property
+    def engine(self) -> EngineStore: ...
+
+    @property
+    def schedules(self) -> ScheduleRepository: ...
+
+    @property
+    def runs(self) -> RunRepository: ...
+
+    @property
+    def proposals(self) -> ProposalRepository: ...
+
+    @property
+    def work_items(self) -> WorkItemRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def chats(self) -> ChatRepository: ...
+
+    @property
+    def operations(self) -> OperationsRepository: ...
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail now (one sentence for the operator), or None."""
+
+    async def close(self) -> None:
+        """Release the database; every store and repository is unusable afterwards."""

@@ -1,0 +1,184 @@
+"""One SQLite database as the engine store and the repositories share it.
+
+One aiosqlite connection per database. Writes run as `BEGIN IMMEDIATE` transactions,
+which take SQLite's write lock up front: two engines on the same file serialise their
+claims instead of both reading the same due rows. An asyncio lock keeps this process's
+own coroutines from interleaving statements inside one another's transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from storage.database import describe_failure, is_unavailable, open_database
+from storage.one_trip import LoopWriter, WriterBusy, transact
+
+__all__ = ["SqliteConnection"]
+
+log = logging.getLogger("tickler.storage")
+
+T = TypeVar("T")
+
+
+class SqliteConnection:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: str | Path = "the database",
+        writer: LoopWriter | None = None,
+    ) -> None:
+        self._db = db
+        self.path = path
+        #: Runs the engine's hot transactions on the event loop's thread when the write
+        #: lock is free (storage/one_trip.py); None: all on aiosqlite's thread.
+        self._writer = writer
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._cleanup: asyncio.Future[None] | None = None
+        #: Why the last write failed (one sentence for the operator: a lock held past
+        #: the busy timeout, a full disk, a read-only file), until a write succeeds.
+        self.write_failure: str | None = None
+        self._failed_writes = 0
+        #: Told the failure when writes start failing, and None when they work again
+        #: (the bot alerts the admins); called inside the lock, so it must not wait.
+        self.on_write_health: Callable[[str | None], None] | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteConnection:
+        db = await open_database(path)
+        return cls(db, path, None if str(path) == ":memory:" else LoopWriter(path))
+
+    async def close(self) -> None:
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+        async with self._lock:
+            if self._cleanup is not None:
+                await self._cleanup
+            if self._writer is not None:
+                self._writer.close()
+            await self._db.close()
+
+    def changes(self) -> int:
+        """Rows changed through this database's connections so far."""
+        writer = 0 if self._writer is None else self._writer.total_changes
+        return self._db.total_changes + writer
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One `BEGIN IMMEDIATE` … `COMMIT` transaction, statement by statement."""
+        async with self._lock:
+            changes = self.changes()
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                await self._db.execute("COMMIT")
+            except asyncio.CancelledError:
+                # aiosqlite runs statements in order on its own thread, even when the
+                # awaiting task was cancelled: a cancelled BEGIN may still open the
+                # transaction later. A ROLLBACK queued behind it always closes it, and
+                # any later statement queues behind the ROLLBACK, so it need not be
+                # awaited here (that could take the whole busy timeout).
+                self._cleanup = asyncio.ensure_future(self._rollback())
+                raise
+            except BaseException as exc:
+                await self._rollback()
+                if is_unavailable(exc):
+                    self._write_failed(exc)
+                raise
+            self._wrote(changes)
+
+    async def transact(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """`write` for a transaction that only runs statements, in one trip to the
+        database thread (storage/one_trip.py): the engine's hot path."""
+        async with self._lock:
+            changes = self.changes()
+            try:
+                result = await transact(self._db, body, self._writer)
+            except BaseException as exc:
+                if is_unavailable(exc):
+                    self._write_failed(exc)
+                raise
+            self._wrote(changes)
+        if self._writer is not None and self._writer.checkpoint_due():
+            self._checkpoint_soon()
+        return result
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
+
+    async def read_in_place(
+        self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]
+    ) -> T:
+        """`read` for the engine's hot reads: on the event loop's thread through the
+        loop writer's connection (no hand-over), else on aiosqlite's thread."""
+        async with self._lock:
+            if self._writer is not None:
+                try:
+                    return self._writer.read(body)
+                except WriterBusy:
+                    pass
+            return await body(self._db)
+
+    def _checkpoint_soon(self) -> None:
+        """Move the WAL's pages into the database file on aiosqlite's thread (the loop
+        writer never does it, so that the event loop never waits for a sync)."""
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.create_task(
+                self._checkpoint(), name="wal-checkpoint", context=contextvars.Context()
+            )
+
+    async def _checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                # PASSIVE: copies what no reader still needs, never waits for anyone.
+                await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:
+            # The next one catches up; a closed store has nothing left to move.
+            log.debug("WAL checkpoint skipped: %s", exc)
+
+    def _wrote(self, changes_before: int) -> None:
+        # A transaction that changed nothing wrote nothing, so it proves nothing.
+        if self._failed_writes and self.changes() != changes_before:
+            log.warning(
+                "The database %s is writable again after %d failed writes.",
+                self.path,
+                self._failed_writes,
+            )
+            self.write_failure, self._failed_writes = None, 0
+            self._tell_write_health(None)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        failure = describe_failure(exc, self.path)
+        previous, self.write_failure = self.write_failure, failure
+        self._failed_writes += 1
+        if failure != previous:
+            # Once per kind of failure, not once per retry: the engine retries often.
+            log.error("%s Nothing is lost: due runs wait until it can be written.", failure)
+        if previous is None:
+            self._tell_write_health(failure)
+
+    def _tell_write_health(self, failure: str | None) -> None:
+        if self.on_write_health is None:
+            return
+        try:
+            self.on_write_health(failure)
+        except Exception:
+            log.exception("reporting the database's health failed")
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"
+            await self._db.execute("ROLLBACK")
