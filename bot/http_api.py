@@ -365,7 +365,8 @@ class HttpServer:
         return _json(health, 200 if healthy else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await self.metrics.render(self._services())
+        svc = self._services()
+        body = await self.metrics.render(svc.store.operations, svc.engine)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- the Telegram webhook ----------------------------------------------------------

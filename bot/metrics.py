@@ -8,15 +8,11 @@ a restart and cost nothing between scrapes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from scheduler.engine import Engine
 from scheduler.models import Run, RunStatus
-from scheduler.repositories import Pruned
-
-if TYPE_CHECKING:
-    from bot.context import Services
+from scheduler.repositories import OperationsRepository, Pruned
 
 __all__ = ["Metrics"]
 
@@ -100,16 +96,15 @@ class Metrics:
         self.dispatch.labels(status.value).observe(max(0.0, duration_s))
 
     # --- scraping ---------------------------------------------------------------------
-    async def render(self, svc: Services) -> bytes:
+    async def render(self, operations: OperationsRepository, engine: Engine) -> bytes:
         """The text exposition format, gauges refreshed from the store."""
-        engine = svc.engine
         now = engine.clock.now()
-        counts = await svc.store.operations.count_runs_by_status()
+        counts = await operations.count_runs_by_status()
         for status in RunStatus:
             self.runs.labels(status.value).set(counts.get(status, 0))
-        self.due_backlog.set(await svc.store.operations.count_due_runs(now))
-        self.due_schedules.set(await svc.store.operations.count_due_schedules(now))
-        self.tripped.set(await svc.store.operations.count_tripped_schedules())
+        self.due_backlog.set(await operations.count_due_runs(now))
+        self.due_schedules.set(await operations.count_due_schedules(now))
+        self.tripped.set(await operations.count_tripped_schedules())
         self.in_flight.set(engine.in_flight)
         if engine.last_tick_at is not None:
             self.last_tick_age.set(max(0.0, (now - engine.last_tick_at).total_seconds()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.access import REFUSAL
-from bot.app import COMMANDS
+from bot.commands import COMMANDS
 from bot.demo_kit.harness import BotHarness
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from adapters.agent_dispatch import HttpAgentDispatcher
-from bot.app import COMMANDS
 from bot.cli import build_parser, main
+from bot.commands import COMMANDS
 from bot.demo_kit.agent_stub import AgentStub
 from bot.settings import Settings
 from scheduler.dispatching import DispatchRequest, Operator

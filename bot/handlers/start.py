@@ -15,6 +15,7 @@ from telegram.ext import (
 )
 
 from bot.callbacks import STALE_BUTTON
+from bot.commands import COMMANDS
 from bot.context import Context
 from bot.render import esc
 from scheduler.errors import TicklerError
@@ -35,8 +36,6 @@ async def start(update: Update, context: Context) -> None:
 
 async def help_command(update: Update, context: Context) -> None:
     """Every command with its one-line description."""
-    from bot.app import COMMANDS
-
     assert update.effective_message is not None
     lines = [f"/{name} — {esc(text)}" for name, text in COMMANDS]
     await update.effective_message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
