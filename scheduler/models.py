@@ -6,6 +6,7 @@ Every datetime inside is timezone-aware UTC; local time exists only at the edges
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -27,6 +28,7 @@ __all__ = [
     "RetryPolicy",
     "RiskTier",
     "Run",
+    "RunFigure",
     "RunStatus",
     "RunTrigger",
     "Schedule",
@@ -204,6 +206,18 @@ class Schedule(BaseModel):
     def ref(self) -> str:
         """What an operator types to name it: `#3`, or the id before it has a number."""
         return f"#{self.number}" if self.number is not None else self.id
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    """One run in a stats window, as much of it as the figures need (scheduler/stats.py)."""
+
+    schedule_id: str
+    status: RunStatus
+    trigger: RunTrigger
+    scheduled_for: datetime
+    started_at: datetime | None
+    duration_ms: int | None
 
 
 class Attempt(BaseModel):

@@ -27,10 +27,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from scheduler.clock import Clock
 from scheduler.errors import (
@@ -44,7 +41,6 @@ from scheduler.errors import (
 from scheduler.ids import new_id
 from scheduler.models import (
     AWAITING_APPROVAL_REASON,
-    Action,
     CreatedBy,
     Owner,
     Policies,
@@ -52,13 +48,14 @@ from scheduler.models import (
     Run,
     RunStatus,
 )
+from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.risk import RiskDecision, classify
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import ScheduleService
+from scheduler.specs import TriggerSpec
 from scheduler.store import Store
 from scheduler.triggers import Trigger
 
 __all__ = [
-    "AWAITING_APPROVAL",
     "Proposal",
     "ProposalRequest",
     "ProposalService",
@@ -66,42 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tickler.proposals")
-
-#: The pause reason of a medium-tier schedule until an admin approves it.
-AWAITING_APPROVAL = AWAITING_APPROVAL_REASON
-
-
-class ProposalRequest(BaseModel):
-    """What the agent asks for: a schedule definition, why, and its own risk estimate."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    trigger: TriggerSpec
-    action: Action
-    policies: Policies | None = None
-    reason: str = ""
-    risk_hint: RiskTier | None = None
-
-    @field_validator("trigger")
-    @classmethod
-    def _trimmed_zone(cls, trigger: TriggerSpec) -> TriggerSpec:
-        # "Europe/Berlin " names a zone, but the proposal keeps the request as sent and
-        # its announcement reads the zone from it: keep the name a zone can be built from.
-        zone = trigger.timezone
-        if zone is not None and zone != zone.strip():
-            return trigger.model_copy(update={"timezone": zone.strip()})
-        return trigger
-
-
-class ProposalStatus(StrEnum):
-    PENDING = "pending"  # waiting for an admin's Approve or Reject
-    ACTIVE = "active"  # its schedule exists and fires (approved, or low tier)
-    REJECTED = "rejected"
-    EXPIRED = "expired"  # nobody answered in time
-    UNDONE = "undone"  # activated, then undone; its schedule is archived
-    REFUSED = "refused"  # beyond the chat's limits or invalid; nothing was created
-
 
 #: How a decided proposal is named in "That proposal is already ...".
 _DONE_WORDS = {
@@ -111,34 +72,6 @@ _DONE_WORDS = {
     ProposalStatus.UNDONE: "undone",
     ProposalStatus.REFUSED: "refused",
 }
-
-
-class Proposal(BaseModel):
-    """One proposal and its trail: who proposed it and when, who decided and when."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    chat_id: int
-    request: ProposalRequest
-    tier: RiskTier
-    status: ProposalStatus
-    #: The schedule it created (low, medium, an approved high one), else None.
-    schedule_id: str | None = None
-    #: Who proposed it: "api", "agent:chat" (a tool call), ...
-    proposed_by: str
-    #: The Telegram user who approved, rejected or undid it; None for the policy's own
-    #: decisions (low tier activated, expired, refused).
-    decided_by: int | None = None
-    decided_at: datetime | None = None
-    #: High tier only: unanswered by then, it expires.
-    expires_at: datetime | None = None
-    created_at: datetime
-    refusal: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.request.name
 
 
 OnProposal = Callable[[Proposal, RiskDecision], Awaitable[None]]
@@ -212,7 +145,7 @@ class ProposalService:
             low = decision.tier is RiskTier.LOW
             try:
                 schedule_id = await self._create(
-                    proposal, paused_reason=None if low else AWAITING_APPROVAL
+                    proposal, paused_reason=None if low else AWAITING_APPROVAL_REASON
                 )
             except InvalidSchedule as exc:
                 refusal = str(exc)

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 from scheduler.errors import InvalidSchedule
 from scheduler.models import ActionKind, RiskTier
-from scheduler.service import Limits, first_fire, trigger_from_spec
+from scheduler.specs import Limits, first_fire, trigger_from_spec
 from scheduler.templates import load_template
 from scheduler.triggers import IntervalTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
-    from scheduler.proposals import ProposalRequest
+    from scheduler.proposal_model import ProposalRequest
 
 __all__ = [
     "DAILY_GAP",

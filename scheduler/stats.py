@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from scheduler.clock import Clock
 from scheduler.errors import InvalidState
-from scheduler.models import RunStatus, RunTrigger, Schedule
+from scheduler.models import RunFigure, RunStatus, RunTrigger, Schedule
 
 if TYPE_CHECKING:
     from scheduler.store import Store
@@ -48,18 +48,6 @@ def parse_window(text: str | None) -> timedelta:
     if window > _MAX_WINDOW:
         raise InvalidState("Stats go back at most 90 days; use 90d or less.")
     return window
-
-
-@dataclass(frozen=True)
-class RunFigure:
-    """One run in the window, as much of it as the figures need."""
-
-    schedule_id: str
-    status: RunStatus
-    trigger: RunTrigger
-    scheduled_for: datetime
-    started_at: datetime | None
-    duration_ms: int | None
 
 
 @dataclass

@@ -17,13 +17,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Attempt, Run, RunStatus, Schedule
+from scheduler.models import Attempt, Run, RunFigure, RunStatus, Schedule
 from scheduler.planning import FirePlan
-from scheduler.stats import RunFigure
 
 if TYPE_CHECKING:
     # Only for annotations: scheduler.proposals builds on the service, which uses this.
-    from scheduler.proposals import Proposal, ProposalStatus
+    from scheduler.proposal_model import Proposal, ProposalStatus
 
 __all__ = [
     "OUTPUT_LIMIT",

@@ -21,7 +21,7 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
-from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
+from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.store import EngineInstance
 from scheduler.triggers import Trigger, make_trigger
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, CreatedBy, Policies, RiskTier, RunStatus, RunTrigger
-from scheduler.proposals import ProposalRequest, ProposalStatus
+from scheduler.proposal_model import ProposalRequest, ProposalStatus
 from scheduler.store import NotificationStatus
 from scheduler.triggers import make_trigger
 from scheduler.work_items import Proof, WorkItemStatus

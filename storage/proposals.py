@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.proposal_model import Proposal, ProposalStatus
 from storage.codec import (
     PROPOSAL_COLUMNS,
     from_db_time,

@@ -25,10 +25,17 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Attempt, OverlapPolicy, Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import (
+    Attempt,
+    OverlapPolicy,
+    Run,
+    RunFigure,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
-from scheduler.proposals import Proposal, ProposalStatus
-from scheduler.stats import RunFigure
+from scheduler.proposal_model import Proposal, ProposalStatus
 from scheduler.store import (
     OUTPUT_LIMIT,
     AcquiredRun,

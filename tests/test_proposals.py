@@ -19,9 +19,17 @@ from scheduler.clock import FakeClock
 from scheduler.dispatch import HttpAgentDispatcher
 from scheduler.engine import Engine
 from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound
-from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, RiskTier, RunStatus
+from scheduler.models import (
+    AWAITING_APPROVAL_REASON,
+    Action,
+    ActionKind,
+    CreatedBy,
+    Owner,
+    Policies,
+    RiskTier,
+    RunStatus,
+)
 from scheduler.proposals import (
-    AWAITING_APPROVAL,
     Proposal,
     ProposalRequest,
     ProposalService,
@@ -114,7 +122,7 @@ async def test_a_medium_proposal_waits_paused_and_approve_resumes_it_once(
     assert proposal.expires_at is None  # only high proposals expire
     assert proposal.schedule_id is not None
     paused = await service.get_schedule(CHAT, proposal.schedule_id)
-    assert not paused.enabled and paused.pause_reason == AWAITING_APPROVAL
+    assert not paused.enabled and paused.pause_reason == AWAITING_APPROVAL_REASON
     assert paused.policies.risk_tier is RiskTier.MEDIUM
 
     await clock.advance(timedelta(minutes=5))
