@@ -90,9 +90,8 @@ def measure(trigger: Trigger, first: datetime) -> tuple[float, timedelta | None]
     # when a DST change makes it 167 or 169 hours long.
     end = (first.astimezone(trigger.zone) + WEEK).astimezone(UTC)
     fires = [first]
-    while len(fires) < _SAMPLE_LIMIT:
-        cursor = trigger.next_after(fires[-1])
-        if cursor is None or cursor - first > _HORIZON:
+    for cursor in itertools.islice(trigger.fires(first), _SAMPLE_LIMIT - 1):
+        if cursor - first > _HORIZON:
             break
         if cursor >= end and len(fires) >= _SPARSE_SAMPLE:
             break

@@ -7,6 +7,7 @@ speaks Telegram or HTTP.
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -456,15 +457,14 @@ class ScheduleService:
             raise InvalidSchedule("The backfill range must start before it ends.")
         if end > self.clock.now():
             raise InvalidSchedule("Backfill covers past windows only; end the range at now.")
-        instants: list[datetime] = []
-        cursor = schedule.trigger.next_after(start - timedelta(microseconds=1))
-        while cursor is not None and cursor <= end:
-            if len(instants) >= MAX_BACKFILL:
-                raise InvalidSchedule(
-                    f"That range holds more than {MAX_BACKFILL} fires; pick a shorter one."
-                )
-            instants.append(cursor)
-            cursor = schedule.trigger.next_after(cursor)
+        walk = schedule.trigger.fires(start - timedelta(microseconds=1))
+        instants = list(
+            itertools.islice(itertools.takewhile(lambda t: t <= end, walk), MAX_BACKFILL + 1)
+        )
+        if len(instants) > MAX_BACKFILL:
+            raise InvalidSchedule(
+                f"That range holds more than {MAX_BACKFILL} fires; pick a shorter one."
+            )
         return instants
 
     async def _existing_instants(self, chat_id: int, schedule_id: str) -> set[datetime]:
