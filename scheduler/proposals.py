@@ -133,14 +133,14 @@ class ProposalService:
             proposed_by=proposed_by,
             created_at=now,
         )
-        refusal = decision.refusal
+        refusal, field = decision.refusal, decision.refusal_field
         if refusal is None:
             try:
                 self.schedules.validate(
                     name=request.name, trigger=request.trigger, action=request.action
                 )
             except InvalidSchedule as exc:
-                refusal = str(exc)
+                refusal, field = str(exc), exc.field
         if refusal is None and decision.tier is not RiskTier.HIGH:
             low = decision.tier is RiskTier.LOW
             try:
@@ -148,7 +148,7 @@ class ProposalService:
                     proposal, paused_reason=None if low else AWAITING_APPROVAL_REASON
                 )
             except InvalidSchedule as exc:
-                refusal = str(exc)
+                refusal, field = str(exc), exc.field
             else:
                 changes: dict[str, Any] = {"schedule_id": schedule_id}
                 if low:
@@ -166,7 +166,7 @@ class ProposalService:
                 "proposal refused",
                 extra={"proposal_id": proposal.id, "chat_id": chat_id, "reason": refusal},
             )
-            raise InvalidSchedule(refusal)
+            raise InvalidSchedule(refusal, field=field)
         if self._on_proposal is not None:
             try:
                 await self._on_proposal(proposal, decision)

@@ -21,6 +21,7 @@ from scheduler.errors import (
     InvalidState,
     RunNotFound,
     ScheduleNotFound,
+    about,
     shown,
 )
 from scheduler.ids import new_id
@@ -59,6 +60,7 @@ from scheduler.specs import (
     TriggerSpec,
     check_schedule_id,
     first_fire,
+    never_fires,
     trigger_from_spec,
     with_zone,
 )
@@ -113,57 +115,87 @@ class ScheduleService:
         return name
 
     # --- validation ------------------------------------------------------------------
+    # Every check of a definition, in one place: create, update, proposals, the guided
+    # /new flow (one step at a time) and the API all call these. Each refusal is an
+    # InvalidSchedule naming the field it is about.
     def build_trigger(self, spec: TriggerSpec, now: datetime) -> Trigger:
+        """The trigger `spec` describes, within this service's limits."""
         if (
             spec.kind == "interval"
             and spec.every_seconds is not None
             and 0 < spec.every_seconds < self.limits.min_interval_seconds
         ):
             raise InvalidSchedule(
-                f"The interval must be at least {_duration(self.limits.min_interval_seconds)}."
+                f"The interval must be at least {_duration(self.limits.min_interval_seconds)}.",
+                field="trigger.every_seconds",
             )
         return trigger_from_spec(spec, now, self.default_timezone)
 
-    def _check_name(self, name: str) -> str:
+    def check_trigger(self, spec: TriggerSpec, now: datetime | None = None) -> Trigger:
+        """`build_trigger`, and refused when the trigger would never fire after `now`."""
+        now = self.clock.now() if now is None else now
+        trigger = self.build_trigger(spec, now)
+        if first_fire(trigger, now) is None:
+            raise never_fires()
+        return trigger
+
+    def check_name(self, name: str) -> str:
+        """The name as it is stored (whitespace folded), or refused."""
         name = " ".join(name.split())
         if not name:
-            raise InvalidSchedule("Give the schedule a name.")
+            raise InvalidSchedule("Give the schedule a name.", field="name")
         if any(unicodedata.category(char) == "Cc" for char in name):
             # Whitespace controls are folded above; what is left (NUL, ESC, ...) would
             # corrupt log lines, terminals and exports.
-            raise InvalidSchedule("The name may not contain control characters.")
+            raise InvalidSchedule("The name may not contain control characters.", field="name")
         if len(name) > self.limits.max_name_chars:
             raise InvalidSchedule(
-                f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}."
+                f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}.",
+                field="name",
             )
         return name
 
-    def _check_action(self, action: Action) -> Action:
+    def check_text(self, kind: ActionKind, text: str) -> str:
+        """A typed prompt or reminder text: not empty, within the length limit, a
+        template that renders."""
+        if not text.strip():
+            what = "prompt" if kind is ActionKind.AGENT else "reminder text"
+            raise InvalidSchedule(
+                f"The {what} is empty; write what should be sent.", field="action.text"
+            )
+        self._check_prompt(text, "action.text")
+        return text
+
+    def check_action(self, action: Action) -> Action:
+        """The whole action: its text (or its template's) and a task's details."""
         if action.template:
-            text = load_template(action.template)
+            with about("action.template"):
+                text = load_template(action.template)
+            self._check_prompt(text, "action.template")
         else:
-            text = action.text
-            if not text.strip():
-                what = "prompt" if action.kind is ActionKind.AGENT else "reminder text"
-                raise InvalidSchedule(f"The {what} is empty; write what should be sent.")
+            self.check_text(action.kind, action.text)
+        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
+        return action
+
+    def _check_prompt(self, text: str, field: str) -> None:
         if len(text) > self.limits.max_prompt_chars:
             raise InvalidSchedule(
                 f"The prompt is {len(text)} characters; the limit is "
-                f"{self.limits.max_prompt_chars}."
+                f"{self.limits.max_prompt_chars}.",
+                field=field,
             )
-        check_template(text)
-        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
-        return action
+        with about(field):
+            check_template(text)
 
     def validate(self, *, name: str, trigger: TriggerSpec, action: Action) -> None:
         """Raise InvalidSchedule if `create_schedule` would refuse this definition (the
         per-chat schedule count aside); changes nothing."""
         now = self.clock.now()
-        self._check_name(name)
+        self.check_name(name)
         built = self.build_trigger(trigger, now)
-        self._check_action(action)
+        self.check_action(action)
         if first_fire(built, now) is None:
-            raise InvalidSchedule("That schedule would never fire.")
+            raise never_fires()
 
     # --- schedules -------------------------------------------------------------------
     async def create_schedule(
@@ -183,14 +215,14 @@ class ScheduleService:
         """Validate and add a schedule. With `paused_reason` it is created paused (an
         agent's proposal awaiting approval), so it cannot fire before it is resumed."""
         now = self.clock.now()
-        name = self._check_name(name)
+        name = self.check_name(name)
         if schedule_id is not None:
             check_schedule_id(schedule_id)
         if trigger.timezone is None:
             # A schedule keeps the zone of the chat it was made in, whatever its kind.
             trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})
         built = self.build_trigger(trigger, now)
-        action = self._check_action(action)
+        action = self.check_action(action)
         policies = check_backoff(policies or Policies())
         if await self.store.count_active_schedules(chat_id) >= self.limits.max_schedules_per_chat:
             raise InvalidSchedule(
@@ -199,7 +231,7 @@ class ScheduleService:
             )
         next_run = first_fire(built, now)
         if next_run is None:
-            raise InvalidSchedule("That schedule would never fire.")
+            raise never_fires()
         schedule = Schedule(
             id=schedule_id or new_id(),
             chat_id=chat_id,
@@ -264,11 +296,11 @@ class ScheduleService:
         # Validate everything before touching the store, so bad input changes nothing.
         changes: dict[str, object] = {"updated_at": now}
         if name is not None:
-            changes["name"] = self._check_name(name)
+            changes["name"] = self.check_name(name)
         if description is not None:
             changes["description"] = description
         if action is not None:
-            changes["action"] = self._check_action(action)
+            changes["action"] = self.check_action(action)
         if policies is not None:
             changes["policies"] = check_backoff(policies)
         if timezone is not None:
@@ -282,7 +314,7 @@ class ScheduleService:
             built = self.build_trigger(trigger, now)
             next_run = first_fire(built, now)
             if next_run is None:
-                raise InvalidSchedule("That schedule would never fire.")
+                raise never_fires()
             changes["trigger"] = built
             changes["next_run_at"] = next_run
 

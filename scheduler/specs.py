@@ -31,6 +31,7 @@ __all__ = [
     "TriggerSpec",
     "check_schedule_id",
     "first_fire",
+    "never_fires",
     "trigger_from_spec",
     "with_zone",
 ]
@@ -47,7 +48,8 @@ def check_schedule_id(schedule_id: str) -> str:
     if not SCHEDULE_ID_PATTERN.fullmatch(schedule_id):
         raise InvalidSchedule(
             "Give the schedule an id of up to 30 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit."
+            "starting with a letter or digit.",
+            field="id",
         )
     return schedule_id
 
@@ -81,14 +83,19 @@ def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = 
     zone = spec.timezone or default_timezone
     if spec.kind == "cron":
         if not spec.cron:
-            raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
+            raise InvalidSchedule(
+                "A cron schedule needs an expression, like '0 9 * * 1-5'.", field="trigger.cron"
+            )
         return cron_trigger(spec.cron, zone)
     if spec.kind == "interval":
         if spec.every_seconds is None:
-            raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
+            raise InvalidSchedule(
+                "An interval schedule needs its length, like every 2 hours.",
+                field="trigger.every_seconds",
+            )
         return interval_trigger(spec.every_seconds, spec.start_at or now, zone)
     if spec.at is None:
-        raise InvalidSchedule("A one-time schedule needs the instant it fires.")
+        raise InvalidSchedule("A one-time schedule needs the instant it fires.", field="trigger.at")
     return once_trigger(spec.at, now, zone)
 
 
@@ -99,6 +106,11 @@ def with_zone(trigger: Trigger, zone: str) -> Trigger:
     if isinstance(trigger, CronTrigger):
         return cron_trigger(trigger.expr, name)
     return trigger.model_copy(update={"timezone": name})
+
+
+def never_fires() -> InvalidSchedule:
+    """The refusal of a trigger with no fire after it is made."""
+    return InvalidSchedule("That schedule would never fire.", field="trigger")
 
 
 def first_fire(trigger: Trigger, now: datetime) -> datetime | None:

@@ -215,11 +215,12 @@ def make_trigger(data: dict[str, object], *, now: datetime | None = None) -> Tri
     try:
         trigger = _ADAPTER.validate_python(data)
     except ValidationError as error:
-        raise InvalidSchedule(_sentence(error, data)) from None
+        raise InvalidSchedule(_sentence(error, data), field=_field(error)) from None
     if now is not None and isinstance(trigger, OnceTrigger) and trigger.at <= to_utc(now):
         raise InvalidSchedule(
             f"That time is in the past: {format_utc(trigger.at)} is not after now "
-            f"({format_utc(now)}); pick a later time."
+            f"({format_utc(now)}); pick a later time.",
+            field="trigger.at",
         )
     return trigger
 
@@ -252,6 +253,22 @@ def once_trigger(at: datetime, now: datetime | None = None, timezone: str = "UTC
     trigger = make_trigger({"kind": "once", "at": at, "timezone": timezone}, now=now)
     assert isinstance(trigger, OnceTrigger)
     return trigger
+
+
+#: A trigger's field as a schedule definition (TriggerSpec, the API's body) names it.
+_SPEC_NAMES = {"expr": "cron"}
+
+
+def _field(error: ValidationError) -> str:
+    """The part of the definition the first problem is about: `trigger.<field>`."""
+    details = error.errors()[0]
+    if details["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        return "trigger.kind"
+    # The location is (kind, field) past the union's tag.
+    location = [str(part) for part in details["loc"]]
+    if len(location) < 2:
+        return "trigger"
+    return f"trigger.{_SPEC_NAMES.get(location[1], location[1])}"
 
 
 def _sentence(error: ValidationError, data: dict[str, object]) -> str:
