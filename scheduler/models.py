@@ -24,6 +24,7 @@ __all__ = [
     "MissedRunPolicy",
     "OverlapPolicy",
     "Owner",
+    "PauseKind",
     "Policies",
     "RetryPolicy",
     "RiskTier",
@@ -90,8 +91,23 @@ class RunStatus(StrEnum):
     UNKNOWN = "unknown"  # timed out after delivery; the operator decides
 
 
-#: The pause reason of an agent's proposal that waits for an admin: only the proposal's
-#: approval may clear it, never a plain resume or run-now.
+class PauseKind(StrEnum):
+    """Why a schedule is paused, for code to act on. The reason shown to people is
+    `Schedule.pause_reason` (free text an operator may write); code never reads it."""
+
+    #: Paused by an operator (the chat, the API), with or without a reason of their own.
+    OPERATOR = "operator"
+    #: An agent's medium-tier proposal waiting for an admin: only the proposal's
+    #: approval may resume it, never a plain resume or run-now.
+    AWAITING_APPROVAL = "awaiting_approval"
+    #: A schedule of schedules.yaml whose id left the file; it comes back when the id
+    #: returns.
+    REMOVED_FROM_FILE = "removed_from_file"
+    #: Its stored definition cannot be decoded (quarantined); fixed only by hand.
+    UNREADABLE = "unreadable"
+
+
+#: The pause reason shown for PauseKind.AWAITING_APPROVAL.
 AWAITING_APPROVAL_REASON = "awaiting approval"
 
 #: How the error of an attempt cut off by Tickler itself (an orphan) begins.
@@ -185,7 +201,11 @@ class Schedule(BaseModel):
     owner: Owner
     enabled: bool = True
     paused_by: int | None = None
+    #: Why it is paused, as shown to people; free text.
     pause_reason: str | None = None
+    #: Why it is paused, for code to act on; None unless it is paused (an archived
+    #: schedule is disabled, not paused).
+    pause_kind: PauseKind | None = None
     next_run_at: datetime | None = None
     last_run_at: datetime | None = None
     consecutive_failures: int = 0

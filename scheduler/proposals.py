@@ -10,8 +10,10 @@ the policy (scheduler/risk.py) and acts on the tier:
     high    nothing is created until [Approve]; [Reject] or `expiry` (72 h) ends it
 
 A proposal beyond the chat's limits is refused, whatever its tier: `propose` records
-the refusal and raises InvalidSchedule with the reason. Every decision is a guarded
-transition of the stored proposal (`Store.transition_proposal`), so a button pressed
+the refusal and raises InvalidSchedule with the reason. A proposal is stored with the
+schedule it creates in one transaction (`Store.add_proposal`), and an approval with the
+schedule it creates or resumes (`Store.decide_proposal`): a failure leaves neither.
+Every decision is a guarded transition of the stored proposal, so a button pressed
 twice, or after expiry, is answered with what the proposal already is and applied
 once. Who may decide is the caller's business (the bot lets only admins).
 
@@ -40,13 +42,13 @@ from scheduler.errors import (
 )
 from scheduler.ids import new_id
 from scheduler.models import (
-    AWAITING_APPROVAL_REASON,
     CreatedBy,
     Owner,
     Policies,
     RiskTier,
     Run,
     RunStatus,
+    Schedule,
 )
 from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.risk import RiskDecision, classify
@@ -141,26 +143,30 @@ class ProposalService:
                 )
             except InvalidSchedule as exc:
                 refusal, field = str(exc), exc.field
+        schedule = None
         if refusal is None and decision.tier is not RiskTier.HIGH:
             low = decision.tier is RiskTier.LOW
             try:
-                schedule_id = await self._create(
-                    proposal, paused_reason=None if low else AWAITING_APPROVAL_REASON
-                )
+                schedule = await self._schedule(proposal, awaiting_approval=not low)
             except InvalidSchedule as exc:
                 refusal, field = str(exc), exc.field
             else:
-                changes: dict[str, Any] = {"schedule_id": schedule_id}
+                changes: dict[str, Any] = {"schedule_id": schedule.id}
                 if low:
                     changes.update(status=ProposalStatus.ACTIVE, decided_at=now)
                 proposal = proposal.model_copy(update=changes)
         elif refusal is None:
             proposal = proposal.model_copy(update={"expires_at": now + self.expiry})
         if refusal is not None:
+            schedule = None
             proposal = proposal.model_copy(
                 update={"status": ProposalStatus.REFUSED, "refusal": refusal, "decided_at": now}
             )
-        await self.store.add_proposal(proposal)
+        # One transaction: a proposal never points at a schedule that is not there, and
+        # no paused schedule is left without the proposal that can resume it.
+        await self.store.add_proposal(proposal, schedule)
+        if schedule is not None:
+            self.schedules.changed()
         if refusal is not None:
             log.info(
                 "proposal refused",
@@ -223,12 +229,13 @@ class ProposalService:
             return request
         return request.model_copy(update={"trigger": spec.model_copy(update=changes)})
 
-    async def _create(
-        self, proposal: Proposal, *, paused_reason: str | None, schedule_id: str | None = None
-    ) -> str:
+    async def _schedule(
+        self, proposal: Proposal, *, awaiting_approval: bool, schedule_id: str | None = None
+    ) -> Schedule:
+        """The schedule the proposal asks for, validated, not yet stored."""
         request = proposal.request
         policies = (request.policies or Policies()).model_copy(update={"risk_tier": proposal.tier})
-        schedule = await self.schedules.create_schedule(
+        return await self.schedules.new_schedule(
             proposal.chat_id,
             Owner(id=proposal.chat_id, first_name=self.owner_name),
             name=request.name,
@@ -238,9 +245,8 @@ class ProposalService:
             description=request.reason,
             created_by=CreatedBy.AGENT,
             schedule_id=schedule_id,
-            paused_reason=paused_reason,
+            awaiting_approval=awaiting_approval,
         )
-        return schedule.id
 
     # --- deciding ---------------------------------------------------------------------------
     async def get(self, chat_id: int, proposal_id: str) -> Proposal:
@@ -264,25 +270,35 @@ class ProposalService:
 
     async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Activate a pending proposal: resume its paused schedule (medium) or create it
-        (high). InvalidState when it was decided already or has expired; InvalidSchedule
-        (and the proposal is refused) when it can no longer be created."""
+        (high), in the same transaction as the decision, so a failure leaves it pending
+        and a second press applies nothing. InvalidState when it was decided already or
+        has expired; InvalidSchedule (and the proposal is refused) when it can no longer
+        be created."""
         current = await self._pending(chat_id, proposal_id)
         now = self.clock.now()
-        high = current.schedule_id is None
-        schedule_id = new_id() if high else current.schedule_id
-        approved = await self._decide(
-            current,
-            ProposalStatus.ACTIVE,
-            {"decided_by": by, "decided_at": now, "schedule_id": schedule_id},
-        )
-        assert schedule_id is not None
+        decision: dict[str, Any] = {
+            "status": ProposalStatus.ACTIVE,
+            "decided_by": by,
+            "decided_at": now,
+        }
         try:
-            if high:
-                await self._create(approved, paused_reason=None, schedule_id=schedule_id)
+            if current.schedule_id is None:
+                schedule = await self._schedule(current, awaiting_approval=False)
+                approved = await self.store.decide_proposal(
+                    chat_id,
+                    proposal_id,
+                    expected=[ProposalStatus.PENDING],
+                    changes={**decision, "schedule_id": schedule.id},
+                    add_schedule=schedule,
+                )
             else:
-                # InvalidState: someone resumed it by hand meanwhile; it is active already.
-                with contextlib.suppress(InvalidState):
-                    await self.schedules.resume(chat_id, schedule_id, approving=True)
+                approved = await self.store.decide_proposal(
+                    chat_id,
+                    proposal_id,
+                    expected=[ProposalStatus.PENDING],
+                    changes=decision,
+                    change_schedule=self.schedules.approval_change(now),
+                )
         except (InvalidSchedule, ScheduleNotFound) as exc:
             # Limits reached or the moment passed since it was proposed, or the paused
             # schedule was deleted meanwhile: nothing runs, and the proposal says why.
@@ -291,32 +307,23 @@ class ProposalService:
                 if isinstance(exc, InvalidSchedule)
                 else "Its schedule was deleted meanwhile."
             )
-            await self.store.transition_proposal(
+            refused = await self.store.transition_proposal(
                 chat_id,
                 proposal_id,
-                expected=[ProposalStatus.ACTIVE],
+                expected=[ProposalStatus.PENDING],
                 changes={
                     "status": ProposalStatus.REFUSED,
                     "refusal": reason,
-                    "schedule_id": None if high else schedule_id,
+                    "decided_by": by,
+                    "decided_at": now,
                 },
             )
+            if refused is None:  # decided by someone else a moment ago
+                raise _already((await self.get(chat_id, proposal_id)).status) from exc
             raise InvalidSchedule(f"It cannot be activated: {reason}") from exc
-        except Exception:
-            # Anything else (a locked database): undo the decision so the admin can
-            # press Approve again, instead of a proposal "active" without a schedule.
-            await self.store.transition_proposal(
-                chat_id,
-                proposal_id,
-                expected=[ProposalStatus.ACTIVE],
-                changes={
-                    "status": ProposalStatus.PENDING,
-                    "decided_by": None,
-                    "decided_at": None,
-                    "schedule_id": current.schedule_id,
-                },
-            )
-            raise
+        if approved is None:  # decided by someone else a moment ago
+            raise _already((await self.get(chat_id, proposal_id)).status)
+        self.schedules.changed()
         return approved
 
     async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:

@@ -33,6 +33,7 @@ from scheduler.models import (
     CreatedBy,
     OverlapPolicy,
     Owner,
+    PauseKind,
     Policies,
     Run,
     RunStatus,
@@ -210,10 +211,41 @@ class ScheduleService:
         description: str = "",
         created_by: CreatedBy = CreatedBy.OPERATOR,
         schedule_id: str | None = None,
-        paused_reason: str | None = None,
     ) -> Schedule:
-        """Validate and add a schedule. With `paused_reason` it is created paused (an
-        agent's proposal awaiting approval), so it cannot fire before it is resumed."""
+        """Validate and add a schedule."""
+        schedule = await self.new_schedule(
+            chat_id,
+            owner,
+            name=name,
+            trigger=trigger,
+            action=action,
+            policies=policies,
+            description=description,
+            created_by=created_by,
+            schedule_id=schedule_id,
+        )
+        schedule = await self.store.add_schedule(schedule)
+        self.changed()
+        return schedule
+
+    async def new_schedule(
+        self,
+        chat_id: int,
+        owner: Owner,
+        *,
+        name: str,
+        trigger: TriggerSpec,
+        action: Action,
+        policies: Policies | None = None,
+        description: str = "",
+        created_by: CreatedBy = CreatedBy.OPERATOR,
+        schedule_id: str | None = None,
+        awaiting_approval: bool = False,
+    ) -> Schedule:
+        """The schedule `create_schedule` would add, validated (the chat's limit too) but
+        not stored: for a caller that stores it with something else in one transaction
+        (a proposal). With `awaiting_approval` it is paused for an admin's approval, so it
+        cannot fire before the approval resumes it."""
         now = self.clock.now()
         name = self.check_name(name)
         if schedule_id is not None:
@@ -232,7 +264,7 @@ class ScheduleService:
         next_run = first_fire(built, now)
         if next_run is None:
             raise never_fires()
-        schedule = Schedule(
+        return Schedule(
             id=schedule_id or new_id(),
             chat_id=chat_id,
             name=name,
@@ -241,16 +273,19 @@ class ScheduleService:
             action=action,
             policies=policies,
             owner=owner,
-            enabled=paused_reason is None,
-            pause_reason=paused_reason,
+            enabled=not awaiting_approval,
+            pause_reason=AWAITING_APPROVAL_REASON if awaiting_approval else None,
+            pause_kind=PauseKind.AWAITING_APPROVAL if awaiting_approval else None,
             next_run_at=next_run,
             created_by=created_by,
             created_at=now,
             updated_at=now,
         )
-        schedule = await self.store.add_schedule(schedule)
+
+    def changed(self) -> None:
+        """Tell the engine schedules changed (a new or changed one is planned at once);
+        for callers that wrote them through the store themselves."""
         self._on_change()
-        return schedule
 
     async def get_schedule(self, chat_id: int, ref: str) -> Schedule:
         """The chat's active schedule that `ref` names, as an operator may type it: its
@@ -371,23 +406,31 @@ class ScheduleService:
         return updated
 
     async def pause(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None = None
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None = None,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule:
+        """Pause it for `kind` (an operator's, unless said otherwise); `reason` is the
+        text shown."""
         current = await self.get_schedule(chat_id, schedule_id)
         if not current.enabled:
             raise InvalidState(f"'{current.name}' is already paused; /resume starts it again.")
         paused = await self.store.pause_schedule(
-            chat_id, current.id, by=by, reason=reason, now=self.clock.now()
+            chat_id, current.id, by=by, reason=reason, now=self.clock.now(), kind=kind
         )
         assert paused is not None
         self._on_change()
         return paused
 
-    async def resume(self, chat_id: int, schedule_id: str, *, approving: bool = False) -> Resumed:
+    async def resume(self, chat_id: int, schedule_id: str) -> Resumed:
         """Enable again from now on. Windows that passed while it was paused (or
-        tripped) do not fire; they are recorded as skipped, so none vanishes.
-        `approving` is for ProposalService.approve only: an agent's proposal that waits
-        for an admin is resumed by that approval, never by hand."""
+        tripped) do not fire; they are recorded as skipped, so none vanishes. An agent's
+        proposal that waits for an admin is resumed by that approval
+        (`approval_change`), never by hand."""
         now = self.clock.now()
         passed = 0
 
@@ -396,33 +439,28 @@ class ScheduleService:
             _require_active(current, schedule_id)
             if current.enabled and not current.tripped:
                 raise InvalidState(f"'{current.name}' is not paused.")
-            if current.pause_reason == AWAITING_APPROVAL_REASON and not approving:
+            if current.pause_kind is PauseKind.AWAITING_APPROVAL:
                 raise InvalidState(_AWAITS_ADMIN)
-            reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
-            next_run = current.next_run_at
-            skipped: list[Run] = []
-            if next_run is not None and next_run <= now:
-                window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
-                passed = window.total
-                skipped = [skipped_run(current, t, reason, now) for t in window.instants]
-                next_run = window.next_after
-            resumed = current.model_copy(
-                update={
-                    "enabled": True,
-                    "tripped": False,
-                    "consecutive_failures": 0,
-                    "paused_by": None,
-                    "pause_reason": None,
-                    "next_run_at": next_run,
-                    "updated_at": now,
-                }
-            )
-            return ScheduleChange(resumed, skipped)
+            resumed, passed = _resumption(current, now)
+            return resumed
 
         target = await self.get_schedule(chat_id, schedule_id)
         schedule = await self._modify(chat_id, target.id, change)
         self._on_change()
         return Resumed(schedule, passed)
+
+    def approval_change(self, now: datetime) -> Callable[[Schedule], ScheduleChange]:
+        """What approving a proposal does to its paused schedule, for the store to apply
+        in the approval's own transaction: resumed from `now` on, as `resume` does (or
+        left alone if it is active already). ScheduleNotFound if it was archived."""
+
+        def change(current: Schedule) -> ScheduleChange:
+            _require_active(current, current.id)
+            if current.enabled and not current.tripped:
+                return ScheduleChange(current)
+            return _resumption(current, now)[0]
+
+        return change
 
     async def _modify(
         self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
@@ -457,7 +495,7 @@ class ScheduleService:
         returns (created, skipped because a run for that instant exists). Running it
         again creates nothing: the store refuses a second run for the same instant."""
         schedule = await self.get_schedule(chat_id, schedule_id)
-        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+        if not schedule.enabled and schedule.pause_kind is PauseKind.AWAITING_APPROVAL:
             raise InvalidState(_AWAITS_ADMIN)
         instants = self._backfill_instants(schedule, start, end)
         now = self.clock.now()
@@ -519,7 +557,7 @@ class ScheduleService:
         """One extra (manual) run, now; and the run it waits behind, if the schedule is
         running one and its overlap policy does not allow two at once."""
         schedule = await self.get_schedule(chat_id, schedule_id)
-        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+        if not schedule.enabled and schedule.pause_kind is PauseKind.AWAITING_APPROVAL:
             raise InvalidState(_AWAITS_ADMIN)
         behind = None
         if schedule.policies.overlap is not OverlapPolicy.ALLOW:
@@ -800,6 +838,33 @@ def _not_found(schedule_id: str) -> ScheduleNotFound:
     return ScheduleNotFound(
         f"There is no schedule '{shown(schedule_id)}' here; /schedules lists them."
     )
+
+
+def _resumption(current: Schedule, now: datetime) -> tuple[ScheduleChange, int]:
+    """`current` enabled again from `now` on, the fires that passed while it was paused
+    (or tripped) recorded as skipped; and how many passed."""
+    reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
+    next_run = current.next_run_at
+    skipped: list[Run] = []
+    passed = 0
+    if next_run is not None and next_run <= now:
+        window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
+        passed = window.total
+        skipped = [skipped_run(current, t, reason, now) for t in window.instants]
+        next_run = window.next_after
+    resumed = current.model_copy(
+        update={
+            "enabled": True,
+            "tripped": False,
+            "consecutive_failures": 0,
+            "paused_by": None,
+            "pause_reason": None,
+            "pause_kind": None,
+            "next_run_at": next_run,
+            "updated_at": now,
+        }
+    )
+    return ScheduleChange(resumed, skipped), passed
 
 
 def _require_active(schedule: Schedule, schedule_id: str) -> None:

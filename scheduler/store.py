@@ -14,15 +14,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Attempt, Run, RunFigure, RunStatus, Schedule
+from scheduler.models import Attempt, PauseKind, Run, RunFigure, RunStatus, Schedule
 from scheduler.planning import FirePlan
-
-if TYPE_CHECKING:
-    # Only for annotations: scheduler.proposals builds on the service, which uses this.
-    from scheduler.proposal_model import Proposal, ProposalStatus
+from scheduler.proposal_model import Proposal, ProposalStatus
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -220,10 +217,18 @@ class Store(Protocol):
         None if there is no such schedule in that chat."""
 
     async def pause_schedule(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None,
+        now: datetime,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule | None:
-        """Disable the schedule; runs not yet started are skipped (pending, awaiting
-        approval) or cancelled (waiting for a retry), with the reason. History stays."""
+        """Disable the schedule (paused for `kind`); runs not yet started are skipped
+        (pending, awaiting approval) or cancelled (waiting for a retry), with the reason.
+        History stays."""
 
     async def archive_schedule(
         self, chat_id: int, schedule_id: str, *, now: datetime
@@ -386,8 +391,29 @@ class Store(Protocol):
         "approval deadline passed". Returns how many were skipped."""
 
     # --- proposals -------------------------------------------------------------------------
-    async def add_proposal(self, proposal: Proposal) -> None:
-        """Insert a new proposal (in whatever status the policy gave it)."""
+    async def add_proposal(
+        self, proposal: Proposal, schedule: Schedule | None = None
+    ) -> Schedule | None:
+        """Insert a new proposal (in whatever status the policy gave it) and, in the same
+        transaction, the schedule it made (paused awaiting approval, or active): both or
+        neither. Returns the schedule as stored (with its number)."""
+
+    async def decide_proposal(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+        add_schedule: Schedule | None = None,
+        change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+    ) -> Proposal | None:
+        """A decision and what it does to the proposal's schedule, in one transaction:
+        `changes` applied only if the proposal is still in one of `expected` (else None
+        and nothing done, so a decision pressed twice is applied once), then
+        `add_schedule` inserted (a high tier approved) or `change_schedule` applied to
+        the schedule the proposal names, with the runs it adds (a paused one resumed).
+        ScheduleNotFound if that schedule is gone; any error leaves everything as it was."""
 
     async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:
         """The proposal with that id in that chat, or None."""

@@ -28,6 +28,7 @@ from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Attempt,
     OverlapPolicy,
+    PauseKind,
     Run,
     RunFigure,
     RunStatus,
@@ -330,7 +331,14 @@ class SqliteStore:
             return result.schedule
 
     async def pause_schedule(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None,
+        now: datetime,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule | None:
         async with self._write() as db:
             current = await schedules.get(db, chat_id, schedule_id)
@@ -341,6 +349,7 @@ class SqliteStore:
                     "enabled": False,
                     "paused_by": by,
                     "pause_reason": reason,
+                    "pause_kind": kind,
                     "updated_at": now,
                 }
             )
@@ -815,9 +824,32 @@ class SqliteStore:
         return pruned
 
     # --- proposals -------------------------------------------------------------------------
-    async def add_proposal(self, proposal: Proposal) -> None:
+    async def add_proposal(
+        self, proposal: Proposal, schedule: Schedule | None = None
+    ) -> Schedule | None:
         async with self._write() as db:
-            await proposals.insert(db, proposal)
+            return await proposals.insert_with_schedule(db, proposal, schedule)
+
+    async def decide_proposal(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+        add_schedule: Schedule | None = None,
+        change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+    ) -> Proposal | None:
+        async with self._write() as db:
+            return await proposals.decide(
+                db,
+                chat_id,
+                proposal_id,
+                expected=expected,
+                changes=changes,
+                add_schedule=add_schedule,
+                change_schedule=change_schedule,
+            )
 
     async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:
         async with self._read() as db:

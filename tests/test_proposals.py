@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import storage.proposals
+import storage.schedules
 from scheduler.agent_tools import TOOLS, AgentTools
 from scheduler.clock import FakeClock
 from scheduler.dispatch import HttpAgentDispatcher
@@ -25,9 +27,11 @@ from scheduler.models import (
     ActionKind,
     CreatedBy,
     Owner,
+    PauseKind,
     Policies,
     RiskTier,
     RunStatus,
+    Schedule,
 )
 from scheduler.proposals import (
     Proposal,
@@ -37,6 +41,7 @@ from scheduler.proposals import (
 )
 from scheduler.risk import RiskDecision
 from scheduler.service import Limits, ScheduleService, TriggerSpec
+from scheduler.store import ScheduleChange
 from storage.sqlite_store import SqliteStore
 from tests.agent_stub import AgentStub
 
@@ -546,6 +551,7 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("DROP INDEX runs_awaiting_approval")
         db.execute("DROP INDEX schedules_by_number")
         db.execute("ALTER TABLE schedules DROP COLUMN number")
+        db.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         db.execute("ALTER TABLE runs DROP COLUMN interruptions")
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
@@ -580,15 +586,129 @@ async def test_an_approval_that_fails_midway_can_be_pressed_again(
     proposals: ProposalService, service: ScheduleService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
-    real_resume = service.resume
+    assert proposal.schedule_id is not None
+    real_replace = storage.schedules.replace
 
-    async def locked(*args: object, **kwargs: object) -> object:
+    async def locked(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(service, "resume", locked)
+    # The schedule's resumption fails after the decision was written, in its transaction.
+    monkeypatch.setattr(storage.schedules, "replace", locked)
     with pytest.raises(sqlite3.OperationalError):
         await proposals.approve(CHAT, proposal.id, by=ADMIN)
     still = await proposals.get(CHAT, proposal.id)
     assert (still.status, still.decided_by) == (ProposalStatus.PENDING, None)
-    monkeypatch.setattr(service, "resume", real_resume)
+    assert not (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+    monkeypatch.setattr(storage.schedules, "replace", real_replace)
     assert (await proposals.approve(CHAT, proposal.id, by=ADMIN)).status is ProposalStatus.ACTIVE
+
+
+# --- one transaction each: a proposal with its schedule, a decision with its effect ----------
+async def test_a_proposal_and_its_schedule_are_written_together_or_not_at_all(
+    proposals: ProposalService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise sqlite3.IntegrityError("CHECK constraint failed: proposals")
+
+    # The proposal's row fails after its (paused) schedule's row was written.
+    monkeypatch.setattr(storage.proposals, "insert", refused)
+    with pytest.raises(sqlite3.IntegrityError):
+        await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert await store.list_schedules(CHAT, include_archived=True) == []
+    assert await store.list_proposals(CHAT) == []
+
+
+async def test_a_high_approval_that_fails_creating_its_schedule_leaves_it_pending(
+    proposals: ProposalService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(hint=RiskTier.HIGH), proposed_by="api")
+    assert proposal.status is ProposalStatus.PENDING and proposal.schedule_id is None
+    real_insert = storage.schedules.insert
+
+    async def locked(*args: object, **kwargs: object) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(storage.schedules, "insert", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    still = await proposals.get(CHAT, proposal.id)
+    assert (still.status, still.decided_by, still.schedule_id) == (
+        ProposalStatus.PENDING,
+        None,
+        None,
+    )
+    assert await store.list_schedules(CHAT, include_archived=True) == []
+    monkeypatch.setattr(storage.schedules, "insert", real_insert)
+    approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    assert approved.status is ProposalStatus.ACTIVE and approved.schedule_id is not None
+    assert [s.id for s in await store.list_schedules(CHAT)] == [approved.schedule_id]
+
+
+@pytest.mark.parametrize("hint", [None, RiskTier.HIGH], ids=["medium", "high"])
+async def test_approve_pressed_twice_at_once_activates_once(
+    proposals: ProposalService, store: SqliteStore, hint: RiskTier | None
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY, hint=hint), proposed_by="api")
+    assert proposal.status is ProposalStatus.PENDING
+    answers = await asyncio.gather(
+        proposals.approve(CHAT, proposal.id, by=ADMIN),
+        proposals.approve(CHAT, proposal.id, by=ADMIN + 1),
+        return_exceptions=True,
+    )
+    approved = [a for a in answers if isinstance(a, Proposal)]
+    refused = [a for a in answers if isinstance(a, BaseException)]
+    assert len(approved) == 1 and approved[0].status is ProposalStatus.ACTIVE
+    assert [str(e) for e in refused] == ["That proposal is already approved."]
+    [schedule] = await store.list_schedules(CHAT, include_archived=True)
+    assert schedule.id == approved[0].schedule_id and schedule.enabled
+
+
+async def test_a_decision_applies_its_effect_once_in_the_store(
+    proposals: ProposalService, service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    applied: list[str] = []
+    resume = service.approval_change(clock.now())
+
+    def counted(current: Schedule) -> ScheduleChange:
+        applied.append(current.id)
+        return resume(current)
+
+    decision = {"status": ProposalStatus.ACTIVE, "decided_by": ADMIN, "decided_at": clock.now()}
+    pending = [ProposalStatus.PENDING]
+    first = await store.decide_proposal(
+        CHAT, proposal.id, expected=pending, changes=decision, change_schedule=counted
+    )
+    second = await store.decide_proposal(
+        CHAT, proposal.id, expected=pending, changes=decision, change_schedule=counted
+    )
+    assert first is not None and first.status is ProposalStatus.ACTIVE and second is None
+    assert applied == [proposal.schedule_id]
+    assert proposal.schedule_id is not None
+    assert (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+
+
+# --- pause kinds -------------------------------------------------------------------------------
+async def test_a_waiting_proposal_is_paused_by_kind_not_by_its_text(
+    proposals: ProposalService, service: ScheduleService
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert proposal.schedule_id is not None
+    waiting = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert (waiting.pause_kind, waiting.pause_reason) == (
+        PauseKind.AWAITING_APPROVAL,
+        AWAITING_APPROVAL_REASON,
+    )
+    # An operator who pauses with the same words pauses an ordinary schedule.
+    mine = await service.create_schedule(
+        CHAT, Owner(id=CHAT), name="Mine", trigger=DAILY_9, action=Action(text="hi")
+    )
+    paused = await service.pause(CHAT, mine.id, by=ADMIN, reason=AWAITING_APPROVAL_REASON)
+    assert paused.pause_kind is PauseKind.OPERATOR
+    resumed = (await service.resume(CHAT, mine.id)).schedule
+    assert resumed.enabled and (resumed.pause_kind, resumed.pause_reason) == (None, None)
+    with pytest.raises(InvalidState, match="waiting for an admin"):
+        await service.resume(CHAT, proposal.schedule_id)
+    await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    active = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert active.enabled and active.pause_kind is None and active.pause_reason is None
