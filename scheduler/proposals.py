@@ -229,9 +229,7 @@ class ProposalService:
             return request
         return request.model_copy(update={"trigger": spec.model_copy(update=changes)})
 
-    async def _schedule(
-        self, proposal: Proposal, *, awaiting_approval: bool, schedule_id: str | None = None
-    ) -> Schedule:
+    async def _schedule(self, proposal: Proposal, *, awaiting_approval: bool) -> Schedule:
         """The schedule the proposal asks for, validated, not yet stored."""
         request = proposal.request
         policies = (request.policies or Policies()).model_copy(update={"risk_tier": proposal.tier})
@@ -244,7 +242,6 @@ class ProposalService:
             policies=policies,
             description=request.reason,
             created_by=CreatedBy.AGENT,
-            schedule_id=schedule_id,
             awaiting_approval=awaiting_approval,
         )
 
