@@ -93,7 +93,8 @@ class RunStatus(StrEnum):
 
 class PauseKind(StrEnum):
     """Why a schedule is paused, for code to act on. The reason shown to people is
-    `Schedule.pause_reason` (free text an operator may write); code never reads it."""
+    `Schedule.pause_reason` (free text an operator may write); code never reads it.
+    A tripped circuit breaker is not a pause: it is `Schedule.tripped`."""
 
     #: Paused by an operator (the chat, the API), with or without a reason of their own.
     OPERATOR = "operator"

@@ -25,7 +25,6 @@ once. Who may decide is the caller's business (the bot lets only admins).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -37,7 +36,6 @@ from scheduler.errors import (
     InvalidState,
     ProposalNotFound,
     ScheduleNotFound,
-    TicklerError,
     shown,
 )
 from scheduler.ids import new_id
@@ -326,42 +324,41 @@ class ProposalService:
     async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Turn a pending proposal down; a medium one's paused schedule is archived."""
         current = await self._pending(chat_id, proposal_id)
-        rejected = await self._decide(
-            current,
-            ProposalStatus.REJECTED,
-            {"decided_by": by, "decided_at": self.clock.now()},
+        now = self.clock.now()
+        return await self._decide(
+            current, ProposalStatus.REJECTED, {"decided_by": by, "decided_at": now}, archive_at=now
         )
-        await self._archive(rejected)
-        return rejected
 
     async def undo(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Take back an active proposal: its schedule is archived (history kept)."""
         current = await self.get(chat_id, proposal_id)
         if current.status is ProposalStatus.PENDING:
             raise InvalidState("That proposal is still waiting for approval; reject it instead.")
-        undone = await self._decide(
+        now = self.clock.now()
+        return await self._decide(
             current,
             ProposalStatus.UNDONE,
-            {"decided_by": by, "decided_at": self.clock.now()},
+            {"decided_by": by, "decided_at": now},
             expected=ProposalStatus.ACTIVE,
+            archive_at=now,
         )
-        await self._archive(undone)
-        return undone
 
     async def expire_due(self, now: datetime) -> list[Proposal]:
         """Expire every pending proposal whose time is up (all chats); the ones this
         call expired, for the bot to tell their chats."""
         expired: list[Proposal] = []
         for proposal in await self.store.list_pending_expired(now):
-            done = await self.store.transition_proposal(
+            done = await self.store.decide_proposal(
                 proposal.chat_id,
                 proposal.id,
                 expected=[ProposalStatus.PENDING],
                 changes={"status": ProposalStatus.EXPIRED, "decided_at": now},
+                archive_at=now,
             )
             if done is not None:
-                await self._archive(done)
                 expired.append(done)
+        if expired:
+            self.schedules.changed()
         return expired
 
     async def next_expiry(self) -> datetime | None:
@@ -396,25 +393,25 @@ class ProposalService:
         changes: dict[str, Any],
         *,
         expected: ProposalStatus = ProposalStatus.PENDING,
+        archive_at: datetime | None = None,
     ) -> Proposal:
+        """The decision, with its schedule archived at `archive_at` in the same
+        transaction (a pending proposal has none, or a paused one)."""
         if current.status is not expected:
             raise _already(current.status)
-        done = await self.store.transition_proposal(
+        done = await self.store.decide_proposal(
             current.chat_id,
             current.id,
             expected=[expected],
             changes={"status": status, **changes},
+            archive_at=archive_at,
         )
         if done is None:  # decided by someone else a moment ago
             latest = await self.get(current.chat_id, current.id)
             raise _already(latest.status)
+        if archive_at is not None and done.schedule_id is not None:
+            self.schedules.changed()
         return done
-
-    async def _archive(self, proposal: Proposal) -> None:
-        if proposal.schedule_id is None:
-            return
-        with contextlib.suppress(TicklerError):  # archived by hand already
-            await self.schedules.archive(proposal.chat_id, proposal.schedule_id)
 
 
 def _key(trigger: Trigger) -> dict[str, Any]:

@@ -407,13 +407,16 @@ class Store(Protocol):
         changes: dict[str, Any],
         add_schedule: Schedule | None = None,
         change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+        archive_at: datetime | None = None,
     ) -> Proposal | None:
         """A decision and what it does to the proposal's schedule, in one transaction:
         `changes` applied only if the proposal is still in one of `expected` (else None
         and nothing done, so a decision pressed twice is applied once), then
-        `add_schedule` inserted (a high tier approved) or `change_schedule` applied to
-        the schedule the proposal names, with the runs it adds (a paused one resumed).
-        ScheduleNotFound if that schedule is gone; any error leaves everything as it was."""
+        `add_schedule` inserted (a high tier approved), or `change_schedule` applied to
+        the schedule the proposal names with the runs it adds (a paused one resumed), or
+        that schedule archived at `archive_at` as `archive_schedule` does (rejected,
+        undone, expired; one archived already is left alone). ScheduleNotFound if the
+        schedule to change is gone; any error leaves everything as it was."""
 
     async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:
         """The proposal with that id in that chat, or None."""

@@ -62,10 +62,11 @@ async def decide(
     changes: dict[str, Any],
     add_schedule: Schedule | None,
     change_schedule: Callable[[Schedule], ScheduleChange] | None,
+    archive_at: datetime | None,
 ) -> Proposal | None:
-    """`transition`, and with it the proposal's schedule added or changed; None (and
-    nothing else done) when the proposal is no longer at `expected`. ScheduleNotFound
-    when the schedule to change is gone."""
+    """`transition`, and with it the proposal's schedule added, changed or archived;
+    None (and nothing else done) when the proposal is no longer at `expected`.
+    ScheduleNotFound when the schedule to change is gone."""
     if not await transition(db, chat_id, proposal_id, expected=expected, changes=changes):
         return None
     decided = await get(db, chat_id, proposal_id)
@@ -81,7 +82,20 @@ async def decide(
         result = change_schedule(current)
         await schedules.replace(db, result.schedule)
         await runs.insert_many(db, result.new_runs)
+    if archive_at is not None and decided.schedule_id is not None:
+        await _archive(db, chat_id, decided.schedule_id, archive_at)
     return decided
+
+
+async def _archive(db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime) -> None:
+    """Archive the schedule as `SqliteStore.archive_schedule` does, unless it is gone or
+    archived already (by hand, before the decision)."""
+    current = await schedules.get(db, chat_id, schedule_id)
+    if current is None or current.archived_at is not None:
+        return
+    archived = current.model_copy(update={"enabled": False, "archived_at": now, "updated_at": now})
+    await schedules.replace(db, archived)
+    await runs.settle_open(db, schedule_id, "archived", now)
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, proposal_id: str) -> Proposal | None:

@@ -839,6 +839,7 @@ class SqliteStore:
         changes: dict[str, Any],
         add_schedule: Schedule | None = None,
         change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+        archive_at: datetime | None = None,
     ) -> Proposal | None:
         async with self._write() as db:
             return await proposals.decide(
@@ -849,6 +850,7 @@ class SqliteStore:
                 changes=changes,
                 add_schedule=add_schedule,
                 change_schedule=change_schedule,
+                archive_at=archive_at,
             )
 
     async def get_proposal(self, chat_id: int, proposal_id: str) -> Proposal | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import storage.proposals
+import storage.runs
 import storage.schedules
 from scheduler.agent_tools import TOOLS, AgentTools
 from scheduler.clock import FakeClock
@@ -686,6 +687,32 @@ async def test_a_decision_applies_its_effect_once_in_the_store(
     assert applied == [proposal.schedule_id]
     assert proposal.schedule_id is not None
     assert (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+
+
+async def test_a_rejection_whose_archiving_fails_leaves_the_proposal_pending(
+    proposals: ProposalService,
+    service: ScheduleService,
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert proposal.schedule_id is not None
+    real_settle = storage.runs.settle_open
+
+    async def locked(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    # Archiving the paused schedule fails after the decision was written, in its transaction.
+    monkeypatch.setattr(storage.runs, "settle_open", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        await proposals.reject(CHAT, proposal.id, by=ADMIN)
+    assert (await proposals.get(CHAT, proposal.id)).status is ProposalStatus.PENDING
+    waiting = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert not waiting.enabled and waiting.archived_at is None
+    monkeypatch.setattr(storage.runs, "settle_open", real_settle)
+    rejected = await proposals.reject(CHAT, proposal.id, by=ADMIN)
+    assert rejected.status is ProposalStatus.REJECTED
+    assert await store.list_schedules(CHAT) == []
 
 
 # --- pause kinds -------------------------------------------------------------------------------
