@@ -37,7 +37,6 @@ from telegram import Update
 from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
-from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import (
     InvalidSchedule,
     InvalidState,
@@ -48,8 +47,6 @@ from scheduler.errors import (
 )
 from scheduler.models import Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
-from scheduler.service import ScheduleService
-from scheduler.templates import check_template, load_template
 
 __all__ = [
     "API_PREFIX",
@@ -400,9 +397,8 @@ class HttpServer:
         try:
             proposal = await svc.proposals.propose(chat_id, proposal_request, proposed_by="api")
         except InvalidSchedule as exc:
-            field = blame(proposal_request, svc.service, svc.clock.now())
-            message = f"Invalid {field}: {exc}" if field else str(exc)
-            raise ApiError(422, message, field=field) from None
+            message = f"Invalid {exc.field}: {exc}" if exc.field else str(exc)
+            raise ApiError(422, message, field=exc.field) from None
         return _json(proposal, 201)
 
     async def _list_schedules(self, request: web.Request) -> web.Response:
@@ -513,49 +509,6 @@ def _validate(model: type[M], data: Any) -> M:
         message = str(first["msg"]).removeprefix("Value error, ").rstrip(".")
         what = field or "body"
         raise ApiError(422, f"Invalid {what}: {message}.", field=field) from None
-
-
-def blame(request: ProposalRequest, service: ScheduleService, now: datetime) -> str | None:
-    """The field of a refused proposal that is at fault, found by checking each part on
-    its own the way the service does; None when no single field is (a chat limit)."""
-    trigger = request.trigger
-
-    def fails(check: Callable[[], object]) -> bool:
-        try:
-            check()
-        except InvalidSchedule:
-            return True
-        return False
-
-    if trigger.timezone is not None and fails(lambda: load_zone(trigger.timezone or "")):
-        return "trigger.timezone"
-    if trigger.kind == "cron" and fails(lambda: CronExpression.parse(trigger.cron or "")):
-        return "trigger.cron"
-    if fails(lambda: service.build_trigger(trigger, now)):
-        if trigger.kind == "interval" and trigger.every_seconds is not None:
-            start = trigger.start_at
-            naive = start is not None and start.utcoffset() is None
-            return "trigger.start_at" if naive else "trigger.every_seconds"
-        return {"cron": "trigger.cron", "interval": "trigger.every_seconds"}.get(
-            trigger.kind, "trigger.at"
-        )
-    name = " ".join(request.name.split())
-    if not name or len(name) > service.limits.max_name_chars:
-        return "name"
-    action = request.action
-    if action.template:
-        if fails(lambda: load_template(action.template or "")):
-            return "action.template"
-        text = load_template(action.template)
-    else:
-        text = action.text
-    if (
-        not text.strip()
-        or len(text) > service.limits.max_prompt_chars
-        or fails(lambda: check_template(text))
-    ):
-        return "action.template" if action.template else "action.text"
-    return None
 
 
 # --- the OpenAPI document ---------------------------------------------------------------

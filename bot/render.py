@@ -4,6 +4,7 @@ Everything is HTML parse mode; every piece of user or agent text goes through `e
 from __future__ import annotations
 
 import html
+import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -58,14 +59,14 @@ def status_word(schedule: Schedule) -> str:
 
 
 def next_fires(schedule: Schedule, after: datetime, count: int = 3) -> list[datetime]:
-    out: list[datetime] = []
-    cursor = schedule.next_run_at if schedule.next_run_at and schedule.next_run_at > after else None
-    if cursor is None:
-        cursor = schedule.trigger.next_after(after)
-    while cursor is not None and len(out) < count:
-        out.append(cursor)
-        cursor = schedule.trigger.next_after(cursor)
-    return out
+    if count < 1:
+        return []
+    first = schedule.next_run_at if schedule.next_run_at and schedule.next_run_at > after else None
+    if first is None:
+        first = schedule.trigger.next_after(after)
+    if first is None:
+        return []
+    return [first, *itertools.islice(schedule.trigger.fires(first), count - 1)]
 
 
 def schedule_line(schedule: Schedule) -> str:

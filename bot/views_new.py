@@ -11,6 +11,7 @@ Nothing here reads a clock or speaks Telegram.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,9 +21,9 @@ from bot.render import esc, local, schedule_line
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, Schedule
-from scheduler.service import TriggerSpec
+from scheduler.specs import TriggerSpec, first_fire
 from scheduler.templates import load_template
-from scheduler.triggers import CronTrigger, IntervalTrigger, Trigger
+from scheduler.triggers import CronTrigger, IntervalTrigger, Trigger, cron_trigger
 
 __all__ = [
     "CRON_HELP",
@@ -388,16 +389,10 @@ def default_name(action: Action) -> str:
 # --- views ---------------------------------------------------------------------------
 def upcoming(trigger: Trigger, now: datetime, count: int = 3) -> list[datetime]:
     """The next `count` fires after `now`; an interval starting later fires at its start."""
-    out: list[datetime] = []
-    cursor: datetime | None
-    if isinstance(trigger, IntervalTrigger) and trigger.start_at >= now:
-        cursor = trigger.start_at
-    else:
-        cursor = trigger.next_after(now)
-    while cursor is not None and len(out) < count:
-        out.append(cursor)
-        cursor = trigger.next_after(cursor)
-    return out
+    first = first_fire(trigger, now)
+    if first is None or count < 1:
+        return []
+    return [first, *itertools.islice(trigger.fires(first), count - 1)]
 
 
 def _action_line(action: Action) -> str:
@@ -508,18 +503,10 @@ def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[_Transi
 def _wall_matches(cron: CronExpression, start: datetime, end: datetime) -> list[datetime]:
     """Wall times in [start, end) (naive) that the expression names, read as plain
     calendar matches (evaluated in UTC, which has no transitions)."""
-    out: list[datetime] = []
-    cursor = start.replace(tzinfo=UTC) - timedelta(seconds=1)
     limit = end.replace(tzinfo=UTC)
-    while len(out) < 120:
-        try:
-            cursor = cron.next_after(cursor, ZoneInfo("UTC"))
-        except InvalidSchedule:
-            break
-        if cursor >= limit:
-            break
-        out.append(cursor.replace(tzinfo=None))
-    return out
+    walk = cron_trigger(cron.expr, "UTC").fires(start.replace(tzinfo=UTC) - timedelta(seconds=1))
+    matches = itertools.takewhile(lambda fire: fire < limit, walk)
+    return [fire.replace(tzinfo=None) for fire in itertools.islice(matches, 120)]
 
 
 def _times(walls: list[datetime]) -> str:

@@ -11,6 +11,7 @@ Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -58,12 +59,10 @@ def _fires(proposal: Proposal, now: datetime, count: int = 3) -> list[datetime]:
         trigger = trigger_from_spec(proposal.request.trigger, now, proposal_zone(proposal))
     except InvalidSchedule:
         return []  # a one-time proposal whose moment has passed
-    out: list[datetime] = []
-    cursor = first_fire(trigger, now)
-    while cursor is not None and len(out) < count:
-        out.append(cursor)
-        cursor = trigger.next_after(cursor)
-    return out
+    first = first_fire(trigger, now)
+    if first is None or count < 1:
+        return []
+    return [first, *itertools.islice(trigger.fires(first), count - 1)]
 
 
 def _describe(proposal: Proposal, now: datetime) -> str:

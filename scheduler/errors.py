@@ -10,10 +10,16 @@
                                          (resume a schedule that is not paused, retry a
                                          run that is not dead, ...)
 
-`str(error)` is the user-facing sentence; handlers show it as is.
+`str(error)` is the user-facing sentence; handlers show it as is. An InvalidSchedule
+also names the part of the definition it is about (`field`, as the HTTP API's request
+body spells it: "name", "trigger.cron", "action.text", "policies.retry.cap_seconds",
+...), set where the check is made; None when no one part is at fault (a chat limit).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "InvalidSchedule",
@@ -23,6 +29,7 @@ __all__ = [
     "ScheduleNotFound",
     "TicklerError",
     "UnreadableSchedule",
+    "about",
     "shown",
 ]
 
@@ -33,6 +40,24 @@ class TicklerError(Exception):
 
 class InvalidSchedule(TicklerError, ValueError):
     """The schedule definition (or part of it) is not acceptable."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        #: The part of the definition at fault, dotted ("trigger.timezone"); None when
+        #: no single part is (a chat limit).
+        self.field = field
+
+
+@contextmanager
+def about(field: str) -> Iterator[None]:
+    """An InvalidSchedule raised inside is about `field`, unless it names a part already
+    (a check deeper down knew better)."""
+    try:
+        yield
+    except InvalidSchedule as exc:
+        if exc.field is None:
+            exc.field = field
+        raise
 
 
 class UnreadableSchedule(InvalidSchedule):

@@ -6,6 +6,7 @@ Every datetime inside is timezone-aware UTC; local time exists only at the edges
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -23,10 +24,12 @@ __all__ = [
     "MissedRunPolicy",
     "OverlapPolicy",
     "Owner",
+    "PauseKind",
     "Policies",
     "RetryPolicy",
     "RiskTier",
     "Run",
+    "RunFigure",
     "RunStatus",
     "RunTrigger",
     "Schedule",
@@ -89,8 +92,24 @@ class RunStatus(StrEnum):
     UNKNOWN = "unknown"  # timed out after delivery; the operator decides
 
 
-#: The pause reason of an agent's proposal that waits for an admin: only the proposal's
-#: approval may clear it, never a plain resume or run-now.
+class PauseKind(StrEnum):
+    """Why a schedule is paused, for code to act on. The reason shown to people is
+    `Schedule.pause_reason` (free text an operator may write); code never reads it.
+    A tripped circuit breaker is not a pause: it is `Schedule.tripped`."""
+
+    #: Paused by an operator (the chat, the API), with or without a reason of their own.
+    OPERATOR = "operator"
+    #: An agent's medium-tier proposal waiting for an admin: only the proposal's
+    #: approval may resume it, never a plain resume or run-now.
+    AWAITING_APPROVAL = "awaiting_approval"
+    #: A schedule of schedules.yaml whose id left the file; it comes back when the id
+    #: returns.
+    REMOVED_FROM_FILE = "removed_from_file"
+    #: Its stored definition cannot be decoded (quarantined); fixed only by hand.
+    UNREADABLE = "unreadable"
+
+
+#: The pause reason shown for PauseKind.AWAITING_APPROVAL.
 AWAITING_APPROVAL_REASON = "awaiting approval"
 
 #: How the error of an attempt cut off by Tickler itself (an orphan) begins.
@@ -184,7 +203,11 @@ class Schedule(BaseModel):
     owner: Owner
     enabled: bool = True
     paused_by: int | None = None
+    #: Why it is paused, as shown to people; free text.
     pause_reason: str | None = None
+    #: Why it is paused, for code to act on; None unless it is paused (an archived
+    #: schedule is disabled, not paused).
+    pause_kind: PauseKind | None = None
     next_run_at: datetime | None = None
     last_run_at: datetime | None = None
     consecutive_failures: int = 0
@@ -205,6 +228,18 @@ class Schedule(BaseModel):
     def ref(self) -> str:
         """What an operator types to name it: `#3`, or the id before it has a number."""
         return f"#{self.number}" if self.number is not None else self.id
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    """One run in a stats window, as much of it as the figures need (scheduler/stats.py)."""
+
+    schedule_id: str
+    status: RunStatus
+    trigger: RunTrigger
+    scheduled_for: datetime
+    started_at: datetime | None
+    duration_ms: int | None
 
 
 class Attempt(BaseModel):

@@ -6,6 +6,7 @@ the store applies the returned plan inside the claiming transaction.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -110,13 +111,15 @@ def walk_fires(trigger: Trigger, first: datetime, until: datetime, keep: int) ->
     """
     walk_limit = 2 * keep + 16
     head: list[datetime] = []
-    cursor: datetime | None = first
+    walk = itertools.chain([first], trigger.fires(first))
+    # The first instant not taken into `head`: past `until`, or where sampling stopped.
+    cursor = next(walk, None)
     while cursor is not None and cursor <= until:
         sampled = cursor - first >= _SAMPLE_SPAN or len(head) >= _SAMPLE_LIMIT
         if len(head) >= walk_limit and sampled:
             break
         head.append(cursor)
-        cursor = trigger.next_after(cursor)
+        cursor = next(walk, None)
     if cursor is None or cursor > until:
         return FireWindow(head[-keep:], len(head), True, cursor)
 
@@ -125,11 +128,12 @@ def walk_fires(trigger: Trigger, first: datetime, until: datetime, keep: int) ->
     middle = round(density * (tail_from - cursor).total_seconds())
     tail: deque[datetime] = deque(maxlen=keep)
     walked_tail = 0
-    cursor = trigger.next_after(tail_from - _EPSILON)
+    tail_walk = trigger.fires(tail_from - _EPSILON)
+    cursor = next(tail_walk, None)
     while cursor is not None and cursor <= until:
         tail.append(cursor)
         walked_tail += 1
-        cursor = trigger.next_after(cursor)
+        cursor = next(tail_walk, None)
     instants = (head + list(tail))[-keep:]
     return FireWindow(instants, len(head) + middle + walked_tail, False, cursor)
 

@@ -133,7 +133,8 @@ def check_backoff(policies: Policies) -> Policies:
         raise InvalidSchedule(
             f"The backoff cap ({format_seconds(retry.cap_seconds)}) must be at least the "
             f"backoff base ({format_seconds(retry.base_seconds)}); change backoff_cap or "
-            "backoff first."
+            "backoff first.",
+            field="policies.retry.cap_seconds",
         )
     return policies
 
@@ -221,12 +222,14 @@ def check_task_details(action: Action, *, max_instructions: int) -> None:
     """Refuse an assignee or instructions too long to show (InvalidSchedule)."""
     if action.assignee is not None and len(action.assignee) > MAX_ASSIGNEE:
         raise InvalidSchedule(
-            f"The assignee is {len(action.assignee)} characters; the limit is {MAX_ASSIGNEE}."
+            f"The assignee is {len(action.assignee)} characters; the limit is {MAX_ASSIGNEE}.",
+            field="action.assignee",
         )
     if len(action.instructions) > max_instructions:
         raise InvalidSchedule(
             f"The instructions are {len(action.instructions)} characters; the limit is "
-            f"{max_instructions}."
+            f"{max_instructions}.",
+            field="action.instructions",
         )
 
 

@@ -10,8 +10,10 @@ the policy (scheduler/risk.py) and acts on the tier:
     high    nothing is created until [Approve]; [Reject] or `expiry` (72 h) ends it
 
 A proposal beyond the chat's limits is refused, whatever its tier: `propose` records
-the refusal and raises InvalidSchedule with the reason. Every decision is a guarded
-transition of the stored proposal (`Store.transition_proposal`), so a button pressed
+the refusal and raises InvalidSchedule with the reason. A proposal is stored with the
+schedule it creates in one transaction (`Store.add_proposal`), and an approval with the
+schedule it creates or resumes (`Store.decide_proposal`): a failure leaves neither.
+Every decision is a guarded transition of the stored proposal, so a button pressed
 twice, or after expiry, is answered with what the proposal already is and applied
 once. Who may decide is the caller's business (the bot lets only admins).
 
@@ -23,14 +25,10 @@ once. Who may decide is the caller's business (the bot lets only admins).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from scheduler.clock import Clock
 from scheduler.errors import (
@@ -38,27 +36,26 @@ from scheduler.errors import (
     InvalidState,
     ProposalNotFound,
     ScheduleNotFound,
-    TicklerError,
     shown,
 )
 from scheduler.ids import new_id
 from scheduler.models import (
-    AWAITING_APPROVAL_REASON,
-    Action,
     CreatedBy,
     Owner,
     Policies,
     RiskTier,
     Run,
     RunStatus,
+    Schedule,
 )
+from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.risk import RiskDecision, classify
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import ScheduleService
+from scheduler.specs import TriggerSpec
 from scheduler.stores import Stores
 from scheduler.triggers import Trigger
 
 __all__ = [
-    "AWAITING_APPROVAL",
     "Proposal",
     "ProposalRequest",
     "ProposalService",
@@ -66,42 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tickler.proposals")
-
-#: The pause reason of a medium-tier schedule until an admin approves it.
-AWAITING_APPROVAL = AWAITING_APPROVAL_REASON
-
-
-class ProposalRequest(BaseModel):
-    """What the agent asks for: a schedule definition, why, and its own risk estimate."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    trigger: TriggerSpec
-    action: Action
-    policies: Policies | None = None
-    reason: str = ""
-    risk_hint: RiskTier | None = None
-
-    @field_validator("trigger")
-    @classmethod
-    def _trimmed_zone(cls, trigger: TriggerSpec) -> TriggerSpec:
-        # "Europe/Berlin " names a zone, but the proposal keeps the request as sent and
-        # its announcement reads the zone from it: keep the name a zone can be built from.
-        zone = trigger.timezone
-        if zone is not None and zone != zone.strip():
-            return trigger.model_copy(update={"timezone": zone.strip()})
-        return trigger
-
-
-class ProposalStatus(StrEnum):
-    PENDING = "pending"  # waiting for an admin's Approve or Reject
-    ACTIVE = "active"  # its schedule exists and fires (approved, or low tier)
-    REJECTED = "rejected"
-    EXPIRED = "expired"  # nobody answered in time
-    UNDONE = "undone"  # activated, then undone; its schedule is archived
-    REFUSED = "refused"  # beyond the chat's limits or invalid; nothing was created
-
 
 #: How a decided proposal is named in "That proposal is already ...".
 _DONE_WORDS = {
@@ -111,34 +72,6 @@ _DONE_WORDS = {
     ProposalStatus.UNDONE: "undone",
     ProposalStatus.REFUSED: "refused",
 }
-
-
-class Proposal(BaseModel):
-    """One proposal and its trail: who proposed it and when, who decided and when."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    chat_id: int
-    request: ProposalRequest
-    tier: RiskTier
-    status: ProposalStatus
-    #: The schedule it created (low, medium, an approved high one), else None.
-    schedule_id: str | None = None
-    #: Who proposed it: "api", "agent:chat" (a tool call), ...
-    proposed_by: str
-    #: The Telegram user who approved, rejected or undid it; None for the policy's own
-    #: decisions (low tier activated, expired, refused).
-    decided_by: int | None = None
-    decided_at: datetime | None = None
-    #: High tier only: unanswered by then, it expires.
-    expires_at: datetime | None = None
-    created_at: datetime
-    refusal: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.request.name
 
 
 OnProposal = Callable[[Proposal, RiskDecision], Awaitable[None]]
@@ -200,40 +133,44 @@ class ProposalService:
             proposed_by=proposed_by,
             created_at=now,
         )
-        refusal = decision.refusal
+        refusal, field = decision.refusal, decision.refusal_field
         if refusal is None:
             try:
                 self.schedules.validate(
                     name=request.name, trigger=request.trigger, action=request.action
                 )
             except InvalidSchedule as exc:
-                refusal = str(exc)
+                refusal, field = str(exc), exc.field
+        schedule = None
         if refusal is None and decision.tier is not RiskTier.HIGH:
             low = decision.tier is RiskTier.LOW
             try:
-                schedule_id = await self._create(
-                    proposal, paused_reason=None if low else AWAITING_APPROVAL
-                )
+                schedule = await self._schedule(proposal, awaiting_approval=not low)
             except InvalidSchedule as exc:
-                refusal = str(exc)
+                refusal, field = str(exc), exc.field
             else:
-                changes: dict[str, Any] = {"schedule_id": schedule_id}
+                changes: dict[str, Any] = {"schedule_id": schedule.id}
                 if low:
                     changes.update(status=ProposalStatus.ACTIVE, decided_at=now)
                 proposal = proposal.model_copy(update=changes)
         elif refusal is None:
             proposal = proposal.model_copy(update={"expires_at": now + self.expiry})
         if refusal is not None:
+            schedule = None
             proposal = proposal.model_copy(
                 update={"status": ProposalStatus.REFUSED, "refusal": refusal, "decided_at": now}
             )
-        await self.store.proposals.add(proposal)
+        # One transaction: a proposal never points at a schedule that is not there, and
+        # no paused schedule is left without the proposal that can resume it.
+        await self.store.proposals.add(proposal, schedule)
+        if schedule is not None:
+            self.schedules.changed()
         if refusal is not None:
             log.info(
                 "proposal refused",
                 extra={"proposal_id": proposal.id, "chat_id": chat_id, "reason": refusal},
             )
-            raise InvalidSchedule(refusal)
+            raise InvalidSchedule(refusal, field=field)
         if self._on_proposal is not None:
             try:
                 await self._on_proposal(proposal, decision)
@@ -290,12 +227,11 @@ class ProposalService:
             return request
         return request.model_copy(update={"trigger": spec.model_copy(update=changes)})
 
-    async def _create(
-        self, proposal: Proposal, *, paused_reason: str | None, schedule_id: str | None = None
-    ) -> str:
+    async def _schedule(self, proposal: Proposal, *, awaiting_approval: bool) -> Schedule:
+        """The schedule the proposal asks for, validated, not yet stored."""
         request = proposal.request
         policies = (request.policies or Policies()).model_copy(update={"risk_tier": proposal.tier})
-        schedule = await self.schedules.create_schedule(
+        return await self.schedules.new_schedule(
             proposal.chat_id,
             Owner(id=proposal.chat_id, first_name=self.owner_name),
             name=request.name,
@@ -304,10 +240,8 @@ class ProposalService:
             policies=policies,
             description=request.reason,
             created_by=CreatedBy.AGENT,
-            schedule_id=schedule_id,
-            paused_reason=paused_reason,
+            awaiting_approval=awaiting_approval,
         )
-        return schedule.id
 
     # --- deciding ---------------------------------------------------------------------------
     async def get(self, chat_id: int, proposal_id: str) -> Proposal:
@@ -333,25 +267,35 @@ class ProposalService:
 
     async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Activate a pending proposal: resume its paused schedule (medium) or create it
-        (high). InvalidState when it was decided already or has expired; InvalidSchedule
-        (and the proposal is refused) when it can no longer be created."""
+        (high), in the same transaction as the decision, so a failure leaves it pending
+        and a second press applies nothing. InvalidState when it was decided already or
+        has expired; InvalidSchedule (and the proposal is refused) when it can no longer
+        be created."""
         current = await self._pending(chat_id, proposal_id)
         now = self.clock.now()
-        high = current.schedule_id is None
-        schedule_id = new_id() if high else current.schedule_id
-        approved = await self._decide(
-            current,
-            ProposalStatus.ACTIVE,
-            {"decided_by": by, "decided_at": now, "schedule_id": schedule_id},
-        )
-        assert schedule_id is not None
+        decision: dict[str, Any] = {
+            "status": ProposalStatus.ACTIVE,
+            "decided_by": by,
+            "decided_at": now,
+        }
         try:
-            if high:
-                await self._create(approved, paused_reason=None, schedule_id=schedule_id)
+            if current.schedule_id is None:
+                schedule = await self._schedule(current, awaiting_approval=False)
+                approved = await self.store.proposals.decide(
+                    chat_id,
+                    proposal_id,
+                    expected=[ProposalStatus.PENDING],
+                    changes={**decision, "schedule_id": schedule.id},
+                    add_schedule=schedule,
+                )
             else:
-                # InvalidState: someone resumed it by hand meanwhile; it is active already.
-                with contextlib.suppress(InvalidState):
-                    await self.schedules.resume(chat_id, schedule_id, approving=True)
+                approved = await self.store.proposals.decide(
+                    chat_id,
+                    proposal_id,
+                    expected=[ProposalStatus.PENDING],
+                    changes=decision,
+                    change_schedule=self.schedules.approval_change(now),
+                )
         except (InvalidSchedule, ScheduleNotFound) as exc:
             # Limits reached or the moment passed since it was proposed, or the paused
             # schedule was deleted meanwhile: nothing runs, and the proposal says why.
@@ -360,73 +304,63 @@ class ProposalService:
                 if isinstance(exc, InvalidSchedule)
                 else "Its schedule was deleted meanwhile."
             )
-            await self.store.proposals.transition(
+            refused = await self.store.proposals.transition(
                 chat_id,
                 proposal_id,
-                expected=[ProposalStatus.ACTIVE],
+                expected=[ProposalStatus.PENDING],
                 changes={
                     "status": ProposalStatus.REFUSED,
                     "refusal": reason,
-                    "schedule_id": None if high else schedule_id,
+                    "decided_by": by,
+                    "decided_at": now,
                 },
             )
+            if refused is None:  # decided by someone else a moment ago
+                raise _already((await self.get(chat_id, proposal_id)).status) from exc
             raise InvalidSchedule(f"It cannot be activated: {reason}") from exc
-        except Exception:
-            # Anything else (a locked database): undo the decision so the admin can
-            # press Approve again, instead of a proposal "active" without a schedule.
-            await self.store.proposals.transition(
-                chat_id,
-                proposal_id,
-                expected=[ProposalStatus.ACTIVE],
-                changes={
-                    "status": ProposalStatus.PENDING,
-                    "decided_by": None,
-                    "decided_at": None,
-                    "schedule_id": current.schedule_id,
-                },
-            )
-            raise
+        if approved is None:  # decided by someone else a moment ago
+            raise _already((await self.get(chat_id, proposal_id)).status)
+        self.schedules.changed()
         return approved
 
     async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Turn a pending proposal down; a medium one's paused schedule is archived."""
         current = await self._pending(chat_id, proposal_id)
-        rejected = await self._decide(
-            current,
-            ProposalStatus.REJECTED,
-            {"decided_by": by, "decided_at": self.clock.now()},
+        now = self.clock.now()
+        return await self._decide(
+            current, ProposalStatus.REJECTED, {"decided_by": by, "decided_at": now}, archive_at=now
         )
-        await self._archive(rejected)
-        return rejected
 
     async def undo(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Take back an active proposal: its schedule is archived (history kept)."""
         current = await self.get(chat_id, proposal_id)
         if current.status is ProposalStatus.PENDING:
             raise InvalidState("That proposal is still waiting for approval; reject it instead.")
-        undone = await self._decide(
+        now = self.clock.now()
+        return await self._decide(
             current,
             ProposalStatus.UNDONE,
-            {"decided_by": by, "decided_at": self.clock.now()},
+            {"decided_by": by, "decided_at": now},
             expected=ProposalStatus.ACTIVE,
+            archive_at=now,
         )
-        await self._archive(undone)
-        return undone
 
     async def expire_due(self, now: datetime) -> list[Proposal]:
         """Expire every pending proposal whose time is up (all chats); the ones this
         call expired, for the bot to tell their chats."""
         expired: list[Proposal] = []
         for proposal in await self.store.proposals.expired(now):
-            done = await self.store.proposals.transition(
+            done = await self.store.proposals.decide(
                 proposal.chat_id,
                 proposal.id,
                 expected=[ProposalStatus.PENDING],
                 changes={"status": ProposalStatus.EXPIRED, "decided_at": now},
+                archive_at=now,
             )
             if done is not None:
-                await self._archive(done)
                 expired.append(done)
+        if expired:
+            self.schedules.changed()
         return expired
 
     async def next_expiry(self) -> datetime | None:
@@ -461,25 +395,25 @@ class ProposalService:
         changes: dict[str, Any],
         *,
         expected: ProposalStatus = ProposalStatus.PENDING,
+        archive_at: datetime | None = None,
     ) -> Proposal:
+        """The decision, with its schedule archived at `archive_at` in the same
+        transaction (a pending proposal has none, or a paused one)."""
         if current.status is not expected:
             raise _already(current.status)
-        done = await self.store.proposals.transition(
+        done = await self.store.proposals.decide(
             current.chat_id,
             current.id,
             expected=[expected],
             changes={"status": status, **changes},
+            archive_at=archive_at,
         )
         if done is None:  # decided by someone else a moment ago
             latest = await self.get(current.chat_id, current.id)
             raise _already(latest.status)
+        if archive_at is not None and done.schedule_id is not None:
+            self.schedules.changed()
         return done
-
-    async def _archive(self, proposal: Proposal) -> None:
-        if proposal.schedule_id is None:
-            return
-        with contextlib.suppress(TicklerError):  # archived by hand already
-            await self.schedules.archive(proposal.chat_id, proposal.schedule_id)
 
 
 def _key(trigger: Trigger) -> dict[str, Any]:

@@ -14,12 +14,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from scheduler.models import Attempt, Run, RunStatus, RunTrigger, Schedule
-
-if TYPE_CHECKING:
-    from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.models import Attempt, PauseKind, Run, RunFigure, RunStatus, Schedule
+from scheduler.proposal_model import Proposal, ProposalStatus
 
 __all__ = [
     "ChatPrefs",
@@ -30,7 +28,6 @@ __all__ = [
     "OutboxRepository",
     "ProposalRepository",
     "Pruned",
-    "RunFigure",
     "RunRepository",
     "ScheduleChange",
     "ScheduleRepository",
@@ -51,18 +48,6 @@ class ChatPrefs:
 class ScheduleChange:
     schedule: Schedule
     new_runs: Sequence[Run] = ()
-
-
-@dataclass(frozen=True)
-class RunFigure:
-    """One run in the window, as much of it as the figures need."""
-
-    schedule_id: str
-    status: RunStatus
-    trigger: RunTrigger
-    scheduled_for: datetime
-    started_at: datetime | None
-    duration_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -147,10 +132,18 @@ class ScheduleRepository(Protocol):
         None if there is no such schedule in that chat."""
 
     async def pause(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None,
+        now: datetime,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule | None:
-        """Disable the schedule; runs not yet started are skipped (pending, awaiting
-        approval) or cancelled (waiting for a retry), with the reason. History stays."""
+        """Disable the schedule (paused for `kind`); runs not yet started are skipped
+        (pending, awaiting approval) or cancelled (waiting for a retry), with the reason.
+        History stays."""
 
     async def archive(self, chat_id: int, schedule_id: str, *, now: datetime) -> Schedule | None:
         """Archive (never delete): disabled, hidden from lists, history kept."""
@@ -203,8 +196,30 @@ class RunRepository(Protocol):
 
 
 class ProposalRepository(Protocol):
-    async def add(self, proposal: Proposal) -> None:
-        """Insert a new proposal (in whatever status the policy gave it)."""
+    async def add(self, proposal: Proposal, schedule: Schedule | None = None) -> Schedule | None:
+        """Insert a new proposal (in whatever status the policy gave it) and, in the same
+        transaction, the schedule it made (paused awaiting approval, or active): both or
+        neither. Returns the schedule as stored (with its number)."""
+
+    async def decide(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+        add_schedule: Schedule | None = None,
+        change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+        archive_at: datetime | None = None,
+    ) -> Proposal | None:
+        """A decision and what it does to the proposal's schedule, in one transaction:
+        `changes` applied only if the proposal is still in one of `expected` (else None
+        and nothing done, so a decision pressed twice is applied once), then
+        `add_schedule` inserted (a high tier approved), or `change_schedule` applied to
+        the schedule the proposal names with the runs it adds (a paused one resumed), or
+        that schedule archived at `archive_at` (rejected, undone, expired; one archived
+        already is left alone). ScheduleNotFound if the schedule to change is gone; any
+        error leaves everything as it was."""
 
     async def get(self, chat_id: int, proposal_id: str) -> Proposal | None:
         """The proposal with that id in that chat, or None."""

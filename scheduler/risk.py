@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, about
 from scheduler.models import ActionKind, RiskTier
-from scheduler.service import Limits, first_fire, trigger_from_spec
+from scheduler.specs import Limits, first_fire, never_fires, trigger_from_spec
 from scheduler.templates import load_template
 from scheduler.triggers import IntervalTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
-    from scheduler.proposals import ProposalRequest
+    from scheduler.proposal_model import ProposalRequest
 
 __all__ = [
     "DAILY_GAP",
@@ -70,6 +70,8 @@ class RiskDecision:
     reasons: list[str] = field(default_factory=list)
     #: Set when the proposal is refused: the one sentence saying why.
     refusal: str | None = None
+    #: The part of the request the refusal is about (InvalidSchedule.field).
+    refusal_field: str | None = None
 
 
 def raise_tier(tier: RiskTier, other: RiskTier | None) -> RiskTier:
@@ -90,9 +92,8 @@ def measure(trigger: Trigger, first: datetime) -> tuple[float, timedelta | None]
     # when a DST change makes it 167 or 169 hours long.
     end = (first.astimezone(trigger.zone) + WEEK).astimezone(UTC)
     fires = [first]
-    while len(fires) < _SAMPLE_LIMIT:
-        cursor = trigger.next_after(fires[-1])
-        if cursor is None or cursor - first > _HORIZON:
+    for cursor in itertools.islice(trigger.fires(first), _SAMPLE_LIMIT - 1):
+        if cursor - first > _HORIZON:
             break
         if cursor >= end and len(fires) >= _SPARSE_SAMPLE:
             break
@@ -127,9 +128,9 @@ def classify(
         trigger = trigger_from_spec(request.trigger, now, timezone)
         first = first_fire(trigger, now)
         if first is None:
-            raise InvalidSchedule("That schedule would never fire.")
+            raise never_fires()
     except InvalidSchedule as exc:
-        return RiskDecision(RiskTier.HIGH, 0.0, ["its trigger is not valid"], str(exc))
+        return RiskDecision(RiskTier.HIGH, 0.0, ["its trigger is not valid"], str(exc), exc.field)
     runs_per_week, closest = measure(trigger, first)
 
     reasons: list[str] = []
@@ -153,42 +154,47 @@ def classify(
     raised = raise_tier(tier, hint)
     if raised is not tier:
         reasons.append(f"your agent rated it {raised.value}")
-    return RiskDecision(
-        raised,
-        runs_per_week,
-        reasons,
-        _refusal(request, trigger, closest, limits, active_count),
-    )
+    try:
+        _check_limits(request, trigger, closest, limits, active_count)
+    except InvalidSchedule as exc:
+        return RiskDecision(raised, runs_per_week, reasons, str(exc), exc.field)
+    return RiskDecision(raised, runs_per_week, reasons)
 
 
-def _refusal(
+def _check_limits(
     request: ProposalRequest,
     trigger: Trigger,
     closest: timedelta | None,
     limits: Limits,
     active_count: int,
-) -> str | None:
+) -> None:
+    """InvalidSchedule when the request is beyond the chat's limits."""
     if active_count >= limits.max_schedules_per_chat:
-        return (
+        raise InvalidSchedule(
             f"This chat already has {limits.max_schedules_per_chat} schedules, the limit; "
             "archive one with /delete first."
         )
     minimum = timedelta(seconds=limits.min_interval_seconds)
     if isinstance(trigger, IntervalTrigger) and trigger.every_seconds < limits.min_interval_seconds:
-        return f"The interval must be at least {describe_duration(minimum)}."
+        raise InvalidSchedule(
+            f"The interval must be at least {describe_duration(minimum)}.",
+            field="trigger.every_seconds",
+        )
     if closest is not None and closest < minimum:
-        return (
+        raise InvalidSchedule(
             f"It would fire {describe_duration(closest)} apart at the closest; schedules here "
-            f"must be at least {describe_duration(minimum)} apart."
+            f"must be at least {describe_duration(minimum)} apart.",
+            field="trigger",
         )
     action = request.action
-    try:
+    field = "action.template" if action.template else "action.text"
+    with about("action.template"):
         text = load_template(action.template) if action.template else action.text
-    except InvalidSchedule as exc:
-        return str(exc)
     if len(text) > limits.max_prompt_chars:
-        return f"The prompt is {len(text)} characters; the limit is {limits.max_prompt_chars}."
-    return None
+        raise InvalidSchedule(
+            f"The prompt is {len(text)} characters; the limit is {limits.max_prompt_chars}.",
+            field=field,
+        )
 
 
 def _rate(runs_per_week: float, closest: timedelta | None) -> str:

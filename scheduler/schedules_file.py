@@ -38,7 +38,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from scheduler.errors import InvalidSchedule, TicklerError
-from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, Schedule
+from scheduler.models import Action, ActionKind, CreatedBy, Owner, PauseKind, Policies, Schedule
 from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
@@ -295,7 +295,7 @@ async def _apply_entry(service: ScheduleService, entry: Entry, report: ApplyRepo
             policies=entry.policies,
             timezone=zone if same_trigger else None,
         )
-    revived = not current.enabled and current.pause_reason == REMOVED_REASON
+    revived = not current.enabled and current.pause_kind is PauseKind.REMOVED_FROM_FILE
     if revived:
         await service.resume(entry.chat_id, entry.id)
     (report.updated if changed or revived else report.unchanged).append(entry.id)
@@ -343,6 +343,12 @@ async def apply_entries(
                 or (failed_lines and schedule.id in text)
             ):
                 continue
-            await service.pause(chat_id, schedule.id, by=None, reason=REMOVED_REASON)
+            await service.pause(
+                chat_id,
+                schedule.id,
+                by=None,
+                reason=REMOVED_REASON,
+                kind=PauseKind.REMOVED_FROM_FILE,
+            )
             report.disabled.append(schedule.id)
     return report

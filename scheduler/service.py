@@ -7,14 +7,12 @@ speaks Telegram or HTTP.
 
 from __future__ import annotations
 
-import re
+import itertools
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from scheduler.clock import Clock
 from scheduler.cron import load_zone
@@ -23,6 +21,7 @@ from scheduler.errors import (
     InvalidState,
     RunNotFound,
     ScheduleNotFound,
+    about,
     shown,
 )
 from scheduler.ids import new_id
@@ -34,6 +33,7 @@ from scheduler.models import (
     CreatedBy,
     OverlapPolicy,
     Owner,
+    PauseKind,
     Policies,
     Run,
     RunStatus,
@@ -56,16 +56,19 @@ from scheduler.policy_edits import (
     edit_policies,
 )
 from scheduler.repositories import ScheduleChange
+from scheduler.specs import (
+    SCHEDULE_ID_PATTERN,
+    Limits,
+    TriggerSpec,
+    check_schedule_id,
+    first_fire,
+    never_fires,
+    trigger_from_spec,
+    with_zone,
+)
 from scheduler.stores import Stores
 from scheduler.templates import check_template, load_template
-from scheduler.triggers import (
-    CronTrigger,
-    IntervalTrigger,
-    Trigger,
-    cron_trigger,
-    interval_trigger,
-    once_trigger,
-)
+from scheduler.triggers import CronTrigger, Trigger
 
 __all__ = [
     "MAX_BACKFILL",
@@ -83,78 +86,6 @@ __all__ = [
     "trigger_from_spec",
     "with_zone",
 ]
-
-
-# 30 characters at most: the longest button data that carries an id (a missed-fires
-# answer, `m:latest:<id>:<epoch>:<epoch>`) must fit Telegram's 64 bytes.
-SCHEDULE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
-
-
-def check_schedule_id(schedule_id: str) -> str:
-    """A chosen schedule id (schedules.yaml), whole: fullmatch, because `$` would let a
-    trailing newline through into button data, URLs and log lines."""
-    if not SCHEDULE_ID_PATTERN.fullmatch(schedule_id):
-        raise InvalidSchedule(
-            "Give the schedule an id of up to 30 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit."
-        )
-    return schedule_id
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-chat limits; a request beyond them is refused with the limit named."""
-
-    max_schedules_per_chat: int = 100
-    min_interval_seconds: int = 60
-    max_prompt_chars: int = 4000
-    max_name_chars: int = 80
-
-
-class TriggerSpec(BaseModel):
-    """A trigger as an operator or the agent writes it, before validation."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["cron", "interval", "once"]
-    cron: str | None = None
-    timezone: str | None = None
-    every_seconds: int | None = None
-    start_at: datetime | None = None
-    at: datetime | None = None
-
-
-def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = "UTC") -> Trigger:
-    """The trigger `spec` describes (without a zone it keeps `default_timezone`; an
-    interval without a start starts at `now`); InvalidSchedule with one sentence."""
-    zone = spec.timezone or default_timezone
-    if spec.kind == "cron":
-        if not spec.cron:
-            raise InvalidSchedule("A cron schedule needs an expression, like '0 9 * * 1-5'.")
-        return cron_trigger(spec.cron, zone)
-    if spec.kind == "interval":
-        if spec.every_seconds is None:
-            raise InvalidSchedule("An interval schedule needs its length, like every 2 hours.")
-        return interval_trigger(spec.every_seconds, spec.start_at or now, zone)
-    if spec.at is None:
-        raise InvalidSchedule("A one-time schedule needs the instant it fires.")
-    return once_trigger(spec.at, now, zone)
-
-
-def with_zone(trigger: Trigger, zone: str) -> Trigger:
-    """`trigger` in another zone: a cron's fires move with it; an interval's grid and a
-    one-time instant stay where they are and are only shown in the new zone."""
-    name = load_zone(zone).key
-    if isinstance(trigger, CronTrigger):
-        return cron_trigger(trigger.expr, name)
-    return trigger.model_copy(update={"timezone": name})
-
-
-def first_fire(trigger: Trigger, now: datetime) -> datetime | None:
-    """The first fire of a schedule created at `now` (an interval may start at `now`)."""
-    if isinstance(trigger, IntervalTrigger) and trigger.start_at >= now:
-        return trigger.start_at
-    return trigger.next_after(now)
 
 
 class ScheduleService:
@@ -186,57 +117,87 @@ class ScheduleService:
         return name
 
     # --- validation ------------------------------------------------------------------
+    # Every check of a definition, in one place: create, update, proposals, the guided
+    # /new flow (one step at a time) and the API all call these. Each refusal is an
+    # InvalidSchedule naming the field it is about.
     def build_trigger(self, spec: TriggerSpec, now: datetime) -> Trigger:
+        """The trigger `spec` describes, within this service's limits."""
         if (
             spec.kind == "interval"
             and spec.every_seconds is not None
             and 0 < spec.every_seconds < self.limits.min_interval_seconds
         ):
             raise InvalidSchedule(
-                f"The interval must be at least {_duration(self.limits.min_interval_seconds)}."
+                f"The interval must be at least {_duration(self.limits.min_interval_seconds)}.",
+                field="trigger.every_seconds",
             )
         return trigger_from_spec(spec, now, self.default_timezone)
 
-    def _check_name(self, name: str) -> str:
+    def check_trigger(self, spec: TriggerSpec, now: datetime | None = None) -> Trigger:
+        """`build_trigger`, and refused when the trigger would never fire after `now`."""
+        now = self.clock.now() if now is None else now
+        trigger = self.build_trigger(spec, now)
+        if first_fire(trigger, now) is None:
+            raise never_fires()
+        return trigger
+
+    def check_name(self, name: str) -> str:
+        """The name as it is stored (whitespace folded), or refused."""
         name = " ".join(name.split())
         if not name:
-            raise InvalidSchedule("Give the schedule a name.")
+            raise InvalidSchedule("Give the schedule a name.", field="name")
         if any(unicodedata.category(char) == "Cc" for char in name):
             # Whitespace controls are folded above; what is left (NUL, ESC, ...) would
             # corrupt log lines, terminals and exports.
-            raise InvalidSchedule("The name may not contain control characters.")
+            raise InvalidSchedule("The name may not contain control characters.", field="name")
         if len(name) > self.limits.max_name_chars:
             raise InvalidSchedule(
-                f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}."
+                f"The name is {len(name)} characters; the limit is {self.limits.max_name_chars}.",
+                field="name",
             )
         return name
 
-    def _check_action(self, action: Action) -> Action:
+    def check_text(self, kind: ActionKind, text: str) -> str:
+        """A typed prompt or reminder text: not empty, within the length limit, a
+        template that renders."""
+        if not text.strip():
+            what = "prompt" if kind is ActionKind.AGENT else "reminder text"
+            raise InvalidSchedule(
+                f"The {what} is empty; write what should be sent.", field="action.text"
+            )
+        self._check_prompt(text, "action.text")
+        return text
+
+    def check_action(self, action: Action) -> Action:
+        """The whole action: its text (or its template's) and a task's details."""
         if action.template:
-            text = load_template(action.template)
+            with about("action.template"):
+                text = load_template(action.template)
+            self._check_prompt(text, "action.template")
         else:
-            text = action.text
-            if not text.strip():
-                what = "prompt" if action.kind is ActionKind.AGENT else "reminder text"
-                raise InvalidSchedule(f"The {what} is empty; write what should be sent.")
+            self.check_text(action.kind, action.text)
+        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
+        return action
+
+    def _check_prompt(self, text: str, field: str) -> None:
         if len(text) > self.limits.max_prompt_chars:
             raise InvalidSchedule(
                 f"The prompt is {len(text)} characters; the limit is "
-                f"{self.limits.max_prompt_chars}."
+                f"{self.limits.max_prompt_chars}.",
+                field=field,
             )
-        check_template(text)
-        check_task_details(action, max_instructions=self.limits.max_prompt_chars)
-        return action
+        with about(field):
+            check_template(text)
 
     def validate(self, *, name: str, trigger: TriggerSpec, action: Action) -> None:
         """Raise InvalidSchedule if `create_schedule` would refuse this definition (the
         per-chat schedule count aside); changes nothing."""
         now = self.clock.now()
-        self._check_name(name)
+        self.check_name(name)
         built = self.build_trigger(trigger, now)
-        self._check_action(action)
+        self.check_action(action)
         if first_fire(built, now) is None:
-            raise InvalidSchedule("That schedule would never fire.")
+            raise never_fires()
 
     # --- schedules -------------------------------------------------------------------
     async def create_schedule(
@@ -251,19 +212,50 @@ class ScheduleService:
         description: str = "",
         created_by: CreatedBy = CreatedBy.OPERATOR,
         schedule_id: str | None = None,
-        paused_reason: str | None = None,
     ) -> Schedule:
-        """Validate and add a schedule. With `paused_reason` it is created paused (an
-        agent's proposal awaiting approval), so it cannot fire before it is resumed."""
+        """Validate and add a schedule."""
+        schedule = await self.new_schedule(
+            chat_id,
+            owner,
+            name=name,
+            trigger=trigger,
+            action=action,
+            policies=policies,
+            description=description,
+            created_by=created_by,
+            schedule_id=schedule_id,
+        )
+        schedule = await self.store.schedules.add(schedule)
+        self.changed()
+        return schedule
+
+    async def new_schedule(
+        self,
+        chat_id: int,
+        owner: Owner,
+        *,
+        name: str,
+        trigger: TriggerSpec,
+        action: Action,
+        policies: Policies | None = None,
+        description: str = "",
+        created_by: CreatedBy = CreatedBy.OPERATOR,
+        schedule_id: str | None = None,
+        awaiting_approval: bool = False,
+    ) -> Schedule:
+        """The schedule `create_schedule` would add, validated (the chat's limit too) but
+        not stored: for a caller that stores it with something else in one transaction
+        (a proposal). With `awaiting_approval` it is paused for an admin's approval, so it
+        cannot fire before the approval resumes it."""
         now = self.clock.now()
-        name = self._check_name(name)
+        name = self.check_name(name)
         if schedule_id is not None:
             check_schedule_id(schedule_id)
         if trigger.timezone is None:
             # A schedule keeps the zone of the chat it was made in, whatever its kind.
             trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})
         built = self.build_trigger(trigger, now)
-        action = self._check_action(action)
+        action = self.check_action(action)
         policies = check_backoff(policies or Policies())
         if await self.store.schedules.count_active(chat_id) >= self.limits.max_schedules_per_chat:
             raise InvalidSchedule(
@@ -272,8 +264,8 @@ class ScheduleService:
             )
         next_run = first_fire(built, now)
         if next_run is None:
-            raise InvalidSchedule("That schedule would never fire.")
-        schedule = Schedule(
+            raise never_fires()
+        return Schedule(
             id=schedule_id or new_id(),
             chat_id=chat_id,
             name=name,
@@ -282,16 +274,19 @@ class ScheduleService:
             action=action,
             policies=policies,
             owner=owner,
-            enabled=paused_reason is None,
-            pause_reason=paused_reason,
+            enabled=not awaiting_approval,
+            pause_reason=AWAITING_APPROVAL_REASON if awaiting_approval else None,
+            pause_kind=PauseKind.AWAITING_APPROVAL if awaiting_approval else None,
             next_run_at=next_run,
             created_by=created_by,
             created_at=now,
             updated_at=now,
         )
-        schedule = await self.store.schedules.add(schedule)
+
+    def changed(self) -> None:
+        """Tell the engine schedules changed (a new or changed one is planned at once);
+        for callers that wrote them through the store themselves."""
         self._on_change()
-        return schedule
 
     async def get_schedule(self, chat_id: int, ref: str) -> Schedule:
         """The chat's active schedule that `ref` names, as an operator may type it: its
@@ -337,11 +332,11 @@ class ScheduleService:
         # Validate everything before touching the store, so bad input changes nothing.
         changes: dict[str, object] = {"updated_at": now}
         if name is not None:
-            changes["name"] = self._check_name(name)
+            changes["name"] = self.check_name(name)
         if description is not None:
             changes["description"] = description
         if action is not None:
-            changes["action"] = self._check_action(action)
+            changes["action"] = self.check_action(action)
         if policies is not None:
             changes["policies"] = check_backoff(policies)
         if timezone is not None:
@@ -355,7 +350,7 @@ class ScheduleService:
             built = self.build_trigger(trigger, now)
             next_run = first_fire(built, now)
             if next_run is None:
-                raise InvalidSchedule("That schedule would never fire.")
+                raise never_fires()
             changes["trigger"] = built
             changes["next_run_at"] = next_run
 
@@ -412,23 +407,31 @@ class ScheduleService:
         return updated
 
     async def pause(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None = None
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None = None,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule:
+        """Pause it for `kind` (an operator's, unless said otherwise); `reason` is the
+        text shown."""
         current = await self.get_schedule(chat_id, schedule_id)
         if not current.enabled:
             raise InvalidState(f"'{current.name}' is already paused; /resume starts it again.")
         paused = await self.store.schedules.pause(
-            chat_id, current.id, by=by, reason=reason, now=self.clock.now()
+            chat_id, current.id, by=by, reason=reason, now=self.clock.now(), kind=kind
         )
         assert paused is not None
         self._on_change()
         return paused
 
-    async def resume(self, chat_id: int, schedule_id: str, *, approving: bool = False) -> Resumed:
+    async def resume(self, chat_id: int, schedule_id: str) -> Resumed:
         """Enable again from now on. Windows that passed while it was paused (or
-        tripped) do not fire; they are recorded as skipped, so none vanishes.
-        `approving` is for ProposalService.approve only: an agent's proposal that waits
-        for an admin is resumed by that approval, never by hand."""
+        tripped) do not fire; they are recorded as skipped, so none vanishes. An agent's
+        proposal that waits for an admin is resumed by that approval
+        (`approval_change`), never by hand."""
         now = self.clock.now()
         passed = 0
 
@@ -437,33 +440,28 @@ class ScheduleService:
             _require_active(current, schedule_id)
             if current.enabled and not current.tripped:
                 raise InvalidState(f"'{current.name}' is not paused.")
-            if current.pause_reason == AWAITING_APPROVAL_REASON and not approving:
+            if current.pause_kind is PauseKind.AWAITING_APPROVAL:
                 raise InvalidState(_AWAITS_ADMIN)
-            reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
-            next_run = current.next_run_at
-            skipped: list[Run] = []
-            if next_run is not None and next_run <= now:
-                window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
-                passed = window.total
-                skipped = [skipped_run(current, t, reason, now) for t in window.instants]
-                next_run = window.next_after
-            resumed = current.model_copy(
-                update={
-                    "enabled": True,
-                    "tripped": False,
-                    "consecutive_failures": 0,
-                    "paused_by": None,
-                    "pause_reason": None,
-                    "next_run_at": next_run,
-                    "updated_at": now,
-                }
-            )
-            return ScheduleChange(resumed, skipped)
+            resumed, passed = _resumption(current, now)
+            return resumed
 
         target = await self.get_schedule(chat_id, schedule_id)
         schedule = await self._modify(chat_id, target.id, change)
         self._on_change()
         return Resumed(schedule, passed)
+
+    def approval_change(self, now: datetime) -> Callable[[Schedule], ScheduleChange]:
+        """What approving a proposal does to its paused schedule, for the store to apply
+        in the approval's own transaction: resumed from `now` on, as `resume` does (or
+        left alone if it is active already). ScheduleNotFound if it was archived."""
+
+        def change(current: Schedule) -> ScheduleChange:
+            _require_active(current, current.id)
+            if current.enabled and not current.tripped:
+                return ScheduleChange(current)
+            return _resumption(current, now)[0]
+
+        return change
 
     async def _modify(
         self, chat_id: int, schedule_id: str, change: Callable[[Schedule], ScheduleChange]
@@ -498,7 +496,7 @@ class ScheduleService:
         returns (created, skipped because a run for that instant exists). Running it
         again creates nothing: the store refuses a second run for the same instant."""
         schedule = await self.get_schedule(chat_id, schedule_id)
-        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+        if not schedule.enabled and schedule.pause_kind is PauseKind.AWAITING_APPROVAL:
             raise InvalidState(_AWAITS_ADMIN)
         instants = self._backfill_instants(schedule, start, end)
         now = self.clock.now()
@@ -530,15 +528,14 @@ class ScheduleService:
             raise InvalidSchedule("The backfill range must start before it ends.")
         if end > self.clock.now():
             raise InvalidSchedule("Backfill covers past windows only; end the range at now.")
-        instants: list[datetime] = []
-        cursor = schedule.trigger.next_after(start - timedelta(microseconds=1))
-        while cursor is not None and cursor <= end:
-            if len(instants) >= MAX_BACKFILL:
-                raise InvalidSchedule(
-                    f"That range holds more than {MAX_BACKFILL} fires; pick a shorter one."
-                )
-            instants.append(cursor)
-            cursor = schedule.trigger.next_after(cursor)
+        walk = schedule.trigger.fires(start - timedelta(microseconds=1))
+        instants = list(
+            itertools.islice(itertools.takewhile(lambda t: t <= end, walk), MAX_BACKFILL + 1)
+        )
+        if len(instants) > MAX_BACKFILL:
+            raise InvalidSchedule(
+                f"That range holds more than {MAX_BACKFILL} fires; pick a shorter one."
+            )
         return instants
 
     async def _existing_instants(self, chat_id: int, schedule_id: str) -> set[datetime]:
@@ -561,7 +558,7 @@ class ScheduleService:
         """One extra (manual) run, now; and the run it waits behind, if the schedule is
         running one and its overlap policy does not allow two at once."""
         schedule = await self.get_schedule(chat_id, schedule_id)
-        if not schedule.enabled and schedule.pause_reason == AWAITING_APPROVAL_REASON:
+        if not schedule.enabled and schedule.pause_kind is PauseKind.AWAITING_APPROVAL:
             raise InvalidState(_AWAITS_ADMIN)
         behind = None
         if schedule.policies.overlap is not OverlapPolicy.ALLOW:
@@ -842,6 +839,33 @@ def _not_found(schedule_id: str) -> ScheduleNotFound:
     return ScheduleNotFound(
         f"There is no schedule '{shown(schedule_id)}' here; /schedules lists them."
     )
+
+
+def _resumption(current: Schedule, now: datetime) -> tuple[ScheduleChange, int]:
+    """`current` enabled again from `now` on, the fires that passed while it was paused
+    (or tripped) recorded as skipped; and how many passed."""
+    reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
+    next_run = current.next_run_at
+    skipped: list[Run] = []
+    passed = 0
+    if next_run is not None and next_run <= now:
+        window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
+        passed = window.total
+        skipped = [skipped_run(current, t, reason, now) for t in window.instants]
+        next_run = window.next_after
+    resumed = current.model_copy(
+        update={
+            "enabled": True,
+            "tripped": False,
+            "consecutive_failures": 0,
+            "paused_by": None,
+            "pause_reason": None,
+            "pause_kind": None,
+            "next_run_at": next_run,
+            "updated_at": now,
+        }
+    )
+    return ScheduleChange(resumed, skipped), passed
 
 
 def _require_active(schedule: Schedule, schedule_id: str) -> None:

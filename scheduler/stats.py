@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from scheduler.clock import Clock
 from scheduler.errors import InvalidState
-from scheduler.models import RunStatus, RunTrigger, Schedule
-from scheduler.repositories import RunFigure, RunRepository, ScheduleRepository
+from scheduler.models import RunFigure, RunStatus, RunTrigger, Schedule
+from scheduler.repositories import RunRepository, ScheduleRepository
 
 __all__ = [
     "DEFAULT_WINDOW",

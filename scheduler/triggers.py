@@ -2,7 +2,9 @@
 
 Each trigger is a frozen pydantic model and a pure function of the instant it
 is asked about: `next_after(instant)` returns the first fire strictly after it,
-or None when the trigger will never fire again. No trigger reads a clock.
+or None when the trigger will never fire again; `fires(after)` walks them all, in
+the manner of cronsim's iterator, and is what every walk over fires uses (bound it
+with itertools.islice or takewhile). No trigger reads a clock.
 
 Pydantic wraps a validator's error in a ValidationError, whose text is not one
 sentence. Code that turns user input into a trigger therefore goes through
@@ -12,6 +14,7 @@ raise `InvalidSchedule` with a sentence an operator can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -60,6 +63,19 @@ def _aware_utc(value: datetime, what: str) -> datetime:
 
 class _TriggerModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        """The first fire strictly after `instant`, in UTC; None when there is none."""
+        raise NotImplementedError
+
+    def fires(self, after: datetime) -> Iterator[datetime]:
+        """Every fire strictly after `after`, in order, as aware UTC datetimes (cron
+        in its zone, with the DST rules of `next_after`). Ends when the trigger does:
+        a one-time trigger past its instant, anything past the end of the calendar."""
+        cursor = self.next_after(after)
+        while cursor is not None:
+            yield cursor
+            cursor = self.next_after(cursor)
 
 
 def _zone_key(value: str) -> str:
@@ -199,11 +215,12 @@ def make_trigger(data: dict[str, object], *, now: datetime | None = None) -> Tri
     try:
         trigger = _ADAPTER.validate_python(data)
     except ValidationError as error:
-        raise InvalidSchedule(_sentence(error, data)) from None
+        raise InvalidSchedule(_sentence(error, data), field=_field(error)) from None
     if now is not None and isinstance(trigger, OnceTrigger) and trigger.at <= to_utc(now):
         raise InvalidSchedule(
             f"That time is in the past: {format_utc(trigger.at)} is not after now "
-            f"({format_utc(now)}); pick a later time."
+            f"({format_utc(now)}); pick a later time.",
+            field="trigger.at",
         )
     return trigger
 
@@ -236,6 +253,22 @@ def once_trigger(at: datetime, now: datetime | None = None, timezone: str = "UTC
     trigger = make_trigger({"kind": "once", "at": at, "timezone": timezone}, now=now)
     assert isinstance(trigger, OnceTrigger)
     return trigger
+
+
+#: A trigger's field as a schedule definition (TriggerSpec, the API's body) names it.
+_SPEC_NAMES = {"expr": "cron"}
+
+
+def _field(error: ValidationError) -> str:
+    """The part of the definition the first problem is about: `trigger.<field>`."""
+    details = error.errors()[0]
+    if details["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        return "trigger.kind"
+    # The location is (kind, field) past the union's tag.
+    location = [str(part) for part in details["loc"]]
+    if len(location) < 2:
+        return "trigger"
+    return f"trigger.{_SPEC_NAMES.get(location[1], location[1])}"
 
 
 def _sentence(error: ValidationError, data: dict[str, object]) -> str:

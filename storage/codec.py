@@ -23,7 +23,7 @@ from scheduler.models import (
     Schedule,
     SkipReason,
 )
-from scheduler.proposals import Proposal, ProposalRequest, ProposalStatus
+from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.triggers import Trigger, make_trigger
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -63,7 +63,8 @@ def req_time(text: str) -> datetime:
 SCHEDULE_COLUMNS = (
     "id, chat_id, name, description, trigger_json, action_json, policies_json, owner_id, "
     "owner_name, enabled, paused_by, pause_reason, next_run_at, last_run_at, "
-    "consecutive_failures, tripped, created_by, created_at, updated_at, archived_at, number"
+    "consecutive_failures, tripped, created_by, created_at, updated_at, archived_at, number, "
+    "pause_kind"
 )
 
 
@@ -90,6 +91,7 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "updated_at": to_db_time(s.updated_at),
         "archived_at": opt_time(s.archived_at),
         "number": s.number,
+        "pause_kind": s.pause_kind.value if s.pause_kind is not None else None,
     }
 
 
@@ -219,6 +221,7 @@ def _decode_schedule(v: tuple[Any, ...]) -> Schedule:
         updated_at=req_time(v[18]),
         archived_at=from_db_time(v[19]),
         number=v[20],
+        pause_kind=v[21],
     )
 
 

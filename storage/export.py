@@ -25,7 +25,7 @@ import aiosqlite
 from storage.database import SCHEMA_VERSION, fetch_all, open_database
 from storage.export_checks import row_problems
 from storage.export_secrets import Scrubber, secret_problems
-from storage.schedules import NUMBER_UNNUMBERED_SQL
+from storage.schedules import KIND_UNKINDED_SQL, NUMBER_UNNUMBERED_SQL
 
 __all__ = [
     "FORMAT",
@@ -108,6 +108,7 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("updated_at", "time"),
             _f("archived_at", "time"),
             _f("number"),
+            _f("pause_kind"),
         ),
     ),
     _Entity(
@@ -591,6 +592,7 @@ async def import_export(
                 inserted[entity.name] = count
                 if entity.name == "schedules":
                     await db.execute(NUMBER_UNNUMBERED_SQL)
+                    await db.execute(KIND_UNKINDED_SQL)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

@@ -18,8 +18,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from scheduler.errors import InvalidSchedule
-from scheduler.models import Action, CreatedBy, Policies, RiskTier, RunStatus, RunTrigger
-from scheduler.proposals import ProposalRequest, ProposalStatus
+from scheduler.models import (
+    Action,
+    CreatedBy,
+    PauseKind,
+    Policies,
+    RiskTier,
+    RunStatus,
+    RunTrigger,
+)
+from scheduler.proposal_model import ProposalRequest, ProposalStatus
 from scheduler.repositories import NotificationStatus
 from scheduler.triggers import make_trigger
 from scheduler.work_items import Proof, WorkItemStatus
@@ -35,6 +43,7 @@ _TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z$")
 #: (file, key): the values Tickler writes there.
 _KNOWN: dict[tuple[str, str], type[StrEnum]] = {
     ("schedules", "created_by"): CreatedBy,
+    ("schedules", "pause_kind"): PauseKind,
     ("runs", "status"): RunStatus,
     ("runs", "trigger"): RunTrigger,
     ("run_attempts", "status"): RunStatus,

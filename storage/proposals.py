@@ -1,16 +1,24 @@
 """SQL for the proposal aggregate: what the agent proposed and who decided. Every
-operator-facing query is scoped by chat_id; the expiry sweep reads across chats."""
+operator-facing query is scoped by chat_id; the expiry sweep reads across chats.
+
+A proposal and its schedule change together: `insert_with_schedule` adds both,
+`decide` transitions the proposal and adds or changes its schedule; each runs inside
+the caller's one transaction, so a failure part-way leaves neither."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import aiosqlite
 
-from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.errors import ScheduleNotFound
+from scheduler.models import Schedule, SkipReason
+from scheduler.proposal_model import Proposal, ProposalStatus
+from scheduler.repositories import ScheduleChange
+from storage import runs, schedules
 from storage.codec import (
     PROPOSAL_COLUMNS,
     from_db_time,
@@ -30,6 +38,64 @@ async def insert(db: aiosqlite.Connection, proposal: Proposal) -> None:
         f"INSERT INTO proposals ({PROPOSAL_COLUMNS}) VALUES ({_PLACEHOLDERS})",
         proposal_params(proposal),
     )
+
+
+async def insert_with_schedule(
+    db: aiosqlite.Connection, proposal: Proposal, schedule: Schedule | None
+) -> Schedule | None:
+    """Insert the proposal and the schedule it made (if any): the schedule first, as the
+    proposal points at it. The schedule as stored (with its number)."""
+    stored = None
+    if schedule is not None:
+        number = await schedules.insert(db, schedule)
+        stored = schedule.model_copy(update={"number": number})
+    await insert(db, proposal)
+    return stored
+
+
+async def decide(
+    db: aiosqlite.Connection,
+    chat_id: int,
+    proposal_id: str,
+    *,
+    expected: Collection[ProposalStatus],
+    changes: dict[str, Any],
+    add_schedule: Schedule | None,
+    change_schedule: Callable[[Schedule], ScheduleChange] | None,
+    archive_at: datetime | None,
+) -> Proposal | None:
+    """`transition`, and with it the proposal's schedule added, changed or archived;
+    None (and nothing else done) when the proposal is no longer at `expected`.
+    ScheduleNotFound when the schedule to change is gone."""
+    if not await transition(db, chat_id, proposal_id, expected=expected, changes=changes):
+        return None
+    decided = await get(db, chat_id, proposal_id)
+    assert decided is not None
+    if add_schedule is not None:
+        await schedules.insert(db, add_schedule)
+    if change_schedule is not None:
+        current = None
+        if decided.schedule_id is not None:
+            current = await schedules.get(db, chat_id, decided.schedule_id)
+        if current is None:
+            raise ScheduleNotFound("The proposal's schedule is gone.")
+        result = change_schedule(current)
+        await schedules.replace(db, result.schedule)
+        await runs.insert_many(db, result.new_runs)
+    if archive_at is not None and decided.schedule_id is not None:
+        await _archive(db, chat_id, decided.schedule_id, archive_at)
+    return decided
+
+
+async def _archive(db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime) -> None:
+    """Archive the schedule as `SqliteStore.archive_schedule` does, unless it is gone or
+    archived already (by hand, before the decision)."""
+    current = await schedules.get(db, chat_id, schedule_id)
+    if current is None or current.archived_at is not None:
+        return
+    archived = current.model_copy(update={"enabled": False, "archived_at": now, "updated_at": now})
+    await schedules.replace(db, archived)
+    await runs.settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now)
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, proposal_id: str) -> Proposal | None:

@@ -9,14 +9,13 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import Attempt, Run, RunStatus, Schedule, SkipReason
-from scheduler.proposals import Proposal, ProposalStatus
+from scheduler.models import Attempt, PauseKind, Run, RunFigure, RunStatus, Schedule, SkipReason
+from scheduler.proposal_model import Proposal, ProposalStatus
 from scheduler.repositories import (
     ChatPrefs,
     Notification,
     NotificationStatus,
     Pruned,
-    RunFigure,
     ScheduleChange,
 )
 from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
@@ -94,7 +93,14 @@ class SqliteSchedules:
             return result.schedule
 
     async def pause(
-        self, chat_id: int, schedule_id: str, *, by: int | None, reason: str | None, now: datetime
+        self,
+        chat_id: int,
+        schedule_id: str,
+        *,
+        by: int | None,
+        reason: str | None,
+        now: datetime,
+        kind: PauseKind = PauseKind.OPERATOR,
     ) -> Schedule | None:
         async with self._conn.write() as db:
             current = await schedules.get(db, chat_id, schedule_id)
@@ -105,6 +111,7 @@ class SqliteSchedules:
                     "enabled": False,
                     "paused_by": by,
                     "pause_reason": reason,
+                    "pause_kind": kind,
                     "updated_at": now,
                 }
             )
@@ -205,9 +212,32 @@ class SqliteProposals:
     def __init__(self, conn: SqliteConnection) -> None:
         self._conn = conn
 
-    async def add(self, proposal: Proposal) -> None:
+    async def add(self, proposal: Proposal, schedule: Schedule | None = None) -> Schedule | None:
         async with self._conn.write() as db:
-            await proposals.insert(db, proposal)
+            return await proposals.insert_with_schedule(db, proposal, schedule)
+
+    async def decide(
+        self,
+        chat_id: int,
+        proposal_id: str,
+        *,
+        expected: Collection[ProposalStatus],
+        changes: dict[str, Any],
+        add_schedule: Schedule | None = None,
+        change_schedule: Callable[[Schedule], ScheduleChange] | None = None,
+        archive_at: datetime | None = None,
+    ) -> Proposal | None:
+        async with self._conn.write() as db:
+            return await proposals.decide(
+                db,
+                chat_id,
+                proposal_id,
+                expected=expected,
+                changes=changes,
+                add_schedule=add_schedule,
+                change_schedule=change_schedule,
+                archive_at=archive_at,
+            )
 
     async def get(self, chat_id: int, proposal_id: str) -> Proposal | None:
         async with self._conn.read() as db:

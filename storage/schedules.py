@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from scheduler.errors import InvalidSchedule, UnreadableSchedule
-from scheduler.models import Schedule, SkipReason
+from scheduler.models import PauseKind, Schedule, SkipReason
 from storage.codec import (
     SCHEDULE_COLUMNS,
     schedule_from_row,
@@ -47,6 +47,18 @@ NUMBER_UNNUMBERED_SQL = (
     "+ COALESCE((SELECT MAX(m.number) FROM schedules AS m WHERE m.chat_id = s.chat_id), 0) "
     "AS n FROM schedules AS s WHERE s.number IS NULL) AS o "
     "WHERE schedules.id = o.id"
+)
+
+
+#: Gives the paused schedules that have no pause kind (imported from an export made
+#: before kinds existed) the kind their reason text meant then, as migration 0012 did.
+KIND_UNKINDED_SQL = (
+    "UPDATE schedules SET pause_kind = CASE "
+    "WHEN pause_reason = 'awaiting approval' THEN 'awaiting_approval' "
+    "WHEN pause_reason = 'removed from schedules.yaml' THEN 'removed_from_file' "
+    "WHEN pause_reason LIKE 'cannot be read: %' THEN 'unreadable' "
+    "ELSE 'operator' END "
+    "WHERE enabled = 0 AND archived_at IS NULL AND pause_kind IS NULL"
 )
 
 
@@ -146,9 +158,9 @@ async def quarantine(db: aiosqlite.Connection, broken: UnreadableSchedule, now: 
     reason = f"cannot be read: {broken.reason}"
     row = await fetch_one(
         db,
-        "UPDATE schedules SET enabled = 0, paused_by = NULL, pause_reason = ?, updated_at = ? "
-        "WHERE id = ? AND enabled = 1 RETURNING id",
-        (reason, when, broken.schedule_id),
+        "UPDATE schedules SET enabled = 0, paused_by = NULL, pause_reason = ?, pause_kind = ?, "
+        "updated_at = ? WHERE id = ? AND enabled = 1 RETURNING id",
+        (reason, PauseKind.UNREADABLE.value, when, broken.schedule_id),
     )
     if row is None:
         return False

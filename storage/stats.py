@@ -6,8 +6,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from scheduler.models import RunStatus, RunTrigger
-from scheduler.repositories import RunFigure
+from scheduler.models import RunFigure, RunStatus, RunTrigger
 from storage.codec import from_db_time, req_time, to_db_time
 from storage.database import fetch_all
 

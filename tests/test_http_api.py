@@ -488,6 +488,44 @@ async def test_a_bad_proposal_is_422_naming_the_field(api: Api) -> None:
     assert await api.bot.services.service.list_schedules(ALICE) == []
 
 
+async def test_a_refusal_by_the_service_names_the_field_the_check_was_about(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/proposals"
+    good: dict[str, Any] = {
+        "name": "Weekly review",
+        "trigger": {"kind": "cron", "cron": "0 17 * * 5"},
+        "action": {"text": "Prepare my weekly review."},
+    }
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**good, "trigger": {"kind": "cron"}}, "trigger.cron"),
+        ({**good, "trigger": {"kind": "interval", "every_seconds": 30}}, "trigger.every_seconds"),
+        (
+            {
+                **good,
+                "trigger": {
+                    "kind": "interval",
+                    "every_seconds": 3600,
+                    "start_at": "2030-01-01T09:00:00",
+                },
+            },
+            "trigger.start_at",
+        ),
+        ({**good, "trigger": {"kind": "once", "at": "2001-01-01T09:00:00Z"}}, "trigger.at"),
+        ({**good, "action": {"template": "no-such-template"}}, "action.template"),
+        ({**good, "action": {"text": "Brief for {dat}"}}, "action.text"),
+        ({**good, "name": "x" * 81}, "name"),
+        (
+            {**good, "policies": {"retry": {"base_seconds": 60, "cap_seconds": 30}}},
+            "policies.retry.cap_seconds",
+        ),
+    ]
+    for payload, field in cases:
+        status, body, _ = await api.call("POST", path, json=payload)
+        assert status == 422, payload
+        assert body["field"] == field, body
+        assert body["error"].startswith(f"Invalid {field}: "), body
+    assert await api.bot.services.service.list_schedules(ALICE) == []
+
+
 async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Api) -> None:
     payload = {
         "name": "Inbox sweep",

@@ -14,20 +14,34 @@ from pathlib import Path
 
 import pytest
 
+import storage.proposals
+import storage.runs
+import storage.schedules
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.agent_tools import TOOLS, AgentTools
 from scheduler.engine import Engine
 from scheduler.errors import InvalidSchedule, InvalidState, ProposalNotFound
-from scheduler.models import Action, ActionKind, CreatedBy, Owner, Policies, RiskTier, RunStatus
+from scheduler.models import (
+    AWAITING_APPROVAL_REASON,
+    Action,
+    ActionKind,
+    CreatedBy,
+    Owner,
+    PauseKind,
+    Policies,
+    RiskTier,
+    RunStatus,
+    Schedule,
+)
 from scheduler.proposals import (
-    AWAITING_APPROVAL,
     Proposal,
     ProposalRequest,
     ProposalService,
     ProposalStatus,
 )
+from scheduler.repositories import ScheduleChange
 from scheduler.risk import RiskDecision
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
@@ -115,7 +129,7 @@ async def test_a_medium_proposal_waits_paused_and_approve_resumes_it_once(
     assert proposal.expires_at is None  # only high proposals expire
     assert proposal.schedule_id is not None
     paused = await service.get_schedule(CHAT, proposal.schedule_id)
-    assert not paused.enabled and paused.pause_reason == AWAITING_APPROVAL
+    assert not paused.enabled and paused.pause_reason == AWAITING_APPROVAL_REASON
     assert paused.policies.risk_tier is RiskTier.MEDIUM
 
     await clock.advance(timedelta(minutes=5))
@@ -541,7 +555,9 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("DROP INDEX runs_awaiting_approval")
         db.execute("DROP INDEX schedules_by_number")
         db.execute("ALTER TABLE schedules DROP COLUMN number")
+        db.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         db.execute("ALTER TABLE runs DROP COLUMN interruptions")
+        db.execute("ALTER TABLE runs DROP COLUMN skip_reason")
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
     try:
@@ -575,15 +591,155 @@ async def test_an_approval_that_fails_midway_can_be_pressed_again(
     proposals: ProposalService, service: ScheduleService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
-    real_resume = service.resume
+    assert proposal.schedule_id is not None
+    real_replace = storage.schedules.replace
 
-    async def locked(*args: object, **kwargs: object) -> object:
+    async def locked(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(service, "resume", locked)
+    # The schedule's resumption fails after the decision was written, in its transaction.
+    monkeypatch.setattr(storage.schedules, "replace", locked)
     with pytest.raises(sqlite3.OperationalError):
         await proposals.approve(CHAT, proposal.id, by=ADMIN)
     still = await proposals.get(CHAT, proposal.id)
     assert (still.status, still.decided_by) == (ProposalStatus.PENDING, None)
-    monkeypatch.setattr(service, "resume", real_resume)
+    assert not (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+    monkeypatch.setattr(storage.schedules, "replace", real_replace)
     assert (await proposals.approve(CHAT, proposal.id, by=ADMIN)).status is ProposalStatus.ACTIVE
+
+
+# --- one transaction each: a proposal with its schedule, a decision with its effect ----------
+async def test_a_proposal_and_its_schedule_are_written_together_or_not_at_all(
+    proposals: ProposalService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise sqlite3.IntegrityError("CHECK constraint failed: proposals")
+
+    # The proposal's row fails after its (paused) schedule's row was written.
+    monkeypatch.setattr(storage.proposals, "insert", refused)
+    with pytest.raises(sqlite3.IntegrityError):
+        await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert await store.schedules.list_for_chat(CHAT, include_archived=True) == []
+    assert await store.proposals.list_for_chat(CHAT) == []
+
+
+async def test_a_high_approval_that_fails_creating_its_schedule_leaves_it_pending(
+    proposals: ProposalService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(hint=RiskTier.HIGH), proposed_by="api")
+    assert proposal.status is ProposalStatus.PENDING and proposal.schedule_id is None
+    real_insert = storage.schedules.insert
+
+    async def locked(*args: object, **kwargs: object) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(storage.schedules, "insert", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    still = await proposals.get(CHAT, proposal.id)
+    assert (still.status, still.decided_by, still.schedule_id) == (
+        ProposalStatus.PENDING,
+        None,
+        None,
+    )
+    assert await store.schedules.list_for_chat(CHAT, include_archived=True) == []
+    monkeypatch.setattr(storage.schedules, "insert", real_insert)
+    approved = await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    assert approved.status is ProposalStatus.ACTIVE and approved.schedule_id is not None
+    assert [s.id for s in await store.schedules.list_for_chat(CHAT)] == [approved.schedule_id]
+
+
+@pytest.mark.parametrize("hint", [None, RiskTier.HIGH], ids=["medium", "high"])
+async def test_approve_pressed_twice_at_once_activates_once(
+    proposals: ProposalService, store: SqliteStore, hint: RiskTier | None
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY, hint=hint), proposed_by="api")
+    assert proposal.status is ProposalStatus.PENDING
+    answers = await asyncio.gather(
+        proposals.approve(CHAT, proposal.id, by=ADMIN),
+        proposals.approve(CHAT, proposal.id, by=ADMIN + 1),
+        return_exceptions=True,
+    )
+    approved = [a for a in answers if isinstance(a, Proposal)]
+    refused = [a for a in answers if isinstance(a, BaseException)]
+    assert len(approved) == 1 and approved[0].status is ProposalStatus.ACTIVE
+    assert [str(e) for e in refused] == ["That proposal is already approved."]
+    [schedule] = await store.schedules.list_for_chat(CHAT, include_archived=True)
+    assert schedule.id == approved[0].schedule_id and schedule.enabled
+
+
+async def test_a_decision_applies_its_effect_once_in_the_store(
+    proposals: ProposalService, service: ScheduleService, store: SqliteStore, clock: FakeClock
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    applied: list[str] = []
+    resume = service.approval_change(clock.now())
+
+    def counted(current: Schedule) -> ScheduleChange:
+        applied.append(current.id)
+        return resume(current)
+
+    decision = {"status": ProposalStatus.ACTIVE, "decided_by": ADMIN, "decided_at": clock.now()}
+    pending = [ProposalStatus.PENDING]
+    first = await store.proposals.decide(
+        CHAT, proposal.id, expected=pending, changes=decision, change_schedule=counted
+    )
+    second = await store.proposals.decide(
+        CHAT, proposal.id, expected=pending, changes=decision, change_schedule=counted
+    )
+    assert first is not None and first.status is ProposalStatus.ACTIVE and second is None
+    assert applied == [proposal.schedule_id]
+    assert proposal.schedule_id is not None
+    assert (await service.get_schedule(CHAT, proposal.schedule_id)).enabled
+
+
+async def test_a_rejection_whose_archiving_fails_leaves_the_proposal_pending(
+    proposals: ProposalService,
+    service: ScheduleService,
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert proposal.schedule_id is not None
+    real_settle = storage.runs.settle_open
+
+    async def locked(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    # Archiving the paused schedule fails after the decision was written, in its transaction.
+    monkeypatch.setattr(storage.runs, "settle_open", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        await proposals.reject(CHAT, proposal.id, by=ADMIN)
+    assert (await proposals.get(CHAT, proposal.id)).status is ProposalStatus.PENDING
+    waiting = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert not waiting.enabled and waiting.archived_at is None
+    monkeypatch.setattr(storage.runs, "settle_open", real_settle)
+    rejected = await proposals.reject(CHAT, proposal.id, by=ADMIN)
+    assert rejected.status is ProposalStatus.REJECTED
+    assert await store.schedules.list_for_chat(CHAT) == []
+
+
+# --- pause kinds -------------------------------------------------------------------------------
+async def test_a_waiting_proposal_is_paused_by_kind_not_by_its_text(
+    proposals: ProposalService, service: ScheduleService
+) -> None:
+    proposal = await proposals.propose(CHAT, ask(TWICE_A_DAY), proposed_by="api")
+    assert proposal.schedule_id is not None
+    waiting = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert (waiting.pause_kind, waiting.pause_reason) == (
+        PauseKind.AWAITING_APPROVAL,
+        AWAITING_APPROVAL_REASON,
+    )
+    # An operator who pauses with the same words pauses an ordinary schedule.
+    mine = await service.create_schedule(
+        CHAT, Owner(id=CHAT), name="Mine", trigger=DAILY_9, action=Action(text="hi")
+    )
+    paused = await service.pause(CHAT, mine.id, by=ADMIN, reason=AWAITING_APPROVAL_REASON)
+    assert paused.pause_kind is PauseKind.OPERATOR
+    resumed = (await service.resume(CHAT, mine.id)).schedule
+    assert resumed.enabled and (resumed.pause_kind, resumed.pause_reason) == (None, None)
+    with pytest.raises(InvalidState, match="waiting for an admin"):
+        await service.resume(CHAT, proposal.schedule_id)
+    await proposals.approve(CHAT, proposal.id, by=ADMIN)
+    active = await service.get_schedule(CHAT, proposal.schedule_id)
+    assert active.enabled and active.pause_kind is None and active.pause_reason is None

@@ -105,6 +105,7 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     # As written before interval and once triggers had a zone, at schema version 10.
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
+        raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         raw.execute("PRAGMA user_version = 10")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 

@@ -3,13 +3,21 @@ operator actions on runs apply once."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from adapters.clocks import FakeClock
 from scheduler.errors import InvalidSchedule, InvalidState, ScheduleNotFound
-from scheduler.models import Action, Owner, RunStatus, RunTrigger
+from scheduler.models import (
+    Action,
+    ActionKind,
+    Owner,
+    Policies,
+    RetryPolicy,
+    RunStatus,
+    RunTrigger,
+)
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 from tests.engine_calls import claim_due_fires
@@ -52,6 +60,79 @@ async def test_bad_input_is_refused_with_one_sentence_and_changes_nothing(
     assert fragment in message
     assert "\n" not in message and message.endswith((".", "?"))
     assert await store.schedules.list_for_chat(CHAT, include_archived=True) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "trigger", "action", "policies", "field"),
+    [
+        ("x", cron("0 9 * *"), Action(text="hi"), None, "trigger.cron"),
+        ("x", TriggerSpec(kind="cron"), Action(text="hi"), None, "trigger.cron"),
+        ("x", cron("0 9 31 2 *"), Action(text="hi"), None, "trigger.cron"),
+        ("x", cron("0 9 * * *", "Europe/Berlinn"), Action(text="hi"), None, "trigger.timezone"),
+        ("x", TriggerSpec(kind="interval"), Action(text="hi"), None, "trigger.every_seconds"),
+        (
+            "x",
+            TriggerSpec(kind="interval", every_seconds=30),
+            Action(text="hi"),
+            None,
+            "trigger.every_seconds",
+        ),
+        (
+            "x",
+            TriggerSpec(kind="interval", every_seconds=3600, start_at=datetime(2030, 1, 1)),
+            Action(text="hi"),
+            None,
+            "trigger.start_at",
+        ),
+        ("x", TriggerSpec(kind="once"), Action(text="hi"), None, "trigger.at"),
+        ("x", cron("0 9 * * *"), Action(text="x" * 4001), None, "action.text"),
+        ("x", cron("0 9 * * *"), Action(text="   "), None, "action.text"),
+        ("x", cron("0 9 * * *"), Action(text="Brief for {dat}"), None, "action.text"),
+        ("x", cron("0 9 * * *"), Action(template="nope"), None, "action.template"),
+        (
+            "x",
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.TASK, text="t", assignee="a" * 200),
+            None,
+            "action.assignee",
+        ),
+        ("", cron("0 9 * * *"), Action(text="hi"), None, "name"),
+        ("a\x00b", cron("0 9 * * *"), Action(text="hi"), None, "name"),
+        ("x" * 81, cron("0 9 * * *"), Action(text="hi"), None, "name"),
+        (
+            "x",
+            cron("0 9 * * *"),
+            Action(text="hi"),
+            Policies(retry=RetryPolicy(base_seconds=60, cap_seconds=30)),
+            "policies.retry.cap_seconds",
+        ),
+    ],
+)
+async def test_a_refusal_names_the_field_it_is_about(
+    service: ScheduleService,
+    name: str,
+    trigger: TriggerSpec,
+    action: Action,
+    policies: Policies | None,
+    field: str,
+) -> None:
+    with pytest.raises(InvalidSchedule) as caught:
+        await service.create_schedule(
+            CHAT, ADA, name=name, trigger=trigger, action=action, policies=policies
+        )
+    assert caught.value.field == field, str(caught.value)
+
+
+async def test_a_chat_limit_names_no_field(store: SqliteStore, clock: FakeClock) -> None:
+    service = ScheduleService(store, clock, limits=Limits(max_schedules_per_chat=1))
+    await service.create_schedule(
+        CHAT, ADA, name="one", trigger=cron("0 9 * * *"), action=Action(text="hi")
+    )
+    with pytest.raises(InvalidSchedule, match="the limit") as caught:
+        await service.create_schedule(
+            CHAT, ADA, name="two", trigger=cron("0 10 * * *"), action=Action(text="hi")
+        )
+    assert caught.value.field is None
 
 
 async def test_a_once_in_the_past_is_refused(

@@ -315,6 +315,7 @@ async def test_schedules_already_stored_are_numbered_in_creation_order(tmp_path:
                 "created_at": f"2026-11-0{day}T07:00:00.000000Z",
             }
             row.pop("number")
+            row.pop("pause_kind")  # added by migration 0012
             marks = ", ".join(":" + k for k in row)
             raw.execute(f"INSERT INTO schedules ({', '.join(row)}) VALUES ({marks})", row)
     store = await SqliteStore.open(path)

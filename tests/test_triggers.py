@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -256,6 +257,57 @@ class TestMakeTrigger:
         with pytest.raises(InvalidSchedule) as caught:
             make_trigger(data, now=NOW)
         assert str(caught.value) == sentence
+
+
+class TestFires:
+    """`fires(after)`: the walk every caller uses, one `next_after` after another."""
+
+    def test_cron_walks_through_both_dst_changes_in_its_zone(self) -> None:
+        # New York, 2026: clocks spring forward on 8 March (02:00 -> 03:00) and fall
+        # back on 1 November (02:00 -> 01:00). As in cronie, the skipped 02:30 runs
+        # when the clock jumps, and the repeated 01:30 runs once, on its first pass.
+        trigger = cron_trigger("30 1,2 * * *", "America/New_York")
+        walked = list(itertools.islice(trigger.fires(datetime(2026, 3, 7, 12, tzinfo=UTC)), 4))
+        assert [format_utc(fire) for fire in walked] == [
+            "2026-03-08T06:30:00Z",
+            "2026-03-08T07:00:00Z",
+            "2026-03-09T05:30:00Z",
+            "2026-03-09T06:30:00Z",
+        ]
+        autumn = list(itertools.islice(trigger.fires(datetime(2026, 11, 1, 4, tzinfo=UTC)), 3))
+        assert [format_utc(fire) for fire in autumn] == [
+            "2026-11-01T05:30:00Z",
+            "2026-11-01T07:30:00Z",
+            "2026-11-02T06:30:00Z",
+        ]
+
+    @pytest.mark.parametrize(
+        "trigger",
+        [
+            cron_trigger("*/20 9-17 * * 1-5", "Europe/Berlin"),
+            interval_trigger(5400, START, "Asia/Tokyo"),
+            once_trigger(NOW + timedelta(hours=1)),
+        ],
+        ids=["cron", "interval", "once"],
+    )
+    def test_is_next_after_applied_again_and_again(self, trigger: Trigger) -> None:
+        expected: list[datetime] = []
+        cursor = trigger.next_after(NOW)
+        while cursor is not None and len(expected) < 50:
+            expected.append(cursor)
+            cursor = trigger.next_after(cursor)
+        assert list(itertools.islice(trigger.fires(NOW), 50)) == expected
+
+    def test_is_strictly_after_and_in_utc(self) -> None:
+        trigger = interval_trigger(3600, START)
+        first = next(trigger.fires(START))
+        assert first == START + timedelta(hours=1) and first.tzinfo is UTC
+
+    def test_ends_when_the_trigger_does(self) -> None:
+        assert list(once_trigger(NOW).fires(NOW)) == []
+        assert list(once_trigger(NOW).fires(NOW - timedelta(seconds=1))) == [NOW]
+        last_years = cron_trigger("0 0 1 1 *").fires(datetime(9997, 6, 1, tzinfo=UTC))
+        assert [fire.year for fire in last_years] == [9998, 9999]
 
 
 class TestTimeutil:

@@ -54,13 +54,11 @@ from bot.views_new import (
     preset_cron,
     preview_text,
     saved_text,
-    upcoming,
 )
-from scheduler.errors import InvalidSchedule, TicklerError
+from scheduler.errors import TicklerError
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.policy_edits import edit_action
-from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.templates import check_template
+from scheduler.service import TriggerSpec
 from scheduler.triggers import Trigger
 
 __all__ = ["handlers"]
@@ -200,36 +198,9 @@ def _text(update: Update) -> str:
     return update.effective_message.text or ""
 
 
-def _check_text(service: ScheduleService, kind: ActionKind, text: str) -> str:
-    """The checks the service makes at save, made as soon as the text arrives."""
-    if not text.strip():
-        what = "prompt" if kind is ActionKind.AGENT else "reminder text"
-        raise InvalidSchedule(f"The {what} is empty; write what should be sent.")
-    limit = service.limits.max_prompt_chars
-    if len(text) > limit:
-        raise InvalidSchedule(f"The prompt is {len(text)} characters; the limit is {limit}.")
-    check_template(text)
-    return text
-
-
-def _check_name(service: ScheduleService, name: str) -> str:
-    name = " ".join(name.split())
-    if not name:
-        raise InvalidSchedule("Give the schedule a name.")
-    limit = service.limits.max_name_chars
-    if len(name) > limit:
-        raise InvalidSchedule(f"The name is {len(name)} characters; the limit is {limit}.")
-    return name
-
-
 def _check_trigger(context: Context, spec: TriggerSpec) -> Trigger:
-    """Build the trigger as create_schedule will; refuse one that never fires."""
-    svc = context.services
-    now = svc.clock.now()
-    trigger = svc.service.build_trigger(spec, now)
-    if not upcoming(trigger, now, 1):
-        raise InvalidSchedule("That schedule would never fire.")
-    return trigger
+    """The trigger as create_schedule will build it, refused when it never fires."""
+    return context.services.service.check_trigger(spec)
 
 
 # --- questions -----------------------------------------------------------------------
@@ -388,7 +359,7 @@ async def new_command(update: Update, context: Context) -> int:
         return await _ask_kind(update)
     try:
         line = parse_one_line(rest, svc.clock.now(), zone)
-        _check_text(svc.service, line.kind, line.text)
+        svc.service.check_text(line.kind, line.text)
         _check_trigger(context, line.trigger)
     except TicklerError as error:
         _forget(update, context)
@@ -423,7 +394,7 @@ async def on_text(update: Update, context: Context) -> int | None:
     """The prompt or the reminder text."""
     draft = _draft(update, context)
     try:
-        draft.text = _check_text(context.services.service, draft.kind, _text(update))
+        draft.text = context.services.service.check_text(draft.kind, _text(update))
     except TicklerError as error:
         await _say(update, str(error))
         return None
@@ -649,7 +620,7 @@ async def on_cron_typed(update: Update, context: Context) -> int | None:
 async def _name_chosen(update: Update, context: Context, name: str) -> int | None:
     draft = _draft(update, context)
     try:
-        draft.name = _check_name(context.services.service, name)
+        draft.name = context.services.service.check_name(name)
     except TicklerError as error:
         await _say(update, str(error))
         return None
