@@ -14,7 +14,7 @@ from scheduler.repositories import (
     RunRepository,
     ScheduleRepository,
 )
-from scheduler.work_items import WorkItemRepository
+from scheduler.work_item_model import WorkItemRepository
 
 __all__ = ["Stores"]
 

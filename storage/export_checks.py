@@ -30,7 +30,7 @@ from scheduler.models import (
 from scheduler.proposal_model import ProposalRequest, ProposalStatus
 from scheduler.repositories import NotificationStatus
 from scheduler.triggers import make_trigger
-from scheduler.work_items import Proof, WorkItemStatus
+from scheduler.work_item_model import Proof, WorkItemStatus
 from storage.database import schema_columns
 
 __all__ = ["MAX_ID_CHARS", "row_problems", "valid_time"]

@@ -18,7 +18,7 @@ from scheduler.repositories import (
     Pruned,
     ScheduleChange,
 )
-from scheduler.work_items import HistoryEntry, WorkItem, WorkItemStatus
+from scheduler.work_item_model import HistoryEntry, WorkItem, WorkItemStatus
 from storage import (
     chats,
     notifications,

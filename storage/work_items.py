@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from scheduler.work_items import HistoryEntry, Proof, WorkItem, WorkItemStatus
+from scheduler.work_item_model import HistoryEntry, Proof, WorkItem, WorkItemStatus
 from storage.codec import from_db_time, opt_time, req_time, to_db_time
 from storage.database import fetch_all, fetch_one
 

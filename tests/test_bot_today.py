@@ -12,7 +12,7 @@ from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import TriggerSpec
-from scheduler.work_items import WorkItem, WorkItemStatus
+from scheduler.work_item_model import WorkItem, WorkItemStatus
 from tests.engine_calls import list_notifications
 from tests.test_bot_schedules import eventually, toast
 

@@ -13,7 +13,8 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidState
 from scheduler.models import Action, ActionKind, Owner
 from scheduler.service import ScheduleService, TriggerSpec
-from scheduler.work_items import WorkItemService, WorkItemStatus
+from scheduler.work_item_model import WorkItemStatus
+from scheduler.work_items import WorkItemService
 from storage.export import export_files
 from storage.sqlite_store import SqliteStore
 

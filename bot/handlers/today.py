@@ -27,7 +27,8 @@ from bot.render import esc, local
 from scheduler.errors import InvalidState, shown
 from scheduler.models import RunStatus
 from scheduler.proposals import ProposalStatus
-from scheduler.work_items import FILE_PROOF, WorkItem, WorkItemService
+from scheduler.work_item_model import WorkItem
+from scheduler.work_items import FILE_PROOF, WorkItemService
 
 __all__ = ["handlers", "parse_date", "today_text"]
 

@@ -37,7 +37,7 @@ from scheduler.ids import new_id
 from scheduler.models import Action, ActionKind, Owner, RiskTier, Run, RunStatus, RunTrigger
 from scheduler.proposals import ProposalRequest
 from scheduler.service import TriggerSpec
-from scheduler.work_items import WorkItemStatus
+from scheduler.work_item_model import WorkItemStatus
 from tests.reliability.figures import tally
 from tests.reliability.hostile import db_snapshot
 
