@@ -37,7 +37,7 @@ from scheduler.clock import Clock
 from scheduler.dispatching import DispatchError
 from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import INTERRUPTED, RunStatus, RunTrigger
+from scheduler.models import RunStatus, RunTrigger
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -129,7 +129,7 @@ class TelegramNotifier:
                 schedule.chat_id, text, markup, kind="alert", run_id=run.id, schedule_id=schedule.id
             )
         elif run.status is RunStatus.UNKNOWN:
-            if (run.error or "").startswith(INTERRUPTED):
+            if finished.interrupted:
                 why = (
                     "was cut off by Tickler stopping while it ran (not the agent's fault), "
                     "and the agent may have received it"

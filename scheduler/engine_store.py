@@ -87,6 +87,9 @@ class FinishedAttempt:
     tripped_now: bool
     #: The agent's whole answer (the run keeps only its first OUTPUT_LIMIT characters).
     answer: str | None = None
+    #: The attempt was cut off by an engine that died (`EngineStore.reap`), not ended
+    #: by the agent: it may have reached the agent all the same.
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
     Schedule,
+    SkipReason,
 )
 from scheduler.planning import (
     APPROVAL_DEADLINE_REASON,
@@ -626,7 +627,12 @@ class ScheduleService:
     async def mark_done(self, chat_id: int, run_id: str) -> Run:
         """The operator confirms an uncertain run did its work."""
         return await self._settle(
-            chat_id, run_id, [RunStatus.UNKNOWN], RunStatus.SUCCEEDED, "marked done by operator"
+            chat_id,
+            run_id,
+            [RunStatus.UNKNOWN],
+            RunStatus.SUCCEEDED,
+            "marked done by operator",
+            None,
         )
 
     async def drop(self, chat_id: int, run_id: str) -> Run:
@@ -636,6 +642,7 @@ class ScheduleService:
             [RunStatus.UNKNOWN, RunStatus.DEAD, RunStatus.AWAITING_APPROVAL],
             RunStatus.CANCELLED,
             "dropped by operator",
+            SkipReason.OPERATOR,
         )
 
     async def approve_run(self, chat_id: int, run_id: str) -> Run:
@@ -653,6 +660,7 @@ class ScheduleService:
                     "status": RunStatus.SKIPPED,
                     "finished_at": now,
                     "error": APPROVAL_DEADLINE_REASON,
+                    "skip_reason": SkipReason.APPROVAL_DEADLINE,
                     "next_attempt_at": None,
                 },
                 now=now,
@@ -677,6 +685,7 @@ class ScheduleService:
             [RunStatus.AWAITING_APPROVAL],
             RunStatus.SKIPPED,
             "skipped: approval rejected",
+            SkipReason.REJECTED,
         )
 
     async def _settle(
@@ -686,6 +695,7 @@ class ScheduleService:
         expected: list[RunStatus],
         status: RunStatus,
         note: str,
+        reason: SkipReason | None,
     ) -> Run:
         run = await self.get_run(chat_id, run_id)
         now = self.clock.now()
@@ -693,7 +703,13 @@ class ScheduleService:
             chat_id,
             run_id,
             expected=expected,
-            changes={"status": status, "finished_at": now, "error": note, "next_attempt_at": None},
+            changes={
+                "status": status,
+                "finished_at": now,
+                "error": note,
+                "skip_reason": reason,
+                "next_attempt_at": None,
+            },
             now=now,
         )
         if updated is None:
@@ -730,7 +746,10 @@ class ScheduleService:
 
         def missed(run: Run) -> bool:
             """Recorded as skipped because it was missed (not paused, not overlapping)."""
-            return run.status is RunStatus.SKIPPED and (run.error or "").startswith("missed")
+            return run.status is RunStatus.SKIPPED and run.skip_reason in (
+                SkipReason.MISSED,
+                SkipReason.MISSED_BY_OPERATOR,
+            )
 
         waiting = [RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
         if choice == "skip":
@@ -742,6 +761,7 @@ class ScheduleService:
                 "status": RunStatus.SKIPPED,
                 "finished_at": now,
                 "error": "missed: skipped by the operator",
+                "skip_reason": SkipReason.MISSED_BY_OPERATOR,
             }
         else:
             keep = 1 if choice == "latest" else schedule.policies.catch_up_cap
@@ -753,6 +773,7 @@ class ScheduleService:
                 "next_attempt_at": now,
                 "finished_at": None,
                 "error": None,
+                "skip_reason": None,
             }
         changed = 0
         for run in targets:
@@ -844,14 +865,18 @@ def _not_found(schedule_id: str) -> ScheduleNotFound:
 def _resumption(current: Schedule, now: datetime) -> tuple[ScheduleChange, int]:
     """`current` enabled again from `now` on, the fires that passed while it was paused
     (or tripped) recorded as skipped; and how many passed."""
-    reason = "circuit breaker tripped" if current.tripped else "schedule was paused"
+    kind, reason = (
+        (SkipReason.TRIPPED, "circuit breaker tripped")
+        if current.tripped
+        else (SkipReason.PAUSED, "schedule was paused")
+    )
     next_run = current.next_run_at
     skipped: list[Run] = []
     passed = 0
     if next_run is not None and next_run <= now:
         window = walk_fires(current.trigger, next_run, now, MAX_RECORDED_MISSES)
         passed = window.total
-        skipped = [skipped_run(current, t, reason, now) for t in window.instants]
+        skipped = [skipped_run(current, t, reason, now, kind) for t in window.instants]
         next_run = window.next_after
     resumed = current.model_copy(
         update={

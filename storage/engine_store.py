@@ -333,7 +333,9 @@ class SqliteEngineStore:
                     now=outcome.finished_at,
                 )
                 if interrupted is not None:
-                    done.append(FinishedAttempt(interrupted, schedule, tripped_now=False))
+                    done.append(
+                        FinishedAttempt(interrupted, schedule, tripped_now=False, interrupted=True)
+                    )
             return done
 
 

@@ -14,8 +14,8 @@ Where that step runs:
 - `LoopWriter`, a second connection to the same file used on the event loop's own
   thread. The engine's transactions are short (a batch of claims or outcomes); run in
   place they skip the hand-over to the database thread and back, and the two threads'
-  contention for the GIL around every row SQLite steps through (claim-only burst of
-  10,000: about 30% more fires per second; bench/RESULTS.md, round 4). It never waits
+  contention for the GIL around every row SQLite steps through (bench/RESULTS.md has
+  what that is worth). It never waits
   for the write lock: if another connection (another process, a backup, this
   process's own aiosqlite connection) holds it, BEGIN fails at once (`WriterBusy`), and
 - the transaction goes to aiosqlite's thread instead, which waits up to the busy

@@ -137,7 +137,9 @@ async def test_a_run_interrupted_five_times_asks_the_operator_with_buttons(
         updated_at=now,
     )
     assert await bot.services.store.runs.add(run)
-    await bot.services.engine.notifier.run_finished(FinishedAttempt(run, schedule, False))
+    await bot.services.engine.notifier.run_finished(
+        FinishedAttempt(run, schedule, False, interrupted=True)
+    )
 
     asked = await bot.alice.wait_reply(containing="Did it do the work?")
     assert "Slow report" in (asked.text or "")

@@ -24,6 +24,7 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
     Schedule,
+    SkipReason,
 )
 from scheduler.planning import plan_due_fires
 from scheduler.stores import Stores
@@ -147,6 +148,7 @@ async def test_overlap_skip_skips_a_fresh_fire_while_one_runs(store: Stores) -> 
     assert await store.engine.acquire(later, 10, "A") == []
     runs = {r.scheduled_for: r for r in await store.runs.list_for_chat(1)}
     assert runs[later].status is RunStatus.SKIPPED and "overlap" in (runs[later].error or "")
+    assert runs[later].skip_reason is SkipReason.OVERLAP
     assert runs[NOW].id == running.run.id
 
 
@@ -461,3 +463,61 @@ async def test_an_instant_already_in_the_ledger_is_not_started_again(store: Stor
     assert claimed.started == []
     [row] = await store.runs.list_for_chat(1)
     assert (row.id, row.status) == (done.id, RunStatus.SUCCEEDED)
+
+
+async def test_a_pause_skips_what_never_ran_and_cancels_a_planned_retry_saying_why(
+    store: Stores,
+) -> None:
+    tried, fresh = schedule(), schedule()
+    await store.schedules.add(tried)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [one] = await store.engine.acquire(NOW, 10, "A")
+    retry = AttemptOutcome(
+        RunStatus.FAILED,
+        finished_at=NOW + timedelta(seconds=1),
+        error="HTTP 503",
+        next_attempt_at=NOW + timedelta(minutes=1),
+    )
+    await finish_attempt(store, one, "A", retry, trip_after=3)
+    await store.schedules.add(fresh)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    for s in (tried, fresh):
+        await store.schedules.pause(1, s.id, by=None, reason="holiday", now=NOW)
+    closed = {r.schedule_id: r for r in await store.runs.list_for_chat(1)}
+    assert closed[tried.id].status is RunStatus.CANCELLED
+    assert closed[fresh.id].status is RunStatus.SKIPPED
+    for run in closed.values():
+        assert run.skip_reason is SkipReason.PAUSED and run.error == "paused: holiday"
+
+
+async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_text(
+    tmp_path: Path,
+) -> None:
+    """Migration 0013 reads the kind of each skipped or cancelled run from the sentence it
+    was written with, so /backfill still finds the missed ones in an old ledger."""
+    path = tmp_path / "v12.db"
+    async with await SqliteStore.open(path) as store:
+        s = schedule()
+        await store.schedules.add(s)
+    texts = {
+        "missed: skip policy": SkipReason.MISSED,
+        "missed: skipped by the operator": SkipReason.MISSED_BY_OPERATOR,
+        "overlap: the previous run was still running": SkipReason.OVERLAP,
+        "paused: holiday": SkipReason.PAUSED,
+        "circuit breaker tripped": SkipReason.TRIPPED,
+        "approval deadline passed": SkipReason.APPROVAL_DEADLINE,
+        "dropped by operator": SkipReason.OPERATOR,
+    }
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
+        for day, text in enumerate(texts, 1):
+            raw.execute(
+                "INSERT INTO runs (id, schedule_id, chat_id, scheduled_for, trigger, status, "
+                "error, created_at, updated_at) VALUES (?, ?, 1, ?, 'schedule', 'skipped', ?, "
+                "'2026-11-01T07:00:00.000000Z', '2026-11-01T07:00:00.000000Z')",
+                (f"R{day}", s.id, f"2026-11-{day:02d}T07:00:00.000000Z", text),
+            )
+        raw.execute("PRAGMA user_version = 12")
+    async with await SqliteStore.open(path) as store:
+        got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}
+    assert got == texts
