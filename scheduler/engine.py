@@ -882,11 +882,11 @@ def _time_variables(fire: datetime, timezone: str) -> dict[str, str]:
     return prompt_variables(fire=fire, timezone=timezone, schedule_name="", last_output=None)
 
 
-@lru_cache(maxsize=1024)
 def _reached(instant: datetime | None, now: datetime) -> bool:
     return instant is not None and instant <= now
 
 
+@lru_cache(maxsize=1024)
 def _render_at(text: str, fire: datetime, timezone: str) -> str:
     """A prompt that names no schedule and no earlier output, rendered for a fire."""
     return render(text, {**_time_variables(fire, timezone), "schedule_name": ""})
