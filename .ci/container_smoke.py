@@ -44,8 +44,6 @@ sys.path.insert(0, str(ROOT))
 from bot.demo_kit.agent_stub import AgentStub  # noqa: E402
 from bot.demo_kit.telegram_server import TelegramServer  # noqa: E402
 
-#: What the Dockerfile's builder copies (COPY lines), and so what gets installed.
-PROJECT_FILES = ("pyproject.toml", "README.md", "bot", "scheduler", "storage", "prompts")
 #: The unprivileged user when this runs as root: "nobody" on Debian and most distros.
 NOBODY = 65534
 ADMIN = 4242
@@ -65,6 +63,18 @@ class ImageSpec:
     healthcheck: list[str] = field(default_factory=list)
     workdir: str = "/"
     user: str = "root"
+
+
+def project_files(path: Path) -> list[str]:
+    """What the Dockerfile's builder copies from the build context (its COPY lines
+    without --from), and so what gets installed: a package added to the image is
+    installed here too."""
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            names += [w for w in words[1:-1] if not w.startswith("--")]
+    return names
 
 
 def read_dockerfile(path: Path) -> ImageSpec:
@@ -122,7 +132,7 @@ def build_venv(work: Path) -> Path:
     """The image's /opt/venv: the lock (hash-checked), then the project, no deps."""
     src = work / "src"
     src.mkdir()
-    for name in PROJECT_FILES:
+    for name in project_files(ROOT / "Dockerfile"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, src / name, ignore=shutil.ignore_patterns("__pycache__"))

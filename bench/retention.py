@@ -8,7 +8,7 @@ and each fire is written with the engine's own statements (bench/ledger_floor.py
 the due schedules, move them on and write the runs running in one transaction; mark
 them succeeded with an answer of `--output` characters, write the attempt rows and
 reset the failure counters in another), in bulk. At each day's end the real pruning
-pass runs (`SqliteStore.prune_history` with bot/retention.py's constants, as the daily
+pass runs (`OperationsRepository.prune_history` with bot/retention.py's constants, as the daily
 sweep calls it), the WAL is checkpointed into the file, and the file's size is recorded.
 
 `--auto-vacuum` creates the file with `auto_vacuum = INCREMENTAL` and runs

@@ -1,6 +1,5 @@
 """What the process hands the core before anything else runs: the id source and the
-prompt templates (the core reads neither the system nor files itself), and the garbage
-collector's tuning for the engine."""
+prompt templates (the core reads neither the system nor files itself)."""
 
 from __future__ import annotations
 

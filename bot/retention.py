@@ -1,5 +1,5 @@
 """History retention: once a day, finished runs, their attempts and settled chat
-messages older than RETENTION_DAYS are deleted (see `SqliteStore.prune_history` for
+messages older than RETENTION_DAYS are deleted (see `OperationsRepository.prune_history` for
 which rows go), so the database stops growing under a steady load. A loop beside the
 engine (bot/sweeps.py), started in post_init and cancelled in post_stop.
 

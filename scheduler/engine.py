@@ -634,12 +634,14 @@ class Engine:
         if inst.stopped_at is not None:
             return True
         silent = now - inst.heartbeat_at
-        if inst.host == self._host:
+        if inst.id in _LOCAL_INSTANCES:
+            return False  # a live engine of this process
+        if inst.host == self._host and self._is_alive is not None:
             # On this host the process table is the truth; a stale heartbeat alone
             # (a stalled loop) must not get a live engine's runs dispatched twice.
             if inst.pid == self._pid:
-                return inst.id not in _LOCAL_INSTANCES
-            if self._is_alive is None or self._is_alive(inst.pid):
+                return True  # an earlier engine of this very process
+            if self._is_alive(inst.pid):
                 # ...unless silent for so long that the pid was surely reused.
                 return silent > self.config.stale_after * 10
             return True

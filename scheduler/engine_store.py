@@ -120,7 +120,8 @@ class EngineInstance:
 
 
 class EngineStore(Protocol):
-    """Durable state of the scheduling engine. Every method is one transaction."""
+    """Durable state of the scheduling engine. Every write is atomic: one transaction (a
+    claim may first quarantine unreadable rows in one of its own)."""
 
     async def next_due(self) -> DueInstants:
         """When the engine next has work: the earliest fire of an active schedule, the

@@ -11,8 +11,8 @@ the policy (scheduler/risk.py) and acts on the tier:
 
 A proposal beyond the chat's limits is refused, whatever its tier: `propose` records
 the refusal and raises InvalidSchedule with the reason. A proposal is stored with the
-schedule it creates in one transaction (`Store.add_proposal`), and an approval with the
-schedule it creates or resumes (`Store.decide_proposal`): a failure leaves neither.
+schedule it creates in one transaction (`ProposalRepository.add`), and an approval with the
+schedule it creates or resumes (`ProposalRepository.decide`): a failure leaves neither.
 Every decision is a guarded transition of the stored proposal, so a button pressed
 twice, or after expiry, is answered with what the proposal already is and applied
 once. Who may decide is the caller's business (the bot lets only admins).

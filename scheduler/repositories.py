@@ -304,7 +304,7 @@ class OperationsRepository(Protocol):
 
     async def count_due_schedules(self, now: datetime) -> int:
         """Active schedules due at `now` whose fire is not claimed yet (held for a free
-        slot, see `claim_and_start`)."""
+        slot, see `EngineStore.claim`)."""
 
     async def count_tripped_schedules(self) -> int:
         """Active schedules whose circuit breaker has tripped."""

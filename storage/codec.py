@@ -258,10 +258,6 @@ def run_row(r: Run) -> tuple[Any, ...]:
     )
 
 
-#: Positions in RUN_COLUMNS that the engine reads from raw rows.
-RUN_FIELDS = {c.strip(): i for i, c in enumerate(RUN_COLUMNS.split(","))}
-
-
 def run_from_row(row: Any) -> Run:
     """The run of a row holding RUN_COLUMNS in order (by position: faster than by name)."""
     usage = row[13]

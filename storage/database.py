@@ -99,6 +99,12 @@ def _migrations() -> list[tuple[int, str]]:
 SCHEMA_VERSION = max(number for number, _ in _migrations())
 
 
+def migration_statements(number: int) -> list[str]:
+    """The statements of migration `number`: for code that must do again what it did to
+    rows that arrive later (an import of an export made before it)."""
+    return next(_split(sql) for n, sql in _migrations() if n == number)
+
+
 async def open_database(path: str | Path) -> aiosqlite.Connection:
     """Open (creating if needed) and migrate the database at `path`; DatabaseUnavailable
     if it cannot be written (read-only, full, locked past the busy timeout)."""

@@ -1,4 +1,4 @@
-"""The SQLite engine store (`scheduler.store.EngineStore`).
+"""The SQLite engine store (`scheduler.engine_store.EngineStore`).
 
 It reads rows, asks the pure rules in `scheduler.policies` and `scheduler.planning`
 what each becomes, and writes that in one transaction; it decides nothing itself.

@@ -22,10 +22,16 @@ from typing import Any
 
 import aiosqlite
 
-from storage.database import SCHEMA_VERSION, fetch_all, open_database
+from storage.database import SCHEMA_VERSION, fetch_all, migration_statements, open_database
 from storage.export_checks import row_problems
 from storage.export_secrets import Scrubber, secret_problems
 from storage.schedules import KIND_UNKINDED_SQL, NUMBER_UNNUMBERED_SQL
+
+#: The schema version that began storing why a run was skipped (migration 0013).
+_SKIP_REASONS_SINCE = 13
+#: Gives the skipped or cancelled runs of an export made before that the reason their
+#: sentence meant, as migration 0013 did to the runs of an older database.
+_REASON_UNREASONED_SQL = migration_statements(_SKIP_REASONS_SINCE)[-1] + " AND skip_reason IS NULL"
 
 __all__ = [
     "FORMAT",
@@ -549,6 +555,7 @@ async def import_export(
     problems = await asyncio.to_thread(validate_export, root)
     if problems:
         raise ValueError(f"The export in {root} is not valid: {problems[0]}")
+    manifest = json.loads((root / MANIFEST).read_bytes().decode("utf-8"))
     db = await open_database(db_path)
     try:
         await db.execute("BEGIN IMMEDIATE")
@@ -593,6 +600,8 @@ async def import_export(
                 if entity.name == "schedules":
                     await db.execute(NUMBER_UNNUMBERED_SQL)
                     await db.execute(KIND_UNKINDED_SQL)
+                if entity.name == "runs" and manifest["schema_version"] < _SKIP_REASONS_SINCE:
+                    await db.execute(_REASON_UNREASONED_SQL)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

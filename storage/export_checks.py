@@ -26,6 +26,7 @@ from scheduler.models import (
     RiskTier,
     RunStatus,
     RunTrigger,
+    SkipReason,
 )
 from scheduler.proposal_model import ProposalRequest, ProposalStatus
 from scheduler.repositories import NotificationStatus
@@ -46,6 +47,7 @@ _KNOWN: dict[tuple[str, str], type[StrEnum]] = {
     ("schedules", "pause_kind"): PauseKind,
     ("runs", "status"): RunStatus,
     ("runs", "trigger"): RunTrigger,
+    ("runs", "skip_reason"): SkipReason,
     ("run_attempts", "status"): RunStatus,
     ("proposals", "status"): ProposalStatus,
     ("proposals", "tier"): RiskTier,

@@ -88,7 +88,7 @@ async def decide(
 
 
 async def _archive(db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime) -> None:
-    """Archive the schedule as `SqliteStore.archive_schedule` does, unless it is gone or
+    """Archive the schedule as `SqliteSchedules.archive` does, unless it is gone or
     archived already (by hand, before the decision)."""
     current = await schedules.get(db, chat_id, schedule_id)
     if current is None or current.archived_at is not None:

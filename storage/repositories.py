@@ -281,7 +281,7 @@ class SqliteProposals:
 
 
 class SqliteWorkItems:
-    """Work items (`scheduler.work_items.WorkItemRepository`)."""
+    """Work items (`scheduler.work_item_model.WorkItemRepository`)."""
 
     def __init__(self, conn: SqliteConnection) -> None:
         self._conn = conn

@@ -77,11 +77,6 @@ async def get(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Run | None
     return None if row is None else run_from_row(row)
 
 
-async def get_by_id(db: aiosqlite.Connection, run_id: str) -> Run | None:
-    row = await fetch_one(db, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-    return None if row is None else run_from_row(row)
-
-
 async def list_for_chat(
     db: aiosqlite.Connection,
     chat_id: int,

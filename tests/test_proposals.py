@@ -1,7 +1,7 @@
 """The agent's proposals over a real SQLite file (scheduler/proposals.py): each tier does
 what the policy says, every decision applies once, refusals are recorded, one chat
 never reaches another's proposals; and runs that wait for approval are skipped at
-their deadline (the engine's `skip_expired_approvals`)."""
+their deadline (the engine store's `expire_approvals`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store contract (scheduler/store.py), run against every store implementation.
+"""The store contract (scheduler/engine_store.py, scheduler/repositories.py), run against every store implementation.
 
 Today that is SQLite on a real file; a second store (PostgreSQL) joins by adding a
 factory to STORES and must pass the same tests.
@@ -6,6 +6,7 @@ factory to STORES and must pass the same tests.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from scheduler.stores import Stores
 from scheduler.triggers import cron_trigger
 from storage.codec import schedule_params
 from storage.database import SchemaTooNew, _migrations, _split
+from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
 from tests.engine_calls import claim_due_fires, finish_attempt, next_due_at, next_fire_at
 
@@ -91,7 +93,7 @@ async def test_claims_are_bounded_by_the_limit(store: Stores) -> None:
     )  # the runs, ready to start
 
 
-async def test_due_instants_say_what_is_due_in_one_read(store: Stores) -> None:
+async def test_next_due_says_what_is_due_in_one_read(store: Stores) -> None:
     s = schedule()
     await store.schedules.add(s)
     due = await store.engine.next_due()
@@ -331,7 +333,7 @@ async def test_schedules_already_stored_are_numbered_in_creation_order(tmp_path:
         await store.close()
 
 
-# --- claim_and_start: a fire with a free slot is written once, already running -------
+# --- EngineStore.claim: a fire with a free slot is written once, already running -------
 
 
 def _a_minute_before(s: Schedule) -> Schedule:
@@ -521,3 +523,45 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
     async with await SqliteStore.open(path) as store:
         got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}
     assert got == texts
+
+
+async def test_an_export_from_before_skip_reasons_imports_with_the_reason_its_text_meant(
+    tmp_path: Path,
+) -> None:
+    """What migration 0013 does to an old database, an import does to an old export: a
+    skipped run without a stored reason gets the one its sentence meant, so /backfill
+    still finds the missed fires; an unknown reason is refused."""
+    source = tmp_path / "source.db"
+    async with await SqliteStore.open(source) as store:
+        s = schedule()
+        await store.schedules.add(s)
+        await claim_due_fires(store, NOW, 10, plan_due_fires)
+        [paused] = await store.runs.list_for_chat(1)
+        missed = paused.model_copy(
+            update={
+                "id": new_id(),
+                "scheduled_for": NOW - timedelta(days=1),
+                "status": RunStatus.SKIPPED,
+                "error": "missed: skip policy",
+                "skip_reason": SkipReason.MISSED,
+            }
+        )
+        await store.runs.add(missed)
+        await store.schedules.pause(1, s.id, by=None, reason="holiday", now=NOW)
+    await export_database(source, tmp_path / "out")
+    path = tmp_path / "out" / "runs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        del row["skip_reason"]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    manifest = tmp_path / "out" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "schema_version": 12}))
+    await import_export(tmp_path / "out", tmp_path / "copy.db")
+    async with await SqliteStore.open(tmp_path / "copy.db") as copy:
+        got = {r.error: r.skip_reason for r in await copy.runs.list_for_chat(1)}
+    assert got == {"missed: skip policy": SkipReason.MISSED, "paused: holiday": SkipReason.PAUSED}
+
+    rows[0]["skip_reason"] = "bogus"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match="unknown skip_reason 'bogus'"):
+        await import_export(tmp_path / "out", tmp_path / "copy2.db")
