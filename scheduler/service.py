@@ -736,7 +736,7 @@ class ScheduleService:
             )
         now = self.clock.now()
         runs = await self.store.runs.list_for_chat(chat_id, schedule_id=schedule.id, limit=1000)
-        # The schedule's own fires in the window, newest first (`RunRepository.list_for_chat`'s order).
+        # The schedule's own fires in the window, newest first (as `list_for_chat` gives them).
         window = [
             r
             for r in runs

@@ -1,4 +1,5 @@
-"""The store contract (scheduler/engine_store.py, scheduler/repositories.py), run against every store implementation.
+"""The store contract (scheduler/engine_store.py, scheduler/repositories.py), run against
+every store implementation.
 
 Today that is SQLite on a real file; a second store (PostgreSQL) joins by adding a
 factory to STORES and must pass the same tests.
