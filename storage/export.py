@@ -56,7 +56,7 @@ _DB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 class _Field:
     column: str
     key: str
-    kind: str = "plain"  # plain | time | json | bool
+    kind: str = "plain"  # plain | time | json | bool | count (a tally: absent means 0)
 
 
 def _f(column: str, kind: str = "plain", key: str | None = None) -> _Field:
@@ -139,6 +139,7 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("created_at", "time"),
             _f("updated_at", "time"),
             _f("skip_reason"),
+            _f("interruptions", "count"),
         ),
     ),
     _Entity(
@@ -309,7 +310,8 @@ def _decode(entity: _Entity, item: Mapping[str, Any]) -> dict[str, Any]:
     for field in entity.fields:
         value = item.get(field.key)
         if value is None:
-            params[field.column] = None
+            # An export made before a tally existed counts none.
+            params[field.column] = 0 if field.kind == "count" else None
         elif field.kind == "time":
             params[field.column] = _import_time(value)
         elif field.kind == "json":

@@ -99,7 +99,7 @@ def row_problems(
         value = item.get(key)
         declared, required = columns[column]
         if value is None:
-            if required:
+            if required and kind != "count":
                 problems.append(f"{where}: no {key}.")
             continue
         problem = _type_problem(key, kind, declared, value)
@@ -123,6 +123,10 @@ def row_problems(
 def _type_problem(key: str, kind: str, declared: str, value: Any) -> str | None:
     if kind == "bool":
         return None if isinstance(value, bool) else f"{key} must be true or false"
+    if kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT64[1]:
+            return f"{key} must be a whole number, 0 or more"
+        return None
     if kind == "json":
         return None if isinstance(value, dict) else f"{key} must be a JSON object"
     if kind == "time":

@@ -566,3 +566,38 @@ async def test_an_export_from_before_skip_reasons_imports_with_the_reason_its_te
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(ValueError, match="unknown skip_reason 'bogus'"):
         await import_export(tmp_path / "out", tmp_path / "copy2.db")
+
+
+async def test_how_often_a_run_was_interrupted_survives_an_export_and_import(
+    tmp_path: Path,
+) -> None:
+    """After an import a run interrupted before may not be redelivered more often than
+    it would have been; an export made before the tally was exported counts none."""
+    source = tmp_path / "source.db"
+    async with await SqliteStore.open(source) as store:
+        await store.schedules.add(schedule())
+        await claim_due_fires(store, NOW, 10, plan_due_fires)
+        [running] = await store.engine.acquire(NOW, 10, "A")
+
+        def put_back(run: Run, s: Schedule, times: int) -> AttemptOutcome:
+            return AttemptOutcome(RunStatus.PENDING, finished_at=NOW, next_attempt_at=NOW)
+
+        [reaped] = await store.engine.reap(["A"], NOW, put_back)
+        assert reaped.run.id == running.run.id
+    await export_database(source, tmp_path / "out")
+    path = tmp_path / "out" / "runs.jsonl"
+    [row] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert row["interruptions"] == 1
+    await import_export(tmp_path / "out", tmp_path / "copy.db")
+    with sqlite3.connect(tmp_path / "copy.db") as raw:
+        assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(1,)]
+
+    del row["interruptions"]
+    path.write_text(json.dumps(row) + "\n")
+    await import_export(tmp_path / "out", tmp_path / "old.db")
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(0,)]
+
+    path.write_text(json.dumps({**row, "interruptions": -1}) + "\n")
+    with pytest.raises(ValueError, match="interruptions must be a whole number, 0 or more"):
+        await import_export(tmp_path / "out", tmp_path / "bad.db")
