@@ -241,6 +241,8 @@ def _schedule_json(schedule: Schedule) -> dict[str, Any]:
         "kind": schedule.action.kind.value,
         "status": state,
         "pause_reason": schedule.pause_reason,
+        # Why it is paused, as a value the agent can branch on (the reason is free text).
+        "pause_kind": None if schedule.pause_kind is None else schedule.pause_kind.value,
         "next_run_at": format_utc(schedule.next_run_at) if schedule.next_run_at else None,
         "created_by": schedule.created_by.value,
     }

@@ -404,6 +404,8 @@ async def test_the_tools_propose_list_and_pause_for_one_chat(
         "status": "paused",
     }
     assert (await service.get_schedule(CHAT, str(made["schedule_id"]))).pause_reason == "on holiday"
+    listed: list[dict[str, object]] = (await call("list_schedules"))["schedules"]  # type: ignore[assignment]
+    assert [(s["pause_reason"], s["pause_kind"]) for s in listed] == [("on holiday", "operator")]
 
     # Errors come back as results, one sentence each.
     again = await call(
