@@ -86,23 +86,27 @@ def describe_failure(exc: BaseException, path: str | Path) -> str:
     return f"The database {path} cannot be written ({exc}): {fix}."
 
 
-def _migrations() -> list[tuple[int, str]]:
+@functools.cache
+def _migrations() -> tuple[tuple[int, str], ...]:
+    """The numbered migrations shipped with the package, read once per process."""
     folder = resources.files("storage") / "migrations"
     found = []
     for entry in folder.iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 SCHEMA_VERSION = max(number for number, _ in _migrations())
 
 
-def migration_statements(number: int) -> list[str]:
-    """The statements of migration `number`: for code that must do again what it did to
-    rows that arrive later (an import of an export made before it)."""
-    return next(_split(sql) for n, sql in _migrations() if n == number)
+def backfill_statement(number: int, only_where: str) -> str:
+    """The last statement of migration `number` (its backfill UPDATE, which ends in a
+    WHERE), limited to the rows matching `only_where`: for rows that arrive after it ran
+    (an import of an export made before it), so the rule is written once."""
+    last = next(_split(sql) for n, sql in _migrations() if n == number)[-1]
+    return f"{last} AND {only_where}"
 
 
 async def open_database(path: str | Path) -> aiosqlite.Connection:

@@ -22,16 +22,19 @@ from typing import Any
 
 import aiosqlite
 
-from storage.database import SCHEMA_VERSION, fetch_all, migration_statements, open_database
+from storage.database import SCHEMA_VERSION, backfill_statement, fetch_all, open_database
 from storage.export_checks import row_problems
 from storage.export_secrets import Scrubber, secret_problems
-from storage.schedules import KIND_UNKINDED_SQL, NUMBER_UNNUMBERED_SQL
+from storage.schedules import NUMBER_UNNUMBERED_SQL
 
 #: The schema version that began storing why a run was skipped (migration 0013).
 _SKIP_REASONS_SINCE = 13
-#: Gives the skipped or cancelled runs of an export made before that the reason their
-#: sentence meant, as migration 0013 did to the runs of an older database.
-_REASON_UNREASONED_SQL = migration_statements(_SKIP_REASONS_SINCE)[-1] + " AND skip_reason IS NULL"
+#: What migrations 0012 and 0013 did to a database's older rows, done to an older
+#: export's rows on import: a paused schedule without a kind takes the one its reason
+#: meant; a skipped or cancelled run (of an export made before 0013) the reason its
+#: sentence meant.
+_KIND_UNKINDED_SQL = backfill_statement(12, "pause_kind IS NULL")
+_REASON_UNREASONED_SQL = backfill_statement(_SKIP_REASONS_SINCE, "skip_reason IS NULL")
 
 __all__ = [
     "FORMAT",
@@ -601,7 +604,7 @@ async def import_export(
                 inserted[entity.name] = count
                 if entity.name == "schedules":
                     await db.execute(NUMBER_UNNUMBERED_SQL)
-                    await db.execute(KIND_UNKINDED_SQL)
+                    await db.execute(_KIND_UNKINDED_SQL)
                 if entity.name == "runs" and manifest["schema_version"] < _SKIP_REASONS_SINCE:
                     await db.execute(_REASON_UNREASONED_SQL)
             await db.execute("COMMIT")

@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from scheduler.errors import ScheduleNotFound
-from scheduler.models import Schedule, SkipReason
+from scheduler.models import Schedule
 from scheduler.proposal_model import Proposal, ProposalStatus
 from scheduler.repositories import ScheduleChange
 from storage import runs, schedules
@@ -83,19 +83,8 @@ async def decide(
         await schedules.replace(db, result.schedule)
         await runs.insert_many(db, result.new_runs)
     if archive_at is not None and decided.schedule_id is not None:
-        await _archive(db, chat_id, decided.schedule_id, archive_at)
+        await schedules.archive(db, chat_id, decided.schedule_id, archive_at)
     return decided
-
-
-async def _archive(db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime) -> None:
-    """Archive the schedule as `SqliteSchedules.archive` does, unless it is gone or
-    archived already (by hand, before the decision)."""
-    current = await schedules.get(db, chat_id, schedule_id)
-    if current is None or current.archived_at is not None:
-        return
-    archived = current.model_copy(update={"enabled": False, "archived_at": now, "updated_at": now})
-    await schedules.replace(db, archived)
-    await runs.settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now)
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, proposal_id: str) -> Proposal | None:

@@ -123,15 +123,7 @@ class SqliteSchedules:
 
     async def archive(self, chat_id: int, schedule_id: str, *, now: datetime) -> Schedule | None:
         async with self._conn.write() as db:
-            current = await schedules.get(db, chat_id, schedule_id)
-            if current is None:
-                return None
-            archived = current.model_copy(
-                update={"enabled": False, "archived_at": now, "updated_at": now}
-            )
-            await schedules.replace(db, archived)
-            await runs.settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now)
-            return archived
+            return await schedules.archive(db, chat_id, schedule_id, now)
 
 
 class SqliteChats:

@@ -50,18 +50,6 @@ NUMBER_UNNUMBERED_SQL = (
 )
 
 
-#: Gives the paused schedules that have no pause kind (imported from an export made
-#: before kinds existed) the kind their reason text meant then, as migration 0012 did.
-KIND_UNKINDED_SQL = (
-    "UPDATE schedules SET pause_kind = CASE "
-    "WHEN pause_reason = 'awaiting approval' THEN 'awaiting_approval' "
-    "WHEN pause_reason = 'removed from schedules.yaml' THEN 'removed_from_file' "
-    "WHEN pause_reason LIKE 'cannot be read: %' THEN 'unreadable' "
-    "ELSE 'operator' END "
-    "WHERE enabled = 0 AND archived_at IS NULL AND pause_kind IS NULL"
-)
-
-
 async def insert(db: aiosqlite.Connection, schedule: Schedule) -> int:
     """Insert the schedule; returns its number within the chat."""
     row = await fetch_one(
@@ -83,6 +71,20 @@ async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
         f"UPDATE schedules SET {_ASSIGNMENTS} WHERE id = :id AND chat_id = :chat_id",
         schedule_params(schedule),
     )
+
+
+async def archive(
+    db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime
+) -> Schedule | None:
+    """Archive the schedule (disabled, hidden, history kept) and close its runs not yet
+    started; None if there is no such schedule. One archived already is left as it is."""
+    current = await get(db, chat_id, schedule_id)
+    if current is None or current.archived_at is not None:
+        return current
+    archived = current.model_copy(update={"enabled": False, "archived_at": now, "updated_at": now})
+    await replace(db, archived)
+    await settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now)
+    return archived
 
 
 async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Schedule | None:

@@ -709,13 +709,13 @@ async def test_a_rejection_whose_archiving_fails_leaves_the_proposal_pending(
         raise sqlite3.OperationalError("database is locked")
 
     # Archiving the paused schedule fails after the decision was written, in its transaction.
-    monkeypatch.setattr(storage.runs, "settle_open", locked)
+    monkeypatch.setattr(storage.schedules, "settle_open", locked)
     with pytest.raises(sqlite3.OperationalError):
         await proposals.reject(CHAT, proposal.id, by=ADMIN)
     assert (await proposals.get(CHAT, proposal.id)).status is ProposalStatus.PENDING
     waiting = await service.get_schedule(CHAT, proposal.schedule_id)
     assert not waiting.enabled and waiting.archived_at is None
-    monkeypatch.setattr(storage.runs, "settle_open", real_settle)
+    monkeypatch.setattr(storage.schedules, "settle_open", real_settle)
     rejected = await proposals.reject(CHAT, proposal.id, by=ADMIN)
     assert rejected.status is ProposalStatus.REJECTED
     assert await store.schedules.list_for_chat(CHAT) == []
