@@ -240,11 +240,14 @@ def write_export(folder: Path, files: dict[str, list[dict[str, object]]]) -> Non
     (folder / "manifest.json").write_text(json.dumps({**manifest, "counts": counts}))
 
 
-def rewrite(folder: Path, name: str, line: int, change: Callable[[dict[str, Any]], None]) -> None:
-    """Change one row of a sound export in place (line counts from 1)."""
+def rewrite(
+    folder: Path, name: str, line: int | None, change: Callable[[dict[str, Any]], object]
+) -> None:
+    """Change one row of a sound export in place (line counts from 1), or every row."""
     path = folder / name
     rows = [json.loads(text) for text in path.read_text().splitlines()]
-    change(rows[line - 1])
+    for row in rows if line is None else [rows[line - 1]]:
+        change(row)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 

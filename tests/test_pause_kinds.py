@@ -15,6 +15,7 @@ from scheduler.schedules_file import REMOVED_REASON
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
+from tests.test_export import rewrite
 
 CHAT = 7
 DAILY = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="UTC")
@@ -97,11 +98,7 @@ async def test_an_export_from_before_kinds_imports_with_the_kind_its_reason_mean
 ) -> None:
     ids = await _paused_before_kinds(service)
     await export_database(db_path, tmp_path / "out")
-    path = tmp_path / "out" / "schedules.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for row in rows:
-        del row["pause_kind"]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rewrite(tmp_path / "out", "schedules.jsonl", None, lambda row: row.pop("pause_kind"))
     await import_export(tmp_path / "out", tmp_path / "copy.db")
     assert await _kinds(tmp_path / "copy.db", ids) == EXPECTED
 
@@ -111,9 +108,6 @@ async def test_an_unknown_kind_in_an_export_is_refused(
 ) -> None:
     await _paused_before_kinds(service)
     await export_database(db_path, tmp_path / "out")
-    path = tmp_path / "out" / "schedules.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows[0]["pause_kind"] = "holiday"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rewrite(tmp_path / "out", "schedules.jsonl", 1, lambda row: row.update(pause_kind="holiday"))
     with pytest.raises(ValueError, match="unknown pause_kind 'holiday'"):
         await import_export(tmp_path / "out", tmp_path / "copy.db")

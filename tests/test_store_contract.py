@@ -36,6 +36,7 @@ from storage.database import SchemaTooNew, _migrations, _split
 from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
 from tests.engine_calls import claim_due_fires, finish_attempt, next_due_at, next_fire_at
+from tests.test_export import rewrite
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 STORES: dict[str, Callable[[Path], Awaitable[SqliteStore]]] = {
@@ -550,11 +551,7 @@ async def test_an_export_from_before_skip_reasons_imports_with_the_reason_its_te
         await store.runs.add(missed)
         await store.schedules.pause(1, s.id, by=None, reason="holiday", now=NOW)
     await export_database(source, tmp_path / "out")
-    path = tmp_path / "out" / "runs.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for row in rows:
-        del row["skip_reason"]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rewrite(tmp_path / "out", "runs.jsonl", None, lambda row: row.pop("skip_reason"))
     manifest = tmp_path / "out" / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "schema_version": 12}))
     await import_export(tmp_path / "out", tmp_path / "copy.db")
@@ -562,8 +559,7 @@ async def test_an_export_from_before_skip_reasons_imports_with_the_reason_its_te
         got = {r.error: r.skip_reason for r in await copy.runs.list_for_chat(1)}
     assert got == {"missed: skip policy": SkipReason.MISSED, "paused: holiday": SkipReason.PAUSED}
 
-    rows[0]["skip_reason"] = "bogus"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.update(skip_reason="bogus"))
     with pytest.raises(ValueError, match="unknown skip_reason 'bogus'"):
         await import_export(tmp_path / "out", tmp_path / "copy2.db")
 
@@ -585,19 +581,17 @@ async def test_how_often_a_run_was_interrupted_survives_an_export_and_import(
         [reaped] = await store.engine.reap(["A"], NOW, put_back)
         assert reaped.run.id == running.run.id
     await export_database(source, tmp_path / "out")
-    path = tmp_path / "out" / "runs.jsonl"
-    [row] = [json.loads(line) for line in path.read_text().splitlines()]
-    assert row["interruptions"] == 1
+    exported = (tmp_path / "out" / "runs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["interruptions"] for line in exported] == [1]
     await import_export(tmp_path / "out", tmp_path / "copy.db")
     with sqlite3.connect(tmp_path / "copy.db") as raw:
         assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(1,)]
 
-    del row["interruptions"]
-    path.write_text(json.dumps(row) + "\n")
+    rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.pop("interruptions"))
     await import_export(tmp_path / "out", tmp_path / "old.db")
     with sqlite3.connect(tmp_path / "old.db") as raw:
         assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(0,)]
 
-    path.write_text(json.dumps({**row, "interruptions": -1}) + "\n")
+    rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.update(interruptions=-1))
     with pytest.raises(ValueError, match="interruptions must be a whole number, 0 or more"):
         await import_export(tmp_path / "out", tmp_path / "bad.db")
