@@ -213,23 +213,24 @@ class SqliteEngineStore:
                     break
                 values = tuple(row)
                 run_id, trigger = values[0], RunTrigger(values[4])
-                status, attempt, interruptions = RunStatus(values[5]), values[6], values[-2]
-                closing = closing_status(status, attempt, interruptions)
+                attempt, interruptions = values[6], values[-2]
+                why: tuple[SkipReason, str] | None
                 try:
                     schedule = started_schedule(values[runs.RUN_WIDTH : -2])
                 except UnreadableSchedule as exc:
                     # Never started from a definition that cannot be read.
-                    reason = (SkipReason.UNREADABLE, f"schedule cannot be read: {exc.reason}")
-                    skipped.setdefault(reason, []).append((run_id, closing))
-                    continue
-                decision, why = acquisition(
-                    ReadyRun(trigger, attempt, interruptions, idle=bool(values[-1])),
-                    schedule,
-                    settling=schedule.id in settling,
-                )
-                if decision is Acquisition.START:
-                    take.append(AcquiredRun(started_run_from_row(values, owner, now), schedule))
-                elif why is not None:
+                    why = (SkipReason.UNREADABLE, f"schedule cannot be read: {exc.reason}")
+                else:
+                    decision, why = acquisition(
+                        ReadyRun(trigger, attempt, interruptions, idle=bool(values[-1])),
+                        schedule,
+                        settling=schedule.id in settling,
+                    )
+                    if decision is Acquisition.START:
+                        take.append(AcquiredRun(started_run_from_row(values, owner, now), schedule))
+                        continue
+                if why is not None:
+                    closing = closing_status(RunStatus(values[5]), attempt, interruptions)
                     skipped.setdefault(why, []).append((run_id, closing))
             await runs.mark_running(db, [a.run.id for a in take], owner, now)
             for (kind, text), closed in skipped.items():
