@@ -6,7 +6,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.database import BUSY_TIMEOUT_MS, fetch_one
+from storage.database import BUSY_TIMEOUT_MS
+from storage.sql import fetch_one
 
 
 async def backup_database(source: Path, target: Path) -> int:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import aiosqlite
-
 from scheduler.repositories import ChatPrefs
 from storage.codec import from_db_time, to_db_time
-from storage.database import fetch_one
+from storage.sql import Db, fetch_one
 
 
-async def get(db: aiosqlite.Connection, chat_id: int) -> ChatPrefs:
+async def get(db: Db, chat_id: int) -> ChatPrefs:
     row = await fetch_one(
         db, "SELECT timezone, blocked_at, block_reason FROM chats WHERE chat_id = ?", (chat_id,)
     )
@@ -20,7 +18,7 @@ async def get(db: aiosqlite.Connection, chat_id: int) -> ChatPrefs:
     return ChatPrefs(chat_id, row[0], from_db_time(row[1]), row[2])
 
 
-async def set_timezone(db: aiosqlite.Connection, chat_id: int, zone: str, now: datetime) -> None:
+async def set_timezone(db: Db, chat_id: int, zone: str, now: datetime) -> None:
     when = to_db_time(now)
     await db.execute(
         "INSERT INTO chats (chat_id, timezone, created_at, updated_at) VALUES (?, ?, ?, ?) "
@@ -30,9 +28,7 @@ async def set_timezone(db: aiosqlite.Connection, chat_id: int, zone: str, now: d
     )
 
 
-async def set_blocked(
-    db: aiosqlite.Connection, chat_id: int, reason: str | None, now: datetime
-) -> None:
+async def set_blocked(db: Db, chat_id: int, reason: str | None, now: datetime) -> None:
     when = to_db_time(now)
     blocked_at = when if reason is not None else None
     await db.execute(

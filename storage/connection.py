@@ -22,6 +22,7 @@ import aiosqlite
 
 from storage.database import describe_failure, is_unavailable, open_database
 from storage.one_trip import LoopWriter, WriterBusy, transact
+from storage.write_health import WriteHealth
 
 __all__ = ["SqliteConnection"]
 
@@ -45,13 +46,19 @@ class SqliteConnection:
         self._checkpointing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._cleanup: asyncio.Future[None] | None = None
-        #: Why the last write failed (one sentence for the operator: a lock held past
-        #: the busy timeout, a full disk, a read-only file), until a write succeeds.
-        self.write_failure: str | None = None
-        self._failed_writes = 0
-        #: Told the failure when writes start failing, and None when they work again
-        #: (the bot alerts the admins); called inside the lock, so it must not wait.
-        self.on_write_health: Callable[[str | None], None] | None = None
+        self.health = WriteHealth(str(path))
+
+    @property
+    def write_failure(self) -> str | None:
+        return self.health.write_failure
+
+    @property
+    def on_write_health(self) -> Callable[[str | None], None] | None:
+        return self.health.on_write_health
+
+    @on_write_health.setter
+    def on_write_health(self, tell: Callable[[str | None], None] | None) -> None:
+        self.health.on_write_health = tell
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteConnection:
@@ -151,33 +158,10 @@ class SqliteConnection:
             log.debug("WAL checkpoint skipped: %s", exc)
 
     def _wrote(self, changes_before: int) -> None:
-        # A transaction that changed nothing wrote nothing, so it proves nothing.
-        if self._failed_writes and self.changes() != changes_before:
-            log.warning(
-                "The database %s is writable again after %d failed writes.",
-                self.path,
-                self._failed_writes,
-            )
-            self.write_failure, self._failed_writes = None, 0
-            self._tell_write_health(None)
+        self.health.wrote(self.changes() != changes_before)
 
     def _write_failed(self, exc: BaseException) -> None:
-        failure = describe_failure(exc, self.path)
-        previous, self.write_failure = self.write_failure, failure
-        self._failed_writes += 1
-        if failure != previous:
-            # Once per kind of failure, not once per retry: the engine retries often.
-            log.error("%s Nothing is lost: due runs wait until it can be written.", failure)
-        if previous is None:
-            self._tell_write_health(failure)
-
-    def _tell_write_health(self, failure: str | None) -> None:
-        if self.on_write_health is None:
-            return
-        try:
-            self.on_write_health(failure)
-        except Exception:
-            log.exception("reporting the database's health failed")
+        self.health.failed(describe_failure(exc, self.path))
 
     async def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"

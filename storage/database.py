@@ -7,7 +7,6 @@ import os
 import sqlite3
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
@@ -17,8 +16,6 @@ __all__ = [
     "DatabaseUnavailable",
     "SchemaTooNew",
     "describe_failure",
-    "fetch_all",
-    "fetch_one",
     "is_unavailable",
     "migrate",
     "open_database",
@@ -172,17 +169,6 @@ def _split(script: str) -> list[str]:
     # executescript() would COMMIT our transaction; split on statement ends instead.
     lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-async def fetch_all(db: aiosqlite.Connection, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-    """Run a query and read every row in one trip to the database thread (execute +
-    fetch + close would be three)."""
-    return list(await db.execute_fetchall(sql, params))
-
-
-async def fetch_one(db: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
-    rows = await fetch_all(db, sql, params)
-    return rows[0] if rows else None
 
 
 @functools.cache

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import aiosqlite
-
 from scheduler.engine_store import DueInstants
 from storage.codec import from_db_time
-from storage.database import fetch_one
+from storage.sql import Db, fetch_one
 
 __all__ = ["ACTIVE_WITH_NEXT_FIRE", "earliest_ready", "read"]
 
@@ -25,14 +23,14 @@ _DEADLINE = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_appr
 _SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE})"
 
 
-async def read(db: aiosqlite.Connection) -> DueInstants:
+async def read(db: Db) -> DueInstants:
     row = await fetch_one(db, _SQL)
     if row is None:
         return DueInstants(None, None, None)
     return DueInstants(from_db_time(row[0]), from_db_time(row[1]), from_db_time(row[2]))
 
 
-async def earliest_ready(db: aiosqlite.Connection) -> datetime | None:
+async def earliest_ready(db: Db) -> datetime | None:
     """The earliest instant a pending run or a planned retry becomes ready (inside the
     caller's transaction, unlike the snapshot `read` feeds the engine)."""
     row = await fetch_one(db, _READY)

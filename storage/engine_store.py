@@ -1,4 +1,4 @@
-"""The SQLite engine store (`scheduler.engine_store.EngineStore`).
+"""The engine store (`scheduler.engine_store.EngineStore`).
 
 It reads rows, asks the pure rules in `scheduler.policies` and `scheduler.planning`
 what each becomes, and writes that in one transaction; it decides nothing itself.
@@ -11,8 +11,6 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from scheduler.engine_store import (
     OUTPUT_LIMIT,
@@ -45,16 +43,16 @@ from storage.codec import (
     started_run_from_row,
     started_schedule,
 )
-from storage.connection import SqliteConnection
+from storage.sql import Connection, Db
 
-__all__ = ["SqliteEngineStore"]
+__all__ = ["SqlEngineStore"]
 
 #: A due schedule as `schedules.due` reads it: its row's values, and the schedule.
 _Due = tuple[tuple[Any, ...], Schedule]
 
 
-class SqliteEngineStore:
-    def __init__(self, conn: SqliteConnection) -> None:
+class SqlEngineStore:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def next_due(self) -> DueInstants:
@@ -73,7 +71,7 @@ class SqliteEngineStore:
     ) -> ClaimedFires:
         unreadable: list[UnreadableSchedule] = []
 
-        async def read(db: aiosqlite.Connection) -> tuple[list[_Due], bool]:
+        async def read(db: Db) -> tuple[list[_Due], bool]:
             unreadable.clear()
             if hold_until is None:
                 found = await schedules.due(db, now, limit, unreadable=unreadable)
@@ -120,7 +118,7 @@ class SqliteEngineStore:
         #: Whether this claim left a fire due, held for a slot.
         held = False
 
-        async def claim(db: aiosqlite.Connection) -> set[str]:
+        async def claim(db: Db) -> set[str]:
             nonlocal held
             applied.clear()
             started.clear()
@@ -201,7 +199,7 @@ class SqliteEngineStore:
         if limit <= 0:
             return []
 
-        async def acquire(db: aiosqlite.Connection) -> list[AcquiredRun]:
+        async def acquire(db: Db) -> list[AcquiredRun]:
             # One read for two kinds of run, so one schedule's backlog cannot starve the
             # others: each idle schedule's earliest ready run, and the ready runs of busy
             # schedules; each with its schedule.
@@ -249,7 +247,7 @@ class SqliteEngineStore:
         if not items:
             return []
 
-        async def finish(db: aiosqlite.Connection) -> list[FinishedAttempt | None]:
+        async def finish(db: Db) -> list[FinishedAttempt | None]:
             results: list[FinishedAttempt | None] = []
             # Successes (the bulk at high volume) are written a few statements per batch;
             # any other outcome, which may trip a breaker, one at a time. Order is kept,
@@ -341,7 +339,7 @@ class SqliteEngineStore:
 
 
 async def _apply_successes(
-    db: aiosqlite.Connection,
+    db: Db,
     items: Sequence[tuple[AcquiredRun, AttemptOutcome]],
     owner: str,
 ) -> list[FinishedAttempt | None]:
@@ -392,7 +390,7 @@ def _finished_run(run: Run, outcome: AttemptOutcome) -> Run:
 
 
 async def _apply_outcome(
-    db: aiosqlite.Connection,
+    db: Db,
     acquired: AcquiredRun,
     owner: str,
     outcome: AttemptOutcome,

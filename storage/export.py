@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from storage.database import SCHEMA_VERSION, backfill_statement, fetch_all, open_database
+from storage.database import SCHEMA_VERSION, backfill_statement, open_database
 from storage.export_checks import row_problems
 from storage.export_secrets import Scrubber, secret_problems
 from storage.schedules import NUMBER_UNNUMBERED_SQL
+from storage.sql import Db, Row, fetch_all
 
 #: The schema version that began storing why a run was skipped (migration 0013).
 _SKIP_REASONS_SINCE = 13
@@ -289,7 +288,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _encode(entity: _Entity, row: aiosqlite.Row, scrub: Scrubber) -> dict[str, Any]:
+def _encode(entity: _Entity, row: Row, scrub: Scrubber) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in entity.fields:
         value = row[field.column]
@@ -328,7 +327,7 @@ def _decode(entity: _Entity, item: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- export --------------------------------------------------------------------------------
 async def export_files(
-    db: aiosqlite.Connection, *, chat_id: int | None = None, secrets: Iterable[str | None] = ()
+    db: Db, *, chat_id: int | None = None, secrets: Iterable[str | None] = ()
 ) -> dict[str, bytes]:
     """Every export file's bytes, by file name (manifest included); only `chat_id`'s
     rows when given. Credentials (`secrets`, the configured ones, and any value or key
@@ -395,9 +394,7 @@ async def export_chat(
         await db.close()
 
 
-async def export_chat_zip(
-    db: aiosqlite.Connection, chat_id: int, *, secrets: Iterable[str | None] = ()
-) -> bytes:
+async def export_chat_zip(db: Db, chat_id: int, *, secrets: Iterable[str | None] = ()) -> bytes:
     """One chat's export as a zip archive (fixed timestamps: same data, same bytes)."""
     files = await export_files(db, chat_id=chat_id, secrets=secrets)
     buffer = io.BytesIO()
@@ -539,7 +536,7 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[str]:
 
 
 # --- import --------------------------------------------------------------------------------
-async def _row_count(db: aiosqlite.Connection) -> int:
+async def _row_count(db: Db) -> int:
     total = 0
     for entity in ENTITIES:
         rows = await fetch_all(db, f"SELECT COUNT(*) FROM {entity.name}")

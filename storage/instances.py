@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import aiosqlite
-
 from scheduler.engine_store import EngineInstance
 from storage.codec import instance_from_row, opt_time, to_db_time
-from storage.database import fetch_all
+from storage.sql import Db, fetch_all
 
 
-async def upsert(db: aiosqlite.Connection, inst: EngineInstance) -> None:
+async def upsert(db: Db, inst: EngineInstance) -> None:
     await db.execute(
         "INSERT INTO engine_instances (id, host, pid, started_at, heartbeat_at, stopped_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -27,21 +25,21 @@ async def upsert(db: aiosqlite.Connection, inst: EngineInstance) -> None:
     )
 
 
-async def heartbeat(db: aiosqlite.Connection, instance_id: str, now: datetime) -> None:
+async def heartbeat(db: Db, instance_id: str, now: datetime) -> None:
     await db.execute(
         "UPDATE engine_instances SET heartbeat_at = ? WHERE id = ?",
         (to_db_time(now), instance_id),
     )
 
 
-async def stop(db: aiosqlite.Connection, instance_id: str, now: datetime) -> None:
+async def stop(db: Db, instance_id: str, now: datetime) -> None:
     await db.execute(
         "UPDATE engine_instances SET stopped_at = ?, heartbeat_at = ? WHERE id = ?",
         (to_db_time(now), to_db_time(now), instance_id),
     )
 
 
-async def list_all(db: aiosqlite.Connection) -> list[EngineInstance]:
+async def list_all(db: Db) -> list[EngineInstance]:
     rows = await fetch_all(
         db, "SELECT id, host, pid, started_at, heartbeat_at, stopped_at FROM engine_instances"
     )

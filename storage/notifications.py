@@ -7,11 +7,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from scheduler.repositories import Notification, NotificationStatus
 from storage.codec import from_db_time, opt_time, to_db_time
-from storage.database import fetch_all, fetch_one
+from storage.sql import Db, Row, fetch_all, fetch_one
 
 _COLUMNS = (
     "id, chat_id, kind, text, parse_mode, reply_markup_json, run_id, schedule_id, "
@@ -48,7 +46,7 @@ def _params(n: Notification) -> tuple[Any, ...]:
     )
 
 
-def _from_row(row: aiosqlite.Row) -> Notification:
+def _from_row(row: Row) -> Notification:
     created_at = from_db_time(row[13])
     assert created_at is not None
     return Notification(
@@ -72,14 +70,14 @@ def _from_row(row: aiosqlite.Row) -> Notification:
     )
 
 
-async def insert_many(db: aiosqlite.Connection, notifications: Sequence[Notification]) -> None:
+async def insert_many(db: Db, notifications: Sequence[Notification]) -> None:
     await db.executemany(
         f"INSERT INTO notifications ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
         [_params(n) for n in notifications],
     )
 
 
-async def queue_of(db: aiosqlite.Connection, chat_id: int, limit: int) -> list[Notification]:
+async def queue_of(db: Db, chat_id: int, limit: int) -> list[Notification]:
     rows = await fetch_all(
         db,
         f"SELECT {_COLUMNS} FROM notifications WHERE chat_id = ? AND status = 'pending' "
@@ -89,7 +87,7 @@ async def queue_of(db: aiosqlite.Connection, chat_id: int, limit: int) -> list[N
     return [_from_row(r) for r in rows]
 
 
-async def chats_waiting(db: aiosqlite.Connection, due_by: datetime | None) -> list[int]:
+async def chats_waiting(db: Db, due_by: datetime | None) -> list[int]:
     where = "status = 'pending'"
     params: tuple[Any, ...] = ()
     if due_by is not None:
@@ -104,16 +102,14 @@ async def chats_waiting(db: aiosqlite.Connection, due_by: datetime | None) -> li
     return [int(r[0]) for r in rows]
 
 
-async def earliest_due(db: aiosqlite.Connection) -> datetime | None:
+async def earliest_due(db: Db) -> datetime | None:
     row = await fetch_one(
         db, "SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending'"
     )
     return from_db_time(row[0]) if row else None
 
 
-async def mark_sent(
-    db: aiosqlite.Connection, notification_id: str, message_id: int, now: datetime
-) -> None:
+async def mark_sent(db: Db, notification_id: str, message_id: int, now: datetime) -> None:
     await db.execute(
         "UPDATE notifications SET status = 'sent', message_id = ?, sent_at = ?, "
         "attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?",
@@ -121,9 +117,7 @@ async def mark_sent(
     )
 
 
-async def postpone(
-    db: aiosqlite.Connection, notification_id: str, error: str, next_attempt_at: datetime
-) -> None:
+async def postpone(db: Db, notification_id: str, error: str, next_attempt_at: datetime) -> None:
     await db.execute(
         "UPDATE notifications SET attempts = attempts + 1, last_error = ?, "
         "next_attempt_at = ? WHERE id = ? AND status = 'pending'",
@@ -132,7 +126,7 @@ async def postpone(
 
 
 async def settle(
-    db: aiosqlite.Connection,
+    db: Db,
     notification_id: str,
     status: NotificationStatus,
     error: str,
@@ -146,7 +140,7 @@ async def settle(
     )
 
 
-async def block_pending(db: aiosqlite.Connection, chat_id: int, reason: str) -> int:
+async def block_pending(db: Db, chat_id: int, reason: str) -> int:
     cur = await db.execute(
         "UPDATE notifications SET status = 'blocked', last_error = ?, next_attempt_at = NULL "
         "WHERE chat_id = ? AND status = 'pending'",
@@ -155,9 +149,7 @@ async def block_pending(db: aiosqlite.Connection, chat_id: int, reason: str) -> 
     return cur.rowcount
 
 
-async def sent_for_proposal(
-    db: aiosqlite.Connection, chat_id: int, proposal_id: str
-) -> Notification | None:
+async def sent_for_proposal(db: Db, chat_id: int, proposal_id: str) -> Notification | None:
     row = await fetch_one(
         db,
         f"SELECT {_COLUMNS} FROM notifications WHERE proposal_id = ? AND chat_id = ? "
@@ -167,7 +159,7 @@ async def sent_for_proposal(
     return None if row is None else _from_row(row)
 
 
-async def sent_for_run(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Notification | None:
+async def sent_for_run(db: Db, chat_id: int, run_id: str) -> Notification | None:
     row = await fetch_one(
         db,
         f"SELECT {_COLUMNS} FROM notifications WHERE run_id = ? AND chat_id = ? "
@@ -178,7 +170,7 @@ async def sent_for_run(db: aiosqlite.Connection, chat_id: int, run_id: str) -> N
 
 
 async def list_for_chat(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     *,
     statuses: Collection[NotificationStatus] | None,

@@ -12,8 +12,6 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-import aiosqlite
-
 from scheduler.errors import ScheduleNotFound
 from scheduler.models import Schedule
 from scheduler.proposal_model import Proposal, ProposalStatus
@@ -26,14 +24,14 @@ from storage.codec import (
     proposal_params,
     to_db_time,
 )
-from storage.database import fetch_all, fetch_one
+from storage.sql import Db, fetch_all, fetch_one
 
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in PROPOSAL_COLUMNS.split(","))
 #: Columns a decision may change through `transition`.
 _MUTABLE = {"status", "schedule_id", "decided_by", "decided_at", "refusal"}
 
 
-async def insert(db: aiosqlite.Connection, proposal: Proposal) -> None:
+async def insert(db: Db, proposal: Proposal) -> None:
     await db.execute(
         f"INSERT INTO proposals ({PROPOSAL_COLUMNS}) VALUES ({_PLACEHOLDERS})",
         proposal_params(proposal),
@@ -41,7 +39,7 @@ async def insert(db: aiosqlite.Connection, proposal: Proposal) -> None:
 
 
 async def insert_with_schedule(
-    db: aiosqlite.Connection, proposal: Proposal, schedule: Schedule | None
+    db: Db, proposal: Proposal, schedule: Schedule | None
 ) -> Schedule | None:
     """Insert the proposal and the schedule it made (if any): the schedule first, as the
     proposal points at it. The schedule as stored (with its number)."""
@@ -54,7 +52,7 @@ async def insert_with_schedule(
 
 
 async def decide(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     proposal_id: str,
     *,
@@ -87,7 +85,7 @@ async def decide(
     return decided
 
 
-async def get(db: aiosqlite.Connection, chat_id: int, proposal_id: str) -> Proposal | None:
+async def get(db: Db, chat_id: int, proposal_id: str) -> Proposal | None:
     row = await fetch_one(
         db,
         f"SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE id = ? AND chat_id = ?",
@@ -97,7 +95,7 @@ async def get(db: aiosqlite.Connection, chat_id: int, proposal_id: str) -> Propo
 
 
 async def list_for_chat(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     *,
     statuses: Collection[ProposalStatus] | None,
@@ -120,7 +118,7 @@ async def list_for_chat(
 
 
 async def transition(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     proposal_id: str,
     *,
@@ -151,7 +149,7 @@ async def transition(
     return cur.rowcount == 1
 
 
-async def pending_expired(db: aiosqlite.Connection, now: datetime) -> list[Proposal]:
+async def pending_expired(db: Db, now: datetime) -> list[Proposal]:
     rows = await fetch_all(
         db,
         f"SELECT {PROPOSAL_COLUMNS} FROM proposals "
@@ -162,7 +160,7 @@ async def pending_expired(db: aiosqlite.Connection, now: datetime) -> list[Propo
     return [proposal_from_row(r) for r in rows]
 
 
-async def earliest_expiry(db: aiosqlite.Connection) -> datetime | None:
+async def earliest_expiry(db: Db) -> datetime | None:
     row = await fetch_one(
         db,
         "SELECT MIN(expires_at) FROM proposals WHERE status = 'pending' AND expires_at IS NOT NULL",

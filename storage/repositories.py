@@ -1,4 +1,4 @@
-"""The SQLite repositories (`scheduler.repositories`): one class per aggregate over
+"""The repositories (`scheduler.repositories`): one class per aggregate over
 one shared connection, each method one read or one transaction of the SQL in the
 aggregate's module."""
 
@@ -30,24 +30,23 @@ from storage import (
     work_items,
 )
 from storage.codec import to_db_time
-from storage.connection import SqliteConnection
-from storage.database import fetch_one
+from storage.sql import Connection, fetch_one
 
 __all__ = [
-    "SqliteChats",
-    "SqliteOperations",
-    "SqliteOutbox",
-    "SqliteProposals",
-    "SqliteRuns",
-    "SqliteSchedules",
-    "SqliteWorkItems",
+    "SqlChats",
+    "SqlOperations",
+    "SqlOutbox",
+    "SqlProposals",
+    "SqlRuns",
+    "SqlSchedules",
+    "SqlWorkItems",
 ]
 
 
-class SqliteSchedules:
+class SqlSchedules:
     """Schedules (`scheduler.repositories.ScheduleRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def add(self, schedule: Schedule) -> Schedule:
@@ -126,10 +125,10 @@ class SqliteSchedules:
             return await schedules.archive(db, chat_id, schedule_id, now)
 
 
-class SqliteChats:
+class SqlChats:
     """Chat preferences (`scheduler.repositories.ChatRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def get(self, chat_id: int) -> ChatPrefs:
@@ -145,10 +144,10 @@ class SqliteChats:
             await chats.set_blocked(db, chat_id, reason, now)
 
 
-class SqliteRuns:
+class SqlRuns:
     """The run ledger as operators see it (`scheduler.repositories.RunRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def add(self, run: Run) -> bool:
@@ -198,10 +197,10 @@ class SqliteRuns:
             return await runs.get(db, chat_id, run_id)
 
 
-class SqliteProposals:
+class SqlProposals:
     """Proposals (`scheduler.repositories.ProposalRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def add(self, proposal: Proposal, schedule: Schedule | None = None) -> Schedule | None:
@@ -272,10 +271,10 @@ class SqliteProposals:
             return await proposals.earliest_expiry(db)
 
 
-class SqliteWorkItems:
+class SqlWorkItems:
     """Work items (`scheduler.work_item_model.WorkItemRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def insert_work_item(self, item: WorkItem, entry: HistoryEntry) -> bool:
@@ -319,10 +318,10 @@ class SqliteWorkItems:
             return await work_items.earliest_followup(db)
 
 
-class SqliteOutbox:
+class SqlOutbox:
     """The chat messages to send (`scheduler.repositories.OutboxRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def queue(self, queued: Sequence[Notification]) -> None:
@@ -368,10 +367,10 @@ class SqliteOutbox:
             return await notifications.sent_for_run(db, chat_id, run_id)
 
 
-class SqliteOperations:
+class SqlOperations:
     """Health, metrics and retention (`scheduler.repositories.OperationsRepository`)."""
 
-    def __init__(self, conn: SqliteConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def ping(self) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import aiosqlite
-
 from scheduler.models import RunStatus
 from storage.codec import to_db_time
-from storage.database import fetch_all, fetch_one
+from storage.sql import Db, fetch_all, fetch_one
 
 __all__ = [
     "PRUNABLE_RUN_STATUSES",
@@ -27,7 +25,7 @@ PRUNABLE_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.SKIPPED, RunStatus.CANCE
 _PRUNABLE = "(" + ", ".join(f"'{s.value}'" for s in PRUNABLE_RUN_STATUSES) + ")"
 
 
-async def schedule_ids(db: aiosqlite.Connection, after: str, limit: int) -> list[str]:
+async def schedule_ids(db: Db, after: str, limit: int) -> list[str]:
     """Every schedule (archived ones too: their runs age as well), in id order."""
     rows = await fetch_all(
         db, "SELECT id FROM schedules WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
@@ -35,7 +33,7 @@ async def schedule_ids(db: aiosqlite.Connection, after: str, limit: int) -> list
     return [r[0] for r in rows]
 
 
-async def keep_from(db: aiosqlite.Connection, schedule_id: str, keep: int) -> str | None:
+async def keep_from(db: Db, schedule_id: str, keep: int) -> str | None:
     """The fire instant (as stored) of the schedule's `keep`-th latest run: it and the
     runs after it stay whatever their age. None: the schedule has fewer runs."""
     row = await fetch_one(
@@ -48,7 +46,7 @@ async def keep_from(db: aiosqlite.Connection, schedule_id: str, keep: int) -> st
 
 
 async def prunable_runs(
-    db: aiosqlite.Connection,
+    db: Db,
     schedule_id: str,
     *,
     before: str,
@@ -77,9 +75,7 @@ async def prunable_runs(
     return [r[0] for r in rows if r[2]], last
 
 
-async def delete_runs(
-    db: aiosqlite.Connection, run_ids: list[str], cutoff: datetime
-) -> tuple[int, int]:
+async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int, int]:
     """Delete those of the runs that are still prunable (finished, untouched since
     `cutoff`: they were read outside this transaction) and their attempts (first: they
     reference the run); how many of each went."""
@@ -100,7 +96,7 @@ async def delete_runs(
     return cur.rowcount, attempts
 
 
-async def delete_notifications(db: aiosqlite.Connection, cutoff: datetime, limit: int) -> int:
+async def delete_notifications(db: Db, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` settled chat messages (sent, given up, blocked) written before
     `cutoff`, oldest first. A pending proposal's message stays: it is edited when the
     proposal expires."""

@@ -7,8 +7,6 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus, SkipReason
 from scheduler.policies import closing_status
 from storage.codec import (
@@ -19,7 +17,7 @@ from storage.codec import (
     run_row,
     to_db_time,
 )
-from storage.database import fetch_all, fetch_one
+from storage.sql import Db, Row, fetch_all, fetch_one
 
 _PLACEHOLDERS = ", ".join("?" for _ in RUN_COLUMNS.split(","))
 _READY = "('pending', 'failed')"
@@ -39,7 +37,8 @@ ATTEMPT_SQL = (
 #: and the owner that must still hold each run; returns the ids written.
 FINISH_SUCCEEDED_SQL = (
     "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
-    "duration_ms = f.value ->> 2, output = COALESCE(f.value ->> 3, output), error = NULL, "
+    "duration_ms = CAST(f.value ->> 2 AS INTEGER), "
+    "output = COALESCE(f.value ->> 3, output), error = NULL, "
     "token_usage_json = COALESCE(f.value ->> 4, token_usage_json), "
     "next_attempt_at = NULL, owner = NULL, updated_at = f.value ->> 1 "
     "FROM json_each(?) AS f "
@@ -63,14 +62,14 @@ _MUTABLE = {
 }
 
 
-async def insert_many(db: aiosqlite.Connection, runs: Iterable[Run]) -> int:
+async def insert_many(db: Db, runs: Iterable[Run]) -> int:
     """Insert runs; a fire instant already present is left alone (idempotent claim)."""
     before = db.total_changes
     await db.executemany(INSERT_SQL, [run_row(r) for r in runs])
     return db.total_changes - before
 
 
-async def get(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Run | None:
+async def get(db: Db, chat_id: int, run_id: str) -> Run | None:
     row = await fetch_one(
         db, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND chat_id = ?", (run_id, chat_id)
     )
@@ -78,7 +77,7 @@ async def get(db: aiosqlite.Connection, chat_id: int, run_id: str) -> Run | None
 
 
 async def list_for_chat(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     *,
     schedule_id: str | None,
@@ -114,8 +113,8 @@ RUN_WIDTH = len(RUN_COLUMNS.split(","))
 
 
 async def ready_with_schedules(
-    db: aiosqlite.Connection, now: datetime, idle_limit: int, busy_limit: int
-) -> list[aiosqlite.Row]:
+    db: Db, now: datetime, idle_limit: int, busy_limit: int
+) -> list[Row]:
     """Ready runs, each row the run's columns then its schedule's (split at RUN_WIDTH),
     in one trip to the database thread: first (`idle` = 1) up to `idle_limit` runs that
     are their schedule's earliest ready run, of schedules with nothing running (they can
@@ -133,7 +132,7 @@ async def ready_with_schedules(
         "AND NOT EXISTS (SELECT 1 FROM runs e "
         f"  WHERE e.schedule_id = r.schedule_id AND e.status IN {_READY} "
         "  AND e.next_attempt_at <= :now AND e.scheduled_for < r.scheduled_for) "
-        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :idle_limit) "
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :idle_limit) AS idle_runs "
         "UNION ALL "
         f"SELECT * FROM (SELECT {_RUN_AND_SCHEDULE}, r.interruptions, 0 AS idle FROM runs r "
         "JOIN schedules s ON s.id = r.schedule_id "
@@ -141,15 +140,13 @@ async def ready_with_schedules(
         # run whether its schedule is busy would read the whole backlog every time.
         "WHERE r.schedule_id IN (SELECT b.schedule_id FROM runs b WHERE b.status = 'running') "
         f"AND r.status IN {_READY} AND r.next_attempt_at <= :now "
-        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :busy_limit) "
+        "ORDER BY r.next_attempt_at, r.scheduled_for LIMIT :busy_limit) AS busy_runs "
         "ORDER BY idle DESC, 8, 4",
         {"now": to_db_time(now), "idle_limit": idle_limit, "busy_limit": busy_limit},
     )
 
 
-async def mark_running(
-    db: aiosqlite.Connection, run_ids: list[str], owner: str, now: datetime
-) -> None:
+async def mark_running(db: Db, run_ids: list[str], owner: str, now: datetime) -> None:
     if not run_ids:
         return
     when = to_db_time(now)
@@ -161,7 +158,7 @@ async def mark_running(
 
 
 async def close_runs(
-    db: aiosqlite.Connection,
+    db: Db,
     closed: Sequence[tuple[str, RunStatus]],
     kind: SkipReason,
     reason: str,
@@ -180,7 +177,7 @@ async def close_runs(
 
 
 async def finish(
-    db: aiosqlite.Connection,
+    db: Db,
     run_id: str,
     owner: str,
     *,
@@ -215,7 +212,7 @@ async def finish(
     return None if row is None else run_from_row(row)
 
 
-async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None:
+async def record_attempt(db: Db, run: Run, owner: str) -> None:
     assert run.finished_at is not None
     await db.execute(
         ATTEMPT_SQL,
@@ -231,9 +228,7 @@ async def record_attempt(db: aiosqlite.Connection, run: Run, owner: str) -> None
     )
 
 
-async def finish_succeeded(
-    db: aiosqlite.Connection, finished: Sequence[Run], owner: str
-) -> set[str]:
+async def finish_succeeded(db: Db, finished: Sequence[Run], owner: str) -> set[str]:
     """Record many successful attempts in one statement: each run (already carrying
     its outcome) is written only if `owner` still holds it. Returns the ids written."""
     if not finished:
@@ -255,7 +250,7 @@ async def finish_succeeded(
     return {row[0] for row in rows}
 
 
-async def record_attempts(db: aiosqlite.Connection, finished: Sequence[Run], owner: str) -> None:
+async def record_attempts(db: Db, finished: Sequence[Run], owner: str) -> None:
     """`record_attempt` for many finished runs, in one trip to the database thread."""
     await db.executemany(
         ATTEMPT_SQL,
@@ -274,7 +269,7 @@ async def record_attempts(db: aiosqlite.Connection, finished: Sequence[Run], own
     )
 
 
-async def attempts(db: aiosqlite.Connection, chat_id: int, run_id: str) -> list[Attempt]:
+async def attempts(db: Db, chat_id: int, run_id: str) -> list[Attempt]:
     rows = await fetch_all(
         db,
         "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error "
@@ -295,22 +290,21 @@ async def attempts(db: aiosqlite.Connection, chat_id: int, run_id: str) -> list[
     ]
 
 
-async def release(
-    db: aiosqlite.Connection, owner: str, run_ids: Collection[str], now: datetime
-) -> int:
+async def release(db: Db, owner: str, run_ids: Collection[str], now: datetime) -> int:
     when = to_db_time(now)
     before = db.total_changes
     # The interrupted attempt does not count: it did not fail, we stopped it.
     await db.executemany(
         "UPDATE runs SET status = 'pending', owner = NULL, started_at = NULL, "
-        "attempt = MAX(attempt - 1, 0), next_attempt_at = ?, updated_at = ? "
+        "attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, "
+        "next_attempt_at = ?, updated_at = ? "
         "WHERE id = ? AND owner = ? AND status = 'running'",
         [(when, when, rid, owner) for rid in run_ids],
     )
     return db.total_changes - before
 
 
-async def interruptions_of(db: aiosqlite.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+async def interruptions_of(db: Db, run_ids: Sequence[str]) -> dict[str, int]:
     """How many times each of `run_ids` was interrupted so far."""
     rows = await fetch_all(
         db,
@@ -321,7 +315,7 @@ async def interruptions_of(db: aiosqlite.Connection, run_ids: Sequence[str]) -> 
 
 
 async def interrupt(
-    db: aiosqlite.Connection,
+    db: Db,
     run: Run,
     *,
     status: RunStatus,
@@ -343,7 +337,7 @@ async def interrupt(
     finished = None if status in READY_STATUSES else when
     row = await fetch_one(
         db,
-        "UPDATE runs SET status = ?, attempt = MAX(attempt - 1, 0), "
+        "UPDATE runs SET status = ?, attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, "
         "interruptions = interruptions + 1, error = ?, next_attempt_at = ?, "
         "started_at = NULL, finished_at = COALESCE(?, finished_at), owner = NULL, "
         f"updated_at = ? WHERE id = ? AND owner = ? AND status = 'running' "
@@ -373,7 +367,7 @@ def _kept_place(run: Run, next_attempt_at: datetime | None) -> str | None:
     return to_db_time(next_attempt_at)
 
 
-async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -> list[Run]:
+async def running_of_owners(db: Db, owners: Collection[str]) -> list[Run]:
     if not owners:
         return []
     marks = ",".join("?" * len(owners))
@@ -385,7 +379,7 @@ async def running_of_owners(db: aiosqlite.Connection, owners: Collection[str]) -
     return [run_from_row(r) for r in rows]
 
 
-async def owned_by(db: aiosqlite.Connection, run_ids: Sequence[str], owner: str) -> set[str]:
+async def owned_by(db: Db, run_ids: Sequence[str], owner: str) -> set[str]:
     """Of `run_ids`, those running under `owner`."""
     rows = await fetch_all(
         db,
@@ -409,13 +403,13 @@ _OPEN_OF = " UNION ".join(
 )
 
 
-async def with_open_runs(db: aiosqlite.Connection, schedule_ids: Sequence[str]) -> set[str]:
+async def with_open_runs(db: Db, schedule_ids: Sequence[str]) -> set[str]:
     """Of `schedule_ids`, those with a run open (OPEN_RUN_SCHEDULES)."""
     rows = await fetch_all(db, _OPEN_OF, {"ids": json.dumps(list(schedule_ids))})
     return {r[0] for r in rows}
 
 
-async def running_owners(db: aiosqlite.Connection) -> set[str]:
+async def running_owners(db: Db) -> set[str]:
     rows = await fetch_all(
         db, "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
     )
@@ -423,7 +417,7 @@ async def running_owners(db: aiosqlite.Connection) -> set[str]:
 
 
 async def settle_open(
-    db: aiosqlite.Connection, schedule_id: str, kind: SkipReason, reason: str, now: datetime
+    db: Db, schedule_id: str, kind: SkipReason, reason: str, now: datetime
 ) -> None:
     """Close a schedule's not-started runs, each skipped or cancelled as
     `scheduler.policies.closing_status` says."""
@@ -438,7 +432,7 @@ async def settle_open(
 
 
 async def transition(
-    db: aiosqlite.Connection,
+    db: Db,
     chat_id: int,
     run_id: str,
     *,
@@ -468,12 +462,12 @@ async def transition(
     return cur.rowcount == 1
 
 
-async def count_by_status(db: aiosqlite.Connection) -> dict[RunStatus, int]:
+async def count_by_status(db: Db) -> dict[RunStatus, int]:
     rows = await fetch_all(db, "SELECT status, COUNT(*) FROM runs GROUP BY status")
     return {RunStatus(r[0]): int(r[1]) for r in rows}
 
 
-async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
+async def count_due(db: Db, now: datetime) -> int:
     row = await fetch_one(
         db,
         f"SELECT COUNT(*) FROM runs WHERE status IN {_READY} AND next_attempt_at <= ?",
@@ -482,9 +476,7 @@ async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-async def skip_expired_approvals(
-    db: aiosqlite.Connection, kind: SkipReason, reason: str, now: datetime
-) -> int:
+async def skip_expired_approvals(db: Db, kind: SkipReason, reason: str, now: datetime) -> int:
     """Skip runs awaiting approval whose deadline (next_attempt_at) has come."""
     when = to_db_time(now)
     cur = await db.execute(
@@ -496,7 +488,7 @@ async def skip_expired_approvals(
     return cur.rowcount
 
 
-async def last_output(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> str | None:
+async def last_output(db: Db, chat_id: int, schedule_id: str) -> str | None:
     """The answer of the schedule's latest successful run ({last_output} in a prompt)."""
     row = await fetch_one(
         db,

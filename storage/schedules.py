@@ -9,8 +9,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from scheduler.errors import InvalidSchedule, UnreadableSchedule
 from scheduler.models import PauseKind, Schedule, SkipReason
 from storage.codec import (
@@ -19,9 +17,9 @@ from storage.codec import (
     schedule_params,
     to_db_time,
 )
-from storage.database import fetch_all, fetch_one
 from storage.due import ACTIVE_WITH_NEXT_FIRE
 from storage.runs import OPEN_RUN_SCHEDULES, settle_open
+from storage.sql import Db, fetch_all, fetch_one
 
 log = logging.getLogger("tickler.storage")
 
@@ -50,7 +48,7 @@ NUMBER_UNNUMBERED_SQL = (
 )
 
 
-async def insert(db: aiosqlite.Connection, schedule: Schedule) -> int:
+async def insert(db: Db, schedule: Schedule) -> int:
     """Insert the schedule; returns its number within the chat."""
     row = await fetch_one(
         db,
@@ -66,16 +64,14 @@ async def insert(db: aiosqlite.Connection, schedule: Schedule) -> int:
     return int(row[0])
 
 
-async def replace(db: aiosqlite.Connection, schedule: Schedule) -> None:
+async def replace(db: Db, schedule: Schedule) -> None:
     await db.execute(
         f"UPDATE schedules SET {_ASSIGNMENTS} WHERE id = :id AND chat_id = :chat_id",
         schedule_params(schedule),
     )
 
 
-async def archive(
-    db: aiosqlite.Connection, chat_id: int, schedule_id: str, now: datetime
-) -> Schedule | None:
+async def archive(db: Db, chat_id: int, schedule_id: str, now: datetime) -> Schedule | None:
     """Archive the schedule (disabled, hidden, history kept) and close its runs not yet
     started; None if there is no such schedule. One archived already is left as it is."""
     current = await get(db, chat_id, schedule_id)
@@ -87,7 +83,7 @@ async def archive(
     return archived
 
 
-async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Schedule | None:
+async def get(db: Db, chat_id: int, schedule_id: str) -> Schedule | None:
     row = await fetch_one(
         db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ? AND chat_id = ?",
@@ -96,7 +92,7 @@ async def get(db: aiosqlite.Connection, chat_id: int, schedule_id: str) -> Sched
     return None if row is None else schedule_from_row(row)
 
 
-async def by_number(db: aiosqlite.Connection, chat_id: int, number: int) -> Schedule | None:
+async def by_number(db: Db, chat_id: int, number: int) -> Schedule | None:
     row = await fetch_one(
         db,
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id = ? AND number = ?",
@@ -105,9 +101,7 @@ async def by_number(db: aiosqlite.Connection, chat_id: int, number: int) -> Sche
     return None if row is None else schedule_from_row(row)
 
 
-async def by_prefix(
-    db: aiosqlite.Connection, chat_id: int, prefix: str, limit: int
-) -> list[Schedule]:
+async def by_prefix(db: Db, chat_id: int, prefix: str, limit: int) -> list[Schedule]:
     """The chat's active schedules whose id starts with `prefix`, in any letter case
     (a phone keyboard capitalises as it likes), at most `limit`, by number."""
     rows = await fetch_all(
@@ -119,7 +113,7 @@ async def by_prefix(
     return [schedule_from_row(row) for row in rows]
 
 
-async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedule]:
+async def get_many(db: Db, ids: list[str]) -> dict[str, Schedule]:
     """Engine-internal lookup by id (the run rows already carry the chat scope)."""
     if not ids:
         return {}
@@ -130,9 +124,7 @@ async def get_many(db: aiosqlite.Connection, ids: list[str]) -> dict[str, Schedu
     return dict(_readable((row["id"], row) for row in rows))
 
 
-async def list_for_chat(
-    db: aiosqlite.Connection, chat_id: int, *, include_archived: bool
-) -> list[Schedule]:
+async def list_for_chat(db: Db, chat_id: int, *, include_archived: bool) -> list[Schedule]:
     archived = "" if include_archived else "AND archived_at IS NULL"
     rows = await fetch_all(
         db,
@@ -153,7 +145,7 @@ def _readable(rows: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Schedule]]
             log.warning("schedule left out: %s", exc, extra={"schedule_id": exc.schedule_id})
 
 
-async def quarantine(db: aiosqlite.Connection, broken: UnreadableSchedule, now: datetime) -> bool:
+async def quarantine(db: Db, broken: UnreadableSchedule, now: datetime) -> bool:
     """Pause a schedule whose row cannot be decoded, with the reason, and close its runs
     not yet started; False if it was paused already (so the chat is told once)."""
     when = to_db_time(now)
@@ -170,14 +162,14 @@ async def quarantine(db: aiosqlite.Connection, broken: UnreadableSchedule, now: 
     return True
 
 
-async def count_active(db: aiosqlite.Connection, chat_id: int) -> int:
+async def count_active(db: Db, chat_id: int) -> int:
     row = await fetch_one(
         db, "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)
     )
     return int(row[0]) if row else 0
 
 
-async def count_all_active(db: aiosqlite.Connection) -> int:
+async def count_all_active(db: Db) -> int:
     row = await fetch_one(db, "SELECT COUNT(*) FROM schedules WHERE archived_at IS NULL")
     return int(row[0]) if row else 0
 
@@ -211,7 +203,7 @@ SUCCESSES_SQL = (
 
 
 async def due(
-    db: aiosqlite.Connection,
+    db: Db,
     now: datetime,
     limit: int,
     *,
@@ -240,13 +232,13 @@ async def due(
     return found
 
 
-async def count_due(db: aiosqlite.Connection, now: datetime) -> int:
+async def count_due(db: Db, now: datetime) -> int:
     row = await fetch_one(db, f"SELECT COUNT(*) FROM schedules WHERE {_DUE}", (to_db_time(now), ""))
     return int(row[0]) if row else 0
 
 
 async def advance(
-    db: aiosqlite.Connection,
+    db: Db,
     schedule_id: str,
     expected: datetime | None,
     to: datetime | None,
@@ -271,7 +263,7 @@ async def advance(
 
 
 async def advance_many(
-    db: aiosqlite.Connection,
+    db: Db,
     moves: Sequence[tuple[str, datetime, datetime | None]],
     now: datetime,
 ) -> set[str]:
@@ -290,9 +282,7 @@ async def advance_many(
     return {row[0] for row in rows}
 
 
-async def record_successes(
-    db: aiosqlite.Connection, finished: Sequence[tuple[str, datetime]]
-) -> dict[str, bool]:
+async def record_successes(db: Db, finished: Sequence[tuple[str, datetime]]) -> dict[str, bool]:
     """`record_outcome(succeeded=True)` for many (schedule id, finished_at) in one
     statement; returns each schedule's `tripped` after the update."""
     if not finished:
@@ -309,7 +299,7 @@ async def record_successes(
 
 
 async def record_outcome(
-    db: aiosqlite.Connection,
+    db: Db,
     schedule_id: str,
     *,
     succeeded: bool,
@@ -347,7 +337,7 @@ async def record_outcome(
     return failures, tripped, tripped and dead and not was_tripped
 
 
-async def count_tripped(db: aiosqlite.Connection) -> int:
+async def count_tripped(db: Db) -> int:
     row = await fetch_one(
         db, "SELECT COUNT(*) FROM schedules WHERE tripped = 1 AND archived_at IS NULL"
     )

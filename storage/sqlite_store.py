@@ -7,15 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage.connection import SqliteConnection
-from storage.engine_store import SqliteEngineStore
+from storage.engine_store import SqlEngineStore
 from storage.repositories import (
-    SqliteChats,
-    SqliteOperations,
-    SqliteOutbox,
-    SqliteProposals,
-    SqliteRuns,
-    SqliteSchedules,
-    SqliteWorkItems,
+    SqlChats,
+    SqlOperations,
+    SqlOutbox,
+    SqlProposals,
+    SqlRuns,
+    SqlSchedules,
+    SqlWorkItems,
 )
 
 __all__ = ["SqliteStore"]
@@ -24,14 +24,14 @@ __all__ = ["SqliteStore"]
 class SqliteStore:
     def __init__(self, conn: SqliteConnection) -> None:
         self.connection = conn
-        self.engine = SqliteEngineStore(conn)
-        self.schedules = SqliteSchedules(conn)
-        self.runs = SqliteRuns(conn)
-        self.proposals = SqliteProposals(conn)
-        self.work_items = SqliteWorkItems(conn)
-        self.outbox = SqliteOutbox(conn)
-        self.chats = SqliteChats(conn)
-        self.operations = SqliteOperations(conn)
+        self.engine = SqlEngineStore(conn)
+        self.schedules = SqlSchedules(conn)
+        self.runs = SqlRuns(conn)
+        self.proposals = SqlProposals(conn)
+        self.work_items = SqlWorkItems(conn)
+        self.outbox = SqlOutbox(conn)
+        self.chats = SqlChats(conn)
+        self.operations = SqlOperations(conn)
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import aiosqlite
-
 from scheduler.models import RunFigure, RunStatus, RunTrigger
 from storage.codec import from_db_time, req_time, to_db_time
-from storage.database import fetch_all
+from storage.sql import Db, fetch_all
 
 __all__ = ["run_figures"]
 
 
-async def run_figures(
-    db: aiosqlite.Connection, chat_id: int, since: datetime, until: datetime
-) -> list[RunFigure]:
+async def run_figures(db: Db, chat_id: int, since: datetime, until: datetime) -> list[RunFigure]:
     rows = await fetch_all(
         db,
         "SELECT schedule_id, status, trigger, scheduled_for, started_at, duration_ms"

@@ -7,11 +7,9 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from scheduler.work_item_model import HistoryEntry, Proof, WorkItem, WorkItemStatus
 from storage.codec import from_db_time, opt_time, req_time, to_db_time
-from storage.database import fetch_all, fetch_one
+from storage.sql import Db, Row, fetch_all, fetch_one
 
 COLUMNS = (
     "id, chat_id, title, instructions, due_at, assignee, schedule_id, fire_date, proof, "
@@ -52,7 +50,7 @@ def _params(item: WorkItem) -> dict[str, Any]:
     }
 
 
-def _item(row: aiosqlite.Row) -> WorkItem:
+def _item(row: Row) -> WorkItem:
     return WorkItem(
         id=row["id"],
         chat_id=row["chat_id"],
@@ -73,14 +71,14 @@ def _item(row: aiosqlite.Row) -> WorkItem:
     )
 
 
-async def add_history(db: aiosqlite.Connection, entry: HistoryEntry) -> None:
+async def add_history(db: Db, entry: HistoryEntry) -> None:
     await db.execute(
         "INSERT INTO work_item_history (item_id, at, actor, action, note) VALUES (?, ?, ?, ?, ?)",
         (entry.item_id, to_db_time(entry.at), entry.actor, entry.action, entry.note),
     )
 
 
-async def insert(db: aiosqlite.Connection, item: WorkItem, entry: HistoryEntry) -> bool:
+async def insert(db: Db, item: WorkItem, entry: HistoryEntry) -> bool:
     """False when the schedule already made an item for that local date."""
     cur = await db.execute(
         f"INSERT OR IGNORE INTO work_items ({COLUMNS}) VALUES ({_PLACEHOLDERS})", _params(item)
@@ -91,14 +89,14 @@ async def insert(db: aiosqlite.Connection, item: WorkItem, entry: HistoryEntry) 
     return True
 
 
-async def update(db: aiosqlite.Connection, item: WorkItem, entry: HistoryEntry) -> None:
+async def update(db: Db, item: WorkItem, entry: HistoryEntry) -> None:
     params = _params(item)
     sets = ", ".join(f"{c} = :{c}" for c in _MUTABLE)
     await db.execute(f"UPDATE work_items SET {sets} WHERE id = :id AND chat_id = :chat_id", params)
     await add_history(db, entry)
 
 
-async def get(db: aiosqlite.Connection, chat_id: int, item_id: str) -> WorkItem | None:
+async def get(db: Db, chat_id: int, item_id: str) -> WorkItem | None:
     row = await fetch_one(
         db, f"SELECT {COLUMNS} FROM work_items WHERE id = ? AND chat_id = ?", (item_id, chat_id)
     )
@@ -106,7 +104,7 @@ async def get(db: aiosqlite.Connection, chat_id: int, item_id: str) -> WorkItem 
 
 
 async def list_for_chat(
-    db: aiosqlite.Connection, chat_id: int, statuses: Collection[WorkItemStatus]
+    db: Db, chat_id: int, statuses: Collection[WorkItemStatus]
 ) -> list[WorkItem]:
     marks = ",".join("?" * len(statuses))
     rows = await fetch_all(
@@ -118,7 +116,7 @@ async def list_for_chat(
     return [_item(r) for r in rows]
 
 
-async def history(db: aiosqlite.Connection, item_id: str) -> list[HistoryEntry]:
+async def history(db: Db, item_id: str) -> list[HistoryEntry]:
     rows = await fetch_all(
         db,
         "SELECT item_id, at, actor, action, note FROM work_item_history "
@@ -137,7 +135,7 @@ async def history(db: aiosqlite.Connection, item_id: str) -> list[HistoryEntry]:
     ]
 
 
-async def unpinged_followups(db: aiosqlite.Connection, now: datetime) -> list[WorkItem]:
+async def unpinged_followups(db: Db, now: datetime) -> list[WorkItem]:
     rows = await fetch_all(
         db,
         f"SELECT {COLUMNS} FROM work_items WHERE status = 'waiting' AND pinged_at IS NULL "
@@ -147,9 +145,7 @@ async def unpinged_followups(db: aiosqlite.Connection, now: datetime) -> list[Wo
     return [_item(r) for r in rows]
 
 
-async def mark_pinged(
-    db: aiosqlite.Connection, item_id: str, follow_up_at: datetime, now: datetime
-) -> bool:
+async def mark_pinged(db: Db, item_id: str, follow_up_at: datetime, now: datetime) -> bool:
     """Claim the one ping for this follow-up date. The item must still be waiting on the
     very date the sweep read: a "sent" or "received" meanwhile makes this a no-op."""
     cur = await db.execute(
@@ -160,7 +156,7 @@ async def mark_pinged(
     return cur.rowcount == 1
 
 
-async def unmark_pinged(db: aiosqlite.Connection, item_id: str, pinged_at: datetime) -> None:
+async def unmark_pinged(db: Db, item_id: str, pinged_at: datetime) -> None:
     """Give a ping that could not be delivered back, so the sweep tries again."""
     await db.execute(
         "UPDATE work_items SET pinged_at = NULL WHERE id = ? AND pinged_at = ?",
@@ -168,7 +164,7 @@ async def unmark_pinged(db: aiosqlite.Connection, item_id: str, pinged_at: datet
     )
 
 
-async def earliest_followup(db: aiosqlite.Connection) -> datetime | None:
+async def earliest_followup(db: Db) -> datetime | None:
     row = await fetch_one(
         db,
         "SELECT MIN(follow_up_at) FROM work_items "

@@ -28,7 +28,7 @@ from scheduler.models import (
 )
 from scheduler.service import ScheduleService, TriggerSpec
 from storage import database
-from storage.engine_store import SqliteEngineStore
+from storage.engine_store import SqlEngineStore
 from storage.sqlite_store import SqliteStore
 
 CHAT = 9
@@ -46,7 +46,7 @@ async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-class FlakyStore(SqliteEngineStore):
+class FlakyStore(SqlEngineStore):
     """A real store whose chosen operations fail a given number of times."""
 
     def __init__(self, inner: SqliteStore, **failures: int) -> None:

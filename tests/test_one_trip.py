@@ -14,8 +14,8 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from storage.database import fetch_all
 from storage.one_trip import LoopWriter, transact
+from storage.sql import fetch_all
 
 
 async def _open(path: Path) -> aiosqlite.Connection:
