@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage.database import SCHEMA_VERSION, backfill_statement, open_database
+from storage.database import SCHEMA_VERSION, backfill_statement
 from storage.export_checks import row_problems
 from storage.export_secrets import Scrubber, secret_problems
+from storage.locations import Location, exclusive, is_constraint_error, shown, snapshot
 from storage.schedules import NUMBER_UNNUMBERED_SQL
 from storage.sql import Db, Row, fetch_all
 
@@ -354,19 +354,13 @@ async def export_files(
 
 
 async def export_database(
-    db_path: str | Path, out_dir: str | Path, *, secrets: Iterable[str | None] = ()
+    where: Location, out_dir: str | Path, *, secrets: Iterable[str | None] = ()
 ) -> dict[str, int]:
-    """Write the export of the database at `db_path` into `out_dir` (created if need
-    be), without `secrets`; returns the row count of each entity."""
-    db = await open_database(db_path)
-    try:
-        await db.execute("BEGIN")  # one snapshot for every file
-        try:
-            files = await export_files(db, secrets=secrets)
-        finally:
-            await db.execute("ROLLBACK")
-    finally:
-        await db.close()
+    """Write the export of the database at `where` (a SQLite file or a PostgreSQL URL)
+    into `out_dir` (created if need be), without `secrets`; returns the row count of
+    each entity."""
+    async with snapshot(where) as db:  # one snapshot for every file
+        files = await export_files(db, secrets=secrets)
     await asyncio.to_thread(_write_files, Path(out_dir), files)
     counts: dict[str, int] = json.loads(files[MANIFEST])["counts"]
     return counts
@@ -379,19 +373,12 @@ def _write_files(target: Path, files: dict[str, bytes]) -> None:
 
 
 async def export_chat(
-    db_path: str | Path, chat_id: int, *, secrets: Iterable[str | None] = ()
+    where: Location, chat_id: int, *, secrets: Iterable[str | None] = ()
 ) -> bytes:
     """`export_chat_zip` on a connection of its own: one read snapshot, without holding
     the store's connection."""
-    db = await open_database(db_path)
-    try:
-        await db.execute("BEGIN")
-        try:
-            return await export_chat_zip(db, chat_id, secrets=secrets)
-        finally:
-            await db.execute("ROLLBACK")
-    finally:
-        await db.close()
+    async with snapshot(where) as db:
+        return await export_chat_zip(db, chat_id, secrets=secrets)
 
 
 async def export_chat_zip(db: Db, chat_id: int, *, secrets: Iterable[str | None] = ()) -> bytes:
@@ -545,9 +532,9 @@ async def _row_count(db: Db) -> int:
 
 
 async def import_export(
-    directory: str | Path, db_path: str | Path, *, merge: bool = False
+    directory: str | Path, where: Location, *, merge: bool = False
 ) -> dict[str, int]:
-    """Restore the export in `directory` into the database at `db_path` (created and
+    """Restore the export in `directory` into the database at `where` (created and
     migrated if need be); returns the rows inserted per entity.
 
     The database must be empty unless `merge`, which inserts only rows whose id is new.
@@ -558,56 +545,47 @@ async def import_export(
     if problems:
         raise ValueError(f"The export in {root} is not valid: {problems[0]}")
     manifest = json.loads((root / MANIFEST).read_bytes().decode("utf-8"))
-    db = await open_database(db_path)
-    try:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            if not merge and await _row_count(db):
-                raise ValueError(
-                    f"The database at {db_path} is not empty; import into a new file "
-                    "or merge with --merge."
-                )
-            inserted: dict[str, int] = {}
-            verb = "INSERT OR IGNORE" if merge else "INSERT"
-            for entity in ENTITIES:
-                columns = [f.column for f in entity.fields]
-                sql = (
-                    f"{verb} INTO {entity.name} ({', '.join(columns)}) "
-                    f"VALUES ({', '.join(':' + c for c in columns)})"
-                )
-                count = 0
-                path = root / entity.file
-                if entity.name in _OPTIONAL and not path.exists():
-                    inserted[entity.name] = 0
-                    continue
-                items = await asyncio.to_thread(_read_lines, path, [])
-                for number, item in items:
-                    params = _decode(entity, item)
-                    if merge and entity.name == "schedules":
-                        # Short numbers belong to one database; merged schedules are
-                        # numbered after the chat's own (a clash would drop the row).
-                        params["number"] = None
-                    try:
-                        cur = await db.execute(sql, params)
-                    except sqlite3.IntegrityError as exc:
-                        # What the row checks cannot see alone: two runs of one schedule
-                        # for the same instant, say.
-                        raise ValueError(
-                            f"The export in {root} cannot be imported: {entity.file}:{number}: "
-                            f"{exc}."
-                        ) from None
-                    count += max(cur.rowcount, 0)
-                    await cur.close()
-                inserted[entity.name] = count
-                if entity.name == "schedules":
-                    await db.execute(NUMBER_UNNUMBERED_SQL)
-                    await db.execute(_KIND_UNKINDED_SQL)
-                if entity.name == "runs" and manifest["schema_version"] < _SKIP_REASONS_SINCE:
-                    await db.execute(_REASON_UNREASONED_SQL)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-    finally:
-        await db.close()
+    async with exclusive(where) as db:
+        if not merge and await _row_count(db):
+            raise ValueError(
+                f"The database at {shown(where)} is not empty; import into a new one "
+                "or merge with --merge."
+            )
+        inserted: dict[str, int] = {}
+        verb = "INSERT OR IGNORE" if merge else "INSERT"
+        for entity in ENTITIES:
+            columns = [f.column for f in entity.fields]
+            sql = (
+                f"{verb} INTO {entity.name} ({', '.join(columns)}) "
+                f"VALUES ({', '.join(':' + c for c in columns)})"
+            )
+            count = 0
+            path = root / entity.file
+            if entity.name in _OPTIONAL and not path.exists():
+                inserted[entity.name] = 0
+                continue
+            items = await asyncio.to_thread(_read_lines, path, [])
+            for number, item in items:
+                params = _decode(entity, item)
+                if merge and entity.name == "schedules":
+                    # Short numbers belong to one database; merged schedules are
+                    # numbered after the chat's own (a clash would drop the row).
+                    params["number"] = None
+                try:
+                    cur = await db.execute(sql, params)
+                except Exception as exc:
+                    if not is_constraint_error(exc):
+                        raise
+                    # What the row checks cannot see alone: two runs of one schedule
+                    # for the same instant, say.
+                    raise ValueError(
+                        f"The export in {root} cannot be imported: {entity.file}:{number}: {exc}."
+                    ) from None
+                count += max(cur.rowcount, 0)
+            inserted[entity.name] = count
+            if entity.name == "schedules":
+                await db.execute(NUMBER_UNNUMBERED_SQL)
+                await db.execute(_KIND_UNKINDED_SQL)
+            if entity.name == "runs" and manifest["schema_version"] < _SKIP_REASONS_SINCE:
+                await db.execute(_REASON_UNREASONED_SQL)
     return inserted

@@ -11,7 +11,7 @@ from scheduler.planning import FirePlan
 from scheduler.repositories import Notification, NotificationStatus
 from scheduler.stores import Stores
 from storage import notifications
-from storage.sqlite_store import SqliteStore
+from storage.bundle import SqlStore
 
 
 async def claim_due_fires(
@@ -42,7 +42,7 @@ async def next_fire_at(store: Stores) -> datetime | None:
 
 
 async def list_notifications(
-    store: SqliteStore,
+    store: SqlStore,
     chat_id: int,
     *,
     statuses: Collection[NotificationStatus] | None = None,

@@ -34,19 +34,21 @@ from scheduler.triggers import cron_trigger
 from storage.codec import schedule_params
 from storage.database import SchemaTooNew, _migrations, _split
 from storage.export import export_database, import_export
+from storage.postgres.store import PostgresStore
 from storage.sqlite_store import SqliteStore
 from tests.engine_calls import claim_due_fires, finish_attempt, next_due_at, next_fire_at
 from tests.test_export import rewrite
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
-STORES: dict[str, Callable[[Path], Awaitable[SqliteStore]]] = {
-    "sqlite": lambda tmp: SqliteStore.open(tmp / "contract.db"),
+STORES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Stores]]] = {
+    "sqlite": lambda request: SqliteStore.open(request.getfixturevalue("tmp_path") / "contract.db"),
+    "postgres": lambda request: PostgresStore.open(request.getfixturevalue("postgres_url")),
 }
 
 
 @pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    s = await STORES[request.param](tmp_path)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
+    s = await STORES[request.param](request)
     yield s
     await s.close()
 

@@ -26,7 +26,14 @@ from storage.postgres.session import PgSession
 from storage.sql import Db
 from storage.write_health import WriteHealth
 
-__all__ = ["PgConnection", "describe_failure", "is_unavailable", "redact"]
+__all__ = [
+    "PgConnection",
+    "describe_failure",
+    "exclusive",
+    "is_unavailable",
+    "redact",
+    "snapshot",
+]
 
 log = logging.getLogger("tickler.storage")
 
@@ -90,11 +97,10 @@ class PgConnection:
     async def open(cls, url: str, size: int = POOL_SIZE) -> PgConnection:
         """Connect, migrate (SchemaTooNew for a newer schema), and open `size` sessions;
         DatabaseUnavailable if the server cannot be reached."""
-        sessions: list[PgSession] = []
+        sessions = [PgSession(await _open_one(url))]
         try:
-            for _ in range(size):
+            for _ in range(size - 1):
                 sessions.append(PgSession(await _connect(url)))
-            await migrate(sessions[0].raw)
         except BaseException as exc:
             for session in sessions:
                 session.raw.terminate()
@@ -188,3 +194,51 @@ class PgConnection:
 async def _connect(url: str) -> asyncpg.Connection:
     # Our own statement cache (PgSession) replaces asyncpg's.
     return await asyncpg.connect(url, statement_cache_size=0, timeout=10)
+
+
+@asynccontextmanager
+async def snapshot(url: str) -> AsyncIterator[Db]:
+    """One read-only snapshot of the (migrated) database, on a connection of its own."""
+    raw = await _open_one(url)
+    try:
+        async with raw.transaction(isolation="repeatable_read", readonly=True):
+            yield PgSession(raw)
+    finally:
+        await raw.close()
+
+
+@asynccontextmanager
+async def exclusive(url: str) -> AsyncIterator[Db]:
+    """One write transaction that the repositories' writes wait for (an import)."""
+    raw = await _open_one(url)
+    try:
+        async with raw.transaction():
+            await raw.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+            yield PgSession(raw)
+            # Rows written with their own sequence numbers (an import) leave the
+            # identity sequences behind: move them past the highest number.
+            for table in ("run_attempts", "work_item_history"):
+                await raw.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), "
+                    f"COALESCE((SELECT MAX(seq) FROM {table}), 0) + 1, false)"
+                )
+    finally:
+        await raw.close()
+
+
+async def _open_one(url: str) -> asyncpg.Connection:
+    try:
+        raw = await _connect(url)
+    except BaseException as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable(
+                f"The database {redact(url)} cannot be reached ({exc}): check "
+                "DATABASE_URL and that the PostgreSQL server is up."
+            ) from exc
+        raise
+    try:
+        await migrate(raw)
+    except BaseException:
+        raw.terminate()
+        raise
+    return raw
