@@ -52,6 +52,11 @@ _Due = tuple[tuple[Any, ...], Schedule]
 
 
 class SqlEngineStore:
+    #: Whether several engines claim from the database at once, each locking the rows
+    #: it reads and skipping those another holds (PostgreSQL); on SQLite one write lock
+    #: serialises the claims instead.
+    locks_rows = False
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
@@ -70,16 +75,19 @@ class SqlEngineStore:
         settling: Collection[str] = (),
     ) -> ClaimedFires:
         unreadable: list[UnreadableSchedule] = []
+        lock = self.locks_rows
 
         async def read(db: Db) -> tuple[list[_Due], bool]:
             unreadable.clear()
             if hold_until is None:
-                found = await schedules.due(db, now, limit, unreadable=unreadable)
+                found = await schedules.due(db, now, limit, unreadable=unreadable, lock=lock)
                 return found, len(found) >= limit
             # Fires past the hold are claimed whatever the slots, and so are newer ones of
             # schedules with a run open (never held: see `claim`); of the other newer
             # ones, only as many as could start are read (the rest wait, unread).
-            found = await schedules.due(db, min(hold_until, now), limit, unreadable=unreadable)
+            found = await schedules.due(
+                db, min(hold_until, now), limit, unreadable=unreadable, lock=lock
+            )
             if len(found) >= limit:
                 return found, True
             busy = await schedules.due(
@@ -89,6 +97,7 @@ class SqlEngineStore:
                 after=hold_until,
                 with_open_runs=True,
                 unreadable=unreadable,
+                lock=lock,
             )
             found += busy
             if len(found) >= limit or start <= 0:
@@ -97,22 +106,24 @@ class SqlEngineStore:
             # ones can come again.
             seen = {s.id for _, s in busy}
             fresh = await schedules.due(
-                db, now, start + len(seen), after=hold_until, unreadable=unreadable
+                db, now, start + len(seen), after=hold_until, unreadable=unreadable, lock=lock
             )
             more = len(fresh) >= start + len(seen)
             return found + [f for f in fresh if f[1].id not in seen][:start], more
 
-        found, more = await self._conn.read_in_place(read)
-        quarantined = await self._quarantine(unreadable, now) if unreadable else []
-        # Plan outside the write lock: after a long outage planning takes a while,
-        # and neither other writers nor this loop's heartbeats should wait for it.
         plans: list[tuple[tuple[Any, ...], Schedule, FirePlan]] = []
-        for i, (values, schedule) in enumerate(found, 1):
-            plans.append((values, schedule, plan(schedule, now)))
-            if i % 50 == 0:
-                await asyncio.sleep(0)
-        candidates = [ClaimCandidate(schedule, fire_plan) for _, schedule, fire_plan in plans]
-        alone = [starts_alone(c.plan) for c in candidates]
+        candidates: list[ClaimCandidate] = []
+        alone: list[bool] = []
+
+        async def make_plans(found: list[_Due]) -> None:
+            plans.clear()
+            for i, (values, schedule) in enumerate(found, 1):
+                plans.append((values, schedule, plan(schedule, now)))
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+            candidates[:] = [ClaimCandidate(schedule, p) for _, schedule, p in plans]
+            alone[:] = [starts_alone(c.plan) for c in candidates]
+
         applied: list[FirePlan] = []
         started: list[AcquiredRun] = []
         #: Whether this claim left a fire due, held for a slot.
@@ -174,7 +185,26 @@ class SqlEngineStore:
                     started[:] = [a for a in started if a.run.id in mine]
             return moved
 
-        moved = await self._conn.transact(claim)
+        if lock:
+            more = False
+
+            async def read_plan_claim(db: Db) -> set[str]:
+                nonlocal more
+                found, more = await read(db)
+                await make_plans(found)
+                return await claim(db)
+
+            # The due rows stay locked from the read to the write, and the other engines
+            # skip them: planning happens inside the transaction.
+            moved = await self._conn.transact(read_plan_claim)
+            quarantined = await self._quarantine(unreadable, now) if unreadable else []
+        else:
+            found, more = await self._conn.read_in_place(read)
+            quarantined = await self._quarantine(unreadable, now) if unreadable else []
+            # Plan outside the write lock: after a long outage planning takes a while,
+            # and neither other writers nor this loop's heartbeats should wait for it.
+            await make_plans(found)
+            moved = await self._conn.transact(claim)
         begun = {a.run.schedule_id for a in started}
         for values, schedule, fire_plan in plans:
             if schedule.id in moved and schedule.id not in begun:
@@ -204,6 +234,10 @@ class SqlEngineStore:
             # others: each idle schedule's earliest ready run, and the ready runs of busy
             # schedules; each with its schedule.
             rows = await runs.ready_with_schedules(db, now, limit, limit * 4)
+            if self.locks_rows and rows:
+                # Only rows still as read, and not held by another engine's acquisition.
+                mine = await runs.lock_unchanged(db, [tuple(row) for row in rows])
+                rows = [row for row in rows if row[0] in mine]
             take: list[AcquiredRun] = []
             skipped: dict[tuple[SkipReason, str], list[tuple[str, RunStatus]]] = {}
             for row in rows:

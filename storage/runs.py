@@ -146,6 +146,26 @@ async def ready_with_schedules(
     )
 
 
+#: JSON [[id, status, updated_at, attempt, interruptions], ...] of runs as read; returns
+#: those still so, each locked until the transaction ends, skipping those another
+#: transaction holds (PostgreSQL only: several engines acquiring at once).
+_LOCK_UNCHANGED_SQL = (
+    "SELECT r.id FROM runs r, json_each(?) AS w WHERE r.id = w.value ->> 0 "
+    "AND r.status = w.value ->> 1 AND r.updated_at = w.value ->> 2 "
+    "AND r.attempt = CAST(w.value ->> 3 AS INTEGER) "
+    "AND r.interruptions = CAST(w.value ->> 4 AS INTEGER) "
+    "FOR UPDATE OF r SKIP LOCKED"
+)
+_UPDATED_AT = RUN_COLUMNS.replace(" ", "").split(",").index("updated_at")
+
+
+async def lock_unchanged(db: Db, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Of `rows` (as `ready_with_schedules` reads them), the ids of the runs no other
+    engine changed or holds since, now locked by this transaction."""
+    payload = json.dumps([[r[0], r[5], r[_UPDATED_AT], r[6], r[-2]] for r in rows])
+    return {row[0] for row in await fetch_all(db, _LOCK_UNCHANGED_SQL, (payload,))}
+
+
 async def mark_running(db: Db, run_ids: list[str], owner: str, now: datetime) -> None:
     if not run_ids:
         return

@@ -210,15 +210,19 @@ async def due(
     after: datetime | None = None,
     with_open_runs: bool = False,
     unreadable: list[UnreadableSchedule] | None = None,
+    lock: bool = False,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
     order, each with its row's values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
     the runs' side: few, next to the due schedules of a burst). Rows that cannot be
-    decoded are left out, and added to `unreadable` (to be quarantined)."""
+    decoded are left out, and added to `unreadable` (to be quarantined). With `lock`
+    (PostgreSQL), the rows are locked until the transaction ends, and rows another
+    transaction holds are skipped."""
+    sql = _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL
     rows = await fetch_all(
         db,
-        _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL,
+        f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql,
         # '' sorts before every instant: no lower bound.
         (to_db_time(now), "" if after is None else to_db_time(after), limit),
     )
