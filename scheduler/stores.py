@@ -1,5 +1,6 @@
 """Everything durable the services are built on: the engine store and one repository
-per aggregate, opened and closed together (`storage.sqlite_store.SqliteStore`)."""
+per aggregate, opened and closed together (`storage.sqlite_store.SqliteStore`,
+`storage.postgres.store.PostgresStore`)."""
 
 from __future__ import annotations
 
