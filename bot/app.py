@@ -63,6 +63,7 @@ from bot.runtime import (
     build_dispatcher,
     build_engine,
     engine_config,
+    open_database,
 )
 from bot.settings import Settings
 from scheduler.clock import Clock
@@ -70,8 +71,7 @@ from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
-from storage.database import is_unavailable
-from storage.sqlite_store import SqliteStore
+from storage.locations import is_unavailable
 
 __all__ = [
     "TelegramStartError",
@@ -123,9 +123,8 @@ async def open_services(
     an engine config. `close_services` closes what this opened."""
     bot = build_bot(settings)
     clock = clock or build_clock(settings)
-    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as opened:
-        store = await SqliteStore.open(settings.database_path)
+        store = await open_database(settings)
         opened.push_async_callback(store.close)
         dispatcher = build_dispatcher(settings)
         opened.push_async_callback(dispatcher.aclose)

@@ -3,10 +3,11 @@
     tickler run                 the bot and its scheduler (same as `python -m bot`)
     tickler engine              the scheduler alone, without the Telegram console
     tickler next "EXPR" [--tz ZONE] [--after ISO8601] [--count N]
-    tickler backup FILE         an online, consistent copy of the database
+    tickler backup FILE         an online, consistent copy of the SQLite database
     tickler export DIR          the database as JSONL files (DIR empty or absent)
     tickler validate-export DIR check an export: "ok" or one line per problem
-    tickler import DIR [--merge] restore an export into DATABASE_PATH
+    tickler import DIR [--merge] restore an export into the database
+    tickler migrate-store --from A --to B   move every row between SQLite and PostgreSQL
     tickler demo                the bot against local fakes, no credentials (./demo)
     tickler doctor              check settings, database, bot token and agent; exit 1 on a problem
 
@@ -118,7 +119,8 @@ def _register_backup(subparsers: argparse._SubParsersAction[_Parser]) -> None:
         "backup",
         help="write a consistent copy of the database while Tickler keeps running",
         description="Copy DATABASE_PATH to FILE with SQLite's online backup: safe while the "
-        "bot runs, and the copy opens as a normal Tickler database.",
+        "bot runs, and the copy opens as a normal Tickler database. A PostgreSQL database "
+        "(DATABASE_URL) is backed up with pg_dump instead.",
     )
     parser.add_argument("file", metavar="FILE", help="where to write the copy (must not exist)")
     parser.set_defaults(handler=_run_backup)
@@ -129,10 +131,16 @@ def _run_backup(args: argparse.Namespace, now: datetime) -> int:
 
     from storage.backup import backup_database
 
+    settings = _settings()
+    if settings.database_url is not None:
+        raise UsageError(
+            "The database is PostgreSQL (DATABASE_URL): back it up with pg_dump (e.g. pg_dump "
+            "--format=custom --file=tickler.dump DATABASE_URL), or write 'tickler export DIR'."
+        )
     target = Path(args.file)
     if target.exists():
         raise UsageError(f"{target} exists already; choose a new file name.")
-    source = _database_path()
+    source = settings.database_path
     if not source.exists():
         raise UsageError(f"There is no database at {source} to back up.")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,17 +158,13 @@ def _settings() -> Settings:
         raise UsageError(str(exc)) from None
 
 
-def _database_path() -> Path:
-    return _settings().database_path
-
-
 def _register_export(subparsers: argparse._SubParsersAction[_Parser]) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write the database as JSONL files, one per entity, with a manifest",
-        description="Export DATABASE_PATH into DIR as JSONL files (schedules, runs, "
-        "run_attempts, proposals, chats, work_items, work_item_history, notifications) plus "
-        "manifest.json.",
+        description="Export the database (DATABASE_URL, or else DATABASE_PATH) into DIR as "
+        "JSONL files (schedules, runs, run_attempts, proposals, chats, work_items, "
+        "work_item_history, notifications) plus manifest.json.",
     )
     parser.add_argument("dir", metavar="DIR", help="where to write (must be empty or absent)")
     parser.set_defaults(handler=_run_export)
@@ -170,21 +174,23 @@ def _run_export(args: argparse.Namespace, now: datetime) -> int:
     import asyncio
 
     from bot.redact import secrets_of
+    from storage.database import DatabaseUnavailable
     from storage.export import export_database
+    from storage.locations import shown
 
     target = Path(args.dir)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} is not an empty folder; choose a new one.")
     settings = _settings()
-    database = settings.database_path
-    if not database.exists():
-        raise UsageError(f"There is no database at {database} to export.")
+    database = settings.database
+    if settings.database_url is None and not settings.database_path.exists():
+        raise UsageError(f"There is no database at {settings.database_path} to export.")
     try:
         counts = asyncio.run(export_database(database, target, secrets=secrets_of(settings)))
-    except ValueError as exc:
+    except (ValueError, DatabaseUnavailable) as exc:
         raise UsageError(str(exc)) from None
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
-    print(f"Exported {database} to {target} ({summary}).")
+    print(f"Exported {shown(database)} to {target} ({summary}).")
     return EXIT_OK
 
 
@@ -217,10 +223,10 @@ def _run_validate_export(args: argparse.Namespace, now: datetime) -> int:
 def _register_import(subparsers: argparse._SubParsersAction[_Parser]) -> None:
     parser = subparsers.add_parser(
         "import",
-        help="restore an export into DATABASE_PATH (which must be empty unless --merge)",
-        description="Restore an export folder (checked as validate-export does) into "
-        "DATABASE_PATH, which must be empty or absent; with --merge, add the rows whose id "
-        "is new to a database in use. Stop Tickler first.",
+        help="restore an export into the database (which must be empty unless --merge)",
+        description="Restore an export folder (checked as validate-export does) into the "
+        "database (DATABASE_URL, or else DATABASE_PATH), which must be empty or absent; with "
+        "--merge, add the rows whose id is new to a database in use. Stop Tickler first.",
     )
     parser.add_argument("dir", metavar="DIR", help="the export folder")
     parser.add_argument(
@@ -232,19 +238,23 @@ def _register_import(subparsers: argparse._SubParsersAction[_Parser]) -> None:
 def _run_import(args: argparse.Namespace, now: datetime) -> int:
     import asyncio
 
+    from storage.database import DatabaseUnavailable
     from storage.export import import_export
+    from storage.locations import shown
 
     source = Path(args.dir)
     if not source.is_dir():
         raise UsageError(f"There is no export folder at {source}.")
-    database = _database_path()
-    database.parent.mkdir(parents=True, exist_ok=True)
+    settings = _settings()
+    database = settings.database
+    if settings.database_url is None:
+        settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         counts = asyncio.run(import_export(source, database, merge=args.merge))
-    except ValueError as exc:
+    except (ValueError, DatabaseUnavailable) as exc:
         raise UsageError(str(exc)) from None
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
-    print(f"Imported {source} into {database} ({summary}).")
+    print(f"Imported {source} into {shown(database)} ({summary}).")
     return EXIT_OK
 
 

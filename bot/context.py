@@ -25,7 +25,7 @@ from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
-from storage.sqlite_store import SqliteStore
+from storage.bundle import SqlStore
 
 __all__ = ["Bot", "Context", "Server", "Services", "Started", "TicklerApp"]
 
@@ -37,7 +37,7 @@ class Services:
 
     settings: Settings
     clock: Clock
-    store: SqliteStore
+    store: SqlStore
     #: The schedules and their runs (every command on a schedule goes through it).
     service: ScheduleService
     #: The agent's proposals (HTTP API, tool calls) and their approvals.

@@ -3,13 +3,15 @@ each failure, exit status 1 when any fails:
 
     ok   settings: 1 admin, 0 operators, agent mode telegram, time zone UTC
     ok   database: /data/tickler.db is writable, schema version 7
+    (or: ok   database: postgresql://tickler@db/tickler is writable, schema version 13)
     FAIL bot token: getMe answered 401 Unauthorized — fix: copy the token again ...
     FAIL agent: nothing listens at http://127.0.0.1:9000/hook (connection refused) — fix: ...
 
 The checks run at once, each with a short timeout. Nothing secret is printed: the
 token, AGENT_SECRET and AGENT_TOKEN never appear, and AGENT_URL is shown without its
-credentials or query string. The database check does what a start does (creates the
-file if missing and migrates it), so a database it passes is ready for the bot.
+credentials or query string, DATABASE_URL without its password. The database check
+does what a start does (creates the file if missing and migrates it; on PostgreSQL,
+connects and migrates), so a database it passes is ready for the bot.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 
 from bot.settings import MAKE_API_TOKEN, ConfigError, SettingProblem, Settings, load_settings
 from storage.database import DatabaseUnavailable, SchemaTooNew
-from storage.readiness import prepare_database
+from storage.readiness import DatabaseReadiness, prepare_database, prepare_postgres
 
 __all__ = ["Check", "diagnose", "run_doctor"]
 
@@ -157,6 +160,8 @@ def _check_settings(settings: Settings) -> Check:
 
 # --- database ----------------------------------------------------------------------------
 async def _check_database(settings: Settings) -> Check:
+    if settings.database_url is not None:
+        return await _check_postgres(settings.database_url.get_secret_value())
     path = settings.database_path
     where = _folder_owner_hint()
     try:
@@ -206,6 +211,117 @@ async def _check_database(settings: Settings) -> Check:
     else:
         state = f"{path} is writable, schema version {ready.version}"
     return Check("database", True, state)
+
+
+async def _check_postgres(url: str) -> Check:
+    shown = _public_database(url)
+    parts = urlsplit(url)
+    password = _url_password(url)
+    try:
+        ready = await prepare_postgres(url)
+    except SchemaTooNew as exc:
+        return Check(
+            "database",
+            False,
+            str(exc).rstrip("."),
+            "run the Tickler version that wrote it (a newer image), or restore a backup",
+        )
+    except asyncpg.exceptions.InvalidCatalogNameError:
+        name = parts.path.lstrip("/") or "tickler"
+        return Check(
+            "database",
+            False,
+            f"{shown}: the server has no database {name}",
+            f"create it (createdb -O {parts.username or 'tickler'} {name}), or fix the "
+            "database name in DATABASE_URL",
+        )
+    except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+        return Check(
+            "database",
+            False,
+            f"{shown} refused the login ({_unsaid(str(exc).rstrip('.'), password)})",
+            "put a user and password the server accepts in DATABASE_URL (and allow this "
+            "host in the server's pg_hba.conf)",
+        )
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+        return Check(
+            "database",
+            False,
+            f"{shown}: {parts.username or 'the user'} may not write Tickler's tables "
+            f"({_unsaid(str(exc).rstrip('.'), password)})",
+            "make the user the database's owner (ALTER DATABASE ... OWNER TO ...), or grant "
+            "it every privilege on the database and its tables",
+        )
+    except asyncpg.exceptions.ReadOnlySQLTransactionError:
+        return Check(
+            "database",
+            False,
+            f"{shown} is read-only (a standby?)",
+            "point DATABASE_URL at the primary server",
+        )
+    except (OSError, TimeoutError, asyncpg.exceptions.PostgresConnectionError) as exc:
+        why = _unsaid(_socket_reason(exc), password)
+        return Check(
+            "database",
+            False,
+            f"nothing answers at {shown} ({why})",
+            "start the PostgreSQL server, or set DATABASE_URL to where it listens (inside a "
+            "container 127.0.0.1 is the container itself: use the database's service name)",
+        )
+    except (asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+        return Check(
+            "database",
+            False,
+            f"cannot use {shown} ({_unsaid(str(exc).rstrip('.'), password)})",
+            "see the PostgreSQL server's log; DATABASE_URL must name a database Tickler's "
+            "user owns",
+        )
+    return Check("database", True, _postgres_state(shown, ready))
+
+
+def _postgres_state(shown: str, ready: DatabaseReadiness) -> str:
+    if ready.created:
+        return f"{shown} is writable, created schema version {ready.version}"
+    if ready.version_before < ready.version:
+        return (
+            f"{shown} is writable, migrated from schema version {ready.version_before} to "
+            f"{ready.version}"
+        )
+    return f"{shown} is writable, schema version {ready.version}"
+
+
+def _public_database(url: str) -> str:
+    """scheme://user@host[:port]/database: no password, no ?query (it may hold one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a port that is no number
+        return "DATABASE_URL"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{parts.path}"
+
+
+def _unsaid(text: str, password: str) -> str:
+    return text.replace(password, "***") if password else text
+
+
+def _url_password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
+def _socket_reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, TimeoutError):
+        return "no answer within 10 s"
+    return str(exc).rstrip(".") or type(exc).__name__
 
 
 def _folder_owner_hint() -> str:

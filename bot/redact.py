@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -60,11 +60,24 @@ def redact(text: str) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret setting's value (each SecretStr field), for masking."""
+    """Every secret setting's value (each SecretStr field), for masking; and the password
+    in DATABASE_URL on its own, which a driver's error may quote without the URL."""
     from pydantic import SecretStr
 
     values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+    found = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+    if settings.database_url is not None:
+        password = _password(settings.database_url.get_secret_value())
+        if password:
+            found.extend({password, unquote(password)})
+    return found
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:  # a port that is no number: the whole URL is masked anyway
+        return None
 
 
 def install(secrets: Iterable[str | None]) -> None:

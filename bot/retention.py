@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from bot.sweeps import sweep_forever
 from scheduler.clock import Clock
 from scheduler.repositories import Pruned
-from storage.sqlite_store import SqliteStore
+from storage.bundle import SqlStore
 
 __all__ = ["KEEP_RUNS_PER_SCHEDULE", "PRUNE_BATCH", "PRUNE_EVERY", "prune_history_forever"]
 
@@ -33,7 +33,7 @@ PRUNE_EVERY = timedelta(days=1)
 
 
 async def prune_history_forever(
-    store: SqliteStore,
+    store: SqlStore,
     clock: Clock,
     retention: timedelta,
     on_pruned: Callable[[Pruned], None] = lambda pruned: None,

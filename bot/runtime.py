@@ -28,13 +28,15 @@ from scheduler.engine import (
 from scheduler.engine_store import EngineStore
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
-from storage.sqlite_store import SqliteStore
+from storage.bundle import SqlStore
+from storage.locations import is_postgres, open_store, shown
 
 __all__ = [
     "apply_configured_schedules",
     "build_clock",
     "build_engine",
     "log_started",
+    "open_database",
     "run_engine",
     "warn_if_nobody_served",
 ]
@@ -135,14 +137,23 @@ def warn_if_nobody_served(settings: Settings) -> None:
         )
 
 
-async def log_started(settings: Settings, store: SqliteStore, mode: Mode, **fields: object) -> None:
+async def open_database(settings: Settings) -> SqlStore:
+    """The store of `settings.database`, created and migrated if need be; a SQLite
+    file's folder is made first (a PostgreSQL database must exist already)."""
+    where = settings.database
+    if not is_postgres(where):
+        settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    return await open_store(where)
+
+
+async def log_started(settings: Settings, store: SqlStore, mode: Mode, **fields: object) -> None:
     """The one line that says the process is up, and with what."""
     log.info(
         "started",
         extra={
             "version": _version(),
             "mode": mode,
-            "database": str(settings.database_path),
+            "database": shown(settings.database),
             "timezone": settings.default_timezone,
             "schedules": await store.operations.count_all_schedules(),
             **fields,
@@ -165,15 +176,14 @@ async def run_engine(
     # Signals first: a SIGTERM during start-up (a slow database) still stops it.
     stop = asyncio.Event()
     install_stop(stop.set)
-    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(settings.database_path)
+    store = await open_database(settings)
     try:
         await _run_engine(settings, store, stop)
     finally:
         await store.close()
 
 
-async def _run_engine(settings: Settings, store: SqliteStore, stop: asyncio.Event) -> None:
+async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) -> None:
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
     engine = build_engine(

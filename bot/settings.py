@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.clocks import parse_test_clock
 from scheduler.cron import load_zone
+
+if TYPE_CHECKING:
+    from storage.locations import Location
 
 __all__ = [
     "MAKE_API_TOKEN",
@@ -47,6 +50,8 @@ MIN_API_TOKEN_CHARS = 32
 _API_TOKEN = re.compile(r"[!-~]+")
 #: How to make a good API_TOKEN (`tickler doctor` says it).
 MAKE_API_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+#: The schemes of a PostgreSQL URL that asyncpg (and libpq) accept.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def webhook_path(url: str) -> str:
@@ -102,6 +107,12 @@ class Settings(BaseSettings):
     agent_model: str = "gpt-4o-mini"
 
     database_path: Path = Path("data/tickler.db")
+    #: A PostgreSQL database instead of the SQLite file (several replicas may share it);
+    #: a secret because the URL usually carries the password.
+    database_url: SecretStr | None = None
+    #: Seconds between a replica's attempts to become the one that talks to Telegram
+    #: (polls and sends the outbox) while another holds it; PostgreSQL only.
+    leader_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
     default_timezone: str = "UTC"
     #: Optional schedules-as-code file, applied idempotently at every start.
     schedules_file: Path | None = None
@@ -187,6 +198,20 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # `DATABASE_URL=` in .env: the SQLite file of DATABASE_PATH
+        url = value.get_secret_value().strip()
+        # Never echo the value: it carries the database's password.
+        if not url.startswith(POSTGRES_SCHEMES):
+            raise ValueError(
+                "must be a PostgreSQL URL such as postgresql://tickler:PASSWORD@db-host:5432/"
+                "tickler (leave it unset for the SQLite file of DATABASE_PATH)"
+            )
+        return SecretStr(url)
+
     @field_validator("api_token")
     @classmethod
     def _api_token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -218,6 +243,14 @@ class Settings(BaseSettings):
     def _zone(cls, value: str) -> str:
         load_zone(value)
         return value
+
+    @property
+    def database(self) -> Location:
+        """Where the data lives: DATABASE_URL's PostgreSQL database when set, else the
+        SQLite file of DATABASE_PATH. Log it with `storage.locations.shown` (no password)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.database_path
 
 
 def settings_file() -> str | None:

@@ -9,6 +9,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +19,7 @@ from bot.demo_kit.agent_stub import AgentStub, refused_url
 from bot.demo_kit.telegram_server import TelegramServer
 from bot.settings import Settings
 from storage.database import SCHEMA_VERSION
+from tests import postgres
 
 AGENT_SECRET = "agent-secret-do-not-print"
 
@@ -267,3 +269,59 @@ def test_the_deployment_guides_sample_shows_todays_schema_version() -> None:
     guide = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
     shown = re.findall(r"is writable, schema version (\d+)", guide)
     assert shown == [str(SCHEMA_VERSION)], "docs/deployment.md's doctor sample is stale"
+
+
+# --- PostgreSQL (DATABASE_URL) -----------------------------------------------------------
+async def test_a_postgresql_database_is_migrated_and_reported_without_its_password(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    # The throwaway server trusts loopback logins, so any password gets in: one that must
+    # never be printed.
+    password = "pg-password-do-not-print"
+    url = postgres_url.replace("postgres@", f"postgres:{password}@")
+    shown = postgres_url  # postgresql://postgres@127.0.0.1:PORT/NAME
+    env(DATABASE_URL=url)
+    code, lines = await doctor(capsys)
+    assert code == 0, lines
+    assert line(lines, "database") == (
+        f"ok   database: {shown} is writable, created schema version {SCHEMA_VERSION}"
+    )
+    code, lines = await doctor(capsys)
+    assert line(lines, "database") == (
+        f"ok   database: {shown} is writable, schema version {SCHEMA_VERSION}"
+    )
+    assert password not in "\n".join(lines)
+
+
+async def test_a_postgresql_database_that_is_missing_or_unreachable_fails_with_a_fix(
+    env: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+    pg_cluster: postgres.Cluster,
+) -> None:
+    env(DATABASE_URL=pg_cluster.url("no_such_db").replace("postgres@", "postgres:pw-9x7@"))
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "database") == (
+        f"FAIL database: {pg_cluster.url('no_such_db')}: the server has no database "
+        "no_such_db — fix: create it (createdb -O postgres no_such_db), or fix the database "
+        "name in DATABASE_URL"
+    )
+    refused = urlsplit(refused_url("/")).port
+    env(DATABASE_URL=f"postgresql://tickler:pw-9x7@127.0.0.1:{refused}/tickler")
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "database").startswith(
+        f"FAIL database: nothing answers at postgresql://tickler@127.0.0.1:{refused}/tickler "
+        "(connection refused) — fix: start the PostgreSQL server"
+    )
+    assert "pw-9x7" not in "\n".join(lines)
+
+
+def test_a_database_url_that_is_no_postgresql_url_is_one_setting_problem(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env(DATABASE_URL="mysql://root:hunter22@db/tickler")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL settings: DATABASE_URL is not usable: must be a PostgreSQL URL")
+    assert "hunter22" not in out

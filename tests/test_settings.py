@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.redact import secrets_of
 from bot.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +136,29 @@ def test_an_empty_or_malformed_token_is_one_line_and_status_2(
         timeout=60,
     )
     assert (result.returncode, result.stderr, result.stdout) == (2, line, "")
+
+
+def test_database_url_chooses_postgresql_and_its_password_is_a_secret() -> None:
+    base = {"AGENT_URL": "http://127.0.0.1:8080/hook", "DATABASE_PATH": "/data/t.db"}
+    assert load_settings(base).database == Path("/data/t.db")
+    # `DATABASE_URL=` in a .env means unset: the SQLite file stays.
+    assert load_settings({**base, "DATABASE_URL": " "}).database == Path("/data/t.db")
+    url = "postgresql://tickler:p%40ss-w0rd-1@db:5432/tickler"
+    settings = load_settings({**base, "DATABASE_URL": url})
+    assert settings.database == url
+    assert "p%40ss" not in repr(settings)
+    # Masked in logs whole, and its password alone in both spellings.
+    assert {url, "p%40ss-w0rd-1", "p@ss-w0rd-1"} <= set(secrets_of(settings))
+    assert load_settings({**base, "DATABASE_URL": "postgres://db/t"}).database == (
+        "postgres://db/t"
+    )
+
+
+def test_a_database_url_of_another_kind_is_one_line_that_does_not_echo_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AGENT_URL": "http://x", "DATABASE_URL": "sqlite:///secret-pw.db"})
+    assert str(caught.value) == (
+        "Configuration error: DATABASE_URL: must be a PostgreSQL URL such as "
+        "postgresql://tickler:PASSWORD@db-host:5432/tickler (leave it unset for the SQLite "
+        "file of DATABASE_PATH)."
+    )

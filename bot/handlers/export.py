@@ -29,7 +29,7 @@ async def export(update: Update, context: Context, chat_id: int) -> None:
         return
     settings = context.services.settings
     try:
-        data = await export_chat(settings.database_path, chat_id, secrets=secrets_of(settings))
+        data = await export_chat(settings.database, chat_id, secrets=secrets_of(settings))
         await message.reply_document(
             document=data,
             filename=f"tickler-export-{chat_id}.zip",
