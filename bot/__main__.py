@@ -109,8 +109,10 @@ async def _serve_bot(settings: Settings) -> None:
         close_services,
         connect_telegram,
         open_services,
+        poll_telegram,
         start_services,
         stop_services,
+        stop_telegram,
     )
     from bot.runtime import log_started, warn_if_nobody_served
 
@@ -132,12 +134,11 @@ async def _serve_bot(settings: Settings) -> None:
         if settings.webhook_url:
             await _set_webhook(app, settings)
         else:
-            assert app.updater is not None
-            await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            # Only while this replica holds the Telegram lease (always, on SQLite).
+            await poll_telegram(app, allowed_updates=Update.ALL_TYPES)
         await stop.wait()
     finally:
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+        await stop_telegram(app)
         if app.running:
             await app.stop()
         await stop_services(app)

@@ -1,9 +1,12 @@
 """The Telegram application. `bot.__main__` drives this order: `open_services` opens the
 store and builds every service (`Services`, whole); `build_application` builds the PTB
 application around them with every handler registered from one ordered list;
-`start_services` starts the HTTP server, the engine and the sweeps, all before Telegram
-is reached (`connect_telegram`, retried while Telegram is down); `stop_services` stops
-them and `close_services` closes the store. Nothing is built at import time."""
+`start_services` starts the HTTP server, the engine and the sweeps, and asks for the
+Telegram lease (bot/telegram_side.py: with PostgreSQL replicas, one polls and sends the
+outbox), all before Telegram is reached (`connect_telegram`, retried while Telegram is
+down); `poll_telegram` takes updates while this replica leads; `stop_telegram`,
+`stop_services` stop them and `close_services` lets the lease go and closes the store.
+Nothing is built at import time."""
 
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ from bot.http_api import HttpServer
 from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
-from bot.outbox import deliver_pending_forever, network_backoff
+from bot.outbox import network_backoff
 from bot.proposal_expiry import expire_proposals_forever
 from bot.retention import prune_history_forever
 from bot.runtime import (
@@ -66,12 +69,14 @@ from bot.runtime import (
     open_database,
 )
 from bot.settings import Settings
+from bot.telegram_side import TelegramSide
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.work_items import WorkItemService
-from storage.locations import is_unavailable
+from storage.leadership import lease_for
+from storage.locations import is_unavailable, shown
 
 __all__ = [
     "TelegramStartError",
@@ -81,8 +86,10 @@ __all__ = [
     "connect_telegram",
     "handlers",
     "open_services",
+    "poll_telegram",
     "start_services",
     "stop_services",
+    "stop_telegram",
 ]
 
 log = logging.getLogger("tickler.bot")
@@ -207,9 +214,10 @@ def build_application(services: Services) -> TicklerApp:
 
 
 async def start_services(app: TicklerApp) -> None:
-    """Start the HTTP server, the engine, the sweeps and the outbox. Nothing here needs
-    Telegram: the engine fires while it is unreachable, and the outbox keeps the chats'
-    messages until `connect_telegram` got through."""
+    """Start the HTTP server, the engine, the sweeps and the outbox (if this replica
+    holds the Telegram lease). Nothing here needs Telegram: the engine fires while it is
+    unreachable, and the outbox keeps the chats' messages until `connect_telegram` got
+    through."""
     svc, started = app.services, app.started
     settings, clock, notifier = svc.settings, svc.clock, svc.notifier
     # Listen first: a port in use stops start-up before the engine claims anything.
@@ -218,6 +226,17 @@ async def start_services(app: TicklerApp) -> None:
         await http.start()
         started.http = http
     tune_gc()
+    # Before the engine: a replica that does not lead must not send what its engine queues.
+    side = TelegramSide(
+        lease_for(settings.database, "telegram"),
+        notifier.outbox,
+        clock,
+        app.updater,
+        check_every=settings.leader_retry_seconds,
+        database=shown(settings.database),
+    )
+    started.telegram = side
+    await side.start()
     started.engine = asyncio.create_task(svc.engine.run_forever(), name="engine")
     sweeps = [
         asyncio.create_task(
@@ -226,8 +245,6 @@ async def start_services(app: TicklerApp) -> None:
         asyncio.create_task(
             ping_followups_forever(svc.work_items, notifier, clock), name="follow-ups"
         ),
-        # Its first sweep sends what a previous process left in the outbox.
-        asyncio.create_task(deliver_pending_forever(notifier.outbox, clock), name="outbox"),
     ]
     if settings.retention_days:
         retention = prune_history_forever(
@@ -278,6 +295,24 @@ async def connect_telegram(app: TicklerApp, stop: asyncio.Event | None = None) -
     return True
 
 
+async def poll_telegram(app: TicklerApp, **options: Any) -> None:
+    """Long polling (the Updater's `options`) whenever this replica holds the Telegram
+    lease: now if it does, else when it takes over. Call after `app.start()`."""
+    side = app.started.telegram
+    assert side is not None, "start_services first"
+    await side.poll(**options)
+
+
+async def stop_telegram(app: TicklerApp) -> None:
+    """First at a stop: no more polling (nor taking the lease over), no delivery sweep;
+    the couriers finish in `stop_services`. Idempotent."""
+    side = app.started.telegram
+    if side is not None:
+        await side.stop()
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+
+
 class TelegramStartError(RuntimeError):
     """Telegram refuses the bot for good (a revoked or wrong token); `str()` is the line."""
 
@@ -289,6 +324,7 @@ def _first_line(exc: BaseException) -> str:
 async def stop_services(app: TicklerApp) -> None:
     """After the updates stop: stop claiming, let in-flight runs finish (or put them back)."""
     svc, started = app.services, app.started
+    await stop_telegram(app)
     http, started.http = started.http, None
     if http is not None:
         await http.stop()
@@ -311,7 +347,7 @@ async def stop_services(app: TicklerApp) -> None:
     # The outbox is in the database: what Telegram did not take yet goes out at the next
     # start.
     chats = await svc.notifier.outbox.close(grace=5)
-    if chats:
+    if chats and svc.notifier.outbox.sending:  # a replica that does not send has no say
         log.warning(
             "chat messages wait in the outbox for Telegram; they are sent after the next start",
             extra={"chats": chats},
@@ -319,10 +355,14 @@ async def stop_services(app: TicklerApp) -> None:
 
 
 async def close_services(app: TicklerApp) -> None:
-    """Last: stop the loop watchdog, close the agent client and the database."""
+    """Last: stop the loop watchdog, let the Telegram lease go (the outbox is closed: the
+    next replica may send), close the agent client and the database."""
     watchdog, app.started.watchdog = app.started.watchdog, None
     if watchdog is not None:
         watchdog.stop()
+    side, app.started.telegram = app.started.telegram, None
+    if side is not None:
+        await side.release()
     await app.services.dispatcher.aclose()
     await app.services.store.close()
 

@@ -20,6 +20,7 @@ from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.settings import Settings
+from bot.telegram_side import TelegramSide
 from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
@@ -73,11 +74,15 @@ class Started:
     http: Server | None = None
     #: The engine's loop; /healthz reports whether it is alive.
     engine: asyncio.Task[None] | None = None
-    #: The periodic sweeps (proposal expiry, follow-ups, outbox, retention), by task name.
+    #: The periodic sweeps (proposal expiry, follow-ups, retention), by task name; the
+    #: outbox's is the Telegram side's (only the replica that sends runs it).
     sweeps: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     watchdog: LoopWatchdog | None = None
     #: Telegram answered getMe: until then the engine runs and the outbox holds messages.
     telegram_connected: bool = False
+    #: Whether this replica polls Telegram and sends the outbox (with PostgreSQL, the one
+    #: holding the Telegram lease; on SQLite always).
+    telegram: TelegramSide | None = None
 
 
 Data = dict[Any, Any]

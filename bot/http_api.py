@@ -100,6 +100,10 @@ class Health(BaseModel):
     #: Telegram answered at start-up. Until it does, the engine runs anyway and chat
     #: messages wait in the outbox, so this alone does not make the status unhealthy.
     telegram_connected: bool = False
+    #: This replica polls Telegram and sends the outbox: with PostgreSQL replicas the one
+    #: holding the Telegram lease (the others report false and are healthy), on SQLite
+    #: always.
+    telegram_leader: bool = False
     #: The engine's iterations complete (the loop may tick on while each one fails).
     engine_ok: bool = True
     #: Why not, in one sentence: how many failed in a row, and the last error.
@@ -332,6 +336,7 @@ class HttpServer:
         svc = self._services()
         engine = svc.engine
         loop = self.ptb.started.engine
+        side = self.ptb.started.telegram
         alive = loop is not None and not loop.done()
         since = engine.last_tick_at or self._started_at
         age = None if since is None else max(0.0, (engine.clock.now() - since).total_seconds())
@@ -356,6 +361,7 @@ class HttpServer:
             db_ok=db_ok,
             db_error=db_error,
             telegram_connected=self.ptb.started.telegram_connected,
+            telegram_leader=side is not None and side.leading,
             engine_ok=engine_error is None,
             engine_error=engine_error,
         )

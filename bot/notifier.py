@@ -313,6 +313,10 @@ class TelegramNotifier:
         ALERT_INTERVAL), and when it takes them again if they were told it stopped."""
         admins = self.settings.admin_ids
         if failure is not None:
+            if not self.outbox.sending and not self.outbox.has_led:
+                # With replicas: one alert, from the one that sends (or last sent: the
+                # database's outage may have cost it the lease), not one from each.
+                return
             if not self._may_alert("database"):
                 return
             self._database_alerted = True

@@ -12,6 +12,14 @@ the text) gives the message up, logged. A message still undeliverable after
 delivery sweep (`deliver_pending_forever`, on bot/sweeps.py's loop) starts couriers for
 what is waiting, at start-up first: the messages a previous process left pending.
 
+One process sends: with PostgreSQL several replicas share the outbox, and only the one
+holding the Telegram lease (bot/telegram_side.py) sends it, so that a chat's messages go
+out one at a time and in order; the others only write theirs and tell the sender
+(`tell_sender`, a NOTIFY), and a reminder queued by one of them is watched in the
+database until the sender took it. A process that loses the lease stops its couriers
+after the message in hand (`stand_by`); the one that takes over starts with every
+pending message (`take_over`).
+
 Delivery is at least once, never silently lost: a crash (or a shutdown cutting a send
 short) between Telegram taking a message and the row being marked `sent` sends that
 message again after the restart. Within one process a message is never sent twice: one
@@ -25,6 +33,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -61,6 +70,8 @@ _BACKOFF_CAP = 30.0
 #: Pending messages a courier reads at a time.
 _BATCH = 20
 _ERROR_LENGTH = 200
+#: Seconds between two looks at a reminder's message that another replica sends.
+_WATCH_EVERY = 0.2
 
 
 def network_backoff(attempt: int) -> float:
@@ -99,6 +110,38 @@ class Outbox:
         self._closing = asyncio.Event()
         #: Set (and replaced) by `retry_now`: the couriers' backoffs end early.
         self._retry = asyncio.Event()
+        #: Set while another replica sends the outbox: no couriers here (see `sending`).
+        self._standing_by = asyncio.Event()
+        #: Tells the replica that sends (a NOTIFY) that this one queued messages.
+        self.tell_sender: Callable[[], Awaitable[None]] | None = None
+        self._telling: asyncio.Task[None] | None = None
+        self._tell_again = False
+        #: This process took the sending over at least once (`take_over`).
+        self.has_led = False
+
+    @property
+    def sending(self) -> bool:
+        """This process sends the outbox (on SQLite always; on PostgreSQL the replica
+        holding the Telegram lease)."""
+        return not self._standing_by.is_set()
+
+    def take_over(self) -> None:
+        """This process sends from now on; the delivery sweep's first pass then starts
+        couriers for every pending message."""
+        self._standing_by.clear()
+        self.has_led = True
+
+    async def stand_by(self, grace: float = 5.0) -> None:
+        """Another replica sends from now on: the couriers stop after the message in
+        hand (waited for up to `grace` seconds); messages queued here are only written."""
+        self._standing_by.set()
+        busy = set(self._couriers.values())
+        if busy:
+            _, waiting = await asyncio.wait(busy, timeout=grace)
+            for task in waiting:
+                task.cancel()
+            if waiting:
+                await asyncio.wait(waiting)
 
     # --- queueing -------------------------------------------------------------------------
     async def put(
@@ -170,6 +213,8 @@ class Outbox:
         )
         if notification.status is not NotificationStatus.PENDING:
             return False
+        if not self.sending:
+            return await self._watch(notification, patience)
         _, outcome = self._waiters[notification.id]
         self.kick(chat_id)
         try:
@@ -179,6 +224,29 @@ class Outbox:
             return False
         finally:
             self._waiters.pop(notification.id, None)
+
+    async def _watch(self, notification: Notification, patience: float) -> bool:
+        """`put_and_wait` on a replica that does not send: the sender is told, and the
+        message's row is watched until it is sent or settled, or patience runs out (then
+        it is given up, unless the sender took it meanwhile)."""
+        self._deadlines.pop(notification.id, None)
+        self._waiters.pop(notification.id, None)
+        self.kick(notification.chat_id)
+        give_up = time.monotonic() + patience
+        while True:
+            status = await self.store.outbox.status_of(notification.id)
+            if status is not NotificationStatus.PENDING:
+                return status is NotificationStatus.SENT
+            left = give_up - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(_WATCH_EVERY, left))
+        await self.store.outbox.settle(
+            notification.id,
+            NotificationStatus.GIVEN_UP,
+            "not delivered within a reminder's patience",
+        )
+        return await self.store.outbox.status_of(notification.id) is NotificationStatus.SENT
 
     async def _queue(
         self,
@@ -250,8 +318,12 @@ class Outbox:
 
     # --- couriers -------------------------------------------------------------------------
     def kick(self, chat_id: int) -> None:
-        """Make sure the chat's pending messages are being delivered."""
+        """Make sure the chat's pending messages are being delivered (by the replica that
+        sends: told if it is another)."""
         if self._closing.is_set():
+            return
+        if not self.sending:
+            self._tell()
             return
         if chat_id in self._couriers:
             self._again.add(chat_id)
@@ -266,7 +338,7 @@ class Outbox:
     async def _courier(self, chat_id: int) -> None:
         failures = 0
         try:
-            while True:
+            while self.sending:
                 self._again.discard(chat_id)
                 try:
                     queue = await self.store.outbox.pending(chat_id, _BATCH)
@@ -280,8 +352,8 @@ class Outbox:
                             notification_id=n.id,
                         ):
                             keep_going = await self._deliver(n)
-                        if not keep_going:
-                            return  # the chat blocked the bot, or shutdown
+                        if not keep_going or not self.sending:
+                            return  # the chat blocked the bot, shutdown, or standing by
                 except Exception:
                     # The database (locked, full): the messages stay pending; try again.
                     failures += 1
@@ -372,6 +444,28 @@ class Outbox:
             if await self._closing_within(wait):
                 return False
 
+    def _tell(self) -> None:
+        """Tell the sender, once for a burst of messages queued here."""
+        if self.tell_sender is None:
+            return
+        if self._telling is not None and not self._telling.done():
+            self._tell_again = True
+            return
+        self._telling = asyncio.create_task(
+            self._tell_sender(self.tell_sender), name="outbox-tell", context=contextvars.Context()
+        )
+
+    async def _tell_sender(self, tell: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            self._tell_again = False
+            try:
+                await tell()
+            except Exception:
+                # The sender also looks by itself every few seconds.
+                log.debug("could not tell the sending replica", exc_info=True)
+            if not self._tell_again:
+                return
+
     def retry_now(self) -> None:
         """Telegram is reachable again (the bot just connected): the couriers waiting
         out a network backoff send at once instead of at the end of it (up to 30 s)."""
@@ -380,18 +474,19 @@ class Outbox:
 
     async def _closing_within(self, seconds: float) -> bool:
         """Wait `seconds` (less after `retry_now`); True (at once) if shutdown begins
-        meanwhile."""
+        meanwhile, or another replica takes over the sending."""
         retry = self._retry
         waits = {
             asyncio.ensure_future(self._closing.wait()),
             asyncio.ensure_future(retry.wait()),
+            asyncio.ensure_future(self._standing_by.wait()),
         }
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
-        return self._closing.is_set()
+        return self._closing.is_set() or not self.sending
 
     async def _send(self, n: Notification, now: datetime) -> Message:
         markup = None
@@ -456,6 +551,8 @@ class Outbox:
         self._closing.set()
         if self._last_flush is not None:
             await asyncio.wait({self._last_flush})
+        if self._telling is not None:
+            await asyncio.wait({self._telling}, timeout=grace)
         busy = set(self._couriers.values())
         if busy:
             _, waiting = await asyncio.wait(busy, timeout=grace)
@@ -466,10 +563,13 @@ class Outbox:
         return len(await self.store.outbox.chats_with_pending(None))
 
 
-async def deliver_pending_forever(outbox: Outbox, clock: Clock) -> None:
+async def deliver_pending_forever(
+    outbox: Outbox, clock: Clock, wake: asyncio.Event | None = None
+) -> None:
     """Until cancelled: start couriers for chats with due pending messages. The first
-    sweep (at start-up) takes every pending message, whatever its backoff said: those
-    are the ones a previous process left."""
+    sweep (at start-up, or when this replica takes the sending over) takes every
+    pending message, whatever its backoff said: those are the ones a previous process
+    left. `wake` set: look again now (another replica queued messages)."""
     starting = True
 
     async def sweep(now: datetime) -> datetime | None:
@@ -479,4 +579,4 @@ async def deliver_pending_forever(outbox: Outbox, clock: Clock) -> None:
         starting = False
         return await outbox.store.outbox.next_due()
 
-    await sweep_forever(sweep, clock, what="delivering queued chat messages")
+    await sweep_forever(sweep, clock, what="delivering queued chat messages", wake=wake)

@@ -27,10 +27,14 @@ BACKOFF = timedelta(seconds=30)
 Sweep = Callable[[datetime], Awaitable[datetime | None]]
 
 
-async def sweep_forever(sweep: Sweep, clock: Clock, *, what: str) -> None:
-    """Until cancelled."""
+async def sweep_forever(
+    sweep: Sweep, clock: Clock, *, what: str, wake: asyncio.Event | None = None
+) -> None:
+    """Until cancelled; `wake` set: sweep now, whatever the sweep asked for."""
     never = asyncio.Event()
     while True:
+        if wake is not None:
+            wake.clear()  # before the sweep: a wake during it makes the next one come at once
         now = clock.now()
         deadline = now + MAX_SLEEP
         try:
@@ -40,4 +44,4 @@ async def sweep_forever(sweep: Sweep, clock: Clock, *, what: str) -> None:
         except Exception:
             log.exception("%s failed", what)
             deadline = now + BACKOFF
-        await clock.sleep_until(deadline, never)
+        await clock.sleep_until(deadline, wake or never)

@@ -282,6 +282,10 @@ class OutboxRepository(Protocol):
     async def block_pending(self, chat_id: int, reason: str) -> int:
         """The chat blocked the bot: its pending messages become `blocked`; how many."""
 
+    async def status_of(self, notification_id: str) -> NotificationStatus | None:
+        """Where the message stands (None: no such message). A replica that does not
+        send the outbox watches its reminder's message go out through it."""
+
     async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
         """The message that showed the proposal with its buttons, if it was sent."""
 

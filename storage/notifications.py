@@ -77,6 +77,11 @@ async def insert_many(db: Db, notifications: Sequence[Notification]) -> None:
     )
 
 
+async def status_of(db: Db, notification_id: str) -> NotificationStatus | None:
+    row = await fetch_one(db, "SELECT status FROM notifications WHERE id = ?", (notification_id,))
+    return None if row is None else NotificationStatus(row[0])
+
+
 async def queue_of(db: Db, chat_id: int, limit: int) -> list[Notification]:
     rows = await fetch_all(
         db,

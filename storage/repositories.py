@@ -358,6 +358,10 @@ class SqlOutbox:
         async with self._conn.write() as db:
             return await notifications.block_pending(db, chat_id, reason)
 
+    async def status_of(self, notification_id: str) -> NotificationStatus | None:
+        async with self._conn.read() as db:
+            return await notifications.status_of(db, notification_id)
+
     async def sent_proposal_message(self, chat_id: int, proposal_id: str) -> Notification | None:
         async with self._conn.read() as db:
             return await notifications.sent_for_proposal(db, chat_id, proposal_id)

@@ -22,8 +22,10 @@ from bot.app import (
     close_services,
     connect_telegram,
     open_services,
+    poll_telegram,
     start_services,
     stop_services,
+    stop_telegram,
 )
 from bot.context import Services, TicklerApp
 from bot.demo_kit.agent_stub import AgentStub
@@ -84,8 +86,7 @@ async def start_bot(
     await start_services(app)
     await connect_telegram(app)
     await app.start()
-    assert app.updater is not None
-    await app.updater.start_polling(poll_interval=0, timeout=1)
+    await poll_telegram(app, poll_interval=0, timeout=1)
     return BotHarness(
         app,
         server,
@@ -99,9 +100,7 @@ async def start_bot(
 
 async def stop_bot(harness: BotHarness) -> None:
     app = harness.app
-    assert app.updater is not None
-    if app.updater.running:
-        await app.updater.stop()
+    await stop_telegram(app)
     if app.running:
         await app.stop()
     await stop_services(app)
