@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_export(subparsers)
     _register_validate_export(subparsers)
     _register_import(subparsers)
+    _register_migrate_store(subparsers)
     _register_demo(subparsers)
     _register_doctor(subparsers)
     return parser
@@ -255,6 +256,67 @@ def _run_import(args: argparse.Namespace, now: datetime) -> int:
         raise UsageError(str(exc)) from None
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
     print(f"Imported {source} into {shown(database)} ({summary}).")
+    return EXIT_OK
+
+
+def _register_migrate_store(subparsers: argparse._SubParsersAction[_Parser]) -> None:
+    parser = subparsers.add_parser(
+        "migrate-store",
+        help="move every row from one database to another (SQLite <-> PostgreSQL)",
+        description="Move a stopped installation: stop every Tickler first, then copy "
+        "every row of --from into the empty --to (SQLite to PostgreSQL or back), check "
+        "that each entity's count matches and that both databases export the same bytes, "
+        "and print a summary; then start Tickler on --to. Refuses a target that holds rows "
+        "and a source an engine wrote a heartbeat to within the last minute.",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="FROM",
+        help="the database in use: a SQLite file (path, sqlite:///relative/path or "
+        "sqlite:////absolute/path) or a postgresql:// URL",
+    )
+    parser.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="TO",
+        help="the new, empty database, spelled as --from",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="copy even though an engine's heartbeat is recent (only when it is gone)",
+    )
+    parser.set_defaults(handler=_run_migrate_store)
+
+
+def _run_migrate_store(args: argparse.Namespace, now: datetime) -> int:
+    import asyncio
+
+    from storage.database import DatabaseUnavailable, SchemaTooNew
+    from storage.locations import is_postgres
+    from storage.migrate_store import (
+        MigrationFailed,
+        MigrationRefused,
+        migrate_store,
+        parse_location,
+    )
+
+    try:
+        source, target = parse_location(args.source), parse_location(args.target)
+        moved = asyncio.run(migrate_store(source, target, now=now, force=args.force))
+    except (MigrationRefused, DatabaseUnavailable, SchemaTooNew) as exc:
+        raise UsageError(str(exc)) from None
+    except MigrationFailed as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(moved.summary())
+    if is_postgres(target):
+        print(f"Now start Tickler with DATABASE_URL={moved.target} (with its password).")
+    else:
+        print(f"Now start Tickler with DATABASE_PATH={moved.target} and DATABASE_URL unset.")
     return EXIT_OK
 
 

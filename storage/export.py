@@ -5,6 +5,12 @@ the same database are byte-identical. Times are UTC ISO-8601 with `Z`, microseco
 only when non-zero; JSON columns are nested objects; engine instances are operational
 state and are left out. `manifest.json` records the format and schema versions and the
 count of each file.
+
+An export for people (the CLI's, /export) leaves credentials out (storage/export_secrets.py).
+A `verbatim` one, for moving an installation between two databases (`tickler
+migrate-store`), carries every value as it is stored, whatever it looks like: it is
+written to a private temporary folder and imported at once, and scrubbing it would
+change the data (a prompt that quotes an API key, a header named `token`).
 """
 
 from __future__ import annotations
@@ -52,6 +58,13 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 _DB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class _Verbatim(Scrubber):
+    """Leaves every value as it is (a verbatim export)."""
+
+    def value(self, value: Any) -> Any:
+        return value
 
 
 @dataclass(frozen=True)
@@ -327,12 +340,16 @@ def _decode(entity: _Entity, item: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- export --------------------------------------------------------------------------------
 async def export_files(
-    db: Db, *, chat_id: int | None = None, secrets: Iterable[str | None] = ()
+    db: Db,
+    *,
+    chat_id: int | None = None,
+    secrets: Iterable[str | None] = (),
+    verbatim: bool = False,
 ) -> dict[str, bytes]:
     """Every export file's bytes, by file name (manifest included); only `chat_id`'s
     rows when given. Credentials (`secrets`, the configured ones, and any value or key
-    that looks like one: storage/export_secrets.py) are left out."""
-    scrub = Scrubber(secrets)
+    that looks like one: storage/export_secrets.py) are left out, unless `verbatim`."""
+    scrub = _Verbatim() if verbatim else Scrubber(secrets)
     files: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     for entity in ENTITIES:
@@ -354,13 +371,17 @@ async def export_files(
 
 
 async def export_database(
-    where: Location, out_dir: str | Path, *, secrets: Iterable[str | None] = ()
+    where: Location,
+    out_dir: str | Path,
+    *,
+    secrets: Iterable[str | None] = (),
+    verbatim: bool = False,
 ) -> dict[str, int]:
     """Write the export of the database at `where` (a SQLite file or a PostgreSQL URL)
-    into `out_dir` (created if need be), without `secrets`; returns the row count of
-    each entity."""
+    into `out_dir` (created if need be), without `secrets` (with every value as stored
+    when `verbatim`); returns the row count of each entity."""
     async with snapshot(where) as db:  # one snapshot for every file
-        files = await export_files(db, secrets=secrets)
+        files = await export_files(db, secrets=secrets, verbatim=verbatim)
     await asyncio.to_thread(_write_files, Path(out_dir), files)
     counts: dict[str, int] = json.loads(files[MANIFEST])["counts"]
     return counts
@@ -419,9 +440,9 @@ def _read_lines(path: Path, problems: list[str]) -> list[tuple[int, dict[str, An
     return items
 
 
-def validate_export(directory: str | Path) -> list[str]:
+def validate_export(directory: str | Path, *, verbatim: bool = False) -> list[str]:
     """The problems with the export in `directory`, one sentence each; empty when it is
-    sound."""
+    sound. A `verbatim` export may carry credentials (they are not problems there)."""
     root = Path(directory)
     problems: list[str] = []
     data: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -449,7 +470,8 @@ def validate_export(directory: str | Path) -> list[str]:
                 for p in row_problems(entity.name, fields, item, where)
                 if not p.endswith(f": no {entity.id_key}.")
             )
-            problems.extend(f"{where}: {what}." for what in secret_problems(item))
+            if not verbatim:
+                problems.extend(f"{where}: {what}." for what in secret_problems(item))
         ids[entity.name] = seen
     for name, key, target in _REFERENCES:
         for number, item in data[name]:
@@ -532,16 +554,17 @@ async def _row_count(db: Db) -> int:
 
 
 async def import_export(
-    directory: str | Path, where: Location, *, merge: bool = False
+    directory: str | Path, where: Location, *, merge: bool = False, verbatim: bool = False
 ) -> dict[str, int]:
     """Restore the export in `directory` into the database at `where` (created and
     migrated if need be); returns the rows inserted per entity.
 
-    The database must be empty unless `merge`, which inserts only rows whose id is new.
-    Raises ValueError (one sentence) for an invalid export or a non-empty database.
+    The database must be empty unless `merge`, which inserts only rows whose id is new;
+    `verbatim`: the export is one of `export_database(verbatim=True)`, credentials and
+    all. Raises ValueError (one sentence) for an invalid export or a non-empty database.
     """
     root = Path(directory)
-    problems = await asyncio.to_thread(validate_export, root)
+    problems = await asyncio.to_thread(validate_export, root, verbatim=verbatim)
     if problems:
         raise ValueError(f"The export in {root} is not valid: {problems[0]}")
     manifest = json.loads((root / MANIFEST).read_bytes().decode("utf-8"))
