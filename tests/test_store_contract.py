@@ -1,18 +1,20 @@
 """The store contract (scheduler/engine_store.py, scheduler/repositories.py), run against
-every store implementation.
-
-Today that is SQLite on a real file; a second store (PostgreSQL) joins by adding a
-factory to STORES and must pass the same tests.
+every store implementation: SQLite on a real file and PostgreSQL on a throwaway server
+(tests/postgres.py), each test once per store. The engine-level guarantees over the same
+stores, driven by the real engine, are in tests/test_store_contract_engine.py; SQLite's
+own migration history is in tests/test_sqlite_migrations.py.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from scheduler.engine_store import AttemptOutcome, EngineInstance
@@ -29,26 +31,47 @@ from scheduler.models import (
     SkipReason,
 )
 from scheduler.planning import plan_due_fires
+from scheduler.repositories import ChatPrefs, Notification, Pruned
 from scheduler.stores import Stores
 from scheduler.triggers import cron_trigger
-from storage.codec import schedule_params
-from storage.database import SchemaTooNew, _migrations, _split
+from storage.bundle import SqlStore
+from storage.database import SchemaTooNew
 from storage.export import export_database, import_export
-from storage.postgres.store import PostgresStore
-from storage.sqlite_store import SqliteStore
+from storage.locations import Location, is_postgres, open_store
 from tests.engine_calls import claim_due_fires, finish_attempt, next_due_at, next_fire_at
 from tests.test_export import rewrite
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
-STORES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Stores]]] = {
-    "sqlite": lambda request: SqliteStore.open(request.getfixturevalue("tmp_path") / "contract.db"),
-    "postgres": lambda request: PostgresStore.open(request.getfixturevalue("postgres_url")),
-}
+#: The stores every contract test runs on; the PostgreSQL one is marked `postgres`.
+KINDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
-    s = await STORES[request.param](request)
+def location_maker(request: pytest.FixtureRequest, kind: str) -> Callable[[], Location]:
+    """Makes a new, empty database of that kind at each call: a file under the test's
+    tmp_path, or a database on the session's throwaway PostgreSQL server."""
+    if kind == "postgres":
+        make: Callable[[], str] = request.getfixturevalue("make_postgres_url")
+        return make
+    folder: Path = request.getfixturevalue("tmp_path")
+    numbers = itertools.count(1)
+    return lambda: folder / f"contract{next(numbers)}.db"
+
+
+@pytest.fixture(params=KINDS)
+def new_location(request: pytest.FixtureRequest) -> Callable[[], Location]:
+    """Makes a new, empty database of the store under test at each call."""
+    return location_maker(request, request.param)
+
+
+@pytest.fixture
+def location(new_location: Callable[[], Location]) -> Location:
+    """Where the store under test keeps its data (a path or a postgresql:// URL)."""
+    return new_location()
+
+
+@pytest.fixture
+async def store(location: Location) -> AsyncIterator[SqlStore]:
+    s = await open_store(location)
     yield s
     await s.close()
 
@@ -295,46 +318,131 @@ async def test_a_manual_run_for_an_existing_instant_is_refused(store: Stores) ->
     assert len(await store.runs.list_for_chat(1)) == 1
 
 
-async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    await (await SqliteStore.open(path)).close()
-    with sqlite3.connect(path) as raw:
-        raw.execute("PRAGMA user_version = 999")
+async def test_old_history_is_pruned_but_each_schedules_latest_and_open_runs_stay(
+    store: Stores,
+) -> None:
+    s = schedule()
+    await store.schedules.add(s)
+    for day in range(6):
+        now = NOW + timedelta(days=day)
+        await claim_due_fires(store, now, 10, plan_due_fires)
+        [acquired] = await store.engine.acquire(now, 10, "A")
+        status = RunStatus.DEAD if day == 0 else RunStatus.SUCCEEDED
+        outcome = AttemptOutcome(status, finished_at=now + timedelta(seconds=2))
+        await finish_attempt(store, acquired, "A", outcome, trip_after=3)
+    old = [
+        Notification(new_id(), 1, "notice", text, NOW, next_attempt_at=NOW)
+        for text in ("sent", "waiting")
+    ]
+    await store.outbox.queue(old)
+    await store.outbox.mark_sent(old[0].id, 7, NOW)
+    pruned = await store.operations.prune_history(NOW + timedelta(days=30), keep=2, batch=2)
+    # Days 1-3 go (finished, old); the dead one waits for the operator; the last two stay.
+    assert pruned == Pruned(runs=3, attempts=3, notifications=1)
+    kept = await store.runs.list_for_chat(1, limit=10)
+    assert sorted(r.scheduled_for for r in kept) == [NOW + timedelta(days=d) for d in (0, 4, 5)]
+    assert [n.text for n in await store.outbox.pending(1, 10)] == ["waiting"]
+    again = await store.operations.prune_history(NOW + timedelta(days=30), keep=2, batch=2)
+    assert again == Pruned()
+
+
+async def test_the_operations_counts_are_what_health_and_metrics_report(store: Stores) -> None:
+    first, second, other = schedule(), schedule(), schedule(chat_id=2)
+    for s in (first, second, other):
+        await store.schedules.add(s)
+    await store.operations.ping()
+    assert await store.operations.count_all_schedules() == 3
+    assert await store.operations.count_due_schedules(NOW) == 3
+    await claim_due_fires(store, NOW, 2, plan_due_fires)
+    assert await store.operations.count_due_schedules(NOW) == 1
+    assert await store.operations.count_due_runs(NOW) == 2
+    assert await store.operations.count_due_runs(NOW - timedelta(seconds=1)) == 0
+    [running] = await store.engine.acquire(NOW, 1, "A")
+    assert await store.operations.count_runs_by_status() == {
+        RunStatus.PENDING: 1,
+        RunStatus.RUNNING: 1,
+    }
+    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    done = AttemptOutcome(
+        RunStatus.SUCCEEDED,
+        finished_at=NOW + timedelta(seconds=3),
+        duration_ms=3000,
+        output="Two meetings.",
+        token_usage=usage,
+    )
+    await finish_attempt(store, running, "A", done, trip_after=3)
+    finished = await store.runs.get(running.run.chat_id, running.run.id)
+    assert finished is not None
+    assert (finished.output, finished.token_usage, finished.duration_ms) == (
+        "Two meetings.",
+        usage,
+        3000,
+    )
+    [figure] = [
+        f
+        for f in await store.runs.figures(1, NOW - timedelta(days=1), NOW)
+        if f.status is RunStatus.SUCCEEDED
+    ]
+    assert (figure.started_at, figure.duration_ms) == (NOW, 3000)
+    assert await store.operations.count_tripped_schedules() == 0
+    await store.schedules.archive(2, other.id, now=NOW)
+    assert await store.operations.count_all_schedules() == 2
+
+
+async def test_a_schedule_is_found_by_its_number_or_an_id_prefix_in_any_case(
+    store: Stores,
+) -> None:
+    first = await store.schedules.add(schedule())
+    second = await store.schedules.add(schedule())
+    assert (first.number, second.number) == (1, 2)
+    assert [s.id for s in await store.schedules.find(1, number=2)] == [second.id]
+    assert await store.schedules.find(2, number=2) == []
+    found = await store.schedules.find(1, prefix=second.id[-8:].lower())
+    assert found == []  # a prefix, not any part
+    found = await store.schedules.find(1, prefix=second.id.lower())
+    assert [s.id for s in found] == [second.id]
+    await store.schedules.archive(1, second.id, now=NOW)
+    assert await store.schedules.find(1, prefix=second.id) == []
+    assert [s.id for s in await store.schedules.find(1, number=2)] == [second.id]
+    assert await store.schedules.count_active(1) == 1
+    assert (await store.schedules.add(schedule())).number == 3  # never reused
+
+
+async def test_a_chat_keeps_its_zone_and_whether_it_blocked_the_bot(store: Stores) -> None:
+    assert await store.chats.get(5) == ChatPrefs(5)
+    await store.chats.set_timezone(5, "Europe/Berlin", NOW)
+    await store.chats.set_blocked(5, "Forbidden: bot was blocked by the user", NOW)
+    prefs = await store.chats.get(5)
+    assert (prefs.timezone, prefs.blocked_at, prefs.block_reason) == (
+        "Europe/Berlin",
+        NOW,
+        "Forbidden: bot was blocked by the user",
+    )
+    await store.chats.set_blocked(5, None, NOW + timedelta(hours=1))
+    assert await store.chats.get(5) == ChatPrefs(5, "Europe/Berlin")
+    assert await store.chats.get(6) == ChatPrefs(6)
+
+
+async def set_schema_version(where: Location, version: int) -> None:
+    """Stamp the database as written by a Tickler of that schema version: SQLite's
+    user_version, or a row of PostgreSQL's tickler_schema (storage/postgres/schema.py)."""
+    if is_postgres(where):
+        raw = await asyncpg.connect(str(where))
+        try:
+            await raw.execute("INSERT INTO tickler_schema (version) VALUES ($1)", version)
+        finally:
+            await raw.close()
+        return
+    with sqlite3.connect(where) as lite:
+        lite.execute(f"PRAGMA user_version = {version}")
+
+
+async def test_a_database_from_a_newer_version_is_refused(location: Location) -> None:
+    async with await open_store(location) as first:
+        await first.schedules.add(schedule())
+    await set_schema_version(location, 999)
     with pytest.raises(SchemaTooNew, match="version 999"):
-        await SqliteStore.open(path)
-
-
-async def test_schedules_already_stored_are_numbered_in_creation_order(tmp_path: Path) -> None:
-    """Migration 0008 numbers the schedules of a version-7 file per chat, oldest first
-    (not in id order), and a schedule added afterwards takes the next number."""
-    path = tmp_path / "v7.db"
-    with sqlite3.connect(path) as raw:
-        for number, sql in _migrations():
-            if number <= 7:
-                for statement in _split(sql):
-                    raw.execute(statement)
-        raw.execute("PRAGMA user_version = 7")
-        old = schedule_params(schedule(1))
-        for sid, chat, day in (("A-LATE", 1, 3), ("B-EARLY", 1, 1), ("C-OTHER", 2, 2)):
-            row = {
-                **old,
-                "id": sid,
-                "chat_id": chat,
-                "created_at": f"2026-11-0{day}T07:00:00.000000Z",
-            }
-            row.pop("number")
-            row.pop("pause_kind")  # added by migration 0012
-            marks = ", ".join(":" + k for k in row)
-            raw.execute(f"INSERT INTO schedules ({', '.join(row)}) VALUES ({marks})", row)
-    store = await SqliteStore.open(path)
-    try:
-        numbers = {
-            s.id: s.number for chat in (1, 2) for s in await store.schedules.list_for_chat(chat)
-        }
-        assert numbers == {"B-EARLY": 1, "A-LATE": 2, "C-OTHER": 1}
-        assert (await store.schedules.add(schedule(1))).number == 3
-    finally:
-        await store.close()
+        await open_store(location)
 
 
 # --- EngineStore.claim: a fire with a free slot is written once, already running -------
@@ -496,104 +604,83 @@ async def test_a_pause_skips_what_never_ran_and_cancels_a_planned_retry_saying_w
         assert run.skip_reason is SkipReason.PAUSED and run.error == "paused: holiday"
 
 
-async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_text(
-    tmp_path: Path,
-) -> None:
-    """Migration 0013 reads the kind of each skipped or cancelled run from the sentence it
-    was written with, so /backfill still finds the missed ones in an old ledger."""
-    path = tmp_path / "v12.db"
-    async with await SqliteStore.open(path) as store:
-        s = schedule()
-        await store.schedules.add(s)
-    texts = {
-        "missed: skip policy": SkipReason.MISSED,
-        "missed: skipped by the operator": SkipReason.MISSED_BY_OPERATOR,
-        "overlap: the previous run was still running": SkipReason.OVERLAP,
-        "paused: holiday": SkipReason.PAUSED,
-        "circuit breaker tripped": SkipReason.TRIPPED,
-        "approval deadline passed": SkipReason.APPROVAL_DEADLINE,
-        "dropped by operator": SkipReason.OPERATOR,
-    }
-    with sqlite3.connect(path) as raw:
-        raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
-        for day, text in enumerate(texts, 1):
-            raw.execute(
-                "INSERT INTO runs (id, schedule_id, chat_id, scheduled_for, trigger, status, "
-                "error, created_at, updated_at) VALUES (?, ?, 1, ?, 'schedule', 'skipped', ?, "
-                "'2026-11-01T07:00:00.000000Z', '2026-11-01T07:00:00.000000Z')",
-                (f"R{day}", s.id, f"2026-11-{day:02d}T07:00:00.000000Z", text),
-            )
-        raw.execute("PRAGMA user_version = 12")
-    async with await SqliteStore.open(path) as store:
-        got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}
-    assert got == texts
-
-
 async def test_an_export_from_before_skip_reasons_imports_with_the_reason_its_text_meant(
-    tmp_path: Path,
+    store: Stores, location: Location, new_location: Callable[[], Location], tmp_path: Path
 ) -> None:
     """What migration 0013 does to an old database, an import does to an old export: a
     skipped run without a stored reason gets the one its sentence meant, so /backfill
     still finds the missed fires; an unknown reason is refused."""
-    source = tmp_path / "source.db"
-    async with await SqliteStore.open(source) as store:
-        s = schedule()
-        await store.schedules.add(s)
-        await claim_due_fires(store, NOW, 10, plan_due_fires)
-        [paused] = await store.runs.list_for_chat(1)
-        missed = paused.model_copy(
-            update={
-                "id": new_id(),
-                "scheduled_for": NOW - timedelta(days=1),
-                "status": RunStatus.SKIPPED,
-                "error": "missed: skip policy",
-                "skip_reason": SkipReason.MISSED,
-            }
-        )
-        await store.runs.add(missed)
-        await store.schedules.pause(1, s.id, by=None, reason="holiday", now=NOW)
-    await export_database(source, tmp_path / "out")
+    s = schedule()
+    await store.schedules.add(s)
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [paused] = await store.runs.list_for_chat(1)
+    missed = paused.model_copy(
+        update={
+            "id": new_id(),
+            "scheduled_for": NOW - timedelta(days=1),
+            "status": RunStatus.SKIPPED,
+            "error": "missed: skip policy",
+            "skip_reason": SkipReason.MISSED,
+        }
+    )
+    await store.runs.add(missed)
+    await store.schedules.pause(1, s.id, by=None, reason="holiday", now=NOW)
+    await export_database(location, tmp_path / "out")
     rewrite(tmp_path / "out", "runs.jsonl", None, lambda row: row.pop("skip_reason"))
     manifest = tmp_path / "out" / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "schema_version": 12}))
-    await import_export(tmp_path / "out", tmp_path / "copy.db")
-    async with await SqliteStore.open(tmp_path / "copy.db") as copy:
-        got = {r.error: r.skip_reason for r in await copy.runs.list_for_chat(1)}
+    copy = new_location()
+    await import_export(tmp_path / "out", copy)
+    async with await open_store(copy) as imported:
+        got = {r.error: r.skip_reason for r in await imported.runs.list_for_chat(1)}
     assert got == {"missed: skip policy": SkipReason.MISSED, "paused: holiday": SkipReason.PAUSED}
 
     rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.update(skip_reason="bogus"))
     with pytest.raises(ValueError, match="unknown skip_reason 'bogus'"):
-        await import_export(tmp_path / "out", tmp_path / "copy2.db")
+        await import_export(tmp_path / "out", new_location())
+
+
+async def _interruptions_after_one_more(where: Location) -> int:
+    """Interrupt the imported run once more (its engine dies): how many times it has
+    now been interrupted, as the engine's decision is told."""
+    told: list[int] = []
+
+    def put_back(run: Run, s: Schedule, times: int) -> AttemptOutcome:
+        told.append(times)
+        return AttemptOutcome(RunStatus.PENDING, finished_at=NOW, next_attempt_at=NOW)
+
+    async with await open_store(where) as imported:
+        await imported.engine.acquire(NOW, 10, "B")
+        await imported.engine.reap(["B"], NOW, put_back)
+    return told[0]
 
 
 async def test_how_often_a_run_was_interrupted_survives_an_export_and_import(
-    tmp_path: Path,
+    store: Stores, location: Location, new_location: Callable[[], Location], tmp_path: Path
 ) -> None:
     """After an import a run interrupted before may not be redelivered more often than
     it would have been; an export made before the tally was exported counts none."""
-    source = tmp_path / "source.db"
-    async with await SqliteStore.open(source) as store:
-        await store.schedules.add(schedule())
-        await claim_due_fires(store, NOW, 10, plan_due_fires)
-        [running] = await store.engine.acquire(NOW, 10, "A")
+    await store.schedules.add(schedule())
+    await claim_due_fires(store, NOW, 10, plan_due_fires)
+    [running] = await store.engine.acquire(NOW, 10, "A")
 
-        def put_back(run: Run, s: Schedule, times: int) -> AttemptOutcome:
-            return AttemptOutcome(RunStatus.PENDING, finished_at=NOW, next_attempt_at=NOW)
+    def put_back(run: Run, s: Schedule, times: int) -> AttemptOutcome:
+        return AttemptOutcome(RunStatus.PENDING, finished_at=NOW, next_attempt_at=NOW)
 
-        [reaped] = await store.engine.reap(["A"], NOW, put_back)
-        assert reaped.run.id == running.run.id
-    await export_database(source, tmp_path / "out")
+    [reaped] = await store.engine.reap(["A"], NOW, put_back)
+    assert reaped.run.id == running.run.id
+    await export_database(location, tmp_path / "out")
     exported = (tmp_path / "out" / "runs.jsonl").read_text().splitlines()
     assert [json.loads(line)["interruptions"] for line in exported] == [1]
-    await import_export(tmp_path / "out", tmp_path / "copy.db")
-    with sqlite3.connect(tmp_path / "copy.db") as raw:
-        assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(1,)]
+    copy = new_location()
+    await import_export(tmp_path / "out", copy)
+    assert await _interruptions_after_one_more(copy) == 2
 
     rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.pop("interruptions"))
-    await import_export(tmp_path / "out", tmp_path / "old.db")
-    with sqlite3.connect(tmp_path / "old.db") as raw:
-        assert raw.execute("SELECT interruptions FROM runs").fetchall() == [(0,)]
+    old = new_location()
+    await import_export(tmp_path / "out", old)
+    assert await _interruptions_after_one_more(old) == 1
 
     rewrite(tmp_path / "out", "runs.jsonl", 1, lambda row: row.update(interruptions=-1))
     with pytest.raises(ValueError, match="interruptions must be a whole number, 0 or more"):
-        await import_export(tmp_path / "out", tmp_path / "bad.db")
+        await import_export(tmp_path / "out", new_location())
