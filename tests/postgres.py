@@ -296,6 +296,25 @@ class Cluster:
             start_new_session=True,  # Ctrl-C in the terminal is not for it
         )
 
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data for `resume`."""
+        self._pg_ctl("--mode=immediate", "stop")
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port with the same data."""
+        self._pg_ctl("--log", str(self.log_file), "--timeout=60", "start")
+        self._running = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        done = self._run(
+            [str(self.bindir / "pg_ctl"), "--pgdata", str(self.data_dir), "--wait", *args]
+        )
+        if done.returncode != 0:
+            raise ClusterError(
+                f"pg_ctl {args[-1]} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
+
     def stop(self) -> None:
         """Stop the server at once (`pg_ctl stop -m immediate`) and delete its folder.
         Safe to call twice."""
