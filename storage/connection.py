@@ -22,7 +22,7 @@ import aiosqlite
 
 from storage.database import describe_failure, is_unavailable, open_database
 from storage.one_trip import LoopWriter, WriterBusy, transact
-from storage.write_health import WriteHealth
+from storage.write_health import ReportsWriteHealth, WriteHealth
 
 __all__ = ["SqliteConnection"]
 
@@ -31,7 +31,7 @@ log = logging.getLogger("tickler.storage")
 T = TypeVar("T")
 
 
-class SqliteConnection:
+class SqliteConnection(ReportsWriteHealth):
     def __init__(
         self,
         db: aiosqlite.Connection,
@@ -47,18 +47,6 @@ class SqliteConnection:
         self._lock = asyncio.Lock()
         self._cleanup: asyncio.Future[None] | None = None
         self.health = WriteHealth(str(path))
-
-    @property
-    def write_failure(self) -> str | None:
-        return self.health.write_failure
-
-    @property
-    def on_write_health(self) -> Callable[[str | None], None] | None:
-        return self.health.on_write_health
-
-    @on_write_health.setter
-    def on_write_health(self, tell: Callable[[str | None], None] | None) -> None:
-        self.health.on_write_health = tell
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteConnection:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-__all__ = ["WriteHealth"]
+__all__ = ["ReportsWriteHealth", "WriteHealth"]
 
 log = logging.getLogger("tickler.storage")
 
@@ -49,3 +49,22 @@ class WriteHealth:
             self.on_write_health(failure)
         except Exception:
             log.exception("reporting the database's health failed")
+
+
+class ReportsWriteHealth:
+    """A connection's `write_failure` and `on_write_health` (`storage.sql.Connection`),
+    kept by its `health`."""
+
+    health: WriteHealth
+
+    @property
+    def write_failure(self) -> str | None:
+        return self.health.write_failure
+
+    @property
+    def on_write_health(self) -> Callable[[str | None], None] | None:
+        return self.health.on_write_health
+
+    @on_write_health.setter
+    def on_write_health(self, tell: Callable[[str | None], None] | None) -> None:
+        self.health.on_write_health = tell

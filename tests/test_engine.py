@@ -20,7 +20,6 @@ from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
     MissedRunPolicy,
-    OverlapPolicy,
     Owner,
     Policies,
     RetryPolicy,
@@ -410,53 +409,6 @@ async def test_timeouts_retry_with_the_same_key_or_ask_the_operator(
     assert (await service.get_run(CHAT, asked.id)).status is RunStatus.SUCCEEDED
     assert agent_stub.count_by_key()[f"{asking}:2026-11-23T08:00:00Z"] == 2
     await engine.shutdown()
-
-
-async def test_overlap_skip_records_the_fire_and_queue_runs_it_after(
-    service: ScheduleService,
-    store: SqliteStore,
-    clock: FakeClock,
-    dispatcher: HttpAgentDispatcher,
-    agent_stub: AgentStub,
-) -> None:
-    every_minute = TriggerSpec(kind="interval", every_seconds=60, start_at=clock.now())
-    release = asyncio.Event()
-
-    async def slow(_: object) -> int:
-        await release.wait()
-        return 200
-
-    agent_stub.respond_with(slow)
-    skip = await service.create_schedule(
-        CHAT, ADA, name="skip", trigger=every_minute, action=Action(text="tick")
-    )
-    queue = await service.create_schedule(
-        CHAT,
-        ADA,
-        name="queue",
-        trigger=every_minute,
-        action=Action(text="tock"),
-        policies=Policies(overlap=OverlapPolicy.QUEUE),
-    )
-    engine = make_engine(store, clock, dispatcher)
-    loop = asyncio.create_task(engine.run_forever())
-    await agent_stub.wait_for_requests(2)
-    await clock.advance(timedelta(minutes=1))  # both fire again while the first runs
-    for _ in range(50):
-        if any(r.status is RunStatus.SKIPPED for r in await service.history(CHAT, skip.id)):
-            break
-        await asyncio.sleep(0.01)
-    release.set()
-    await agent_stub.wait_for_requests(3)
-    engine.request_stop()
-    await loop
-
-    skip_runs = sorted(await service.history(CHAT, skip.id), key=lambda r: r.scheduled_for)
-    assert [r.status for r in skip_runs] == [RunStatus.SUCCEEDED, RunStatus.SKIPPED]
-    assert "overlap" in (skip_runs[1].error or "")
-    queue_runs = sorted(await service.history(CHAT, queue.id), key=lambda r: r.scheduled_for)
-    assert [r.status for r in queue_runs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
-    assert queue_runs[1].started_at >= queue_runs[0].finished_at  # type: ignore[operator]
 
 
 async def test_graceful_stop_finishes_in_time_or_puts_work_back(

@@ -24,7 +24,7 @@ from storage.database import DatabaseUnavailable
 from storage.postgres.schema import migrate
 from storage.postgres.session import PgSession
 from storage.sql import Db
-from storage.write_health import WriteHealth
+from storage.write_health import ReportsWriteHealth, WriteHealth
 
 __all__ = [
     "PgConnection",
@@ -84,7 +84,7 @@ def describe_failure(exc: BaseException, url: str) -> str:
     )
 
 
-class PgConnection:
+class PgConnection(ReportsWriteHealth):
     def __init__(self, url: str, sessions: list[PgSession]) -> None:
         self.url = url
         self._idle: asyncio.Queue[PgSession] = asyncio.Queue()
@@ -105,24 +105,9 @@ class PgConnection:
             for session in sessions:
                 session.raw.terminate()
             if is_unavailable(exc):
-                raise DatabaseUnavailable(
-                    f"The database {redact(url)} cannot be reached ({exc}): check "
-                    "DATABASE_URL and that the PostgreSQL server is up."
-                ) from exc
+                raise _unreachable(url, exc) from exc
             raise
         return cls(url, sessions)
-
-    @property
-    def write_failure(self) -> str | None:
-        return self.health.write_failure
-
-    @property
-    def on_write_health(self) -> Callable[[str | None], None] | None:
-        return self.health.on_write_health
-
-    @on_write_health.setter
-    def on_write_health(self, tell: Callable[[str | None], None] | None) -> None:
-        self.health.on_write_health = tell
 
     async def close(self) -> None:
         for session in self._all:
@@ -226,15 +211,19 @@ async def exclusive(url: str) -> AsyncIterator[Db]:
         await raw.close()
 
 
+def _unreachable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"The database {redact(url)} cannot be reached ({exc}): check DATABASE_URL and "
+        "that the PostgreSQL server is up."
+    )
+
+
 async def _open_one(url: str) -> asyncpg.Connection:
     try:
         raw = await _connect(url)
     except BaseException as exc:
         if is_unavailable(exc):
-            raise DatabaseUnavailable(
-                f"The database {redact(url)} cannot be reached ({exc}): check "
-                "DATABASE_URL and that the PostgreSQL server is up."
-            ) from exc
+            raise _unreachable(url, exc) from exc
         raise
     try:
         await migrate(raw)
