@@ -294,6 +294,13 @@ def _export_time(text: str) -> str:
 
 
 def _import_time(text: str) -> str:
+    # An export's times are UTC with `Z` (validate_export checked each), so the stored
+    # form is the text itself, with microseconds added when it has none: no parsing for
+    # each of the hundreds of thousands of times a large import holds.
+    if len(text) == 27 and text[19] == "." and text[26] == "Z":
+        return text
+    if len(text) == 20 and text[19] == "Z":
+        return f"{text[:19]}.000000Z"
     return datetime.fromisoformat(text).astimezone(UTC).strftime(_DB_TIME_FORMAT)
 
 
@@ -440,12 +447,20 @@ def _read_lines(path: Path, problems: list[str]) -> list[tuple[int, dict[str, An
     return items
 
 
+#: An export's rows as read: by entity, (line number, row) each.
+_Rows = dict[str, list[tuple[int, dict[str, Any]]]]
+
+
 def validate_export(directory: str | Path, *, verbatim: bool = False) -> list[str]:
     """The problems with the export in `directory`, one sentence each; empty when it is
     sound. A `verbatim` export may carry credentials (they are not problems there)."""
-    root = Path(directory)
+    return _validated(Path(directory), verbatim)[0]
+
+
+def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
+    """`validate_export`'s problems, and the rows it read (what an import writes)."""
     problems: list[str] = []
-    data: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    data: _Rows = {}
     ids: dict[str, set[Any]] = {}
     for entity in ENTITIES:
         path = root / entity.file
@@ -487,7 +502,7 @@ def validate_export(directory: str | Path, *, verbatim: bool = False) -> list[st
     # Lines, not rows read: a line that could not be read is reported once, above.
     lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
     problems.extend(_manifest_problems(root, lines))
-    return problems
+    return problems, data
 
 
 def _repeats(
@@ -553,6 +568,40 @@ async def _row_count(db: Db) -> int:
     return total
 
 
+#: Rows written with one executemany: a round trip (PostgreSQL) or a hop to SQLite's
+#: thread each, instead of one per row.
+_IMPORT_BATCH = 500
+
+
+async def _insert(
+    db: Db, sql: str, batch: list[tuple[int, dict[str, Any]]], root: str, file: str
+) -> int:
+    """Write a batch of rows (line number, parameters); how many were inserted. A row
+    the database refuses is named by its line: the batch is undone (to its savepoint)
+    and written again a row at a time up to it."""
+    await db.execute("SAVEPOINT import_batch")
+    try:
+        cur = await db.executemany(sql, [params for _, params in batch])
+    except Exception as exc:
+        if not is_constraint_error(exc):
+            raise
+        await db.execute("ROLLBACK TO SAVEPOINT import_batch")
+        for number, params in batch:
+            try:
+                await db.execute(sql, params)
+            except Exception as row_exc:
+                if not is_constraint_error(row_exc):
+                    raise
+                # What the row checks cannot see alone: two runs of one schedule for
+                # the same instant, say.
+                raise ValueError(
+                    f"The export in {root} cannot be imported: {file}:{number}: {row_exc}."
+                ) from None
+        raise  # refused as a batch, never row by row: not expected, so not hidden
+    await db.execute("RELEASE SAVEPOINT import_batch")
+    return max(cur.rowcount, 0)
+
+
 async def import_export(
     directory: str | Path, where: Location, *, merge: bool = False, verbatim: bool = False
 ) -> dict[str, int]:
@@ -564,7 +613,7 @@ async def import_export(
     all. Raises ValueError (one sentence) for an invalid export or a non-empty database.
     """
     root = Path(directory)
-    problems = await asyncio.to_thread(validate_export, root, verbatim=verbatim)
+    problems, data = await asyncio.to_thread(_validated, root, verbatim)
     if problems:
         raise ValueError(f"The export in {root} is not valid: {problems[0]}")
     manifest = json.loads((root / MANIFEST).read_bytes().decode("utf-8"))
@@ -583,28 +632,17 @@ async def import_export(
                 f"VALUES ({', '.join(':' + c for c in columns)})"
             )
             count = 0
-            path = root / entity.file
-            if entity.name in _OPTIONAL and not path.exists():
-                inserted[entity.name] = 0
-                continue
-            items = await asyncio.to_thread(_read_lines, path, [])
-            for number, item in items:
-                params = _decode(entity, item)
-                if merge and entity.name == "schedules":
-                    # Short numbers belong to one database; merged schedules are
-                    # numbered after the chat's own (a clash would drop the row).
-                    params["number"] = None
-                try:
-                    cur = await db.execute(sql, params)
-                except Exception as exc:
-                    if not is_constraint_error(exc):
-                        raise
-                    # What the row checks cannot see alone: two runs of one schedule
-                    # for the same instant, say.
-                    raise ValueError(
-                        f"The export in {root} cannot be imported: {entity.file}:{number}: {exc}."
-                    ) from None
-                count += max(cur.rowcount, 0)
+            items = data[entity.name]  # empty for an optional file the export lacks
+            for start in range(0, len(items), _IMPORT_BATCH):
+                batch: list[tuple[int, dict[str, Any]]] = []
+                for number, item in items[start : start + _IMPORT_BATCH]:
+                    params = _decode(entity, item)
+                    if merge and entity.name == "schedules":
+                        # Short numbers belong to one database; merged schedules are
+                        # numbered after the chat's own (a clash would drop the row).
+                        params["number"] = None
+                    batch.append((number, params))
+                count += await _insert(db, sql, batch, f"{root}", entity.file)
             inserted[entity.name] = count
             if entity.name == "schedules":
                 await db.execute(NUMBER_UNNUMBERED_SQL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from scheduler.models import RunStatus
 from scheduler.service import ScheduleService
 from storage import migrate_store as migrate_module
 from storage.database import open_database
-from storage.export import export_database
+from storage.export import export_database, import_export
 from storage.locations import Location
 from storage.migrate_store import MigrationRefused, parse_location
 from storage.sqlite_store import SqliteStore
@@ -188,7 +189,8 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     assert (code, err) == (0, ""), err
     summary, then = out.splitlines()
     assert summary.startswith(f"Moved {installation} to {postgres_url} in ")
-    assert summary.endswith("every count matches and the two exports are byte-identical (9 files).")
+    assert "; every count matches and the two exports are byte-identical (9 files). " in summary
+    assert re.search(r"Time: export \d+\.\d s, import \d+\.\d s, export of the copy \d", summary)
     assert then == f"Now start Tickler with DATABASE_URL={postgres_url} (with its password)."
 
     back = tmp_path / "back" / "tickler.db"
@@ -390,3 +392,30 @@ async def test_export_import_and_backup_on_a_postgresql_database(
     assert (code, out) == (2, "")
     assert err.startswith("The database is PostgreSQL (DATABASE_URL): back it up with pg_dump")
     assert not (tmp_path / "copy.db").exists()
+
+
+def give_line_the_number_of_the_one_before(folder: Path, line: int) -> None:
+    path = folder / "schedules.jsonl"
+    rows = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+    before, row = rows[line - 2], rows[line - 1]
+    assert before["chat_id"] == row["chat_id"]
+    row["number"] = before["number"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+async def test_an_import_names_the_line_the_database_refuses_in_the_middle_of_a_batch(
+    installation: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    # Two schedules of one chat with one short number: no check of a row alone sees it,
+    # the database's unique index does, while a batch of rows is written at once.
+    folder = tmp_path / "export"
+    await export_database(installation, folder, verbatim=True)
+    await asyncio.to_thread(give_line_the_number_of_the_one_before, folder, 150)
+    for target in (postgres_url, tmp_path / "target.db"):
+        with pytest.raises(ValueError) as refused:
+            await import_export(folder, target, verbatim=True)
+        assert str(refused.value).startswith(
+            f"The export in {folder} cannot be imported: schedules.jsonl:150: "
+        )
+        exported = await verbatim(target, tmp_path / f"after-{len(str(target))}")
+        assert json.loads(exported["manifest.json"])["counts"]["schedules"] == 0
