@@ -268,7 +268,8 @@ async def test_an_agent_that_never_answers_fails_within_the_timeout(
 def test_the_deployment_guides_sample_shows_todays_schema_version() -> None:
     guide = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
     shown = re.findall(r"is writable, schema version (\d+)", guide)
-    assert shown == [str(SCHEMA_VERSION)], "docs/deployment.md's doctor sample is stale"
+    # The SQLite sample and the PostgreSQL one.
+    assert shown == [str(SCHEMA_VERSION)] * 2, "docs/deployment.md's doctor samples are stale"
 
 
 # --- PostgreSQL (DATABASE_URL) -----------------------------------------------------------
