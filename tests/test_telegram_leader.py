@@ -6,14 +6,19 @@ it stops or loses its lock's connection."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from bot import redact
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
+from bot.runtime import log_started, open_database
+from bot.settings import load_settings
 from bot.telegram_side import TelegramSide
 from storage.postgres.leadership import Leadership
 from tests import postgres
@@ -168,3 +173,21 @@ async def test_a_reminder_queued_by_a_replica_that_does_not_send_is_confirmed_by
     finally:
         await stop_bot(second)
         await stop_bot(first)
+
+
+async def test_the_started_line_names_the_postgresql_database_without_its_password(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "started-line-password"
+    url = postgres_url.replace("postgres@", f"postgres:{password}@")
+    settings = load_settings({"AGENT_URL": "http://127.0.0.1:9/", "DATABASE_URL": url})
+    redact.install(redact.secrets_of(settings))
+    store = await open_database(settings)
+    try:
+        with caplog.at_level(logging.INFO, logger="tickler"):
+            await log_started(settings, store, "engine")
+    finally:
+        await store.close()
+    [record] = [r for r in caplog.records if r.getMessage() == "started"]
+    assert record.__dict__["database"] == postgres_url.replace("postgres@", "postgres:***@")
+    assert password not in caplog.text
