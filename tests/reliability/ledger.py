@@ -14,26 +14,42 @@ the same run: the agent saw it at most once per attempt the run's trail records,
 once per delivery that was cut off unanswered (a killed or stopped process).
 
 The ledger is read with plain SQL, read-only: this is an audit of the file as it is,
-not of what the store's own queries make of it.
+not of what the store's own queries make of it. The same SQL reads a PostgreSQL database
+(`where` a `postgresql://` URL: `fetch_runs`, `still_open`, `account`), rewritten by
+storage/'s own dialect module and run on a connection of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import asyncpg
 
 from scheduler.dispatching import format_instant
 from scheduler.models import FINAL_STATUSES, RunStatus, RunTrigger, Schedule
 from scheduler.service import first_fire
 from storage.codec import req_time, to_db_time
-from storage.sqlite_store import SqliteStore
+from storage.locations import Location, is_postgres, open_store
+from storage.postgres.dialect import to_postgres
 from tests.reliability.scripted_agent import Delivery
 
-__all__ = ["Accounting", "RunRow", "account", "open_before", "read_runs"]
+__all__ = [
+    "Accounting",
+    "RunRow",
+    "account",
+    "fetch_runs",
+    "open_before",
+    "query",
+    "read_runs",
+    "still_open",
+]
 
 _OWN_FIRES = {RunTrigger.SCHEDULE.value, RunTrigger.CATCH_UP.value}
 
@@ -95,24 +111,59 @@ class Accounting:
         )
 
 
+_ATTEMPTS_SQL = (
+    "SELECT run_id, status, error, started_at, finished_at FROM run_attempts ORDER BY seq"
+)
+_RUNS_SQL = (
+    "SELECT id, schedule_id, scheduled_for, trigger, status, attempt, error, started_at FROM runs"
+)
+
+
 def read_runs(db_path: Path) -> list[RunRow]:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as db:
-        trails: dict[str, list[tuple[RunStatus, str | None, datetime | None, datetime]]] = {}
-        for run_id, status, error, started, finished in db.execute(
-            "SELECT run_id, status, error, started_at, finished_at FROM run_attempts ORDER BY seq"
-        ):
-            trails.setdefault(run_id, []).append(
-                (
-                    RunStatus(status),
-                    error,
-                    req_time(started) if started else None,
-                    req_time(finished),
-                )
+        attempts = db.execute(_ATTEMPTS_SQL).fetchall()
+        rows = db.execute(_RUNS_SQL).fetchall()
+    return _run_rows(rows, attempts)
+
+
+async def fetch_runs(where: Location) -> list[RunRow]:
+    """`read_runs` of a SQLite file or a PostgreSQL database."""
+    attempts = await query(where, _ATTEMPTS_SQL)
+    return _run_rows(await query(where, _RUNS_SQL), attempts)
+
+
+async def query(where: Location, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one read-only statement in storage/'s SQL (SQLite's dialect, `?`
+    placeholders): on a SQLite file opened read-only, or on a PostgreSQL database over a
+    connection of its own, the statement rewritten as the store rewrites its own."""
+    if not is_postgres(where):
+        return await asyncio.to_thread(_sqlite_rows, Path(where), sql, parameters)
+    statement = to_postgres(sql)
+    raw = await asyncpg.connect(str(where), timeout=10, statement_cache_size=0)
+    try:
+        async with raw.transaction(isolation="repeatable_read", readonly=True):
+            rows = await raw.fetch(statement.text, *statement.arguments(parameters))
+    finally:
+        await raw.close()
+    return [tuple(r) for r in rows]
+
+
+def _sqlite_rows(db_path: Path, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as db:
+        return [tuple(r) for r in db.execute(sql, tuple(parameters))]
+
+
+def _run_rows(rows: Sequence[Sequence[Any]], attempts: Sequence[Sequence[Any]]) -> list[RunRow]:
+    trails: dict[str, list[tuple[RunStatus, str | None, datetime | None, datetime]]] = {}
+    for run_id, status, error, started, finished in attempts:
+        trails.setdefault(run_id, []).append(
+            (
+                RunStatus(status),
+                error,
+                req_time(started) if started else None,
+                req_time(finished),
             )
-        rows = db.execute(
-            "SELECT id, schedule_id, scheduled_for, trigger, status, attempt, error, started_at "
-            "FROM runs"
-        ).fetchall()
+        )
     return [
         RunRow(
             id=r[0],
@@ -136,27 +187,39 @@ def open_before(db_path: Path, cut: datetime) -> list[str]:
     yet (their `next_run_at` is before it). Empty once the ledger before `cut` is settled:
     a test drains by waiting for this, not for a span of time, which a busy machine
     stretches."""
-    settled = ",".join(f"'{s.value}'" for s in (*FINAL_STATUSES, RunStatus.UNKNOWN))
     before = to_db_time(cut)
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as db:
-        runs = db.execute(
-            "SELECT schedule_id, scheduled_for, status, attempt, next_attempt_at FROM runs "
-            f"WHERE status NOT IN ({settled}) AND scheduled_for < ? ORDER BY scheduled_for",
-            (before,),
-        ).fetchall()
-        unclaimed = db.execute(
-            "SELECT id, next_run_at FROM schedules WHERE enabled = 1 AND tripped = 0 "
-            "AND archived_at IS NULL AND next_run_at < ? ORDER BY next_run_at",
-            (before,),
-        ).fetchall()
+    runs = _sqlite_rows(db_path, _OPEN_RUNS_SQL, (before,))
+    unclaimed = _sqlite_rows(db_path, _UNCLAIMED_SQL, (before,))
+    return _open_lines(runs, unclaimed)
+
+
+async def still_open(where: Location, cut: datetime) -> list[str]:
+    """`open_before` of a SQLite file or a PostgreSQL database."""
+    before = to_db_time(cut)
+    runs = await query(where, _OPEN_RUNS_SQL, (before,))
+    return _open_lines(runs, await query(where, _UNCLAIMED_SQL, (before,)))
+
+
+_SETTLED = ",".join(f"'{s.value}'" for s in (*FINAL_STATUSES, RunStatus.UNKNOWN))
+_OPEN_RUNS_SQL = (
+    "SELECT schedule_id, scheduled_for, status, attempt, next_attempt_at FROM runs "
+    f"WHERE status NOT IN ({_SETTLED}) AND scheduled_for < ? ORDER BY scheduled_for"
+)
+_UNCLAIMED_SQL = (
+    "SELECT id, next_run_at FROM schedules WHERE enabled = 1 AND tripped = 0 "
+    "AND archived_at IS NULL AND next_run_at < ? ORDER BY next_run_at"
+)
+
+
+def _open_lines(runs: Sequence[Sequence[Any]], unclaimed: Sequence[Sequence[Any]]) -> list[str]:
     return [
         f"{sid}:{at} {status}, attempt {attempt}, ready at {ready}"
         for sid, at, status, attempt, ready in runs
     ] + [f"{sid}: fire at {at} not claimed yet" for sid, at in unclaimed]
 
 
-async def read_schedules(db_path: Path, chats: Collection[int]) -> list[Schedule]:
-    async with await SqliteStore.open(db_path) as store:
+async def read_schedules(db_path: Location, chats: Collection[int]) -> list[Schedule]:
+    async with await open_store(db_path) as store:
         found: list[Schedule] = []
         for chat in chats:
             found += await store.schedules.list_for_chat(chat, include_archived=True)
@@ -174,7 +237,7 @@ def expected_instants(schedule: Schedule, until: datetime) -> list[datetime]:
 
 
 async def account(
-    db_path: Path,
+    db_path: Location,
     *,
     chats: Collection[int],
     until: datetime,
@@ -190,7 +253,7 @@ async def account(
     before); rows before `settled_before` must be final."""
     acc = Accounting()
     schedules = await read_schedules(db_path, chats)
-    runs = read_runs(db_path)
+    runs = await fetch_runs(db_path)
     acc.runs = runs
     by_instant: dict[tuple[str, datetime], list[RunRow]] = {}
     for run in runs:

@@ -14,7 +14,11 @@ restarts, so a failing test can show what the bot said (`proc.log_tail()`).
 
 `fast_clock(speed)` is the accelerated test clock: the bot reads it through
 `TICKLER_TEST_CLOCK`, the test through the same object, so both agree on the fake
-instant, across restarts too (its origin is fixed when the test makes it).
+instant, across restarts too (its origin is fixed when the test makes it). Processes
+given the same clock agree with each other too: replicas on one database.
+
+The database is a SQLite file's path, or a PostgreSQL URL (`DATABASE_URL`), which
+several processes may share.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +38,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import asyncpg
 
 from adapters.clocks import AcceleratedClock
 from bot.demo_kit.telegram_server import TelegramServer
+from storage.locations import Location, is_postgres
+from tests.reliability.ledger import query
 
 __all__ = [
     "START",
@@ -63,6 +70,7 @@ _SCRUBBED = (
     "AGENT_SECRET",
     "AGENT_TOKEN",
     "DATABASE_PATH",
+    "DATABASE_URL",
     "SCHEDULES_FILE",
     "API_TOKEN",
     "WEBHOOK_URL",
@@ -97,7 +105,7 @@ def free_port() -> int:
 
 
 def tickler_env(
-    db_path: Path,
+    db_path: Location,
     *,
     agent_url: str,
     telegram: TelegramServer | None = None,
@@ -109,12 +117,13 @@ def tickler_env(
     http_port: int = 0,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one Tickler process. `telegram_url` overrides the server's
-    own address (to put a `TcpGate` in between)."""
+    """The environment of one Tickler process on `db_path` (a SQLite file, or a
+    PostgreSQL URL). `telegram_url` overrides the server's own address (to put a
+    `TcpGate` in between)."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env["DATABASE_URL" if is_postgres(db_path) else "DATABASE_PATH"] = str(db_path)
     env.update(
         ADMIN_IDS=",".join(str(i) for i in admin_ids),
-        DATABASE_PATH=str(db_path),
         AGENT_URL=agent_url,
         AGENT_MODE=agent_mode,
         AGENT_SECRET="reliability-secret",
@@ -149,15 +158,17 @@ class FinalStop:
 
 @dataclass
 class TicklerProcess:
-    """One Tickler process on a database file; `start` may be called again after it
-    ended (a restart on the same file)."""
+    """One Tickler process on a database (a file, or a PostgreSQL URL); `start` may be
+    called again after it ended (a restart on the same database)."""
 
-    db_path: Path
+    db_path: Location
     env: dict[str, str]
     log_path: Path
     cwd: Path
     #: True: `tickler engine` (the scheduler alone); False: `python -m bot`.
     headless: bool = False
+    #: A command that runs the process (it must exec it, keeping the pid): `unshare …`.
+    prefix: tuple[str, ...] = ()
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     _pids: list[int] = field(default_factory=list)
@@ -188,7 +199,7 @@ class TicklerProcess:
             # The working directory is the test's own: a developer's `.env` in the
             # project folder must not configure the process under test.
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=self.cwd, env=self.env, stdout=log, stderr=log
+                *self.prefix, *argv, cwd=self.cwd, env=self.env, stdout=log, stderr=log
             )
         self.starts += 1
         self._pids.append(self.proc.pid)
@@ -198,10 +209,11 @@ class TicklerProcess:
         the store is open and reconciliation is under way)."""
         pid = self.pid
         async with asyncio.timeout(timeout):
-            while not await asyncio.to_thread(_engine_registered, self.db_path, pid):
+            while not await _engine_registered(self.db_path, pid):
                 if not self.running:
                     raise AssertionError(f"Tickler exited early:\n{self.log_tail()}")
-                await asyncio.sleep(0.02)
+                # A look at PostgreSQL is a new connection (a server process) each time.
+                await asyncio.sleep(0.1 if is_postgres(self.db_path) else 0.02)
 
     async def kill(self) -> int:
         """SIGKILL: a crash, with no chance to clean up."""
@@ -255,16 +267,15 @@ class TicklerProcess:
         return await fetch_health(self.http_url)
 
 
-def _engine_registered(db_path: Path, pid: int) -> bool:
-    # Read-only and short: the process under test owns the file.
+async def _engine_registered(db_path: Location, pid: int) -> bool:
+    # Read-only and short: the process under test owns the database.
     try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
-            row = db.execute(
-                "SELECT 1 FROM engine_instances WHERE pid = ? AND stopped_at IS NULL", (pid,)
-            ).fetchone()
-    except sqlite3.OperationalError:
+        rows = await query(
+            db_path, "SELECT 1 FROM engine_instances WHERE pid = ? AND stopped_at IS NULL", (pid,)
+        )
+    except (sqlite3.OperationalError, asyncpg.PostgresError):
         return False  # not created yet, or busy: look again
-    return row is not None
+    return bool(rows)
 
 
 class Launcher:
@@ -275,15 +286,23 @@ class Launcher:
         self.made: list[TicklerProcess] = []
 
     def __call__(
-        self, db_path: Path, *, headless: bool = False, name: str = "tickler", **env: Any
+        self,
+        db_path: Location,
+        *,
+        headless: bool = False,
+        name: str = "tickler",
+        prefix: Sequence[str] = (),
+        **env: Any,
     ) -> TicklerProcess:
-        """A process on `db_path`; `env` are `tickler_env`'s keyword arguments."""
+        """A process on `db_path` (a file or a PostgreSQL URL), run through `prefix` if
+        given; `env` are `tickler_env`'s keyword arguments."""
         process = TicklerProcess(
             db_path=db_path,
             env=tickler_env(db_path, **env),
             log_path=self.workdir / f"{name}-{len(self.made) + 1}.log",
             cwd=self.workdir,
             headless=headless,
+            prefix=tuple(prefix),
         )
         self.made.append(process)
         return process

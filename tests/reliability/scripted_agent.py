@@ -50,6 +50,8 @@ class Delivery:
     #: time.monotonic() when the request arrived and when it was answered.
     received_at: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
+    #: The run it was sent for (X-Tickler-Run-Id): one fire, one run, whoever sent it.
+    run_id: str = ""
 
 
 def _echo(request: RecordedRequest, status: int = 200) -> Reply:
@@ -98,7 +100,7 @@ class ScriptedAgent:
     async def __call__(self, request: RecordedRequest) -> Behaviour:
         key = request.headers.get("idempotency-key", "")
         sid = request.headers.get("x-tickler-schedule-id", "")
-        delivery = Delivery(key, sid)
+        delivery = Delivery(key, sid, run_id=request.headers.get("x-tickler-run-id", ""))
         self.deliveries.append(delivery)
         nth = self._seen[key]
         self._seen[key] += 1
