@@ -173,6 +173,7 @@ def report(leg: str, took: float, summary: str) -> None:
     print(f"  counts: {counts.group(1) if counts else '?'}")
     print(f"  both exports byte-identical: {'yes' if identical else 'NO'}")
     print(f"  phases: {phases.group(1) if phases else '?'}")
+    print(f"  the command said: {summary}")
 
 
 def main(argv: list[str] | None = None) -> None:
