@@ -21,6 +21,7 @@ import pytest
 
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
+from bench import migrate_store as bench_migrate_store
 from bot.cli import main
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.models import RunStatus
@@ -419,3 +420,16 @@ async def test_an_import_names_the_line_the_database_refuses_in_the_middle_of_a_
         )
         exported = await verbatim(target, tmp_path / f"after-{len(str(target))}")
         assert json.loads(exported["manifest.json"])["counts"]["schedules"] == 0
+
+
+async def test_the_benchmark_runs_on_a_small_installation(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await asyncio.to_thread(
+        bench_migrate_store.main, ["--url", postgres_url, "--schedules", "20", "--runs", "200"]
+    )
+    out = capsys.readouterr().out
+    assert out.count("both exports byte-identical: yes") == 2, out
+    assert (
+        out.count("counts: 0 chats, 20 notifications, 0 proposals, 200 run_attempts, 200 runs") == 2
+    )
