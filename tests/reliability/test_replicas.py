@@ -506,7 +506,7 @@ async def test_three_replicas_killed_at_random_lose_and_double_nothing(
     hosts = (
         f"{replicas[-1].name} on a host of its own"
         if elsewhere
-        else "all on one host (no UTS namespace here)"
+        else "all on one host: no UTS namespace here"
     )
 
     tally.add("crashes survived", kills)
