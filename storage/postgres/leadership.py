@@ -69,6 +69,9 @@ class Leadership:
         self.on_notice: Callable[[], None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._held = False
+        #: One statement at a time on the connection (asyncpg refuses two at once): the
+        #: outbox's notices and the lease's attempts come from different tasks.
+        self._busy = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"Leadership({redact(self.url)!r}, {self.name!r}, held={self.held})"
@@ -83,9 +86,11 @@ class Leadership:
         if self.held:
             return True
         try:
-            conn = await self._connection()
-            async with asyncio.timeout(TIMEOUT_S):
-                self._held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key))
+            async with self._busy:
+                conn = await self._connection()
+                async with asyncio.timeout(TIMEOUT_S):
+                    taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key)
+                self._held = bool(taken)
         except Exception as exc:
             if not is_unavailable(exc) and not isinstance(exc, asyncpg.exceptions.PostgresError):
                 raise
@@ -100,10 +105,11 @@ class Leadership:
         the server's to free, and this replica must behave as if it had lost it."""
         if not self.held:
             return False
-        assert self._conn is not None
+        conn = self._conn
+        assert conn is not None
         try:
-            async with asyncio.timeout(TIMEOUT_S):
-                await self._conn.fetchval("SELECT 1")
+            async with self._busy, asyncio.timeout(TIMEOUT_S):
+                await conn.fetchval("SELECT 1")
         except Exception as exc:
             if not is_unavailable(exc) and not isinstance(exc, asyncpg.exceptions.PostgresError):
                 raise
@@ -116,9 +122,10 @@ class Leadership:
         """Tell the holder (whichever replica it is) that there is work; best effort:
         the holder also looks by itself every few seconds."""
         try:
-            conn = await self._connection()
-            async with asyncio.timeout(TIMEOUT_S):
-                await conn.execute("SELECT pg_notify($1, '')", self.channel)
+            async with self._busy:
+                conn = await self._connection()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await conn.execute("SELECT pg_notify($1, '')", self.channel)
         except Exception as exc:
             if not is_unavailable(exc) and not isinstance(exc, asyncpg.exceptions.PostgresError):
                 raise
