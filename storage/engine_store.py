@@ -264,7 +264,9 @@ class SqlEngineStore:
                 if why is not None:
                     closing = closing_status(RunStatus(values[5]), attempt, interruptions)
                     skipped.setdefault(why, []).append((run_id, closing))
-            await runs.mark_running(db, [a.run.id for a in take], owner, now)
+            begun = await runs.mark_running(db, [a.run.id for a in take], owner, now)
+            if len(begun) != len(take):
+                take = [a for a in take if a.run.id in begun]
             for (kind, text), closed in skipped.items():
                 await runs.close_runs(db, closed, kind, text, now)
             return take

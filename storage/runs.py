@@ -166,15 +166,20 @@ async def lock_unchanged(db: Db, rows: Sequence[tuple[Any, ...]]) -> set[str]:
     return {row[0] for row in await fetch_all(db, _LOCK_UNCHANGED_SQL, (payload,))}
 
 
-async def mark_running(db: Db, run_ids: list[str], owner: str, now: datetime) -> None:
+async def mark_running(db: Db, run_ids: list[str], owner: str, now: datetime) -> set[str]:
+    """Start the ready runs `run_ids` as `owner`'s; the ids started (a run that is no
+    longer ready, started or closed by another engine, is left alone)."""
     if not run_ids:
-        return
+        return set()
     when = to_db_time(now)
-    await db.executemany(
+    rows = await fetch_all(
+        db,
         "UPDATE runs SET status = 'running', owner = ?, started_at = ?, attempt = attempt + 1, "
-        f"error = NULL, updated_at = ? WHERE id = ? AND status IN {_READY}",
-        [(owner, when, when, rid) for rid in run_ids],
+        "error = NULL, updated_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
+        f"AND status IN {_READY} RETURNING id",
+        (owner, when, when, json.dumps(run_ids)),
     )
+    return {row[0] for row in rows}
 
 
 async def close_runs(
