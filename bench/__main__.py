@@ -12,18 +12,28 @@ an aiohttp server in another; all traffic stays on 127.0.0.1):
               and the limit loop (batch claims, the fastest HTTP client found).
   claim-only  the same burst with a dispatcher that does nothing.
               Both also run the ledger floor (bench/ledger_floor.py): Tickler's SQL per
-              fire (and in a burst its dispatcher) with no engine, the ceiling for it.
+              fire (and in a burst its dispatcher) with no engine, the ceiling for it;
+              and Tickler's engine on PostgreSQL (bench/pg.py), one replica and three
+              (three processes on one database sharing the burst), with its ratio to
+              SQLite in the same run.
   idle        100,000 schedules, none due for an hour: CPU and RSS over 60 s.
   startup     100,000 schedules and 1,000 missed fires: process start to first fire.
   steady      10,000 schedules on `*/1 * * * *` for 3 minutes: every fire once, lag.
 
---quick shrinks every scenario (1,000-schedule bursts, 5 s idle, ...) to finish in under
+--quick shrinks every scenario (1,000-schedule bursts, 5 s idle, ...) to finish in about
 a minute on 2 cores; its numbers are labelled as such. --full adds 100,000 bursts.
+
+PostgreSQL: the server given by --postgres-url (its database is emptied before each
+run), or else a throwaway one the harness starts with PostgreSQL's own binaries
+(tests/postgres.py); without them the PostgreSQL rows are skipped, with one line saying
+why. --no-postgres skips them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -35,16 +45,23 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import seed
+from bench import pg, seed
+from bench.measure import percentile
 from bench.report import Check, render, targets
 
 SCENARIOS = ("burst", "claim-only", "idle", "startup", "steady")
+#: The measured systems of the bursts (`--systems`): Tickler's engine (on SQLite, and on
+#: PostgreSQL when there is one), the limit loop, the ledger floor, APScheduler.
+SYSTEMS = ("tickler", "limit", "floor", "aps")
+#: Engines on one PostgreSQL database, for its rows of the bursts.
+POSTGRES_REPLICAS = (1, 3)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -80,6 +97,9 @@ class Harness:
     #: Seconds from seeding to the due instant: a child process needs about one to
     #: import its side and open its database (it notes it in its result if it was late).
     lead: float = 1.5
+    systems: tuple[str, ...] = SYSTEMS
+    #: Where the PostgreSQL rows run; None: no PostgreSQL rows.
+    postgres: pg.PgServer | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     log: Callable[[str], None] = print
 
@@ -176,6 +196,7 @@ class Harness:
                     60e-6,
                 )
             )
+        runs = [run for run in runs if run[0] in self.systems]
         for kind, seeder, extra, per_row in runs:
             db = self.fresh(f"{kind}-{scenario}-{n}")
             due = datetime.fromtimestamp(time.time() + self.lead + n * per_row, UTC)
@@ -193,6 +214,122 @@ class Harness:
             result = self.with_agent_check(spec, n) if dispatch else self.child(spec)
             self.log(f"  {scenario} {n:,}: {_line(result)}")
             db.unlink(missing_ok=True)
+            if kind == "tickler" and self.postgres is not None:
+                # Right after SQLite's, so the ratios compare runs of the same minute.
+                for replicas in POSTGRES_REPLICAS:
+                    merged = self.postgres_burst(n, dispatch, replicas)
+                    self.log(f"  {scenario} {n:,}: {_line(merged)}")
+
+    def postgres_burst(self, n: int, dispatch: bool, replicas: int) -> dict[str, Any]:
+        """The burst on PostgreSQL: `replicas` engines, each in a process of its own with
+        its own instance id, on one database; fires/s over all of them, dropped and
+        doubled fires counted from the ledger (and at the agent)."""
+        assert self.postgres is not None
+        server = self.postgres
+        scenario = "burst" if dispatch else "claim-only"
+        timeout = 60.0 + n / 100
+        # Connecting takes a moment more than opening a file, and several processes
+        # starting at once on few cores take longer still to be ready.
+        lead = self.lead + 0.5 + 1.0 * (replicas - 1) + n * 20e-6
+        due = datetime.fromtimestamp(time.time() + lead, UTC)
+        seed.seed_tickler_postgres(server.url, n, due)
+        spec: dict[str, Any] = {
+            "kind": "tickler",
+            "scenario": scenario,
+            "postgres": server.url,
+            "n": n,
+            "due": due.timestamp(),
+            "timeout": timeout,
+            "url": self.url if dispatch else None,
+            "concurrency": self.concurrency,
+            # One engine stops at its n-th fire as on SQLite; several cannot know when
+            # the burst is over: the harness watches the ledger and tells them.
+            "replica": replicas > 1,
+        }
+        if dispatch:
+            self.agent("reset")
+        server_before = server.cpu_seconds()
+        label = f"{scenario}-pg{replicas}-{n}"
+        children = [self._start_child(spec, f"{label}-{i}") for i in range(replicas)]
+        finished = True
+        if replicas > 1:
+            finished = asyncio.run(
+                pg.succeeded(
+                    server.url, n, timeout, lambda: all(c.poll() is None for c, _ in children)
+                )
+            )
+        # Each communicate() closes its child's standard input first: for a replica, the
+        # word to stop; all at once, so no replica idles while another is read.
+        with ThreadPoolExecutor(replicas) as pool:
+            parts = list(
+                pool.map(lambda c: self._child_result(c[0], c[1], spec, timeout), children)
+            )
+        server_after = server.cpu_seconds()
+        ledger = pg.ledger(server.url)
+        result = parts[0] if replicas == 1 else _merge(parts, n, due.timestamp())
+        result["system"] = f"tickler, PostgreSQL x{replicas}"
+        result["mode"] = self.plan.mode
+        extra = result["extra"]
+        extra.update(store="postgresql", replicas=replicas, ledger=ledger.as_dict())
+        if server_before is not None and server_after is not None and result["fires"]:
+            used = server_after - server_before
+            extra["server_cpu_s"] = round(used, 3)
+            extra["server_cpu_us_per_fire"] = round(1e6 * used / result["fires"], 1)
+        # Fires started more than once: in the ledger, or dispatched twice by the engines.
+        doubled = max(ledger.doubled(), extra["started"] - n)
+        dropped = ledger.dropped(n)
+        if dispatch:
+            seen = self.agent("stats")
+            extra["agent_posts"], extra["agent_distinct"] = seen["posts"], seen["keys"]
+            dropped = max(dropped, n - seen["keys"])
+            doubled = max(doubled, seen["posts"] - seen["keys"])
+        result["dropped"] = max(dropped, 0)
+        extra["doubled"] = doubled
+        if doubled:
+            result["notes"].append(f"{doubled} fires started twice")
+        if not finished:
+            result["notes"].append(f"the ledger did not reach {n:,} successes in {timeout:g} s")
+        sqlite = next(
+            (
+                r
+                for r in reversed(self.results)
+                if r["scenario"] == scenario and r["n"] == n and r["system"] == "tickler"
+            ),
+            None,
+        )
+        if sqlite and sqlite["rate"] and result["rate"]:
+            extra["vs_sqlite"] = round(result["rate"] / sqlite["rate"], 3)
+        self.results.append(result)
+        return result
+
+    def _start_child(self, spec: dict[str, Any], name: str) -> tuple[subprocess.Popen[str], Path]:
+        stderr = self.workdir / f"child-{name}.log"
+        with stderr.open("w") as errors:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bench.child", json.dumps(spec)],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+        return child, stderr
+
+    @staticmethod
+    def _child_result(
+        child: subprocess.Popen[str], stderr: Path, spec: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        try:
+            out, _ = child.communicate(timeout=timeout + 60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, _ = child.communicate()
+        lines = out.strip().splitlines()
+        if child.returncode != 0 or not lines:
+            tail = stderr.read_text()[-2000:]
+            raise RuntimeError(f"child {spec['kind']}/{spec['scenario']} failed:\n{tail}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
 
     def idle(self) -> None:
         n, seconds = self.plan.idle_schedules, self.plan.idle_seconds
@@ -201,6 +338,8 @@ class Harness:
         seed.seed_tickler(db, n, later)
         spec = {"kind": "tickler", "scenario": "idle", "db": str(db), "n": n, "seconds": seconds}
         self.log(f"  idle tickler: {_line(self.child(spec))}")
+        if "aps" not in self.systems:
+            return
         db = self.fresh("aps-idle")
         seed.seed_aps(db, n, later, grace=1.0, func=APS_FUNC)
         spec = {"kind": "aps", "scenario": "idle", "db": str(db), "n": n, "seconds": seconds}
@@ -259,6 +398,39 @@ def _seed_aps(db: Path, due: datetime, *, n: int, grace: float) -> None:
     seed.seed_aps(db, n, due, grace=grace, func=APS_FUNC)
 
 
+def _merge(parts: list[dict[str, Any]], n: int, due: float) -> dict[str, Any]:
+    """One row for several replicas of one burst: their fires added up, fires/s from the
+    due instant to the last fire any of them recorded, lags over all their dispatches,
+    CPU added up, the largest RSS."""
+    lags = [lag for p in parts for lag in p["extra"].pop("lags")]
+    fires = sum(p["fires"] for p in parts)
+    last = max((p["extra"]["last_done"] for p in parts if p["extra"]["last_done"]), default=None)
+    seconds = None if last is None else last - due
+    cpu = sum(p["cpu_s"] or 0.0 for p in parts)
+    notes = [f"replica {i}: {note}" for i, p in enumerate(parts, 1) for note in p["notes"]]
+    return {
+        "system": parts[0]["system"],
+        "scenario": parts[0]["scenario"],
+        "n": n,
+        "fires": fires,
+        "dropped": 0,
+        "seconds": seconds,
+        "rate": fires / seconds if seconds else None,
+        "lag_p50": percentile(lags, 50),
+        "lag_p99": percentile(lags, 99),
+        "lag_max": max(lags) if lags else None,
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+        "cpu_s": cpu,
+        "notes": notes,
+        "extra": {
+            "fires_per_replica": [p["fires"] for p in parts],
+            "started": sum(p["extra"]["started"] for p in parts),
+            "cpu_us_per_fire": round(1e6 * cpu / fires, 1) if fires else None,
+            "event_loop": parts[0]["extra"].get("event_loop"),
+        },
+    }
+
+
 def _line(result: dict[str, Any]) -> str:
     parts = [f"{result['system']}"]
     if result.get("rate"):
@@ -272,11 +444,17 @@ def _line(result: dict[str, Any]) -> str:
     parts.append(f"rss {result['peak_rss_mb']:.0f} MB")
     if result["dropped"]:
         parts.append(f"dropped {result['dropped']}")
+    if "vs_sqlite" in result["extra"]:
+        parts.append(f"{result['extra']['vs_sqlite']:.2f}x SQLite's")
+    if "fires_per_replica" in result["extra"]:
+        parts.append(
+            "fires per replica " + "/".join(map(str, result["extra"]["fires_per_replica"]))
+        )
     parts += result["notes"]
     return ", ".join(parts)
 
 
-def machine() -> dict[str, Any]:
+def machine(load_at_start: tuple[float, float, float] | None = None) -> dict[str, Any]:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -288,7 +466,15 @@ def machine() -> dict[str, Any]:
     import sqlite3
 
     versions = {}
-    for package in ("aiohttp", "httpx", "httpx-aiohttp", "aiosqlite", "APScheduler", "SQLAlchemy"):
+    for package in (
+        "aiohttp",
+        "httpx",
+        "httpx-aiohttp",
+        "aiosqlite",
+        "asyncpg",
+        "APScheduler",
+        "SQLAlchemy",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -300,7 +486,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
         "packages": versions,
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": load_at_start or os.getloadavg(),
+        "load_average_at_end": os.getloadavg(),
     }
 
 
@@ -321,12 +508,39 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the results as JSON to PATH (by default, none is written)",
     )
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=SYSTEMS,
+        help="measure only these in the bursts (default: all; tickler includes PostgreSQL)",
+    )
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="burst sizes instead of the mode's (e.g. --schedules 200 for a smoke run)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="run the PostgreSQL rows on this database (emptied before each run) instead "
+        "of a throwaway server started from PostgreSQL's binaries",
+    )
+    where.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
     args = parser.parse_args(argv)
     plan = PLANS["quick" if args.quick else "full" if args.full else "default"]
+    if args.schedules:
+        plan = dataclasses.replace(plan, bursts=tuple(args.schedules))
     chosen = args.only or list(SCENARIOS)
+    systems = tuple(args.systems or SYSTEMS)
     out: Path | None = args.json
     workdir = Path(tempfile.mkdtemp(prefix="tickler-bench-"))
     started = time.monotonic()
+    load_at_start = os.getloadavg()
+    server: pg.PgServer | None = None
+    postgres_note: str | None = None
     agent = subprocess.Popen(
         [sys.executable, "-m", "bench.agent"],
         cwd=ROOT,
@@ -337,9 +551,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assert agent.stdout is not None
         port = int(agent.stdout.readline())
-        harness = Harness(plan, args.concurrency, workdir, url=f"http://127.0.0.1:{port}/webhook")
-        print(f"mode {plan.mode}, concurrency {args.concurrency}, agent stub on port {port}")
-        harness.probe()
+        if args.no_postgres:
+            postgres_note = "skipped (--no-postgres)"
+        elif "tickler" in systems and {"burst", "claim-only"} & set(chosen):
+            found = pg.start(args.postgres_url, workdir)
+            if isinstance(found, str):
+                postgres_note = f"skipped: {found}"
+                print(f"PostgreSQL rows {postgres_note}")
+            else:
+                server = found
+        harness = Harness(
+            plan,
+            args.concurrency,
+            workdir,
+            url=f"http://127.0.0.1:{port}/webhook",
+            systems=systems,
+            postgres=server,
+        )
+        print(
+            f"mode {plan.mode}, concurrency {args.concurrency}, agent stub on port {port}, "
+            f"load average {load_at_start[0]:.2f}"
+        )
+        if server is not None:
+            info = ", ".join(f"{k} {v}" for k, v in server.info.items())
+            started_here = "started by the bench" if server.cluster else "given"
+            print(f"PostgreSQL ({started_here}): {info}")
+        if {"limit", "aps"} & set(systems):
+            harness.probe()  # their HTTP client: the fastest it finds
         for scenario in chosen:
             if scenario in ("burst", "claim-only"):
                 for n in plan.bursts:
@@ -350,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         if agent.stdin is not None:
             agent.stdin.close()
         agent.wait(10)
+        if server is not None:
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     checks: list[Check] = targets(harness.results, plan.bursts)
@@ -358,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(elapsed, 1),
-        "machine": machine(),
+        "machine": machine(load_at_start),
+        "postgres": server.info if server is not None else postgres_note,
         "concurrency": args.concurrency,
         "client": harness.client,
         "event_loop": next(

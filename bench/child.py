@@ -63,7 +63,11 @@ async def _run(spec: dict[str, Any]) -> Result:
                 db, target, n, spec["expected"], due, concurrency, spec["timeout"]
             )
         else:
-            result = await tickler_side.burst(db, url, n, due, concurrency, spec["timeout"])
+            # A PostgreSQL URL instead of the file (a Path would fold its `//`).
+            where = spec.get("postgres") or db
+            result = await tickler_side.burst(
+                where, url, n, due, concurrency, spec["timeout"], replica=spec.get("replica", False)
+            )
     elif kind == "aps":
         from bench import aps_side
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Check", "render", "targets"]
+__all__ = ["Check", "postgres_table", "render", "targets"]
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,19 @@ class Check:
         }
 
 
+def _on_postgres(result: dict[str, Any]) -> bool:
+    return bool(result["extra"].get("store") == "postgresql")
+
+
 def _find(results: list[dict[str, Any]], scenario: str, n: int | None, prefix: str) -> Any:
+    """The first result of `scenario` (and `n`) whose system starts with `prefix`; the
+    targets are SQLite's, so PostgreSQL's rows are not among them."""
     for r in results:
         if (
             r["scenario"] == scenario
             and (n is None or r["n"] == n)
             and r["system"].startswith(prefix)
+            and not _on_postgres(r)
         ):
             return r
     return None
@@ -149,6 +156,68 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def postgres_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tickler's bursts on SQLite and on PostgreSQL side by side: one row per burst and
+    store, with the ratio to SQLite's fires/s in the same run."""
+    rows: list[dict[str, Any]] = []
+    for sqlite in results:
+        if sqlite["system"] != "tickler" or sqlite["scenario"] not in ("burst", "claim-only"):
+            continue
+        if _on_postgres(sqlite):
+            continue
+        same = [
+            r
+            for r in results
+            if _on_postgres(r) and (r["scenario"], r["n"]) == (sqlite["scenario"], sqlite["n"])
+        ]
+        if not same:
+            continue
+        for r in [sqlite, *same]:
+            extra = r["extra"]
+            rows.append(
+                {
+                    "scenario": r["scenario"],
+                    "n": r["n"],
+                    "store": f"PostgreSQL x{extra['replicas']}" if _on_postgres(r) else "SQLite",
+                    "rate": r["rate"],
+                    "vs_sqlite": _ratio(r["rate"], sqlite["rate"]),
+                    "lag_p99": r["lag_p99"],
+                    "cpu_us_per_fire": extra.get("cpu_us_per_fire"),
+                    "server_cpu_us_per_fire": extra.get("server_cpu_us_per_fire"),
+                    "dropped": r["dropped"],
+                    "doubled": extra.get("doubled", 0),
+                    "per_engine": extra.get("ledger", {}).get("attempts_per_engine"),
+                }
+            )
+    return rows
+
+
+def _postgres_lines(report: dict[str, Any]) -> list[str]:
+    where = report.get("postgres")
+    if isinstance(where, str):
+        return ["", f"PostgreSQL rows {where}"]
+    rows = postgres_table(report["results"])
+    if not rows:
+        return []
+    server = "" if not where else f" (PostgreSQL {where.get('version')})"
+    lines = [
+        "",
+        f"Tickler on PostgreSQL beside SQLite, measured in this run{server}",
+        f"  {'burst':<20}{'store':<16}{'fires/s':>9}{'vs SQLite':>10}{'lag p99':>9}"
+        f"{'CPU us/fire':>12}{'server us/fire':>15}{'dropped':>8}{'doubled':>8}  fires per engine",
+    ]
+    for r in rows:
+        engines = "/".join(map(str, r["per_engine"])) if r["per_engine"] else "-"
+        lines.append(
+            f"  {r['scenario'] + ' ' + format(r['n'], ','):<20}{r['store']:<16}"
+            f"{_num(r['rate'], ',.0f'):>9}{_x(r['vs_sqlite']):>10}{_num(r['lag_p99'], '.3f'):>9}"
+            f"{_num(r['cpu_us_per_fire'], ',.0f'):>12}"
+            f"{_num(r['server_cpu_us_per_fire'], ',.0f'):>15}"
+            f"{r['dropped']:>8}{r['doubled']:>8}  {engines}"
+        )
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     results: list[dict[str, Any]] = report["results"]
     lines: list[str] = []
@@ -185,6 +254,12 @@ def render(report: dict[str, Any]) -> str:
                     lines.append(f"      {note}")
             base = rows[0]
             for r in rows[1:]:
+                if _on_postgres(r):
+                    ratio = _ratio(r["rate"], base["rate"])
+                    lines.append(
+                        f"  PostgreSQL x{r['extra']['replicas']} / SQLite: {_x(ratio)} fires/s"
+                    )
+                    continue
                 ratio = _ratio(base["rate"], r["rate"])
                 lines.append(f"  tickler vs {r['system']}: {_x(ratio)} fires/s")
             if scenario == "steady":
@@ -210,6 +285,7 @@ def render(report: dict[str, Any]) -> str:
                     f"{_num(e.get('all_missed_recorded_s'), '.2f')} s; peak RSS "
                     f"{r['peak_rss_mb']:.0f} MB"
                 )
+    lines += _postgres_lines(report)
     lines.append("")
     lines.append(f"Targets  {'':<36} {'target':<15} {'verdict':<13} measured")
     for t in report["targets"]:

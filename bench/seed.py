@@ -1,8 +1,9 @@
 """Fill the three systems' databases before a child process measures them.
 
 Seeding happens in the harness process, outside every measurement: the schedules are
-written with bulk SQL, not through each system's add-a-schedule call, so 100,000 of
-them take seconds. Each system gets the same schedules: fire at `due`, then hourly.
+written with bulk SQL (COPY on PostgreSQL), not through each system's add-a-schedule
+call, so 100,000 of them take seconds. Each system gets the same schedules: fire at
+`due`, then hourly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from scheduler.triggers import CronTrigger, IntervalTrigger, Trigger
 from storage.codec import SCHEDULE_COLUMNS, schedule_params
 from storage.database import open_database
 
-__all__ = ["seed_aps", "seed_limit", "seed_tickler"]
+__all__ = ["seed_aps", "seed_limit", "seed_tickler", "seed_tickler_postgres", "tickler_rows"]
 
 _COLUMNS = [c.strip() for c in SCHEDULE_COLUMNS.split(",")]
 HOUR = timedelta(hours=1)
@@ -39,6 +40,28 @@ def seed_tickler(
     is `due`); with `spread`, schedule i fires `spread * i / n` seconds after `due`; the
     first `missed` schedules instead were due at `missed_at` (an outage)."""
     asyncio.run(_migrate(path))
+    rows = tickler_rows(
+        n, due, cron=cron, spread=spread, missed=missed, missed_at=missed_at, every=every
+    )
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({','.join('?' * len(_COLUMNS))})",
+            rows,
+        )
+
+
+def tickler_rows(
+    n: int,
+    due: datetime,
+    *,
+    cron: str | None = None,
+    spread: float = 0.0,
+    missed: int = 0,
+    missed_at: datetime | None = None,
+    every: timedelta = HOUR,
+) -> list[tuple[object, ...]]:
+    """The rows of `seed_tickler`'s schedules, in SCHEDULE_COLUMNS order (the values the
+    stores write, for either database)."""
     created = min(due, missed_at or due) - 2 * HOUR
     cron_trigger = CronTrigger(expr=cron, timezone="UTC") if cron else None
     template = schedule_params(
@@ -67,11 +90,34 @@ def seed_tickler(
             row["trigger_json"] = trigger.model_dump_json()
         row["next_run_at"] = first.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows.append(tuple(row[c] for c in _COLUMNS))
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({','.join('?' * len(_COLUMNS))})",
-            rows,
+    return rows
+
+
+def seed_tickler_postgres(url: str, n: int, due: datetime) -> None:
+    """`seed_tickler`'s N schedules due at `due` in the PostgreSQL database `url`, after
+    migrating it and emptying every Tickler table in it (the bench's database is a
+    throwaway one); then ANALYZE, as a database in service has its statistics."""
+    asyncio.run(_seed_postgres(url, tickler_rows(n, due)))
+
+
+async def _seed_postgres(url: str, rows: list[tuple[object, ...]]) -> None:
+    import asyncpg
+
+    from storage.postgres.schema import migrate
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await migrate(conn)
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> 'tickler_schema'"
         )
+        names = ", ".join(f'"{t[0]}"' for t in tables)
+        await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        await conn.copy_records_to_table("schedules", records=rows, columns=_COLUMNS)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
 
 
 async def _migrate(path: Path) -> None:

@@ -1,27 +1,35 @@
 """Tickler's engine under measurement, in a child process (see bench/child.py).
 
 The engine runs as in production: `run_forever()` on the system clock over a SQLite
-file, with the real HTTP dispatcher (or, for claim-only, one that does nothing). A thin
-wrapper notes when each dispatch starts; the notifier, which the engine calls after an
-outcome is committed, counts the fires that are durably recorded.
+file (or a PostgreSQL database, `storage.locations.open_store`), with the real HTTP
+dispatcher (or, for claim-only, one that does nothing). A thin wrapper notes when each
+dispatch starts; the notifier, which the engine calls after an outcome is committed,
+counts the fires that are durably recorded.
+
+A replica (`burst(..., replica=True)`) is one of several engines on one PostgreSQL
+database sharing a burst: no one of them knows when the burst is over, so it runs until
+the harness closes its standard input (bench/__main__.py watches the ledger), and it
+reports its own fires and lags for the harness to add up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import SystemClock
-from adapters.process import tune_gc
+from adapters.process import host_name, pid_alive, process_id, tune_gc
 from bench.measure import FireLog, Result, cpu_seconds
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
 from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.planning import FirePlan
+from storage.locations import Location, is_postgres, open_store
 from storage.sqlite_store import SqliteStore
 
 __all__ = ["burst", "idle", "startup", "steady"]
@@ -44,7 +52,7 @@ class _TimedDispatcher:
 
 
 class _CountingNotifier:
-    def __init__(self, log: FireLog, target: int, done: asyncio.Event) -> None:
+    def __init__(self, log: FireLog, target: int | None, done: asyncio.Event) -> None:
         self._log = log
         self._target = target
         self._done = done
@@ -55,7 +63,7 @@ class _CountingNotifier:
             self.failed += 1
             return
         self._log.finished()
-        if self._log.done >= self._target:
+        if self._target is not None and self._log.done >= self._target:
             self._done.set()
 
     async def schedule_tripped(self, finished: FinishedAttempt) -> None:
@@ -72,13 +80,14 @@ class _CountingNotifier:
 
 
 async def _run_engine(
-    db: Path, url: str | None, concurrency: int, target: int, timeout: float
+    where: Location, url: str | None, concurrency: int, target: int | None, timeout: float
 ) -> tuple[FireLog, _CountingNotifier, bool]:
-    """Run an engine until `target` fires are recorded (or `timeout` seconds pass)."""
+    """Run an engine until `target` fires are recorded (or `timeout` seconds pass); with
+    no target, until standard input closes (a replica: the harness says when)."""
     log = FireLog()
     done = asyncio.Event()
     notifier = _CountingNotifier(log, target, done)
-    store = await SqliteStore.open(db)
+    store = await open_store(where)
     dispatcher = HttpAgentDispatcher(url=url, max_connections=concurrency) if url else None
     engine = Engine(
         store.engine,
@@ -86,9 +95,17 @@ async def _run_engine(
         _TimedDispatcher(dispatcher, log),
         config=EngineConfig(max_concurrency=concurrency),
         notifier=notifier,
+        # As bot/runtime.py builds it: replicas tell each other apart by host and pid.
+        host=host_name(),
+        pid=process_id(),
+        is_alive=pid_alive,
     )
     tune_gc()  # as bot/runtime.py does before the loop
     loop = asyncio.create_task(engine.run_forever())
+    told: asyncio.Future[str] | None = None
+    if target is None:
+        told = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        told.add_done_callback(lambda _: done.set())
     try:
         await asyncio.wait_for(done.wait(), timeout)
         finished = True
@@ -110,17 +127,45 @@ def _succeeded(db: Path) -> int:
 
 
 async def burst(
-    db: Path, url: str | None, n: int, due: float, concurrency: int, timeout: float
+    where: Location,
+    url: str | None,
+    n: int,
+    due: float,
+    concurrency: int,
+    timeout: float,
+    *,
+    replica: bool = False,
 ) -> Result:
-    log, notifier, finished = await _run_engine(db, url, concurrency, n, timeout)
+    """A burst of `n` fires due at `due` on one engine; as a `replica`, this engine's
+    share of it (its fires, its dispatch lags in `extra["lags"]`)."""
+    log, notifier, finished = await _run_engine(
+        where, url, concurrency, None if replica else n, timeout
+    )
     result = Result("tickler", "burst" if url else "claim-only", n)
     result.from_log(log, due)
-    result.extra["succeeded_in_db"] = _succeeded(db)
+    result.extra["started"] = len(log.lags)  # dispatches begun: a doubled fire shows
+    if replica:
+        result.dropped = 0  # the harness counts from the ledger what all replicas did
+        result.extra.update(lags=log.lags, first_start=log.first_start, last_done=log.last_done)
+    elif is_postgres(where):
+        result.extra["succeeded_in_db"] = await _succeeded_pg(str(where))
+    else:
+        result.extra["succeeded_in_db"] = _succeeded(Path(where))
     if notifier.failed:
         result.notes.append(f"{notifier.failed} attempts failed")
     if not finished:
         result.notes.append(f"timed out after {timeout:g} s")
     return result
+
+
+async def _succeeded_pg(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"))
+    finally:
+        await conn.close()
 
 
 async def steady(

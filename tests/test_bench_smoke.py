@@ -1,13 +1,15 @@
 """The benchmark harness runs: its help, and one tiny burst measured end to end.
 
 No timings are asserted (TESTING.md "Speed"); what a user of `python -m bench` would
-notice is checked: the command answers, and a burst loses and doubles no fire.
+notice is checked: the command answers, and a burst loses and doubles no fire, on SQLite
+and on PostgreSQL with one engine and with three.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 
 from bench import retention as retention_bench
 from bench import seed
+from bench.report import postgres_table
 from bot.demo_kit.agent_stub import AgentStub
 from storage.codec import to_db_time
 
@@ -146,3 +149,62 @@ def test_the_retention_run_keeps_the_ledger_at_the_retention_window(tmp_path: Pa
             "(SELECT COUNT(*) FROM run_attempts)"
         ).fetchone()
     assert runs == attempts == n * 48
+
+
+def bench(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m bench --quick ARGS` (Tickler's engine only, so it takes seconds)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--systems", "tickler", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_the_bursts_on_postgresql_fire_every_schedule_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The PostgreSQL rows of `python -m bench --quick`: claim-only and burst on one
+    engine and on three sharing the database, each fire once in the ledger (and at the
+    agent), beside SQLite's row of the same run and its ratio to it."""
+    n = 200
+    out = tmp_path / "bench.json"
+    done = bench(
+        "--only", "claim-only", "burst", "--schedules", str(n),
+        "--postgres-url", postgres_url, "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    rows = postgres_table(report["results"])
+    stores = ("SQLite", "PostgreSQL x1", "PostgreSQL x3")
+    assert [(r["scenario"], r["store"]) for r in rows] == [
+        (scenario, store) for scenario in ("claim-only", "burst") for store in stores
+    ]
+    for row in rows:
+        assert (row["dropped"], row["doubled"]) == (0, 0), row
+        assert row["rate"] and row["vs_sqlite"], row
+    on_postgres = [r for r in report["results"] if r["extra"].get("store") == "postgresql"]
+    assert len(on_postgres) == 4
+    for result in on_postgres:
+        ledger = result["extra"]["ledger"]
+        assert ledger["runs"] == ledger["succeeded"] == ledger["distinct_fires"] == n, result
+        assert ledger["attempt_rows"] == sum(ledger["attempts_per_engine"]) == n, result
+        assert len(ledger["attempts_per_engine"]) <= result["extra"]["replicas"]
+        assert result["fires"] == n, result
+        if result["scenario"] == "burst":
+            assert result["extra"]["agent_posts"] == result["extra"]["agent_distinct"] == n
+    assert "PostgreSQL x3 / SQLite" in done.stdout
+
+
+def test_without_postgresql_the_bench_says_so_in_one_line(tmp_path: Path) -> None:
+    done = bench(
+        "--only", "claim-only", "--schedules", "50",
+        env={"TICKLER_PG_BIN": str(tmp_path / "no-postgres-here")},
+    )  # fmt: skip
+    skipped = [line for line in done.stdout.splitlines() if "PostgreSQL" in line]
+    assert skipped[0].startswith("PostgreSQL rows skipped: PostgreSQL not found"), skipped
+    assert "tickler, PostgreSQL" not in done.stdout
