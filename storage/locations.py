@@ -4,6 +4,7 @@ database (a `postgresql://` URL), opened as a whole store or as one transaction.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -91,8 +92,6 @@ async def exclusive(where: Location) -> AsyncIterator[Db]:
 
 def is_constraint_error(exc: BaseException) -> bool:
     """A row refused by a constraint (a unique key, a foreign key, NOT NULL)."""
-    import sqlite3
-
     return isinstance(
         exc, sqlite3.IntegrityError | asyncpg.exceptions.IntegrityConstraintViolationError
     )
