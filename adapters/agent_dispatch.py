@@ -271,7 +271,9 @@ class HttpAgentDispatcher:
             raise DispatchError(
                 f"The agent answered HTTP {status}.", uncertain=False, status_code=status
             )
-        if self._mode == "telegram" or response is None:
+        if status == 202 or self._mode == "telegram" or response is None:
+            # 202: accepted, the result comes later (PATCH or the report_result tool),
+            # whatever the body says.
             # The agent answers the chat itself; a 2xx is all that matters.
             return _accepted(status)
         return _parse_completion(response)

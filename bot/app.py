@@ -150,7 +150,11 @@ async def open_services(
             observer=metrics,
         )
         service = ScheduleService(
-            store, clock, default_timezone=settings.default_timezone, on_change=loop.wake
+            store,
+            clock,
+            default_timezone=settings.default_timezone,
+            on_change=loop.wake,
+            on_result=loop.report_result,
         )
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
         await apply_configured_schedules(settings, service, clock)

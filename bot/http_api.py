@@ -47,6 +47,7 @@ from scheduler.errors import (
 )
 from scheduler.models import Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
+from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
 
 __all__ = [
     "API_PREFIX",
@@ -216,6 +217,7 @@ class HttpServer:
         self.web.router.add_post(schedule + "/archive", self._archive)
         self.web.router.add_post(schedule + "/run", self._run_now)
         self.web.router.add_get(chat + "/runs", self._runs)
+        self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
         if settings.webhook_url:
             self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
 
@@ -438,6 +440,14 @@ class HttpServer:
         runs = await svc.service.history(chat_id, query.schedule_id, limit=query.limit)
         return _json(RunList(runs=runs))
 
+    async def _report_result(self, request: web.Request) -> web.Response:
+        """An agent's asynchronous result for a run it answered 202 (the service
+        checks the body: docs/agent-protocol.md)."""
+        svc, chat_id = self._chat(request)
+        data = await _json_body(request, self.body_timeout_s)
+        run = await svc.service.report_result(chat_id, request.match_info["run_id"], data)
+        return _json(run)
+
 
 # --- helpers -------------------------------------------------------------------------------
 def _why(exc: OSError) -> str:
@@ -480,13 +490,26 @@ async def _body(
         raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
     if optional and not raw.strip():
         return model()
+    return _validate(model, _decode_json(raw))
+
+
+async def _json_body(request: web.Request, timeout_s: float) -> Any:
+    """The request's JSON body decoded, for a service that checks it itself."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    raw = await _read_body(request, timeout_s)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    return _decode_json(raw)
+
+
+def _decode_json(raw: bytes) -> Any:
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except RecursionError:
         raise ApiError(422, "Malformed JSON: nested too deep.") from None
     except ValueError as exc:  # includes UnicodeDecodeError
         raise ApiError(422, f"Malformed JSON: {exc}.") from None
-    return _validate(model, data)
 
 
 async def _read_body(request: web.Request, timeout_s: float) -> bytes:
@@ -518,6 +541,23 @@ def _validate(model: type[M], data: Any) -> M:
 
 
 # --- the OpenAPI document ---------------------------------------------------------------
+#: The body of PATCH .../runs/{run_id}, as `scheduler.results.check_report` checks it.
+RESULT_REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status"],
+    "properties": {
+        "status": {"enum": ["succeeded", "failed"]},
+        "summary": {"type": ["string", "null"], "maxLength": SUMMARY_LIMIT},
+        "outputs_url": {
+            "type": ["string", "null"],
+            "maxLength": OUTPUTS_URL_LIMIT,
+            "description": "An absolute http:// or https:// link (a PR, an artifact)",
+        },
+        "log_excerpt": {"type": ["string", "null"], "maxLength": LOG_EXCERPT_LIMIT},
+    },
+}
+
 _ERRORS = {
     "401": "Missing or wrong token",
     "408": "The body did not arrive in time",
@@ -644,6 +684,25 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ],
                 "responses": answer(200, RunList, "The runs"),
+            }
+        },
+        chat + "/runs/{run_id}": {
+            "patch": {
+                "summary": "Report the result of a run the agent accepted with a 202",
+                "parameters": [
+                    chat_param,
+                    {
+                        "name": "run_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": RESULT_REPORT_SCHEMA}},
+                },
+                "responses": answer(200, Run, "The run as the result left it"),
             }
         },
     }

@@ -37,7 +37,7 @@ from scheduler.clock import Clock
 from scheduler.dispatching import DispatchError
 from scheduler.engine_store import FinishedAttempt
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import RunStatus, RunTrigger
+from scheduler.models import Run, RunStatus, RunTrigger
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -93,7 +93,17 @@ class TelegramNotifier:
         if run.trigger in _SENT_BY_HAND and self._agent_answers_itself:
             # Off the engine's path: an edit goes straight to Telegram, which may be slow.
             self._spawn(self.confirm_sent_run(schedule.chat_id, run.id))
-        if run.status is RunStatus.SUCCEEDED and answer:
+        if _reported(run) and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            # The agent's asynchronous result (PATCH or report_result): its summary and
+            # the link to what it produced.
+            await self.notify(
+                schedule.chat_id,
+                result_text(run, schedule.name),
+                kind="run_answer",
+                run_id=run.id,
+                schedule_id=schedule.id,
+            )
+        elif run.status is RunStatus.SUCCEEDED and answer:
             header = f"<b>{esc(schedule.name)}</b>\n"
             # Telegram counts the text after parsing, so the raw answer is cut to fit
             # beside the header and escaped afterwards; the chat's courier sends the
@@ -117,7 +127,7 @@ class TelegramNotifier:
                 f"❌ <b>{esc(schedule.name)}</b>: the run for "
                 f"{local(run.scheduled_for, zone_of(schedule))} failed after {run.attempt} "
                 f"attempt{'s' if run.attempt != 1 else ''}: {esc(run.error or 'unknown error')}"
-                f"{extra}"
+                f"{_link_line(run)}{extra}"
             )
             markup = keyboard(
                 [
@@ -419,3 +429,23 @@ class TelegramNotifier:
             return 0
         _, waiting = await asyncio.wait(set(self._tasks), timeout=timeout)
         return len(waiting)
+
+
+def _reported(run: Run) -> bool:
+    """Whether the agent reported this run's result asynchronously."""
+    return not (run.summary is None and run.outputs_url is None and run.log_excerpt is None)
+
+
+def _link_line(run: Run) -> str:
+    return f"\n🔗 {esc(run.outputs_url)}" if run.outputs_url else ""
+
+
+def result_text(run: Run, name: str) -> str:
+    """The chat message for an agent's asynchronous result: the outcome, its summary
+    and its link (the log excerpt stays in the run's detail)."""
+    if run.status is RunStatus.SUCCEEDED:
+        head = f"✅ <b>{esc(name)}</b>: the agent reported its result."
+    else:
+        head = f"⚠️ <b>{esc(name)}</b>: the agent reported a failure; it will be retried."
+    summary = f"\n{esc(run.summary)}" if run.summary else ""
+    return head + summary + _link_line(run)

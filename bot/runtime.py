@@ -195,7 +195,11 @@ async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) 
     )
     try:
         service = ScheduleService(
-            store, clock, default_timezone=settings.default_timezone, on_change=engine.wake
+            store,
+            clock,
+            default_timezone=settings.default_timezone,
+            on_change=engine.wake,
+            on_result=engine.report_result,
         )
         await apply_configured_schedules(settings, service, clock)
         await log_started(settings, store, "engine", instance=engine.instance_id)

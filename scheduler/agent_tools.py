@@ -1,5 +1,5 @@
 """Tools the agent may call in `openai` mode (SPEC "Agent endpoint"): propose a schedule,
-list the chat's schedules, pause one.
+list the chat's schedules, pause one, report the result of a run it answered with a 202.
 
 `TOOLS` is the `tools` list of a chat-completions request; `AgentTools.call` runs one
 of the answer's tool calls for one chat and returns the JSON text of the `tool`
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, RiskTier, Schedule
 from scheduler.proposals import ProposalRequest, ProposalService, ProposalStatus
+from scheduler.results import LOG_EXCERPT_LIMIT, SUMMARY_LIMIT
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.timeutil import format_utc, parse_utc
 
@@ -93,6 +94,36 @@ TOOLS: list[dict[str, Any]] = [
             },
         },
     },
+    {
+        "type": "function",
+        "function": {
+            "name": "report_result",
+            "description": (
+                "Report the result of a scheduled run you accepted with HTTP 202 (its id "
+                "came in the X-Tickler-Run-Id header). Once per run; the operator's chat "
+                "gets the summary and the link."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "run_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["succeeded", "failed"]},
+                    "summary": {
+                        "type": "string",
+                        "maxLength": SUMMARY_LIMIT,
+                        "description": "What happened, in a line or two.",
+                    },
+                    "outputs_url": {
+                        "type": "string",
+                        "description": "An http(s) link to what you produced (a PR, an artifact).",
+                    },
+                    "log_excerpt": {"type": "string", "maxLength": LOG_EXCERPT_LIMIT},
+                },
+                "required": ["run_id", "status"],
+                "additionalProperties": False,
+            },
+        },
+    },
 ]
 
 _Args = dict[str, Any]
@@ -114,6 +145,7 @@ class AgentTools:
             "propose_schedule": self._propose,
             "list_schedules": self._list,
             "pause_schedule": self._pause,
+            "report_result": self._report_result,
         }
 
     async def call(self, chat_id: int, tool_call: dict[str, Any]) -> str:
@@ -197,6 +229,11 @@ class AgentTools:
             chat_id, _text(args, "schedule_id"), by=None, reason=reason
         )
         return {"schedule_id": schedule.id, "name": schedule.name, "status": "paused"}
+
+    async def _report_result(self, chat_id: int, args: _Args) -> _Result:
+        report = {k: v for k, v in args.items() if k != "run_id"}
+        run = await self.schedules.report_result(chat_id, _text(args, "run_id"), report)
+        return {"run_id": run.id, "status": run.status.value}
 
 
 def _error(sentence: str) -> str:

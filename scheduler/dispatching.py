@@ -87,6 +87,12 @@ class DispatchResult(BaseModel):
     #: (`[{"id": ..., "type": "function", "function": {"name": ..., "arguments": "{...}"}}]`).
     tool_calls: list[dict[str, Any]] | None = None
 
+    @property
+    def deferred(self) -> bool:
+        """The agent answered 202 Accepted: it will report the result later
+        (docs/agent-protocol.md, "Answering later"), so the run waits for it."""
+        return self.status_code == 202
+
 
 class DispatchError(Exception):
     """The delivery failed; `str(error)` is one plain sentence, free of secrets and URLs.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -38,10 +39,11 @@ from scheduler.engine_store import (
     EngineStore,
     FinishedAttempt,
 )
-from scheduler.errors import UnreadableSchedule
+from scheduler.errors import InvalidState, UnreadableSchedule
 from scheduler.ids import new_id
 from scheduler.log_context import log_context, log_context_for
 from scheduler.models import (
+    AWAITING_RESULT_OWNER,
     ActionKind,
     Owner,
     Run,
@@ -51,6 +53,7 @@ from scheduler.models import (
     interrupted_error,
 )
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
+from scheduler.results import ResultReport
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
@@ -511,6 +514,8 @@ class Engine:
             expired = await self.store.expire_approvals(now)
             if expired:
                 log.info("%d runs skipped: no approval before their deadline", expired)
+        if _reached(instants.result, now):
+            await self._expire_results(now)
         room = not self._stopping and self._has_room()
         free = self._free_slots() if room else 0
         more = False
@@ -708,6 +713,9 @@ class Engine:
             if self.observer is not None:
                 took = self.clock.monotonic() - started
                 self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
+            if outcome.status is RunStatus.RUNNING:
+                await self._await_result(acquired, outcome)
+                return
             retry_planned = outcome.status is RunStatus.FAILED
             finished = await self._recorder.finish(acquired, outcome)
             _log_outcome(outcome, run.attempt)
@@ -733,15 +741,16 @@ class Engine:
         started = self.clock.monotonic()
         output: str | None = None
         usage: dict[str, int] | None = None
+        deferred = False
         try:
             if schedule.action.kind is ActionKind.AGENT and self._dispatcher_limits_time:
                 # The dispatcher keeps its own deadline (HttpAgentDispatcher: an asyncio
                 # deadline around the HTTP phases); a second one per run is pure cost.
-                output, usage = await self._perform(run, schedule, timeout)
+                output, usage, deferred = await self._perform(run, schedule, timeout)
             else:
                 # A safety net around whatever the reminder, task or dispatcher does.
                 async with asyncio.timeout(timeout + 1.0):
-                    output, usage = await self._perform(run, schedule, timeout)
+                    output, usage, deferred = await self._perform(run, schedule, timeout)
         except DispatchError as exc:
             return self._failure_outcome(
                 run, schedule, str(exc), uncertain=exc.uncertain, now=self.clock.now()
@@ -759,6 +768,16 @@ class Engine:
             return self._failure_outcome(
                 run, schedule, f"internal error: {exc}", uncertain=False, now=self.clock.now()
             )
+        if deferred:
+            # Accepted for later: the run waits for the agent's report, at most the
+            # attempt's timeout counted from its start; then the timeout policy applies.
+            now = self.clock.now()
+            begun = run.started_at or now
+            return AttemptOutcome(
+                status=RunStatus.RUNNING,
+                finished_at=now,
+                next_attempt_at=begun + timedelta(seconds=timeout),
+            )
         return AttemptOutcome(
             status=RunStatus.SUCCEEDED,
             finished_at=self.clock.now(),
@@ -769,7 +788,8 @@ class Engine:
 
     async def _perform(
         self, run: Run, schedule: Schedule, timeout: float
-    ) -> tuple[str | None, dict[str, int] | None]:
+    ) -> tuple[str | None, dict[str, int] | None, bool]:
+        """The answer, its token usage, and whether the agent will report it later."""
         action = schedule.action
         text = self._templates(action.template) if action.template else action.text
         last_output = None
@@ -793,15 +813,17 @@ class Engine:
             if self.reminders is None:
                 raise DispatchError("No chat is connected to deliver reminders.", uncertain=False)
             await self.reminders.send_reminder(schedule.chat_id, prompt)
-            return None, None
+            return None, None, False
         if action.kind is ActionKind.TASK:
             if self.tasks is None:
                 raise DispatchError("No task list is connected to record tasks.", uncertain=False)
             made = await self.tasks.create_from_fire(schedule, run.scheduled_for, prompt)
             # The output is what the chat is told: the task itself, so it reads as a to-do.
             return (
-                f"New task: {prompt}" if made else "The task for that day exists already."
-            ), None
+                (f"New task: {prompt}" if made else "The task for that day exists already."),
+                None,
+                False,
+            )
         result = await self.dispatcher.dispatch(
             DispatchRequest(
                 schedule_id=schedule.id,
@@ -815,7 +837,7 @@ class Engine:
             ),
             timeout=timeout,
         )
-        return result.output, result.token_usage
+        return result.output, result.token_usage, result.deferred
 
     def _failure_outcome(
         self,
@@ -835,6 +857,97 @@ class Engine:
         return AttemptOutcome(
             RunStatus.FAILED, finished_at=now, error=error, next_attempt_at=now + delay
         )
+
+    # --- results the agent reports later -----------------------------------------------
+    async def _await_result(self, acquired: AcquiredRun, outcome: AttemptOutcome) -> None:
+        """The agent answered 202: hand the run over to wait for its report. The slot
+        is free already; the store's `next_due` wakes the loop at the deadline."""
+        deadline = outcome.next_attempt_at
+        assert deadline is not None
+        waiting = await self.store.await_result(
+            acquired.run.id, self.instance_id, deadline, outcome.finished_at
+        )
+        if waiting is not None:
+            log.info("run accepted by the agent; awaiting its result", extra={"status": "running"})
+            # The loop may be asleep past the deadline.
+            self.wake()
+
+    async def _expire_results(self, now: datetime) -> None:
+        """End the runs whose agent reported nothing by their deadline, as a timeout
+        after delivery (the schedule's timeout policy: a retry with the same key, or
+        unknown for the operator)."""
+        overdue = await self.store.overdue_results(now, self.config.claim_batch)
+        items = [
+            (
+                item,
+                self._failure_outcome(
+                    item.run,
+                    item.schedule,
+                    "no result from the agent within "
+                    f"{item.schedule.policies.timeout_seconds:g} s of its 202",
+                    uncertain=True,
+                    now=now,
+                ),
+            )
+            for item in overdue
+        ]
+        finished = await self.store.finish(
+            items, AWAITING_RESULT_OWNER, trip_after=self.config.trip_after
+        )
+        for (item, outcome), done in zip(items, finished, strict=True):
+            if done is None:
+                continue  # reported meanwhile
+            with _run_context(item.run, item.schedule):
+                _log_outcome(outcome, item.run.attempt)
+                await self._after_finish(done)
+        if finished:
+            self.wake()
+
+    async def report_result(self, chat_id: int, run_id: str, report: ResultReport) -> Run:
+        """Apply an agent's checked report on a run awaiting it, once, as a synchronous
+        answer would end it (failure streak, breaker, a retry for a failure), and tell
+        the chat. InvalidState if it is not awaiting a result (finished already, or
+        never accepted with a 202); the service says RunNotFound before asking."""
+        acquired = await self.store.awaited_run(chat_id, run_id)
+        if acquired is None:
+            raise InvalidState(
+                "That run is not awaiting a result; it was reported or ended already."
+            )
+        run, schedule = acquired.run, acquired.schedule
+        now = self.clock.now()
+        if report.status == "succeeded":
+            outcome = AttemptOutcome(RunStatus.SUCCEEDED, finished_at=now, output=report.summary)
+        else:
+            outcome = self._failure_outcome(
+                run,
+                schedule,
+                f"the agent reported a failure: {report.summary or 'no details'}",
+                uncertain=False,
+                now=now,
+            )
+        duration = None
+        if run.started_at is not None:
+            duration = max(0, int((now - run.started_at).total_seconds() * 1000))
+        outcome = dataclasses.replace(
+            outcome,
+            duration_ms=duration,
+            summary=report.summary,
+            outputs_url=report.outputs_url,
+            log_excerpt=report.log_excerpt,
+        )
+        [finished] = await self.store.finish(
+            [(acquired, outcome)], AWAITING_RESULT_OWNER, trip_after=self.config.trip_after
+        )
+        if finished is None:
+            raise InvalidState(
+                "That run is not awaiting a result; it was reported or ended already."
+            )
+        with _run_context(run, schedule):
+            _log_outcome(outcome, run.attempt)
+            await self._after_finish(finished)
+        if outcome.status is RunStatus.FAILED:
+            self.wake()  # plan the retry
+        return finished.run
 
     async def _after_finish(self, finished: FinishedAttempt) -> None:
         await self._notify(self.notifier.run_finished(finished))

@@ -77,6 +77,10 @@ class AttemptOutcome:
     error: str | None = None
     token_usage: dict[str, int] | None = None
     next_attempt_at: datetime | None = None
+    #: What an agent answering asynchronously reported (`scheduler.service` checked it).
+    summary: str | None = None
+    outputs_url: str | None = None
+    log_excerpt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,13 @@ class DueInstants:
     ready: datetime | None
     #: The earliest approval deadline of a run awaiting approval.
     deadline: datetime | None
+    #: The earliest deadline of a run awaiting the agent's asynchronous result.
+    result: datetime | None = None
 
     @property
     def earliest(self) -> datetime | None:
-        present = [t for t in (self.fire, self.ready, self.deadline) if t is not None]
+        instants = (self.fire, self.ready, self.deadline, self.result)
+        present = [t for t in instants if t is not None]
         return min(present) if present else None
 
 
@@ -172,6 +179,20 @@ class EngineStore(Protocol):
         breaker (tripped after `trip_after` dead runs in a row), all in one transaction,
         results in the order given. None for a run `owner` no longer holds (reaped
         meanwhile): a late finish never overwrites."""
+
+    async def await_result(
+        self, run_id: str, owner: str, deadline: datetime, now: datetime
+    ) -> Run | None:
+        """The agent accepted the attempt (202) and will report its result later: the
+        run stays running, held by no engine (AWAITING_RESULT_OWNER) until the result
+        or `deadline`. None if `owner` no longer holds it."""
+
+    async def overdue_results(self, now: datetime, limit: int) -> list[AcquiredRun]:
+        """Runs awaiting the agent's result past their deadline, each with its schedule
+        (finish them with `finish(..., AWAITING_RESULT_OWNER)`)."""
+
+    async def awaited_run(self, chat_id: int, run_id: str) -> AcquiredRun | None:
+        """The chat's run with its schedule, if it awaits the agent's result."""
 
     async def release(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         """Put runs interrupted by shutdown back to pending; the attempt is not counted."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.triggers import Trigger
 
 __all__ = [
+    "AWAITING_RESULT_OWNER",
     "INTERRUPTED",
     "Action",
     "ActionKind",
@@ -121,6 +122,10 @@ def interrupted_error(times: int) -> str:
     count = f" {times} times" if times > 1 else ""
     return f"{INTERRUPTED}{count}: Tickler stopped while the attempt ran (not the agent's fault)"
 
+
+#: The owner of a running run whose agent answered 202 ("result later"): no engine holds
+#: it, so none reaps it; its result, or `next_attempt_at` (the deadline), ends it.
+AWAITING_RESULT_OWNER = "agent"
 
 #: Statuses from which the engine may start an attempt.
 READY_STATUSES = (RunStatus.PENDING, RunStatus.FAILED)
@@ -305,3 +310,14 @@ class Run(BaseModel):
     updated_at: datetime
     #: Why a skipped or cancelled run did not run (`error` words it for the operator).
     skip_reason: SkipReason | None = None
+    #: What an agent that answered asynchronously reported (docs/agent-protocol.md): a
+    #: short summary, a link to what it produced, and an excerpt of its log.
+    summary: str | None = None
+    outputs_url: str | None = None
+    log_excerpt: str | None = None
+
+    @property
+    def awaiting_result(self) -> bool:
+        """Running, but only the agent's report (or its deadline) will end it: the
+        agent accepted the attempt with a 202 and no engine holds it."""
+        return self.status is RunStatus.RUNNING and self.owner == AWAITING_RESULT_OWNER

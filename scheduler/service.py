@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -57,6 +57,7 @@ from scheduler.policy_edits import (
     edit_policies,
 )
 from scheduler.repositories import ScheduleChange
+from scheduler.results import ResultReport, check_report
 from scheduler.specs import (
     SCHEDULE_ID_PATTERN,
     Limits,
@@ -98,6 +99,7 @@ class ScheduleService:
         default_timezone: str = "UTC",
         limits: Limits | None = None,
         on_change: Callable[[], None] | None = None,
+        on_result: Callable[[int, str, ResultReport], Awaitable[Run]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -105,6 +107,8 @@ class ScheduleService:
         self.limits = limits or Limits()
         # The engine's wake(): a new or changed schedule is planned at once.
         self._on_change = on_change or (lambda: None)
+        # The engine's report_result(): it ends the run as a synchronous answer would.
+        self._on_result = on_result
 
     # --- chats ----------------------------------------------------------------------------
     async def chat_timezone(self, chat_id: int) -> str:
@@ -592,6 +596,21 @@ class ScheduleService:
         if run is None:
             raise RunNotFound(f"There is no run '{shown(run_id)}' here; /history lists them.")
         return run
+
+    async def report_result(self, chat_id: int, run_id: str, data: object) -> Run:
+        """An agent's result for a run it accepted with a 202 (decoded JSON `data`):
+        checked first (one sentence, nothing changed), then applied once; a second
+        report, or one for a run not awaiting it, is InvalidState."""
+        report = check_report(data)
+        run = await self.get_run(chat_id, run_id)
+        if self._on_result is None:
+            raise InvalidState("Results cannot be reported here: no engine is running.")
+        if not run.awaiting_result:
+            raise InvalidState(
+                f"The run '{shown(run_id)}' is {run.status.value}, not awaiting a result; "
+                "it was reported or ended already."
+            )
+        return await self._on_result(chat_id, run.id, report)
 
     async def run_detail(self, chat_id: int, run_id: str) -> RunDetail:
         """A run with its finished attempts and its schedule (archived ones too)."""

@@ -228,7 +228,7 @@ def _decode_schedule(v: tuple[Any, ...]) -> Schedule:
 RUN_COLUMNS = (
     "id, schedule_id, chat_id, scheduled_for, trigger, status, attempt, next_attempt_at, "
     "started_at, finished_at, duration_ms, output, error, token_usage_json, owner, "
-    "created_at, updated_at, skip_reason"
+    "created_at, updated_at, skip_reason, summary, outputs_url, log_excerpt"
 )
 
 
@@ -255,6 +255,9 @@ def run_row(r: Run) -> tuple[Any, ...]:
         to_db_time(r.created_at),
         to_db_time(r.updated_at),
         None if r.skip_reason is None else r.skip_reason.value,
+        r.summary,
+        r.outputs_url,
+        r.log_excerpt,
     )
 
 
@@ -280,6 +283,9 @@ def run_from_row(row: Any) -> Run:
         created_at=req_time(row[15]),
         updated_at=req_time(row[16]),
         skip_reason=None if row[17] is None else SkipReason(row[17]),
+        summary=row[18],
+        outputs_url=row[19],
+        log_excerpt=row[20],
     )
 
 

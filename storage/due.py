@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from scheduler.engine_store import DueInstants
+from scheduler.models import AWAITING_RESULT_OWNER
 from storage.codec import from_db_time
 from storage.sql import Db, fetch_one
 
@@ -20,14 +21,22 @@ ACTIVE_WITH_NEXT_FIRE = (
 _FIRE = f"SELECT MIN(next_run_at) FROM schedules WHERE {ACTIVE_WITH_NEXT_FIRE}"
 _READY = "SELECT MIN(next_attempt_at) FROM runs WHERE status IN ('pending', 'failed')"
 _DEADLINE = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
-_SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE})"
+#: The earliest deadline of a run awaiting the agent's result (AWAITING_RESULT_OWNER).
+_RESULT = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'running' AND owner = 'agent'"
+assert AWAITING_RESULT_OWNER == "agent"
+_SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE}), ({_RESULT})"
 
 
 async def read(db: Db) -> DueInstants:
     row = await fetch_one(db, _SQL)
     if row is None:
         return DueInstants(None, None, None)
-    return DueInstants(from_db_time(row[0]), from_db_time(row[1]), from_db_time(row[2]))
+    return DueInstants(
+        from_db_time(row[0]),
+        from_db_time(row[1]),
+        from_db_time(row[2]),
+        from_db_time(row[3]),
+    )
 
 
 async def earliest_ready(db: Db) -> datetime | None:

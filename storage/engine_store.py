@@ -291,7 +291,7 @@ class SqlEngineStore:
             start = 0
             while start < len(items):
                 end = start
-                while end < len(items) and items[end][1].status is RunStatus.SUCCEEDED:
+                while end < len(items) and _plain_success(items[end][1]):
                     end += 1
                 if end > start:
                     results += await _apply_successes(db, items[start:end], owner)
@@ -303,6 +303,27 @@ class SqlEngineStore:
             return results
 
         return await self._conn.transact(finish)
+
+    async def await_result(
+        self, run_id: str, owner: str, deadline: datetime, now: datetime
+    ) -> Run | None:
+        async with self._conn.write() as db:
+            return await runs.await_result(db, run_id, owner, deadline, now)
+
+    async def overdue_results(self, now: datetime, limit: int) -> list[AcquiredRun]:
+        async with self._conn.read() as db:
+            overdue = await runs.overdue_results(db, now, limit)
+            by_id = await schedules.get_many(db, sorted({r.schedule_id for r in overdue}))
+        # A run whose schedule cannot be read stays for the operator, as in `reap`.
+        return [AcquiredRun(r, by_id[r.schedule_id]) for r in overdue if r.schedule_id in by_id]
+
+    async def awaited_run(self, chat_id: int, run_id: str) -> AcquiredRun | None:
+        async with self._conn.read() as db:
+            run = await runs.get(db, chat_id, run_id)
+            if run is None or not run.awaiting_result:
+                return None
+            schedule = (await schedules.get_many(db, [run.schedule_id])).get(run.schedule_id)
+        return None if schedule is None else AcquiredRun(run, schedule)
 
     async def release(self, owner: str, run_ids: Collection[str], now: datetime) -> int:
         async with self._conn.write() as db:
@@ -372,6 +393,13 @@ class SqlEngineStore:
                         FinishedAttempt(interrupted, schedule, tripped_now=False, interrupted=True)
                     )
             return done
+
+
+def _plain_success(outcome: AttemptOutcome) -> bool:
+    """A success the batched statements can write: one without a reported result."""
+    return outcome.status is RunStatus.SUCCEEDED and (
+        outcome.summary is None and outcome.outputs_url is None and outcome.log_excerpt is None
+    )
 
 
 async def _apply_successes(
@@ -444,6 +472,9 @@ async def _apply_outcome(
         error=outcome.error,
         token_usage_json=usage,
         next_attempt_at=outcome.next_attempt_at,
+        summary=outcome.summary,
+        outputs_url=outcome.outputs_url,
+        log_excerpt=outcome.log_excerpt,
     )
     if run is None:
         return None

@@ -155,6 +155,9 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("updated_at", "time"),
             _f("skip_reason"),
             _f("interruptions", "count"),
+            _f("summary"),
+            _f("outputs_url"),
+            _f("log_excerpt"),
         ),
     ),
     _Entity(

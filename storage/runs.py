@@ -7,7 +7,14 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import READY_STATUSES, Attempt, Run, RunStatus, SkipReason
+from scheduler.models import (
+    AWAITING_RESULT_OWNER,
+    READY_STATUSES,
+    Attempt,
+    Run,
+    RunStatus,
+    SkipReason,
+)
 from scheduler.policies import closing_status
 from storage.codec import (
     RUN_COLUMNS,
@@ -213,13 +220,18 @@ async def finish(
     error: str | None,
     token_usage_json: str | None,
     next_attempt_at: datetime | None,
+    summary: str | None = None,
+    outputs_url: str | None = None,
+    log_excerpt: str | None = None,
 ) -> Run | None:
     when = to_db_time(finished_at)
     row = await fetch_one(
         db,
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, "
         "output = COALESCE(?, output), error = ?, token_usage_json = COALESCE(?, "
-        "token_usage_json), next_attempt_at = ?, owner = NULL, updated_at = ? "
+        "token_usage_json), next_attempt_at = ?, owner = NULL, updated_at = ?, "
+        "summary = COALESCE(?, summary), outputs_url = COALESCE(?, outputs_url), "
+        "log_excerpt = COALESCE(?, log_excerpt) "
         f"WHERE id = ? AND owner = ? AND status = 'running' RETURNING {RUN_COLUMNS}",
         (
             status.value,
@@ -230,11 +242,39 @@ async def finish(
             token_usage_json,
             None if next_attempt_at is None else to_db_time(next_attempt_at),
             when,
+            summary,
+            outputs_url,
+            log_excerpt,
             run_id,
             owner,
         ),
     )
     return None if row is None else run_from_row(row)
+
+
+async def await_result(
+    db: Db, run_id: str, owner: str, deadline: datetime, now: datetime
+) -> Run | None:
+    """Hand a running run from the engine `owner` to the agent (AWAITING_RESULT_OWNER)
+    until `deadline`: the agent answered 202 and will report the result later."""
+    row = await fetch_one(
+        db,
+        "UPDATE runs SET owner = ?, next_attempt_at = ?, updated_at = ? "
+        f"WHERE id = ? AND owner = ? AND status = 'running' RETURNING {RUN_COLUMNS}",
+        (AWAITING_RESULT_OWNER, to_db_time(deadline), to_db_time(now), run_id, owner),
+    )
+    return None if row is None else run_from_row(row)
+
+
+async def overdue_results(db: Db, now: datetime, limit: int) -> list[Run]:
+    """Runs awaiting the agent's result whose deadline is not after `now`."""
+    rows = await fetch_all(
+        db,
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner = ? "
+        "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+        (AWAITING_RESULT_OWNER, to_db_time(now), limit),
+    )
+    return [run_from_row(r) for r in rows]
 
 
 async def record_attempt(db: Db, run: Run, owner: str) -> None:
@@ -436,7 +476,11 @@ async def with_open_runs(db: Db, schedule_ids: Sequence[str]) -> set[str]:
 
 async def running_owners(db: Db) -> set[str]:
     rows = await fetch_all(
-        db, "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
+        db,
+        # A run awaiting the agent's result belongs to no engine: nothing to reap.
+        "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL "
+        "AND owner <> ?",
+        (AWAITING_RESULT_OWNER,),
     )
     return {r[0] for r in rows}
 

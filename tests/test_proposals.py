@@ -384,6 +384,7 @@ async def test_the_tools_propose_list_and_pause_for_one_chat(
         "propose_schedule",
         "list_schedules",
         "pause_schedule",
+        "report_result",
     ]
     made = await call(
         "propose_schedule", name="Brief", cron="0 9 * * *", prompt="Brief me.", reason="asked"
@@ -560,6 +561,9 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         db.execute("ALTER TABLE runs DROP COLUMN interruptions")
         db.execute("ALTER TABLE runs DROP COLUMN skip_reason")
+        # What migration 0014 added.
+        for column in ("summary", "outputs_url", "log_excerpt"):
+            db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
     try:

@@ -106,6 +106,9 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
         raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
+        # What migration 0014 added.
+        for column in ("summary", "outputs_url", "log_excerpt"):
+            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         raw.execute("PRAGMA user_version = 10")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 
