@@ -85,6 +85,26 @@ def run_line(run: Run, zone: str) -> str:
     return text
 
 
+#: Characters of a reported summary shown on a history line (the detail shows it all).
+_SUMMARY_IN_LIST = 80
+
+
+def reported_line(run: Run) -> str:
+    """What the agent reported asynchronously, for a history line: the start of its
+    summary and its link as an anchor (a long URL would not fit a page of runs), or ""."""
+    parts = []
+    if run.summary:
+        summary = (
+            run.summary
+            if len(run.summary) <= _SUMMARY_IN_LIST
+            else (run.summary[: _SUMMARY_IN_LIST - 1] + "…")
+        )
+        parts.append(esc(summary))
+    if run.outputs_url:
+        parts.append(f'<a href="{html.escape(run.outputs_url)}">🔗 result</a>')
+    return f"\n    {' '.join(parts)}" if parts else ""
+
+
 def zone_of(schedule: Schedule) -> str:
     return schedule.timezone
 

@@ -6,6 +6,7 @@ agent text goes through `esc`.
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -72,6 +73,13 @@ def sent_run_outcome(run: Run, zone: str) -> str | None:
     return None
 
 
+#: Characters of a reported log excerpt shown in a run's detail, beside its output.
+LOG_SHOWN = 600
+#: Characters of a reported link shown as text in a run's detail (a longer one is an
+#: anchor).
+LINK_SHOWN = 300
+
+
 def _attempt_line(attempt: Attempt, zone: str) -> str:
     when = local(attempt.finished_at, zone) if attempt.finished_at else "not finished"
     line = f"  {attempt.attempt}. {attempt.status.value} at {when}"
@@ -104,6 +112,20 @@ def run_detail(run: Run, attempts: list[Attempt], schedule: Schedule | None) -> 
     lines += [_attempt_line(a, zone) for a in attempts[-ATTEMPTS_SHOWN:]]
     if run.error:
         lines.append(f"Error: {esc(run.error[:500])}")
+    if run.awaiting_result and run.next_attempt_at is not None:
+        until = local(run.next_attempt_at, zone)
+        lines.append(f"Awaiting the agent's result (it answered 202) until {until}")
+    if run.summary:
+        lines.append(f"Summary: {esc(run.summary)}")
+    if run.outputs_url:
+        # A long link as an anchor: Telegram does not count its address in the length.
+        url = run.outputs_url
+        shown_url = esc(url) if len(url) <= LINK_SHOWN else f'<a href="{html.escape(url)}">open</a>'
+        lines.append(f"Link: {shown_url}")
+    if run.log_excerpt:
+        log_excerpt = run.log_excerpt[:LOG_SHOWN]
+        cut = " …" if len(run.log_excerpt) > LOG_SHOWN else ""
+        lines.append(f"Log excerpt:\n<pre>{esc(log_excerpt)}</pre>{cut}")
     if run.token_usage:
         usage = ", ".join(f"{k.removesuffix('_tokens')} {v}" for k, v in run.token_usage.items())
         lines.append(f"Tokens: {esc(usage)}")

@@ -26,7 +26,16 @@ from typing import Literal
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
-from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
+from bot.render import (
+    esc,
+    local,
+    next_fires,
+    reported_line,
+    run_line,
+    schedule_line,
+    status_word,
+    zone_of,
+)
 from bot.views_policies import policy_lines
 from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
 
@@ -255,6 +264,7 @@ def history_page(
         line = f"{n}. {line}"
         if run.status in (RunStatus.DEAD, RunStatus.UNKNOWN):
             line += f"\n    /retry <code>{esc(run.id)}</code>"
+        line += reported_line(run)
         lines.append(line)
     lines += ["", "A number's button shows that run in detail."]
     details = [(str(n), callbacks.make("r", "show", run.id)) for n, run in enumerate(runs, 1)]

@@ -169,6 +169,14 @@ class TestTelegramMode:
         agent_stub.respond_with(204)
         result = await telegram_dispatcher.dispatch(make_request(), timeout=2)
         assert result.status_code == 204
+        assert not result.deferred
+
+    async def test_a_202_is_a_result_to_come(
+        self, agent_stub: AgentStub, telegram_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        agent_stub.respond_with(202)
+        result = await telegram_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.deferred and result.output is None
 
 
 class TestOpenAIMode:
@@ -252,6 +260,14 @@ class TestOpenAIMode:
             timezone="UTC",
         )
         assert result.tool_calls is None and "tools" not in agent_stub.requests[-1].json
+
+    async def test_a_202_is_a_result_to_come_whatever_its_body(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        # Not a chat completion, and not read as one: the agent reports later.
+        agent_stub.respond_with(Reply(status=202, text="accepted"))
+        result = await openai_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.deferred and result.output is None
 
     @pytest.mark.parametrize(
         "body",

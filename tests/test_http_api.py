@@ -270,6 +270,59 @@ async def test_manage_schedules_and_runs(api: Api) -> None:
     assert body == {"schedules": []}
 
 
+async def test_an_async_agent_result_via_patch_reaches_the_chat_with_its_link(
+    api: Api, agent_stub: AgentStub
+) -> None:
+    """The must-show of issue 20's item 5: the agent answers the run 202, then reports
+    through PATCH; the chat gets the summary with the link, once."""
+    schedule = await api.schedule()
+    agent_stub.respond_with(202)
+    status, run, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/run")
+    assert status == 202
+    service = api.bot.services.service
+
+    async def awaiting() -> bool:
+        return (await service.get_run(ALICE, run["id"])).awaiting_result
+
+    await eventually(awaiting)
+    path = f"/api/v1/chats/{ALICE}/runs/{run['id']}"
+    pr = "https://git.example.com/acme/app/pull/42"
+    status, body, _ = await api.call(
+        "PATCH", path, json={"status": "succeeded", "outputs_url": "javascript:alert(1)"}
+    )
+    assert status == 422 and body["error"] == (
+        "The outputs_url must be an absolute http:// or https:// link."
+    )
+    status, body, _ = await api.call(
+        "PATCH", f"/api/v1/chats/{OLGA}/runs/{run['id']}", json={"status": "succeeded"}
+    )
+    assert status == 404
+    assert (await service.get_run(ALICE, run["id"])).awaiting_result
+
+    report = {"status": "succeeded", "summary": "Opened the PR for the brief.", "outputs_url": pr}
+    status, body, _ = await api.call("PATCH", path, json=report)
+    assert status == 200, body
+    assert (body["status"], body["summary"], body["outputs_url"]) == (
+        "succeeded",
+        "Opened the PR for the brief.",
+        pr,
+    )
+    message = await api.bot.alice.wait_reply(containing=pr)
+    assert "Daily brief" in (message.text or "")
+    assert "Opened the PR for the brief." in (message.text or "")
+    status, body, _ = await api.call("PATCH", path, json=report)
+    assert status == 409 and "not awaiting a result" in body["error"]
+    # Kept in the history (the summary, the link as an anchor) and the run's detail.
+    alice = api.bot.alice
+    await alice.send(f"/history {schedule.ref}")
+    history = await alice.wait_reply(containing="History of Daily brief")
+    assert "Opened the PR for the brief." in (history.text or "")
+    await alice.press("1", history)
+    detail = await alice.wait_reply(containing="Run of Daily brief")
+    assert f"Link: {pr}" in (detail.text or "")
+    assert "Summary: Opened the PR for the brief." in (detail.text or "")
+
+
 async def test_the_openapi_document_describes_the_api(api: Api) -> None:
     status, doc, _ = await api.call("GET", "/api/v1/openapi.json", auth=False)
     assert status == 200 and doc["openapi"].startswith("3.")
@@ -277,6 +330,7 @@ async def test_the_openapi_document_describes_the_api(api: Api) -> None:
     assert "post" in paths["/api/v1/chats/{chat_id}/proposals"]
     assert "/api/v1/chats/{chat_id}/schedules/{schedule_id}/pause" in paths
     assert "/api/v1/chats/{chat_id}/runs" in paths
+    assert "patch" in paths["/api/v1/chats/{chat_id}/runs/{run_id}"]
     schemas = doc["components"]["schemas"]
     assert {"ProposalRequest", "Schedule", "Run", "ErrorResponse"} <= set(schemas)
     # Every reference resolves.

@@ -24,6 +24,7 @@ from bot.demo_kit.agent_stub import AgentStub
 from bot.settings import Settings
 from scheduler.dispatching import DispatchRequest, Operator
 from scheduler.proposals import ProposalRequest
+from scheduler.results import check_report
 from storage.sqlite_store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +107,11 @@ def test_every_json_example_parses() -> None:
 def test_the_proposal_examples_are_valid_proposals() -> None:
     for page in (README, ROOT / "docs" / "agent-protocol.md"):
         ProposalRequest.model_validate(example("proposal", page))
+
+
+def test_the_result_example_is_a_valid_report() -> None:
+    report = check_report(example("result", ROOT / "docs" / "agent-protocol.md"))
+    assert report.status == "succeeded" and report.outputs_url is not None
 
 
 async def test_the_wire_examples_are_what_tickler_sends(agent_stub: AgentStub) -> None:
