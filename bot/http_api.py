@@ -44,6 +44,7 @@ from scheduler.errors import (
     RunNotFound,
     ScheduleNotFound,
     TicklerError,
+    shown,
 )
 from scheduler.models import Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
@@ -218,6 +219,9 @@ class HttpServer:
         self.web.router.add_post(schedule + "/run", self._run_now)
         self.web.router.add_get(chat + "/runs", self._runs)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
+        # The same without the chat (an agent knows the run id from X-Tickler-Run-Id):
+        # the run is looked up in the chats the API may address, and only there.
+        self.web.router.add_patch(API_PREFIX + "/runs/{run_id}", self._report_result_by_id)
         if settings.webhook_url:
             self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
 
@@ -447,6 +451,16 @@ class HttpServer:
         data = await _json_body(request, self.body_timeout_s)
         run = await svc.service.report_result(chat_id, request.match_info["run_id"], data)
         return _json(run)
+
+    async def _report_result_by_id(self, request: web.Request) -> web.Response:
+        svc = self._services()
+        run_id = request.match_info["run_id"]
+        data = await _json_body(request, self.body_timeout_s)
+        s = self.settings
+        for chat_id in sorted({*s.admin_ids, *s.operator_ids, *s.api_chat_ids}):
+            if await svc.store.runs.get(chat_id, run_id) is not None:
+                return _json(await svc.service.report_result(chat_id, run_id, data))
+        raise RunNotFound(f"There is no run '{shown(run_id)}' here.")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -684,6 +698,20 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ],
                 "responses": answer(200, RunList, "The runs"),
+            }
+        },
+        API_PREFIX + "/runs/{run_id}": {
+            "patch": {
+                "summary": "The same as PATCH /api/v1/chats/{chat_id}/runs/{run_id}, "
+                "for a run of any chat the API may address",
+                "parameters": [
+                    {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": RESULT_REPORT_SCHEMA}},
+                },
+                "responses": answer(200, Run, "The run as the result left it"),
             }
         },
         chat + "/runs/{run_id}": {

@@ -312,6 +312,11 @@ async def test_an_async_agent_result_via_patch_reaches_the_chat_with_its_link(
     assert "Opened the PR for the brief." in (message.text or "")
     status, body, _ = await api.call("PATCH", path, json=report)
     assert status == 409 and "not awaiting a result" in body["error"]
+    # The short route finds the run in the chats the API may address, and only there.
+    status, body, _ = await api.call("PATCH", f"/api/v1/runs/{run['id']}", json=report)
+    assert status == 409 and "not awaiting a result" in body["error"]
+    status, body, _ = await api.call("PATCH", "/api/v1/runs/01NOSUCHRUN", json=report)
+    assert status == 404 and "01NOSUCHRUN" in body["error"]
     # Kept in the history (the summary, the link as an anchor) and the run's detail.
     alice = api.bot.alice
     await alice.send(f"/history {schedule.ref}")
@@ -321,6 +326,26 @@ async def test_an_async_agent_result_via_patch_reaches_the_chat_with_its_link(
     detail = await alice.wait_reply(containing="Run of Daily brief")
     assert f"Link: {pr}" in (detail.text or "")
     assert "Summary: Opened the PR for the brief." in (detail.text or "")
+
+
+async def test_a_result_by_run_id_alone_reaches_the_runs_chat(
+    api: Api, agent_stub: AgentStub
+) -> None:
+    schedule = await api.schedule()
+    agent_stub.respond_with(202)
+    _, run, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule.id}/run")
+    service = api.bot.services.service
+
+    async def awaiting() -> bool:
+        return (await service.get_run(ALICE, run["id"])).awaiting_result
+
+    await eventually(awaiting)
+    pr = "https://git.example.com/acme/app/pull/7"
+    status, body, _ = await api.call(
+        "PATCH", f"/api/v1/runs/{run['id']}", json={"status": "succeeded", "outputs_url": pr}
+    )
+    assert status == 200 and body["outputs_url"] == pr
+    await api.bot.alice.wait_reply(containing=pr)
 
 
 async def test_the_openapi_document_describes_the_api(api: Api) -> None:
