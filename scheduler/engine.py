@@ -862,10 +862,8 @@ class Engine:
     async def _await_result(self, acquired: AcquiredRun, outcome: AttemptOutcome) -> None:
         """The agent answered 202: hand the run over to wait for its report. The slot
         is free already; the store's `next_due` wakes the loop at the deadline."""
-        deadline = outcome.next_attempt_at
-        assert deadline is not None
-        waiting = await self.store.await_result(
-            acquired.run.id, self.instance_id, deadline, outcome.finished_at
+        [waiting] = await self.store.finish(
+            [(acquired, outcome)], self.instance_id, trip_after=self.config.trip_after
         )
         if waiting is not None:
             log.info("run accepted by the agent; awaiting its result", extra={"status": "running"})

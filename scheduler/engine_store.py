@@ -178,14 +178,10 @@ class EngineStore(Protocol):
         """Record attempts' outcomes, with each schedule's failure streak and circuit
         breaker (tripped after `trip_after` dead runs in a row), all in one transaction,
         results in the order given. None for a run `owner` no longer holds (reaped
-        meanwhile): a late finish never overwrites."""
-
-    async def await_result(
-        self, run_id: str, owner: str, deadline: datetime, now: datetime
-    ) -> Run | None:
-        """The agent accepted the attempt (202) and will report its result later: the
-        run stays running, held by no engine (AWAITING_RESULT_OWNER) until the result
-        or `deadline`. None if `owner` no longer holds it."""
+        meanwhile): a late finish never overwrites. An outcome still `running` means
+        the agent accepted the attempt (202) and will report its result later: the run
+        stays running, held by no engine (AWAITING_RESULT_OWNER), until the report or
+        the outcome's `next_attempt_at` (its deadline)."""
 
     async def overdue_results(self, now: datetime, limit: int) -> list[AcquiredRun]:
         """Runs awaiting the agent's result past their deadline, each with its schedule

@@ -298,17 +298,16 @@ class SqlEngineStore:
                     start = end
                 else:
                     acquired, outcome = items[start]
-                    results.append(await _apply_outcome(db, acquired, owner, outcome, trip_after))
+                    if outcome.status is RunStatus.RUNNING:
+                        results.append(await _hand_to_agent(db, acquired, owner, outcome))
+                    else:
+                        results.append(
+                            await _apply_outcome(db, acquired, owner, outcome, trip_after)
+                        )
                     start += 1
             return results
 
         return await self._conn.transact(finish)
-
-    async def await_result(
-        self, run_id: str, owner: str, deadline: datetime, now: datetime
-    ) -> Run | None:
-        async with self._conn.write() as db:
-            return await runs.await_result(db, run_id, owner, deadline, now)
 
     async def overdue_results(self, now: datetime, limit: int) -> list[AcquiredRun]:
         async with self._conn.read() as db:
@@ -400,6 +399,16 @@ def _plain_success(outcome: AttemptOutcome) -> bool:
     return outcome.status is RunStatus.SUCCEEDED and (
         outcome.summary is None and outcome.outputs_url is None and outcome.log_excerpt is None
     )
+
+
+async def _hand_to_agent(
+    db: Db, acquired: AcquiredRun, owner: str, outcome: AttemptOutcome
+) -> FinishedAttempt | None:
+    """An attempt the agent accepted for later (202): the run waits for its report."""
+    deadline = outcome.next_attempt_at
+    assert deadline is not None, "a deferred outcome carries its deadline"
+    run = await runs.await_result(db, acquired.run.id, owner, deadline, outcome.finished_at)
+    return None if run is None else FinishedAttempt(run, acquired.schedule, tripped_now=False)
 
 
 async def _apply_successes(
