@@ -45,8 +45,9 @@ from scheduler.errors import (
     ScheduleNotFound,
     TicklerError,
 )
-from scheduler.models import Run, Schedule
+from scheduler.models import EmittedEvent, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
+from scheduler.triggers import EVENT_NAME_PATTERN
 
 __all__ = [
     "API_PREFIX",
@@ -216,6 +217,7 @@ class HttpServer:
         self.web.router.add_post(schedule + "/archive", self._archive)
         self.web.router.add_post(schedule + "/run", self._run_now)
         self.web.router.add_get(chat + "/runs", self._runs)
+        self.web.router.add_post(API_PREFIX + "/events/{name}", self._event)
         if settings.webhook_url:
             self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
 
@@ -438,6 +440,24 @@ class HttpServer:
         runs = await svc.service.history(chat_id, query.schedule_id, limit=query.limit)
         return _json(RunList(runs=runs))
 
+    async def _event(self, request: web.Request) -> web.Response:
+        """An event for every chat this token may address: each of their active
+        schedules listening to it runs once (once per Idempotency-Key)."""
+        svc = self._services()
+        s = self.settings
+        payload = await _json_body(request, self.body_timeout_s)
+        try:
+            emitted = await svc.service.emit_event(
+                {*s.admin_ids, *s.operator_ids, *s.api_chat_ids},
+                request.match_info["name"],
+                payload,
+                caller="api",
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        except InvalidSchedule as exc:
+            raise ApiError(422, str(exc), field=exc.field) from None
+        return _json(emitted, 200 if emitted.repeated else 201)
+
 
 # --- helpers -------------------------------------------------------------------------------
 def _why(exc: OSError) -> str:
@@ -489,6 +509,23 @@ async def _body(
     return _validate(model, data)
 
 
+async def _json_body(request: web.Request, timeout_s: float) -> Any:
+    """The request's JSON body as parsed, None when empty; 413, 408 and 422 as `_body`."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    raw = await _read_body(request, timeout_s)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(422, "Malformed JSON: nested too deep.") from None
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise ApiError(422, f"Malformed JSON: {exc}.") from None
+
+
 async def _read_body(request: web.Request, timeout_s: float) -> bytes:
     """The whole body, under a deadline; a client gone mid-body is its own business
     (one INFO line), not a server error."""
@@ -522,7 +559,10 @@ _ERRORS = {
     "401": "Missing or wrong token",
     "408": "The body did not arrive in time",
     "404": "No such chat, schedule or run (or the API is off)",
-    "409": "Not possible in the current state, or a repeat of a schedule or waiting proposal",
+    "409": (
+        "Not possible in the current state, a repeat of a schedule or waiting proposal, "
+        "or an Idempotency-Key used for another event"
+    ),
     "413": "Body over 64 KiB",
     "422": "Malformed JSON or an invalid field (named in `field`)",
     "429": "Rate limit; see Retry-After",
@@ -541,6 +581,7 @@ def openapi_document() -> dict[str, Any]:
             (Resumed, "serialization"),
             (Run, "serialization"),
             (RunList, "serialization"),
+            (EmittedEvent, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -644,6 +685,39 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ],
                 "responses": answer(200, RunList, "The runs"),
+            }
+        },
+        API_PREFIX + "/events/{name}": {
+            "post": {
+                "summary": (
+                    "Post an event: every active schedule of the token's chats listening to "
+                    "it runs once, its prompt's {event} the body (a JSON object, optional). "
+                    "A repeat of an Idempotency-Key answers 200 with the first post's runs."
+                ),
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": f"^{EVENT_NAME_PATTERN}$"},
+                    },
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "A repeat of the Idempotency-Key: the first post's runs",
+                        "content": {"application/json": {"schema": ref(EmittedEvent)}},
+                    },
+                    **answer(201, EmittedEvent, "The event and the runs it fired"),
+                },
             }
         },
     }

@@ -29,6 +29,7 @@ from bot import callbacks
 from bot.render import esc, local, next_fires, run_line, schedule_line, status_word, zone_of
 from bot.views_policies import policy_lines
 from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
+from scheduler.triggers import EventTrigger
 
 __all__ = [
     "CARD_MARK",
@@ -167,6 +168,13 @@ def schedule_card(
     ]
     if status_word(schedule) != "active":
         lines.append(PAUSED_NOTE)
+    elif isinstance(schedule.trigger, EventTrigger):
+        # No calendar: it fires when its event is posted.
+        name = schedule.trigger.name
+        lines.append(
+            f"Next fires: at each '{esc(name)}' event (POST /api/v1/events/{esc(name)}, "
+            "or the agent's emit_event)."
+        )
     else:
         fires = next_fires(schedule, now)
         if fires:

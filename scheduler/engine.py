@@ -775,12 +775,17 @@ class Engine:
         last_output = None
         if "{last_output}" in text:
             last_output = await self.store.last_output(schedule.chat_id, schedule.id)
-        if last_output is None and "{schedule_name" not in text:
+        event = None
+        if "{event}" in text:
+            event = await self.store.event_payload(run.id)
+        if last_output is None and event is None and "{schedule_name" not in text:
             # The same text at the same instant renders the same for every schedule.
             prompt = _render_at(text, run.scheduled_for, schedule.timezone)
         else:
             variables = {**_time_variables(run.scheduled_for, schedule.timezone)}
             variables["schedule_name"] = schedule.name
+            if event is not None:
+                variables["event"] = event
             if last_output is not None:
                 variables["last_output"] = prompt_variables(
                     fire=run.scheduled_for,

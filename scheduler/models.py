@@ -21,6 +21,8 @@ __all__ = [
     "ActionKind",
     "Attempt",
     "CreatedBy",
+    "EmittedEvent",
+    "Event",
     "MissedRunPolicy",
     "OverlapPolicy",
     "Owner",
@@ -139,6 +141,7 @@ class RunTrigger(StrEnum):
     CATCH_UP = "catch_up"
     BACKFILL = "backfill"
     RETRY = "retry"
+    EVENT = "event"  # an event its schedule listens to was posted (scheduler/events.py)
 
 
 _frozen = ConfigDict(frozen=True, extra="forbid")
@@ -305,3 +308,29 @@ class Run(BaseModel):
     updated_at: datetime
     #: Why a skipped or cancelled run did not run (`error` words it for the operator).
     skip_reason: SkipReason | None = None
+
+
+class Event(BaseModel):
+    """One posted event (POST /api/v1/events/{name}, the agent's emit_event)."""
+
+    model_config = _frozen
+
+    id: str
+    #: Who posted it, the scope of its idempotency key: `api`, or `chat:<id>` (an agent).
+    caller: str
+    name: str
+    #: The caller's Idempotency-Key; a repeat of it is the same event. None: always new.
+    idempotency_key: str | None = None
+    #: The JSON object given with it, as the prompt's {event} shows it.
+    payload: dict[str, object] = Field(default_factory=dict)
+    received_at: datetime
+
+
+class EmittedEvent(BaseModel):
+    """An event and the runs it fired; `repeated` when it was a repeat of the key."""
+
+    model_config = _frozen
+
+    event: Event
+    runs: list[Run]
+    repeated: bool = False

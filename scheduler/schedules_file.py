@@ -41,7 +41,7 @@ from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, PauseKind, Policies, Schedule
 from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
-from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
+from scheduler.triggers import CronTrigger, EventTrigger, IntervalTrigger, OnceTrigger
 
 __all__ = [
     "REMOVED_REASON",
@@ -64,6 +64,7 @@ _KEYS = {
     "cron",
     "every",
     "at",
+    "trigger",
     "timezone",
     "prompt",
     "template",
@@ -143,6 +144,22 @@ def _instant(value: object) -> datetime:
     return moment
 
 
+def _event_spec(ident: str, data: object, zone: str) -> TriggerSpec:
+    """`trigger: {kind: event, name: deploy}`: the one kind written as a mapping (the
+    calendar kinds have their own keys, cron, every and at)."""
+    if (
+        not isinstance(data, dict)
+        or data.get("kind") != "event"
+        or set(data) != {"kind", "name"}
+        or not isinstance(data.get("name"), str)
+    ):
+        raise InvalidSchedule(
+            f"'{ident}' trigger must be {{kind: event, name: <event>}}, like "
+            "{kind: event, name: deploy}."
+        )
+    return TriggerSpec(kind="event", name=data["name"], timezone=zone)
+
+
 def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if not isinstance(data, dict):
         raise InvalidSchedule("Each entry must be a mapping with id, chat_id, name, ...")
@@ -159,11 +176,13 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
     name = data.get("name")
     if not isinstance(name, str):
         raise InvalidSchedule(f"'{ident}' needs a name.")
-    when = [k for k in ("cron", "every", "at") if k in data]
+    when = [k for k in ("cron", "every", "at", "trigger") if k in data]
     if len(when) != 1:
-        raise InvalidSchedule(f"'{ident}' needs exactly one of cron, every or at.")
+        raise InvalidSchedule(f"'{ident}' needs exactly one of cron, every, at or trigger.")
     zone = str(data.get("timezone") or default_timezone)
-    if when[0] == "cron":
+    if when[0] == "trigger":
+        spec = _event_spec(ident, data["trigger"], zone)
+    elif when[0] == "cron":
         spec = TriggerSpec(kind="cron", cron=str(data["cron"]), timezone=zone)
     elif when[0] == "every":
         spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]), timezone=zone)
@@ -247,6 +266,8 @@ def _same_fires(current: Schedule, spec: TriggerSpec) -> bool:
         )
     if isinstance(trigger, IntervalTrigger):
         return spec.kind == "interval" and spec.every_seconds == trigger.every_seconds
+    if isinstance(trigger, EventTrigger):
+        return spec.kind == "event" and spec.name == trigger.name
     assert isinstance(trigger, OnceTrigger)
     return spec.kind == "once" and spec.at == trigger.at
 

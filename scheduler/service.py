@@ -8,8 +8,10 @@ speaks Telegram or HTTP.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -31,6 +33,8 @@ from scheduler.models import (
     ActionKind,
     Attempt,
     CreatedBy,
+    EmittedEvent,
+    Event,
     OverlapPolicy,
     Owner,
     PauseKind,
@@ -64,12 +68,13 @@ from scheduler.specs import (
     check_schedule_id,
     first_fire,
     never_fires,
+    never_fires_after,
     trigger_from_spec,
     with_zone,
 )
 from scheduler.stores import Stores
 from scheduler.templates import check_template, load_template
-from scheduler.triggers import CronTrigger, Trigger
+from scheduler.triggers import CronTrigger, EventTrigger, Trigger, check_event_name
 
 __all__ = [
     "MAX_BACKFILL",
@@ -138,7 +143,7 @@ class ScheduleService:
         """`build_trigger`, and refused when the trigger would never fire after `now`."""
         now = self.clock.now() if now is None else now
         trigger = self.build_trigger(spec, now)
-        if first_fire(trigger, now) is None:
+        if never_fires_after(trigger, now):
             raise never_fires()
         return trigger
 
@@ -197,7 +202,7 @@ class ScheduleService:
         self.check_name(name)
         built = self.build_trigger(trigger, now)
         self.check_action(action)
-        if first_fire(built, now) is None:
+        if never_fires_after(built, now):
             raise never_fires()
 
     # --- schedules -------------------------------------------------------------------
@@ -264,7 +269,7 @@ class ScheduleService:
                 "limit; archive one with /delete first."
             )
         next_run = first_fire(built, now)
-        if next_run is None:
+        if never_fires_after(built, now):
             raise never_fires()
         return Schedule(
             id=schedule_id or new_id(),
@@ -350,7 +355,7 @@ class ScheduleService:
                 trigger = trigger.model_copy(update={"timezone": timezone})
             built = self.build_trigger(trigger, now)
             next_run = first_fire(built, now)
-            if next_run is None:
+            if never_fires_after(built, now):
                 raise never_fires()
             changes["trigger"] = built
             changes["next_run_at"] = next_run
@@ -572,6 +577,51 @@ class ScheduleService:
             raise InvalidState("A run for this very instant exists already; try again.")
         self._on_change()
         return RunRequested(schedule, run, behind)
+
+    async def emit_event(
+        self,
+        chat_ids: Collection[int],
+        name: str,
+        payload: object = None,
+        *,
+        caller: str,
+        idempotency_key: str | None = None,
+    ) -> EmittedEvent:
+        """Fire every active schedule of `chat_ids` listening to the event `name`: one
+        run each, now, whose prompt's {event} is `payload` (a JSON object). A repeat of
+        `caller`'s `idempotency_key` answers with the runs of the first, writing nothing;
+        without a key every call is a new event. The one way in for the HTTP API and the
+        agent's emit_event; InvalidSchedule with one sentence for bad input."""
+        name = check_event_name(name, field="name")
+        body = _event_payload(payload)
+        if idempotency_key is not None:
+            idempotency_key = _event_key(idempotency_key)
+            found = await self.store.events.find(caller, idempotency_key)
+            if found is not None:
+                return _same_event(found, name)
+        now = self.clock.now()
+        event = Event(
+            id=new_id(),
+            caller=caller,
+            name=name,
+            idempotency_key=idempotency_key,
+            payload=body,
+            received_at=now,
+        )
+        listeners = [
+            schedule
+            for chat_id in sorted(set(chat_ids))
+            for schedule in await self.store.schedules.list_for_chat(chat_id)
+            if _listens(schedule, name)
+        ]
+        emitted = await self.store.events.add(
+            event, [manual_run(s, now, RunTrigger.EVENT) for s in listeners]
+        )
+        if emitted.repeated:
+            return _same_event(emitted, name)
+        if emitted.runs:
+            self._on_change()
+        return emitted
 
     async def history(
         self, chat_id: int, schedule_id: str | None = None, *, limit: int = 20, offset: int = 0
@@ -837,6 +887,60 @@ class Resumed:
 MIN_ID_PREFIX = 4
 #: How many of the schedules an ambiguous prefix matches the refusal names.
 _AMBIGUOUS_SHOWN = 5
+
+
+#: The largest event payload, as compact JSON (a prompt carries it to the agent).
+MAX_EVENT_PAYLOAD_CHARS = 8000
+_EVENT_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def _event_payload(payload: object) -> dict[str, object]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise InvalidSchedule(
+            'The event\'s payload must be a JSON object, like {"version": "1.4"}.',
+            field="payload",
+        )
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    if size > MAX_EVENT_PAYLOAD_CHARS:
+        raise InvalidSchedule(
+            f"The event's payload is {size} characters as JSON; the limit is "
+            f"{MAX_EVENT_PAYLOAD_CHARS}.",
+            field="payload",
+        )
+    return payload
+
+
+def _event_key(key: str) -> str:
+    if not _EVENT_KEY.fullmatch(key):
+        raise InvalidSchedule(
+            "The Idempotency-Key must be 1 to 200 printable ASCII characters without spaces.",
+            field="idempotency_key",
+        )
+    return key
+
+
+def _same_event(found: EmittedEvent, name: str) -> EmittedEvent:
+    """A repeat of an idempotency key: the same event again, or a conflict."""
+    if found.event.name != name:
+        raise InvalidState(
+            f"That Idempotency-Key was used for the event '{found.event.name}'; use a new "
+            "key for a new event."
+        )
+    return found
+
+
+def _listens(schedule: Schedule, name: str) -> bool:
+    """Active (not paused, archived or tripped) and listening to the event `name`."""
+    trigger = schedule.trigger
+    return (
+        isinstance(trigger, EventTrigger)
+        and trigger.name == name
+        and schedule.enabled
+        and schedule.archived_at is None
+        and not schedule.tripped
+    )
 
 
 def _number(ref: str) -> int | None:

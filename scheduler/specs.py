@@ -18,9 +18,11 @@ from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.triggers import (
     CronTrigger,
+    EventTrigger,
     IntervalTrigger,
     Trigger,
     cron_trigger,
+    event_trigger,
     interval_trigger,
     once_trigger,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "check_schedule_id",
     "first_fire",
     "never_fires",
+    "never_fires_after",
     "trigger_from_spec",
     "with_zone",
 ]
@@ -69,8 +72,10 @@ class TriggerSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["cron", "interval", "once"]
+    kind: Literal["cron", "interval", "once", "event"]
     cron: str | None = None
+    #: The event an event trigger listens to (`deploy`).
+    name: str | None = None
     timezone: str | None = None
     every_seconds: int | None = None
     start_at: datetime | None = None
@@ -94,6 +99,12 @@ def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = 
                 field="trigger.every_seconds",
             )
         return interval_trigger(spec.every_seconds, spec.start_at or now, zone)
+    if spec.kind == "event":
+        if not spec.name:
+            raise InvalidSchedule(
+                "An event schedule needs the event's name, like 'deploy'.", field="trigger.name"
+            )
+        return event_trigger(spec.name, zone)
     if spec.at is None:
         raise InvalidSchedule("A one-time schedule needs the instant it fires.", field="trigger.at")
     return once_trigger(spec.at, now, zone)
@@ -111,6 +122,12 @@ def with_zone(trigger: Trigger, zone: str) -> Trigger:
 def never_fires() -> InvalidSchedule:
     """The refusal of a trigger with no fire after it is made."""
     return InvalidSchedule("That schedule would never fire.", field="trigger")
+
+
+def never_fires_after(trigger: Trigger, now: datetime) -> bool:
+    """A calendar trigger with no fire after `now`; an event trigger fires on events,
+    so it has no calendar fire and is never refused for it."""
+    return not isinstance(trigger, EventTrigger) and first_fire(trigger, now) is None
 
 
 def first_fire(trigger: Trigger, now: datetime) -> datetime | None:

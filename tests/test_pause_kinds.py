@@ -67,6 +67,8 @@ async def test_migration_0012_gives_paused_schedules_the_kind_their_reason_meant
     with sqlite3.connect(db_path) as raw:
         raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
+        raw.execute("DROP TABLE event_runs")
+        raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 11")
     assert await _kinds(db_path, ids) == EXPECTED
 

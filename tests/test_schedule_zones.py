@@ -106,6 +106,8 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
         raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
+        raw.execute("DROP TABLE event_runs")
+        raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 10")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 
