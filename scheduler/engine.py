@@ -53,7 +53,15 @@ from scheduler.models import (
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
-__all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "EngineObserver",
+    "Lifecycle",
+    "Notifier",
+    "ReminderSender",
+    "TaskSink",
+]
 
 log = logging.getLogger("tickler.engine")
 
@@ -116,6 +124,16 @@ class Notifier(Protocol):
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         """A due schedule's stored definition cannot be decoded: it was paused with the
         reason (once), and the other schedules go on firing."""
+
+
+class Lifecycle(Protocol):
+    """What fires on the engine's own events (scheduler/service.py, LifecycleFires)."""
+
+    async def started(self, instance_id: str) -> None:
+        """The engine `instance_id` started and reconciled (startup schedules)."""
+
+    async def finished(self, run: Run, schedule: Schedule) -> None:
+        """A run of `schedule` changed status for good or for now (after schedules)."""
 
 
 class ReminderSender(Protocol):
@@ -283,6 +301,8 @@ class Engine:
         self.reminders = reminders
         self.tasks = tasks
         self.observer = observer
+        #: Startup and after schedules' hooks; set by whoever assembles the process.
+        self.lifecycle: Lifecycle | None = None
         self._host = host
         self._pid = pid
         self._is_alive = is_alive
@@ -363,6 +383,10 @@ class Engine:
             self._started = True
         # Registered but not yet reconciled if this fails: the next call reaps again.
         await self._reap(now)
+        if self.lifecycle is not None:
+            # After reconciliation; a failure retries start-up, and the instance id
+            # keys the fires, so a second try fires nothing twice.
+            await self.lifecycle.started(self.instance_id)
         self._next_heartbeat = now + self.config.heartbeat_every
         self._ready = True
 
@@ -842,6 +866,9 @@ class Engine:
         )
 
     async def _after_finish(self, finished: FinishedAttempt) -> None:
+        if self.lifecycle is not None:
+            # Before the chat is told, so a chained run starts without waiting on it.
+            await self._notify(self.lifecycle.finished(finished.run, finished.schedule))
         await self._notify(self.notifier.run_finished(finished))
         if finished.tripped_now:
             await self._notify(self.notifier.schedule_tripped(finished))

@@ -170,7 +170,7 @@ def acquisition(
         return Acquisition.START, None
     if (
         schedule.policies.overlap is OverlapPolicy.SKIP
-        and run.trigger in (RunTrigger.SCHEDULE, RunTrigger.EVENT)
+        and run.trigger is RunTrigger.SCHEDULE
         and run.attempt == 0
         and not run.interruptions
         and not settling

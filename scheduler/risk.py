@@ -31,7 +31,7 @@ from scheduler.errors import InvalidSchedule, about
 from scheduler.models import ActionKind, RiskTier
 from scheduler.specs import Limits, first_fire, never_fires, never_fires_after, trigger_from_spec
 from scheduler.templates import load_template
-from scheduler.triggers import EventTrigger, IntervalTrigger, OnceTrigger, Trigger
+from scheduler.triggers import NON_CALENDAR, IntervalTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
     from scheduler.proposal_model import ProposalRequest
@@ -88,7 +88,7 @@ def measure(trigger: Trigger, first: datetime) -> tuple[float, timedelta | None]
     if isinstance(trigger, IntervalTrigger):
         every = timedelta(seconds=trigger.every_seconds)
         return WEEK / every, every
-    if isinstance(trigger, EventTrigger):
+    if isinstance(trigger, NON_CALENDAR):
         return 0.0, None
     # A week of the schedule's own wall clock: a daily job fires 7 times in it even
     # when a DST change makes it 167 or 169 hours long.
@@ -133,7 +133,7 @@ def classify(
             raise never_fires()
     except InvalidSchedule as exc:
         return RiskDecision(RiskTier.HIGH, 0.0, ["its trigger is not valid"], str(exc), exc.field)
-    if isinstance(trigger, EventTrigger) or first is None:
+    if isinstance(trigger, NON_CALENDAR) or first is None:
         return _event_decision(request, trigger, hint, limits, active_count)
     runs_per_week, closest = measure(trigger, first)
 
@@ -172,11 +172,11 @@ def _event_decision(
     limits: Limits,
     active_count: int,
 ) -> RiskDecision:
-    """An event trigger: how often an event comes is up to whoever posts it, so
-    nothing bounds it here and an admin approves it (medium at least)."""
+    """An event, startup or after trigger: how often it fires is up to something else
+    (whoever posts events, restarts, another schedule), so nothing bounds it here and an
+    admin approves it (medium at least)."""
     tier = raise_tier(RiskTier.MEDIUM, hint)
-    name = trigger.name if isinstance(trigger, EventTrigger) else "?"
-    reasons = [f"it fires on every '{name}' event, however often they come"]
+    reasons = [f"it fires {trigger.describe()}, however often that comes"]
     try:
         _check_limits(request, trigger, None, limits, active_count)
     except InvalidSchedule as exc:

@@ -74,13 +74,21 @@ from scheduler.specs import (
 )
 from scheduler.stores import Stores
 from scheduler.templates import check_template, load_template
-from scheduler.triggers import CronTrigger, EventTrigger, Trigger, check_event_name
+from scheduler.triggers import (
+    AfterTrigger,
+    CronTrigger,
+    EventTrigger,
+    StartupTrigger,
+    Trigger,
+    check_event_name,
+)
 
 __all__ = [
     "MAX_BACKFILL",
     "MIN_ID_PREFIX",
     "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
+    "LifecycleFires",
     "Limits",
     "Resumed",
     "RunDetail",
@@ -596,6 +604,67 @@ class ScheduleService:
         body = _event_payload(payload)
         if idempotency_key is not None:
             idempotency_key = _event_key(idempotency_key)
+        return await self._fire(
+            chat_ids, name, body, caller, idempotency_key, lambda s: _listens(s, name)
+        )
+
+    async def fire_startup(self, chat_ids: Collection[int], instance_id: str) -> EmittedEvent:
+        """Fire the active startup schedules of `chat_ids`, once for the engine
+        `instance_id` (a process start): a repeat for the same instance fires nothing."""
+        return await self._fire(
+            chat_ids,
+            "startup",
+            {"instance": instance_id},
+            "startup",
+            instance_id,
+            lambda s: isinstance(s.trigger, StartupTrigger) and _active(s),
+        )
+
+    async def fire_after(self, run: Run, schedule: Schedule) -> EmittedEvent | None:
+        """Fire the active schedules of the run's chat that follow `schedule` on the
+        run's outcome (succeeded: success; dead: failure; both: any), once per upstream
+        run and outcome; None when the run's status is no outcome (pending, retrying)."""
+        if run.status is RunStatus.SUCCEEDED:
+            outcome = "success"
+        elif run.status is RunStatus.DEAD:
+            outcome = "failure"
+        else:
+            return None
+        payload: dict[str, object] = {
+            "schedule_id": schedule.id,
+            "schedule_name": schedule.name,
+            "run_id": run.id,
+            "status": run.status.value,
+            "output": (run.output or "")[:_CHAINED_OUTPUT_CHARS],
+            "error": run.error,
+        }
+
+        def follows(candidate: Schedule) -> bool:
+            trigger = candidate.trigger
+            return (
+                isinstance(trigger, AfterTrigger)
+                and trigger.schedule == schedule.id
+                and trigger.on in (outcome, "any")
+                and candidate.id != schedule.id
+                and _active(candidate)
+            )
+
+        return await self._fire(
+            [run.chat_id], "after", payload, "after", f"{run.id}:{outcome}", follows
+        )
+
+    async def _fire(
+        self,
+        chat_ids: Collection[int],
+        name: str,
+        body: dict[str, object],
+        caller: str,
+        idempotency_key: str | None,
+        fires: Callable[[Schedule], bool],
+    ) -> EmittedEvent:
+        """One run per schedule of `chat_ids` that `fires`, recorded with the event
+        (`caller`'s `idempotency_key`: a repeat answers with the first runs)."""
+        if idempotency_key is not None:
             found = await self.store.events.find(caller, idempotency_key)
             if found is not None:
                 return _same_event(found, name)
@@ -612,7 +681,7 @@ class ScheduleService:
             schedule
             for chat_id in sorted(set(chat_ids))
             for schedule in await self.store.schedules.list_for_chat(chat_id)
-            if _listens(schedule, name)
+            if fires(schedule)
         ]
         emitted = await self.store.events.add(
             event, [manual_run(s, now, RunTrigger.EVENT) for s in listeners]
@@ -932,15 +1001,33 @@ def _same_event(found: EmittedEvent, name: str) -> EmittedEvent:
 
 
 def _listens(schedule: Schedule, name: str) -> bool:
-    """Active (not paused, archived or tripped) and listening to the event `name`."""
+    """Active and listening to the event `name`."""
     trigger = schedule.trigger
-    return (
-        isinstance(trigger, EventTrigger)
-        and trigger.name == name
-        and schedule.enabled
-        and schedule.archived_at is None
-        and not schedule.tripped
-    )
+    return isinstance(trigger, EventTrigger) and trigger.name == name and _active(schedule)
+
+
+def _active(schedule: Schedule) -> bool:
+    """Not paused, archived or tripped: it may fire."""
+    return schedule.enabled and schedule.archived_at is None and not schedule.tripped
+
+
+#: How much of an upstream run's output a chained run's {event} carries.
+_CHAINED_OUTPUT_CHARS = 2000
+
+
+class LifecycleFires:
+    """The engine's lifecycle hooks (scheduler/engine.py, `Lifecycle`) as the service's
+    startup and after fires, for the chats this process serves."""
+
+    def __init__(self, service: ScheduleService, chat_ids: Collection[int]) -> None:
+        self.service = service
+        self.chat_ids = frozenset(chat_ids)
+
+    async def started(self, instance_id: str) -> None:
+        await self.service.fire_startup(self.chat_ids, instance_id)
+
+    async def finished(self, run: Run, schedule: Schedule) -> None:
+        await self.service.fire_after(run, schedule)
 
 
 def _number(ref: str) -> int | None:

@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict
 from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.triggers import (
+    NON_CALENDAR,
     CronTrigger,
-    EventTrigger,
     IntervalTrigger,
     Trigger,
     cron_trigger,
     event_trigger,
     interval_trigger,
+    make_trigger,
     once_trigger,
 )
 
@@ -72,10 +73,13 @@ class TriggerSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["cron", "interval", "once", "event"]
+    kind: Literal["cron", "interval", "once", "event", "startup", "after"]
     cron: str | None = None
     #: The event an event trigger listens to (`deploy`).
     name: str | None = None
+    #: The schedule an after trigger follows, and on which outcome of its runs.
+    schedule: str | None = None
+    on: Literal["success", "failure", "any"] | None = None
     timezone: str | None = None
     every_seconds: int | None = None
     start_at: datetime | None = None
@@ -105,6 +109,17 @@ def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = 
                 "An event schedule needs the event's name, like 'deploy'.", field="trigger.name"
             )
         return event_trigger(spec.name, zone)
+    if spec.kind == "startup":
+        return make_trigger({"kind": "startup", "timezone": zone})
+    if spec.kind == "after":
+        if not spec.schedule:
+            raise InvalidSchedule(
+                "An after schedule needs the id of the schedule it follows.",
+                field="trigger.schedule",
+            )
+        return make_trigger(
+            {"kind": "after", "schedule": spec.schedule, "on": spec.on or "any", "timezone": zone}
+        )
     if spec.at is None:
         raise InvalidSchedule("A one-time schedule needs the instant it fires.", field="trigger.at")
     return once_trigger(spec.at, now, zone)
@@ -125,9 +140,9 @@ def never_fires() -> InvalidSchedule:
 
 
 def never_fires_after(trigger: Trigger, now: datetime) -> bool:
-    """A calendar trigger with no fire after `now`; an event trigger fires on events,
-    so it has no calendar fire and is never refused for it."""
-    return not isinstance(trigger, EventTrigger) and first_fire(trigger, now) is None
+    """A calendar trigger with no fire after `now`; an event, startup or after trigger
+    fires on something happening, has no calendar fire and is never refused for it."""
+    return not isinstance(trigger, NON_CALENDAR) and first_fire(trigger, now) is None
 
 
 def first_fire(trigger: Trigger, now: datetime) -> datetime | None:

@@ -33,10 +33,13 @@ __all__ = [
     "EVENT_NAME_PATTERN",
     "MAX_INTERVAL_SECONDS",
     "MIN_INTERVAL_SECONDS",
+    "NON_CALENDAR",
+    "AfterTrigger",
     "CronTrigger",
     "EventTrigger",
     "IntervalTrigger",
     "OnceTrigger",
+    "StartupTrigger",
     "Trigger",
     "check_event_name",
     "cron_trigger",
@@ -244,18 +247,81 @@ class EventTrigger(_TriggerModel):
         return f"on the event '{self.name}'"
 
 
+class StartupTrigger(_TriggerModel):
+    """Fires once per start of a Tickler process, after the engine reconciled what a
+    predecessor left (`Engine.startup`); no calendar, like EventTrigger."""
+
+    kind: Literal["startup"] = "startup"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return "at each start of Tickler"
+
+
+#: A schedule id as AfterTrigger names it (scheduler/specs.py's SCHEDULE_ID_PATTERN).
+_SCHEDULE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
+_OUTCOMES = {"success": "succeeds", "failure": "fails for good", "any": "finishes"}
+
+
+class AfterTrigger(_TriggerModel):
+    """Fires when a run of another schedule of the chat finishes with a matching
+    outcome (`success`: it succeeded; `failure`: it failed for good; `any`): a chain.
+    Once per upstream run and outcome; no calendar, like EventTrigger."""
+
+    kind: Literal["after"] = "after"
+    schedule: str
+    on: Literal["success", "failure", "any"] = "any"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        if not _SCHEDULE_REF.fullmatch(value):
+            raise InvalidSchedule(
+                f"'{shown(value)}' is not a schedule id: an after trigger names the id of "
+                "another schedule of the chat."
+            )
+        return value
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return f"after schedule {self.schedule} {_OUTCOMES[self.on]}"
+
+
+#: Triggers without a calendar: they fire on something happening, never come due, and
+#: a schedule with one keeps no next_run_at.
+NON_CALENDAR = (EventTrigger, StartupTrigger, AfterTrigger)
+
 Trigger = Annotated[
-    CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger, Field(discriminator="kind")
+    CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger | StartupTrigger | AfterTrigger,
+    Field(discriminator="kind"),
 ]
 
-_ADAPTER: TypeAdapter[CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger] = TypeAdapter(
-    Trigger
-)
+_ADAPTER: TypeAdapter[
+    CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger | StartupTrigger | AfterTrigger
+] = TypeAdapter(Trigger)
 _KINDS: dict[str, type[_TriggerModel]] = {
     "cron": CronTrigger,
     "interval": IntervalTrigger,
     "once": OnceTrigger,
     "event": EventTrigger,
+    "startup": StartupTrigger,
+    "after": AfterTrigger,
 }
 
 
@@ -339,7 +405,7 @@ def _sentence(error: ValidationError, data: dict[str, object]) -> str:
     kind = data.get("kind")
     if details["type"] in {"union_tag_not_found", "union_tag_invalid"}:
         shown = "" if kind is None else f" '{kind}'"
-        return f"Unknown trigger kind{shown}: use cron, interval, once or event."
+        return f"Unknown trigger kind{shown}: use cron, interval, once, event, startup or after."
     location = [str(part) for part in details["loc"]]
     name = location[-1] if location else "trigger"
     model = _KINDS.get(str(kind))

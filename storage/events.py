@@ -81,7 +81,8 @@ async def insert(db: Db, event: Event, fired: Sequence[Run]) -> EmittedEvent:
             if await runs.insert_many(db, [run]) == 1:
                 break
             nudged = run.scheduled_for + timedelta(microseconds=1)
-            run = run.model_copy(update={"scheduled_for": nudged, "next_attempt_at": nudged})
+            # Only the key moves: the run is due when the event came, not a microsecond on.
+            run = run.model_copy(update={"scheduled_for": nudged})
         else:
             continue
         written.append(run)

@@ -5,8 +5,9 @@ one `emit_event`, the agent's emit_event tool, schedules.yaml and export/import.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, OLGA, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
@@ -21,9 +24,20 @@ from bot.http_api import openapi_document
 from bot.schedules_file import parse_entries
 from bot.views_schedules import schedule_card
 from scheduler.agent_tools import AgentTools
+from scheduler.dispatching import Dispatcher
+from scheduler.engine import Engine
 from scheduler.errors import InvalidSchedule, InvalidState
-from scheduler.models import Action, Owner, RunStatus, RunTrigger, Schedule
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.models import (
+    Action,
+    Owner,
+    Policies,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Schedule,
+)
+from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
 from scheduler.triggers import EventTrigger, event_trigger, make_trigger
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
@@ -165,8 +179,13 @@ async def test_two_events_at_one_instant_each_fire_their_own_run(api: Api) -> No
     _, two, _ = await api.call("POST", "/api/v1/events/deploy", headers={"Idempotency-Key": "b"})
     [run_one], [run_two] = one["runs"], two["runs"]
     assert run_one["id"] != run_two["id"] and run_one["scheduled_for"] != run_two["scheduled_for"]
-    runs = await api.bot.services.store.runs.list_for_chat(ALICE, schedule_id=listener.id)
-    assert len(runs) == 2
+    store = api.bot.services.store
+
+    async def both_sent() -> bool:
+        runs = await store.runs.list_for_chat(ALICE, schedule_id=listener.id)
+        return len(runs) == 2 and all(r.status is RunStatus.SUCCEEDED for r in runs)
+
+    await eventually(both_sent, timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -295,3 +314,119 @@ async def test_show_renders_an_event_trigger(service: ScheduleService) -> None:
     assert "When: on the event 'deploy'" in card
     assert "Next fires: at each 'deploy' event (POST /api/v1/events/deploy" in card
     assert "will not fire again" not in card
+
+
+# --- lifecycle: startup and after (chains) ---------------------------------------------------
+def _engine(
+    store: SqliteStore, service: ScheduleService, clock: FakeClock, dispatcher: Dispatcher
+) -> Engine:
+    engine = Engine(store.engine, clock, dispatcher, rng=random.Random(7))
+    engine.lifecycle = LifecycleFires(service, [1])
+    return engine
+
+
+async def test_startup_schedules_fire_once_per_process_start(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    boot = await service.create_schedule(
+        1,
+        Owner(id=1),
+        name="Boot check",
+        trigger=TriggerSpec(kind="startup"),
+        action=Action(text="Tickler started: {event}"),
+    )
+    paused = await service.create_schedule(
+        1, Owner(id=1), name="Off", trigger=TriggerSpec(kind="startup"), action=Action(text="x")
+    )
+    await service.pause(1, paused.id, by=None)
+    assert boot.next_run_at is None and boot.trigger.describe() == "at each start of Tickler"
+    first = _engine(store, service, clock, dispatcher)
+    await first.run_until_idle()
+    await first.startup()  # already started: nothing more
+    await first.run_until_idle()
+    [run] = await store.runs.list_for_chat(1, schedule_id=boot.id)
+    assert run.status is RunStatus.SUCCEEDED and run.trigger is RunTrigger.EVENT
+    assert first.instance_id in agent_stub.requests[0].json["message"]["text"]
+    # The next process start fires it again, once.
+    await _engine(store, service, clock, dispatcher).run_until_idle()
+    assert len(await store.runs.list_for_chat(1, schedule_id=boot.id)) == 2
+    assert await store.runs.list_for_chat(1, schedule_id=paused.id) == []
+    assert len(agent_stub.requests) == 2
+
+
+async def test_after_schedules_chain_on_the_outcome_once_per_upstream_run(
+    service: ScheduleService,
+    store: SqliteStore,
+    clock: FakeClock,
+    dispatcher: HttpAgentDispatcher,
+    agent_stub: AgentStub,
+) -> None:
+    upstream = await service.create_schedule(
+        1,
+        Owner(id=1),
+        name="Build",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+        action=Action(text="Build."),
+        policies=Policies(retry=RetryPolicy(max_attempts=1)),
+    )
+
+    async def follower(on: str) -> Schedule:
+        return await service.create_schedule(
+            1,
+            Owner(id=1),
+            name=f"On {on}",
+            trigger=TriggerSpec.model_validate(
+                {"kind": "after", "schedule": upstream.id, "on": on}
+            ),
+            action=Action(text="After: {event}"),
+        )
+
+    success = await follower("success")
+    failure = await follower("failure")
+    either = await follower("any")
+    assert success.trigger.describe() == f"after schedule {upstream.id} succeeds"
+    engine = _engine(store, service, clock, dispatcher)
+
+    async def runs_of(schedule: Schedule) -> list[Run]:
+        return await store.runs.list_for_chat(1, schedule_id=schedule.id)
+
+    ok = await service.run_now(1, upstream.id)
+    await engine.run_until_idle()
+    await engine.run_until_idle()
+    assert [len(await runs_of(s)) for s in (success, failure, either)] == [1, 0, 1]
+    [chained] = await runs_of(success)
+    assert chained.status is RunStatus.SUCCEEDED
+    texts = [r.json["message"]["text"] for r in agent_stub.requests]
+    assert sum(ok.id in text for text in texts) == 2  # {event} names the upstream run
+    # Once per upstream run: asking again (a second engine, a retry) fires nothing.
+    finished = await store.runs.get(1, ok.id)
+    assert finished is not None
+    again = await service.fire_after(finished, upstream)
+    assert again is not None and again.repeated
+
+    agent_stub.respond_with(500)
+    await clock.advance(timedelta(minutes=1))
+    await service.run_now(1, upstream.id)
+    await engine.run_until_idle()
+    agent_stub.respond_with(200)
+    await engine.run_until_idle()
+    assert [len(await runs_of(s)) for s in (success, failure, either)] == [1, 1, 2]
+
+
+def test_schedules_yaml_takes_startup_and_after_triggers() -> None:
+    text = (
+        "schedules:\n  - id: boot\n    chat_id: 1\n    name: Boot\n"
+        "    trigger: {kind: startup}\n    prompt: hi\n"
+        "  - id: next\n    chat_id: 1\n    name: Next\n"
+        "    trigger: {kind: after, schedule: boot, on: failure}\n    prompt: hi\n"
+    )
+    entries, errors = parse_entries(text)
+    assert errors == []
+    assert [e.trigger.kind for e in entries] == ["startup", "after"]
+    assert entries[1].trigger.schedule == "boot" and entries[1].trigger.on == "failure"
+    _, [error] = parse_entries(text.replace("on: failure", "on: sometimes"))
+    assert "success, failure or any" in error

@@ -214,9 +214,9 @@ class TestMakeTrigger:
         [
             (
                 {"kind": "weekly"},
-                "Unknown trigger kind 'weekly': use cron, interval, once or event.",
+                "Unknown trigger kind 'weekly': use cron, interval, once, event, startup or after.",
             ),
-            ({}, "Unknown trigger kind: use cron, interval, once or event."),
+            ({}, "Unknown trigger kind: use cron, interval, once, event, startup or after."),
             (
                 {"kind": "interval", "start_at": "2026-11-24T07:00:00Z"},
                 "The interval trigger needs 'every_seconds'.",
