@@ -618,6 +618,7 @@ class ScheduleService:
             "startup",
             instance_id,
             lambda s: isinstance(s.trigger, StartupTrigger) and _active(s),
+            record_empty=False,
         )
 
     async def fire_after(self, run: Run, schedule: Schedule) -> EmittedEvent | None:
@@ -650,7 +651,13 @@ class ScheduleService:
             )
 
         return await self._fire(
-            [run.chat_id], "after", payload, "after", f"{run.id}:{outcome}", follows
+            [run.chat_id],
+            "after",
+            payload,
+            "after",
+            f"{run.id}:{outcome}",
+            follows,
+            record_empty=False,
         )
 
     async def _fire(
@@ -661,9 +668,13 @@ class ScheduleService:
         caller: str,
         idempotency_key: str | None,
         fires: Callable[[Schedule], bool],
+        *,
+        record_empty: bool = True,
     ) -> EmittedEvent:
         """One run per schedule of `chat_ids` that `fires`, recorded with the event
-        (`caller`'s `idempotency_key`: a repeat answers with the first runs)."""
+        (`caller`'s `idempotency_key`: a repeat answers with the first runs). Without
+        `record_empty`, an event that fires nothing is not written: every start and
+        every finished run is one, and most have no listener."""
         if idempotency_key is not None:
             found = await self.store.events.find(caller, idempotency_key)
             if found is not None:
@@ -683,6 +694,8 @@ class ScheduleService:
             for schedule in await self.store.schedules.list_for_chat(chat_id)
             if fires(schedule)
         ]
+        if not listeners and not record_empty:
+            return EmittedEvent(event=event, runs=[])
         emitted = await self.store.events.add(
             event, [manual_run(s, now, RunTrigger.EVENT) for s in listeners]
         )

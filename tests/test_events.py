@@ -356,6 +356,15 @@ async def test_startup_schedules_fire_once_per_process_start(
     assert len(await store.runs.list_for_chat(1, schedule_id=boot.id)) == 2
     assert await store.runs.list_for_chat(1, schedule_id=paused.id) == []
     assert len(agent_stub.requests) == 2
+    # Those were the two starts' only events: the finished runs, which nothing follows,
+    # wrote none.
+    assert await _event_count(store) == 2
+
+
+async def _event_count(store: SqliteStore) -> int:
+    async with store.connection.read() as db:
+        [(count,)] = await db.execute_fetchall("SELECT count(*) FROM events")
+    return int(count)
 
 
 async def test_after_schedules_chain_on_the_outcome_once_per_upstream_run(
