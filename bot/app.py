@@ -73,7 +73,7 @@ from bot.telegram_side import TelegramSide
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
-from scheduler.service import ScheduleService
+from scheduler.service import LifecycleFires, ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.leadership import lease_for
 from storage.locations import is_unavailable, shown
@@ -155,6 +155,9 @@ async def open_services(
             default_timezone=settings.default_timezone,
             on_change=loop.wake,
             on_result=loop.report_result,
+        )
+        loop.lifecycle = LifecycleFires(
+            service, {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
         )
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
         await apply_configured_schedules(settings, service, clock)

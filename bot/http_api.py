@@ -46,9 +46,10 @@ from scheduler.errors import (
     TicklerError,
     shown,
 )
-from scheduler.models import Run, Schedule
+from scheduler.models import EmittedEvent, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
+from scheduler.triggers import EVENT_NAME_PATTERN
 
 __all__ = [
     "API_PREFIX",
@@ -222,6 +223,7 @@ class HttpServer:
         # The same without the chat (an agent knows the run id from X-Tickler-Run-Id):
         # the run is looked up in the chats the API may address, and only there.
         self.web.router.add_patch(API_PREFIX + "/runs/{run_id}", self._report_result_by_id)
+        self.web.router.add_post(API_PREFIX + "/events/{name}", self._event)
         if settings.webhook_url:
             self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
 
@@ -462,6 +464,24 @@ class HttpServer:
                 return _json(await svc.service.report_result(chat_id, run_id, data))
         raise RunNotFound(f"There is no run '{shown(run_id)}' here.")
 
+    async def _event(self, request: web.Request) -> web.Response:
+        """An event for every chat this token may address: each of their active
+        schedules listening to it runs once (once per Idempotency-Key)."""
+        svc = self._services()
+        s = self.settings
+        payload = await _json_body(request, self.body_timeout_s)
+        try:
+            emitted = await svc.service.emit_event(
+                {*s.admin_ids, *s.operator_ids, *s.api_chat_ids},
+                request.match_info["name"],
+                payload,
+                caller="api",
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        except InvalidSchedule as exc:
+            raise ApiError(422, str(exc), field=exc.field) from None
+        return _json(emitted, 200 if emitted.repeated else 201)
+
 
 # --- helpers -------------------------------------------------------------------------------
 def _why(exc: OSError) -> str:
@@ -508,12 +528,15 @@ async def _body(
 
 
 async def _json_body(request: web.Request, timeout_s: float) -> Any:
-    """The request's JSON body decoded, for a service that checks it itself."""
+    """The request's JSON body decoded (None when empty), for a service that checks it
+    itself; 413, 408 and 422 as `_body`."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
     raw = await _read_body(request, timeout_s)
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    if not raw.strip():
+        return None
     return _decode_json(raw)
 
 
@@ -576,7 +599,10 @@ _ERRORS = {
     "401": "Missing or wrong token",
     "408": "The body did not arrive in time",
     "404": "No such chat, schedule or run (or the API is off)",
-    "409": "Not possible in the current state, or a repeat of a schedule or waiting proposal",
+    "409": (
+        "Not possible in the current state, a repeat of a schedule or waiting proposal, "
+        "or an Idempotency-Key used for another event"
+    ),
     "413": "Body over 64 KiB",
     "422": "Malformed JSON or an invalid field (named in `field`)",
     "429": "Rate limit; see Retry-After",
@@ -595,6 +621,7 @@ def openapi_document() -> dict[str, Any]:
             (Resumed, "serialization"),
             (Run, "serialization"),
             (RunList, "serialization"),
+            (EmittedEvent, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -731,6 +758,39 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": RESULT_REPORT_SCHEMA}},
                 },
                 "responses": answer(200, Run, "The run as the result left it"),
+            }
+        },
+        API_PREFIX + "/events/{name}": {
+            "post": {
+                "summary": (
+                    "Post an event: every active schedule of the token's chats listening to "
+                    "it runs once, its prompt's {event} the body (a JSON object, optional). "
+                    "A repeat of an Idempotency-Key answers 200 with the first post's runs."
+                ),
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": f"^{EVENT_NAME_PATTERN}$"},
+                    },
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "A repeat of the Idempotency-Key: the first post's runs",
+                        "content": {"application/json": {"schema": ref(EmittedEvent)}},
+                    },
+                    **answer(201, EmittedEvent, "The event and the runs it fired"),
+                },
             }
         },
     }

@@ -26,7 +26,7 @@ from scheduler.engine import (
     TaskSink,
 )
 from scheduler.engine_store import EngineStore
-from scheduler.service import ScheduleService
+from scheduler.service import LifecycleFires, ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
 from storage.locations import is_postgres, open_store, shown
@@ -200,6 +200,9 @@ async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) 
             default_timezone=settings.default_timezone,
             on_change=engine.wake,
             on_result=engine.report_result,
+        )
+        engine.lifecycle = LifecycleFires(
+            service, {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
         )
         await apply_configured_schedules(settings, service, clock)
         await log_started(settings, store, "engine", instance=engine.instance_id)

@@ -23,7 +23,7 @@ from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, Schedule
 from scheduler.specs import TriggerSpec, first_fire
 from scheduler.templates import load_template
-from scheduler.triggers import CronTrigger, IntervalTrigger, Trigger, cron_trigger
+from scheduler.triggers import NON_CALENDAR, CronTrigger, IntervalTrigger, Trigger, cron_trigger
 
 __all__ = [
     "CRON_HELP",
@@ -415,6 +415,8 @@ def _when_line(trigger: Trigger, zone: str) -> str:
     if isinstance(trigger, IntervalTrigger):
         every = trigger.describe().split(" from ")[0]
         return f"{esc(every)}, starting {local(trigger.start_at, zone)}"
+    if isinstance(trigger, NON_CALENDAR):
+        return esc(trigger.describe())
     return f"once, {local(trigger.at, zone)}"
 
 

@@ -38,6 +38,7 @@ from bot.render import (
 )
 from bot.views_policies import policy_lines
 from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
+from scheduler.triggers import AfterTrigger, EventTrigger, StartupTrigger
 
 __all__ = [
     "CARD_MARK",
@@ -153,6 +154,16 @@ def _status(schedule: Schedule, names: Mapping[int, str]) -> str:
     return "▶️ active"
 
 
+def _on_what(trigger: EventTrigger | StartupTrigger | AfterTrigger) -> str:
+    """When a trigger without a calendar fires, for the card's next-fires line."""
+    if isinstance(trigger, EventTrigger):
+        name = esc(trigger.name)
+        return f"at each '{name}' event (POST /api/v1/events/{name}, or the agent's emit_event)."
+    if isinstance(trigger, StartupTrigger):
+        return "at each start of Tickler, once the engine is ready."
+    return f"{esc(trigger.describe())}, once per run of it."
+
+
 def schedule_card(
     schedule: Schedule,
     now: datetime,
@@ -176,6 +187,8 @@ def schedule_card(
     ]
     if status_word(schedule) != "active":
         lines.append(PAUSED_NOTE)
+    elif isinstance(schedule.trigger, EventTrigger | StartupTrigger | AfterTrigger):
+        lines.append(f"Next fires: {_on_what(schedule.trigger)}")
     else:
         fires = next_fires(schedule, now)
         if fires:

@@ -1,5 +1,6 @@
 """Tools the agent may call in `openai` mode (SPEC "Agent endpoint"): propose a schedule,
-list the chat's schedules, pause one, report the result of a run it answered with a 202.
+list the chat's schedules, pause one, report the result of a run it answered with a
+202, emit an event to the chat's event schedules.
 
 `TOOLS` is the `tools` list of a chat-completions request; `AgentTools.call` runs one
 of the answer's tool calls for one chat and returns the JSON text of the `tool`
@@ -124,6 +125,30 @@ TOOLS: list[dict[str, Any]] = [
             },
         },
     },
+    {
+        "type": "function",
+        "function": {
+            "name": "emit_event",
+            "description": (
+                "Emit an event in this chat: each active schedule of the chat listening to "
+                "that event name runs once, with the payload as its prompt's {event}. Give "
+                "an idempotency_key to make a repeat of the call fire nothing new."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "description": "The event's name, e.g. 'deploy' (lower case).",
+                    },
+                    "payload": {"type": "object", "description": "Optional JSON object."},
+                    "idempotency_key": {"type": "string"},
+                },
+                "required": ["name"],
+                "additionalProperties": False,
+            },
+        },
+    },
 ]
 
 _Args = dict[str, Any]
@@ -146,6 +171,7 @@ class AgentTools:
             "list_schedules": self._list,
             "pause_schedule": self._pause,
             "report_result": self._report_result,
+            "emit_event": self._emit,
         }
 
     async def call(self, chat_id: int, tool_call: dict[str, Any]) -> str:
@@ -234,6 +260,25 @@ class AgentTools:
         report = {k: v for k, v in args.items() if k != "run_id"}
         run = await self.schedules.report_result(chat_id, _text(args, "run_id"), report)
         return {"run_id": run.id, "status": run.status.value}
+
+    async def _emit(self, chat_id: int, args: _Args) -> _Result:
+        key = args.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise InvalidSchedule("'idempotency_key' must be text.")
+        # Scoped to the calling chat: its agent reaches its own schedules only, and its
+        # keys cannot collide with the API's or another chat's.
+        emitted = await self.schedules.emit_event(
+            [chat_id],
+            _text(args, "name"),
+            args.get("payload"),
+            caller=f"chat:{chat_id}",
+            idempotency_key=key,
+        )
+        return {
+            "event_id": emitted.event.id,
+            "repeated": emitted.repeated,
+            "runs": [{"run_id": r.id, "schedule_id": r.schedule_id} for r in emitted.runs],
+        }
 
 
 def _error(sentence: str) -> str:

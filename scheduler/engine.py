@@ -56,7 +56,15 @@ from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, 
 from scheduler.results import ResultReport
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
-__all__ = ["Engine", "EngineConfig", "EngineObserver", "Notifier", "ReminderSender", "TaskSink"]
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "EngineObserver",
+    "Lifecycle",
+    "Notifier",
+    "ReminderSender",
+    "TaskSink",
+]
 
 log = logging.getLogger("tickler.engine")
 
@@ -119,6 +127,16 @@ class Notifier(Protocol):
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         """A due schedule's stored definition cannot be decoded: it was paused with the
         reason (once), and the other schedules go on firing."""
+
+
+class Lifecycle(Protocol):
+    """What fires on the engine's own events (scheduler/service.py, LifecycleFires)."""
+
+    async def started(self, instance_id: str) -> None:
+        """The engine `instance_id` started and reconciled (startup schedules)."""
+
+    async def finished(self, run: Run, schedule: Schedule) -> None:
+        """A run of `schedule` changed status for good or for now (after schedules)."""
 
 
 class ReminderSender(Protocol):
@@ -286,6 +304,8 @@ class Engine:
         self.reminders = reminders
         self.tasks = tasks
         self.observer = observer
+        #: Startup and after schedules' hooks; set by whoever assembles the process.
+        self.lifecycle: Lifecycle | None = None
         self._host = host
         self._pid = pid
         self._is_alive = is_alive
@@ -366,6 +386,10 @@ class Engine:
             self._started = True
         # Registered but not yet reconciled if this fails: the next call reaps again.
         await self._reap(now)
+        if self.lifecycle is not None:
+            # After reconciliation; a failure retries start-up, and the instance id
+            # keys the fires, so a second try fires nothing twice.
+            await self.lifecycle.started(self.instance_id)
         self._next_heartbeat = now + self.config.heartbeat_every
         self._ready = True
 
@@ -795,12 +819,17 @@ class Engine:
         last_output = None
         if "{last_output}" in text:
             last_output = await self.store.last_output(schedule.chat_id, schedule.id)
-        if last_output is None and "{schedule_name" not in text:
+        event = None
+        if "{event}" in text:
+            event = await self.store.event_payload(run.id)
+        if last_output is None and event is None and "{schedule_name" not in text:
             # The same text at the same instant renders the same for every schedule.
             prompt = _render_at(text, run.scheduled_for, schedule.timezone)
         else:
             variables = {**_time_variables(run.scheduled_for, schedule.timezone)}
             variables["schedule_name"] = schedule.name
+            if event is not None:
+                variables["event"] = event
             if last_output is not None:
                 variables["last_output"] = prompt_variables(
                     fire=run.scheduled_for,
@@ -948,6 +977,9 @@ class Engine:
         return finished.run
 
     async def _after_finish(self, finished: FinishedAttempt) -> None:
+        if self.lifecycle is not None:
+            # Before the chat is told, so a chained run starts without waiting on it.
+            await self._notify(self.lifecycle.finished(finished.run, finished.schedule))
         await self._notify(self.notifier.run_finished(finished))
         if finished.tripped_now:
             await self._notify(self.notifier.schedule_tripped(finished))

@@ -199,6 +199,10 @@ class EngineStore(Protocol):
     async def last_output(self, chat_id: int, schedule_id: str) -> str | None:
         """The answer of the schedule's latest successful run (a prompt's {last_output})."""
 
+    async def event_payload(self, run_id: str) -> str | None:
+        """The JSON payload of the event that fired the run (a prompt's {event}); None
+        when no event did."""
+
     async def register(self, instance: EngineInstance) -> None:
         """Record a starting engine (or restart one with the same id)."""
 

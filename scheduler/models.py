@@ -22,6 +22,8 @@ __all__ = [
     "ActionKind",
     "Attempt",
     "CreatedBy",
+    "EmittedEvent",
+    "Event",
     "MissedRunPolicy",
     "OverlapPolicy",
     "Owner",
@@ -144,6 +146,7 @@ class RunTrigger(StrEnum):
     CATCH_UP = "catch_up"
     BACKFILL = "backfill"
     RETRY = "retry"
+    EVENT = "event"  # an event its schedule listens to was posted (scheduler/events.py)
 
 
 _frozen = ConfigDict(frozen=True, extra="forbid")
@@ -321,3 +324,29 @@ class Run(BaseModel):
         """Running, but only the agent's report (or its deadline) will end it: the
         agent accepted the attempt with a 202 and no engine holds it."""
         return self.status is RunStatus.RUNNING and self.owner == AWAITING_RESULT_OWNER
+
+
+class Event(BaseModel):
+    """One posted event (POST /api/v1/events/{name}, the agent's emit_event)."""
+
+    model_config = _frozen
+
+    id: str
+    #: Who posted it, the scope of its idempotency key: `api`, or `chat:<id>` (an agent).
+    caller: str
+    name: str
+    #: The caller's Idempotency-Key; a repeat of it is the same event. None: always new.
+    idempotency_key: str | None = None
+    #: The JSON object given with it, as the prompt's {event} shows it.
+    payload: dict[str, object] = Field(default_factory=dict)
+    received_at: datetime
+
+
+class EmittedEvent(BaseModel):
+    """An event and the runs it fired; `repeated` when it was a repeat of the key."""
+
+    model_config = _frozen
+
+    event: Event
+    runs: list[Run]
+    repeated: bool = False

@@ -32,8 +32,11 @@ __all__ = [
 ]
 
 
-#: Fires the schedule itself made; an operator's run now or retry goes through a pause.
-OWN_FIRES = frozenset({RunTrigger.SCHEDULE, RunTrigger.CATCH_UP, RunTrigger.BACKFILL})
+#: Fires the schedule itself made (an event it listens to among them); an operator's run
+#: now or retry goes through a pause.
+OWN_FIRES = frozenset(
+    {RunTrigger.SCHEDULE, RunTrigger.CATCH_UP, RunTrigger.BACKFILL, RunTrigger.EVENT}
+)
 
 ARCHIVED_TEXT = "schedule is archived"
 TRIPPED_TEXT = "circuit breaker tripped"

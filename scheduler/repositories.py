@@ -16,12 +16,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from scheduler.models import Attempt, PauseKind, Run, RunFigure, RunStatus, Schedule
+from scheduler.models import (
+    Attempt,
+    EmittedEvent,
+    Event,
+    PauseKind,
+    Run,
+    RunFigure,
+    RunStatus,
+    Schedule,
+)
 from scheduler.proposal_model import Proposal, ProposalStatus
 
 __all__ = [
     "ChatPrefs",
     "ChatRepository",
+    "EventRepository",
     "Notification",
     "NotificationStatus",
     "OperationsRepository",
@@ -193,6 +203,17 @@ class RunRepository(Protocol):
     ) -> Run | None:
         """Apply `changes` only if the run is still in one of `expected`; None otherwise.
         This is how a button pressed twice is applied once."""
+
+
+class EventRepository(Protocol):
+    async def find(self, caller: str, key: str) -> EmittedEvent | None:
+        """The event `caller` posted with idempotency key `key`, and its runs."""
+
+    async def add(self, event: Event, runs: Sequence[Run]) -> EmittedEvent:
+        """Record the event and the runs it fires, at once. A run whose schedule has one
+        at that very instant moves on by a microsecond (the instant is its idempotency
+        key). If the caller's key was recorded meanwhile, nothing is written and the
+        answer is the earlier event's runs (`repeated`)."""
 
 
 class ProposalRepository(Protocol):

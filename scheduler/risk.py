@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from scheduler.errors import InvalidSchedule, about
 from scheduler.models import ActionKind, RiskTier
-from scheduler.specs import Limits, first_fire, never_fires, trigger_from_spec
+from scheduler.specs import Limits, first_fire, never_fires, never_fires_after, trigger_from_spec
 from scheduler.templates import load_template
-from scheduler.triggers import IntervalTrigger, OnceTrigger, Trigger
+from scheduler.triggers import NON_CALENDAR, IntervalTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
     from scheduler.proposal_model import ProposalRequest
@@ -88,6 +88,8 @@ def measure(trigger: Trigger, first: datetime) -> tuple[float, timedelta | None]
     if isinstance(trigger, IntervalTrigger):
         every = timedelta(seconds=trigger.every_seconds)
         return WEEK / every, every
+    if isinstance(trigger, NON_CALENDAR):
+        return 0.0, None
     # A week of the schedule's own wall clock: a daily job fires 7 times in it even
     # when a DST change makes it 167 or 169 hours long.
     end = (first.astimezone(trigger.zone) + WEEK).astimezone(UTC)
@@ -127,10 +129,12 @@ def classify(
     try:
         trigger = trigger_from_spec(request.trigger, now, timezone)
         first = first_fire(trigger, now)
-        if first is None:
+        if never_fires_after(trigger, now):
             raise never_fires()
     except InvalidSchedule as exc:
         return RiskDecision(RiskTier.HIGH, 0.0, ["its trigger is not valid"], str(exc), exc.field)
+    if isinstance(trigger, NON_CALENDAR) or first is None:
+        return _event_decision(request, trigger, hint, limits, active_count)
     runs_per_week, closest = measure(trigger, first)
 
     reasons: list[str] = []
@@ -159,6 +163,25 @@ def classify(
     except InvalidSchedule as exc:
         return RiskDecision(raised, runs_per_week, reasons, str(exc), exc.field)
     return RiskDecision(raised, runs_per_week, reasons)
+
+
+def _event_decision(
+    request: ProposalRequest,
+    trigger: Trigger,
+    hint: RiskTier | None,
+    limits: Limits,
+    active_count: int,
+) -> RiskDecision:
+    """An event, startup or after trigger: how often it fires is up to something else
+    (whoever posts events, restarts, another schedule), so nothing bounds it here and an
+    admin approves it (medium at least)."""
+    tier = raise_tier(RiskTier.MEDIUM, hint)
+    reasons = [f"it fires {trigger.describe()}, however often that comes"]
+    try:
+        _check_limits(request, trigger, None, limits, active_count)
+    except InvalidSchedule as exc:
+        return RiskDecision(tier, 0.0, reasons, str(exc), exc.field)
+    return RiskDecision(tier, 0.0, reasons)
 
 
 def _check_limits(

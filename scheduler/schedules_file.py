@@ -41,7 +41,14 @@ from scheduler.errors import InvalidSchedule, TicklerError
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, PauseKind, Policies, Schedule
 from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
-from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger
+from scheduler.triggers import (
+    AfterTrigger,
+    CronTrigger,
+    EventTrigger,
+    IntervalTrigger,
+    OnceTrigger,
+    StartupTrigger,
+)
 
 __all__ = [
     "REMOVED_REASON",
@@ -64,6 +71,7 @@ _KEYS = {
     "cron",
     "every",
     "at",
+    "trigger",
     "timezone",
     "prompt",
     "template",
@@ -143,6 +151,39 @@ def _instant(value: object) -> datetime:
     return moment
 
 
+_SHAPES = {
+    "event": ({"kind", "name"}, set()),
+    "startup": ({"kind"}, set()),
+    "after": ({"kind", "schedule"}, {"on"}),
+}
+
+
+def _event_spec(ident: str, data: object, zone: str) -> TriggerSpec:
+    """`trigger: {kind: event, name: deploy}`, `{kind: startup}` or `{kind: after,
+    schedule: <id>, on: success|failure|any}`: the kinds without a calendar, written as
+    a mapping (the calendar kinds have their own keys, cron, every and at)."""
+    if isinstance(data, dict):
+        # YAML 1.1 reads a bare `on` key as true.
+        data = {"on" if key is True else key: value for key, value in data.items()}
+    shape = _SHAPES.get(str(data.get("kind"))) if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or shape is None
+        or not shape[0] <= set(data) <= shape[0] | shape[1]
+        or not all(isinstance(v, str) for v in data.values())
+    ):
+        raise InvalidSchedule(
+            f"'{ident}' trigger must be {{kind: event, name: <event>}}, {{kind: startup}} "
+            "or {kind: after, schedule: <id>, on: success|failure|any}."
+        )
+    try:
+        return TriggerSpec.model_validate({**data, "timezone": zone})
+    except ValidationError:
+        raise InvalidSchedule(
+            f"'{ident}' trigger's 'on' must be success, failure or any."
+        ) from None
+
+
 def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if not isinstance(data, dict):
         raise InvalidSchedule("Each entry must be a mapping with id, chat_id, name, ...")
@@ -159,11 +200,13 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
     name = data.get("name")
     if not isinstance(name, str):
         raise InvalidSchedule(f"'{ident}' needs a name.")
-    when = [k for k in ("cron", "every", "at") if k in data]
+    when = [k for k in ("cron", "every", "at", "trigger") if k in data]
     if len(when) != 1:
-        raise InvalidSchedule(f"'{ident}' needs exactly one of cron, every or at.")
+        raise InvalidSchedule(f"'{ident}' needs exactly one of cron, every, at or trigger.")
     zone = str(data.get("timezone") or default_timezone)
-    if when[0] == "cron":
+    if when[0] == "trigger":
+        spec = _event_spec(ident, data["trigger"], zone)
+    elif when[0] == "cron":
         spec = TriggerSpec(kind="cron", cron=str(data["cron"]), timezone=zone)
     elif when[0] == "every":
         spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]), timezone=zone)
@@ -247,6 +290,16 @@ def _same_fires(current: Schedule, spec: TriggerSpec) -> bool:
         )
     if isinstance(trigger, IntervalTrigger):
         return spec.kind == "interval" and spec.every_seconds == trigger.every_seconds
+    if isinstance(trigger, EventTrigger):
+        return spec.kind == "event" and spec.name == trigger.name
+    if isinstance(trigger, StartupTrigger):
+        return spec.kind == "startup"
+    if isinstance(trigger, AfterTrigger):
+        return (
+            spec.kind == "after"
+            and spec.schedule == trigger.schedule
+            and (spec.on or "any") == trigger.on
+        )
     assert isinstance(trigger, OnceTrigger)
     return spec.kind == "once" and spec.at == trigger.at
 

@@ -8,8 +8,10 @@ speaks Telegram or HTTP.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import unicodedata
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -31,6 +33,8 @@ from scheduler.models import (
     ActionKind,
     Attempt,
     CreatedBy,
+    EmittedEvent,
+    Event,
     OverlapPolicy,
     Owner,
     PauseKind,
@@ -65,18 +69,27 @@ from scheduler.specs import (
     check_schedule_id,
     first_fire,
     never_fires,
+    never_fires_after,
     trigger_from_spec,
     with_zone,
 )
 from scheduler.stores import Stores
 from scheduler.templates import check_template, load_template
-from scheduler.triggers import CronTrigger, Trigger
+from scheduler.triggers import (
+    AfterTrigger,
+    CronTrigger,
+    EventTrigger,
+    StartupTrigger,
+    Trigger,
+    check_event_name,
+)
 
 __all__ = [
     "MAX_BACKFILL",
     "MIN_ID_PREFIX",
     "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
+    "LifecycleFires",
     "Limits",
     "Resumed",
     "RunDetail",
@@ -142,7 +155,7 @@ class ScheduleService:
         """`build_trigger`, and refused when the trigger would never fire after `now`."""
         now = self.clock.now() if now is None else now
         trigger = self.build_trigger(spec, now)
-        if first_fire(trigger, now) is None:
+        if never_fires_after(trigger, now):
             raise never_fires()
         return trigger
 
@@ -201,7 +214,7 @@ class ScheduleService:
         self.check_name(name)
         built = self.build_trigger(trigger, now)
         self.check_action(action)
-        if first_fire(built, now) is None:
+        if never_fires_after(built, now):
             raise never_fires()
 
     # --- schedules -------------------------------------------------------------------
@@ -268,7 +281,7 @@ class ScheduleService:
                 "limit; archive one with /delete first."
             )
         next_run = first_fire(built, now)
-        if next_run is None:
+        if never_fires_after(built, now):
             raise never_fires()
         return Schedule(
             id=schedule_id or new_id(),
@@ -354,7 +367,7 @@ class ScheduleService:
                 trigger = trigger.model_copy(update={"timezone": timezone})
             built = self.build_trigger(trigger, now)
             next_run = first_fire(built, now)
-            if next_run is None:
+            if never_fires_after(built, now):
                 raise never_fires()
             changes["trigger"] = built
             changes["next_run_at"] = next_run
@@ -576,6 +589,125 @@ class ScheduleService:
             raise InvalidState("A run for this very instant exists already; try again.")
         self._on_change()
         return RunRequested(schedule, run, behind)
+
+    async def emit_event(
+        self,
+        chat_ids: Collection[int],
+        name: str,
+        payload: object = None,
+        *,
+        caller: str,
+        idempotency_key: str | None = None,
+    ) -> EmittedEvent:
+        """Fire every active schedule of `chat_ids` listening to the event `name`: one
+        run each, now, whose prompt's {event} is `payload` (a JSON object). A repeat of
+        `caller`'s `idempotency_key` answers with the runs of the first, writing nothing;
+        without a key every call is a new event. The one way in for the HTTP API and the
+        agent's emit_event; InvalidSchedule with one sentence for bad input."""
+        name = check_event_name(name, field="name")
+        body = _event_payload(payload)
+        if idempotency_key is not None:
+            idempotency_key = _event_key(idempotency_key)
+        return await self._fire(
+            chat_ids, name, body, caller, idempotency_key, lambda s: _listens(s, name)
+        )
+
+    async def fire_startup(self, chat_ids: Collection[int], instance_id: str) -> EmittedEvent:
+        """Fire the active startup schedules of `chat_ids`, once for the engine
+        `instance_id` (a process start): a repeat for the same instance fires nothing."""
+        return await self._fire(
+            chat_ids,
+            "startup",
+            {"instance": instance_id},
+            "startup",
+            instance_id,
+            lambda s: isinstance(s.trigger, StartupTrigger) and _active(s),
+            record_empty=False,
+        )
+
+    async def fire_after(self, run: Run, schedule: Schedule) -> EmittedEvent | None:
+        """Fire the active schedules of the run's chat that follow `schedule` on the
+        run's outcome (succeeded: success; dead: failure; both: any), once per upstream
+        run and outcome; None when the run's status is no outcome (pending, retrying)."""
+        if run.status is RunStatus.SUCCEEDED:
+            outcome = "success"
+        elif run.status is RunStatus.DEAD:
+            outcome = "failure"
+        else:
+            return None
+        payload: dict[str, object] = {
+            "schedule_id": schedule.id,
+            "schedule_name": schedule.name,
+            "run_id": run.id,
+            "status": run.status.value,
+            "output": (run.output or "")[:_CHAINED_OUTPUT_CHARS],
+            "error": run.error,
+        }
+
+        def follows(candidate: Schedule) -> bool:
+            trigger = candidate.trigger
+            return (
+                isinstance(trigger, AfterTrigger)
+                and trigger.schedule == schedule.id
+                and trigger.on in (outcome, "any")
+                and candidate.id != schedule.id
+                and _active(candidate)
+            )
+
+        return await self._fire(
+            [run.chat_id],
+            "after",
+            payload,
+            "after",
+            f"{run.id}:{outcome}",
+            follows,
+            record_empty=False,
+        )
+
+    async def _fire(
+        self,
+        chat_ids: Collection[int],
+        name: str,
+        body: dict[str, object],
+        caller: str,
+        idempotency_key: str | None,
+        fires: Callable[[Schedule], bool],
+        *,
+        record_empty: bool = True,
+    ) -> EmittedEvent:
+        """One run per schedule of `chat_ids` that `fires`, recorded with the event
+        (`caller`'s `idempotency_key`: a repeat answers with the first runs). Without
+        `record_empty`, an event that fires nothing is not written: every start and
+        every finished run is one, and most have no listener."""
+        if idempotency_key is not None:
+            found = await self.store.events.find(caller, idempotency_key)
+            if found is not None:
+                return _same_event(found, name)
+        now = self.clock.now()
+        event = Event(
+            id=new_id(),
+            caller=caller,
+            name=name,
+            idempotency_key=idempotency_key,
+            payload=body,
+            received_at=now,
+        )
+        listeners = [
+            schedule
+            for chat_id in sorted(set(chat_ids))
+            for schedule in await self.store.schedules.list_for_chat(chat_id)
+            if fires(schedule)
+        ]
+        if not listeners and not record_empty:
+            return EmittedEvent(event=event, runs=[])
+        emitted = await self.store.events.add(
+            event, [manual_run(s, now, RunTrigger.EVENT) for s in listeners]
+        )
+        if emitted.repeated:
+            return _same_event(emitted, name)
+        if emitted.runs:
+            self._on_change()
+        return emitted
 
     async def history(
         self, chat_id: int, schedule_id: str | None = None, *, limit: int = 20, offset: int = 0
@@ -856,6 +988,78 @@ class Resumed:
 MIN_ID_PREFIX = 4
 #: How many of the schedules an ambiguous prefix matches the refusal names.
 _AMBIGUOUS_SHOWN = 5
+
+
+#: The largest event payload, as compact JSON (a prompt carries it to the agent).
+MAX_EVENT_PAYLOAD_CHARS = 8000
+_EVENT_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def _event_payload(payload: object) -> dict[str, object]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise InvalidSchedule(
+            'The event\'s payload must be a JSON object, like {"version": "1.4"}.',
+            field="payload",
+        )
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    if size > MAX_EVENT_PAYLOAD_CHARS:
+        raise InvalidSchedule(
+            f"The event's payload is {size} characters as JSON; the limit is "
+            f"{MAX_EVENT_PAYLOAD_CHARS}.",
+            field="payload",
+        )
+    return payload
+
+
+def _event_key(key: str) -> str:
+    if not _EVENT_KEY.fullmatch(key):
+        raise InvalidSchedule(
+            "The Idempotency-Key must be 1 to 200 printable ASCII characters without spaces.",
+            field="idempotency_key",
+        )
+    return key
+
+
+def _same_event(found: EmittedEvent, name: str) -> EmittedEvent:
+    """A repeat of an idempotency key: the same event again, or a conflict."""
+    if found.event.name != name:
+        raise InvalidState(
+            f"That Idempotency-Key was used for the event '{found.event.name}'; use a new "
+            "key for a new event."
+        )
+    return found
+
+
+def _listens(schedule: Schedule, name: str) -> bool:
+    """Active and listening to the event `name`."""
+    trigger = schedule.trigger
+    return isinstance(trigger, EventTrigger) and trigger.name == name and _active(schedule)
+
+
+def _active(schedule: Schedule) -> bool:
+    """Not paused, archived or tripped: it may fire."""
+    return schedule.enabled and schedule.archived_at is None and not schedule.tripped
+
+
+#: How much of an upstream run's output a chained run's {event} carries.
+_CHAINED_OUTPUT_CHARS = 2000
+
+
+class LifecycleFires:
+    """The engine's lifecycle hooks (scheduler/engine.py, `Lifecycle`) as the service's
+    startup and after fires, for the chats this process serves."""
+
+    def __init__(self, service: ScheduleService, chat_ids: Collection[int]) -> None:
+        self.service = service
+        self.chat_ids = frozenset(chat_ids)
+
+    async def started(self, instance_id: str) -> None:
+        await self.service.fire_startup(self.chat_ids, instance_id)
+
+    async def finished(self, run: Run, schedule: Schedule) -> None:
+        await self.service.fire_after(run, schedule)
 
 
 def _number(ref: str) -> int | None:

@@ -17,11 +17,14 @@ from pydantic import BaseModel, ConfigDict
 from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.triggers import (
+    NON_CALENDAR,
     CronTrigger,
     IntervalTrigger,
     Trigger,
     cron_trigger,
+    event_trigger,
     interval_trigger,
+    make_trigger,
     once_trigger,
 )
 
@@ -32,6 +35,7 @@ __all__ = [
     "check_schedule_id",
     "first_fire",
     "never_fires",
+    "never_fires_after",
     "trigger_from_spec",
     "with_zone",
 ]
@@ -69,8 +73,13 @@ class TriggerSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["cron", "interval", "once"]
+    kind: Literal["cron", "interval", "once", "event", "startup", "after"]
     cron: str | None = None
+    #: The event an event trigger listens to (`deploy`).
+    name: str | None = None
+    #: The schedule an after trigger follows, and on which outcome of its runs.
+    schedule: str | None = None
+    on: Literal["success", "failure", "any"] | None = None
     timezone: str | None = None
     every_seconds: int | None = None
     start_at: datetime | None = None
@@ -94,6 +103,23 @@ def trigger_from_spec(spec: TriggerSpec, now: datetime, default_timezone: str = 
                 field="trigger.every_seconds",
             )
         return interval_trigger(spec.every_seconds, spec.start_at or now, zone)
+    if spec.kind == "event":
+        if not spec.name:
+            raise InvalidSchedule(
+                "An event schedule needs the event's name, like 'deploy'.", field="trigger.name"
+            )
+        return event_trigger(spec.name, zone)
+    if spec.kind == "startup":
+        return make_trigger({"kind": "startup", "timezone": zone})
+    if spec.kind == "after":
+        if not spec.schedule:
+            raise InvalidSchedule(
+                "An after schedule needs the id of the schedule it follows.",
+                field="trigger.schedule",
+            )
+        return make_trigger(
+            {"kind": "after", "schedule": spec.schedule, "on": spec.on or "any", "timezone": zone}
+        )
     if spec.at is None:
         raise InvalidSchedule("A one-time schedule needs the instant it fires.", field="trigger.at")
     return once_trigger(spec.at, now, zone)
@@ -111,6 +137,12 @@ def with_zone(trigger: Trigger, zone: str) -> Trigger:
 def never_fires() -> InvalidSchedule:
     """The refusal of a trigger with no fire after it is made."""
     return InvalidSchedule("That schedule would never fire.", field="trigger")
+
+
+def never_fires_after(trigger: Trigger, now: datetime) -> bool:
+    """A calendar trigger with no fire after `now`; an event, startup or after trigger
+    fires on something happening, has no calendar fire and is never refused for it."""
+    return not isinstance(trigger, NON_CALENDAR) and first_fire(trigger, now) is None
 
 
 def first_fire(trigger: Trigger, now: datetime) -> datetime | None:

@@ -9,6 +9,7 @@ from typing import Protocol
 from scheduler.engine_store import EngineStore
 from scheduler.repositories import (
     ChatRepository,
+    EventRepository,
     OperationsRepository,
     OutboxRepository,
     ProposalRepository,
@@ -29,6 +30,9 @@ class Stores(Protocol):
 
     @property
     def runs(self) -> RunRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
 
     @property
     def proposals(self) -> ProposalRepository: ...

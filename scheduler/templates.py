@@ -38,6 +38,7 @@ PLACEHOLDERS = (
     "timezone",
     "schedule_name",
     "last_output",
+    "event",
 )
 _HELP = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
 
@@ -106,6 +107,8 @@ def prompt_variables(
         "timezone": timezone,
         "schedule_name": schedule_name,
         "last_output": last_output or "(no earlier output)",
+        # An event's JSON payload, for a run an event fired (the engine fills it in).
+        "event": "(no event)",
     }
 
 

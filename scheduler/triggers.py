@@ -1,4 +1,5 @@
-"""The three ways a schedule fires: cron, interval, once.
+"""The ways a schedule fires: cron, interval, once on the calendar; event when someone
+posts an event of its name (POST /api/v1/events/{name}, the agent's emit_event).
 
 Each trigger is a frozen pydantic model and a pure function of the instant it
 is asked about: `next_after(instant)` returns the first fire strictly after it,
@@ -14,6 +15,7 @@ raise `InvalidSchedule` with a sentence an operator can act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -24,17 +26,24 @@ from cron_descriptor import ExpressionDescriptor, Options
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from scheduler.cron import CronExpression, load_zone
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, shown
 from scheduler.timeutil import format_utc, to_utc
 
 __all__ = [
+    "EVENT_NAME_PATTERN",
     "MAX_INTERVAL_SECONDS",
     "MIN_INTERVAL_SECONDS",
+    "NON_CALENDAR",
+    "AfterTrigger",
     "CronTrigger",
+    "EventTrigger",
     "IntervalTrigger",
     "OnceTrigger",
+    "StartupTrigger",
     "Trigger",
+    "check_event_name",
     "cron_trigger",
+    "event_trigger",
     "interval_trigger",
     "make_trigger",
     "once_trigger",
@@ -44,6 +53,20 @@ MIN_INTERVAL_SECONDS = 60
 # Past a year an interval is almost certainly a typo, and n * interval would soon
 # run past datetime's range.
 MAX_INTERVAL_SECONDS = 366 * 86400
+#: An event's name: short, lower case, safe in a URL path and in a log line.
+EVENT_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_EVENT_NAME = re.compile(EVENT_NAME_PATTERN)
+
+
+def check_event_name(name: str, field: str = "trigger.name") -> str:
+    """`name` if it may name an event; InvalidSchedule with one sentence otherwise."""
+    if not _EVENT_NAME.fullmatch(name):
+        raise InvalidSchedule(
+            f"The event name '{shown(name)}' is invalid: use 1 to 64 lower-case letters, "
+            "digits, dots, dashes or underscores, beginning with a letter or digit.",
+            field=field,
+        )
+    return name
 
 
 def _aware_utc(value: datetime, what: str) -> datetime:
@@ -197,13 +220,108 @@ class OnceTrigger(_TriggerModel):
         return f"once at {_describe_instant(self.at, self.timezone)}"
 
 
-Trigger = Annotated[CronTrigger | IntervalTrigger | OnceTrigger, Field(discriminator="kind")]
+class EventTrigger(_TriggerModel):
+    """Fires when an event of its name is posted, never on the calendar: `fires` yields
+    nothing, so its schedule keeps no next_run_at and the engine's due query never
+    picks it; the event service writes its runs (scheduler/service.py, `emit_event`)."""
 
-_ADAPTER: TypeAdapter[CronTrigger | IntervalTrigger | OnceTrigger] = TypeAdapter(Trigger)
+    kind: Literal["event"] = "event"
+    name: str
+    #: As for IntervalTrigger: where its times are shown, not when it fires.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_event_name(value)
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return f"on the event '{self.name}'"
+
+
+class StartupTrigger(_TriggerModel):
+    """Fires once per start of a Tickler process, after the engine reconciled what a
+    predecessor left (`Engine.startup`); no calendar, like EventTrigger."""
+
+    kind: Literal["startup"] = "startup"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return "at each start of Tickler"
+
+
+#: A schedule id as AfterTrigger names it (scheduler/specs.py's SCHEDULE_ID_PATTERN).
+_SCHEDULE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
+_OUTCOMES = {"success": "succeeds", "failure": "fails for good", "any": "finishes"}
+
+
+class AfterTrigger(_TriggerModel):
+    """Fires when a run of another schedule of the chat finishes with a matching
+    outcome (`success`: it succeeded; `failure`: it failed for good; `any`): a chain.
+    Once per upstream run and outcome; no calendar, like EventTrigger."""
+
+    kind: Literal["after"] = "after"
+    schedule: str
+    on: Literal["success", "failure", "any"] = "any"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _zone_key(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        if not _SCHEDULE_REF.fullmatch(value):
+            raise InvalidSchedule(
+                f"'{shown(value)}' is not a schedule id: an after trigger names the id of "
+                "another schedule of the chat."
+            )
+        return value
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        return None
+
+    def describe(self) -> str:
+        return f"after schedule {self.schedule} {_OUTCOMES[self.on]}"
+
+
+#: Triggers without a calendar: they fire on something happening, never come due, and
+#: a schedule with one keeps no next_run_at.
+NON_CALENDAR = (EventTrigger, StartupTrigger, AfterTrigger)
+
+Trigger = Annotated[
+    CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger | StartupTrigger | AfterTrigger,
+    Field(discriminator="kind"),
+]
+
+_ADAPTER: TypeAdapter[
+    CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger | StartupTrigger | AfterTrigger
+] = TypeAdapter(Trigger)
 _KINDS: dict[str, type[_TriggerModel]] = {
     "cron": CronTrigger,
     "interval": IntervalTrigger,
     "once": OnceTrigger,
+    "event": EventTrigger,
+    "startup": StartupTrigger,
+    "after": AfterTrigger,
 }
 
 
@@ -222,6 +340,13 @@ def make_trigger(data: dict[str, object], *, now: datetime | None = None) -> Tri
             f"({format_utc(now)}); pick a later time.",
             field="trigger.at",
         )
+    return trigger
+
+
+def event_trigger(name: str, timezone: str = "UTC") -> EventTrigger:
+    """A validated EventTrigger; raise InvalidSchedule with one sentence."""
+    trigger = make_trigger({"kind": "event", "name": name, "timezone": timezone})
+    assert isinstance(trigger, EventTrigger)
     return trigger
 
 
@@ -280,7 +405,7 @@ def _sentence(error: ValidationError, data: dict[str, object]) -> str:
     kind = data.get("kind")
     if details["type"] in {"union_tag_not_found", "union_tag_invalid"}:
         shown = "" if kind is None else f" '{kind}'"
-        return f"Unknown trigger kind{shown}: use cron, interval or once."
+        return f"Unknown trigger kind{shown}: use cron, interval, once, event, startup or after."
     location = [str(part) for part in details["loc"]]
     name = location[-1] if location else "trigger"
     model = _KINDS.get(str(kind))

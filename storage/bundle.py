@@ -9,6 +9,7 @@ from typing import Self
 from storage.engine_store import SqlEngineStore
 from storage.repositories import (
     SqlChats,
+    SqlEvents,
     SqlOperations,
     SqlOutbox,
     SqlProposals,
@@ -28,6 +29,7 @@ class SqlStore:
         self.engine = engine
         self.schedules = SqlSchedules(conn)
         self.runs = SqlRuns(conn)
+        self.events = SqlEvents(conn)
         self.proposals = SqlProposals(conn)
         self.work_items = SqlWorkItems(conn)
         self.outbox = SqlOutbox(conn)

@@ -36,7 +36,7 @@ from scheduler.policies import (
     closing_status,
     starts_alone,
 )
-from storage import due, instances, runs, schedules
+from storage import due, events, instances, runs, schedules
 from storage.codec import (
     claimed_schedule,
     remember_claimed,
@@ -337,6 +337,10 @@ class SqlEngineStore:
     async def last_output(self, chat_id: int, schedule_id: str) -> str | None:
         async with self._conn.read() as db:
             return await runs.last_output(db, chat_id, schedule_id)
+
+    async def event_payload(self, run_id: str) -> str | None:
+        async with self._conn.read() as db:
+            return await events.payload_of_run(db, run_id)
 
     async def register(self, instance: EngineInstance) -> None:
         async with self._conn.write() as db:

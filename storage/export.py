@@ -175,6 +175,19 @@ ENTITIES: tuple[_Entity, ...] = (
         ),
     ),
     _Entity(
+        "events",
+        "id",
+        (
+            _f("id"),
+            _f("caller"),
+            _f("name"),
+            _f("idempotency_key"),
+            _f("payload_json", "json"),
+            _f("received_at", "time"),
+        ),
+    ),
+    _Entity("event_runs", "run_id", (_f("run_id"), _f("event_id"))),
+    _Entity(
         "proposals",
         "id",
         (
@@ -252,13 +265,15 @@ ENTITIES: tuple[_Entity, ...] = (
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
-_OPTIONAL = frozenset({"work_items", "work_item_history", "notifications"})
+_OPTIONAL = frozenset({"work_items", "work_item_history", "notifications", "events", "event_runs"})
 
 #: (file, key, target file): each reference that must resolve (whether it may be empty
 #: is the schema's business: storage/export_checks.py).
 _REFERENCES = (
     ("runs", "schedule_id", "schedules"),
     ("run_attempts", "run_id", "runs"),
+    ("event_runs", "run_id", "runs"),
+    ("event_runs", "event_id", "events"),
     ("proposals", "schedule_id", "schedules"),
     ("work_items", "schedule_id", "schedules"),
     ("work_item_history", "item_id", "work_items"),
@@ -272,6 +287,7 @@ _REFERENCES = (
 _UNIQUE_TOGETHER = (
     ("runs", ("schedule_id", "scheduled_for")),
     ("work_items", ("schedule_id", "fire_date")),
+    ("events", ("caller", "idempotency_key")),
 )
 
 #: Per-chat filters for export_files(chat_id=...): runs and attempts via their schedule.
@@ -280,6 +296,12 @@ _CHAT_FILTERS = {
     "schedules": "chat_id = :chat",
     "runs": "schedule_id IN (SELECT id FROM schedules WHERE chat_id = :chat)",
     "run_attempts": "run_id IN (SELECT r.id FROM runs r JOIN schedules s "
+    "ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
+    # An event is the chat's when it fired one of the chat's runs (an API event reaches
+    # every chat the token may address; each chat's export carries it).
+    "events": "id IN (SELECT e.event_id FROM event_runs e JOIN runs r ON r.id = e.run_id "
+    "JOIN schedules s ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
+    "event_runs": "run_id IN (SELECT r.id FROM runs r JOIN schedules s "
     "ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
     "proposals": "chat_id = :chat",
     "work_items": "chat_id = :chat",

@@ -9,7 +9,17 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import Attempt, PauseKind, Run, RunFigure, RunStatus, Schedule, SkipReason
+from scheduler.models import (
+    Attempt,
+    EmittedEvent,
+    Event,
+    PauseKind,
+    Run,
+    RunFigure,
+    RunStatus,
+    Schedule,
+    SkipReason,
+)
 from scheduler.proposal_model import Proposal, ProposalStatus
 from scheduler.repositories import (
     ChatPrefs,
@@ -21,6 +31,7 @@ from scheduler.repositories import (
 from scheduler.work_item_model import HistoryEntry, WorkItem, WorkItemStatus
 from storage import (
     chats,
+    events,
     notifications,
     proposals,
     retention,
@@ -34,6 +45,7 @@ from storage.sql import Connection, fetch_one
 
 __all__ = [
     "SqlChats",
+    "SqlEvents",
     "SqlOperations",
     "SqlOutbox",
     "SqlProposals",
@@ -195,6 +207,21 @@ class SqlRuns:
             ):
                 return None
             return await runs.get(db, chat_id, run_id)
+
+
+class SqlEvents:
+    """Posted events and the runs they fired (`scheduler.repositories.EventRepository`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def find(self, caller: str, key: str) -> EmittedEvent | None:
+        async with self._conn.read() as db:
+            return await events.find(db, caller, key)
+
+    async def add(self, event: Event, runs: Sequence[Run]) -> EmittedEvent:
+        async with self._conn.write() as db:
+            return await events.insert(db, event, runs)
 
 
 class SqlProposals:

@@ -92,6 +92,10 @@ async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int
         "DELETE FROM run_attempts WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)
     )
     attempts = cur.rowcount
+    # An event's link to a run goes with the run (the event stays: it is small).
+    await db.execute(
+        "DELETE FROM event_runs WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)
+    )
     cur = await db.execute("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (ids,))
     return cur.rowcount, attempts
 

@@ -143,6 +143,7 @@ async def test_a_tool_call_proposal_becomes_active_when_alice_approves(
         "list_schedules",
         "pause_schedule",
         "report_result",
+        "emit_event",
     ]
     turns = second.json["messages"]
     assert [t["role"] for t in turns] == ["system", "user", "assistant", "tool"]

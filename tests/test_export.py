@@ -30,6 +30,8 @@ from tests.test_backup import cli_env, tickler
 
 FILES = (
     "chats.jsonl",
+    "event_runs.jsonl",
+    "events.jsonl",
     "manifest.json",
     "notifications.jsonl",
     "proposals.jsonl",

@@ -54,8 +54,8 @@ async def fill(
     db_path: Path,
 ) -> None:
     """Schedules of each trigger and action kind, real runs (succeeded, failed with
-    retries), runs of every other status with their attempts, proposals, work items and
-    their comments, notifications and a chat."""
+    retries), runs of every other status with their attempts, an event and its run,
+    proposals, work items and their comments, notifications and a chat."""
     owner = Owner(id=1, first_name="Ada")
     agent = await service.create_schedule(
         7,
@@ -78,10 +78,19 @@ async def fill(
         trigger=TriggerSpec(kind="once", at=clock.now() + timedelta(days=2)),
         action=Action(kind=ActionKind.TASK, text="Back up the list"),
     )
+    deploy = await service.create_schedule(
+        7,
+        owner,
+        name="Release notes",
+        trigger=TriggerSpec(kind="event", name="deploy"),
+        action=Action(text="Deployed: {event}"),
+    )
     await service.set_chat_timezone(7, "Europe/Berlin")
     engine = Engine(store.engine, clock, dispatcher, config=EngineConfig())
     for schedule in (agent, reminder, task):
         await service.run_now(7, schedule.id)
+    fired = await service.emit_event([7], "deploy", {"version": "1.4"}, caller="api")
+    assert [r.schedule_id for r in fired.runs] == [deploy.id]
     await engine.run_until_idle()
     agent_stub.respond_with(500)
     await clock.advance(timedelta(minutes=1))
@@ -154,6 +163,7 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
     kinds = [json.loads(line) for line in (first / "schedules.jsonl").read_text().splitlines()]
     assert sorted((s["trigger"]["kind"], s["action"]["kind"]) for s in kinds) == [
         ("cron", "agent"),
+        ("event", "agent"),
         ("interval", "reminder"),
         ("once", "task"),
     ]

@@ -70,6 +70,8 @@ async def test_migration_0012_gives_paused_schedules_the_kind_their_reason_meant
         # What migration 0014 added.
         for column in ("summary", "outputs_url", "log_excerpt"):
             raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        raw.execute("DROP TABLE event_runs")
+        raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 11")
     assert await _kinds(db_path, ids) == EXPECTED
 

@@ -385,6 +385,7 @@ async def test_the_tools_propose_list_and_pause_for_one_chat(
         "list_schedules",
         "pause_schedule",
         "report_result",
+        "emit_event",
     ]
     made = await call(
         "propose_schedule", name="Brief", cron="0 9 * * *", prompt="Brief me.", reason="asked"
@@ -552,6 +553,8 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         )
         # Back to the schema before proposals.
         db.execute("DROP TABLE notifications")
+        db.execute("DROP TABLE event_runs")
+        db.execute("DROP TABLE events")
         db.execute("DROP TABLE work_item_history")
         db.execute("DROP TABLE work_items")
         db.execute("DROP TABLE proposals")

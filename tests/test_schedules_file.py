@@ -137,9 +137,9 @@ async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
     path = ROOT / "schedules.example.yaml"
     report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
     assert report.errors == []
-    assert len(report.created) == 6
+    assert len(report.created) == 7
     again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
-    assert len(again.unchanged) == 6 and not (again.created or again.updated or again.disabled)
+    assert len(again.unchanged) == 7 and not (again.created or again.updated or again.disabled)
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,8 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
                 "'2026-11-01T07:00:00.000000Z', '2026-11-01T07:00:00.000000Z')",
                 (f"R{day}", s.id, f"2026-11-{day:02d}T07:00:00.000000Z", text),
             )
+        raw.execute("DROP TABLE event_runs")
+        raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 12")
     async with await SqliteStore.open(path) as store:
         got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}

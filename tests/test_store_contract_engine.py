@@ -493,8 +493,9 @@ async def test_the_outbox_keeps_each_chats_messages_in_order_until_each_is_settl
 # --- export and import ------------------------------------------------------------------------
 async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None:
     """A bit of everything an export carries: schedules of two chats with runs (one
-    retried, at a time with microseconds), a chat's zone, proposals decided and
-    waiting, work items with their history, and messages sent and postponed."""
+    retried, at a time with microseconds, one fired by an event), a chat's zone,
+    proposals decided and waiting, work items with their history, and messages sent
+    and postponed."""
     service = ScheduleService(store, clock, default_timezone="Europe/Berlin")
     await service.set_chat_timezone(CHAT, "Europe/Berlin")
     sid = await daily(service)
@@ -513,6 +514,17 @@ async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None
         trigger=DAILY_9,
         action=Action(kind=ActionKind.TASK, text="Back up the list", proof="link"),
     )
+    await service.create_schedule(
+        CHAT,
+        ADA,
+        name="Release notes",
+        trigger=TriggerSpec(kind="event", name="deploy"),
+        action=Action(text="Deployed: {event}"),
+    )
+    fired = await service.emit_event(
+        [CHAT, CHAT + 1], "deploy", {"v": "1.4"}, caller="api", idempotency_key="d-1"
+    )
+    assert len(fired.runs) == 1
     proposals = ProposalService(service, store, clock)
     high = await proposals.propose(CHAT, ask(HALF_HOURLY, name="Often"), proposed_by="api")
     await proposals.approve(CHAT, high.id, by=ADMIN)

@@ -212,8 +212,11 @@ class TestMakeTrigger:
     @pytest.mark.parametrize(
         ("data", "sentence"),
         [
-            ({"kind": "weekly"}, "Unknown trigger kind 'weekly': use cron, interval or once."),
-            ({}, "Unknown trigger kind: use cron, interval or once."),
+            (
+                {"kind": "weekly"},
+                "Unknown trigger kind 'weekly': use cron, interval, once, event, startup or after.",
+            ),
+            ({}, "Unknown trigger kind: use cron, interval, once, event, startup or after."),
             (
                 {"kind": "interval", "start_at": "2026-11-24T07:00:00Z"},
                 "The interval trigger needs 'every_seconds'.",
