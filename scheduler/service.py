@@ -679,7 +679,11 @@ class ScheduleService:
         (`caller`'s `idempotency_key`: a repeat answers with the first runs). Without
         `record_empty`, an event that fires nothing is not written: every start and
         every finished run is one, and most have no listener."""
-        if idempotency_key is not None:
+        # A posted event's repeat answers before its listeners are read. A lifecycle fire
+        # (one per finished run) reads them first: most have none, and then it writes
+        # nothing, so looking for its key would be a read per run for nothing; a repeat
+        # that has listeners is answered by `events.add`.
+        if idempotency_key is not None and record_empty:
             found = await self.store.events.find(caller, idempotency_key)
             if found is not None:
                 return _same_event(found, name)
