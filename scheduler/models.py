@@ -37,6 +37,8 @@ __all__ = [
     "RunTrigger",
     "Schedule",
     "SkipReason",
+    "Step",
+    "StepKind",
     "TimeoutPolicy",
     "interrupted_error",
 ]
@@ -81,6 +83,8 @@ class ActionKind(StrEnum):
     AGENT = "agent"  # render a prompt and dispatch it to the agent endpoint
     REMINDER = "reminder"  # send the text to the chat, no agent involved
     TASK = "task"  # create a work item for the operator (scheduler/work_items.py)
+    PLAN = "plan"  # run `steps` (agent prompts) in order, one plan run per fire
+    BUNDLE = "bundle"  # a workflow template: one bundle of `steps` per anchor date
 
 
 class RunStatus(StrEnum):
@@ -173,6 +177,39 @@ class Policies(BaseModel):
     requires_run_approval: bool = False
 
 
+class StepKind(StrEnum):
+    AGENT = "agent"  # a prompt sent to the agent
+    TASK = "task"  # a work item for the operator
+
+
+#: A task's or a template step's required proof.
+ProofKind = Literal["link", "file", "note"]
+
+
+class Step(BaseModel):
+    """One step of a plan (`kind: plan`: agent prompts run in order, each after the
+    previous one succeeded) or of a workflow template (`kind: bundle`: tasks and prompts
+    due `offset_days` from the bundle's anchor date). The service checks which fields
+    each kind allows (`scheduler.workflow_steps`)."""
+
+    model_config = _frozen
+
+    kind: StepKind = StepKind.AGENT
+    #: A task's title; a prompt step's short name (shown in history and notices).
+    title: str = ""
+    #: An agent step's prompt (placeholders as in `Action.text`).
+    text: str = ""
+    instructions: str = ""
+    assignee: str | None = None
+    proof: ProofKind | None = None
+    #: Template steps: days from the anchor date (negative: before it).
+    offset_days: int = 0
+    #: Plan steps: a failure of this step does not stop the plan.
+    continue_on_failure: bool = False
+    #: Plan steps: this step's run waits for an operator's approval.
+    requires_approval: bool = False
+
+
 class Action(BaseModel):
     """What a fire does. `text` is the prompt template (agent) or the message (reminder);
     `template` names a file in `prompts/` used instead of `text` when set."""
@@ -182,11 +219,15 @@ class Action(BaseModel):
     kind: ActionKind = ActionKind.AGENT
     text: str = ""
     template: str | None = None
-    #: Task only: what completing the item needs ("link" or "file"), whom it is for, and
-    #: the longer instructions shown with it.
-    proof: Literal["link", "file"] | None = None
+    #: Task only: what completing the item needs ("link", "file" or "note"), whom it is
+    #: for, and the longer instructions shown with it.
+    proof: ProofKind | None = None
     assignee: str | None = None
     instructions: str = ""
+    #: Plan and bundle only: the ordered steps.
+    steps: tuple[Step, ...] = ()
+    #: Bundle only: a fire on day D makes the bundle anchored on D + lead_days.
+    lead_days: int = 0
 
 
 class Owner(BaseModel):

@@ -83,6 +83,7 @@ from scheduler.triggers import (
     Trigger,
     check_event_name,
 )
+from scheduler.workflow_steps import check_steps
 
 __all__ = [
     "MAX_BACKFILL",
@@ -188,7 +189,16 @@ class ScheduleService:
 
     def check_action(self, action: Action) -> Action:
         """The whole action: its text (or its template's) and a task's details."""
-        if action.template:
+        check_steps(action, max_text=self.limits.max_prompt_chars, check_prompt=self._check_prompt)
+        if action.kind in (ActionKind.PLAN, ActionKind.BUNDLE):
+            # The steps hold the words; the action's own text is an optional heading.
+            if action.template or len(action.text) > self.limits.max_name_chars:
+                raise InvalidSchedule(
+                    f"A {action.kind.value}'s text is a short heading of up to "
+                    f"{self.limits.max_name_chars} characters; its steps hold the prompts.",
+                    field="action.text",
+                )
+        elif action.template:
             with about("action.template"):
                 text = load_template(action.template)
             self._check_prompt(text, "action.template")

@@ -32,6 +32,7 @@ class WorkItemStatus(StrEnum):
 class Proof(StrEnum):
     LINK = "link"
     FILE = "file"
+    NOTE = "note"  # a written note: what was done, where it is
 
 
 OPEN = (WorkItemStatus.TODO, WorkItemStatus.WAITING)

@@ -199,6 +199,11 @@ class WorkItemService:
                 f"Item {item.id} needs a file as proof; send the file to this chat with "
                 f"/done {item.id} as its caption."
             )
+        elif item.proof is Proof.NOTE and proof is None:
+            raise InvalidState(
+                f"Item {item.id} needs a note as proof; send /done {item.id} followed by "
+                "what was done."
+            )
         item = item.model_copy(
             update={
                 "status": WorkItemStatus.DONE,

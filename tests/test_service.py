@@ -17,6 +17,8 @@ from scheduler.models import (
     RetryPolicy,
     RunStatus,
     RunTrigger,
+    Step,
+    StepKind,
 )
 from scheduler.service import Limits, ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
@@ -45,6 +47,47 @@ def cron(expr: str, tz: str | None = "Europe/Berlin") -> TriggerSpec:
         (cron("0 9 * * *"), Action(text="Brief for {dat}"), "Unknown placeholder {dat}"),
         (cron("0 9 * * *"), Action(text="{date.__class__}"), "Unknown placeholder"),
         (cron("0 9 * * *"), Action(template="nope"), "no prompt template 'nope'"),
+        (cron("0 9 * * *"), Action(kind=ActionKind.PLAN), "at least one step"),
+        (cron("0 9 * * *"), Action(kind=ActionKind.BUNDLE), "at least one step"),
+        (cron("0 9 * * *"), Action(text="hi", steps=(Step(text="a"),)), "Only a plan or"),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.PLAN, steps=(Step(text="a"), Step(text=" "))),
+            "Step 2's prompt is empty",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.PLAN, steps=(Step(kind=StepKind.TASK, title="File it"),)),
+            "a plan's steps are agent prompts",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.PLAN, steps=(Step(text="{dat}"),)),
+            "Unknown placeholder {dat}",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.BUNDLE, steps=(Step(kind=StepKind.TASK),)),
+            "Step 1 is a task without a title",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(
+                kind=ActionKind.BUNDLE,
+                steps=(Step(kind=StepKind.TASK, title="Send", offset_days=400),),
+            ),
+            "within 366 days",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.BUNDLE, lead_days=-1, steps=(Step(text="a"),)),
+            "Lead days must be",
+        ),
+        (
+            cron("0 9 * * *"),
+            Action(kind=ActionKind.BUNDLE, steps=(Step(text="a", continue_on_failure=True),)),
+            "belong to plan steps",
+        ),
     ],
 )
 async def test_bad_input_is_refused_with_one_sentence_and_changes_nothing(
