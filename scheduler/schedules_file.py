@@ -379,7 +379,9 @@ async def apply_entries(
     if report.errors and not entries:
         # Nothing in the file could be read: disabling "removed" ones would disable all.
         return report
-    for entry in entries:
+    # A chain's followers last: an `after` entry may name a schedule further down the
+    # file, which must exist before the follower is checked against it.
+    for entry in sorted(entries, key=lambda e: e.trigger.kind == "after"):
         try:
             await _apply_entry(service, entry, report)
         except TicklerError as exc:

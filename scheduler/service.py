@@ -282,7 +282,7 @@ class ScheduleService:
         if trigger.timezone is None:
             # A schedule keeps the zone of the chat it was made in, whatever its kind.
             trigger = trigger.model_copy(update={"timezone": await self.chat_timezone(chat_id)})
-        built = self.build_trigger(trigger, now)
+        built = await self._with_upstream(chat_id, self.build_trigger(trigger, now), schedule_id)
         action = self.check_action(action)
         policies = check_backoff(policies or Policies())
         if await self.store.schedules.count_active(chat_id) >= self.limits.max_schedules_per_chat:
@@ -310,6 +310,28 @@ class ScheduleService:
             created_at=now,
             updated_at=now,
         )
+
+    async def _with_upstream(self, chat_id: int, trigger: Trigger, own_id: str | None) -> Trigger:
+        """An after trigger names a schedule of the chat as the operator typed it (`#3`,
+        an id or its prefix): stored as that schedule's id, so renumbering never moves
+        the chain; refused when no such schedule is active here, or it is the
+        schedule itself (it would fire after its own runs, forever)."""
+        if not isinstance(trigger, AfterTrigger):
+            return trigger
+        try:
+            upstream = await self.get_schedule(chat_id, trigger.schedule)
+        except ScheduleNotFound:
+            raise InvalidSchedule(
+                f"There is no schedule '{shown(trigger.schedule)}' in this chat to follow; "
+                "/schedules lists them.",
+                field="trigger.schedule",
+            ) from None
+        if upstream.id == own_id:
+            raise InvalidSchedule(
+                "A schedule cannot follow its own runs; name another schedule.",
+                field="trigger.schedule",
+            )
+        return trigger.model_copy(update={"schedule": upstream.id})
 
     def changed(self) -> None:
         """Tell the engine schedules changed (a new or changed one is planned at once);
@@ -375,7 +397,8 @@ class ScheduleService:
                 trigger = trigger.model_copy(update={"timezone": current.timezone})
             elif timezone is not None:
                 trigger = trigger.model_copy(update={"timezone": timezone})
-            built = self.build_trigger(trigger, now)
+            own = (await self.get_schedule(chat_id, schedule_id)).id
+            built = await self._with_upstream(chat_id, self.build_trigger(trigger, now), own)
             next_run = first_fire(built, now)
             if never_fires_after(built, now):
                 raise never_fires()

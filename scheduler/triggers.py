@@ -267,7 +267,8 @@ class StartupTrigger(_TriggerModel):
 
 
 #: A schedule id as AfterTrigger names it (scheduler/specs.py's SCHEDULE_ID_PATTERN).
-_SCHEDULE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
+# An id, or a number as operators type it (`#3`); the service stores the id it names.
+_SCHEDULE_REF = re.compile(r"#?[A-Za-z0-9][A-Za-z0-9_.-]{0,29}")
 _OUTCOMES = {"success": "succeeds", "failure": "fails for good", "any": "finishes"}
 
 
@@ -291,8 +292,8 @@ class AfterTrigger(_TriggerModel):
     def _valid_schedule(cls, value: str) -> str:
         if not _SCHEDULE_REF.fullmatch(value):
             raise InvalidSchedule(
-                f"'{shown(value)}' is not a schedule id: an after trigger names the id of "
-                "another schedule of the chat."
+                f"'{shown(value)}' is not a schedule: an after trigger names another "
+                "schedule of the chat by its id or number (#3)."
             )
         return value
 

@@ -37,8 +37,9 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
+from scheduler.schedules_file import ApplyReport, apply_entries
 from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
-from scheduler.triggers import EventTrigger, event_trigger, make_trigger
+from scheduler.triggers import AfterTrigger, EventTrigger, event_trigger, make_trigger
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
 from tests.test_http_api import AUTH, TOKEN, Api, eventually, free_port
@@ -439,3 +440,53 @@ def test_schedules_yaml_takes_startup_and_after_triggers() -> None:
     assert entries[1].trigger.schedule == "boot" and entries[1].trigger.on == "failure"
     _, [error] = parse_entries(text.replace("on: failure", "on: sometimes"))
     assert "success, failure or any" in error
+
+
+async def test_an_after_trigger_names_a_schedule_of_the_chat_as_typed_and_never_itself(
+    service: ScheduleService,
+) -> None:
+    upstream = await service.create_schedule(
+        1,
+        Owner(id=1),
+        name="Build",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+        action=Action(text="Build."),
+    )
+
+    def after(ref: str) -> TriggerSpec:
+        return TriggerSpec.model_validate({"kind": "after", "schedule": ref, "on": "success"})
+
+    follower = await service.create_schedule(
+        1, Owner(id=1), name="Deploy", trigger=after(upstream.ref), action=Action(text="Go.")
+    )
+    # Stored by id: renumbering or a new #1 elsewhere never moves the chain.
+    assert isinstance(follower.trigger, AfterTrigger)
+    assert follower.trigger.schedule == upstream.id
+    before = await service.store.schedules.list_for_chat(1)
+    with pytest.raises(InvalidSchedule, match="no schedule '#9' in this chat to follow"):
+        await service.create_schedule(
+            1, Owner(id=1), name="X", trigger=after("#9"), action=Action(text="Go.")
+        )
+    with pytest.raises(InvalidSchedule, match=r"no schedule .* in this chat"):
+        # Another chat's schedule is not there to follow.
+        await service.create_schedule(
+            2, Owner(id=2), name="X", trigger=after(upstream.id), action=Action(text="Go.")
+        )
+    with pytest.raises(InvalidSchedule, match="cannot follow its own runs"):
+        await service.update_schedule(1, follower.id, trigger=after(follower.id))
+    assert await service.store.schedules.list_for_chat(1) == before
+
+
+async def test_schedules_yaml_may_name_a_later_entry_as_the_one_followed(
+    service: ScheduleService,
+) -> None:
+    text = (
+        "schedules:\n  - id: deploy-checks\n    chat_id: 1\n    name: Checks\n"
+        "    trigger: {kind: after, schedule: deploy}\n    prompt: check\n"
+        "  - id: deploy\n    chat_id: 1\n    name: Deploy\n"
+        "    trigger: {kind: event, name: deploy}\n    prompt: hi\n"
+    )
+    entries, errors = parse_entries(text)
+    report = await apply_entries(entries, service, ApplyReport(errors=errors), chats={1}, text=text)
+    assert report.errors == []
+    assert sorted(report.created) == ["deploy", "deploy-checks"]
