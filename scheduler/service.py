@@ -331,6 +331,18 @@ class ScheduleService:
                 "A schedule cannot follow its own runs; name another schedule.",
                 field="trigger.schedule",
             )
+        # A follower of a follower of this one would close a loop that fires forever.
+        link: Schedule | None = upstream
+        for _ in range(_MAX_CHAIN):
+            if link is None or not isinstance(link.trigger, AfterTrigger):
+                break
+            if link.trigger.schedule == own_id:
+                raise InvalidSchedule(
+                    f"That would make a loop: {upstream.ref} already runs after this "
+                    "schedule (through its chain); name a schedule outside it.",
+                    field="trigger.schedule",
+                )
+            link = await self.store.schedules.get(chat_id, link.trigger.schedule)
         return trigger.model_copy(update={"schedule": upstream.id})
 
     def changed(self) -> None:
@@ -1080,6 +1092,8 @@ def _active(schedule: Schedule) -> bool:
     return schedule.enabled and schedule.archived_at is None and not schedule.tripped
 
 
+#: How far back a chain of after schedules is walked looking for a loop.
+_MAX_CHAIN = 100
 #: How much of an upstream run's output a chained run's {event} carries.
 _CHAINED_OUTPUT_CHARS = 2000
 

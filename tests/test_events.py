@@ -474,6 +474,13 @@ async def test_an_after_trigger_names_a_schedule_of_the_chat_as_typed_and_never_
         )
     with pytest.raises(InvalidSchedule, match="cannot follow its own runs"):
         await service.update_schedule(1, follower.id, trigger=after(follower.id))
+    third = await service.create_schedule(
+        1, Owner(id=1), name="Notify", trigger=after(follower.id), action=Action(text="Tell.")
+    )
+    before = await service.store.schedules.list_for_chat(1)
+    # Build → Deploy → Notify; Build after Notify would fire round the loop forever.
+    with pytest.raises(InvalidSchedule, match=f"loop: {third.ref} already runs after this"):
+        await service.update_schedule(1, upstream.id, trigger=after(third.ref))
     assert await service.store.schedules.list_for_chat(1) == before
 
 
