@@ -130,6 +130,11 @@ class ScheduleRepository(Protocol):
     ) -> list[Schedule]:
         """The chat's schedules, oldest first."""
 
+    async def list_by_trigger(self, chat_ids: Collection[int], kind: str) -> list[Schedule]:
+        """The chats' non-archived schedules whose trigger is of `kind` (`event`,
+        `startup`, `after`), oldest first: who may listen to an event, without reading
+        every schedule of the chats."""
+
     async def count_active(self, chat_id: int) -> int:
         """How many non-archived schedules the chat has (for per-chat limits)."""
 

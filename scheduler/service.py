@@ -654,7 +654,7 @@ class ScheduleService:
         if idempotency_key is not None:
             idempotency_key = _event_key(idempotency_key)
         return await self._fire(
-            chat_ids, name, body, caller, idempotency_key, lambda s: _listens(s, name)
+            chat_ids, "event", name, body, caller, idempotency_key, lambda s: _listens(s, name)
         )
 
     async def fire_startup(self, chat_ids: Collection[int], instance_id: str) -> EmittedEvent:
@@ -662,6 +662,7 @@ class ScheduleService:
         `instance_id` (a process start): a repeat for the same instance fires nothing."""
         return await self._fire(
             chat_ids,
+            "startup",
             "startup",
             {"instance": instance_id},
             "startup",
@@ -702,6 +703,7 @@ class ScheduleService:
         return await self._fire(
             [run.chat_id],
             "after",
+            "after",
             payload,
             "after",
             f"{run.id}:{outcome}",
@@ -712,6 +714,7 @@ class ScheduleService:
     async def _fire(
         self,
         chat_ids: Collection[int],
+        kind: str,
         name: str,
         body: dict[str, object],
         caller: str,
@@ -720,7 +723,8 @@ class ScheduleService:
         *,
         record_empty: bool = True,
     ) -> EmittedEvent:
-        """One run per schedule of `chat_ids` that `fires`, recorded with the event
+        """One run per schedule of `chat_ids` with a `kind` trigger that `fires`,
+        recorded with the event
         (`caller`'s `idempotency_key`: a repeat answers with the first runs). Without
         `record_empty`, an event that fires nothing is not written: every start and
         every finished run is one, and most have no listener."""
@@ -743,8 +747,7 @@ class ScheduleService:
         )
         listeners = [
             schedule
-            for chat_id in sorted(set(chat_ids))
-            for schedule in await self.store.schedules.list_for_chat(chat_id)
+            for schedule in await self.store.schedules.list_by_trigger(set(chat_ids), kind)
             if fires(schedule)
         ]
         if not listeners and not record_empty:

@@ -87,6 +87,10 @@ class SqlSchedules:
         async with self._conn.read() as db:
             return await schedules.list_for_chat(db, chat_id, include_archived=include_archived)
 
+    async def list_by_trigger(self, chat_ids: Collection[int], kind: str) -> list[Schedule]:
+        async with self._conn.read() as db:
+            return await schedules.list_by_trigger(db, chat_ids, kind)
+
     async def count_active(self, chat_id: int) -> int:
         async with self._conn.read() as db:
             return await schedules.count_active(db, chat_id)

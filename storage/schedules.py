@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -133,6 +133,24 @@ async def list_for_chat(db: Db, chat_id: int, *, include_archived: bool) -> list
         (chat_id,),
     )
     return [schedule for _, schedule in _readable((row["id"], row) for row in rows)]
+
+
+async def list_by_trigger(db: Db, chat_ids: Collection[int], kind: str) -> list[Schedule]:
+    if not chat_ids:
+        return []
+    # The kind as model_dump_json writes it, or json.dumps (rows of older versions and
+    # imports keep their text as written); the decoded trigger is checked again below.
+    compact, spaced = f'%"kind":"{kind}"%', f'%"kind": "{kind}"%'
+    marks = ", ".join("?" for _ in chat_ids)
+    rows = await fetch_all(
+        db,
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE chat_id IN ({marks}) "
+        "AND archived_at IS NULL AND (trigger_json LIKE ? OR trigger_json LIKE ?) "
+        "ORDER BY created_at, id",
+        (*sorted(chat_ids), compact, spaced),
+    )
+    found = (s for _, s in _readable((row["id"], row) for row in rows))
+    return [s for s in found if s.trigger.kind == kind]
 
 
 def _readable(rows: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Schedule]]:

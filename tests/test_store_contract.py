@@ -33,7 +33,7 @@ from scheduler.models import (
 from scheduler.planning import plan_due_fires
 from scheduler.repositories import ChatPrefs, Notification, Pruned
 from scheduler.stores import Stores
-from scheduler.triggers import cron_trigger
+from scheduler.triggers import cron_trigger, event_trigger, make_trigger
 from storage.bundle import SqlStore
 from storage.database import SchemaTooNew
 from storage.export import export_database, import_export
@@ -105,6 +105,28 @@ async def test_a_fire_is_claimed_once_and_next_run_advances(store: Stores) -> No
         RunStatus.PENDING,
         RunTrigger.SCHEDULE,
     )
+
+
+async def test_schedules_are_listed_by_trigger_kind_across_chats(store: SqlStore) -> None:
+    deploy = schedule(1).model_copy(update={"trigger": event_trigger("deploy")})
+    other_chat = schedule(2).model_copy(update={"trigger": event_trigger("deploy")})
+    boot = schedule(1).model_copy(update={"trigger": make_trigger({"kind": "startup"})})
+    for s in (schedule(1), deploy, other_chat, boot, schedule(3)):
+        await store.schedules.add(s)
+    # A row written by an older version keeps its own JSON spacing.
+    async with store.connection.write() as db:
+        await db.execute(
+            "UPDATE schedules SET trigger_json = ? WHERE id = ?",
+            (json.dumps(deploy.trigger.model_dump(mode="json")), deploy.id),
+        )
+    assert [s.id for s in await store.schedules.list_by_trigger({1, 2}, "event")] == [
+        deploy.id,
+        other_chat.id,
+    ]
+    assert [s.id for s in await store.schedules.list_by_trigger({1}, "startup")] == [boot.id]
+    assert await store.schedules.list_by_trigger({3}, "event") == []
+    await store.schedules.archive(1, deploy.id, now=NOW)
+    assert await store.schedules.list_by_trigger({1}, "event") == []
 
 
 async def test_claims_are_bounded_by_the_limit(store: Stores) -> None:
