@@ -436,9 +436,10 @@ async def on_add(update: Update, context: Context) -> str | None:
     if len(draft.steps) >= MAX_STEPS:
         await say(update, f"The template has {MAX_STEPS} steps, the limit; press Done.")
         return None
-    await drop_buttons(query)
+    agent = bool(args) and args[0] == "agent"
+    await chosen(query, "Add agent prompt" if agent else "Add task")
     number = len(draft.steps) + 1
-    if args and args[0] == "agent":
+    if agent:
         draft.step = Step(kind=StepKind.AGENT)
         await say(
             update,
@@ -458,7 +459,7 @@ async def on_add(update: Update, context: Context) -> str | None:
 async def on_remove(update: Update, context: Context) -> str:
     """[Remove last]."""
     query, _ = await pressed(update)
-    await drop_buttons(query)
+    await chosen(query, "Remove last")
     draft = _draft(update, context)
     if not draft.steps:
         return await _show_steps(update, draft)
@@ -478,7 +479,7 @@ async def on_done(update: Update, context: Context) -> str | None:
     except TicklerError as error:
         await say(update, str(error))
         return None
-    await drop_buttons(query)
+    await chosen(query, "Done")
     card = confirm_text(
         name=draft.name, action=draft.action, trigger=trigger, now=context.services.clock.now()
     )
