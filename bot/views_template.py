@@ -42,9 +42,9 @@ _OFFSET = re.compile(r"([+-]?)\s*(\d{1,6})(?:\s*(?:d|days?))?(?:\s+(before|after
 _LEAD_DAYS = re.compile(r"(\d{1,6})(?:\s*(?:d|days?))?")
 # What a step line shows of a title, prompt, assignee or instructions: 20 steps and the
 # rest of the card must fit one message (4096 characters).
-_SHOWN_TITLE = 60
-_SHOWN_WHO = 24
-_SHOWN_INSTRUCTIONS = 30
+_SHOWN_TITLE = 48
+_SHOWN_WHO = 20
+_SHOWN_INSTRUCTIONS = 24
 
 
 # --- parsing -------------------------------------------------------------------------

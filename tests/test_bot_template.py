@@ -20,6 +20,7 @@ from bot.demo_kit.harness import ALICE, BotHarness
 from bot.demo_kit.telegram_server import BotMessage, TgUser
 from bot.handlers.template import WHEN_TYPED_HELP
 from bot.render import MAX_MESSAGE
+from bot.views_schedules import schedule_card
 from bot.views_template import (
     LEAD_DAYS_HELP,
     OFFSET_HELP,
@@ -559,9 +560,15 @@ def test_offset_words() -> None:
     ]
 
 
-def test_the_card_of_the_largest_template_fits_one_message() -> None:
+def visible(card: str) -> str:
+    """An HTML message as Telegram counts it: tags out, entities resolved."""
+    return html.unescape(re.sub(r"<[^>]+>", "", card))
+
+
+def test_the_cards_of_the_largest_template_fit_one_message() -> None:
     """Twenty steps with the longest title, assignee and instructions, all of them `&`
-    (escaped to five characters each): the card still fits Telegram's 4096."""
+    (escaped to five characters each): the card before Save and the /show card still
+    fit Telegram's 4096."""
     step = Step(
         kind=StepKind.TASK,
         title="&" * MAX_STEP_TITLE,
@@ -577,6 +584,18 @@ def test_the_card_of_the_largest_template_fits_one_message() -> None:
         trigger=cron_trigger("0 9 1 * *", "Europe/Berlin"),
         now=datetime(2026, 11, 23, 7, 0, tzinfo=UTC),
     )
-    visible = html.unescape(re.sub(r"<[^>]+>", "", card))
-    assert len(visible) <= MAX_MESSAGE
+    assert len(visible(card)) <= MAX_MESSAGE
     assert len(template_lines(action)) == 2 + MAX_STEPS
+    now = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+    schedule = Schedule(
+        id="01JD0000000000000000000000",
+        chat_id=ALICE,
+        name="&" * 80,
+        trigger=cron_trigger("0 9 1 * *", "Europe/Berlin"),
+        action=action,
+        owner=Owner(id=ALICE, first_name="&" * 64),
+        next_run_at=datetime(2026, 12, 1, 8, 0, tzinfo=UTC),
+        created_at=now,
+        updated_at=now,
+    )
+    assert len(visible(schedule_card(schedule, now, None))) <= MAX_MESSAGE
