@@ -29,13 +29,14 @@ from bot.views_template import (
     parse_offset,
     template_lines,
 )
+from scheduler.cron import load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, Owner, Schedule, Step, StepKind
 from scheduler.service import TriggerSpec
 from scheduler.specs import Limits
 from scheduler.timeutil import format_utc
 from scheduler.triggers import CronTrigger, cron_trigger
-from scheduler.workflow_steps import MAX_STEP_TITLE, MAX_STEPS
+from scheduler.workflow_steps import MAX_STEP_TITLE, MAX_STEPS, anchor_date
 
 CANCELLED = "Cancelled; nothing was saved."
 
@@ -508,6 +509,27 @@ async def test_one_form_at_a_time_new_and_template_end_each_other(bot: BotHarnes
     assert bot.agent.requests == []
 
 
+async def test_an_abandoned_template_times_out(bot: BotHarness) -> None:
+    alice = bot.alice
+    await until_steps(alice)
+    await alice.send("/tz")  # a barrier: the form's last update is fully handled
+    await alice.wait_reply(containing="time zone is")
+    assert bot.app.job_queue is not None
+    # The forms' 30-minute timeout, run now instead of waiting.
+    [timeout] = [j for j in bot.app.job_queue.jobs() if j.name == "_trigger_timeout"]
+    await timeout.run(bot.app)
+    await alice.send("Hello agent")  # no longer captured by the form
+    [request] = await bot.agent.wait_for_requests(1)
+    assert request.json["message"]["text"] == "Hello agent"
+    await alice.press("Add task")  # the closed form's button
+    await alice.send("/tz")
+    await alice.wait_reply(containing="time zone is")
+    assert bot.server.calls_to("answerCallbackQuery")[-1]["text"] == (
+        "This form is closed; start again with /template."
+    )
+    assert await schedules(bot) == []
+
+
 async def test_template_is_in_the_menu_and_in_help(bot: BotHarness) -> None:
     assert ("template", dict(COMMANDS)["template"]) in [
         (c["command"], c["description"]) for c in bot.server.commands
@@ -548,6 +570,23 @@ def test_parse_offset_refuses_with_what_it_accepts(text: str) -> None:
     with pytest.raises(InvalidSchedule) as refused:
         parse_offset(text)
     assert str(refused.value) == OFFSET_HELP
+
+
+@pytest.mark.parametrize(
+    ("fire", "zone", "lead_days", "anchor"),
+    [
+        ("2026-12-01T08:00:00+00:00", "Europe/Berlin", 7, "2026-12-08"),
+        # 00:30 on 1 December in Berlin is still 30 November in UTC: the zone's date counts.
+        ("2026-11-30T23:30:00+00:00", "Europe/Berlin", 0, "2026-12-01"),
+        ("2026-12-01T03:00:00+00:00", "America/New_York", 1, "2026-12-01"),
+        ("2026-12-31T12:00:00+00:00", "Europe/Berlin", 366, "2028-01-01"),
+    ],
+)
+def test_the_anchor_date_is_the_fires_local_date_plus_lead_days(
+    fire: str, zone: str, lead_days: int, anchor: str
+) -> None:
+    day = anchor_date(datetime.fromisoformat(fire), load_zone(zone), lead_days)
+    assert day.isoformat() == anchor
 
 
 def test_offset_words() -> None:
