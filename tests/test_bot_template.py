@@ -429,6 +429,31 @@ async def test_remove_last_takes_the_newest_step_away(bot: BotHarness) -> None:
     )
 
 
+async def test_twenty_steps_is_the_limit(bot: BotHarness) -> None:
+    alice = bot.alice
+    await until_steps(alice)
+    for n in range(1, MAX_STEPS + 1):
+        await alice.press("Add agent prompt")
+        await alice.wait_reply(containing=f"Step {n}, an agent prompt")
+        await alice.send(f"Prompt {n}")
+        await alice.wait_reply(containing=f"When is step {n} due")
+        await alice.press("1 day before")
+        await alice.wait_reply(containing=f"{n}. Agent prompt “Prompt {n}” — 1 day before")
+    await alice.press("Add task")
+    assert text_of(await alice.wait_reply(containing="limit")) == (
+        f"The template has {MAX_STEPS} steps, the limit; press Done."
+    )
+    await alice.press("Remove last")
+    removed = text_of(await alice.wait_reply(containing="Removed"))
+    assert removed.startswith(f"Removed step {MAX_STEPS} (Prompt {MAX_STEPS}).")
+    await alice.press("Done")
+    await alice.wait_reply(containing="Workflow template")
+    await alice.press("Save")
+    await alice.wait_reply(containing="Saved")
+    [schedule] = await schedules(bot)
+    assert [s.text for s in schedule.action.steps] == [f"Prompt {n}" for n in range(1, MAX_STEPS)]
+
+
 async def test_cancel_at_any_point_saves_nothing(bot: BotHarness) -> None:
     alice = bot.alice
     await alice.send("/template")

@@ -464,7 +464,7 @@ async def on_remove(update: Update, context: Context) -> str:
     if not draft.steps:
         return await _show_steps(update, draft)
     number, removed = len(draft.steps), draft.steps.pop()
-    what = removed.title if removed.kind is StepKind.TASK else "the agent prompt"
+    what = removed.title or "the agent prompt"
     return await _show_steps(update, draft, f"Removed step {number} ({esc(what)}).")
 
 
