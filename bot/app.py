@@ -44,6 +44,7 @@ from bot.handlers import (
     chat,
     edit,
     export,
+    forms,
     new,
     policies,
     proposals,
@@ -51,6 +52,7 @@ from bot.handlers import (
     schedules,
     start,
     stats,
+    template,
     today,
 )
 from bot.http_api import HttpServer
@@ -180,15 +182,16 @@ async def open_services(
 def handlers() -> list[BaseHandler[Any, Context, Any]]:
     """Every handler of group 0, in the order PTB tries them (the first that matches an
     update handles it). The order matters where two could match:
-    - the /new form comes before chat's catch-all that sends any plain text to the agent,
-      so while a form is open its typed answers reach the form; the form takes no command
-      but /new and /cancel, so any other command in the middle of a form falls through to
-      its own handler below and the form stays open;
+    - the guided forms (/new, /template: one conversation, so one open form per chat)
+      come before chat's catch-all that sends any plain text to the agent, so while a
+      form is open its typed answers reach the form; the forms take no command but
+      /new, /template and /cancel, so any other command in the middle of a form falls
+      through to its own handler below and the form stays open;
     - within runs, `r:show:` comes before the other `r:` buttons;
     - last, the answers for a command or a button nothing above knows."""
     return [
         *start.handlers(),
-        *new.handlers(),
+        *forms.handlers(new.form(), template.form()),
         *edit.handlers(),
         *schedules.handlers(),
         *policies.handlers(),

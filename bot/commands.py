@@ -13,6 +13,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("wait", "Park a work item: /wait ITEM WHO DATE NOTE"),
     ("followup", "Follow-ups: /followup ITEM sent 3d | ITEM received | 3d WHAT"),
     ("new", "Create a schedule or a task for you (guided, with presets)"),
+    ("template", "Create a workflow template: dated tasks and prompts per anchor date"),
     ("schedules", "List this chat's schedules"),
     ("show", "One schedule's card: /show ID"),
     ("edit", "Change a schedule or a policy: /edit ID field value"),

@@ -53,6 +53,7 @@ __all__ = [
     "preview_text",
     "saved_text",
     "upcoming",
+    "when_line",
 ]
 
 TIME_HELP = "Write the time as HH:MM, like 09:00."
@@ -409,7 +410,8 @@ def _action_line(action: Action) -> str:
     return f"Asks the agent: “{esc(shown)}”"
 
 
-def _when_line(trigger: Trigger, zone: str) -> str:
+def when_line(trigger: Trigger, zone: str) -> str:
+    """The trigger in words (HTML), with its cron expression or start."""
     if isinstance(trigger, CronTrigger):
         return f"{esc(trigger.describe())} — cron <code>{esc(trigger.expr)}</code>"
     if isinstance(trigger, IntervalTrigger):
@@ -442,7 +444,7 @@ def preview_text(*, name: str, action: Action, trigger: Trigger, now: datetime) 
         f"<b>{esc(name)}</b>",
         _action_line(action),
         *_task_lines(action),
-        f"When: {_when_line(trigger, shown_zone)}",
+        f"When: {when_line(trigger, shown_zone)}",
         f"Zone: {esc(shown_zone)}",
     ]
     if fires:

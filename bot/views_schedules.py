@@ -37,7 +37,8 @@ from bot.render import (
     zone_of,
 )
 from bot.views_policies import policy_lines
-from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
+from bot.views_template import template_lines
+from scheduler.models import FINAL_STATUSES, ActionKind, Run, RunStatus, RunTrigger, Schedule
 from scheduler.triggers import AfterTrigger, EventTrigger, StartupTrigger
 
 __all__ = [
@@ -171,8 +172,8 @@ def schedule_card(
     names: Mapping[int, str] | None = None,
 ) -> str:
     """Name, status, the trigger in words, the zone, the next three fires in local time,
-    the last run, the failure count, the policies (and a task's details) and who
-    created it."""
+    a template's lead days and steps, the last run, the failure count, the policies (and
+    a task's details) and who created it."""
     zone = zone_of(schedule)
     lines = [
         f"<b>{esc(schedule.name)}</b>",
@@ -196,6 +197,8 @@ def schedule_card(
             lines += [f"  • {local(t, zone)}" for t in fires]
         else:
             lines.append("Next fires: none; it will not fire again.")
+    if schedule.action.kind is ActionKind.BUNDLE:
+        lines += template_lines(schedule.action)
     lines.append(f"Last run: {run_line(last_run, zone) if last_run else 'none yet'}")
     lines.append(f"Failures in a row: {schedule.consecutive_failures}")
     lines += policy_lines(schedule)

@@ -4,6 +4,8 @@ each refusal is one sentence naming the step (`steps[2]`) and what to change."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, Step, StepKind
@@ -14,6 +16,8 @@ __all__ = [
     "MAX_OFFSET_DAYS",
     "MAX_STEPS",
     "MAX_STEP_TITLE",
+    "anchor_date",
+    "check_lead_days",
     "check_steps",
 ]
 
@@ -53,12 +57,25 @@ def check_steps(
     if action.kind is ActionKind.PLAN:
         if action.lead_days:
             raise InvalidSchedule("Only a bundle has lead days.", field="action.lead_days")
-    elif not 0 <= action.lead_days <= MAX_LEAD_DAYS:
+    else:
+        check_lead_days(action.lead_days)
+    for index, step in enumerate(action.steps):
+        _check_step(action.kind, index, step, max_text=max_text, check_prompt=check_prompt)
+
+
+def check_lead_days(lead_days: int) -> int:
+    """A bundle's lead days, or refused (the guided /template asks for them alone)."""
+    if not 0 <= lead_days <= MAX_LEAD_DAYS:
         raise InvalidSchedule(
             f"Lead days must be between 0 and {MAX_LEAD_DAYS}.", field="action.lead_days"
         )
-    for index, step in enumerate(action.steps):
-        _check_step(action.kind, index, step, max_text=max_text, check_prompt=check_prompt)
+    return lead_days
+
+
+def anchor_date(fire: datetime, zone: ZoneInfo, lead_days: int) -> date:
+    """The anchor date of the bundle a fire makes: the fire's date in the template's
+    zone, plus its lead days."""
+    return fire.astimezone(zone).date() + timedelta(days=lead_days)
 
 
 def _check_step(

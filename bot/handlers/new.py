@@ -12,30 +12,29 @@ same operator can fill in forms in two chats at once. Buttons carry `n:<step>:<v
 
 from __future__ import annotations
 
-import contextlib
 import re
-import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
     ConversationHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot import callbacks
 from bot.context import Context
+from bot.handlers.forms import CANCELLED, Form
+from bot.handlers.forms import chat_id as _chat_id
+from bot.handlers.forms import chosen as _chosen
+from bot.handlers.forms import drop_buttons as _drop_buttons
+from bot.handlers.forms import pressed as _pressed
+from bot.handlers.forms import say as _say
+from bot.handlers.forms import text as _text
 from bot.views_new import (
     CRON_HELP,
     ONCE_HELP,
@@ -61,7 +60,7 @@ from scheduler.policy_edits import edit_action
 from scheduler.service import TriggerSpec
 from scheduler.triggers import Trigger
 
-__all__ = ["handlers"]
+__all__ = ["PRESETS", "TIMES", "form"]
 
 (
     KIND,
@@ -80,8 +79,6 @@ __all__ = ["handlers"]
     PROOF,
 ) = range(14)
 END = ConversationHandler.END
-#: An abandoned form stops capturing the chat's messages after this long.
-TIMEOUT = timedelta(minutes=30)
 
 DRAFTS_KEY = "new_drafts"
 PRESETS: tuple[tuple[str, str], ...] = (
@@ -103,7 +100,6 @@ ONCE_CHOICES: tuple[tuple[str, str], ...] = (
     ("tomorrow 09:00", "tomorrow 09:00"),
     ("in 3 days", "in 3 days"),
 )
-CANCELLED = "Cancelled; nothing was saved."
 PROOFS: tuple[tuple[str, str], ...] = (("none", "Nothing"), ("link", "A link"), ("file", "A file"))
 
 
@@ -141,11 +137,6 @@ def _keyboard(*rows: list[InlineKeyboardButton]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([*rows, [_button("Cancel", "cancel")]])
 
 
-def _chat_id(update: Update) -> int:
-    assert update.effective_chat is not None
-    return update.effective_chat.id
-
-
 def _drafts(context: Context) -> dict[int, Draft]:
     assert context.user_data is not None
     drafts: dict[int, Draft] = context.user_data.setdefault(DRAFTS_KEY, {})
@@ -158,44 +149,6 @@ def _draft(update: Update, context: Context) -> Draft:
 
 def _forget(update: Update, context: Context) -> None:
     _drafts(context).pop(_chat_id(update), None)
-
-
-async def _say(
-    update: Update, text: str, markup: InlineKeyboardMarkup | None = None, *, html: bool = False
-) -> None:
-    assert update.effective_chat is not None
-    await update.effective_chat.send_message(
-        text, reply_markup=markup, parse_mode=ParseMode.HTML if html else None
-    )
-
-
-async def _pressed(update: Update) -> tuple[CallbackQuery, tuple[str, ...]]:
-    """Answer the query first, as Telegram wants, and return its arguments."""
-    query = update.callback_query
-    assert query is not None
-    await query.answer()
-    parsed = callbacks.parse(query.data)
-    return query, parsed.args if parsed else ()
-
-
-async def _chosen(query: CallbackQuery, label: str) -> None:
-    """Show the choice under the question and take its buttons away."""
-    message = query.message
-    if not isinstance(message, Message) or not message.text:
-        return
-    # The question may be gone or unchanged; the next one follows anyway.
-    with contextlib.suppress(BadRequest):
-        await query.edit_message_text(f"{message.text}\n→ {label}")
-
-
-async def _drop_buttons(query: CallbackQuery) -> None:
-    with contextlib.suppress(BadRequest):
-        await query.edit_message_reply_markup(None)
-
-
-def _text(update: Update) -> str:
-    assert update.effective_message is not None
-    return update.effective_message.text or ""
 
 
 def _check_trigger(context: Context, spec: TriggerSpec) -> Trigger:
@@ -673,32 +626,12 @@ async def on_confirm_typed(update: Update, context: Context) -> None:
 
 
 async def cancel(update: Update, context: Context) -> int:
-    """/cancel or [Cancel], at any step."""
-    if update.callback_query is not None:
-        query, _ = await _pressed(update)
-        await _drop_buttons(query)
+    """[Cancel], at any step (/cancel is the forms' own: bot/handlers/forms.py)."""
+    query, _ = await _pressed(update)
+    await _drop_buttons(query)
     _forget(update, context)
     await _say(update, CANCELLED)
     return END
-
-
-async def stale(update: Update, context: Context) -> None:
-    """A button from an earlier step of a form still open."""
-    assert update.callback_query is not None
-    await update.callback_query.answer(
-        "That button belongs to an earlier step; answer the latest question, or /cancel."
-    )
-
-
-async def expired(update: Update, context: Context) -> None:
-    """A button of a form that has ended (saved, cancelled or timed out)."""
-    assert update.callback_query is not None
-    await update.callback_query.answer("This form is closed; start again with /new.")
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    """The form was left alone too long."""
-    _forget(update, context)
 
 
 _Callback = Callable[[Update, Context], Coroutine[Any, Any, Any]]
@@ -712,45 +645,28 @@ def _on(step: str, callback: _Callback) -> CallbackQueryHandler[Context, Any]:
     return CallbackQueryHandler(callback, pattern=f"^n:{step}(:|$)")
 
 
-def build_conversation() -> ConversationHandler[Context]:
-    with warnings.catch_warnings():
-        # per_message=False is deliberate: the text steps need per-chat tracking, and
-        # stale buttons are answered by `stale`.
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            entry_points=[CommandHandler("new", new_command)],
-            states={
-                KIND: [_on("kind", on_kind), _typed(on_kind_typed)],
-                TEXT: [_on("tpl", on_template), _typed(on_text)],
-                WHEN: [_on("when", on_preset), _typed(on_when_typed)],
-                TIME: [_on("time", on_time), _typed(on_time_typed)],
-                WEEKDAY: [_on("dow", on_weekday), _typed(on_weekday_typed)],
-                MONTHDAY: [_on("dom", on_monthday), _typed(on_monthday_typed)],
-                HOURS: [_on("hours", on_hours), _typed(on_hours_typed)],
-                ONCE: [_on("once", on_once), _typed(on_once_typed)],
-                CRON: [_typed(on_cron_typed)],
-                NAME: [_on("name", on_name), _typed(on_name_typed)],
-                INSTRUCTIONS: [_on("instr", on_instructions_skip), _typed(on_instructions_typed)],
-                ASSIGNEE: [_on("who", on_assignee_me), _typed(on_assignee_typed)],
-                PROOF: [_on("proof", on_proof), _typed(on_proof_typed)],
-                CONFIRM: [_on("save", on_save), _typed(on_confirm_typed)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[
-                CommandHandler("cancel", cancel),
-                _on("cancel", cancel),
-                CallbackQueryHandler(stale, pattern=r"^n:"),
-            ],
-            allow_reentry=True,
-            per_chat=True,
-            per_user=True,
-            conversation_timeout=TIMEOUT,
-        )
-
-
-def handlers() -> list[BaseHandler[Any, Context, Any]]:
-    """The /new conversation, then an answer for buttons of forms already closed."""
-    return [
-        build_conversation(),
-        CallbackQueryHandler(expired, pattern=r"^n:"),
-    ]
+def form() -> Form:
+    """The /new form, joined with the other guided forms by bot/handlers/forms.py."""
+    return Form(
+        entry_points=[CommandHandler("new", new_command)],
+        states={
+            KIND: [_on("kind", on_kind), _typed(on_kind_typed)],
+            TEXT: [_on("tpl", on_template), _typed(on_text)],
+            WHEN: [_on("when", on_preset), _typed(on_when_typed)],
+            TIME: [_on("time", on_time), _typed(on_time_typed)],
+            WEEKDAY: [_on("dow", on_weekday), _typed(on_weekday_typed)],
+            MONTHDAY: [_on("dom", on_monthday), _typed(on_monthday_typed)],
+            HOURS: [_on("hours", on_hours), _typed(on_hours_typed)],
+            ONCE: [_on("once", on_once), _typed(on_once_typed)],
+            CRON: [_typed(on_cron_typed)],
+            NAME: [_on("name", on_name), _typed(on_name_typed)],
+            INSTRUCTIONS: [_on("instr", on_instructions_skip), _typed(on_instructions_typed)],
+            ASSIGNEE: [_on("who", on_assignee_me), _typed(on_assignee_typed)],
+            PROOF: [_on("proof", on_proof), _typed(on_proof_typed)],
+            CONFIRM: [_on("save", on_save), _typed(on_confirm_typed)],
+        },
+        fallbacks=[_on("cancel", cancel)],
+        kind="n",
+        command="new",
+        forget=_forget,
+    )
