@@ -30,7 +30,7 @@ from telegram.ext import filters as tg_filters
 from bot import callbacks
 from bot.context import Context
 from bot.handlers.forms import CANCELLED, Form, chat_id, chosen, drop_buttons, pressed, say, text
-from bot.handlers.new import PRESETS, TIMES
+from bot.handlers.when_form import PRESETS, TIMES
 from bot.render import esc
 from bot.views_new import (
     CRON_HELP,
