@@ -52,7 +52,8 @@ class TaskDetails(Generic[D]):
 
     # --- questions -------------------------------------------------------------------
     async def ask(self, update: Update, context: Context, draft: D) -> State | None:
-        """The first detail of `order`."""
+        """The first detail of `order` (shaped as `Next`, so another question can go on
+        to it as its `then`)."""
         return await self._ask(update, self.order[0])
 
     async def _ask(self, update: Update, detail: Detail) -> State:

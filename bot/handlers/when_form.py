@@ -112,7 +112,8 @@ class WhenForm(Generic[D]):
 
     # --- questions -------------------------------------------------------------------
     async def ask(self, update: Update, context: Context, draft: D) -> State:
-        """The first question: the presets, two to a row."""
+        """The first question: the presets, two to a row (shaped as `Next`, so another
+        question can go on to it as its `then`)."""
         p, presets = self.parts, self.presets
         rows = [
             [p.button(label, "when", key) for key, label in presets[i : i + 2]]
