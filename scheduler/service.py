@@ -48,6 +48,7 @@ from scheduler.models import (
 from scheduler.planning import (
     APPROVAL_DEADLINE_REASON,
     MAX_RECORDED_MISSES,
+    first_step,
     manual_run,
     skipped_run,
     walk_fires,
@@ -530,8 +531,9 @@ class ScheduleService:
         now = self.clock.now()
         created = 0
         for instant in instants:
+            run_id = new_id()
             run = Run(
-                id=new_id(),
+                id=run_id,
                 schedule_id=schedule.id,
                 chat_id=schedule.chat_id,
                 scheduled_for=instant,
@@ -540,6 +542,7 @@ class ScheduleService:
                 next_attempt_at=now,
                 created_at=now,
                 updated_at=now,
+                **first_step(schedule, run_id),
             )
             if await self.store.runs.add(run):
                 created += 1
@@ -879,6 +882,9 @@ class ScheduleService:
         )
         if updated is None:
             raise InvalidState(f"That run is already {run.status.value}.")
+        if updated.plan_run_id is not None:
+            # A plan's step marked done starts the next one.
+            self._on_change()
         return updated
 
     async def settle_missed(
