@@ -197,9 +197,7 @@ def schedule_card(
         else:
             lines.append("Next fires: none; it will not fire again.")
     lines += plan_lines(schedule)
-    lines.append(
-        f"Last run: {run_line(last_run, zone, schedule) if last_run else 'none yet'}"
-    )
+    lines.append(f"Last run: {run_line(last_run, zone, schedule) if last_run else 'none yet'}")
     lines.append(f"Failures in a row: {schedule.consecutive_failures}")
     lines += policy_lines(schedule)
     lines.append(f"Created by: {schedule.created_by.value} ({esc(schedule.owner.first_name)})")

@@ -557,9 +557,7 @@ def _plan_problems(items: list[tuple[int, dict[str, Any]]]) -> list[str]:
             # Retention deletes a plan run's steps with it (storage/retention.py).
             problems.append(f"{where}: plan_run_id {plan!r} does not match any plan run.")
         elif first_steps[plan] != item.get("schedule_id"):
-            problems.append(
-                f"{where}: plan_run_id {plan!r} is a plan run of another schedule."
-            )
+            problems.append(f"{where}: plan_run_id {plan!r} is a plan run of another schedule.")
     return problems
 
 

@@ -573,9 +573,7 @@ async def count_due(db: Db, now: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-async def skip_expired_approvals(
-    db: Db, kind: SkipReason, reason: str, now: datetime
-) -> list[Run]:
+async def skip_expired_approvals(db: Db, kind: SkipReason, reason: str, now: datetime) -> list[Run]:
     """Skip runs awaiting approval whose deadline (next_attempt_at) has come; those
     skipped."""
     when = to_db_time(now)

@@ -87,8 +87,7 @@ class Notices:
         return [
             f
             for f in self.finished
-            if f.run.status is RunStatus.DEAD
-            and any(r.status is RunStatus.SKIPPED for r in f.then)
+            if f.run.status is RunStatus.DEAD and any(r.status is RunStatus.SKIPPED for r in f.then)
         ]
 
 
@@ -242,7 +241,7 @@ async def test_a_step_waits_for_approval_and_approving_it_goes_on(
     sid = await make_plan(service, plan(COLLECT, SUMMARISE, guarded))
     await clock.set(TWO)
     await until_idle(engine, clock)
-    first, second, third = await ledger(store, sid)
+    _, second, third = await ledger(store, sid)
     assert third.status is RunStatus.AWAITING_APPROVAL
     # Its deadline is the schedule's next fire, as for any run awaiting approval.
     assert third.next_attempt_at == TWO + timedelta(days=1)
@@ -380,8 +379,7 @@ async def test_export_validate_import_keeps_plan_runs_and_refuses_a_broken_one(
     line = next(n for n, r in enumerate(rows, 1) if r["id"] == steps[2]["id"])
     rewrite(folder, "runs.jsonl", line, lambda r: r.update(plan_run_id=other_first["id"]))
     assert validate_export(folder) == [
-        f"runs.jsonl:{line}: plan_run_id {other_first['id']!r} is a plan run of another "
-        "schedule."
+        f"runs.jsonl:{line}: plan_run_id {other_first['id']!r} is a plan run of another schedule."
     ]
     rewrite(folder, "runs.jsonl", line, lambda r: r.update(plan_run_id="01NOSUCHPLANRUN"))
     [problem] = validate_export(folder)
