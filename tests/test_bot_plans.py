@@ -58,7 +58,7 @@ async def test_a_failed_step_is_one_message_naming_the_steps_skipped(bot: BotHar
     def fail_step_2(request: RecordedRequest) -> int:
         return 500 if request.headers["idempotency-key"].endswith("#step-2") else 200
 
-    bot.agent.respond_with(fail_step_2)  # type: ignore[arg-type]
+    bot.agent.respond_with(fail_step_2)
     sid = await nightly(bot, COLLECT, SUMMARISE, PUBLISH)
     await bot.clock.set(TWO_BERLIN)
 
