@@ -53,6 +53,7 @@ from scheduler.planning import (
     skipped_run,
     walk_fires,
 )
+from scheduler.plans import plan_step
 from scheduler.policy_edits import (
     POLICY_SETTINGS,
     SETTINGS,
@@ -647,6 +648,15 @@ class ScheduleService:
         elif run.status is RunStatus.DEAD:
             outcome = "failure"
         else:
+            return None
+        place = plan_step(run, schedule)
+        if (
+            place is not None
+            and not place.last
+            and (run.status is RunStatus.SUCCEEDED or place.step.continue_on_failure)
+        ):
+            # A plan's step the plan goes on from: its followers fire when the plan
+            # run ends (its last step, or the failed step that stopped it).
             return None
         payload: dict[str, object] = {
             "schedule_id": schedule.id,

@@ -33,7 +33,7 @@ from scheduler.models import (
     TimeoutPolicy,
 )
 from scheduler.planning import FirePlan
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
 from storage.bundle import SqlStore
 from storage.export import export_database, import_export, validate_export
 from storage.locations import Location, is_postgres, open_store
@@ -386,3 +386,36 @@ async def test_export_validate_import_keeps_plan_runs_and_refuses_a_broken_one(
     assert problem.endswith("does not match any plan run.")
     with pytest.raises(ValueError, match="does not match any plan run"):
         await import_export(folder, tmp_path / "refused.db")
+
+
+async def test_a_schedule_after_a_plan_fires_once_when_the_plan_run_ends(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    agent_stub: AgentStub,
+) -> None:
+    sid = await make_plan(service, plan(COLLECT, SUMMARISE, PUBLISH))
+    followers = {}
+    for on in ("success", "failure"):
+        followers[on] = await service.create_schedule(
+            CHAT,
+            ADA,
+            name=f"On {on}",
+            trigger=TriggerSpec.model_validate({"kind": "after", "schedule": sid, "on": on}),
+            action=Action(text="After: {event}"),
+        )
+    engine.lifecycle = LifecycleFires(service, [CHAT])
+    await clock.set(TWO)
+    await until_idle(engine, clock)
+    assert [len(await ledger(store, f.id)) for f in followers.values()] == [1, 0]
+    [after] = await ledger(store, followers["success"].id)
+    last = (await ledger(store, sid))[-1]
+    assert last.id in agent_stub.requests[-1].json["message"]["text"]
+    assert after.status is RunStatus.SUCCEEDED
+
+    # A step that stops the plan is its failure, once.
+    agent_stub.respond_with(answer_500_to(2))  # type: ignore[arg-type]
+    await clock.set(TWO + timedelta(days=1))
+    await until_idle(engine, clock)
+    assert [len(await ledger(store, f.id)) for f in followers.values()] == [1, 1]
