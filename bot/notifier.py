@@ -135,7 +135,7 @@ class TelegramNotifier:
             text = (
                 f"❌ <b>{esc(schedule.name)}</b>: the run for "
                 f"{local(run.scheduled_for, zone_of(schedule))}"
-                f"{f' ({step})' if step else ''} failed after {run.attempt} "
+                f"{f', {step},' if step else ''} failed after {run.attempt} "
                 f"attempt{'s' if run.attempt != 1 else ''}: {esc(run.error or 'unknown error')}"
                 f"{_link_line(run)}{extra}"
             )

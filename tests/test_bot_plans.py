@@ -109,3 +109,26 @@ async def test_a_step_that_asks_first_goes_on_when_approved(bot: BotHarness) -> 
     await until(done)
     keys = [r.headers["idempotency-key"] for r in bot.agent.requests]
     assert [k.rsplit("#", 1)[1] for k in keys] == ["step-1", "step-2", "step-3"]
+
+
+async def test_a_step_that_may_fail_is_announced_and_the_plan_goes_on(bot: BotHarness) -> None:
+    def fail_step_2(request: RecordedRequest) -> int:
+        return 500 if request.headers["idempotency-key"].endswith("#step-2") else 200
+
+    bot.agent.respond_with(fail_step_2)
+    lenient = SUMMARISE.model_copy(update={"continue_on_failure": True})
+    sid = await nightly(bot, COLLECT, lenient, PUBLISH)
+    await bot.clock.set(TWO_BERLIN)
+    alert = await bot.alice.wait_reply(containing="failed after")
+    assert "for Tue 24 Nov 02:00 (+01:00), step 2/3 (Summarise), failed after 1 attempt" in (
+        alert.text or ""
+    )
+
+    async def done() -> bool:
+        return [r.status for r in await runs(bot, sid)] == [
+            RunStatus.SUCCEEDED,
+            RunStatus.DEAD,
+            RunStatus.SUCCEEDED,
+        ]
+
+    await until(done)
