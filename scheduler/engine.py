@@ -829,6 +829,12 @@ class Engine:
                 )
             # Every step renders for the plan's fire instant and is keyed by it.
             text, fire, step = place.step.text, place.instant, place.index
+        elif run.step:
+            # A later step of a plan run whose schedule is no longer a plan (edited).
+            raise DispatchError(
+                f"Step {run.step + 1} belongs to a plan, and the schedule is no longer one.",
+                uncertain=False,
+            )
         else:
             text = self._templates(action.template) if action.template else action.text
         last_output = None
