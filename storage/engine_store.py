@@ -534,4 +534,6 @@ async def _apply_outcome(
         await runs.settle_open(
             db, run.schedule_id, SkipReason.TRIPPED, TRIPPED_TEXT, outcome.finished_at
         )
+        # A next step written above was closed with the rest: nothing of it to announce.
+        then = tuple(r for r in then if r.status is RunStatus.SKIPPED)
     return FinishedAttempt(run, schedule, tripped_now, answer=outcome.output, then=then)
