@@ -536,10 +536,13 @@ def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
 def _plan_problems(items: list[tuple[int, dict[str, Any]]]) -> list[str]:
     """A plan's step runs (runs.jsonl's `plan_run_id` and `step`): both or neither, and
     each names a plan run (step 0's run, whose id it is) of the same schedule."""
+    # A plan run is a run that is no later step: step 0, or (a fire written without the
+    # plan fields, such as a missed fire run later by the operator) none.
     first_steps = {
         item.get("id"): item.get("schedule_id")
         for _, item in items
-        if item.get("step") == 0 and item.get("plan_run_id") == item.get("id")
+        if (item.get("step") == 0 and item.get("plan_run_id") == item.get("id"))
+        or (item.get("step") is None and item.get("plan_run_id") is None)
     }
     problems: list[str] = []
     for number, item in items:
