@@ -318,6 +318,16 @@ async def test_an_unknown_step_holds_the_plan_until_the_operator_retries_it(
     assert keys(agent_stub)[1] == keys(agent_stub)[2]
     assert len(set(keys(agent_stub))) == 3
 
+    # The next night the operator marks the uncertain step done: the plan goes on.
+    agent_stub.script([200, HANG])
+    await clock.set(TWO + timedelta(days=1))
+    await until_idle(engine, clock)
+    night = (await ledger(store, sid))[3:]
+    assert [r.status for r in night] == [RunStatus.SUCCEEDED, RunStatus.UNKNOWN]
+    await service.mark_done(CHAT, night[1].id)
+    await until_idle(engine, clock)
+    assert [r.status for r in (await ledger(store, sid))[3:]] == [RunStatus.SUCCEEDED] * 3
+
 
 async def test_retrying_a_failed_step_resumes_its_plan(
     service: ScheduleService,
