@@ -429,3 +429,34 @@ async def test_a_schedule_after_a_plan_fires_once_when_the_plan_run_ends(
     await clock.set(TWO + timedelta(days=1))
     await until_idle(engine, clock)
     assert [len(await ledger(store, f.id)) for f in followers.values()] == [1, 1]
+
+
+async def test_retention_never_leaves_a_step_without_its_plan_run(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    location: Location,
+    tmp_path: Path,
+) -> None:
+    sid = await make_plan(service, plan(COLLECT, SUMMARISE, PUBLISH))
+    for night in range(3):
+        await clock.set(TWO + timedelta(days=night))
+        await until_idle(engine, clock, rounds=1)
+    await engine.shutdown()
+    assert len(await ledger(store, sid)) == 9
+    # Keeping the 5 latest would cut the middle night's plan run between its steps:
+    # its first run stays as long as a later step of it does.
+    await store.operations.prune_history(clock.now() + timedelta(days=1), keep=5, batch=100)
+    kept = await ledger(store, sid)
+    assert [(r.scheduled_for.date().day, r.step) for r in kept] == [
+        (25, 0),
+        (25, 1),
+        (25, 2),
+        (26, 0),
+        (26, 1),
+        (26, 2),
+    ]
+    folder = tmp_path / "pruned"
+    await export_database(location, folder)
+    assert validate_export(folder) == []
