@@ -104,11 +104,13 @@ def _running_row(fire: Fire, now: str) -> tuple[object, ...]:
     """The row of a claimed fire's run, in RUN_COLUMNS order."""
     run_id, schedule_id, chat_id, first = fire
     # finished_at, duration_ms, output, error, token_usage_json; skip_reason and the
-    # agent's reported result (summary, outputs_url, log_excerpt)
+    # agent's reported result (summary, outputs_url, log_excerpt); a plan's step
+    # (plan_run_id, step)
     unset = None
     return (
         run_id, schedule_id, chat_id, first, "schedule", "running", 1, first, now,
         unset, unset, unset, unset, unset, OWNER, now, now, unset, unset, unset, unset,
+        unset, unset,
     )  # fmt: skip
 
 

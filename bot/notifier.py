@@ -22,7 +22,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from bot import callbacks
 from bot.outbox import Outbox, network_backoff
-from bot.render import esc, local, split_message, zone_of
+from bot.render import esc, local, split_message, step_of, zone_of
 from bot.settings import Settings
 from bot.views_proposals import (
     expired_line,
@@ -93,7 +93,13 @@ class TelegramNotifier:
         if run.trigger in _SENT_BY_HAND and self._agent_answers_itself:
             # Off the engine's path: an edit goes straight to Telegram, which may be slow.
             self._spawn(self.confirm_sent_run(schedule.chat_id, run.id))
-        if _reported(run) and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        if run.status is RunStatus.DEAD and any(
+            r.status is RunStatus.SKIPPED for r in finished.then
+        ):
+            # A failed step stopped its plan: one message for the step and the steps
+            # left unrun, not an alert for the step and a line per skipped one.
+            await self._plan_stopped(finished)
+        elif _reported(run) and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             # The agent's asynchronous result (PATCH or report_result): its summary and
             # the link to what it produced.
             await self.notify(
@@ -104,11 +110,13 @@ class TelegramNotifier:
                 schedule_id=schedule.id,
             )
         elif run.status is RunStatus.SUCCEEDED and answer:
-            header = f"<b>{esc(schedule.name)}</b>\n"
+            step = step_of(run, schedule)
+            heading = schedule.name + (f" · {step}" if step else "")
+            header = f"<b>{esc(schedule.name)}</b>{f' · {step}' if step else ''}\n"
             # Telegram counts the text after parsing, so the raw answer is cut to fit
             # beside the header and escaped afterwards; the chat's courier sends the
             # parts in order.
-            parts = split_message(answer, 4096 - len(schedule.name) - 2)
+            parts = split_message(answer, 4096 - len(heading) - 2)
             texts = [header + esc(parts[0])] + [esc(p) for p in parts[1:]]
             for text in texts:
                 await self.notify(
@@ -123,9 +131,11 @@ class TelegramNotifier:
                 return
             more = self._suppressed.pop(schedule.id, 0)
             extra = f"\n({more} more failures were not announced.)" if more else ""
+            step = step_of(run, schedule)
             text = (
                 f"❌ <b>{esc(schedule.name)}</b>: the run for "
-                f"{local(run.scheduled_for, zone_of(schedule))} failed after {run.attempt} "
+                f"{local(run.scheduled_for, zone_of(schedule))}"
+                f"{f', {step},' if step else ''} failed after {run.attempt} "
                 f"attempt{'s' if run.attempt != 1 else ''}: {esc(run.error or 'unknown error')}"
                 f"{_link_line(run)}{extra}"
             )
@@ -160,6 +170,45 @@ class TelegramNotifier:
             await self.notify(
                 schedule.chat_id, text, markup, kind="alert", run_id=run.id, schedule_id=schedule.id
             )
+
+        for waiting in finished.then:
+            if waiting.status is RunStatus.AWAITING_APPROVAL:
+                # The plan's next step waits for an operator's Approve/Skip.
+                text, markup = run_approval(schedule, waiting, zone_of(schedule))
+                await self.notify(
+                    schedule.chat_id,
+                    text,
+                    markup,
+                    kind="approval",
+                    run_id=waiting.id,
+                    schedule_id=schedule.id,
+                )
+
+    async def _plan_stopped(self, finished: FinishedAttempt) -> None:
+        """The one message of a plan stopped by a failed step: which step failed, why,
+        and which steps were skipped, with [Retry] (the step; its success resumes the
+        plan) and [History]."""
+        run, schedule = finished.run, finished.schedule
+        skipped = [r for r in finished.then if r.status is RunStatus.SKIPPED]
+        names = ", ".join(step_of(r, schedule) or "a step" for r in skipped)
+        attempts = f"{run.attempt} attempt{'s' if run.attempt != 1 else ''}"
+        text = (
+            f"❌ <b>{esc(schedule.name)}</b>: the plan run for "
+            f"{local(run.scheduled_for, zone_of(schedule))} stopped at "
+            f"{step_of(run, schedule)}, which failed after {attempts}: "
+            f"{esc(run.error or 'unknown error')}{_link_line(run)}\n"
+            f"Skipped: {names}. Retry runs the failed step again; if it succeeds, the plan "
+            "goes on."
+        )
+        markup = keyboard(
+            [
+                ("Retry", callbacks.make("r", "retry", run.id)),
+                ("History", callbacks.make("s", "hist", schedule.id)),
+            ]
+        )
+        await self.notify(
+            schedule.chat_id, text, markup, kind="alert", run_id=run.id, schedule_id=schedule.id
+        )
 
     async def schedule_tripped(self, finished: FinishedAttempt) -> None:
         schedule = finished.schedule

@@ -9,6 +9,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from scheduler.models import Run, RunStatus, Schedule
+from scheduler.plans import plan_step, step_label
 
 __all__ = [
     "MAX_MESSAGE",
@@ -19,6 +20,7 @@ __all__ = [
     "schedule_line",
     "split_message",
     "status_word",
+    "step_of",
 ]
 
 #: Telegram's limit for one message's text.
@@ -75,9 +77,23 @@ def schedule_line(schedule: Schedule) -> str:
     return f"<b>{esc(schedule.name)}</b>{mark} — {esc(schedule.trigger.describe())}"
 
 
-def run_line(run: Run, zone: str) -> str:
+def step_of(run: Run, schedule: Schedule | None) -> str:
+    """`step 2/3 (Summarise)` for a plan's step run (`step 2` without its schedule),
+    "" for any other run."""
+    place = plan_step(run, schedule) if schedule is not None else None
+    if place is not None:
+        return esc(step_label(place))
+    return "" if run.step is None else f"step {run.step + 1}"
+
+
+def run_line(run: Run, zone: str, schedule: Schedule | None = None) -> str:
+    """One run: icon, local instant, status (and a plan's step), trigger and error.
+    `schedule` (the run's) names a plan step's number of steps and title."""
     icon = _RUN_ICONS.get(run.status, "•")
     text = f"{icon} {local(run.scheduled_for, zone)} {run.status.value}"
+    step = step_of(run, schedule)
+    if step:
+        text += f", {step}"
     if run.trigger.value != "schedule":
         text += f" ({run.trigger.value})"
     if run.error and run.status is not RunStatus.SUCCEEDED:

@@ -17,7 +17,7 @@ from datetime import datetime
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
-from bot.render import esc, local
+from bot.render import esc, local, step_of
 from scheduler.errors import InvalidSchedule
 from scheduler.models import ActionKind, RiskTier, Run, Schedule
 from scheduler.proposals import Proposal, ProposalStatus
@@ -39,6 +39,10 @@ __all__ = [
 #: How much of the agent's prompt and reason a proposal message quotes.
 QUOTE_CHARS = 300
 _TIER_ICONS = {RiskTier.LOW: "🟢", RiskTier.MEDIUM: "🟡", RiskTier.HIGH: "🔴"}
+
+
+#: Characters of each plan step's prompt a proposal's message quotes.
+_STEP_CHARS = 100
 
 
 def _quote(text: str) -> str:
@@ -123,6 +127,15 @@ def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetim
         lines.append(
             f"Does: puts a task for you on /today, due at each fire: {_quote(what)}{proof}"
         )
+    elif action.kind is ActionKind.PLAN:
+        # Each step is a prompt of its own: the operator approves all of them.
+        lines.append(f"Does: asks your agent, step by step ({len(action.steps)} steps):")
+        lines += [
+            # Cut short: twenty steps must still fit one message.
+            f"  {n}. {_quote(step.text[:_STEP_CHARS])}"
+            + (" (asks you first)" if step.requires_approval else "")
+            for n, step in enumerate(action.steps, 1)
+        ]
     else:
         lines.append(f"Does: asks your agent {_quote(what)}")
     lines.append(_runs_per_week(decision, once))
@@ -191,7 +204,9 @@ def expired_note(proposal: Proposal) -> str:
 def run_approval(schedule: Schedule, run: Run, zone: str) -> tuple[str, InlineKeyboardMarkup]:
     """The question "<name> wants to run for <time>: approve?", [Approve] [Skip]."""
     when = local(run.scheduled_for, zone)
-    text = f"✋ <b>{esc(schedule.name)}</b> wants to run for {when}: approve?"
+    step = step_of(run, schedule)
+    what = f" {step} of its plan" if step else ""
+    text = f"✋ <b>{esc(schedule.name)}</b> wants to run{what} for {when}: approve?"
     deadline = run.next_attempt_at
     if deadline is not None:
         text += f"\nUnanswered, it is skipped at {local(deadline, zone)}."

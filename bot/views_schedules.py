@@ -199,11 +199,36 @@ def schedule_card(
             lines.append("Next fires: none; it will not fire again.")
     if schedule.action.kind is ActionKind.BUNDLE:
         lines += template_lines(schedule.action)
-    lines.append(f"Last run: {run_line(last_run, zone) if last_run else 'none yet'}")
+    lines += plan_lines(schedule)
+    lines.append(f"Last run: {run_line(last_run, zone, schedule) if last_run else 'none yet'}")
     lines.append(f"Failures in a row: {schedule.consecutive_failures}")
     lines += policy_lines(schedule)
     lines.append(f"Created by: {schedule.created_by.value} ({esc(schedule.owner.first_name)})")
     return "\n".join(lines)
+
+
+def plan_lines(schedule: Schedule) -> list[str]:
+    """A plan's steps, in order, each with its title (or the start of its prompt) and
+    what it does on failure or needs first; nothing for other schedules."""
+    if schedule.action.kind is not ActionKind.PLAN:
+        return []
+    steps = schedule.action.steps
+    lines = [f"Plan: {len(steps)} step{'s' if len(steps) != 1 else ''}, each after the last one"]
+    for number, step in enumerate(steps, 1):
+        what = step.title or _cut(step.text, 60)
+        notes = []
+        if step.requires_approval:
+            notes.append("asks for approval")
+        if step.continue_on_failure:
+            notes.append("the plan goes on if it fails")
+        extra = f" ({', '.join(notes)})" if notes else ""
+        lines.append(f"  {number}. {esc(what)}{extra}")
+    return lines
+
+
+def _cut(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def card_keyboard(schedule: Schedule) -> InlineKeyboardMarkup:
@@ -274,7 +299,7 @@ def history_page(
     lines = [title, ""]
     for n, run in enumerate(runs, start=1):
         zone = zones.get(run.schedule_id, default_zone)
-        line = run_line(run, zone)
+        line = run_line(run, zone, schedule)
         if schedule is None:
             line = f"<b>{esc(names.get(run.schedule_id, run.schedule_id))}</b>: {line}"
         line = f"{n}. {line}"

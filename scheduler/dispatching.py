@@ -54,6 +54,9 @@ class DispatchRequest(BaseModel):
     schedule_name: str
     prompt: str
     timezone: str
+    #: A plan run's step (0-based; `scheduled_for` is then the plan's fire instant): each
+    #: step is a delivery of its own, with a key of its own.
+    step: int | None = None
 
     @field_validator("scheduled_for")
     @classmethod
@@ -67,9 +70,10 @@ class DispatchRequest(BaseModel):
 
         Fire instants of cron and interval triggers are whole seconds. Manual runs use
         the moment the operator pressed the button, so microseconds are kept when present:
-        two quick "run now" presses must not share a key.
+        two quick "run now" presses must not share a key. A plan's step adds
+        `#step-N` (1-based): `01JD...:2026-11-24T07:00:00Z#step-2`.
         """
-        return idempotency_key(self.schedule_id, self.scheduled_for)
+        return idempotency_key(self.schedule_id, self.scheduled_for, self.step)
 
 
 class DispatchResult(BaseModel):
@@ -138,9 +142,11 @@ class Dispatcher(Protocol):
         ...
 
 
-def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
-    """The key every delivery of this fire carries (`Idempotency-Key`)."""
-    return f"{schedule_id}:{format_instant(scheduled_for)}"
+def idempotency_key(schedule_id: str, scheduled_for: datetime, step: int | None = None) -> str:
+    """The key every delivery of this fire carries (`Idempotency-Key`); with `step`
+    (0-based), the key of that step of the plan run fired at `scheduled_for`."""
+    key = f"{schedule_id}:{format_instant(scheduled_for)}"
+    return key if step is None else f"{key}#step-{step + 1}"
 
 
 @lru_cache(maxsize=4096)

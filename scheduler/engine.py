@@ -53,6 +53,7 @@ from scheduler.models import (
     interrupted_error,
 )
 from scheduler.planning import DEFAULT_MISFIRE_GRACE, FirePlan, plan_due_fires, retry_delay
+from scheduler.plans import plan_step
 from scheduler.results import ResultReport
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
@@ -744,6 +745,8 @@ class Engine:
             finished = await self._recorder.finish(acquired, outcome)
             _log_outcome(outcome, run.attempt)
             if finished is not None:
+                # A plan's next step was written: start it without waiting for a read.
+                retry_planned = retry_planned or bool(finished.then)
                 await self._after_finish(finished)
         except Exception:
             log.exception("recording the run failed")
@@ -767,7 +770,7 @@ class Engine:
         usage: dict[str, int] | None = None
         deferred = False
         try:
-            if schedule.action.kind is ActionKind.AGENT and self._dispatcher_limits_time:
+            if schedule.action.kind in _TO_AGENT and self._dispatcher_limits_time:
                 # The dispatcher keeps its own deadline (HttpAgentDispatcher: an asyncio
                 # deadline around the HTTP phases); a second one per run is pure cost.
                 output, usage, deferred = await self._perform(run, schedule, timeout)
@@ -815,7 +818,25 @@ class Engine:
     ) -> tuple[str | None, dict[str, int] | None, bool]:
         """The answer, its token usage, and whether the agent will report it later."""
         action = schedule.action
-        text = self._templates(action.template) if action.template else action.text
+        fire = run.scheduled_for
+        step: int | None = None
+        if action.kind is ActionKind.PLAN:
+            place = plan_step(run, schedule)
+            if place is None:
+                raise DispatchError(
+                    f"The plan has no step {(run.step or 0) + 1} any more (it was edited).",
+                    uncertain=False,
+                )
+            # Every step renders for the plan's fire instant and is keyed by it.
+            text, fire, step = place.step.text, place.instant, place.index
+        elif run.step:
+            # A later step of a plan run whose schedule is no longer a plan (edited).
+            raise DispatchError(
+                f"Step {run.step + 1} belongs to a plan, and the schedule is no longer one.",
+                uncertain=False,
+            )
+        else:
+            text = self._templates(action.template) if action.template else action.text
         last_output = None
         if "{last_output}" in text:
             last_output = await self.store.last_output(schedule.chat_id, schedule.id)
@@ -824,15 +845,15 @@ class Engine:
             event = await self.store.event_payload(run.id)
         if last_output is None and event is None and "{schedule_name" not in text:
             # The same text at the same instant renders the same for every schedule.
-            prompt = _render_at(text, run.scheduled_for, schedule.timezone)
+            prompt = _render_at(text, fire, schedule.timezone)
         else:
-            variables = {**_time_variables(run.scheduled_for, schedule.timezone)}
+            variables = {**_time_variables(fire, schedule.timezone)}
             variables["schedule_name"] = schedule.name
             if event is not None:
                 variables["event"] = event
             if last_output is not None:
                 variables["last_output"] = prompt_variables(
-                    fire=run.scheduled_for,
+                    fire=fire,
                     timezone=schedule.timezone,
                     schedule_name=schedule.name,
                     last_output=last_output,
@@ -857,12 +878,13 @@ class Engine:
             DispatchRequest(
                 schedule_id=schedule.id,
                 run_id=run.id,
-                scheduled_for=run.scheduled_for,
+                scheduled_for=fire,
                 chat_id=schedule.chat_id,
                 operator=_operator(schedule.owner),
                 schedule_name=schedule.name,
                 prompt=prompt,
                 timezone=schedule.timezone,
+                step=step,
             ),
             timeout=timeout,
         )
@@ -972,8 +994,8 @@ class Engine:
         with _run_context(run, schedule):
             _log_outcome(outcome, run.attempt)
             await self._after_finish(finished)
-        if outcome.status is RunStatus.FAILED:
-            self.wake()  # plan the retry
+        if outcome.status is RunStatus.FAILED or finished.then:
+            self.wake()  # plan the retry, or start the plan's next step
         return finished.run
 
     async def _after_finish(self, finished: FinishedAttempt) -> None:
@@ -999,6 +1021,10 @@ class Engine:
             await call
         except Exception:
             log.exception("notifier failed")
+
+
+#: Actions whose attempt is a dispatch to the agent.
+_TO_AGENT = (ActionKind.AGENT, ActionKind.PLAN)
 
 
 def _run_context(run: Run, schedule: Schedule) -> contextlib.AbstractContextManager[None]:

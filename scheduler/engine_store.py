@@ -94,6 +94,10 @@ class FinishedAttempt:
     #: The attempt was cut off by an engine that died (`EngineStore.reap`), not ended
     #: by the agent: it may have reached the agent all the same.
     interrupted: bool = False
+    #: A plan's step: what its end wrote in the same transaction
+    #: (`scheduler.plans.following_runs`): the next step, or the remaining steps
+    #: skipped because the plan stopped.
+    then: tuple[Run, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +185,11 @@ class EngineStore(Protocol):
         meanwhile): a late finish never overwrites. An outcome still `running` means
         the agent accepted the attempt (202) and will report its result later: the run
         stays running, held by no engine (AWAITING_RESULT_OWNER), until the report or
-        the outcome's `next_attempt_at` (its deadline)."""
+        the outcome's `next_attempt_at` (its deadline).
+
+        A plan's step that ends writes, in the same transaction, what
+        `scheduler.plans.following_runs` says (the next step, or the rest skipped),
+        returned in `FinishedAttempt.then`."""
 
     async def overdue_results(self, now: datetime, limit: int) -> list[AcquiredRun]:
         """Runs awaiting the agent's result past their deadline, each with its schedule
@@ -194,7 +202,8 @@ class EngineStore(Protocol):
         """Put runs interrupted by shutdown back to pending; the attempt is not counted."""
 
     async def expire_approvals(self, now: datetime) -> int:
-        """Skip runs awaiting approval whose deadline is not after `now`; how many."""
+        """Skip runs awaiting approval whose deadline is not after `now`; how many. A
+        plan's step skipped so stops its plan (the remaining steps are skipped too)."""
 
     async def last_output(self, chat_id: int, schedule_id: str) -> str | None:
         """The answer of the schedule's latest successful run (a prompt's {last_output})."""

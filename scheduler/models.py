@@ -328,6 +328,8 @@ class SkipReason(StrEnum):
     REJECTED = "rejected"
     #: An operator dropped the run by hand.
     OPERATOR = "operator"
+    #: An earlier step of its plan run failed (or was rejected), so this step never ran.
+    PLAN_STOPPED = "plan_stopped"
 
 
 class Run(BaseModel):
@@ -359,6 +361,12 @@ class Run(BaseModel):
     summary: str | None = None
     outputs_url: str | None = None
     log_excerpt: str | None = None
+    #: A step of a plan run (`action.kind: plan`): the id of the plan run's first run
+    #: (step 0's own id) and the 0-based step. None for other runs, and for a plan
+    #: schedule's run written without them, which is step 0 of its own plan run
+    #: (`scheduler.plans.plan_step`).
+    plan_run_id: str | None = None
+    step: int | None = None
 
     @property
     def awaiting_result(self) -> bool:

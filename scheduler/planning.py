@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from scheduler.ids import new_id
 from scheduler.models import (
+    ActionKind,
     MissedRunPolicy,
     RetryPolicy,
     Run,
@@ -34,6 +35,7 @@ __all__ = [
     "FireWindow",
     "PlannedFire",
     "approval_deadline",
+    "first_step",
     "manual_run",
     "plan_due_fires",
     "retry_delay",
@@ -156,7 +158,7 @@ def plan_due_fires(
         return FirePlan(schedule.id, schedule.chat_id, next_run_at=first)
     pending = (
         RunStatus.AWAITING_APPROVAL
-        if schedule.policies.requires_run_approval
+        if schedule.policies.requires_run_approval or _first_step_waits(schedule)
         else RunStatus.PENDING
     )
     if now - first <= grace:
@@ -238,8 +240,9 @@ def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = N
 
 def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
     """A run outside the schedule's own fires (run now, backfill); its instant is its key."""
+    run_id = new_id()
     return Run(
-        id=new_id(),
+        id=run_id,
         schedule_id=schedule.id,
         chat_id=schedule.chat_id,
         scheduled_for=now,
@@ -248,7 +251,21 @@ def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigg
         next_attempt_at=now,
         created_at=now,
         updated_at=now,
+        **first_step(schedule, run_id),
     )
+
+
+def first_step(schedule: Schedule, run_id: str) -> dict[str, object]:
+    """The plan fields of a fire's run: a plan schedule's fire is step 0 of a plan run
+    whose id is its own (scheduler/plans.py); nothing for other schedules."""
+    if schedule.action.kind is not ActionKind.PLAN:
+        return {}
+    return {"plan_run_id": run_id, "step": 0}
+
+
+def _first_step_waits(schedule: Schedule) -> bool:
+    steps = schedule.action.steps
+    return schedule.action.kind is ActionKind.PLAN and bool(steps) and steps[0].requires_approval
 
 
 def approval_deadline(next_fire: datetime | None, now: datetime) -> datetime:
@@ -271,9 +288,10 @@ def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run
             continue
         # A pending run is ready at its instant; one awaiting approval keeps its deadline.
         waits = fire.status is RunStatus.AWAITING_APPROVAL
+        run_id = new_id()
         out.append(
             Run(
-                id=new_id(),
+                id=run_id,
                 schedule_id=schedule.id,
                 chat_id=schedule.chat_id,
                 scheduled_for=fire.scheduled_for,
@@ -282,6 +300,7 @@ def runs_for_plan(schedule: Schedule, plan: FirePlan, now: datetime) -> list[Run
                 next_attempt_at=deadline if waits else fire.scheduled_for,
                 created_at=now,
                 updated_at=now,
+                **first_step(schedule, run_id),
             )
         )
     return out
@@ -291,8 +310,9 @@ def started_run(schedule: Schedule, fire: PlannedFire, owner: str, now: datetime
     """The run of a plan's one pending fire, written already running as its first
     attempt: what `runs_for_plan` and then starting it (runs.mark_running) would leave,
     built as one model instead of a model and a copy of it."""
+    run_id = new_id()
     return Run(
-        id=new_id(),
+        id=run_id,
         schedule_id=schedule.id,
         chat_id=schedule.chat_id,
         scheduled_for=fire.scheduled_for,
@@ -304,6 +324,7 @@ def started_run(schedule: Schedule, fire: PlannedFire, owner: str, now: datetime
         owner=owner,
         created_at=now,
         updated_at=now,
+        **first_step(schedule, run_id),
     )
 
 

@@ -76,6 +76,7 @@ _KEYS = {
     "prompt",
     "template",
     "remind",
+    "action",
     "policies",
 }
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -184,6 +185,22 @@ def _event_spec(ident: str, data: object, zone: str) -> TriggerSpec:
         ) from None
 
 
+def _action(ident: str, data: object) -> Action:
+    """`action: {kind: plan, text: <heading>, steps: [{title, text, continue_on_failure,
+    requires_approval}, ...]}`: an action written whole, as the HTTP API takes it. The
+    service checks what its steps hold when the entry is applied."""
+    if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
+        raise InvalidSchedule(
+            f"'{ident}' action must be a mapping, like {{kind: plan, steps: [{{text: ...}}]}}."
+        )
+    try:
+        return Action.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidSchedule(f"'{ident}' action.{where}: {first['msg']}.") from None
+
+
 def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if not isinstance(data, dict):
         raise InvalidSchedule("Each entry must be a mapping with id, chat_id, name, ...")
@@ -212,10 +229,12 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
         spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]), timezone=zone)
     else:
         spec = TriggerSpec(kind="once", at=_instant(data["at"]), timezone=zone)
-    what = [k for k in ("prompt", "template", "remind") if k in data]
+    what = [k for k in ("prompt", "template", "remind", "action") if k in data]
     if len(what) != 1:
-        raise InvalidSchedule(f"'{ident}' needs exactly one of prompt, template or remind.")
-    if what[0] == "prompt":
+        raise InvalidSchedule(f"'{ident}' needs exactly one of prompt, template, remind or action.")
+    if what[0] == "action":
+        action = _action(ident, data["action"])
+    elif what[0] == "prompt":
         action = Action(kind=ActionKind.AGENT, text=str(data["prompt"]))
     elif what[0] == "template":
         action = Action(kind=ActionKind.AGENT, template=str(data["template"]))

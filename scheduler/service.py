@@ -48,10 +48,12 @@ from scheduler.models import (
 from scheduler.planning import (
     APPROVAL_DEADLINE_REASON,
     MAX_RECORDED_MISSES,
+    first_step,
     manual_run,
     skipped_run,
     walk_fires,
 )
+from scheduler.plans import plan_step
 from scheduler.policy_edits import (
     POLICY_SETTINGS,
     SETTINGS,
@@ -565,8 +567,9 @@ class ScheduleService:
         now = self.clock.now()
         created = 0
         for instant in instants:
+            run_id = new_id()
             run = Run(
-                id=new_id(),
+                id=run_id,
                 schedule_id=schedule.id,
                 chat_id=schedule.chat_id,
                 scheduled_for=instant,
@@ -575,6 +578,7 @@ class ScheduleService:
                 next_attempt_at=now,
                 created_at=now,
                 updated_at=now,
+                **first_step(schedule, run_id),
             )
             if await self.store.runs.add(run):
                 created += 1
@@ -680,6 +684,15 @@ class ScheduleService:
         elif run.status is RunStatus.DEAD:
             outcome = "failure"
         else:
+            return None
+        place = plan_step(run, schedule)
+        if (
+            place is not None
+            and not place.last
+            and (run.status is RunStatus.SUCCEEDED or place.step.continue_on_failure)
+        ):
+            # A plan's step the plan goes on from: its followers fire when the plan
+            # run ends (its last step, or the failed step that stopped it).
             return None
         payload: dict[str, object] = {
             "schedule_id": schedule.id,
@@ -917,6 +930,9 @@ class ScheduleService:
         )
         if updated is None:
             raise InvalidState(f"That run is already {run.status.value}.")
+        if updated.plan_run_id is not None:
+            # A plan's step marked done starts the next one.
+            self._on_change()
         return updated
 
     async def settle_missed(

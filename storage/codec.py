@@ -228,7 +228,7 @@ def _decode_schedule(v: tuple[Any, ...]) -> Schedule:
 RUN_COLUMNS = (
     "id, schedule_id, chat_id, scheduled_for, trigger, status, attempt, next_attempt_at, "
     "started_at, finished_at, duration_ms, output, error, token_usage_json, owner, "
-    "created_at, updated_at, skip_reason, summary, outputs_url, log_excerpt"
+    "created_at, updated_at, skip_reason, summary, outputs_url, log_excerpt, plan_run_id, step"
 )
 
 
@@ -258,6 +258,8 @@ def run_row(r: Run) -> tuple[Any, ...]:
         r.summary,
         r.outputs_url,
         r.log_excerpt,
+        r.plan_run_id,
+        r.step,
     )
 
 
@@ -286,6 +288,8 @@ def run_from_row(row: Any) -> Run:
         summary=row[18],
         outputs_url=row[19],
         log_excerpt=row[20],
+        plan_run_id=row[21],
+        step=row[22],
     )
 
 
@@ -311,6 +315,8 @@ def started_run_from_row(row: Any, owner: str, now: datetime) -> Run:
         owner=owner,
         created_at=req_time(row[15]),
         updated_at=now,
+        plan_run_id=row[21],
+        step=row[22],
     )
 
 

@@ -25,6 +25,7 @@ from scheduler.engine_store import (
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import Run, RunStatus, RunTrigger, Schedule, SkipReason
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
+from scheduler.plans import following_runs
 from scheduler.policies import (
     TRIPPED_TEXT,
     Acquisition,
@@ -330,9 +331,23 @@ class SqlEngineStore:
 
     async def expire_approvals(self, now: datetime) -> int:
         async with self._conn.write() as db:
-            return await runs.skip_expired_approvals(
+            skipped = await runs.skip_expired_approvals(
                 db, SkipReason.APPROVAL_DEADLINE, APPROVAL_DEADLINE_REASON, now
             )
+            steps = [r for r in skipped if r.plan_run_id is not None]
+            if steps:
+                # A step nobody approved in time stops its plan, as a failure would.
+                by_id = await schedules.get_many(db, sorted({r.schedule_id for r in steps}))
+                await runs.write_plan_steps(
+                    db,
+                    [
+                        follow
+                        for r in steps
+                        if r.schedule_id in by_id
+                        for follow in following_runs(r, by_id[r.schedule_id], now)
+                    ],
+                )
+            return len(skipped)
 
     async def last_output(self, chat_id: int, schedule_id: str) -> str | None:
         async with self._conn.read() as db:
@@ -438,13 +453,16 @@ async def _apply_successes(
         if run.id not in written:
             results.append(None)
             continue
+        # The next step of a plan, in this transaction: a crash cannot lose it.
+        then = following_runs(run, acquired.schedule, outcome.finished_at)
+        await runs.write_plan_steps(db, then)
         schedule = acquired.schedule
         now_tripped = tripped.get(run.schedule_id, schedule.tripped)
         if schedule.consecutive_failures or schedule.tripped != now_tripped:
             schedule = schedule.model_copy(
                 update={"consecutive_failures": 0, "tripped": now_tripped}
             )
-        results.append(FinishedAttempt(run, schedule, False, answer=outcome.output))
+        results.append(FinishedAttempt(run, schedule, False, answer=outcome.output, then=then))
     return results
 
 
@@ -507,8 +525,15 @@ async def _apply_outcome(
         schedule = schedule.model_copy(
             update={"consecutive_failures": failures, "tripped": tripped}
         )
+    # A plan's next step (or the rest of it skipped), in this transaction: a crash
+    # cannot lose it or write it twice. Before the breaker's settling, which closes a
+    # next step written here as it closes any open run.
+    then = following_runs(run, acquired.schedule, outcome.finished_at)
+    await runs.write_plan_steps(db, then)
     if tripped_now:
         await runs.settle_open(
             db, run.schedule_id, SkipReason.TRIPPED, TRIPPED_TEXT, outcome.finished_at
         )
-    return FinishedAttempt(run, schedule, tripped_now, answer=outcome.output)
+        # A next step written above was closed with the rest: nothing of it to announce.
+        then = tuple(r for r in then if r.status is RunStatus.SKIPPED)
+    return FinishedAttempt(run, schedule, tripped_now, answer=outcome.output, then=then)

@@ -158,6 +158,8 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("summary"),
             _f("outputs_url"),
             _f("log_excerpt"),
+            _f("plan_run_id"),
+            _f("step"),
         ),
     ),
     _Entity(
@@ -524,10 +526,42 @@ def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
                 )
     for name, keys in _UNIQUE_TOGETHER:
         problems.extend(_repeats(name, keys, data[name]))
+    problems.extend(_plan_problems(data["runs"]))
     # Lines, not rows read: a line that could not be read is reported once, above.
     lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
     problems.extend(_manifest_problems(root, lines))
     return problems, data
+
+
+def _plan_problems(items: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """A plan's step runs (runs.jsonl's `plan_run_id` and `step`): both or neither, and
+    each names a plan run (step 0's run, whose id it is) of the same schedule."""
+    # A plan run is a run that is no later step: step 0, or (a fire written without the
+    # plan fields, such as a missed fire run later by the operator) none.
+    first_steps = {
+        item.get("id"): item.get("schedule_id")
+        for _, item in items
+        if (item.get("step") == 0 and item.get("plan_run_id") == item.get("id"))
+        or (item.get("step") is None and item.get("plan_run_id") is None)
+    }
+    problems: list[str] = []
+    for number, item in items:
+        where = f"runs.jsonl:{number}"
+        plan, step = item.get("plan_run_id"), item.get("step")
+        if plan is None and step is None:
+            continue
+        if plan is None or step is None:
+            problems.append(f"{where}: a plan's step run needs both plan_run_id and step.")
+        elif not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            problems.append(f"{where}: step must be 0 or more.")
+        elif step == 0 and plan != item.get("id"):
+            problems.append(f"{where}: step 0 of a plan run must be the plan run itself.")
+        elif plan not in first_steps:
+            # Retention deletes a plan run's steps with it (storage/retention.py).
+            problems.append(f"{where}: plan_run_id {plan!r} does not match any plan run.")
+        elif first_steps[plan] != item.get("schedule_id"):
+            problems.append(f"{where}: plan_run_id {plan!r} is a plan run of another schedule.")
+    return problems
 
 
 def _repeats(

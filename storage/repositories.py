@@ -20,6 +20,7 @@ from scheduler.models import (
     Schedule,
     SkipReason,
 )
+from scheduler.plans import following_runs
 from scheduler.proposal_model import Proposal, ProposalStatus
 from scheduler.repositories import (
     ChatPrefs,
@@ -210,7 +211,16 @@ class SqlRuns:
                 db, chat_id, run_id, expected=expected, changes=changes, now=now
             ):
                 return None
-            return await runs.get(db, chat_id, run_id)
+            run = await runs.get(db, chat_id, run_id)
+            if run is not None and run.plan_run_id is not None:
+                # A plan's step the operator ended (marked done, dropped, rejected)
+                # moves its plan on or stops it, in this transaction.
+                found = await schedules.get_many(db, [run.schedule_id])
+                if run.schedule_id in found:
+                    await runs.write_plan_steps(
+                        db, following_runs(run, found[run.schedule_id], now)
+                    )
+            return run
 
 
 class SqlEvents:

@@ -81,11 +81,16 @@ async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int
     reference the run); how many of each went."""
     if not run_ids:
         return 0, 0
+    wanted = json.dumps(run_ids)
     rows = await fetch_all(
         db,
-        "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) "
-        f"AND status IN {_PRUNABLE} AND updated_at < ?",
-        (json.dumps(run_ids), to_db_time(cutoff)),
+        "SELECT r.id FROM runs r WHERE r.id IN (SELECT value FROM json_each(?)) "
+        f"AND r.status IN {_PRUNABLE} AND r.updated_at < ? "
+        # A plan run (step 0) goes only with its later steps, which name it: an export
+        # never holds a step whose plan run is gone (storage/export.py).
+        "AND NOT EXISTS (SELECT 1 FROM runs s WHERE s.plan_run_id = r.id AND s.id <> r.id "
+        "  AND s.id NOT IN (SELECT value FROM json_each(?)))",
+        (wanted, to_db_time(cutoff), wanted),
     )
     ids = json.dumps([r[0] for r in rows])
     cur = await db.execute(

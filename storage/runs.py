@@ -76,6 +76,34 @@ async def insert_many(db: Db, runs: Iterable[Run]) -> int:
     return db.total_changes - before
 
 
+async def write_plan_steps(db: Db, steps: Sequence[Run]) -> None:
+    """Write what a plan step's end leads to (`scheduler.plans.following_runs`): the
+    next step, or the remaining ones skipped. Their ids are derived from the plan run,
+    so a second write of the same step is ignored. A next step already in the ledger as
+    skipped because the plan stopped (its previous step failed, and was retried by the
+    operator and has now succeeded) is put back to run: a retried step resumes its plan."""
+    if not steps:
+        return
+    await insert_many(db, steps)
+    revive = [r for r in steps if r.status is not RunStatus.SKIPPED]
+    if revive:
+        await db.executemany(
+            "UPDATE runs SET status = ?, next_attempt_at = ?, finished_at = NULL, error = NULL, "
+            "skip_reason = NULL, updated_at = ? "
+            "WHERE id = ? AND status = 'skipped' AND skip_reason = ?",
+            [
+                (
+                    r.status.value,
+                    None if r.next_attempt_at is None else to_db_time(r.next_attempt_at),
+                    to_db_time(r.updated_at),
+                    r.id,
+                    SkipReason.PLAN_STOPPED.value,
+                )
+                for r in revive
+            ],
+        )
+
+
 async def get(db: Db, chat_id: int, run_id: str) -> Run | None:
     row = await fetch_one(
         db, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND chat_id = ?", (run_id, chat_id)
@@ -545,16 +573,18 @@ async def count_due(db: Db, now: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-async def skip_expired_approvals(db: Db, kind: SkipReason, reason: str, now: datetime) -> int:
-    """Skip runs awaiting approval whose deadline (next_attempt_at) has come."""
+async def skip_expired_approvals(db: Db, kind: SkipReason, reason: str, now: datetime) -> list[Run]:
+    """Skip runs awaiting approval whose deadline (next_attempt_at) has come; those
+    skipped."""
     when = to_db_time(now)
-    cur = await db.execute(
+    rows = await fetch_all(
+        db,
         "UPDATE runs SET status = 'skipped', skip_reason = ?, error = ?, finished_at = ?, "
         "updated_at = ?, next_attempt_at = NULL "
-        "WHERE status = 'awaiting_approval' AND next_attempt_at <= ?",
+        f"WHERE status = 'awaiting_approval' AND next_attempt_at <= ? RETURNING {RUN_COLUMNS}",
         (kind.value, reason, when, when, when),
     )
-    return cur.rowcount
+    return [run_from_row(r) for r in rows]
 
 
 async def last_output(db: Db, chat_id: int, schedule_id: str) -> str | None:

@@ -593,6 +593,10 @@ async def test_a_refusal_by_the_service_names_the_field_the_check_was_about(api:
         ({**good, "action": {"text": "Brief for {dat}"}}, "action.text"),
         ({**good, "name": "x" * 81}, "name"),
         (
+            {**good, "action": {"kind": "plan", "steps": [{"text": "Collect."}, {"text": " "}]}},
+            "action.steps[1].text",
+        ),
+        (
             {**good, "policies": {"retry": {"base_seconds": 60, "cap_seconds": 30}}},
             "policies.retry.cap_seconds",
         ),
@@ -631,6 +635,39 @@ async def test_a_proposal_through_the_api_is_active_after_alice_approves(api: Ap
         ]
 
     await eventually(active)
+
+
+async def test_a_plan_is_proposed_with_its_steps_and_its_runs_name_their_plan_run(
+    api: Api,
+) -> None:
+    steps = [
+        {"title": "Collect", "text": "Collect what changed today."},
+        {"title": "Summarise", "text": "Summarise it.", "continue_on_failure": True},
+        {"title": "Publish", "text": "Publish the summary.", "requires_approval": True},
+    ]
+    payload = {
+        "name": "Nightly digest",
+        "trigger": {"kind": "cron", "cron": "0 2 * * *"},
+        "action": {"kind": "plan", "text": "Nightly digest", "steps": steps},
+    }
+    status, proposal, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=payload)
+    assert status == 201, proposal
+    assert proposal["request"]["action"]["steps"][2]["requires_approval"] is True
+    card = await api.bot.alice.wait_reply(containing="Nightly digest")
+    assert "step by step (3 steps)" in (card.text or "")
+    if proposal["schedule_id"] is None:
+        await api.bot.alice.press("Approve")
+        await eventually(lambda: _has_schedule(api, "Nightly digest"))
+    [schedule] = (await api.call("GET", f"/api/v1/chats/{ALICE}/schedules"))[1]["schedules"]
+    assert [s["title"] for s in schedule["action"]["steps"]] == ["Collect", "Summarise", "Publish"]
+    status, run, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/schedules/{schedule['id']}/run")
+    assert status == 202, run
+    assert (run["plan_run_id"], run["step"]) == (run["id"], 0)
+
+
+async def _has_schedule(api: Api, name: str) -> bool:
+    schedules = (await api.call("GET", f"/api/v1/chats/{ALICE}/schedules"))[1]["schedules"]
+    return [s["name"] for s in schedules] == [name]
 
 
 async def test_an_identical_proposal_is_409_naming_the_existing_schedule(api: Api) -> None:

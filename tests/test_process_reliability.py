@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from adapters.clocks import SystemClock
-from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.agent_stub import HANG, AgentStub, RecordedRequest
 from bot.demo_kit.telegram_server import TelegramServer
-from scheduler.models import Action, Owner, RunStatus
+from scheduler.models import Action, ActionKind, Owner, RunStatus, Step
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
 
@@ -148,6 +148,64 @@ async def test_killed_mid_dispatch_the_next_start_retries_with_the_same_key(
         attempts = await store.runs.attempts(CHAT, run.id)
     assert [a.status for a in attempts] == [RunStatus.PENDING, RunStatus.SUCCEEDED]
     assert (attempts[0].error or "").startswith("interrupted")
+
+
+@pytest.mark.timeout(120)
+async def test_killed_mid_plan_the_step_is_redelivered_with_its_key_and_the_next_runs_once(
+    db_path: Path, agent_stub: AgentStub, launch: Launch
+) -> None:
+    """A plan of three steps, killed (SIGKILL) while its second step is at the agent:
+    the next start redelivers that step under the key it had, then runs the third once
+    under its own; no step is lost or doubled."""
+    async with await SqliteStore.open(db_path) as store:
+        schedule = await ScheduleService(store, SystemClock()).create_schedule(
+            CHAT,
+            Owner(id=CHAT, first_name="Ada"),
+            name="nightly plan",
+            trigger=TriggerSpec(kind="interval", every_seconds=86400),
+            action=Action(
+                kind=ActionKind.PLAN,
+                steps=(
+                    Step(title="Collect", text="Collect."),
+                    Step(title="Summarise", text="Summarise."),
+                    Step(title="Publish", text="Publish."),
+                ),
+            ),
+        )
+
+    def hold_step_2(request: RecordedRequest) -> object:
+        return HANG if request.headers["idempotency-key"].endswith("#step-2") else 200
+
+    def steps() -> list[tuple[int, str, str]]:
+        with sqlite3.connect(db_path) as db:
+            return list(
+                db.execute(
+                    "SELECT step, status, plan_run_id FROM runs WHERE schedule_id = ? "
+                    "ORDER BY scheduled_for",
+                    (schedule.id,),
+                )
+            )
+
+    agent_stub.respond_with(hold_step_2)  # type: ignore[arg-type]
+    first = launch(20)
+    await first.start()
+    await agent_stub.wait_for_requests(2, timeout=30)
+    assert await first.signal(signal.SIGKILL) == -signal.SIGKILL
+    [(_, _, plan_run)] = steps()[:1]
+    assert steps() == [(0, "succeeded", plan_run), (1, "running", plan_run)]
+
+    agent_stub.respond_with(200)
+    second = launch(20)
+    await second.start()
+    await wait_for(lambda: [s[1] for s in steps()] == ["succeeded"] * 3)
+    assert await second.signal(signal.SIGTERM) == 0
+    assert steps() == [(n, "succeeded", plan_run) for n in range(3)]
+
+    base = agent_stub.requests[0].headers["idempotency-key"].removesuffix("#step-1")
+    keys = [r.headers["idempotency-key"] for r in agent_stub.requests]
+    assert keys == [f"{base}#step-1", f"{base}#step-2", f"{base}#step-2", f"{base}#step-3"]
+    ids = [r.json["update_id"] for r in agent_stub.requests]
+    assert ids[1] == ids[2] and len(set(ids)) == 3
 
 
 @pytest.mark.timeout(120)

@@ -567,6 +567,10 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         # What migration 0014 added.
         for column in ("summary", "outputs_url", "log_excerpt"):
             db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # What migration 0016 added.
+        db.execute("DROP INDEX runs_by_plan")
+        for column in ("plan_run_id", "step"):
+            db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         db.execute("PRAGMA user_version = 2")
     store = await SqliteStore.open(db_path)
     try:

@@ -107,6 +107,10 @@ def test_every_json_example_parses() -> None:
 def test_the_proposal_examples_are_valid_proposals() -> None:
     for page in (README, ROOT / "docs" / "agent-protocol.md"):
         ProposalRequest.model_validate(example("proposal", page))
+    plan = ProposalRequest.model_validate(
+        example("plan-proposal", ROOT / "docs" / "agent-protocol.md")
+    )
+    assert [s.title for s in plan.action.steps] == ["Collect", "Summarise", "Publish"]
 
 
 def test_the_result_example_is_a_valid_report() -> None:

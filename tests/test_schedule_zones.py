@@ -109,6 +109,10 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
         # What migration 0014 added.
         for column in ("summary", "outputs_url", "log_excerpt"):
             raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # What migration 0016 added.
+        raw.execute("DROP INDEX runs_by_plan")
+        for column in ("plan_run_id", "step"):
+            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         raw.execute("DROP TABLE event_runs")
         raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 10")

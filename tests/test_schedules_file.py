@@ -137,9 +137,12 @@ async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
     path = ROOT / "schedules.example.yaml"
     report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
     assert report.errors == []
-    assert len(report.created) == 7
+    assert len(report.created) == 8
+    [digest] = [s for s in await service.list_schedules(EXAMPLE) if s.id == "nightly-digest"]
+    assert [step.title for step in digest.action.steps] == ["Collect", "Summarise", "Publish"]
+    assert digest.action.steps[2].requires_approval
     again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
-    assert len(again.unchanged) == 7 and not (again.created or again.updated or again.disabled)
+    assert len(again.unchanged) == 8 and not (again.created or again.updated or again.disabled)
 
 
 @pytest.mark.parametrize(
@@ -152,6 +155,18 @@ async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
             "not a length",
         ),
         ("schedules:\n  - id: x\n    chat_id: 1\n    nmae: X\n", 2, "Unknown key 'nmae'"),
+        (
+            "schedules:\n  - id: x\n    chat_id: 1\n    name: X\n    cron: '0 2 * * *'\n"
+            "    action: plan\n",
+            2,
+            "'x' action must be a mapping",
+        ),
+        (
+            "schedules:\n  - id: x\n    chat_id: 1\n    name: X\n    cron: '0 2 * * *'\n"
+            "    action: {kind: plan, steps: [{text: a, retry: 3}]}\n",
+            2,
+            "'x' action.steps.0.retry: Extra inputs are not permitted.",
+        ),
     ],
 )
 def test_parse_errors_name_the_line(text: str, line: int, words: str) -> None:

@@ -79,6 +79,10 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
             )
         raw.execute("DROP TABLE event_runs")
         raw.execute("DROP TABLE events")
+        # And what 0016 added.
+        raw.execute("DROP INDEX runs_by_plan")
+        for column in ("plan_run_id", "step"):
+            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         raw.execute("PRAGMA user_version = 12")
     async with await SqliteStore.open(path) as store:
         got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}
