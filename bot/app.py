@@ -157,6 +157,7 @@ async def open_services(
             default_timezone=settings.default_timezone,
             on_change=loop.wake,
             on_result=loop.report_result,
+            on_approval_asked=notifier.runs_asked,
         )
         loop.lifecycle = LifecycleFires(
             service, {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}

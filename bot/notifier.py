@@ -289,6 +289,22 @@ class TelegramNotifier:
                 schedule_id=schedule.id,
             )
 
+    async def runs_asked(self, runs: list[Run]) -> None:
+        """The Approve/Skip card of each run an event made that waits for approval."""
+        for run in runs:
+            schedule = await self.store.schedules.get(run.chat_id, run.schedule_id)
+            if schedule is None:
+                continue
+            text, markup = run_approval(schedule, run, zone_of(schedule))
+            await self.notify(
+                schedule.chat_id,
+                text,
+                markup,
+                kind="approval",
+                run_id=run.id,
+                schedule_id=schedule.id,
+            )
+
     # --- runs sent to an agent that answers the chat itself (telegram mode) ----------------
     @property
     def _agent_answers_itself(self) -> bool:

@@ -255,6 +255,21 @@ def manual_run(schedule: Schedule, now: datetime, trigger: RunTrigger = RunTrigg
     )
 
 
+def event_run(schedule: Schedule, now: datetime) -> Run:
+    """The run an event (a posted one, a start, an upstream's end) makes: as a manual run,
+    but nobody present asked for it, so a schedule whose runs need approval (or whose
+    plan's first step does) waits for it as its own fires do."""
+    run = manual_run(schedule, now, RunTrigger.EVENT)
+    if not (schedule.policies.requires_run_approval or _first_step_waits(schedule)):
+        return run
+    return run.model_copy(
+        update={
+            "status": RunStatus.AWAITING_APPROVAL,
+            "next_attempt_at": approval_deadline(schedule.next_run_at, now),
+        }
+    )
+
+
 def first_step(schedule: Schedule, run_id: str) -> dict[str, object]:
     """The plan fields of a fire's run: a plan schedule's fire is step 0 of a plan run
     whose id is its own (scheduler/plans.py); nothing for other schedules."""

@@ -48,6 +48,7 @@ from scheduler.models import (
 from scheduler.planning import (
     APPROVAL_DEADLINE_REASON,
     MAX_RECORDED_MISSES,
+    event_run,
     first_step,
     manual_run,
     skipped_run,
@@ -116,6 +117,7 @@ class ScheduleService:
         limits: Limits | None = None,
         on_change: Callable[[], None] | None = None,
         on_result: Callable[[int, str, ResultReport], Awaitable[Run]] | None = None,
+        on_approval_asked: Callable[[list[Run]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -125,6 +127,8 @@ class ScheduleService:
         self._on_change = on_change or (lambda: None)
         # The engine's report_result(): it ends the run as a synchronous answer would.
         self._on_result = on_result
+        # The chat's Approve/Skip card for runs an event made that wait for approval.
+        self._on_approval_asked = on_approval_asked
 
     # --- chats ----------------------------------------------------------------------------
     async def chat_timezone(self, chat_id: int) -> str:
@@ -765,13 +769,14 @@ class ScheduleService:
         ]
         if not listeners and not record_empty:
             return EmittedEvent(event=event, runs=[])
-        emitted = await self.store.events.add(
-            event, [manual_run(s, now, RunTrigger.EVENT) for s in listeners]
-        )
+        emitted = await self.store.events.add(event, [event_run(s, now) for s in listeners])
         if emitted.repeated:
             return _same_event(emitted, name)
         if emitted.runs:
             self._on_change()
+        asking = [r for r in emitted.runs if r.status is RunStatus.AWAITING_APPROVAL]
+        if asking and self._on_approval_asked is not None:
+            await self._on_approval_asked(asking)
         return emitted
 
     async def history(

@@ -4,6 +4,7 @@ one `emit_event`, the agent's emit_event tool, schedules.yaml and export/import.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -170,6 +171,41 @@ async def test_an_event_posted_twice_with_one_key_runs_each_listener_once(
     status, fresh, _ = await api.call("POST", "/api/v1/events/deploy")
     assert status == 201 and fresh["event"]["payload"] == {}
     assert len(fresh["runs"]) == 3 and not set(r["id"] for r in fresh["runs"]) & set(fired.values())
+
+
+async def test_an_event_asks_first_for_a_schedule_whose_runs_need_approval(
+    api: Api, agent_stub: AgentStub
+) -> None:
+    """Nobody in the chat asked for an event's run: a posted event must not get round
+    `requires_run_approval`. The run waits with the chat's Approve/Skip card."""
+    guarded = await api.bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Deploy to prod",
+        trigger=TriggerSpec(kind="event", name="release"),
+        action=Action(text="Ship {event}"),
+        policies=Policies(requires_run_approval=True),
+    )
+    status, body, _ = await api.call("POST", "/api/v1/events/release", json={"v": 2})
+    assert status == 201, body
+    [fired] = body["runs"]
+    assert fired["status"] == "awaiting_approval"
+    card = await api.bot.alice.wait_reply(containing="Deploy to prod")
+    assert card.button_labels() == ["Approve", "Skip"]
+    await asyncio.sleep(0.3)
+    assert agent_stub.requests == []  # nothing went out before the approval
+
+    await api.bot.alice.press("Approve", card)
+    store = api.bot.services.store
+
+    async def succeeded() -> bool:
+        run = await store.runs.get(ALICE, fired["id"])
+        return run is not None and run.status is RunStatus.SUCCEEDED
+
+    await eventually(succeeded, timeout=10)
+    [request] = agent_stub.requests
+    assert request.json["message"]["text"] == 'Ship {"v":2}'
+    assert guarded.id == fired["schedule_id"]
 
 
 async def test_two_events_at_one_instant_each_fire_their_own_run(api: Api) -> None:
