@@ -70,6 +70,7 @@ from bot.runtime import (
 )
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
+from scheduler.bundles import BundleService
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
@@ -139,6 +140,7 @@ async def open_services(
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
         work_items = WorkItemService(store.work_items, clock)
+        bundles = BundleService(store, clock, work_items)
         loop = build_engine(
             store.engine,
             clock,
@@ -147,8 +149,10 @@ async def open_services(
             notifier=notifier,
             reminders=notifier,
             tasks=work_items,
+            bundles=bundles,
             observer=metrics,
         )
+        bundles.on_change = loop.wake
         service = ScheduleService(
             store,
             clock,
@@ -170,6 +174,7 @@ async def open_services(
         service=service,
         proposals=proposals,
         work_items=work_items,
+        bundles=bundles,
         engine=loop,
         dispatcher=dispatcher,
         notifier=notifier,
