@@ -8,6 +8,7 @@ a backfill window reports what it created and skipped and never makes one twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,6 +31,7 @@ from scheduler.models import Action, ActionKind, Owner, RunStatus, Schedule, Ste
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
+from storage.export import export_database, import_export, validate_export
 from storage.locations import Location, is_postgres, open_store
 from tests.test_store_contract import KINDS, location_maker
 
@@ -315,3 +318,62 @@ async def _sql(location: Location, statement: str) -> None:
         return
     with sqlite3.connect(location) as db:
         db.execute(statement)
+
+
+async def test_bundles_export_validate_and_import_with_their_template_and_steps(
+    location: Location, stack: Stack, tmp_path: Path
+) -> None:
+    template = await stack.template()
+    await stack.clock.set(FIRE)
+    await stack.run_engine()
+    [bundle] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    await stack.bundles.complete_step(CHAT, bundle.id, 1, actor="ada", proof="links collected")
+    out = tmp_path / "export"
+    await export_database(location, out)
+    assert validate_export(out) == []
+    [line] = read_jsonl(out / "bundles.jsonl")
+    assert (line["id"], line["template_id"], line["anchor_date"], line["status"]) == (
+        bundle.id,
+        template.id,
+        "2026-11-30",
+        "active",
+    )
+    steps = [i for i in read_jsonl(out / "work_items.jsonl") if i["bundle_id"] == bundle.id]
+    assert [(i["bundle_step"], i["status"]) for i in steps] == [(1, "done"), (2, "todo")]
+    assert any(
+        s["id"] == step_schedule_id(bundle.id, 3) for s in read_jsonl(out / "schedules.jsonl")
+    )
+
+    copy = tmp_path / "copy.db"
+    await import_export(out, copy)
+    again = tmp_path / "again"
+    await export_database(copy, again)
+    for name in ("bundles.jsonl", "work_items.jsonl", "schedules.jsonl"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+    # A step that is the bundle's prompt, and a bundle of a plain schedule, are refused.
+    rows = read_jsonl(out / "work_items.jsonl")
+    for row in rows:
+        if row["bundle_step"] == 2:
+            row["bundle_step"] = 3
+    write_jsonl(out / "work_items.jsonl", rows)
+    problems = validate_export(out)
+    assert len(problems) == 1 and problems[0].endswith(
+        f"bundle_step 3 is not a task step of bundle '{bundle.id}' (it has 3 steps)."
+    )
+    bundles_rows = read_jsonl(out / "bundles.jsonl")
+    bundles_rows[0]["template_id"] = step_schedule_id(bundle.id, 3)
+    write_jsonl(out / "bundles.jsonl", bundles_rows)
+    problems = validate_export(out)
+    assert (
+        f"bundles.jsonl:1: its template '{step_schedule_id(bundle.id, 3)}' is not a workflow "
+        "template (its action kind is agent, not bundle)."
+    ) in problems
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
