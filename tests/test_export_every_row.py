@@ -86,7 +86,7 @@ async def fill(
         trigger=TriggerSpec(kind="event", name="deploy"),
         action=Action(text="Deployed: {event}"),
     )
-    template = await service.create_schedule(
+    newsletter = await service.create_schedule(
         7,
         owner,
         name="Newsletter",
@@ -110,7 +110,7 @@ async def fill(
         tasks=work_items,
         bundles=BundleService(store, clock, work_items),
     )
-    for schedule in (agent, reminder, task, template):
+    for schedule in (agent, reminder, task, newsletter):
         await service.run_now(7, schedule.id)
     fired = await service.emit_event([7], "deploy", {"version": "1.4"}, caller="api")
     assert [r.schedule_id for r in fired.runs] == [deploy.id]
