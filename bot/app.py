@@ -41,6 +41,7 @@ from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
     backfill,
+    bundles,
     chat,
     edit,
     export,
@@ -140,7 +141,7 @@ async def open_services(
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
         work_items = WorkItemService(store.work_items, clock)
-        bundles = BundleService(store, clock, work_items)
+        bundle_service = BundleService(store, clock, work_items)
         loop = build_engine(
             store.engine,
             clock,
@@ -149,10 +150,10 @@ async def open_services(
             notifier=notifier,
             reminders=notifier,
             tasks=work_items,
-            bundles=bundles,
+            bundles=bundle_service,
             observer=metrics,
         )
-        bundles.on_change = loop.wake
+        bundle_service.on_change = loop.wake
         service = ScheduleService(
             store,
             clock,
@@ -174,7 +175,7 @@ async def open_services(
         service=service,
         proposals=proposals,
         work_items=work_items,
-        bundles=bundles,
+        bundles=bundle_service,
         engine=loop,
         dispatcher=dispatcher,
         notifier=notifier,
@@ -201,6 +202,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *backfill.handlers(),
         *proposals.handlers(),
         *today.handlers(),
+        *bundles.handlers(),
         *stats.handlers(),
         *export.handlers(),
         *chat.handlers(),
