@@ -148,3 +148,36 @@ async def test_bundle_without_an_id_lists_the_active_bundles(bot: BotHarness) ->
     assert text(await bot.alice.wait_reply()) == (
         "No bundle '01JDNOSUCHBUNDLE' here; /bundle lists the active ones."
     )
+
+
+async def test_backfill_of_a_template_previews_then_reports_created_and_skipped(
+    bot: BotHarness,
+) -> None:
+    template = await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Daily checklist",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin"),
+        action=NEWSLETTER,
+    )
+    # Down for three days: the missed-run policy catches up once, with Wednesday's.
+    await bot.clock.advance(timedelta(days=3))
+    await made(bot)
+    await bot.alice.send(f"/backfill {template.id} 2026-11-23 2026-11-25")
+    preview = await bot.alice.wait_reply(containing="Backfill")
+    assert text(preview).startswith(
+        "Backfill Daily checklist: 2 bundles would be created (1 already exist), for the dates:"
+    )
+    assert "Mon 30 Nov 2026" in text(preview) and "Wed 02 Dec 2026" in text(preview)
+    query = await bot.alice.press("Confirm", preview)
+    assert await toast(bot, query) == "Created 2, skipped 1."
+    done = await bot.alice.wait_edit(preview.message_id)
+    assert (
+        text(done) == "⏪ Backfill of Daily checklist: 2 bundles created, 1 skipped (they existed)."
+    )
+    await bot.alice.send(f"/backfill {template.id} 2026-11-23 2026-11-25")
+    again = text(await bot.alice.wait_reply(containing="Backfill"))
+    assert "0 bundles would be created (3 already exist)" in again
+    assert "nothing to do" in again
+    bundles = await bot.services.store.bundles.list_bundles(ALICE, [BundleStatus.ACTIVE])
+    assert len(bundles) == 3
