@@ -10,6 +10,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot import callbacks
 from bot.render import esc, local
 from scheduler.bundles import BundleCard, StepState
+from scheduler.models import Action
 from scheduler.work_item_model import WorkItemStatus
 from scheduler.work_items import FILE_PROOF
 
@@ -20,7 +21,20 @@ __all__ = [
     "risk_lines",
     "step_detail",
     "step_keyboard",
+    "template_line",
 ]
+
+
+def template_line(action: Action) -> str:
+    """A workflow template's action in one line: its lead and its steps."""
+    steps = "; ".join(
+        f"{n}. {esc(s.title or s.kind.value)} ({s.offset_days:+d} d)"
+        for n, s in enumerate(action.steps, start=1)
+    )
+    return (
+        f"Makes a bundle for the day {action.lead_days} days after each fire "
+        f"(/bundle lists them): {steps}"
+    )
 
 
 def _plural(count: int, word: str) -> str:

@@ -36,8 +36,9 @@ from bot.render import (
     status_word,
     zone_of,
 )
+from bot.views_bundles import template_line
 from bot.views_policies import policy_lines
-from scheduler.models import FINAL_STATUSES, Run, RunStatus, RunTrigger, Schedule
+from scheduler.models import FINAL_STATUSES, ActionKind, Run, RunStatus, RunTrigger, Schedule
 from scheduler.triggers import AfterTrigger, EventTrigger, StartupTrigger
 
 __all__ = [
@@ -185,6 +186,8 @@ def schedule_card(
         f"When: {esc(schedule.trigger.describe())}",
         f"Zone: {esc(zone)}",
     ]
+    if schedule.action.kind is ActionKind.BUNDLE:
+        lines.append(template_line(schedule.action))
     if status_word(schedule) != "active":
         lines.append(PAUSED_NOTE)
     elif isinstance(schedule.trigger, EventTrigger | StartupTrigger | AfterTrigger):

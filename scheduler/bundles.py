@@ -102,6 +102,8 @@ class StepState:
     #: A prompt step's one-time schedule id and its latest run (None before it fires).
     schedule_id: str | None = None
     run: Run | None = None
+    #: The prompt step's schedule was archived by hand: it will never run.
+    dropped: bool = False
 
     @property
     def is_task(self) -> bool:
@@ -112,7 +114,7 @@ class StepState:
         """Done: a task done or archived, a prompt whose run ended for good."""
         if self.is_task:
             return self.item is not None and self.item.status not in OPEN
-        return self.run is not None and self.run.status in FINAL_STATUSES
+        return self.dropped or (self.run is not None and self.run.status in FINAL_STATUSES)
 
     @property
     def missing_proof(self) -> Proof | None:
@@ -266,7 +268,17 @@ class BundleService:
         and tell its chat); how many were finished. The engine's start-up calls it."""
         finished = 0
         for bundle in await self.store.bundles.instantiating_bundles():
-            if await self._finish(bundle):
+            try:
+                made = await self._finish(bundle)
+            except Exception:
+                # One bundle that cannot be written must not keep the engine from
+                # starting; the next start tries it again.
+                log.exception(
+                    "a half-made bundle could not be finished",
+                    extra={"bundle_id": bundle.id, "schedule_id": bundle.template_id},
+                )
+                continue
+            if made:
                 finished += 1
                 log.warning(
                     "finished a bundle a stopped process left half made",
@@ -397,8 +409,16 @@ class BundleService:
                 continue
             sid = step_schedule_id(bundle.id, number)
             runs = await self.store.runs.list_for_chat(bundle.chat_id, schedule_id=sid, limit=1)
+            prompt = await self.store.schedules.get(bundle.chat_id, sid)
             states.append(
-                StepState(number, step, due, schedule_id=sid, run=runs[0] if runs else None)
+                StepState(
+                    number,
+                    step,
+                    due,
+                    schedule_id=sid,
+                    run=runs[0] if runs else None,
+                    dropped=prompt is not None and prompt.archived_at is not None,
+                )
             )
         card = BundleCard(bundle, zone, states, now)
         if (

@@ -183,6 +183,20 @@ def bundle_problems(data: Mapping[str, list[tuple[int, dict[str, Any]]]]) -> lis
             problems.append(
                 f"{where}: its chat_id is not its template {template.get('id')!r}'s chat."
             )
+    for number, schedule in data.get("schedules", []):
+        # A prompt step's one-time schedule is `<bundle id>.<step>`.
+        prefix, dot, step_text = str(schedule.get("id") or "").rpartition(".")
+        owner = bundles.get(prefix) if dot and step_text.isdigit() else None
+        snapshot = owner.get("snapshot") if owner is not None else None
+        steps = snapshot.get("steps") if isinstance(snapshot, dict) else None
+        if owner is None or not isinstance(steps, list):
+            continue
+        index = int(step_text)
+        if not 1 <= index <= len(steps) or _is_task(steps[index - 1]):
+            problems.append(
+                f"schedules.jsonl:{number}: {schedule.get('id')!r} names step {index} of "
+                f"bundle {prefix!r}, which is not one of its agent steps."
+            )
     for number, item in data.get("work_items", []):
         where = f"work_items.jsonl:{number}"
         bundle_id, step = item.get("bundle_id"), item.get("bundle_step")

@@ -37,13 +37,17 @@ async def made(bot: BotHarness) -> Bundle:
 async def test_today_and_the_bundle_card_show_the_risk_and_the_buttons_work(
     bot: BotHarness,
 ) -> None:
-    await bot.services.service.create_schedule(
+    template = await bot.services.service.create_schedule(
         ALICE,
         Owner(id=ALICE, first_name="Alice"),
         name="Weekly newsletter",
         trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
         action=NEWSLETTER,
     )
+    await bot.alice.send(f"/show {template.id}")
+    shown = text(await bot.alice.wait_reply(containing="Weekly newsletter"))
+    assert "Makes a bundle for the day 7 days after each fire (/bundle lists them): " in shown
+    assert "2. Send draft to sponsor (-2 d); 3. Intro (-1 d)" in shown
     await bot.alice.send("/today")
     assert "No active bundles" in text(await bot.alice.wait_reply(containing="Today"))
 

@@ -361,6 +361,16 @@ async def test_bundles_export_validate_and_import_with_their_template_and_steps(
     assert len(problems) == 1 and problems[0].endswith(
         f"bundle_step 3 is not a task step of bundle '{bundle.id}' (it has 3 steps)."
     )
+    schedules = read_jsonl(out / "schedules.jsonl")
+    for schedule in schedules:
+        if schedule["id"] == step_schedule_id(bundle.id, 3):
+            schedule["id"] = step_schedule_id(bundle.id, 1)
+    write_jsonl(out / "schedules.jsonl", schedules)
+    wrong = (
+        f": '{step_schedule_id(bundle.id, 1)}' names step 1 of bundle '{bundle.id}', which "
+        "is not one of its agent steps."
+    )
+    assert any(p.startswith("schedules.jsonl:") and p.endswith(wrong) for p in validate_export(out))
     bundles_rows = read_jsonl(out / "bundles.jsonl")
     bundles_rows[0]["template_id"] = step_schedule_id(bundle.id, 3)
     write_jsonl(out / "bundles.jsonl", bundles_rows)
