@@ -372,11 +372,11 @@ async def test_bundles_export_validate_and_import_with_their_template_and_steps(
     )
     assert any(p.startswith("schedules.jsonl:") and p.endswith(wrong) for p in validate_export(out))
     bundles_rows = read_jsonl(out / "bundles.jsonl")
-    bundles_rows[0]["template_id"] = step_schedule_id(bundle.id, 3)
+    bundles_rows[0]["template_id"] = step_schedule_id(bundle.id, 1)
     write_jsonl(out / "bundles.jsonl", bundles_rows)
     problems = validate_export(out)
     assert (
-        f"bundles.jsonl:1: its template '{step_schedule_id(bundle.id, 3)}' is not a workflow "
+        f"bundles.jsonl:1: its template '{step_schedule_id(bundle.id, 1)}' is not a workflow "
         "template (its action kind is agent, not bundle)."
     ) in problems
 
