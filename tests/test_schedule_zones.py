@@ -109,6 +109,11 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
         # What migration 0014 added.
         for column in ("summary", "outputs_url", "log_excerpt"):
             raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # What migration 0017 added.
+        raw.execute("DROP INDEX work_items_bundle_step")
+        for column in ("bundle_id", "bundle_step"):
+            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
+        raw.execute("DROP TABLE bundles")
         raw.execute("DROP TABLE event_runs")
         raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 10")
