@@ -120,7 +120,8 @@ def bundle_card(card: BundleCard) -> str:
     if bundle.error:
         lines.append(f"Could not be made: {esc(bundle.error)}")
     lines.append(risk_summary(card) + ".")
-    lines.append(_next(card).capitalize() + ".")
+    upcoming = _next(card)
+    lines.append(upcoming[:1].upper() + upcoming[1:] + ".")
     lines.append("")
     for state in card.steps:
         lines.append(

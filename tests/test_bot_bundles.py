@@ -71,6 +71,7 @@ async def test_today_and_the_bundle_card_show_the_risk_and_the_buttons_work(
     card = await bot.alice.wait_reply(containing="📦")
     assert "⚠️ 1. Collect links — due Tue 24 Nov 09:00 (+01:00) · todo · needs a note" in text(card)
     assert "🤖 3. Intro" in text(card) and "agent prompt, not sent yet" in text(card)
+    assert "Next: step 1 Collect links, due Tue 24 Nov 09:00 (+01:00)." in text(card)
     items = {i.bundle_step: i for i in await bot.services.store.bundles.bundle_items(bundle.id)}
     sponsor = items[2]
 
