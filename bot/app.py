@@ -154,6 +154,7 @@ async def open_services(
             observer=metrics,
         )
         bundle_service.on_change = loop.wake
+        bundle_service.on_notice = notifier.outbox.kick
         service = ScheduleService(
             store,
             clock,

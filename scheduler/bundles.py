@@ -206,15 +206,19 @@ class BundleService:
         work_items: WorkItemService,
         *,
         on_change: Callable[[], None] | None = None,
+        on_notice: Callable[[int], None] | None = None,
         between_phases: Callable[[Bundle], Awaitable[None]] | None = None,
     ) -> None:
         """`on_change` is the engine's wake (a prompt step's schedule was added);
-        `between_phases` runs after the bundle row is written and before its steps: a
-        test's fault hook (a crash injected there), None otherwise."""
+        `on_notice(chat_id)` is told a notice was queued for the chat (the outbox's
+        kick: it goes out now, not at the next sweep); `between_phases` runs after the
+        bundle row is written and before its steps: a test's fault hook (a crash
+        injected there), None otherwise."""
         self.store = store
         self.clock = clock
         self.work_items = work_items
         self.on_change = on_change or (lambda: None)
+        self.on_notice = on_notice or (lambda chat_id: None)
         self._between_phases = between_phases
 
     # --- making bundles -------------------------------------------------------------------
@@ -311,7 +315,8 @@ class BundleService:
                 schedule_id=bundle.template_id,
                 created_at=now,
             )
-            await self.store.bundles.fail_bundle(bundle.id, why, notice, now)
+            if await self.store.bundles.fail_bundle(bundle.id, why, notice, now):
+                self.on_notice(bundle.chat_id)
             log.error(
                 "a bundle could not be made",
                 extra={"bundle_id": bundle.id, "schedule_id": bundle.template_id},

@@ -6,15 +6,23 @@ missing, with exactly what is missing), and the bundle done once every step is."
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from bot.demo_kit.harness import ALICE, BotHarness
-from bot.demo_kit.telegram_server import BotMessage
+import pytest
+
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, START, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import BotMessage, TelegramServer
 from scheduler.bundle_model import Bundle, BundleStatus
-from scheduler.bundles import step_schedule_id
+from scheduler.bundles import BundleService, step_schedule_id
 from scheduler.models import Owner, RunStatus
-from scheduler.service import TriggerSpec
+from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.work_item_model import WorkItemStatus
+from scheduler.work_items import WorkItemService
+from storage.sqlite_store import SqliteStore
 from tests.test_bot_schedules import eventually, toast
 from tests.test_bundles import NEWSLETTER
 
@@ -186,3 +194,41 @@ async def test_backfill_of_a_template_previews_then_reports_created_and_skipped(
     assert "nothing to do" in again
     bundles = await bot.services.store.bundles.list_bundles(ALICE, [BundleStatus.ACTIVE])
     assert len(bundles) == 3
+
+
+async def test_a_start_tells_the_chat_of_a_half_made_bundle_it_cannot_finish(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> None:
+    db = tmp_path / "bot.db"
+    clock = FakeClock(START)
+    async with await SqliteStore.open(db) as store:
+        service = ScheduleService(store, clock, default_timezone="Europe/Berlin")
+        template = await service.create_schedule(
+            ALICE,
+            Owner(id=ALICE, first_name="Alice"),
+            name="Weekly newsletter",
+            trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
+            action=NEWSLETTER,
+        )
+
+        async def crash(_: object) -> None:
+            raise RuntimeError("killed")
+
+        work_items = WorkItemService(store.work_items, clock)
+        with pytest.raises(RuntimeError):
+            await BundleService(store, clock, work_items, between_phases=crash).create_from_fire(
+                template, START
+            )
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE bundles SET snapshot_json = '{}'")
+    harness = await start_bot(telegram_server, agent_stub, db, clock=clock)
+    try:
+        notice = await harness.alice.wait_reply(containing="Automation failure")
+        assert text(notice).startswith(
+            "⚠️ Automation failure: the bundle of template 'Weekly newsletter' for 2026-11-30 "
+            "could not be made ("
+        )
+        [failed] = await harness.services.store.bundles.list_bundles(ALICE, list(BundleStatus))
+        assert failed.status is BundleStatus.FAILED
+    finally:
+        await stop_bot(harness)
