@@ -41,6 +41,7 @@ from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
     backfill,
+    bundles,
     chat,
     edit,
     export,
@@ -72,6 +73,7 @@ from bot.runtime import (
 )
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
+from scheduler.bundles import BundleService
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
@@ -141,6 +143,7 @@ async def open_services(
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
         work_items = WorkItemService(store.work_items, clock)
+        bundle_service = BundleService(store, clock, work_items)
         loop = build_engine(
             store.engine,
             clock,
@@ -149,8 +152,11 @@ async def open_services(
             notifier=notifier,
             reminders=notifier,
             tasks=work_items,
+            bundles=bundle_service,
             observer=metrics,
         )
+        bundle_service.on_change = loop.wake
+        bundle_service.on_notice = notifier.outbox.kick
         service = ScheduleService(
             store,
             clock,
@@ -173,6 +179,7 @@ async def open_services(
         service=service,
         proposals=proposals,
         work_items=work_items,
+        bundles=bundle_service,
         engine=loop,
         dispatcher=dispatcher,
         notifier=notifier,
@@ -200,6 +207,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *backfill.handlers(),
         *proposals.handlers(),
         *today.handlers(),
+        *bundles.handlers(),
         *stats.handlers(),
         *export.handlers(),
         *chat.handlers(),

@@ -11,6 +11,7 @@
     h:<page>                           /history page of the whole chat
     n:<step>:<value>                   the /new conversation
     tm:<step>:<value>                  the /template conversation
+    k:<action>:<bundle_id>[:<step>]    a bundle's card: card, open, proof, wait, fu, done
 
 Handlers never trust the data: every id is looked up in the chat the button was
 pressed in, so forged data for another chat's schedule finds nothing.

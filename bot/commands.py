@@ -12,6 +12,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("done", "Mark a work item done: /done ITEM [link]"),
     ("wait", "Park a work item: /wait ITEM WHO DATE NOTE"),
     ("followup", "Follow-ups: /followup ITEM sent 3d | ITEM received | 3d WHAT"),
+    ("bundle", "Workflow bundles and their risk; one bundle's steps: /bundle [ID]"),
+    ("proof", "Add a step's proof before completing it: /proof ITEM https://…"),
     ("new", "Create a schedule or a task for you (guided, with presets)"),
     ("template", "Create a workflow template: dated tasks and prompts per anchor date"),
     ("schedules", "List this chat's schedules"),

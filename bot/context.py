@@ -21,6 +21,7 @@ from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
+from scheduler.bundles import BundleService
 from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
@@ -45,6 +46,8 @@ class Services:
     proposals: ProposalService
     #: The operator's work items (tasks and follow-ups).
     work_items: WorkItemService
+    #: Workflow templates' bundles (their card, their steps' buttons, backfill).
+    bundles: BundleService
     engine: Engine
     dispatcher: HttpAgentDispatcher
     #: What the engine reports goes to the chat through it (and its outbox).

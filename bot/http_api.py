@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -37,6 +37,8 @@ from telegram import Update
 from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
+from scheduler.bundle_model import Bundle
+from scheduler.bundles import BundleCard, BundleNotFound
 from scheduler.errors import (
     InvalidSchedule,
     InvalidState,
@@ -140,6 +142,57 @@ class RunsQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
 
 
+class BundleBackfillRequest(BaseModel):
+    """A window of days (the template's zone, TO included, today at the latest)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+
+
+class BundleBackfillResult(BaseModel):
+    #: Bundles made by this call, and the days whose bundle existed already.
+    created: int
+    skipped: int
+    #: The anchor date of each fire day in the window, oldest first.
+    anchors: list[date]
+
+
+class BundleStepView(BaseModel):
+    number: int
+    kind: Literal["task", "agent"]
+    title: str
+    due_at: datetime
+    #: A task's work-item status (todo, waiting, done, archived); a prompt's run status,
+    #: or `scheduled` before it fired.
+    status: str
+    proof: Literal["link", "file", "note"] | None = None
+    proof_missing: bool = False
+    overdue: bool = False
+    follow_up_due: bool = False
+    #: The work item of a task step; the one-time schedule of a prompt step.
+    item_id: str | None = None
+    schedule_id: str | None = None
+
+
+class BundleView(BaseModel):
+    """A bundle and its risk (the /bundle card)."""
+
+    bundle: Bundle
+    overdue: int
+    waiting: int
+    follow_ups_due: int
+    missing_proof: int
+    #: The number of the open step due first.
+    next_due_step: int | None
+    steps: list[BundleStepView]
+
+
+class BundleList(BaseModel):
+    bundles: list[BundleView]
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -219,6 +272,9 @@ class HttpServer:
         self.web.router.add_post(schedule + "/archive", self._archive)
         self.web.router.add_post(schedule + "/run", self._run_now)
         self.web.router.add_get(chat + "/runs", self._runs)
+        self.web.router.add_get(chat + "/bundles", self._bundles)
+        self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
+        self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
         # The same without the chat (an agent knows the run id from X-Tickler-Run-Id):
         # the run is looked up in the chats the API may address, and only there.
@@ -262,7 +318,7 @@ class HttpServer:
             return _error(exc.status, exc.message, field=exc.field, headers=exc.headers)
         except ScheduleNotFound as exc:
             return _error(404, str(exc))
-        except (RunNotFound, ProposalNotFound) as exc:
+        except (RunNotFound, ProposalNotFound, BundleNotFound) as exc:
             return _error(404, str(exc))
         except InvalidState as exc:
             return _error(409, str(exc))
@@ -446,6 +502,27 @@ class HttpServer:
         runs = await svc.service.history(chat_id, query.schedule_id, limit=query.limit)
         return _json(RunList(runs=runs))
 
+    async def _bundles(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        cards = await svc.bundles.active(chat_id)
+        return _json(BundleList(bundles=[_bundle_view(c) for c in cards]))
+
+    async def _bundle(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        card = await svc.bundles.card(chat_id, request.match_info["bundle_id"])
+        return _json(_bundle_view(card))
+
+    async def _backfill_bundles(self, request: web.Request) -> web.Response:
+        """A workflow template's bundles for a window of past days: one per fire day,
+        those that exist skipped (a repeat creates nothing)."""
+        svc, chat_id = self._chat(request)
+        body = await _body(request, BundleBackfillRequest, self.body_timeout_s)
+        template = await svc.service.get_schedule(chat_id, request.match_info["schedule_id"])
+        done = await svc.bundles.backfill(template, body.start, body.end)
+        return _json(
+            BundleBackfillResult(created=done.created, skipped=done.skipped, anchors=done.anchors)
+        )
+
     async def _report_result(self, request: web.Request) -> web.Response:
         """An agent's asynchronous result for a run it answered 202 (the service
         checks the body: docs/agent-protocol.md)."""
@@ -484,6 +561,43 @@ class HttpServer:
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _bundle_view(card: BundleCard) -> BundleView:
+    steps = []
+    for state in card.steps:
+        item = state.item
+        if item is not None:
+            status = item.status.value
+        elif state.run is not None:
+            status = state.run.status.value
+        else:
+            status = "scheduled" if not state.is_task else "not made"
+        steps.append(
+            BundleStepView(
+                number=state.number,
+                kind="task" if state.is_task else "agent",
+                title=state.step.title,
+                due_at=state.due_at,
+                status=status,
+                proof=state.step.proof,
+                proof_missing=state.missing_proof is not None,
+                overdue=state.overdue(card.now),
+                follow_up_due=state.follow_up_due(card.now),
+                item_id=item.id if item is not None else None,
+                schedule_id=state.schedule_id,
+            )
+        )
+    upcoming = card.next_due
+    return BundleView(
+        bundle=card.bundle,
+        overdue=len(card.overdue),
+        waiting=len(card.waiting),
+        follow_ups_due=len(card.follow_ups_due),
+        missing_proof=len(card.missing_proof),
+        next_due_step=upcoming.number if upcoming is not None else None,
+        steps=steps,
+    )
+
+
 def _why(exc: OSError) -> str:
     return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
@@ -622,6 +736,10 @@ def openapi_document() -> dict[str, Any]:
             (Run, "serialization"),
             (RunList, "serialization"),
             (EmittedEvent, "serialization"),
+            (BundleBackfillRequest, "validation"),
+            (BundleBackfillResult, "serialization"),
+            (BundleView, "serialization"),
+            (BundleList, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -727,6 +845,34 @@ def openapi_document() -> dict[str, Any]:
                 "responses": answer(200, RunList, "The runs"),
             }
         },
+        chat + "/bundles": {
+            "get": {
+                "summary": "The chat's active bundles, each with its risk and steps",
+                "parameters": [chat_param],
+                "responses": answer(200, BundleList, "The active bundles"),
+            }
+        },
+        chat + "/bundles/{bundle_id}": {
+            "get": {
+                "summary": "One bundle (any status) with its risk and each step's state",
+                "parameters": [
+                    chat_param,
+                    {
+                        "name": "bundle_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": answer(200, BundleView, "The bundle"),
+            }
+        },
+        chat + "/schedules/{schedule_id}/bundles/backfill": action(
+            "Make a workflow template's bundles for a window of past days (one per fire "
+            "day; existing ones are skipped, so a repeat creates nothing)",
+            BundleBackfillResult,
+            requestBody=body(BundleBackfillRequest),
+        ),
         API_PREFIX + "/runs/{run_id}": {
             "patch": {
                 "summary": "The same as PATCH /api/v1/chats/{chat_id}/runs/{run_id}, "

@@ -15,9 +15,11 @@ from adapters.process import host_name, pid_alive, process_id, tune_gc
 from bot.loop_watchdog import LoopWatchdog
 from bot.schedules_file import UnusableFile, apply_schedules_file
 from bot.settings import Settings
+from scheduler.bundles import BundleService
 from scheduler.clock import Clock
 from scheduler.dispatching import Dispatcher
 from scheduler.engine import (
+    BundleSink,
     Engine,
     EngineConfig,
     EngineObserver,
@@ -81,6 +83,7 @@ def build_engine(
     notifier: Notifier | None = None,
     reminders: ReminderSender | None = None,
     tasks: TaskSink | None = None,
+    bundles: BundleSink | None = None,
     observer: EngineObserver | None = None,
 ) -> Engine:
     """The engine of this process: it knows its host and pid, and asks the OS whether
@@ -93,6 +96,7 @@ def build_engine(
         notifier=notifier,
         reminders=reminders,
         tasks=tasks,
+        bundles=bundles,
         observer=observer,
         host=host_name(),
         pid=process_id(),
@@ -186,13 +190,17 @@ async def run_engine(
 async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) -> None:
     dispatcher = build_dispatcher(settings)
     clock = build_clock(settings)
+    work_items = WorkItemService(store.work_items, clock)
+    bundles = BundleService(store, clock, work_items)
     engine = build_engine(
         store.engine,
         clock,
         dispatcher,
         config=engine_config(settings),
-        tasks=WorkItemService(store.work_items, clock),
+        tasks=work_items,
+        bundles=bundles,
     )
+    bundles.on_change = engine.wake
     try:
         service = ScheduleService(
             store,

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.render import esc, local, schedule_line
+from bot.views_bundles import template_line
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, Schedule
@@ -407,6 +408,8 @@ def _action_line(action: Action) -> str:
         return f"Reminds you: “{esc(shown)}”"
     if action.kind is ActionKind.TASK:
         return f"Adds a task to /today: “{esc(shown)}”"
+    if action.kind is ActionKind.BUNDLE:
+        return template_line(action)
     return f"Asks the agent: “{esc(shown)}”"
 
 

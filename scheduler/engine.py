@@ -58,6 +58,7 @@ from scheduler.results import ResultReport
 from scheduler.templates import TemplateLoader, load_template, prompt_variables, render
 
 __all__ = [
+    "BundleSink",
     "Engine",
     "EngineConfig",
     "EngineObserver",
@@ -149,6 +150,16 @@ class TaskSink(Protocol):
 
     async def create_from_fire(self, schedule: Schedule, fire: datetime, title: str) -> bool:
         """False when the schedule already made an item for the fire's local date."""
+
+
+class BundleSink(Protocol):
+    """Where a workflow template's fire becomes a bundle (scheduler/bundles.py)."""
+
+    async def create_from_fire(self, schedule: Schedule, fire: datetime, heading: str) -> str:
+        """Make the fire's bundle once; what the chat is told (made, or there already)."""
+
+    async def reconcile(self) -> int:
+        """At start: finish the bundles a stopped process left half made."""
 
 
 class EngineObserver(Protocol):
@@ -282,6 +293,7 @@ class Engine:
         notifier: Notifier | None = None,
         reminders: ReminderSender | None = None,
         tasks: TaskSink | None = None,
+        bundles: BundleSink | None = None,
         observer: EngineObserver | None = None,
         instance_id: str | None = None,
         rng: random.Random | None = None,
@@ -304,6 +316,7 @@ class Engine:
         self.notifier: Notifier = notifier or _LogNotifier()
         self.reminders = reminders
         self.tasks = tasks
+        self.bundles = bundles
         self.observer = observer
         #: Startup and after schedules' hooks; set by whoever assembles the process.
         self.lifecycle: Lifecycle | None = None
@@ -387,6 +400,9 @@ class Engine:
             self._started = True
         # Registered but not yet reconciled if this fails: the next call reaps again.
         await self._reap(now)
+        if self.bundles is not None:
+            # Bundles a dead process left half made are finished before anything fires.
+            await self.bundles.reconcile()
         if self.lifecycle is not None:
             # After reconciliation; a failure retries start-up, and the instance id
             # keys the fires, so a second try fires nothing twice.
@@ -874,6 +890,11 @@ class Engine:
                 None,
                 False,
             )
+        if action.kind is ActionKind.BUNDLE:
+            if self.bundles is None:
+                raise DispatchError("No task list is connected to make bundles.", uncertain=False)
+            told = await self.bundles.create_from_fire(schedule, run.scheduled_for, prompt)
+            return told, None, False
         result = await self.dispatcher.dispatch(
             DispatchRequest(
                 schedule_id=schedule.id,

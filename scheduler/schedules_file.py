@@ -7,6 +7,7 @@
         cron: "0 8 * * 1-5"          # or every: 2h / 30m / 1d / 3600, or at: ISO instant
         timezone: Europe/Berlin
         template: daily_brief        # or prompt: "..." (agent) or remind: "..." (reminder)
+                                     # or bundle: {lead_days: 7, steps: [...]} (a template)
         policies: {missed_run: skip}
 
 New ids are created (created_by=config), changed ones updated, config-created schedules
@@ -38,7 +39,16 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from scheduler.errors import InvalidSchedule, TicklerError
-from scheduler.models import Action, ActionKind, CreatedBy, Owner, PauseKind, Policies, Schedule
+from scheduler.models import (
+    Action,
+    ActionKind,
+    CreatedBy,
+    Owner,
+    PauseKind,
+    Policies,
+    Schedule,
+    Step,
+)
 from scheduler.policy_edits import policies_from
 from scheduler.service import ScheduleService, TriggerSpec, check_schedule_id
 from scheduler.triggers import (
@@ -77,8 +87,12 @@ _KEYS = {
     "template",
     "remind",
     "action",
+    "bundle",
     "policies",
 }
+#: The keys of a workflow template's `bundle:` mapping, and of each of its steps.
+_BUNDLE_KEYS = {"heading", "lead_days", "steps"}
+_STEP_KEYS = {"kind", "title", "prompt", "instructions", "assignee", "proof", "offset_days"}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -201,6 +215,36 @@ def _action(ident: str, data: object) -> Action:
         raise InvalidSchedule(f"'{ident}' action.{where}: {first['msg']}.") from None
 
 
+def _bundle(ident: str, data: object) -> Action:
+    """`bundle: {lead_days: 7, steps: [...]}`: a workflow template (scheduler/bundles.py).
+    A step is a task unless `kind: agent`; an agent step's prompt is `prompt`."""
+    if not isinstance(data, dict) or not set(data) <= _BUNDLE_KEYS:
+        raise InvalidSchedule(
+            f"'{ident}' bundle must be a mapping of heading, lead_days and steps."
+        )
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        raise InvalidSchedule(f"'{ident}' bundle needs a list of steps.")
+    made: list[Step] = []
+    for number, step in enumerate(steps, start=1):
+        if not isinstance(step, dict):
+            raise InvalidSchedule(f"'{ident}' step {number} must be a mapping with a title.")
+        unknown = sorted(str(k) for k in step if k not in _STEP_KEYS)
+        if unknown:
+            raise InvalidSchedule(f"'{ident}' step {number} has an unknown key '{unknown[0]}'.")
+        fields = {k: v for k, v in step.items() if k != "prompt"}
+        fields.setdefault("kind", "task")
+        if "prompt" in step:
+            fields["text"] = step["prompt"]
+        made.append(Step.model_validate(fields))
+    return Action(
+        kind=ActionKind.BUNDLE,
+        text=str(data.get("heading") or ""),
+        lead_days=data.get("lead_days", 0),
+        steps=tuple(made),
+    )
+
+
 def _entry(data: object, line: int, default_timezone: str) -> Entry:
     if not isinstance(data, dict):
         raise InvalidSchedule("Each entry must be a mapping with id, chat_id, name, ...")
@@ -229,11 +273,15 @@ def _entry(data: object, line: int, default_timezone: str) -> Entry:
         spec = TriggerSpec(kind="interval", every_seconds=_seconds(data["every"]), timezone=zone)
     else:
         spec = TriggerSpec(kind="once", at=_instant(data["at"]), timezone=zone)
-    what = [k for k in ("prompt", "template", "remind", "action") if k in data]
+    what = [k for k in ("prompt", "template", "remind", "action", "bundle") if k in data]
     if len(what) != 1:
-        raise InvalidSchedule(f"'{ident}' needs exactly one of prompt, template, remind or action.")
+        raise InvalidSchedule(
+            f"'{ident}' needs exactly one of prompt, template, remind, action or bundle."
+        )
     if what[0] == "action":
         action = _action(ident, data["action"])
+    elif what[0] == "bundle":
+        action = _bundle(ident, data["bundle"])
     elif what[0] == "prompt":
         action = Action(kind=ActionKind.AGENT, text=str(data["prompt"]))
     elif what[0] == "template":

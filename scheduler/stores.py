@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from scheduler.bundle_model import BundleRepository
 from scheduler.engine_store import EngineStore
 from scheduler.repositories import (
     ChatRepository,
@@ -39,6 +40,9 @@ class Stores(Protocol):
 
     @property
     def work_items(self) -> WorkItemRepository: ...
+
+    @property
+    def bundles(self) -> BundleRepository: ...
 
     @property
     def outbox(self) -> OutboxRepository: ...

@@ -60,6 +60,9 @@ class WorkItem(BaseModel):
     pinged_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    #: A bundle's task step (scheduler/bundles.py): its bundle and step number (from 1).
+    bundle_id: str | None = None
+    bundle_step: int | None = None
 
 
 class HistoryEntry(BaseModel):

@@ -58,6 +58,30 @@ def _note(note: str) -> str:
 FILE_PROOF = "file:"
 
 
+def _label(item: WorkItem) -> str:
+    """How a refusal names the item: a bundle's step by its number and title."""
+    if item.bundle_step is not None:
+        return f"Step {item.bundle_step} '{item.title}'"
+    return f"Item {item.id}"
+
+
+def _check_proof(item: WorkItem, proof: str | None) -> None:
+    """Refuse `proof` (None: none given) unless it is the kind the item requires."""
+    label = _label(item)
+    if item.proof is Proof.LINK:
+        if proof is None or not proof.lower().startswith(("http://", "https://")):
+            raise InvalidState(f"{label} needs a link as proof; send /done {item.id} https://…")
+    elif item.proof is Proof.FILE and (proof is None or not proof.startswith(FILE_PROOF)):
+        raise InvalidState(
+            f"{label} needs a file as proof; send the file to this chat with "
+            f"/done {item.id} as its caption."
+        )
+    elif item.proof is Proof.NOTE and proof is None:
+        raise InvalidState(
+            f"{label} needs a note as proof; send /done {item.id} followed by what was done."
+        )
+
+
 class WorkItemService:
     def __init__(self, store: WorkItemRepository, clock: Clock) -> None:
         self.store = store
@@ -186,24 +210,15 @@ class WorkItemService:
         return await self._change(item, actor, "response received", _note(note))
 
     async def done(self, item: WorkItem, proof: str | None = None, *, actor: str) -> WorkItem:
+        """Complete it; refused while its required proof is missing (given now, or
+        attached before with `attach_proof`), saying what is missing."""
         if item.status not in OPEN:
             raise InvalidState(f"Item {item.id} is already {item.status.value}.")
-        proof = (proof or "").strip() or None
-        if item.proof is Proof.LINK:
-            if proof is None or not proof.lower().startswith(("http://", "https://")):
-                raise InvalidState(
-                    f"Item {item.id} needs a link as proof; send /done {item.id} https://…"
-                )
-        elif item.proof is Proof.FILE and (proof is None or not proof.startswith(FILE_PROOF)):
-            raise InvalidState(
-                f"Item {item.id} needs a file as proof; send the file to this chat with "
-                f"/done {item.id} as its caption."
-            )
-        elif item.proof is Proof.NOTE and proof is None:
-            raise InvalidState(
-                f"Item {item.id} needs a note as proof; send /done {item.id} followed by "
-                "what was done."
-            )
+        proof = (proof or "").strip() or item.proof_value
+        if proof is not None and proof != item.proof_value:
+            _check_proof(item, proof)
+        elif proof is None and item.proof is not None:
+            _check_proof(item, None)
         item = item.model_copy(
             update={
                 "status": WorkItemStatus.DONE,
@@ -212,6 +227,17 @@ class WorkItemService:
             }
         )
         return await self._change(item, actor, "done", proof or "")
+
+    async def attach_proof(self, item: WorkItem, proof: str, *, actor: str) -> WorkItem:
+        """Add the proof an open item needs without completing it (a bundle's step)."""
+        if item.status not in OPEN:
+            raise InvalidState(f"Item {item.id} is already {item.status.value}.")
+        if item.proof is None:
+            raise InvalidState(f"{_label(item)} needs no proof; /done {item.id} completes it.")
+        proof = proof.strip()
+        _check_proof(item, proof or None)
+        item = item.model_copy(update={"proof_value": proof})
+        return await self._change(item, actor, "proof added", proof)
 
     async def archive(self, item: WorkItem, *, actor: str, note: str = "") -> WorkItem:
         if item.status not in OPEN:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Self
 
+from storage.bundles import SqlBundles
 from storage.engine_store import SqlEngineStore
 from storage.repositories import (
     SqlChats,
@@ -32,6 +33,7 @@ class SqlStore:
         self.events = SqlEvents(conn)
         self.proposals = SqlProposals(conn)
         self.work_items = SqlWorkItems(conn)
+        self.bundles = SqlBundles(conn)
         self.outbox = SqlOutbox(conn)
         self.chats = SqlChats(conn)
         self.operations = SqlOperations(conn)

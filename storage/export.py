@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.database import SCHEMA_VERSION, backfill_statement
-from storage.export_checks import row_problems
+from storage.export_checks import bundle_problems, row_problems
 from storage.export_secrets import Scrubber, secret_problems
 from storage.locations import Location, exclusive, is_constraint_error, shown, snapshot
 from storage.schedules import NUMBER_UNNUMBERED_SQL
@@ -208,6 +208,23 @@ ENTITIES: tuple[_Entity, ...] = (
         ),
     ),
     _Entity(
+        "bundles",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("template_id"),
+            _f("anchor_date"),
+            _f("title"),
+            _f("snapshot_json", "json"),
+            _f("status"),
+            _f("error"),
+            _f("created_at", "time"),
+            _f("updated_at", "time"),
+            _f("completed_at", "time"),
+        ),
+    ),
+    _Entity(
         "work_items",
         "id",
         (
@@ -227,6 +244,8 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("pinged_at", "time"),
             _f("created_at", "time"),
             _f("updated_at", "time"),
+            _f("bundle_id"),
+            _f("bundle_step"),
         ),
     ),
     _Entity(
@@ -267,7 +286,9 @@ ENTITIES: tuple[_Entity, ...] = (
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
-_OPTIONAL = frozenset({"work_items", "work_item_history", "notifications", "events", "event_runs"})
+_OPTIONAL = frozenset(
+    {"work_items", "work_item_history", "notifications", "events", "event_runs", "bundles"}
+)
 
 #: (file, key, target file): each reference that must resolve (whether it may be empty
 #: is the schema's business: storage/export_checks.py).
@@ -278,6 +299,8 @@ _REFERENCES = (
     ("event_runs", "event_id", "events"),
     ("proposals", "schedule_id", "schedules"),
     ("work_items", "schedule_id", "schedules"),
+    ("bundles", "template_id", "schedules"),
+    ("work_items", "bundle_id", "bundles"),
     ("work_item_history", "item_id", "work_items"),
     ("notifications", "run_id", "runs"),
     ("notifications", "schedule_id", "schedules"),
@@ -289,6 +312,8 @@ _REFERENCES = (
 _UNIQUE_TOGETHER = (
     ("runs", ("schedule_id", "scheduled_for")),
     ("work_items", ("schedule_id", "fire_date")),
+    ("work_items", ("bundle_id", "bundle_step")),
+    ("bundles", ("template_id", "anchor_date")),
     ("events", ("caller", "idempotency_key")),
 )
 
@@ -306,6 +331,7 @@ _CHAT_FILTERS = {
     "event_runs": "run_id IN (SELECT r.id FROM runs r JOIN schedules s "
     "ON s.id = r.schedule_id WHERE s.chat_id = :chat)",
     "proposals": "chat_id = :chat",
+    "bundles": "chat_id = :chat",
     "work_items": "chat_id = :chat",
     "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
     "notifications": "chat_id = :chat",
@@ -527,6 +553,7 @@ def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
     for name, keys in _UNIQUE_TOGETHER:
         problems.extend(_repeats(name, keys, data[name]))
     problems.extend(_plan_problems(data["runs"]))
+    problems.extend(bundle_problems(data))
     # Lines, not rows read: a line that could not be read is reported once, above.
     lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
     problems.extend(_manifest_problems(root, lines))

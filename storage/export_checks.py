@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from scheduler.bundle_model import BundleSnapshot, BundleStatus
 from scheduler.errors import InvalidSchedule
 from scheduler.models import (
     Action,
@@ -34,7 +35,7 @@ from scheduler.triggers import make_trigger
 from scheduler.work_item_model import Proof, WorkItemStatus
 from storage.database import schema_columns
 
-__all__ = ["MAX_ID_CHARS", "row_problems", "valid_time"]
+__all__ = ["MAX_ID_CHARS", "bundle_problems", "row_problems", "valid_time"]
 
 #: Ids Tickler makes are 26-character ULIDs (schedules-as-code ids are shorter).
 MAX_ID_CHARS = 30
@@ -54,6 +55,7 @@ _KNOWN: dict[tuple[str, str], type[StrEnum]] = {
     ("work_items", "status"): WorkItemStatus,
     ("work_items", "proof"): Proof,
     ("notifications", "status"): NotificationStatus,
+    ("bundles", "status"): BundleStatus,
 }
 
 
@@ -85,6 +87,7 @@ _DOMAIN: dict[tuple[str, str], Callable[[dict[str, Any]], str | None]] = {
     ("schedules", "action"): _model(Action),
     ("schedules", "policies"): _model(Policies),
     ("proposals", "request"): _model(ProposalRequest),
+    ("bundles", "snapshot"): _model(BundleSnapshot),
 }
 
 
@@ -152,3 +155,70 @@ def valid_time(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def bundle_problems(data: Mapping[str, list[tuple[int, dict[str, Any]]]]) -> list[str]:
+    """The template → bundle → step relationships of an export's rows (each reference
+    resolving is checked with the others): a bundle's template is a workflow template of
+    the same chat, and a work item of a bundle is one of its task steps, once."""
+    problems: list[str] = []
+    templates = {
+        item.get("id"): item for _, item in data.get("schedules", []) if isinstance(item, dict)
+    }
+    bundles: dict[Any, dict[str, Any]] = {}
+    for number, bundle in data.get("bundles", []):
+        where = f"bundles.jsonl:{number}"
+        bundles[bundle.get("id")] = bundle
+        template = templates.get(bundle.get("template_id"))
+        if template is None:
+            continue  # the reference check said so
+        action = template.get("action")
+        kind = action.get("kind") if isinstance(action, dict) else None
+        if kind != "bundle":
+            problems.append(
+                f"{where}: its template {template.get('id')!r} is not a workflow template "
+                f"(its action kind is {kind or 'agent'}, not bundle)."
+            )
+        elif template.get("chat_id") != bundle.get("chat_id"):
+            problems.append(
+                f"{where}: its chat_id is not its template {template.get('id')!r}'s chat."
+            )
+    for number, schedule in data.get("schedules", []):
+        # A prompt step's one-time schedule is `<bundle id>.<step>`.
+        prefix, dot, step_text = str(schedule.get("id") or "").rpartition(".")
+        owner = bundles.get(prefix) if dot and step_text.isdigit() else None
+        snapshot = owner.get("snapshot") if owner is not None else None
+        steps = snapshot.get("steps") if isinstance(snapshot, dict) else None
+        if owner is None or not isinstance(steps, list):
+            continue
+        index = int(step_text)
+        if not 1 <= index <= len(steps) or _is_task(steps[index - 1]):
+            problems.append(
+                f"schedules.jsonl:{number}: {schedule.get('id')!r} names step {index} of "
+                f"bundle {prefix!r}, which is not one of its agent steps."
+            )
+    for number, item in data.get("work_items", []):
+        where = f"work_items.jsonl:{number}"
+        bundle_id, step = item.get("bundle_id"), item.get("bundle_step")
+        if (bundle_id is None) != (step is None):
+            problems.append(f"{where}: bundle_id and bundle_step go together; give both or none.")
+            continue
+        owner = bundles.get(bundle_id)
+        if owner is None:
+            continue  # not a bundle's step, or the reference check said so
+        snapshot = owner.get("snapshot")
+        steps = snapshot.get("steps") if isinstance(snapshot, dict) else None
+        if not isinstance(steps, list) or not isinstance(step, int):
+            continue  # the row checks said so
+        if not 1 <= step <= len(steps) or not _is_task(steps[step - 1]):
+            problems.append(
+                f"{where}: bundle_step {step} is not a task step of bundle {bundle_id!r} "
+                f"(it has {len(steps)} steps)."
+            )
+        elif item.get("chat_id") != owner.get("chat_id"):
+            problems.append(f"{where}: its chat_id is not its bundle {bundle_id!r}'s chat.")
+    return problems
+
+
+def _is_task(step: object) -> bool:
+    return isinstance(step, dict) and step.get("kind") == "task"

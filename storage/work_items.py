@@ -13,7 +13,8 @@ from storage.sql import Db, Row, fetch_all, fetch_one
 
 COLUMNS = (
     "id, chat_id, title, instructions, due_at, assignee, schedule_id, fire_date, proof, "
-    "proof_value, status, waiting_for, follow_up_at, pinged_at, created_at, updated_at"
+    "proof_value, status, waiting_for, follow_up_at, pinged_at, created_at, updated_at, "
+    "bundle_id, bundle_step"
 )
 _PLACEHOLDERS = ", ".join(":" + c.strip() for c in COLUMNS.split(","))
 _MUTABLE = (
@@ -47,6 +48,8 @@ def _params(item: WorkItem) -> dict[str, Any]:
         "pinged_at": opt_time(item.pinged_at),
         "created_at": to_db_time(item.created_at),
         "updated_at": to_db_time(item.updated_at),
+        "bundle_id": item.bundle_id,
+        "bundle_step": item.bundle_step,
     }
 
 
@@ -68,6 +71,8 @@ def _item(row: Row) -> WorkItem:
         pinged_at=from_db_time(row["pinged_at"]),
         created_at=req_time(row["created_at"]),
         updated_at=req_time(row["updated_at"]),
+        bundle_id=row["bundle_id"],
+        bundle_step=row["bundle_step"],
     )
 
 
@@ -171,3 +176,12 @@ async def earliest_followup(db: Db) -> datetime | None:
         "WHERE status = 'waiting' AND pinged_at IS NULL AND follow_up_at IS NOT NULL",
     )
     return from_db_time(row[0]) if row else None
+
+
+async def for_bundle(db: Db, bundle_id: str) -> list[WorkItem]:
+    rows = await fetch_all(
+        db,
+        f"SELECT {COLUMNS} FROM work_items WHERE bundle_id = ? ORDER BY bundle_step",
+        (bundle_id,),
+    )
+    return [_item(r) for r in rows]

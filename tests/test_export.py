@@ -29,6 +29,7 @@ from tests.engine_calls import list_notifications
 from tests.test_backup import cli_env, tickler
 
 FILES = (
+    "bundles.jsonl",
     "chats.jsonl",
     "event_runs.jsonl",
     "events.jsonl",

@@ -15,8 +15,9 @@ import pytest
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
+from scheduler.bundles import BundleService
 from scheduler.engine import Engine, EngineConfig
-from scheduler.models import Action, ActionKind, Owner, RunStatus
+from scheduler.models import Action, ActionKind, Owner, RunStatus, Step, StepKind
 from scheduler.repositories import Notification
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
@@ -85,9 +86,31 @@ async def fill(
         trigger=TriggerSpec(kind="event", name="deploy"),
         action=Action(text="Deployed: {event}"),
     )
+    newsletter = await service.create_schedule(
+        7,
+        owner,
+        name="Newsletter",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * 2", timezone="Europe/Berlin"),
+        action=Action(
+            kind=ActionKind.BUNDLE,
+            lead_days=7,
+            steps=(
+                Step(kind=StepKind.TASK, title="Collect links", offset_days=-6, proof="link"),
+                Step(kind=StepKind.AGENT, title="Intro", text="Draft the intro.", offset_days=-1),
+            ),
+        ),
+    )
     await service.set_chat_timezone(7, "Europe/Berlin")
-    engine = Engine(store.engine, clock, dispatcher, config=EngineConfig())
-    for schedule in (agent, reminder, task):
+    work_items = WorkItemService(store.work_items, clock)
+    engine = Engine(
+        store.engine,
+        clock,
+        dispatcher,
+        config=EngineConfig(),
+        tasks=work_items,
+        bundles=BundleService(store, clock, work_items),
+    )
+    for schedule in (agent, reminder, task, newsletter):
         await service.run_now(7, schedule.id)
     fired = await service.emit_event([7], "deploy", {"version": "1.4"}, caller="api")
     assert [r.schedule_id for r in fired.runs] == [deploy.id]
@@ -163,8 +186,10 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
     kinds = [json.loads(line) for line in (first / "schedules.jsonl").read_text().splitlines()]
     assert sorted((s["trigger"]["kind"], s["action"]["kind"]) for s in kinds) == [
         ("cron", "agent"),
+        ("cron", "bundle"),
         ("event", "agent"),
         ("interval", "reminder"),
+        ("once", "agent"),  # the bundle's prompt step
         ("once", "task"),
     ]
     counts = json.loads((first / "manifest.json").read_text())["counts"]

@@ -816,3 +816,61 @@ def test_http_settings_load_from_the_environment() -> None:
     assert settings.api_chat_ids == [-100123, 77]
     assert (settings.api_rate_per_second, settings.api_rate_burst) == (10.0, 20)
     assert TOKEN not in repr(settings)
+
+
+# --- workflow templates and bundles ---------------------------------------------------------
+async def test_a_bundle_template_proposed_backfilled_and_read_through_the_api(api: Api) -> None:
+    proposal = {
+        "name": "Weekly newsletter",
+        "trigger": {"kind": "cron", "cron": "0 9 * * 1", "timezone": "Europe/Berlin"},
+        "action": {
+            "kind": "bundle",
+            "lead_days": 7,
+            "steps": [
+                {"kind": "task", "title": "Collect links", "offset_days": -6, "proof": "link"},
+                {"kind": "agent", "title": "Intro", "text": "Draft the intro.", "offset_days": -1},
+            ],
+        },
+    }
+    status, made, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=proposal)
+    assert status == 201, made
+    template_id = made["schedule_id"]
+    await api.bot.clock.advance(timedelta(days=7, hours=1))  # Mon 30 Nov, 09:00 Berlin
+    backfill = f"/api/v1/chats/{ALICE}/schedules/{template_id}/bundles/backfill"
+    window = {"from": "2026-11-23", "to": "2026-11-30"}
+
+    async def caught_up() -> bool:
+        status, listed, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/bundles")
+        return status == 200 and len(listed["bundles"]) >= 1
+
+    await eventually(caught_up)
+    status, first, _ = await api.call("POST", backfill, json=window)
+    assert (status, first) == (
+        200,
+        {"created": 1, "skipped": 1, "anchors": ["2026-11-30", "2026-12-07"]},
+    )
+    status, again, _ = await api.call("POST", backfill, json=window)
+    assert (again["created"], again["skipped"]) == (0, 2)
+    status, listed, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/bundles")
+    views = {v["bundle"]["anchor_date"]: v for v in listed["bundles"]}
+    assert set(views) == {"2026-11-30", "2026-12-07"}
+    view = views["2026-11-30"]
+    # Its first step (due Tue 24 Nov) is overdue and lacks its link.
+    assert (view["overdue"], view["missing_proof"], view["next_due_step"]) == (1, 1, 1)
+    assert [(s["number"], s["kind"], s["status"]) for s in view["steps"]] == [
+        (1, "task", "todo"),
+        (2, "agent", view["steps"][1]["status"]),
+    ]
+    status, one, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/bundles/{view['bundle']['id']}")
+    assert status == 200 and one["bundle"]["template_id"] == template_id
+    status, missing, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/bundles/NOPE")
+    assert status == 404 and missing["error"].startswith("No bundle 'NOPE' here")
+    status, refused, _ = await api.call(
+        "POST", backfill, json={"from": "2026-12-01", "to": "2026-12-09"}
+    )
+    assert status == 409 and "past days only" in refused["error"]
+    doc = (await api.call("GET", "/api/v1/openapi.json", auth=False))[1]
+    assert (
+        "post" in doc["paths"]["/api/v1/chats/{chat_id}/schedules/{schedule_id}/bundles/backfill"]
+    )
+    assert {"BundleView", "BundleList", "BundleBackfillResult"} <= set(doc["components"]["schemas"])

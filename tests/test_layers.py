@@ -22,6 +22,7 @@ SERVICES = {
     "scheduler.service",
     "scheduler.proposals",
     "scheduler.work_items",
+    "scheduler.bundles",
     "scheduler.stores",
     "scheduler.agent_tools",
     "scheduler.schedules_file",

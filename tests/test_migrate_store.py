@@ -190,7 +190,7 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     assert (code, err) == (0, ""), err
     summary, then = out.splitlines()
     assert summary.startswith(f"Moved {installation} to {postgres_url} in ")
-    assert "; every count matches and the two exports are byte-identical (11 files). " in summary
+    assert "; every count matches and the two exports are byte-identical (12 files). " in summary
     assert re.search(r"Time: export \d+\.\d s, import \d+\.\d s, export of the copy \d", summary)
     assert then == f"Now start Tickler with DATABASE_URL={postgres_url} (with its password)."
 
@@ -432,7 +432,7 @@ async def test_the_benchmark_runs_on_a_small_installation(
     assert out.count("both exports byte-identical: yes") == 2, out
     assert (
         out.count(
-            "counts: 0 chats, 0 event_runs, 0 events, 20 notifications, 0 proposals, "
+            "counts: 0 bundles, 0 chats, 0 event_runs, 0 events, 20 notifications, 0 proposals, "
             "200 run_attempts, 200 runs"
         )
         == 2

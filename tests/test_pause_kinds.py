@@ -74,6 +74,11 @@ async def test_migration_0012_gives_paused_schedules_the_kind_their_reason_meant
         raw.execute("DROP INDEX runs_by_plan")
         for column in ("plan_run_id", "step"):
             raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # What migration 0017 added.
+        raw.execute("DROP INDEX work_items_bundle_step")
+        for column in ("bundle_id", "bundle_step"):
+            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
+        raw.execute("DROP TABLE bundles")
         raw.execute("DROP TABLE event_runs")
         raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 11")

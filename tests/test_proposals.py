@@ -552,6 +552,7 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
             (schedule.id, CHAT),
         )
         # Back to the schema before proposals.
+        db.execute("DROP TABLE bundles")
         db.execute("DROP TABLE notifications")
         db.execute("DROP TABLE event_runs")
         db.execute("DROP TABLE events")

@@ -113,6 +113,11 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
         raw.execute("DROP INDEX runs_by_plan")
         for column in ("plan_run_id", "step"):
             raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # What migration 0017 added.
+        raw.execute("DROP INDEX work_items_bundle_step")
+        for column in ("bundle_id", "bundle_step"):
+            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
+        raw.execute("DROP TABLE bundles")
         raw.execute("DROP TABLE event_runs")
         raw.execute("DROP TABLE events")
         raw.execute("PRAGMA user_version = 10")

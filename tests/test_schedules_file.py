@@ -11,7 +11,7 @@ from bot.demo_kit.harness import ALICE, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
 from bot.schedules_file import UnusableFile, apply_schedules_file, parse_entries
 from scheduler.errors import InvalidSchedule
-from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule
+from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule, StepKind
 from scheduler.schedules_file import REMOVED_REASON
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.sqlite_store import SqliteStore
@@ -137,12 +137,29 @@ async def test_example_file_applies_cleanly(service: ScheduleService) -> None:
     path = ROOT / "schedules.example.yaml"
     report = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
     assert report.errors == []
-    assert len(report.created) == 8
+    assert len(report.created) == 9
     [digest] = [s for s in await service.list_schedules(EXAMPLE) if s.id == "nightly-digest"]
     assert [step.title for step in digest.action.steps] == ["Collect", "Summarise", "Publish"]
     assert digest.action.steps[2].requires_approval
     again = await apply_schedules_file(path, service, now=service.clock.now(), chats=[EXAMPLE])
-    assert len(again.unchanged) == 8 and not (again.created or again.updated or again.disabled)
+    assert len(again.unchanged) == 9 and not (again.created or again.updated or again.disabled)
+    newsletter = await service.get_schedule(EXAMPLE, "weekly-newsletter")
+    action = newsletter.action
+    assert (action.kind, action.lead_days) == (ActionKind.BUNDLE, 7)
+    tasks = [s for s in action.steps if s.kind is StepKind.TASK]
+    assert len(tasks) == 6 and len({s.offset_days for s in tasks}) == 6
+    assert all(-7 < s.offset_days < 0 and s.proof for s in tasks)
+
+
+def test_a_bundle_entrys_bad_step_is_refused_with_its_line() -> None:
+    text = (
+        "schedules:\n  - id: news\n    chat_id: 1\n    name: News\n    cron: '0 9 * * 4'\n"
+        "    bundle:\n      lead_days: 7\n      steps:\n        - title: Links\n"
+        "          due: -3\n"
+    )
+    entries, errors = parse_entries(text)
+    assert entries == []
+    assert errors == ["schedules.yaml line 2: 'news' step 1 has an unknown key 'due'."]
 
 
 @pytest.mark.parametrize(

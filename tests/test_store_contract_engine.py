@@ -18,6 +18,7 @@ import pytest
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
+from scheduler.bundles import BundleService
 from scheduler.dispatching import Dispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidState
@@ -32,6 +33,8 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
     SkipReason,
+    Step,
+    StepKind,
 )
 from scheduler.proposals import Proposal, ProposalService, ProposalStatus
 from scheduler.repositories import Notification, NotificationStatus
@@ -542,6 +545,18 @@ async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None
     await items.done(item, "https://example.org/backup", actor="ada")
     follow = await items.add_followup(CHAT, "Sponsor X", clock.now() + 3 * DAY, actor="ada")
     await items.followup_sent(follow, clock.now() + 5 * DAY, actor="ada", note="mailed")
+    newsletter = await service.create_schedule(
+        CHAT,
+        ADA,
+        name="Newsletter",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * 4", timezone="Europe/Berlin"),
+        action=Action(
+            kind=ActionKind.BUNDLE,
+            lead_days=7,
+            steps=(Step(kind=StepKind.TASK, title="Links", offset_days=-6, proof="note"),),
+        ),
+    )
+    await BundleService(store, clock, items).create_from_fire(newsletter, clock.now())
     [run] = await store.runs.list_for_chat(CHAT, schedule_id=sid, limit=1)
     markup = {"inline_keyboard": [[{"text": "Retry", "callback_data": "r:1"}]]}
     await store.outbox.queue(

@@ -1,7 +1,10 @@
 """/backfill ID FROM TO: preview the past fires a range would create, then [Confirm]
 [Cancel] (callback data `b:ok:<schedule_id>:<from>:<to>` in epoch seconds, `b:no`).
+For a workflow template the range is days (its zone) and the preview counts bundles,
+one per fire day (`b:bundles:<schedule_id>:<from>:<to>`, dates as YYYYMMDD).
 
-Confirming twice creates nothing the second time: a fire instant has at most one run.
+Confirming twice creates nothing the second time: a fire instant has at most one run,
+and a template's anchor date at most one bundle.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from bot.handlers.schedules import (
 )
 from bot.render import esc, local, zone_of
 from scheduler.errors import InvalidSchedule, shown
+from scheduler.models import ActionKind, Schedule
 
 __all__ = ["handlers", "parse_range"]
 
@@ -96,6 +100,9 @@ async def backfill(update: Update, context: Context, chat_id: int) -> None:
     svc = context.services
     service = svc.service
     schedule = await service.get_schedule(chat_id, args[0])
+    if schedule.action.kind is ActionKind.BUNDLE:
+        await _preview_bundles(update, context, schedule, args[1], args[2])
+        return
     zone = await service.chat_timezone(chat_id)
     start, end = parse_range(args[1], args[2], zone, svc.clock.now())
     # Whole seconds, as the buttons carry them; fire instants are whole seconds.
@@ -137,6 +144,63 @@ async def backfill(update: Update, context: Context, chat_id: int) -> None:
     await reply(update, "\n".join(lines), markup)
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidSchedule(
+            f"'{shown(text)}' is not a date like 2026-11-01; a template's backfill covers "
+            "whole days."
+        ) from None
+
+
+async def _preview_bundles(
+    update: Update, context: Context, template: Schedule, start: str, end: str
+) -> None:
+    first, last = _day(start), _day(end)
+    preview = await context.services.bundles.backfill(template, first, last, preview=True)
+    name = esc(template.name)
+    if not preview.anchors:
+        await reply(update, f"<b>{name}</b> has no fires in that window; nothing to backfill.")
+        return
+    lines = [
+        f"Backfill <b>{name}</b>: {preview.created} bundles would be created "
+        f"({preview.skipped} already exist), for the dates:",
+        *(f"• {a:%a %d %b %Y}" for a in preview.anchors[:_SHOWN]),
+    ]
+    if len(preview.anchors) > _SHOWN:
+        lines.append(f"… and {len(preview.anchors) - _SHOWN} more.")
+    if preview.created == 0:
+        lines.append("Every day in that window already has its bundle; nothing to do.")
+        await reply(update, "\n".join(lines))
+        return
+    data = callbacks.make("b", "bundles", template.id, f"{first:%Y%m%d}", f"{last:%Y%m%d}")
+    markup = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Confirm", callback_data=data),
+                InlineKeyboardButton("Cancel", callback_data=callbacks.make("b", "no")),
+            ]
+        ]
+    )
+    await reply(update, "\n".join(lines), markup)
+
+
+async def _backfill_bundles(context: Context, chat_id: int, data: callbacks.Callback) -> Outcome:
+    try:
+        first = datetime.strptime(arg(data, 1), "%Y%m%d").date()
+        last = datetime.strptime(arg(data, 2), "%Y%m%d").date()
+    except ValueError:
+        raise StaleButton from None
+    template = await context.services.service.get_schedule(chat_id, arg(data, 0))
+    done = await context.services.bundles.backfill(template, first, last)
+    text = (
+        f"⏪ Backfill of <b>{esc(template.name)}</b>: {done.created} bundles created, "
+        f"{done.skipped} skipped (they existed)."
+    )
+    return Outcome(toast=f"Created {done.created}, skipped {done.skipped}.", text=text, edit=True)
+
+
 @button_handler
 async def on_backfill_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
@@ -144,6 +208,8 @@ async def on_backfill_button(
     """b:ok:<schedule_id>:<from>:<to> creates the runs; b:no cancels."""
     if data.action == "no":
         return Outcome(toast="Cancelled.", text="Backfill cancelled; nothing created.", edit=True)
+    if data.action == "bundles":
+        return await _backfill_bundles(context, chat_id, data)
     if data.action != "ok":
         raise StaleButton
     sid = arg(data, 0)

@@ -24,6 +24,7 @@ from bot.handlers.schedules import (
     reply,
 )
 from bot.render import esc, local
+from bot.views_bundles import risk_lines
 from scheduler.errors import InvalidState, shown
 from scheduler.models import RunStatus
 from scheduler.proposals import ProposalStatus
@@ -124,6 +125,7 @@ async def today_text(
         f"({local(r.scheduled_for, zone_for(r.schedule_id))})"
         for r in awaiting
     ]
+    bundles = await svc.bundles.active(chat_id)
     parts = [
         f"📋 <b>Today</b> — {local(now, zone)}",
         _group("Due today", [item_line(i) for i in today.due_today], "Nothing due today"),
@@ -138,6 +140,7 @@ async def today_text(
             [item_line(i, waiting=True) for i in today.waiting],
             "Not waiting on anyone",
         ),
+        _group("Active bundles", [risk_lines(c) for c in bundles], "No active bundles"),
         _group("Pending approvals", approvals, "No pending approvals"),
         _group(
             "Tripped schedules",
