@@ -90,6 +90,15 @@ def step_schedule_id(bundle_id: str, number: int) -> str:
     return f"{bundle_id}.{number}"
 
 
+def step_of(schedule_id: str) -> tuple[str, int] | None:
+    """The bundle id and step number a prompt step's schedule id names, if it is shaped
+    like one (`step_schedule_id`); the bundle must still be looked up to be sure."""
+    bundle_id, dot, number = schedule_id.rpartition(".")
+    if not dot or not number.isascii() or not number.isdigit():
+        return None
+    return bundle_id, int(number)
+
+
 @dataclass(frozen=True)
 class StepState:
     """One step of a bundle as the card shows it."""
@@ -422,7 +431,10 @@ class BundleService:
                     due,
                     schedule_id=sid,
                     run=runs[0] if runs else None,
-                    dropped=prompt is not None and prompt.archived_at is not None,
+                    # Archived before its run ended: it will never run.
+                    dropped=prompt is not None
+                    and prompt.archived_at is not None
+                    and not (runs and runs[0].status in FINAL_STATUSES),
                 )
             )
         card = BundleCard(bundle, zone, states, now)
@@ -437,6 +449,22 @@ class BundleService:
             )
             card = BundleCard(done, zone, states, now)
         return card
+
+    async def step_finished(self, run: Run, schedule: Schedule) -> None:
+        """A prompt step's one-time schedule has nothing left to do once its run ended
+        for good: it is archived, so a year of bundles does not fill the chat's
+        /schedules and its schedule limit (its run stays in history and on the card),
+        and its bundle is done if this was its last open step."""
+        if run.status not in FINAL_STATUSES:
+            return
+        step = step_of(schedule.id)
+        if step is None:
+            return
+        bundle = await self.store.bundles.get_bundle(run.chat_id, step[0])
+        if bundle is None:
+            return  # an operator's own id with a dot in it
+        await self.store.schedules.archive(run.chat_id, schedule.id, now=self.clock.now())
+        await self._card(bundle)
 
     # --- a step's actions (validation is the work-item service's) --------------------------
     async def _task(self, chat_id: int, bundle_id: str, number: int) -> WorkItem:

@@ -28,7 +28,7 @@ from scheduler.bundles import BundleService, step_schedule_id
 from scheduler.engine import Engine
 from scheduler.errors import InvalidState
 from scheduler.models import Action, ActionKind, Owner, RunStatus, Schedule, Step, StepKind
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
 from storage.export import export_database, import_export, validate_export
@@ -173,6 +173,41 @@ async def test_the_prompt_step_fires_once_at_its_instant(stack: Stack) -> None:
     assert [(r.status, r.scheduled_for.isoformat()) for r in runs] == [
         (RunStatus.SUCCEEDED, "2026-11-29T08:00:00+00:00")
     ]
+
+
+async def test_a_prompt_step_that_ran_leaves_the_schedule_list_but_not_its_bundle(
+    stack: Stack,
+) -> None:
+    """A year of weekly bundles must not fill /schedules and the chat's schedule limit
+    with one-time prompt steps that already ran; the card still shows the step's run,
+    and the bundle is done once its last step is."""
+    template = await stack.template(cron="0 9 23 11 *")
+    await stack.clock.set(FIRE)
+    await stack.run_engine()
+    [bundle] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    sid = step_schedule_id(bundle.id, 3)
+    listed = [s.id for s in await stack.service.list_schedules(CHAT)]
+    assert listed == [template.id, sid]
+    await stack.bundles.complete_step(CHAT, bundle.id, 1, actor="ada", proof="collected")
+    await stack.bundles.complete_step(
+        CHAT, bundle.id, 2, actor="ada", proof="https://example.com/draft"
+    )
+
+    engine = stack.engine()
+    engine.lifecycle = LifecycleFires(
+        stack.service, [CHAT], step_finished=stack.bundles.step_finished
+    )
+    await stack.clock.set(datetime(2026, 11, 29, 8, 0, tzinfo=UTC))
+    await engine.run_until_idle()
+    await engine.shutdown()
+    assert [s.id for s in await stack.service.list_schedules(CHAT)] == [template.id]
+    assert await stack.store.schedules.count_active(CHAT) == 1
+    [done] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE])
+    assert done.id == bundle.id
+    card = await stack.bundles.card(CHAT, bundle.id)
+    step = card.step(3)
+    assert step.settled and not step.dropped
+    assert step.run is not None and step.run.status is RunStatus.SUCCEEDED
 
 
 async def test_a_process_killed_between_the_bundle_and_its_steps_is_finished_once_at_the_next_start(
