@@ -23,6 +23,7 @@ from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
     ActionKind,
+    MissedRunPolicy,
     Owner,
     Policies,
     RetryPolicy,
@@ -511,3 +512,30 @@ async def test_a_later_step_is_skipped_when_the_schedule_was_paused_after_it_was
         (1, RunStatus.SKIPPED, SkipReason.PAUSED),
         (2, RunStatus.SKIPPED, SkipReason.PLAN_STOPPED),
     ]
+
+
+async def test_a_missed_plan_fire_run_by_the_operator_runs_its_whole_plan(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    agent_stub: AgentStub,
+) -> None:
+    """A fire missed while Tickler was down (missed_run: skip) is recorded as step 0 of
+    its own plan run, so the operator's "run the latest" later runs every step."""
+    sid = await make_plan(
+        service,
+        plan(COLLECT, SUMMARISE, PUBLISH),
+        Policies(retry=FAST_RETRY, missed_run=MissedRunPolicy.SKIP),
+    )
+    await clock.set(TWO + timedelta(hours=3))  # the 02:00 fire passed while down
+    await engine.run_until_idle()
+    [missed] = await ledger(store, sid)
+    assert (missed.status, missed.plan_run_id, missed.step) == (RunStatus.SKIPPED, missed.id, 0)
+    changed = await service.settle_missed(
+        CHAT, sid, missed.scheduled_for, missed.scheduled_for, "latest"
+    )
+    assert changed == 1
+    await until_idle(engine, clock)
+    assert [r.status for r in await ledger(store, sid)] == [RunStatus.SUCCEEDED] * 3
+    assert [k.rsplit("#", 1)[1] for k in keys(agent_stub)] == ["step-1", "step-2", "step-3"]
