@@ -267,6 +267,18 @@ class BundleService:
         )
         stored = await self.store.bundles.add_bundle(bundle)
         if stored.id != bundle.id:
+            if stored.status is BundleStatus.FAILED:
+                # Its steps were never made: made now from the template as it is (the
+                # failure notice asks for a fixed template and a fire or /backfill).
+                retried = stored.model_copy(
+                    update={"snapshot": bundle.snapshot, "title": bundle.title, "updated_at": now}
+                )
+                if await self.store.bundles.remake_bundle(retried):
+                    retried = retried.model_copy(
+                        update={"status": BundleStatus.INSTANTIATING, "error": None}
+                    )
+                    return retried, await self._finish(retried)
+                return stored, False
             if stored.status is BundleStatus.INSTANTIATING:
                 # A crash left it half made, and no start finished it yet.
                 await self._finish(stored)
@@ -309,11 +321,16 @@ class BundleService:
             steps = instantiation(bundle, bundle.snapshot, now)
         except (InvalidSchedule, ValidationError, ValueError) as exc:
             why = str(exc).rstrip(".") if isinstance(exc, TicklerError) else _first(exc)
-            template = await self._template_name(bundle)
+            template = await self.store.schedules.get(bundle.chat_id, bundle.template_id)
+            name = template.name if template is not None else bundle.title
+            lead = template.action.lead_days if template is not None else 0
+            fire_day = (bundle.anchor_date - timedelta(days=lead)).isoformat()
+            ref = template.ref if template is not None else bundle.template_id
             text = (
-                f"⚠️ Automation failure: the bundle of template '{template}' for "
+                f"⚠️ Automation failure: the bundle of template '{name}' for "
                 f"{bundle.anchor_date.isoformat()} could not be made ({why}). Its steps "
-                "were not created; fix the template and run /backfill for that day."
+                f"were not created; check the template, then /backfill {ref} {fire_day} "
+                f"{fire_day} makes it again."
             )
             notice = Notification(
                 id=new_id(),
@@ -335,10 +352,6 @@ class BundleService:
         if made and steps.schedules:
             self.on_change()
         return made
-
-    async def _template_name(self, bundle: Bundle) -> str:
-        template = await self.store.schedules.get(bundle.chat_id, bundle.template_id)
-        return template.name if template is not None else bundle.title
 
     # --- backfill -------------------------------------------------------------------------
     async def backfill(

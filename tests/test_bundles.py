@@ -276,9 +276,21 @@ async def test_a_half_made_bundle_that_cannot_be_finished_tells_the_chat_once(
     notices = await stack.store.outbox.pending(CHAT, 10)
     assert [n.text for n in notices] == [
         "⚠️ Automation failure: the bundle of template 'Weekly newsletter' for 2026-11-30 "
-        f"could not be made ({bundle.error}). Its steps were not created; fix the template "
-        "and run /backfill for that day."
+        f"could not be made ({bundle.error}). Its steps were not created; check the "
+        f"template, then /backfill {template.ref} 2026-11-23 2026-11-23 makes it again."
     ]
+    # What the notice says to do makes it, once, from the template as it is now.
+    await stack.clock.set(FIRE + timedelta(hours=1))
+    fire_day = date(2026, 11, 23)
+    preview = await stack.bundles.backfill(template, fire_day, fire_day, preview=True)
+    assert (preview.created, preview.skipped) == (1, 0)
+    done = await stack.bundles.backfill(template, fire_day, fire_day)
+    assert (done.created, done.skipped) == (1, 0)
+    [remade] = await stack.store.bundles.list_bundles(CHAT, list(BundleStatus))
+    assert (remade.id, remade.status) == (bundle.id, BundleStatus.ACTIVE)
+    assert [i.bundle_step for i in await stack.store.bundles.bundle_items(bundle.id)] == [1, 2]
+    again = await stack.bundles.backfill(template, fire_day, fire_day)
+    assert (again.created, again.skipped) == (0, 1)
 
 
 async def test_a_paused_template_makes_no_bundles_for_its_paused_days(stack: Stack) -> None:
