@@ -425,6 +425,17 @@ class ScheduleService:
 
         def change(current: Schedule) -> ScheduleChange:
             _require_active(current, schedule_id)
+            if (
+                action is not None
+                and current.action.kind is ActionKind.BUNDLE
+                and action.kind is not ActionKind.BUNDLE
+            ):
+                # Its bundles name it as their template, in the ledger and in exports.
+                raise InvalidSchedule(
+                    f"'{current.name}' is a workflow template and stays one; archive it "
+                    f"with /delete {current.ref} and create a new schedule instead.",
+                    field="action.kind",
+                )
             update = dict(changes)
             if timezone is not None and trigger is None:
                 moved = with_zone(current.trigger, timezone)

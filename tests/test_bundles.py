@@ -26,7 +26,7 @@ from adapters.clocks import FakeClock
 from scheduler.bundle_model import BundleStatus
 from scheduler.bundles import BundleService, step_schedule_id
 from scheduler.engine import Engine
-from scheduler.errors import InvalidState
+from scheduler.errors import InvalidSchedule, InvalidState
 from scheduler.models import Action, ActionKind, Owner, RunStatus, Schedule, Step, StepKind
 from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
@@ -434,3 +434,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+async def test_a_template_stays_a_template_so_its_bundles_keep_their_template(
+    stack: Stack,
+) -> None:
+    template = await stack.template()
+    with pytest.raises(InvalidSchedule, match="is a workflow template and stays one"):
+        await stack.service.update_schedule(CHAT, template.id, action=Action(text="Just ask."))
+    unchanged = await stack.service.get_schedule(CHAT, template.id)
+    assert unchanged.action == NEWSLETTER
+    # Its steps may change: the next bundles are made from them.
+    fewer = NEWSLETTER.model_copy(update={"steps": NEWSLETTER.steps[:1]})
+    changed = await stack.service.update_schedule(CHAT, template.id, action=fewer)
+    assert changed.action.steps == fewer.steps
