@@ -525,8 +525,8 @@ class BundleService:
 
 def instantiation(bundle: Bundle, snapshot: BundleSnapshot, now: datetime) -> Instantiation:
     """The steps of `bundle`, made from its snapshot alone: task steps as work items,
-    prompt steps as one-time agent schedules (missed-run policy catch_up_once, so one due
-    while Tickler was down still runs, once)."""
+    prompt steps as one-time agent schedules (one due while Tickler was down still runs,
+    once; one already past when the bundle was made is recorded as missed)."""
     items: list[tuple[WorkItem, HistoryEntry]] = []
     made: list[Schedule] = []
     zone = snapshot.timezone
@@ -563,8 +563,15 @@ def instantiation(bundle: Bundle, snapshot: BundleSnapshot, now: datetime) -> In
                 ),
                 trigger=OnceTrigger(at=due, timezone=zone),
                 action=Action(kind=ActionKind.AGENT, text=step.text),
+                # Due after its bundle was made: sent once even if Tickler was down at
+                # that instant. Due before (a backfilled bundle, a step set before the
+                # fire day): recorded as missed, not sent days late.
                 policies=snapshot.policies.model_copy(
-                    update={"missed_run": MissedRunPolicy.CATCH_UP_ONCE}
+                    update={
+                        "missed_run": MissedRunPolicy.CATCH_UP_ONCE
+                        if due >= bundle.created_at
+                        else MissedRunPolicy.SKIP
+                    }
                 ),
                 owner=snapshot.owner,
                 next_run_at=due,

@@ -23,6 +23,7 @@ import pytest
 
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.bundle_model import BundleStatus
 from scheduler.bundles import BundleService, step_schedule_id
 from scheduler.engine import Engine
@@ -448,3 +449,22 @@ async def test_a_template_stays_a_template_so_its_bundles_keep_their_template(
     fewer = NEWSLETTER.model_copy(update={"steps": NEWSLETTER.steps[:1]})
     changed = await stack.service.update_schedule(CHAT, template.id, action=fewer)
     assert changed.action.steps == fewer.steps
+
+
+async def test_a_backfilled_bundle_records_its_past_prompt_as_missed_instead_of_sending_it(
+    stack: Stack, agent_stub: AgentStub
+) -> None:
+    """Backfilling last month must not send the agent a month of stale prompts at once;
+    a prompt step due after its bundle was made still goes out when its time comes."""
+    template = await stack.template()
+    await stack.clock.set(datetime(2026, 12, 20, 12, 0, tzinfo=UTC))
+    made = await stack.bundles.backfill(template, date(2026, 11, 23), date(2026, 11, 23))
+    assert made.created == 1
+    [old] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    await stack.run_engine()
+    assert agent_stub.requests == []
+    [missed] = await stack.store.runs.list_for_chat(CHAT, schedule_id=step_schedule_id(old.id, 3))
+    assert missed.status is RunStatus.SKIPPED
+    assert missed.scheduled_for == datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    card = await stack.bundles.card(CHAT, old.id)
+    assert card.step(3).settled
