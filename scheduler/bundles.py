@@ -229,6 +229,8 @@ class BundleService:
         self.on_change = on_change or (lambda: None)
         self.on_notice = on_notice or (lambda chat_id: None)
         self._between_phases = between_phases
+        # However a step's item is closed, its bundle is done as soon as its last step is.
+        work_items.on_step_closed = self._item_closed
 
     # --- making bundles -------------------------------------------------------------------
     async def create_from_fire(self, schedule: Schedule, fire: datetime, heading: str = "") -> str:
@@ -462,6 +464,13 @@ class BundleService:
             )
             card = BundleCard(done, zone, states, now)
         return card
+
+    async def _item_closed(self, item: WorkItem) -> None:
+        if item.bundle_id is None:
+            return
+        bundle = await self.store.bundles.get_bundle(item.chat_id, item.bundle_id)
+        if bundle is not None and bundle.status is BundleStatus.ACTIVE:
+            await self._card(bundle)
 
     async def step_finished(self, run: Run, schedule: Schedule) -> None:
         """A prompt step's one-time schedule has nothing left to do once its run ended

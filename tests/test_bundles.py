@@ -468,3 +468,25 @@ async def test_a_backfilled_bundle_records_its_past_prompt_as_missed_instead_of_
     assert missed.scheduled_for == datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
     card = await stack.bundles.card(CHAT, old.id)
     assert card.step(3).settled
+
+
+async def test_a_bundle_is_done_when_its_last_step_is_done_by_command(stack: Stack) -> None:
+    """/done on the last open step (the work-item service, not the card) makes the
+    bundle done in the store at once: exports and the API see it without a card read."""
+    await stack.template(cron="0 9 23 11 *")
+    await stack.clock.set(FIRE)
+    await stack.run_engine()
+    [bundle] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    engine = stack.engine()
+    engine.lifecycle = LifecycleFires(
+        stack.service, [CHAT], step_finished=stack.bundles.step_finished
+    )
+    await stack.clock.set(datetime(2026, 11, 29, 8, 0, tzinfo=UTC))
+    await engine.run_until_idle()
+    await engine.shutdown()
+    first, second = await stack.store.bundles.bundle_items(bundle.id)
+    await stack.work_items.done(first, "links collected", actor="ada")
+    assert await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE]) == []
+    await stack.work_items.done(second, "https://example.com/draft", actor="ada")
+    [done] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE])
+    assert done.id == bundle.id and done.completed_at == stack.clock.now()
