@@ -70,6 +70,10 @@ def _open(db: Path) -> sqlite3.Connection:
 Fire = tuple[str, str, int, str]
 
 
+#: Seconds slept past the due instant before the first claim.
+_TIMER_SLACK = 0.002
+
+
 def _claim(conn: sqlite3.Connection, now: str, batch: int, plan: bool) -> list[Fire]:
     """Up to `batch` due fires, their schedules moved on and their runs written running,
     in one transaction (as the engine's claim of fires it starts at once)."""
@@ -187,7 +191,9 @@ async def burst_posting(db: Path, url: str, n: int, due: float, concurrency: int
                 queue.task_done()
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        await asyncio.sleep(max(0.0, due - time.time()))
+        # The loop's timers may wake up to a millisecond early: a claim before the due
+        # instant would find nothing and read as every fire dropped.
+        await asyncio.sleep(max(0.0, due - time.time()) + _TIMER_SLACK)
         claimed = 0
         while claimed < n:
             if queue.qsize() < POSTING_BATCH:

@@ -166,7 +166,9 @@ async def open_services(
             on_approval_asked=notifier.runs_asked,
         )
         loop.lifecycle = LifecycleFires(
-            service, {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
+            service,
+            {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
+            step_finished=bundle_service.step_finished,
         )
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
         await apply_configured_schedules(settings, service, clock)

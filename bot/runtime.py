@@ -210,7 +210,9 @@ async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) 
             on_result=engine.report_result,
         )
         engine.lifecycle = LifecycleFires(
-            service, {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
+            service,
+            {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
+            step_finished=bundles.step_finished,
         )
         await apply_configured_schedules(settings, service, clock)
         await log_started(settings, store, "engine", instance=engine.instance_id)

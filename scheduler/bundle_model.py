@@ -95,6 +95,10 @@ class BundleRepository(Protocol):
         """Mark an instantiating bundle failed and queue `notice`, in one transaction;
         False (nothing written) when it is no longer instantiating."""
 
+    async def remake_bundle(self, bundle: Bundle) -> bool:
+        """Put a failed bundle back to instantiating with `bundle`'s snapshot, title and
+        time; False if it is not failed (made meanwhile)."""
+
     async def complete_bundle(self, bundle_id: str, now: datetime) -> bool:
         """Active → done; False when it was not active."""
 
@@ -112,4 +116,5 @@ class BundleRepository(Protocol):
         """The bundle's task steps, by step number."""
 
     async def bundle_anchors(self, template_id: str, anchors: Sequence[date]) -> set[date]:
-        """Which of `anchors` already have a bundle of the template."""
+        """Which of `anchors` already have a bundle of the template (a failed one, which
+        a backfill makes again, does not count)."""

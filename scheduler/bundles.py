@@ -90,6 +90,15 @@ def step_schedule_id(bundle_id: str, number: int) -> str:
     return f"{bundle_id}.{number}"
 
 
+def step_of(schedule_id: str) -> tuple[str, int] | None:
+    """The bundle id and step number a prompt step's schedule id names, if it is shaped
+    like one (`step_schedule_id`); the bundle must still be looked up to be sure."""
+    bundle_id, dot, number = schedule_id.rpartition(".")
+    if not dot or not number.isascii() or not number.isdigit():
+        return None
+    return bundle_id, int(number)
+
+
 @dataclass(frozen=True)
 class StepState:
     """One step of a bundle as the card shows it."""
@@ -220,6 +229,8 @@ class BundleService:
         self.on_change = on_change or (lambda: None)
         self.on_notice = on_notice or (lambda chat_id: None)
         self._between_phases = between_phases
+        # However a step's item is closed, its bundle is done as soon as its last step is.
+        work_items.on_step_closed = self._item_closed
 
     # --- making bundles -------------------------------------------------------------------
     async def create_from_fire(self, schedule: Schedule, fire: datetime, heading: str = "") -> str:
@@ -258,6 +269,18 @@ class BundleService:
         )
         stored = await self.store.bundles.add_bundle(bundle)
         if stored.id != bundle.id:
+            if stored.status is BundleStatus.FAILED:
+                # Its steps were never made: made now from the template as it is (the
+                # failure notice asks for a fixed template and a fire or /backfill).
+                retried = stored.model_copy(
+                    update={"snapshot": bundle.snapshot, "title": bundle.title, "updated_at": now}
+                )
+                if await self.store.bundles.remake_bundle(retried):
+                    retried = retried.model_copy(
+                        update={"status": BundleStatus.INSTANTIATING, "error": None}
+                    )
+                    return retried, await self._finish(retried)
+                return stored, False
             if stored.status is BundleStatus.INSTANTIATING:
                 # A crash left it half made, and no start finished it yet.
                 await self._finish(stored)
@@ -300,11 +323,16 @@ class BundleService:
             steps = instantiation(bundle, bundle.snapshot, now)
         except (InvalidSchedule, ValidationError, ValueError) as exc:
             why = str(exc).rstrip(".") if isinstance(exc, TicklerError) else _first(exc)
-            template = await self._template_name(bundle)
+            template = await self.store.schedules.get(bundle.chat_id, bundle.template_id)
+            name = template.name if template is not None else bundle.title
+            lead = template.action.lead_days if template is not None else 0
+            fire_day = (bundle.anchor_date - timedelta(days=lead)).isoformat()
+            ref = template.ref if template is not None else bundle.template_id
             text = (
-                f"⚠️ Automation failure: the bundle of template '{template}' for "
+                f"⚠️ Automation failure: the bundle of template '{name}' for "
                 f"{bundle.anchor_date.isoformat()} could not be made ({why}). Its steps "
-                "were not created; fix the template and run /backfill for that day."
+                f"were not created; check the template, then /backfill {ref} {fire_day} "
+                f"{fire_day} makes it again."
             )
             notice = Notification(
                 id=new_id(),
@@ -326,10 +354,6 @@ class BundleService:
         if made and steps.schedules:
             self.on_change()
         return made
-
-    async def _template_name(self, bundle: Bundle) -> str:
-        template = await self.store.schedules.get(bundle.chat_id, bundle.template_id)
-        return template.name if template is not None else bundle.title
 
     # --- backfill -------------------------------------------------------------------------
     async def backfill(
@@ -422,7 +446,10 @@ class BundleService:
                     due,
                     schedule_id=sid,
                     run=runs[0] if runs else None,
-                    dropped=prompt is not None and prompt.archived_at is not None,
+                    # Archived before its run ended: it will never run.
+                    dropped=prompt is not None
+                    and prompt.archived_at is not None
+                    and not (runs and runs[0].status in FINAL_STATUSES),
                 )
             )
         card = BundleCard(bundle, zone, states, now)
@@ -437,6 +464,29 @@ class BundleService:
             )
             card = BundleCard(done, zone, states, now)
         return card
+
+    async def _item_closed(self, item: WorkItem) -> None:
+        if item.bundle_id is None:
+            return
+        bundle = await self.store.bundles.get_bundle(item.chat_id, item.bundle_id)
+        if bundle is not None and bundle.status is BundleStatus.ACTIVE:
+            await self._card(bundle)
+
+    async def step_finished(self, run: Run, schedule: Schedule) -> None:
+        """A prompt step's one-time schedule has nothing left to do once its run ended
+        for good: it is archived, so a year of bundles does not fill the chat's
+        /schedules and its schedule limit (its run stays in history and on the card),
+        and its bundle is done if this was its last open step."""
+        if run.status not in FINAL_STATUSES:
+            return
+        step = step_of(schedule.id)
+        if step is None:
+            return
+        bundle = await self.store.bundles.get_bundle(run.chat_id, step[0])
+        if bundle is None:
+            return  # an operator's own id with a dot in it
+        await self.store.schedules.archive(run.chat_id, schedule.id, now=self.clock.now())
+        await self._card(bundle)
 
     # --- a step's actions (validation is the work-item service's) --------------------------
     async def _task(self, chat_id: int, bundle_id: str, number: int) -> WorkItem:
@@ -484,8 +534,8 @@ class BundleService:
 
 def instantiation(bundle: Bundle, snapshot: BundleSnapshot, now: datetime) -> Instantiation:
     """The steps of `bundle`, made from its snapshot alone: task steps as work items,
-    prompt steps as one-time agent schedules (missed-run policy catch_up_once, so one due
-    while Tickler was down still runs, once)."""
+    prompt steps as one-time agent schedules (one due while Tickler was down still runs,
+    once; one already past when the bundle was made is recorded as missed)."""
     items: list[tuple[WorkItem, HistoryEntry]] = []
     made: list[Schedule] = []
     zone = snapshot.timezone
@@ -522,8 +572,15 @@ def instantiation(bundle: Bundle, snapshot: BundleSnapshot, now: datetime) -> In
                 ),
                 trigger=OnceTrigger(at=due, timezone=zone),
                 action=Action(kind=ActionKind.AGENT, text=step.text),
+                # Due after its bundle was made: sent once even if Tickler was down at
+                # that instant. Due before (a backfilled bundle, a step set before the
+                # fire day): recorded as missed, not sent days late.
                 policies=snapshot.policies.model_copy(
-                    update={"missed_run": MissedRunPolicy.CATCH_UP_ONCE}
+                    update={
+                        "missed_run": MissedRunPolicy.CATCH_UP_ONCE
+                        if due >= bundle.created_at
+                        else MissedRunPolicy.SKIP
+                    }
                 ),
                 owner=snapshot.owner,
                 next_run_at=due,

@@ -350,9 +350,11 @@ def skipped_run(
     now: datetime,
     kind: SkipReason = SkipReason.MISSED,
 ) -> Run:
-    """A fire instant recorded as not run, with the reason: never a silent skip."""
+    """A fire instant recorded as not run, with the reason: never a silent skip. A plan
+    schedule's carries its plan fields: an operator may still run it (/backfill)."""
+    run_id = new_id()
     return Run(
-        id=new_id(),
+        id=run_id,
         schedule_id=schedule.id,
         chat_id=schedule.chat_id,
         scheduled_for=instant,
@@ -363,4 +365,5 @@ def skipped_run(
         skip_reason=kind,
         created_at=now,
         updated_at=now,
+        **first_step(schedule, run_id),
     )

@@ -143,6 +143,8 @@ class ReadyRun:
     interruptions: int
     #: Its schedule has no run running.
     idle: bool
+    #: Its place in a plan run (0-based), None for a run that is no plan step.
+    step: int | None = None
 
 
 class Acquisition(Enum):
@@ -163,13 +165,17 @@ def acquisition(
     under `overlap: skip`, unless the running run is only `settling` (its attempt is
     over and being recorded): then it waits to start once that is written.
     """
-    inactive = inactive_reason(schedule, run.trigger)
+    later_step = bool(run.step)
+    # A plan's later step is the plan going on, not a new fire: a pause or a tripped
+    # breaker made since its plan run began stops it whoever started that run.
+    inactive = inactive_reason(schedule, RunTrigger.SCHEDULE if later_step else run.trigger)
     if inactive is not None:
         return Acquisition.SKIP, inactive
     if run.idle or schedule.policies.overlap is OverlapPolicy.ALLOW:
         return Acquisition.START, None
     if (
         schedule.policies.overlap is OverlapPolicy.SKIP
+        and not later_step  # it waits for its turn: skipping it would cut its plan short
         and run.trigger is RunTrigger.SCHEDULE
         and run.attempt == 0
         and not run.interruptions

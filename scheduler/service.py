@@ -425,6 +425,17 @@ class ScheduleService:
 
         def change(current: Schedule) -> ScheduleChange:
             _require_active(current, schedule_id)
+            if (
+                action is not None
+                and current.action.kind is ActionKind.BUNDLE
+                and action.kind is not ActionKind.BUNDLE
+            ):
+                # Its bundles name it as their template, in the ledger and in exports.
+                raise InvalidSchedule(
+                    f"'{current.name}' is a workflow template and stays one; archive it "
+                    f"with /delete {current.ref} and create a new schedule instead.",
+                    field="action.kind",
+                )
             update = dict(changes)
             if timezone is not None and trigger is None:
                 moved = with_zone(current.trigger, timezone)
@@ -1126,15 +1137,25 @@ class LifecycleFires:
     """The engine's lifecycle hooks (scheduler/engine.py, `Lifecycle`) as the service's
     startup and after fires, for the chats this process serves."""
 
-    def __init__(self, service: ScheduleService, chat_ids: Collection[int]) -> None:
+    def __init__(
+        self,
+        service: ScheduleService,
+        chat_ids: Collection[int],
+        *,
+        step_finished: Callable[[Run, Schedule], Awaitable[None]] | None = None,
+    ) -> None:
         self.service = service
         self.chat_ids = frozenset(chat_ids)
+        # A bundle's prompt step ended (scheduler/bundles.py, BundleService.step_finished).
+        self._step_finished = step_finished
 
     async def started(self, instance_id: str) -> None:
         await self.service.fire_startup(self.chat_ids, instance_id)
 
     async def finished(self, run: Run, schedule: Schedule) -> None:
         await self.service.fire_after(run, schedule)
+        if self._step_finished is not None:
+            await self._step_finished(run, schedule)
 
 
 def _number(ref: str) -> int | None:

@@ -8,6 +8,7 @@ Nothing here speaks Telegram; errors are one `TicklerError` sentence.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -86,12 +87,21 @@ class WorkItemService:
     def __init__(self, store: WorkItemRepository, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        #: Told when a bundle's step item is done or archived, however that came about
+        #: (/done, a button, the API): its bundle may be done now (BundleService).
+        self.on_step_closed: Callable[[WorkItem], Awaitable[None]] | None = None
 
     async def _change(self, item: WorkItem, actor: str, action: str, note: str = "") -> WorkItem:
         now = self.clock.now()
         item = item.model_copy(update={"updated_at": now})
         entry = HistoryEntry(item_id=item.id, at=now, actor=actor, action=action, note=note)
         await self.store.update_work_item(item, entry)
+        if (
+            item.bundle_id is not None
+            and item.status not in OPEN
+            and self.on_step_closed is not None
+        ):
+            await self.on_step_closed(item)
         return item
 
     async def get(self, chat_id: int, item_id: str) -> WorkItem:

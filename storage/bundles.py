@@ -141,6 +141,20 @@ class SqlBundles:
             await notifications.insert_many(db, [notice])
             return True
 
+    async def remake_bundle(self, bundle: Bundle) -> bool:
+        async with self._conn.write() as db:
+            cur = await db.execute(
+                "UPDATE bundles SET status = 'instantiating', snapshot_json = ?, title = ?, "
+                "error = NULL, updated_at = ? WHERE id = ? AND status = 'failed'",
+                (
+                    _params(bundle)["snapshot_json"],
+                    bundle.title,
+                    to_db_time(bundle.updated_at),
+                    bundle.id,
+                ),
+            )
+            return cur.rowcount == 1
+
     async def complete_bundle(self, bundle_id: str, now: datetime) -> bool:
         async with self._conn.write() as db:
             cur = await db.execute(
@@ -190,7 +204,7 @@ class SqlBundles:
             rows = await fetch_all(
                 db,
                 f"SELECT anchor_date FROM bundles WHERE template_id = ? "
-                f"AND anchor_date IN ({marks})",
+                f"AND anchor_date IN ({marks}) AND status <> 'failed'",
                 (template_id, *(a.isoformat() for a in anchors)),
             )
         return {date.fromisoformat(r[0]) for r in rows}

@@ -41,6 +41,7 @@ from storage import due, events, instances, runs, schedules
 from storage.codec import (
     claimed_schedule,
     remember_claimed,
+    run_from_row,
     started_run_from_row,
     started_schedule,
 )
@@ -241,7 +242,9 @@ class SqlEngineStore:
                 rows = [row for row in rows if row[0] in mine]
             take: list[AcquiredRun] = []
             skipped: dict[tuple[SkipReason, str], list[tuple[str, RunStatus]]] = {}
+            ended: list[Run] = []
             for row in rows:
+                schedule: Schedule | None = None
                 if len(take) >= limit:
                     break
                 values = tuple(row)
@@ -254,8 +257,9 @@ class SqlEngineStore:
                     # Never started from a definition that cannot be read.
                     why = (SkipReason.UNREADABLE, f"schedule cannot be read: {exc.reason}")
                 else:
+                    step = values[runs.RUN_WIDTH - 1]
                     decision, why = acquisition(
-                        ReadyRun(trigger, attempt, interruptions, idle=bool(values[-1])),
+                        ReadyRun(trigger, attempt, interruptions, bool(values[-1]), step),
                         schedule,
                         settling=schedule.id in settling,
                     )
@@ -265,11 +269,18 @@ class SqlEngineStore:
                 if why is not None:
                     closing = closing_status(RunStatus(values[5]), attempt, interruptions)
                     skipped.setdefault(why, []).append((run_id, closing))
+                    if schedule is not None:
+                        # A plan step closed here ends its plan: the rest are skipped.
+                        closed = run_from_row(values[: runs.RUN_WIDTH]).model_copy(
+                            update={"status": closing}
+                        )
+                        ended.extend(following_runs(closed, schedule, now))
             begun = await runs.mark_running(db, [a.run.id for a in take], owner, now)
             if len(begun) != len(take):
                 take = [a for a in take if a.run.id in begun]
-            for (kind, text), closed in skipped.items():
-                await runs.close_runs(db, closed, kind, text, now)
+            for (kind, text), closed_runs in skipped.items():
+                await runs.close_runs(db, closed_runs, kind, text, now)
+            await runs.write_plan_steps(db, ended)
             return take
 
         return await self._conn.transact(acquire)
@@ -532,7 +543,7 @@ async def _apply_outcome(
     await runs.write_plan_steps(db, then)
     if tripped_now:
         await runs.settle_open(
-            db, run.schedule_id, SkipReason.TRIPPED, TRIPPED_TEXT, outcome.finished_at
+            db, run.schedule_id, SkipReason.TRIPPED, TRIPPED_TEXT, outcome.finished_at, schedule
         )
         # A next step written above was closed with the rest: nothing of it to announce.
         then = tuple(r for r in then if r.status is RunStatus.SKIPPED)

@@ -133,7 +133,12 @@ class SqlSchedules:
             )
             await schedules.replace(db, paused)
             await runs.settle_open(
-                db, schedule_id, SkipReason.PAUSED, f"paused: {reason or 'by the operator'}", now
+                db,
+                schedule_id,
+                SkipReason.PAUSED,
+                f"paused: {reason or 'by the operator'}",
+                now,
+                paused,
             )
             return paused
 

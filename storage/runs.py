@@ -10,11 +10,14 @@ from typing import Any
 from scheduler.models import (
     AWAITING_RESULT_OWNER,
     READY_STATUSES,
+    ActionKind,
     Attempt,
     Run,
     RunStatus,
+    Schedule,
     SkipReason,
 )
+from scheduler.plans import following_runs
 from scheduler.policies import closing_status
 from storage.codec import (
     RUN_COLUMNS,
@@ -514,10 +517,16 @@ async def running_owners(db: Db) -> set[str]:
 
 
 async def settle_open(
-    db: Db, schedule_id: str, kind: SkipReason, reason: str, now: datetime
+    db: Db,
+    schedule_id: str,
+    kind: SkipReason,
+    reason: str,
+    now: datetime,
+    schedule: Schedule | None = None,
 ) -> None:
     """Close a schedule's not-started runs, each skipped or cancelled as
-    `scheduler.policies.closing_status` says."""
+    `scheduler.policies.closing_status` says. Given its `schedule`, a plan step closed
+    so ends its plan run: the steps after it are written skipped."""
     rows = await fetch_all(
         db,
         "SELECT id, status, attempt, interruptions FROM runs WHERE schedule_id = ? "
@@ -526,6 +535,14 @@ async def settle_open(
     )
     closed = [(r[0], closing_status(RunStatus(r[1]), r[2], r[3])) for r in rows]
     await close_runs(db, closed, kind, reason, now)
+    if schedule is None or schedule.action.kind is not ActionKind.PLAN or not closed:
+        return
+    ended: list[Run] = []
+    for run_id, _ in closed:
+        run = await get(db, schedule.chat_id, run_id)
+        if run is not None:
+            ended.extend(following_runs(run, schedule, now))
+    await write_plan_steps(db, ended)
 
 
 async def transition(

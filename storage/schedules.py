@@ -79,7 +79,7 @@ async def archive(db: Db, chat_id: int, schedule_id: str, now: datetime) -> Sche
         return current
     archived = current.model_copy(update={"enabled": False, "archived_at": now, "updated_at": now})
     await replace(db, archived)
-    await settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now)
+    await settle_open(db, schedule_id, SkipReason.ARCHIVED, "archived", now, archived)
     return archived
 
 

@@ -132,7 +132,8 @@ async def test_today_and_the_bundle_card_show_the_risk_and_the_buttons_work(
     prompt = step_schedule_id(bundle.id, 3)
 
     async def prompted() -> bool:
-        runs = await bot.services.service.history(ALICE, prompt)
+        # Archived once its run ended (it leaves /schedules); its run stays in the ledger.
+        runs = await bot.services.store.runs.list_for_chat(ALICE, schedule_id=prompt)
         return [r.status for r in runs] == [RunStatus.SUCCEEDED]
 
     await eventually(prompted, timeout=5)

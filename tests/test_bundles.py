@@ -23,12 +23,13 @@ import pytest
 
 from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
 from scheduler.bundle_model import BundleStatus
 from scheduler.bundles import BundleService, step_schedule_id
 from scheduler.engine import Engine
-from scheduler.errors import InvalidState
+from scheduler.errors import InvalidSchedule, InvalidState
 from scheduler.models import Action, ActionKind, Owner, RunStatus, Schedule, Step, StepKind
-from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
 from storage.export import export_database, import_export, validate_export
@@ -175,6 +176,41 @@ async def test_the_prompt_step_fires_once_at_its_instant(stack: Stack) -> None:
     ]
 
 
+async def test_a_prompt_step_that_ran_leaves_the_schedule_list_but_not_its_bundle(
+    stack: Stack,
+) -> None:
+    """A year of weekly bundles must not fill /schedules and the chat's schedule limit
+    with one-time prompt steps that already ran; the card still shows the step's run,
+    and the bundle is done once its last step is."""
+    template = await stack.template(cron="0 9 23 11 *")
+    await stack.clock.set(FIRE)
+    await stack.run_engine()
+    [bundle] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    sid = step_schedule_id(bundle.id, 3)
+    listed = [s.id for s in await stack.service.list_schedules(CHAT)]
+    assert listed == [template.id, sid]
+    await stack.bundles.complete_step(CHAT, bundle.id, 1, actor="ada", proof="collected")
+    await stack.bundles.complete_step(
+        CHAT, bundle.id, 2, actor="ada", proof="https://example.com/draft"
+    )
+
+    engine = stack.engine()
+    engine.lifecycle = LifecycleFires(
+        stack.service, [CHAT], step_finished=stack.bundles.step_finished
+    )
+    await stack.clock.set(datetime(2026, 11, 29, 8, 0, tzinfo=UTC))
+    await engine.run_until_idle()
+    await engine.shutdown()
+    assert [s.id for s in await stack.service.list_schedules(CHAT)] == [template.id]
+    assert await stack.store.schedules.count_active(CHAT) == 1
+    [done] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE])
+    assert done.id == bundle.id
+    card = await stack.bundles.card(CHAT, bundle.id)
+    step = card.step(3)
+    assert step.settled and not step.dropped
+    assert step.run is not None and step.run.status is RunStatus.SUCCEEDED
+
+
 async def test_a_process_killed_between_the_bundle_and_its_steps_is_finished_once_at_the_next_start(
     location: Location, stack: Stack
 ) -> None:
@@ -241,9 +277,21 @@ async def test_a_half_made_bundle_that_cannot_be_finished_tells_the_chat_once(
     notices = await stack.store.outbox.pending(CHAT, 10)
     assert [n.text for n in notices] == [
         "⚠️ Automation failure: the bundle of template 'Weekly newsletter' for 2026-11-30 "
-        f"could not be made ({bundle.error}). Its steps were not created; fix the template "
-        "and run /backfill for that day."
+        f"could not be made ({bundle.error}). Its steps were not created; check the "
+        f"template, then /backfill {template.ref} 2026-11-23 2026-11-23 makes it again."
     ]
+    # What the notice says to do makes it, once, from the template as it is now.
+    await stack.clock.set(FIRE + timedelta(hours=1))
+    fire_day = date(2026, 11, 23)
+    preview = await stack.bundles.backfill(template, fire_day, fire_day, preview=True)
+    assert (preview.created, preview.skipped) == (1, 0)
+    done = await stack.bundles.backfill(template, fire_day, fire_day)
+    assert (done.created, done.skipped) == (1, 0)
+    [remade] = await stack.store.bundles.list_bundles(CHAT, list(BundleStatus))
+    assert (remade.id, remade.status) == (bundle.id, BundleStatus.ACTIVE)
+    assert [i.bundle_step for i in await stack.store.bundles.bundle_items(bundle.id)] == [1, 2]
+    again = await stack.bundles.backfill(template, fire_day, fire_day)
+    assert (again.created, again.skipped) == (0, 1)
 
 
 async def test_a_paused_template_makes_no_bundles_for_its_paused_days(stack: Stack) -> None:
@@ -387,3 +435,58 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+async def test_a_template_stays_a_template_so_its_bundles_keep_their_template(
+    stack: Stack,
+) -> None:
+    template = await stack.template()
+    with pytest.raises(InvalidSchedule, match="is a workflow template and stays one"):
+        await stack.service.update_schedule(CHAT, template.id, action=Action(text="Just ask."))
+    unchanged = await stack.service.get_schedule(CHAT, template.id)
+    assert unchanged.action == NEWSLETTER
+    # Its steps may change: the next bundles are made from them.
+    fewer = NEWSLETTER.model_copy(update={"steps": NEWSLETTER.steps[:1]})
+    changed = await stack.service.update_schedule(CHAT, template.id, action=fewer)
+    assert changed.action.steps == fewer.steps
+
+
+async def test_a_backfilled_bundle_records_its_past_prompt_as_missed_instead_of_sending_it(
+    stack: Stack, agent_stub: AgentStub
+) -> None:
+    """Backfilling last month must not send the agent a month of stale prompts at once;
+    a prompt step due after its bundle was made still goes out when its time comes."""
+    template = await stack.template()
+    await stack.clock.set(datetime(2026, 12, 20, 12, 0, tzinfo=UTC))
+    made = await stack.bundles.backfill(template, date(2026, 11, 23), date(2026, 11, 23))
+    assert made.created == 1
+    [old] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    await stack.run_engine()
+    assert agent_stub.requests == []
+    [missed] = await stack.store.runs.list_for_chat(CHAT, schedule_id=step_schedule_id(old.id, 3))
+    assert missed.status is RunStatus.SKIPPED
+    assert missed.scheduled_for == datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    card = await stack.bundles.card(CHAT, old.id)
+    assert card.step(3).settled
+
+
+async def test_a_bundle_is_done_when_its_last_step_is_done_by_command(stack: Stack) -> None:
+    """/done on the last open step (the work-item service, not the card) makes the
+    bundle done in the store at once: exports and the API see it without a card read."""
+    await stack.template(cron="0 9 23 11 *")
+    await stack.clock.set(FIRE)
+    await stack.run_engine()
+    [bundle] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.ACTIVE])
+    engine = stack.engine()
+    engine.lifecycle = LifecycleFires(
+        stack.service, [CHAT], step_finished=stack.bundles.step_finished
+    )
+    await stack.clock.set(datetime(2026, 11, 29, 8, 0, tzinfo=UTC))
+    await engine.run_until_idle()
+    await engine.shutdown()
+    first, second = await stack.store.bundles.bundle_items(bundle.id)
+    await stack.work_items.done(first, "links collected", actor="ada")
+    assert await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE]) == []
+    await stack.work_items.done(second, "https://example.com/draft", actor="ada")
+    [done] = await stack.store.bundles.list_bundles(CHAT, [BundleStatus.DONE])
+    assert done.id == bundle.id and done.completed_at == stack.clock.now()

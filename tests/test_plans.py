@@ -18,11 +18,12 @@ from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import HANG, AgentStub, RecordedRequest
 from scheduler.engine import Engine, EngineConfig
-from scheduler.engine_store import FinishedAttempt
+from scheduler.engine_store import AttemptOutcome, FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
     ActionKind,
+    MissedRunPolicy,
     Owner,
     Policies,
     RetryPolicy,
@@ -460,3 +461,81 @@ async def test_retention_never_leaves_a_step_without_its_plan_run(
     folder = tmp_path / "pruned"
     await export_database(location, folder)
     assert validate_export(folder) == []
+
+
+async def test_a_pause_ends_a_plan_begun_by_run_now_and_skips_what_is_left(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    agent_stub: AgentStub,
+) -> None:
+    """The operator runs a plan now, sees step 2 go wrong (a retry is planned) and
+    pauses the schedule: nothing more goes to the agent, and the plan's remaining step
+    is in the ledger as skipped, not missing."""
+    sid = await make_plan(service, plan(COLLECT, SUMMARISE, PUBLISH))
+    agent_stub.respond_with(answer_500_to(2))  # type: ignore[arg-type]
+    await service.run_now(CHAT, sid)
+    await engine.run_until_idle()
+    assert [r.status for r in await ledger(store, sid)] == [RunStatus.SUCCEEDED, RunStatus.FAILED]
+    await service.pause(CHAT, sid, by=None)
+    agent_stub.respond_with(200)
+    await until_idle(engine, clock)
+    first, second, third = await ledger(store, sid)
+    assert [r.status for r in (first, second, third)] == [
+        RunStatus.SUCCEEDED,
+        RunStatus.CANCELLED,
+        RunStatus.SKIPPED,
+    ]
+    assert third.skip_reason is SkipReason.PLAN_STOPPED and third.step == 2
+    assert len(agent_stub.requests) == 2  # step 1, and step 2's one failed try
+
+
+async def test_a_later_step_is_skipped_when_the_schedule_was_paused_after_it_was_written(
+    store: SqlStore, service: ScheduleService, clock: FakeClock
+) -> None:
+    """A step written after a pause (its previous step ended meanwhile) of a plan an
+    operator started by hand does not run: the pause came later than the run now."""
+    sid = await make_plan(service, plan(COLLECT, SUMMARISE, PUBLISH))
+    await service.run_now(CHAT, sid)
+    [acquired] = await store.engine.acquire(clock.now(), 10, "e1")
+    await service.pause(CHAT, sid, by=None)  # step 1 is running: nothing to close yet
+    await store.engine.finish(
+        [(acquired, AttemptOutcome(RunStatus.SUCCEEDED, finished_at=clock.now()))],
+        "e1",
+        trip_after=5,
+    )
+    assert await store.engine.acquire(clock.now(), 10, "e1") == []
+    statuses = [(r.step, r.status, r.skip_reason) for r in await ledger(store, sid)]
+    assert statuses == [
+        (0, RunStatus.SUCCEEDED, None),
+        (1, RunStatus.SKIPPED, SkipReason.PAUSED),
+        (2, RunStatus.SKIPPED, SkipReason.PLAN_STOPPED),
+    ]
+
+
+async def test_a_missed_plan_fire_run_by_the_operator_runs_its_whole_plan(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    agent_stub: AgentStub,
+) -> None:
+    """A fire missed while Tickler was down (missed_run: skip) is recorded as step 0 of
+    its own plan run, so the operator's "run the latest" later runs every step."""
+    sid = await make_plan(
+        service,
+        plan(COLLECT, SUMMARISE, PUBLISH),
+        Policies(retry=FAST_RETRY, missed_run=MissedRunPolicy.SKIP),
+    )
+    await clock.set(TWO + timedelta(hours=3))  # the 02:00 fire passed while down
+    await engine.run_until_idle()
+    [missed] = await ledger(store, sid)
+    assert (missed.status, missed.plan_run_id, missed.step) == (RunStatus.SKIPPED, missed.id, 0)
+    changed = await service.settle_missed(
+        CHAT, sid, missed.scheduled_for, missed.scheduled_for, "latest"
+    )
+    assert changed == 1
+    await until_idle(engine, clock)
+    assert [r.status for r in await ledger(store, sid)] == [RunStatus.SUCCEEDED] * 3
+    assert [k.rsplit("#", 1)[1] for k in keys(agent_stub)] == ["step-1", "step-2", "step-3"]
