@@ -2,9 +2,10 @@
 day's tokens, three panels over one time axis, as PNG bytes.
 
 Drawn with matplotlib's object-oriented API on the Agg canvas (`Figure` plus
-`FigureCanvasAgg`, never pyplot): no display, no global figure registry, so renders may
-run on worker threads side by side. Rendering is CPU work of tens of milliseconds; callers
-run it in a thread (`render_png_async`) so the event loop keeps firing meanwhile.
+`FigureCanvasAgg`, never pyplot): no display and no global figure registry. Rendering is
+CPU work of about 0.2 s (bench/RESULTS.md), so callers run it on a worker thread
+(`render_png_async`) and the event loop keeps firing meanwhile; one render at a time,
+because matplotlib's font and text caches are shared and not documented thread-safe.
 
     ./dev python -m bot.stats_chart --sample docs/stats-sample.png
 redraws the README's sample from a fixed, seeded month of runs."""
@@ -16,6 +17,7 @@ import asyncio
 import io
 import math
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -61,9 +63,18 @@ def _tokens(value: float, _pos: object) -> str:
     return f"{value:.0f}"
 
 
+#: Serialises renders (see the module docstring); /stats is rare, so nobody waits long.
+_RENDER = threading.Lock()
+
+
 def render_png(stats: ChatStats) -> bytes:
     """The chart of `stats` as a PNG (WIDTH_PX x HEIGHT_PX); a window without runs gets
     a chart that says so."""
+    with _RENDER:
+        return _draw(stats)
+
+
+def _draw(stats: ChatStats) -> bytes:
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
     title = f"Tickler /stats: the last {_span(stats)}"
