@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest_asyncio
-from PIL import Image
+from PIL import Image, ImageChops
 
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
 from bot.demo_kit.telegram_server import BotMessage, TelegramServer, image_size
-from bot.stats_chart import HEIGHT_PX, WIDTH_PX
+from bot.stats_chart import HEIGHT_PX, WIDTH_PX, render_png, sample_stats
 from scheduler.models import (
     Action,
     Owner,
@@ -250,3 +250,18 @@ def test_token_sums_per_day_and_in_total_count_only_runs_that_reported() -> None
     # In UTC the first run falls on Monday instead.
     utc = summarise(runs, since, until)
     assert [d.tokens for d in utc.days] == [100, 250, 0, 7]
+
+
+def test_the_committed_sample_is_the_chart_of_the_sample_figures() -> None:
+    """docs/stats-sample.png (README, chat.md) is what `python -m bot.stats_chart --sample`
+    draws today (redraw it with that command when the chart changes). Pixels, not bytes:
+    another platform's build of the same matplotlib may antialias a little differently."""
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "stats-sample.png").read_bytes()
+    assert image_size(committed) == (WIDTH_PX, HEIGHT_PX)
+    with (
+        Image.open(io.BytesIO(committed)) as old,
+        Image.open(io.BytesIO(render_png(sample_stats()))) as new,
+    ):
+        diff = ImageChops.difference(old.convert("RGB"), new.convert("RGB")).convert("L")
+        differing = WIDTH_PX * HEIGHT_PX - diff.histogram()[0]
+    assert differing < 0.01 * WIDTH_PX * HEIGHT_PX, f"{differing} pixels differ"
