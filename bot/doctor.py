@@ -21,6 +21,7 @@ rather than at an operator's first /stats.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socket
 import sqlite3
@@ -178,16 +179,17 @@ async def _check_chart() -> Check:
     try:
         # Imported here: a broken matplotlib is this check's failure, not the doctor's.
         import matplotlib
+        from PIL import Image
 
-        from bot.demo_kit.telegram_server import image_size
         from bot.stats_chart import render_png_async, sample_stats
 
         started = time.perf_counter()
         png = await render_png_async(sample_stats(days=7))
         took = time.perf_counter() - started
-        size = image_size(png)
-        if size is None:
-            return Check("stats chart", False, "the chart is not a PNG", _CHART_FIX)
+        with Image.open(io.BytesIO(png)) as image:
+            if image.format != "PNG":
+                return Check("stats chart", False, "the chart is not a PNG", _CHART_FIX)
+            size = image.size
         cache = matplotlib.get_cachedir()
     except Exception as exc:
         why = str(exc).strip() or type(exc).__name__

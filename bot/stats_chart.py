@@ -3,9 +3,11 @@ day's tokens, three panels over one time axis, as PNG bytes.
 
 Drawn with matplotlib's object-oriented API on the Agg canvas (`Figure` plus
 `FigureCanvasAgg`, never pyplot): no display and no global figure registry. Rendering is
-CPU work of about 0.2 s (bench/RESULTS.md), so callers run it on a worker thread
+CPU work of about 0.2-0.3 s (bench/RESULTS.md), so callers run it on a worker thread
 (`render_png_async`) and the event loop keeps firing meanwhile; one render at a time,
 because matplotlib's font and text caches are shared and not documented thread-safe.
+Charts have a thread of their own, so a burst of chart requests queues there instead of
+filling the loop's default executor that other work (exports, file reads) uses.
 
     ./dev python -m bot.stats_chart --sample docs/stats-sample.png
 redraws the README's sample from a fixed, seeded month of runs."""
@@ -18,6 +20,7 @@ import io
 import math
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -65,6 +68,8 @@ def _tokens(value: float, _pos: object) -> str:
 
 #: Serialises renders (see the module docstring); /stats is rare, so nobody waits long.
 _RENDER = threading.Lock()
+#: The charts' own thread (created on the first chart, not at import).
+_CHARTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats-chart")
 
 
 def render_png(stats: ChatStats) -> bytes:
@@ -156,8 +161,8 @@ def _png(fig: Figure) -> bytes:
 
 
 async def render_png_async(stats: ChatStats) -> bytes:
-    """render_png on a worker thread: the event loop keeps firing schedules meanwhile."""
-    return await asyncio.to_thread(render_png, stats)
+    """render_png on the charts' thread: the event loop keeps firing schedules meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(_CHARTS, render_png, stats)
 
 
 def sample_stats(days: int = 30, seed: int = 21) -> ChatStats:
