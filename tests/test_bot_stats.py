@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from PIL import Image, ImageChops
 
@@ -265,3 +266,20 @@ def test_the_committed_sample_is_the_chart_of_the_sample_figures() -> None:
         diff = ImageChops.difference(old.convert("RGB"), new.convert("RGB")).convert("L")
         differing = WIDTH_PX * HEIGHT_PX - diff.histogram()[0]
     assert differing < 0.01 * WIDTH_PX * HEIGHT_PX, f"{differing} pixels differ"
+
+
+async def test_a_chart_that_cannot_be_drawn_leaves_the_text_and_one_sentence(
+    bot: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import stats_chart
+
+    def broken(stats: object) -> bytes:
+        raise RuntimeError("Could not find a font.")
+
+    monkeypatch.setattr(stats_chart, "render_png", broken)
+    await bot.alice.send("/stats")
+    assert "No runs in this window." in ((await bot.alice.wait_reply()).text or "")
+    assert (await bot.alice.wait_reply()).text == (
+        "The chart could not be drawn (Could not find a font); the figures above are complete."
+    )
+    assert not [c for c in bot.server.calls if c.method.lower() == "sendphoto"]
