@@ -33,7 +33,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DATABASE_PATH=/data/tickler.db \
     HTTP_HOST=0.0.0.0 \
-    HTTP_PORT=8080
+    HTTP_PORT=8080 \
+    MPLCONFIGDIR=/tmp/matplotlib
+# MPLCONFIGDIR: matplotlib (the /stats chart) keeps its font cache there, built on the
+# first chart after a start; off the /data volume, which holds only the database.
 # A fixed uid/gid, so a host folder mounted on /data can be chown'ed to match.
 RUN groupadd --system --gid 10001 tickler \
     && useradd --system --uid 10001 --gid tickler --home-dir /data --no-create-home \

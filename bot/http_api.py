@@ -37,6 +37,7 @@ from telegram import Update
 from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
+from bot.stats_chart import HEIGHT_PX, WIDTH_PX, render_png_async
 from scheduler.bundle_model import Bundle
 from scheduler.bundles import BundleCard, BundleNotFound
 from scheduler.errors import (
@@ -51,6 +52,7 @@ from scheduler.errors import (
 from scheduler.models import EmittedEvent, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
+from scheduler.stats import chat_stats, parse_window
 from scheduler.triggers import EVENT_NAME_PATTERN
 
 __all__ = [
@@ -272,6 +274,7 @@ class HttpServer:
         self.web.router.add_post(schedule + "/archive", self._archive)
         self.web.router.add_post(schedule + "/run", self._run_now)
         self.web.router.add_get(chat + "/runs", self._runs)
+        self.web.router.add_get(chat + "/stats.png", self._stats_png)
         self.web.router.add_get(chat + "/bundles", self._bundles)
         self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
         self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
@@ -501,6 +504,23 @@ class HttpServer:
         query = _validate(RunsQuery, dict(request.query))
         runs = await svc.service.history(chat_id, query.schedule_id, limit=query.limit)
         return _json(RunList(runs=runs))
+
+    async def _stats_png(self, request: web.Request) -> web.Response:
+        """The /stats chart of the chat; `window` as /stats takes it (24h, 7d, 30d)."""
+        svc, chat_id = self._chat(request)
+        window = request.query.get("window")
+        try:
+            parse_window(window)
+        except InvalidState as exc:
+            raise ApiError(422, str(exc), field="window") from exc
+        zone = await svc.service.chat_timezone(chat_id)
+        store = svc.store
+        figures = await chat_stats(store.runs, store.schedules, svc.clock, chat_id, window, zone)
+        png = await render_png_async(figures)
+        # Figures change with every run: a client re-asks rather than reuse a stale chart.
+        return web.Response(
+            body=png, content_type="image/png", headers={"Cache-Control": "no-store"}
+        )
 
     async def _bundles(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
@@ -755,14 +775,15 @@ def openapi_document() -> dict[str, Any]:
             "content": {"application/json": {"schema": ref(model, "validation")}},
         }
 
-    def answer(status: int, model: type[BaseModel], text: str) -> dict[str, Any]:
-        errors = {
-            code: {
-                "description": why,
-                "content": {"application/json": {"schema": ref(ErrorResponse)}},
-            }
-            for code, why in _ERRORS.items()
+    errors = {
+        code: {
+            "description": why,
+            "content": {"application/json": {"schema": ref(ErrorResponse)}},
         }
+        for code, why in _ERRORS.items()
+    }
+
+    def answer(status: int, model: type[BaseModel], text: str) -> dict[str, Any]:
         ok = {"description": text, "content": {"application/json": {"schema": ref(model)}}}
         return {str(status): ok, **errors}
 
@@ -843,6 +864,37 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ],
                 "responses": answer(200, RunList, "The runs"),
+            }
+        },
+        chat + "/stats.png": {
+            "get": {
+                "summary": (
+                    f"The /stats chart as a PNG ({WIDTH_PX}x{HEIGHT_PX}): runs per day "
+                    "stacked by outcome, the day's fire lag p95 and tokens per day, by day "
+                    "in the chat's time zone"
+                ),
+                "parameters": [
+                    chat_param,
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "description": "24h, 7d, 30d (up to 90d)",
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^[0-9]{1,3}[hdHD]$",
+                            "default": "7d",
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The chart",
+                        "content": {
+                            "image/png": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    **errors,
+                },
             }
         },
         chat + "/bundles": {

@@ -8,7 +8,7 @@ from bot.render import esc, status_word
 from scheduler.models import RunStatus
 from scheduler.stats import ChatStats
 
-__all__ = ["stats_text"]
+__all__ = ["chart_caption", "chart_failed_text", "stats_text"]
 
 #: Schedules listed by name under the totals (failing ones first).
 SCHEDULES_SHOWN = 8
@@ -42,6 +42,25 @@ def _seconds(value: timedelta | None) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def _tokens_line(stats: ChatStats) -> str:
+    if stats.token_runs == 0:
+        return "Tokens: none reported by the agent"
+    busiest = max(stats.days, key=lambda d: d.tokens, default=None)
+    peak = f", most on {busiest.day:%a %d %b} ({busiest.tokens:,})" if busiest else ""
+    runs = "1 run" if stats.token_runs == 1 else f"{stats.token_runs} runs"
+    return f"Tokens: {stats.tokens:,} over {runs}{peak}"
+
+
+def chart_caption(stats: ChatStats) -> str:
+    span = _span(stats.until - stats.since)
+    return f"Runs per day by outcome, fire lag p95 and tokens per day, the last {span}."
+
+
+def chart_failed_text(exc: Exception) -> str:
+    why = str(exc).strip().rstrip(".") or type(exc).__name__
+    return f"The chart could not be drawn ({why[:200]}); the figures above are complete."
+
+
 def stats_text(stats: ChatStats) -> str:
     states = [status_word(s) for s in stats.current.values()]
     lines = [
@@ -65,6 +84,7 @@ def stats_text(stats: ChatStats) -> str:
     lines.append(
         f"Agent time: median {_seconds(stats.duration_p50)}, slowest {_seconds(stats.duration_max)}"
     )
+    lines.append(_tokens_line(stats))
     lines.append("")
     for row in stats.schedules[:SCHEDULES_SHOWN]:
         schedule = stats.current.get(row.schedule_id)

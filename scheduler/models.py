@@ -289,6 +289,8 @@ class RunFigure:
     scheduled_for: datetime
     started_at: datetime | None
     duration_ms: int | None
+    #: Tokens the agent reported for the run (openai mode), None when it reported none.
+    tokens: int | None = None
 
 
 class Attempt(BaseModel):

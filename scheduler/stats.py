@@ -2,7 +2,8 @@
 
 The figures an operator checks when deciding whether to trust the automation: how many
 runs finished and how, how late fires started (fire lag), how long the agent took, and
-which schedules fail. Computed from the run ledger, so they survive restarts."""
+which schedules fail, and how many tokens the agent used. Computed from the run ledger,
+so they survive restarts. The per-day rows feed the /stats chart (bot/stats_chart.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.clock import Clock
+from scheduler.cron import load_zone
 from scheduler.errors import InvalidState
 from scheduler.models import RunFigure, RunStatus, RunTrigger, Schedule
 from scheduler.repositories import RunRepository, ScheduleRepository
@@ -20,6 +23,7 @@ from scheduler.repositories import RunRepository, ScheduleRepository
 __all__ = [
     "DEFAULT_WINDOW",
     "ChatStats",
+    "DayFigures",
     "ScheduleFigures",
     "chat_stats",
     "parse_window",
@@ -55,6 +59,35 @@ class ScheduleFigures:
 
 
 @dataclass
+class DayFigures:
+    """One local calendar day of the window (the chat's zone): a bar of the chart."""
+
+    day: date
+    succeeded: int = 0
+    #: Dead runs and failed attempts still waiting for a retry.
+    failed: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    #: Cancelled, and runs not finished yet (pending, running, awaiting approval).
+    other: int = 0
+    lag_p95: timedelta | None = None
+    tokens: int = 0
+
+    @property
+    def runs(self) -> int:
+        return self.succeeded + self.failed + self.skipped + self.unknown + self.other
+
+
+_DAY_FIELD = {
+    RunStatus.SUCCEEDED: "succeeded",
+    RunStatus.DEAD: "failed",
+    RunStatus.FAILED: "failed",
+    RunStatus.SKIPPED: "skipped",
+    RunStatus.UNKNOWN: "unknown",
+}
+
+
+@dataclass
 class ChatStats:
     since: datetime
     until: datetime
@@ -65,6 +98,11 @@ class ChatStats:
     duration_p50: timedelta | None = None
     duration_max: timedelta | None = None
     schedules: list[ScheduleFigures] = field(default_factory=list)
+    #: Tokens the agent reported over the window, and how many runs reported any.
+    tokens: int = 0
+    token_runs: int = 0
+    #: Every local day the window touches, oldest first, empty ones included.
+    days: list[DayFigures] = field(default_factory=list)
     #: The chat's schedules now (not archived), by id: names and states for the view.
     current: dict[str, Schedule] = field(default_factory=dict)
 
@@ -88,12 +126,36 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def summarise(figures: Sequence[RunFigure], since: datetime, until: datetime) -> ChatStats:
+def _days(since: datetime, until: datetime, zone: ZoneInfo) -> dict[date, DayFigures]:
+    first, last = since.astimezone(zone).date(), until.astimezone(zone).date()
+    count = (last - first).days + 1
+    return {d: DayFigures(d) for d in (first + timedelta(days=n) for n in range(count))}
+
+
+def summarise(
+    figures: Sequence[RunFigure],
+    since: datetime,
+    until: datetime,
+    zone: ZoneInfo | None = None,
+) -> ChatStats:
+    """The window's figures; days are calendar days in `zone` (UTC by default)."""
+    zone = zone or ZoneInfo("UTC")
     stats = ChatStats(since=since, until=until)
     per_schedule: dict[str, ScheduleFigures] = {}
     lags: list[float] = []
     durations: list[float] = []
+    days = _days(since, until, zone)
+    day_lags: dict[date, list[float]] = {}
     for run in figures:
+        day = days.get(run.scheduled_for.astimezone(zone).date())
+        if day is not None:
+            name = _DAY_FIELD.get(run.status, "other")
+            setattr(day, name, getattr(day, name) + 1)
+        if run.tokens is not None:
+            stats.tokens += run.tokens
+            stats.token_runs += 1
+            if day is not None:
+                day.tokens += run.tokens
         stats.by_status[run.status] = stats.by_status.get(run.status, 0) + 1
         row = per_schedule.setdefault(run.schedule_id, ScheduleFigures(run.schedule_id))
         row.runs += 1
@@ -101,7 +163,10 @@ def summarise(figures: Sequence[RunFigure], since: datetime, until: datetime) ->
         row.dead += run.status is RunStatus.DEAD
         # Only on-time fires: catch-up and manual runs start late or early by design.
         if run.started_at is not None and run.trigger is RunTrigger.SCHEDULE:
-            lags.append(max(0.0, (run.started_at - run.scheduled_for).total_seconds()))
+            lag = max(0.0, (run.started_at - run.scheduled_for).total_seconds())
+            lags.append(lag)
+            if day is not None:
+                day_lags.setdefault(day.day, []).append(lag)
         if run.duration_ms is not None and run.status is RunStatus.SUCCEEDED:
             durations.append(run.duration_ms / 1000)
     if lags:
@@ -110,6 +175,9 @@ def summarise(figures: Sequence[RunFigure], since: datetime, until: datetime) ->
     if durations:
         stats.duration_p50 = timedelta(seconds=percentile(durations, 50))
         stats.duration_max = timedelta(seconds=max(durations))
+    for key, values in day_lags.items():
+        days[key].lag_p95 = timedelta(seconds=percentile(values, 95))
+    stats.days = list(days.values())
     # Failing schedules first, then the busiest: what an operator looks at first.
     stats.schedules = sorted(per_schedule.values(), key=lambda s: (-s.dead, -s.runs, s.schedule_id))
     return stats
@@ -121,11 +189,13 @@ async def chat_stats(
     clock: Clock,
     chat_id: int,
     window: str | None,
+    zone: str = "UTC",
 ) -> ChatStats:
-    """The chat's figures over `window` (`24h`, `7d`, `30d`) ending now."""
+    """The chat's figures over `window` (`24h`, `7d`, `30d`) ending now, by day in `zone`."""
     span = parse_window(window)
     until = clock.now()
     since = until - span
-    stats = summarise(await runs.figures(chat_id, since, until), since, until)
+    figures = await runs.figures(chat_id, since, until)
+    stats = summarise(figures, since, until, load_zone(zone))
     stats.current = {s.id: s for s in await schedules.list_for_chat(chat_id)}
     return stats

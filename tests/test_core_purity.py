@@ -15,9 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "scheduler"
 
-#: Packages the core must import without: the transports, the database drivers, YAML
-#: and Telegram. (`socket` cannot be blocked this way: the standard library imports it
-#: under pydantic; the AST check below keeps the core from importing it.)
+#: Packages the core must import without: the transports, the database drivers, YAML,
+#: Telegram and the charting libraries. (`socket` cannot be blocked this way: the
+#: standard library imports it under pydantic; the AST check below keeps the core from
+#: importing it.)
 BLOCKED = (
     "httpx",
     "httpx_aiohttp",
@@ -28,6 +29,10 @@ BLOCKED = (
     "_sqlite3",
     "aiosqlite",
     "telegram",
+    # The /stats chart's drawing stack: bot/stats_chart.py draws, the core only counts.
+    "matplotlib",
+    "numpy",
+    "PIL",
 )
 
 #: Modules the core may not import: the OS, processes, the clock, files.

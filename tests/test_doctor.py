@@ -75,13 +75,18 @@ async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
 ) -> None:
     code, lines = await doctor(capsys)
     assert code == 0
-    assert [text[:5] for text in lines] == ["ok   "] * 4
+    assert [text[:5] for text in lines] == ["ok   "] * 5
     assert [text[5:].split(":")[0] for text in lines] == [
         "settings",
         "database",
         "bot token",
         "agent",
+        "stats chart",
     ]
+    assert re.fullmatch(
+        r"ok   stats chart: matplotlib \S+ drew a 900x720 PNG in \d+\.\d\d s \(font cache .+\)",
+        line(lines, "stats chart"),
+    )
     assert "@tickler_test_bot" in line(lines, "bot token")
     db_file = tmp_path / "data" / "tickler.db"
     assert f"created {db_file}" in line(lines, "database")
@@ -207,7 +212,7 @@ async def test_every_bad_setting_is_reported_at_once_with_its_fix(
     env(AGENT_URL=None, TELEGRAM_BOT_TOKEN="paste-your-token-here", DEFAULT_TIMEZONE="Berlin")
     code, lines = await doctor(capsys)
     assert code == 1
-    assert lines == [
+    assert lines[:-1] == [
         "FAIL settings: TELEGRAM_BOT_TOKEN is not usable: is not a bot token; @BotFather "
         "gives one like 123456789:AAH... (digits, a colon, then letters, digits, _ and -) "
         "— fix: copy the token again from @BotFather (/mybots → your bot → API Token), with "
@@ -220,6 +225,26 @@ async def test_every_bad_setting_is_reported_at_once_with_its_fix(
         "skip bot token: needs the settings above",
         "skip agent: needs the settings above",
     ]
+    # The chart needs no settings: it is drawn all the same.
+    assert lines[-1].startswith("ok   stats chart: matplotlib ")
+
+
+async def test_a_chart_that_cannot_be_drawn_fails_with_its_fix(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import stats_chart
+
+    def broken(stats: object) -> bytes:
+        raise RuntimeError("no font found")
+
+    monkeypatch.setattr(stats_chart, "render_png", broken)
+    code, lines = await doctor(capsys)
+    assert code == 1
+    assert line(lines, "stats chart") == (
+        "FAIL stats chart: matplotlib could not draw it (no font found) — fix: reinstall the "
+        "locked dependencies (pip install --require-hashes -r requirements.lock) and give "
+        "MPLCONFIGDIR a writable folder; /stats still answers in text meanwhile"
+    )
 
 
 async def test_a_short_api_token_fails_and_says_how_to_make_one(

@@ -30,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.demo_kit.telegram_server import TelegramServer, parse_entities
+from bot.demo_kit.telegram_server import TelegramServer, image_size, parse_entities
 
 Api = tuple[int, dict[str, Any]]
 
@@ -556,6 +556,69 @@ async def test_send_document_get_file_download(
     assert upload.filename == "export.csv" and upload.data == payload
     with pytest.raises(BadRequest, match="Invalid file_id"):
         await bot.get_file("nope")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """What the server reads of a PNG: the signature and the IHDR chunk."""
+    ihdr = width.to_bytes(4) + height.to_bytes(4) + bytes([8, 6, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4) + b"IHDR" + ihdr + bytes(4) + b"IDAT"
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """SOI, an APP0 segment to skip, then the SOF0 frame header with the size."""
+    app0 = b"\xff\xe0" + (16).to_bytes(2) + b"JFIF\x00" + bytes(9)
+    sof0 = b"\xff\xc0" + (17).to_bytes(2) + b"\x08" + height.to_bytes(2) + width.to_bytes(2)
+    return b"\xff\xd8" + app0 + sof0 + bytes(12)
+
+
+def test_image_size_reads_png_and_jpeg_headers_only() -> None:
+    assert image_size(png_header(900, 720)) == (900, 720)
+    assert image_size(jpeg_header(640, 480)) == (640, 480)
+    assert image_size(b"GIF89a....") is None
+    assert image_size(png_header(900, 720)[:20]) is None
+    assert image_size(b"\xff\xd8\xff\xe0") is None
+
+
+async def test_send_photo_checks_the_image_and_lists_telegrams_sizes(
+    telegram_server: TelegramServer, bot: ExtBot[None]
+) -> None:
+    alice = telegram_server.user(1001)
+    png = png_header(900, 720)
+    msg = await bot.send_photo(
+        1001, png, filename="stats.png", caption="<b>Week</b>", parse_mode="HTML"
+    )
+    assert [(p.width, p.height) for p in msg.photo] == [
+        (90, 72),
+        (320, 256),
+        (800, 640),
+        (900, 720),
+    ]
+    assert msg.caption == "Week" and msg.photo[-1].file_size == len(png)
+    seen = await alice.wait_reply()
+    assert seen.photo_data == png and seen.photo_size == (900, 720) and seen.text == "Week"
+    # PTB uploads it with multipart/form-data.
+    upload = telegram_server.calls_to("sendPhoto")[0]["photo"]
+    assert upload.filename == "stats.png" and upload.data == png
+    # Sent again by file_id, and downloadable like any file.
+    again = await bot.send_photo(1001, msg.photo[-1].file_id)
+    assert again.photo[-1].file_unique_id == msg.photo[-1].file_unique_id
+    tg_file = await bot.get_file(msg.photo[-1].file_id)
+    assert bytes(await tg_file.download_as_bytearray()) == png
+    big = await bot.send_photo(1001, jpeg_header(4000, 3000))
+    assert (big.photo[-1].width, big.photo[-1].height) == (2560, 1920)
+
+    for photo, why in [
+        (b"not an image at all", "image_process_failed"),
+        (png_header(9000, 1001), "photo_invalid_dimensions"),
+        (png_header(2100, 100), "photo_invalid_dimensions"),
+        (png_header(0, 10), "image_process_failed"),
+        (png + bytes(10 * 1024 * 1024), "photo_save_file_invalid"),
+    ]:
+        with pytest.raises(BadRequest, match=f"(?i){why}"):
+            await bot.send_photo(1001, photo, filename="x.png")
+    with pytest.raises(BadRequest, match=r"(?i)wrong file identifier"):
+        await bot.send_photo(1001, "AgACAgnope")
+    assert len([m for m in alice.messages if m.photo_data]) == 3
 
 
 async def test_chat_action(telegram_server: TelegramServer, bot: ExtBot[None]) -> None:

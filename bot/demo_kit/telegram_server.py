@@ -27,7 +27,12 @@ What it is strict about (each with Telegram's own reply shape and description):
 * `editMessageText` of identical content is 400 "message is not modified: ...", and (like
   Telegram) an edit without `reply_markup` removes the inline keyboard;
 * a chat the server has never seen is 400 "chat not found"; a blocked one is 403;
-* a callback query can be answered once ("query is too old ... or query ID is invalid").
+* a callback query can be answered once ("query is too old ... or query ID is invalid");
+* `sendPhoto` takes an upload, an `attach://` part or a known file_id; the upload must be a
+  PNG or JPEG image the server can read ("IMAGE_PROCESS_FAILED"), at most 10 MB
+  ("PHOTO_SAVE_FILE_INVALID"), width plus height at most 10000 and sides at most 20:1
+  ("PHOTO_INVALID_DIMENSIONS"); the message's `photo` lists Telegram's sizes (scaled copies
+  up to 90, 320, 800, 1280 px, then the original capped at 2560 px), the largest last.
 
 Fault injection: `server.fail_next(method, error_code=429, retry_after=1, count=1)`,
 `server.block(chat_id)`, `server.slow(method, seconds)`.
@@ -65,6 +70,7 @@ __all__ = [
     "TelegramServer",
     "TgUser",
     "Upload",
+    "image_size",
     "parse_entities",
 ]
 
@@ -75,6 +81,9 @@ Buttons: TypeAlias = list[list[tuple[str, str | None]]]
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+#: The longest side of each size Telegram keeps of a photo (s, m, x, y, w).
+PHOTO_SIDES = (90, 320, 800, 1280, 2560)
 MAX_CALLBACK_ANSWER = 200
 MAX_BUTTONS = 100
 MAX_COMMANDS = 100
@@ -660,7 +669,7 @@ class BotMessage:
 
     message_id: int
     chat_id: int
-    text: str | None  # after entity parsing and trimming; the caption for a document
+    text: str | None  # after entity parsing and trimming; the caption for a document or photo
     raw_text: str | None  # exactly as the bot sent it
     parse_mode: str | None
     entities: list[Json]
@@ -672,6 +681,8 @@ class BotMessage:
     document_name: str | None
     document_data: bytes | None
     raw: Json  # the Message object as the Bot API returned it
+    photo_data: bytes | None = None  # the uploaded image, as the bot sent it
+    photo_size: tuple[int, int] | None = None  # its (width, height) as the server read it
 
     def button_labels(self) -> list[str]:
         return [text for row in self.buttons for text, _ in row]
@@ -716,6 +727,8 @@ class _Msg:
     raw_text: str | None = None
     parse_mode: str | None = None
     document: _StoredFile | None = None
+    photo: _StoredFile | None = None
+    photo_size: tuple[int, int] | None = None
     edited: bool = False
     deleted: bool = False
 
@@ -847,6 +860,7 @@ class TelegramServer(LoopbackServer):
             "sendchataction": self._send_chat_action,
             "setmessagereaction": self._set_message_reaction,
             "senddocument": self._send_document,
+            "sendphoto": self._send_photo,
             "getfile": self._get_file,
         }
 
@@ -1565,8 +1579,83 @@ class TelegramServer(LoopbackServer):
         self._record(chat, msg, edited=False)
         return message
 
-    def _store_file(self, upload: Upload) -> _StoredFile:
-        n = len(self._files) + 1
+    async def _send_photo(self, params: Json) -> Json:
+        chat = self._target_chat(params)
+        photo = params.get("photo")
+        if isinstance(photo, str) and photo.startswith("attach://"):
+            photo = params.get(photo[len("attach://") :])
+            if not isinstance(photo, Upload):
+                raise _bad("wrong file identifier/HTTP URL specified")
+        if isinstance(photo, Upload):
+            if not photo.data:
+                raise _bad("file must be non-empty")
+            if len(photo.data) > MAX_PHOTO_BYTES:
+                raise _bad("PHOTO_SAVE_FILE_INVALID")
+            size = image_size(photo.data)
+            if size is None:
+                raise _bad("IMAGE_PROCESS_FAILED")
+            width, height = size
+            if width + height > 10_000 or max(width, height) > 20 * min(width, height):
+                raise _bad("PHOTO_INVALID_DIMENSIONS")
+            stored = self._store_file(photo, folder="photos")
+        elif isinstance(photo, str) and photo in self._files:
+            stored = self._files[photo]
+            size = image_size(stored.data)
+            if size is None:
+                raise _bad("wrong file identifier/HTTP URL specified")
+        elif not photo:
+            raise _bad("there is no photo in the request")
+        else:
+            raise _bad("wrong file identifier/HTTP URL specified")
+        fmt = self._formatted(params, "caption", "caption_entities", MAX_CAPTION, required=False)
+        markup = self._reply_markup(params, inline_only=False)
+        message = self._new_bot_json(chat, params)
+        message["photo"] = self._photo_sizes(stored, size)
+        if fmt is not None:
+            message["caption"] = fmt.text
+            if fmt.entities:
+                message["caption_entities"] = fmt.entities
+        if markup:
+            message["reply_markup"] = markup
+        msg = _Msg(
+            message,
+            from_bot=True,
+            raw_text=fmt.raw if fmt else None,
+            parse_mode=fmt.parse_mode if fmt else None,
+            photo=stored,
+            photo_size=size,
+        )
+        chat.messages[message["message_id"]] = msg
+        self._record(chat, msg, edited=False)
+        return message
+
+    def _photo_sizes(self, stored: _StoredFile, size: tuple[int, int]) -> list[Json]:
+        """Telegram's PhotoSize list: a scaled copy per side limit below the image's longest
+        side, then the image itself (capped at the largest limit). The copies share the
+        stored bytes here; only their declared dimensions differ."""
+        width, height = size
+        longest = max(width, height)
+        sides = [side for side in PHOTO_SIDES if side < longest][: len(PHOTO_SIDES) - 1]
+        sides.append(min(longest, PHOTO_SIDES[-1]))
+        out: list[Json] = []
+        for n, side in enumerate(sides):
+            last = n == len(sides) - 1
+            file_id = stored.file_id if last else f"{stored.file_id}_{side}"
+            unique_id = stored.file_unique_id if last else f"{stored.file_unique_id}{n}"
+            self._files.setdefault(file_id, stored)
+            out.append(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": unique_id,
+                    "width": round(width * side / longest),
+                    "height": round(height * side / longest),
+                    "file_size": len(stored.data),
+                }
+            )
+        return out
+
+    def _store_file(self, upload: Upload, folder: str = "documents") -> _StoredFile:
+        n = len(self._files_by_path) + 1
         name = upload.filename or f"file_{n}"
         suffix = name.rsplit(".", 1)[1] if "." in name else "bin"
         stored = _StoredFile(
@@ -1575,7 +1664,7 @@ class TelegramServer(LoopbackServer):
             file_name=name,
             mime_type=upload.content_type or "application/octet-stream",
             data=upload.data,
-            file_path=f"documents/file_{n}.{suffix}",
+            file_path=f"{folder}/file_{n}.{suffix}",
         )
         self._files[stored.file_id] = stored
         self._files_by_path[stored.file_path] = stored
@@ -1592,6 +1681,33 @@ class TelegramServer(LoopbackServer):
             "file_size": len(stored.data),
             "file_path": stored.file_path,
         }
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG (its IHDR chunk) or a JPEG (its first SOFn frame header);
+    None for anything else or a truncated header."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20]), int.from_bytes(data[20:24])
+        return (width, height) if width and height else None
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7])
+            width = int.from_bytes(data[i + 7 : i + 9])
+            return (width, height) if width and height else None
+        i += 2 + length
+    return None
 
 
 def _commands_key(params: Json) -> tuple[str, str]:
@@ -1680,6 +1796,8 @@ def _snapshot(chat_id: int, msg: _Msg, *, edited: bool) -> BotMessage:
         document_name=msg.document.file_name if msg.document else None,
         document_data=msg.document.data if msg.document else None,
         raw=copy.deepcopy(data),
+        photo_data=msg.photo.data if msg.photo else None,
+        photo_size=msg.photo_size,
     )
 
 
