@@ -12,10 +12,12 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from scheduler.budgets import BudgetUse, has_budget, verdict, window_start
 from scheduler.engine_store import (
     OUTPUT_LIMIT,
     AcquiredRun,
     AttemptOutcome,
+    BudgetPause,
     ClaimedFires,
     DueInstants,
     EngineInstance,
@@ -23,7 +25,7 @@ from scheduler.engine_store import (
     Planner,
 )
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Run, RunStatus, RunTrigger, Schedule, SkipReason
+from scheduler.models import PauseKind, Run, RunStatus, RunTrigger, Schedule, SkipReason
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
 from scheduler.plans import following_runs
 from scheduler.policies import (
@@ -37,7 +39,7 @@ from scheduler.policies import (
     closing_status,
     starts_alone,
 )
-from storage import due, events, instances, runs, schedules
+from storage import budgets, due, events, instances, runs, schedules
 from storage.codec import (
     claimed_schedule,
     remember_claimed,
@@ -128,6 +130,7 @@ class SqlEngineStore:
 
         applied: list[FirePlan] = []
         started: list[AcquiredRun] = []
+        over_budget: list[BudgetPause] = []
         #: Whether this claim left a fire due, held for a slot.
         held = False
 
@@ -135,6 +138,7 @@ class SqlEngineStore:
             nonlocal held
             applied.clear()
             started.clear()
+            over_budget.clear()
             held = False
             busy: Collection[str] = ()
             waiting: datetime | None = None
@@ -170,6 +174,13 @@ class SqlEngineStore:
             for (_, schedule, fire_plan), fate in zip(plans, fates, strict=True):
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
+                if has_budget(schedule.policies) and fire_plan.fires:
+                    # Only budgeted schedules are counted: the others cost no query.
+                    paused = await _budget_check(db, schedule, fire_plan, now)
+                    if paused is not None:
+                        new_runs.extend(paused[0])
+                        over_budget.append(paused[1])
+                        continue
                 applied.append(fire_plan)
                 if fate is Fate.START:
                     after = claimed_schedule(schedule, fire_plan.next_run_at, now)
@@ -208,11 +219,18 @@ class SqlEngineStore:
             await make_plans(found)
             moved = await self._conn.transact(claim)
         begun = {a.run.schedule_id for a in started}
+        begun |= {p.schedule.id for p in over_budget}
         for values, schedule, fire_plan in plans:
             if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return ClaimedFires(applied, list(started), more=more or held, quarantined=quarantined)
+        return ClaimedFires(
+            applied,
+            list(started),
+            more=more or held,
+            quarantined=quarantined,
+            over_budget=list(over_budget),
+        )
 
     async def _quarantine(
         self, unreadable: list[UnreadableSchedule], now: datetime
@@ -422,6 +440,55 @@ class SqlEngineStore:
                         FinishedAttempt(interrupted, schedule, tripped_now=False, interrupted=True)
                     )
             return done
+
+
+async def _budget_check(
+    db: Db, schedule: Schedule, fire_plan: FirePlan, now: datetime
+) -> tuple[list[Run], BudgetPause] | None:
+    """A budgeted schedule's claimed fires: None when they go on (an allowance spent if
+    need be), else its fires written skipped and the schedule paused (the rule is
+    `scheduler.budgets.verdict`)."""
+    use = await budgets.schedule_use(db, schedule.id, window_start(now))
+    allowance = 0
+    if _reached_any(schedule, use):
+        allowance = await budgets.allowance(db, schedule.id)
+    decided = verdict(schedule.policies, use, allowance)
+    if decided.spend:
+        await budgets.spend_allowance(db, schedule.id, now)
+    if not decided.pause:
+        return None
+    assert decided.kind is not None and decided.limit is not None
+    reason = decided.reason
+    await schedules.pause_for_budget(db, schedule.id, reason, now)
+    written = [
+        r
+        if r.status is RunStatus.SKIPPED
+        else r.model_copy(
+            update={
+                "status": RunStatus.SKIPPED,
+                "skip_reason": SkipReason.BUDGET,
+                "error": reason,
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
+        )
+        for r in runs_for_plan(schedule, fire_plan, now)
+    ]
+    after = claimed_schedule(schedule, fire_plan.next_run_at, now).model_copy(
+        update={
+            "enabled": False,
+            "paused_by": None,
+            "pause_reason": reason,
+            "pause_kind": PauseKind.BUDGET,
+        }
+    )
+    skipped = next((r for r in written if r.skip_reason is SkipReason.BUDGET), written[-1])
+    return written, BudgetPause(after, skipped, decided.kind, decided.limit)
+
+
+def _reached_any(schedule: Schedule, use: BudgetUse) -> bool:
+    """Whether any budget is reached, so the allowance is worth reading."""
+    return verdict(schedule.policies, use, 0).pause
 
 
 def _plain_success(outcome: AttemptOutcome) -> bool:
