@@ -1,5 +1,5 @@
 """How budgets read in the chat: the notice of a schedule paused at its budget (with its
-buttons, callback data `b:<choice>:<schedule_id>:<stamp>:<kind>`) and the /budget screen."""
+buttons, callback data `bg:<choice>:<schedule_id>:<stamp>:<kind>`) and the /budget screen."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def budget_buttons(schedule: Schedule, kind: BudgetKind, limit: int) -> InlineKe
     k = "r" if kind is BudgetKind.RUNS else "t"
 
     def data(choice: str) -> str:
-        return callbacks.make("b", choice, schedule.id, stamp, k)
+        return callbacks.make("bg", choice, schedule.id, stamp, k)
 
     return InlineKeyboardMarkup(
         [

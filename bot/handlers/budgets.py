@@ -1,5 +1,5 @@
 """/budget (the chat's limits and its use) and the buttons of a budget notice (callback
-data `b:<raise|once|keep>:<schedule_id>:<stamp>:<r|t>`, bot/views_budgets.py)."""
+data `bg:<raise|once|keep>:<schedule_id>:<stamp>:<r|t>`, bot/views_budgets.py)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ async def budget(update: Update, context: Context, chat_id: int) -> None:
 async def on_budget_button(
     update: Update, context: Context, data: callbacks.Callback, chat_id: int
 ) -> Outcome:
-    """b:<choice>:<schedule_id>:<stamp>:<r|t>: a budget notice's buttons (admins only)."""
+    """bg:<choice>:<schedule_id>:<stamp>:<r|t>: a budget notice's buttons (admins only)."""
     try:
         choice = BudgetChoice(data.action)
     except ValueError:
@@ -108,5 +108,5 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
     """This family's handlers, in the order PTB tries them."""
     return [
         CommandHandler("budget", budget),
-        CallbackQueryHandler(on_budget_button, pattern=r"^b:"),
+        CallbackQueryHandler(on_budget_button, pattern=r"^bg:"),
     ]
