@@ -1,5 +1,6 @@
 """How budgets read in the chat: the notice of a schedule paused at its budget (with its
-buttons, callback data `bg:<choice>:<schedule_id>:<stamp>:<kind>`) and the /budget screen."""
+buttons, callback data `bg:<choice>:<schedule_id>:<stamp>:<[c]r|[c]t>`: c for the chat's
+budget, r or t for runs or tokens) and the /budget screen."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
 from bot.render import esc, local
-from scheduler.budgets import PERIODS, BudgetKind, BudgetUse, UseReport, amount
+from scheduler.budgets import PERIODS, BudgetKind, BudgetScope, BudgetUse, UseReport, amount
 from scheduler.engine_store import BudgetPause
 from scheduler.models import Schedule
 from scheduler.repositories import ChatPrefs
@@ -15,12 +16,14 @@ from scheduler.repositories import ChatPrefs
 __all__ = ["budget_buttons", "budget_notice", "budget_screen", "limits_line"]
 
 
-def budget_buttons(schedule: Schedule, kind: BudgetKind, limit: int) -> InlineKeyboardMarkup:
+def budget_buttons(
+    schedule: Schedule, kind: BudgetKind, limit: int, scope: BudgetScope
+) -> InlineKeyboardMarkup:
     """[Raise to 2×limit] [Run once more] [Keep paused], bound to this very pause: its
     `updated_at` (epoch seconds) makes a notice of an older pause, or a second press,
     change nothing."""
     stamp = int(schedule.updated_at.timestamp())
-    k = "r" if kind is BudgetKind.RUNS else "t"
+    k = ("c" if scope is BudgetScope.CHAT else "") + ("r" if kind is BudgetKind.RUNS else "t")
 
     def data(choice: str) -> str:
         return callbacks.make("bg", choice, schedule.id, stamp, k)
@@ -39,12 +42,13 @@ def budget_buttons(schedule: Schedule, kind: BudgetKind, limit: int) -> InlineKe
 def budget_notice(paused: BudgetPause) -> tuple[str, InlineKeyboardMarkup]:
     """⏸ 'Nightly report' reached its budget: 10 runs this week. [Raise to 20] ..."""
     schedule = paused.schedule
+    whose = "this chat's budget" if paused.scope is BudgetScope.CHAT else "its budget"
     text = (
-        f"⏸ '{esc(schedule.name)}' reached its budget: "
+        f"⏸ '{esc(schedule.name)}' reached {whose}: "
         f"{amount(paused.kind, paused.limit)} this week. It is paused; the fire at "
         f"{local(paused.run.scheduled_for, schedule.timezone)} was skipped."
     )
-    return text, budget_buttons(schedule, paused.kind, paused.limit)
+    return text, budget_buttons(schedule, paused.kind, paused.limit, paused.scope)
 
 
 def limits_line(runs: int | None, tokens: int | None) -> str:

@@ -24,16 +24,20 @@ from scheduler.models import Policies
 __all__ = [
     "GO_ON",
     "LONGEST",
+    "NO_LIMITS",
     "PERIODS",
     "WINDOW",
     "BudgetKind",
+    "BudgetLimits",
+    "BudgetScope",
     "BudgetUse",
     "BudgetVerdict",
     "UseReport",
     "UseRow",
     "amount",
+    "doubled",
     "has_budget",
-    "raised",
+    "limits_of",
     "reason_text",
     "total_tokens",
     "use_report",
@@ -61,6 +65,30 @@ class BudgetUse:
     tokens: int = 0
 
 
+class BudgetScope(StrEnum):
+    SCHEDULE = "schedule"  # the schedule's own policies
+    CHAT = "chat"  # the chat's budget (/budget), over all its schedules
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """A budget: runs and tokens per week, None for no limit."""
+
+    runs: int | None = None
+    tokens: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.runs is not None or self.tokens is not None
+
+
+NO_LIMITS = BudgetLimits()
+
+
+def limits_of(policies: Policies) -> BudgetLimits:
+    return BudgetLimits(policies.budget_runs_per_week, policies.budget_tokens_per_week)
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:
     """The fire goes on, spending an allowance (`spend`), or the schedule pauses."""
@@ -70,11 +98,12 @@ class BudgetVerdict:
     limit: int | None = None
     #: The fire goes on by an operator's "Run once more": one allowance is spent.
     spend: bool = False
+    scope: BudgetScope = BudgetScope.SCHEDULE
 
     @property
     def reason(self) -> str:
         assert self.kind is not None and self.limit is not None
-        return reason_text(self.kind, self.limit)
+        return reason_text(self.kind, self.limit, self.scope)
 
 
 #: The verdict for a fire within its budget.
@@ -90,9 +119,11 @@ def window_start(now: datetime) -> datetime:
     return now - WINDOW
 
 
-def reason_text(kind: BudgetKind, limit: int) -> str:
-    """The pause reason people read: "budget: 10 runs this week reached"."""
-    return f"budget: {amount(kind, limit)} this week reached"
+def reason_text(kind: BudgetKind, limit: int, scope: BudgetScope = BudgetScope.SCHEDULE) -> str:
+    """The pause reason people read: "budget: 10 runs this week reached" (the chat's:
+    "chat budget: 50 runs this week reached")."""
+    prefix = "chat budget" if scope is BudgetScope.CHAT else "budget"
+    return f"{prefix}: {amount(kind, limit)} this week reached"
 
 
 def amount(kind: BudgetKind, value: int) -> str:
@@ -102,38 +133,48 @@ def amount(kind: BudgetKind, value: int) -> str:
     return f"{value:,} token{'s' if value != 1 else ''}"
 
 
-def verdict(policies: Policies, use: BudgetUse, allowance: int) -> BudgetVerdict:
+def _reached(limits: BudgetLimits, use: BudgetUse) -> tuple[BudgetKind, int] | None:
+    if limits.runs is not None and use.runs >= limits.runs:
+        return BudgetKind.RUNS, limits.runs
+    if limits.tokens is not None and use.tokens >= limits.tokens:
+        return BudgetKind.TOKENS, limits.tokens
+    return None
+
+
+def verdict(
+    policies: Policies,
+    use: BudgetUse,
+    allowance: int,
+    *,
+    chat: BudgetLimits = NO_LIMITS,
+    chat_use: BudgetUse | None = None,
+) -> BudgetVerdict:
     """What the next fire of a schedule with these policies becomes, given its use in
-    the window and the extra runs an operator allowed (`allowance`).
+    the window, the extra runs an operator allowed (`allowance`), and its chat's budget
+    and use.
 
     Within every budget it runs. At or past one (use >= budget: the 11th fire of a
     10-runs budget) it runs only by spending an allowance; otherwise the schedule
-    pauses. Runs are checked before tokens, so the reason names the runs budget when
-    both are reached."""
-    reached: tuple[BudgetKind, int] | None = None
-    if policies.budget_runs_per_week is not None and use.runs >= policies.budget_runs_per_week:
-        reached = (BudgetKind.RUNS, policies.budget_runs_per_week)
-    elif (
-        policies.budget_tokens_per_week is not None
-        and use.tokens >= policies.budget_tokens_per_week
-    ):
-        reached = (BudgetKind.TOKENS, policies.budget_tokens_per_week)
+    pauses. The schedule's own budget is checked before its chat's, and runs before
+    tokens, so the reason names the first reached in that order."""
+    reached = _reached(limits_of(policies), use)
+    scope = BudgetScope.SCHEDULE
+    if reached is None and chat.any and chat_use is not None:
+        reached, scope = _reached(chat, chat_use), BudgetScope.CHAT
     if reached is None:
         return GO_ON
+    kind, limit = reached
     if allowance > 0:
-        return BudgetVerdict(pause=False, kind=reached[0], limit=reached[1], spend=True)
-    return BudgetVerdict(pause=True, kind=reached[0], limit=reached[1])
+        return BudgetVerdict(pause=False, kind=kind, limit=limit, spend=True, scope=scope)
+    return BudgetVerdict(pause=True, kind=kind, limit=limit, scope=scope)
 
 
-def raised(policies: Policies, kind: BudgetKind) -> Policies:
-    """The policies with the `kind` budget doubled (the notice's [Raise to N])."""
+def doubled(limits: BudgetLimits, kind: BudgetKind) -> BudgetLimits | None:
+    """`limits` with the `kind` budget doubled (the notice's [Raise to N]); None when
+    there is no such budget (removed since the notice)."""
     if kind is BudgetKind.RUNS:
-        current = policies.budget_runs_per_week
-        assert current is not None
-        return policies.model_copy(update={"budget_runs_per_week": current * 2})
-    tokens = policies.budget_tokens_per_week
-    assert tokens is not None
-    return policies.model_copy(update={"budget_tokens_per_week": tokens * 2})
+        return None if limits.runs is None else BudgetLimits(limits.runs * 2, limits.tokens)
+    return None if limits.tokens is None else BudgetLimits(limits.runs, limits.tokens * 2)
 
 
 def total_tokens(usage: dict[str, int] | None) -> int:

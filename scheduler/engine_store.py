@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from scheduler.budgets import BudgetKind
+from scheduler.budgets import BudgetKind, BudgetScope
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
@@ -63,6 +63,8 @@ class BudgetPause:
     run: Run
     kind: BudgetKind
     limit: int
+    #: Whose budget it was: the schedule's own, or its chat's.
+    scope: BudgetScope = BudgetScope.SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,12 @@ class EngineStore(Protocol):
         A due schedule whose row cannot be decoded is quarantined: paused with the
         reason, its runs not yet started closed (returned in `quarantined`).
 
-        A due schedule with a budget (`scheduler.budgets`) has its use in the window
-        read in the claim's transaction: if `scheduler.budgets.verdict` says it pauses,
-        its fires are written skipped (SkipReason.BUDGET) and it is paused
-        (PauseKind.BUDGET), returned in `over_budget`. Schedules without a budget are
-        not counted."""
+        A due schedule with a budget (`scheduler.budgets`), its own or its chat's, has
+        its use in the window read in the claim's transaction: if
+        `scheduler.budgets.verdict` says it pauses, its fires are written skipped
+        (SkipReason.BUDGET) and it is paused (PauseKind.BUDGET), returned in
+        `over_budget`. Schedules without a budget, in a chat without one, are not
+        counted (the chats' budgets are read at most every 30 s)."""
 
     async def acquire(
         self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()

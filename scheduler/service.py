@@ -17,7 +17,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from scheduler.budgets import LONGEST, BudgetKind, UseReport, raised, use_report
+from scheduler.budgets import (
+    LONGEST,
+    BudgetKind,
+    BudgetLimits,
+    BudgetScope,
+    UseReport,
+    doubled,
+    limits_of,
+    use_report,
+)
 from scheduler.clock import Clock
 from scheduler.cron import load_zone
 from scheduler.errors import (
@@ -95,6 +104,7 @@ __all__ = [
     "MIN_ID_PREFIX",
     "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
+    "BudgetAnswered",
     "BudgetChoice",
     "LifecycleFires",
     "Limits",
@@ -535,16 +545,27 @@ class ScheduleService:
 
     # --- budgets (scheduler/budgets.py) -------------------------------------------------
     async def budget_choice(
-        self, chat_id: int, schedule_id: str, choice: BudgetChoice, *, stamp: int, kind: BudgetKind
-    ) -> Schedule:
-        """An admin's answer to a budget notice: raise (the reached budget doubled,
-        resumed), once (resumed with one run allowed past the budget) or keep (paused,
-        nothing changed). `stamp` is the pause the notice announced (its `updated_at` in
-        epoch seconds): a notice of an older pause, or a second press, changes nothing
-        and is answered with InvalidState."""
+        self,
+        chat_id: int,
+        schedule_id: str,
+        choice: BudgetChoice,
+        *,
+        stamp: int,
+        kind: BudgetKind,
+        scope: BudgetScope = BudgetScope.SCHEDULE,
+    ) -> BudgetAnswered:
+        """An admin's answer to a budget notice: raise (the reached budget, the
+        schedule's or its chat's, doubled; resumed), once (resumed with one run allowed
+        past the budget) or keep (paused, nothing changed). `stamp` is the pause the
+        notice announced (its `updated_at` in epoch seconds): a notice of an older
+        pause, or a second press, changes nothing and is answered with InvalidState."""
         now = self.clock.now()
+        prefs = await self.store.chats.get(chat_id)
+        chat_limits = BudgetLimits(prefs.budget_runs_per_week, prefs.budget_tokens_per_week)
+        new_limits: BudgetLimits | None = None
 
         def change(current: Schedule) -> ScheduleChange:
+            nonlocal new_limits
             _require_active(current, schedule_id)
             if (
                 current.enabled
@@ -559,14 +580,17 @@ class ScheduleService:
                 return ScheduleChange(current)
             policies = current.policies
             if choice is BudgetChoice.RAISE:
-                limit = (
-                    policies.budget_runs_per_week
-                    if kind is BudgetKind.RUNS
-                    else policies.budget_tokens_per_week
-                )
-                if limit is None:
-                    raise InvalidState(f"'{current.name}' has no {kind.value} budget now.")
-                policies = raised(policies, kind)
+                own = scope is BudgetScope.SCHEDULE
+                new_limits = doubled(limits_of(policies) if own else chat_limits, kind)
+                if new_limits is None:
+                    raise InvalidState(f"There is no {kind.value} budget to raise now.")
+                if own:
+                    policies = policies.model_copy(
+                        update={
+                            "budget_runs_per_week": new_limits.runs,
+                            "budget_tokens_per_week": new_limits.tokens,
+                        }
+                    )
             resumed, _ = _resumption(current.model_copy(update={"policies": policies}), now)
             return ScheduleChange(
                 resumed.schedule,
@@ -576,9 +600,15 @@ class ScheduleService:
 
         target = await self.get_schedule(chat_id, schedule_id)
         schedule = await self._modify(chat_id, target.id, change)
+        if new_limits is not None and scope is BudgetScope.CHAT:
+            # After the schedule's change, which refuses a second press: raised once.
+            await self.store.chats.set_budget(chat_id, new_limits.runs, new_limits.tokens, now)
         if choice is not BudgetChoice.KEEP:
             self._on_change()
-        return schedule
+        limit = None
+        if new_limits is not None:
+            limit = new_limits.runs if kind is BudgetKind.RUNS else new_limits.tokens
+        return BudgetAnswered(schedule, limit)
 
     async def set_chat_budget(self, chat_id: int, runs: int | None, tokens: int | None) -> None:
         """The chat's own budget; InvalidSchedule for a number out of range."""
@@ -1275,6 +1305,15 @@ def _resumption(current: Schedule, now: datetime) -> tuple[ScheduleChange, int]:
         }
     )
     return ScheduleChange(resumed, skipped), passed
+
+
+@dataclass(frozen=True)
+class BudgetAnswered:
+    """What a budget notice's button did: the schedule as it is now, and the raised
+    budget (None unless raised)."""
+
+    schedule: Schedule
+    limit: int | None = None
 
 
 class BudgetChoice(StrEnum):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from scheduler.budgets import BudgetUse, UseRow, total_tokens
+from scheduler.budgets import BudgetLimits, BudgetUse, UseRow, total_tokens
 from storage.codec import from_db_time, to_db_time
 from storage.sql import Db, fetch_all, fetch_one
 
 __all__ = [
     "allowance",
+    "chat_budgets",
+    "chat_use",
     "chat_use_rows",
     "grant_allowance",
     "schedule_use",
@@ -42,6 +44,27 @@ async def schedule_use(db: Db, schedule_id: str, since: datetime) -> BudgetUse:
         (schedule_id, to_db_time(since)),
     )
     return BudgetUse(runs=len(rows), tokens=sum(_tokens(r[0]) for r in rows))
+
+
+async def chat_use(db: Db, chat_id: int, since: datetime) -> BudgetUse:
+    """Runs of the chat's schedules started at or after `since`, and their tokens."""
+    rows = await fetch_all(
+        db,
+        "SELECT token_usage_json FROM runs WHERE chat_id = ? AND started_at IS NOT NULL "
+        "AND started_at >= ?",
+        (chat_id, to_db_time(since)),
+    )
+    return BudgetUse(runs=len(rows), tokens=sum(_tokens(r[0]) for r in rows))
+
+
+async def chat_budgets(db: Db) -> dict[int, BudgetLimits]:
+    """Every chat that has a budget, with it."""
+    rows = await fetch_all(
+        db,
+        "SELECT chat_id, budget_runs_per_week, budget_tokens_per_week FROM chats "
+        "WHERE budget_runs_per_week IS NOT NULL OR budget_tokens_per_week IS NOT NULL",
+    )
+    return {int(r[0]): BudgetLimits(r[1], r[2]) for r in rows}
 
 
 async def chat_use_rows(db: Db, chat_id: int, since: datetime) -> list[UseRow]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.budgets import BudgetUse, has_budget, verdict, window_start
+from scheduler.budgets import BudgetLimits, BudgetUse, has_budget, verdict, window_start
 from scheduler.engine_store import (
     OUTPUT_LIMIT,
     AcquiredRun,
@@ -51,6 +51,10 @@ from storage.sql import Connection, Db
 
 __all__ = ["SqlEngineStore"]
 
+#: How long a claim trusts the chat budgets it read (a chat's new budget takes effect
+#: within this time, on every engine sharing the database).
+CHAT_BUDGETS_EVERY = timedelta(seconds=30)
+
 #: A due schedule as `schedules.due` reads it: its row's values, and the schedule.
 _Due = tuple[tuple[Any, ...], Schedule]
 
@@ -63,6 +67,17 @@ class SqlEngineStore:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        #: The chats that have a budget (/budget), read at most every
+        #: CHAT_BUDGETS_EVERY by a claim: a chat's budget costs no query per fire.
+        self._chat_budgets: dict[int, BudgetLimits] = {}
+        self._chat_budgets_at: datetime | None = None
+
+    async def _chat_limits(self, db: Db, now: datetime) -> dict[int, BudgetLimits]:
+        at = self._chat_budgets_at
+        if at is None or not at <= now < at + CHAT_BUDGETS_EVERY:
+            self._chat_budgets = await budgets.chat_budgets(db)
+            self._chat_budgets_at = now
+        return self._chat_budgets
 
     async def next_due(self) -> DueInstants:
         return await self._conn.read_in_place(due.read)
@@ -171,12 +186,17 @@ class SqlEngineStore:
                 now,
             )
             new_runs: list[Run] = []
+            chat_limits = await self._chat_limits(db, now)
+            #: Chats' use read in this claim, with the fires it let through since.
+            chat_use: dict[int, BudgetUse] = {}
             for (_, schedule, fire_plan), fate in zip(plans, fates, strict=True):
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
-                if has_budget(schedule.policies) and fire_plan.fires:
-                    # Only budgeted schedules are counted: the others cost no query.
-                    paused = await _budget_check(db, schedule, fire_plan, now)
+                chat = chat_limits.get(schedule.chat_id)
+                if fire_plan.fires and (chat is not None or has_budget(schedule.policies)):
+                    # Only schedules with a budget (theirs or their chat's) are counted:
+                    # the others cost no query.
+                    paused = await _budget_check(db, schedule, fire_plan, now, chat, chat_use)
                     if paused is not None:
                         new_runs.extend(paused[0])
                         over_budget.append(paused[1])
@@ -443,19 +463,39 @@ class SqlEngineStore:
 
 
 async def _budget_check(
-    db: Db, schedule: Schedule, fire_plan: FirePlan, now: datetime
+    db: Db,
+    schedule: Schedule,
+    fire_plan: FirePlan,
+    now: datetime,
+    chat: BudgetLimits | None,
+    chat_use: dict[int, BudgetUse],
 ) -> tuple[list[Run], BudgetPause] | None:
-    """A budgeted schedule's claimed fires: None when they go on (an allowance spent if
-    need be), else its fires written skipped and the schedule paused (the rule is
-    `scheduler.budgets.verdict`)."""
-    use = await budgets.schedule_use(db, schedule.id, window_start(now))
+    """A budgeted schedule's claimed fires (or a budgeted chat's): None when they go on
+    (an allowance spent if need be), else its fires written skipped and the schedule
+    paused. The rule is `scheduler.budgets.verdict`."""
+    since = window_start(now)
+    use = (
+        await budgets.schedule_use(db, schedule.id, since)
+        if has_budget(schedule.policies)
+        else BudgetUse()
+    )
+    used_by_chat: BudgetUse | None = None
+    if chat is not None:
+        used_by_chat = chat_use.get(schedule.chat_id)
+        if used_by_chat is None:
+            used_by_chat = await budgets.chat_use(db, schedule.chat_id, since)
+    limits = chat or BudgetLimits()
     allowance = 0
-    if _reached_any(schedule, use):
+    if verdict(schedule.policies, use, 0, chat=limits, chat_use=used_by_chat).pause:
         allowance = await budgets.allowance(db, schedule.id)
-    decided = verdict(schedule.policies, use, allowance)
+    decided = verdict(schedule.policies, use, allowance, chat=limits, chat_use=used_by_chat)
     if decided.spend:
         await budgets.spend_allowance(db, schedule.id, now)
     if not decided.pause:
+        if used_by_chat is not None:
+            # The fires this claim lets through count against the chat's next schedules.
+            started = sum(1 for f in fire_plan.fires if f.status is not RunStatus.SKIPPED)
+            chat_use[schedule.chat_id] = BudgetUse(used_by_chat.runs + started, used_by_chat.tokens)
         return None
     assert decided.kind is not None and decided.limit is not None
     reason = decided.reason
@@ -474,6 +514,8 @@ async def _budget_check(
         )
         for r in runs_for_plan(schedule, fire_plan, now)
     ]
+    if used_by_chat is not None:
+        chat_use[schedule.chat_id] = used_by_chat
     after = claimed_schedule(schedule, fire_plan.next_run_at, now).model_copy(
         update={
             "enabled": False,
@@ -483,12 +525,7 @@ async def _budget_check(
         }
     )
     skipped = next((r for r in written if r.skip_reason is SkipReason.BUDGET), written[-1])
-    return written, BudgetPause(after, skipped, decided.kind, decided.limit)
-
-
-def _reached_any(schedule: Schedule, use: BudgetUse) -> bool:
-    """Whether any budget is reached, so the allowance is worth reading."""
-    return verdict(schedule.policies, use, 0).pause
+    return written, BudgetPause(after, skipped, decided.kind, decided.limit, decided.scope)
 
 
 def _plain_success(outcome: AttemptOutcome) -> bool:

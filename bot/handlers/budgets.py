@@ -1,5 +1,5 @@
 """/budget (the chat's limits and its use) and the buttons of a budget notice (callback
-data `bg:<raise|once|keep>:<schedule_id>:<stamp>:<r|t>`, bot/views_budgets.py)."""
+data `bg:<raise|once|keep>:<schedule_id>:<stamp>:<[c]r|[c]t>`, bot/views_budgets.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from bot.handlers.schedules import (
 )
 from bot.render import esc
 from bot.views_budgets import budget_screen, limits_line
-from scheduler.budgets import BudgetKind, amount
+from scheduler.budgets import BudgetKind, BudgetScope, amount
 from scheduler.errors import InvalidSchedule
 from scheduler.service import BudgetChoice
 
@@ -77,28 +77,27 @@ async def on_budget_button(
     except ValueError:
         raise StaleButton from None
     sid, stamp = arg(data, 0), int_arg(arg(data, 1))
-    kind = {"r": BudgetKind.RUNS, "t": BudgetKind.TOKENS}.get(arg(data, 2))
+    code = arg(data, 2)
+    scope = BudgetScope.CHAT if code.startswith("c") else BudgetScope.SCHEDULE
+    kind = {"r": BudgetKind.RUNS, "t": BudgetKind.TOKENS}.get(code.removeprefix("c"))
     if kind is None:
         raise StaleButton
     user = update.effective_user
     if not context.services.is_admin(user.id if user else None):
         return Outcome(toast="Only an admin can answer a budget notice.")
-    schedule = await context.services.service.budget_choice(
-        chat_id, sid, choice, stamp=stamp, kind=kind
+    answered = await context.services.service.budget_choice(
+        chat_id, sid, choice, stamp=stamp, kind=kind, scope=scope
     )
+    schedule = answered.schedule
     name = esc(schedule.name)
     if choice is BudgetChoice.KEEP:
         text = f"⏸ '{name}' stays paused; /resume {esc(schedule.ref)} starts it again."
         return Outcome(toast="Kept paused.", text=text, edit=True)
     if choice is BudgetChoice.RAISE:
-        policies = schedule.policies
-        limit = (
-            policies.budget_runs_per_week
-            if kind is BudgetKind.RUNS
-            else policies.budget_tokens_per_week
-        )
+        limit = answered.limit
         assert limit is not None
-        text = f"▶️ '{name}' budget raised to {amount(kind, limit)} a week; it fires again."
+        whose = "This chat's" if scope is BudgetScope.CHAT else f"'{name}'"
+        text = f"▶️ {whose} budget raised to {amount(kind, limit)} a week; '{name}' fires again."
         return Outcome(toast="Budget raised.", text=text, edit=True)
     text = f"▶️ '{name}' runs once more past its budget, then pauses again."
     return Outcome(toast="Resumed for one more run.", text=text, edit=True)
