@@ -140,7 +140,7 @@ async def engine(
         clock,
         dispatcher,
         config=EngineConfig(),
-        notifier=notices,  # type: ignore[arg-type]
+        notifier=notices,
         rng=random.Random(7),
     )
     yield e, notices
