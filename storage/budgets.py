@@ -7,13 +7,16 @@ their fires is claimed: schedules without one cost nothing here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from scheduler.budgets import BudgetLimits, BudgetUse, UseRow, total_tokens
+from scheduler.models import PauseKind
 from storage.codec import from_db_time, to_db_time
 from storage.sql import Db, fetch_all, fetch_one
 
 __all__ = [
+    "BudgetSummary",
     "allowance",
     "chat_budgets",
     "chat_use",
@@ -22,6 +25,7 @@ __all__ = [
     "schedule_use",
     "set_chat_budget",
     "spend_allowance",
+    "summary",
 ]
 
 
@@ -81,6 +85,38 @@ async def chat_use_rows(db: Db, chat_id: int, since: datetime) -> list[UseRow]:
         assert started is not None
         out.append(UseRow(schedule_id, started, _tokens(usage)))
     return out
+
+
+@dataclass(frozen=True)
+class BudgetSummary:
+    """What `tickler doctor` says about budgets."""
+
+    schedules: int  # active schedules with a budget of their own
+    chats: int  # chats with a budget (/budget)
+    paused: list[tuple[int, str]]  # (chat, name) of schedules paused at a budget
+
+
+async def summary(db: Db) -> BudgetSummary:
+    rows = await fetch_all(
+        db,
+        "SELECT chat_id, name, policies_json, enabled, pause_kind FROM schedules "
+        "WHERE archived_at IS NULL",
+    )
+    budgeted = 0
+    paused: list[tuple[int, str]] = []
+    for chat_id, name, policies_json, enabled, pause_kind in rows:
+        try:
+            policies = json.loads(policies_json)
+        except ValueError:
+            continue  # unreadable: the engine quarantines it and says so
+        if isinstance(policies, dict) and (
+            policies.get("budget_runs_per_week") is not None
+            or policies.get("budget_tokens_per_week") is not None
+        ):
+            budgeted += 1
+        if not enabled and pause_kind == PauseKind.BUDGET.value:
+            paused.append((int(chat_id), str(name)))
+    return BudgetSummary(budgeted, len(await chat_budgets(db)), paused)
 
 
 async def allowance(db: Db, schedule_id: str) -> int:
