@@ -191,3 +191,20 @@ async def test_budget_sets_the_chats_limit_and_refuses_nonsense(bot: BotHarness)
     assert "'lots' is not a number" in (refusal.text or "")
     prefs = await bot.services.store.chats.get(ALICE)
     assert prefs.budget_runs_per_week == 50 and prefs.budget_tokens_per_week is None
+
+
+async def test_edit_sets_a_budget_shown_on_the_card_and_refuses_nonsense(bot: BotHarness) -> None:
+    schedule = await hourly(bot, Policies())
+    await bot.alice.send(f"/edit {schedule.ref} budget_runs 10")
+    changed = await bot.alice.wait_reply()
+    assert "Budget: 10 runs/week (last 7 days)" in (changed.text or "")
+    await bot.alice.send(f"/edit {schedule.ref} budget_tokens lots")
+    refusal = await bot.alice.wait_reply()
+    assert refusal.text == (
+        "The tokens budget must be a whole number per week from 1 to 10,000,000,000, or off."
+    )
+    await bot.alice.send(f"/edit {schedule.ref} budget_runs off")
+    await bot.alice.wait_reply()
+    current = await bot.services.service.get_schedule(ALICE, schedule.id)
+    assert current.policies.budget_runs_per_week is None
+    assert current.policies.budget_tokens_per_week is None
