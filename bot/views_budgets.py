@@ -10,7 +10,7 @@ from bot import callbacks
 from bot.render import esc, local
 from scheduler.budgets import PERIODS, BudgetKind, BudgetScope, BudgetUse, UseReport, amount
 from scheduler.engine_store import BudgetPause
-from scheduler.models import Schedule
+from scheduler.models import PauseKind, Schedule
 from scheduler.repositories import ChatPrefs
 
 __all__ = ["budget_buttons", "budget_notice", "budget_screen", "limits_line"]
@@ -82,7 +82,11 @@ def budget_screen(prefs: ChatPrefs, report: UseReport, schedules: list[Schedule]
         limit = limits_line(policies.budget_runs_per_week, policies.budget_tokens_per_week)
         if not used and limit == "none":
             continue
-        paused = " ⏸" if schedule.pause_reason and not schedule.enabled else ""
+        paused = (
+            " ⏸ paused at its budget"
+            if not schedule.enabled and schedule.pause_kind is PauseKind.BUDGET
+            else ""
+        )
         lines.append(
             f"\n<b>{esc(schedule.ref)} {esc(schedule.name)}</b>{paused}\n"
             f"  limit: {limit}\n  used: {_use(used)}"

@@ -208,3 +208,33 @@ async def test_edit_sets_a_budget_shown_on_the_card_and_refuses_nonsense(bot: Bo
     current = await bot.services.service.get_schedule(ALICE, schedule.id)
     assert current.policies.budget_runs_per_week is None
     assert current.policies.budget_tokens_per_week is None
+
+
+async def test_a_chats_budget_pauses_the_schedule_that_reaches_it_and_raise_doubles_it(
+    bot: BotHarness,
+) -> None:
+    first = await hourly(bot, Policies(), name="First")
+    second = await hourly(bot, Policies(), name="Second")
+    await bot.alice.send("/budget runs 3")
+    await bot.alice.wait_reply(containing="3 runs/week")
+    await fire(bot, first.id, 0, 1)
+    await fire(bot, first.id, 1, 2)
+
+    notice = await bot.alice.wait_reply(containing="reached this chat's budget: 3 runs this week")
+    assert notice.button_labels() == ["Raise to 6", "Run once more", "Keep paused"]
+    schedules = [await bot.services.service.get_schedule(ALICE, s.id) for s in (first, second)]
+    [paused] = [s for s in schedules if not s.enabled]
+    assert paused.pause_reason == "chat budget: 3 runs this week reached"
+
+    await bot.alice.send("/budget")
+    screen = await bot.alice.wait_reply(containing="Budget")
+    assert "This chat's limit: 3 runs/week" in (screen.text or "")
+    assert "week 3 runs, 0 tokens" in (screen.text or "")
+    assert "⏸ paused at its budget" in (screen.text or "")
+
+    await bot.alice.press("Raise to 6", notice)
+    raised = await bot.alice.wait_edit(notice.message_id)
+    assert "This chat's budget raised to 6 runs a week" in (raised.text or "")
+    prefs = await bot.services.store.chats.get(ALICE)
+    assert prefs.budget_runs_per_week == 6
+    assert (await bot.services.service.get_schedule(ALICE, paused.id)).enabled
