@@ -193,7 +193,8 @@ class SqlEngineStore:
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
                 chat = chat_limits.get(schedule.chat_id)
-                if fire_plan.fires and (chat is not None or has_budget(schedule.policies)):
+                runs_any = any(f.status is not RunStatus.SKIPPED for f in fire_plan.fires)
+                if runs_any and (chat is not None or has_budget(schedule.policies)):
                     # Only schedules with a budget (theirs or their chat's) are counted:
                     # the others cost no query.
                     paused = await _budget_check(db, schedule, fire_plan, now, chat, chat_use)
@@ -524,7 +525,7 @@ async def _budget_check(
             "pause_kind": PauseKind.BUDGET,
         }
     )
-    skipped = next((r for r in written if r.skip_reason is SkipReason.BUDGET), written[-1])
+    skipped = next(r for r in written if r.skip_reason is SkipReason.BUDGET)
     return written, BudgetPause(after, skipped, decided.kind, decided.limit, decided.scope)
 
 
