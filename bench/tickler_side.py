@@ -78,6 +78,9 @@ class _CountingNotifier:
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         pass
 
+    async def schedule_over_budget(self, paused: object) -> None:
+        pass
+
 
 async def _run_engine(
     where: Location, url: str | None, concurrency: int, target: int | None, timeout: float

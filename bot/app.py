@@ -41,6 +41,7 @@ from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
     backfill,
+    budgets,
     bundles,
     chat,
     edit,
@@ -211,6 +212,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *today.handlers(),
         *bundles.handlers(),
         *stats.handlers(),
+        *budgets.handlers(),
         *export.handlers(),
         *chat.handlers(),
         *start.fallbacks(),

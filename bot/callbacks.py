@@ -12,6 +12,8 @@
     n:<step>:<value>                   the /new conversation
     tm:<step>:<value>                  the /template conversation
     k:<action>:<bundle_id>[:<step>]    a bundle's card: card, open, proof, wait, fu, done
+    bg:<choice>:<schedule_id>:<stamp>:<[c]r|[c]t>  a budget notice: raise, once, keep
+                                       (admins only; c: the chat's budget)
 
 Handlers never trust the data: every id is looked up in the chat the button was
 pressed in, so forged data for another chat's schedule finds nothing.

@@ -34,7 +34,9 @@ import asyncpg
 import httpx
 
 from bot.settings import MAKE_API_TOKEN, ConfigError, SettingProblem, Settings, load_settings
+from storage import budgets
 from storage.database import DatabaseUnavailable, SchemaTooNew
+from storage.locations import Location, snapshot
 from storage.readiness import DatabaseReadiness, prepare_database, prepare_postgres
 
 __all__ = ["Check", "diagnose", "run_doctor"]
@@ -96,7 +98,11 @@ async def diagnose(env_file: str | None = None) -> list[Check]:
         _timed("agent", _HTTP_DEADLINE_S, _check_agent(settings), _AGENT_SLOW),
         _timed("stats chart", CHART_TIMEOUT_S, _check_chart(), _CHART_SLOW),
     )
-    return [_check_settings(settings), *results]
+    checks = [_check_settings(settings), *results]
+    if results[0].passed:
+        # Informational (never a failure): schedules paused at a budget wait for an admin.
+        checks.insert(2, await _check_budgets(settings))
+    return checks
 
 
 _LATER_CHECKS = ("database", "bot token", "agent")
@@ -171,6 +177,29 @@ def _check_settings(settings: Settings) -> Check:
         f"{'s' if operators != 1 else ''}, agent mode {settings.agent_mode}, "
         f"time zone {settings.default_timezone}",
     )
+
+
+# --- budgets -----------------------------------------------------------------------------
+async def _check_budgets(settings: Settings) -> Check:
+    where: Location = (
+        settings.database_url.get_secret_value()
+        if settings.database_url is not None
+        else settings.database_path
+    )
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_S), snapshot(where) as db:
+            found = await budgets.summary(db)
+    except Exception as exc:  # the database check above passed: say it, fail nothing
+        return Check("budgets", True, f"not read ({type(exc).__name__})")
+    detail = (
+        f"{found.schedules} schedule{'s' if found.schedules != 1 else ''} and "
+        f"{found.chats} chat{'s' if found.chats != 1 else ''} have a weekly budget"
+    )
+    if found.paused:
+        names = ", ".join(f"'{name}' (chat {chat})" for chat, name in found.paused[:5])
+        more = f" and {len(found.paused) - 5} more" if len(found.paused) > 5 else ""
+        detail += f"; paused at their budget: {names}{more} (/budget shows the use)"
+    return Check("budgets", True, detail)
 
 
 # --- database ----------------------------------------------------------------------------

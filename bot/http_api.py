@@ -38,6 +38,7 @@ from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
 from bot.stats_chart import HEIGHT_PX, WIDTH_PX, render_png_async
+from scheduler.budgets import PERIODS, BudgetUse
 from scheduler.bundle_model import Bundle
 from scheduler.bundles import BundleCard, BundleNotFound
 from scheduler.errors import (
@@ -49,7 +50,7 @@ from scheduler.errors import (
     TicklerError,
     shown,
 )
-from scheduler.models import EmittedEvent, Run, Schedule
+from scheduler.models import EmittedEvent, PauseKind, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
 from scheduler.stats import chat_stats, parse_window
@@ -195,6 +196,36 @@ class BundleList(BaseModel):
     bundles: list[BundleView]
 
 
+class BudgetUseView(BaseModel):
+    #: Runs started and the tokens their finished runs reported.
+    runs: int
+    tokens: int
+
+
+class BudgetLimitsView(BaseModel):
+    #: Per week (the last 7 days); null: no limit.
+    runs_per_week: int | None
+    tokens_per_week: int | None
+
+
+class ScheduleBudgetView(BaseModel):
+    schedule_id: str
+    number: int | None
+    name: str
+    paused_at_budget: bool
+    limits: BudgetLimitsView
+    #: "day", "week", "month": the last 1, 7 and 30 days.
+    use: dict[str, BudgetUseView]
+
+
+class BudgetView(BaseModel):
+    """A chat's budget and its use (docs/chat.md#budgets)."""
+
+    limits: BudgetLimitsView
+    use: dict[str, BudgetUseView]
+    schedules: list[ScheduleBudgetView]
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -276,6 +307,7 @@ class HttpServer:
         self.web.router.add_get(chat + "/runs", self._runs)
         self.web.router.add_get(chat + "/stats.png", self._stats_png)
         self.web.router.add_get(chat + "/bundles", self._bundles)
+        self.web.router.add_get(chat + "/budget", self._budget)
         self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
         self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
@@ -527,6 +559,42 @@ class HttpServer:
         cards = await svc.bundles.active(chat_id)
         return _json(BundleList(bundles=[_bundle_view(c) for c in cards]))
 
+    async def _budget(self, request: web.Request) -> web.Response:
+        """The chat's weekly limits and its use, the chat's and each schedule's."""
+        svc, chat_id = self._chat(request)
+        prefs, report, schedules = await svc.service.budget_use(chat_id)
+
+        def use(per: dict[str, BudgetUse]) -> dict[str, BudgetUseView]:
+            return {
+                period: BudgetUseView(runs=u.runs, tokens=u.tokens)
+                for period, _ in PERIODS
+                for u in [per.get(period, BudgetUse())]
+            }
+
+        return _json(
+            BudgetView(
+                limits=BudgetLimitsView(
+                    runs_per_week=prefs.budget_runs_per_week,
+                    tokens_per_week=prefs.budget_tokens_per_week,
+                ),
+                use=use(report.chat),
+                schedules=[
+                    ScheduleBudgetView(
+                        schedule_id=s.id,
+                        number=s.number,
+                        name=s.name,
+                        paused_at_budget=not s.enabled and s.pause_kind is PauseKind.BUDGET,
+                        limits=BudgetLimitsView(
+                            runs_per_week=s.policies.budget_runs_per_week,
+                            tokens_per_week=s.policies.budget_tokens_per_week,
+                        ),
+                        use=use(report.by_schedule.get(s.id, {})),
+                    )
+                    for s in schedules
+                ],
+            )
+        )
+
     async def _bundle(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
         card = await svc.bundles.card(chat_id, request.match_info["bundle_id"])
@@ -760,6 +828,7 @@ def openapi_document() -> dict[str, Any]:
             (BundleBackfillResult, "serialization"),
             (BundleView, "serialization"),
             (BundleList, "serialization"),
+            (BudgetView, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -895,6 +964,14 @@ def openapi_document() -> dict[str, Any]:
                     },
                     **errors,
                 },
+            }
+        },
+        chat + "/budget": {
+            "get": {
+                "summary": "The chat's weekly limits and its use (day, week, month), the "
+                "chat's and each schedule's",
+                "parameters": [chat_param],
+                "responses": answer(200, BudgetView, "The budget and its use"),
             }
         },
         chat + "/bundles": {

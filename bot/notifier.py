@@ -24,6 +24,7 @@ from bot import callbacks
 from bot.outbox import Outbox, network_backoff
 from bot.render import esc, local, split_message, step_of, zone_of
 from bot.settings import Settings
+from bot.views_budgets import budget_notice
 from bot.views_proposals import (
     expired_line,
     expired_note,
@@ -35,7 +36,7 @@ from bot.views_proposals import (
 from bot.views_runs import sent_run_outcome
 from scheduler.clock import Clock
 from scheduler.dispatching import DispatchError
-from scheduler.engine_store import FinishedAttempt
+from scheduler.engine_store import BudgetPause, FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import Run, RunStatus, RunTrigger
 from scheduler.planning import FirePlan
@@ -237,6 +238,18 @@ class TelegramNotifier:
         # No buttons: the schedule cannot be read, so neither resumed nor run from here.
         text = f"⚠️ {esc(str(broken))} The other schedules go on firing."
         await self.notify(broken.chat_id, text, kind="alert", schedule_id=broken.schedule_id)
+
+    async def schedule_over_budget(self, paused: BudgetPause) -> None:
+        text, markup = budget_notice(paused)
+        schedule = paused.schedule
+        await self.notify(
+            schedule.chat_id,
+            text,
+            markup,
+            kind="budget",
+            run_id=paused.run.id,
+            schedule_id=schedule.id,
+        )
 
     async def fires_missed(self, plan: FirePlan) -> None:
         if plan.first_missed is None or plan.last_missed is None:

@@ -11,6 +11,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
 from bot.render import esc
+from bot.views_budgets import limits_line
+from scheduler.budgets import has_budget
 from scheduler.models import ActionKind, MissedRunPolicy, Schedule, TimeoutPolicy
 from scheduler.policy_edits import SETTINGS, format_seconds
 
@@ -49,6 +51,12 @@ def _lines(schedule: Schedule) -> list[tuple[tuple[str, ...], str]]:
         ),
         (("timeout", "on_timeout"), f"Timeout: {format_seconds(p.timeout_seconds)}, {after}"),
         (("approval",), f"Run approval: {'on' if p.requires_run_approval else 'off'}"),
+        (
+            ("budget_runs", "budget_tokens"),
+            "Budget: "
+            + limits_line(p.budget_runs_per_week, p.budget_tokens_per_week)
+            + (" (last 7 days)" if has_budget(p) else ""),
+        ),
     ]
     action = schedule.action
     if action.kind is ActionKind.TASK:
@@ -98,7 +106,7 @@ def policies_menu(schedule: Schedule) -> tuple[str, InlineKeyboardMarkup]:
     ident = esc(schedule.id)
     numbers = ", ".join(
         f"<code>/edit {ident} {name} {SETTINGS[name].example}</code>"
-        for name in ("attempts", "backoff", "backoff_cap", "timeout", "catchup")
+        for name in ("attempts", "backoff", "backoff_cap", "timeout", "catchup", "budget_runs")
     )
     text = "\n".join(
         [

@@ -90,6 +90,14 @@ def _runs_per_week(decision: RiskDecision, once: bool) -> str:
     return f"Runs per week: {shown}"
 
 
+def _tokens(per_run: int, runs_per_week: float, once: bool) -> str:
+    """The agent's estimate: "Tokens (agent's estimate): 2,000 a run, about 14,000 a week"."""
+    line = f"Tokens (agent's estimate): {per_run:,} a run"
+    if once:
+        return line
+    return line + f", about {round(per_run * runs_per_week):,} a week"
+
+
 def _header(proposal: Proposal, zone: str) -> str:
     if proposal.tier is RiskTier.HIGH:
         until = f" by {local(proposal.expires_at, zone)}" if proposal.expires_at is not None else ""
@@ -139,6 +147,8 @@ def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetim
     else:
         lines.append(f"Does: asks your agent {_quote(what)}")
     lines.append(_runs_per_week(decision, once))
+    if request.expected_tokens_per_run is not None:
+        lines.append(_tokens(request.expected_tokens_per_run, decision.runs_per_week, once))
     reasons = "; ".join(decision.reasons)
     icon = _TIER_ICONS[proposal.tier]
     lines.append(f"Risk: {icon} {proposal.tier.value}" + (f" — {esc(reasons)}" if reasons else ""))

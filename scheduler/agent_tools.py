@@ -65,6 +65,12 @@ TOOLS: list[dict[str, Any]] = [
                         "description": "Why, in one sentence for the operator.",
                     },
                     "risk": {"type": "string", "enum": ["low", "medium", "high"]},
+                    "expected_tokens_per_run": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Your estimate of the tokens one run uses; the "
+                        "operator sees it, and the week's, on the proposal.",
+                    },
                 },
                 "required": ["name", "prompt", "reason"],
                 "additionalProperties": False,
@@ -216,6 +222,7 @@ class AgentTools:
             ),
             reason=str(args.get("reason") or ""),
             risk_hint=RiskTier(args["risk"]) if args.get("risk") else None,
+            expected_tokens_per_run=args.get("expected_tokens_per_run"),
         )
         proposal = await self.proposals.propose(chat_id, request, proposed_by=self.proposed_by)
         notes = {

@@ -34,6 +34,7 @@ from scheduler.dispatching import Dispatcher, DispatchError, DispatchRequest, Op
 from scheduler.engine_store import (
     AcquiredRun,
     AttemptOutcome,
+    BudgetPause,
     ClaimedFires,
     EngineInstance,
     EngineStore,
@@ -130,6 +131,10 @@ class Notifier(Protocol):
         """A due schedule's stored definition cannot be decoded: it was paused with the
         reason (once), and the other schedules go on firing."""
 
+    async def schedule_over_budget(self, paused: BudgetPause) -> None:
+        """A due schedule reached its budget: it was paused instead of firing and the
+        fire recorded skipped (once: a paused schedule is not due again)."""
+
 
 class Lifecycle(Protocol):
     """What fires on the engine's own events (scheduler/service.py, LifecycleFires)."""
@@ -195,6 +200,9 @@ class _LogNotifier:
 
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         """Nothing to add: the engine logs every quarantine itself."""
+
+    async def schedule_over_budget(self, paused: BudgetPause) -> None:
+        """Nothing to add: the engine logs every budget pause itself."""
 
 
 @dataclass(slots=True)
@@ -600,6 +608,13 @@ class Engine:
                 extra={"schedule_id": broken.schedule_id, "chat_id": broken.chat_id},
             )
             await self._notify(self.notifier.schedule_quarantined(broken))
+        for paused in claimed.over_budget:
+            log.warning(
+                "schedule paused: %s",
+                paused.schedule.pause_reason,
+                extra={"schedule_id": paused.schedule.id, "chat_id": paused.schedule.chat_id},
+            )
+            await self._notify(self.notifier.schedule_over_budget(paused))
         for plan in claimed.plans:
             if plan.missed:
                 await self._notify(self.notifier.fires_missed(plan))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from scheduler.budgets import BudgetKind, BudgetScope
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import Run, RunStatus, Schedule
 from scheduler.planning import FirePlan
@@ -30,6 +31,7 @@ __all__ = [
     "OUTPUT_LIMIT",
     "AcquiredRun",
     "AttemptOutcome",
+    "BudgetPause",
     "ClaimedFires",
     "DueInstants",
     "EngineInstance",
@@ -51,6 +53,21 @@ class AcquiredRun:
 
 
 @dataclass(frozen=True)
+class BudgetPause:
+    """A schedule a claim paused because it reached its budget (scheduler/budgets.py),
+    with its fire recorded skipped for that reason."""
+
+    #: The schedule as the claim left it: paused, PauseKind.BUDGET.
+    schedule: Schedule
+    #: The fire's run, skipped (SkipReason.BUDGET).
+    run: Run
+    kind: BudgetKind
+    limit: int
+    #: Whose budget it was: the schedule's own, or its chat's.
+    scope: BudgetScope = BudgetScope.SCHEDULE
+
+
+@dataclass(frozen=True)
 class ClaimedFires:
     """What one claim did (`EngineStore.claim`)."""
 
@@ -63,6 +80,9 @@ class ClaimedFires:
     #: Due schedules whose rows cannot be decoded, paused by this claim (each reported
     #: once: a paused schedule is not due again).
     quarantined: list[UnreadableSchedule] = field(default_factory=list)
+    #: Due schedules that reached their budget: paused by this claim instead of firing,
+    #: each fire recorded skipped (the engine tells the chat).
+    over_budget: list[BudgetPause] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -162,7 +182,14 @@ class EngineStore(Protocol):
         written as pending runs. `settling` names schedules whose run is being recorded.
 
         A due schedule whose row cannot be decoded is quarantined: paused with the
-        reason, its runs not yet started closed (returned in `quarantined`)."""
+        reason, its runs not yet started closed (returned in `quarantined`).
+
+        A due schedule with a budget (`scheduler.budgets`), its own or its chat's, has
+        its use in the window read in the claim's transaction: if
+        `scheduler.budgets.verdict` says it pauses, its fires are written skipped
+        (SkipReason.BUDGET) and it is paused (PauseKind.BUDGET), returned in
+        `over_budget`. Schedules without a budget, in a chat without one, are not
+        counted (the chats' budgets are read at most every 30 s)."""
 
     async def acquire(
         self, now: datetime, limit: int, owner: str, *, settling: Collection[str] = ()

@@ -114,6 +114,9 @@ class PauseKind(StrEnum):
     REMOVED_FROM_FILE = "removed_from_file"
     #: Its stored definition cannot be decoded (quarantined); fixed only by hand.
     UNREADABLE = "unreadable"
+    #: It reached its budget (runs or tokens per week, scheduler/budgets.py); resumed
+    #: by the notice's buttons or /resume.
+    BUDGET = "budget"
 
 
 #: The pause reason shown for PauseKind.AWAITING_APPROVAL.
@@ -175,6 +178,10 @@ class Policies(BaseModel):
     timeout_policy: TimeoutPolicy = TimeoutPolicy.RETRY
     risk_tier: RiskTier = RiskTier.LOW
     requires_run_approval: bool = False
+    #: Spend and volume limits over the last 7 days (scheduler/budgets.py): reaching
+    #: one pauses the schedule (PauseKind.BUDGET) instead of running on. None: no limit.
+    budget_runs_per_week: int | None = Field(default=None, ge=1, le=100_000)
+    budget_tokens_per_week: int | None = Field(default=None, ge=1, le=10_000_000_000)
 
 
 class StepKind(StrEnum):
@@ -332,6 +339,8 @@ class SkipReason(StrEnum):
     OPERATOR = "operator"
     #: An earlier step of its plan run failed (or was rejected), so this step never ran.
     PLAN_STOPPED = "plan_stopped"
+    #: Its schedule reached its budget (runs or tokens per week) and paused instead.
+    BUDGET = "budget"
 
 
 class Run(BaseModel):

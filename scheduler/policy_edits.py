@@ -4,6 +4,7 @@ the proof it needs, whom it is for and its instructions.
     missed skip|catch_up_once|catch_up_all     catchup N (the catch_up_all cap)
     overlap skip|queue|allow                   attempts N       backoff 30s   backoff_cap 15m
     timeout 300s     on_timeout retry|ask      approval on|off
+    budget_runs N|off       budget_tokens N|off    (per week: the last 7 days)
     proof link|file|none     assignee NAME|none     instructions TEXT|none   (tasks only)
 
 The limits are the models' own (`Policies`, `RetryPolicy`): the ones the HTTP API and
@@ -47,7 +48,7 @@ __all__ = [
     "policies_from",
 ]
 
-Kind = Literal["choice", "count", "seconds", "switch", "text"]
+Kind = Literal["choice", "count", "limit", "seconds", "switch", "text"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ POLICY_SETTINGS: tuple[Setting, ...] = (
         "on_timeout", "On timeout", ("timeout_policy",), "choice", "ask", _values(TimeoutPolicy)
     ),
     Setting("approval", "Run approval", ("requires_run_approval",), "switch", "on", ("on", "off")),
+    Setting("budget_runs", "The runs budget", ("budget_runs_per_week",), "limit", "10"),
+    Setting("budget_tokens", "The tokens budget", ("budget_tokens_per_week",), "limit", "100000"),
 )
 ACTION_SETTINGS: tuple[Setting, ...] = (
     Setting("proof", "Proof", ("proof",), "choice", "link", ("link", "file", "none")),
@@ -147,6 +150,11 @@ def _refusal(setting: Setting) -> str:
     low, strict, high = _bounds(model, field)
     if setting.kind == "count":
         return f"{setting.label} must be a whole number from {int(low or 0)} to {int(high or 0)}."
+    if setting.kind == "limit":
+        return (
+            f"{setting.label} must be a whole number per week from {int(low or 0)} to "
+            f"{int(high or 0):,}, or off."
+        )
     lowest = "more than 0s" if strict or not low else f"at least {format_seconds(low)}"
     return (
         f"{setting.label} must be a duration {lowest} and at most "
@@ -169,6 +177,13 @@ def _parse(setting: Setting, text: str) -> Any:
         if not re.fullmatch(r"\d{1,9}", value):
             raise InvalidSchedule(_refusal(setting))
         return int(value)
+    if setting.kind == "limit":
+        if lowered in _NONE:
+            return None
+        digits = value.replace(",", "").replace("_", "")
+        if not re.fullmatch(r"\d{1,12}", digits):
+            raise InvalidSchedule(_refusal(setting))
+        return int(digits)
     match = _DURATION.fullmatch(lowered)
     if match is None:
         raise InvalidSchedule(_refusal(setting))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.models import Action, Policies, RiskTier
 from scheduler.specs import TriggerSpec
@@ -27,6 +27,9 @@ class ProposalRequest(BaseModel):
     policies: Policies | None = None
     reason: str = ""
     risk_hint: RiskTier | None = None
+    #: The agent's estimate of the tokens one run uses, shown on the proposal's card
+    #: with the week's (scheduler/budgets.py); None when it gave none.
+    expected_tokens_per_run: int | None = Field(default=None, ge=0, le=10_000_000)
 
     @field_validator("trigger")
     @classmethod

@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from scheduler.budgets import UseRow
 from scheduler.models import (
     Attempt,
     EmittedEvent,
@@ -52,12 +53,18 @@ class ChatPrefs:
     #: Set while Telegram refuses delivery to the chat (the user blocked the bot).
     blocked_at: datetime | None = None
     block_reason: str | None = None
+    #: The chat's own budget over the last 7 days (scheduler/budgets.py); None: none.
+    budget_runs_per_week: int | None = None
+    budget_tokens_per_week: int | None = None
 
 
 @dataclass(frozen=True)
 class ScheduleChange:
     schedule: Schedule
     new_runs: Sequence[Run] = ()
+    #: Extra runs past its budget to allow the schedule (a budget notice's
+    #: [Run once more]), written in the change's transaction; None leaves it.
+    allowance: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,14 @@ class ChatRepository(Protocol):
 
     async def set_blocked(self, chat_id: int, reason: str | None, now: datetime) -> None:
         """Record that delivery to the chat fails (`reason`), or works again (None)."""
+
+    async def set_budget(
+        self, chat_id: int, runs: int | None, tokens: int | None, now: datetime
+    ) -> None:
+        """The chat's budget (runs and tokens per week; None: no limit)."""
+
+    async def use_rows(self, chat_id: int, since: datetime) -> list[UseRow]:
+        """The chat's runs started since `since`, with their tokens (for /budget)."""
 
 
 class RunRepository(Protocol):

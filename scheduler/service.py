@@ -14,8 +14,19 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Literal
 
+from scheduler.budgets import (
+    LONGEST,
+    BudgetKind,
+    BudgetLimits,
+    BudgetScope,
+    UseReport,
+    doubled,
+    limits_of,
+    use_report,
+)
 from scheduler.clock import Clock
 from scheduler.cron import load_zone
 from scheduler.errors import (
@@ -63,7 +74,7 @@ from scheduler.policy_edits import (
     edit_action,
     edit_policies,
 )
-from scheduler.repositories import ScheduleChange
+from scheduler.repositories import ChatPrefs, ScheduleChange
 from scheduler.results import ResultReport, check_report
 from scheduler.specs import (
     SCHEDULE_ID_PATTERN,
@@ -93,6 +104,8 @@ __all__ = [
     "MIN_ID_PREFIX",
     "SCHEDULE_ID_PATTERN",
     "BackfillPreview",
+    "BudgetAnswered",
+    "BudgetChoice",
     "LifecycleFires",
     "Limits",
     "Resumed",
@@ -529,6 +542,88 @@ class ScheduleService:
         schedule = await self._modify(chat_id, target.id, change)
         self._on_change()
         return Resumed(schedule, passed)
+
+    # --- budgets (scheduler/budgets.py) -------------------------------------------------
+    async def budget_choice(
+        self,
+        chat_id: int,
+        schedule_id: str,
+        choice: BudgetChoice,
+        *,
+        stamp: int,
+        kind: BudgetKind,
+        scope: BudgetScope = BudgetScope.SCHEDULE,
+    ) -> BudgetAnswered:
+        """An admin's answer to a budget notice: raise (the reached budget, the
+        schedule's or its chat's, doubled; resumed), once (resumed with one run allowed
+        past the budget) or keep (paused, nothing changed). `stamp` is the pause the
+        notice announced (its `updated_at` in epoch seconds): a notice of an older
+        pause, or a second press, changes nothing and is answered with InvalidState."""
+        now = self.clock.now()
+        prefs = await self.store.chats.get(chat_id)
+        chat_limits = BudgetLimits(prefs.budget_runs_per_week, prefs.budget_tokens_per_week)
+        new_limits: BudgetLimits | None = None
+
+        def change(current: Schedule) -> ScheduleChange:
+            nonlocal new_limits
+            _require_active(current, schedule_id)
+            if (
+                current.enabled
+                or current.pause_kind is not PauseKind.BUDGET
+                or int(current.updated_at.timestamp()) != stamp
+            ):
+                raise InvalidState(
+                    f"Already answered: '{current.name}' is "
+                    f"{'paused' if not current.enabled else 'running'} as it is now."
+                )
+            if choice is BudgetChoice.KEEP:
+                return ScheduleChange(current)
+            policies = current.policies
+            if choice is BudgetChoice.RAISE:
+                own = scope is BudgetScope.SCHEDULE
+                new_limits = doubled(limits_of(policies) if own else chat_limits, kind)
+                if new_limits is None:
+                    raise InvalidState(f"There is no {kind.value} budget to raise now.")
+                if own:
+                    policies = policies.model_copy(
+                        update={
+                            "budget_runs_per_week": new_limits.runs,
+                            "budget_tokens_per_week": new_limits.tokens,
+                        }
+                    )
+            resumed, _ = _resumption(current.model_copy(update={"policies": policies}), now)
+            return ScheduleChange(
+                resumed.schedule,
+                resumed.new_runs,
+                allowance=1 if choice is BudgetChoice.ONCE else None,
+            )
+
+        target = await self.get_schedule(chat_id, schedule_id)
+        schedule = await self._modify(chat_id, target.id, change)
+        if new_limits is not None and scope is BudgetScope.CHAT:
+            # After the schedule's change, which refuses a second press: raised once.
+            await self.store.chats.set_budget(chat_id, new_limits.runs, new_limits.tokens, now)
+        if choice is not BudgetChoice.KEEP:
+            self._on_change()
+        limit = None
+        if new_limits is not None:
+            limit = new_limits.runs if kind is BudgetKind.RUNS else new_limits.tokens
+        return BudgetAnswered(schedule, limit)
+
+    async def set_chat_budget(self, chat_id: int, runs: int | None, tokens: int | None) -> None:
+        """The chat's own budget; InvalidSchedule for a number out of range."""
+        for name, value, top in (("runs", runs, 100_000), ("tokens", tokens, 10_000_000_000)):
+            if value is not None and not 1 <= value <= top:
+                raise InvalidSchedule(f"A budget of {name} per week is 1 to {top:,}, or off.")
+        await self.store.chats.set_budget(chat_id, runs, tokens, self.clock.now())
+
+    async def budget_use(self, chat_id: int) -> tuple[ChatPrefs, UseReport, list[Schedule]]:
+        """The chat's budget, its use per day/week/month (the chat's and each
+        schedule's), and its schedules (for their names and budgets)."""
+        now = self.clock.now()
+        prefs = await self.store.chats.get(chat_id)
+        rows = await self.store.chats.use_rows(chat_id, now - LONGEST)
+        return prefs, use_report(rows, now), await self.list_schedules(chat_id)
 
     def approval_change(self, now: datetime) -> Callable[[Schedule], ScheduleChange]:
         """What approving a proposal does to its paused schedule, for the store to apply
@@ -1210,6 +1305,23 @@ def _resumption(current: Schedule, now: datetime) -> tuple[ScheduleChange, int]:
         }
     )
     return ScheduleChange(resumed, skipped), passed
+
+
+@dataclass(frozen=True)
+class BudgetAnswered:
+    """What a budget notice's button did: the schedule as it is now, and the raised
+    budget (None unless raised)."""
+
+    schedule: Schedule
+    limit: int | None = None
+
+
+class BudgetChoice(StrEnum):
+    """The buttons of a budget notice."""
+
+    RAISE = "raise"  # the reached budget doubled, and resumed
+    ONCE = "once"  # resumed with one run allowed past the budget
+    KEEP = "keep"  # left paused
 
 
 def _require_active(schedule: Schedule, schedule_id: str) -> None:

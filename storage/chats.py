@@ -11,11 +11,14 @@ from storage.sql import Db, fetch_one
 
 async def get(db: Db, chat_id: int) -> ChatPrefs:
     row = await fetch_one(
-        db, "SELECT timezone, blocked_at, block_reason FROM chats WHERE chat_id = ?", (chat_id,)
+        db,
+        "SELECT timezone, blocked_at, block_reason, budget_runs_per_week, "
+        "budget_tokens_per_week FROM chats WHERE chat_id = ?",
+        (chat_id,),
     )
     if row is None:
         return ChatPrefs(chat_id)
-    return ChatPrefs(chat_id, row[0], from_db_time(row[1]), row[2])
+    return ChatPrefs(chat_id, row[0], from_db_time(row[1]), row[2], row[3], row[4])
 
 
 async def set_timezone(db: Db, chat_id: int, zone: str, now: datetime) -> None:

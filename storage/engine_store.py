@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from scheduler.budgets import BudgetLimits, BudgetUse, has_budget, verdict, window_start
 from scheduler.engine_store import (
     OUTPUT_LIMIT,
     AcquiredRun,
     AttemptOutcome,
+    BudgetPause,
     ClaimedFires,
     DueInstants,
     EngineInstance,
@@ -23,7 +25,7 @@ from scheduler.engine_store import (
     Planner,
 )
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Run, RunStatus, RunTrigger, Schedule, SkipReason
+from scheduler.models import PauseKind, Run, RunStatus, RunTrigger, Schedule, SkipReason
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
 from scheduler.plans import following_runs
 from scheduler.policies import (
@@ -37,7 +39,7 @@ from scheduler.policies import (
     closing_status,
     starts_alone,
 )
-from storage import due, events, instances, runs, schedules
+from storage import budgets, due, events, instances, runs, schedules
 from storage.codec import (
     claimed_schedule,
     remember_claimed,
@@ -48,6 +50,10 @@ from storage.codec import (
 from storage.sql import Connection, Db
 
 __all__ = ["SqlEngineStore"]
+
+#: How long a claim trusts the chat budgets it read (a chat's new budget takes effect
+#: within this time, on every engine sharing the database).
+CHAT_BUDGETS_EVERY = timedelta(seconds=30)
 
 #: A due schedule as `schedules.due` reads it: its row's values, and the schedule.
 _Due = tuple[tuple[Any, ...], Schedule]
@@ -61,6 +67,17 @@ class SqlEngineStore:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        #: The chats that have a budget (/budget), read at most every
+        #: CHAT_BUDGETS_EVERY by a claim: a chat's budget costs no query per fire.
+        self._chat_budgets: dict[int, BudgetLimits] = {}
+        self._chat_budgets_at: datetime | None = None
+
+    async def _chat_limits(self, db: Db, now: datetime) -> dict[int, BudgetLimits]:
+        at = self._chat_budgets_at
+        if at is None or not at <= now < at + CHAT_BUDGETS_EVERY:
+            self._chat_budgets = await budgets.chat_budgets(db)
+            self._chat_budgets_at = now
+        return self._chat_budgets
 
     async def next_due(self) -> DueInstants:
         return await self._conn.read_in_place(due.read)
@@ -128,6 +145,7 @@ class SqlEngineStore:
 
         applied: list[FirePlan] = []
         started: list[AcquiredRun] = []
+        over_budget: list[BudgetPause] = []
         #: Whether this claim left a fire due, held for a slot.
         held = False
 
@@ -135,6 +153,7 @@ class SqlEngineStore:
             nonlocal held
             applied.clear()
             started.clear()
+            over_budget.clear()
             held = False
             busy: Collection[str] = ()
             waiting: datetime | None = None
@@ -167,9 +186,22 @@ class SqlEngineStore:
                 now,
             )
             new_runs: list[Run] = []
+            chat_limits = await self._chat_limits(db, now)
+            #: Chats' use read in this claim, with the fires it let through since.
+            chat_use: dict[int, BudgetUse] = {}
             for (_, schedule, fire_plan), fate in zip(plans, fates, strict=True):
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
+                chat = chat_limits.get(schedule.chat_id)
+                runs_any = any(f.status is not RunStatus.SKIPPED for f in fire_plan.fires)
+                if runs_any and (chat is not None or has_budget(schedule.policies)):
+                    # Only schedules with a budget (theirs or their chat's) are counted:
+                    # the others cost no query.
+                    paused = await _budget_check(db, schedule, fire_plan, now, chat, chat_use)
+                    if paused is not None:
+                        new_runs.extend(paused[0])
+                        over_budget.append(paused[1])
+                        continue
                 applied.append(fire_plan)
                 if fate is Fate.START:
                     after = claimed_schedule(schedule, fire_plan.next_run_at, now)
@@ -208,11 +240,18 @@ class SqlEngineStore:
             await make_plans(found)
             moved = await self._conn.transact(claim)
         begun = {a.run.schedule_id for a in started}
+        begun |= {p.schedule.id for p in over_budget}
         for values, schedule, fire_plan in plans:
             if schedule.id in moved and schedule.id not in begun:
                 # Starting the run reads the schedule again, as this claim left it.
                 remember_claimed(values, schedule, fire_plan.next_run_at, now)
-        return ClaimedFires(applied, list(started), more=more or held, quarantined=quarantined)
+        return ClaimedFires(
+            applied,
+            list(started),
+            more=more or held,
+            quarantined=quarantined,
+            over_budget=list(over_budget),
+        )
 
     async def _quarantine(
         self, unreadable: list[UnreadableSchedule], now: datetime
@@ -422,6 +461,72 @@ class SqlEngineStore:
                         FinishedAttempt(interrupted, schedule, tripped_now=False, interrupted=True)
                     )
             return done
+
+
+async def _budget_check(
+    db: Db,
+    schedule: Schedule,
+    fire_plan: FirePlan,
+    now: datetime,
+    chat: BudgetLimits | None,
+    chat_use: dict[int, BudgetUse],
+) -> tuple[list[Run], BudgetPause] | None:
+    """A budgeted schedule's claimed fires (or a budgeted chat's): None when they go on
+    (an allowance spent if need be), else its fires written skipped and the schedule
+    paused. The rule is `scheduler.budgets.verdict`."""
+    since = window_start(now)
+    use = (
+        await budgets.schedule_use(db, schedule.id, since)
+        if has_budget(schedule.policies)
+        else BudgetUse()
+    )
+    used_by_chat: BudgetUse | None = None
+    if chat is not None:
+        used_by_chat = chat_use.get(schedule.chat_id)
+        if used_by_chat is None:
+            used_by_chat = await budgets.chat_use(db, schedule.chat_id, since)
+    limits = chat or BudgetLimits()
+    allowance = 0
+    if verdict(schedule.policies, use, 0, chat=limits, chat_use=used_by_chat).pause:
+        allowance = await budgets.allowance(db, schedule.id)
+    decided = verdict(schedule.policies, use, allowance, chat=limits, chat_use=used_by_chat)
+    if decided.spend:
+        await budgets.spend_allowance(db, schedule.id, now)
+    if not decided.pause:
+        if used_by_chat is not None:
+            # The fires this claim lets through count against the chat's next schedules.
+            started = sum(1 for f in fire_plan.fires if f.status is not RunStatus.SKIPPED)
+            chat_use[schedule.chat_id] = BudgetUse(used_by_chat.runs + started, used_by_chat.tokens)
+        return None
+    assert decided.kind is not None and decided.limit is not None
+    reason = decided.reason
+    await schedules.pause_for_budget(db, schedule.id, reason, now)
+    written = [
+        r
+        if r.status is RunStatus.SKIPPED
+        else r.model_copy(
+            update={
+                "status": RunStatus.SKIPPED,
+                "skip_reason": SkipReason.BUDGET,
+                "error": reason,
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
+        )
+        for r in runs_for_plan(schedule, fire_plan, now)
+    ]
+    if used_by_chat is not None:
+        chat_use[schedule.chat_id] = used_by_chat
+    after = claimed_schedule(schedule, fire_plan.next_run_at, now).model_copy(
+        update={
+            "enabled": False,
+            "paused_by": None,
+            "pause_reason": reason,
+            "pause_kind": PauseKind.BUDGET,
+        }
+    )
+    skipped = next(r for r in written if r.skip_reason is SkipReason.BUDGET)
+    return written, BudgetPause(after, skipped, decided.kind, decided.limit, decided.scope)
 
 
 def _plain_success(outcome: AttemptOutcome) -> bool:

@@ -102,6 +102,8 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("block_reason"),
             _f("created_at", "time"),
             _f("updated_at", "time"),
+            _f("budget_runs_per_week"),
+            _f("budget_tokens_per_week"),
         ),
     ),
     _Entity(

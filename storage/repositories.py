@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from scheduler.budgets import UseRow
 from scheduler.models import (
     Attempt,
     EmittedEvent,
@@ -31,6 +32,7 @@ from scheduler.repositories import (
 )
 from scheduler.work_item_model import HistoryEntry, WorkItem, WorkItemStatus
 from storage import (
+    budgets,
     chats,
     events,
     notifications,
@@ -106,6 +108,10 @@ class SqlSchedules:
             result = change(current)
             await schedules.replace(db, result.schedule)
             await runs.insert_many(db, result.new_runs)
+            if result.allowance is not None:
+                await budgets.grant_allowance(
+                    db, schedule_id, result.allowance, result.schedule.updated_at
+                )
             return result.schedule
 
     async def pause(
@@ -164,6 +170,16 @@ class SqlChats:
     async def set_blocked(self, chat_id: int, reason: str | None, now: datetime) -> None:
         async with self._conn.write() as db:
             await chats.set_blocked(db, chat_id, reason, now)
+
+    async def set_budget(
+        self, chat_id: int, runs: int | None, tokens: int | None, now: datetime
+    ) -> None:
+        async with self._conn.write() as db:
+            await budgets.set_chat_budget(db, chat_id, runs, tokens, now)
+
+    async def use_rows(self, chat_id: int, since: datetime) -> list[UseRow]:
+        async with self._conn.read() as db:
+            return await budgets.chat_use_rows(db, chat_id, since)
 
 
 class SqlRuns:

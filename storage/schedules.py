@@ -180,6 +180,18 @@ async def quarantine(db: Db, broken: UnreadableSchedule, now: datetime) -> bool:
     return True
 
 
+async def pause_for_budget(db: Db, schedule_id: str, reason: str, now: datetime) -> bool:
+    """Pause a schedule that reached its budget (scheduler/budgets.py); False if it was
+    paused already."""
+    row = await fetch_one(
+        db,
+        "UPDATE schedules SET enabled = 0, paused_by = NULL, pause_reason = ?, pause_kind = ?, "
+        "updated_at = ? WHERE id = ? AND enabled = 1 RETURNING id",
+        (reason, PauseKind.BUDGET.value, to_db_time(now), schedule_id),
+    )
+    return row is not None
+
+
 async def count_active(db: Db, chat_id: int) -> int:
     row = await fetch_one(
         db, "SELECT COUNT(*) FROM schedules WHERE chat_id = ? AND archived_at IS NULL", (chat_id,)

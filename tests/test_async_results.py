@@ -60,6 +60,9 @@ class Recorder:
     async def schedule_quarantined(self, broken: object) -> None:
         pass
 
+    async def schedule_over_budget(self, paused: object) -> None:
+        pass
+
 
 @pytest.fixture
 def recorder() -> Recorder:

@@ -524,6 +524,7 @@ async def test_edit_errors_are_one_sentence(bot: BotHarness) -> None:
         "/edit NOPE name X": "There is no schedule 'NOPE' here; /schedules lists them.",
         f"/edit {sid} colour red": "I can change name, prompt, cron, tz, every, missed, "
         "catchup, overlap, attempts, backoff, backoff_cap, timeout, on_timeout, approval, "
+        "budget_runs, budget_tokens, "
         f"proof, assignee or instructions, as in /edit {sid} name Morning brief.",
         f"/edit {sid} name": f"Write the new value after 'name', like /edit {sid} name "
         "Morning brief.",

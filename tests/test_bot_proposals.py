@@ -113,6 +113,7 @@ async def test_a_tool_call_proposal_becomes_active_when_alice_approves(
                             prompt="Check my inbox and summarise.",
                             reason="You asked for an inbox check twice a day.",
                             risk="low",
+                            expected_tokens_per_run=1500,
                         )
                     ],
                 )
@@ -130,6 +131,7 @@ async def test_a_tool_call_proposal_becomes_active_when_alice_approves(
     for fire in ("Mon 23 Nov 09:00 (+01:00)", "Mon 23 Nov 17:00 (+01:00)", "Tue 24 Nov 09:00"):
         assert fire in body
     assert "Runs per week: 14" in body
+    assert "Tokens (agent's estimate): 1,500 a run, about 21,000 a week" in body
     assert "Risk: 🟡 medium — your agent acts on its own more than once a day" in body
     assert "Why: “You asked for an inbox check twice a day.”" in body
     assert card.button_labels() == ["Approve", "Reject"]

@@ -79,6 +79,7 @@ async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
     assert [text[5:].split(":")[0] for text in lines] == [
         "settings",
         "database",
+        "budgets",
         "bot token",
         "agent",
         "stats chart",
@@ -87,6 +88,7 @@ async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
         r"ok   stats chart: matplotlib \S+ drew a 900x720 PNG in \d+\.\d\d s \(font cache .+\)",
         line(lines, "stats chart"),
     )
+    assert line(lines, "budgets") == "ok   budgets: 0 schedules and 0 chats have a weekly budget"
     assert "@tickler_test_bot" in line(lines, "bot token")
     db_file = tmp_path / "data" / "tickler.db"
     assert f"created {db_file}" in line(lines, "database")
@@ -97,6 +99,22 @@ async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
     code, lines = await doctor(capsys)
     assert code == 0
     assert f"{db_file} is writable, schema version {SCHEMA_VERSION}" in line(lines, "database")
+
+    # A schedule paused at its budget is named (information, never a failure).
+    with sqlite3.connect(db_file) as db:
+        db.execute(
+            "INSERT INTO schedules (id, chat_id, name, trigger_json, action_json, policies_json, "
+            "owner_id, owner_name, enabled, pause_kind, created_by, created_at, updated_at) "
+            "VALUES ('S1', 7, 'Nightly report', '{}', '{}', '{\"budget_runs_per_week\": 10}', "
+            "7, 'Ada', 0, 'budget', 'operator', '2026-11-23T07:00:00.000000Z', "
+            "'2026-11-23T07:00:00.000000Z')"
+        )
+    code, lines = await doctor(capsys)
+    assert code == 0
+    assert line(lines, "budgets") == (
+        "ok   budgets: 1 schedule and 0 chats have a weekly budget; paused at their budget: "
+        "'Nightly report' (chat 7) (/budget shows the use)"
+    )
 
 
 async def test_wrong_token_unreachable_agent_and_unwritable_database_each_fail_with_a_fix(

@@ -15,7 +15,7 @@ from bench import seed
 from bot.demo_kit.agent_stub import AgentStub, refused_url
 from scheduler.dispatching import Dispatcher, DispatchRequest, DispatchResult
 from scheduler.engine import Engine, EngineConfig
-from scheduler.engine_store import FinishedAttempt
+from scheduler.engine_store import BudgetPause, FinishedAttempt
 from scheduler.errors import UnreadableSchedule
 from scheduler.models import (
     Action,
@@ -233,6 +233,7 @@ class RecordingNotifier:
         self.missed: list[FirePlan] = []
         self.awaiting: list[FirePlan] = []
         self.quarantined: list[UnreadableSchedule] = []
+        self.over_budget: list[BudgetPause] = []
 
     async def run_finished(self, finished: FinishedAttempt) -> None:
         self.finished.append(finished)
@@ -248,6 +249,9 @@ class RecordingNotifier:
 
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         self.quarantined.append(broken)
+
+    async def schedule_over_budget(self, paused: BudgetPause) -> None:
+        self.over_budget.append(paused)
 
 
 async def test_the_operator_hears_of_a_trip_once_and_of_missed_fires(

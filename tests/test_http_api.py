@@ -874,3 +874,34 @@ async def test_a_bundle_template_proposed_backfilled_and_read_through_the_api(ap
         "post" in doc["paths"]["/api/v1/chats/{chat_id}/schedules/{schedule_id}/bundles/backfill"]
     )
     assert {"BundleView", "BundleList", "BundleBackfillResult"} <= set(doc["components"]["schemas"])
+
+
+async def test_a_budget_rides_in_the_policies_and_the_budget_route_shows_the_use(
+    api: Api,
+) -> None:
+    payload = {
+        "name": "Nightly report",
+        "trigger": {"kind": "cron", "cron": "0 2 * * *"},
+        "action": {"text": "Write the nightly report."},
+        "policies": {"budget_runs_per_week": 10, "budget_tokens_per_week": 120000},
+        "reason": "You asked for a nightly report.",
+        "expected_tokens_per_run": 4000,
+    }
+    status, proposal, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=payload)
+    assert status == 201, proposal
+    card = await api.bot.alice.wait_reply(containing="Nightly report")
+    assert "Tokens (agent's estimate): 4,000 a run, about 28,000 a week" in (card.text or "")
+    bad = {**payload, "name": "Other", "policies": {"budget_runs_per_week": 0}}
+    status, body, _ = await api.call("POST", f"/api/v1/chats/{ALICE}/proposals", json=bad)
+    assert status == 422 and "budget_runs_per_week" in body["field"]
+
+    await api.bot.services.service.set_chat_budget(ALICE, 50, None)
+    status, budget, _ = await api.call("GET", f"/api/v1/chats/{ALICE}/budget")
+    assert status == 200, budget
+    assert budget["limits"] == {"runs_per_week": 50, "tokens_per_week": None}
+    assert budget["use"]["week"] == {"runs": 0, "tokens": 0}
+    doc = (await api.call("GET", "/api/v1/openapi.json", auth=False))[1]
+    assert "get" in doc["paths"]["/api/v1/chats/{chat_id}/budget"]
+    schemas = doc["components"]["schemas"]
+    assert any("budget_runs_per_week" in s.get("properties", {}) for s in schemas.values())
+    assert "expected_tokens_per_run" in schemas["ProposalRequest"]["properties"]

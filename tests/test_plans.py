@@ -83,6 +83,9 @@ class Notices:
     async def schedule_quarantined(self, broken: UnreadableSchedule) -> None:
         pass
 
+    async def schedule_over_budget(self, paused: object) -> None:
+        pass
+
     def plans_stopped(self) -> list[FinishedAttempt]:
         """What bot/notifier.py turns into a "plan stopped" message: one per stop."""
         return [

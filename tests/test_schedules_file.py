@@ -337,3 +337,33 @@ async def test_a_file_that_is_not_utf8_changes_nothing_and_names_the_line(
 def test_a_file_that_cannot_be_read_as_a_whole_is_unusable(text: str, line: int) -> None:
     with pytest.raises(UnusableFile, match=rf"^schedules\.yaml line {line}: "):
         parse_entries(text)
+
+
+async def test_a_budget_is_a_policy_of_the_file_and_a_bad_one_is_one_sentence(
+    tmp_path: Path, service: ScheduleService, store: SqliteStore
+) -> None:
+    text = """\
+schedules:
+  - id: nightly
+    chat_id: 4242
+    name: Nightly report
+    cron: "0 2 * * *"
+    prompt: Write the nightly report.
+    policies: {budget_runs_per_week: 10, budget_tokens_per_week: 120000}
+  - id: greedy
+    chat_id: 4242
+    name: Greedy
+    cron: "0 3 * * *"
+    prompt: Never.
+    policies: {budget_runs_per_week: 0}
+"""
+    report = await apply_schedules_file(
+        write(tmp_path, text), service, now=service.clock.now(), chats=[CHAT]
+    )
+    assert report.created == ["nightly"]
+    [error] = report.errors
+    assert error.endswith(
+        "The runs budget must be a whole number per week from 1 to 100,000, or off."
+    )
+    policies = (await by_id(store))["nightly"].policies
+    assert (policies.budget_runs_per_week, policies.budget_tokens_per_week) == (10, 120_000)
