@@ -75,7 +75,7 @@ async def test_a_good_setup_passes_every_check_and_leaves_a_migrated_database(
 ) -> None:
     code, lines = await doctor(capsys)
     assert code == 0
-    assert [text[:5] for text in lines] == ["ok   "] * 5
+    assert [text[:5] for text in lines] == ["ok   "] * 6
     assert [text[5:].split(":")[0] for text in lines] == [
         "settings",
         "database",
