@@ -142,6 +142,11 @@ class ScheduleService:
         self._on_result = on_result
         # The chat's Approve/Skip card for runs an event made that wait for approval.
         self._on_approval_asked = on_approval_asked
+        # Per chat: when it was read (monotonic) and which schedules its after schedules
+        # follow. Every finished run asks; a read per run would scan the chat's
+        # schedules each time. Cleared by this service's own changes; another replica's
+        # new follower is seen within FOLLOWERS_TTL.
+        self._followed: dict[int, tuple[float, frozenset[str]]] = {}
 
     # --- chats ----------------------------------------------------------------------------
     async def chat_timezone(self, chat_id: int) -> str:
@@ -364,10 +369,29 @@ class ScheduleService:
             link = await self.store.schedules.get(chat_id, link.trigger.schedule)
         return trigger.model_copy(update={"schedule": upstream.id})
 
+    def _schedules_changed(self) -> None:
+        self._followed.clear()
+        self._on_change()
+
+    async def _followed_in(self, chat_id: int) -> frozenset[str]:
+        """The ids of the chat's schedules that an after schedule follows."""
+        now = self.clock.monotonic()
+        cached = self._followed.get(chat_id)
+        if cached is not None and now - cached[0] < FOLLOWERS_TTL:
+            return cached[1]
+        followed = frozenset(
+            s.trigger.schedule
+            for s in await self.store.schedules.list_by_trigger({chat_id}, "after")
+            # Paused ones too: a resume need not clear this; `_fire` checks who is active.
+            if isinstance(s.trigger, AfterTrigger)
+        )
+        self._followed[chat_id] = (now, followed)
+        return followed
+
     def changed(self) -> None:
         """Tell the engine schedules changed (a new or changed one is planned at once);
         for callers that wrote them through the store themselves."""
-        self._on_change()
+        self._schedules_changed()
 
     async def get_schedule(self, chat_id: int, ref: str) -> Schedule:
         """The chat's active schedule that `ref` names, as an operator may type it: its
@@ -458,7 +482,7 @@ class ScheduleService:
             return ScheduleChange(current.model_copy(update=update))
 
         updated = await self._modify(chat_id, schedule_id, change)
-        self._on_change()
+        self._schedules_changed()
         return updated
 
     async def change_setting(
@@ -496,7 +520,7 @@ class ScheduleService:
 
         target = await self.get_schedule(chat_id, schedule_id)
         updated = await self._modify(chat_id, target.id, change)
-        self._on_change()
+        self._schedules_changed()
         return updated
 
     async def pause(
@@ -517,7 +541,7 @@ class ScheduleService:
             chat_id, current.id, by=by, reason=reason, now=self.clock.now(), kind=kind
         )
         assert paused is not None
-        self._on_change()
+        self._schedules_changed()
         return paused
 
     async def resume(self, chat_id: int, schedule_id: str) -> Resumed:
@@ -540,7 +564,7 @@ class ScheduleService:
 
         target = await self.get_schedule(chat_id, schedule_id)
         schedule = await self._modify(chat_id, target.id, change)
-        self._on_change()
+        self._schedules_changed()
         return Resumed(schedule, passed)
 
     # --- budgets (scheduler/budgets.py) -------------------------------------------------
@@ -604,7 +628,7 @@ class ScheduleService:
             # After the schedule's change, which refuses a second press: raised once.
             await self.store.chats.set_budget(chat_id, new_limits.runs, new_limits.tokens, now)
         if choice is not BudgetChoice.KEEP:
-            self._on_change()
+            self._schedules_changed()
         limit = None
         if new_limits is not None:
             limit = new_limits.runs if kind is BudgetKind.RUNS else new_limits.tokens
@@ -650,7 +674,7 @@ class ScheduleService:
         current = await self.get_schedule(chat_id, schedule_id)
         archived = await self.store.schedules.archive(chat_id, current.id, now=self.clock.now())
         assert archived is not None
-        self._on_change()
+        self._schedules_changed()
         return archived
 
     # --- backfill ------------------------------------------------------------------------
@@ -693,7 +717,7 @@ class ScheduleService:
             if await self.store.runs.add(run):
                 created += 1
         if created:
-            self._on_change()
+            self._schedules_changed()
         return created, len(instants) - created
 
     def _backfill_instants(
@@ -746,7 +770,7 @@ class ScheduleService:
         run = manual_run(schedule, self.clock.now())
         if not await self.store.runs.add(run):
             raise InvalidState("A run for this very instant exists already; try again.")
-        self._on_change()
+        self._schedules_changed()
         return RunRequested(schedule, run, behind)
 
     async def emit_event(
@@ -794,6 +818,8 @@ class ScheduleService:
         elif run.status is RunStatus.DEAD:
             outcome = "failure"
         else:
+            return None
+        if schedule.id not in await self._followed_in(run.chat_id):
             return None
         place = plan_step(run, schedule)
         if (
@@ -879,7 +905,7 @@ class ScheduleService:
         if emitted.repeated:
             return _same_event(emitted, name)
         if emitted.runs:
-            self._on_change()
+            self._schedules_changed()
         asking = [r for r in emitted.runs if r.status is RunStatus.AWAITING_APPROVAL]
         if asking and self._on_approval_asked is not None:
             await self._on_approval_asked(asking)
@@ -948,7 +974,7 @@ class ScheduleService:
         )
         if updated is None:
             raise InvalidState(f"That run is {run.status.value}; only dead runs can be retried.")
-        self._on_change()
+        self._schedules_changed()
         return updated
 
     async def mark_done(self, chat_id: int, run_id: str) -> Run:
@@ -1002,7 +1028,7 @@ class ScheduleService:
         )
         if updated is None:
             raise InvalidState(f"That run is already {run.status.value}.")
-        self._on_change()
+        self._schedules_changed()
         return updated
 
     async def skip_run(self, chat_id: int, run_id: str) -> Run:
@@ -1043,7 +1069,7 @@ class ScheduleService:
             raise InvalidState(f"That run is already {run.status.value}.")
         if updated.plan_run_id is not None:
             # A plan's step marked done starts the next one.
-            self._on_change()
+            self._schedules_changed()
         return updated
 
     async def settle_missed(
@@ -1112,7 +1138,7 @@ class ScheduleService:
             ):
                 changed += 1
         if changed and choice != "skip":
-            self._on_change()
+            self._schedules_changed()
         return changed
 
 
@@ -1222,6 +1248,8 @@ def _active(schedule: Schedule) -> bool:
     return schedule.enabled and schedule.archived_at is None and not schedule.tripped
 
 
+#: Seconds a chat's list of followed schedules is trusted before it is read again.
+FOLLOWERS_TTL = 30.0
 #: How far back a chain of after schedules is walked looking for a loop.
 _MAX_CHAIN = 100
 #: How much of an upstream run's output a chained run's {event} carries.

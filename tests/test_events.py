@@ -38,8 +38,9 @@ from scheduler.models import (
     RunTrigger,
     Schedule,
 )
+from scheduler.planning import manual_run
 from scheduler.schedules_file import ApplyReport, apply_entries
-from scheduler.service import LifecycleFires, ScheduleService, TriggerSpec
+from scheduler.service import FOLLOWERS_TTL, LifecycleFires, ScheduleService, TriggerSpec
 from scheduler.triggers import AfterTrigger, EventTrigger, event_trigger, make_trigger
 from storage.export import export_database, import_export, validate_export
 from storage.sqlite_store import SqliteStore
@@ -533,3 +534,45 @@ async def test_schedules_yaml_may_name_a_later_entry_as_the_one_followed(
     report = await apply_entries(entries, service, ApplyReport(errors=errors), chats={1}, text=text)
     assert report.errors == []
     assert sorted(report.created) == ["deploy", "deploy-checks"]
+
+
+async def test_a_follower_made_by_another_replica_is_seen_within_the_ttl(
+    store: SqliteStore,
+) -> None:
+    """Every finished run asks who follows its schedule; the answer is kept per chat
+    for FOLLOWERS_TTL, cleared by this process's own changes, so another replica's new
+    follower starts being fired within that time (and no run scans the chat's schedules)."""
+    elapsed = [0.0]
+    clock = FakeClock(datetime(2026, 11, 23, 8, 0, tzinfo=UTC), monotonic=lambda: elapsed[0])
+    here, there = ScheduleService(store, clock), ScheduleService(store, clock)
+    upstream = await here.create_schedule(
+        1,
+        Owner(id=1),
+        name="Build",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * *"),
+        action=Action(text="Build."),
+    )
+    ok = manual_run(upstream, clock.now()).model_copy(update={"status": RunStatus.SUCCEEDED})
+    assert await here.fire_after(ok, upstream) is None  # nobody follows it (yet)
+    await there.create_schedule(
+        1,
+        Owner(id=1),
+        name="Deploy",
+        trigger=TriggerSpec.model_validate({"kind": "after", "schedule": upstream.id}),
+        action=Action(text="Deploy."),
+    )
+    assert await here.fire_after(ok, upstream) is None  # not seen yet by this replica
+    elapsed[0] += FOLLOWERS_TTL
+    fired = await here.fire_after(ok, upstream)
+    assert fired is not None and len(fired.runs) == 1
+    # This replica's own new follower is seen at once.
+    await here.create_schedule(
+        1,
+        Owner(id=1),
+        name="Notify",
+        trigger=TriggerSpec.model_validate({"kind": "after", "schedule": upstream.id}),
+        action=Action(text="Tell."),
+    )
+    second = manual_run(upstream, clock.now()).model_copy(update={"status": RunStatus.SUCCEEDED})
+    fired = await here.fire_after(second, upstream)
+    assert fired is not None and len(fired.runs) == 2
