@@ -138,7 +138,7 @@ async def open_services(
     async with contextlib.AsyncExitStack() as opened:
         store = await open_database(settings)
         opened.push_async_callback(store.close)
-        dispatcher = build_dispatcher(settings)
+        dispatcher = build_dispatcher(settings, store)
         opened.push_async_callback(dispatcher.aclose)
         notifier = TelegramNotifier(bot, store, clock, settings)
         store.on_write_health = notifier.database_health_changed

@@ -15,7 +15,7 @@ from typing import Any, Final, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
-from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.agent_routing import ChatRoutingDispatcher
 from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
@@ -49,7 +49,8 @@ class Services:
     #: Workflow templates' bundles (their card, their steps' buttons, backfill).
     bundles: BundleService
     engine: Engine
-    dispatcher: HttpAgentDispatcher
+    #: Each chat's runs and messages to its own agent, or to AGENT_URL's.
+    dispatcher: ChatRoutingDispatcher
     #: What the engine reports goes to the chat through it (and its outbox).
     notifier: TelegramNotifier
     metrics: Metrics

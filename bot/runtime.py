@@ -9,7 +9,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
-from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.agent_routing import AgentSpec, ChatRoutingDispatcher
 from adapters.clocks import SystemClock, parse_test_clock
 from adapters.process import host_name, pid_alive, process_id, tune_gc
 from bot.loop_watchdog import LoopWatchdog
@@ -49,15 +49,25 @@ Mode = Literal["polling", "webhook", "engine"]
 log = logging.getLogger("tickler")
 
 
-def build_dispatcher(settings: Settings) -> HttpAgentDispatcher:
-    return HttpAgentDispatcher(
+def default_agent(settings: Settings) -> AgentSpec:
+    """The agent of AGENT_URL and its settings: every chat's unless it has its own."""
+    return AgentSpec(
         url=settings.agent_url,
         mode=settings.agent_mode,
         secret=settings.agent_secret.get_secret_value() if settings.agent_secret else None,
         token=settings.agent_token.get_secret_value() if settings.agent_token else None,
         model=settings.agent_model,
-        max_connections=settings.max_concurrency,
     )
+
+
+def build_dispatcher(settings: Settings, store: SqlStore) -> ChatRoutingDispatcher:
+    """Each chat's runs to its own agent (`/agent`), the others to AGENT_URL's."""
+    routing = ChatRoutingDispatcher(
+        default_agent(settings), store.agents, max_connections=settings.max_concurrency
+    )
+    # Built now so that a bad AGENT_URL stops the start, not the first fire hours later.
+    routing.dispatcher(routing.default)
+    return routing
 
 
 def build_clock(settings: Settings) -> Clock:
@@ -188,7 +198,7 @@ async def run_engine(
 
 
 async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) -> None:
-    dispatcher = build_dispatcher(settings)
+    dispatcher = build_dispatcher(settings, store)
     clock = build_clock(settings)
     work_items = WorkItemService(store.work_items, clock)
     bundles = BundleService(store, clock, work_items)
