@@ -211,6 +211,18 @@ _DUE_ORDER = "ORDER BY next_run_at LIMIT ?"
 #: exactly these.
 #: Schedules due at `now` and after a lower bound ('' for none), the earliest `limit`.
 DUE_SQL = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {_DUE} {_DUE_ORDER}"
+#: The same, a fair share per chat (issue 21): each chat's due schedules are ranked by
+#: next_run_at and the batch takes every chat's first, then every chat's second, and so
+#: on, so one chat's 10,000 due fires do not hold back another chat's one for more than a
+#: batch. In that order: the first of the batch are the first to get a slot.
+FAIR_DUE_SQL = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules JOIN ("
+    "SELECT fair_id, fair_turn, fair_at FROM ("
+    "SELECT id AS fair_id, next_run_at AS fair_at, "
+    "ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY next_run_at) AS fair_turn "
+    f"FROM schedules WHERE {_DUE}) AS ranked ORDER BY fair_turn, fair_at LIMIT ?"
+    ") AS fair ON schedules.id = fair.fair_id ORDER BY fair.fair_turn, fair.fair_at"
+)
 _DUE_WITH_OPEN_RUNS_SQL = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
     f"WHERE {_DUE} AND id IN ({OPEN_RUN_SCHEDULES}) {_DUE_ORDER}"
@@ -243,19 +255,27 @@ async def due(
     lock: bool = False,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
-    order, each with its row's values (for `codec.remember_claimed`). With
+    order (a full batch: a fair share per chat, `FAIR_DUE_SQL`), each with its row's
+    values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
     the runs' side: few, next to the due schedules of a burst). Rows that cannot be
     decoded are left out, and added to `unreadable` (to be quarantined). With `lock`
     (PostgreSQL), the rows are locked until the transaction ends, and rows another
     transaction holds are skipped."""
     sql = _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL
-    rows = await fetch_all(
-        db,
-        f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql,
-        # '' sorts before every instant: no lower bound.
-        (to_db_time(now), "" if after is None else to_db_time(after), limit),
-    )
+    # '' sorts before every instant: no lower bound.
+    params = (to_db_time(now), "" if after is None else to_db_time(after), limit)
+    rows = await fetch_all(db, f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql, params)
+    if len(rows) >= limit and not with_open_runs:
+        # A backlog: more is due than one batch takes, maybe of several chats. Only then
+        # is every due row ranked (a query that reads them all); a batch that is not full
+        # holds every due fire anyway. (PostgreSQL: the rows the first read locked and
+        # this one leaves stay locked until the claim commits; the others skip them.)
+        rows = await fetch_all(
+            db,
+            f"{FAIR_DUE_SQL} FOR UPDATE OF schedules SKIP LOCKED" if lock else FAIR_DUE_SQL,
+            params,
+        )
     found = []
     for values in map(tuple, rows):
         try:
