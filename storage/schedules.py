@@ -266,11 +266,11 @@ async def due(
     # '' sorts before every instant: no lower bound.
     params = (to_db_time(now), "" if after is None else to_db_time(after), limit)
     rows = await fetch_all(db, f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql, params)
-    if len(rows) >= limit and not with_open_runs:
-        # A backlog: more is due than one batch takes, maybe of several chats. Only then
-        # is every due row ranked (a query that reads them all); a batch that is not full
-        # holds every due fire anyway. (PostgreSQL: the rows the first read locked and
-        # this one leaves stay locked until the claim commits; the others skip them.)
+    if len(rows) >= limit and not with_open_runs and await _others_due(db, rows, params):
+        # A backlog (more is due than one batch takes) and more than one chat in it:
+        # only then is every due row ranked, a query that reads them all. (PostgreSQL:
+        # rows the first read locked and this one leaves stay locked until the claim
+        # commits; the other engines skip them meanwhile.)
         rows = await fetch_all(
             db,
             f"{FAIR_DUE_SQL} FOR UPDATE OF schedules SKIP LOCKED" if lock else FAIR_DUE_SQL,
@@ -284,6 +284,22 @@ async def due(
             if unreadable is not None:
                 unreadable.append(exc)
     return found
+
+
+#: Whether a chat other than the given one has a fire due in the same window: read from
+#: the `schedules_due` index alone (it covers chat_id), the hot path's only extra cost.
+_OTHERS_DUE_SQL = f"SELECT 1 FROM schedules WHERE {_DUE} AND chat_id <> ? LIMIT 1"
+_CHAT_AT = SCHEDULE_COLUMNS.replace(" ", "").split(",").index("chat_id")
+
+
+async def _others_due(db: Db, rows: list[Any], params: tuple[str, str, int]) -> bool:
+    """Whether a full batch shares the due fires with another chat: it has several
+    chats' fires, or another chat has a fire due beyond it."""
+    chats = {row[_CHAT_AT] for row in rows}
+    if len(chats) > 1:
+        return True
+    found = await fetch_one(db, _OTHERS_DUE_SQL, (params[0], params[1], next(iter(chats))))
+    return found is not None
 
 
 async def count_due(db: Db, now: datetime) -> int:
