@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -253,6 +254,7 @@ async def due(
     with_open_runs: bool = False,
     unreadable: list[UnreadableSchedule] | None = None,
     lock: bool = False,
+    backlog: Backlog | None = None,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
     order (a full batch: a fair share per chat, `FAIR_DUE_SQL`), each with its row's
@@ -261,12 +263,16 @@ async def due(
     the runs' side: few, next to the due schedules of a burst). Rows that cannot be
     decoded are left out, and added to `unreadable` (to be quarantined). With `lock`
     (PostgreSQL), the rows are locked until the transaction ends, and rows another
-    transaction holds are skipped."""
+    transaction holds are skipped. `backlog` (the engine store's, kept across claims)
+    spares a long backlog of one chat most of the question whether another is due."""
     sql = _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL
     # '' sorts before every instant: no lower bound.
     params = (to_db_time(now), "" if after is None else to_db_time(after), limit)
     rows = await fetch_all(db, f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql, params)
-    if len(rows) >= limit and not with_open_runs and await _others_due(db, rows, params):
+    if len(rows) < limit:
+        if backlog is not None and not with_open_runs:
+            backlog.forget()
+    elif not with_open_runs and await _others_due(db, rows, params, backlog):
         # A backlog (more is due than one batch takes) and more than one chat in it:
         # only then is every due row ranked, a query that reads them all. (PostgreSQL:
         # rows the first read locked and this one leaves stay locked until the claim
@@ -292,14 +298,42 @@ _OTHERS_DUE_SQL = f"SELECT 1 FROM schedules WHERE {_DUE} AND chat_id <> ? LIMIT 
 _CHAT_AT = SCHEDULE_COLUMNS.replace(" ", "").split(",").index("chat_id")
 
 
-async def _others_due(db: Db, rows: list[Any], params: tuple[str, str, int]) -> bool:
+@dataclass
+class Backlog:
+    """What the last claims learnt of a backlog: only `chat` had fires due up to
+    `checked_to`. The next full batch of that chat then asks only about fires that came
+    due since, so a 10,000-fire backlog is not read again on each of its 20 batches.
+    Forgotten when a batch is not full (the backlog is over) or has several chats."""
+
+    chat: int | None = None
+    checked_to: str = ""
+
+    def forget(self) -> None:
+        self.chat, self.checked_to = None, ""
+
+
+async def _others_due(
+    db: Db, rows: list[Any], params: tuple[str, str, int], backlog: Backlog | None
+) -> bool:
     """Whether a full batch shares the due fires with another chat: it has several
     chats' fires, or another chat has a fire due beyond it."""
     chats = {row[_CHAT_AT] for row in rows}
     if len(chats) > 1:
+        if backlog is not None:
+            backlog.forget()
         return True
-    found = await fetch_one(db, _OTHERS_DUE_SQL, (params[0], params[1], next(iter(chats))))
-    return found is not None
+    now, after, _ = params
+    [chat] = chats
+    since = after
+    if backlog is not None and backlog.chat == chat:
+        since = max(after, backlog.checked_to)
+    found = await fetch_one(db, _OTHERS_DUE_SQL, (now, since, chat)) is not None
+    if backlog is not None:
+        if found:
+            backlog.forget()
+        else:
+            backlog.chat, backlog.checked_to = chat, max(now, backlog.checked_to)
+    return found
 
 
 async def count_due(db: Db, now: datetime) -> int:

@@ -4,7 +4,7 @@ get a slot)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bench.seed import tickler_rows
 from scheduler.planning import plan_due_fires
@@ -60,3 +60,23 @@ async def test_one_chat_alone_is_claimed_in_due_order(store: SqlStore) -> None:
             break
     assert set(seen) == {str(r[_ID]) for r in rows}  # each once
     assert len(seen) == len(set(seen)) == 1200
+
+
+async def test_a_fire_due_in_the_middle_of_a_backlog_waits_one_batch_at_most(
+    store: SqlStore,
+) -> None:
+    rows = tickler_rows(2000, DUE)
+    placeholders = ", ".join("?" * len(rows[0]))
+    async with store.connection.write() as db:
+        await db.executemany(
+            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({placeholders})", rows
+        )
+    first = await store.engine.claim(DUE, 500, plan_due_fires, owner="A", start=0)
+    assert first.more
+    later = DUE + timedelta(seconds=1)
+    [row] = [list(r) for r in tickler_rows(1, later)]
+    row[_CHAT], row[_ID] = 2, "zzzz-chat-2"
+    async with store.connection.write() as db:
+        await db.execute(f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({placeholders})", row)
+    second = await store.engine.claim(later, 500, plan_due_fires, owner="A", start=0)
+    assert "zzzz-chat-2" in [p.schedule_id for p in second.plans]
