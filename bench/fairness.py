@@ -3,6 +3,7 @@ one fire due at the same instant. How late does B's fire go out, and in which di
 round (the engine's claim that took it; each claim takes at most `claim_batch` fires)?
 
     python -m bench.fairness [--n 10000] [--concurrency 64] [--url AGENT_URL] [--unfair]
+    python -m bench --only fairness
 
 The engine runs as in production (`run_forever` on the system clock over a SQLite
 file); the dispatcher posts to `--url` when given, else returns at once (claim-only).
@@ -148,7 +149,7 @@ def line(result: dict[str, Any]) -> str:
     return (
         f"{kind}: chat B's fire went out {result['b_lag_s'] * 1000:,.1f} ms after its instant, "
         f"in dispatch round {result['b_round']} of {result['rounds']} "
-        f"(the {result['b_position']:,}th of {result['dispatched']:,} fires); all of chat A's "
+        f"(number {result['b_position']:,} of {result['dispatched']:,} fires); all of chat A's "
         f"{result['n']:,} out after {result['a_all_out_s']:.2f} s"
     )
 
@@ -159,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--url", help="the agent to post to (default: none, claim-only)")
     parser.add_argument("--unfair", action="store_true", help="also run in plain due order")
+    parser.add_argument("--plain-only", action="store_true", help="only in plain due order")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     install_system_ids()
     results = []
-    for fair in (True, False) if args.unfair else (True,):
+    modes = (False,) if args.plain_only else (True, False) if args.unfair else (True,)
+    for fair in modes:
         with tempfile.TemporaryDirectory() as folder:
             result = measure(
                 Path(folder) / "fairness.db",
