@@ -40,6 +40,7 @@ from bot.commands import COMMANDS
 from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
+    agents,
     backfill,
     budgets,
     bundles,
@@ -75,6 +76,7 @@ from bot.runtime import (
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
@@ -185,6 +187,7 @@ async def open_services(
         bundles=bundle_service,
         engine=loop,
         dispatcher=dispatcher,
+        agents=ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate),
         notifier=notifier,
         metrics=metrics,
     )
@@ -213,6 +216,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *bundles.handlers(),
         *stats.handlers(),
         *budgets.handlers(),
+        *agents.handlers(),
         *export.handlers(),
         *chat.handlers(),
         *start.fallbacks(),

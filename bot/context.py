@@ -22,6 +22,7 @@ from bot.notifier import TelegramNotifier
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
@@ -51,6 +52,8 @@ class Services:
     engine: Engine
     #: Each chat's runs and messages to its own agent, or to AGENT_URL's.
     dispatcher: ChatRoutingDispatcher
+    #: Chats' own agents (/agent, the API, schedules.yaml's `agents:`).
+    agents: ChatAgentService
     #: What the engine reports goes to the chat through it (and its outbox).
     notifier: TelegramNotifier
     metrics: Metrics

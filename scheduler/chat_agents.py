@@ -19,6 +19,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from scheduler.clock import Clock
+from scheduler.errors import TicklerError
 
 __all__ = [
     "AGENT_MODES",
@@ -74,7 +75,7 @@ class ChatAgentRepository(Protocol):
         ...
 
 
-class InvalidAgent(ValueError):
+class InvalidAgent(TicklerError, ValueError):
     """A bad agent setting; `str(error)` is one sentence for the operator."""
 
 
@@ -136,9 +137,21 @@ KEEP: Final = _Keep()
 class ChatAgentService:
     """Reads and changes chats' agents; every value is checked here."""
 
-    def __init__(self, repo: ChatAgentRepository, clock: Clock) -> None:
+    def __init__(
+        self,
+        repo: ChatAgentRepository,
+        clock: Clock,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._repo = repo
         self._clock = clock
+        #: Told after every change (the dispatcher reads the settings again).
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     async def get(self, chat_id: int) -> ChatAgent | None:
         return await self._repo.get(chat_id)
@@ -168,12 +181,16 @@ class ChatAgentService:
         )
         if changed.empty:
             await self._repo.delete(chat_id)
+            self._changed()
             return None
         await self._repo.put(changed)
+        self._changed()
         return changed
 
     async def reset(self, chat_id: int) -> bool:
-        return await self._repo.delete(chat_id)
+        gone = await self._repo.delete(chat_id)
+        self._changed()
+        return gone
 
 
 def _apply(current: _T | None, given: str | _Keep | None, check: Callable[[str], _T]) -> _T | None:
