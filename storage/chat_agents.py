@@ -6,7 +6,7 @@ from typing import Any
 
 from scheduler.chat_agents import ChatAgent
 from storage.codec import from_db_time, to_db_time
-from storage.sql import Connection, fetch_all, fetch_one
+from storage.sql import Connection, Db, fetch_all, fetch_one
 
 _COLUMNS = "chat_id, url, mode, secret, model, updated_at"
 
@@ -62,5 +62,10 @@ class SqlChatAgents:
 
     async def all(self) -> list[ChatAgent]:
         async with self._conn.read() as db:
-            rows = await fetch_all(db, f"SELECT {_COLUMNS} FROM chat_agents ORDER BY chat_id")
-        return [_agent(r) for r in rows]
+            return await all_agents(db)
+
+
+async def all_agents(db: Db) -> list[ChatAgent]:
+    """Every chat's own agent, by chat id (`tickler doctor` reads them from a snapshot)."""
+    rows = await fetch_all(db, f"SELECT {_COLUMNS} FROM chat_agents ORDER BY chat_id")
+    return [_agent(r) for r in rows]
