@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from scheduler.chat_agents import ChatAgent, ChatAgentService, InvalidAgent, mas
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner, Policies, RunStatus
 from scheduler.service import ScheduleService, TriggerSpec
+from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
 
 ANN, BOB = 1001, -2002
@@ -154,3 +157,27 @@ async def test_reset_goes_back_to_the_default_agent(store: SqliteStore, clock: F
     assert await agents.reset(ANN)
     assert await agents.get(ANN) is None
     assert not await agents.reset(ANN)
+
+
+async def test_an_export_leaves_the_chats_secret_out_and_migrate_store_keeps_it(
+    store: SqliteStore, clock: FakeClock, db_path: Path, tmp_path: Path
+) -> None:
+    agents = ChatAgentService(store.agents, clock)
+    await agents.update(ANN, url="https://agent.example/hook", secret="ann-secret-123456")
+    await export_database(db_path, tmp_path / "people")
+    text = (tmp_path / "people" / "chat_agents.jsonl").read_text()
+    assert "ann-secret-123456" not in text
+    assert json.loads(text) == {
+        "chat_id": ANN,
+        "url": "https://agent.example/hook",
+        "mode": None,
+        "model": None,
+        "updated_at": "2026-11-23T07:00:00Z",
+    }  # the secret's key is left out
+
+    await export_database(db_path, tmp_path / "verbatim", verbatim=True)
+    fresh = tmp_path / "fresh.db"
+    await import_export(tmp_path / "verbatim", fresh, verbatim=True)
+    async with await SqliteStore.open(fresh) as moved:
+        kept = await moved.agents.get(ANN)
+    assert kept is not None and kept.secret == "ann-secret-123456"
