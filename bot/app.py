@@ -174,7 +174,8 @@ async def open_services(
             step_finished=bundle_service.step_finished,
         )
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
-        await apply_configured_schedules(settings, service, clock)
+        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
+        await apply_configured_schedules(settings, service, clock, chat_agents)
         # Opened whole: from here `close_services` closes the store and the dispatcher.
         opened.pop_all()
     return Services(
@@ -187,7 +188,7 @@ async def open_services(
         bundles=bundle_service,
         engine=loop,
         dispatcher=dispatcher,
-        agents=ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate),
+        agents=chat_agents,
         notifier=notifier,
         metrics=metrics,
     )

@@ -16,6 +16,7 @@ from bot.loop_watchdog import LoopWatchdog
 from bot.schedules_file import UnusableFile, apply_schedules_file
 from bot.settings import Settings
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.dispatching import Dispatcher
 from scheduler.engine import (
@@ -123,7 +124,10 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 async def apply_configured_schedules(
-    settings: Settings, service: ScheduleService, clock: Clock
+    settings: Settings,
+    service: ScheduleService,
+    clock: Clock,
+    agents: ChatAgentService | None = None,
 ) -> None:
     """Apply SCHEDULES_FILE (if set) for the allow-listed chats, logging what changed and
     one line per refused entry; `tickler run` and `tickler engine` both start with it.
@@ -132,7 +136,7 @@ async def apply_configured_schedules(
         return
     chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
     report = await apply_schedules_file(
-        settings.schedules_file, service, now=clock.now(), chats=chats
+        settings.schedules_file, service, now=clock.now(), chats=chats, agents=agents
     )
     if report.unusable is not None:
         raise UnusableFile(
@@ -224,7 +228,8 @@ async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) 
             {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
             step_finished=bundles.step_finished,
         )
-        await apply_configured_schedules(settings, service, clock)
+        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
+        await apply_configured_schedules(settings, service, clock, chat_agents)
         await log_started(settings, store, "engine", instance=engine.instance_id)
         stopper = asyncio.create_task(_stop_on(stop, engine), name="stop-signal")
         watchdog = LoopWatchdog()
