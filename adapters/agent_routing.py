@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -63,8 +64,11 @@ class ChatRoutingDispatcher:
         *,
         max_connections: int = 64,
         refresh_every: float = 5.0,
+        on_secrets: Callable[[Iterable[str | None]], None] | None = None,
     ) -> None:
         self.default = default
+        #: Told the chats' secrets whenever they are read, to keep them out of the logs.
+        self._on_secrets = on_secrets
         self._agents = agents
         self._max_connections = max_connections
         self._refresh_every = refresh_every
@@ -86,6 +90,8 @@ class ChatRoutingDispatcher:
             async with self._reading:
                 if self._read_at is None or loop.time() - self._read_at >= self._refresh_every:
                     chats = await self._agents.all()
+                    if self._on_secrets is not None:
+                        self._on_secrets(c.secret for c in chats)
                     self._specs = {c.chat_id: resolve(self.default, c) for c in chats}
                     self._read_at = loop.time()
         return self._specs.get(chat_id, self.default)

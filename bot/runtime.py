@@ -12,6 +12,7 @@ from typing import Literal
 from adapters.agent_routing import AgentSpec, ChatRoutingDispatcher
 from adapters.clocks import SystemClock, parse_test_clock
 from adapters.process import host_name, pid_alive, process_id, tune_gc
+from bot import redact
 from bot.loop_watchdog import LoopWatchdog
 from bot.schedules_file import UnusableFile, apply_schedules_file
 from bot.settings import Settings
@@ -64,7 +65,10 @@ def default_agent(settings: Settings) -> AgentSpec:
 def build_dispatcher(settings: Settings, store: SqlStore) -> ChatRoutingDispatcher:
     """Each chat's runs to its own agent (`/agent`), the others to AGENT_URL's."""
     routing = ChatRoutingDispatcher(
-        default_agent(settings), store.agents, max_connections=settings.max_concurrency
+        default_agent(settings),
+        store.agents,
+        max_connections=settings.max_concurrency,
+        on_secrets=redact.remember,
     )
     # Built now so that a bad AGENT_URL stops the start, not the first fire hours later.
     routing.dispatcher(routing.default)

@@ -181,3 +181,15 @@ async def test_an_export_leaves_the_chats_secret_out_and_migrate_store_keeps_it(
     async with await SqliteStore.open(fresh) as moved:
         kept = await moved.agents.get(ANN)
     assert kept is not None and kept.secret == "ann-secret-123456"
+
+
+async def test_the_chats_secrets_are_handed_to_the_log_redactor_when_read(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    await ChatAgentService(store.agents, clock).update(ANN, secret="ann-secret-123456")
+    told: list[str | None] = []
+    routing = ChatRoutingDispatcher(NOWHERE, store.agents, on_secrets=told.extend)
+    spec = await routing.spec_for(ANN)
+    assert (spec.url, spec.secret) == (NOWHERE.url, "ann-secret-123456")
+    assert told == ["ann-secret-123456"]
+    await routing.aclose()
