@@ -331,7 +331,7 @@ class HttpAgentDispatcher:
             "which will be posted to the operator's chat."
         )
         return {
-            "model": self._model,
+            "model": request.model or self._model,
             "messages": [
                 {"role": "system", "content": system},
                 {"role": "user", "content": request.prompt},

@@ -19,6 +19,9 @@ an aiohttp server in another; all traffic stays on 127.0.0.1):
   idle        100,000 schedules, none due for an hour: CPU and RSS over 60 s.
   startup     100,000 schedules and 1,000 missed fires: process start to first fire.
   steady      10,000 schedules on `*/1 * * * *` for 3 minutes: every fire once, lag.
+  fairness    chat A with 10,000 fires due at one instant, chat B with one due at the
+              same instant: B's lag and dispatch round, with fair claims and in plain
+              due order (bench/fairness.py; printed, not in the JSON report).
 
 --quick shrinks every scenario (1,000-schedule bursts, 5 s idle, ...) to finish in about
 a minute on 2 cores; its numbers are labelled as such. --full adds 100,000 bursts.
@@ -56,7 +59,7 @@ from bench import pg, seed
 from bench.measure import percentile
 from bench.report import Check, render, targets
 
-SCENARIOS = ("burst", "claim-only", "idle", "startup", "steady")
+SCENARIOS = ("burst", "claim-only", "idle", "startup", "steady", "fairness")
 #: The measured systems of the bursts (`--systems`): Tickler's engine (on SQLite, and on
 #: PostgreSQL when there is one), the limit loop, the ledger floor, APScheduler.
 SYSTEMS = ("tickler", "limit", "floor", "aps")
@@ -389,6 +392,21 @@ class Harness:
         result["extra"]["minutes"] = minutes
         result["extra"]["spread_s"] = self.plan.steady_spread
         self.log(f"  steady: {_line(result)}")
+
+    def fairness(self) -> None:
+        n = 1_000 if self.plan.mode == "quick" else 10_000
+        for fair in (True, False):
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.fairness", "--n", str(n)]
+                + ["--concurrency", str(self.concurrency)]
+                + ([] if fair else ["--plain-only"]),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+            )
+            self.log(f"  fairness: {done.stdout.strip()}")
 
 
 APS_FUNC = "bench.aps_side:fire"

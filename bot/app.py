@@ -40,6 +40,7 @@ from bot.commands import COMMANDS
 from bot.context import Bot, Context, Services, TicklerApp
 from bot.followups import ping_followups_forever
 from bot.handlers import (
+    agents,
     backfill,
     budgets,
     bundles,
@@ -75,6 +76,7 @@ from bot.runtime import (
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
@@ -138,7 +140,7 @@ async def open_services(
     async with contextlib.AsyncExitStack() as opened:
         store = await open_database(settings)
         opened.push_async_callback(store.close)
-        dispatcher = build_dispatcher(settings)
+        dispatcher = build_dispatcher(settings, store)
         opened.push_async_callback(dispatcher.aclose)
         notifier = TelegramNotifier(bot, store, clock, settings)
         store.on_write_health = notifier.database_health_changed
@@ -172,7 +174,8 @@ async def open_services(
             step_finished=bundle_service.step_finished,
         )
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
-        await apply_configured_schedules(settings, service, clock)
+        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
+        await apply_configured_schedules(settings, service, clock, chat_agents)
         # Opened whole: from here `close_services` closes the store and the dispatcher.
         opened.pop_all()
     return Services(
@@ -185,6 +188,7 @@ async def open_services(
         bundles=bundle_service,
         engine=loop,
         dispatcher=dispatcher,
+        agents=chat_agents,
         notifier=notifier,
         metrics=metrics,
     )
@@ -213,6 +217,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *bundles.handlers(),
         *stats.handlers(),
         *budgets.handlers(),
+        *agents.handlers(),
         *export.handlers(),
         *chat.handlers(),
         *start.fallbacks(),

@@ -15,13 +15,14 @@ from typing import Any, Final, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
-from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.agent_routing import ChatRoutingDispatcher
 from bot.loop_watchdog import LoopWatchdog
 from bot.metrics import Metrics
 from bot.notifier import TelegramNotifier
 from bot.settings import Settings
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
@@ -49,7 +50,10 @@ class Services:
     #: Workflow templates' bundles (their card, their steps' buttons, backfill).
     bundles: BundleService
     engine: Engine
-    dispatcher: HttpAgentDispatcher
+    #: Each chat's runs and messages to its own agent, or to AGENT_URL's.
+    dispatcher: ChatRoutingDispatcher
+    #: Chats' own agents (/agent, the API, schedules.yaml's `agents:`).
+    agents: ChatAgentService
     #: What the engine reports goes to the chat through it (and its outbox).
     notifier: TelegramNotifier
     metrics: Metrics

@@ -33,8 +33,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from adapters.agent_routing import AgentSpec, resolve
 from bot.settings import MAKE_API_TOKEN, ConfigError, SettingProblem, Settings, load_settings
 from storage import budgets
+from storage.chat_agents import all_agents
 from storage.database import DatabaseUnavailable, SchemaTooNew
 from storage.locations import Location, snapshot
 from storage.readiness import DatabaseReadiness, prepare_database, prepare_postgres
@@ -102,6 +104,9 @@ async def diagnose(env_file: str | None = None) -> list[Check]:
     if results[0].passed:
         # Informational (never a failure): schedules paused at a budget wait for an admin.
         checks.insert(2, await _check_budgets(settings))
+        # Each chat's own agent, after the default one.
+        at = next(i for i, c in enumerate(checks) if c.name == "agent") + 1
+        checks[at:at] = await _check_chat_agents(settings)
     return checks
 
 
@@ -451,52 +456,99 @@ async def _check_token(settings: Settings) -> Check:
 
 # --- the agent ---------------------------------------------------------------------------
 async def _check_agent(settings: Settings) -> Check:
+    """The default agent (AGENT_URL and its settings)."""
+    setting = "AGENT_TOKEN" if settings.agent_mode == "openai" else "AGENT_SECRET"
+    return await _probe_agent(
+        "agent",
+        _default_spec(settings),
+        unreachable=(
+            "start the agent, or set AGENT_URL to where it listens (inside a container "
+            "127.0.0.1 is the container itself: use the agent's service name or the "
+            "host's address)"
+        ),
+        refused=f"set {setting} to the value the agent expects",
+    )
+
+
+def _default_spec(settings: Settings) -> AgentSpec:
+    return AgentSpec(
+        url=settings.agent_url,
+        mode=settings.agent_mode,
+        secret=settings.agent_secret.get_secret_value() if settings.agent_secret else None,
+        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        model=settings.agent_model,
+    )
+
+
+async def _check_chat_agents(settings: Settings) -> list[Check]:
+    """Each chat's own agent (/agent), as its runs will reach it; one that is the
+    default agent in every respect is not probed twice."""
+    where: Location = (
+        settings.database_url.get_secret_value()
+        if settings.database_url is not None
+        else settings.database_path
+    )
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_S), snapshot(where) as db:
+            chats = await all_agents(db)
+    except Exception as exc:  # the database check above passed: say it, fail nothing
+        return [Check("chat agents", True, f"not read ({type(exc).__name__})")]
+    default = _default_spec(settings)
+    probes = [(chat.chat_id, spec) for chat in chats if (spec := resolve(default, chat)) != default]
+    return list(
+        await asyncio.gather(
+            *(
+                _timed(
+                    f"agent of chat {chat_id}",
+                    _HTTP_DEADLINE_S,
+                    _probe_agent(
+                        f"agent of chat {chat_id}",
+                        spec,
+                        unreachable=(
+                            f"start that agent, or change it with /agent url in chat "
+                            f"{chat_id} (/agent reset: the default agent)"
+                        ),
+                        refused=f"set the secret it expects with /agent secret in chat {chat_id}",
+                    ),
+                    _AGENT_SLOW,
+                )
+                for chat_id, spec in probes
+            )
+        )
+    )
+
+
+async def _probe_agent(name: str, spec: AgentSpec, *, unreachable: str, refused: str) -> Check:
     """A GET, never a POST: a POST would hand the agent a task. Any answer but a 5xx
     or a refusal of our credentials means Tickler's POSTs will reach it."""
-    url, headers = _agent_probe(settings)
+    url, headers = _agent_probe(spec)
     shown = _public_url(url)
     try:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
             response = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        return Check(
-            "agent",
-            False,
-            f"nothing answers at {shown} ({_describe(exc)})",
-            "start the agent, or set AGENT_URL to where it listens (inside a container "
-            "127.0.0.1 is the container itself: use the agent's service name or the "
-            "host's address)",
-        )
+        return Check(name, False, f"nothing answers at {shown} ({_describe(exc)})", unreachable)
     status = f"{response.status_code} {response.reason_phrase}".strip()
     if response.status_code in (401, 403):
-        setting = "AGENT_TOKEN" if settings.agent_mode == "openai" else "AGENT_SECRET"
-        return Check(
-            "agent",
-            False,
-            f"{shown} refused our credentials ({status})",
-            f"set {setting} to the value the agent expects",
-        )
+        return Check(name, False, f"{shown} refused our credentials ({status})", refused)
     if response.status_code >= 500:
         return Check(
-            "agent",
-            False,
-            f"{shown} answered {status}",
-            "the agent is up but failing: see its logs",
+            name, False, f"{shown} answered {status}", "the agent is up but failing: see its logs"
         )
-    return Check("agent", True, f"{shown} answers (GET: {status})")
+    return Check(name, True, f"{shown} answers (GET: {status})")
 
 
-def _agent_probe(settings: Settings) -> tuple[str, dict[str, str]]:
-    url = settings.agent_url
+def _agent_probe(spec: AgentSpec) -> tuple[str, dict[str, str]]:
+    url = spec.url
     headers: dict[str, str] = {}
-    if settings.agent_mode == "openai":
+    if spec.mode == "openai":
         # The models list is the side-effect-free endpoint that checks the token.
         if url.rstrip("/").endswith("/chat/completions"):
             url = url.rstrip("/").removesuffix("/chat/completions") + "/models"
-        if settings.agent_token is not None:
-            headers["Authorization"] = f"Bearer {settings.agent_token.get_secret_value()}"
-    elif settings.agent_secret is not None:
-        headers["X-Telegram-Bot-Api-Secret-Token"] = settings.agent_secret.get_secret_value()
+        if spec.token is not None:
+            headers["Authorization"] = f"Bearer {spec.token}"
+    elif spec.secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = spec.secret
     return url, headers
 
 

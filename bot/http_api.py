@@ -41,6 +41,7 @@ from bot.stats_chart import HEIGHT_PX, WIDTH_PX, render_png_async
 from scheduler.budgets import PERIODS, BudgetUse
 from scheduler.bundle_model import Bundle
 from scheduler.bundles import BundleCard, BundleNotFound
+from scheduler.chat_agents import ChatAgent, InvalidAgent
 from scheduler.errors import (
     InvalidSchedule,
     InvalidState,
@@ -218,6 +219,30 @@ class ScheduleBudgetView(BaseModel):
     use: dict[str, BudgetUseView]
 
 
+class ChatAgentView(BaseModel):
+    """A chat's own agent (docs/chat.md#per-chat-agents); `default`: it has none, its
+    runs go to AGENT_URL's. The secret is never shown: only whether one is set."""
+
+    chat_id: int
+    default: bool
+    url: str | None = None
+    mode: str | None = None
+    secret_set: bool = False
+    model: str | None = None
+
+
+class ChatAgentRequest(BaseModel):
+    """The chat's agent as a whole (a field left out or null: the default agent's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    mode: str | None = None
+    #: Telegram mode: the X-Telegram-Bot-Api-Secret-Token; openai mode: the bearer token.
+    secret: str | None = None
+    model: str | None = None
+
+
 class BudgetView(BaseModel):
     """A chat's budget and its use (docs/chat.md#budgets)."""
 
@@ -308,6 +333,9 @@ class HttpServer:
         self.web.router.add_get(chat + "/stats.png", self._stats_png)
         self.web.router.add_get(chat + "/bundles", self._bundles)
         self.web.router.add_get(chat + "/budget", self._budget)
+        self.web.router.add_get(chat + "/agent", self._get_agent)
+        self.web.router.add_put(chat + "/agent", self._put_agent)
+        self.web.router.add_delete(chat + "/agent", self._delete_agent)
         self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
         self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
@@ -559,6 +587,26 @@ class HttpServer:
         cards = await svc.bundles.active(chat_id)
         return _json(BundleList(bundles=[_bundle_view(c) for c in cards]))
 
+    async def _get_agent(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(_agent_view(chat_id, await svc.agents.get(chat_id)))
+
+    async def _put_agent(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        given = await _body(request, ChatAgentRequest, self.body_timeout_s)
+        try:
+            agent = await svc.agents.update(
+                chat_id, url=given.url, mode=given.mode, secret=given.secret, model=given.model
+            )
+        except InvalidAgent as exc:
+            raise ApiError(422, str(exc)) from None
+        return _json(_agent_view(chat_id, agent))
+
+    async def _delete_agent(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        await svc.agents.reset(chat_id)
+        return _json(_agent_view(chat_id, None))
+
     async def _budget(self, request: web.Request) -> web.Response:
         """The chat's weekly limits and its use, the chat's and each schedule's."""
         svc, chat_id = self._chat(request)
@@ -692,6 +740,19 @@ def _why(exc: OSError) -> str:
 
 def _is_api(request: web.Request) -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _agent_view(chat_id: int, agent: ChatAgent | None) -> ChatAgentView:
+    if agent is None:
+        return ChatAgentView(chat_id=chat_id, default=True)
+    return ChatAgentView(
+        chat_id=chat_id,
+        default=False,
+        url=agent.url,
+        mode=agent.mode,
+        secret_set=agent.secret is not None,
+        model=agent.model,
+    )
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -829,6 +890,8 @@ def openapi_document() -> dict[str, Any]:
             (BundleView, "serialization"),
             (BundleList, "serialization"),
             (BudgetView, "serialization"),
+            (ChatAgentView, "serialization"),
+            (ChatAgentRequest, "validation"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -973,6 +1036,24 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [chat_param],
                 "responses": answer(200, BudgetView, "The budget and its use"),
             }
+        },
+        chat + "/agent": {
+            "get": {
+                "summary": "The chat's own agent (its secret never shown)",
+                "parameters": [chat_param],
+                "responses": answer(200, ChatAgentView, "The chat's agent"),
+            },
+            "put": {
+                "summary": "Set the chat's own agent as a whole (fields left out: the default's)",
+                "parameters": [chat_param],
+                "requestBody": body(ChatAgentRequest),
+                "responses": answer(200, ChatAgentView, "The chat's agent"),
+            },
+            "delete": {
+                "summary": "Back to the default agent (AGENT_URL)",
+                "parameters": [chat_param],
+                "responses": answer(200, ChatAgentView, "The chat's agent: the default"),
+            },
         },
         chat + "/bundles": {
             "get": {

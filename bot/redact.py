@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-__all__ = ["MASK", "Redactor", "install", "redact", "secrets_of"]
+__all__ = ["MASK", "Redactor", "install", "redact", "remember", "secrets_of"]
 
 MASK = "***"
 #: A Telegram bot token: the bot's numeric id, a colon, 35 URL-safe characters.
@@ -78,6 +78,11 @@ def _password(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:  # a port that is no number: the whole URL is masked anyway
         return None
+
+
+def remember(secrets: Iterable[str | None]) -> None:
+    """Mask these secrets too, from now on (chats' own agents' secrets, read at run time)."""
+    _process.add(secrets)
 
 
 def install(secrets: Iterable[str | None]) -> None:

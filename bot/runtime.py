@@ -9,13 +9,15 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
-from adapters.agent_dispatch import HttpAgentDispatcher
+from adapters.agent_routing import AgentSpec, ChatRoutingDispatcher
 from adapters.clocks import SystemClock, parse_test_clock
 from adapters.process import host_name, pid_alive, process_id, tune_gc
+from bot import redact
 from bot.loop_watchdog import LoopWatchdog
 from bot.schedules_file import UnusableFile, apply_schedules_file
 from bot.settings import Settings
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.dispatching import Dispatcher
 from scheduler.engine import (
@@ -49,15 +51,28 @@ Mode = Literal["polling", "webhook", "engine"]
 log = logging.getLogger("tickler")
 
 
-def build_dispatcher(settings: Settings) -> HttpAgentDispatcher:
-    return HttpAgentDispatcher(
+def default_agent(settings: Settings) -> AgentSpec:
+    """The agent of AGENT_URL and its settings: every chat's unless it has its own."""
+    return AgentSpec(
         url=settings.agent_url,
         mode=settings.agent_mode,
         secret=settings.agent_secret.get_secret_value() if settings.agent_secret else None,
         token=settings.agent_token.get_secret_value() if settings.agent_token else None,
         model=settings.agent_model,
-        max_connections=settings.max_concurrency,
     )
+
+
+def build_dispatcher(settings: Settings, store: SqlStore) -> ChatRoutingDispatcher:
+    """Each chat's runs to its own agent (`/agent`), the others to AGENT_URL's."""
+    routing = ChatRoutingDispatcher(
+        default_agent(settings),
+        store.agents,
+        max_connections=settings.max_concurrency,
+        on_secrets=redact.remember,
+    )
+    # Built now so that a bad AGENT_URL stops the start, not the first fire hours later.
+    routing.dispatcher(routing.default)
+    return routing
 
 
 def build_clock(settings: Settings) -> Clock:
@@ -113,7 +128,10 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 async def apply_configured_schedules(
-    settings: Settings, service: ScheduleService, clock: Clock
+    settings: Settings,
+    service: ScheduleService,
+    clock: Clock,
+    agents: ChatAgentService | None = None,
 ) -> None:
     """Apply SCHEDULES_FILE (if set) for the allow-listed chats, logging what changed and
     one line per refused entry; `tickler run` and `tickler engine` both start with it.
@@ -122,7 +140,7 @@ async def apply_configured_schedules(
         return
     chats = {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids}
     report = await apply_schedules_file(
-        settings.schedules_file, service, now=clock.now(), chats=chats
+        settings.schedules_file, service, now=clock.now(), chats=chats, agents=agents
     )
     if report.unusable is not None:
         raise UnusableFile(
@@ -188,7 +206,7 @@ async def run_engine(
 
 
 async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) -> None:
-    dispatcher = build_dispatcher(settings)
+    dispatcher = build_dispatcher(settings, store)
     clock = build_clock(settings)
     work_items = WorkItemService(store.work_items, clock)
     bundles = BundleService(store, clock, work_items)
@@ -214,7 +232,8 @@ async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) 
             {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
             step_finished=bundles.step_finished,
         )
-        await apply_configured_schedules(settings, service, clock)
+        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
+        await apply_configured_schedules(settings, service, clock, chat_agents)
         await log_started(settings, store, "engine", instance=engine.instance_id)
         stopper = asyncio.create_task(_stop_on(stop, engine), name="stop-signal")
         watchdog = LoopWatchdog()

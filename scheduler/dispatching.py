@@ -57,6 +57,8 @@ class DispatchRequest(BaseModel):
     #: A plan run's step (0-based; `scheduled_for` is then the plan's fire instant): each
     #: step is a delivery of its own, with a key of its own.
     step: int | None = None
+    #: The model the schedule pins (`Policies.model`); None: the agent's configured one.
+    model: str | None = None
 
     @field_validator("scheduled_for")
     @classmethod

@@ -921,6 +921,7 @@ class Engine:
                 prompt=prompt,
                 timezone=schedule.timezone,
                 step=step,
+                model=schedule.policies.model,
             ),
             timeout=timeout,
         )

@@ -182,6 +182,9 @@ class Policies(BaseModel):
     #: one pauses the schedule (PauseKind.BUDGET) instead of running on. None: no limit.
     budget_runs_per_week: int | None = Field(default=None, ge=1, le=100_000)
     budget_tokens_per_week: int | None = Field(default=None, ge=1, le=10_000_000_000)
+    #: The model this schedule's runs ask for (openai mode), whatever the chat's agent
+    #: is configured with. None: the agent's model.
+    model: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^\S+$")
 
 
 class StepKind(StrEnum):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from scheduler.bundle_model import BundleRepository
+from scheduler.chat_agents import ChatAgentRepository
 from scheduler.engine_store import EngineStore
 from scheduler.repositories import (
     ChatRepository,
@@ -49,6 +50,9 @@ class Stores(Protocol):
 
     @property
     def chats(self) -> ChatRepository: ...
+
+    @property
+    def agents(self) -> ChatAgentRepository: ...
 
     @property
     def operations(self) -> OperationsRepository: ...

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Self
 
 from storage.bundles import SqlBundles
+from storage.chat_agents import SqlChatAgents
 from storage.engine_store import SqlEngineStore
 from storage.repositories import (
     SqlChats,
@@ -36,6 +37,7 @@ class SqlStore:
         self.bundles = SqlBundles(conn)
         self.outbox = SqlOutbox(conn)
         self.chats = SqlChats(conn)
+        self.agents = SqlChatAgents(conn)
         self.operations = SqlOperations(conn)
         self.connection = conn
 

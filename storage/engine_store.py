@@ -71,6 +71,8 @@ class SqlEngineStore:
         #: CHAT_BUDGETS_EVERY by a claim: a chat's budget costs no query per fire.
         self._chat_budgets: dict[int, BudgetLimits] = {}
         self._chat_budgets_at: datetime | None = None
+        #: One chat's backlog as the last claims saw it (fairness across chats).
+        self._backlog = schedules.Backlog()
 
     async def _chat_limits(self, db: Db, now: datetime) -> dict[int, BudgetLimits]:
         at = self._chat_budgets_at
@@ -99,13 +101,20 @@ class SqlEngineStore:
         async def read(db: Db) -> tuple[list[_Due], bool]:
             unreadable.clear()
             if hold_until is None:
-                found = await schedules.due(db, now, limit, unreadable=unreadable, lock=lock)
+                found = await schedules.due(
+                    db, now, limit, unreadable=unreadable, lock=lock, backlog=self._backlog
+                )
                 return found, len(found) >= limit
             # Fires past the hold are claimed whatever the slots, and so are newer ones of
             # schedules with a run open (never held: see `claim`); of the other newer
             # ones, only as many as could start are read (the rest wait, unread).
             found = await schedules.due(
-                db, min(hold_until, now), limit, unreadable=unreadable, lock=lock
+                db,
+                min(hold_until, now),
+                limit,
+                unreadable=unreadable,
+                lock=lock,
+                backlog=self._backlog,
             )
             if len(found) >= limit:
                 return found, True

@@ -71,7 +71,9 @@ class _Verbatim(Scrubber):
 class _Field:
     column: str
     key: str
-    kind: str = "plain"  # plain | time | json | bool | count (a tally: absent means 0)
+    #: plain | time | json | bool | count (a tally: absent means 0) | secret (left out of
+    #: an export for people, so absent means none)
+    kind: str = "plain"
 
 
 def _f(column: str, kind: str = "plain", key: str | None = None) -> _Field:
@@ -285,11 +287,34 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("last_error"),
         ),
     ),
+    # A chat's own agent (/agent). Its `secret` is a credential by name: an export for
+    # people leaves it out (storage/export_secrets.py); a verbatim one (migrate-store)
+    # carries it.
+    _Entity(
+        "chat_agents",
+        "chat_id",
+        (
+            _f("chat_id"),
+            _f("url"),
+            _f("mode"),
+            _f("secret", "secret"),
+            _f("model"),
+            _f("updated_at", "time"),
+        ),
+    ),
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
 _OPTIONAL = frozenset(
-    {"work_items", "work_item_history", "notifications", "events", "event_runs", "bundles"}
+    {
+        "work_items",
+        "work_item_history",
+        "notifications",
+        "events",
+        "event_runs",
+        "bundles",
+        "chat_agents",
+    }
 )
 
 #: (file, key, target file): each reference that must resolve (whether it may be empty
@@ -337,6 +362,7 @@ _CHAT_FILTERS = {
     "work_items": "chat_id = :chat",
     "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
     "notifications": "chat_id = :chat",
+    "chat_agents": "chat_id = :chat",
 }
 
 
@@ -367,6 +393,8 @@ def _encode(entity: _Entity, row: Row, scrub: Scrubber) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in entity.fields:
         value = row[field.column]
+        if field.kind == "secret" and not isinstance(scrub, _Verbatim):
+            continue  # a credential: only a verbatim export (migrate-store) carries it
         if value is None:
             out[field.key] = None
         elif isinstance(value, bytes):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -211,6 +212,18 @@ _DUE_ORDER = "ORDER BY next_run_at LIMIT ?"
 #: exactly these.
 #: Schedules due at `now` and after a lower bound ('' for none), the earliest `limit`.
 DUE_SQL = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {_DUE} {_DUE_ORDER}"
+#: The same, a fair share per chat (issue 21): each chat's due schedules are ranked by
+#: next_run_at and the batch takes every chat's first, then every chat's second, and so
+#: on, so one chat's 10,000 due fires do not hold back another chat's one for more than a
+#: batch. In that order: the first of the batch are the first to get a slot.
+FAIR_DUE_SQL = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules JOIN ("
+    "SELECT fair_id, fair_turn, fair_at FROM ("
+    "SELECT id AS fair_id, next_run_at AS fair_at, "
+    "ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY next_run_at) AS fair_turn "
+    f"FROM schedules WHERE {_DUE}) AS ranked ORDER BY fair_turn, fair_at LIMIT ?"
+    ") AS fair ON schedules.id = fair.fair_id ORDER BY fair.fair_turn, fair.fair_at"
+)
 _DUE_WITH_OPEN_RUNS_SQL = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
     f"WHERE {_DUE} AND id IN ({OPEN_RUN_SCHEDULES}) {_DUE_ORDER}"
@@ -241,21 +254,34 @@ async def due(
     with_open_runs: bool = False,
     unreadable: list[UnreadableSchedule] | None = None,
     lock: bool = False,
+    backlog: Backlog | None = None,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
-    order, each with its row's values (for `codec.remember_claimed`). With
+    order (a full batch: a fair share per chat, `FAIR_DUE_SQL`), each with its row's
+    values (for `codec.remember_claimed`). With
     `with_open_runs`, only those that have a run running, pending or failed (found from
     the runs' side: few, next to the due schedules of a burst). Rows that cannot be
     decoded are left out, and added to `unreadable` (to be quarantined). With `lock`
     (PostgreSQL), the rows are locked until the transaction ends, and rows another
-    transaction holds are skipped."""
+    transaction holds are skipped. `backlog` (the engine store's, kept across claims)
+    spares a long backlog of one chat most of the question whether another is due."""
     sql = _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL
-    rows = await fetch_all(
-        db,
-        f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql,
-        # '' sorts before every instant: no lower bound.
-        (to_db_time(now), "" if after is None else to_db_time(after), limit),
-    )
+    # '' sorts before every instant: no lower bound.
+    params = (to_db_time(now), "" if after is None else to_db_time(after), limit)
+    rows = await fetch_all(db, f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql, params)
+    if len(rows) < limit:
+        if backlog is not None and not with_open_runs:
+            backlog.forget()
+    elif not with_open_runs and await _others_due(db, rows, params, backlog):
+        # A backlog (more is due than one batch takes) and more than one chat in it:
+        # only then is every due row ranked, a query that reads them all. (PostgreSQL:
+        # rows the first read locked and this one leaves stay locked until the claim
+        # commits; the other engines skip them meanwhile.)
+        rows = await fetch_all(
+            db,
+            f"{FAIR_DUE_SQL} FOR UPDATE OF schedules SKIP LOCKED" if lock else FAIR_DUE_SQL,
+            params,
+        )
     found = []
     for values in map(tuple, rows):
         try:
@@ -263,6 +289,50 @@ async def due(
         except UnreadableSchedule as exc:
             if unreadable is not None:
                 unreadable.append(exc)
+    return found
+
+
+#: Whether a chat other than the given one has a fire due in the same window: read from
+#: the `schedules_due` index alone (it covers chat_id), the hot path's only extra cost.
+_OTHERS_DUE_SQL = f"SELECT 1 FROM schedules WHERE {_DUE} AND chat_id <> ? LIMIT 1"
+_CHAT_AT = SCHEDULE_COLUMNS.replace(" ", "").split(",").index("chat_id")
+
+
+@dataclass
+class Backlog:
+    """What the last claims learnt of a backlog: only `chat` had fires due up to
+    `checked_to`. The next full batch of that chat then asks only about fires that came
+    due since, so a 10,000-fire backlog is not read again on each of its 20 batches.
+    Forgotten when a batch is not full (the backlog is over) or has several chats."""
+
+    chat: int | None = None
+    checked_to: str = ""
+
+    def forget(self) -> None:
+        self.chat, self.checked_to = None, ""
+
+
+async def _others_due(
+    db: Db, rows: list[Any], params: tuple[str, str, int], backlog: Backlog | None
+) -> bool:
+    """Whether a full batch shares the due fires with another chat: it has several
+    chats' fires, or another chat has a fire due beyond it."""
+    chats = {row[_CHAT_AT] for row in rows}
+    if len(chats) > 1:
+        if backlog is not None:
+            backlog.forget()
+        return True
+    now, after, _ = params
+    [chat] = chats
+    since = after
+    if backlog is not None and backlog.chat == chat:
+        since = max(after, backlog.checked_to)
+    found = await fetch_one(db, _OTHERS_DUE_SQL, (now, since, chat)) is not None
+    if backlog is not None:
+        if found:
+            backlog.forget()
+        else:
+            backlog.chat, backlog.checked_to = chat, max(now, backlog.checked_to)
     return found
 
 

@@ -369,3 +369,34 @@ def test_a_database_url_that_is_no_postgresql_url_is_one_setting_problem(
     out = capsys.readouterr().out
     assert out.startswith("FAIL settings: DATABASE_URL is not usable: must be a PostgreSQL URL")
     assert "hunter22" not in out
+
+
+async def test_every_chats_own_agent_is_checked_as_the_default_is(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _ = await doctor(capsys)  # creates the database
+    assert code == 0
+    nowhere = refused_url("/hook")
+    async with AgentStub() as good:
+        with sqlite3.connect(tmp_path / "data" / "tickler.db") as db:
+            db.executemany(
+                "INSERT INTO chat_agents (chat_id, url, secret, updated_at) VALUES (?, ?, ?, ?)",
+                [
+                    (7, good.url, "chat-7-secret", "2026-11-23T07:00:00.000000Z"),
+                    (8, nowhere, None, "2026-11-23T07:00:00.000000Z"),
+                    (9, None, None, "2026-11-23T07:00:00.000000Z"),  # the default in all
+                ],
+            )
+        code, lines = await doctor(capsys)
+        assert code == 1
+        assert (
+            line(lines, "agent of chat 7")
+            == f"ok   agent of chat 7: {good.url} answers (GET: 200 OK)"
+        )
+        assert good.requests[0].headers["x-telegram-bot-api-secret-token"] == "chat-7-secret"
+        assert line(lines, "agent of chat 8").startswith(
+            f"FAIL agent of chat 8: nothing answers at {nowhere} (connection refused)"
+            " — fix: start that agent, or change it with /agent url in chat 8"
+        )
+        assert not [text for text in lines if "chat 9" in text]
+        assert "chat-7-secret" not in "\n".join(lines)

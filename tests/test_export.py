@@ -30,6 +30,7 @@ from tests.test_backup import cli_env, tickler
 
 FILES = (
     "bundles.jsonl",
+    "chat_agents.jsonl",
     "chats.jsonl",
     "event_runs.jsonl",
     "events.jsonl",

@@ -16,6 +16,7 @@ from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, ActionKind, Owner, RunStatus, Step, StepKind
 from scheduler.repositories import Notification
@@ -44,6 +45,9 @@ async def mode_dispatcher(
         dispatcher = HttpAgentDispatcher(url=agent_stub.url, secret=AGENT_TOKEN)
     yield request.param, dispatcher
     await dispatcher.aclose()
+
+
+CHAT_AGENT_SECRET = "chat-agent-secret-31337"
 
 
 async def fill(
@@ -167,6 +171,10 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
 ) -> None:
     mode, dispatcher = mode_dispatcher
     await fill(service, store, clock, dispatcher, agent_stub, db_path)
+    # A chat's own agent: exported without its secret.
+    await ChatAgentService(store.agents, clock).update(
+        1, url="https://agent.example/hook", mode="openai", secret=CHAT_AGENT_SECRET
+    )
     env = cli_env(db_path, AGENT_TOKEN=AGENT_TOKEN)
     first, second = tmp_path / "first", tmp_path / "second"
     code, _, err = await tickler("export", str(first), env=env)
@@ -195,6 +203,7 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
     counts = json.loads((first / "manifest.json").read_text())["counts"]
     assert all(counts[name] > 0 for name in counts), counts
     assert AGENT_TOKEN not in exported and BOT_TOKEN_IN_OUTPUT not in exported
+    assert CHAT_AGENT_SECRET not in exported
     if mode == "openai":
         assert USAGE in [r["usage"] for r in runs]
         assert any("[redacted]" in (r["output"] or "") for r in runs)

@@ -905,3 +905,32 @@ async def test_a_budget_rides_in_the_policies_and_the_budget_route_shows_the_use
     schemas = doc["components"]["schemas"]
     assert any("budget_runs_per_week" in s.get("properties", {}) for s in schemas.values())
     assert "expected_tokens_per_run" in schemas["ProposalRequest"]["properties"]
+
+
+async def test_a_chats_own_agent_is_set_shown_without_its_secret_and_reset(api: Api) -> None:
+    path = f"/api/v1/chats/{ALICE}/agent"
+    status, shown, _ = await api.call("GET", path)
+    assert (status, shown["default"]) == (200, True)
+    body = {"url": "https://agent.example/hook", "mode": "openai", "secret": "sk-own-secret-000"}
+    status, shown, response = await api.call("PUT", path, json=body)
+    assert status == 200, shown
+    assert shown == {
+        "chat_id": ALICE,
+        "default": False,
+        "url": "https://agent.example/hook",
+        "mode": "openai",
+        "secret_set": True,
+        "model": None,
+    }
+    assert "sk-own-secret-000" not in await response.text()
+    status, err, _ = await api.call("PUT", path, json={"url": "ftp://agent.example/"})
+    assert (status, err["error"]) == (
+        422,
+        "The agent URL must be an absolute http:// or https:// URL.",
+    )
+    assert (await api.bot.services.agents.get(ALICE)) is not None  # unchanged
+    status, shown, _ = await api.call("DELETE", path)
+    assert (status, shown["default"]) == (200, True)
+    assert await api.bot.services.agents.get(ALICE) is None
+    status, _, _ = await api.call("GET", "/api/v1/chats/999/agent")
+    assert status == 404

@@ -24,6 +24,7 @@ from adapters.clocks import FakeClock
 from bench import migrate_store as bench_migrate_store
 from bot.cli import main
 from bot.demo_kit.agent_stub import AgentStub
+from scheduler.chat_agents import ChatAgentService
 from scheduler.models import RunStatus
 from scheduler.service import ScheduleService
 from storage import migrate_store as migrate_module
@@ -161,6 +162,9 @@ async def installation(
     """A stopped SQLite installation: real runs (every kind of row) plus the bulk."""
     async with HttpAgentDispatcher(url=agent_stub.url, secret=AGENT_TOKEN) as dispatcher:
         await fill(service, store, clock, dispatcher, agent_stub, db_path)
+    await ChatAgentService(store.agents, clock).update(
+        1, url="https://agent.example/hook", secret="chat-secret-kept-as-stored"
+    )
     await store.close()
     await asyncio.to_thread(bulk, db_path)
     return db_path
@@ -190,7 +194,7 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     assert (code, err) == (0, ""), err
     summary, then = out.splitlines()
     assert summary.startswith(f"Moved {installation} to {postgres_url} in ")
-    assert "; every count matches and the two exports are byte-identical (12 files). " in summary
+    assert "; every count matches and the two exports are byte-identical (13 files). " in summary
     assert re.search(r"Time: export \d+\.\d s, import \d+\.\d s, export of the copy \d", summary)
     assert then == f"Now start Tickler with DATABASE_URL={postgres_url} (with its password)."
 
@@ -217,6 +221,7 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     everything = b"".join(original.values()).decode()
     assert KEY_IN_OUTPUT in everything and BEARER_IN_PROMPT in everything
     assert '"api_token":"kept-as-stored"' in everything
+    assert '"secret":"chat-secret-kept-as-stored"' in everything
     conn = await asyncpg.connect(postgres_url)
     try:
         assert await conn.fetchval(
@@ -432,8 +437,8 @@ async def test_the_benchmark_runs_on_a_small_installation(
     assert out.count("both exports byte-identical: yes") == 2, out
     assert (
         out.count(
-            "counts: 0 bundles, 0 chats, 0 event_runs, 0 events, 20 notifications, 0 proposals, "
-            "200 run_attempts, 200 runs"
+            "counts: 0 bundles, 0 chat_agents, 0 chats, 0 event_runs, 0 events, "
+            "20 notifications, 0 proposals, 200 run_attempts, 200 runs"
         )
         == 2
     )

@@ -10,6 +10,7 @@ from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
 from bot.schedules_file import UnusableFile, apply_schedules_file, parse_entries
+from scheduler.chat_agents import ChatAgentService
 from scheduler.errors import InvalidSchedule
 from scheduler.models import Action, ActionKind, CreatedBy, Owner, Schedule, StepKind
 from scheduler.schedules_file import REMOVED_REASON
@@ -367,3 +368,57 @@ schedules:
     )
     policies = (await by_id(store))["nightly"].policies
     assert (policies.budget_runs_per_week, policies.budget_tokens_per_week) == (10, 120_000)
+
+
+async def test_the_files_agents_list_sets_each_chats_agent_and_a_schedule_may_pin_a_model(
+    tmp_path: Path,
+    service: ScheduleService,
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHAT_4242_AGENT_SECRET", "from-the-environment-1234")
+    text = (
+        GOOD
+        + """\
+  - id: summary
+    chat_id: 4242
+    name: Summary
+    every: 1d
+    prompt: Summarise the day.
+    policies:
+      model: gpt-4.1
+agents:
+  - chat_id: 4242
+    url: https://agent.example/hook
+    mode: openai
+    secret_env: CHAT_4242_AGENT_SECRET
+    model: gpt-4o
+  - chat_id: 4242
+    url: ftp://agent.example/
+  - chat_id: 777
+    url: https://other.example/hook
+"""
+    )
+    path = write(tmp_path, text)
+    agents = ChatAgentService(store.agents, service.clock)
+    report = await apply_schedules_file(
+        path, service, now=service.clock.now(), chats=[CHAT], agents=agents
+    )
+    assert sorted(report.created) == ["backup", "daily-brief", "summary"]
+    lines = text.splitlines()
+    bad = lines.index("    url: ftp://agent.example/")
+    assert report.errors == [
+        f"schedules.yaml line {bad}: The agent URL must be an absolute http:// or https:// URL.",
+        f"schedules.yaml line {bad + 2}: chat 777 is not in ADMIN_IDS, OPERATOR_IDS or "
+        "API_CHAT_IDS.",
+    ]
+    agent = await agents.get(CHAT)
+    assert agent is not None
+    assert (agent.url, agent.mode, agent.secret, agent.model) == (
+        "https://agent.example/hook",
+        "openai",
+        "from-the-environment-1234",
+        "gpt-4o",
+    )
+    summary = (await by_id(store))["summary"]
+    assert summary.policies.model == "gpt-4.1"

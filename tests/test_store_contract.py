@@ -369,11 +369,13 @@ async def test_old_history_is_pruned_but_each_schedules_latest_and_open_runs_sta
 
 
 async def test_the_operations_counts_are_what_health_and_metrics_report(store: Stores) -> None:
-    first, second, other = schedule(), schedule(), schedule(chat_id=2)
-    for s in (first, second, other):
+    # Chat 2's is not due: a claim would take it before chat 1's second (a fair share).
+    first, second, third = schedule(), schedule(), schedule()
+    other = schedule(chat_id=2).model_copy(update={"next_run_at": NOW + timedelta(hours=1)})
+    for s in (first, second, third, other):
         await store.schedules.add(s)
     await store.operations.ping()
-    assert await store.operations.count_all_schedules() == 3
+    assert await store.operations.count_all_schedules() == 4
     assert await store.operations.count_due_schedules(NOW) == 3
     await claim_due_fires(store, NOW, 2, plan_due_fires)
     assert await store.operations.count_due_schedules(NOW) == 1
@@ -413,7 +415,7 @@ async def test_the_operations_counts_are_what_health_and_metrics_report(store: S
     }
     assert await store.operations.count_tripped_schedules() == 0
     await store.schedules.archive(2, other.id, now=NOW)
-    assert await store.operations.count_all_schedules() == 2
+    assert await store.operations.count_all_schedules() == 3
 
 
 async def test_a_schedule_is_found_by_its_number_or_an_id_prefix_in_any_case(

@@ -19,6 +19,7 @@ from adapters.agent_dispatch import HttpAgentDispatcher
 from adapters.clocks import FakeClock
 from bot.demo_kit.agent_stub import AgentStub
 from scheduler.bundles import BundleService
+from scheduler.chat_agents import ChatAgentService
 from scheduler.dispatching import Dispatcher
 from scheduler.engine import Engine, EngineConfig
 from scheduler.errors import InvalidState
@@ -501,6 +502,9 @@ async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None
     and postponed."""
     service = ScheduleService(store, clock, default_timezone="Europe/Berlin")
     await service.set_chat_timezone(CHAT, "Europe/Berlin")
+    await ChatAgentService(store.agents, clock).update(
+        CHAT, url="https://agent.example/hook", model="chat-model"
+    )
     sid = await daily(service)
     await service.create_schedule(
         CHAT + 1,

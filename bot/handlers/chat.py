@@ -85,11 +85,13 @@ async def _converse(
     chat_id = message.chat_id
     key = f"chat:{chat_id}:{message.message_id}"
     tools = None
-    if svc.settings.agent_mode == "openai" and svc.proposals is not None:
+    spec = await svc.dispatcher.spec_for(chat_id)
+    agent = svc.dispatcher.dispatcher(spec)
+    if spec.mode == "openai" and svc.proposals is not None:
         tools = AgentTools(svc.service, svc.proposals)
     turns: list[dict[str, Any]] = list(history)
     zone = await svc.service.chat_timezone(chat_id)
-    result = await svc.dispatcher.forward_chat(
+    result = await agent.forward_chat(
         update=update.to_dict(),
         history=turns,
         idempotency_key=key,
@@ -112,7 +114,7 @@ async def _converse(
                 }
             )
         await message.get_bot().send_chat_action(chat_id, ChatAction.TYPING)
-        result = await svc.dispatcher.forward_chat(
+        result = await agent.forward_chat(
             update=update.to_dict(),
             history=turns,
             idempotency_key=f"{key}:{round_}",
