@@ -52,6 +52,7 @@ from bot.handlers import (
     proposals,
     runs,
     schedules,
+    sinks,
     start,
     stats,
     template,
@@ -73,6 +74,7 @@ from bot.runtime import (
     open_database,
 )
 from bot.settings import Settings
+from bot.sinks import SinkCourier, deliver_to_sinks_forever, smtp_config
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
 from scheduler.clock import Clock
@@ -213,6 +215,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *bundles.handlers(),
         *stats.handlers(),
         *budgets.handlers(),
+        *sinks.handlers(),
         *export.handlers(),
         *chat.handlers(),
         *start.fallbacks(),
@@ -269,6 +272,14 @@ async def start_services(app: TicklerApp) -> None:
             ping_followups_forever(svc.work_items, notifier, clock), name="follow-ups"
         ),
     ]
+    courier = SinkCourier(
+        svc.store,
+        clock,
+        tell_chat=lambda chat_id, text: notifier.notify(chat_id, text, kind="notice"),
+        smtp=smtp_config(settings),
+    )
+    notifier.outbox.written = courier.wake.set
+    sweeps.append(asyncio.create_task(deliver_to_sinks_forever(courier), name="sinks"))
     if settings.retention_days:
         retention = prune_history_forever(
             svc.store, clock, timedelta(days=settings.retention_days), svc.metrics.history_pruned

@@ -28,6 +28,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("approve", "What waits for your approval: /approve [ID]"),
     ("deadletters", "Runs that failed for good"),
     ("stats", "How the schedules are doing: /stats [24h|7d|30d]"),
+    (
+        "sinks",
+        "Where notices go besides this chat: webhooks, Slack, e-mail: /sinks [add|events|remove]",
+    ),
     ("budget", "Runs and tokens used, and the weekly limits: /budget [runs N|tokens N|off]"),
     ("retry", "Send a dead run again: /retry RUN_ID"),
     ("backfill", "Run past windows explicitly: /backfill ID FROM TO"),

@@ -18,6 +18,7 @@ from storage.repositories import (
     SqlSchedules,
     SqlWorkItems,
 )
+from storage.sinks import SqlSinks
 from storage.sql import Connection
 
 __all__ = ["SqlStore"]
@@ -37,6 +38,7 @@ class SqlStore:
         self.outbox = SqlOutbox(conn)
         self.chats = SqlChats(conn)
         self.operations = SqlOperations(conn)
+        self.sinks = SqlSinks(conn)
         self.connection = conn
 
     async def close(self) -> None:

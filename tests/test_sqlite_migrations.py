@@ -77,6 +77,9 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
                 "'2026-11-01T07:00:00.000000Z', '2026-11-01T07:00:00.000000Z')",
                 (f"R{day}", s.id, f"2026-11-{day:02d}T07:00:00.000000Z", text),
             )
+        # And what 0019 added.
+        raw.execute("DROP TABLE sink_deliveries")
+        raw.execute("DROP TABLE sinks")
         # And what 0018 added.
         raw.execute("DROP TABLE budget_allowances")
         for column in ("budget_runs_per_week", "budget_tokens_per_week"):

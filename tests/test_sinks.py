@@ -1,0 +1,269 @@
+"""Notification sinks as a receiver meets them (docs/notification-sinks.md): a loopback
+webhook receiver verifies the HMAC and timestamp of every notice and refuses a replayed
+one; a receiver down for 10 minutes gets every notice afterwards, in order, once, while
+the chat kept receiving; an SMTP server (aiosmtpd) gets the failure mail with the right
+subject and no secret; the export carries no sink secret."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from adapters.clocks import FakeClock
+from bot.demo_kit.agent_stub import AgentStub
+from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
+from bot.demo_kit.telegram_server import TelegramServer
+from scheduler.models import Action, Owner, Policies, RetryPolicy
+from scheduler.service import TriggerSpec
+from storage.export import export_files
+
+NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
+SMTP_PASSWORD = "smtp-pass-5d2a4c6e8f0b1d3a"
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/slacksecretslacksecret"
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            got = check()
+            if not isinstance(got, bool):
+                got = await got
+            if got:
+                return
+            await asyncio.sleep(0.02)
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver as docs/notification-sinks.md asks one to be."""
+
+    clock: FakeClock
+    secret: bytes = b""
+    down: bool = False
+    #: Every request that reached it: (id, status answered).
+    arrivals: list[tuple[str, int]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    #: The raw requests accepted (for the replay).
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503)
+        body = await request.read()
+        status = self.verify(dict(request.headers), body)
+        notice_id = json.loads(body).get("id", "?") if status != 401 else "?"
+        self.arrivals.append((notice_id, status))
+        if status == 200:
+            notice = json.loads(body)
+            self.seen.add(notice["id"])
+            self.accepted.append(notice)
+            self.raw.append((dict(request.headers), body))
+        return web.Response(status=status)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> int:
+        timestamp = headers.get("X-Tickler-Timestamp", "")
+        signature = headers.get("X-Tickler-Signature", "")
+        if not timestamp.isdigit():
+            return 401
+        mac = hmac.new(self.secret, timestamp.encode() + b"." + body, hashlib.sha256)
+        if not hmac.compare_digest(f"sha256={mac.hexdigest()}", signature):
+            return 401
+        if abs(self.clock.now().timestamp() - int(timestamp)) > 300:
+            return 401  # too old: a replay
+        if json.loads(body)["id"] in self.seen:
+            return 409  # seen: a replay within the 5 minutes
+        return 200
+
+
+@pytest.fixture
+async def receiver(clock: FakeClock) -> AsyncIterator[Receiver]:
+    got = Receiver(clock)
+    app = web.Application()
+    app.router.add_post("/hook", got.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    got.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield got
+    finally:
+        await runner.cleanup()
+
+
+async def add_webhook(bot: BotHarness, receiver: Receiver) -> str:
+    await bot.alice.send(f"/sinks add webhook {receiver.url} all")
+    reply = await bot.alice.wait_reply(containing="Added the webhook sink")
+    found = re.search(r"\b[0-9a-f]{64}\b", reply.text or "")
+    assert found, reply.text
+    receiver.secret = found.group().encode()
+    return found.group()
+
+
+async def test_a_webhook_receiver_verifies_each_notice_refuses_a_replay_and_gets_all_after_10_min(
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+    tmp_path: Path,
+    clock: FakeClock,
+    receiver: Receiver,
+) -> None:
+    bot = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", clock=clock)
+    try:
+        secret = await add_webhook(bot, receiver)
+        # The list never shows the secret again.
+        await bot.alice.send("/sinks")
+        listing = await bot.alice.wait_reply(containing="Sinks")
+        assert secret not in (listing.text or "") and receiver.url in (listing.text or "")
+
+        notifier = bot.services.notifier
+        await notifier.notify(ALICE, "❌ <b>Backup</b> failed: disk full", kind="alert")
+        await until(lambda: len(receiver.accepted) == 1)
+        assert receiver.accepted[0]["event"] == "failed"
+        assert receiver.accepted[0]["text"] == "❌ Backup failed: disk full"
+        assert receiver.accepted[0]["chat_id"] == ALICE
+
+        # A replay of the delivered request: the same id within 5 minutes is refused,
+        # and after 5 minutes its timestamp is.
+        sent, body = receiver.raw[0]
+        headers = {k: v for k, v in sent.items() if k.startswith("X-Tickler-")}
+        async with ClientSession() as http:
+            async with http.post(receiver.url, data=body, headers=headers) as answer:
+                assert answer.status == 409
+            await clock.advance(timedelta(minutes=6))
+            receiver.seen.clear()  # even a receiver that forgot the id refuses it now
+            async with http.post(receiver.url, data=body, headers=headers) as answer:
+                assert answer.status == 401
+            forged = body.replace(b"disk full", b"all good")
+            async with http.post(receiver.url, data=forged, headers=headers) as answer:
+                assert answer.status == 401
+        receiver.seen.add(receiver.accepted[0]["id"])
+
+        # The receiver is down for 10 minutes while notices keep coming; the chat gets
+        # each of them meanwhile.
+        receiver.down = True
+        texts = [f"❌ <b>Job {i}</b> failed" for i in range(1, 6)]
+        for i, text in enumerate(texts, 1):
+            await notifier.notify(ALICE, text, kind="alert")
+            await bot.alice.wait_reply(containing=f"Job {i} failed")  # the chat goes on
+            await clock.advance(timedelta(minutes=2))
+            await asyncio.sleep(0.2)  # the sink's attempt, failing
+        assert len(receiver.accepted) == 1
+        chat_texts = [m.text or "" for m in bot.alice.messages]
+        assert all(any(f"Job {i} failed" in t for t in chat_texts) for i in range(1, 6))
+
+        receiver.down = False
+        for _ in range(4):  # the backoff is at most 5 minutes
+            await clock.advance(timedelta(minutes=2))
+            await asyncio.sleep(0.1)
+        await until(lambda: len(receiver.accepted) == 6)
+        await asyncio.sleep(0.5)
+        await clock.advance(timedelta(minutes=10))
+        await asyncio.sleep(0.5)
+        assert [n["text"] for n in receiver.accepted[1:]] == [
+            f"❌ Job {i} failed" for i in range(1, 6)
+        ]
+        ids = [n["id"] for n in receiver.accepted]
+        assert ids == sorted(ids) and len(set(ids)) == 6
+        # Tickler never sent a delivered notice again: each id reached the receiver once
+        # (besides the test's own replays, which the receiver refused).
+        from_tickler = [i for i, status in receiver.arrivals if status != 401]
+        assert sorted(from_tickler) == sorted([*ids, ids[0]])  # ids[0] once more: the 409 replay
+    finally:
+        await stop_bot(bot)
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.messages.append(envelope.original_content or b"")
+        return "250 OK"
+
+
+def _login(server: Any, session: Session, envelope: Envelope, mechanism: str, auth: Any) -> Any:
+    ok = isinstance(auth, LoginPassword) and auth.password == SMTP_PASSWORD.encode()
+    return AuthResult(success=ok)
+
+
+async def test_an_smtp_server_gets_the_failure_mail_with_its_subject_and_no_secret(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path, clock: FakeClock
+) -> None:
+    mailbox = _Mailbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_login,
+        auth_require_tls=False,
+    )
+    await asyncio.to_thread(smtp.start)
+    bot = await start_bot(
+        telegram_server,
+        agent_stub,
+        tmp_path / "bot.db",
+        clock=clock,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_username="tickler",
+        smtp_password=SMTP_PASSWORD,
+        smtp_from="tickler@example.com",
+        smtp_starttls=False,
+    )
+    try:
+        await bot.alice.send("/sinks add email ops@example.com failed")
+        await bot.alice.wait_reply(containing="Added the email sink")
+        await bot.alice.send(f"/sinks add slack {SLACK_URL} tripped")
+        await bot.alice.wait_reply(containing="Added the slack sink")
+        bot.agent.respond_with(500)
+        await bot.services.service.create_schedule(
+            ALICE,
+            Owner(id=ALICE, first_name="Alice"),
+            name="Nightly report",
+            trigger=DAILY_9,
+            action=Action(text="Write the report for {date}."),
+            policies=Policies(retry=RetryPolicy(max_attempts=1)),
+        )
+        await clock.set(NINE_BERLIN)
+        await bot.alice.wait_reply(containing="failed after 1 attempt", timeout=10)
+        await until(lambda: len(mailbox.messages) == 1)
+        mail = message_from_bytes(mailbox.messages[0], policy=policy.default)
+        assert mail["Subject"] == "Tickler: run failed — Nightly report"
+        assert mail["To"] == "ops@example.com"
+        raw = mailbox.messages[0].decode("utf-8", "replace")
+        body = mail.get_body()
+        assert body is not None and "Nightly report" in body.get_content()
+        for secret in (SMTP_PASSWORD, telegram_server.token, "stub-secret", SLACK_URL):
+            assert secret not in raw
+
+        # The export has neither the Slack URL nor any other sink secret.
+        async with bot.services.store.connection.read() as db:
+            files = await export_files(db)
+        dumped = b"".join(files.values()).decode()
+        assert SLACK_URL not in dumped and "slacksecret" not in dumped
+        assert SMTP_PASSWORD not in dumped
+    finally:
+        await stop_bot(bot)
+        await asyncio.to_thread(smtp.stop)
