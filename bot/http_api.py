@@ -53,6 +53,7 @@ from scheduler.errors import (
 from scheduler.models import EmittedEvent, PauseKind, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
+from scheduler.sinks import Sink
 from scheduler.stats import chat_stats, parse_window
 from scheduler.triggers import EVENT_NAME_PATTERN
 
@@ -226,6 +227,44 @@ class BudgetView(BaseModel):
     schedules: list[ScheduleBudgetView]
 
 
+class SinkRequest(BaseModel):
+    """A new notification sink (docs/notification-sinks.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: webhook, slack or email.
+    kind: str
+    #: The webhook's or Slack's URL, or the e-mail address.
+    target: str
+    #: The events it takes (approval, failed, tripped, proposal, automation, result);
+    #: absent: all but result.
+    events: list[str] | None = None
+    #: A webhook's signing secret (16+ characters); absent: Tickler makes one.
+    secret: str | None = None
+
+
+class SinkView(BaseModel):
+    id: str
+    kind: str
+    #: A Slack URL shows only its host: its path is the credential.
+    target: str
+    events: list[str]
+    #: active or dead (failed for 6 hours; it gets no more notices).
+    status: str
+    #: Why the last attempt failed (an HTTP status or the kind of error), while failing.
+    last_error: str | None
+    created_at: datetime
+
+
+class SinkList(BaseModel):
+    sinks: list[SinkView]
+
+
+class SinkCreated(SinkView):
+    #: The signing secret Tickler made, this once; null when it was given (or not a webhook).
+    secret: str | None
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -308,6 +347,9 @@ class HttpServer:
         self.web.router.add_get(chat + "/stats.png", self._stats_png)
         self.web.router.add_get(chat + "/bundles", self._bundles)
         self.web.router.add_get(chat + "/budget", self._budget)
+        self.web.router.add_get(chat + "/sinks", self._sinks)
+        self.web.router.add_post(chat + "/sinks", self._add_sink)
+        self.web.router.add_delete(chat + "/sinks/{sink_id}", self._remove_sink)
         self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
         self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
@@ -595,6 +637,24 @@ class HttpServer:
             )
         )
 
+    async def _sinks(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(SinkList(sinks=[_sink_view(s) for s in await svc.sinks.list(chat_id)]))
+
+    async def _add_sink(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        body = await _body(request, SinkRequest, self.body_timeout_s)
+        added = await svc.sinks.add(
+            chat_id, body.kind, body.target, events=body.events, secret=body.secret
+        )
+        view = _sink_view(added.sink)
+        return _json(SinkCreated(**view.model_dump(), secret=added.new_secret), status=201)
+
+    async def _remove_sink(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        await svc.sinks.remove(chat_id, request.match_info["sink_id"])
+        return web.Response(status=204)
+
     async def _bundle(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
         card = await svc.bundles.card(chat_id, request.match_info["bundle_id"])
@@ -692,6 +752,18 @@ def _why(exc: OSError) -> str:
 
 def _is_api(request: web.Request) -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _sink_view(sink: Sink) -> SinkView:
+    return SinkView(
+        id=sink.id,
+        kind=sink.kind.value,
+        target=sink.target,
+        events=list(sink.events),
+        status=sink.status.value,
+        last_error=sink.last_error,
+        created_at=sink.created_at,
+    )
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -829,6 +901,9 @@ def openapi_document() -> dict[str, Any]:
             (BundleView, "serialization"),
             (BundleList, "serialization"),
             (BudgetView, "serialization"),
+            (SinkRequest, "validation"),
+            (SinkList, "serialization"),
+            (SinkCreated, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -972,6 +1047,36 @@ def openapi_document() -> dict[str, Any]:
                 "chat's and each schedule's",
                 "parameters": [chat_param],
                 "responses": answer(200, BudgetView, "The budget and its use"),
+            }
+        },
+        chat + "/sinks": {
+            "get": {
+                "summary": "The chat's notification sinks (never their secrets)",
+                "parameters": [chat_param],
+                "responses": answer(200, SinkList, "The sinks"),
+            },
+            "post": {
+                "summary": "Add a webhook, Slack or e-mail sink (docs/notification-sinks.md)",
+                "parameters": [chat_param],
+                "requestBody": body(SinkRequest),
+                "responses": answer(
+                    201, SinkCreated, "The sink, with the signing secret Tickler made (once)"
+                ),
+            },
+        },
+        chat + "/sinks/{sink_id}": {
+            "delete": {
+                "summary": "Remove a sink and its undelivered notices",
+                "parameters": [
+                    chat_param,
+                    {
+                        "name": "sink_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {"204": {"description": "Removed"}, **errors},
             }
         },
         chat + "/bundles": {

@@ -31,6 +31,7 @@ from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import Action, Owner, Policies, RetryPolicy
 from scheduler.service import TriggerSpec
 from storage.export import export_files
+from tests.test_http_api import TOKEN, Api, _serve
 
 NINE_BERLIN = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
@@ -267,3 +268,61 @@ async def test_an_smtp_server_gets_the_failure_mail_with_its_subject_and_no_secr
     finally:
         await stop_bot(bot)
         await asyncio.to_thread(smtp.stop)
+
+
+@pytest.fixture
+async def api(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> AsyncIterator[Api]:
+    async with _serve(telegram_server, agent_stub, tmp_path / "bot.db", api_token=TOKEN) as served:
+        yield served
+
+
+async def test_sinks_over_the_api_and_the_chat_refuse_bad_input_and_never_show_a_secret(
+    api: Api,
+) -> None:
+    base = f"/api/v1/chats/{ALICE}/sinks"
+    status, made, _ = await api.call(
+        "POST", base, json={"kind": "webhook", "target": "https://example.com/hook"}
+    )
+    assert status == 201, made
+    assert re.fullmatch(r"[0-9a-f]{64}", made["secret"])
+    assert made["events"] == ["approval", "failed", "tripped", "proposal", "automation"]
+    status, slack, _ = await api.call(
+        "POST", base, json={"kind": "slack", "target": SLACK_URL, "events": ["tripped"]}
+    )
+    assert status == 201 and slack["secret"] is None
+    assert slack["target"] == "https://hooks.slack.com/…"
+
+    status, listed, _ = await api.call("GET", base)
+    assert status == 200 and [s["id"] for s in listed["sinks"]] == [made["id"], slack["id"]]
+    shown = json.dumps(listed)
+    assert made["secret"] not in shown and "slacksecret" not in shown
+
+    # Bad input: one sentence, nothing changed.
+    for bad, words in (
+        ({"kind": "pigeon", "target": "x"}, "webhook, slack or email"),
+        ({"kind": "webhook", "target": "ftp://x"}, "http(s) URL"),
+        ({"kind": "email", "target": "not-an-address"}, "not an e-mail address"),
+        ({"kind": "webhook", "target": "https://e.com", "events": ["nope"]}, "Unknown event"),
+        ({"kind": "webhook", "target": "https://e.com", "secret": "short"}, "16 characters"),
+    ):
+        status, error, _ = await api.call("POST", base, json=bad)
+        assert status == 400 and words in error["error"], (bad, error)
+    assert len((await api.call("GET", base))[1]["sinks"]) == 2
+
+    # In the chat: only an admin changes them; the list shows no secret.
+    await api.bot.olga.send("/sinks remove " + slack["id"])
+    assert "Only an admin" in ((await api.bot.olga.wait_reply()).text or "")
+    await api.bot.alice.send("/sinks events " + slack["id"] + " tripped,failed")
+    listing = (await api.bot.alice.wait_reply(containing="Sinks")).text or ""
+    assert "events: failed, tripped" in listing and made["secret"] not in listing
+    await api.bot.alice.send("/sinks remove nosuch")
+    assert "no sink 'nosuch'" in ((await api.bot.alice.wait_reply()).text or "")
+
+    status, _, _ = await api.call("DELETE", f"{base}/{slack['id']}")
+    assert status == 204
+    status, error, _ = await api.call("DELETE", f"{base}/{slack['id']}")
+    assert status == 400 and "no sink" in error["error"]
+    doc = (await api.call("GET", "/api/v1/openapi.json", auth=False))[1]
+    assert {"get", "post"} <= set(doc["paths"]["/api/v1/chats/{chat_id}/sinks"])
