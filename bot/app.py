@@ -277,6 +277,7 @@ async def start_services(app: TicklerApp) -> None:
         clock,
         tell_chat=lambda chat_id, text: notifier.notify(chat_id, text, kind="notice"),
         smtp=smtp_config(settings),
+        may_send=lambda: notifier.outbox.sending,
     )
     notifier.outbox.written = courier.wake.set
     sweeps.append(asyncio.create_task(deliver_to_sinks_forever(courier), name="sinks"))

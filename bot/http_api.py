@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from telegram import Update
 
+from bot import redact
 from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
@@ -647,6 +648,7 @@ class HttpServer:
         added = await svc.sinks.add(
             chat_id, body.kind, body.target, events=body.events, secret=body.secret
         )
+        redact.add_secrets([added.sink.secret])
         view = _sink_view(added.sink)
         return _json(SinkCreated(**view.model_dump(), secret=added.new_secret), status=201)
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-__all__ = ["MASK", "Redactor", "install", "redact", "secrets_of"]
+__all__ = ["MASK", "Redactor", "add_secrets", "install", "redact", "secrets_of"]
 
 MASK = "***"
 #: A Telegram bot token: the bot's numeric id, a colon, 35 URL-safe characters.
@@ -52,6 +52,11 @@ class Redactor:
 
 _process = Redactor()
 _installed = False
+
+
+def add_secrets(secrets: Iterable[str | None]) -> None:
+    """Mask these too from now on (a notification sink's secret, known once read)."""
+    _process.add(secrets)
 
 
 def redact(text: str) -> str:

@@ -29,6 +29,7 @@ from email.message import EmailMessage
 
 import aiohttp
 
+from bot.redact import add_secrets
 from bot.settings import Settings
 from bot.sweeps import sweep_forever
 from scheduler.clock import Clock
@@ -161,12 +162,14 @@ class SinkCourier:
         tell_chat: Callable[[int, str], Awaitable[None]],
         smtp: SmtpConfig | None = None,
         link: Callable[[Delivery], str | None] = lambda d: None,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.clock = clock
         self._tell_chat = tell_chat
         self._smtp = smtp
         self._link = link
+        self._may_send = may_send
         self._session: aiohttp.ClientSession | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
@@ -174,6 +177,10 @@ class SinkCourier:
     async def sweep(self, now: datetime) -> datetime | None:
         """Start a task for each sink whose head is due; when to look next."""
         wanted = now + _POLL
+        if not self._may_send():
+            # One replica sends (the Telegram leader, as for the chat's outbox): two
+            # would send a sink's notices twice and out of order.
+            return wanted
         for head in await self.store.sinks.heads():
             if head.next_attempt_at is not None and head.next_attempt_at > now:
                 wanted = min(wanted, head.next_attempt_at)
@@ -190,6 +197,7 @@ class SinkCourier:
         sink = await self.store.sinks.get(sink_id)
         if sink is None:
             return
+        add_secrets([sink.secret])
         for d in await self.store.sinks.pending_for(sink_id):
             now = self.clock.now()
             if d.next_attempt_at is not None and d.next_attempt_at > now:

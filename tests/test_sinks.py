@@ -57,6 +57,8 @@ class Receiver:
     clock: FakeClock
     secret: bytes = b""
     down: bool = False
+    #: Requests answered 503 while down.
+    refused: int = 0
     #: Every request that reached it: (id, status answered).
     arrivals: list[tuple[str, int]] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)
@@ -67,6 +69,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.down:
+            self.refused += 1
             return web.Response(status=503)
         body = await request.read()
         status = self.verify(dict(request.headers), body)
@@ -190,6 +193,47 @@ async def test_a_webhook_receiver_verifies_each_notice_refuses_a_replay_and_gets
         assert sorted(from_tickler) == sorted([*ids, ids[0]])  # ids[0] once more: the 409 replay
     finally:
         await stop_bot(bot)
+
+
+async def test_a_sink_failing_for_6_hours_is_marked_dead_and_the_chat_told_once(
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+    tmp_path: Path,
+    clock: FakeClock,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", clock=clock)
+    try:
+        secret = await add_webhook(bot, receiver)
+        receiver.down = True
+        notifier = bot.services.notifier
+        await notifier.notify(ALICE, "❌ <b>Backup</b> failed", kind="alert")
+        await until(lambda: receiver.refused == 1)
+        for hours in (3, 3):
+            tried = receiver.refused
+            await clock.advance(timedelta(hours=hours, minutes=1))
+            await until(lambda tried=tried: receiver.refused > tried)
+        dead = await bot.alice.wait_reply(containing="marked dead")
+        assert "HTTP 503" in (dead.text or "") and secret not in (dead.text or "")
+        [sink] = await bot.services.store.sinks.list_for_chat(ALICE)
+        assert sink.status.value == "dead"
+
+        # Dead: no more attempts, and the chat is not told again.
+        tried = receiver.refused
+        await notifier.notify(ALICE, "❌ <b>Backup</b> failed again", kind="alert")
+        await bot.alice.wait_reply(containing="failed again")
+        for _ in range(3):
+            await clock.advance(timedelta(hours=1))
+            await asyncio.sleep(0.2)
+        assert receiver.refused == tried
+        told = [m for m in bot.alice.messages if "marked dead" in (m.text or "")]
+        assert len(told) == 1
+        await bot.alice.send("/sinks")
+        assert "dead" in ((await bot.alice.wait_reply(containing="Sinks")).text or "")
+    finally:
+        await stop_bot(bot)
+    assert secret not in caplog.text
 
 
 class _Mailbox:

@@ -9,6 +9,7 @@ from telegram.ext import BaseHandler, CommandHandler
 
 from bot.context import Context
 from bot.handlers.schedules import command_handler, reply
+from bot.redact import add_secrets
 from bot.views_sinks import USAGE, added_text, sinks_screen
 
 __all__ = ["handlers"]
@@ -36,6 +37,7 @@ async def sinks(update: Update, context: Context, chat_id: int) -> None:
             secret=args[4] if len(args) > 4 else None,
             created_by=user.id if user else None,
         )
+        add_secrets([added.sink.secret])
         await reply(update, added_text(added))
     elif verb == "remove" and len(args) == 2:
         await service.remove(chat_id, args[1])
