@@ -74,7 +74,7 @@ from bot.runtime import (
     open_database,
 )
 from bot.settings import Settings
-from bot.sinks import SinkCourier, deliver_to_sinks_forever, smtp_config
+from bot.sinks import SinkCourier, chat_link, deliver_to_sinks_forever, smtp_config
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
 from scheduler.clock import Clock
@@ -239,6 +239,14 @@ def build_application(services: Services) -> TicklerApp:
     return app
 
 
+def _bot_username(app: TicklerApp) -> str | None:
+    """The bot's @name once connected to Telegram (None before: PTB raises until then)."""
+    try:
+        return app.bot.username
+    except RuntimeError:
+        return None
+
+
 async def start_services(app: TicklerApp) -> None:
     """Start the HTTP server, the engine, the sweeps and the outbox (if this replica
     holds the Telegram lease). Nothing here needs Telegram: the engine fires while it is
@@ -278,6 +286,7 @@ async def start_services(app: TicklerApp) -> None:
         tell_chat=lambda chat_id, text: notifier.notify(chat_id, text, kind="notice"),
         smtp=smtp_config(settings),
         may_send=lambda: notifier.outbox.sending,
+        link=lambda d: chat_link(d.chat_id, _bot_username(app)),
     )
     notifier.outbox.written = courier.wake.set
     sweeps.append(asyncio.create_task(deliver_to_sinks_forever(courier), name="sinks"))

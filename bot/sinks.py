@@ -42,6 +42,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "SinkCourier",
     "SmtpConfig",
+    "chat_link",
     "deliver_to_sinks_forever",
     "sign",
     "smtp_config",
@@ -94,6 +95,17 @@ def smtp_config(settings: Settings) -> SmtpConfig | None:
         password=None if password is None else password.get_secret_value(),
         starttls=settings.smtp_starttls,
     )
+
+
+def chat_link(chat_id: int, bot_username: str | None) -> str | None:
+    """A link back to the chat: a supergroup's or channel's t.me/c/ address (members
+    open it), or the bot's own chat for a private one."""
+    text = str(chat_id)
+    if text.startswith("-100"):
+        return f"https://t.me/c/{text[4:]}"
+    if chat_id > 0 and bot_username:
+        return f"https://t.me/{bot_username}"
+    return None
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -66,6 +66,12 @@ class Receiver:
     #: The raw requests accepted (for the replay).
     raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     url: str = ""
+    #: What the Slack route received.
+    slack: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle_slack(self, request: web.Request) -> web.Response:
+        self.slack.append(await request.json())
+        return web.Response(text="ok")
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.down:
@@ -102,6 +108,7 @@ async def receiver(clock: FakeClock) -> AsyncIterator[Receiver]:
     got = Receiver(clock)
     app = web.Application()
     app.router.add_post("/hook", got.handle)
+    app.router.add_post("/slack", got.handle_slack)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -133,10 +140,14 @@ async def test_a_webhook_receiver_verifies_each_notice_refuses_a_replay_and_gets
     bot = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", clock=clock)
     try:
         secret = await add_webhook(bot, receiver)
+        slack_url = receiver.url.replace("/hook", "/slack")
+        await bot.alice.send(f"/sinks add slack {slack_url} failed")
+        await bot.alice.wait_reply(containing="Added the slack sink")
         # The list never shows the secret again.
         await bot.alice.send("/sinks")
         listing = await bot.alice.wait_reply(containing="Sinks")
         assert secret not in (listing.text or "") and receiver.url in (listing.text or "")
+        assert "/slack" not in (listing.text or "")  # a Slack URL is its own secret
 
         notifier = bot.services.notifier
         await notifier.notify(ALICE, "❌ <b>Backup</b> failed: disk full", kind="alert")
@@ -144,6 +155,13 @@ async def test_a_webhook_receiver_verifies_each_notice_refuses_a_replay_and_gets
         assert receiver.accepted[0]["event"] == "failed"
         assert receiver.accepted[0]["text"] == "❌ Backup failed: disk full"
         assert receiver.accepted[0]["chat_id"] == ALICE
+        assert receiver.accepted[0]["link"].startswith("https://t.me/")
+
+        await until(lambda: len(receiver.slack) == 1)
+        blocks = receiver.slack[0]["blocks"]
+        assert blocks[0]["text"]["text"] == "Tickler: run failed"
+        assert blocks[1]["text"]["text"] == "❌ Backup failed: disk full"
+        assert blocks[-1]["elements"][0]["url"] == receiver.accepted[0]["link"]
 
         # A replay of the delivered request: the same id within 5 minutes is refused,
         # and after 5 minutes its timestamp is.
