@@ -247,6 +247,9 @@ class SinkCourier:
             )
 
     async def _send(self, sink: Sink, d: Delivery) -> None:
+        if sink.kind is not SinkKind.EMAIL and not sink.secret:
+            # Imported from an export for people, which leaves secrets out.
+            raise SinkError("no secret (imported): remove the sink and add it again")
         link = self._link(d)
         if sink.kind is SinkKind.EMAIL:
             await self._mail(sink, d, link)

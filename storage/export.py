@@ -71,7 +71,9 @@ class _Verbatim(Scrubber):
 class _Field:
     column: str
     key: str
-    kind: str = "plain"  # plain | time | json | bool | count (a tally: absent means 0)
+    #: plain | time | json | bool | count (a tally: absent means 0) | secret (a
+    #: credential: only a verbatim export carries it)
+    kind: str = "plain"
 
 
 def _f(column: str, kind: str = "plain", key: str | None = None) -> _Field:
@@ -285,11 +287,39 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("last_error"),
         ),
     ),
+    # A chat's notification sinks; the webhook's signing key or Slack URL (`secret`)
+    # only in a verbatim export: one for people leaves it out, and an imported webhook
+    # or Slack sink without it fails until it is added again.
+    _Entity(
+        "sinks",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("kind"),
+            _f("target"),
+            _f("secret", "secret"),
+            _f("events"),
+            _f("status"),
+            _f("failing_since", "time"),
+            _f("last_error"),
+            _f("created_by"),
+            _f("created_at", "time"),
+        ),
+    ),
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
 _OPTIONAL = frozenset(
-    {"work_items", "work_item_history", "notifications", "events", "event_runs", "bundles"}
+    {
+        "work_items",
+        "work_item_history",
+        "notifications",
+        "events",
+        "event_runs",
+        "bundles",
+        "sinks",
+    }
 )
 
 #: (file, key, target file): each reference that must resolve (whether it may be empty
@@ -337,6 +367,7 @@ _CHAT_FILTERS = {
     "work_items": "chat_id = :chat",
     "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
     "notifications": "chat_id = :chat",
+    "sinks": "chat_id = :chat",
 }
 
 
@@ -367,6 +398,8 @@ def _encode(entity: _Entity, row: Row, scrub: Scrubber) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in entity.fields:
         value = row[field.column]
+        if field.kind == "secret" and not isinstance(scrub, _Verbatim):
+            continue
         if value is None:
             out[field.key] = None
         elif isinstance(value, bytes):

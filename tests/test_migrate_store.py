@@ -141,6 +141,23 @@ def bulk(db_path: Path) -> None:
                     tables["work_item_history"].append(
                         history | {"item_id": wid, "note": f"note {k} of {i}"}
                     )
+        # A sink: its secret moves with a verbatim copy (an export for people drops it).
+        tables["sinks"] = [
+            {
+                "id": f"bulksink{i}",
+                "chat_id": schedule["chat_id"],
+                "kind": "webhook",
+                "target": f"https://example.com/hook/{i}",
+                "secret": f"sink-secret-{i}-5d2a4c6e8f0b1d3a",
+                "events": '["failed"]',
+                "status": "active",
+                "failing_since": None,
+                "last_error": None,
+                "created_by": None,
+                "created_at": "2026-01-01T00:00:00.000000Z",
+            }
+            for i in range(2)
+        ]
         for table, rows in tables.items():
             columns = list(rows[0])
             db.executemany(
@@ -190,7 +207,7 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     assert (code, err) == (0, ""), err
     summary, then = out.splitlines()
     assert summary.startswith(f"Moved {installation} to {postgres_url} in ")
-    assert "; every count matches and the two exports are byte-identical (12 files). " in summary
+    assert "; every count matches and the two exports are byte-identical (13 files). " in summary
     assert re.search(r"Time: export \d+\.\d s, import \d+\.\d s, export of the copy \d", summary)
     assert then == f"Now start Tickler with DATABASE_URL={postgres_url} (with its password)."
 
