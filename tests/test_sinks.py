@@ -360,6 +360,8 @@ async def test_sinks_over_the_api_and_the_chat_refuse_bad_input_and_never_show_a
     assert status == 200 and [s["id"] for s in listed["sinks"]] == [made["id"], slack["id"]]
     shown = json.dumps(listed)
     assert made["secret"] not in shown and "slacksecret" not in shown
+    status, metrics, _ = await api.call("GET", "/metrics", auth=False)
+    assert status == 200 and made["secret"] not in metrics and "slacksecret" not in metrics
 
     # Bad input: one sentence, nothing changed.
     for bad, words in (

@@ -558,6 +558,10 @@ async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None
     )
     await BundleService(store, clock, items).create_from_fire(newsletter, clock.now())
     [run] = await store.runs.list_for_chat(CHAT, schedule_id=sid, limit=1)
+    from scheduler.sinks import SinkService
+
+    sinks = SinkService(store.sinks, clock.now, lambda: "k" * 64)
+    await sinks.add(CHAT, "webhook", "https://example.com/hook", events="failed")
     markup = {"inline_keyboard": [[{"text": "Retry", "callback_data": "r:1"}]]}
     await store.outbox.queue(
         [
