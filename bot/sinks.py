@@ -312,10 +312,15 @@ class SinkCourier:
             self._session = None
 
 
+def _tls_context() -> ssl.SSLContext:
+    """STARTTLS verifies the server against the system's authorities (tests trust theirs)."""
+    return ssl.create_default_context()
+
+
 def _send_mail(smtp: SmtpConfig, message: EmailMessage) -> None:
     with smtplib.SMTP(smtp.host, smtp.port, timeout=30) as client:
         if smtp.starttls:
-            client.starttls(context=ssl.create_default_context())
+            client.starttls(context=_tls_context())
         if smtp.username:
             client.login(smtp.username, smtp.password or "")
         client.send_message(message)

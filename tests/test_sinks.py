@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import ClientSession, web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from adapters.clocks import FakeClock
+from bot import sinks as sinks_module
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
@@ -269,8 +272,20 @@ def _login(server: Any, session: Session, envelope: Envelope, mechanism: str, au
 
 
 async def test_an_smtp_server_gets_the_failure_mail_with_its_subject_and_no_secret(
-    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path, clock: FakeClock
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The server speaks STARTTLS and takes the login only after it, with a certificate
+    # of the test's own authority, which Tickler's client is made to trust.
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    authority.configure_trust(client_tls)
+    monkeypatch.setattr(sinks_module, "_tls_context", lambda: client_tls)
     mailbox = _Mailbox()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -280,7 +295,8 @@ async def test_an_smtp_server_gets_the_failure_mail_with_its_subject_and_no_secr
         hostname="127.0.0.1",
         port=port,
         authenticator=_login,
-        auth_require_tls=False,
+        tls_context=server_tls,
+        require_starttls=True,
     )
     await asyncio.to_thread(smtp.start)
     bot = await start_bot(
@@ -293,7 +309,6 @@ async def test_an_smtp_server_gets_the_failure_mail_with_its_subject_and_no_secr
         smtp_username="tickler",
         smtp_password=SMTP_PASSWORD,
         smtp_from="tickler@example.com",
-        smtp_starttls=False,
     )
     try:
         await bot.alice.send("/sinks add email ops@example.com failed")
