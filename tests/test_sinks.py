@@ -257,6 +257,35 @@ async def test_a_sink_failing_for_6_hours_is_marked_dead_and_the_chat_told_once(
     assert secret not in caplog.text
 
 
+async def test_notices_a_stopped_bot_owed_a_sink_are_delivered_after_the_restart_in_order(
+    telegram_server: TelegramServer,
+    agent_stub: AgentStub,
+    tmp_path: Path,
+    clock: FakeClock,
+    receiver: Receiver,
+) -> None:
+    db = tmp_path / "bot.db"
+    first = await start_bot(telegram_server, agent_stub, db, clock=clock)
+    try:
+        await add_webhook(first, receiver)
+        receiver.down = True
+        for i in (1, 2, 3):
+            await first.services.notifier.notify(ALICE, f"❌ Job {i} failed", kind="alert")
+        await until(lambda: receiver.refused >= 1)
+    finally:
+        await stop_bot(first)
+    receiver.down = False
+    second = await start_bot(telegram_server, agent_stub, db, clock=clock)
+    try:
+        await clock.advance(timedelta(minutes=1))
+        await until(lambda: len(receiver.accepted) == 3)
+        await clock.advance(timedelta(minutes=10))
+        await asyncio.sleep(0.3)
+        assert [n["text"] for n in receiver.accepted] == [f"❌ Job {i} failed" for i in (1, 2, 3)]
+    finally:
+        await stop_bot(second)
+
+
 class _Mailbox:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
