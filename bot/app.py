@@ -53,6 +53,7 @@ from bot.handlers import (
     proposals,
     runs,
     schedules,
+    sinks,
     start,
     stats,
     template,
@@ -74,6 +75,7 @@ from bot.runtime import (
     open_database,
 )
 from bot.settings import Settings
+from bot.sinks import SinkCourier, chat_link, deliver_to_sinks_forever, smtp_config
 from bot.telegram_side import TelegramSide
 from scheduler.bundles import BundleService
 from scheduler.chat_agents import ChatAgentService
@@ -218,6 +220,7 @@ def handlers() -> list[BaseHandler[Any, Context, Any]]:
         *stats.handlers(),
         *budgets.handlers(),
         *agents.handlers(),
+        *sinks.handlers(),
         *export.handlers(),
         *chat.handlers(),
         *start.fallbacks(),
@@ -239,6 +242,14 @@ def build_application(services: Services) -> TicklerApp:
     app.add_handlers(handlers())
     app.add_error_handler(_on_error)
     return app
+
+
+def _bot_username(app: TicklerApp) -> str | None:
+    """The bot's @name once connected to Telegram (None before: PTB raises until then)."""
+    try:
+        return app.bot.username
+    except RuntimeError:
+        return None
 
 
 async def start_services(app: TicklerApp) -> None:
@@ -274,6 +285,16 @@ async def start_services(app: TicklerApp) -> None:
             ping_followups_forever(svc.work_items, notifier, clock), name="follow-ups"
         ),
     ]
+    courier = SinkCourier(
+        svc.store,
+        clock,
+        tell_chat=lambda chat_id, text: notifier.notify(chat_id, text, kind="notice"),
+        smtp=smtp_config(settings),
+        may_send=lambda: notifier.outbox.sending,
+        link=lambda d: chat_link(d.chat_id, _bot_username(app)),
+    )
+    notifier.outbox.written = courier.wake.set
+    sweeps.append(asyncio.create_task(deliver_to_sinks_forever(courier), name="sinks"))
     if settings.retention_days:
         retention = prune_history_forever(
             svc.store, clock, timedelta(days=settings.retention_days), svc.metrics.history_pruned

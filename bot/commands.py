@@ -29,6 +29,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("deadletters", "Runs that failed for good"),
     ("stats", "How the schedules are doing: /stats [24h|7d|30d]"),
     ("agent", "This chat's own agent (admins): /agent url|mode|secret|model VALUE, /agent reset"),
+    (
+        "sinks",
+        "Where notices go besides this chat: webhooks, Slack, e-mail: /sinks [add|events|remove]",
+    ),
     ("budget", "Runs and tokens used, and the weekly limits: /budget [runs N|tokens N|off]"),
     ("retry", "Send a dead run again: /retry RUN_ID"),
     ("backfill", "Run past windows explicitly: /backfill ID FROM TO"),

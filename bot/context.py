@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -27,6 +28,7 @@ from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
+from scheduler.sinks import SinkService
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
 
@@ -57,6 +59,11 @@ class Services:
     #: What the engine reports goes to the chat through it (and its outbox).
     notifier: TelegramNotifier
     metrics: Metrics
+
+    @property
+    def sinks(self) -> SinkService:
+        """A chat's notification sinks (scheduler/sinks.py)."""
+        return SinkService(self.store.sinks, self.clock.now, lambda: secrets.token_hex(32))
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.settings.admin_ids

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from telegram import Update
 
+from bot import redact
 from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
@@ -54,6 +55,7 @@ from scheduler.errors import (
 from scheduler.models import EmittedEvent, PauseKind, Run, Schedule
 from scheduler.proposals import Proposal, ProposalRequest
 from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMIT
+from scheduler.sinks import Sink
 from scheduler.stats import chat_stats, parse_window
 from scheduler.triggers import EVENT_NAME_PATTERN
 
@@ -251,6 +253,44 @@ class BudgetView(BaseModel):
     schedules: list[ScheduleBudgetView]
 
 
+class SinkRequest(BaseModel):
+    """A new notification sink (docs/notification-sinks.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: webhook, slack or email.
+    kind: str
+    #: The webhook's or Slack's URL, or the e-mail address.
+    target: str
+    #: The events it takes (approval, failed, tripped, proposal, automation, result);
+    #: absent: all but result.
+    events: list[str] | None = None
+    #: A webhook's signing secret (16+ characters); absent: Tickler makes one.
+    secret: str | None = None
+
+
+class SinkView(BaseModel):
+    id: str
+    kind: str
+    #: A Slack URL shows only its host: its path is the credential.
+    target: str
+    events: list[str]
+    #: active or dead (failed for 6 hours; it gets no more notices).
+    status: str
+    #: Why the last attempt failed (an HTTP status or the kind of error), while failing.
+    last_error: str | None
+    created_at: datetime
+
+
+class SinkList(BaseModel):
+    sinks: list[SinkView]
+
+
+class SinkCreated(SinkView):
+    #: The signing secret Tickler made, this once; null when it was given (or not a webhook).
+    secret: str | None
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -336,6 +376,9 @@ class HttpServer:
         self.web.router.add_get(chat + "/agent", self._get_agent)
         self.web.router.add_put(chat + "/agent", self._put_agent)
         self.web.router.add_delete(chat + "/agent", self._delete_agent)
+        self.web.router.add_get(chat + "/sinks", self._sinks)
+        self.web.router.add_post(chat + "/sinks", self._add_sink)
+        self.web.router.add_delete(chat + "/sinks/{sink_id}", self._remove_sink)
         self.web.router.add_get(chat + "/bundles/{bundle_id}", self._bundle)
         self.web.router.add_post(schedule + "/bundles/backfill", self._backfill_bundles)
         self.web.router.add_patch(chat + "/runs/{run_id}", self._report_result)
@@ -643,6 +686,25 @@ class HttpServer:
             )
         )
 
+    async def _sinks(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        return _json(SinkList(sinks=[_sink_view(s) for s in await svc.sinks.list(chat_id)]))
+
+    async def _add_sink(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        body = await _body(request, SinkRequest, self.body_timeout_s)
+        added = await svc.sinks.add(
+            chat_id, body.kind, body.target, events=body.events, secret=body.secret
+        )
+        redact.remember([added.sink.secret])
+        view = _sink_view(added.sink)
+        return _json(SinkCreated(**view.model_dump(), secret=added.new_secret), status=201)
+
+    async def _remove_sink(self, request: web.Request) -> web.Response:
+        svc, chat_id = self._chat(request)
+        await svc.sinks.remove(chat_id, request.match_info["sink_id"])
+        return web.Response(status=204)
+
     async def _bundle(self, request: web.Request) -> web.Response:
         svc, chat_id = self._chat(request)
         card = await svc.bundles.card(chat_id, request.match_info["bundle_id"])
@@ -752,6 +814,18 @@ def _agent_view(chat_id: int, agent: ChatAgent | None) -> ChatAgentView:
         mode=agent.mode,
         secret_set=agent.secret is not None,
         model=agent.model,
+    )
+
+
+def _sink_view(sink: Sink) -> SinkView:
+    return SinkView(
+        id=sink.id,
+        kind=sink.kind.value,
+        target=sink.target,
+        events=list(sink.events),
+        status=sink.status.value,
+        last_error=sink.last_error,
+        created_at=sink.created_at,
     )
 
 
@@ -892,6 +966,9 @@ def openapi_document() -> dict[str, Any]:
             (BudgetView, "serialization"),
             (ChatAgentView, "serialization"),
             (ChatAgentRequest, "validation"),
+            (SinkRequest, "validation"),
+            (SinkList, "serialization"),
+            (SinkCreated, "serialization"),
             (Health, "serialization"),
             (ErrorResponse, "serialization"),
         ],
@@ -1054,6 +1131,36 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [chat_param],
                 "responses": answer(200, ChatAgentView, "The chat's agent: the default"),
             },
+        },
+        chat + "/sinks": {
+            "get": {
+                "summary": "The chat's notification sinks (never their secrets)",
+                "parameters": [chat_param],
+                "responses": answer(200, SinkList, "The sinks"),
+            },
+            "post": {
+                "summary": "Add a webhook, Slack or e-mail sink (docs/notification-sinks.md)",
+                "parameters": [chat_param],
+                "requestBody": body(SinkRequest),
+                "responses": answer(
+                    201, SinkCreated, "The sink, with the signing secret Tickler made (once)"
+                ),
+            },
+        },
+        chat + "/sinks/{sink_id}": {
+            "delete": {
+                "summary": "Remove a sink and its undelivered notices",
+                "parameters": [
+                    chat_param,
+                    {
+                        "name": "sink_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {"204": {"description": "Removed"}, **errors},
+            }
         },
         chat + "/bundles": {
             "get": {

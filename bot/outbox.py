@@ -106,6 +106,9 @@ class Outbox:
         self._sent: dict[str, int] = {}
         #: Messages per chat given up after GIVE_UP_AFTER; told at the next delivery.
         self._undelivered: dict[int, int] = {}
+        #: Called after messages were written (bot/sinks.py wakes up: the sinks' copies
+        #: were written in the same transaction).
+        self.written: Callable[[], None] | None = None
         #: Set at shutdown: no new couriers, and none waits out a backoff any more.
         self._closing = asyncio.Event()
         #: Set (and replaced) by `retry_now`: the couriers' backoffs end early.
@@ -315,11 +318,15 @@ class Outbox:
             await asyncio.wait({previous})
         rows, self._to_write, self._flush = self._to_write, [], None
         await self.store.outbox.queue(rows)
+        if self.written is not None:
+            self.written()
 
     # --- couriers -------------------------------------------------------------------------
     def kick(self, chat_id: int) -> None:
         """Make sure the chat's pending messages are being delivered (by the replica that
         sends: told if it is another)."""
+        if self.written is not None:
+            self.written()
         if self._closing.is_set():
             return
         if not self.sending:

@@ -81,7 +81,8 @@ def _password(url: str) -> str | None:
 
 
 def remember(secrets: Iterable[str | None]) -> None:
-    """Mask these secrets too, from now on (chats' own agents' secrets, read at run time)."""
+    """Mask these secrets too, from now on: secrets read at run time (a chat's own
+    agent's, a notification sink's)."""
     _process.add(secrets)
 
 

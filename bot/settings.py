@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     api_rate_per_second: float = Field(default=10.0, gt=0)
     api_rate_burst: int = Field(default=20, ge=1)
 
+    #: E-mail sinks (docs/notification-sinks.md): the SMTP server that sends their mail.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "tickler@localhost"
+    #: STARTTLS before the login (port 587); off only for a server on the same host.
+    smtp_starttls: bool = True
+
     #: Days of history kept: older finished runs, their attempts and settled chat
     #: messages are deleted daily (bot/retention.py); 0 keeps everything.
     retention_days: int = Field(default=90, ge=0, le=36_500)

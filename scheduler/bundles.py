@@ -337,7 +337,7 @@ class BundleService:
             notice = Notification(
                 id=new_id(),
                 chat_id=bundle.chat_id,
-                kind="alert",
+                kind="automation",
                 text=text,
                 parse_mode=None,
                 schedule_id=bundle.template_id,

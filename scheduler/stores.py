@@ -18,6 +18,7 @@ from scheduler.repositories import (
     RunRepository,
     ScheduleRepository,
 )
+from scheduler.sinks import SinkRepository
 from scheduler.work_item_model import WorkItemRepository
 
 __all__ = ["Stores"]
@@ -56,6 +57,9 @@ class Stores(Protocol):
 
     @property
     def operations(self) -> OperationsRepository: ...
+
+    @property
+    def sinks(self) -> SinkRepository: ...
 
     @property
     def write_failure(self) -> str | None:

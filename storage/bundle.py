@@ -19,6 +19,7 @@ from storage.repositories import (
     SqlSchedules,
     SqlWorkItems,
 )
+from storage.sinks import SqlSinks
 from storage.sql import Connection
 
 __all__ = ["SqlStore"]
@@ -39,6 +40,7 @@ class SqlStore:
         self.chats = SqlChats(conn)
         self.agents = SqlChatAgents(conn)
         self.operations = SqlOperations(conn)
+        self.sinks = SqlSinks(conn)
         self.connection = conn
 
     async def close(self) -> None:

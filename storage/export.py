@@ -302,6 +302,26 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("updated_at", "time"),
         ),
     ),
+    # A chat's notification sinks; the webhook's signing key or Slack URL (`secret`)
+    # only in a verbatim export: one for people leaves it out, and an imported webhook
+    # or Slack sink without it fails until it is added again.
+    _Entity(
+        "sinks",
+        "id",
+        (
+            _f("id"),
+            _f("chat_id"),
+            _f("kind"),
+            _f("target"),
+            _f("secret", "secret"),
+            _f("events"),
+            _f("status"),
+            _f("failing_since", "time"),
+            _f("last_error"),
+            _f("created_by"),
+            _f("created_at", "time"),
+        ),
+    ),
 )
 _BY_NAME = {e.name: e for e in ENTITIES}
 #: Files added after format 1 first shipped: an older export without them has none.
@@ -314,6 +334,7 @@ _OPTIONAL = frozenset(
         "event_runs",
         "bundles",
         "chat_agents",
+        "sinks",
     }
 )
 
@@ -363,6 +384,7 @@ _CHAT_FILTERS = {
     "work_item_history": "item_id IN (SELECT id FROM work_items WHERE chat_id = :chat)",
     "notifications": "chat_id = :chat",
     "chat_agents": "chat_id = :chat",
+    "sinks": "chat_id = :chat",
 }
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.repositories import Notification, NotificationStatus
+from storage import sinks
 from storage.codec import from_db_time, opt_time, to_db_time
 from storage.sql import Db, Row, fetch_all, fetch_one
 
@@ -75,6 +76,8 @@ async def insert_many(db: Db, notifications: Sequence[Notification]) -> None:
         f"INSERT INTO notifications ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
         [_params(n) for n in notifications],
     )
+    # The chat's sinks get theirs in the same transaction: a notice is never lost to them.
+    await sinks.enqueue(db, notifications)
 
 
 async def status_of(db: Db, notification_id: str) -> NotificationStatus | None:

@@ -117,4 +117,9 @@ async def delete_notifications(db: Db, cutoff: datetime, limit: int) -> int:
         "ORDER BY created_at LIMIT ?)",
         (to_db_time(cutoff), limit),
     )
+    # The sinks' copies go with them: settled ones only (a pending one is still owed).
+    await db.execute(
+        "DELETE FROM sink_deliveries WHERE status <> 'pending' AND created_at < ?",
+        (to_db_time(cutoff),),
+    )
     return cur.rowcount

@@ -40,6 +40,7 @@ FILES = (
     "run_attempts.jsonl",
     "runs.jsonl",
     "schedules.jsonl",
+    "sinks.jsonl",
     "work_item_history.jsonl",
     "work_items.jsonl",
 )

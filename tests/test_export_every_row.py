@@ -21,6 +21,7 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, ActionKind, Owner, RunStatus, Step, StepKind
 from scheduler.repositories import Notification
 from scheduler.service import ScheduleService, TriggerSpec
+from scheduler.sinks import SinkService
 from scheduler.work_items import WorkItemService
 from storage.database import open_database
 from storage.sqlite_store import SqliteStore
@@ -29,6 +30,7 @@ from tests.test_export import add_proposal, read
 
 AGENT_TOKEN = "agent-token-3f9c1b7e5d2a4c6e8f0b1d3a5c7e9f1b"
 BOT_TOKEN_IN_OUTPUT = "123456789:AAH_exampleexampleexampleexample12345"
+SINK_SECRET = "sinkkey-9c1b7e5d2a4c6e8f0b1d3a5c7e9f1b3d"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
 
 
@@ -130,6 +132,9 @@ async def fill(
         7, "Ask Sponsor X", clock.now() + timedelta(days=1), actor="ada"
     )
     await items.followup_sent(item, clock.now() + timedelta(days=2), actor="ada", note="asked")
+    # A sink whose signing key no export for people carries.
+    sinks = SinkService(store.sinks, clock.now, lambda: SINK_SECRET)
+    await sinks.add(7, "webhook", "https://example.com/hook", events="failed")
     await store.outbox.queue(
         [Notification("n1", 7, "followup", "⏰ Follow-up due", clock.now(), item_id=item.id)]
     )
@@ -204,6 +209,9 @@ async def test_cli_export_after_runs_validates_and_reimports_byte_identical(
     assert all(counts[name] > 0 for name in counts), counts
     assert AGENT_TOKEN not in exported and BOT_TOKEN_IN_OUTPUT not in exported
     assert CHAT_AGENT_SECRET not in exported
+    assert SINK_SECRET not in exported
+    [sink] = [json.loads(line) for line in (first / "sinks.jsonl").read_text().splitlines()]
+    assert "secret" not in sink and sink["target"] == "https://example.com/hook"
     if mode == "openai":
         assert USAGE in [r["usage"] for r in runs]
         assert any("[redacted]" in (r["output"] or "") for r in runs)

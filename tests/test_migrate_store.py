@@ -142,6 +142,23 @@ def bulk(db_path: Path) -> None:
                     tables["work_item_history"].append(
                         history | {"item_id": wid, "note": f"note {k} of {i}"}
                     )
+        # A sink: its secret moves with a verbatim copy (an export for people drops it).
+        tables["sinks"] = [
+            {
+                "id": f"bulksink{i}",
+                "chat_id": schedule["chat_id"],
+                "kind": "webhook",
+                "target": f"https://example.com/hook/{i}",
+                "secret": f"sink-secret-{i}-5d2a4c6e8f0b1d3a",
+                "events": '["failed"]',
+                "status": "active",
+                "failing_since": None,
+                "last_error": None,
+                "created_by": None,
+                "created_at": "2026-01-01T00:00:00.000000Z",
+            }
+            for i in range(2)
+        ]
         for table, rows in tables.items():
             columns = list(rows[0])
             db.executemany(

@@ -81,6 +81,9 @@ async def test_migration_0012_gives_paused_schedules_the_kind_their_reason_meant
         raw.execute("DROP TABLE bundles")
         # And what 0020 added.
         raw.execute("DROP TABLE chat_agents")
+        # And what 0019 added.
+        raw.execute("DROP TABLE sink_deliveries")
+        raw.execute("DROP TABLE sinks")
         # And what 0018 added.
         raw.execute("DROP TABLE budget_allowances")
         for column in ("budget_runs_per_week", "budget_tokens_per_week"):

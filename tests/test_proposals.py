@@ -555,6 +555,9 @@ async def test_runs_waiting_before_the_upgrade_get_a_days_deadline(db_path: Path
         db.execute("DROP TABLE bundles")
         # What migration 0020 added.
         db.execute("DROP TABLE chat_agents")
+        # What migration 0019 added.
+        db.execute("DROP TABLE sink_deliveries")
+        db.execute("DROP TABLE sinks")
         # What migration 0018 added.
         db.execute("DROP TABLE budget_allowances")
         for column in ("budget_runs_per_week", "budget_tokens_per_week"):

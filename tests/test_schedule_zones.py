@@ -120,6 +120,9 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
         raw.execute("DROP TABLE bundles")
         # And what 0020 added.
         raw.execute("DROP TABLE chat_agents")
+        # And what 0019 added.
+        raw.execute("DROP TABLE sink_deliveries")
+        raw.execute("DROP TABLE sinks")
         # And what 0018 added.
         raw.execute("DROP TABLE budget_allowances")
         for column in ("budget_runs_per_week", "budget_tokens_per_week"):

@@ -79,6 +79,9 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
             )
         # And what 0020 added.
         raw.execute("DROP TABLE chat_agents")
+        # And what 0019 added.
+        raw.execute("DROP TABLE sink_deliveries")
+        raw.execute("DROP TABLE sinks")
         # And what 0018 added.
         raw.execute("DROP TABLE budget_allowances")
         for column in ("budget_runs_per_week", "budget_tokens_per_week"):

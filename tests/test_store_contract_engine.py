@@ -562,6 +562,10 @@ async def seed(store: SqlStore, clock: FakeClock, agent_stub: AgentStub) -> None
     )
     await BundleService(store, clock, items).create_from_fire(newsletter, clock.now())
     [run] = await store.runs.list_for_chat(CHAT, schedule_id=sid, limit=1)
+    from scheduler.sinks import SinkService
+
+    sinks = SinkService(store.sinks, clock.now, lambda: "k" * 64)
+    await sinks.add(CHAT, "webhook", "https://example.com/hook", events="failed")
     markup = {"inline_keyboard": [[{"text": "Retry", "callback_data": "r:1"}]]}
     await store.outbox.queue(
         [
@@ -643,3 +647,50 @@ async def test_an_export_moves_to_the_other_store_and_back_byte_for_byte(
         assert await moved.schedules.list_for_chat(CHAT) == (
             await store.schedules.list_for_chat(CHAT)
         )
+
+
+# --- notification sinks ----------------------------------------------------------------------
+async def test_a_sink_gets_its_events_with_the_chats_messages_in_order_and_dies_once(
+    store: SqlStore,
+) -> None:
+    from scheduler.sinks import SinkService
+
+    now = NINE
+    sinks = SinkService(store.sinks, lambda: now, lambda: "k" * 64)
+    failed = (await sinks.add(CHAT, "webhook", "https://example.com/a", events="failed")).sink
+    every = (await sinks.add(CHAT, "email", "ops@example.com", events="all")).sink
+    await sinks.add(CHAT + 1, "webhook", "https://example.com/other", events="all")
+
+    def note(kind: str, text: str) -> Notification:
+        return Notification(id=new_id(), chat_id=CHAT, kind=kind, text=text, created_at=now)
+
+    queued = [
+        note("alert", "<b>A</b> &amp; B failed"),
+        note("notice", "not for sinks"),
+        note("run_answer", "the answer"),
+        note("alert", "second failure"),
+    ]
+    await store.outbox.queue(queued[:2])
+    await store.outbox.queue(queued[2:])
+    pending = await store.sinks.pending_for(failed.id)
+    assert [d.text for d in pending] == ["A & B failed", "second failure"]
+    assert [d.event for d in await store.sinks.pending_for(every.id)] == [
+        "failed",
+        "result",
+        "failed",
+    ]
+    heads = {d.sink_id: d.notification_id for d in await store.sinks.heads()}
+    assert heads == {failed.id: queued[0].id, every.id: queued[0].id}
+
+    await store.sinks.delivered(failed.id, queued[0].id, now)
+    later = now + timedelta(minutes=1)
+    since = await store.sinks.failed(failed.id, queued[3].id, "HTTP 503", later, now)
+    assert since == now
+    assert await store.sinks.failed(failed.id, queued[3].id, "HTTP 503", later, later) == now
+    [head] = [d for d in await store.sinks.heads() if d.sink_id == failed.id]
+    assert (head.notification_id, head.attempts) == (queued[3].id, 2)
+    assert await store.sinks.mark_dead(failed.id, "HTTP 503")
+    assert not await store.sinks.mark_dead(failed.id, "HTTP 503")  # told once
+    assert failed.id not in {d.sink_id for d in await store.sinks.heads()}
+    await sinks.remove(CHAT, every.id)
+    assert await store.sinks.pending_for(every.id) == []
