@@ -211,7 +211,7 @@ async def test_sqlite_to_postgresql_and_back_is_byte_identical(
     assert (code, err) == (0, ""), err
     summary, then = out.splitlines()
     assert summary.startswith(f"Moved {installation} to {postgres_url} in ")
-    assert "; every count matches and the two exports are byte-identical (13 files). " in summary
+    assert "; every count matches and the two exports are byte-identical (14 files). " in summary
     assert re.search(r"Time: export \d+\.\d s, import \d+\.\d s, export of the copy \d", summary)
     assert then == f"Now start Tickler with DATABASE_URL={postgres_url} (with its password)."
 
