@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 
 from adapters.agent_exchange import ReqwestExchange
 from scheduler.dispatching import (
@@ -71,6 +71,13 @@ class _Usage(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _not_negative(cls, value: int | None) -> int | None:
+        # A negative count would lower a week's use below its budget; it is dropped,
+        # not held against the answer it came with.
+        return None if value is not None and value < 0 else value
 
 
 class _ContentPart(BaseModel):

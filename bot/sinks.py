@@ -139,12 +139,12 @@ def slack_blocks(d: Delivery, link: str | None) -> dict[str, object]:
     """A Block Kit message with the same facts as the webhook's body."""
     facts = [f"*Event:* {EVENTS.get(d.event, d.event)}"]
     if d.schedule_name:
-        facts.append(f"*Schedule:* {d.schedule_name}")
+        facts.append(f"*Schedule:* {_slack_escape(d.schedule_name)}")
     if d.run_id:
         facts.append(f"*Run:* `{d.run_id}`")
     blocks: list[dict[str, object]] = [
         {"type": "header", "text": {"type": "plain_text", "text": subject_of(d)[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": d.text[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(d.text)[:2900]}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(facts)}]},
     ]
     if link:
@@ -160,7 +160,8 @@ def slack_blocks(d: Delivery, link: str | None) -> dict[str, object]:
                 ],
             }
         )
-    return {"text": subject_of(d), "blocks": blocks}
+    # The fallback text (notifications) is mrkdwn too; the header is plain_text.
+    return {"text": _slack_escape(subject_of(d)), "blocks": blocks}
 
 
 class SinkCourier:
@@ -334,3 +335,9 @@ async def deliver_to_sinks_forever(courier: SinkCourier) -> None:
         )
     finally:
         await courier.close()
+
+
+def _slack_escape(text: str) -> str:
+    """Text as Slack's mrkdwn shows it literally: an agent's answer or a schedule's name
+    with `<!channel>` or `<https://x|a label>` must not ping a channel or hide a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

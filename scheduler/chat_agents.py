@@ -91,6 +91,12 @@ def check_url(url: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not host or " " in url:
         raise InvalidAgent("The agent URL must be an absolute http:// or https:// URL.")
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown by /agent and the API and exported; a credential is the secret.
+        raise InvalidAgent(
+            "The agent URL may not carry a user or password; set the credential with "
+            "/agent secret instead."
+        )
     return url
 
 

@@ -100,9 +100,8 @@ def parse_events(text: str | Sequence[str] | None) -> tuple[str, ...]:
         return tuple(EVENTS)
     unknown = sorted(wanted - set(EVENTS))
     if unknown:
-        raise InvalidSink(
-            f"Unknown event {', '.join(unknown)}: the events are {', '.join(EVENTS)} (or all)."
-        )
+        # Not echoed: a secret typed where the events go would be shown back to the chat.
+        raise InvalidSink(f"Unknown event name: the events are {', '.join(EVENTS)} (or all).")
     return tuple(e for e in EVENTS if e in wanted)
 
 
@@ -269,6 +268,16 @@ class SinkService:
 
 
 def _check_url(url: str, kind: SinkKind) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        login = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise InvalidSink(f"A {kind.value} sink needs an http(s) URL.") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 2000:
-        raise InvalidSink(f"A {kind.value} sink needs an http(s) URL, not {url[:80]!r}.")
+        raise InvalidSink(f"A {kind.value} sink needs an http(s) URL.")
+    if login:
+        # A URL is shown in /sinks and exported; a credential belongs in the secret.
+        raise InvalidSink(
+            f"A {kind.value} sink's URL may not carry a user or password; give the "
+            "credential as the sink's secret instead."
+        )

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from bot.demo_kit.harness import ALICE, START, BotHarness
+from bot.demo_kit.harness import ALICE, OLGA, START, BotHarness
 from scheduler.models import (
     Action,
     Owner,
@@ -191,6 +191,9 @@ async def test_budget_sets_the_chats_limit_and_refuses_nonsense(bot: BotHarness)
     assert "'lots' is not a number" in (refusal.text or "")
     prefs = await bot.services.store.chats.get(ALICE)
     assert prefs.budget_runs_per_week == 50 and prefs.budget_tokens_per_week is None
+    # An operator sees the use but may not lift the limit the admin's buttons guard.
+    await bot.olga.send("/budget off")
+    assert "Only an admin" in ((await bot.olga.wait_reply()).text or "")
 
 
 async def test_edit_sets_a_budget_shown_on_the_card_and_refuses_nonsense(bot: BotHarness) -> None:
@@ -203,6 +206,16 @@ async def test_edit_sets_a_budget_shown_on_the_card_and_refuses_nonsense(bot: Bo
     assert refusal.text == (
         "The tokens budget must be a whole number per week from 1 to 10,000,000,000, or off."
     )
+    # An operator, even on a schedule of her own chat, may not change a spending limit.
+    hers = await bot.services.service.create_schedule(
+        OLGA,
+        Owner(id=OLGA, first_name="Olga"),
+        name="Olga's report",
+        trigger=HOURLY,
+        action=Action(text="Report."),
+    )
+    await bot.olga.send(f"/edit {hers.ref} budget_runs 5")
+    assert (await bot.olga.wait_reply()).text == "Only an admin can change a schedule's budget."
     await bot.alice.send(f"/edit {schedule.ref} budget_runs off")
     await bot.alice.wait_reply()
     current = await bot.services.service.get_schedule(ALICE, schedule.id)

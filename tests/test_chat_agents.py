@@ -128,6 +128,12 @@ async def test_a_chat_with_its_own_url_never_gets_the_default_secret() -> None:
             "The agent URL must be an absolute http:// or https:// URL.",
         ),
         ("url", "agent.example/hook", "The agent URL must be an absolute http:// or https:// URL."),
+        (
+            "url",
+            "https://user:pw@agent.example/",
+            "The agent URL may not carry a user or password; set the credential with "
+            "/agent secret instead.",
+        ),
         ("mode", "grpc", "The agent mode must be telegram or openai."),
         ("secret", "two words", "The secret must be 1 to 256 characters without spaces."),
         ("model", "x" * 101, "The model must be a name of 1 to 100 characters without spaces."),

@@ -208,6 +208,17 @@ class TestOpenAIMode:
         assert "scheduled run of the schedule 'Daily brief' (Tickler)" in system["content"]
         assert user == {"role": "user", "content": make_request().prompt}
 
+    async def test_a_negative_token_count_is_dropped_not_counted(
+        self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
+    ) -> None:
+        # It would lower a week's use below its budget; the answer itself stands.
+        agent_stub.openai_answer(
+            "Done.", usage={"prompt_tokens": 10, "completion_tokens": -5, "total_tokens": -1}
+        )
+        result = await openai_dispatcher.dispatch(make_request(), timeout=2)
+        assert result.output == "Done."
+        assert result.token_usage == {"prompt_tokens": 10}
+
     async def test_the_whole_answer_comes_back(
         self, agent_stub: AgentStub, openai_dispatcher: HttpAgentDispatcher
     ) -> None:

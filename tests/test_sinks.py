@@ -31,8 +31,10 @@ from bot import sinks as sinks_module
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
 from bot.demo_kit.telegram_server import TelegramServer
+from bot.sinks import slack_blocks
 from scheduler.models import Action, Owner, Policies, RetryPolicy
 from scheduler.service import TriggerSpec
+from scheduler.sinks import Delivery
 from storage.export import export_files
 from tests.test_http_api import TOKEN, Api, _serve
 
@@ -413,6 +415,10 @@ async def test_sinks_over_the_api_and_the_chat_refuse_bad_input_and_never_show_a
         ({"kind": "webhook", "target": "ftp://x"}, "http(s) URL"),
         ({"kind": "email", "target": "not-an-address"}, "not an e-mail address"),
         ({"kind": "webhook", "target": "https://e.com", "events": ["nope"]}, "Unknown event"),
+        (
+            {"kind": "webhook", "target": "https://user:pw@e.com/hook"},
+            "may not carry a user or password",
+        ),
         ({"kind": "webhook", "target": "https://e.com", "secret": "short"}, "16 characters"),
     ):
         status, error, _ = await api.call("POST", base, json=bad)
@@ -427,6 +433,17 @@ async def test_sinks_over_the_api_and_the_chat_refuse_bad_input_and_never_show_a
     assert "events: failed, tripped" in listing and made["secret"] not in listing
     await api.bot.alice.send("/sinks remove nosuch")
     assert "no sink 'nosuch'" in ((await api.bot.alice.wait_reply()).text or "")
+    # A Slack URL is a credential: the command carrying it leaves the chat's history, and
+    # a value typed where the events go is not echoed back.
+    hook = "https://hooks.slack.com/services/T0/B0/chatsecret123"
+    sent = await api.bot.alice.send(f"/sinks add slack {hook}")
+    await api.bot.alice.wait_reply(containing="Added")
+    assert sent["message_id"] in api.bot.alice.deleted_message_ids
+    sent = await api.bot.alice.send("/sinks add webhook https://e.com/h MySecretValue99")
+    refusal = (await api.bot.alice.wait_reply(containing="Unknown event")).text or ""
+    assert "MySecretValue99".lower() not in refusal.lower()
+    assert sent["message_id"] in api.bot.alice.deleted_message_ids
+    assert all("chatsecret123" not in (m.text or "") for m in api.bot.alice.messages)
 
     status, _, _ = await api.call("DELETE", f"{base}/{slack['id']}")
     assert status == 204
@@ -434,3 +451,29 @@ async def test_sinks_over_the_api_and_the_chat_refuse_bad_input_and_never_show_a
     assert status == 400 and "no sink" in error["error"]
     doc = (await api.call("GET", "/api/v1/openapi.json", auth=False))[1]
     assert {"get", "post"} <= set(doc["paths"]["/api/v1/chats/{chat_id}/sinks"])
+
+
+def test_a_slack_message_shows_angle_brackets_literally() -> None:
+    """An agent's answer or a schedule's name must not ping the channel or hide a link."""
+    delivery = Delivery(
+        sink_id="s1",
+        notification_id="n1",
+        chat_id=1,
+        event="failed",
+        text="Done <!channel> see <https://evil.example|the report> & more",
+        schedule_id="sch",
+        schedule_name="<!here> nightly",
+        run_id="r1",
+        created_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        attempts=0,
+        next_attempt_at=None,
+    )
+    message = slack_blocks(delivery, None)
+    blocks = message["blocks"]
+    assert isinstance(blocks, list)
+    # What Slack reads as mrkdwn: the fallback text, the section and the context.
+    mrkdwn = [str(message["text"]), json.dumps(blocks[1]), json.dumps(blocks[2])]
+    for text in mrkdwn:
+        assert "<!" not in text and "<https://" not in text, text
+    assert "&lt;!channel&gt;" in mrkdwn[1] and "&amp; more" in mrkdwn[1]
+    assert "&lt;!here&gt;" in mrkdwn[0]

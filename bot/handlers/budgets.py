@@ -48,6 +48,11 @@ async def budget(update: Update, context: Context, chat_id: int) -> None:
     svc = context.services.service
     args = context.args or []
     if args:
+        user = update.effective_user
+        if not context.services.is_admin(user.id if user else None):
+            # The budget's own buttons are an admin's; so is the limit they guard.
+            await reply(update, "Only an admin can change this chat's budget.", html=False)
+            return
         prefs, _, _ = await svc.budget_use(chat_id)
         runs, tokens = prefs.budget_runs_per_week, prefs.budget_tokens_per_week
         if args == ["off"]:

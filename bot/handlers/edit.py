@@ -29,7 +29,7 @@ from telegram.ext import BaseHandler, CommandHandler
 from bot.context import Context
 from bot.views_new import edited_text, every_spec, parse_duration
 from bot.views_policies import changed_text
-from scheduler.errors import InvalidSchedule, TicklerError
+from scheduler.errors import InvalidSchedule, InvalidState, TicklerError
 from scheduler.models import Action, Schedule
 from scheduler.policy_edits import SETTINGS
 from scheduler.service import TriggerSpec
@@ -112,6 +112,12 @@ async def edit(update: Update, context: Context) -> None:
                 f"Write the new value after '{field}', like /edit {schedule_id} {EXAMPLES[field]}."
             )
         if field in SETTINGS:
+            user = update.effective_user
+            if field.startswith("budget") and not context.services.is_admin(
+                user.id if user else None
+            ):
+                # A budget is a spending limit: as its notice's buttons, an admin's.
+                raise InvalidState("Only an admin can change a schedule's budget.")
             changed = await service.change_setting(chat_id, schedule.id, field, value)
             await message.reply_text(changed_text(changed, field), parse_mode=ParseMode.HTML)
             return

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import BaseHandler, CommandHandler
 
 from bot.context import Context
 from bot.handlers.schedules import command_handler, reply
 from bot.redact import remember
 from bot.views_sinks import USAGE, added_text, sinks_screen
+from scheduler.errors import TicklerError
 
 __all__ = ["handlers"]
 
@@ -29,16 +32,33 @@ async def sinks(update: Update, context: Context, chat_id: int) -> None:
         return
     verb = args[0].lower()
     if verb == "add" and 3 <= len(args) <= 5:
-        added = await service.add(
-            chat_id,
-            args[1],
-            args[2],
-            events=args[3] if len(args) > 3 else None,
-            secret=args[4] if len(args) > 4 else None,
-            created_by=user.id if user else None,
-        )
+        # A Slack URL or a webhook's secret is a credential: it should not stay in the
+        # chat's history (deleting may be refused; then the answer replies as usual).
+        deleted = False
+        if update.effective_message is not None:
+            with contextlib.suppress(TelegramError):
+                deleted = await update.effective_message.delete()
+
+        async def answer(text: str, *, html: bool) -> None:
+            if deleted and update.effective_chat is not None:
+                await update.effective_chat.send_message(text, parse_mode="HTML" if html else None)
+            else:
+                await reply(update, text, html=html)
+
+        try:
+            added = await service.add(
+                chat_id,
+                args[1],
+                args[2],
+                events=args[3] if len(args) > 3 else None,
+                secret=args[4] if len(args) > 4 else None,
+                created_by=user.id if user else None,
+            )
+        except TicklerError as error:
+            await answer(str(error), html=False)
+            return
         remember([added.sink.secret])
-        await reply(update, added_text(added))
+        await answer(added_text(added), html=True)
     elif verb == "remove" and len(args) == 2:
         await service.remove(chat_id, args[1])
         await reply(update, f"📮 Removed the sink {args[1]}.", html=False)
