@@ -23,6 +23,7 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -164,6 +165,12 @@ def slack_blocks(d: Delivery, link: str | None) -> dict[str, object]:
     return {"text": _slack_escape(subject_of(d)), "blocks": blocks}
 
 
+#: The threads SMTP exchanges run on, apart from the event loop's default executor.
+_MAILERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tickler-smtp")
+#: Seconds one e-mail may take in all (smtplib's own timeout is per socket operation).
+_MAIL_DEADLINE = 120.0
+
+
 class SinkCourier:
     """Sends the sinks' queues (see the module docstring)."""
 
@@ -297,8 +304,14 @@ class SinkCourier:
         if link:
             lines.append(f"Open: {link}")
         message.set_content("\n".join(lines) + "\n")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(_send_mail, smtp, message)
+            # Threads of their own, and a deadline on the whole exchange: a stalling
+            # server must not hold the loop's shared executor (DNS for every dispatch).
+            async with asyncio.timeout(_MAIL_DEADLINE):
+                await loop.run_in_executor(_MAILERS, _send_mail, smtp, message)
+        except TimeoutError:
+            raise SinkError("TimeoutError") from None
         except (smtplib.SMTPException, OSError) as exc:
             raise SinkError(type(exc).__name__) from None
 
