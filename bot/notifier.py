@@ -38,7 +38,7 @@ from scheduler.clock import Clock
 from scheduler.dispatching import DispatchError
 from scheduler.engine_store import BudgetPause, FinishedAttempt
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import Run, RunStatus, RunTrigger
+from scheduler.models import Run, RunStatus, RunTrigger, Schedule
 from scheduler.planning import FirePlan
 from scheduler.proposals import Proposal
 from scheduler.risk import RiskDecision
@@ -175,15 +175,7 @@ class TelegramNotifier:
         for waiting in finished.then:
             if waiting.status is RunStatus.AWAITING_APPROVAL:
                 # The plan's next step waits for an operator's Approve/Skip.
-                text, markup = run_approval(schedule, waiting, zone_of(schedule))
-                await self.notify(
-                    schedule.chat_id,
-                    text,
-                    markup,
-                    kind="approval",
-                    run_id=waiting.id,
-                    schedule_id=schedule.id,
-                )
+                await self._ask_approval(schedule, waiting)
 
     async def _plan_stopped(self, finished: FinishedAttempt) -> None:
         """The one message of a plan stopped by a failed step: which step failed, why,
@@ -292,15 +284,14 @@ class TelegramNotifier:
             (r for r in runs if r.scheduled_for in waiting), key=lambda r: r.scheduled_for
         )
         for run in asking[-_APPROVALS_SHOWN:]:
-            text, markup = run_approval(schedule, run, zone_of(schedule))
-            await self.notify(
-                schedule.chat_id,
-                text,
-                markup,
-                kind="approval",
-                run_id=run.id,
-                schedule_id=schedule.id,
-            )
+            await self._ask_approval(schedule, run)
+
+    async def _ask_approval(self, schedule: Schedule, run: Run) -> None:
+        """The Approve/Skip card of one run waiting for approval."""
+        text, markup = run_approval(schedule, run, zone_of(schedule))
+        await self.notify(
+            schedule.chat_id, text, markup, kind="approval", run_id=run.id, schedule_id=schedule.id
+        )
 
     async def runs_asked(self, runs: list[Run]) -> None:
         """The Approve/Skip card of each run an event made that waits for approval."""
@@ -308,15 +299,7 @@ class TelegramNotifier:
             schedule = await self.store.schedules.get(run.chat_id, run.schedule_id)
             if schedule is None:
                 continue
-            text, markup = run_approval(schedule, run, zone_of(schedule))
-            await self.notify(
-                schedule.chat_id,
-                text,
-                markup,
-                kind="approval",
-                run_id=run.id,
-                schedule_id=schedule.id,
-            )
+            await self._ask_approval(schedule, run)
 
     # --- runs sent to an agent that answers the chat itself (telegram mode) ----------------
     @property
