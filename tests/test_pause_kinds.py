@@ -15,6 +15,7 @@ from scheduler.schedules_file import REMOVED_REASON
 from scheduler.service import ScheduleService, TriggerSpec
 from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
+from tests.schema_rewind import undo_migrations_after
 from tests.test_export import rewrite
 
 CHAT = 7
@@ -67,29 +68,7 @@ async def test_migration_0012_gives_paused_schedules_the_kind_their_reason_meant
     with sqlite3.connect(db_path) as raw:
         raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
-        # What migration 0014 added.
-        for column in ("summary", "outputs_url", "log_excerpt"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-        # What migration 0016 added.
-        raw.execute("DROP INDEX runs_by_plan")
-        for column in ("plan_run_id", "step"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-        # What migration 0017 added.
-        raw.execute("DROP INDEX work_items_bundle_step")
-        for column in ("bundle_id", "bundle_step"):
-            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
-        raw.execute("DROP TABLE bundles")
-        # And what 0020 added.
-        raw.execute("DROP TABLE chat_agents")
-        # And what 0019 added.
-        raw.execute("DROP TABLE sink_deliveries")
-        raw.execute("DROP TABLE sinks")
-        # And what 0018 added.
-        raw.execute("DROP TABLE budget_allowances")
-        for column in ("budget_runs_per_week", "budget_tokens_per_week"):
-            raw.execute(f"ALTER TABLE chats DROP COLUMN {column}")
-        raw.execute("DROP TABLE event_runs")
-        raw.execute("DROP TABLE events")
+        undo_migrations_after(raw, 13)
         raw.execute("PRAGMA user_version = 11")
     assert await _kinds(db_path, ids) == EXPECTED
 

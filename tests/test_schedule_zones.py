@@ -18,6 +18,7 @@ from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.triggers import IntervalTrigger, OnceTrigger
 from storage.export import export_database, import_export
 from storage.sqlite_store import SqliteStore
+from tests.schema_rewind import undo_migrations_after
 
 CHAT = 7
 ADA = Owner(id=CHAT, first_name="Ada")
@@ -106,29 +107,7 @@ async def test_rows_without_a_zone_take_their_chats_zone_on_migration(
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE schedules SET trigger_json = json_remove(trigger_json, '$.timezone')")
         raw.execute("ALTER TABLE schedules DROP COLUMN pause_kind")
-        # What migration 0014 added.
-        for column in ("summary", "outputs_url", "log_excerpt"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-        # What migration 0016 added.
-        raw.execute("DROP INDEX runs_by_plan")
-        for column in ("plan_run_id", "step"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-        # What migration 0017 added.
-        raw.execute("DROP INDEX work_items_bundle_step")
-        for column in ("bundle_id", "bundle_step"):
-            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
-        raw.execute("DROP TABLE bundles")
-        # And what 0020 added.
-        raw.execute("DROP TABLE chat_agents")
-        # And what 0019 added.
-        raw.execute("DROP TABLE sink_deliveries")
-        raw.execute("DROP TABLE sinks")
-        # And what 0018 added.
-        raw.execute("DROP TABLE budget_allowances")
-        for column in ("budget_runs_per_week", "budget_tokens_per_week"):
-            raw.execute(f"ALTER TABLE chats DROP COLUMN {column}")
-        raw.execute("DROP TABLE event_runs")
-        raw.execute("DROP TABLE events")
+        undo_migrations_after(raw, 13)
         raw.execute("PRAGMA user_version = 10")
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
 

@@ -11,6 +11,7 @@ from scheduler.models import SkipReason
 from storage.codec import schedule_params
 from storage.database import _migrations, _split
 from storage.sqlite_store import SqliteStore
+from tests.schema_rewind import undo_migrations_after
 from tests.test_store_contract import schedule
 
 
@@ -67,9 +68,8 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
     }
     with sqlite3.connect(path) as raw:
         raw.execute("ALTER TABLE runs DROP COLUMN skip_reason")
-        # And what 0014 added, so that the upgrade from 12 runs it again.
-        for column in ("summary", "outputs_url", "log_excerpt"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        # And what 0014 on added, so that the upgrade from 12 runs it again.
+        undo_migrations_after(raw, 13)
         for day, text in enumerate(texts, 1):
             raw.execute(
                 "INSERT INTO runs (id, schedule_id, chat_id, scheduled_for, trigger, status, "
@@ -77,26 +77,6 @@ async def test_runs_closed_before_the_upgrade_get_their_skip_reason_from_their_t
                 "'2026-11-01T07:00:00.000000Z', '2026-11-01T07:00:00.000000Z')",
                 (f"R{day}", s.id, f"2026-11-{day:02d}T07:00:00.000000Z", text),
             )
-        # And what 0020 added.
-        raw.execute("DROP TABLE chat_agents")
-        # And what 0019 added.
-        raw.execute("DROP TABLE sink_deliveries")
-        raw.execute("DROP TABLE sinks")
-        # And what 0018 added.
-        raw.execute("DROP TABLE budget_allowances")
-        for column in ("budget_runs_per_week", "budget_tokens_per_week"):
-            raw.execute(f"ALTER TABLE chats DROP COLUMN {column}")
-        # And what 0017 added.
-        raw.execute("DROP INDEX work_items_bundle_step")
-        for column in ("bundle_id", "bundle_step"):
-            raw.execute(f"ALTER TABLE work_items DROP COLUMN {column}")
-        raw.execute("DROP TABLE bundles")
-        raw.execute("DROP TABLE event_runs")
-        raw.execute("DROP TABLE events")
-        # And what 0016 added.
-        raw.execute("DROP INDEX runs_by_plan")
-        for column in ("plan_run_id", "step"):
-            raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         raw.execute("PRAGMA user_version = 12")
     async with await SqliteStore.open(path) as store:
         got = {r.error: r.skip_reason for r in await store.runs.list_for_chat(1)}
