@@ -23,7 +23,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from cron_descriptor import ExpressionDescriptor, Options
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from scheduler.cron import CronExpression, load_zone
 from scheduler.errors import InvalidSchedule, shown
@@ -105,6 +113,10 @@ def _zone_key(value: str) -> str:
     return load_zone(value).key
 
 
+#: An IANA zone as a trigger keeps it: checked, and in its canonical spelling.
+Zone = Annotated[str, AfterValidator(_zone_key)]
+
+
 def _describe_instant(instant: datetime, timezone: str) -> str:
     """`2026-11-24T07:00:00Z` in UTC, else local ISO-8601 with the offset and the zone."""
     if timezone == "UTC":
@@ -118,17 +130,12 @@ class CronTrigger(_TriggerModel):
 
     kind: Literal["cron"] = "cron"
     expr: str
-    timezone: str
+    timezone: Zone
 
     @field_validator("expr")
     @classmethod
     def _valid_expr(cls, value: str) -> str:
         return CronExpression.parse(value).expr
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
 
     @property
     def cron(self) -> CronExpression:
@@ -157,12 +164,7 @@ class IntervalTrigger(_TriggerModel):
     #: The zone the schedule was made in: it does not move the grid (that is anchored in
     #: UTC) but every time shown or rendered for the schedule is local to it. Rows written
     #: before the field existed read as UTC (migration 0011 gave them their chat's zone).
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
+    timezone: Zone = "UTC"
 
     @field_validator("every_seconds")
     @classmethod
@@ -201,12 +203,7 @@ class OnceTrigger(_TriggerModel):
     kind: Literal["once"] = "once"
     at: datetime
     #: As for IntervalTrigger: where its times are shown, not when it fires.
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
+    timezone: Zone = "UTC"
 
     @field_validator("at")
     @classmethod
@@ -228,12 +225,7 @@ class EventTrigger(_TriggerModel):
     kind: Literal["event"] = "event"
     name: str
     #: As for IntervalTrigger: where its times are shown, not when it fires.
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
+    timezone: Zone = "UTC"
 
     @field_validator("name")
     @classmethod
@@ -252,12 +244,7 @@ class StartupTrigger(_TriggerModel):
     predecessor left (`Engine.startup`); no calendar, like EventTrigger."""
 
     kind: Literal["startup"] = "startup"
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
+    timezone: Zone = "UTC"
 
     def next_after(self, instant: datetime) -> datetime | None:
         return None
@@ -280,12 +267,7 @@ class AfterTrigger(_TriggerModel):
     kind: Literal["after"] = "after"
     schedule: str
     on: Literal["success", "failure", "any"] = "any"
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        return _zone_key(value)
+    timezone: Zone = "UTC"
 
     @field_validator("schedule")
     @classmethod
