@@ -70,20 +70,16 @@ from bot.runtime import (
     apply_configured_schedules,
     build_clock,
     build_dispatcher,
-    build_engine,
     engine_config,
     open_database,
+    wire_engine,
 )
 from bot.settings import Settings
 from bot.sinks import SinkCourier, chat_link, deliver_to_sinks_forever, smtp_config
 from bot.telegram_side import TelegramSide
-from scheduler.bundles import BundleService
-from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import EngineConfig
 from scheduler.proposals import ProposalService
-from scheduler.service import LifecycleFires, ScheduleService
-from scheduler.work_items import WorkItemService
 from storage.leadership import lease_for
 from storage.locations import is_unavailable, shown
 
@@ -147,36 +143,20 @@ async def open_services(
         notifier = TelegramNotifier(bot, store, clock, settings)
         store.on_write_health = notifier.database_health_changed
         metrics = Metrics()
-        work_items = WorkItemService(store.work_items, clock)
-        bundle_service = BundleService(store, clock, work_items)
-        loop = build_engine(
-            store.engine,
+        side = wire_engine(
+            settings,
+            store,
             clock,
             dispatcher,
             config=engine or engine_config(settings),
             notifier=notifier,
             reminders=notifier,
-            tasks=work_items,
-            bundles=bundle_service,
             observer=metrics,
-        )
-        bundle_service.on_change = loop.wake
-        bundle_service.on_notice = notifier.outbox.kick
-        service = ScheduleService(
-            store,
-            clock,
-            default_timezone=settings.default_timezone,
-            on_change=loop.wake,
-            on_result=loop.report_result,
+            on_notice=notifier.outbox.kick,
             on_approval_asked=notifier.runs_asked,
         )
-        loop.lifecycle = LifecycleFires(
-            service,
-            {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
-            step_finished=bundle_service.step_finished,
-        )
+        service, chat_agents = side.service, side.agents
         proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
-        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
         await apply_configured_schedules(settings, service, clock, chat_agents)
         # Opened whole: from here `close_services` closes the store and the dispatcher.
         opened.pop_all()
@@ -186,9 +166,9 @@ async def open_services(
         store=store,
         service=service,
         proposals=proposals,
-        work_items=work_items,
-        bundles=bundle_service,
-        engine=loop,
+        work_items=side.work_items,
+        bundles=side.bundles,
+        engine=side.engine,
         dispatcher=dispatcher,
         agents=chat_agents,
         notifier=notifier,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
@@ -30,12 +31,14 @@ from scheduler.engine import (
     TaskSink,
 )
 from scheduler.engine_store import EngineStore
+from scheduler.models import Run
 from scheduler.service import LifecycleFires, ScheduleService
 from scheduler.work_items import WorkItemService
 from storage.bundle import SqlStore
 from storage.locations import is_postgres, open_store, shown
 
 __all__ = [
+    "EngineSide",
     "apply_configured_schedules",
     "build_clock",
     "build_engine",
@@ -43,6 +46,7 @@ __all__ = [
     "open_database",
     "run_engine",
     "warn_if_nobody_served",
+    "wire_engine",
 ]
 
 #: How the process serves: Telegram by long polling or webhook, or the engine alone.
@@ -117,6 +121,66 @@ def build_engine(
         pid=process_id(),
         is_alive=pid_alive,
     )
+
+
+@dataclass(frozen=True)
+class EngineSide:
+    """The engine and the services wired around it, as the bot and `tickler engine`
+    both need them."""
+
+    engine: Engine
+    service: ScheduleService
+    work_items: WorkItemService
+    bundles: BundleService
+    agents: ChatAgentService
+
+
+def wire_engine(
+    settings: Settings,
+    store: SqlStore,
+    clock: Clock,
+    dispatcher: ChatRoutingDispatcher,
+    *,
+    config: EngineConfig,
+    notifier: Notifier | None = None,
+    reminders: ReminderSender | None = None,
+    observer: EngineObserver | None = None,
+    on_notice: Callable[[int], None] | None = None,
+    on_approval_asked: Callable[[list[Run]], Awaitable[None]] | None = None,
+) -> EngineSide:
+    """The engine with its sinks, the schedule service with its hooks (wake, results,
+    approvals asked by events), the lifecycle fires and the chat agents: one wiring
+    for both processes; the bot adds its chat (`notifier`, `reminders`, `on_notice`,
+    `on_approval_asked`)."""
+    work_items = WorkItemService(store.work_items, clock)
+    bundles = BundleService(store, clock, work_items, on_notice=on_notice)
+    engine = build_engine(
+        store.engine,
+        clock,
+        dispatcher,
+        config=config,
+        notifier=notifier,
+        reminders=reminders,
+        tasks=work_items,
+        bundles=bundles,
+        observer=observer,
+    )
+    bundles.on_change = engine.wake
+    service = ScheduleService(
+        store,
+        clock,
+        default_timezone=settings.default_timezone,
+        on_change=engine.wake,
+        on_result=engine.report_result,
+        on_approval_asked=on_approval_asked,
+    )
+    engine.lifecycle = LifecycleFires(
+        service,
+        {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
+        step_finished=bundles.step_finished,
+    )
+    agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
+    return EngineSide(engine, service, work_items, bundles, agents)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -208,31 +272,9 @@ async def run_engine(
 async def _run_engine(settings: Settings, store: SqlStore, stop: asyncio.Event) -> None:
     dispatcher = build_dispatcher(settings, store)
     clock = build_clock(settings)
-    work_items = WorkItemService(store.work_items, clock)
-    bundles = BundleService(store, clock, work_items)
-    engine = build_engine(
-        store.engine,
-        clock,
-        dispatcher,
-        config=engine_config(settings),
-        tasks=work_items,
-        bundles=bundles,
-    )
-    bundles.on_change = engine.wake
+    side = wire_engine(settings, store, clock, dispatcher, config=engine_config(settings))
+    engine, service, chat_agents = side.engine, side.service, side.agents
     try:
-        service = ScheduleService(
-            store,
-            clock,
-            default_timezone=settings.default_timezone,
-            on_change=engine.wake,
-            on_result=engine.report_result,
-        )
-        engine.lifecycle = LifecycleFires(
-            service,
-            {*settings.admin_ids, *settings.operator_ids, *settings.api_chat_ids},
-            step_finished=bundles.step_finished,
-        )
-        chat_agents = ChatAgentService(store.agents, clock, on_change=dispatcher.invalidate)
         await apply_configured_schedules(settings, service, clock, chat_agents)
         await log_started(settings, store, "engine", instance=engine.instance_id)
         stopper = asyncio.create_task(_stop_on(stop, engine), name="stop-signal")
