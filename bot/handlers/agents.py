@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-import contextlib
+from functools import partial
 from typing import Any
 
 from telegram import Update
-from telegram.error import TelegramError
 from telegram.ext import BaseHandler, CommandHandler
 
 from bot.context import Context
-from bot.handlers.schedules import command_handler, reply
+from bot.handlers.schedules import command_handler, reply, withdrawn
 from bot.views_agents import agent_screen
 from scheduler.chat_agents import InvalidAgent
 
@@ -32,19 +31,9 @@ async def agent(update: Update, context: Context, chat_id: int) -> None:
     svc = context.services
     user = update.effective_user
     args = context.args or []
-    deleted = False
-    if args and args[0].lower() == "secret" and update.effective_message is not None:
-        # The secret should not stay in the chat's history; deleting may be refused (an
-        # old message, no right to delete in a group): the setting applies anyway.
-        with contextlib.suppress(TelegramError):
-            deleted = await update.effective_message.delete()
-
-    async def answer(text: str, *, html: bool = True) -> None:
-        if deleted and update.effective_chat is not None:
-            # Nothing left to reply to.
-            await update.effective_chat.send_message(text, parse_mode="HTML" if html else None)
-        else:
-            await reply(update, text, html=html)
+    # The secret should not stay in the chat's history; the setting applies anyway.
+    secret = bool(args) and args[0].lower() == "secret"
+    answer = await withdrawn(update) if secret else partial(reply, update)
 
     if not svc.is_admin(user.id if user else None):
         await answer("Only an admin can see or change this chat's agent.", html=False)

@@ -8,6 +8,7 @@ answering a button, editing in place) are shared with bot/handlers/runs.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import callbacks
@@ -90,6 +91,29 @@ async def reply(
     return await update.effective_message.reply_text(
         text, parse_mode=ParseMode.HTML if html else None, reply_markup=markup
     )
+
+
+Answer = Callable[..., Awaitable[None]]
+
+
+async def withdrawn(update: Update) -> Answer:
+    """Delete the command message (it carries a credential: it should not stay in the
+    chat's history) and give the way to answer it: in the chat once it is gone, as a
+    reply if deleting was refused (an old message, no right to delete in a group)."""
+    deleted = False
+    if update.effective_message is not None:
+        with contextlib.suppress(TelegramError):
+            deleted = await update.effective_message.delete()
+
+    async def answer(text: str, *, html: bool = True) -> None:
+        if deleted and update.effective_chat is not None:
+            await update.effective_chat.send_message(
+                text, parse_mode=ParseMode.HTML if html else None
+            )
+        else:
+            await reply(update, text, html=html)
+
+    return answer
 
 
 def command_handler(

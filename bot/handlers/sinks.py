@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from telegram import Update
-from telegram.error import TelegramError
 from telegram.ext import BaseHandler, CommandHandler
 
 from bot.context import Context
-from bot.handlers.schedules import command_handler, reply
+from bot.handlers.schedules import command_handler, reply, withdrawn
 from bot.redact import remember
 from bot.views_sinks import USAGE, added_text, sinks_screen
 from scheduler.errors import TicklerError
@@ -32,19 +30,8 @@ async def sinks(update: Update, context: Context, chat_id: int) -> None:
         return
     verb = args[0].lower()
     if verb == "add" and 3 <= len(args) <= 5:
-        # A Slack URL or a webhook's secret is a credential: it should not stay in the
-        # chat's history (deleting may be refused; then the answer replies as usual).
-        deleted = False
-        if update.effective_message is not None:
-            with contextlib.suppress(TelegramError):
-                deleted = await update.effective_message.delete()
-
-        async def answer(text: str, *, html: bool) -> None:
-            if deleted and update.effective_chat is not None:
-                await update.effective_chat.send_message(text, parse_mode="HTML" if html else None)
-            else:
-                await reply(update, text, html=html)
-
+        # A Slack URL or a webhook's secret is a credential (the sink is added anyway).
+        answer = await withdrawn(update)
         try:
             added = await service.add(
                 chat_id,
