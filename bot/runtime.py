@@ -173,6 +173,7 @@ def wire_engine(
         on_change=engine.wake,
         on_result=engine.report_result,
         on_approval_asked=on_approval_asked,
+        on_over_budget=engine.budgets_reached,
     )
     engine.lifecycle = LifecycleFires(
         service,

@@ -10,7 +10,7 @@ from bot import callbacks
 from bot.render import esc, local
 from scheduler.budgets import PERIODS, BudgetKind, BudgetScope, BudgetUse, UseReport, amount
 from scheduler.engine_store import BudgetPause
-from scheduler.models import PauseKind, Schedule
+from scheduler.models import PauseKind, RunTrigger, Schedule
 from scheduler.repositories import ChatPrefs
 
 __all__ = ["budget_buttons", "budget_notice", "budget_screen", "limits_line"]
@@ -43,9 +43,10 @@ def budget_notice(paused: BudgetPause) -> tuple[str, InlineKeyboardMarkup]:
     """⏸ 'Nightly report' reached its budget: 10 runs this week. [Raise to 20] ..."""
     schedule = paused.schedule
     whose = "this chat's budget" if paused.scope is BudgetScope.CHAT else "its budget"
+    what = "the run an event fired" if paused.run.trigger is RunTrigger.EVENT else "the fire"
     text = (
         f"⏸ '{esc(schedule.name)}' reached {whose}: "
-        f"{amount(paused.kind, paused.limit)} this week. It is paused; the fire at "
+        f"{amount(paused.kind, paused.limit)} this week. It is paused; {what} at "
         f"{local(paused.run.scheduled_for, schedule.timezone)} was skipped."
     )
     return text, budget_buttons(schedule, paused.kind, paused.limit, paused.scope)

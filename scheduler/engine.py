@@ -608,13 +608,7 @@ class Engine:
                 extra={"schedule_id": broken.schedule_id, "chat_id": broken.chat_id},
             )
             await self._notify(self.notifier.schedule_quarantined(broken))
-        for paused in claimed.over_budget:
-            log.warning(
-                "schedule paused: %s",
-                paused.schedule.pause_reason,
-                extra={"schedule_id": paused.schedule.id, "chat_id": paused.schedule.chat_id},
-            )
-            await self._notify(self.notifier.schedule_over_budget(paused))
+        await self.budgets_reached(claimed.over_budget)
         for plan in claimed.plans:
             if plan.missed:
                 await self._notify(self.notifier.fires_missed(plan))
@@ -988,6 +982,17 @@ class Engine:
                 await self._after_finish(done)
         if finished:
             self.wake()
+
+    async def budgets_reached(self, over_budget: list[BudgetPause]) -> None:
+        """Log and tell the chat of each schedule a fire paused at its budget (a claim's,
+        or an event's run, `ScheduleService.emit_event`)."""
+        for paused in over_budget:
+            log.warning(
+                "schedule paused: %s",
+                paused.schedule.pause_reason,
+                extra={"schedule_id": paused.schedule.id, "chat_id": paused.schedule.chat_id},
+            )
+            await self._notify(self.notifier.schedule_over_budget(paused))
 
     async def report_result(self, chat_id: int, run_id: str, report: ResultReport) -> Run:
         """Apply an agent's checked report on a run awaiting it, once, as a synchronous

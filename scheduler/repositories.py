@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from scheduler.budgets import UseRow
+from scheduler.engine_store import BudgetPause
 from scheduler.models import (
     Attempt,
     EmittedEvent,
@@ -229,11 +230,15 @@ class EventRepository(Protocol):
     async def find(self, caller: str, key: str) -> EmittedEvent | None:
         """The event `caller` posted with idempotency key `key`, and its runs."""
 
-    async def add(self, event: Event, runs: Sequence[Run]) -> EmittedEvent:
-        """Record the event and the runs it fires, at once. A run whose schedule has one
-        at that very instant moves on by a microsecond (the instant is its idempotency
-        key). If the caller's key was recorded meanwhile, nothing is written and the
-        answer is the earlier event's runs (`repeated`)."""
+    async def add(
+        self, event: Event, fired: Sequence[tuple[Schedule, Run]]
+    ) -> tuple[EmittedEvent, list[BudgetPause]]:
+        """Record the event and the run it fires for each schedule, at once. A run whose
+        schedule has one at that very instant moves on by a microsecond (the instant is
+        its idempotency key). A schedule at its budget, or its chat's
+        (scheduler/budgets.py), is paused instead, its run written skipped, and
+        returned for the notice. If the caller's key was recorded meanwhile, nothing is
+        written and the answer is the earlier event's runs (`repeated`)."""
 
 
 class ProposalRepository(Protocol):

@@ -29,6 +29,7 @@ from scheduler.budgets import (
 )
 from scheduler.clock import Clock
 from scheduler.cron import load_zone
+from scheduler.engine_store import BudgetPause
 from scheduler.errors import (
     InvalidSchedule,
     InvalidState,
@@ -131,6 +132,7 @@ class ScheduleService:
         on_change: Callable[[], None] | None = None,
         on_result: Callable[[int, str, ResultReport], Awaitable[Run]] | None = None,
         on_approval_asked: Callable[[list[Run]], Awaitable[None]] | None = None,
+        on_over_budget: Callable[[list[BudgetPause]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -142,6 +144,7 @@ class ScheduleService:
         self._on_result = on_result
         # The chat's Approve/Skip card for runs an event made that wait for approval.
         self._on_approval_asked = on_approval_asked
+        self._on_over_budget = on_over_budget
         # Per chat: when it was read (monotonic) and which schedules its after schedules
         # follow. Every finished run asks; a read per run would scan the chat's
         # schedules each time. Cleared by this service's own changes; another replica's
@@ -901,7 +904,9 @@ class ScheduleService:
         ]
         if not listeners and not record_empty:
             return EmittedEvent(event=event, runs=[])
-        emitted = await self.store.events.add(event, [event_run(s, now) for s in listeners])
+        emitted, over_budget = await self.store.events.add(
+            event, [(s, event_run(s, now)) for s in listeners]
+        )
         if emitted.repeated:
             return _same_event(emitted, name)
         if emitted.runs:
@@ -909,6 +914,8 @@ class ScheduleService:
         asking = [r for r in emitted.runs if r.status is RunStatus.AWAITING_APPROVAL]
         if asking and self._on_approval_asked is not None:
             await self._on_approval_asked(asking)
+        if over_budget and self._on_over_budget is not None:
+            await self._on_over_budget(over_budget)
         return emitted
 
     async def history(

@@ -7,11 +7,24 @@ their fires is claimed: schedules without one cost nothing here.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.budgets import BudgetLimits, BudgetUse, UseRow, total_tokens
-from scheduler.models import PauseKind
+from scheduler.budgets import (
+    NO_LIMITS,
+    BudgetLimits,
+    BudgetScope,
+    BudgetUse,
+    UseRow,
+    has_budget,
+    total_tokens,
+    verdict,
+    window_start,
+)
+from scheduler.engine_store import BudgetPause
+from scheduler.models import PauseKind, Run, RunStatus, Schedule, SkipReason
+from storage import schedules
 from storage.codec import from_db_time, to_db_time
 from storage.sql import Db, fetch_all, fetch_one
 
@@ -21,6 +34,7 @@ __all__ = [
     "chat_budgets",
     "chat_use",
     "chat_use_rows",
+    "gate",
     "grant_allowance",
     "schedule_use",
     "set_chat_budget",
@@ -39,35 +53,40 @@ def _tokens(text: str | None) -> int:
     return total_tokens(usage) if isinstance(usage, dict) else 0
 
 
-async def schedule_use(db: Db, schedule_id: str, since: datetime) -> BudgetUse:
-    """Runs of the schedule started at or after `since`, and their tokens."""
+async def _use(db: Db, column: str, value: object, since: datetime) -> BudgetUse:
     rows = await fetch_all(
         db,
-        "SELECT token_usage_json FROM runs WHERE schedule_id = ? AND started_at IS NOT NULL "
+        f"SELECT token_usage_json FROM runs WHERE {column} = ? AND started_at IS NOT NULL "
         "AND started_at >= ?",
-        (schedule_id, to_db_time(since)),
+        (value, to_db_time(since)),
     )
     return BudgetUse(runs=len(rows), tokens=sum(_tokens(r[0]) for r in rows))
+
+
+async def schedule_use(db: Db, schedule_id: str, since: datetime) -> BudgetUse:
+    """Runs of the schedule started at or after `since`, and their tokens."""
+    return await _use(db, "schedule_id", schedule_id, since)
 
 
 async def chat_use(db: Db, chat_id: int, since: datetime) -> BudgetUse:
     """Runs of the chat's schedules started at or after `since`, and their tokens."""
-    rows = await fetch_all(
-        db,
-        "SELECT token_usage_json FROM runs WHERE chat_id = ? AND started_at IS NOT NULL "
-        "AND started_at >= ?",
-        (chat_id, to_db_time(since)),
-    )
-    return BudgetUse(runs=len(rows), tokens=sum(_tokens(r[0]) for r in rows))
+    return await _use(db, "chat_id", chat_id, since)
 
 
-async def chat_budgets(db: Db) -> dict[int, BudgetLimits]:
-    """Every chat that has a budget, with it."""
-    rows = await fetch_all(
-        db,
+async def chat_budgets(db: Db, chat_ids: Collection[int] | None = None) -> dict[int, BudgetLimits]:
+    """Every chat that has a budget (of `chat_ids`, when given), with it."""
+    sql = (
         "SELECT chat_id, budget_runs_per_week, budget_tokens_per_week FROM chats "
-        "WHERE budget_runs_per_week IS NOT NULL OR budget_tokens_per_week IS NOT NULL",
+        "WHERE (budget_runs_per_week IS NOT NULL OR budget_tokens_per_week IS NOT NULL)"
     )
+    params: tuple[object, ...] = ()
+    if chat_ids is not None:
+        if not chat_ids:
+            return {}
+        ids = sorted(chat_ids)
+        sql += f" AND chat_id IN ({', '.join('?' * len(ids))})"
+        params = tuple(ids)
+    rows = await fetch_all(db, sql, params)
     return {int(r[0]): BudgetLimits(r[1], r[2]) for r in rows}
 
 
@@ -158,3 +177,89 @@ async def set_chat_budget(
         "updated_at = excluded.updated_at",
         (chat_id, runs, tokens, when, when),
     )
+
+
+async def gate(
+    db: Db,
+    schedule: Schedule,
+    fired: Sequence[Run],
+    now: datetime,
+    chat_limits: dict[int, BudgetLimits],
+    counted: dict[int, BudgetUse],
+) -> tuple[list[Run], BudgetPause] | None:
+    """Whether the runs a fire of `schedule` writes (`fired`) go on within its budget and
+    its chat's (`chat_limits`, the chats with one): None when they do (an allowance spent
+    if need be), else `fired` written skipped and the schedule paused, for the notice.
+    `counted` carries what one claim let through, so the chat's next schedules count it.
+    The rule is `scheduler.budgets.verdict`; schedules without a budget, in a chat without
+    one, cost no query."""
+    starting = sum(1 for r in fired if r.status is not RunStatus.SKIPPED)
+    chat = chat_limits.get(schedule.chat_id)
+    if not starting or (chat is None and not has_budget(schedule.policies)):
+        return None
+    since = window_start(now)
+    use = (
+        await schedule_use(db, schedule.id, since) if has_budget(schedule.policies) else BudgetUse()
+    )
+    used_by_chat: BudgetUse | None = None
+    if chat is not None:
+        used_by_chat = counted.get(schedule.chat_id)
+        if used_by_chat is None:
+            used_by_chat = await chat_use(db, schedule.chat_id, since)
+    limits = chat or NO_LIMITS
+    decided = verdict(schedule.policies, use, 0, chat=limits, chat_use=used_by_chat)
+    if decided.pause and decided.scope is BudgetScope.CHAT:
+        # The chat's budget may have been raised since it was read (a claim keeps it a
+        # while): pause on the budget as it is now, never on an old one.
+        fresh = (await chat_budgets(db, [schedule.chat_id])).get(schedule.chat_id)
+        if fresh != chat:
+            if fresh is None:
+                chat_limits.pop(schedule.chat_id, None)
+            else:
+                chat_limits[schedule.chat_id] = fresh
+            limits = fresh or NO_LIMITS
+            decided = verdict(schedule.policies, use, 0, chat=limits, chat_use=used_by_chat)
+    if decided.pause:
+        decided = verdict(
+            schedule.policies,
+            use,
+            await allowance(db, schedule.id),
+            chat=limits,
+            chat_use=used_by_chat,
+        )
+    if decided.spend:
+        await spend_allowance(db, schedule.id, now)
+    if not decided.pause:
+        if used_by_chat is not None:
+            counted[schedule.chat_id] = BudgetUse(used_by_chat.runs + starting, used_by_chat.tokens)
+        return None
+    assert decided.kind is not None and decided.limit is not None
+    reason = decided.reason
+    await schedules.pause_for_budget(db, schedule.id, reason, now)
+    written = [
+        r
+        if r.status is RunStatus.SKIPPED
+        else r.model_copy(
+            update={
+                "status": RunStatus.SKIPPED,
+                "skip_reason": SkipReason.BUDGET,
+                "error": reason,
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
+        )
+        for r in fired
+    ]
+    if used_by_chat is not None:
+        counted[schedule.chat_id] = used_by_chat
+    after = schedule.model_copy(
+        update={
+            "enabled": False,
+            "paused_by": None,
+            "pause_reason": reason,
+            "pause_kind": PauseKind.BUDGET,
+            "updated_at": from_db_time(to_db_time(now)),
+        }
+    )
+    skipped = next(r for r in written if r.skip_reason is SkipReason.BUDGET)
+    return written, BudgetPause(after, skipped, decided.kind, decided.limit, decided.scope)

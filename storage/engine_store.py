@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.budgets import BudgetLimits, BudgetUse, has_budget, verdict, window_start
+from scheduler.budgets import BudgetLimits, BudgetUse, has_budget
 from scheduler.engine_store import (
     OUTPUT_LIMIT,
     AcquiredRun,
@@ -25,7 +25,7 @@ from scheduler.engine_store import (
     Planner,
 )
 from scheduler.errors import UnreadableSchedule
-from scheduler.models import PauseKind, Run, RunStatus, RunTrigger, Schedule, SkipReason
+from scheduler.models import Run, RunStatus, RunTrigger, Schedule, SkipReason
 from scheduler.planning import APPROVAL_DEADLINE_REASON, FirePlan, runs_for_plan, started_run
 from scheduler.plans import following_runs
 from scheduler.policies import (
@@ -201,12 +201,18 @@ class SqlEngineStore:
             for (_, schedule, fire_plan), fate in zip(plans, fates, strict=True):
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
-                chat = chat_limits.get(schedule.chat_id)
-                runs_any = any(f.status is not RunStatus.SKIPPED for f in fire_plan.fires)
-                if runs_any and (chat is not None or has_budget(schedule.policies)):
+                budgeted = schedule.chat_id in chat_limits or has_budget(schedule.policies)
+                if budgeted and any(f.status is not RunStatus.SKIPPED for f in fire_plan.fires):
                     # Only schedules with a budget (theirs or their chat's) are counted:
                     # the others cost no query.
-                    paused = await _budget_check(db, schedule, fire_plan, now, chat, chat_use)
+                    paused = await budgets.gate(
+                        db,
+                        claimed_schedule(schedule, fire_plan.next_run_at, now),
+                        runs_for_plan(schedule, fire_plan, now),
+                        now,
+                        chat_limits,
+                        chat_use,
+                    )
                     if paused is not None:
                         new_runs.extend(paused[0])
                         over_budget.append(paused[1])
@@ -470,72 +476,6 @@ class SqlEngineStore:
                         FinishedAttempt(interrupted, schedule, tripped_now=False, interrupted=True)
                     )
             return done
-
-
-async def _budget_check(
-    db: Db,
-    schedule: Schedule,
-    fire_plan: FirePlan,
-    now: datetime,
-    chat: BudgetLimits | None,
-    chat_use: dict[int, BudgetUse],
-) -> tuple[list[Run], BudgetPause] | None:
-    """A budgeted schedule's claimed fires (or a budgeted chat's): None when they go on
-    (an allowance spent if need be), else its fires written skipped and the schedule
-    paused. The rule is `scheduler.budgets.verdict`."""
-    since = window_start(now)
-    use = (
-        await budgets.schedule_use(db, schedule.id, since)
-        if has_budget(schedule.policies)
-        else BudgetUse()
-    )
-    used_by_chat: BudgetUse | None = None
-    if chat is not None:
-        used_by_chat = chat_use.get(schedule.chat_id)
-        if used_by_chat is None:
-            used_by_chat = await budgets.chat_use(db, schedule.chat_id, since)
-    limits = chat or BudgetLimits()
-    allowance = 0
-    if verdict(schedule.policies, use, 0, chat=limits, chat_use=used_by_chat).pause:
-        allowance = await budgets.allowance(db, schedule.id)
-    decided = verdict(schedule.policies, use, allowance, chat=limits, chat_use=used_by_chat)
-    if decided.spend:
-        await budgets.spend_allowance(db, schedule.id, now)
-    if not decided.pause:
-        if used_by_chat is not None:
-            # The fires this claim lets through count against the chat's next schedules.
-            started = sum(1 for f in fire_plan.fires if f.status is not RunStatus.SKIPPED)
-            chat_use[schedule.chat_id] = BudgetUse(used_by_chat.runs + started, used_by_chat.tokens)
-        return None
-    assert decided.kind is not None and decided.limit is not None
-    reason = decided.reason
-    await schedules.pause_for_budget(db, schedule.id, reason, now)
-    written = [
-        r
-        if r.status is RunStatus.SKIPPED
-        else r.model_copy(
-            update={
-                "status": RunStatus.SKIPPED,
-                "skip_reason": SkipReason.BUDGET,
-                "error": reason,
-                "next_attempt_at": None,
-                "finished_at": now,
-            }
-        )
-        for r in runs_for_plan(schedule, fire_plan, now)
-    ]
-    if used_by_chat is not None:
-        chat_use[schedule.chat_id] = used_by_chat
-    after = claimed_schedule(schedule, fire_plan.next_run_at, now).model_copy(
-        update={
-            "enabled": False,
-            "paused_by": None,
-            "pause_reason": reason,
-            "pause_kind": PauseKind.BUDGET,
-        }
-    )
-    skipped = next(r for r in written if r.skip_reason is SkipReason.BUDGET)
-    return written, BudgetPause(after, skipped, decided.kind, decided.limit, decided.scope)
 
 
 def _plain_success(outcome: AttemptOutcome) -> bool:

@@ -54,9 +54,9 @@ async def find(db: Db, caller: str, key: str) -> EmittedEvent | None:
     return EmittedEvent(event=event, runs=await _runs_of(db, event.id), repeated=True)
 
 
-async def insert(db: Db, event: Event, fired: Sequence[Run]) -> EmittedEvent:
-    """Record `event` and its runs at once; a repeat of its key (which another writer
-    may have recorded since the caller looked) answers with the runs recorded then."""
+async def record(db: Db, event: Event) -> EmittedEvent | None:
+    """Record `event`; None when it is new, else (a repeat of its key, which another
+    writer may have recorded since the caller looked) the runs recorded then."""
     before = db.total_changes
     await db.execute(
         f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
@@ -70,11 +70,16 @@ async def insert(db: Db, event: Event, fired: Sequence[Run]) -> EmittedEvent:
             to_db_time(event.received_at),
         ),
     )
-    if db.total_changes == before:
-        assert event.idempotency_key is not None
-        found = await find(db, event.caller, event.idempotency_key)
-        assert found is not None
-        return found
+    if db.total_changes != before:
+        return None
+    assert event.idempotency_key is not None
+    found = await find(db, event.caller, event.idempotency_key)
+    assert found is not None
+    return found
+
+
+async def add_runs(db: Db, event: Event, fired: Sequence[Run]) -> EmittedEvent:
+    """Write the runs the recorded `event` fired, each linked to it."""
     written = []
     for run in fired:
         for _ in range(_MAX_NUDGES):

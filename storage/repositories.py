@@ -9,7 +9,8 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from scheduler.budgets import UseRow
+from scheduler.budgets import BudgetUse, UseRow
+from scheduler.engine_store import BudgetPause
 from scheduler.models import (
     Attempt,
     EmittedEvent,
@@ -254,9 +255,27 @@ class SqlEvents:
         async with self._conn.read() as db:
             return await events.find(db, caller, key)
 
-    async def add(self, event: Event, runs: Sequence[Run]) -> EmittedEvent:
+    async def add(
+        self, event: Event, fired: Sequence[tuple[Schedule, Run]]
+    ) -> tuple[EmittedEvent, list[BudgetPause]]:
         async with self._conn.write() as db:
-            return await events.insert(db, event, runs)
+            found = await events.record(db, event)
+            if found is not None:
+                return found, []
+            chat_limits = await budgets.chat_budgets(db, {s.chat_id for s, _ in fired})
+            counted: dict[int, BudgetUse] = {}
+            written: list[Run] = []
+            paused: list[BudgetPause] = []
+            for schedule, run in fired:
+                gated = await budgets.gate(
+                    db, schedule, [run], event.received_at, chat_limits, counted
+                )
+                if gated is None:
+                    written.append(run)
+                else:
+                    written.extend(gated[0])
+                    paused.append(gated[1])
+            return await events.add_runs(db, event, written), paused
 
 
 class SqlProposals:

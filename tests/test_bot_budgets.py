@@ -228,6 +228,13 @@ async def test_a_chats_budget_pauses_the_schedule_that_reaches_it_and_raise_doub
 ) -> None:
     first = await hourly(bot, Policies(), name="First")
     second = await hourly(bot, Policies(), name="Second")
+    third = await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Third",
+        trigger=TriggerSpec(kind="once", at=START + timedelta(hours=2, seconds=10)),
+        action=Action(text="Once."),
+    )
     await bot.alice.send("/budget runs 3")
     await bot.alice.wait_reply(containing="3 runs/week")
     await fire(bot, first.id, 0, 1)
@@ -251,3 +258,85 @@ async def test_a_chats_budget_pauses_the_schedule_that_reaches_it_and_raise_doub
     prefs = await bot.services.store.chats.get(ALICE)
     assert prefs.budget_runs_per_week == 6
     assert (await bot.services.service.get_schedule(ALICE, paused.id)).enabled
+
+    # A fire ten seconds after the raise runs on the raised budget, though the engine
+    # read the chat's budget at the fire before (and keeps what it read a while).
+    await bot.clock.set(START + timedelta(hours=2, seconds=10))
+    await until(lambda: ran(bot, third.id, 1))
+    for schedule in (first, second, third):
+        assert (await bot.services.service.get_schedule(ALICE, schedule.id)).enabled
+
+
+async def ran(bot: BotHarness, sid: str, count: int) -> bool:
+    return [r.status for r in await history(bot, sid)].count(RunStatus.SUCCEEDED) == count
+
+
+def listening(name: str, policies: Policies, trigger: TriggerSpec) -> dict[str, object]:
+    return {
+        "name": name,
+        "trigger": trigger,
+        "action": Action(text="React to {event}."),
+        "policies": policies,
+    }
+
+
+async def test_an_event_schedule_pauses_at_its_budget_instead_of_running_on(
+    bot: BotHarness,
+) -> None:
+    service = bot.services.service
+    schedule = await service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        **listening(
+            "On deploy", Policies(budget_runs_per_week=2), TriggerSpec(kind="event", name="deploy")
+        ),  # type: ignore[arg-type]
+    )
+    for n in (1, 2):
+        await service.emit_event([ALICE], "deploy", {"n": n}, caller="api")
+        await until(lambda n=n: ran(bot, schedule.id, n))  # type: ignore[misc]
+
+    third = await service.emit_event([ALICE], "deploy", {"n": 3}, caller="api")
+    [run] = third.runs
+    assert run.status is RunStatus.SKIPPED and run.skip_reason is SkipReason.BUDGET
+    notice = await bot.alice.wait_reply(containing=NOTICE)
+    assert (notice.text or "").startswith("⏸ 'On deploy' reached its budget: 2 runs this week.")
+    assert "the run an event fired at" in (notice.text or "")
+    assert notice.button_labels() == ["Raise to 4", "Run once more", "Keep paused"]
+    paused = await service.get_schedule(ALICE, schedule.id)
+    assert not paused.enabled and paused.pause_kind is PauseKind.BUDGET
+    # Paused, the next event fires nothing; the agent saw two runs, the chat one notice.
+    assert (await service.emit_event([ALICE], "deploy", {"n": 4}, caller="api")).runs == []
+    await asyncio.sleep(0.2)
+    assert len(bot.agent.requests) == 2
+    assert len(notices(bot)) == 1
+
+    # [Run once more] lets exactly the next event's run through.
+    await bot.alice.press("Run once more", notice)
+    await bot.alice.wait_edit(notice.message_id)
+    await service.emit_event([ALICE], "deploy", {"n": 5}, caller="api")
+    await until(lambda: ran(bot, schedule.id, 3))
+    assert len(bot.agent.requests) == 3
+
+
+async def test_a_schedule_chained_after_another_pauses_at_its_budget(bot: BotHarness) -> None:
+    upstream = await hourly(bot, Policies(), name="Build")
+    follower = await bot.services.service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        **listening(
+            "Announce",
+            Policies(budget_runs_per_week=1),
+            TriggerSpec.model_validate({"kind": "after", "schedule": upstream.id, "on": "success"}),
+        ),  # type: ignore[arg-type]
+    )
+    await fire(bot, upstream.id, 0, 1)
+    await until(lambda: ran(bot, follower.id, 1))
+    await fire(bot, upstream.id, 1, 2)
+    notice = await bot.alice.wait_reply(containing=NOTICE)
+    assert (notice.text or "").startswith("⏸ 'Announce' reached its budget: 1 run this week.")
+    [first, second] = await history(bot, follower.id)
+    assert first.status is RunStatus.SUCCEEDED
+    assert second.status is RunStatus.SKIPPED and second.skip_reason is SkipReason.BUDGET
+    assert not (await bot.services.service.get_schedule(ALICE, follower.id)).enabled
+    # Two builds and one announcement reached the agent.
+    assert len(bot.agent.requests) == 3

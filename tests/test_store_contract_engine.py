@@ -190,6 +190,46 @@ async def test_fires_missed_while_down_follow_the_missed_run_policy(
     assert (await service.get_schedule(CHAT, sid)).next_run_at == NINE + 3 * DAY
 
 
+# --- budgets ----------------------------------------------------------------------------------
+async def test_budgets_pause_a_schedules_fires_and_an_events_runs_at_the_limit(
+    service: ScheduleService,
+    store: SqlStore,
+    clock: FakeClock,
+    engine: Engine,
+    agent_stub: AgentStub,
+) -> None:
+    sid = await daily(service, Policies(budget_runs_per_week=2))
+    for day in range(3):
+        await clock.set(NINE + day * DAY)
+        await engine.run_until_idle()
+    runs = sorted(await service.history(CHAT, sid), key=lambda r: r.scheduled_for)
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2 + [RunStatus.SKIPPED]
+    assert runs[-1].skip_reason is SkipReason.BUDGET
+    assert not (await service.get_schedule(CHAT, sid)).enabled
+
+    # An event's runs are held to the chat's budget too: the schedule's two runs and the
+    # first event's run make 3 of 3, the second event's run is refused.
+    listener = await service.create_schedule(
+        CHAT,
+        ADA,
+        name="On deploy",
+        trigger=TriggerSpec(kind="event", name="deploy"),
+        action=Action(text="Deployed: {event}"),
+    )
+    await service.set_chat_budget(CHAT, 3, None)
+    await engine.run_until_idle()  # the engine reads the chat's budget
+    first = await service.emit_event([CHAT], "deploy", {"n": 1}, caller="api")
+    await engine.run_until_idle()
+    second = await service.emit_event([CHAT], "deploy", {"n": 2}, caller="api")
+    assert [r.status for r in first.runs + second.runs] == [
+        RunStatus.PENDING,
+        RunStatus.SKIPPED,
+    ]
+    assert second.runs[0].error == "chat budget: 3 runs this week reached"
+    assert not (await service.get_schedule(CHAT, listener.id)).enabled
+    assert len(agent_stub.requests) == 3
+
+
 # --- overlap ----------------------------------------------------------------------------------
 async def test_overlap_skip_records_the_fire_and_queue_runs_it_after(
     service: ScheduleService,
