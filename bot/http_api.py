@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -39,6 +39,7 @@ from bot.context import Services, TicklerApp
 from bot.metrics import Metrics
 from bot.settings import Settings, webhook_path
 from bot.stats_chart import HEIGHT_PX, WIDTH_PX, render_png_async
+from bot.webapp.server import MiniApp
 from scheduler.budgets import PERIODS, BudgetUse
 from scheduler.bundle_model import Bundle
 from scheduler.bundles import BundleCard, BundleNotFound
@@ -388,6 +389,13 @@ class HttpServer:
         self.web.router.add_post(API_PREFIX + "/events/{name}", self._event)
         if settings.webhook_url:
             self.web.router.add_post(webhook_path(settings.webhook_url), self._telegram)
+        if settings.telegram_bot_token is not None:
+            MiniApp(
+                self._services,
+                settings.telegram_bot_token.get_secret_value(),
+                timedelta(seconds=settings.webapp_auth_max_age),
+                self._bucket,
+            ).register(self.web.router)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     #: Token bucket per API token: sustained requests per second, and the burst.
     api_rate_per_second: float = Field(default=10.0, gt=0)
     api_rate_burst: int = Field(default=20, ge=1)
+    #: The Mini App (docs/mini-app.md): its public HTTPS address, which the chat's menu
+    #: button and /today's button open (unset: no buttons; /app/ is served either way).
+    webapp_url: str | None = None
+    #: How old a Mini App sign-in (Telegram's initData) may be, in seconds.
+    webapp_auth_max_age: int = Field(default=3600, ge=60, le=7 * 86400)
 
     #: E-mail sinks (docs/notification-sinks.md): the SMTP server that sends their mail.
     smtp_host: str | None = None
