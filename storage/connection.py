@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from storage.database import describe_failure, is_unavailable, open_database
-from storage.one_trip import LoopWriter, WriterBusy, transact
+from storage.one_trip import LoopWriter, ThreadWriter, WriterBusy, transact
 from storage.write_health import ReportsWriteHealth, WriteHealth
 
 __all__ = ["SqliteConnection"]
@@ -37,12 +37,16 @@ class SqliteConnection(ReportsWriteHealth):
         db: aiosqlite.Connection,
         path: str | Path = "the database",
         writer: LoopWriter | None = None,
+        fallback: ThreadWriter | None = None,
     ) -> None:
         self._db = db
         self.path = path
-        #: Runs the engine's hot transactions on the event loop's thread when the write
-        #: lock is free (storage/one_trip.py); None: all on aiosqlite's thread.
+        #: Run the engine's hot transactions in one step: on the event loop's thread when
+        #: the write lock is free, else on a writer thread (storage/one_trip.py). None (an
+        #: in-memory database, which only one connection can see): statement by
+        #: statement on aiosqlite's thread.
         self._writer = writer
+        self._fallback = fallback
         self._checkpointing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._cleanup: asyncio.Future[None] | None = None
@@ -51,7 +55,9 @@ class SqliteConnection(ReportsWriteHealth):
     @classmethod
     async def open(cls, path: str | Path) -> SqliteConnection:
         db = await open_database(path)
-        return cls(db, path, None if str(path) == ":memory:" else LoopWriter(path))
+        if str(path) == ":memory:":
+            return cls(db, path)
+        return cls(db, path, LoopWriter(path), ThreadWriter(path))
 
     async def close(self) -> None:
         if self._checkpointing is not None:
@@ -63,12 +69,15 @@ class SqliteConnection(ReportsWriteHealth):
                 await self._cleanup
             if self._writer is not None:
                 self._writer.close()
+            if self._fallback is not None:
+                await asyncio.to_thread(self._fallback.close)
             await self._db.close()
 
     def changes(self) -> int:
         """Rows changed through this database's connections so far."""
         writer = 0 if self._writer is None else self._writer.total_changes
-        return self._db.total_changes + writer
+        fallback = 0 if self._fallback is None else self._fallback.total_changes
+        return self._db.total_changes + writer + fallback
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -95,12 +104,15 @@ class SqliteConnection(ReportsWriteHealth):
             self._wrote(changes)
 
     async def transact(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
-        """`write` for a transaction that only runs statements, in one trip to the
-        database thread (storage/one_trip.py): the engine's hot path."""
+        """`write` for a transaction that only runs statements, in one step
+        (storage/one_trip.py): the engine's hot path."""
+        if self._writer is None or self._fallback is None:
+            async with self.write() as db:
+                return await body(db)
         async with self._lock:
             changes = self.changes()
             try:
-                result = await transact(self._db, body, self._writer)
+                result = await transact(body, self._writer, self._fallback)
             except BaseException as exc:
                 if is_unavailable(exc):
                     self._write_failed(exc)

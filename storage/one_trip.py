@@ -1,5 +1,5 @@
 """A whole write transaction in one step: on the event loop's thread when the write
-lock is free, else in one trip to aiosqlite's database thread.
+lock is free, else in one trip to a writer thread of its own.
 
 aiosqlite runs each statement on its own thread and hands the result back through the
 event loop: a transaction of five statements (BEGIN, three writes, COMMIT) costs five
@@ -18,23 +18,27 @@ Where that step runs:
   what that is worth). It never waits
   for the write lock: if another connection (another process, a backup, this
   process's own aiosqlite connection) holds it, BEGIN fails at once (`WriterBusy`), and
-- the transaction goes to aiosqlite's thread instead, which waits up to the busy
-  timeout without blocking the event loop.
+- `ThreadWriter`, a third connection owned by one thread of its own, takes the
+  transaction instead: it waits up to the busy timeout without blocking the event loop,
+  and runs the whole body there in one hand-over. (aiosqlite offers no public way to run
+  a function on its thread, so the fallback does not borrow aiosqlite's.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from storage.database import CONNECTION_PRAGMAS
+from storage.database import BUSY_TIMEOUT_MS, CONNECTION_PRAGMAS
 
-__all__ = ["InlineConnection", "LoopWriter", "WriterBusy", "transact"]
+__all__ = ["InlineConnection", "LoopWriter", "ThreadWriter", "WriterBusy", "transact"]
 
 T = TypeVar("T")
 
@@ -181,27 +185,78 @@ class LoopWriter:
             self._conn = None
 
 
+class ThreadWriter:
+    """A connection of its own to the database file, used only on one thread of its own:
+    the transactions the loop writer could not run (the write lock was taken) wait
+    there for the lock, up to the busy timeout, while the event loop goes on."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickler-writer")
+        #: Rows changed by its transactions, counted on its thread (the connection's own
+        #: count may only be read there, and starts again with a new connection).
+        self._changes = 0
+
+    @property
+    def total_changes(self) -> int:
+        return self._changes
+
+    def _connection(self) -> sqlite3.Connection:
+        # On the writer thread only: the connection never leaves it.
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                for pragma in CONNECTION_PRAGMAS:
+                    conn.execute(pragma)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _run(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        conn = self._connection()
+        before = conn.total_changes
+        try:
+            result = _whole(conn, body)
+            self._changes += conn.total_changes - before
+            return result
+        except BaseException as exc:
+            if conn.in_transaction or isinstance(exc, sqlite3.Error):
+                # As LoopWriter._drop: never reuse a connection that saw the file fail.
+                self._conn = None
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            raise
+
+    async def run(self, body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]]) -> T:
+        """Run `body` as one transaction on the writer thread. If the awaiting task is
+        cancelled meanwhile, the transaction still runs to its end there, commit or
+        rollback: it is never left open."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._run, body)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the connection on its thread, after any transaction still running."""
+        self._thread.submit(self._close)
+        self._thread.shutdown(wait=True)
+
+
 async def transact(
-    db: aiosqlite.Connection,
     body: Callable[[aiosqlite.Connection], Coroutine[Any, Any, T]],
-    writer: LoopWriter | None = None,
+    writer: LoopWriter,
+    fallback: ThreadWriter,
 ) -> T:
     """Run `body` as one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled
-    back if it raises (the error is raised here). With `writer`, in place on this
-    thread unless the write lock is taken; otherwise (or then) on `db`'s thread. If the
-    awaiting task is cancelled while the transaction is on `db`'s thread, it still runs
-    to its end, commit or rollback, on its own: it is never left open."""
-    if writer is not None:
-        try:
-            return writer.run(body)
-        except WriterBusy:
-            pass
-
-    def whole() -> T:
-        # aiosqlite keeps the sqlite3 connection private; this runs on its thread, the
-        # only one allowed to use it, and statements queued by other coroutines wait
-        # behind this whole function.
-        return _whole(db._conn, body)
-
-    # aiosqlite's own way onto its thread (every public method goes through it); untyped.
-    return cast(T, await db._execute(whole))  # type: ignore[no-untyped-call]
+    back if it raises (the error is raised here). In place on this thread unless the
+    write lock is taken; then on the fallback's thread, which waits for it."""
+    try:
+        return writer.run(body)
+    except WriterBusy:
+        return await fallback.run(body)

@@ -1,6 +1,6 @@
 """One-trip transactions (storage/one_trip.py): the engine's hot writes run BEGIN to
-COMMIT in one step, on the event loop's thread when the write lock is free and on the
-database thread otherwise, and still commit all or nothing."""
+COMMIT in one step, on the event loop's thread when the write lock is free and on a
+writer thread of their own otherwise, and still commit all or nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from storage.one_trip import LoopWriter, transact
+from storage.one_trip import LoopWriter, ThreadWriter, transact
 from storage.sql import fetch_all
 
 
@@ -37,14 +37,16 @@ async def test_a_body_commits_as_a_whole_and_returns_its_result(tmp_path: Path) 
         [(total,)] = await conn.execute_fetchall("SELECT SUM(v) FROM t")
         return int(cur.rowcount * 1000 + total)
 
-    assert await transact(db, body) == 1013
+    thread = ThreadWriter(tmp_path / "t.db")
+    assert await thread.run(body) == 1013
     # Another connection sees the commit: nothing was left open.
     async with aiosqlite.connect(str(tmp_path / "t.db")) as other:
         assert [tuple(r) for r in await other.execute_fetchall("SELECT k, v FROM t")] == [
             ("a", 11),
             ("b", 2),
         ]
-    assert not db.in_transaction
+    assert thread.total_changes == 3
+    thread.close()
     await db.close()
 
 
@@ -55,10 +57,13 @@ async def test_a_failing_body_leaves_nothing_behind(tmp_path: Path) -> None:
         await conn.execute("INSERT INTO t VALUES ('a', 1)")
         await conn.execute("INSERT INTO t VALUES ('a', 2)")  # primary key clash
 
-    with pytest.raises(Exception, match="UNIQUE"):
-        await transact(db, body)
+    thread = ThreadWriter(tmp_path / "t.db")
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        await thread.run(body)
     assert await _rows(db) == []
-    assert not db.in_transaction
+    # Not left holding the write lock: another connection can write.
+    await db.execute("INSERT INTO t VALUES ('z', 9)")
+    thread.close()
     await db.close()
 
 
@@ -71,9 +76,15 @@ async def test_a_body_that_waits_for_something_else_is_refused_and_rolled_back(
         await conn.execute("INSERT INTO t VALUES ('a', 1)")
         await asyncio.sleep(0)  # not a statement: would block the database thread
 
-    with pytest.raises(RuntimeError, match="waited for something other than a statement"):
-        await transact(db, body)
+    writer, thread = LoopWriter(tmp_path / "t.db"), ThreadWriter(tmp_path / "t.db")
+    refused = "waited for something other than a statement"
+    with pytest.raises(RuntimeError, match=refused):
+        writer.run(body)
+    with pytest.raises(RuntimeError, match=refused):
+        await thread.run(body)
     assert await _rows(db) == []
+    writer.close()
+    thread.close()
     await db.close()
 
 
@@ -87,17 +98,19 @@ async def test_a_cancelled_caller_still_gets_the_transaction_closed(tmp_path: Pa
     async def body(conn: aiosqlite.Connection) -> None:
         await conn.execute("INSERT INTO t VALUES ('a', 1)")
 
-    waiting = asyncio.create_task(transact(db, body))
+    thread = ThreadWriter(tmp_path / "t.db")
+    waiting = asyncio.create_task(thread.run(body))
     await asyncio.sleep(0.1)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     await other.execute("COMMIT")
     await other.close()
-    # The transaction ran to its end on the database thread once the lock was free:
+    # The transaction ran to its end on the writer thread once the lock was free:
     # committed as a whole, not left open for the next statement to land in.
+    thread.close()
     assert await _rows(db) == [("a", 1)]
-    assert not db.in_transaction
+    await db.execute("INSERT INTO t VALUES ('b', 2)")
     await db.close()
 
 
@@ -117,25 +130,28 @@ def _body_noting_thread(
 async def test_a_loop_writer_commits_in_place_on_the_loop_thread(tmp_path: Path) -> None:
     db = await _open(tmp_path / "t.db")
     writer = LoopWriter(tmp_path / "t.db")
+    thread = ThreadWriter(tmp_path / "t.db")
     seen: list[int] = []
-    await transact(db, _body_noting_thread(seen), writer)
+    await transact(_body_noting_thread(seen), writer, thread)
     assert seen == [threading.get_ident()]
     # Committed through the writer's own connection: aiosqlite's sees it.
     assert await _rows(db) == [("a", 1)]
-    assert writer.total_changes == 1 and db.total_changes == 0
+    assert writer.total_changes == 1 and thread.total_changes == 0
     writer.close()
+    thread.close()
     await db.close()
 
 
-async def test_a_taken_write_lock_sends_the_transaction_to_the_database_thread(
+async def test_a_taken_write_lock_sends_the_transaction_to_the_writer_thread(
     tmp_path: Path,
 ) -> None:
     db = await _open(tmp_path / "t.db")
     writer = LoopWriter(tmp_path / "t.db")
+    thread = ThreadWriter(tmp_path / "t.db")
     other = await aiosqlite.connect(str(tmp_path / "t.db"), isolation_level=None)
     await other.execute("BEGIN IMMEDIATE")
     seen: list[int] = []
-    waiting = asyncio.create_task(transact(db, _body_noting_thread(seen), writer))
+    waiting = asyncio.create_task(transact(_body_noting_thread(seen), writer, thread))
     # The event loop is not held while the transaction waits for the lock elsewhere.
     for _ in range(5):
         await asyncio.sleep(0.02)
@@ -152,10 +168,11 @@ async def test_a_taken_write_lock_sends_the_transaction_to_the_database_thread(
         seen.append(threading.get_ident())
         await conn.execute("INSERT INTO t VALUES ('b', 2)")
 
-    await transact(db, second, writer)
+    await transact(second, writer, thread)
     assert seen == [threading.get_ident()]
     assert await _rows(db) == [("a", 1), ("b", 2)]
     writer.close()
+    thread.close()
     await db.close()
 
 
@@ -167,11 +184,13 @@ async def test_a_failing_body_on_the_loop_writer_leaves_nothing_behind(tmp_path:
         await conn.execute("INSERT INTO t VALUES ('a', 1)")
         await conn.execute("INSERT INTO t VALUES ('a', 2)")  # primary key clash
 
+    thread = ThreadWriter(tmp_path / "t.db")
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        await transact(db, body, writer)
+        await transact(body, writer, thread)
     assert await _rows(db) == []
     # Not left holding the write lock: aiosqlite's connection can write.
     await db.execute("INSERT INTO t VALUES ('z', 9)")
     assert await _rows(db) == [("z", 9)]
     writer.close()
+    thread.close()
     await db.close()
