@@ -488,3 +488,26 @@ async def test_approving_a_proposal_by_click_creates_its_schedule(
     [schedule] = await bot.services.service.list_schedules(ALICE)
     assert schedule.id == decided.schedule_id and schedule.name == LONG_NAME
     assert await overflow(page) <= 0
+
+
+async def test_a_schedule_awaiting_approval_says_so_and_only_approval_resumes_it(
+    miniapp: MiniAppClient,
+) -> None:
+    bot = miniapp.bot
+    request = ProposalRequest(
+        name="Inbox check",
+        trigger=TriggerSpec(kind="cron", cron="0 9,17 * * *", timezone="Europe/Berlin"),
+        action=Action(text="Check my inbox."),
+    )
+    proposal = await proposals_of(bot).propose(ALICE, request, proposed_by="api")
+    assert proposal.schedule_id is not None  # medium: added paused
+    listed = (await miniapp.get("/schedules")).text
+    assert "Inbox check" in listed and "awaiting approval" in listed
+    page = (await miniapp.get(f"/schedules/{proposal.schedule_id}")).text
+    assert "/resume" not in page and "/run" not in page and 'href="#/proposals"' in page
+    for action in ("resume", "run"):
+        answer = await miniapp.post(f"/schedules/{proposal.schedule_id}/{action}")
+        assert answer.status == 409 and "approv" in answer.error, answer.text
+    schedule = await bot.services.store.schedules.get(ALICE, proposal.schedule_id)
+    assert schedule is not None and not schedule.enabled
+    assert await bot.services.store.runs.list_for_chat(ALICE, schedule_id=schedule.id) == []
