@@ -330,7 +330,7 @@ async def test_history_shows_each_runs_attempts_output_and_error(
     assert page.index(dead.id) < page.index(run.id)
     assert ">dead</span>" in page and ">succeeded</span>" in page
     assert page.count('<li value="1">') == 2 and page.count('<li value="2">') == 2
-    assert "The agent answered HTTP 500" in page
+    assert "The agent answered HTTP 500" in page and "<dt>Trigger</dt><dd>manual</dd>" in page
     assert 'class="error">The agent answered HTTP 500' in page
     assert "All quiet today." in page and "Tokens</dt><dd>prompt 10, total 14" in page
     # A long output is cut on the page, with a link to the whole of it.
