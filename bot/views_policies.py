@@ -16,7 +16,14 @@ from scheduler.budgets import has_budget
 from scheduler.models import ActionKind, MissedRunPolicy, Schedule, TimeoutPolicy
 from scheduler.policy_edits import SETTINGS, format_seconds
 
-__all__ = ["changed_text", "policies_menu", "policy_lines", "setting_line"]
+__all__ = [
+    "changed_text",
+    "policies_menu",
+    "policy_facts",
+    "policy_lines",
+    "setting_fact",
+    "setting_line",
+]
 
 #: Labels of the menu's choices; the values are the settings' own.
 _CHOICE_LABELS = {
@@ -34,7 +41,7 @@ def _cut(text: str, limit: int = 200) -> str:
 
 
 def _lines(schedule: Schedule) -> list[tuple[tuple[str, ...], str]]:
-    """Each card line with the settings it shows."""
+    """Each card line (plain text) with the settings it shows."""
     p = schedule.policies
     missed = p.missed_run.value
     if p.missed_run is MissedRunPolicy.CATCH_UP_ALL:
@@ -62,21 +69,32 @@ def _lines(schedule: Schedule) -> list[tuple[tuple[str, ...], str]]:
     if action.kind is ActionKind.TASK:
         lines += [
             (("proof",), f"Proof: {action.proof or 'none'}"),
-            (("assignee",), f"Assignee: {esc(action.assignee or 'none')}"),
-            (("instructions",), f"Instructions: {esc(_cut(action.instructions) or 'none')}"),
+            (("assignee",), f"Assignee: {action.assignee or 'none'}"),
+            (("instructions",), f"Instructions: {_cut(action.instructions) or 'none'}"),
         ]
     return lines
 
 
+def policy_facts(schedule: Schedule) -> list[str]:
+    """The policies, and for a task its proof, assignee and instructions: one plain
+    line each (the card shows them escaped; the Mini App as they are)."""
+    return [line for _, line in _lines(schedule)]
+
+
 def policy_lines(schedule: Schedule) -> list[str]:
     """The card's lines for the policies, and for a task its proof, assignee and
-    instructions."""
-    return [line for _, line in _lines(schedule)]
+    instructions (HTML)."""
+    return [esc(line) for line in policy_facts(schedule)]
+
+
+def setting_fact(schedule: Schedule, setting: str) -> str:
+    """The plain line that shows `setting`."""
+    return next(text for names, text in _lines(schedule) if setting in names)
 
 
 def setting_line(schedule: Schedule, setting: str) -> str:
     """The card's line that shows `setting` (HTML)."""
-    return next(text for names, text in _lines(schedule) if setting in names)
+    return esc(setting_fact(schedule, setting))
 
 
 def changed_text(schedule: Schedule, setting: str) -> str:

@@ -12,6 +12,7 @@ Callback data they emit (see bot/callbacks.py; ids are looked up in the pressing
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -26,8 +27,10 @@ from scheduler.service import first_fire, trigger_from_spec
 from scheduler.triggers import OnceTrigger
 
 __all__ = [
+    "ProposalFacts",
     "expired_line",
     "expired_note",
+    "proposal_facts",
     "proposal_fallback",
     "proposal_keyboard",
     "proposal_message",
@@ -46,10 +49,11 @@ _STEP_CHARS = 100
 
 
 def _quote(text: str) -> str:
+    """The start of `text` in quotes, on one line (plain)."""
     text = " ".join(text.split())
     if len(text) > QUOTE_CHARS:
         text = text[: QUOTE_CHARS - 1] + "…"
-    return f"“{esc(text)}”"
+    return f"“{text}”"
 
 
 def proposal_zone(proposal: Proposal) -> str:
@@ -113,47 +117,88 @@ def _header(proposal: Proposal, zone: str) -> str:
     return "🤖 <b>Your agent added a schedule.</b> It is active now; Undo removes it."
 
 
-def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetime) -> str:
+@dataclass(frozen=True)
+class ProposalFacts:
+    """What a proposal's card says, plain (the chat escapes it; the Mini App's
+    templates do): each line as the message shows it."""
+
+    name: str
+    #: "When: ...", then the header of the fires ("Next fires:" or "Fires:") if any.
+    when: str
+    fires_title: str
+    fires: list[str]
+    #: "Does: ...", then a plan's steps ("1. “...”").
+    does: str
+    steps: list[str]
+    runs: str
+    tokens: str | None
+    risk: str
+    why: str | None
+
+
+def proposal_facts(proposal: Proposal, decision: RiskDecision, *, now: datetime) -> ProposalFacts:
     """What will happen: the schedule in words, its next three fires in the chat's zone,
     what it does, how often, the tier and why, and the agent's reason."""
     zone = proposal_zone(proposal)
     request = proposal.request
     once = request.trigger.kind == "once"
-    lines = [_header(proposal, zone), "", f"<b>{esc(request.name)}</b>"]
-    lines.append(f"When: {esc(_describe(proposal, now))}")
     fires = _fires(proposal, now)
-    if fires:
-        lines.append("Next fires:" if not once else "Fires:")
-        lines += [f"  • {local(t, zone)}" for t in fires]
     action = request.action
     what = action.text if not action.template else f"the {action.template} template"
+    steps: list[str] = []
     if action.kind is ActionKind.REMINDER:
-        lines.append(f"Does: sends you the reminder {_quote(what)}")
+        does = f"Does: sends you the reminder {_quote(what)}"
     elif action.kind is ActionKind.TASK:
         # No agent is involved: each fire is a to-do for the operator.
         proof = f"; marking it done needs a {action.proof}" if action.proof else ""
-        lines.append(
-            f"Does: puts a task for you on /today, due at each fire: {_quote(what)}{proof}"
-        )
+        does = f"Does: puts a task for you on /today, due at each fire: {_quote(what)}{proof}"
     elif action.kind is ActionKind.PLAN:
         # Each step is a prompt of its own: the operator approves all of them.
-        lines.append(f"Does: asks your agent, step by step ({len(action.steps)} steps):")
-        lines += [
+        does = f"Does: asks your agent, step by step ({len(action.steps)} steps):"
+        steps = [
             # Cut short: twenty steps must still fit one message.
-            f"  {n}. {_quote(step.text[:_STEP_CHARS])}"
+            f"{n}. {_quote(step.text[:_STEP_CHARS])}"
             + (" (asks you first)" if step.requires_approval else "")
             for n, step in enumerate(action.steps, 1)
         ]
     else:
-        lines.append(f"Does: asks your agent {_quote(what)}")
-    lines.append(_runs_per_week(decision, once))
+        does = f"Does: asks your agent {_quote(what)}"
+    tokens = None
     if request.expected_tokens_per_run is not None:
-        lines.append(_tokens(request.expected_tokens_per_run, decision.runs_per_week, once))
+        tokens = _tokens(request.expected_tokens_per_run, decision.runs_per_week, once)
     reasons = "; ".join(decision.reasons)
     icon = _TIER_ICONS[proposal.tier]
-    lines.append(f"Risk: {icon} {proposal.tier.value}" + (f" — {esc(reasons)}" if reasons else ""))
-    if request.reason.strip():
-        lines.append(f"Why: {_quote(request.reason)}")
+    return ProposalFacts(
+        name=request.name,
+        when=f"When: {_describe(proposal, now)}",
+        fires_title=("Next fires:" if not once else "Fires:") if fires else "",
+        fires=[local(t, zone) for t in fires],
+        does=does,
+        steps=steps,
+        runs=_runs_per_week(decision, once),
+        tokens=tokens,
+        risk=f"Risk: {icon} {proposal.tier.value}" + (f" — {reasons}" if reasons else ""),
+        why=f"Why: {_quote(request.reason)}" if request.reason.strip() else None,
+    )
+
+
+def proposal_message(proposal: Proposal, decision: RiskDecision, *, now: datetime) -> str:
+    """The proposal's card in the chat: what will happen (`proposal_facts`) under a
+    header that says what the tier did."""
+    facts = proposal_facts(proposal, decision, now=now)
+    lines = [_header(proposal, proposal_zone(proposal)), "", f"<b>{esc(facts.name)}</b>"]
+    lines.append(esc(facts.when))
+    if facts.fires:
+        lines.append(facts.fires_title)
+        lines += [f"  • {t}" for t in facts.fires]
+    lines.append(esc(facts.does))
+    lines += [f"  {esc(step)}" for step in facts.steps]
+    lines.append(facts.runs)
+    if facts.tokens is not None:
+        lines.append(facts.tokens)
+    lines.append(esc(facts.risk))
+    if facts.why is not None:
+        lines.append(esc(facts.why))
     return "\n".join(lines)
 
 

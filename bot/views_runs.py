@@ -14,7 +14,14 @@ from bot.render import MAX_MESSAGE, esc, local, run_line, zone_of
 from scheduler.dispatching import idempotency_key
 from scheduler.models import Attempt, Run, RunStatus, Schedule
 
-__all__ = ["answer_where", "clock_time", "run_detail", "run_now_text", "sent_run_outcome"]
+__all__ = [
+    "answer_where",
+    "clock_time",
+    "run_detail",
+    "run_now_text",
+    "run_now_toast",
+    "sent_run_outcome",
+]
 
 #: How many of a run's attempts its detail lists (the latest ones).
 ATTEMPTS_SHOWN = 10
@@ -41,6 +48,13 @@ def run_now_text(schedule: Schedule, run: Run, behind: Run | None, *, to_agent: 
     else:
         head = f"▶️ Running {name} now"
     return f"{head}; {answer_where(to_agent)}"
+
+
+def run_now_toast(behind: Run | None, *, to_agent: bool) -> str:
+    """A run-now button's short answer (plain)."""
+    if behind is not None:
+        return "Queued behind the run in progress."
+    return "Sent to your agent." if to_agent else "Running now."
 
 
 def answer_where(to_agent: bool) -> str:

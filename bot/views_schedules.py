@@ -52,9 +52,12 @@ __all__ = [
     "history_page",
     "missed_already",
     "missed_outcome",
+    "on_what",
     "page_count",
     "schedule_card",
     "schedules_page",
+    "status_parts",
+    "upcoming",
 ]
 
 #: Schedules per /schedules page, runs per /history page.
@@ -132,7 +135,9 @@ def _next_fire(schedule: Schedule, now: datetime) -> str:
 
 
 # --- a schedule's card ------------------------------------------------------------------
-def _status(schedule: Schedule, names: Mapping[int, str]) -> str:
+def status_parts(schedule: Schedule, names: Mapping[int, str]) -> tuple[str, str]:
+    """The schedule's state word (active, paused, tripped, archived) and, plain, what
+    more there is to say about it: who paused it and why, or why it tripped."""
     state = status_word(schedule)
     if state == "paused":
         details = []
@@ -142,27 +147,42 @@ def _status(schedule: Schedule, names: Mapping[int, str]) -> str:
                 if schedule.paused_by == schedule.owner.id
                 else f"user {schedule.paused_by}"
             )
-            details.append(f"by {esc(who)}")
+            details.append(f"by {who}")
         if schedule.pause_reason:
-            details.append(esc(schedule.pause_reason))
-        return "⏸ paused" + (f" ({': '.join(details)})" if details else "")
+            details.append(schedule.pause_reason)
+        return state, ": ".join(details)
     if state == "tripped":
-        return (
-            f"⛔ tripped (paused itself after {schedule.consecutive_failures} failed runs in a row)"
-        )
-    if state == "archived":
-        return "🗄 archived"
-    return "▶️ active"
+        return state, f"paused itself after {schedule.consecutive_failures} failed runs in a row"
+    return state, ""
 
 
-def _on_what(trigger: EventTrigger | StartupTrigger | AfterTrigger) -> str:
-    """When a trigger without a calendar fires, for the card's next-fires line."""
+_STATUS_ICONS = {"paused": "⏸", "tripped": "⛔", "archived": "🗄", "active": "▶️"}
+
+
+def _status(schedule: Schedule, names: Mapping[int, str]) -> str:
+    state, detail = status_parts(schedule, names)
+    return f"{_STATUS_ICONS[state]} {state}" + (f" ({esc(detail)})" if detail else "")
+
+
+def on_what(trigger: EventTrigger | StartupTrigger | AfterTrigger) -> str:
+    """When a trigger without a calendar fires, in words (plain)."""
     if isinstance(trigger, EventTrigger):
-        name = esc(trigger.name)
+        name = trigger.name
         return f"at each '{name}' event (POST /api/v1/events/{name}, or the agent's emit_event)."
     if isinstance(trigger, StartupTrigger):
         return "at each start of Tickler, once the engine is ready."
-    return f"{esc(trigger.describe())}, once per run of it."
+    return f"{trigger.describe()}, once per run of it."
+
+
+def upcoming(schedule: Schedule, now: datetime, count: int = 3) -> tuple[list[datetime], str]:
+    """The schedule's next `count` fires, or none and why (plain): paused, fired by an
+    event rather than the calendar, or never again."""
+    if status_word(schedule) != "active":
+        return [], PAUSED_NOTE
+    if isinstance(schedule.trigger, EventTrigger | StartupTrigger | AfterTrigger):
+        return [], on_what(schedule.trigger)
+    fires = next_fires(schedule, now, count)
+    return fires, "" if fires else "none; it will not fire again."
 
 
 def schedule_card(
@@ -186,17 +206,14 @@ def schedule_card(
         f"When: {esc(schedule.trigger.describe())}",
         f"Zone: {esc(zone)}",
     ]
-    if status_word(schedule) != "active":
+    fires, why_none = upcoming(schedule, now)
+    if why_none == PAUSED_NOTE:
         lines.append(PAUSED_NOTE)
-    elif isinstance(schedule.trigger, EventTrigger | StartupTrigger | AfterTrigger):
-        lines.append(f"Next fires: {_on_what(schedule.trigger)}")
+    elif fires:
+        lines.append("Next fires:")
+        lines += [f"  • {local(t, zone)}" for t in fires]
     else:
-        fires = next_fires(schedule, now)
-        if fires:
-            lines.append("Next fires:")
-            lines += [f"  • {local(t, zone)}" for t in fires]
-        else:
-            lines.append("Next fires: none; it will not fire again.")
+        lines.append(f"Next fires: {esc(why_none)}")
     if schedule.action.kind is ActionKind.BUNDLE:
         lines += template_lines(schedule.action)
     lines += plan_lines(schedule)

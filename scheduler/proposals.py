@@ -256,6 +256,19 @@ class ProposalService:
         """The chat's proposals, newest first."""
         return await self.store.proposals.list_for_chat(chat_id, statuses=statuses, limit=limit)
 
+    async def assess(self, proposal: Proposal) -> RiskDecision:
+        """The policy's reading of `proposal` as of now (how often it runs, why its
+        tier), for showing it again after it was announced; its tier stays the stored
+        one."""
+        active = await self.store.schedules.count_active(proposal.chat_id)
+        return classify(
+            proposal.request,
+            now=self.clock.now(),
+            limits=self.schedules.limits,
+            active_count=active,
+            timezone=proposal.request.trigger.timezone or "UTC",
+        )
+
     async def awaiting_approval(self, chat_id: int) -> tuple[list[Proposal], list[Run]]:
         """What waits for an answer in this chat: pending proposals, then runs of
         schedules with per-run approval, oldest first."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.demo_kit.harness import ALICE, BotHarness
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness
 from scheduler.models import (
     Action,
     ActionKind,
@@ -237,3 +237,24 @@ async def test_guided_new_creates_a_task_with_instructions_assignee_and_proof(
     assert {"Proof: file", "Assignee: Sam", "Instructions: Only the ones on the balcony"} <= set(
         card
     )
+
+
+async def test_a_forged_budget_press_on_the_policies_menu_is_an_admins_only(
+    bot: BotHarness,
+) -> None:
+    """The menu has no budget button; data forged for one is held to /edit's rule."""
+    olga = bot.olga
+    schedule = await bot.services.service.create_schedule(
+        OLGA,
+        Owner(id=OLGA, first_name="Olga"),
+        name="Olga's brief",
+        trigger=DAILY_9,
+        action=Action(text="Prepare the brief."),
+    )
+    await olga.send(f"/show {schedule.id}")
+    card = await olga.wait_reply(containing="Run approval:")
+    query = await olga.press_data(f"o:set:{schedule.id}:budget_runs:100000", card.message_id)
+    answer = await bot.server.wait_answered(query)
+    assert answer.get("text") == "Only an admin can change a schedule's budget."
+    found = await bot.services.store.schedules.get(OLGA, schedule.id)
+    assert found is not None and found.policies.budget_runs_per_week is None

@@ -14,6 +14,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler
 from bot import callbacks
 from bot.context import Context
 from bot.handlers.schedules import Outcome, StaleButton, arg, button_handler
+from bot.schedule_edits import AdminOnly, admin_only
 from bot.views_policies import policies_menu, setting_line
 
 __all__ = ["handlers"]
@@ -32,6 +33,10 @@ async def on_policy_button(
         return Outcome(text=text, markup=markup)
     if data.action == "set":
         setting, value = arg(data, 1), arg(data, 2)
+        user = update.effective_user
+        if admin_only(setting) and not context.services.is_admin(user.id if user else None):
+            # The menu has no budget button; forged data gets the same answer as /edit.
+            raise AdminOnly("Only an admin can change a schedule's budget.")
         schedule = await service.change_setting(chat_id, sid, setting, value)
         text, markup = policies_menu(schedule)
         # The menu's settings are enumerations: their line holds no user text to escape.

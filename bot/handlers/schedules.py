@@ -22,7 +22,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot import callbacks
 from bot.context import Context, Services
 from bot.render import esc, local, zone_of
-from bot.views_runs import run_now_text
+from bot.views_runs import run_now_text, run_now_toast
 from bot.views_schedules import (
     CARD_MARK,
     archive_question,
@@ -365,13 +365,7 @@ async def on_schedule_button(
         requested = await service.request_run(chat_id, sid)
         schedule, behind = requested.schedule, requested.behind
         sends = to_agent(context.services, schedule)
-        toast = (
-            "Queued behind the run in progress."
-            if behind is not None
-            else "Sent to your agent."
-            if sends
-            else "Running now."
-        )
+        toast = run_now_toast(behind, to_agent=sends)
         if on_card:
             card = await _card(update, context, schedule)
             return Outcome(toast=toast, text=card, markup=card_keyboard(schedule), edit=True)
