@@ -9,6 +9,7 @@ answering a proposal is an admin's, as in the chat.
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from bot.render import local
 from bot.webapp.pages import Done, Handler, Page, PageRequest, Route
@@ -45,6 +46,7 @@ async def show(request: PageRequest) -> Page:
         {
             "viewer": request.viewer,
             "home": home,
+            "day": f"{home.now.astimezone(ZoneInfo(home.zone)):%a %d %b}",
             "shown": SHOWN,
             "run_actions": RUN_ACTIONS,
             "Proof": Proof,
