@@ -23,7 +23,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 from typing import Any
 
 from telegram import BotCommand, MenuButtonWebApp, Update, WebAppInfo
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -300,9 +300,18 @@ async def _publish_mini_app(app: TicklerApp) -> None:
     left alone: it may be one set with @BotFather.
     """
     url = app.services.settings.webapp_url
-    if url:
+    if not url:
+        return
+    try:
         await app.bot.set_chat_menu_button(
             menu_button=MenuButtonWebApp(MINI_APP_BUTTON, WebAppInfo(url))
+        )
+    except BadRequest as exc:
+        # A refusal is no reason to keep the bot from its chats; a retry cannot fix it.
+        log.warning(
+            "Telegram refused WEBAPP_URL for the chat menu button (%s); the chat works "
+            "without it: check WEBAPP_URL (docs/mini-app.md)",
+            _first_line(exc),
         )
 
 

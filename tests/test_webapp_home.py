@@ -481,6 +481,20 @@ async def test_without_webapp_url_no_button(
         await stop_bot(bot)
 
 
+async def test_a_refused_menu_button_does_not_keep_the_bot_from_its_chats(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> None:
+    telegram_server.fail_next("setChatMenuButton", 400, "Bad Request: WEBAPP_URL_INVALID")
+    bot = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", webapp_url=WEBAPP_URL)
+    try:
+        assert len(telegram_server.calls_to("setChatMenuButton")) == 1  # not retried
+        assert None not in telegram_server.menu_buttons
+        await bot.alice.send("/today")
+        await bot.alice.wait_reply(containing="Today")
+    finally:
+        await stop_bot(bot)
+
+
 async def test_the_test_server_checks_web_app_buttons_as_telegram(
     miniapp: MiniAppClient,
 ) -> None:
