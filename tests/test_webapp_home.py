@@ -362,6 +362,9 @@ async def test_a_bad_date_is_one_sentence_and_changes_nothing(miniapp: MiniAppCl
     assert bad.error == ("'next tuesday' is not a date; use 3d, 2w, 12h or a date like 2026-12-01.")
     past = await miniapp.post(f"/home/items/{ledger.waiting.id}/sent", {"when": "2026-01-01"})
     assert past.status == 409 and past.error == "Pick a next follow-up date in the future."
+    no_date = await miniapp.post(f"/home/items/{ledger.waiting.id}/sent", {"when": " "})
+    assert no_date.status == 409
+    assert no_date.error == "Give a follow-up date, like 3d, 2w or 2026-12-01."
     missing = await miniapp.post(
         f"/home/items/{ledger.overdue.id}/wait", {"who": "", "when": "3d", "note": "x"}
     )
@@ -466,6 +469,11 @@ async def test_the_menu_button_and_todays_button_open_the_app(miniapp: MiniAppCl
     assert today.reply_markup is not None
     last = today.reply_markup["inline_keyboard"][-1]
     assert last == [{"text": "Open Operations Home", "web_app": {"url": WEBAPP_URL}}]
+    # Telegram takes a web_app button in private chats only: a group's /today has none.
+    team = bot.server.user(ALICE, "Alice", chat_id=-100300)
+    await team.send("/today")
+    group_today = await team.wait_reply(containing="Today")
+    assert "web_app" not in str(group_today.reply_markup)
 
 
 async def test_without_webapp_url_no_button(

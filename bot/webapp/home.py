@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from bot.render import local
 from bot.webapp.pages import Done, Handler, Page, PageRequest, Route
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, InvalidState
 from scheduler.home import parse_follow_up
 from scheduler.models import RunStatus
 from scheduler.work_item_model import Proof, WorkItem
@@ -66,8 +66,11 @@ def _field(request: PageRequest, name: str) -> str:
 async def _when(request: PageRequest) -> tuple[datetime, str]:
     """The form's `when` (3d, 2w, 12h or a date) and the chat's zone it was read in."""
     svc = request.svc
+    text = _field(request, "when")
+    if not text:
+        raise InvalidState("Give a follow-up date, like 3d, 2w or 2026-12-01.")
     zone = await svc.service.chat_timezone(request.viewer.chat_id)
-    return parse_follow_up(_field(request, "when"), svc.clock.now(), zone), zone
+    return parse_follow_up(text, svc.clock.now(), zone), zone
 
 
 async def item_done(request: PageRequest) -> Done:
