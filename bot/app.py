@@ -22,8 +22,8 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from typing import Any
 
-from telegram import BotCommand, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram import BotCommand, MenuButtonWebApp, Update, WebAppInfo
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -285,6 +285,36 @@ async def start_services(app: TicklerApp) -> None:
     started.watchdog.start()
 
 
+#: The chat menu button's label when WEBAPP_URL is set.
+MINI_APP_BUTTON = "Tickler"
+
+
+async def _publish_mini_app(app: TicklerApp) -> None:
+    """With WEBAPP_URL, the menu button of every private chat opens the Mini App.
+
+    The default button, not one per allow-listed chat: Telegram refuses a chat's own
+    button until that user has opened the bot ("chat not found"), so an operator added
+    later would go without it until a restart after their /start; and the app checks
+    the allow-list on every request anyway, so a stranger's button opens only "This bot
+    is private". (The command menu is everyone's too.) Without WEBAPP_URL the button is
+    left alone: it may be one set with @BotFather.
+    """
+    url = app.services.settings.webapp_url
+    if not url:
+        return
+    try:
+        await app.bot.set_chat_menu_button(
+            menu_button=MenuButtonWebApp(MINI_APP_BUTTON, WebAppInfo(url))
+        )
+    except BadRequest as exc:
+        # A refusal is no reason to keep the bot from its chats; a retry cannot fix it.
+        log.warning(
+            "Telegram refused WEBAPP_URL for the chat menu button (%s); the chat works "
+            "without it: check WEBAPP_URL (docs/mini-app.md)",
+            _first_line(exc),
+        )
+
+
 async def connect_telegram(app: TicklerApp, stop: asyncio.Event | None = None) -> bool:
     """Reach Telegram (getMe) and publish the command menu, retrying with a backoff for
     as long as Telegram cannot be reached: the services are running meanwhile. False if
@@ -297,6 +327,7 @@ async def connect_telegram(app: TicklerApp, stop: asyncio.Event | None = None) -
         try:
             await app.initialize()
             await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+            await _publish_mini_app(app)
             break
         except InvalidToken:
             raise TelegramStartError(

@@ -26,6 +26,7 @@ from scheduler.bundles import BundleService
 from scheduler.chat_agents import ChatAgentService
 from scheduler.clock import Clock
 from scheduler.engine import Engine
+from scheduler.home import HomeService
 from scheduler.proposals import ProposalService
 from scheduler.service import ScheduleService
 from scheduler.sinks import SinkService
@@ -64,6 +65,19 @@ class Services:
     def sinks(self) -> SinkService:
         """A chat's notification sinks (scheduler/sinks.py)."""
         return SinkService(self.store.sinks, self.clock.now, lambda: secrets.token_hex(32))
+
+    @property
+    def home(self) -> HomeService:
+        """What /today and the Mini App's Home show (scheduler/home.py)."""
+        store = self.store
+        return HomeService(
+            self.service,
+            self.work_items,
+            self.bundles,
+            store.schedules,
+            store.runs,
+            store.proposals,
+        )
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.settings.admin_ids

@@ -126,6 +126,8 @@ _SETTING_FIXES = {
     "DEFAULT_TIMEZONE": "use an IANA zone name such as Europe/Berlin",
     "WEBHOOK_URL": "use the public https:// URL Telegram should push to, e.g. "
     "https://bot.example.com/telegram, or leave it unset for long polling",
+    "WEBAPP_URL": "use the public https:// address of the bot's /app/, e.g. "
+    "https://tickler.example.org/app/, or leave it unset for no Mini App buttons",
     "WEBHOOK_SECRET": "set it to 1-256 characters of A-Z, a-z, 0-9, _ and - (e.g. the output "
     "of `openssl rand -hex 32`)",
     "HTTP_PORT": "use a port from 1 to 65535 (0 turns the HTTP server off)",

@@ -59,6 +59,7 @@ from scheduler.results import LOG_EXCERPT_LIMIT, OUTPUTS_URL_LIMIT, SUMMARY_LIMI
 from scheduler.sinks import Sink
 from scheduler.stats import chat_stats, parse_window
 from scheduler.triggers import EVENT_NAME_PATTERN
+from scheduler.work_items import WorkItemNotFound
 
 __all__ = [
     "API_PREFIX",
@@ -432,7 +433,7 @@ class HttpServer:
             return _error(exc.status, exc.message, field=exc.field, headers=exc.headers)
         except ScheduleNotFound as exc:
             return _error(404, str(exc))
-        except (RunNotFound, ProposalNotFound, BundleNotFound) as exc:
+        except (RunNotFound, ProposalNotFound, BundleNotFound, WorkItemNotFound) as exc:
             return _error(404, str(exc))
         except InvalidState as exc:
             return _error(409, str(exc))

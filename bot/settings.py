@@ -187,6 +187,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("webapp_url")
+    @classmethod
+    def _webapp_https(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or " " in value:
+            raise ValueError(
+                "must be an https:// address like https://tickler.example.org/app/ "
+                "(Telegram opens Mini Apps over HTTPS only)"
+            )
+        return value
+
     @field_validator("webhook_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:

@@ -26,6 +26,7 @@ SERVICES = {
     "scheduler.stores",
     "scheduler.agent_tools",
     "scheduler.schedules_file",
+    "scheduler.home",
 }
 
 #: Which layers each layer may import (itself included).

@@ -49,6 +49,11 @@ def test_settings_load_from_the_environment() -> None:
             "Configuration error: AGENT_MODE: Input should be 'telegram' or 'openai'.",
         ),
         (
+            {"AGENT_URL": "http://x", "WEBAPP_URL": "http://tickler.example.org/app/"},
+            "Configuration error: WEBAPP_URL: must be an https:// address like "
+            "https://tickler.example.org/app/ (Telegram opens Mini Apps over HTTPS only).",
+        ),
+        (
             {"AGENT_URL": "http://x", "RETENTION_DAYS": "-1"},
             "Configuration error: RETENTION_DAYS: Input should be greater than or equal to 0.",
         ),

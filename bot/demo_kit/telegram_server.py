@@ -24,6 +24,10 @@ What it is strict about (each with Telegram's own reply shape and description):
 * inline keyboards: `callback_data` 1..64 bytes ("BUTTON_DATA_INVALID"), one action per
   button, <= 100 buttons;
 * `setMyCommands`: <= 100 commands, names 1..32 of `[a-z0-9_]`, descriptions 1..256;
+* `setChatMenuButton` (the default button, or a known private chat's): `commands`,
+  `default`, or `web_app` with a text and an HTTPS `web_app.url`; inline `web_app`
+  buttons need an HTTPS URL too and are refused outside private chats
+  ("BUTTON_TYPE_INVALID");
 * `editMessageText` of identical content is 400 "message is not modified: ...", and (like
   Telegram) an edit without `reply_markup` removes the inline keyboard;
 * a chat the server has never seen is 400 "chat not found"; a blocked one is 403;
@@ -140,6 +144,7 @@ _JSON_FIELDS = frozenset(
         "reply_markup",
         "commands",
         "scope",
+        "menu_button",
         "reaction",
         "is_big",
         "offset",
@@ -825,6 +830,8 @@ class TelegramServer(LoopbackServer):
         self.reactions: dict[tuple[int, int], list[str]] = {}
         self.webhook_url = ""
         self._commands: dict[tuple[str, str], list[Json]] = {}
+        #: setChatMenuButton: the default menu button (key None) and each private chat's.
+        self.menu_buttons: dict[int | None, Json] = {}
         self._last_commands: list[Json] = []
         self._chats: dict[int, _Chat] = {}
         self._users: dict[tuple[int, int], TgUser] = {}
@@ -857,6 +864,8 @@ class TelegramServer(LoopbackServer):
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "deletemycommands": self._delete_my_commands,
+            "setchatmenubutton": self._set_chat_menu_button,
+            "getchatmenubutton": self._get_chat_menu_button,
             "sendchataction": self._send_chat_action,
             "setmessagereaction": self._set_message_reaction,
             "senddocument": self._send_document,
@@ -1100,6 +1109,7 @@ class TelegramServer(LoopbackServer):
                 "reply_markup",
                 "commands",
                 "scope",
+                "menu_button",
                 "allowed_updates",
                 "reply_parameters",
                 "reaction",
@@ -1217,7 +1227,7 @@ class TelegramServer(LoopbackServer):
             raise _bad("message is too long" if required else "message caption is too long")
         return _Formatted(raw, parse_mode, text, parsed)
 
-    def _reply_markup(self, params: Json, *, inline_only: bool) -> Json | None:
+    def _reply_markup(self, params: Json, *, inline_only: bool, chat: _Chat) -> Json | None:
         markup = params.get("reply_markup")
         if markup is None or markup == "":
             return None
@@ -1253,6 +1263,11 @@ class TelegramServer(LoopbackServer):
                     url = button["url"]
                     if not isinstance(url, str) or not re.match(r"(https?|tg)://\S+$", url):
                         raise _bad("BUTTON_URL_INVALID")
+                if "web_app" in button:
+                    _check_web_app(button["web_app"], "inline keyboard button Web App URL")
+                    if chat.json.get("type") != "private":
+                        # Telegram opens a Mini App from an inline button in private chats only.
+                        raise _bad("BUTTON_TYPE_INVALID")
         if total > MAX_BUTTONS:
             raise _bad("REPLY_MARKUP_TOO_LONG")
         rows_out = [row for row in rows if row]
@@ -1366,7 +1381,7 @@ class TelegramServer(LoopbackServer):
         chat = self._target_chat(params)
         fmt = self._formatted(params, "text", "entities", MAX_TEXT, required=True)
         assert fmt is not None
-        markup = self._reply_markup(params, inline_only=False)
+        markup = self._reply_markup(params, inline_only=False, chat=chat)
         message = self._new_bot_json(chat, params)
         message["text"] = fmt.text
         if fmt.entities:
@@ -1410,7 +1425,7 @@ class TelegramServer(LoopbackServer):
             raise _bad("there is no text in the message to edit")
         fmt = self._formatted(params, "text", "entities", MAX_TEXT, required=True)
         assert fmt is not None
-        markup = self._reply_markup(params, inline_only=True)
+        markup = self._reply_markup(params, inline_only=True, chat=chat)
         if (
             fmt.text == msg.json.get("text")
             and fmt.entities == msg.json.get("entities", [])
@@ -1431,7 +1446,7 @@ class TelegramServer(LoopbackServer):
     async def _edit_message_reply_markup(self, params: Json) -> Json:
         chat = self._target_chat(params)
         msg = self._bot_message(chat, params)
-        markup = self._reply_markup(params, inline_only=True)
+        markup = self._reply_markup(params, inline_only=True, chat=chat)
         if markup == msg.json.get("reply_markup"):
             raise _bad(
                 "message is not modified: specified new message content and reply markup are "
@@ -1502,6 +1517,41 @@ class TelegramServer(LoopbackServer):
         self._commands.pop(_commands_key(params), None)
         return True
 
+    async def _set_chat_menu_button(self, params: Json) -> bool:
+        key = self._menu_button_key(params)
+        button = params.get("menu_button")
+        if button is None or button == "":
+            button = {"type": "default"}
+        if not isinstance(button, dict):
+            raise _bad("can't parse menu button JSON object")
+        kind = button.get("type")
+        if kind in ("default", "commands"):
+            self.menu_buttons[key] = {"type": kind}
+            return True
+        if kind != "web_app":
+            raise _bad("unsupported menu button type")
+        text = button.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _bad("menu button text is empty")
+        _check_web_app(button.get("web_app"), "menu button Web App URL")
+        self.menu_buttons[key] = {"type": "web_app", "text": text, "web_app": button["web_app"]}
+        return True
+
+    async def _get_chat_menu_button(self, params: Json) -> Json:
+        key = self._menu_button_key(params)
+        return dict(self.menu_buttons.get(key, self.menu_buttons.get(None, {"type": "default"})))
+
+    def _menu_button_key(self, params: Json) -> int | None:
+        """None: the default menu button; else a private chat the bot knows."""
+        raw = params.get("chat_id")
+        if raw is None or raw == "":
+            return None
+        chat_id = _as_int(raw)
+        chat = self._chat(chat_id) if chat_id is not None else None
+        if chat is None or chat.json.get("type") != "private":
+            raise _bad("chat not found")
+        return chat.id
+
     async def _send_chat_action(self, params: Json) -> bool:
         chat = self._target_chat(params)
         action = params.get("action")
@@ -1553,7 +1603,7 @@ class TelegramServer(LoopbackServer):
         else:
             raise _bad("wrong file identifier/HTTP URL specified")
         fmt = self._formatted(params, "caption", "caption_entities", MAX_CAPTION, required=False)
-        markup = self._reply_markup(params, inline_only=False)
+        markup = self._reply_markup(params, inline_only=False, chat=chat)
         message = self._new_bot_json(chat, params)
         message["document"] = {
             "file_id": stored.file_id,
@@ -1608,7 +1658,7 @@ class TelegramServer(LoopbackServer):
         else:
             raise _bad("wrong file identifier/HTTP URL specified")
         fmt = self._formatted(params, "caption", "caption_entities", MAX_CAPTION, required=False)
-        markup = self._reply_markup(params, inline_only=False)
+        markup = self._reply_markup(params, inline_only=False, chat=chat)
         message = self._new_bot_json(chat, params)
         message["photo"] = self._photo_sizes(stored, size)
         if fmt is not None:
@@ -1708,6 +1758,15 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             return (width, height) if width and height else None
         i += 2 + length
     return None
+
+
+def _check_web_app(web_app: Any, what: str) -> None:
+    """A WebAppInfo: an object whose `url` is an HTTPS address, as Telegram demands."""
+    if not isinstance(web_app, dict) or not isinstance(web_app.get("url"), str):
+        raise _bad("can't parse WebAppInfo JSON object")
+    url = web_app["url"]
+    if not re.match(r"https://[^\s/?#]+(/\S*)?$", url):
+        raise _bad(f"{what} '{url}' is invalid: Only HTTPS links are allowed")
 
 
 def _commands_key(params: Json) -> tuple[str, str]:

@@ -6,12 +6,10 @@ Every item id is looked up in the chat the command or button came from.
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, WebAppInfo
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot import callbacks
@@ -25,35 +23,17 @@ from bot.handlers.schedules import (
 )
 from bot.render import esc, local
 from bot.views_bundles import risk_lines
-from scheduler.errors import InvalidState, shown
-from scheduler.models import RunStatus
-from scheduler.proposals import ProposalStatus
+from scheduler.errors import InvalidState
+from scheduler.home import is_follow_up_date, parse_follow_up
 from scheduler.work_item_model import WorkItem
 from scheduler.work_items import FILE_PROOF, WorkItemService
 
 __all__ = ["handlers", "parse_date", "today_text"]
 
-_RELATIVE = re.compile(r"^(\d{1,3})([hdw])$", re.IGNORECASE)
-_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-#: A follow-up given as a date (or in days) is due at this local time.
-_FOLLOW_UP_TIME = time(9, 0)
-_FAILED_WINDOW = timedelta(hours=24)
 _GROUP_LIMIT = 15
 
-
-def parse_date(text: str, now: datetime, zone: str) -> datetime:
-    """`3d`, `2w`, `12h` from now, or `YYYY-MM-DD` (at 09:00 in `zone`)."""
-    text = text.strip()
-    match = _RELATIVE.match(text)
-    if match:
-        return now + int(match.group(1)) * _UNITS[match.group(2).lower()]
-    try:
-        day = datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError:
-        raise InvalidState(
-            f"'{shown(text)}' is not a date; use 3d, 2w, 12h or a date like 2026-12-01."
-        ) from None
-    return datetime.combine(day, _FOLLOW_UP_TIME, ZoneInfo(zone))
+#: `3d`, `2w`, `12h` or `YYYY-MM-DD` (the Mini App parses the same way).
+parse_date = parse_follow_up
 
 
 def _items(svc: Services) -> WorkItemService:
@@ -89,43 +69,20 @@ def _group(title: str, lines: list[str], empty: str) -> str:
 async def today_text(
     svc: Services, chat_id: int, now: datetime
 ) -> tuple[str, InlineKeyboardMarkup | None]:
-    zone = await svc.service.chat_timezone(chat_id)
-    today = await _items(svc).today(chat_id, now, zone)
-    store = svc.store
-    proposals = await store.proposals.list_for_chat(
-        chat_id, statuses=[ProposalStatus.PENDING], limit=50
-    )
-    awaiting = await store.runs.list_for_chat(
-        chat_id, statuses=[RunStatus.AWAITING_APPROVAL], limit=50
-    )
-    schedules = {s.id: s for s in await store.schedules.list_for_chat(chat_id)}
-    tripped = [s for s in schedules.values() if s.tripped and s.archived_at is None]
-    failed = [
-        r
-        for r in await store.runs.list_for_chat(
-            chat_id, statuses=[RunStatus.FAILED, RunStatus.DEAD, RunStatus.UNKNOWN], limit=100
-        )
-        if (r.finished_at or r.updated_at) >= now - _FAILED_WINDOW
-    ]
+    home = await svc.home.gather(chat_id, now)
+    zone, today = home.zone, home.today
 
     def name(schedule_id: str) -> str:
-        schedule = schedules.get(schedule_id)
-        return esc(schedule.name) if schedule else esc(schedule_id)
-
-    def zone_for(schedule_id: str | None) -> str:
-        """A schedule's times are shown in its own zone; the rest in the chat's."""
-        schedule = schedules.get(schedule_id) if schedule_id else None
-        return schedule.timezone if schedule else zone
+        return esc(home.name(schedule_id))
 
     def item_line(i: WorkItem, *, waiting: bool = False) -> str:
-        return _item_line(i, zone_for(i.schedule_id), waiting=waiting)
+        return _item_line(i, home.zone_for(i.schedule_id), waiting=waiting)
 
-    approvals = [f"• proposal <code>{esc(p.id)}</code> {esc(p.name)}" for p in proposals] + [
+    approvals = [f"• proposal <code>{esc(p.id)}</code> {esc(p.name)}" for p in home.proposals] + [
         f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)} "
-        f"({local(r.scheduled_for, zone_for(r.schedule_id))})"
-        for r in awaiting
+        f"({local(r.scheduled_for, home.zone_for(r.schedule_id))})"
+        for r in home.awaiting
     ]
-    bundles = await svc.bundles.active(chat_id)
     parts = [
         f"📋 <b>Today</b> — {local(now, zone)}",
         _group("Due today", [item_line(i) for i in today.due_today], "Nothing due today"),
@@ -140,18 +97,18 @@ async def today_text(
             [item_line(i, waiting=True) for i in today.waiting],
             "Not waiting on anyone",
         ),
-        _group("Active bundles", [risk_lines(c) for c in bundles], "No active bundles"),
+        _group("Active bundles", [risk_lines(c) for c in home.bundles], "No active bundles"),
         _group("Pending approvals", approvals, "No pending approvals"),
         _group(
             "Tripped schedules",
-            [f"• <code>{esc(s.id)}</code> {esc(s.name)}" for s in tripped],
+            [f"• <code>{esc(s.id)}</code> {esc(s.name)}" for s in home.tripped],
             "No tripped schedules",
         ),
         _group(
             "Failed runs (last 24 h)",
             [
                 f"• run <code>{esc(r.id)}</code> of {name(r.schedule_id)}: {r.status.value}"
-                for r in failed
+                for r in home.failed
             ],
             "No failed runs",
         ),
@@ -167,6 +124,9 @@ async def today_text(
                 InlineKeyboardButton("⏳ Wait", callback_data=callbacks.make("w", "wait", item.id)),
             ]
         )
+    url = svc.settings.webapp_url
+    if url and chat_id > 0:  # Telegram takes a web_app button in private chats only
+        rows.append([InlineKeyboardButton("Open Operations Home", web_app=WebAppInfo(url))])
     return "\n\n".join(parts), InlineKeyboardMarkup(rows) if rows else None
 
 
@@ -192,7 +152,7 @@ async def followup(update: Update, context: Context, chat_id: int) -> None:
         raise InvalidState(usage)
     now = svc.clock.now()
     zone = await svc.service.chat_timezone(chat_id)
-    if _RELATIVE.match(args[0]) or re.match(r"^\d{4}-\d{2}-\d{2}$", args[0]):
+    if is_follow_up_date(args[0]):
         when = parse_date(args[0], now, zone)
         item = await items.add_followup(chat_id, " ".join(args[1:]), when, actor=_actor(update))
         await reply(
