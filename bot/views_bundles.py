@@ -26,6 +26,7 @@ __all__ = [
     "step_detail",
     "step_keyboard",
     "step_mark",
+    "step_phase",
     "step_toast",
     "step_words",
     "template_line",
@@ -113,19 +114,35 @@ def _state(state: StepState, zone: str) -> str:
     return esc(step_words(state, zone))
 
 
-def step_mark(state: StepState, card: BundleCard) -> str:
-    """The sign before a step: done, agent prompt, follow-up due, waiting, overdue, to do."""
+def step_phase(state: StepState, card: BundleCard) -> str:
+    """Where a step stands, in one or two words: done, prompt, follow-up due, waiting,
+    overdue, to do (the first that holds)."""
     if state.settled:
-        return "✅"
+        return "done"
     if not state.is_task:
-        return "🤖"
+        return "prompt"
     if state.follow_up_due(card.now):
-        return "📨"
+        return "follow-up due"
     if state.waiting:
-        return "⏳"
+        return "waiting"
     if state.overdue(card.now):
-        return "⚠️"
-    return "⬜"
+        return "overdue"
+    return "to do"
+
+
+_MARKS = {
+    "done": "✅",
+    "prompt": "🤖",
+    "follow-up due": "📨",
+    "waiting": "⏳",
+    "overdue": "⚠️",
+    "to do": "⬜",
+}
+
+
+def step_mark(state: StepState, card: BundleCard) -> str:
+    """The sign before a step in chat (its `step_phase`)."""
+    return _MARKS[step_phase(state, card)]
 
 
 def bundle_card(card: BundleCard) -> str:

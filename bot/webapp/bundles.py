@@ -2,7 +2,7 @@
 lists), and one bundle's steps with the card's actions (add proof, wait, follow-up sent,
 done), through the same BundleService and WorkItemService calls as the chat's card.
 
-The step's state words, its mark and which actions it offers are bot/views_bundles.py's,
+The step's state words, its phase and which actions it offers are bot/views_bundles.py's,
 so the page and the chat card cannot disagree."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bot.views_bundles import (
     proof_how,
     risk_summary,
     step_actions,
-    step_mark,
+    step_phase,
     step_toast,
     step_words,
 )
@@ -33,7 +33,8 @@ class StepView:
     """One step as the page lists it."""
 
     state: StepState
-    mark: str
+    #: done, prompt, follow-up due, waiting, overdue, to do (bot/views_bundles.py).
+    phase: str
     words: str
     #: "proof", "wait" or "fu", "done": what the step's forms offer.
     actions: tuple[str, ...]
@@ -63,7 +64,7 @@ def _step(card: BundleCard, state: StepState) -> StepView:
         actions = tuple(a for a in actions if a != "proof")
     return StepView(
         state=state,
-        mark=step_mark(state, card),
+        phase=step_phase(state, card),
         words=step_words(state, card.zone),
         actions=actions,
         proof_text=proof_text,
