@@ -107,6 +107,31 @@ async def test_another_chats_bundle_is_404(miniapp: MiniAppClient) -> None:
     assert "Weekly newsletter" not in (await miniapp.get("/bundles", user=OLGA)).text
 
 
+async def test_a_launch_from_a_group_shows_that_groups_bundles(miniapp: MiniAppClient) -> None:
+    """Opened from a group (Telegram signs its `chat`), the pages are that chat's."""
+    bot = miniapp.bot
+    group = -1001234567890
+    await bot.services.service.create_schedule(
+        group,
+        Owner(id=ALICE, first_name="Alice"),
+        name="Team newsletter",
+        trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
+        action=NEWSLETTER,
+    )
+    await bot.clock.advance(timedelta(hours=1))
+
+    async def one() -> bool:
+        return len(await bot.services.store.bundles.list_bundles(group, [BundleStatus.ACTIVE])) == 1
+
+    await eventually(one, timeout=5)
+    [bundle] = await bot.services.store.bundles.list_bundles(group, [BundleStatus.ACTIVE])
+    in_group = miniapp.init_data(ALICE, chat=group)
+    assert "Team newsletter" in (await miniapp.get("/bundles", init_data=in_group)).text
+    assert "No active bundles" in (await miniapp.get("/bundles")).text  # Alice's own chat
+    assert (await miniapp.get(f"/bundles/{bundle.id}", init_data=in_group)).status == 200
+    assert (await miniapp.get(f"/bundles/{bundle.id}")).status == 404
+
+
 async def test_a_steps_actions_change_the_ledger_as_the_chat_card(miniapp: MiniAppClient) -> None:
     bundle = await newsletter(miniapp)
     items = await items_of(miniapp, bundle)

@@ -97,10 +97,16 @@ BRIEF = (
     "Good morning! Today: stand-up at 10:00, the sponsor call at 15:00, and the invoice "
     "for ACME is due. Two emails need an answer before noon."
 )
-SPONSOR_ERROR = (
-    "upstream CRM timed out after 30 s while exporting the sponsor pipeline "
-    "(GET /api/v2/deals?stage=negotiation&owner=ada%40example.org&limit=500)"
-)
+#: What the agent reports, later, for the sponsor report it accepted on its bad days.
+SPONSOR_FAILURE = {
+    "status": "failed",
+    "summary": "The CRM export timed out twice; the pipeline report was not written.",
+    "log_excerpt": (
+        "10:02:11 GET https://crm.example.org/api/v2/deals?stage=negotiation&owner=ada%40"
+        "example.org&limit=500\n10:02:41 timeout after 30 s (attempt 1 of 2)\n10:03:12 "
+        "timeout after 30 s (attempt 2 of 2)\n10:03:12 giving up: upstream CRM unavailable"
+    ),
+}
 
 
 @dataclass
@@ -111,8 +117,8 @@ class Demo:
 
 
 def _agent() -> Any:
-    """The agent: briefs and inbox checks succeed with varying token use; the sponsor
-    report fails on two days of the week with a long error, and succeeds otherwise."""
+    """The agent: briefs and inbox checks succeed with varying token use; on two days of
+    the week it accepts the sponsor report (202) and later reports it failed."""
     counter = {"all": 0, "sponsor": 0}
 
     def answer(request: RecordedRequest) -> Reply:
@@ -123,7 +129,7 @@ def _agent() -> Any:
         if "sponsor pipeline" in prompt:
             counter["sponsor"] += 1
             if counter["sponsor"] in (3, 6):
-                return Reply(status=502, text=SPONSOR_ERROR)
+                return Reply(status=202)
         tokens = 900 + (n * 7919) % 2600
         text = BRIEF if "brief" in prompt else f"Checked: {3 + n % 5} new messages, 1 flagged."
         usage = {"prompt_tokens": tokens - 200, "completion_tokens": 200, "total_tokens": tokens}
@@ -185,11 +191,15 @@ async def _next_fire(app: MiniAppClient) -> datetime | None:
 
 
 async def _settled(app: MiniAppClient, fire: datetime) -> None:
-    """Wait until every run of the fire at `fire` has ended (or 10 s have passed)."""
-    store = app.bot.services.store
+    """Wait until every run of the fire at `fire` has ended (or 10 s have passed); a run
+    the agent accepted gets its failure reported, as the agent would report it."""
+    svc = app.bot.services
     for _ in range(500):
-        runs = await store.runs.list_for_chat(ALICE, limit=50)
+        runs = await svc.store.runs.list_for_chat(ALICE, limit=50)
         at_fire = [r for r in runs if r.scheduled_for == fire]
+        for run in at_fire:
+            if run.awaiting_result:
+                await svc.service.report_result(ALICE, run.id, SPONSOR_FAILURE)
         if at_fire and all(r.status in FINAL_STATUSES for r in at_fire):
             # Give the bundle and work-item writes that follow a run a moment.
             await asyncio.sleep(0.05)
