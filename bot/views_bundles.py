@@ -18,9 +18,17 @@ __all__ = [
     "bundle_card",
     "bundle_keyboard",
     "bundle_list",
+    "next_words",
+    "proof_how",
     "risk_lines",
+    "risk_summary",
+    "step_actions",
     "step_detail",
     "step_keyboard",
+    "step_mark",
+    "step_phase",
+    "step_toast",
+    "step_words",
     "template_line",
 ]
 
@@ -41,11 +49,16 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _next(card: BundleCard) -> str:
+def next_words(card: BundleCard) -> str:
+    """The step due next, in plain words (the Mini App escapes them its own way)."""
     step = card.next_due
     if step is None:
         return "nothing left to do"
-    return f"next: step {step.number} {esc(step.step.title)}, due {local(step.due_at, card.zone)}"
+    return f"next: step {step.number} {step.step.title}, due {local(step.due_at, card.zone)}"
+
+
+def _next(card: BundleCard) -> str:
+    return esc(next_words(card))
 
 
 def risk_summary(card: BundleCard) -> str:
@@ -73,7 +86,8 @@ def bundle_list(cards: list[BundleCard]) -> str:
     return "📦 <b>Active bundles</b>\n" + "\n".join(risk_lines(c) for c in cards)
 
 
-def _state(state: StepState, zone: str) -> str:
+def step_words(state: StepState, zone: str) -> str:
+    """A step's state in plain words: its run's or item's status, waiting, proof, assignee."""
     if not state.is_task:
         if state.run is None:
             return "agent prompt, not sent yet"
@@ -83,7 +97,7 @@ def _state(state: StepState, zone: str) -> str:
         return "not made yet"
     words = item.status.value
     if item.status is WorkItemStatus.WAITING:
-        words = f"waiting for {esc(item.waiting_for or '?')}"
+        words = f"waiting for {item.waiting_for or '?'}"
         if item.follow_up_at is not None:
             words += f", follow up {local(item.follow_up_at, zone)}"
     if item.proof is not None:
@@ -92,22 +106,43 @@ def _state(state: StepState, zone: str) -> str:
         else:
             words += f" · {item.proof.value} proof ✓"
     if item.assignee:
-        words += f" · for {esc(item.assignee)}"
+        words += f" · for {item.assignee}"
     return words
 
 
-def _mark(state: StepState, card: BundleCard) -> str:
+def _state(state: StepState, zone: str) -> str:
+    return esc(step_words(state, zone))
+
+
+def step_phase(state: StepState, card: BundleCard) -> str:
+    """Where a step stands, in one or two words: done, prompt, follow-up due, waiting,
+    overdue, to do (the first that holds)."""
     if state.settled:
-        return "✅"
+        return "done"
     if not state.is_task:
-        return "🤖"
+        return "prompt"
     if state.follow_up_due(card.now):
-        return "📨"
+        return "follow-up due"
     if state.waiting:
-        return "⏳"
+        return "waiting"
     if state.overdue(card.now):
-        return "⚠️"
-    return "⬜"
+        return "overdue"
+    return "to do"
+
+
+_MARKS = {
+    "done": "✅",
+    "prompt": "🤖",
+    "follow-up due": "📨",
+    "waiting": "⏳",
+    "overdue": "⚠️",
+    "to do": "⬜",
+}
+
+
+def step_mark(state: StepState, card: BundleCard) -> str:
+    """The sign before a step in chat (its `step_phase`)."""
+    return _MARKS[step_phase(state, card)]
 
 
 def bundle_card(card: BundleCard) -> str:
@@ -125,7 +160,7 @@ def bundle_card(card: BundleCard) -> str:
     lines.append("")
     for state in card.steps:
         lines.append(
-            f"{_mark(state, card)} {state.number}. {esc(state.step.title or 'prompt')} — due "
+            f"{step_mark(state, card)} {state.number}. {esc(state.step.title or 'prompt')} — due "
             f"{local(state.due_at, card.zone)} · {_state(state, card.zone)}"
         )
     return "\n".join(lines)
@@ -135,18 +170,32 @@ def _data(action: str, card: BundleCard, number: int) -> str:
     return callbacks.make("k", action, card.bundle.id, number)
 
 
+def step_actions(state: StepState) -> tuple[str, ...]:
+    """What can be done to a step (the card's buttons, the Mini App's forms): an open task
+    step takes its missing proof, waiting (or, waiting, a follow-up sent) and done."""
+    if not state.is_task or state.settled:
+        return ()
+    proof = ("proof",) if state.missing_proof is not None else ()
+    return (*proof, "fu" if state.waiting else "wait", "done")
+
+
+_BUTTONS = {"proof": "📎 Proof", "fu": "📨 Sent", "wait": "⏳ Wait", "done": "✅ Done"}
+
+
+def step_toast(action: str, number: int) -> str:
+    """What a step's action answers once done (`wait`, `fu`, `done`)."""
+    return {
+        "wait": f"Step {number} is waiting; follow up in 3 days.",
+        "fu": f"Follow-up noted for step {number}; the next one in 3 days.",
+        "done": f"Step {number} done.",
+    }[action]
+
+
 def _step_row(card: BundleCard, state: StepState) -> list[InlineKeyboardButton]:
     n = state.number
     row = [InlineKeyboardButton(f"{n} · Open", callback_data=_data("open", card, n))]
-    if not state.is_task or state.settled:
-        return row
-    if state.missing_proof is not None:
-        row.append(InlineKeyboardButton("📎 Proof", callback_data=_data("proof", card, n)))
-    if state.waiting:
-        row.append(InlineKeyboardButton("📨 Sent", callback_data=_data("fu", card, n)))
-    else:
-        row.append(InlineKeyboardButton("⏳ Wait", callback_data=_data("wait", card, n)))
-    row.append(InlineKeyboardButton("✅ Done", callback_data=_data("done", card, n)))
+    for action in step_actions(state):
+        row.append(InlineKeyboardButton(_BUTTONS[action], callback_data=_data(action, card, n)))
     return row
 
 
@@ -181,12 +230,17 @@ def step_detail(card: BundleCard, number: int) -> str:
     return "\n".join(lines)
 
 
-def _proof_hint(item_id: str, kind: str) -> str:
+def proof_how(item_id: str, kind: str) -> str:
+    """How to give an item its proof in chat, in plain words."""
     if kind == "link":
-        return f"Add the link: /proof {esc(item_id)} https://…"
+        return f"Add the link: /proof {item_id} https://…"
     if kind == "file":
-        return f"Add the file: send it with the caption /proof {esc(item_id)}"
-    return f"Add the note: /proof {esc(item_id)} what was done"
+        return f"Add the file: send it with the caption /proof {item_id}"
+    return f"Add the note: /proof {item_id} what was done"
+
+
+def _proof_hint(item_id: str, kind: str) -> str:
+    return esc(proof_how(item_id, kind))
 
 
 def proof_hint(card: BundleCard, number: int) -> str:

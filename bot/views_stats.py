@@ -8,7 +8,15 @@ from bot.render import esc, status_word
 from scheduler.models import RunStatus
 from scheduler.stats import ChatStats
 
-__all__ = ["chart_caption", "chart_failed_text", "stats_text"]
+__all__ = [
+    "chart_caption",
+    "chart_failed_text",
+    "more_schedules",
+    "schedule_lines",
+    "stats_heading",
+    "stats_lines",
+    "stats_text",
+]
 
 #: Schedules listed by name under the totals (failing ones first).
 SCHEDULES_SHOWN = 8
@@ -61,16 +69,21 @@ def chart_failed_text(exc: Exception) -> str:
     return f"The chart could not be drawn ({why[:200]}); the figures above are complete."
 
 
-def stats_text(stats: ChatStats) -> str:
+def stats_heading(stats: ChatStats) -> str:
+    return f"Stats for the last {_span(stats.until - stats.since)}"
+
+
+def stats_lines(stats: ChatStats) -> list[str]:
+    """The totals in plain words, a line each (the chat escapes them for Telegram's HTML,
+    the Mini App its own way)."""
     states = [status_word(s) for s in stats.current.values()]
     lines = [
-        f"<b>Stats for the last {_span(stats.until - stats.since)}</b>",
         f"Schedules: {states.count('active')} active, {states.count('paused')} paused, "
         f"{states.count('tripped')} tripped",
     ]
     if stats.total == 0:
         lines.append("No runs in this window.")
-        return "\n".join(lines)
+        return lines
     counts = ", ".join(
         f"{stats.by_status[status]} {status.value.replace('_', ' ')}"
         for status in _ORDER
@@ -85,12 +98,34 @@ def stats_text(stats: ChatStats) -> str:
         f"Agent time: median {_seconds(stats.duration_p50)}, slowest {_seconds(stats.duration_max)}"
     )
     lines.append(_tokens_line(stats))
-    lines.append("")
+    return lines
+
+
+def schedule_lines(stats: ChatStats) -> list[str]:
+    """Each schedule's runs in plain words, failing ones first (at most SCHEDULES_SHOWN)."""
+    lines = []
     for row in stats.schedules[:SCHEDULES_SHOWN]:
         schedule = stats.current.get(row.schedule_id)
-        name = esc(schedule.name) if schedule else f"{row.schedule_id} (archived)"
+        name = schedule.name if schedule else f"{row.schedule_id} (archived)"
         dead = f", {row.dead} dead" if row.dead else ""
-        lines.append(f"• {name}: {row.runs} runs, {row.succeeded} ok{dead}")
-    if len(stats.schedules) > SCHEDULES_SHOWN:
-        lines.append(f"… and {len(stats.schedules) - SCHEDULES_SHOWN} more")
+        lines.append(f"{name}: {row.runs} runs, {row.succeeded} ok{dead}")
+    return lines
+
+
+def more_schedules(stats: ChatStats) -> str | None:
+    """How many schedules `schedule_lines` leaves out, if any."""
+    if len(stats.schedules) <= SCHEDULES_SHOWN:
+        return None
+    return f"… and {len(stats.schedules) - SCHEDULES_SHOWN} more"
+
+
+def stats_text(stats: ChatStats) -> str:
+    lines = [f"<b>{stats_heading(stats)}</b>", *(esc(line) for line in stats_lines(stats))]
+    if stats.total == 0:
+        return "\n".join(lines)
+    lines.append("")
+    lines.extend(f"• {esc(line)}" for line in schedule_lines(stats))
+    more = more_schedules(stats)
+    if more is not None:
+        lines.append(more)
     return "\n".join(lines)

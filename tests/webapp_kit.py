@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -92,18 +93,29 @@ class MiniAppClient:
         return await self.call("POST", path, form or {}, **kw)
 
 
-@pytest_asyncio.fixture
-async def miniapp(
-    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+@asynccontextmanager
+async def running_miniapp(
+    telegram_server: TelegramServer, agent_stub: AgentStub, db_path: Path, **settings: Any
 ) -> AsyncIterator[MiniAppClient]:
+    """The bot (bot.demo_kit.harness.start_bot, `settings` passed on) with its HTTP server
+    on a free port, and a client for its Mini App; for a test (the `miniapp` fixture) or
+    a script (tests/webapp_screenshots.py)."""
     port = free_port()
-    harness = await start_bot(telegram_server, agent_stub, tmp_path / "bot.db", http_port=port)
+    harness = await start_bot(telegram_server, agent_stub, db_path, http_port=port, **settings)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(base_url=base) as http:
             yield MiniAppClient(harness, http, base)
     finally:
         await stop_bot(harness)
+
+
+@pytest_asyncio.fixture
+async def miniapp(
+    telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
+) -> AsyncIterator[MiniAppClient]:
+    async with running_miniapp(telegram_server, agent_stub, tmp_path / "bot.db") as client:
+        yield client
 
 
 # --- the browser ----------------------------------------------------------------------------
@@ -125,21 +137,15 @@ def chromium_path() -> str | None:
     return os.environ.get("TICKLER_CHROMIUM") or shutil.which("chromium")
 
 
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Any]:
-    """Headless Chromium from the system (Playwright drives it; nothing is downloaded).
-    Without it the test is skipped, and under CI it fails instead."""
-    import os
+#: What to say when there is no browser.
+NO_CHROMIUM = "no chromium here: `apt-get install chromium` (Debian) runs the browser tests"
 
-    import pytest
+
+@asynccontextmanager
+async def chromium(path: str) -> AsyncIterator[Any]:
+    """Headless Chromium at `path`, driven by Playwright (nothing is downloaded)."""
     from playwright.async_api import async_playwright
 
-    path = chromium_path()
-    if path is None:
-        reason = "no chromium here: `apt-get install chromium` (Debian) runs the browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=path, args=["--no-sandbox", "--disable-gpu"]
@@ -148,6 +154,23 @@ async def browser() -> AsyncIterator[Any]:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Chromium from the system (Playwright drives it; nothing is downloaded).
+    Without it the test is skipped, and under CI it fails instead."""
+    import os
+
+    import pytest
+
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(NO_CHROMIUM, pytrace=False)
+        pytest.skip(NO_CHROMIUM)
+    async with chromium(path) as launched:
+        yield launched
 
 
 async def open_app(browser: Any, miniapp: MiniAppClient, init_data: str, route: str = "") -> Any:

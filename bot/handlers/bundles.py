@@ -32,6 +32,7 @@ from bot.views_bundles import (
     proof_hint,
     step_detail,
     step_keyboard,
+    step_toast,
 )
 from scheduler.errors import InvalidState
 from scheduler.work_items import FILE_PROOF
@@ -111,15 +112,13 @@ async def on_bundle_button(
         return Outcome(toast=proof_hint(card, number), text=proof_hint(card, number))
     if data.action == "wait":
         card = await bundles.wait_step(chat_id, bundle_id, number, actor=actor)
-        toast = f"Step {number} is waiting; follow up in 3 days."
     elif data.action == "fu":
         card = await bundles.follow_up_sent(chat_id, bundle_id, number, actor=actor)
-        toast = f"Follow-up noted for step {number}; the next one in 3 days."
     elif data.action == "done":
         card = await bundles.complete_step(chat_id, bundle_id, number, actor=actor)
-        toast = f"Step {number} done."
     else:
         raise StaleButton
+    toast = step_toast(data.action, number)
     return Outcome(toast=toast, text=bundle_card(card), markup=bundle_keyboard(card), edit=True)
 
 
