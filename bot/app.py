@@ -156,7 +156,13 @@ async def open_services(
             on_approval_asked=notifier.runs_asked,
         )
         service, chat_agents = side.service, side.agents
-        proposals = ProposalService(service, store, clock, on_proposal=notifier.proposal_made)
+        proposals = ProposalService(
+            service,
+            store,
+            clock,
+            on_proposal=notifier.proposal_made,
+            admins=settings.admin_ids,
+        )
         await apply_configured_schedules(settings, service, clock, chat_agents)
         # Opened whole: from here `close_services` closes the store and the dispatcher.
         opened.pop_all()

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from bot.context import Services
 from bot.views_new import every_spec, parse_duration
-from scheduler.errors import InvalidSchedule, InvalidState
+from scheduler.errors import AdminOnly, InvalidSchedule
 from scheduler.models import Action, Schedule
 from scheduler.policy_edits import SETTINGS
 from scheduler.service import TriggerSpec
@@ -36,7 +36,6 @@ __all__ = [
     "ALIASES",
     "EXAMPLES",
     "FIELDS",
-    "AdminOnly",
     "Edited",
     "admin_only",
     "edit_schedule",
@@ -70,10 +69,6 @@ ALIASES = {
 }
 #: A budget is a spending limit: as its notice's buttons, an admin's to change.
 ADMIN_ONLY = frozenset({"budget_runs", "budget_tokens"})
-
-
-class AdminOnly(InvalidState):
-    """The field is an admin's to change, and the one asking is not an admin."""
 
 
 @dataclass(frozen=True)

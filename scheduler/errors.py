@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = [
+    "AdminOnly",
     "InvalidSchedule",
     "InvalidState",
     "ProposalNotFound",
@@ -90,6 +91,10 @@ class ProposalNotFound(TicklerError, LookupError):
 
 class InvalidState(TicklerError, RuntimeError):
     """The operation is valid in general but not for the object's current state."""
+
+
+class AdminOnly(InvalidState):
+    """Only an admin may do this, and the one asking is not one."""
 
 
 def shown(text: str, limit: int = 40) -> str:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.clock import Clock
 from scheduler.errors import (
+    AdminOnly,
     InvalidSchedule,
     InvalidState,
     ProposalNotFound,
@@ -87,8 +88,11 @@ class ProposalService:
         on_proposal: OnProposal | None = None,
         expiry: timedelta = timedelta(hours=72),
         owner_name: str = "Agent",
+        admins: Collection[int] | None = None,
     ) -> None:
         self.schedules = schedules
+        #: Who may decide a proposal (None: anyone who reaches the service may).
+        self._admins = None if admins is None else frozenset(admins)
         self.store = store
         self.clock = clock
         self.expiry = expiry
@@ -278,12 +282,17 @@ class ProposalService:
         )
         return pending[::-1], runs[::-1]
 
+    def _check_admin(self, by: int, verb: str) -> None:
+        if self._admins is not None and by not in self._admins:
+            raise AdminOnly(f"Only an admin can {verb} a proposal.")
+
     async def approve(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Activate a pending proposal: resume its paused schedule (medium) or create it
         (high), in the same transaction as the decision, so a failure leaves it pending
         and a second press applies nothing. InvalidState when it was decided already or
         has expired; InvalidSchedule (and the proposal is refused) when it can no longer
         be created."""
+        self._check_admin(by, "approve")
         current = await self._pending(chat_id, proposal_id)
         now = self.clock.now()
         decision: dict[str, Any] = {
@@ -338,6 +347,7 @@ class ProposalService:
 
     async def reject(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Turn a pending proposal down; a medium one's paused schedule is archived."""
+        self._check_admin(by, "reject")
         current = await self._pending(chat_id, proposal_id)
         now = self.clock.now()
         return await self._decide(
@@ -346,6 +356,7 @@ class ProposalService:
 
     async def undo(self, chat_id: int, proposal_id: str, *, by: int) -> Proposal:
         """Take back an active proposal: its schedule is archived (history kept)."""
+        self._check_admin(by, "undo")
         current = await self.get(chat_id, proposal_id)
         if current.status is ProposalStatus.PENDING:
             raise InvalidState("That proposal is still waiting for approval; reject it instead.")

@@ -215,9 +215,9 @@ async def test_only_an_admins_press_counts_and_only_once(bot: BotHarness) -> Non
     olga_here = bot.server.user(OLGA, "Olga", chat_id=ALICE)
 
     query = await olga_here.press("Approve", card)
-    assert await toast(bot, query) == "Only an admin can approve this."
+    assert await toast(bot, query) == "Only an admin can approve a proposal."
     query = await olga_here.press("Reject", card)
-    assert await toast(bot, query) == "Only an admin can reject this."
+    assert await toast(bot, query) == "Only an admin can reject a proposal."
     assert (await current(bot, proposal)).status is ProposalStatus.PENDING
     assert await bot.services.service.list_schedules(ALICE) == []
     assert bot.alice.buttons(card) == card.buttons  # untouched

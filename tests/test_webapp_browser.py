@@ -18,7 +18,7 @@ async def overflow(page: Any) -> int:
 
 async def test_home_opens_signed_in_at_phone_width(browser: Any, miniapp: MiniAppClient) -> None:
     page = await open_app(browser, miniapp, miniapp.init_data())
-    await page.get_by_role("heading", name="Today").wait_for()
+    await page.get_by_role("heading", name="Today", exact=True).wait_for()
     assert await overflow(page) <= 0
 
 

@@ -409,12 +409,12 @@ async def test_only_an_admin_answers_a_proposal(miniapp: MiniAppClient) -> None:
             f"/home/proposals/{ledger.olgas_proposal.id}/{action}", user=OLGA
         )
         assert refused.status == 403
-        assert refused.error == f"Only an admin can {action} proposals."
+        assert refused.error == f"Only an admin can {action} a proposal."
     still = await proposals.get(OLGA, ledger.olgas_proposal.id)
     assert still.status is ProposalStatus.PENDING
 
     approved = await miniapp.post(f"/home/proposals/{ledger.proposal.id}/approve")
-    assert approved.status == 200 and approved.message == "Approved; Inbox pulse is active."
+    assert approved.status == 200 and approved.message == "Approved; 'Inbox pulse' is active."
     assert (await proposals.get(ALICE, ledger.proposal.id)).status is ProposalStatus.ACTIVE
     again = await miniapp.post(f"/home/proposals/{ledger.proposal.id}/reject")
     assert again.status == 409  # applied once, as the chat's buttons

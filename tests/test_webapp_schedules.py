@@ -451,7 +451,7 @@ async def test_the_list_and_a_history_fit_a_phone_and_pause_is_a_click(
     assert await overflow(page) <= 0
 
     await page.get_by_role("link", name=LONG_NAME).click()
-    await page.get_by_role("heading", name=LONG_NAME).wait_for()
+    await page.get_by_role("heading", name=LONG_NAME, exact=True).wait_for()
     assert await overflow(page) <= 0
     await page.get_by_role("link", name="The whole history").click()
     await page.get_by_role("heading", name=f"History of {LONG_NAME}").wait_for()
@@ -460,7 +460,7 @@ async def test_the_list_and_a_history_fit_a_phone_and_pause_is_a_click(
     assert await overflow(page) <= 0
 
     await page.get_by_role("link", name=f"Back to {LONG_NAME}").click()
-    await page.get_by_role("heading", name=LONG_NAME).wait_for()
+    await page.get_by_role("heading", name=LONG_NAME, exact=True).wait_for()
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.get_by_label("Reason (optional)").fill("moving house")
     await page.get_by_role("button", name="Pause").click()

@@ -14,8 +14,9 @@ from telegram.ext import BaseHandler, CallbackQueryHandler
 from bot import callbacks
 from bot.context import Context
 from bot.handlers.schedules import Outcome, StaleButton, arg, button_handler
-from bot.schedule_edits import AdminOnly, admin_only
+from bot.schedule_edits import admin_only
 from bot.views_policies import policies_menu, setting_line
+from scheduler.errors import AdminOnly
 
 __all__ = ["handlers"]
 

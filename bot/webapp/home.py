@@ -12,8 +12,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot.render import local
+from bot.webapp import proposals
 from bot.webapp.pages import Done, Handler, Page, PageRequest, Route
-from scheduler.errors import InvalidSchedule, InvalidState
+from scheduler.errors import InvalidState
 from scheduler.home import parse_follow_up
 from scheduler.models import RunStatus
 from scheduler.work_item_model import Proof, WorkItem
@@ -111,27 +112,6 @@ async def response_received(request: PageRequest) -> Done:
 
 
 # --- proposals and runs -------------------------------------------------------------------
-def proposal_answer(action: str) -> Handler:
-    """p:approve / p:reject: an admin's answer, as the proposal's buttons in the chat."""
-
-    async def answer(request: PageRequest) -> Done:
-        request.require_admin(f"{action} proposals")
-        proposals = request.svc.proposals
-        act = proposals.approve if action == "approve" else proposals.reject
-        try:
-            proposal = await act(
-                request.viewer.chat_id, request.params["proposal_id"], by=request.viewer.user_id
-            )
-        except InvalidSchedule as exc:
-            # Approved, but it can no longer be created: refused, as in the chat.
-            return Done(f"Could not activate it: {exc}", then=HOME)
-        if action == "approve":
-            return Done(f"Approved; {proposal.name} is active.", then=HOME)
-        return Done(f"Rejected; {proposal.name} will not run.", then=HOME)
-
-    return answer
-
-
 def run_action(action: str) -> Handler:
     """r:<retry|done|drop|approve|skip>: the chat's run buttons (anyone allowed may)."""
 
@@ -157,7 +137,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/home/items/{item_id}/sent", followup_sent),
     Route("POST", "/home/items/{item_id}/received", response_received),
     *(
-        Route("POST", f"/home/proposals/{{proposal_id}}/{action}", proposal_answer(action))
+        Route("POST", f"/home/proposals/{{proposal_id}}/{action}", proposals.decide(action, HOME))
         for action in ("approve", "reject")
     ),
     *(Route("POST", f"/home/runs/{{run_id}}/{action}", run_action(action)) for action in _RUN_DONE),

@@ -9,11 +9,7 @@ from typing import Any
 
 from bot.context import Services
 
-__all__ = ["Done", "Forbidden", "Handler", "Page", "PageRequest", "Route", "Viewer"]
-
-
-class Forbidden(Exception):
-    """The viewer may see this chat but not do this here (an operator, not an admin)."""
+__all__ = ["Done", "Handler", "Page", "PageRequest", "Route", "Viewer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +32,6 @@ class PageRequest:
     params: Mapping[str, str]
     #: The query string (GET) or the submitted form (POST).
     form: Mapping[str, str]
-
-    def require_admin(self, doing: str) -> None:
-        """Forbidden unless the viewer is an admin; `doing` completes "Only an admin can"."""
-        if not self.viewer.admin:
-            raise Forbidden(f"Only an admin can {doing}.")
 
     @property
     def actor(self) -> str:

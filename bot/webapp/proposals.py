@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from bot.render import local
 from bot.views_proposals import ProposalFacts, proposal_facts, proposal_zone
-from bot.webapp.pages import Done, Page, PageRequest, Route
-from scheduler.errors import InvalidState
+from bot.webapp.pages import Done, Handler, Page, PageRequest, Route
+from scheduler.errors import InvalidSchedule, InvalidState
 from scheduler.proposals import Proposal, ProposalService, ProposalStatus
 
 __all__ = ["ROUTES"]
@@ -106,36 +106,36 @@ async def list_page(request: PageRequest) -> Page:
     )
 
 
-async def approve(request: PageRequest) -> Done:
-    """As the card's Approve: the schedule becomes active (or is created)."""
-    request.require_admin("approve a proposal")
-    proposal = await _service(request).approve(
-        request.viewer.chat_id, request.params["proposal_id"], by=request.viewer.user_id
-    )
-    return Done(f"Approved; '{proposal.name}' is active.", "/proposals")
+def decide(action: str, then: str) -> Handler:
+    """As the card's Approve / Reject / Undo (ProposalService decides who may), then the
+    page `then`."""
+
+    async def answer(request: PageRequest) -> Done:
+        service = _service(request)
+        act = {"approve": service.approve, "reject": service.reject, "undo": service.undo}[action]
+        try:
+            proposal = await act(
+                request.viewer.chat_id, request.params["proposal_id"], by=request.viewer.user_id
+            )
+        except InvalidSchedule as exc:
+            # Approved, but it can no longer be created: refused, as in the chat.
+            return Done(f"Could not activate it: {exc}", then)
+        return Done(_DONE[action].format(name=proposal.name), then)
+
+    return answer
 
 
-async def reject(request: PageRequest) -> Done:
-    """As the card's Reject: nothing will run."""
-    request.require_admin("reject a proposal")
-    proposal = await _service(request).reject(
-        request.viewer.chat_id, request.params["proposal_id"], by=request.viewer.user_id
-    )
-    return Done(f"Rejected '{proposal.name}'; nothing will run.", "/proposals")
-
-
-async def undo(request: PageRequest) -> Done:
-    """As the card's Undo: an active proposal's schedule is archived."""
-    request.require_admin("undo a proposal")
-    proposal = await _service(request).undo(
-        request.viewer.chat_id, request.params["proposal_id"], by=request.viewer.user_id
-    )
-    return Done(f"Undone; '{proposal.name}' is archived (its history is kept).", "/proposals")
+_DONE = {
+    "approve": "Approved; '{name}' is active.",
+    "reject": "Rejected '{name}'; nothing will run.",
+    "undo": "Undone; '{name}' is archived (its history is kept).",
+}
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/proposals", list_page),
-    Route("POST", "/proposals/{proposal_id}/approve", approve),
-    Route("POST", "/proposals/{proposal_id}/reject", reject),
-    Route("POST", "/proposals/{proposal_id}/undo", undo),
+    *(
+        Route("POST", f"/proposals/{{proposal_id}}/{action}", decide(action, "/proposals"))
+        for action in _DONE
+    ),
 )

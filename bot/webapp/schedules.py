@@ -16,11 +16,11 @@ from aiohttp import web
 
 from bot.handlers.schedules import to_agent
 from bot.render import local, status_word, zone_of
-from bot.schedule_edits import EXAMPLES, AdminOnly, admin_only, edit_schedule
+from bot.schedule_edits import EXAMPLES, admin_only, edit_schedule
 from bot.views_policies import policy_facts, setting_fact
 from bot.views_runs import run_now_toast
 from bot.views_schedules import HISTORY_PAGE, status_parts, upcoming
-from bot.webapp.pages import Done, Forbidden, Page, PageRequest, Route
+from bot.webapp.pages import Done, Page, PageRequest, Route
 from scheduler.errors import RunNotFound
 from scheduler.models import ActionKind, Attempt, PauseKind, Run, Schedule
 
@@ -268,17 +268,14 @@ async def run_now(request: PageRequest) -> Done:
 
 async def edit(request: PageRequest) -> Done:
     """As /edit ID FIELD VALUE, with the field and value from the form."""
-    try:
-        edited = await edit_schedule(
-            request.svc,
-            request.viewer.chat_id,
-            request.params["schedule_id"],
-            request.form.get("field", ""),
-            request.form.get("value", ""),
-            user_id=request.viewer.user_id,
-        )
-    except AdminOnly as exc:
-        raise Forbidden(str(exc)) from None
+    edited = await edit_schedule(
+        request.svc,
+        request.viewer.chat_id,
+        request.params["schedule_id"],
+        request.form.get("field", ""),
+        request.form.get("value", ""),
+        user_id=request.viewer.user_id,
+    )
     schedule = edited.schedule
     if edited.setting:
         message = f"Updated '{schedule.name}': {setting_fact(schedule, edited.field)}."

@@ -26,7 +26,8 @@ from bot.context import Services
 from bot.render import local
 from bot.webapp import bundles, home, proposals, schedules, stats
 from bot.webapp.init_data import InitDataError, verify
-from bot.webapp.pages import Done, Forbidden, Page, PageRequest, Route, Viewer
+from bot.webapp.pages import Done, Page, PageRequest, Route, Viewer
+from scheduler.errors import AdminOnly
 
 __all__ = ["APP_PREFIX", "INIT_DATA_HEADER", "MiniApp"]
 
@@ -119,8 +120,10 @@ class MiniApp:
                 shown = await self._dispatch("GET", answer.then, viewer, {})
                 assert isinstance(shown, Page), "an action's next page is a page"
                 return self._page(shown, route=answer.then, message=answer.message)
-            return self._page(answer, route=path)
-        except Forbidden as exc:
+            # The query is part of the page (Stats' window): a reload shows the same.
+            query = request.query_string if request.method == "GET" else ""
+            return self._page(answer, route=f"{path}?{query}" if query else path)
+        except AdminOnly as exc:
             return _error(403, str(exc))
         except web.HTTPNotFound:
             return _error(404, "There is no such page here.")
