@@ -108,7 +108,8 @@ def schedule_lines(stats: ChatStats) -> list[str]:
         schedule = stats.current.get(row.schedule_id)
         name = schedule.name if schedule else f"{row.schedule_id} (archived)"
         dead = f", {row.dead} dead" if row.dead else ""
-        lines.append(f"{name}: {row.runs} run{'' if row.runs == 1 else 's'}, {row.succeeded} ok{dead}")
+        runs = f"{row.runs} run" + ("" if row.runs == 1 else "s")
+        lines.append(f"{name}: {runs}, {row.succeeded} ok{dead}")
     return lines
 
 
