@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest_asyncio
 
 from bot.demo_kit.agent_stub import AgentStub
@@ -34,8 +33,7 @@ from scheduler.proposal_model import Proposal, ProposalRequest, ProposalStatus
 from scheduler.service import TriggerSpec
 from scheduler.work_item_model import WorkItem, WorkItemStatus
 from tests.test_bot_schedules import eventually
-from tests.test_http_api import free_port
-from tests.webapp_kit import MiniAppClient, browser, open_app
+from tests.webapp_kit import MiniAppClient, browser, open_app, running_miniapp
 
 __all__ = ["browser"]
 
@@ -62,16 +60,9 @@ async def miniapp(
     telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
 ) -> AsyncIterator[MiniAppClient]:
     """webapp_kit's Mini App, with WEBAPP_URL set (the menu button, /today's button)."""
-    port = free_port()
-    harness = await start_bot(
-        telegram_server, agent_stub, tmp_path / "bot.db", http_port=port, webapp_url=WEBAPP_URL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession(base_url=base) as http:
-            yield MiniAppClient(harness, http, base)
-    finally:
-        await stop_bot(harness)
+    db = tmp_path / "bot.db"
+    async with running_miniapp(telegram_server, agent_stub, db, webapp_url=WEBAPP_URL) as client:
+        yield client
 
 
 def owner(chat: int) -> Owner:

@@ -14,11 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest_asyncio
 
 from bot.demo_kit.agent_stub import AgentStub
-from bot.demo_kit.harness import ALICE, OLGA, BotHarness, start_bot, stop_bot
+from bot.demo_kit.harness import ALICE, OLGA, BotHarness
 from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import (
     Action,
@@ -32,8 +31,7 @@ from scheduler.models import (
 )
 from scheduler.proposals import Proposal, ProposalRequest, ProposalService, ProposalStatus
 from scheduler.service import TriggerSpec
-from tests.test_http_api import free_port
-from tests.webapp_kit import MiniAppClient, browser, miniapp, open_app
+from tests.webapp_kit import MiniAppClient, browser, miniapp, open_app, running_miniapp
 
 __all__ = ["browser", "miniapp"]
 
@@ -47,16 +45,9 @@ async def openai_miniapp(
     telegram_server: TelegramServer, agent_stub: AgentStub, tmp_path: Path
 ) -> AsyncIterator[MiniAppClient]:
     """The Mini App of a bot whose agent answers chat completions, so runs keep output."""
-    port = free_port()
-    harness = await start_bot(
-        telegram_server, agent_stub, tmp_path / "bot.db", http_port=port, agent_mode="openai"
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession(base_url=base) as http:
-            yield MiniAppClient(harness, http, base)
-    finally:
-        await stop_bot(harness)
+    db = tmp_path / "bot.db"
+    async with running_miniapp(telegram_server, agent_stub, db, agent_mode="openai") as client:
+        yield client
 
 
 async def seed(
