@@ -197,6 +197,7 @@ class ThreadWriter:
         #: Rows changed by its transactions, counted on its thread (the connection's own
         #: count may only be read there, and starts again with a new connection).
         self._changes = 0
+        self._closed = False
 
     @property
     def total_changes(self) -> int:
@@ -243,7 +244,11 @@ class ThreadWriter:
             self._conn = None
 
     def close(self) -> None:
-        """Close the connection on its thread, after any transaction still running."""
+        """Close the connection on its thread, after any transaction still running; a
+        second close does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._thread.submit(self._close)
         self._thread.shutdown(wait=True)
 

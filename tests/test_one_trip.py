@@ -47,6 +47,7 @@ async def test_a_body_commits_as_a_whole_and_returns_its_result(tmp_path: Path) 
         ]
     assert thread.total_changes == 3
     thread.close()
+    thread.close()  # a store closed twice (a test's own close, then its fixture's)
     await db.close()
 
 
