@@ -19,9 +19,21 @@ an aiohttp server in another; all traffic stays on 127.0.0.1):
   idle        100,000 schedules, none due for an hour: CPU and RSS over 60 s.
   startup     100,000 schedules and 1,000 missed fires: process start to first fire.
   steady      10,000 schedules on `*/1 * * * *` for 3 minutes: every fire once, lag.
+  slow-agent  10,000 fires due at one instant (--quick: 1,000), the agent stub answering
+              each POST after a uniform 1-3 s (--agent-delay), Tickler at
+              max_concurrency 1,024 (--slow-concurrency) and APScheduler with the same
+              number of POSTs in flight: total time against the bound N x mean latency
+              / concurrency, peak RSS, dropped and doubled fires.
   fairness    chat A with 10,000 fires due at one instant, chat B with one due at the
               same instant: B's lag and dispatch round, with fair claims and in plain
-              due order (bench/fairness.py; printed, not in the JSON report).
+              due order (bench/fairness.py), to the fast stub and to the slow one;
+              APScheduler's lag for the one job seeded after 10,000 others beside it.
+  million     (--full, or --only million) 1,000,000 schedules seeded with bulk SQL: idle
+              CPU and RSS, start-up to the first fire (one schedule due at start), and
+              the query plans of the engine's due queries. --schedules shrinks it.
+
+--schedules N replaces the mode's sizes: the bursts' (every N given), slow-agent's,
+fairness's and million's (the first N).
 
 --quick shrinks every scenario (1,000-schedule bursts, 5 s idle, ...) to finish in about
 a minute on 2 cores; its numbers are labelled as such. --full adds 100,000 bursts.
@@ -42,6 +54,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -58,8 +71,21 @@ from typing import Any
 from bench import pg, seed
 from bench.measure import percentile
 from bench.report import Check, render, targets
+from storage.codec import to_db_time
+from storage.due import _FIRE as _NEXT_DUE_SQL
 
-SCENARIOS = ("burst", "claim-only", "idle", "startup", "steady", "fairness")
+SCENARIOS = (
+    "burst",
+    "claim-only",
+    "idle",
+    "startup",
+    "steady",
+    "slow-agent",
+    "fairness",
+    "million",
+)
+#: Only with --full (or named in --only): seeding a million schedules takes a while.
+FULL_ONLY = ("million",)
 #: The measured systems of the bursts (`--systems`): Tickler's engine (on SQLite, and on
 #: PostgreSQL when there is one), the limit loop, the ledger floor, APScheduler.
 SYSTEMS = ("tickler", "limit", "floor", "aps")
@@ -81,10 +107,14 @@ class Plan:
     #: (fires spread over `steady_spread` seconds on an hourly interval).
     steady_minutes: int
     steady_spread: float = 0.0
+    #: Fires of the slow-agent scenario, chat A's of fairness, and the million's schedules.
+    slow_fires: int = 10_000
+    fairness_fires: int = 10_000
+    million: int = 1_000_000
 
 
 PLANS = {
-    "quick": Plan("quick", (1_000,), 10_000, 4.0, 10_000, 100, 1_000, 0, 5.0),
+    "quick": Plan("quick", (1_000,), 10_000, 4.0, 10_000, 100, 1_000, 0, 5.0, 1_000, 1_000),
     "default": Plan("default", (1_000, 10_000), 100_000, 60.0, 100_000, 1_000, 10_000, 3),
     "full": Plan("full", (1_000, 10_000, 100_000), 100_000, 60.0, 100_000, 1_000, 10_000, 3),
 }
@@ -105,6 +135,23 @@ class Harness:
     postgres: pg.PgServer | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     log: Callable[[str], None] = print
+    #: The slow agent: each POST answered after a uniform delay in this range (seconds).
+    agent_delay: tuple[float, float] = (1.0, 3.0)
+    slow_concurrency: int = 1024
+    _slow: subprocess.Popen[str] | None = None
+    slow_url: str = ""
+
+    def slow_agent_url(self) -> str:
+        """The slow agent stub's URL, started on first use (stopped by `close`)."""
+        if self._slow is None:
+            low, high = self.agent_delay
+            self._slow, self.slow_url = start_agent("--delay", str(low), str(high))
+        return self.slow_url
+
+    def close(self) -> None:
+        if self._slow is not None:
+            stop_agent(self._slow)
+            self._slow = None
 
     # --- plumbing ----------------------------------------------------------------
     def child(self, spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
@@ -129,9 +176,9 @@ class Harness:
         self.results.append(result)
         return result
 
-    def agent(self, path: str) -> dict[str, int]:
+    def agent(self, path: str, url: str | None = None) -> dict[str, int]:
         method = "POST" if path == "reset" else "GET"
-        base = self.url.rsplit("/", 1)[0]
+        base = (url or self.url).rsplit("/", 1)[0]
         request = urllib.request.Request(f"{base}/{path}", method=method)
         with urllib.request.urlopen(request, timeout=10) as answer:
             data: dict[str, int] = json.loads(answer.read())
@@ -143,11 +190,15 @@ class Harness:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return path
 
-    def with_agent_check(self, spec: dict[str, Any], expected: int) -> dict[str, Any]:
-        """Run a child that posts to the agent; add what the agent saw."""
-        self.agent("reset")
+    def with_agent_check(
+        self, spec: dict[str, Any], expected: int, agent: str | None = None
+    ) -> dict[str, Any]:
+        """Run a child that posts to the agent (`agent`'s URL, else the fast stub's); add
+        what the agent saw."""
+        self.agent("reset", agent)
         result = self.child(spec)
-        seen = self.agent("stats")
+        seen = self.agent("stats", agent)
+        result["extra"]["agent_peak_in_flight"] = seen["peak_in_flight"]
         result["extra"]["agent_posts"] = seen["posts"]
         result["extra"]["agent_distinct"] = seen["keys"]
         lost, doubled = expected - seen["keys"], seen["posts"] - seen["keys"]
@@ -393,23 +444,236 @@ class Harness:
         result["extra"]["spread_s"] = self.plan.steady_spread
         self.log(f"  steady: {_line(result)}")
 
-    def fairness(self) -> None:
-        n = 1_000 if self.plan.mode == "quick" else 10_000
-        for fair in (True, False):
-            done = subprocess.run(
-                [sys.executable, "-m", "bench.fairness", "--n", str(n)]
-                + ["--concurrency", str(self.concurrency)]
-                + ([] if fair else ["--plain-only"]),
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=True,
+    def slow_agent(self) -> None:
+        """N fires due at once, each POST answered after a uniform delay, at
+        `slow_concurrency`: the total time against N x mean latency / concurrency."""
+        n, concurrency = self.plan.slow_fires, self.slow_concurrency
+        low, high = self.agent_delay
+        url = self.slow_agent_url()
+        bound = slow_bound(n, self.agent_delay, concurrency)
+        timeout = 120.0 + 4 * bound
+        for kind in ("tickler", "aps"):
+            if kind not in self.systems:
+                continue
+            db = self.fresh(f"{kind}-slow-agent-{n}")
+            due = datetime.fromtimestamp(time.time() + self.lead + n * 60e-6, UTC)
+            if kind == "tickler":
+                seed.seed_tickler(db, n, due)
+                extra: dict[str, Any] = {}
+            else:
+                _seed_aps(db, due, n=n, grace=3600.0)
+                extra = {"client": self.client, "grace": 3600.0, "limit": concurrency}
+            spec = {
+                "kind": kind,
+                "scenario": "slow-agent",
+                "db": str(db),
+                "n": n,
+                "due": due.timestamp(),
+                "timeout": timeout,
+                "url": url,
+                "concurrency": concurrency,
+                **extra,
+            }
+            result = self.with_agent_check(spec, n, url)
+            result["extra"].update(
+                bound_s=round(bound, 3),
+                vs_bound=None if result["seconds"] is None else result["seconds"] / bound,
+                delay_s=[low, high],
+                concurrency=concurrency,
             )
-            self.log(f"  fairness: {done.stdout.strip()}")
+            self.log(f"  slow-agent {n:,}: {_line(result)}")
+            db.unlink(missing_ok=True)
+
+    def fairness(self) -> None:
+        """Chat B's one fire among chat A's N, to the fast stub and to the slow one: with
+        fair claims (and, to the fast stub, in plain due order, what the engine did
+        before), and APScheduler's figure for its job seeded after the N others."""
+        n = self.plan.fairness_fires
+        agents = [("fast", self.url, self.concurrency), ("slow", "", self.slow_concurrency)]
+        for speed, url, concurrency in agents:
+            url = url or self.slow_agent_url()
+            orders = (True, False) if speed == "fast" else (True,)
+            if "tickler" in self.systems:
+                for fair in orders:
+                    out = self.workdir / "fairness.json"
+                    subprocess.run(
+                        [sys.executable, "-m", "bench.fairness", "--n", str(n)]
+                        + ["--concurrency", str(concurrency), "--url", url, "--json", str(out)]
+                        + ([] if fair else ["--plain-only"]),
+                        cwd=ROOT,
+                        capture_output=True,
+                        text=True,
+                        timeout=900,
+                        check=True,
+                    )
+                    [figures] = json.loads(out.read_text())
+                    result = _fairness_result(figures, speed, self.plan.mode)
+                    self.results.append(result)
+                    self.log(f"  fairness ({speed} agent): {_fairness_line(result)}")
+            if "aps" in self.systems:
+                db = self.fresh("aps-fairness")
+                due = datetime.fromtimestamp(time.time() + self.lead + n * 60e-6, UTC)
+                # Chat B's job is the last of n + 1, seeded after all of chat A's.
+                _seed_aps(db, due, n=n + 1, grace=3600.0)
+                spec = {
+                    "kind": "aps",
+                    "scenario": "fairness",
+                    "db": str(db),
+                    "n": n + 1,
+                    "due": due.timestamp(),
+                    "timeout": 120.0 + 4 * slow_bound(n, self.agent_delay, concurrency),
+                    "url": url,
+                    "concurrency": concurrency,
+                    "client": self.client,
+                    "grace": 3600.0,
+                    "limit": concurrency,
+                    "watch": n,
+                }
+                result = self.with_agent_check(spec, n + 1, url)
+                extra = result["extra"]
+                result.update(n=n, system=f"apscheduler, {speed} agent", scenario="fairness")
+                extra.update(
+                    agent=speed,
+                    b_lag_s=extra.get("watched_lag"),
+                    b_position=extra.get("watched_position"),
+                    dispatched=result["fires"],
+                )
+                self.log(f"  fairness ({speed} agent): {_fairness_line(result)}")
+                db.unlink(missing_ok=True)
+
+    def million(self) -> None:
+        """A million schedules: seeded with bulk SQL, then idle (CPU, RSS), start-up to
+        the first fire with one schedule due at the start, and the due queries' plans."""
+        n = self.plan.million
+        db = self.fresh("tickler-million")
+        started = time.monotonic()
+        seed.seed_tickler_bulk(db, n, datetime.now(UTC) + timedelta(hours=1))
+        seeded = time.monotonic() - started
+        self.log(f"  million: {n:,} schedules seeded in {seeded:.1f} s (bulk SQL)")
+        spec = {
+            "kind": "tickler",
+            "scenario": "idle",
+            "db": str(db),
+            "n": n,
+            "seconds": self.plan.idle_seconds,
+        }
+        idle = self.child(spec)
+        idle["scenario"] = "million"
+        idle["extra"].update(part="idle", seeded_s=round(seeded, 1))
+        self.log(f"  million idle: {_line(idle)}")
+        # One schedule due the instant the process is started: from exec to its POST.
+        start = time.time()
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE schedules SET next_run_at = ? WHERE id = 'sched0000000'",
+                (to_db_time(datetime.fromtimestamp(start, UTC)),),
+            )
+        spec = {
+            "kind": "tickler",
+            "scenario": "startup",
+            "db": str(db),
+            "n": n,
+            "missed": 1,
+            "process_start": time.time(),
+        }
+        first = self.with_agent_check(spec, 1)
+        first["scenario"] = "million"
+        first["extra"]["part"] = "startup"
+        self.log(f"  million start-up: {_line(first)}")
+        with sqlite3.connect(db) as conn:
+            plans = due_query_plans(conn, datetime.now(UTC))
+        self.results.append(
+            {
+                "system": "tickler",
+                "scenario": "million",
+                "n": n,
+                "mode": self.plan.mode,
+                "fires": 0,
+                "dropped": 0,
+                "peak_rss_mb": None,
+                "notes": [],
+                "extra": {"part": "plans", "plans": plans},
+            }
+        )
+        for name, plan in plans.items():
+            self.log(f"  million: {name}: " + " | ".join(plan))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def slow_bound(n: int, delay: tuple[float, float], concurrency: int) -> float:
+    """The least time N answers of a uniform `delay` take at `concurrency` in flight:
+    N x mean latency / concurrency (the issue's bound), and never less than the slowest
+    answer (a burst no larger than the concurrency takes as long as its slowest POST)."""
+    low, high = delay
+    return max(n * (low + high) / 2 / concurrency, high)
+
+
+def due_query_plans(conn: sqlite3.Connection, now: datetime) -> dict[str, list[str]]:
+    """EXPLAIN QUERY PLAN of the engine's due queries (storage/schedules.py, the claim's
+    read; storage/due.py's next-due instant), with the parameters the claim passes."""
+    from storage import schedules
+
+    at = to_db_time(now)
+    queries: dict[str, tuple[str, tuple[object, ...]]] = {
+        "due (claim)": (schedules.DUE_SQL, (at, "", 500)),
+        "fair due (claim, a backlog of several chats)": (schedules.FAIR_DUE_SQL, (at, "", 500)),
+        "another chat due?": (schedules._OTHERS_DUE_SQL, (at, "", 1)),
+        "next due instant": (_NEXT_DUE_SQL, ()),
+    }
+    return {
+        name: [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        for name, (sql, params) in queries.items()
+    }
+
+
+def _fairness_result(figures: dict[str, Any], speed: str, mode: str) -> dict[str, Any]:
+    order = "fair claims" if figures["fair"] else "plain due order"
+    return {
+        "system": f"tickler, {order}, {speed} agent",
+        "scenario": "fairness",
+        "n": figures["n"],
+        "mode": mode,
+        "fires": figures["dispatched"],
+        "dropped": figures["n"] + 1 - figures["dispatched"],
+        "peak_rss_mb": None,
+        "notes": [],
+        "extra": {**figures, "agent": speed},
+    }
+
+
+def _fairness_line(result: dict[str, Any]) -> str:
+    e = result["extra"]
+    lag = e.get("b_lag_s")
+    where = f"round {e['b_round']} of {e['rounds']}, " if e.get("b_round") is not None else ""
+    return (
+        f"{result['system']}: chat B's fire went out "
+        f"{'never' if lag is None else format(lag, '.3f') + ' s'} after its instant ({where}"
+        f"number {e.get('b_position') or 0:,} of {e.get('dispatched') or 0:,})"
+    )
 
 
 APS_FUNC = "bench.aps_side:fire"
+
+
+def start_agent(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """The agent stub (bench/agent.py) in a process of its own, and its webhook URL."""
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bench.agent", *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert agent.stdout is not None
+    port = int(agent.stdout.readline())
+    return agent, f"http://127.0.0.1:{port}/webhook"
+
+
+def stop_agent(agent: subprocess.Popen[str]) -> None:
+    if agent.stdin is not None:
+        agent.stdin.close()
+    agent.wait(10)
 
 
 def _seed_aps(db: Path, due: datetime, *, n: int, grace: float) -> None:
@@ -539,6 +803,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="burst sizes instead of the mode's (e.g. --schedules 200 for a smoke run)",
     )
+    parser.add_argument(
+        "--agent-delay",
+        nargs=2,
+        type=float,
+        default=(1.0, 3.0),
+        metavar=("LO", "HI"),
+        help="the slow agent's answer delay, uniform in [LO, HI] seconds (default 1 3)",
+    )
+    parser.add_argument(
+        "--slow-concurrency",
+        type=int,
+        default=1024,
+        help="max_concurrency (and APScheduler's POSTs in flight) with the slow agent",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--postgres-url",
@@ -550,8 +828,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = PLANS["quick" if args.quick else "full" if args.full else "default"]
     if args.schedules:
-        plan = dataclasses.replace(plan, bursts=tuple(args.schedules))
-    chosen = args.only or list(SCENARIOS)
+        first = args.schedules[0]
+        plan = dataclasses.replace(
+            plan,
+            bursts=tuple(args.schedules),
+            slow_fires=first,
+            fairness_fires=first,
+            million=first,
+        )
+    chosen = args.only or [s for s in SCENARIOS if args.full or s not in FULL_ONLY]
     systems = tuple(args.systems or SYSTEMS)
     out: Path | None = args.json
     workdir = Path(tempfile.mkdtemp(prefix="tickler-bench-"))
@@ -559,16 +844,10 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()
     server: pg.PgServer | None = None
     postgres_note: str | None = None
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "bench.agent"],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    agent, url = start_agent()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    harness: Harness | None = None
     try:
-        assert agent.stdout is not None
-        port = int(agent.stdout.readline())
         if args.no_postgres:
             postgres_note = "skipped (--no-postgres)"
         elif "tickler" in systems and {"burst", "claim-only"} & set(chosen):
@@ -582,9 +861,11 @@ def main(argv: list[str] | None = None) -> int:
             plan,
             args.concurrency,
             workdir,
-            url=f"http://127.0.0.1:{port}/webhook",
+            url=url,
             systems=systems,
             postgres=server,
+            agent_delay=tuple(args.agent_delay),
+            slow_concurrency=args.slow_concurrency,
         )
         print(
             f"mode {plan.mode}, concurrency {args.concurrency}, agent stub on port {port}, "
@@ -594,23 +875,24 @@ def main(argv: list[str] | None = None) -> int:
             info = ", ".join(f"{k} {v}" for k, v in server.info.items())
             started_here = "started by the bench" if server.cluster else "given"
             print(f"PostgreSQL ({started_here}): {info}")
-        if {"limit", "aps"} & set(systems):
+        if {"limit", "aps"} & set(systems) and set(chosen) - {"million"}:
             harness.probe()  # their HTTP client: the fastest it finds
         for scenario in chosen:
             if scenario in ("burst", "claim-only"):
                 for n in plan.bursts:
                     harness.burst(n, dispatch=scenario == "burst")
             else:
-                getattr(harness, scenario)()
+                getattr(harness, scenario.replace("-", "_"))()
     finally:
-        if agent.stdin is not None:
-            agent.stdin.close()
-        agent.wait(10)
+        if harness is not None:
+            harness.close()
+        stop_agent(agent)
         if server is not None:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
-    checks: list[Check] = targets(harness.results, plan.bursts)
+    assert harness is not None
+    checks: list[Check] = targets(harness.results, plan.bursts, harness.agent_delay)
     report = {
         "mode": plan.mode,
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -4,6 +4,13 @@
 python-telegram-bot user reaches for to make jobs persistent. Each job calls `fire`,
 which notes its start and makes the same POST as Tickler's dispatcher (or nothing,
 for claim-only). Missed jobs (its misfire grace) are counted through its event API.
+
+With `limit` (the slow-agent and fairness scenarios), at most that many POSTs are in
+flight at once, as Tickler's `max_concurrency` bounds its dispatches: APScheduler's
+AsyncIOExecutor has no worker limit of its own (it starts every due coroutine job as a
+task), so the limit is a semaphore in the job, and the job's lag is taken when its POST
+starts, as Tickler's is. `watch` is a job whose own lag is reported (chat B's, for
+fairness), with its place among the POSTs.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ class _State:
     target = 0
     missed = 0
     done: asyncio.Event | None = None
+    limit: asyncio.Semaphore | None = None
+    watch: int | None = None
+    watched_lag: float | None = None
+    watched_position: int | None = None
 
     @classmethod
     def check(cls) -> None:
@@ -41,11 +52,22 @@ class _State:
 
 
 async def fire(number: int) -> None:
-    _State.log.started(_State.due)
-    if _State.poster is not None:
-        await _State.poster.post(f"job{number:07d}:{_State.due}", number)
+    if _State.limit is None:
+        await _post(number)
+    else:
+        async with _State.limit:
+            await _post(number)
     _State.log.finished()
     _State.check()
+
+
+async def _post(number: int) -> None:
+    _State.log.started(_State.due)
+    if number == _State.watch:
+        _State.watched_lag = _State.log.lags[-1]
+        _State.watched_position = len(_State.log.lags)
+    if _State.poster is not None:
+        await _State.poster.post(f"job{number:07d}:{_State.due}", number)
 
 
 def _on_missed(_: JobExecutionEvent) -> None:
@@ -70,8 +92,13 @@ async def burst(
     concurrency: int,
     grace: float | None,
     timeout: float,
+    *,
+    limit: int | None = None,
+    watch: int | None = None,
 ) -> Result:
     _State.due, _State.target, _State.done = due, n, asyncio.Event()
+    _State.limit = asyncio.Semaphore(limit) if limit else None
+    _State.watch = watch
     _State.poster = make_poster(client, url, concurrency) if url else None
     scheduler = _scheduler(db)
     scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
@@ -88,6 +115,10 @@ async def burst(
     result = Result(f"apscheduler, {label}", "burst" if url else "claim-only", n)
     result.from_log(_State.log, due)
     result.extra["missed_by_grace"] = _State.missed
+    if watch is not None:
+        result.extra.update(
+            watched_lag=_State.watched_lag, watched_position=_State.watched_position
+        )
     if _State.missed:
         result.notes.append(f"{_State.missed} jobs dropped as missed (misfire_grace_time)")
     if not finished:

@@ -74,7 +74,16 @@ async def _run(spec: dict[str, Any]) -> Result:
         if scenario == "idle":
             return await aps_side.idle(db, n, spec["seconds"])
         result = await aps_side.burst(
-            db, url, spec["client"], n, due, concurrency, spec["grace"], spec["timeout"]
+            db,
+            url,
+            spec["client"],
+            n,
+            due,
+            concurrency,
+            spec["grace"],
+            spec["timeout"],
+            limit=spec.get("limit"),
+            watch=spec.get("watch"),
         )
     elif kind == "limit":
         from bench import limit_side
@@ -92,7 +101,9 @@ async def _run(spec: dict[str, Any]) -> Result:
         raise ValueError(f"unknown kind {kind!r}")
     if late > 0:
         result.notes.append(f"the process was ready {late:.2f} s after the due instant")
-    if scenario in ("burst", "claim-only") and result.fires:
+    if scenario == "slow-agent":
+        result.scenario = scenario
+    if scenario in ("burst", "claim-only", "slow-agent") and result.fires:
         used = cpu_seconds() - cpu_before
         result.cpu_s = used
         result.extra["cpu_us_per_fire"] = round(1e6 * used / result.fires, 1)
