@@ -3,7 +3,10 @@
     python -m bench.child '{"kind": "tickler", "scenario": "burst", ...}'
 
 The harness (bench/__main__.py) builds the spec; the last line printed is the result
-as JSON (bench.measure.Result).
+as JSON (bench.measure.Result). With `"handshake": true` in the spec, the child imports
+its side, prints `ready` and reads the due instant (epoch seconds) from its standard
+input before it opens the database: the caller seeds the fires due relative to that
+moment, so a slow start (a loaded machine) cannot eat into the lead before the instant.
 """
 
 from __future__ import annotations
@@ -25,16 +28,7 @@ async def _run(spec: dict[str, Any]) -> Result:
     url: str | None = spec.get("url")
     target = url or ""  # scenarios that always post get the agent's URL
     n, due, concurrency = spec.get("n", 0), spec.get("due", 0.0), spec.get("concurrency", 64)
-    # Import what the measured side needs first: a process that is not ready by the due
-    # instant would count its own start-up as fire lag, and the result says so.
-    if kind == "tickler":
-        import bench.tickler_side
-    elif kind == "aps":
-        import bench.aps_side
-    elif kind == "limit":
-        import bench.limit_side
-    elif kind == "floor":
-        import bench.ledger_floor  # noqa: F401
+    _import_side(kind)
     late = max(0.0, time.time() - due) if due else 0.0
     # CPU of the whole process (every thread: the loop and the database's), from here to
     # the end. Unlike fires/s it barely moves when other jobs share the cores, so it
@@ -110,6 +104,19 @@ async def _run(spec: dict[str, Any]) -> Result:
     return result
 
 
+def _import_side(kind: str) -> None:
+    # Import what the measured side needs first: a process that is not ready by the due
+    # instant would count its own start-up as fire lag, and the result says so.
+    if kind == "tickler":
+        import bench.tickler_side
+    elif kind == "aps":
+        import bench.aps_side
+    elif kind == "limit":
+        import bench.limit_side
+    elif kind == "floor":
+        import bench.ledger_floor  # noqa: F401
+
+
 async def _probe_dispatcher(url: str, n: int, concurrency: int) -> float:
     """POSTs per second through Tickler's own dispatcher, as the engine calls it."""
     from datetime import UTC, datetime
@@ -150,6 +157,10 @@ def main() -> None:
     from bot.event_loop import install
 
     loop = install()
+    if spec.get("handshake"):
+        _import_side(spec["kind"])
+        print("ready", flush=True)
+        spec["due"] = float(sys.stdin.readline())
     result = asyncio.run(_run(spec))
     if spec["kind"] != "probe":  # the probe's extras are its clients' rates
         result.extra["event_loop"] = loop

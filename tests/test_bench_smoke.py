@@ -39,7 +39,18 @@ def test_help_names_every_scenario() -> None:
         timeout=30,
         check=True,
     )
-    for scenario in ("burst", "claim-only", "idle", "startup", "steady", "--quick"):
+    for scenario in (
+        "burst",
+        "claim-only",
+        "idle",
+        "startup",
+        "steady",
+        "slow-agent",
+        "fairness",
+        "million",
+        "--quick",
+        "--agent-delay",
+    ):
         assert scenario in done.stdout
 
 
@@ -63,20 +74,33 @@ async def test_a_tiny_burst_fires_every_schedule_once(
 ) -> None:
     n = 30
     db = tmp_path / "burst.db"
-    due = datetime.fromtimestamp(time.time() + 1.0, UTC)
-    # Seeding migrates the file with its own event loop; this test already runs one.
-    await asyncio.to_thread(seed.seed_tickler, db, n, due)
     spec = {
         "kind": "tickler",
         "scenario": "burst",
         "db": str(db),
         "url": agent_stub.url,
         "n": n,
-        "due": due.timestamp(),
         "timeout": 30,
         "concurrency": 8,
+        "handshake": True,
     }
-    result = await measure(spec)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.child",
+        json.dumps(spec),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    # Seeded once the child is ready: the fires come due after its start, however slow.
+    assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+    due = datetime.fromtimestamp(time.time() + 0.5, UTC)
+    # Seeding migrates the file with its own event loop; this test already runs one.
+    await asyncio.to_thread(seed.seed_tickler, db, n, due)
+    out, _ = await asyncio.wait_for(child.communicate(f"{due.timestamp()}\n".encode()), 60)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     print(result)
     assert (result["fires"], result["dropped"]) == (n, 0)
     assert result["extra"]["succeeded_in_db"] == n
@@ -208,3 +232,51 @@ def test_without_postgresql_the_bench_says_so_in_one_line(tmp_path: Path) -> Non
     skipped = [line for line in done.stdout.splitlines() if "PostgreSQL" in line]
     assert skipped[0].startswith("PostgreSQL rows skipped: PostgreSQL not found"), skipped
     assert "tickler, PostgreSQL" not in done.stdout
+
+
+def test_the_new_scenarios_fire_every_fire_once_and_print_their_targets(tmp_path: Path) -> None:
+    """slow-agent, fairness (fast and slow stub) and million at tiny sizes, Tickler and
+    APScheduler: every fire once at the agent and in the report, nothing dropped or
+    doubled, each scenario's lines and target verdicts printed."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-postgres", "--systems", "tickler", "aps",
+         "--only", "slow-agent", "fairness", "million", "--schedules", "120",
+         "--agent-delay", "0.01", "0.05", "--slow-concurrency", "32", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    slow = [r for r in report["results"] if r["scenario"] == "slow-agent"]
+    assert [r["system"] for r in slow] == ["tickler", "apscheduler, grace 3600 s"]
+    for r in slow:
+        assert (r["fires"], r["dropped"], r["extra"]["doubled"]) == (120, 0, 0), r
+        assert r["extra"]["agent_posts"] == r["extra"]["agent_distinct"] == 120, r
+    fairness = [r for r in report["results"] if r["scenario"] == "fairness"]
+    assert sorted(r["system"] for r in fairness) == [
+        "apscheduler, fast agent",
+        "apscheduler, slow agent",
+        "tickler, fair claims, fast agent",
+        "tickler, fair claims, slow agent",
+        "tickler, plain due order, fast agent",
+    ]
+    for r in fairness:
+        assert r["extra"]["b_lag_s"] is not None and r["dropped"] == 0, r
+        assert r["extra"]["dispatched"] == 121, r
+    million = {r["extra"]["part"]: r for r in report["results"] if r["scenario"] == "million"}
+    assert million["startup"]["fires"] == 1 and million["startup"]["dropped"] == 0
+    assert million["startup"]["extra"]["agent_posts"] == 1
+    claim_plan = million["plans"]["extra"]["plans"]["due (claim)"]
+    assert any(line.startswith("SEARCH schedules USING INDEX") for line in claim_plan)
+    checks = {t["name"] for t in report["targets"]}
+    for name in (
+        "slow agent 120: time vs bound",
+        "slow agent 120: dropped / doubled",
+        "fairness 120 (tickler, fair claims, slow agent): B's lag",
+        "fairness 120 (apscheduler, fast agent): B's lag",
+        "million (120): start-up to first fire",
+        "million (120): due query plan",
+    ):
+        assert name in checks
+    for line in ("slow-agent, 120 schedules", "EXPLAIN QUERY PLAN", "chat B's lag", "Targets"):
+        assert line in done.stdout
