@@ -65,7 +65,7 @@ def targets(
     if claim:
         vs_floor = _ratio(claim["rate"], floor and floor["rate"])
         vs_aps = _ratio(claim["rate"], aps_claim and aps_claim["rate"])
-        rates = f"{claim['rate'] or 0:,.0f} vs {(floor or {}).get('rate') or 0:,.0f} fires/s"
+        rates = _beside(claim, floor)
         checks += [
             Check(
                 f"claim-only {n:,}: vs the ledger floor",
@@ -87,9 +87,7 @@ def targets(
         vs_floor = _ratio(tickler["rate"], burst_floor and burst_floor["rate"])
         vs_aps = _ratio(tickler["rate"], aps and aps["rate"])
         lag = _ratio(aps and aps["lag_p99"], tickler["lag_p99"])
-        rates = (
-            f"{tickler['rate'] or 0:,.0f} vs {(burst_floor or {}).get('rate') or 0:,.0f} fires/s"
-        )
+        rates = _beside(tickler, burst_floor)
         checks += [
             Check(
                 f"burst {n:,}: vs the burst floor",
@@ -157,6 +155,14 @@ def targets(
             )
         )
     return checks
+
+
+def _beside(tickler: dict[str, Any], floor: dict[str, Any] | None) -> str:
+    """Tickler's fires/s beside the floor's of the same run (when it ran)."""
+    mine = f"{tickler['rate'] or 0:,.0f}"
+    if floor is None or not floor["rate"]:
+        return f"{mine} fires/s; no floor in this run"
+    return f"{mine} vs {floor['rate']:,.0f} fires/s"
 
 
 def _slow_agent_checks(results: list[dict[str, Any]]) -> list[Check]:
