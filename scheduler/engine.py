@@ -46,7 +46,6 @@ from scheduler.log_context import log_context, log_context_for
 from scheduler.models import (
     AWAITING_RESULT_OWNER,
     ActionKind,
-    Owner,
     Run,
     RunStatus,
     Schedule,
@@ -910,7 +909,7 @@ class Engine:
                 run_id=run.id,
                 scheduled_for=fire,
                 chat_id=schedule.chat_id,
-                operator=_operator(schedule.owner),
+                operator=_operator(schedule.owner.id, schedule.owner.first_name),
                 schedule_name=schedule.name,
                 prompt=prompt,
                 timezone=schedule.timezone,
@@ -1106,5 +1105,6 @@ def _render_at(text: str, fire: datetime, timezone: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _operator(owner: Owner) -> Operator:
-    return Operator(id=owner.id, first_name=owner.first_name)
+def _operator(owner_id: int, first_name: str) -> Operator:
+    # Keyed by the plain values: hashing the Owner model costs more than the lookup.
+    return Operator(id=owner_id, first_name=first_name)

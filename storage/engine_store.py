@@ -520,7 +520,8 @@ async def _apply_successes(
             continue
         # The next step of a plan, in this transaction: a crash cannot lose it.
         then = following_runs(run, acquired.schedule, outcome.finished_at)
-        await runs.write_plan_steps(db, then)
+        if then:
+            await runs.write_plan_steps(db, then)
         schedule = acquired.schedule
         now_tripped = tripped.get(run.schedule_id, schedule.tripped)
         if schedule.consecutive_failures or schedule.tripped != now_tripped:
