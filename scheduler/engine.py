@@ -356,6 +356,12 @@ class Engine:
         self._ready_backlog = False
         self._next_heartbeat: datetime | None = None
         self._refill_batch = max(1, self.config.max_concurrency // 8)
+        #: With slow answers, slots are refilled in small batches (`_has_room`).
+        self._slow_refill_batch = max(1, self.config.max_concurrency // 64)
+        #: How long the agent's answers take lately (a moving average, seconds), and
+        #: how many it has averaged.
+        self._attempt_seconds = 0.0
+        self._answers = 0
         self._recorder = _GroupCommit(store, self.instance_id, self.config.trip_after)
         self.last_tick_at: datetime | None = None
         #: Loop iterations so far; /healthz and tests read it to see the loop is alive
@@ -528,9 +534,16 @@ class Engine:
 
     def _has_room(self) -> bool:
         # Refill in batches: one acquiring transaction per freed slot would cost more
-        # than the dispatches themselves at high volume.
+        # than the dispatches themselves at high volume. When answers take long, a
+        # transaction per few slots costs little beside them, while a slot left free
+        # until many others finish idles for a share of an answer's time.
         free = self._free_slots()
-        return free >= self._refill_batch or (free > 0 and not self._attempts)
+        batch = (
+            self._slow_refill_batch
+            if self._attempt_seconds >= SLOW_ANSWER_SECONDS
+            else self._refill_batch
+        )
+        return free >= batch or (free > 0 and not self._attempts)
 
     def _settle(self, schedule_id: str, change: int) -> None:
         count = self._settling.get(schedule_id, 0) + change
@@ -753,6 +766,12 @@ class Engine:
                 await self.store.release(self.instance_id, [run.id], self.clock.now())
                 return
             flight.attempting = False
+            took = self.clock.monotonic() - started
+            if self._answers:
+                self._attempt_seconds += (took - self._attempt_seconds) * _ATTEMPT_WEIGHT
+            else:
+                self._attempt_seconds = took
+            self._answers += 1
             self._release_slot(flight)
             self._settle(run.schedule_id, +1)
             settling = True
@@ -760,7 +779,6 @@ class Engine:
                 # Start the next runs while this outcome is being recorded.
                 self._wake.set()
             if self.observer is not None:
-                took = self.clock.monotonic() - started
                 self._observe(lambda o: o.attempt_finished(run, took, outcome.status))
             if outcome.status is RunStatus.RUNNING:
                 await self._await_result(acquired, outcome)
@@ -1063,6 +1081,11 @@ class Engine:
         except Exception:
             log.exception("notifier failed")
 
+
+#: Answers slower than this on average make the engine refill slots in small batches.
+SLOW_ANSWER_SECONDS = 0.25
+#: The weight of the latest answer in the moving average of answer times.
+_ATTEMPT_WEIGHT = 0.05
 
 #: Actions whose attempt is a dispatch to the agent.
 _TO_AGENT = (ActionKind.AGENT, ActionKind.PLAN)

@@ -684,3 +684,52 @@ async def test_a_burst_fills_every_free_slot_on_each_turn_of_the_loop(tmp_path: 
         await loop
     assert len(notifier.finished) == n
     assert engine.ticks <= n // slots + 3
+
+
+class _Staggered:
+    """An agent that answers the runs in the order they came, `gap` seconds apart, the
+    first after `first` seconds; it notes the order of arrivals and answers."""
+
+    limits_own_time = True
+
+    def __init__(self, first: float, gap: float) -> None:
+        self.first, self.gap = first, gap
+        self.events: list[str] = []
+        self._arrived = 0
+
+    async def dispatch(self, request: DispatchRequest, *, timeout: float) -> DispatchResult:
+        place = self._arrived
+        self._arrived += 1
+        self.events.append(f"in {place}")
+        await asyncio.sleep(self.first + place * self.gap)
+        self.events.append(f"out {place}")
+        return DispatchResult(status_code=200)
+
+
+async def test_with_a_slow_agent_a_freed_slot_is_refilled_without_waiting_for_a_batch(
+    tmp_path: Path,
+) -> None:
+    """64 slots, 65 fires due, answers taking seconds: the 65th fire goes out as soon as
+    the first answer frees a slot, not once a batch of slots (8) has freed, which would
+    leave slots idle for a share of an answer's time each."""
+    n, slots = 65, 64
+    db = tmp_path / "slow.db"
+    await asyncio.to_thread(seed.seed_tickler, db, n, datetime.now(UTC) - timedelta(seconds=1))
+    agent = _Staggered(first=0.4, gap=0.15)
+    async with await SqliteStore.open(db) as store:
+        engine = Engine(
+            store.engine,
+            SystemClock(),
+            agent,
+            config=EngineConfig(max_concurrency=slots, shutdown_grace=0.2),
+        )
+        loop = asyncio.create_task(engine.run_forever())
+        async with asyncio.timeout(30):
+            while f"in {slots}" not in agent.events or "out 2" not in agent.events:
+                await asyncio.sleep(0.01)
+        engine.request_stop()
+        await loop
+    events = agent.events
+    # Out of the first answer, the 65th went in before the third answer came (at 8
+    # slots a batch, it would have waited for the eighth).
+    assert events.index("out 0") < events.index(f"in {slots}") < events.index("out 2")
