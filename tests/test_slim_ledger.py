@@ -25,13 +25,15 @@ from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.ids import Ulids, use_id_source
 from scheduler.models import Action, ActionKind, Owner, RunStatus
+from scheduler.planning import DEFAULT_MISFIRE_GRACE, plan_due_fires
 from scheduler.service import ScheduleService, TriggerSpec
 from scheduler.work_items import WorkItemService
 from storage import runs as ledger
+from storage.bundle import SqlStore
 from storage.export import export_database, import_export, validate_export
 from storage.locations import Location, open_store
 from tests import test_store_contract as contract
-from tests.test_interruptions import killed_while_running
+from tests.engine_calls import claim_due_fires
 
 new_location = contract.new_location
 
@@ -62,6 +64,17 @@ MAIN_FINISH_SUCCEEDED_SQL = (
     "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
     "RETURNING runs.id"
 )
+
+
+async def killed_while_running(store: SqlStore, clock: FakeClock, process: str) -> None:
+    """A process takes the due run and dies (kill -9) before it ends (as
+    tests/test_interruptions.py's, on either store)."""
+    now = clock.now()
+    await claim_due_fires(
+        store, now, 10, lambda s, at: plan_due_fires(s, at, DEFAULT_MISFIRE_GRACE)
+    )
+    [taken] = await store.engine.acquire(now, 10, process)
+    assert taken.run.status is RunStatus.RUNNING
 
 
 class Reminders:
@@ -193,8 +206,9 @@ async def test_the_slimmed_ledger_exports_every_attempt_the_full_one_wrote(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # main's statement, returning each run's owner too (None: every row is written).
-    assert UNSLIMMED_SQL == MAIN_FINISH_SUCCEEDED_SQL.replace(
-        "RETURNING runs.id", "RETURNING runs.id, runs.owner"
+    assert (
+        MAIN_FINISH_SUCCEEDED_SQL.replace("RETURNING runs.id", "RETURNING runs.id, runs.owner")
+        == UNSLIMMED_SQL
     )
     slim, full = new_location(), new_location()
     which = await workload(slim, agent_stub)
