@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scheduler.models import RunStatus
 from storage.database import SCHEMA_VERSION, backfill_statement
 from storage.export_checks import bundle_problems, row_problems, valid_time
 from storage.export_secrets import Scrubber, secret_problems
@@ -664,6 +665,9 @@ def _plan_problems(items: list[tuple[int, dict[str, Any]]]) -> list[str]:
     return problems
 
 
+_RUN_STATUSES = frozenset(s.value for s in RunStatus)
+
+
 def _derived_problems(
     runs: list[tuple[int, dict[str, Any]]], attempts: list[tuple[int, dict[str, Any]]]
 ) -> list[str]:
@@ -680,8 +684,8 @@ def _derived_problems(
             continue
         where = f"run_attempts.jsonl:{number}"
         run = by_id.get(item.get("run_id"))
-        if run is None:
-            continue  # the reference check said so
+        if run is None or run.get("status") not in _RUN_STATUSES:
+            continue  # the reference check, or the run's own, said so
         if rows_of[item.get("run_id")] > 1:
             problems.append(f"{where}: no seq, but its run has other attempts.")
         elif item.get("status") != "succeeded" or run.get("status") != "succeeded":

@@ -299,3 +299,29 @@ async def test_a_ledger_written_before_the_slimming_imports_and_exports_the_same
     await export_database(copy, tmp_path / "again")
     assert read(tmp_path / "again") == read(tmp_path / "old")
     assert await raw_attempt_rows(copy) == len(attempts)
+
+
+async def test_validate_export_refuses_a_derived_attempt_that_is_not_one(
+    new_location: Callable[[], Location], agent_stub: AgentStub, tmp_path: Path
+) -> None:
+    """A line without seq must be its succeeded run's only attempt and agree with it."""
+    where = new_location()
+    which = await workload(where, agent_stub)
+    folder = tmp_path / "export"
+    await export_database(where, folder)
+    path = folder / "run_attempts.jsonl"
+    rows = lines(folder, "run_attempts.jsonl")
+    first = next(n for n, row in enumerate(rows, start=1) if row["seq"] is None)
+    rows[first - 1]["finished_at"] = "2030-01-01T00:00:00Z"
+    # A second, unnumbered attempt of the retried run, which has numbered ones.
+    rows.append({**rows[first - 1], "run_id": which["retried"]})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["counts"]["run_attempts"] += 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_export(folder) == [
+        f"run_attempts.jsonl:{first}: no seq, but it differs from its run.",
+        f"run_attempts.jsonl:{len(rows)}: no seq, but its run has other attempts.",
+    ]
+    with pytest.raises(ValueError, match="no seq, but it differs from its run"):
+        await import_export(folder, new_location())
