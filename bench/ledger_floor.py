@@ -5,7 +5,8 @@
 The same SQLite file and schema as the engine (seeded as the benchmark seeds it), the
 same statements per fire the engine's claim-only burst runs (read the due schedules;
 one transaction to move `next_run_at` and insert the runs as running; one to mark them
-succeeded, write the attempt rows and reset the schedules' failure counters), the same
+succeeded (a first attempt's row is read from its run, not written: storage/runs.py
+DERIVED_ATTEMPT) and reset the schedules' failure counters), the same
 cron arithmetic and ids, in batches of the dispatch concurrency, on the event loop's
 thread as the engine runs them. What it leaves out is everything else the engine does
 per fire: no pydantic models, no task or log context per run, no group-commit future,
@@ -127,10 +128,16 @@ def _finish(
         return 0
     conn.execute("BEGIN IMMEDIATE")
     finished = json.dumps([[f[0], now, 0, output, None] for f in fires])
-    written = {r[0] for r in conn.execute(runs.FINISH_SUCCEEDED_SQL, (finished, OWNER))}
+    # Each written run, with whether its attempt needs a row of its own: a first attempt
+    # does not (it is read from the run), so these fires write none, as the engine's.
+    written = dict(conn.execute(runs.FINISH_SUCCEEDED_SQL, (finished, OWNER)).fetchall())
     conn.executemany(
         runs.ATTEMPT_SQL,
-        [(f[0], 1, OWNER, now, now, "succeeded", None) for f in fires if f[0] in written],
+        [
+            (f[0], 1, OWNER, now, now, "succeeded", None)
+            for f in fires
+            if f[0] in written and written[f[0]] is None
+        ],
     )
     conn.execute(schedules.SUCCESSES_SQL, (json.dumps([[f[1], now] for f in fires]),)).fetchall()
     conn.execute("COMMIT")

@@ -101,14 +101,17 @@ def seed(path: Path, schedules: int, runs: int) -> None:
                 f"Good morning! Brief {n}: stand-up at 10:00, the sponsor call at 15:00.",
                 None if status != "dead" else "HTTP 503 from the agent",
                 usage,
-                "engine-1",
+                # A first attempt that succeeded is read from its run, which keeps the
+                # attempt's owner (storage/runs.py DERIVED_ATTEMPT); others have none.
+                "engine-1" if status in ("running", "succeeded") else None,
                 at,
                 done,
                 "missed" if status == "skipped" else None,
                 0,
             )
         )
-        attempt_rows.append((rid, 1, "engine-1", at, done, status, None))
+        if status != "succeeded":
+            attempt_rows.append((rid, 1, "engine-1", at, done, status, None))
         if n % 10 == 0:
             note_rows.append(
                 (

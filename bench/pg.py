@@ -143,6 +143,8 @@ def ledger(url: str) -> Ledger:
 async def _ledger(url: str) -> Ledger:
     import asyncpg
 
+    from storage.runs import ALL_ATTEMPTS
+
     conn = await asyncpg.connect(url, timeout=10)
     try:
         row = await conn.fetchrow(
@@ -150,10 +152,10 @@ async def _ledger(url: str) -> Ledger:
             "(SELECT count(*) FROM runs WHERE status = 'succeeded'), "
             "(SELECT count(DISTINCT (schedule_id, scheduled_for)) FROM runs "
             " WHERE status = 'succeeded'), "
-            "(SELECT count(*) FROM run_attempts)"
+            f"(SELECT count(*) FROM {ALL_ATTEMPTS} AS a)"
         )
         owners = await conn.fetch(
-            "SELECT owner, count(*) FROM run_attempts GROUP BY owner ORDER BY owner"
+            f"SELECT owner, count(*) FROM {ALL_ATTEMPTS} AS a GROUP BY owner ORDER BY owner"
         )
     finally:
         await conn.close()

@@ -6,10 +6,11 @@
 Simulated days, not real ones: each day, every schedule fires every `--every` minutes,
 and each fire is written with the engine's own statements (bench/ledger_floor.py: read
 the due schedules, move them on and write the runs running in one transaction; mark
-them succeeded with an answer of `--output` characters, write the attempt rows and
-reset the failure counters in another), in bulk. At each day's end the real pruning
-pass runs (`OperationsRepository.prune_history` with bot/retention.py's constants, as the daily
-sweep calls it), the WAL is checkpointed into the file, and the file's size is recorded.
+them succeeded with an answer of `--output` characters (their first attempts read from
+the runs: no attempt rows) and reset the failure counters in another), in bulk. At
+each day's end the real pruning pass runs (`OperationsRepository.prune_history` with
+bot/retention.py's constants, as the daily sweep calls it), the WAL is checkpointed into
+the file, and the file's size is recorded.
 
 `--auto-vacuum` creates the file with `auto_vacuum = INCREMENTAL` and runs
 `PRAGMA incremental_vacuum` after each pass (the file gives its free pages back to the

@@ -287,7 +287,9 @@ def run_from_row(row: Any) -> Run:
         output=row[11],
         error=row[12],
         token_usage=None if usage is None else json.loads(usage),
-        owner=row[14],
+        # A succeeded run's owner stands for its derived first attempt (storage/runs.py,
+        # DERIVED_ATTEMPT); the run itself, finished, has no owner.
+        owner=None if row[5] == "succeeded" else row[14],
         created_at=req_time(row[15]),
         updated_at=req_time(row[16]),
         skip_reason=None if row[17] is None else SkipReason(row[17]),

@@ -503,8 +503,7 @@ async def _apply_successes(
     """`_apply_outcome` for many successful attempts: three statements in all."""
     finished = [_finished_run(acquired.run, outcome) for acquired, outcome in items]
     written = await runs.finish_succeeded(db, finished, owner)
-    done = [r for r in finished if r.id in written]
-    await runs.record_attempts(db, done, owner)
+    await runs.record_attempts(db, [r for r in finished if written.get(r.id)], owner)
     tripped = await schedules.record_successes(
         db,
         [

@@ -25,10 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scheduler.models import RunStatus
 from storage.database import SCHEMA_VERSION, backfill_statement
-from storage.export_checks import bundle_problems, row_problems
+from storage.export_checks import bundle_problems, row_problems, valid_time
 from storage.export_secrets import Scrubber, secret_problems
 from storage.locations import Location, exclusive, is_constraint_error, shown, snapshot
+from storage.runs import ALL_ATTEMPTS, DERIVED_ATTEMPT
 from storage.schedules import NUMBER_UNNUMBERED_SQL
 from storage.sql import Db, Row, fetch_all
 
@@ -74,12 +76,14 @@ class _Field:
     #: plain | time | json | bool | count (a tally: absent means 0) | secret (left out of
     #: an export for people, so absent means none)
     kind: str = "plain"
+    #: What the export reads instead of the column, when not the column itself.
+    read: str | None = None
 
 
-def _f(column: str, kind: str = "plain", key: str | None = None) -> _Field:
+def _f(column: str, kind: str = "plain", key: str | None = None, read: str | None = None) -> _Field:
     if key is None:
         key = column.removesuffix("_json") if kind == "json" else column
-    return _Field(column, key, kind)
+    return _Field(column, key, kind, read)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class _Entity:
     name: str  # the file is <name>.jsonl; the table has the same name
     id_key: str
     fields: tuple[_Field, ...]
+    #: What the export reads the rows from, when not the table itself.
+    source: str | None = None
+    #: The export's order, when not `id_key`.
+    order: str | None = None
 
     @property
     def file(self) -> str:
@@ -154,7 +162,10 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("output"),
             _f("error"),
             _f("token_usage_json", "json", key="usage"),
-            _f("owner"),
+            # A run's owner is the engine running it. A succeeded run whose one attempt
+            # is derived (storage/runs.py, DERIVED_ATTEMPT) keeps that attempt's owner,
+            # which run_attempts.jsonl shows, as it did when the row was written.
+            _f("owner", read="CASE WHEN status = 'succeeded' THEN NULL ELSE owner END"),
             _f("created_at", "time"),
             _f("updated_at", "time"),
             _f("skip_reason"),
@@ -179,6 +190,10 @@ ENTITIES: tuple[_Entity, ...] = (
             _f("status"),
             _f("error"),
         ),
+        # The rows written, in seq order, then the derived first attempts (no seq: a
+        # run's one attempt, read from its run; import writes it back onto the run).
+        source=ALL_ATTEMPTS,
+        order="seq IS NULL, seq, run_id",
     ),
     _Entity(
         "events",
@@ -465,9 +480,13 @@ async def export_files(
     files: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     for entity in ENTITIES:
-        columns = ", ".join(f.column for f in entity.fields)
+        columns = ", ".join(
+            f.column if f.read is None else f"{f.read} AS {f.column}" for f in entity.fields
+        )
         where = f" WHERE {_CHAT_FILTERS[entity.name]}" if chat_id is not None else ""
-        sql = f"SELECT {columns} FROM {entity.name}{where} ORDER BY {entity.id_key}"
+        source = entity.name if entity.source is None else f"{entity.source} AS {entity.name}"
+        order = entity.order or entity.id_key
+        sql = f"SELECT {columns} FROM {source}{where} ORDER BY {order}"
         rows = await fetch_all(db, sql, {"chat": chat_id} if chat_id is not None else ())
         lines = [_dump(_encode(entity, row, scrub)) + "\n" for row in rows]
         files[entity.file] = "".join(lines).encode("utf-8")
@@ -579,7 +598,9 @@ def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
         for number, item in items:
             where = f"{entity.file}:{number}"
             ident = item.get(entity.id_key)
-            if ident is None:
+            if ident is None and entity.name == "run_attempts":
+                pass  # a derived first attempt: _derived_problems
+            elif ident is None:
                 problems.append(f"{where}: no {entity.id_key}.")
             elif isinstance(ident, str | int) and ident in seen:
                 problems.append(f"{where}: duplicate {entity.id_key} {ident!r}.")
@@ -605,6 +626,7 @@ def _validated(root: Path, verbatim: bool) -> tuple[list[str], _Rows]:
     for name, keys in _UNIQUE_TOGETHER:
         problems.extend(_repeats(name, keys, data[name]))
     problems.extend(_plan_problems(data["runs"]))
+    problems.extend(_derived_problems(data["runs"], data["run_attempts"]))
     problems.extend(bundle_problems(data))
     # Lines, not rows read: a line that could not be read is reported once, above.
     lines = {e.name: _line_count(root / e.file) for e in ENTITIES}
@@ -640,6 +662,43 @@ def _plan_problems(items: list[tuple[int, dict[str, Any]]]) -> list[str]:
             problems.append(f"{where}: plan_run_id {plan!r} does not match any plan run.")
         elif first_steps[plan] != item.get("schedule_id"):
             problems.append(f"{where}: plan_run_id {plan!r} is a plan run of another schedule.")
+    return problems
+
+
+_RUN_STATUSES = frozenset(s.value for s in RunStatus)
+
+
+def _derived_problems(
+    runs: list[tuple[int, dict[str, Any]]], attempts: list[tuple[int, dict[str, Any]]]
+) -> list[str]:
+    """A run_attempts row without seq is a succeeded run's first attempt, read from the
+    run (storage/runs.py, DERIVED_ATTEMPT): it must be its succeeded run's only attempt,
+    and agree with the run."""
+    by_id = {item.get("id"): item for _, item in runs}
+    rows_of: dict[Any, int] = {}
+    for _, item in attempts:
+        rows_of[item.get("run_id")] = rows_of.get(item.get("run_id"), 0) + 1
+    problems: list[str] = []
+    for number, item in attempts:
+        if item.get("seq") is not None:
+            continue
+        where = f"run_attempts.jsonl:{number}"
+        run = by_id.get(item.get("run_id"))
+        if run is None or run.get("status") not in _RUN_STATUSES:
+            continue  # the reference check, or the run's own, said so
+        if rows_of[item.get("run_id")] > 1:
+            problems.append(f"{where}: no seq, but its run has other attempts.")
+        elif item.get("status") != "succeeded" or run.get("status") != "succeeded":
+            problems.append(f"{where}: no seq, but it is no succeeded run's first attempt.")
+        elif any(
+            item.get(k) != run.get(k)
+            for k in ("attempt", "started_at", "finished_at")
+            # a malformed time is reported once, by row_problems
+            if not isinstance(item.get(k), str) or valid_time(item[k])
+        ):
+            problems.append(f"{where}: no seq, but it differs from its run.")
+        elif item.get("owner") is None or item.get("error") is not None:
+            problems.append(f"{where}: no seq, but no owner, or an error.")
     return problems
 
 
@@ -740,6 +799,32 @@ async def _insert(
     return max(cur.rowcount, 0)
 
 
+def _split_derived(
+    items: list[tuple[int, dict[str, Any]]],
+) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]]]:
+    """run_attempts rows as written (with seq), and the derived first attempts."""
+    written = [(n, item) for n, item in items if item.get("seq") is not None]
+    return written, [item for _, item in items if item.get("seq") is None]
+
+
+#: A derived first attempt is stored as its run's owner (storage/runs.py DERIVED_ATTEMPT).
+_RESTORE_DERIVED_SQL = (
+    "UPDATE runs SET owner = :owner WHERE id = :run_id AND status = 'succeeded' "
+    "AND owner IS NULL AND NOT EXISTS (SELECT 1 FROM run_attempts a WHERE a.run_id = :run_id)"
+)
+assert "owner IS NOT NULL" in DERIVED_ATTEMPT
+
+
+async def _restore_derived(db: Db, derived: list[dict[str, Any]]) -> int:
+    before = db.total_changes
+    if derived:
+        await db.executemany(
+            _RESTORE_DERIVED_SQL,
+            [{"owner": item["owner"], "run_id": item["run_id"]} for item in derived],
+        )
+    return db.total_changes - before
+
+
 async def import_export(
     directory: str | Path, where: Location, *, merge: bool = False, verbatim: bool = False
 ) -> dict[str, int]:
@@ -771,6 +856,9 @@ async def import_export(
             )
             count = 0
             items = data[entity.name]  # empty for an optional file the export lacks
+            if entity.name == "run_attempts":
+                items, derived = _split_derived(items)
+                count += await _restore_derived(db, derived)
             for start in range(0, len(items), _IMPORT_BATCH):
                 batch: list[tuple[int, dict[str, Any]]] = []
                 for number, item in items[start : start + _IMPORT_BATCH]:

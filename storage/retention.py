@@ -8,6 +8,7 @@ from datetime import datetime
 
 from scheduler.models import RunStatus
 from storage.codec import to_db_time
+from storage.runs import DERIVED_ATTEMPT
 from storage.sql import Db, fetch_all, fetch_one
 
 __all__ = [
@@ -75,6 +76,9 @@ async def prunable_runs(
     return [r[0] for r in rows if r[2]], last
 
 
+_DERIVED = f"CASE WHEN {DERIVED_ATTEMPT} THEN 1 ELSE 0 END"
+
+
 async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int, int]:
     """Delete those of the runs that are still prunable (finished, untouched since
     `cutoff`: they were read outside this transaction) and their attempts (first: they
@@ -84,7 +88,8 @@ async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int
     wanted = json.dumps(run_ids)
     rows = await fetch_all(
         db,
-        "SELECT r.id FROM runs r WHERE r.id IN (SELECT value FROM json_each(?)) "
+        # Whether the run's one attempt is derived from it: it goes with the run.
+        f"SELECT r.id, {_DERIVED} FROM runs r WHERE r.id IN (SELECT value FROM json_each(?)) "
         f"AND r.status IN {_PRUNABLE} AND r.updated_at < ? "
         # A plan run (step 0) goes only with its later steps, which name it: an export
         # never holds a step whose plan run is gone (storage/export.py).
@@ -96,7 +101,7 @@ async def delete_runs(db: Db, run_ids: list[str], cutoff: datetime) -> tuple[int
     cur = await db.execute(
         "DELETE FROM run_attempts WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)
     )
-    attempts = cur.rowcount
+    attempts = cur.rowcount + sum(1 for r in rows if r[1])
     # An event's link to a run goes with the run (the event stays: it is small).
     await db.execute(
         "DELETE FROM event_runs WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)

@@ -43,17 +43,35 @@ ATTEMPT_SQL = (
     "(run_id, attempt, owner, started_at, finished_at, status, error) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+#: A succeeded run whose one attempt is not in run_attempts but read from the run row
+#: (`attempts`, the export): its first attempt succeeded, uninterrupted, and the run
+#: keeps that attempt's `owner`. Every other finished run has no owner.
+DERIVED_ATTEMPT = "status = 'succeeded' AND owner IS NOT NULL"
+#: Every attempt, as the rows of run_attempts (the derived ones without `seq`): for the
+#: export and whatever reads the ledger whole.
+ALL_ATTEMPTS = (
+    "(SELECT seq, run_id, attempt, owner, started_at, finished_at, status, error "
+    "FROM run_attempts UNION ALL "
+    "SELECT NULL, id, attempt, owner, started_at, finished_at, status, NULL "
+    f"FROM runs WHERE {DERIVED_ATTEMPT})"
+)
 #: Successes as JSON [[id, finished_at, duration_ms, output, token_usage_json], ...]
-#: and the owner that must still hold each run; returns the ids written.
+#: and the owner that must still hold each run; returns the ids written, each with the
+#: owner it kept: set when the run's one attempt is derived (its run_attempts row is
+#: not written), None when that row must be written (`record_attempts`).
 FINISH_SUCCEEDED_SQL = (
     "UPDATE runs SET status = 'succeeded', finished_at = f.value ->> 1, "
     "duration_ms = CAST(f.value ->> 2 AS INTEGER), "
     "output = COALESCE(f.value ->> 3, output), error = NULL, "
     "token_usage_json = COALESCE(f.value ->> 4, token_usage_json), "
-    "next_attempt_at = NULL, owner = NULL, updated_at = f.value ->> 1 "
+    "next_attempt_at = NULL, updated_at = f.value ->> 1, "
+    # A first attempt with no attempt before it (none interrupted, none of an
+    # operator's earlier retry of this run) needs no row of its own.
+    "owner = CASE WHEN runs.attempt = 1 AND runs.interruptions = 0 AND NOT EXISTS "
+    "(SELECT 1 FROM run_attempts a WHERE a.run_id = runs.id) THEN runs.owner END "
     "FROM json_each(?) AS f "
     "WHERE runs.id = f.value ->> 0 AND runs.owner = ? AND runs.status = 'running' "
-    "RETURNING runs.id"
+    "RETURNING runs.id, runs.owner"
 )
 
 #: Columns an operator action may change through `transition`.
@@ -324,11 +342,13 @@ async def record_attempt(db: Db, run: Run, owner: str) -> None:
     )
 
 
-async def finish_succeeded(db: Db, finished: Sequence[Run], owner: str) -> set[str]:
+async def finish_succeeded(db: Db, finished: Sequence[Run], owner: str) -> dict[str, bool]:
     """Record many successful attempts in one statement: each run (already carrying
-    its outcome) is written only if `owner` still holds it. Returns the ids written."""
+    its outcome) is written only if `owner` still holds it. Returns the ids written,
+    each with whether its attempt still needs its run_attempts row (`record_attempts`):
+    false for a first attempt, which is derived from the run (`DERIVED_ATTEMPT`)."""
     if not finished:
-        return set()
+        return {}
     payload = json.dumps(
         [
             [
@@ -343,7 +363,7 @@ async def finish_succeeded(db: Db, finished: Sequence[Run], owner: str) -> set[s
         ]
     )
     rows = await fetch_all(db, FINISH_SUCCEEDED_SQL, (payload, owner))
-    return {row[0] for row in rows}
+    return {row[0]: row[1] is None for row in rows}
 
 
 async def record_attempts(db: Db, finished: Sequence[Run], owner: str) -> None:
@@ -365,14 +385,20 @@ async def record_attempts(db: Db, finished: Sequence[Run], owner: str) -> None:
     )
 
 
+#: A run's attempts, oldest first: its run_attempts rows, or the one derived from the
+#: run (`DERIVED_ATTEMPT`; a run has either, never both).
+ATTEMPTS_SQL = (
+    "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error, a.seq "
+    "FROM run_attempts a JOIN runs r ON r.id = a.run_id "
+    "WHERE a.run_id = ? AND r.chat_id = ? "
+    "UNION ALL SELECT attempt, owner, started_at, finished_at, status, NULL, NULL "
+    f"FROM runs WHERE id = ? AND chat_id = ? AND {DERIVED_ATTEMPT} "
+    "ORDER BY 7"
+)
+
+
 async def attempts(db: Db, chat_id: int, run_id: str) -> list[Attempt]:
-    rows = await fetch_all(
-        db,
-        "SELECT a.attempt, a.owner, a.started_at, a.finished_at, a.status, a.error "
-        "FROM run_attempts a JOIN runs r ON r.id = a.run_id "
-        "WHERE a.run_id = ? AND r.chat_id = ? ORDER BY a.seq",
-        (run_id, chat_id),
-    )
+    rows = await fetch_all(db, ATTEMPTS_SQL, (run_id, chat_id, run_id, chat_id))
     return [
         Attempt(
             attempt=r[0],
@@ -569,6 +595,18 @@ async def transition(
     marks = ", ".join(f":s{i}" for i in range(len(expected)))
     params = {**values, "id": run_id, "chat_id": chat_id}
     params.update({f"s{i}": s.value for i, s in enumerate(expected)})
+    if RunStatus.SUCCEEDED in expected:
+        # A succeeded run leaving its state writes its derived attempt down first, and
+        # gives up the owner that stood for it.
+        await db.execute(
+            "INSERT INTO run_attempts "
+            "(run_id, attempt, owner, started_at, finished_at, status, error) "
+            "SELECT id, attempt, owner, started_at, finished_at, status, NULL FROM runs "
+            f"WHERE id = :id AND chat_id = :chat_id AND {DERIVED_ATTEMPT}",
+            {"id": run_id, "chat_id": chat_id},
+        )
+        if "owner" not in values:
+            sets += ", owner = CASE WHEN status = 'succeeded' THEN NULL ELSE owner END"
     cur = await db.execute(
         f"UPDATE runs SET {sets} WHERE id = :id AND chat_id = :chat_id AND status IN ({marks})",
         params,

@@ -17,6 +17,7 @@ from bot.demo_kit.agent_stub import AgentStub
 from scheduler.engine import Engine, EngineConfig
 from scheduler.models import Action, Owner, RunStatus
 from scheduler.service import Limits, ScheduleService, TriggerSpec
+from storage.runs import ALL_ATTEMPTS
 from storage.sqlite_store import SqliteStore
 
 N = 10_000
@@ -81,7 +82,9 @@ async def test_ten_thousand_due_in_one_second_are_each_dispatched_once(
     assert statuses == {RunStatus.SUCCEEDED: N}
     if engines == 2:
         with sqlite3.connect(db_path) as raw:
-            shares = dict(raw.execute("SELECT owner, COUNT(*) FROM run_attempts GROUP BY owner"))
+            shares = dict(
+                raw.execute(f"SELECT owner, COUNT(*) FROM {ALL_ATTEMPTS} AS a GROUP BY owner")
+            )
         assert set(shares) == {w.instance_id for w in workers}, "both engines took a share"
         assert sum(shares.values()) == N
 

@@ -114,6 +114,9 @@ def bulk(db_path: Path) -> None:
                         "token_usage_json": json.dumps(usage),
                         "skip_reason": "missed" if status is RunStatus.SKIPPED else None,
                         "interruptions": n % 2,
+                        # A copied run has its attempt row: none of its attempts is
+                        # derived (storage/runs.py DERIVED_ATTEMPT).
+                        "owner": None,
                     }
                 )
                 tables["run_attempts"].append(

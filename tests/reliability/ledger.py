@@ -38,6 +38,7 @@ from scheduler.service import first_fire
 from storage.codec import req_time, to_db_time
 from storage.locations import Location, is_postgres, open_store
 from storage.postgres.dialect import to_postgres
+from storage.runs import ALL_ATTEMPTS
 from tests.reliability.scripted_agent import Delivery
 
 __all__ = [
@@ -111,8 +112,10 @@ class Accounting:
         )
 
 
+# Every attempt, the derived first attempts (no seq) included; a run has either kind.
 _ATTEMPTS_SQL = (
-    "SELECT run_id, status, error, started_at, finished_at FROM run_attempts ORDER BY seq"
+    "SELECT run_id, status, error, started_at, finished_at "
+    f"FROM {ALL_ATTEMPTS} AS a ORDER BY seq IS NULL, seq"
 )
 _RUNS_SQL = (
     "SELECT id, schedule_id, scheduled_for, trigger, status, attempt, error, started_at FROM runs"
