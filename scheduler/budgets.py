@@ -58,8 +58,9 @@ class BudgetKind(StrEnum):
 class BudgetUse:
     """What a schedule (or a chat) used in a window."""
 
-    #: Runs started (sent to the agent, or done), whatever their outcome; skipped and
-    #: cancelled runs never started, so they do not count.
+    #: Runs started (sent to the agent, or done), whatever their outcome, and runs
+    #: written to start (waiting for a slot or an approval); skipped and cancelled runs
+    #: never started, so they do not count.
     runs: int = 0
     #: The sum of the `total_tokens` its finished runs reported (openai mode).
     tokens: int = 0

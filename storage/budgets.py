@@ -54,22 +54,29 @@ def _tokens(text: str | None) -> int:
 
 
 async def _use(db: Db, column: str, value: object, since: datetime) -> BudgetUse:
+    # Runs written but not started yet (waiting for a slot, for approval, behind a busy
+    # schedule) count too: each will start unless someone stops it, and a burst of
+    # events must not pass the budget before the first of them has started.
+    when = to_db_time(since)
     rows = await fetch_all(
         db,
-        f"SELECT token_usage_json FROM runs WHERE {column} = ? AND started_at IS NOT NULL "
-        "AND started_at >= ?",
-        (value, to_db_time(since)),
+        f"SELECT token_usage_json FROM runs WHERE {column} = ? AND (started_at >= ? "
+        "OR (started_at IS NULL AND status IN ('pending', 'awaiting_approval') "
+        "AND created_at >= ?))",
+        (value, when, when),
     )
     return BudgetUse(runs=len(rows), tokens=sum(_tokens(r[0]) for r in rows))
 
 
 async def schedule_use(db: Db, schedule_id: str, since: datetime) -> BudgetUse:
-    """Runs of the schedule started at or after `since`, and their tokens."""
+    """Runs of the schedule started (or written to start) at or after `since`, and
+    their tokens."""
     return await _use(db, "schedule_id", schedule_id, since)
 
 
 async def chat_use(db: Db, chat_id: int, since: datetime) -> BudgetUse:
-    """Runs of the chat's schedules started at or after `since`, and their tokens."""
+    """Runs of the chat's schedules started (or written to start) at or after `since`,
+    and their tokens."""
     return await _use(db, "chat_id", chat_id, since)
 
 

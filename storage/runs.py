@@ -252,7 +252,7 @@ async def close_runs(
     when = to_db_time(now)
     await db.executemany(
         "UPDATE runs SET status = ?, skip_reason = ?, error = ?, finished_at = ?, "
-        "updated_at = ?, next_attempt_at = NULL WHERE id = ?",
+        f"updated_at = ?, next_attempt_at = NULL WHERE id = ? AND status IN {_READY}",
         [(status.value, kind.value, reason, when, when, rid) for rid, status in closed],
     )
 

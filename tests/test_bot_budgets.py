@@ -318,6 +318,44 @@ async def test_an_event_schedule_pauses_at_its_budget_instead_of_running_on(
     assert len(bot.agent.requests) == 3
 
 
+async def test_a_burst_of_events_waiting_for_approval_stays_within_the_budget(
+    bot: BotHarness,
+) -> None:
+    """Runs waiting to start (here: for approval) count: five events at once on a
+    schedule with a budget of 2 make two runs to approve, and the third pauses it."""
+    service = bot.services.service
+    schedule = await service.create_schedule(
+        ALICE,
+        Owner(id=ALICE, first_name="Alice"),
+        **listening(
+            "On deploy",
+            Policies(budget_runs_per_week=2, requires_run_approval=True),
+            TriggerSpec(kind="event", name="deploy"),
+        ),  # type: ignore[arg-type]
+    )
+    fired = [
+        (await service.emit_event([ALICE], "deploy", {"n": n}, caller="api")).runs for n in range(5)
+    ]
+    assert [len(runs) for runs in fired] == [1, 1, 1, 0, 0]
+    statuses = [runs[0].status for runs in fired[:3]]
+    assert statuses == [RunStatus.AWAITING_APPROVAL] * 2 + [RunStatus.SKIPPED]
+    assert fired[2][0].skip_reason is SkipReason.BUDGET
+    assert not (await service.get_schedule(ALICE, schedule.id)).enabled
+    await bot.alice.wait_reply(containing=NOTICE)
+    # The schedule is paused, so approving its waiting runs sends nothing either, as
+    # for any paused schedule; [Raise] (or /resume) is the way on.
+    for runs in fired[:2]:
+        await service.approve_run(ALICE, runs[0].id)
+
+    async def closed() -> bool:
+        return all(r.status is RunStatus.SKIPPED for r in await history(bot, schedule.id))
+
+    await until(closed)
+    reasons = [r.skip_reason for r in await history(bot, schedule.id)]
+    assert reasons.count(SkipReason.PAUSED) == 2 and reasons.count(SkipReason.BUDGET) == 1
+    assert len(bot.agent.requests) == 0
+
+
 async def test_a_schedule_chained_after_another_pauses_at_its_budget(bot: BotHarness) -> None:
     upstream = await hourly(bot, Policies(), name="Build")
     follower = await bot.services.service.create_schedule(

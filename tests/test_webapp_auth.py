@@ -4,9 +4,11 @@ the chat it scopes them to."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from bot.demo_kit.harness import ALICE, MALLORY, OLGA
+from bot.webapp.init_data import sign
 from tests.webapp_kit import MiniAppClient, miniapp
 
 __all__ = ["miniapp"]
@@ -31,6 +33,24 @@ async def test_a_signed_launch_sees_its_home(miniapp: MiniAppClient) -> None:
     answer = await miniapp.get("/home")
     assert answer.status == 200, answer.text
     assert "<h1>Today</h1>" in answer.text
+
+
+async def test_a_launch_as_telegram_sends_it_today_is_accepted(miniapp: MiniAppClient) -> None:
+    """Current clients add `signature` (for third parties) and `chat_instance`: both are
+    among the fields the hash covers, as Telegram's check says."""
+    when = str(int(miniapp.bot.clock.now().timestamp()))
+    fields = {
+        "user": json.dumps({"id": ALICE, "first_name": "Alice", "language_code": "en"}),
+        "chat_instance": "-3788475317572404878",
+        "chat_type": "sender",
+        "auth_date": when,
+        "signature": "SvJ3Qbs0bW6Bn1bBj9yrsk0vNKq0j5R5c0Pf8cbB9Q7a2k1dO8Fj3yZ5Ww0",
+    }
+    good = sign(fields, miniapp.token)
+    assert (await miniapp.get("/home", init_data=good)).status == 200
+    # The signature is covered: changed, the launch is refused.
+    changed = good.replace("signature=Sv", "signature=Tv")
+    assert (await miniapp.get("/home", init_data=changed)).status == 401
 
 
 async def test_forged_missing_and_expired_sign_ins_get_401(miniapp: MiniAppClient) -> None:

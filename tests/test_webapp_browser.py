@@ -27,3 +27,13 @@ async def test_a_forged_launch_shows_why_and_no_data(browser: Any, miniapp: Mini
     page = await open_app(browser, miniapp, good[:-1] + ("0" if good[-1] != "0" else "1"))
     await page.get_by_text("not signed by this bot").wait_for()
     assert await page.locator("main h1").count() == 0
+
+
+async def test_a_launch_with_telegrams_data_in_the_hash_opens_home(
+    browser: Any, miniapp: MiniAppClient
+) -> None:
+    """Telegram opens the page with its launch data in the URL's hash."""
+    page = await open_app(
+        browser, miniapp, miniapp.init_data(), route="#tgWebAppData=x&tgWebAppVersion=8.0"
+    )
+    await page.get_by_role("heading", name="Today", exact=True).wait_for()

@@ -15,7 +15,10 @@
   }
 
   function current() {
-    return location.hash.slice(1) || "/home";
+    // Telegram opens the page with its launch data in the hash (#tgWebAppData=...):
+    // only a hash that is one of our routes names a page.
+    const hash = location.hash.slice(1);
+    return hash.startsWith("/") ? hash : "/home";
   }
 
   function markNav(route) {
