@@ -202,13 +202,15 @@ class SqlEngineStore:
                 if schedule.id not in moved or fate is Fate.HOLD:
                     continue
                 budgeted = schedule.chat_id in chat_limits or has_budget(schedule.policies)
+                fired: list[Run] | None = None
                 if budgeted and any(f.status is not RunStatus.SKIPPED for f in fire_plan.fires):
                     # Only schedules with a budget (theirs or their chat's) are counted:
                     # the others cost no query.
+                    fired = runs_for_plan(schedule, fire_plan, now)
                     paused = await budgets.gate(
                         db,
                         claimed_schedule(schedule, fire_plan.next_run_at, now),
-                        runs_for_plan(schedule, fire_plan, now),
+                        fired,
                         now,
                         chat_limits,
                         chat_use,
@@ -223,7 +225,9 @@ class SqlEngineStore:
                     run = started_run(schedule, fire_plan.fires[0], owner, now)
                     started.append(AcquiredRun(run, after))
                 else:
-                    new_runs.extend(runs_for_plan(schedule, fire_plan, now))
+                    new_runs.extend(
+                        fired if fired is not None else runs_for_plan(schedule, fire_plan, now)
+                    )
             await runs.insert_many(db, new_runs)
             if started:
                 written = await runs.insert_many(db, [a.run for a in started])
