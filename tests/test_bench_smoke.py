@@ -23,6 +23,7 @@ import pytest
 
 from bench import ledger_floor, seed
 from bench import retention as retention_bench
+from bench.__main__ import SCENARIOS
 from bench.report import postgres_table
 from bot.demo_kit.agent_stub import AgentStub
 from storage.codec import to_db_time
@@ -40,18 +41,7 @@ def test_help_names_every_scenario() -> None:
         timeout=30,
         check=True,
     )
-    for scenario in (
-        "burst",
-        "claim-only",
-        "idle",
-        "startup",
-        "steady",
-        "slow-agent",
-        "fairness",
-        "million",
-        "--quick",
-        "--agent-delay",
-    ):
+    for scenario in (*SCENARIOS, "--quick", "--agent-delay"):
         assert scenario in done.stdout
 
 

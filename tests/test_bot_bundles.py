@@ -31,14 +31,15 @@ def text(message: BotMessage) -> str:
     return message.text or ""
 
 
-async def made(bot: BotHarness) -> Bundle:
+async def made(bot: BotHarness, chat: int = ALICE) -> Bundle:
+    """The one active bundle of `chat`, once the template's fire has made it."""
     store = bot.services.store
 
     async def one() -> bool:
-        return len(await store.bundles.list_bundles(ALICE, [BundleStatus.ACTIVE])) == 1
+        return len(await store.bundles.list_bundles(chat, [BundleStatus.ACTIVE])) == 1
 
     await eventually(one, timeout=5)
-    [bundle] = await store.bundles.list_bundles(ALICE, [BundleStatus.ACTIVE])
+    [bundle] = await store.bundles.list_bundles(chat, [BundleStatus.ACTIVE])
     return bundle
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from bot.demo_kit.harness import ALICE, OLGA
 from bot.demo_kit.telegram_server import image_size
 from bot.stats_chart import HEIGHT_PX, WIDTH_PX
-from scheduler.bundle_model import Bundle, BundleStatus
+from scheduler.bundle_model import Bundle
 from scheduler.models import Action, Owner, Policies, RetryPolicy, RunStatus
 from scheduler.service import TriggerSpec
 from scheduler.work_item_model import WorkItemStatus
@@ -36,19 +36,29 @@ def words(html: str) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
-async def newsletter(miniapp: MiniAppClient, name: str = "Weekly newsletter") -> Bundle:
-    """The newsletter template of tests/test_bundles.py, fired Monday 09:00 Berlin: a
-    bundle for Mon 30 Nov (collect links, send the draft to Ada, an agent's intro)."""
+ALICE_OWNS = Owner(id=ALICE, first_name="Alice")
+
+
+async def newsletter(
+    miniapp: MiniAppClient,
+    name: str = "Weekly newsletter",
+    *,
+    chat: int = ALICE,
+    owner: Owner = ALICE_OWNS,
+) -> Bundle:
+    """The newsletter template of tests/test_bundles.py in `chat`, fired Monday 09:00
+    Berlin: a bundle for Mon 30 Nov (collect links, send the draft to Ada, an agent's
+    intro)."""
     bot = miniapp.bot
     await bot.services.service.create_schedule(
-        ALICE,
-        Owner(id=ALICE, first_name="Alice"),
+        chat,
+        owner,
         name=name,
         trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
         action=NEWSLETTER,
     )
     await bot.clock.advance(timedelta(hours=1))
-    return await made(bot)
+    return await made(bot, chat)
 
 
 async def items_of(miniapp: MiniAppClient, bundle: Bundle) -> dict[int | None, Any]:
@@ -109,22 +119,8 @@ async def test_another_chats_bundle_is_404(miniapp: MiniAppClient) -> None:
 
 async def test_a_launch_from_a_group_shows_that_groups_bundles(miniapp: MiniAppClient) -> None:
     """Opened from a group (Telegram signs its `chat`), the pages are that chat's."""
-    bot = miniapp.bot
     group = -1001234567890
-    await bot.services.service.create_schedule(
-        group,
-        Owner(id=ALICE, first_name="Alice"),
-        name="Team newsletter",
-        trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
-        action=NEWSLETTER,
-    )
-    await bot.clock.advance(timedelta(hours=1))
-
-    async def one() -> bool:
-        return len(await bot.services.store.bundles.list_bundles(group, [BundleStatus.ACTIVE])) == 1
-
-    await eventually(one, timeout=5)
-    [bundle] = await bot.services.store.bundles.list_bundles(group, [BundleStatus.ACTIVE])
+    bundle = await newsletter(miniapp, "Team newsletter", chat=group)
     in_group = miniapp.init_data(ALICE, chat=group)
     assert "Team newsletter" in (await miniapp.get("/bundles", init_data=in_group)).text
     assert "No active bundles" in (await miniapp.get("/bundles")).text  # Alice's own chat
@@ -177,21 +173,9 @@ async def test_a_steps_actions_change_the_ledger_as_the_chat_card(miniapp: MiniA
 
 async def test_an_operator_works_a_bundle_in_her_own_chat(miniapp: MiniAppClient) -> None:
     """The card's actions are every member's, not only an admin's, as in chat."""
-    bot = miniapp.bot
-    await bot.services.service.create_schedule(
-        OLGA,
-        Owner(id=OLGA, first_name="Olga"),
-        name="Olga's newsletter",
-        trigger=TriggerSpec(kind="cron", cron="0 9 * * 1", timezone="Europe/Berlin"),
-        action=NEWSLETTER,
+    bundle = await newsletter(
+        miniapp, "Olga's newsletter", chat=OLGA, owner=Owner(id=OLGA, first_name="Olga")
     )
-    await bot.clock.advance(timedelta(hours=1))
-
-    async def one() -> bool:
-        return len(await bot.services.store.bundles.list_bundles(OLGA, [BundleStatus.ACTIVE])) == 1
-
-    await eventually(one, timeout=5)
-    [bundle] = await bot.services.store.bundles.list_bundles(OLGA, [BundleStatus.ACTIVE])
     answer = await miniapp.post(f"/bundles/{bundle.id}/steps/1/done", user=OLGA)
     assert answer.status == 409 and "needs a note" in answer.error
     item = (await items_of(miniapp, bundle))[1]

@@ -22,7 +22,6 @@ from bot.demo_kit.telegram_server import TelegramServer
 from scheduler.models import (
     Action,
     OverlapPolicy,
-    Owner,
     Policies,
     RetryPolicy,
     Run,
@@ -31,11 +30,11 @@ from scheduler.models import (
 )
 from scheduler.proposals import Proposal, ProposalRequest, ProposalService, ProposalStatus
 from scheduler.service import TriggerSpec
+from tests.test_bot_schedules import seed
 from tests.webapp_kit import MiniAppClient, browser, miniapp, open_app, running_miniapp
 
 __all__ = ["browser", "miniapp"]
 
-DAILY_9 = TriggerSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Berlin")
 LONG_NAME = "Quarterly-supplier-reconciliation-for-the-northern-warehouses-and-their-annexes"
 LONG_OUTPUT = "All quiet today. " + "x" * 600 + " " + ("A long line of the agent's report. " * 80)
 
@@ -48,24 +47,6 @@ async def openai_miniapp(
     db = tmp_path / "bot.db"
     async with running_miniapp(telegram_server, agent_stub, db, agent_mode="openai") as client:
         yield client
-
-
-async def seed(
-    bot: BotHarness,
-    name: str = "Daily brief",
-    *,
-    chat: int = ALICE,
-    policies: Policies | None = None,
-) -> Schedule:
-    owner = Owner(id=chat, first_name="Alice" if chat == ALICE else "Olga")
-    return await bot.services.service.create_schedule(
-        chat,
-        owner,
-        name=name,
-        trigger=DAILY_9,
-        action=Action(text="Prepare the brief."),
-        policies=policies,
-    )
 
 
 async def stored(bot: BotHarness, schedule: Schedule) -> Schedule:
