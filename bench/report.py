@@ -50,6 +50,15 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _at_least(
+    name: str, ratio: float | None, minimum: float, beside: str = "", *, lower: bool = False
+) -> Check:
+    """A ratio target: met when `ratio` >= `minimum`; not measured when it is None."""
+    target = f">= {minimum:g}x" + (" lower" if lower else "")
+    measured = f"{_x(ratio)} ({beside})" if beside else _x(ratio)
+    return Check(name, target, measured, None if ratio is None else ratio >= minimum)
+
+
 def targets(
     results: list[dict[str, Any]],
     bursts: tuple[int, ...],
@@ -67,18 +76,8 @@ def targets(
         vs_aps = _ratio(claim["rate"], aps_claim and aps_claim["rate"])
         rates = _beside(claim, floor)
         checks += [
-            Check(
-                f"claim-only {n:,}: vs the ledger floor",
-                ">= 0.6x",
-                f"{_x(vs_floor)} ({rates})",
-                None if vs_floor is None else vs_floor >= 0.6,
-            ),
-            Check(
-                f"claim-only {n:,}: vs APScheduler's store",
-                ">= 20x",
-                _x(vs_aps),
-                None if vs_aps is None else vs_aps >= 20,
-            ),
+            _at_least(f"claim-only {n:,}: vs the ledger floor", vs_floor, 0.6, rates),
+            _at_least(f"claim-only {n:,}: vs APScheduler's store", vs_aps, 20),
         ]
     tickler = _find(results, "burst", n, "tickler")
     aps = _find(results, "burst", n, "apscheduler, grace")
@@ -89,24 +88,9 @@ def targets(
         lag = _ratio(aps and aps["lag_p99"], tickler["lag_p99"])
         rates = _beside(tickler, burst_floor)
         checks += [
-            Check(
-                f"burst {n:,}: vs the burst floor",
-                ">= 0.85x",
-                f"{_x(vs_floor)} ({rates})",
-                None if vs_floor is None else vs_floor >= 0.85,
-            ),
-            Check(
-                f"burst {n:,}: vs APScheduler",
-                ">= 5x",
-                _x(vs_aps),
-                None if vs_aps is None else vs_aps >= 5,
-            ),
-            Check(
-                f"burst {n:,}: lag p99 below APScheduler's",
-                ">= 5x lower",
-                _x(lag),
-                None if lag is None else lag >= 5,
-            ),
+            _at_least(f"burst {n:,}: vs the burst floor", vs_floor, 0.85, rates),
+            _at_least(f"burst {n:,}: vs APScheduler", vs_aps, 5),
+            _at_least(f"burst {n:,}: lag p99 below APScheduler's", lag, 5, lower=True),
             Check(
                 f"burst {n:,}: dropped fires", "0", str(tickler["dropped"]), tickler["dropped"] == 0
             ),
