@@ -5,6 +5,8 @@ with the test bot's token). Used by the HTTP tests and the browser tests alike."
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,7 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
+import pytest
 import pytest_asyncio
+from playwright.async_api import Browser, Page, Route, async_playwright
 
 from bot.demo_kit.agent_stub import AgentStub
 from bot.demo_kit.harness import ALICE, BotHarness, start_bot, stop_bot
@@ -131,9 +135,6 @@ window.Telegram = { WebApp: {
 
 def chromium_path() -> str | None:
     """Debian's chromium (what .ci/run installs), or TICKLER_CHROMIUM."""
-    import os
-    import shutil
-
     return os.environ.get("TICKLER_CHROMIUM") or shutil.which("chromium")
 
 
@@ -142,10 +143,8 @@ NO_CHROMIUM = "no chromium here: `apt-get install chromium` (Debian) runs the br
 
 
 @asynccontextmanager
-async def chromium(path: str) -> AsyncIterator[Any]:
+async def chromium(path: str) -> AsyncIterator[Browser]:
     """Headless Chromium at `path`, driven by Playwright (nothing is downloaded)."""
-    from playwright.async_api import async_playwright
-
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=path, args=["--no-sandbox", "--disable-gpu"]
@@ -157,13 +156,9 @@ async def chromium(path: str) -> AsyncIterator[Any]:
 
 
 @pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Any]:
+async def browser() -> AsyncIterator[Browser]:
     """Headless Chromium from the system (Playwright drives it; nothing is downloaded).
     Without it the test is skipped, and under CI it fails instead."""
-    import os
-
-    import pytest
-
     path = chromium_path()
     if path is None:
         if os.environ.get("CI"):
@@ -173,12 +168,14 @@ async def browser() -> AsyncIterator[Any]:
         yield launched
 
 
-async def open_app(browser: Any, miniapp: MiniAppClient, init_data: str, route: str = "") -> Any:
+async def open_app(
+    browser: Browser, miniapp: MiniAppClient, init_data: str, route: str = ""
+) -> Page:
     """A 390×844 phone page with the Mini App open as Telegram would open it."""
     context = await browser.new_context(viewport={"width": 390, "height": 844})
     script = _TELEGRAM_JS % json.dumps(init_data)
 
-    async def telegram_js(route_: Any) -> None:
+    async def telegram_js(route_: Route) -> None:
         await route_.fulfill(status=200, content_type="text/javascript", body=script)
 
     await context.route("https://telegram.org/js/telegram-web-app.js", telegram_js)
