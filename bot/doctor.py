@@ -34,11 +34,12 @@ import asyncpg
 import httpx
 
 from adapters.agent_routing import AgentSpec, resolve
+from bot.runtime import default_agent
 from bot.settings import MAKE_API_TOKEN, ConfigError, SettingProblem, Settings, load_settings
 from storage import budgets
 from storage.chat_agents import all_agents
 from storage.database import DatabaseUnavailable, SchemaTooNew
-from storage.locations import Location, snapshot
+from storage.locations import snapshot
 from storage.readiness import DatabaseReadiness, prepare_database, prepare_postgres
 
 __all__ = ["Check", "diagnose", "run_doctor"]
@@ -188,11 +189,7 @@ def _check_settings(settings: Settings) -> Check:
 
 # --- budgets -----------------------------------------------------------------------------
 async def _check_budgets(settings: Settings) -> Check:
-    where: Location = (
-        settings.database_url.get_secret_value()
-        if settings.database_url is not None
-        else settings.database_path
-    )
+    where = settings.database
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT_S), snapshot(where) as db:
             found = await budgets.summary(db)
@@ -462,7 +459,7 @@ async def _check_agent(settings: Settings) -> Check:
     setting = "AGENT_TOKEN" if settings.agent_mode == "openai" else "AGENT_SECRET"
     return await _probe_agent(
         "agent",
-        _default_spec(settings),
+        default_agent(settings),
         unreachable=(
             "start the agent, or set AGENT_URL to where it listens (inside a container "
             "127.0.0.1 is the container itself: use the agent's service name or the "
@@ -472,30 +469,16 @@ async def _check_agent(settings: Settings) -> Check:
     )
 
 
-def _default_spec(settings: Settings) -> AgentSpec:
-    return AgentSpec(
-        url=settings.agent_url,
-        mode=settings.agent_mode,
-        secret=settings.agent_secret.get_secret_value() if settings.agent_secret else None,
-        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
-        model=settings.agent_model,
-    )
-
-
 async def _check_chat_agents(settings: Settings) -> list[Check]:
     """Each chat's own agent (/agent), as its runs will reach it; one that is the
     default agent in every respect is not probed twice."""
-    where: Location = (
-        settings.database_url.get_secret_value()
-        if settings.database_url is not None
-        else settings.database_path
-    )
+    where = settings.database
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT_S), snapshot(where) as db:
             chats = await all_agents(db)
     except Exception as exc:  # the database check above passed: say it, fail nothing
         return [Check("chat agents", True, f"not read ({type(exc).__name__})")]
-    default = _default_spec(settings)
+    default = default_agent(settings)
     probes = [(chat.chat_id, spec) for chat in chats if (spec := resolve(default, chat)) != default]
     return list(
         await asyncio.gather(
