@@ -115,6 +115,7 @@ class SqlEngineStore:
                 unreadable=unreadable,
                 lock=lock,
                 backlog=self._backlog,
+                whole=hold_until >= now,
             )
             if len(found) >= limit:
                 return found, True
@@ -133,8 +134,16 @@ class SqlEngineStore:
             # The old fires are due before the hold and these after it: only the busy
             # ones can come again.
             seen = {s.id for _, s in busy}
+            # The backlog's chat was alone up to its `checked_to`, whatever the bounds
+            # of a read: only what came due since is asked about again.
             fresh = await schedules.due(
-                db, now, start + len(seen), after=hold_until, unreadable=unreadable, lock=lock
+                db,
+                now,
+                start + len(seen),
+                after=hold_until,
+                unreadable=unreadable,
+                lock=lock,
+                backlog=self._backlog,
             )
             more = len(fresh) >= start + len(seen)
             return found + [f for f in fresh if f[1].id not in seen][:start], more

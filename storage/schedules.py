@@ -255,6 +255,7 @@ async def due(
     unreadable: list[UnreadableSchedule] | None = None,
     lock: bool = False,
     backlog: Backlog | None = None,
+    whole: bool = True,
 ) -> list[tuple[tuple[Any, ...], Schedule]]:
     """Schedules due at `now` (and, with `after`, due only after it), in next_run_at
     order (a full batch: a fair share per chat, `FAIR_DUE_SQL`), each with its row's
@@ -264,13 +265,15 @@ async def due(
     decoded are left out, and added to `unreadable` (to be quarantined). With `lock`
     (PostgreSQL), the rows are locked until the transaction ends, and rows another
     transaction holds are skipped. `backlog` (the engine store's, kept across claims)
-    spares a long backlog of one chat most of the question whether another is due."""
+    spares a long backlog of one chat most of the question whether another is due;
+    `whole` is False for a read of only the older part of what is due (a short read of
+    it says nothing of the newer part, so the backlog is not over)."""
     sql = _DUE_WITH_OPEN_RUNS_SQL if with_open_runs else DUE_SQL
     # '' sorts before every instant: no lower bound.
     params = (to_db_time(now), "" if after is None else to_db_time(after), limit)
     rows = await fetch_all(db, f"{sql} FOR UPDATE SKIP LOCKED" if lock else sql, params)
     if len(rows) < limit:
-        if backlog is not None and not with_open_runs:
+        if backlog is not None and whole and not with_open_runs:
             backlog.forget()
     elif not with_open_runs and await _others_due(db, rows, params, backlog):
         # A backlog (more is due than one batch takes) and more than one chat in it:

@@ -80,3 +80,31 @@ async def test_a_fire_due_in_the_middle_of_a_backlog_waits_one_batch_at_most(
         await db.execute(f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({placeholders})", row)
     second = await store.engine.claim(later, 500, plan_due_fires, owner="A", start=0)
     assert "zzzz-chat-2" in [p.schedule_id for p in second.plans]
+
+
+async def test_a_fire_due_in_the_middle_of_a_fresh_backlog_waits_one_batch_at_most(
+    store: SqlStore,
+) -> None:
+    """As the engine claims: fires younger than the hold wait for slots, so each claim
+    reads only what can start; another chat's fire coming due meanwhile is still
+    among the next claim's."""
+    rows = tickler_rows(2000, DUE)
+    placeholders = ", ".join("?" * len(rows[0]))
+    async with store.connection.write() as db:
+        await db.executemany(
+            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({placeholders})", rows
+        )
+    hold = timedelta(seconds=10)
+    first = await store.engine.claim(
+        DUE, 500, plan_due_fires, owner="A", start=64, hold_until=DUE - hold
+    )
+    assert first.more and len(first.started) == 64
+    later = DUE + timedelta(seconds=1)
+    [row] = [list(r) for r in tickler_rows(1, later)]
+    row[_CHAT], row[_ID] = 2, "zzzz-chat-2"
+    async with store.connection.write() as db:
+        await db.execute(f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({placeholders})", row)
+    second = await store.engine.claim(
+        later, 500, plan_due_fires, owner="A", start=64, hold_until=later - hold
+    )
+    assert "zzzz-chat-2" in {a.run.schedule_id for a in second.started}
