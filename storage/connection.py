@@ -32,6 +32,11 @@ T = TypeVar("T")
 
 
 class SqliteConnection(ReportsWriteHealth):
+    #: Pages the WAL may reach before a checkpoint holds this process's writes back. The
+    #: WAL starts over only once a checkpoint has caught up with it, which one running
+    #: beside a stream of commits may never do.
+    WAL_PAGES_KEPT = 16_384
+
     def __init__(
         self,
         db: aiosqlite.Connection,
@@ -141,7 +146,7 @@ class SqliteConnection(ReportsWriteHealth):
             return await body(self._db)
 
     def _checkpoint_soon(self) -> None:
-        """Move the WAL's pages into the database file on aiosqlite's thread (the loop
+        """Move the WAL's pages into the database file on the writer thread (the loop
         writer never does it, so that the event loop never waits for a sync)."""
         if self._checkpointing is None or self._checkpointing.done():
             self._checkpointing = asyncio.create_task(
@@ -150,6 +155,12 @@ class SqliteConnection(ReportsWriteHealth):
 
     async def _checkpoint(self) -> None:
         try:
+            if self._fallback is not None:
+                # Beside the store's transactions, not between them: see `checkpoint`.
+                if await self._fallback.checkpoint() > self.WAL_PAGES_KEPT:
+                    async with self._lock:
+                        await self._fallback.checkpoint()
+                return
             async with self._lock:
                 # PASSIVE: copies what no reader still needs, never waits for anyone.
                 await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
