@@ -32,11 +32,6 @@ T = TypeVar("T")
 
 
 class SqliteConnection(ReportsWriteHealth):
-    #: Pages the WAL may reach before a checkpoint holds this process's writes back. The
-    #: WAL starts over only once a checkpoint has caught up with it, which one running
-    #: beside a stream of commits may never do.
-    WAL_PAGES_KEPT = 16_384
-
     def __init__(
         self,
         db: aiosqlite.Connection,
@@ -156,10 +151,13 @@ class SqliteConnection(ReportsWriteHealth):
     async def _checkpoint(self) -> None:
         try:
             if self._fallback is not None:
-                # Beside the store's transactions, not between them: see `checkpoint`.
-                if await self._fallback.checkpoint() > self.WAL_PAGES_KEPT:
-                    async with self._lock:
-                        await self._fallback.checkpoint()
+                # Most pages are copied beside the store's transactions; then the few
+                # written meanwhile, between them. The WAL starts over only once a
+                # checkpoint has caught up with it, which one running beside a stream
+                # of commits never does: it would grow for as long as a burst lasts.
+                await self._fallback.checkpoint()
+                async with self._lock:
+                    await self._fallback.checkpoint()
                 return
             async with self._lock:
                 # PASSIVE: copies what no reader still needs, never waits for anyone.

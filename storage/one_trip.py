@@ -238,16 +238,15 @@ class ThreadWriter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._run, body)
 
-    async def checkpoint(self) -> int:
-        """Move the WAL's pages into the database file, on the writer thread; how many
-        pages the WAL holds. PASSIVE: it copies what no reader still needs and waits for
-        nobody, so other connections go on writing while the pages are copied."""
+    async def checkpoint(self) -> None:
+        """Move the WAL's pages into the database file, on the writer thread. PASSIVE:
+        it copies what no reader still needs and waits for nobody, so other connections
+        go on writing while the pages are copied."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._checkpoint)
+        await loop.run_in_executor(self._thread, self._checkpoint)
 
-    def _checkpoint(self) -> int:
-        row = self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return 0 if row is None else max(0, int(row[1]))
+    def _checkpoint(self) -> None:
+        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _close(self) -> None:
         if self._conn is not None:
