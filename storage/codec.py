@@ -32,6 +32,8 @@ _trigger_adapter: TypeAdapter[Trigger] = TypeAdapter(Trigger)
 
 @lru_cache(maxsize=4096)
 def to_db_time(instant: datetime) -> str:
+    # Cached: a burst writes the same few instants (the fire, "now") thousands of
+    # times, and strftime is the slowest step of writing a run.
     if instant.tzinfo is None:
         raise ValueError("naive datetime reached the store")
     utc = instant.astimezone(UTC)
