@@ -219,8 +219,10 @@ async def test_a_write_lock_held_past_the_busy_timeout_delays_runs_but_loses_non
 ) -> None:
     admin = telegram_server.user(ADMIN, "Ada")
     db_path = tmp_path / "tickler.db"
+    # Half a second apart: the thirty fires come due while the lock is held (19 s), none
+    # of them long after it, so the test waits for the delayed runs, not for a clock.
     ids = await seed_once(
-        db_path, datetime.now(UTC) + timedelta(seconds=4), 30, timedelta(seconds=1)
+        db_path, datetime.now(UTC) + timedelta(seconds=4), 30, timedelta(seconds=0.5)
     )
     bot = tickler(db_path)
     await bot.start()
