@@ -535,8 +535,8 @@ async def raw_request(
         # The answer ends at its Content-Length: after answering a body that never came,
         # aiohttp keeps the connection a while to drain it (lingering close, 10 s), so
         # reading to the end of the connection would wait that out.
-        length = re.search(r"(?im)^content-length:\s*(\d+)\r$", head)
-        rest = await (reader.readexactly(int(length[1])) if length else reader.read())
+        declared = re.search(r"(?im)^content-length:\s*(\d+)\r$", head)
+        rest = await (reader.readexactly(int(declared[1])) if declared else reader.read())
     finally:
         writer.close()
     status = int(head.split(" ", 2)[1])
