@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiosqlite.core
 import pytest
@@ -23,7 +23,6 @@ from bot.settings import ENV_FILE_VARIABLE, Settings
 from scheduler.service import ScheduleService
 from storage.sqlite_store import SqliteStore
 from tests import postgres
-from tests.reliability.figures import tally
 
 if TYPE_CHECKING:
     from bot.demo_kit.agent_stub import AgentStub
@@ -151,12 +150,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if tally:
-        terminalreporter.section("reliability figures")
-        terminalreporter.write_line(tally.render())
-        out = os.environ.get("TICKLER_RELIABILITY_FIGURES")
-        if out:
-            tally.write_json(Path(out))
     if _in_ci() and _skipped_postgres_tests:
         terminalreporter.section("PostgreSQL tests skipped under CI", red=True)
         for nodeid in _skipped_postgres_tests:
@@ -168,24 +161,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-# --- xdist (addopts -n 2): the reliability figures are tallied in a worker process ----------
-#: Where a worker puts its figures for the controller (`workeroutput` is xdist's channel).
-_TALLY_KEY = "reliability_tally"
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: object) -> None:
-    """An xdist worker ended: the controller adds the figures it tallied."""
-    dumped = getattr(node, "workeroutput", {}).get(_TALLY_KEY)
-    if dumped:
-        tally.merge(dumped)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """An xdist worker hands its reliability figures to the controller. Belt and braces:
-    under CI a skipped PostgreSQL test fails the run."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None and tally:
-        workeroutput[_TALLY_KEY] = tally.dump()
+    """Belt and braces: under CI a skipped PostgreSQL test fails the run."""
     if _in_ci() and _skipped_postgres_tests and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

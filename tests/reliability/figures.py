@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 __all__ = ["FIGURE_ORDER", "Tally", "tally"]
 
@@ -55,15 +53,6 @@ class Tally:
         lines = [f"{f:<{width}}  {n:>8,}" for f, n in self.rows()]
         lines += self._notes
         return "\n".join(lines)
-
-    def dump(self) -> dict[str, object]:
-        """The figures as plain data, for an xdist worker to hand to the controller."""
-        return {"counts": dict(self._counts), "notes": list(self._notes)}
-
-    def merge(self, dumped: Mapping[str, Any]) -> None:
-        """Add a worker's `dump()` to these figures."""
-        self._counts.update(dumped["counts"])
-        self._notes.extend(dumped["notes"])
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
