@@ -22,13 +22,13 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from typing import TYPE_CHECKING
 
 from scheduler.models import RunFigure, RunStatus, RunTrigger
 from scheduler.stats import ChatStats, DayFigures, summarise
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["HEIGHT_PX", "WIDTH_PX", "render_png", "render_png_async", "sample_stats"]
 
@@ -80,6 +80,13 @@ def render_png(stats: ChatStats) -> bytes:
 
 
 def _draw(stats: ChatStats) -> bytes:
+    # matplotlib is imported by the first chart, not with the bot: it is about half of
+    # the bot's start-up imports (a second on a busy core), paid at every start and
+    # restart for a picture few chats ask for.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
     title = f"Tickler /stats: the last {_span(stats)}"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -530,11 +531,16 @@ async def raw_request(
             request_bytes(method, path, lines, body, len(body) if length is None else length)
         )
         await writer.drain()
-        answer = (await reader.read()).decode("utf-8", "replace")
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("utf-8", "replace")
+        # The answer ends at its Content-Length: after answering a body that never came,
+        # aiohttp keeps the connection a while to drain it (lingering close, 10 s), so
+        # reading to the end of the connection would wait that out.
+        declared = re.search(r"(?im)^content-length:\s*(\d+)\r$", head)
+        rest = await (reader.readexactly(int(declared[1])) if declared else reader.read())
     finally:
         writer.close()
-    status = int(answer.split(" ", 2)[1])
-    return status, answer.partition("\r\n\r\n")[2]
+    status = int(head.split(" ", 2)[1])
+    return status, rest.decode("utf-8", "replace")
 
 
 # --- proposals (scheduler/proposals.py, bot/views_proposals.py) ------------------------------

@@ -219,8 +219,10 @@ async def test_a_write_lock_held_past_the_busy_timeout_delays_runs_but_loses_non
 ) -> None:
     admin = telegram_server.user(ADMIN, "Ada")
     db_path = tmp_path / "tickler.db"
+    # Half a second apart: the thirty fires come due while the lock is held (19 s), none
+    # of them long after it, so the test waits for the delayed runs, not for a clock.
     ids = await seed_once(
-        db_path, datetime.now(UTC) + timedelta(seconds=4), 30, timedelta(seconds=1)
+        db_path, datetime.now(UTC) + timedelta(seconds=4), 30, timedelta(seconds=0.5)
     )
     bot = tickler(db_path)
     await bot.start()
@@ -457,7 +459,11 @@ async def test_an_unwritable_database_under_the_running_bot_is_reported_and_reco
         broken.prepare(folder)
         db_path = folder / "tickler.db"
         first = datetime.now(UTC) + timedelta(seconds=6)
-        ids = await seed_once(db_path, first, 12, timedelta(seconds=1))
+        # A quarter of a second apart: the twelve fires all come due while the fault
+        # lasts, and it is lifted within the engine's first backoffs (2 s, then 4 s)
+        # instead of after them, when the next try would be 8 s away.
+        step = timedelta(seconds=0.25)
+        ids = await seed_once(db_path, first, 12, step)
         bot = tickler(db_path)
         await broken.start(bot)
         await bot.wait_healthy()
@@ -478,7 +484,7 @@ async def test_an_unwritable_database_under_the_running_bot_is_reported_and_reco
         await admin.send(f"/pause {ids[-1]}")
         await admin.wait_reply(containing="nothing was changed", timeout=20)
         # Every fire comes due while the fault lasts; the bot keeps going.
-        last = first + timedelta(seconds=len(ids))
+        last = first + len(ids) * step
         await asyncio.sleep(max(0.0, (last - datetime.now(UTC)).total_seconds()) + 1)
         assert bot.running, f"Tickler died:\n{bot.log}"
         assert (await bot.health())[0] == 503
