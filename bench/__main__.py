@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,8 +70,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import pg, seed
-from bench.measure import percentile
-from bench.report import Check, render, targets
+from bench.measure import Result, percentile
+from bench.report import Check, fairness_place, render, targets
 from storage.codec import to_db_time
 from storage.due import _FIRE as _NEXT_DUE_SQL
 
@@ -582,19 +583,8 @@ class Harness:
         self.log(f"  million start-up: {_line(first)}")
         with sqlite3.connect(db) as conn:
             plans = due_query_plans(conn, datetime.now(UTC))
-        self.results.append(
-            {
-                "system": "tickler",
-                "scenario": "million",
-                "n": n,
-                "mode": self.plan.mode,
-                "fires": 0,
-                "dropped": 0,
-                "peak_rss_mb": None,
-                "notes": [],
-                "extra": {"part": "plans", "plans": plans},
-            }
-        )
+        found = Result("tickler", "million", n, extra={"part": "plans", "plans": plans})
+        self.results.append(_row(found, self.plan.mode))
         for name, plan in plans.items():
             self.log(f"  million: {name}: " + " | ".join(plan))
         for suffix in ("", "-wal", "-shm"):
@@ -627,29 +617,26 @@ def due_query_plans(conn: sqlite3.Connection, now: datetime) -> dict[str, list[s
     }
 
 
+def _row(result: Result, mode: str) -> dict[str, Any]:
+    """A result measured here, not by a child, as `Harness.child` returns one."""
+    return {**dataclasses.asdict(result), "mode": mode}
+
+
 def _fairness_result(figures: dict[str, Any], speed: str, mode: str) -> dict[str, Any]:
     order = "fair claims" if figures["fair"] else "plain due order"
-    return {
-        "system": f"tickler, {order}, {speed} agent",
-        "scenario": "fairness",
-        "n": figures["n"],
-        "mode": mode,
-        "fires": figures["dispatched"],
-        "dropped": figures["n"] + 1 - figures["dispatched"],
-        "peak_rss_mb": None,
-        "notes": [],
-        "extra": {**figures, "agent": speed},
-    }
+    n, dispatched = figures["n"], figures["dispatched"]
+    result = Result(f"tickler, {order}, {speed} agent", "fairness", n, fires=dispatched)
+    result.dropped = n + 1 - dispatched
+    result.extra = {**figures, "agent": speed}
+    return _row(result, mode)
 
 
 def _fairness_line(result: dict[str, Any]) -> str:
-    e = result["extra"]
-    lag = e.get("b_lag_s")
-    where = f"round {e['b_round']} of {e['rounds']}, " if e.get("b_round") is not None else ""
+    lag = result["extra"].get("b_lag_s")
     return (
         f"{result['system']}: chat B's fire went out "
-        f"{'never' if lag is None else format(lag, '.3f') + ' s'} after its instant ({where}"
-        f"number {e.get('b_position') or 0:,} of {e.get('dispatched') or 0:,})"
+        f"{'never' if lag is None else format(lag, '.3f') + ' s'} after its instant "
+        f"({fairness_place(result['extra'])})"
     )
 
 
@@ -845,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     server: pg.PgServer | None = None
     postgres_note: str | None = None
     agent, url = start_agent()
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urllib.parse.urlsplit(url).port
     harness: Harness | None = None
     try:
         if args.no_postgres:

@@ -208,6 +208,12 @@ def _fairness_checks(results: list[dict[str, Any]], delay: tuple[float, float]) 
     return checks
 
 
+def fairness_place(extra: dict[str, Any]) -> str:
+    """Where chat B's fire went out: its dispatch round (Tickler's) and its place."""
+    where = f"round {extra['b_round']} of {extra['rounds']}, " if extra.get("b_round") else ""
+    return f"{where}number {extra.get('b_position') or 0:,} of {extra.get('dispatched') or 0:,}"
+
+
 def _million_checks(results: list[dict[str, Any]]) -> list[Check]:
     checks: list[Check] = []
     for r in results:
@@ -382,12 +388,10 @@ def render(report: dict[str, Any]) -> str:
                     lines.append(f"      {note}")
         elif scenario == "fairness":
             for r in rows:
-                e = r["extra"]
-                lag = e.get("b_lag_s")
-                where = f"round {e['b_round']} of {e['rounds']}, " if e.get("b_round") else ""
+                lag = r["extra"].get("b_lag_s")
                 lines.append(
-                    f"  {r['system']:<44} chat B's lag {_num(lag, '.3f')} s ({where}"
-                    f"number {e.get('b_position') or 0:,} of {e.get('dispatched') or 0:,})"
+                    f"  {r['system']:<44} chat B's lag {_num(lag, '.3f')} s "
+                    f"({fairness_place(r['extra'])})"
                 )
         elif scenario == "million":
             for r in rows:
