@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,17 +45,29 @@ def test_help_names_every_scenario() -> None:
         assert scenario in done.stdout
 
 
-async def measure(spec: Mapping[str, object]) -> dict[str, Any]:
-    """What `python -m bench.child` reports for `spec` (its last line)."""
+async def measure(
+    spec: Mapping[str, object], *, when_ready: Callable[[], Awaitable[float]] | None = None
+) -> dict[str, Any]:
+    """What `python -m bench.child` reports for `spec` (its last line). With `when_ready`,
+    the child takes the handshake: once it says it is ready, `when_ready` seeds the
+    fires and gives their due instant (epoch seconds), which the child then reads."""
+    if when_ready is not None:
+        spec = {**spec, "handshake": True}
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.child",
         json.dumps(spec),
         cwd=ROOT,
+        stdin=None if when_ready is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    due: bytes | None = None
+    if when_ready is not None:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+        due = f"{await when_ready()}\n".encode()
+    out, _ = await asyncio.wait_for(child.communicate(due), 60)
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
@@ -73,25 +85,16 @@ async def test_a_tiny_burst_fires_every_schedule_once(
         "n": n,
         "timeout": 30,
         "concurrency": 8,
-        "handshake": True,
     }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.child",
-        json.dumps(spec),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stdin is not None
-    # Seeded once the child is ready: the fires come due after its start, however slow.
-    assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
-    due = datetime.fromtimestamp(time.time() + 0.5, UTC)
-    # Seeding migrates the file with its own event loop; this test already runs one.
-    await asyncio.to_thread(seed.seed_tickler, db, n, due)
-    out, _ = await asyncio.wait_for(child.communicate(f"{due.timestamp()}\n".encode()), 60)
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+
+    async def seeded() -> float:
+        # Seeded once the child is ready: the fires come due after its start, however
+        # slow. Seeding migrates the file with its own event loop; this test runs one.
+        due = datetime.fromtimestamp(time.time() + 0.5, UTC)
+        await asyncio.to_thread(seed.seed_tickler, db, n, due)
+        return due.timestamp()
+
+    result = await measure(spec, when_ready=seeded)
     print(result)
     assert (result["fires"], result["dropped"]) == (n, 0)
     assert result["extra"]["succeeded_in_db"] == n
