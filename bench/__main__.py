@@ -73,7 +73,7 @@ from bench import pg, seed
 from bench.measure import Result, percentile
 from bench.report import Check, fairness_place, render, targets
 from storage.codec import to_db_time
-from storage.due import _FIRE as _NEXT_DUE_SQL
+from storage.due import NEXT_FIRE_SQL
 
 SCENARIOS = (
     "burst",
@@ -608,8 +608,8 @@ def due_query_plans(conn: sqlite3.Connection, now: datetime) -> dict[str, list[s
     queries: dict[str, tuple[str, tuple[object, ...]]] = {
         "due (claim)": (schedules.DUE_SQL, (at, "", 500)),
         "fair due (claim, a backlog of several chats)": (schedules.FAIR_DUE_SQL, (at, "", 500)),
-        "another chat due?": (schedules._OTHERS_DUE_SQL, (at, "", 1)),
-        "next due instant": (_NEXT_DUE_SQL, ()),
+        "another chat due?": (schedules.OTHERS_DUE_SQL, (at, "", 1)),
+        "next due instant": (NEXT_FIRE_SQL, ()),
     }
     return {
         name: [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]

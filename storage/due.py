@@ -9,7 +9,7 @@ from scheduler.models import AWAITING_RESULT_OWNER
 from storage.codec import from_db_time
 from storage.sql import Db, fetch_one
 
-__all__ = ["ACTIVE_WITH_NEXT_FIRE", "earliest_ready", "read"]
+__all__ = ["ACTIVE_WITH_NEXT_FIRE", "NEXT_FIRE_SQL", "earliest_ready", "read"]
 
 # The earliest next_run_at of an active schedule, ready run (pending, or failed and due
 # for a retry) and approval deadline; each answered from its own index (partial ones
@@ -18,13 +18,13 @@ __all__ = ["ACTIVE_WITH_NEXT_FIRE", "earliest_ready", "read"]
 ACTIVE_WITH_NEXT_FIRE = (
     "enabled = 1 AND tripped = 0 AND archived_at IS NULL AND next_run_at IS NOT NULL"
 )
-_FIRE = f"SELECT MIN(next_run_at) FROM schedules WHERE {ACTIVE_WITH_NEXT_FIRE}"
+NEXT_FIRE_SQL = f"SELECT MIN(next_run_at) FROM schedules WHERE {ACTIVE_WITH_NEXT_FIRE}"
 _READY = "SELECT MIN(next_attempt_at) FROM runs WHERE status IN ('pending', 'failed')"
 _DEADLINE = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'awaiting_approval'"
 #: The earliest deadline of a run awaiting the agent's result (AWAITING_RESULT_OWNER).
 _RESULT = "SELECT MIN(next_attempt_at) FROM runs WHERE status = 'running' AND owner = 'agent'"
 assert AWAITING_RESULT_OWNER == "agent"
-_SQL = f"SELECT ({_FIRE}), ({_READY}), ({_DEADLINE}), ({_RESULT})"
+_SQL = f"SELECT ({NEXT_FIRE_SQL}), ({_READY}), ({_DEADLINE}), ({_RESULT})"
 
 
 async def read(db: Db) -> DueInstants:

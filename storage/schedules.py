@@ -297,7 +297,7 @@ async def due(
 
 #: Whether a chat other than the given one has a fire due in the same window: read from
 #: the `schedules_due` index alone (it covers chat_id), the hot path's only extra cost.
-_OTHERS_DUE_SQL = f"SELECT 1 FROM schedules WHERE {_DUE} AND chat_id <> ? LIMIT 1"
+OTHERS_DUE_SQL = f"SELECT 1 FROM schedules WHERE {_DUE} AND chat_id <> ? LIMIT 1"
 _CHAT_AT = SCHEDULE_COLUMNS.replace(" ", "").split(",").index("chat_id")
 
 
@@ -330,7 +330,7 @@ async def _others_due(
     since = after
     if backlog is not None and backlog.chat == chat:
         since = max(after, backlog.checked_to)
-    found = await fetch_one(db, _OTHERS_DUE_SQL, (now, since, chat)) is not None
+    found = await fetch_one(db, OTHERS_DUE_SQL, (now, since, chat)) is not None
     if backlog is not None:
         if found:
             backlog.forget()
